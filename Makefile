@@ -1,0 +1,52 @@
+# Front door. `make serve` and `make test` set up everything on a fresh Debian 12 machine.
+BUILD_DIR      ?= build
+SANITIZE_DIR   ?= build-sanitize
+BUILD_TYPE     ?= Release
+NIMBLE_CUDA    ?= AUTO
+CMAKE_FLAGS    ?=
+GRPC_ADDRESS   ?= 127.0.0.1:8001
+METRICS_PORT   ?= 8002
+MODEL_REPO     ?= models
+CTEST_ARGS     ?=
+JOBS           ?= $(shell nproc)
+
+.PHONY: all deps configure build serve test bench format sanitize clean
+
+all: build
+
+deps:
+	./scripts/install-deps.sh
+
+$(BUILD_DIR)/build.ninja:
+	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) \
+	  -DNIMBLE_CUDA=$(NIMBLE_CUDA) $(CMAKE_FLAGS)
+
+configure: deps $(BUILD_DIR)/build.ninja
+
+build: configure
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+# Ctrl-C reaches the server (the recipe's only command), which drains and exits 0.
+serve: build
+	$(BUILD_DIR)/server/nimble-server --model-repository=$(MODEL_REPO) \
+	  --grpc-address=$(GRPC_ADDRESS) --metrics-port=$(METRICS_PORT)
+
+test: build
+	ctest --test-dir $(BUILD_DIR) --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+
+bench: build
+	$(BUILD_DIR)/bench/bench_grpc_roundtrip
+
+format:
+	git ls-files '*.h' '*.cc' '*.cu' '*.cuh' | xargs clang-format -i
+
+# ASan + UBSan build of everything, then every test.
+sanitize: deps
+	cmake -S . -B $(SANITIZE_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DNIMBLE_CUDA=$(NIMBLE_CUDA) -DNIMBLE_SANITIZE=address,undefined $(CMAKE_FLAGS)
+	cmake --build $(SANITIZE_DIR) -j $(JOBS)
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
+	  ctest --test-dir $(SANITIZE_DIR) --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+
+clean:
+	rm -rf $(BUILD_DIR) $(SANITIZE_DIR)

@@ -1,0 +1,57 @@
+// One VM instruction. Fixed-size so that the interpreter indexes code directly; variable
+// operand lists live in the function's operand pool.
+#pragma once
+
+#include <cstdint>
+
+#include "absl/strings/string_view.h"
+
+namespace nimble::vm {
+
+enum class Opcode : uint8_t {
+#define NIMBLE_OPCODE(Name, mnemonic, operands, list) k##Name,
+#include "vm/isa/opcodes.def"
+#undef NIMBLE_OPCODE
+};
+
+inline constexpr int kNumOpcodes = 0
+#define NIMBLE_OPCODE(Name, mnemonic, operands, list) +1
+#include "vm/isa/opcodes.def"
+#undef NIMBLE_OPCODE
+    ;
+
+struct OpcodeInfo {
+  absl::string_view mnemonic;
+  absl::string_view operands;  // kinds of dst, a, b, c (see opcodes.def)
+  char list;                   // kind of the list operand
+};
+
+inline constexpr OpcodeInfo kOpcodeInfo[] = {
+#define NIMBLE_OPCODE(Name, mnemonic, operands, list) {mnemonic, operands, list},
+#include "vm/isa/opcodes.def"
+#undef NIMBLE_OPCODE
+};
+
+inline const OpcodeInfo& GetOpcodeInfo(Opcode op) { return kOpcodeInfo[static_cast<int>(op)]; }
+
+// Operations of ScalarBinary / ScalarBinaryImm (field c). Comparisons yield 0 or 1. FloorDiv
+// and Mod round toward negative infinity (Python semantics, as ONNX shape arithmetic needs);
+// division by zero fails the call.
+enum class ScalarOp : int32_t {
+  kAdd = 0, kSub = 1, kMul = 2, kFloorDiv = 3, kMod = 4, kMin = 5, kMax = 6,
+  kEq = 7, kNe = 8, kLt = 9, kLe = 10, kAnd = 11, kOr = 12, kCeilDiv = 13,
+};
+inline constexpr int kNumScalarOps = 14;
+
+struct Instruction {
+  Opcode op = Opcode::kMove;
+  int32_t dst = -1;
+  int32_t a = -1;
+  int32_t b = -1;
+  int32_t c = -1;
+  int64_t imm = 0;
+  uint32_t list_begin = 0;  // into Function::operand_pool
+  uint32_t list_size = 0;
+};
+
+}  // namespace nimble::vm

@@ -1,0 +1,74 @@
+// The kernel interface: destination-passing calls on tensors, per device, created once per
+// executable from compile-time attributes and shared by every concurrent call.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "vm/runtime/allocator.h"
+#include "vm/runtime/attributes.h"
+#include "vm/runtime/device.h"
+#include "vm/runtime/tensor.h"
+
+namespace nimble::vm {
+
+// Per-call context handed to kernels. Not shared between concurrent calls.
+struct KernelContext {
+  Device device = kCpu;
+  Allocator* allocator = DefaultCpuAllocator();  // for outputs of allocating kernels and scratch
+  int num_threads = 1;                           // the worker's thread budget
+  void* stream = nullptr;                        // cudaStream_t on CUDA devices
+};
+
+// Thread-safe: Run() is const and called concurrently by many VM instances.
+class Kernel {
+ public:
+  virtual ~Kernel() = default;
+
+  // Destination passing: `outputs` arrive allocated with the shapes the compiler's shape
+  // functions computed; the kernel fills them. For kernels whose allocates_outputs() is true
+  // (data-dependent and upper-bound shapes: NonZero, Unique, NonMaxSuppression, ...) the
+  // outputs arrive null and the kernel allocates them from ctx.allocator at their real size.
+  virtual absl::Status Run(const KernelContext& ctx, absl::Span<const Tensor> inputs,
+                           absl::Span<Tensor> outputs) const = 0;
+
+  virtual bool allocates_outputs() const { return false; }
+
+  // The kernel's shape function, data-dependent mode: output shapes from the inputs (their
+  // values where the op needs them: Reshape's shape, Expand, Range, Tile, ...). The VM runs it
+  // on the host when the compiler could not derive an output shape symbolically, then
+  // allocates the outputs and calls Run. Every kernel whose outputs the caller allocates
+  // implements it; errors are kInvalidArgument naming the offending input.
+  virtual absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                                    absl::Span<Shape> output_shapes) const = 0;
+};
+
+// Builds a kernel instance from its attributes; errors say which attribute is wrong.
+using KernelFactory = std::function<absl::StatusOr<std::unique_ptr<Kernel>>(const Attributes&)>;
+
+// Name -> factory per device type. Thread-safe: registration and lookup take a mutex.
+class KernelRegistry {
+ public:
+  // The registry with every built-in kernel of every compiled-in device.
+  static KernelRegistry& Global();
+
+  void Register(const std::string& name, DeviceType device, KernelFactory factory);
+  bool Has(const std::string& name, DeviceType device) const;
+  // kNotFound naming the kernel and device when absent.
+  absl::StatusOr<std::unique_ptr<Kernel>> Create(const std::string& name, DeviceType device,
+                                                 const Attributes& attrs) const;
+
+ private:
+  mutable std::mutex mutex_;  // guards factories_
+  std::map<std::pair<std::string, DeviceType>, KernelFactory> factories_;
+};
+
+// Adds the CPU kernels (vm/kernels/cpu) to `registry`. Called by KernelRegistry::Global().
+void RegisterCpuKernels(KernelRegistry& registry);
+
+}  // namespace nimble::vm

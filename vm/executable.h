@@ -53,12 +53,12 @@ struct TensorSignature {
 // The dispatcher picks the first variant whose bounds hold for a call; the last variant is
 // the generic one with no bounds.
 struct Variant {
-  std::string name;                    // "generic", "seq<=64", ...
-  int32_t function = 0;                // index into functions
-  std::vector<std::string> symbols;    // bounded symbols
-  std::vector<int64_t> lower_bounds;   // inclusive, per symbol
-  std::vector<int64_t> upper_bounds;   // inclusive, per symbol
-  int64_t planned_bytes_hint = 0;      // static memory plan size when fully known (0 = dynamic)
+  std::string name;                   // "generic", "seq<=64", ...
+  int32_t function = 0;               // index into functions
+  std::vector<std::string> symbols;   // bounded symbols
+  std::vector<int64_t> lower_bounds;  // inclusive, per symbol
+  std::vector<int64_t> upper_bounds;  // inclusive, per symbol
+  int64_t planned_bytes_hint = 0;     // static memory plan size when fully known (0 = dynamic)
 };
 
 class Executable {

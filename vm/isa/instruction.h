@@ -38,8 +38,20 @@ inline const OpcodeInfo& GetOpcodeInfo(Opcode op) { return kOpcodeInfo[static_ca
 // and Mod round toward negative infinity (Python semantics, as ONNX shape arithmetic needs);
 // division by zero fails the call.
 enum class ScalarOp : int32_t {
-  kAdd = 0, kSub = 1, kMul = 2, kFloorDiv = 3, kMod = 4, kMin = 5, kMax = 6,
-  kEq = 7, kNe = 8, kLt = 9, kLe = 10, kAnd = 11, kOr = 12, kCeilDiv = 13,
+  kAdd = 0,
+  kSub = 1,
+  kMul = 2,
+  kFloorDiv = 3,
+  kMod = 4,
+  kMin = 5,
+  kMax = 6,
+  kEq = 7,
+  kNe = 8,
+  kLt = 9,
+  kLe = 10,
+  kAnd = 11,
+  kOr = 12,
+  kCeilDiv = 13,
 };
 inline constexpr int kNumScalarOps = 14;
 

@@ -30,8 +30,8 @@ absl::StatusOr<std::unique_ptr<Kernel>> KernelRegistry::Create(const std::string
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = factories_.find({name, device});
     if (it == factories_.end()) {
-      return absl::NotFoundError(absl::StrCat("no kernel '", name, "' for ",
-                                              device == DeviceType::kCPU ? "cpu" : "cuda"));
+      return absl::NotFoundError(
+          absl::StrCat("no kernel '", name, "' for ", device == DeviceType::kCPU ? "cpu" : "cuda"));
     }
     factory = it->second;
   }

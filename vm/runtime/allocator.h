@@ -15,9 +15,9 @@
 namespace nimble::vm {
 
 struct AllocatorStats {
-  int64_t in_use_bytes = 0;       // handed out, by size class
-  int64_t cached_bytes = 0;       // freed and kept for reuse
-  int64_t peak_in_use_bytes = 0;  // high-water mark of in_use_bytes
+  int64_t in_use_bytes = 0;         // handed out, by size class
+  int64_t cached_bytes = 0;         // freed and kept for reuse
+  int64_t peak_in_use_bytes = 0;    // high-water mark of in_use_bytes
   int64_t peak_reserved_bytes = 0;  // high-water mark of in_use + cached
   int64_t system_allocations = 0;   // calls that reached the system allocator
   int64_t pool_hits = 0;            // allocations served from the cache

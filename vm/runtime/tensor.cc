@@ -88,9 +88,9 @@ absl::StatusOr<Tensor> Tensor::View(std::shared_ptr<Storage> storage, size_t byt
   const size_t bytes = static_cast<size_t>(count) * DTypeSize(dtype);
   if (storage == nullptr || byte_offset > storage->size() ||
       bytes > storage->size() - byte_offset) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "view ", DTypeName(dtype), ShapeToString(shape), " at offset ", byte_offset,
-        " does not fit in storage of ", storage ? storage->size() : 0, " bytes"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("view ", DTypeName(dtype), ShapeToString(shape), " at offset ", byte_offset,
+                     " does not fit in storage of ", storage ? storage->size() : 0, " bytes"));
   }
   Tensor t;
   t.storage_ = std::move(storage);
@@ -108,8 +108,8 @@ Tensor Tensor::Scalar(int64_t value) {
 absl::StatusOr<Tensor> Tensor::Reshape(absl::Span<const int64_t> shape) const {
   NIMBLE_ASSIGN_OR_RETURN(int64_t count, NumElements(shape));
   if (count != num_elements_) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot reshape ", TypeString(), " to ",
-                                                   ShapeToString(shape)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot reshape ", TypeString(), " to ", ShapeToString(shape)));
   }
   Tensor t = *this;
   t.shape_.assign(shape.begin(), shape.end());

@@ -80,7 +80,9 @@ class Tensor {
 
   void* raw_data() const { return static_cast<char*>(storage_->data()) + byte_offset_; }
   template <typename T>
-  T* data() const { return static_cast<T*>(raw_data()); }
+  T* data() const {
+    return static_cast<T*>(raw_data());
+  }
 
   // The same bytes with another shape of equal element count.
   absl::StatusOr<Tensor> Reshape(absl::Span<const int64_t> shape) const;

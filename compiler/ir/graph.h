@@ -44,6 +44,12 @@ class Value {
   void set_constant(vm::Tensor t) { constant_ = std::move(t); }
   bool is_constant() const { return constant_.has_value(); }
 
+  // For small integer tensors (rank 0 or 1) that carry shapes — Shape(x), Gather of it,
+  // Concat of dims — the element values as symbolic dims, when type inference can tell.
+  // This is how Reshape(x, Concat(Shape(x)[0], seq, 12, 64)) gets a symbolic output type.
+  const std::optional<std::vector<DimExpr>>& symbolic_value() const { return symbolic_value_; }
+  void set_symbolic_value(std::optional<std::vector<DimExpr>> v) { symbolic_value_ = std::move(v); }
+
  private:
   friend class Graph;
   int id_ = 0;
@@ -53,6 +59,7 @@ class Value {
   int output_index_ = 0;
   Graph* graph_ = nullptr;
   std::optional<vm::Tensor> constant_;
+  std::optional<std::vector<DimExpr>> symbolic_value_;
 };
 
 class Node {

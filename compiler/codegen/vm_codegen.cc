@@ -1,0 +1,567 @@
+#include "compiler/codegen/vm_codegen.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "compiler/codegen/memory_planner.h"
+#include "vm/isa/instruction.h"
+
+namespace nimble::compiler {
+namespace {
+
+using vm::Instruction;
+using vm::Opcode;
+using vm::ScalarOp;
+
+enum class NodeKind {
+  kShape,    // output is a known symbolic shape value: nothing to run
+  kView,     // reshape-like: a ReshapeTensor view of the input
+  kCompute,  // a kernel call into planned or pre-allocated outputs
+  kRuntime,  // a kernel call in shape-function mode (data-dependent output shapes)
+};
+
+bool IsViewOp(const Node& node) {
+  static const std::set<std::string> kViews = {"Reshape", "Flatten", "Squeeze", "Unsqueeze",
+                                               "Identity"};
+  return node.domain().empty() && kViews.count(node.op_type()) != 0 && node.num_outputs() == 1 &&
+         node.input(0) != nullptr && node.input(0)->type().is_tensor();
+}
+
+class FunctionEmitter {
+ public:
+  FunctionEmitter(Module& module, vm::Executable& exe) : module_(module), dims_(module.dims), exe_(exe) {}
+
+  absl::StatusOr<int> Run(CodegenReport* report);
+
+ private:
+  // --- instruction building
+  int NewReg() { return fn_.num_registers++; }
+  void Emit(Opcode op, int dst, int a = -1, int b = -1, int c = -1, int64_t imm = 0,
+            const std::vector<int64_t>& list = {}) {
+    Instruction ins;
+    ins.op = op;
+    ins.dst = dst;
+    ins.a = a;
+    ins.b = b;
+    ins.c = c;
+    ins.imm = imm;
+    ins.list_begin = static_cast<uint32_t>(fn_.operand_pool.size());
+    ins.list_size = static_cast<uint32_t>(list.size());
+    fn_.operand_pool.insert(fn_.operand_pool.end(), list.begin(), list.end());
+    fn_.code.push_back(ins);
+  }
+  int AddString(std::string s) {
+    exe_.strings.push_back(std::move(s));
+    return static_cast<int>(exe_.strings.size()) - 1;
+  }
+
+  // --- symbols and scalar arithmetic
+  bool AtomsBound(const DimExpr& e) const;
+  bool TypeBound(const TensorType& t) const;
+  absl::StatusOr<int> EmitDim(const DimExpr& e);
+  absl::StatusOr<int> EmitAtom(int32_t atom);
+  absl::StatusOr<std::vector<int64_t>> EmitDims(const TensorType& t);
+  void BindSymbolsFrom(const TensorType& t, int tensor_reg);
+
+  // --- values
+  absl::StatusOr<int> Materialize(const Value* v);
+  bool IsShapeValue(const Value* v) const;
+
+  absl::Status Analyse();
+  absl::Status EmitNode(int index, const Node& node);
+  absl::StatusOr<int> KernelIndex(const Node& node);
+
+  Module& module_;
+  DimContext& dims_;
+  vm::Executable& exe_;
+  vm::Function fn_;
+
+  absl::flat_hash_set<int32_t> bound_;                // symbols with a register (during emission)
+  absl::flat_hash_map<int32_t, int> symbol_reg_;
+  std::map<DimExpr, int> dim_reg_;
+  absl::flat_hash_map<const Value*, int> reg_of_;
+  int null_reg_ = -1;
+
+  // Analysis results.
+  std::vector<NodeKind> kind_;
+  absl::flat_hash_map<const Value*, const Value*> root_;  // view aliasing
+  absl::flat_hash_map<const Value*, int> last_use_;       // of alias roots
+  absl::flat_hash_set<const Value*> escapes_;             // roots of graph outputs
+  absl::flat_hash_set<const Value*> vm_allocated_;        // outputs of shape-function calls
+  absl::flat_hash_map<const Value*, int> planned_;        // root -> request index
+  std::vector<BufferRequest> requests_;
+  MemoryPlan plan_;
+  int arena_reg_ = -1;
+  std::vector<int> slot_offset_reg_;
+  CodegenReport report_;
+};
+
+bool FunctionEmitter::AtomsBound(const DimExpr& e) const {
+  for (const auto& [monomial, coeff] : e.terms()) {
+    for (int32_t atom : monomial) {
+      const auto& info = dims_.atom(atom);
+      if (info.kind == DimContext::AtomKind::kSymbol) {
+        if (!bound_.contains(atom)) return false;
+      } else if (!AtomsBound(info.lhs) || !AtomsBound(info.rhs)) {
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+bool FunctionEmitter::TypeBound(const TensorType& t) const {
+  if (!t.fully_known()) return false;
+  for (const Dim& d : *t.dims) {
+    if (!AtomsBound(*d)) return false;
+  }
+  return true;
+}
+
+absl::StatusOr<int> FunctionEmitter::EmitAtom(int32_t atom) {
+  const auto& info = dims_.atom(atom);
+  if (info.kind == DimContext::AtomKind::kSymbol) {
+    auto it = symbol_reg_.find(atom);
+    if (it == symbol_reg_.end()) {
+      return absl::InternalError(absl::StrCat("symbol '", info.name, "' used before it is bound"));
+    }
+    return it->second;
+  }
+  NIMBLE_ASSIGN_OR_RETURN(int lhs, EmitDim(info.lhs));
+  NIMBLE_ASSIGN_OR_RETURN(int rhs, EmitDim(info.rhs));
+  ScalarOp op = ScalarOp::kAdd;
+  switch (info.kind) {
+    case DimContext::AtomKind::kFloorDiv: op = ScalarOp::kFloorDiv; break;
+    case DimContext::AtomKind::kCeilDiv: op = ScalarOp::kCeilDiv; break;
+    case DimContext::AtomKind::kMod: op = ScalarOp::kMod; break;
+    case DimContext::AtomKind::kMin: op = ScalarOp::kMin; break;
+    case DimContext::AtomKind::kMax: op = ScalarOp::kMax; break;
+    case DimContext::AtomKind::kSymbol: break;
+  }
+  const int dst = NewReg();
+  Emit(Opcode::kScalarBinary, dst, lhs, rhs, static_cast<int>(op));
+  return dst;
+}
+
+absl::StatusOr<int> FunctionEmitter::EmitDim(const DimExpr& e) {
+  if (auto it = dim_reg_.find(e); it != dim_reg_.end()) return it->second;
+  int result = -1;
+  if (e.IsConst()) {
+    result = NewReg();
+    Emit(Opcode::kLoadConsti, result, -1, -1, -1, e.ConstValue());
+  } else if (auto atom = e.AsAtom()) {
+    NIMBLE_ASSIGN_OR_RETURN(result, EmitAtom(*atom));
+  } else {
+    int64_t constant = 0;
+    for (const auto& [monomial, coeff] : e.terms()) {
+      if (monomial.empty()) {
+        constant = coeff;
+        continue;
+      }
+      // Product of the monomial's atoms (memoised as a sub-expression), times the coefficient.
+      DimExpr mono = DimExpr::Const(1);
+      int reg = -1;
+      for (int32_t atom : monomial) {
+        mono = mono * DimExpr::Atom(atom);
+        if (auto it = dim_reg_.find(mono); it != dim_reg_.end()) {
+          reg = it->second;
+          continue;
+        }
+        NIMBLE_ASSIGN_OR_RETURN(int a, EmitAtom(atom));
+        if (reg < 0) {
+          reg = a;
+        } else {
+          const int dst = NewReg();
+          Emit(Opcode::kScalarBinary, dst, reg, a, static_cast<int>(ScalarOp::kMul));
+          reg = dst;
+        }
+        dim_reg_[mono] = reg;
+      }
+      if (coeff != 1) {
+        const int dst = NewReg();
+        Emit(Opcode::kScalarBinaryImm, dst, reg, -1, static_cast<int>(ScalarOp::kMul), coeff);
+        reg = dst;
+      }
+      if (result < 0) {
+        result = reg;
+      } else {
+        const int dst = NewReg();
+        Emit(Opcode::kScalarBinary, dst, result, reg, static_cast<int>(ScalarOp::kAdd));
+        result = dst;
+      }
+    }
+    if (constant != 0) {
+      const int dst = NewReg();
+      Emit(Opcode::kScalarBinaryImm, dst, result, -1, static_cast<int>(ScalarOp::kAdd), constant);
+      result = dst;
+    }
+  }
+  dim_reg_[e] = result;
+  return result;
+}
+
+absl::StatusOr<std::vector<int64_t>> FunctionEmitter::EmitDims(const TensorType& t) {
+  std::vector<int64_t> regs;
+  for (const Dim& d : *t.dims) {
+    NIMBLE_ASSIGN_OR_RETURN(int r, EmitDim(*d));
+    regs.push_back(r);
+  }
+  return regs;
+}
+
+void FunctionEmitter::BindSymbolsFrom(const TensorType& t, int tensor_reg) {
+  if (!t.dims) return;
+  for (int axis = 0; axis < t.rank(); ++axis) {
+    const Dim& d = (*t.dims)[axis];
+    if (!d) continue;
+    auto atom = d->AsAtom();
+    if (!atom || dims_.atom(*atom).kind != DimContext::AtomKind::kSymbol || bound_.contains(*atom)) {
+      continue;
+    }
+    const int r = NewReg();
+    Emit(Opcode::kTensorDim, r, tensor_reg, axis);
+    bound_.insert(*atom);
+    symbol_reg_[*atom] = r;
+    dim_reg_[*d] = r;
+  }
+}
+
+bool FunctionEmitter::IsShapeValue(const Value* v) const {
+  if (!v->symbolic_value() || !v->type().is_tensor()) return false;
+  const TensorType& t = v->tensor_type();
+  if (t.dtype != vm::DType::kI64 || !t.has_rank() || t.rank() > 1) return false;
+  for (const DimExpr& e : *v->symbolic_value()) {
+    if (!AtomsBound(e)) return false;
+  }
+  return true;
+}
+
+absl::StatusOr<int> FunctionEmitter::Materialize(const Value* v) {
+  if (v == nullptr) {
+    if (null_reg_ < 0) null_reg_ = NewReg();  // never written: reads as an absent tensor
+    return null_reg_;
+  }
+  if (auto it = reg_of_.find(v); it != reg_of_.end()) return it->second;
+  if (v->is_constant()) {
+    exe_.constants.push_back(*v->constant());
+    const int r = NewReg();
+    Emit(Opcode::kLoadConst, r, static_cast<int>(exe_.constants.size()) - 1);
+    reg_of_[v] = r;
+    return r;
+  }
+  if (IsShapeValue(v)) {
+    std::vector<int64_t> elems;
+    for (const DimExpr& e : *v->symbolic_value()) {
+      NIMBLE_ASSIGN_OR_RETURN(int r, EmitDim(e));
+      elems.push_back(r);
+    }
+    int r = NewReg();
+    Emit(Opcode::kMakeShapeTensor, r, -1, -1, -1, 0, elems);
+    if (v->tensor_type().rank() == 0) {
+      const int scalar = NewReg();
+      Emit(Opcode::kReshapeTensor, scalar, r);
+      r = scalar;
+    }
+    reg_of_[v] = r;
+    return r;
+  }
+  return absl::InternalError(absl::StrCat("value %", v->id(), " '", v->name(),
+                                          "' is used before it is computed"));
+}
+
+absl::StatusOr<int> FunctionEmitter::KernelIndex(const Node& node) {
+  vm::KernelEntry entry;
+  entry.name = node.domain().empty() ? node.op_type() : absl::StrCat(node.domain(), ".", node.op_type());
+  entry.device = vm::kCpu;
+  for (const auto& [name, value] : node.attrs().values()) {
+    if (!name.empty() && name[0] == '_') continue;  // compiler-internal annotations
+    entry.attrs.Set(name, value);
+  }
+  if (!vm::KernelRegistry::Global().Has(entry.name, vm::DeviceType::kCPU)) {
+    return absl::UnimplementedError(absl::StrCat("unsupported operator '", node.op_type(),
+                                                 "' (domain '", node.domain(), "', opset ",
+                                                 node.opset(), ") at ", node.Describe(),
+                                                 ": no CPU kernel"));
+  }
+  exe_.kernels.push_back(std::move(entry));
+  return static_cast<int>(exe_.kernels.size()) - 1;
+}
+
+absl::Status FunctionEmitter::Analyse() {
+  const Graph& g = *module_.main;
+  const auto& nodes = g.nodes();
+  kind_.assign(nodes.size(), NodeKind::kCompute);
+  for (const Value* in : g.inputs()) root_[in] = in;
+
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const Node& node = *nodes[i];
+    if (!node.subgraphs().empty()) {
+      return absl::UnimplementedError(absl::StrCat(
+          "control flow is not lowered yet: ", node.Describe()));
+    }
+    for (const Value* out : node.outputs()) {
+      if (!out->type().is_tensor()) {
+        return absl::UnimplementedError(absl::StrCat(
+            "sequence and optional values are not lowered yet: ", node.Describe()));
+      }
+    }
+    bool all_shape = true;
+    for (const Value* out : node.outputs()) all_shape = all_shape && IsShapeValue(out);
+    if (all_shape) {
+      kind_[i] = NodeKind::kShape;
+      continue;
+    }
+    for (const Value* in : node.inputs()) {
+      if (in == nullptr) continue;
+      const Value* root = root_.count(in) ? root_[in] : in;
+      last_use_[root] = std::max(last_use_.count(root) ? last_use_[root] : 0, static_cast<int>(i));
+    }
+    const std::string* mode = nullptr;
+    auto mode_attr = node.attrs().Get<std::string>("_shape_mode");
+    if (mode_attr.ok()) mode = &*mode_attr;
+    bool outputs_known = true;
+    for (const Value* out : node.outputs()) outputs_known = outputs_known && TypeBound(out->tensor_type());
+    if (IsViewOp(node) && outputs_known) {
+      kind_[i] = NodeKind::kView;
+      const Value* in = node.input(0);
+      root_[node.output(0)] = root_.count(in) ? root_[in] : in;
+      continue;
+    }
+    if (!outputs_known || (mode_attr.ok() && *mode == "runtime")) {
+      kind_[i] = NodeKind::kRuntime;
+      for (const Value* out : node.outputs()) {
+        root_[out] = out;
+        vm_allocated_.insert(out);
+        const TensorType& t = out->tensor_type();
+        if (!t.dims) continue;
+        for (const Dim& d : *t.dims) {
+          if (d && d->AsAtom() && dims_.atom(*d->AsAtom()).kind == DimContext::AtomKind::kSymbol) {
+            bound_.insert(*d->AsAtom());
+          }
+        }
+      }
+      continue;
+    }
+    for (const Value* out : node.outputs()) {
+      root_[out] = out;
+      last_use_[out] = static_cast<int>(i);
+    }
+  }
+  for (const Value* out : g.outputs()) {
+    escapes_.insert(root_.count(out) ? root_[out] : out);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FunctionEmitter::EmitNode(int index, const Node& node) {
+  switch (kind_[index]) {
+    case NodeKind::kShape:
+      ++report_.num_shape_nodes_elided;
+      return absl::OkStatus();
+    case NodeKind::kView: {
+      NIMBLE_ASSIGN_OR_RETURN(int in, Materialize(node.input(0)));
+      NIMBLE_ASSIGN_OR_RETURN(std::vector<int64_t> dim_regs, EmitDims(node.output(0)->tensor_type()));
+      const int dst = NewReg();
+      Emit(Opcode::kReshapeTensor, dst, in, -1, -1, 0, dim_regs);
+      reg_of_[node.output(0)] = dst;
+      ++report_.num_views;
+      return absl::OkStatus();
+    }
+    case NodeKind::kCompute:
+    case NodeKind::kRuntime:
+      break;
+  }
+  std::vector<int64_t> args;
+  for (const Value* in : node.inputs()) {
+    NIMBLE_ASSIGN_OR_RETURN(int r, Materialize(in));
+    args.push_back(r);
+  }
+  NIMBLE_ASSIGN_OR_RETURN(int kernel, KernelIndex(node));
+  const bool runtime = kind_[index] == NodeKind::kRuntime;
+  std::vector<vm::DType> out_dtypes;
+  for (const Value* out : node.outputs()) {
+    const int r = NewReg();
+    reg_of_[out] = r;
+    args.push_back(r);
+    out_dtypes.push_back(out->tensor_type().dtype);
+    if (runtime) continue;
+    const TensorType& t = out->tensor_type();
+    NIMBLE_ASSIGN_OR_RETURN(std::vector<int64_t> dim_regs, EmitDims(t));
+    int storage = arena_reg_;
+    int offset = -1;
+    if (auto it = planned_.find(out); it != planned_.end()) {
+      offset = slot_offset_reg_[plan_.slot_of[it->second]];
+    } else {
+      // Own storage: graph outputs (they outlive the call's arena) and buffers whose size
+      // depends on symbols bound mid-function.
+      NIMBLE_ASSIGN_OR_RETURN(int elems, EmitDim(*t.NumElements()));
+      const int bytes = NewReg();
+      Emit(Opcode::kScalarBinaryImm, bytes, elems, -1, static_cast<int>(ScalarOp::kMul),
+           static_cast<int64_t>(vm::DTypeSize(t.dtype)));
+      storage = NewReg();
+      Emit(Opcode::kAllocStorage, storage, bytes, 0, MemoryPlan::kAlignment);
+      NIMBLE_ASSIGN_OR_RETURN(offset, EmitDim(DimExpr::Const(0)));
+    }
+    Emit(Opcode::kAllocTensorReg, r, storage, offset, static_cast<int>(t.dtype), 0, dim_regs);
+  }
+  const int num_inputs = node.num_inputs();
+  if (runtime) {
+    if (node.num_outputs() > vm::kMaxShapeFunctionOutputs) {
+      return absl::UnimplementedError(absl::StrCat(node.Describe(), " has too many outputs"));
+    }
+    Emit(Opcode::kInvokePacked, -1, kernel, num_inputs, vm::kInvokePackedShapeFunction,
+         vm::EncodeOutputDTypes(out_dtypes), args);
+    ++report_.num_runtime_shape_calls;
+    for (const Value* out : node.outputs()) BindSymbolsFrom(out->tensor_type(), reg_of_[out]);
+  } else {
+    Emit(Opcode::kInvokePacked, -1, kernel, num_inputs, 0, 0, args);
+  }
+  ++report_.num_kernel_calls;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> FunctionEmitter::Run(CodegenReport* report) {
+  Graph& g = *module_.main;
+  fn_.name = "main";
+  fn_.num_params = static_cast<int32_t>(g.inputs().size());
+  fn_.num_registers = fn_.num_params;
+
+  // Signature and symbol bindings from the inputs.
+  std::vector<std::pair<int, int>> deferred_checks;  // (input, axis) with expression dims
+  for (int i = 0; i < static_cast<int>(g.inputs().size()); ++i) {
+    const Value* in = g.inputs()[i];
+    reg_of_[in] = i;
+    if (!in->type().is_tensor() || !in->tensor_type().has_rank()) {
+      return absl::UnimplementedError(absl::StrCat("input '", in->name(),
+                                                   "' must be a tensor of known rank"));
+    }
+    const TensorType& t = in->tensor_type();
+    vm::TensorSignature sig;
+    sig.name = in->name();
+    sig.dtype = t.dtype;
+    for (int axis = 0; axis < t.rank(); ++axis) {
+      const Dim& d = (*t.dims)[axis];
+      if (d && d->IsConst()) {
+        sig.dims.push_back(d->ConstValue());
+        sig.dim_names.push_back("");
+        continue;
+      }
+      sig.dims.push_back(-1);
+      auto atom = d ? d->AsAtom() : std::nullopt;
+      if (atom && dims_.atom(*atom).kind == DimContext::AtomKind::kSymbol) {
+        sig.dim_names.push_back(dims_.atom(*atom).name);
+        if (!bound_.contains(*atom)) {
+          exe_.symbol_bindings.push_back({dims_.atom(*atom).name, i, axis});
+          const int r = NewReg();
+          Emit(Opcode::kTensorDim, r, i, axis);
+          bound_.insert(*atom);
+          symbol_reg_[*atom] = r;
+          dim_reg_[*d] = r;
+        }
+      } else {
+        sig.dim_names.push_back("");
+        if (d) deferred_checks.emplace_back(i, axis);
+      }
+    }
+    exe_.inputs.push_back(std::move(sig));
+  }
+  // Input dims given as expressions of other symbols ("seq + 1") are checked at run time.
+  for (auto [i, axis] : deferred_checks) {
+    const DimExpr& e = *(*g.inputs()[i]->tensor_type().dims)[axis];
+    if (!AtomsBound(e)) continue;
+    const int actual = NewReg();
+    Emit(Opcode::kTensorDim, actual, i, axis);
+    NIMBLE_ASSIGN_OR_RETURN(int expected, EmitDim(e));
+    const int ok = NewReg();
+    Emit(Opcode::kScalarBinary, ok, actual, expected, static_cast<int>(ScalarOp::kEq));
+    Emit(Opcode::kAssert, -1, ok,
+         AddString(absl::StrCat("input '", g.inputs()[i]->name(), "': dim ", axis,
+                                " is {} but must be ", dims_.ToString(e), " = {}")),
+         -1, 0, {actual, expected});
+  }
+
+  const absl::flat_hash_set<int32_t> input_symbols = bound_;
+  NIMBLE_RETURN_IF_ERROR(Analyse());
+  bound_ = input_symbols;
+
+  // Memory plan over the buffers whose sizes are known at entry.
+  for (const auto& [root, last_use] : last_use_) {
+    if (escapes_.contains(root) || vm_allocated_.contains(root) || root->producer() == nullptr) {
+      continue;
+    }
+    const TensorType& t = root->tensor_type();
+    if (!TypeBound(t)) continue;
+    BufferRequest request;
+    request.bytes = *t.NumElements() * DimExpr::Const(static_cast<int64_t>(vm::DTypeSize(t.dtype)));
+    const auto& nodes = g.nodes();
+    request.def = static_cast<int>(std::find_if(nodes.begin(), nodes.end(), [&](const auto& n) {
+                                     return n.get() == root->producer();
+                                   }) - nodes.begin());
+    request.last_use = std::max(last_use, request.def);
+    planned_[root] = static_cast<int>(requests_.size());
+    requests_.push_back(request);
+  }
+  plan_ = PlanMemory(requests_, dims_);
+  report_.num_planned_buffers = static_cast<int>(requests_.size());
+  report_.arena_bytes = plan_.total_bytes;
+  report_.intermediate_bytes = DimExpr::Const(0);
+  for (const BufferRequest& r : requests_) report_.intermediate_bytes = report_.intermediate_bytes + r.bytes;
+  if (!requests_.empty()) {
+    NIMBLE_ASSIGN_OR_RETURN(int size, EmitDim(plan_.total_bytes));
+    arena_reg_ = NewReg();
+    Emit(Opcode::kAllocStorage, arena_reg_, size, 0, MemoryPlan::kAlignment);
+    for (const DimExpr& offset : plan_.slot_offset) {
+      NIMBLE_ASSIGN_OR_RETURN(int r, EmitDim(offset));
+      slot_offset_reg_.push_back(r);
+    }
+  }
+
+  const auto& nodes = g.nodes();
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    absl::Status status = EmitNode(static_cast<int>(i), *nodes[i]);
+    if (!status.ok()) return Annotate(status, nodes[i]->Describe());
+  }
+
+  // Outputs: one tensor, or a tuple (ADT tag 0) of them.
+  std::vector<int64_t> outs;
+  for (const Value* out : g.outputs()) {
+    NIMBLE_ASSIGN_OR_RETURN(int r, Materialize(out));
+    outs.push_back(r);
+    const TensorType& t = out->tensor_type();
+    vm::TensorSignature sig;
+    sig.name = out->name();
+    sig.dtype = t.dtype;
+    if (t.dims) {
+      for (const Dim& d : *t.dims) {
+        sig.dims.push_back(d && d->IsConst() ? d->ConstValue() : -1);
+        auto atom = d ? d->AsAtom() : std::nullopt;
+        sig.dim_names.push_back(atom && dims_.atom(*atom).kind == DimContext::AtomKind::kSymbol
+                                    ? dims_.atom(*atom).name
+                                    : "");
+      }
+    }
+    exe_.outputs.push_back(std::move(sig));
+  }
+  const int result = NewReg();
+  Emit(Opcode::kAllocADT, result, 0, -1, -1, 0, outs);
+  Emit(Opcode::kRet, -1, result);
+
+  exe_.functions.push_back(std::move(fn_));
+  if (report) *report = report_;
+  return static_cast<int>(exe_.functions.size()) - 1;
+}
+
+}  // namespace
+
+absl::StatusOr<int> EmitMainFunction(Module& module, vm::Executable& executable,
+                                     CodegenReport* report) {
+  FunctionEmitter emitter(module, executable);
+  return emitter.Run(report);
+}
+
+}  // namespace nimble::compiler

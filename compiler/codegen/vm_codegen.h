@@ -1,0 +1,38 @@
+// Lowering of a typed Module to a VM Executable: Nimble's manifest allocation (every buffer an
+// explicit AllocStorage/AllocTensor), memory planning and the emission of shape arithmetic as
+// VM scalar instructions.
+//
+// Shape computations never become kernel calls when their values are known symbolically:
+// input dims are read with TensorDim once, every derived dim (seq + 1, batch*seq, ...) is one
+// memoised chain of ScalarBinary instructions, and an integer tensor whose value is a shape
+// (Shape -> Gather -> Concat -> Reshape in a PyTorch export) is built by MakeShapeTensor only
+// if some kernel actually reads it. Reshape/Flatten/Squeeze/Unsqueeze/Identity become
+// ReshapeTensor views, never copies. Ops whose output shapes depend on data run in the VM's
+// shape-function mode, and the fresh symbols in their types are bound from the results.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "compiler/ir/graph.h"
+#include "vm/executable.h"
+
+namespace nimble::compiler {
+
+struct CodegenReport {
+  int num_kernel_calls = 0;
+  int num_views = 0;
+  int num_shape_nodes_elided = 0;
+  int num_runtime_shape_calls = 0;
+  int num_planned_buffers = 0;
+  DimExpr arena_bytes;        // planned peak of intermediates (one arena per call)
+  DimExpr intermediate_bytes;  // sum of the planned buffers' sizes (no reuse)
+};
+
+// Emits the entry function "main" into `executable` (which may already hold other
+// functions) and returns its index. The module's main graph must be fully type-inferred.
+absl::StatusOr<int> EmitMainFunction(Module& module, vm::Executable& executable,
+                                     CodegenReport* report);
+
+}  // namespace nimble::compiler

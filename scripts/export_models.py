@@ -16,6 +16,7 @@ Models:
   loop  a scripted data-dependent while loop (ONNX Loop).
 """
 import argparse
+import hashlib
 import math
 import os
 import sys
@@ -262,10 +263,19 @@ def main():
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(2)
+    with open(__file__, "rb") as f:
+        version = hashlib.sha256(f.read() + str(args.small).encode()).hexdigest()
     for name in args.models.split(","):
         out = os.path.join(args.out, name)
+        stamp = os.path.join(out, "stamp")
+        # Re-export only when this script or the flags changed.
+        if os.path.exists(stamp) and open(stamp).read() == version:
+            print(f"{name}: up to date in {out}", file=sys.stderr)
+            continue
         os.makedirs(out, exist_ok=True)
         {"bert": bert, "gpt2": gpt2, "lstm": lstm, "loop": loop}[name](out, args.small)
+        with open(stamp, "w") as f:
+            f.write(version)
         print(f"exported {name} -> {out}", file=sys.stderr)
 
 

@@ -23,6 +23,7 @@ enum class NodeKind {
   kView,     // reshape-like: a ReshapeTensor view of the input
   kCompute,  // a kernel call into planned or pre-allocated outputs
   kRuntime,  // a kernel call in shape-function mode (data-dependent output shapes)
+  kControl,  // If / Loop: subgraphs emitted inline with jumps
 };
 
 bool IsViewOp(const Node& node) {
@@ -72,8 +73,34 @@ class FunctionEmitter {
   absl::StatusOr<int> Materialize(const Value* v);
   bool IsShapeValue(const Value* v) const;
 
+  NodeKind Classify(const Node& node) const;
+  void NoteClassified(const Node& node, NodeKind kind);
   absl::Status Analyse();
-  absl::Status EmitNode(int index, const Node& node);
+  absl::Status EmitNode(int index, const Node& node, NodeKind kind);
+  absl::Status EmitSubgraph(const Graph& g);
+  absl::Status EmitIf(const Node& node);
+  absl::Status EmitLoop(const Node& node);
+  absl::Status AllocateOwn(const Value* out, int reg);
+  // Jumps are relative; these patch a jump emitted earlier to land on the next instruction.
+  int Here() const { return static_cast<int>(fn_.code.size()); }
+  void PatchJumpB(int at) { fn_.code[at].b = Here() - at; }
+  void PatchJumpC(int at) { fn_.code[at].c = Here() - at; }
+  void PatchGoto(int at) { fn_.code[at].a = Here() - at; }
+  // Scoped emission state: symbol registers and memoised dims made inside a branch or loop
+  // body are not valid after it.
+  struct Scope {
+    absl::flat_hash_set<int32_t> bound;
+    absl::flat_hash_map<int32_t, int> symbol_reg;
+    std::map<DimExpr, int> dim_reg;
+    absl::flat_hash_map<const Value*, int> reg_of;
+  };
+  Scope SaveScope() const { return {bound_, symbol_reg_, dim_reg_, reg_of_}; }
+  void RestoreScope(Scope scope) {
+    bound_ = std::move(scope.bound);
+    symbol_reg_ = std::move(scope.symbol_reg);
+    dim_reg_ = std::move(scope.dim_reg);
+    reg_of_ = std::move(scope.reg_of);
+  }
   absl::StatusOr<int> KernelIndex(const Node& node);
 
   Module& module_;
@@ -87,7 +114,8 @@ class FunctionEmitter {
   absl::flat_hash_map<const Value*, int> reg_of_;
   int null_reg_ = -1;
 
-  // Analysis results.
+  // Analysis results (main graph).
+  const Graph* main_ = nullptr;
   std::vector<NodeKind> kind_;
   absl::flat_hash_map<const Value*, const Value*> root_;  // view aliasing
   absl::flat_hash_map<const Value*, int> last_use_;       // of alias roots
@@ -292,74 +320,113 @@ absl::StatusOr<int> FunctionEmitter::KernelIndex(const Node& node) {
   return static_cast<int>(exe_.kernels.size()) - 1;
 }
 
+NodeKind FunctionEmitter::Classify(const Node& node) const {
+  if (!node.subgraphs().empty()) return NodeKind::kControl;
+  bool all_shape = node.num_outputs() > 0;
+  for (const Value* out : node.outputs()) all_shape = all_shape && IsShapeValue(out);
+  if (all_shape) return NodeKind::kShape;
+  bool outputs_known = true;
+  for (const Value* out : node.outputs()) {
+    outputs_known = outputs_known && out->type().is_tensor() && TypeBound(out->tensor_type());
+  }
+  if (IsViewOp(node) && outputs_known) return NodeKind::kView;
+  auto mode = node.attrs().Get<std::string>("_shape_mode");
+  if (!outputs_known || (mode.ok() && *mode == "runtime")) return NodeKind::kRuntime;
+  return NodeKind::kCompute;
+}
+
+// Symbols a node's execution binds (runtime shapes, control-flow results): what Classify of
+// later nodes may rely on.
+void FunctionEmitter::NoteClassified(const Node& node, NodeKind kind) {
+  if (kind != NodeKind::kRuntime && kind != NodeKind::kControl) return;
+  for (const Value* out : node.outputs()) {
+    const TensorType& t = out->tensor_type();
+    if (!out->type().is_tensor() || !t.dims) continue;
+    for (const Dim& d : *t.dims) {
+      if (d && d->AsAtom() && dims_.atom(*d->AsAtom()).kind == DimContext::AtomKind::kSymbol) {
+        bound_.insert(*d->AsAtom());
+      }
+    }
+  }
+}
+
+namespace {
+
+// Outer values a subgraph (and its nested subgraphs) reads.
+void CollectCaptures(const Graph& g, std::vector<const Value*>& out) {
+  for (const Value* c : g.captures()) out.push_back(c);
+  for (const auto& node : g.nodes()) {
+    for (const auto& [name, sub] : node->subgraphs()) CollectCaptures(*sub, out);
+  }
+}
+
+}  // namespace
+
 absl::Status FunctionEmitter::Analyse() {
   const Graph& g = *module_.main;
+  main_ = &g;
   const auto& nodes = g.nodes();
   kind_.assign(nodes.size(), NodeKind::kCompute);
   for (const Value* in : g.inputs()) root_[in] = in;
+  auto root_of = [&](const Value* v) { return root_.count(v) ? root_[v] : v; };
+  auto use = [&](const Value* v, int i) {
+    const Value* root = root_of(v);
+    last_use_[root] = std::max(last_use_.count(root) ? last_use_[root] : 0, i);
+  };
 
   for (size_t i = 0; i < nodes.size(); ++i) {
     const Node& node = *nodes[i];
-    if (!node.subgraphs().empty()) {
-      return absl::UnimplementedError(absl::StrCat(
-          "control flow is not lowered yet: ", node.Describe()));
-    }
     for (const Value* out : node.outputs()) {
       if (!out->type().is_tensor()) {
         return absl::UnimplementedError(absl::StrCat(
             "sequence and optional values are not lowered yet: ", node.Describe()));
       }
     }
-    bool all_shape = true;
-    for (const Value* out : node.outputs()) all_shape = all_shape && IsShapeValue(out);
-    if (all_shape) {
-      kind_[i] = NodeKind::kShape;
-      continue;
-    }
+    const NodeKind kind = Classify(node);
+    kind_[i] = kind;
+    NoteClassified(node, kind);
+    if (kind == NodeKind::kShape) continue;
     for (const Value* in : node.inputs()) {
-      if (in == nullptr) continue;
-      const Value* root = root_.count(in) ? root_[in] : in;
-      last_use_[root] = std::max(last_use_.count(root) ? last_use_[root] : 0, static_cast<int>(i));
+      if (in != nullptr) use(in, static_cast<int>(i));
     }
-    const std::string* mode = nullptr;
-    auto mode_attr = node.attrs().Get<std::string>("_shape_mode");
-    if (mode_attr.ok()) mode = &*mode_attr;
-    bool outputs_known = true;
-    for (const Value* out : node.outputs()) outputs_known = outputs_known && TypeBound(out->tensor_type());
-    if (IsViewOp(node) && outputs_known) {
-      kind_[i] = NodeKind::kView;
-      const Value* in = node.input(0);
-      root_[node.output(0)] = root_.count(in) ? root_[in] : in;
-      continue;
+    if (kind == NodeKind::kControl) {
+      std::vector<const Value*> captures;
+      for (const auto& [name, sub] : node.subgraphs()) CollectCaptures(*sub, captures);
+      for (const Value* c : captures) use(c, static_cast<int>(i));
     }
-    if (!outputs_known || (mode_attr.ok() && *mode == "runtime")) {
-      kind_[i] = NodeKind::kRuntime;
-      for (const Value* out : node.outputs()) {
-        root_[out] = out;
-        vm_allocated_.insert(out);
-        const TensorType& t = out->tensor_type();
-        if (!t.dims) continue;
-        for (const Dim& d : *t.dims) {
-          if (d && d->AsAtom() && dims_.atom(*d->AsAtom()).kind == DimContext::AtomKind::kSymbol) {
-            bound_.insert(*d->AsAtom());
-          }
-        }
-      }
+    if (kind == NodeKind::kView) {
+      root_[node.output(0)] = root_of(node.input(0));
       continue;
     }
     for (const Value* out : node.outputs()) {
       root_[out] = out;
-      last_use_[out] = static_cast<int>(i);
+      if (kind == NodeKind::kCompute) {
+        last_use_[out] = std::max(last_use_.count(out) ? last_use_[out] : 0, static_cast<int>(i));
+      } else {
+        vm_allocated_.insert(out);  // allocated by the VM or owned by a control-flow result
+      }
     }
   }
-  for (const Value* out : g.outputs()) {
-    escapes_.insert(root_.count(out) ? root_[out] : out);
-  }
+  for (const Value* out : g.outputs()) escapes_.insert(root_of(out));
   return absl::OkStatus();
 }
 
-absl::Status FunctionEmitter::EmitNode(int index, const Node& node) {
-  switch (kind_[index]) {
+absl::Status FunctionEmitter::AllocateOwn(const Value* out, int reg) {
+  const TensorType& t = out->tensor_type();
+  NIMBLE_ASSIGN_OR_RETURN(std::vector<int64_t> dim_regs, EmitDims(t));
+  NIMBLE_ASSIGN_OR_RETURN(int elems, EmitDim(*t.NumElements()));
+  const int bytes = NewReg();
+  Emit(Opcode::kScalarBinaryImm, bytes, elems, -1, static_cast<int>(ScalarOp::kMul),
+       static_cast<int64_t>(vm::DTypeSize(t.dtype)));
+  const int storage = NewReg();
+  Emit(Opcode::kAllocStorage, storage, bytes, 0, MemoryPlan::kAlignment);
+  NIMBLE_ASSIGN_OR_RETURN(int offset, EmitDim(DimExpr::Const(0)));
+  Emit(Opcode::kAllocTensorReg, reg, storage, offset, static_cast<int>(t.dtype), 0, dim_regs);
+  return absl::OkStatus();
+}
+
+absl::Status FunctionEmitter::EmitNode(int index, const Node& node, NodeKind kind) {
+  switch (kind) {
     case NodeKind::kShape:
       ++report_.num_shape_nodes_elided;
       return absl::OkStatus();
@@ -372,6 +439,11 @@ absl::Status FunctionEmitter::EmitNode(int index, const Node& node) {
       ++report_.num_views;
       return absl::OkStatus();
     }
+    case NodeKind::kControl:
+      if (node.op_type() == "If") return EmitIf(node);
+      if (node.op_type() == "Loop") return EmitLoop(node);
+      return absl::UnimplementedError(absl::StrCat("control flow op ", node.op_type(),
+                                                   " is not lowered yet"));
     case NodeKind::kCompute:
     case NodeKind::kRuntime:
       break;
@@ -382,7 +454,7 @@ absl::Status FunctionEmitter::EmitNode(int index, const Node& node) {
     args.push_back(r);
   }
   NIMBLE_ASSIGN_OR_RETURN(int kernel, KernelIndex(node));
-  const bool runtime = kind_[index] == NodeKind::kRuntime;
+  const bool runtime = kind == NodeKind::kRuntime;
   std::vector<vm::DType> out_dtypes;
   for (const Value* out : node.outputs()) {
     const int r = NewReg();
@@ -390,24 +462,16 @@ absl::Status FunctionEmitter::EmitNode(int index, const Node& node) {
     args.push_back(r);
     out_dtypes.push_back(out->tensor_type().dtype);
     if (runtime) continue;
-    const TensorType& t = out->tensor_type();
-    NIMBLE_ASSIGN_OR_RETURN(std::vector<int64_t> dim_regs, EmitDims(t));
-    int storage = arena_reg_;
-    int offset = -1;
-    if (auto it = planned_.find(out); it != planned_.end()) {
-      offset = slot_offset_reg_[plan_.slot_of[it->second]];
+    auto it = planned_.find(out);
+    if (index >= 0 && it != planned_.end()) {
+      NIMBLE_ASSIGN_OR_RETURN(std::vector<int64_t> dim_regs, EmitDims(out->tensor_type()));
+      Emit(Opcode::kAllocTensorReg, r, arena_reg_, slot_offset_reg_[plan_.slot_of[it->second]],
+           static_cast<int>(out->tensor_type().dtype), 0, dim_regs);
     } else {
-      // Own storage: graph outputs (they outlive the call's arena) and buffers whose size
-      // depends on symbols bound mid-function.
-      NIMBLE_ASSIGN_OR_RETURN(int elems, EmitDim(*t.NumElements()));
-      const int bytes = NewReg();
-      Emit(Opcode::kScalarBinaryImm, bytes, elems, -1, static_cast<int>(ScalarOp::kMul),
-           static_cast<int64_t>(vm::DTypeSize(t.dtype)));
-      storage = NewReg();
-      Emit(Opcode::kAllocStorage, storage, bytes, 0, MemoryPlan::kAlignment);
-      NIMBLE_ASSIGN_OR_RETURN(offset, EmitDim(DimExpr::Const(0)));
+      // Own storage: graph outputs (they outlive the call's arena), buffers whose size depends
+      // on symbols bound mid-function, and everything inside control flow.
+      NIMBLE_RETURN_IF_ERROR(AllocateOwn(out, r));
     }
-    Emit(Opcode::kAllocTensorReg, r, storage, offset, static_cast<int>(t.dtype), 0, dim_regs);
   }
   const int num_inputs = node.num_inputs();
   if (runtime) {
@@ -422,6 +486,167 @@ absl::Status FunctionEmitter::EmitNode(int index, const Node& node) {
     Emit(Opcode::kInvokePacked, -1, kernel, num_inputs, 0, 0, args);
   }
   ++report_.num_kernel_calls;
+  return absl::OkStatus();
+}
+
+// A subgraph inline in the current function: no arena (its buffers are allocated as they
+// are made and freed by reference counting), classification as emission goes.
+absl::Status FunctionEmitter::EmitSubgraph(const Graph& g) {
+  for (const auto& node : g.nodes()) {
+    for (const Value* out : node->outputs()) {
+      if (!out->type().is_tensor()) {
+        return absl::UnimplementedError(absl::StrCat(
+            "sequence and optional values are not lowered yet: ", node->Describe()));
+      }
+    }
+    const NodeKind kind = Classify(*node);
+    absl::Status status = EmitNode(-1, *node, kind);
+    if (!status.ok()) return Annotate(status, node->Describe());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FunctionEmitter::EmitIf(const Node& node) {
+  const Graph* then_g = node.subgraphs().count("then_branch") ? node.subgraphs().at("then_branch").get() : nullptr;
+  const Graph* else_g = node.subgraphs().count("else_branch") ? node.subgraphs().at("else_branch").get() : nullptr;
+  if (then_g == nullptr || else_g == nullptr) {
+    return absl::InvalidArgumentError("If needs then_branch and else_branch");
+  }
+  if (static_cast<int>(then_g->outputs().size()) != node.num_outputs() ||
+      static_cast<int>(else_g->outputs().size()) != node.num_outputs()) {
+    return absl::InvalidArgumentError("If branches must have as many outputs as the node");
+  }
+  NIMBLE_ASSIGN_OR_RETURN(int cond, Materialize(node.input(0)));
+  std::vector<int> results;
+  for (const Value* out : node.outputs()) {
+    results.push_back(NewReg());
+    reg_of_[out] = results.back();
+  }
+  const int branch = Here();
+  Emit(Opcode::kIf, -1, cond, 1, 0);  // c patched to the else branch
+  std::vector<int> gotos;
+  for (const Graph* g : {then_g, else_g}) {
+    if (g == else_g) PatchJumpC(branch);
+    Scope scope = SaveScope();
+    NIMBLE_RETURN_IF_ERROR(EmitSubgraph(*g));
+    for (size_t i = 0; i < results.size(); ++i) {
+      NIMBLE_ASSIGN_OR_RETURN(int r, Materialize(g->outputs()[i]));
+      Emit(Opcode::kMove, results[i], r);
+    }
+    RestoreScope(std::move(scope));
+    gotos.push_back(Here());
+    Emit(Opcode::kGoto, -1, 1);
+  }
+  for (int at : gotos) PatchGoto(at);
+  for (const Value* out : node.outputs()) BindSymbolsFrom(out->tensor_type(), reg_of_[out]);
+  return absl::OkStatus();
+}
+
+// Loop(M, cond, v_initial...) with body(iteration_num, cond_in, v_in...) ->
+// (cond_out, v_out..., scan_outputs...). Emitted as
+//   i = 0; cond = cond_initial (or true); v = v_initial
+//   head: if !(i < M) goto exit; if !cond goto exit
+//         body ... ; v = v_out; cond = cond_out; i += 1; goto head
+//   exit: outputs = v
+absl::Status FunctionEmitter::EmitLoop(const Node& node) {
+  const Graph* body = node.subgraphs().count("body") ? node.subgraphs().at("body").get() : nullptr;
+  if (body == nullptr) return absl::InvalidArgumentError("Loop needs a body");
+  const int num_carried = node.num_inputs() - 2;
+  if (num_carried < 0 || static_cast<int>(body->inputs().size()) != num_carried + 2 ||
+      static_cast<int>(body->outputs().size()) < num_carried + 1) {
+    return absl::InvalidArgumentError("Loop body inputs/outputs do not match the node");
+  }
+  if (static_cast<int>(body->outputs().size()) != num_carried + 1) {
+    return absl::UnimplementedError("Loop scan outputs are not lowered yet");
+  }
+  // Trip count (absent: unbounded) and condition (absent: true).
+  int trip = -1;
+  if (node.input(0) != nullptr) {
+    NIMBLE_ASSIGN_OR_RETURN(int m, Materialize(node.input(0)));
+    trip = NewReg();
+    Emit(Opcode::kTensorElement, trip, m, 0);
+  }
+  int cond = -1;
+  if (node.input(1) != nullptr) {
+    NIMBLE_ASSIGN_OR_RETURN(int c, Materialize(node.input(1)));
+    cond = NewReg();
+    Emit(Opcode::kMove, cond, c);
+  }
+  const int counter = NewReg();
+  Emit(Opcode::kLoadConsti, counter, -1, -1, -1, 0);
+  std::vector<int> carried;
+  for (int k = 0; k < num_carried; ++k) {
+    NIMBLE_ASSIGN_OR_RETURN(int v, Materialize(node.input(2 + k)));
+    carried.push_back(NewReg());
+    Emit(Opcode::kMove, carried.back(), v);
+  }
+  const int head = Here();
+  std::vector<int> exits;
+  if (trip >= 0) {
+    const int in_range = NewReg();
+    Emit(Opcode::kScalarBinary, in_range, counter, trip, static_cast<int>(ScalarOp::kLt));
+    exits.push_back(Here());
+    Emit(Opcode::kIf, -1, in_range, 1, 0);
+  }
+  if (cond >= 0) {
+    exits.push_back(Here());
+    Emit(Opcode::kIf, -1, cond, 1, 0);
+  }
+  Scope scope = SaveScope();
+  // Body inputs: the iteration number as an i64 scalar tensor, the condition, the carried
+  // values. Shapes of carried values may change between iterations: rebind their symbols.
+  const int iter_vec = NewReg();
+  Emit(Opcode::kMakeShapeTensor, iter_vec, -1, -1, -1, 0, {counter});
+  const int iter = NewReg();
+  Emit(Opcode::kReshapeTensor, iter, iter_vec);
+  reg_of_[body->inputs()[0]] = iter;
+  if (cond >= 0) {
+    reg_of_[body->inputs()[1]] = cond;
+  } else {
+    // No condition input: the body still receives one (true).
+    NIMBLE_ASSIGN_OR_RETURN(vm::Tensor t, vm::Tensor::Empty(vm::DType::kBool, {}));
+    *t.data<bool>() = true;
+    exe_.constants.push_back(t);
+    const int r = NewReg();
+    Emit(Opcode::kLoadConst, r, static_cast<int>(exe_.constants.size()) - 1);
+    reg_of_[body->inputs()[1]] = r;
+  }
+  for (int k = 0; k < num_carried; ++k) {
+    const Value* in = body->inputs()[2 + k];
+    reg_of_[in] = carried[k];
+    if (!in->type().is_tensor() || !in->tensor_type().dims) continue;
+    for (int axis = 0; axis < in->tensor_type().rank(); ++axis) {
+      const Dim& d = (*in->tensor_type().dims)[axis];
+      auto atom = d ? d->AsAtom() : std::nullopt;
+      if (!atom || dims_.atom(*atom).kind != DimContext::AtomKind::kSymbol) continue;
+      const int r = NewReg();
+      Emit(Opcode::kTensorDim, r, carried[k], axis);
+      bound_.insert(*atom);
+      symbol_reg_[*atom] = r;
+      dim_reg_[*d] = r;
+    }
+  }
+  NIMBLE_RETURN_IF_ERROR(EmitSubgraph(*body));
+  // Parallel move of the new carried values (v_out[j] may be some v_in[k]).
+  std::vector<int> next;
+  for (int k = 0; k < num_carried; ++k) {
+    NIMBLE_ASSIGN_OR_RETURN(int r, Materialize(body->outputs()[1 + k]));
+    const int tmp = NewReg();
+    Emit(Opcode::kMove, tmp, r);
+    next.push_back(tmp);
+  }
+  NIMBLE_ASSIGN_OR_RETURN(int cond_out, Materialize(body->outputs()[0]));
+  for (int k = 0; k < num_carried; ++k) Emit(Opcode::kMove, carried[k], next[k]);
+  // Without a condition input the loop is a plain for loop: cond_out is ignored (ONNX).
+  if (cond >= 0) Emit(Opcode::kMove, cond, cond_out);
+  RestoreScope(std::move(scope));
+  Emit(Opcode::kScalarBinaryImm, counter, counter, -1, static_cast<int>(ScalarOp::kAdd), 1);
+  Emit(Opcode::kGoto, -1, head - Here());
+  for (int at : exits) PatchJumpC(at);
+  for (int k = 0; k < num_carried; ++k) {
+    reg_of_[node.output(k)] = carried[k];
+    BindSymbolsFrom(node.output(k)->tensor_type(), carried[k]);
+  }
   return absl::OkStatus();
 }
 
@@ -523,7 +748,7 @@ absl::StatusOr<int> FunctionEmitter::Run(CodegenReport* report) {
 
   const auto& nodes = g.nodes();
   for (size_t i = 0; i < nodes.size(); ++i) {
-    absl::Status status = EmitNode(static_cast<int>(i), *nodes[i]);
+    absl::Status status = EmitNode(static_cast<int>(i), *nodes[i], kind_[i]);
     if (!status.ok()) return Annotate(status, nodes[i]->Describe());
   }
 

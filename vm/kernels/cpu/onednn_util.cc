@@ -1,0 +1,451 @@
+#include "vm/kernels/cpu/onednn_util.h"
+
+#include <dlfcn.h>
+#include <tbb/parallel_for.h>
+#include <tbb/task_arena.h>
+
+#include <algorithm>
+#include <limits>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+
+namespace nimble::vm::cpu {
+
+namespace onednn {
+
+const dnnl::engine& Engine() {
+  // Constructing the CPU engine cannot fail on a CPU build; a throw would terminate, as it
+  // should for a broken installation.
+  static const dnnl::engine* engine = new dnnl::engine(dnnl::engine::kind::cpu, 0);
+  return *engine;
+}
+
+absl::Status StatusFromC(dnnl_status_t status, absl::string_view what) {
+  switch (status) {
+    case dnnl_success:
+      return absl::OkStatus();
+    case dnnl_out_of_memory:
+      return absl::ResourceExhaustedError(absl::StrCat(what, ": oneDNN is out of memory"));
+    case dnnl_unimplemented:
+      return absl::UnimplementedError(
+          absl::StrCat(what, ": oneDNN has no implementation for this configuration"));
+    case dnnl_invalid_arguments:
+      return absl::InvalidArgumentError(absl::StrCat(what, ": oneDNN rejected the arguments"));
+    default:
+      return absl::InternalError(absl::StrCat(what, ": oneDNN error ", static_cast<int>(status)));
+  }
+}
+
+absl::Status ErrorStatus(const dnnl::error& e, absl::string_view what) {
+  absl::Status status = StatusFromC(e.status, what);
+  if (status.ok()) return absl::InternalError(absl::StrCat(what, ": ", e.what()));
+  return absl::Status(status.code(), absl::StrCat(status.message(), " (", e.what(), ")"));
+}
+
+namespace {
+
+struct OmpApi {
+  void (*set_num_threads)(int) = nullptr;
+  int (*get_max_threads)() = nullptr;
+};
+
+// libgomp comes in with libdnnl; looked up at run time so that our targets need no OpenMP
+// flags of their own.
+const OmpApi& Omp() {
+  static const OmpApi api = [] {
+    OmpApi a;
+    a.set_num_threads = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
+    a.get_max_threads = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "omp_get_max_threads"));
+    if (a.set_num_threads == nullptr || a.get_max_threads == nullptr) a = OmpApi();
+    return a;
+  }();
+  return api;
+}
+
+}  // namespace
+
+ScopedThreads::ScopedThreads(int num_threads) {
+  const OmpApi& omp = Omp();
+  if (omp.set_num_threads == nullptr) return;
+  previous_ = omp.get_max_threads();
+  const int n = std::max(1, num_threads);
+  if (n != previous_) {
+    omp.set_num_threads(n);
+  } else {
+    previous_ = 0;
+  }
+}
+
+ScopedThreads::~ScopedThreads() {
+  if (previous_ > 0) Omp().set_num_threads(previous_);
+}
+
+absl::Status Sgemm(int num_threads, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                   float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
+                   float beta, float* c, int64_t ldc) {
+  if (m == 0 || n == 0) return absl::OkStatus();
+  ScopedThreads threads(num_threads);
+  return StatusFromC(dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a, lda, b,
+                                ldb, beta, c, ldc),
+                     "sgemm");
+}
+
+}  // namespace onednn
+
+namespace kernel_util {
+
+void ParallelFor(int num_threads, int64_t n, int64_t grain,
+                 absl::FunctionRef<void(int64_t, int64_t)> fn) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(grain, 1);
+  if (num_threads <= 1 || n <= grain) {
+    fn(0, n);
+    return;
+  }
+  const int64_t chunks = std::min<int64_t>((n + grain - 1) / grain, int64_t{num_threads} * 4);
+  const int64_t chunk = (n + chunks - 1) / chunks;
+  // One arena per calling thread and budget: the worker's budget bounds our parallelism even
+  // when the process-wide TBB pool is larger.
+  thread_local std::unique_ptr<tbb::task_arena> arena;
+  thread_local int arena_threads = 0;
+  if (arena == nullptr || arena_threads != num_threads) {
+    arena = std::make_unique<tbb::task_arena>(num_threads);
+    arena_threads = num_threads;
+  }
+  arena->execute([&] {
+    tbb::parallel_for(int64_t{0}, chunks, [&](int64_t c) {
+      const int64_t begin = c * chunk;
+      const int64_t end = std::min(n, begin + chunk);
+      if (begin < end) fn(begin, end);
+    });
+  });
+}
+
+void CopyElements(DType dtype, void* dst, const void* src, int64_t n) {
+  if (n <= 0) return;
+  if (dtype == DType::kString) {
+    const auto* s = static_cast<const std::string*>(src);
+    std::copy(s, s + n, static_cast<std::string*>(dst));
+    return;
+  }
+  std::memmove(dst, src, static_cast<size_t>(n) * DTypeSize(dtype));
+}
+
+namespace {
+
+template <typename T>
+void AppendAll(const Tensor& t, std::vector<int64_t>& out) {
+  const T* p = t.data<T>();
+  for (int64_t i = 0; i < t.num_elements(); ++i) out.push_back(static_cast<int64_t>(p[i]));
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<int64_t>> ReadInts(const Tensor& t, absl::string_view op,
+                                              absl::string_view what) {
+  std::vector<int64_t> out;
+  if (!t.defined()) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": ", what, " is missing"));
+  }
+  out.reserve(t.num_elements());
+  switch (t.dtype()) {
+    case DType::kI64:
+      AppendAll<int64_t>(t, out);
+      break;
+    case DType::kI32:
+      AppendAll<int32_t>(t, out);
+      break;
+    case DType::kI16:
+      AppendAll<int16_t>(t, out);
+      break;
+    case DType::kI8:
+      AppendAll<int8_t>(t, out);
+      break;
+    case DType::kU8:
+      AppendAll<uint8_t>(t, out);
+      break;
+    case DType::kU16:
+      AppendAll<uint16_t>(t, out);
+      break;
+    case DType::kU32:
+      AppendAll<uint32_t>(t, out);
+      break;
+    case DType::kU64: {
+      const uint64_t* p = t.data<uint64_t>();
+      for (int64_t i = 0; i < t.num_elements(); ++i) {
+        if (p[i] > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(op, ": ", what, " value ", p[i], " is out of range"));
+        }
+        out.push_back(static_cast<int64_t>(p[i]));
+      }
+      break;
+    }
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat(op, ": ", what, " must be an integer tensor, got ", t.TypeString()));
+  }
+  return out;
+}
+
+absl::StatusOr<int64_t> ReadScalarInt(const Tensor& t, absl::string_view op,
+                                      absl::string_view what) {
+  if (t.defined() && t.num_elements() != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": ", what, " must have one element, got ", t.TypeString()));
+  }
+  auto values = ReadInts(t, op, what);
+  if (!values.ok()) return values.status();
+  return (*values)[0];
+}
+
+double ElementAsDouble(const Tensor& t, int64_t i) {
+  switch (t.dtype()) {
+    case DType::kF32:
+      return t.data<float>()[i];
+    case DType::kF64:
+      return t.data<double>()[i];
+    case DType::kF16:
+      return HalfToFloat(t.data<uint16_t>()[i]);
+    case DType::kBF16:
+      return BF16ToFloat(t.data<uint16_t>()[i]);
+    case DType::kI8:
+      return t.data<int8_t>()[i];
+    case DType::kI16:
+      return t.data<int16_t>()[i];
+    case DType::kI32:
+      return t.data<int32_t>()[i];
+    case DType::kI64:
+      return static_cast<double>(t.data<int64_t>()[i]);
+    case DType::kU8:
+      return t.data<uint8_t>()[i];
+    case DType::kU16:
+      return t.data<uint16_t>()[i];
+    case DType::kU32:
+      return t.data<uint32_t>()[i];
+    case DType::kU64:
+      return static_cast<double>(t.data<uint64_t>()[i]);
+    case DType::kBool:
+      return t.data<bool>()[i] ? 1.0 : 0.0;
+    default:
+      return 0.0;
+  }
+}
+
+absl::StatusOr<double> ReadScalarDouble(const Tensor& t, absl::string_view op,
+                                        absl::string_view what) {
+  if (!t.defined()) return absl::InvalidArgumentError(absl::StrCat(op, ": ", what, " is missing"));
+  if (t.num_elements() != 1 || t.dtype() == DType::kString) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": ", what, " must be one number, got ", t.TypeString()));
+  }
+  return ElementAsDouble(t, 0);
+}
+
+absl::StatusOr<int> NormalizeAxis(int64_t axis, int rank, absl::string_view op) {
+  if (axis < -rank || axis >= rank) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": axis ", axis, " is out of range for rank ", rank));
+  }
+  return static_cast<int>(axis < 0 ? axis + rank : axis);
+}
+
+absl::Status CheckArity(absl::string_view op, size_t num_inputs, size_t min_inputs,
+                        size_t max_inputs) {
+  if (num_inputs < min_inputs || num_inputs > max_inputs) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": expected ", min_inputs,
+                     min_inputs == max_inputs ? "" : absl::StrCat("..", max_inputs),
+                     " inputs, got ", num_inputs));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckOutputs(absl::string_view op, absl::Span<Tensor> outputs, size_t min_outputs,
+                          size_t max_outputs) {
+  if (outputs.size() < min_outputs || outputs.size() > max_outputs) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": expected ", min_outputs,
+                     min_outputs == max_outputs ? "" : absl::StrCat("..", max_outputs),
+                     " outputs, got ", outputs.size()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckDefined(absl::string_view op, absl::Span<const Tensor> inputs, size_t index,
+                          absl::string_view what) {
+  if (index >= inputs.size() || !inputs[index].defined()) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": input ", what, " is missing"));
+  }
+  if (inputs[index].device().type != DeviceType::kCPU) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": input ", what, " is not on the host"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckOutputShapes(absl::string_view op, absl::Span<Tensor> outputs,
+                               absl::Span<const Shape> shapes) {
+  for (size_t i = 0; i < outputs.size() && i < shapes.size(); ++i) {
+    if (!outputs[i].defined()) continue;
+    if (outputs[i].shape() != shapes[i]) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(op, ": output ", i, " was allocated as ", outputs[i].TypeString(),
+                       " but the op produces shape ", ShapeToString(shapes[i])));
+    }
+    if (outputs[i].device().type != DeviceType::kCPU) {
+      return absl::InvalidArgumentError(absl::StrCat(op, ": output ", i, " is not on the host"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckOutputDType(absl::string_view op, const Tensor& output, DType dtype) {
+  if (dtype != DType::kInvalid && output.defined() && output.dtype() != dtype) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": output is ", output.TypeString(),
+                                                   ", expected element type ", DTypeName(dtype)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WriteScalar(DType dtype, double value, void* dst) {
+  switch (dtype) {
+    case DType::kF32:
+      *static_cast<float*>(dst) = static_cast<float>(value);
+      break;
+    case DType::kF64:
+      *static_cast<double*>(dst) = value;
+      break;
+    case DType::kF16:
+      *static_cast<uint16_t*>(dst) = FloatToHalf(static_cast<float>(value));
+      break;
+    case DType::kBF16:
+      *static_cast<uint16_t*>(dst) = FloatToBF16(static_cast<float>(value));
+      break;
+    case DType::kI8:
+      *static_cast<int8_t*>(dst) = static_cast<int8_t>(value);
+      break;
+    case DType::kI16:
+      *static_cast<int16_t*>(dst) = static_cast<int16_t>(value);
+      break;
+    case DType::kI32:
+      *static_cast<int32_t*>(dst) = static_cast<int32_t>(value);
+      break;
+    case DType::kI64:
+      *static_cast<int64_t*>(dst) = static_cast<int64_t>(value);
+      break;
+    case DType::kU8:
+      *static_cast<uint8_t*>(dst) = static_cast<uint8_t>(value);
+      break;
+    case DType::kU16:
+      *static_cast<uint16_t*>(dst) = static_cast<uint16_t>(value);
+      break;
+    case DType::kU32:
+      *static_cast<uint32_t*>(dst) = static_cast<uint32_t>(value);
+      break;
+    case DType::kU64:
+      *static_cast<uint64_t*>(dst) = static_cast<uint64_t>(value);
+      break;
+    case DType::kBool:
+      *static_cast<bool*>(dst) = value != 0;
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot write a number as ", DTypeName(dtype)));
+  }
+  return absl::OkStatus();
+}
+
+Shape Strides(absl::Span<const int64_t> shape) {
+  Shape strides(shape.size(), 1);
+  for (size_t i = shape.size(); i-- > 1;) strides[i - 1] = strides[i] * shape[i];
+  return strides;
+}
+
+float HalfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+  uint32_t exp = (h >> 10) & 0x1f;
+  uint32_t mant = h & 0x3ff;
+  uint32_t bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (mant << 13);
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112) << 23) | (mant << 13);
+  } else if (mant == 0) {
+    bits = sign;
+  } else {
+    // Subnormal: normalise.
+    exp = 113;
+    while ((mant & 0x400) == 0) {
+      mant <<= 1;
+      --exp;
+    }
+    mant &= 0x3ff;
+    bits = sign | (exp << 23) | (mant << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+uint16_t FloatToHalf(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof(bits));
+  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000);
+  const uint32_t abs = bits & 0x7fffffff;
+  if (abs >= 0x7f800000u) {  // inf or nan
+    return sign | 0x7c00 | (abs > 0x7f800000u ? 0x200 : 0);
+  }
+  if (abs >= 0x477ff000u) return sign | 0x7c00;  // overflows to inf after rounding
+  if (abs < 0x38800000u) {                       // subnormal or zero in half
+    if (abs < 0x33000000u) return sign;
+    const uint32_t exp = abs >> 23;
+    const uint32_t mant = (abs & 0x7fffff) | 0x800000;
+    const uint32_t shift = 126 - exp;  // 14 + (112 - (exp - 127)) ... in [14, 24]
+    uint32_t half_mant = mant >> shift;
+    const uint32_t rem = mant & ((1u << shift) - 1);
+    const uint32_t halfway = 1u << (shift - 1);
+    if (rem > halfway || (rem == halfway && (half_mant & 1))) ++half_mant;
+    return sign | static_cast<uint16_t>(half_mant);
+  }
+  uint32_t h = ((abs >> 13) - (112 << 10));
+  const uint32_t rem = abs & 0x1fff;
+  if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) ++h;
+  return sign | static_cast<uint16_t>(h);
+}
+
+uint16_t FloatToBF16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof(bits));
+  if ((bits & 0x7fffffff) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);
+  bits += 0x7fff + ((bits >> 16) & 1);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+absl::Status SingleOutputKernel::OutputShapes(absl::Span<const Tensor> inputs,
+                                              absl::Span<Shape> output_shapes) const {
+  if (output_shapes.size() != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(op_, ": expected 1 output, got ", output_shapes.size()));
+  }
+  NIMBLE_ASSIGN_OR_RETURN(output_shapes[0], InferShape(inputs));
+  return absl::OkStatus();
+}
+
+absl::Status SingleOutputKernel::Run(const KernelContext& ctx, absl::Span<const Tensor> inputs,
+                                     absl::Span<Tensor> outputs) const {
+  NIMBLE_RETURN_IF_ERROR(CheckOutputs(op_, outputs, 1, 1));
+  if (!outputs[0].defined()) {
+    return absl::InvalidArgumentError(absl::StrCat(op_, ": output is not allocated"));
+  }
+  NIMBLE_ASSIGN_OR_RETURN(Shape shape, InferShape(inputs));
+  NIMBLE_RETURN_IF_ERROR(CheckOutputShapes(op_, outputs, absl::MakeConstSpan(&shape, 1)));
+  NIMBLE_ASSIGN_OR_RETURN(DType dtype, OutputDType(inputs));
+  NIMBLE_RETURN_IF_ERROR(CheckOutputDType(op_, outputs[0], dtype));
+  return Compute(ctx, inputs, outputs[0]);
+}
+
+}  // namespace kernel_util
+
+}  // namespace nimble::vm::cpu

@@ -1,0 +1,169 @@
+// Helpers shared by the tensor, indexing, linear-algebra and recurrent CPU kernels.
+//
+// oneDNN: one CPU engine for the process; its C++ API throws dnnl::error, which kernels catch
+// at the call site and turn into a status with onednn::ErrorStatus. Debian's oneDNN threads
+// with OpenMP, whose thread count is a per-calling-thread setting: onednn::ScopedThreads pins it
+// to the worker's budget (KernelContext::num_threads) around each oneDNN call so concurrent
+// workers do not oversubscribe the machine.
+//
+// kernel_util: a TBB parallel loop bounded by the same budget, element-type dispatch by size for
+// data movement (std::string for kString), reading integer inputs (shapes, axes, indices), and
+// f16/bf16 conversions.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "oneapi/dnnl/dnnl.hpp"
+#include "vm/kernels/kernel.h"
+#include "vm/runtime/dtype.h"
+#include "vm/runtime/tensor.h"
+
+namespace nimble::vm::cpu {
+
+namespace onednn {
+
+// The process-wide CPU engine. Thread-safe (oneDNN engines are).
+const dnnl::engine& Engine();
+
+// A status for a oneDNN error: kUnimplemented for configurations oneDNN lacks,
+// kResourceExhausted for out-of-memory, kInternal otherwise; `what` says which call failed.
+absl::Status ErrorStatus(const dnnl::error& e, absl::string_view what);
+// The same for the C API's status codes (dnnl_sgemm); OK for dnnl_success.
+absl::Status StatusFromC(dnnl_status_t status, absl::string_view what);
+
+// Sets OpenMP's thread count for oneDNN calls made by this thread until destruction, then
+// restores it. A no-op when OpenMP is not loaded.
+class ScopedThreads {
+ public:
+  explicit ScopedThreads(int num_threads);
+  ~ScopedThreads();
+  ScopedThreads(const ScopedThreads&) = delete;
+  ScopedThreads& operator=(const ScopedThreads&) = delete;
+
+ private:
+  int previous_ = 0;
+};
+
+// Row-major C = alpha * op(A) * op(B) + beta * C with oneDNN's JIT sgemm, on `num_threads`.
+absl::Status Sgemm(int num_threads, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                   float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
+                   float beta, float* c, int64_t ldc);
+
+}  // namespace onednn
+
+namespace kernel_util {
+
+// Runs fn(begin, end) over [0, n) split into chunks of at least `grain` items, on up to
+// `num_threads` threads (TBB); serially when one thread or one chunk suffices.
+void ParallelFor(int num_threads, int64_t n, int64_t grain,
+                 absl::FunctionRef<void(int64_t, int64_t)> fn);
+
+// Calls fn(T{}) with T the unsigned integer type of `dtype`'s element size (uint8_t ..
+// uint64_t), or std::string for kString: for kernels that only move elements.
+template <typename Fn>
+absl::Status DispatchByElementSize(DType dtype, Fn&& fn) {
+  if (dtype == DType::kString) return fn(std::string());
+  switch (DTypeSize(dtype)) {
+    case 1:
+      return fn(uint8_t{});
+    case 2:
+      return fn(uint16_t{});
+    case 4:
+      return fn(uint32_t{});
+    case 8:
+      return fn(uint64_t{});
+    default:
+      return absl::InvalidArgumentError("invalid element type");
+  }
+}
+
+// Copies `n` elements of `dtype` (std::string objects for kString).
+void CopyElements(DType dtype, void* dst, const void* src, int64_t n);
+
+// The values of an integer tensor (i8..u64) as int64 (u64 above INT64_MAX is an error).
+// `op` and `what` name the operand in errors ("Reshape: shape must be ...").
+absl::StatusOr<std::vector<int64_t>> ReadInts(const Tensor& t, absl::string_view op,
+                                              absl::string_view what);
+// The single value of an integer tensor of one element.
+absl::StatusOr<int64_t> ReadScalarInt(const Tensor& t, absl::string_view op,
+                                      absl::string_view what);
+// The single value of a numeric tensor of one element, as double.
+absl::StatusOr<double> ReadScalarDouble(const Tensor& t, absl::string_view op,
+                                        absl::string_view what);
+// Element `i` of a numeric tensor as double (any dtype but kString; bool as 0/1).
+double ElementAsDouble(const Tensor& t, int64_t i);
+
+// `axis` in [-rank, rank) made non-negative; kInvalidArgument naming `op` otherwise.
+absl::StatusOr<int> NormalizeAxis(int64_t axis, int rank, absl::string_view op);
+
+// Input/output count checks: kInvalidArgument naming `op`.
+absl::Status CheckArity(absl::string_view op, size_t num_inputs, size_t min_inputs,
+                        size_t max_inputs);
+absl::Status CheckOutputs(absl::string_view op, absl::Span<Tensor> outputs, size_t min_outputs,
+                          size_t max_outputs);
+// Checks that `input` is present (defined).
+absl::Status CheckDefined(absl::string_view op, absl::Span<const Tensor> inputs, size_t index,
+                          absl::string_view what);
+// Checks that each defined output i has shape shapes[i] and, when dtypes is given, dtype
+// dtypes[i] (the compiler allocated them; a mismatch would write out of bounds).
+absl::Status CheckOutputShapes(absl::string_view op, absl::Span<Tensor> outputs,
+                               absl::Span<const Shape> shapes);
+// kInvalid accepts any dtype.
+absl::Status CheckOutputDType(absl::string_view op, const Tensor& output, DType dtype);
+
+// Writes `value` converted to `dtype` (any numeric type or bool) at `dst`.
+absl::Status WriteScalar(DType dtype, double value, void* dst);
+
+// Row-major element strides of `shape`.
+Shape Strides(absl::Span<const int64_t> shape);
+
+// IEEE half and bfloat16 <-> float.
+float HalfToFloat(uint16_t h);
+uint16_t FloatToHalf(float f);
+inline float BF16ToFloat(uint16_t b) {
+  const uint32_t bits = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+uint16_t FloatToBF16(float f);
+
+// Base of kernels with one output whose shape follows from the inputs: OutputShapes and Run
+// share InferShape, and Run checks the allocated output against it before Compute writes it.
+// Thread-safe: subclasses keep only immutable attributes.
+class SingleOutputKernel : public Kernel {
+ public:
+  explicit SingleOutputKernel(std::string op) : op_(std::move(op)) {}
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const final;
+  absl::Status Run(const KernelContext& ctx, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const final;
+
+ protected:
+  const std::string& op() const { return op_; }
+  // Validates the inputs and returns the output shape.
+  virtual absl::StatusOr<Shape> InferShape(absl::Span<const Tensor> inputs) const = 0;
+  // The output's element type (kInvalid: any); the first input's by default.
+  virtual absl::StatusOr<DType> OutputDType(absl::Span<const Tensor> inputs) const {
+    return inputs[0].dtype();
+  }
+  // Fills `output` (allocated with the inferred shape and dtype).
+  virtual absl::Status Compute(const KernelContext& ctx, absl::Span<const Tensor> inputs,
+                               const Tensor& output) const = 0;
+
+ private:
+  const std::string op_;
+};
+
+}  // namespace kernel_util
+
+}  // namespace nimble::vm::cpu

@@ -7,6 +7,10 @@
 #include "base/status_macros.h"
 #include "compiler/frontend/onnx/onnx_importer.h"
 #include "compiler/transforms/constant_folding.h"
+#include "compiler/transforms/cse.h"
+#include "compiler/transforms/fuse_elementwise.h"
+#include "compiler/transforms/fuse_gelu_layernorm.h"
+#include "compiler/transforms/fuse_matmul_epilogue.h"
 #include "compiler/transforms/type_inference.h"
 
 namespace nimble::compiler {
@@ -49,8 +53,9 @@ absl::Status VerifyModule(const Module& module, bool require_types) {
 }
 
 const std::vector<std::string>& PassNames() {
-  static const std::vector<std::string> names = {"import", "infer-types", "fold-constants",
-                                                 "reinfer-types", "dce", "lower-to-vm"};
+  static const std::vector<std::string> names = {
+      "import",    "infer-types",        "fold-constants", "reinfer-types",    "cse",
+      "fuse-gelu-layernorm", "fuse-matmul-epilogue", "fuse-elementwise", "dce", "lower-to-vm"};
   return names;
 }
 
@@ -87,6 +92,16 @@ absl::StatusOr<std::shared_ptr<const vm::Executable>> CompileModule(Module& modu
     return absl::OkStatus();
   }));
   NIMBLE_RETURN_IF_ERROR(run("reinfer-types", [&] { return InferTypes(module); }));
+  auto counted = [&](absl::StatusOr<int> (*pass)(Module&), int* count) {
+    return [&module, pass, count]() -> absl::Status {
+      NIMBLE_ASSIGN_OR_RETURN(*count, pass(module));
+      return absl::OkStatus();
+    };
+  };
+  NIMBLE_RETURN_IF_ERROR(run("cse", counted(EliminateCommonSubexpressions, &r.cse_merged)));
+  NIMBLE_RETURN_IF_ERROR(run("fuse-gelu-layernorm", counted(FuseGeluAndLayerNorm, &r.fused_patterns)));
+  NIMBLE_RETURN_IF_ERROR(run("fuse-matmul-epilogue", counted(FuseMatMulEpilogues, &r.fused_matmuls)));
+  NIMBLE_RETURN_IF_ERROR(run("fuse-elementwise", counted(FuseElementwise, &r.fused_elementwise)));
   NIMBLE_RETURN_IF_ERROR(run("dce", [&]() -> absl::Status {
     r.removed_nodes = module.main->RemoveDeadNodes();
     return absl::OkStatus();

@@ -37,6 +37,10 @@ struct CompileReport {
   std::vector<PassTiming> timings;
   int folded_nodes = 0;
   int removed_nodes = 0;
+  int cse_merged = 0;
+  int fused_patterns = 0;     // GELU and LayerNorm recognised
+  int fused_matmuls = 0;      // MatMuls with epilogues
+  int fused_elementwise = 0;  // FusedElementwise kernels formed
   CodegenReport codegen;
   std::string arena_bytes;         // symbolic, printed
   std::string intermediate_bytes;  // symbolic, printed

@@ -54,6 +54,15 @@ Node* Graph::AddNode(std::string op_type, std::vector<Value*> inputs, int num_ou
   return nodes_.back().get();
 }
 
+void Graph::MoveLastNodeAfter(const Node* anchor) {
+  auto it = std::find_if(nodes_.begin(), nodes_.end(),
+                         [&](const std::unique_ptr<Node>& n) { return n.get() == anchor; });
+  if (it == nodes_.end() || it + 1 == nodes_.end()) return;
+  std::unique_ptr<Node> last = std::move(nodes_.back());
+  nodes_.pop_back();
+  nodes_.insert(it + 1, std::move(last));
+}
+
 void Graph::AddCapture(Value* v) {
   if (std::find(captures_.begin(), captures_.end(), v) == captures_.end()) captures_.push_back(v);
 }

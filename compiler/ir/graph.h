@@ -139,6 +139,10 @@ class Graph {
   const std::vector<std::unique_ptr<Node>>& nodes() const { return nodes_; }
   const std::vector<std::unique_ptr<Value>>& values() const { return values_; }
 
+  // Moves the most recently added node to just after `anchor` (a node of this graph), so a
+  // fused replacement sits where the pattern it replaces ended.
+  void MoveLastNodeAfter(const Node* anchor);
+
   // Every use of `from` (node inputs, graph outputs, captures in subgraphs) becomes `to`.
   void ReplaceAllUsesWith(Value* from, Value* to);
   // Removes nodes whose outputs are all unused (transitively); keeps graph outputs.

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "compiler/codegen/memory_planner.h"
+#include "compiler/shape/shape_check.h"
 #include "vm/isa/instruction.h"
 
 namespace nimble::compiler {
@@ -78,6 +79,7 @@ class FunctionEmitter {
   absl::Status Analyse();
   absl::Status EmitNode(int index, const Node& node, NodeKind kind);
   absl::Status EmitSubgraph(const Graph& g);
+  absl::Status EmitChecks(const Node& node);
   absl::Status EmitIf(const Node& node);
   absl::Status EmitLoop(const Node& node);
   absl::Status AllocateOwn(const Value* out, int reg);
@@ -425,7 +427,42 @@ absl::Status FunctionEmitter::AllocateOwn(const Value* out, int reg) {
   return absl::OkStatus();
 }
 
+// Facts type inference could not prove (gradual typing) become VM asserts before the node.
+absl::Status FunctionEmitter::EmitChecks(const Node& node) {
+  NIMBLE_ASSIGN_OR_RETURN(std::vector<ShapeCheck> checks, DecodeShapeChecks(node, dims_));
+  for (const ShapeCheck& check : checks) {
+    if (!AtomsBound(check.lhs) || !AtomsBound(check.rhs)) continue;  // checked by the kernel
+    NIMBLE_ASSIGN_OR_RETURN(int lhs, EmitDim(check.lhs));
+    NIMBLE_ASSIGN_OR_RETURN(int rhs, EmitDim(check.rhs));
+    const int ok = NewReg();
+    switch (check.kind) {
+      case ShapeCheck::Kind::kEqual:
+        Emit(Opcode::kScalarBinary, ok, lhs, rhs, static_cast<int>(ScalarOp::kEq));
+        break;
+      case ShapeCheck::Kind::kNotEqual:
+        Emit(Opcode::kScalarBinary, ok, lhs, rhs, static_cast<int>(ScalarOp::kNe));
+        break;
+      case ShapeCheck::Kind::kLessEqual:
+        Emit(Opcode::kScalarBinary, ok, lhs, rhs, static_cast<int>(ScalarOp::kLe));
+        break;
+      case ShapeCheck::Kind::kBroadcastable: {
+        const int equal = NewReg(), one = NewReg();
+        Emit(Opcode::kScalarBinary, equal, lhs, rhs, static_cast<int>(ScalarOp::kEq));
+        Emit(Opcode::kScalarBinaryImm, one, lhs, -1, static_cast<int>(ScalarOp::kEq), 1);
+        Emit(Opcode::kScalarBinary, ok, equal, one, static_cast<int>(ScalarOp::kOr));
+        break;
+      }
+    }
+    Emit(Opcode::kAssert, -1, ok,
+         AddString(absl::StrCat(node.Describe(), ": ", check.message, " (", dims_.ToString(check.lhs),
+                                " = {}, ", dims_.ToString(check.rhs), " = {})")),
+         -1, 0, {lhs, rhs});
+  }
+  return absl::OkStatus();
+}
+
 absl::Status FunctionEmitter::EmitNode(int index, const Node& node, NodeKind kind) {
+  NIMBLE_RETURN_IF_ERROR(EmitChecks(node));
   switch (kind) {
     case NodeKind::kShape:
       ++report_.num_shape_nodes_elided;

@@ -92,6 +92,64 @@ absl::Status Sgemm(int num_threads, bool trans_a, bool trans_b, int64_t m, int64
                      "sgemm");
 }
 
+absl::StatusOr<std::shared_ptr<const CachedPrimitive>> PrimitiveCache::GetOrCreate(
+    const Key& key, absl::FunctionRef<absl::StatusOr<CachedPrimitive>()> create) const {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = index_.find(key);
+    if (it != index_.end()) {
+      lru_.splice(lru_.begin(), lru_, it->second);
+      return it->second->second;
+    }
+  }
+  NIMBLE_ASSIGN_OR_RETURN(CachedPrimitive created, create());
+  auto entry = std::make_shared<const CachedPrimitive>(std::move(created));
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = index_.find(key);
+  if (it != index_.end()) return it->second->second;  // another caller won the race
+  lru_.emplace_front(key, entry);
+  index_[key] = lru_.begin();
+  while (lru_.size() > capacity_) {
+    index_.erase(lru_.back().first);
+    lru_.pop_back();
+  }
+  return entry;
+}
+
+size_t PrimitiveCache::size() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return lru_.size();
+}
+
+dnnl::primitive_attr UserScratchpadAttr() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+dnnl::memory Memory(const dnnl::memory::desc& md, const void* data) {
+  return dnnl::memory(md, Engine(), const_cast<void*>(data));
+}
+
+absl::Status Execute(const CachedPrimitive& primitive, std::unordered_map<int, dnnl::memory>& args,
+                     Allocator* allocator, int num_threads, absl::string_view what) {
+  std::shared_ptr<Storage> scratch;
+  if (primitive.scratchpad_bytes > 0) {
+    NIMBLE_ASSIGN_OR_RETURN(scratch, Storage::Allocate(allocator, primitive.scratchpad_bytes));
+  }
+  ScopedThreads threads(num_threads);
+  try {
+    if (scratch != nullptr)
+      args[DNNL_ARG_SCRATCHPAD] = Memory(primitive.scratchpad_md, scratch->data());
+    dnnl::stream stream(Engine());
+    primitive.primitive.execute(stream, args);
+    stream.wait();
+  } catch (const dnnl::error& e) {
+    return ErrorStatus(e, what);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace onednn
 
 namespace kernel_util {

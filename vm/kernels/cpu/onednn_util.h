@@ -13,7 +13,12 @@
 
 #include <cstdint>
 #include <cstring>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
@@ -56,6 +61,56 @@ class ScopedThreads {
 absl::Status Sgemm(int num_threads, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                    float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
                    float beta, float* c, int64_t ldc);
+
+// A created primitive and the scratchpad it needs (primitives are built with
+// scratchpad_mode::user: the library's shared scratchpad would tie a primitive to the thread
+// that created it, and ours run on whichever worker calls).
+struct CachedPrimitive {
+  dnnl::primitive primitive;
+  dnnl::memory::desc scratchpad_md;
+  size_t scratchpad_bytes = 0;
+};
+
+// The CachedPrimitive of a primitive descriptor built with UserScratchpadAttr().
+template <typename Primitive, typename PrimitiveDesc>
+CachedPrimitive MakeCached(const PrimitiveDesc& pd) {
+  CachedPrimitive c{Primitive(pd), pd.scratchpad_desc(), 0};
+  c.scratchpad_bytes = c.scratchpad_md.get_size();
+  return c;
+}
+
+// Primitive creation costs tens to hundreds of microseconds, so kernels keep theirs in a bounded
+// LRU keyed by everything that shapes the primitive (dims, strides, post-ops).
+// Thread-safe: one mutex guards the list and the index; creation runs outside it.
+class PrimitiveCache {
+ public:
+  using Key = std::vector<int64_t>;
+  explicit PrimitiveCache(size_t capacity = 64) : capacity_(capacity) {}
+
+  // The entry for `key`, created by `create` on a miss.
+  absl::StatusOr<std::shared_ptr<const CachedPrimitive>> GetOrCreate(
+      const Key& key, absl::FunctionRef<absl::StatusOr<CachedPrimitive>()> create) const;
+
+  size_t size() const;
+
+ private:
+  using Entry = std::pair<Key, std::shared_ptr<const CachedPrimitive>>;
+  const size_t capacity_;
+  mutable std::mutex mutex_;      // guards lru_ and index_
+  mutable std::list<Entry> lru_;  // most recently used first
+  mutable std::map<Key, std::list<Entry>::iterator> index_;
+};
+
+// Runs `primitive` with `args` on a new stream with `num_threads` OpenMP threads, giving it a
+// scratchpad from `allocator`. Catches oneDNN errors; `what` names the op in them.
+absl::Status Execute(const CachedPrimitive& primitive, std::unordered_map<int, dnnl::memory>& args,
+                     Allocator* allocator, int num_threads, absl::string_view what);
+
+// An attribute set with scratchpad_mode::user.
+dnnl::primitive_attr UserScratchpadAttr();
+
+// A plain memory object over `data` (not owned).
+dnnl::memory Memory(const dnnl::memory::desc& md, const void* data);
 
 }  // namespace onednn
 

@@ -1,0 +1,1311 @@
+// Linear-algebra kernels: MatMul, Gemm, FusedMatMul (the compiler's GEMM + epilogue fusion),
+// MatMulInteger, Conv, ConvTranspose, MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool.
+//
+// f32 MatMul/Gemm/FusedMatMul run on oneDNN's matmul primitive. Batch dims broadcast the numpy
+// way; dims that every operand walks alike are merged, and a batched left operand times a 2-D
+// weight (BERT's [b, s, k] x [k, n]) folds into one [b*s, k] x [k, n] GEMM. Epilogues are post-ops
+// in this order: sum (Gemm's C, pre-written to the output), linear (alpha), bias (the primitive's
+// bias argument when alpha is 1, else a binary add), eltwise activation, binary add (residual).
+// Operands stay row-major (transposes are strides): oneDNN's blocked weight layouts would need a
+// reorder cached per weight buffer, and a buffer's identity says nothing about its contents once
+// the VM reuses memory. Primitives are cached per kernel instance (PrimitiveCache, LRU of 64).
+// Other dtypes use reference loops (f16/bf16 through f32), as does any configuration oneDNN
+// declines.
+//
+// Conv is oneDNN's convolution on plain NC(D)(H)W tensors (1-3 spatial dims); ConvTranspose is a
+// GEMM (oneDNN sgemm) into columns followed by col2im; pooling is a direct loop.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "base/status_macros.h"
+#include "vm/kernels/cpu/broadcast.h"
+#include "vm/kernels/cpu/cpu_kernels.h"
+#include "vm/kernels/cpu/onednn_util.h"
+
+// GCC 12 reports absl::InlinedVector's copy of an inlined (small) Shape as "maybe uninitialized"
+// (a known false positive of its inliner).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+namespace nimble::vm::cpu {
+namespace {
+
+using dnnl::memory;
+using kernel_util::CheckArity;
+using kernel_util::CheckDefined;
+using kernel_util::ParallelFor;
+using kernel_util::SingleOutputKernel;
+using onednn::CachedPrimitive;
+using onednn::PrimitiveCache;
+
+using KernelPtr = std::unique_ptr<Kernel>;
+using Dims = memory::dims;
+
+bool Present(absl::Span<const Tensor> inputs, size_t i) {
+  return i < inputs.size() && inputs[i].defined();
+}
+
+int64_t Product(absl::Span<const int64_t> dims) {
+  int64_t p = 1;
+  for (int64_t d : dims) p *= d;
+  return p;
+}
+
+Dims RowMajorStrides(const Dims& dims) {
+  Dims strides(dims.size(), 1);
+  for (size_t i = dims.size(); i-- > 1;)
+    strides[i - 1] = strides[i] * std::max<int64_t>(dims[i], 1);
+  return strides;
+}
+
+int64_t FloatBits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof(u));
+  return u;
+}
+
+// f16/bf16 tensors converted to f32 (and back) so they can take the f32 paths.
+absl::StatusOr<Tensor> ToF32(const Tensor& t, Allocator* allocator) {
+  NIMBLE_ASSIGN_OR_RETURN(Tensor out, Tensor::Empty(DType::kF32, t.shape(), allocator));
+  const uint16_t* p = t.data<uint16_t>();
+  float* o = out.data<float>();
+  const bool half = t.dtype() == DType::kF16;
+  for (int64_t i = 0; i < t.num_elements(); ++i) {
+    o[i] = half ? kernel_util::HalfToFloat(p[i]) : kernel_util::BF16ToFloat(p[i]);
+  }
+  return out;
+}
+
+void FromF32(const Tensor& f32, const Tensor& out) {
+  const float* p = f32.data<float>();
+  uint16_t* o = out.data<uint16_t>();
+  const bool half = out.dtype() == DType::kF16;
+  for (int64_t i = 0; i < out.num_elements(); ++i) {
+    o[i] = half ? kernel_util::FloatToHalf(p[i]) : kernel_util::FloatToBF16(p[i]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matrix-multiply planning shared by MatMul, Gemm, FusedMatMul and MatMulInteger.
+
+struct MatMulPlan {
+  Shape out_shape;
+  Shape batch;            // output batch dims
+  Shape a_batch_strides;  // element strides of A per batch dim (0: broadcast)
+  Shape b_batch_strides;
+  int64_t m = 0, n = 0, k = 0;
+  bool trans_a = false, trans_b = false;
+  int64_t num_batches() const { return Product(batch); }
+};
+
+absl::StatusOr<MatMulPlan> PlanMatMul(absl::string_view op, const Shape& a_in, const Shape& b_in,
+                                      bool trans_a, bool trans_b) {
+  if (a_in.empty() || b_in.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": operands must have rank >= 1, got ",
+                                                   ShapeToString(a_in), " and ",
+                                                   ShapeToString(b_in)));
+  }
+  Shape a = a_in, b = b_in;
+  const bool a_vec = a.size() == 1, b_vec = b.size() == 1;
+  if (a_vec) {
+    a = {1, a[0]};
+    trans_a = false;
+  }
+  if (b_vec) {
+    b = {b[0], 1};
+    trans_b = false;
+  }
+  const size_t ra = a.size(), rb = b.size();
+  MatMulPlan p;
+  p.trans_a = trans_a;
+  p.trans_b = trans_b;
+  p.m = trans_a ? a[ra - 1] : a[ra - 2];
+  const int64_t ka = trans_a ? a[ra - 2] : a[ra - 1];
+  const int64_t kb = trans_b ? b[rb - 1] : b[rb - 2];
+  p.n = trans_b ? b[rb - 2] : b[rb - 1];
+  if (ka != kb) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": inner dims of ", ShapeToString(a_in),
+                                                   " and ", ShapeToString(b_in), " differ"));
+  }
+  p.k = ka;
+  const Shape a_batch(a.begin(), a.end() - 2), b_batch(b.begin(), b.end() - 2);
+  auto batch = BroadcastShapes({a_batch, b_batch});
+  if (!batch.ok()) return Annotate(batch.status(), op);
+  p.batch = *batch;
+  p.a_batch_strides = BroadcastStrides(a_batch, p.batch);
+  p.b_batch_strides = BroadcastStrides(b_batch, p.batch);
+  for (int64_t& s : p.a_batch_strides) s *= p.m * p.k;
+  for (int64_t& s : p.b_batch_strides) s *= p.k * p.n;
+  p.out_shape = p.batch;
+  if (!a_vec) p.out_shape.push_back(p.m);
+  if (!b_vec) p.out_shape.push_back(p.n);
+  return p;
+}
+
+enum class Activation { kNone, kRelu, kGelu, kGeluTanh, kTanh, kSigmoid };
+
+absl::StatusOr<Activation> ParseActivation(const std::string& name) {
+  if (name.empty()) return Activation::kNone;
+  if (name == "relu") return Activation::kRelu;
+  if (name == "gelu") return Activation::kGelu;
+  if (name == "gelu_tanh") return Activation::kGeluTanh;
+  if (name == "tanh") return Activation::kTanh;
+  if (name == "sigmoid") return Activation::kSigmoid;
+  return absl::InvalidArgumentError(absl::StrCat("unknown activation '", name, "'"));
+}
+
+float Activate(Activation act, float x) {
+  switch (act) {
+    case Activation::kNone:
+      return x;
+    case Activation::kRelu:
+      return x > 0 ? x : 0.0f;
+    case Activation::kGelu:
+      return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f));
+    case Activation::kGeluTanh:
+      return 0.5f * x * (1.0f + std::tanh(0.79788456080286536f * (x + 0.044715f * x * x * x)));
+    case Activation::kTanh:
+      return std::tanh(x);
+    case Activation::kSigmoid:
+      return 1.0f / (1.0f + std::exp(-x));
+  }
+  return x;
+}
+
+// What follows the product, in post-op order.
+struct Epilogue {
+  bool accumulate = false;      // add the output's prior contents (sum post-op)
+  float alpha = 1.0f;           // then scale
+  const float* bias = nullptr;  // then add bias[n]
+  Activation activation = Activation::kNone;
+  const float* residual = nullptr;  // then add residual (the output's shape)
+};
+
+// Reference f32 product with epilogue (oneDNN fallback and K == 0).
+void ReferenceMatMulF32(int num_threads, const MatMulPlan& p, const float* a, const float* b,
+                        float* c, const Epilogue& e) {
+  const int64_t rows = p.num_batches() * p.m;
+  const int nb = static_cast<int>(p.batch.size());
+  ParallelFor(num_threads, rows, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t bi = r / p.m, i = r % p.m;
+      int64_t ao = 0, bo = 0, rem = bi;
+      for (int d = nb - 1; d >= 0; --d) {
+        const int64_t idx = rem % p.batch[d];
+        rem /= p.batch[d];
+        ao += idx * p.a_batch_strides[d];
+        bo += idx * p.b_batch_strides[d];
+      }
+      for (int64_t j = 0; j < p.n; ++j) {
+        double s = 0;
+        for (int64_t q = 0; q < p.k; ++q) {
+          const float av = p.trans_a ? a[ao + q * p.m + i] : a[ao + i * p.k + q];
+          const float bv = p.trans_b ? b[bo + j * p.k + q] : b[bo + q * p.n + j];
+          s += static_cast<double>(av) * bv;
+        }
+        const int64_t o = r * p.n + j;
+        float v = static_cast<float>(s);
+        if (e.accumulate) v += c[o];
+        v *= e.alpha;
+        if (e.bias != nullptr) v += e.bias[j];
+        v = Activate(e.activation, v);
+        if (e.residual != nullptr) v += e.residual[o];
+        c[o] = v;
+      }
+    }
+  });
+}
+
+// Reference product for other dtypes, accumulating in Acc.
+template <typename T, typename Acc>
+void ReferenceMatMul(int num_threads, const MatMulPlan& p, const T* a, const T* b, T* c) {
+  const int64_t rows = p.num_batches() * p.m;
+  const int nb = static_cast<int>(p.batch.size());
+  ParallelFor(num_threads, rows, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t bi = r / p.m, i = r % p.m;
+      int64_t ao = 0, bo = 0, rem = bi;
+      for (int d = nb - 1; d >= 0; --d) {
+        const int64_t idx = rem % p.batch[d];
+        rem /= p.batch[d];
+        ao += idx * p.a_batch_strides[d];
+        bo += idx * p.b_batch_strides[d];
+      }
+      for (int64_t j = 0; j < p.n; ++j) {
+        Acc s = 0;
+        for (int64_t q = 0; q < p.k; ++q) {
+          const T av = p.trans_a ? a[ao + q * p.m + i] : a[ao + i * p.k + q];
+          const T bv = p.trans_b ? b[bo + j * p.k + q] : b[bo + q * p.n + j];
+          s += static_cast<Acc>(av) * static_cast<Acc>(bv);
+        }
+        c[r * p.n + j] = static_cast<T>(s);
+      }
+    }
+  });
+}
+
+// oneDNN dims/strides of a plan: batch dims merged where A and B broadcast alike.
+struct MatMulDims {
+  Dims a, a_strides, b, b_strides, c;
+};
+
+MatMulDims DnnlDims(const MatMulPlan& p) {
+  Dims out_batch, a_batch, b_batch;
+  int last = -1;  // (a present, b present) pattern of the last group
+  for (size_t i = 0; i < p.batch.size(); ++i) {
+    if (p.batch[i] == 1) continue;
+    const bool fa = p.a_batch_strides[i] != 0, fb = p.b_batch_strides[i] != 0;
+    const int pattern = (fa ? 1 : 0) | (fb ? 2 : 0);
+    if (pattern == last) {
+      out_batch.back() *= p.batch[i];
+      if (fa) a_batch.back() *= p.batch[i];
+      if (fb) b_batch.back() *= p.batch[i];
+    } else {
+      out_batch.push_back(p.batch[i]);
+      a_batch.push_back(fa ? p.batch[i] : 1);
+      b_batch.push_back(fb ? p.batch[i] : 1);
+      last = pattern;
+    }
+  }
+  MatMulDims d;
+  int64_t m = p.m;
+  // A batched A times an unbatched B: one tall GEMM.
+  const bool fold =
+      !p.trans_a && out_batch.size() == 1 && a_batch[0] == out_batch[0] && b_batch[0] == 1;
+  if (fold) {
+    m *= out_batch[0];
+    out_batch.clear();
+    a_batch.clear();
+    b_batch.clear();
+  }
+  d.a = a_batch;
+  d.a.push_back(m);
+  d.a.push_back(p.k);
+  d.a_strides = RowMajorStrides(d.a);
+  if (p.trans_a) {
+    const size_t r = d.a.size();
+    d.a_strides[r - 1] = m;
+    d.a_strides[r - 2] = 1;
+  }
+  d.b = b_batch;
+  d.b.push_back(p.k);
+  d.b.push_back(p.n);
+  d.b_strides = RowMajorStrides(d.b);
+  if (p.trans_b) {
+    const size_t r = d.b.size();
+    d.b_strides[r - 1] = p.k;
+    d.b_strides[r - 2] = 1;
+  }
+  d.c = out_batch;
+  d.c.push_back(m);
+  d.c.push_back(p.n);
+  return d;
+}
+
+absl::StatusOr<CachedPrimitive> CreateMatMul(const MatMulDims& d, const Epilogue& e) {
+  try {
+    const auto f32 = memory::data_type::f32;
+    const memory::desc a_md(d.a, f32, d.a_strides);
+    const memory::desc b_md(d.b, f32, d.b_strides);
+    const memory::desc c_md(d.c, f32, RowMajorStrides(d.c));
+    Dims bias_dims(d.c.size(), 1);
+    bias_dims.back() = d.c.back();
+    const memory::desc bias_md(bias_dims, f32, RowMajorStrides(bias_dims));
+    const bool bias_arg = e.bias != nullptr && e.alpha == 1.0f && !e.accumulate;
+    dnnl::post_ops ops;
+    if (e.accumulate) ops.append_sum(1.0f);
+    if (e.alpha != 1.0f) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_linear, e.alpha, 0.0f);
+    if (e.bias != nullptr && !bias_arg) ops.append_binary(dnnl::algorithm::binary_add, bias_md);
+    switch (e.activation) {
+      case Activation::kNone:
+        break;
+      case Activation::kRelu:
+        ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+        break;
+      case Activation::kGelu:
+        ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
+        break;
+      case Activation::kGeluTanh:
+        ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_tanh, 0.0f, 0.0f);
+        break;
+      case Activation::kTanh:
+        ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_tanh, 0.0f, 0.0f);
+        break;
+      case Activation::kSigmoid:
+        ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_logistic, 0.0f, 0.0f);
+        break;
+    }
+    if (e.residual != nullptr) ops.append_binary(dnnl::algorithm::binary_add, c_md);
+    dnnl::primitive_attr attr = onednn::UserScratchpadAttr();
+    attr.set_post_ops(ops);
+    const dnnl::matmul::desc desc = bias_arg ? dnnl::matmul::desc(a_md, b_md, bias_md, c_md)
+                                             : dnnl::matmul::desc(a_md, b_md, c_md);
+    const dnnl::matmul::primitive_desc pd(desc, attr, onednn::Engine());
+    return onednn::MakeCached<dnnl::matmul>(pd);
+  } catch (const dnnl::error& err) {
+    return onednn::ErrorStatus(err, "matmul primitive");
+  }
+}
+
+// The f32 product with epilogue on oneDNN (reference loops where oneDNN declines).
+absl::Status MatMulF32(const KernelContext& ctx, const PrimitiveCache& cache, const MatMulPlan& p,
+                       const float* a, const float* b, float* c, const Epilogue& e,
+                       absl::string_view op) {
+  if (p.num_batches() * p.m * p.n == 0) return absl::OkStatus();
+  if (p.k == 0) {
+    ReferenceMatMulF32(ctx.num_threads, p, a, b, c, e);
+    return absl::OkStatus();
+  }
+  const MatMulDims d = DnnlDims(p);
+  if (d.a.size() > DNNL_MAX_NDIMS) {
+    ReferenceMatMulF32(ctx.num_threads, p, a, b, c, e);
+    return absl::OkStatus();
+  }
+  PrimitiveCache::Key key;
+  key.reserve(64);
+  auto add = [&key](const Dims& v) {
+    key.push_back(static_cast<int64_t>(v.size()));
+    key.insert(key.end(), v.begin(), v.end());
+  };
+  add(d.a);
+  add(d.a_strides);
+  add(d.b);
+  add(d.b_strides);
+  add(d.c);
+  key.push_back(e.accumulate);
+  key.push_back(FloatBits(e.alpha));
+  key.push_back(e.bias != nullptr);
+  key.push_back(static_cast<int64_t>(e.activation));
+  key.push_back(e.residual != nullptr);
+  auto prim = cache.GetOrCreate(key, [&] { return CreateMatMul(d, e); });
+  if (!prim.ok()) {
+    if (prim.status().code() != absl::StatusCode::kUnimplemented) {
+      return Annotate(prim.status(), op);
+    }
+    ReferenceMatMulF32(ctx.num_threads, p, a, b, c, e);
+    return absl::OkStatus();
+  }
+  std::unordered_map<int, memory> args;
+  try {
+    const auto f32 = memory::data_type::f32;
+    args[DNNL_ARG_SRC] = onednn::Memory(memory::desc(d.a, f32, d.a_strides), a);
+    args[DNNL_ARG_WEIGHTS] = onednn::Memory(memory::desc(d.b, f32, d.b_strides), b);
+    const memory::desc c_md(d.c, f32, RowMajorStrides(d.c));
+    args[DNNL_ARG_DST] = onednn::Memory(c_md, c);
+    Dims bias_dims(d.c.size(), 1);
+    bias_dims.back() = d.c.back();
+    const memory::desc bias_md(bias_dims, f32, RowMajorStrides(bias_dims));
+    int post_op = (e.accumulate ? 1 : 0) + (e.alpha != 1.0f ? 1 : 0);
+    if (e.bias != nullptr) {
+      if (e.alpha == 1.0f && !e.accumulate) {
+        args[DNNL_ARG_BIAS] = onednn::Memory(bias_md, e.bias);
+      } else {
+        args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(post_op) | DNNL_ARG_SRC_1] =
+            onednn::Memory(bias_md, e.bias);
+        ++post_op;
+      }
+    }
+    if (e.activation != Activation::kNone) ++post_op;
+    if (e.residual != nullptr) {
+      args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(post_op) | DNNL_ARG_SRC_1] =
+          onednn::Memory(c_md, e.residual);
+    }
+  } catch (const dnnl::error& err) {
+    return onednn::ErrorStatus(err, op);
+  }
+  return onednn::Execute(**prim, args, ctx.allocator, ctx.num_threads, op);
+}
+
+// Any-dtype product without epilogue: f32 on oneDNN, f16/bf16 through f32, others by reference.
+absl::Status MatMulAnyType(const KernelContext& ctx, const PrimitiveCache& cache,
+                           const MatMulPlan& p, const Tensor& a, const Tensor& b, const Tensor& out,
+                           absl::string_view op) {
+  switch (a.dtype()) {
+    case DType::kF32:
+      return MatMulF32(ctx, cache, p, a.data<float>(), b.data<float>(), out.data<float>(),
+                       Epilogue(), op);
+    case DType::kF16:
+    case DType::kBF16: {
+      NIMBLE_ASSIGN_OR_RETURN(Tensor a32, ToF32(a, ctx.allocator));
+      NIMBLE_ASSIGN_OR_RETURN(Tensor b32, ToF32(b, ctx.allocator));
+      NIMBLE_ASSIGN_OR_RETURN(Tensor c32, Tensor::Empty(DType::kF32, out.shape(), ctx.allocator));
+      NIMBLE_RETURN_IF_ERROR(MatMulF32(ctx, cache, p, a32.data<float>(), b32.data<float>(),
+                                       c32.data<float>(), Epilogue(), op));
+      FromF32(c32, out);
+      return absl::OkStatus();
+    }
+    case DType::kF64:
+      ReferenceMatMul<double, double>(ctx.num_threads, p, a.data<double>(), b.data<double>(),
+                                      out.data<double>());
+      return absl::OkStatus();
+#define NIMBLE_INT_MATMUL(DT, T, ACC)                                                     \
+  case DT:                                                                                \
+    ReferenceMatMul<T, ACC>(ctx.num_threads, p, a.data<T>(), b.data<T>(), out.data<T>()); \
+    return absl::OkStatus();
+      NIMBLE_INT_MATMUL(DType::kI8, int8_t, int64_t)
+      NIMBLE_INT_MATMUL(DType::kI16, int16_t, int64_t)
+      NIMBLE_INT_MATMUL(DType::kI32, int32_t, int64_t)
+      NIMBLE_INT_MATMUL(DType::kI64, int64_t, uint64_t)
+      NIMBLE_INT_MATMUL(DType::kU8, uint8_t, uint64_t)
+      NIMBLE_INT_MATMUL(DType::kU16, uint16_t, uint64_t)
+      NIMBLE_INT_MATMUL(DType::kU32, uint32_t, uint64_t)
+      NIMBLE_INT_MATMUL(DType::kU64, uint64_t, uint64_t)
+#undef NIMBLE_INT_MATMUL
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat(op, ": element type ", DTypeName(a.dtype()), " is not supported"));
+  }
+}
+
+absl::Status CheckSameDType(absl::string_view op, const Tensor& a, const Tensor& b) {
+  if (a.dtype() != b.dtype()) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": operands ", a.TypeString(), " and ",
+                                                   b.TypeString(), " differ in type"));
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// MatMul, FusedMatMul, Gemm, MatMulInteger
+
+class MatMulKernel final : public SingleOutputKernel {
+ public:
+  MatMulKernel() : SingleOutputKernel("MatMul") {}
+
+ private:
+  absl::StatusOr<Shape> InferShape(absl::Span<const Tensor> inputs) const override {
+    NIMBLE_RETURN_IF_ERROR(CheckArity(op(), inputs.size(), 2, 2));
+    NIMBLE_RETURN_IF_ERROR(CheckDefined(op(), inputs, 0, "A"));
+    NIMBLE_RETURN_IF_ERROR(CheckDefined(op(), inputs, 1, "B"));
+    NIMBLE_RETURN_IF_ERROR(CheckSameDType(op(), inputs[0], inputs[1]));
+    NIMBLE_ASSIGN_OR_RETURN(MatMulPlan p,
+                            PlanMatMul(op(), inputs[0].shape(), inputs[1].shape(), false, false));
+    return p.out_shape;
+  }
+  absl::Status Compute(const KernelContext& ctx, absl::Span<const Tensor> inputs,
+                       const Tensor& out) const override {
+    NIMBLE_ASSIGN_OR_RETURN(MatMulPlan p,
+                            PlanMatMul(op(), inputs[0].shape(), inputs[1].shape(), false, false));
+    return MatMulAnyType(ctx, cache_, p, inputs[0], inputs[1], out, op());
+  }
+
+  PrimitiveCache cache_;
+};
+
+class FusedMatMulKernel final : public SingleOutputKernel {
+ public:
+  FusedMatMulKernel(bool trans_b, float alpha, Activation activation)
+      : SingleOutputKernel("FusedMatMul"),
+        trans_b_(trans_b),
+        alpha_(alpha),
+        activation_(activation) {}
+
+ private:
+  absl::StatusOr<MatMulPlan> Plan(absl::Span<const Tensor> inputs) const {
+    NIMBLE_RETURN_IF_ERROR(CheckArity(op(), inputs.size(), 2, 4));
+    NIMBLE_RETURN_IF_ERROR(CheckDefined(op(), inputs, 0, "A"));
+    NIMBLE_RETURN_IF_ERROR(CheckDefined(op(), inputs, 1, "B"));
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      if (inputs[i].defined() && inputs[i].dtype() != DType::kF32) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("FusedMatMul: inputs must be f32, got ", inputs[i].TypeString()));
+      }
+    }
+    NIMBLE_ASSIGN_OR_RETURN(
+        MatMulPlan p, PlanMatMul(op(), inputs[0].shape(), inputs[1].shape(), false, trans_b_));
+    if (Present(inputs, 2) && inputs[2].num_elements() != p.n) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("FusedMatMul: bias ", inputs[2].TypeString(), " does not match N = ", p.n));
+    }
+    if (Present(inputs, 3) && inputs[3].shape() != p.out_shape) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("FusedMatMul: residual ", inputs[3].TypeString(),
+                       " does not match the output ", ShapeToString(p.out_shape)));
+    }
+    return p;
+  }
+  absl::StatusOr<Shape> InferShape(absl::Span<const Tensor> inputs) const override {
+    NIMBLE_ASSIGN_OR_RETURN(MatMulPlan p, Plan(inputs));
+    return p.out_shape;
+  }
+  absl::Status Compute(const KernelContext& ctx, absl::Span<const Tensor> inputs,
+                       const Tensor& out) const override {
+    NIMBLE_ASSIGN_OR_RETURN(MatMulPlan p, Plan(inputs));
+    Epilogue e;
+    e.alpha = alpha_;
+    e.bias = Present(inputs, 2) ? inputs[2].data<float>() : nullptr;
+    e.activation = activation_;
+    e.residual = Present(inputs, 3) ? inputs[3].data<float>() : nullptr;
+    return MatMulF32(ctx, cache_, p, inputs[0].data<float>(), inputs[1].data<float>(),
+                     out.data<float>(), e, op());
+  }
+
+  const bool trans_b_;
+  const float alpha_;
+  const Activation activation_;
+  PrimitiveCache cache_;
+};
+
+class GemmKernel final : public SingleOutputKernel {
+ public:
+  GemmKernel(double alpha, double beta, bool trans_a, bool trans_b)
+      : SingleOutputKernel("Gemm"),
+        alpha_(alpha),
+        beta_(beta),
+        trans_a_(trans_a),
+        trans_b_(trans_b) {}
+
+ private:
+  absl::StatusOr<MatMulPlan> Plan(absl::Span<const Tensor> inputs) const {
+    NIMBLE_RETURN_IF_ERROR(CheckArity(op(), inputs.size(), 2, 3));
+    NIMBLE_RETURN_IF_ERROR(CheckDefined(op(), inputs, 0, "A"));
+    NIMBLE_RETURN_IF_ERROR(CheckDefined(op(), inputs, 1, "B"));
+    NIMBLE_RETURN_IF_ERROR(CheckSameDType(op(), inputs[0], inputs[1]));
+    if (inputs[0].rank() != 2 || inputs[1].rank() != 2) {
+      return absl::InvalidArgumentError(absl::StrCat("Gemm: A and B must be 2-D, got ",
+                                                     inputs[0].TypeString(), " and ",
+                                                     inputs[1].TypeString()));
+    }
+    NIMBLE_ASSIGN_OR_RETURN(
+        MatMulPlan p, PlanMatMul(op(), inputs[0].shape(), inputs[1].shape(), trans_a_, trans_b_));
+    if (Present(inputs, 2)) {
+      NIMBLE_RETURN_IF_ERROR(CheckSameDType(op(), inputs[0], inputs[2]));
+      const Shape& c = inputs[2].shape();
+      bool ok = c.size() <= 2;
+      for (size_t i = 0; ok && i < c.size(); ++i) {
+        const int64_t want = p.out_shape[2 - c.size() + i];
+        ok = c[i] == 1 || c[i] == want;
+      }
+      if (!ok) {
+        return absl::InvalidArgumentError(absl::StrCat("Gemm: C ", inputs[2].TypeString(),
+                                                       " does not broadcast to ",
+                                                       ShapeToString(p.out_shape)));
+      }
+    }
+    return p;
+  }
+  absl::StatusOr<Shape> InferShape(absl::Span<const Tensor> inputs) const override {
+    NIMBLE_ASSIGN_OR_RETURN(MatMulPlan p, Plan(inputs));
+    return p.out_shape;
+  }
+
+  // out = broadcast(C) * scale, for every dtype through double.
+  static absl::Status WriteC(const Tensor& c, const Tensor& out, double scale) {
+    const Shape strides = BroadcastStrides(c.shape(), out.shape());
+    const int64_t rows = out.dim(0), cols = out.dim(1);
+    const size_t es = DTypeSize(out.dtype());
+    for (int64_t i = 0; i < rows; ++i) {
+      for (int64_t j = 0; j < cols; ++j) {
+        const double v = kernel_util::ElementAsDouble(c, i * strides[0] + j * strides[1]) * scale;
+        NIMBLE_RETURN_IF_ERROR(kernel_util::WriteScalar(
+            out.dtype(), v, static_cast<char*>(out.raw_data()) + (i * cols + j) * es));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Compute(const KernelContext& ctx, absl::Span<const Tensor> inputs,
+                       const Tensor& out) const override {
+    NIMBLE_ASSIGN_OR_RETURN(MatMulPlan p, Plan(inputs));
+    const bool has_c = Present(inputs, 2) && beta_ != 0.0;
+    const DType dtype = inputs[0].dtype();
+    if (dtype == DType::kF32) {
+      Epilogue e;
+      e.alpha = static_cast<float>(alpha_);
+      if (alpha_ == 0.0) {
+        if (!has_c) {
+          std::memset(out.raw_data(), 0, out.nbytes());
+          return absl::OkStatus();
+        }
+        return WriteC(inputs[2], out, beta_);
+      }
+      if (has_c) {
+        const Tensor& c = inputs[2];
+        const bool row = (c.rank() == 1 && c.dim(0) == p.n) ||
+                         (c.rank() == 2 && c.dim(0) == 1 && c.dim(1) == p.n);
+        if (beta_ == 1.0 && row) {
+          e.bias = c.data<float>();
+        } else {
+          // out = alpha * (A·B + (beta / alpha) * C): C goes in first, the sum post-op adds it.
+          NIMBLE_RETURN_IF_ERROR(WriteC(c, out, beta_ / alpha_));
+          e.accumulate = true;
+        }
+      }
+      return MatMulF32(ctx, cache_, p, inputs[0].data<float>(), inputs[1].data<float>(),
+                       out.data<float>(), e, op());
+    }
+    // Other dtypes: product, then alpha and beta * C through double.
+    NIMBLE_RETURN_IF_ERROR(MatMulAnyType(ctx, cache_, p, inputs[0], inputs[1], out, op()));
+    if (alpha_ == 1.0 && !has_c) return absl::OkStatus();
+    Shape c_strides;
+    if (has_c) c_strides = BroadcastStrides(inputs[2].shape(), out.shape());
+    const size_t es = DTypeSize(dtype);
+    for (int64_t i = 0; i < p.m; ++i) {
+      for (int64_t j = 0; j < p.n; ++j) {
+        const int64_t o = i * p.n + j;
+        double v = alpha_ * kernel_util::ElementAsDouble(out, o);
+        if (has_c) {
+          v += beta_ * kernel_util::ElementAsDouble(inputs[2], i * c_strides[0] + j * c_strides[1]);
+        }
+        NIMBLE_RETURN_IF_ERROR(
+            kernel_util::WriteScalar(dtype, v, static_cast<char*>(out.raw_data()) + o * es));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  const double alpha_, beta_;
+  const bool trans_a_, trans_b_;
+  PrimitiveCache cache_;
+};
+
+class MatMulIntegerKernel final : public SingleOutputKernel {
+ public:
+  MatMulIntegerKernel() : SingleOutputKernel("MatMulInteger") {}
+
+ private:
+  absl::StatusOr<MatMulPlan> Plan(absl::Span<const Tensor> inputs) const {
+    NIMBLE_RETURN_IF_ERROR(CheckArity(op(), inputs.size(), 2, 4));
+    NIMBLE_RETURN_IF_ERROR(CheckDefined(op(), inputs, 0, "A"));
+    NIMBLE_RETURN_IF_ERROR(CheckDefined(op(), inputs, 1, "B"));
+    for (int i = 0; i < 4 && i < static_cast<int>(inputs.size()); ++i) {
+      if (inputs[i].defined() && inputs[i].dtype() != DType::kU8 &&
+          inputs[i].dtype() != DType::kI8) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("MatMulInteger: inputs must be u8 or i8, got ", inputs[i].TypeString()));
+      }
+    }
+    NIMBLE_ASSIGN_OR_RETURN(MatMulPlan p,
+                            PlanMatMul(op(), inputs[0].shape(), inputs[1].shape(), false, false));
+    if (Present(inputs, 2) && inputs[2].num_elements() != 1 && inputs[2].num_elements() != p.m) {
+      return absl::InvalidArgumentError("MatMulInteger: a_zero_point must be a scalar or [M]");
+    }
+    if (Present(inputs, 3) && inputs[3].num_elements() != 1 && inputs[3].num_elements() != p.n) {
+      return absl::InvalidArgumentError("MatMulInteger: b_zero_point must be a scalar or [N]");
+    }
+    return p;
+  }
+  absl::StatusOr<Shape> InferShape(absl::Span<const Tensor> inputs) const override {
+    NIMBLE_ASSIGN_OR_RETURN(MatMulPlan p, Plan(inputs));
+    return p.out_shape;
+  }
+  absl::StatusOr<DType> OutputDType(absl::Span<const Tensor>) const override { return DType::kI32; }
+  static int32_t At(const Tensor& t, int64_t i) {
+    return t.dtype() == DType::kU8 ? t.data<uint8_t>()[i] : t.data<int8_t>()[i];
+  }
+  absl::Status Compute(const KernelContext& ctx, absl::Span<const Tensor> inputs,
+                       const Tensor& out) const override {
+    NIMBLE_ASSIGN_OR_RETURN(MatMulPlan p, Plan(inputs));
+    const Tensor& a = inputs[0];
+    const Tensor& b = inputs[1];
+    const Tensor* az = Present(inputs, 2) ? &inputs[2] : nullptr;
+    const Tensor* bz = Present(inputs, 3) ? &inputs[3] : nullptr;
+    int32_t* c = out.data<int32_t>();
+    const int64_t rows = p.num_batches() * p.m;
+    const int nb = static_cast<int>(p.batch.size());
+    ParallelFor(ctx.num_threads, rows, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t bi = r / p.m, i = r % p.m;
+        int64_t ao = 0, bo = 0, rem = bi;
+        for (int d = nb - 1; d >= 0; --d) {
+          const int64_t idx = rem % p.batch[d];
+          rem /= p.batch[d];
+          ao += idx * p.a_batch_strides[d];
+          bo += idx * p.b_batch_strides[d];
+        }
+        const int32_t za = az == nullptr ? 0 : At(*az, az->num_elements() == 1 ? 0 : i);
+        for (int64_t j = 0; j < p.n; ++j) {
+          const int32_t zb = bz == nullptr ? 0 : At(*bz, bz->num_elements() == 1 ? 0 : j);
+          int32_t s = 0;
+          for (int64_t q = 0; q < p.k; ++q) {
+            s += (At(a, ao + i * p.k + q) - za) * (At(b, bo + q * p.n + j) - zb);
+          }
+          c[r * p.n + j] = s;
+        }
+      }
+    });
+    return absl::OkStatus();
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Sliding-window geometry shared by Conv, ConvTranspose and pooling.
+
+enum class AutoPad { kNotSet, kSameUpper, kSameLower, kValid };
+
+absl::StatusOr<AutoPad> ParseAutoPad(const Attributes& a) {
+  const std::string s = a.GetOr<std::string>("auto_pad", "NOTSET");
+  if (s == "NOTSET" || s.empty()) return AutoPad::kNotSet;
+  if (s == "SAME_UPPER") return AutoPad::kSameUpper;
+  if (s == "SAME_LOWER") return AutoPad::kSameLower;
+  if (s == "VALID") return AutoPad::kValid;
+  return absl::InvalidArgumentError(absl::StrCat("unknown auto_pad '", s, "'"));
+}
+
+struct WindowAttrs {
+  AutoPad auto_pad = AutoPad::kNotSet;
+  std::vector<int64_t> kernel_shape, strides, dilations, pads;
+  bool ceil_mode = false;
+
+  static absl::StatusOr<WindowAttrs> Parse(const Attributes& a) {
+    WindowAttrs w;
+    NIMBLE_ASSIGN_OR_RETURN(w.auto_pad, ParseAutoPad(a));
+    w.kernel_shape = a.GetOr<std::vector<int64_t>>("kernel_shape", {});
+    w.strides = a.GetOr<std::vector<int64_t>>("strides", {});
+    w.dilations = a.GetOr<std::vector<int64_t>>("dilations", {});
+    w.pads = a.GetOr<std::vector<int64_t>>("pads", {});
+    w.ceil_mode = a.GetOr<int64_t>("ceil_mode", 0) != 0;
+    for (int64_t v : w.strides) {
+      if (v <= 0) return absl::InvalidArgumentError("strides must be positive");
+    }
+    for (int64_t v : w.dilations) {
+      if (v <= 0) return absl::InvalidArgumentError("dilations must be positive");
+    }
+    for (int64_t v : w.pads) {
+      if (v < 0) return absl::InvalidArgumentError("pads must be non-negative");
+    }
+    return w;
+  }
+};
+
+struct Window {
+  Shape in, kernel, strides, dilations, pad_begin, pad_end, out;
+  int spatial() const { return static_cast<int>(in.size()); }
+};
+
+// Output geometry of a convolution or pooling window over `in` with `kernel`.
+absl::StatusOr<Window> MakeWindow(absl::string_view op, const WindowAttrs& a,
+                                  absl::Span<const int64_t> in, absl::Span<const int64_t> kernel) {
+  const size_t s = in.size();
+  auto check = [&](const std::vector<int64_t>& v, size_t n, const char* name) -> absl::Status {
+    if (!v.empty() && v.size() != n) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(op, ": ", name, " has ", v.size(), " entries, expected ", n));
+    }
+    return absl::OkStatus();
+  };
+  NIMBLE_RETURN_IF_ERROR(check(a.strides, s, "strides"));
+  NIMBLE_RETURN_IF_ERROR(check(a.dilations, s, "dilations"));
+  NIMBLE_RETURN_IF_ERROR(check(a.pads, 2 * s, "pads"));
+  Window w;
+  w.in.assign(in.begin(), in.end());
+  w.kernel.assign(kernel.begin(), kernel.end());
+  for (size_t i = 0; i < s; ++i) {
+    const int64_t k = kernel[i];
+    const int64_t st = a.strides.empty() ? 1 : a.strides[i];
+    const int64_t d = a.dilations.empty() ? 1 : a.dilations[i];
+    if (k <= 0) return absl::InvalidArgumentError(absl::StrCat(op, ": kernel dim ", k));
+    const int64_t ext = (k - 1) * d + 1;
+    int64_t pb = a.pads.empty() ? 0 : a.pads[i];
+    int64_t pe = a.pads.empty() ? 0 : a.pads[i + s];
+    int64_t out = 0;
+    if (a.auto_pad == AutoPad::kSameUpper || a.auto_pad == AutoPad::kSameLower) {
+      out = (in[i] + st - 1) / st;
+      const int64_t total = std::max<int64_t>(0, (out - 1) * st + ext - in[i]);
+      pb = a.auto_pad == AutoPad::kSameUpper ? total / 2 : total - total / 2;
+      pe = total - pb;
+    } else {
+      if (a.auto_pad == AutoPad::kValid) pb = pe = 0;
+      const int64_t span = in[i] + pb + pe - ext;
+      if (span < 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            op, ": window ", ext, " is larger than the padded input ", in[i] + pb + pe));
+      }
+      out = (a.ceil_mode ? (span + st - 1) / st : span / st) + 1;
+      // A last window that starts in the end padding is dropped (PyTorch, newer ONNX).
+      if (a.ceil_mode && (out - 1) * st >= in[i] + pb) --out;
+    }
+    w.strides.push_back(st);
+    w.dilations.push_back(d);
+    w.pad_begin.push_back(pb);
+    w.pad_end.push_back(pe);
+    w.out.push_back(out);
+  }
+  return w;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conv (oneDNN)
+
+class ConvKernel final : public SingleOutputKernel {
+ public:
+  ConvKernel(WindowAttrs attrs, int64_t group)
+      : SingleOutputKernel("Conv"), attrs_(std::move(attrs)), group_(group) {}
+
+ private:
+  absl::StatusOr<Window> Plan(absl::Span<const Tensor> inputs) const {
+    NIMBLE_RETURN_IF_ERROR(CheckArity(op(), inputs.size(), 2, 3));
+    NIMBLE_RETURN_IF_ERROR(CheckDefined(op(), inputs, 0, "X"));
+    NIMBLE_RETURN_IF_ERROR(CheckDefined(op(), inputs, 1, "W"));
+    const Tensor& x = inputs[0];
+    const Tensor& w = inputs[1];
+    if (x.rank() < 3 || x.rank() > 5 || w.rank() != x.rank() || x.dtype() != DType::kF32 ||
+        w.dtype() != DType::kF32) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Conv: X and W must be f32 of equal rank 3..5, got ", x.TypeString(),
+                       " and ", w.TypeString()));
+    }
+    const int64_t c = x.dim(1), m = w.dim(0);
+    if (group_ <= 0 || c % group_ != 0 || m % group_ != 0 || w.dim(1) * group_ != c) {
+      return absl::InvalidArgumentError(absl::StrCat("Conv: X ", x.TypeString(), " and W ",
+                                                     w.TypeString(), " do not fit group ", group_));
+    }
+    const auto kernel = absl::MakeConstSpan(w.shape()).subspan(2);
+    if (!attrs_.kernel_shape.empty() &&
+        !std::equal(kernel.begin(), kernel.end(), attrs_.kernel_shape.begin(),
+                    attrs_.kernel_shape.end())) {
+      return absl::InvalidArgumentError(absl::StrCat("Conv: kernel_shape [",
+                                                     absl::StrJoin(attrs_.kernel_shape, ","),
+                                                     "] does not match W ", w.TypeString()));
+    }
+    if (Present(inputs, 2) && (inputs[2].num_elements() != m || inputs[2].dtype() != DType::kF32)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Conv: bias ", inputs[2].TypeString(), " does not match M = ", m));
+    }
+    return MakeWindow(op(), attrs_, absl::MakeConstSpan(x.shape()).subspan(2), kernel);
+  }
+  absl::StatusOr<Shape> InferShape(absl::Span<const Tensor> inputs) const override {
+    NIMBLE_ASSIGN_OR_RETURN(Window w, Plan(inputs));
+    Shape out = {inputs[0].dim(0), inputs[1].dim(0)};
+    out.insert(out.end(), w.out.begin(), w.out.end());
+    return out;
+  }
+  absl::Status Compute(const KernelContext& ctx, absl::Span<const Tensor> inputs,
+                       const Tensor& out) const override {
+    NIMBLE_ASSIGN_OR_RETURN(Window w, Plan(inputs));
+    if (out.num_elements() == 0) return absl::OkStatus();
+    const Tensor& x = inputs[0];
+    const Tensor& wt = inputs[1];
+    const bool has_bias = Present(inputs, 2);
+    const auto f32 = memory::data_type::f32;
+    Dims src(x.shape().begin(), x.shape().end());
+    Dims dst(out.shape().begin(), out.shape().end());
+    Dims wei;
+    if (group_ > 1) wei.push_back(group_);
+    wei.push_back(wt.dim(0) / group_);
+    wei.push_back(wt.dim(1));
+    wei.insert(wei.end(), wt.shape().begin() + 2, wt.shape().end());
+    Dims strides(w.strides.begin(), w.strides.end());
+    Dims dilates, pad_l(w.pad_begin.begin(), w.pad_begin.end()),
+        pad_r(w.pad_end.begin(), w.pad_end.end());
+    for (int64_t d : w.dilations) dilates.push_back(d - 1);
+    PrimitiveCache::Key key = {has_bias};
+    for (const Dims* v : {&src, &wei, &dst, &strides, &dilates, &pad_l, &pad_r}) {
+      key.push_back(static_cast<int64_t>(v->size()));
+      key.insert(key.end(), v->begin(), v->end());
+    }
+    auto prim = cache_.GetOrCreate(key, [&]() -> absl::StatusOr<CachedPrimitive> {
+      try {
+        const memory::desc src_md(src, f32, RowMajorStrides(src));
+        const memory::desc wei_md(wei, f32, RowMajorStrides(wei));
+        const memory::desc dst_md(dst, f32, RowMajorStrides(dst));
+        const memory::desc bias_md({dst[1]}, f32, memory::format_tag::x);
+        const auto desc =
+            has_bias ? dnnl::convolution_forward::desc(
+                           dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                           src_md, wei_md, bias_md, dst_md, strides, dilates, pad_l, pad_r)
+                     : dnnl::convolution_forward::desc(
+                           dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                           src_md, wei_md, dst_md, strides, dilates, pad_l, pad_r);
+        const dnnl::convolution_forward::primitive_desc pd(desc, onednn::UserScratchpadAttr(),
+                                                           onednn::Engine());
+        return onednn::MakeCached<dnnl::convolution_forward>(pd);
+      } catch (const dnnl::error& err) {
+        return onednn::ErrorStatus(err, "Conv primitive");
+      }
+    });
+    if (!prim.ok()) return Annotate(prim.status(), op());
+    std::unordered_map<int, memory> args;
+    try {
+      args[DNNL_ARG_SRC] =
+          onednn::Memory(memory::desc(src, f32, RowMajorStrides(src)), x.raw_data());
+      args[DNNL_ARG_WEIGHTS] =
+          onednn::Memory(memory::desc(wei, f32, RowMajorStrides(wei)), wt.raw_data());
+      args[DNNL_ARG_DST] =
+          onednn::Memory(memory::desc(dst, f32, RowMajorStrides(dst)), out.raw_data());
+      if (has_bias) {
+        args[DNNL_ARG_BIAS] = onednn::Memory(memory::desc({dst[1]}, f32, memory::format_tag::x),
+                                             inputs[2].raw_data());
+      }
+    } catch (const dnnl::error& err) {
+      return onednn::ErrorStatus(err, op());
+    }
+    return onednn::Execute(**prim, args, ctx.allocator, ctx.num_threads, op());
+  }
+
+  const WindowAttrs attrs_;
+  const int64_t group_;
+  PrimitiveCache cache_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// ConvTranspose: columns = W^T · X per group (sgemm), then col2im adds them into Y.
+
+class ConvTransposeKernel final : public SingleOutputKernel {
+ public:
+  ConvTransposeKernel(WindowAttrs attrs, int64_t group, std::vector<int64_t> output_padding,
+                      std::vector<int64_t> output_shape)
+      : SingleOutputKernel("ConvTranspose"),
+        attrs_(std::move(attrs)),
+        group_(group),
+        output_padding_(std::move(output_padding)),
+        output_shape_(std::move(output_shape)) {}
+
+ private:
+  absl::StatusOr<Window> Plan(absl::Span<const Tensor> inputs) const {
+    NIMBLE_RETURN_IF_ERROR(CheckArity(op(), inputs.size(), 2, 3));
+    NIMBLE_RETURN_IF_ERROR(CheckDefined(op(), inputs, 0, "X"));
+    NIMBLE_RETURN_IF_ERROR(CheckDefined(op(), inputs, 1, "W"));
+    const Tensor& x = inputs[0];
+    const Tensor& w = inputs[1];
+    if (x.rank() < 3 || w.rank() != x.rank() || x.dtype() != DType::kF32 ||
+        w.dtype() != DType::kF32) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ConvTranspose: X and W must be f32 of equal rank >= 3, got ",
+                       x.TypeString(), " and ", w.TypeString()));
+    }
+    if (group_ <= 0 || x.dim(1) != w.dim(0) || x.dim(1) % group_ != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("ConvTranspose: X ", x.TypeString(), " and W ",
+                                                     w.TypeString(), " do not fit group ", group_));
+    }
+    const int s = x.rank() - 2;
+    const int64_t m = w.dim(1) * group_;
+    if (Present(inputs, 2) && inputs[2].num_elements() != m) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ConvTranspose: bias ", inputs[2].TypeString(), " does not match M = ", m));
+    }
+    auto sized = [&](const std::vector<int64_t>& v, size_t n) {
+      return v.empty() || v.size() == n;
+    };
+    std::vector<int64_t> out_spatial = output_shape_;
+    if (out_spatial.size() == static_cast<size_t>(s + 2))
+      out_spatial.erase(out_spatial.begin(), out_spatial.begin() + 2);
+    if (!sized(attrs_.strides, s) || !sized(attrs_.dilations, s) || !sized(attrs_.pads, 2 * s) ||
+        !sized(output_padding_, s) || !sized(out_spatial, s)) {
+      return absl::InvalidArgumentError("ConvTranspose: attribute lengths do not match the rank");
+    }
+    Window win;
+    for (int i = 0; i < s; ++i) {
+      const int64_t in = x.dim(i + 2), k = w.dim(i + 2);
+      const int64_t st = attrs_.strides.empty() ? 1 : attrs_.strides[i];
+      const int64_t d = attrs_.dilations.empty() ? 1 : attrs_.dilations[i];
+      const int64_t op_pad = output_padding_.empty() ? 0 : output_padding_[i];
+      const int64_t ext = (k - 1) * d + 1;
+      int64_t pb = attrs_.pads.empty() ? 0 : attrs_.pads[i];
+      int64_t pe = attrs_.pads.empty() ? 0 : attrs_.pads[i + s];
+      int64_t out;
+      const bool same =
+          attrs_.auto_pad == AutoPad::kSameUpper || attrs_.auto_pad == AutoPad::kSameLower;
+      if (!out_spatial.empty() || same) {
+        out = !out_spatial.empty() ? out_spatial[i] : in * st;
+        const int64_t total = st * (in - 1) + op_pad + ext - out;
+        if (total < 0 && out_spatial.empty()) {
+          return absl::InvalidArgumentError("ConvTranspose: negative padding");
+        }
+        if (attrs_.auto_pad == AutoPad::kSameUpper) {
+          pb = total / 2;
+          pe = total - total / 2;
+        } else {
+          pb = total - total / 2;
+          pe = total / 2;
+        }
+      } else {
+        if (attrs_.auto_pad == AutoPad::kValid) pb = pe = 0;
+        out = st * (in - 1) + op_pad + ext - pb - pe;
+      }
+      if (out < 0 || k <= 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("ConvTranspose: output dim ", out, " for input dim ", in));
+      }
+      win.in.push_back(in);
+      win.kernel.push_back(k);
+      win.strides.push_back(st);
+      win.dilations.push_back(d);
+      win.pad_begin.push_back(pb);
+      win.pad_end.push_back(pe);
+      win.out.push_back(out);
+    }
+    return win;
+  }
+  absl::StatusOr<Shape> InferShape(absl::Span<const Tensor> inputs) const override {
+    NIMBLE_ASSIGN_OR_RETURN(Window w, Plan(inputs));
+    Shape out = {inputs[0].dim(0), inputs[1].dim(1) * group_};
+    out.insert(out.end(), w.out.begin(), w.out.end());
+    return out;
+  }
+  absl::Status Compute(const KernelContext& ctx, absl::Span<const Tensor> inputs,
+                       const Tensor& out) const override {
+    NIMBLE_ASSIGN_OR_RETURN(Window w, Plan(inputs));
+    const Tensor& x = inputs[0];
+    const Tensor& wt = inputs[1];
+    const int s = w.spatial();
+    const int64_t batch = x.dim(0), c = x.dim(1), cg = c / group_, mg = wt.dim(1);
+    const int64_t in_size = Product(w.in), out_size = Product(w.out), k_size = Product(w.kernel);
+    const int64_t rows = mg * k_size;  // column rows per group
+    NIMBLE_ASSIGN_OR_RETURN(Tensor cols,
+                            Tensor::Empty(DType::kF32, {rows, in_size}, ctx.allocator));
+    float* y = out.data<float>();
+    std::memset(y, 0, out.nbytes());
+    const Shape in_strides = kernel_util::Strides(w.in);
+    const Shape out_strides = kernel_util::Strides(w.out);
+    const Shape k_strides = kernel_util::Strides(w.kernel);
+    for (int64_t n = 0; n < batch; ++n) {
+      for (int64_t g = 0; g < group_; ++g) {
+        const float* xg = x.data<float>() + (n * c + g * cg) * in_size;
+        const float* wg = wt.data<float>() + g * cg * rows;
+        // cols[rows, in_size] = wg^T [rows, cg] · xg [cg, in_size]
+        NIMBLE_RETURN_IF_ERROR(onednn::Sgemm(ctx.num_threads, true, false, rows, in_size, cg, 1.0f,
+                                             wg, rows, xg, in_size, 0.0f, cols.data<float>(),
+                                             in_size));
+        float* yg = y + (n * group_ * mg + g * mg) * out_size;
+        const float* col = cols.data<float>();
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t oc = r / k_size, kidx = r % k_size;
+          Shape kpos(s);
+          for (int i = 0; i < s; ++i) kpos[i] = (kidx / k_strides[i]) % w.kernel[i];
+          for (int64_t p = 0; p < in_size; ++p) {
+            int64_t o = 0;
+            bool inside = true;
+            for (int i = 0; i < s && inside; ++i) {
+              const int64_t ip = (p / in_strides[i]) % w.in[i];
+              const int64_t at = ip * w.strides[i] - w.pad_begin[i] + kpos[i] * w.dilations[i];
+              inside = at >= 0 && at < w.out[i];
+              o += at * out_strides[i];
+            }
+            if (inside) yg[oc * out_size + o] += col[r * in_size + p];
+          }
+        }
+      }
+    }
+    if (Present(inputs, 2)) {
+      const int64_t m = group_ * mg;
+      for (int64_t n = 0; n < batch; ++n) {
+        for (int64_t oc = 0; oc < m; ++oc) {
+          const float b = static_cast<float>(kernel_util::ElementAsDouble(inputs[2], oc));
+          float* p = y + (n * m + oc) * out_size;
+          for (int64_t i = 0; i < out_size; ++i) p[i] += b;
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  const WindowAttrs attrs_;
+  const int64_t group_;
+  const std::vector<int64_t> output_padding_, output_shape_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Pooling
+
+enum class PoolKind { kMax, kAverage };
+
+class PoolKernel final : public Kernel {
+ public:
+  PoolKernel(PoolKind kind, bool global, WindowAttrs attrs, bool count_include_pad,
+             int64_t storage_order)
+      : kind_(kind),
+        global_(global),
+        attrs_(std::move(attrs)),
+        count_include_pad_(count_include_pad),
+        storage_order_(storage_order) {}
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    NIMBLE_ASSIGN_OR_RETURN(Window w, Plan(inputs));
+    for (Shape& s : output_shapes) s = OutShape(inputs[0], w);
+    return absl::OkStatus();
+  }
+
+  absl::Status Run(const KernelContext& ctx, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_ASSIGN_OR_RETURN(Window w, Plan(inputs));
+    const size_t max_outputs = kind_ == PoolKind::kMax && !global_ ? 2 : 1;
+    NIMBLE_RETURN_IF_ERROR(kernel_util::CheckOutputs(Name(), outputs, 1, max_outputs));
+    const Tensor& x = inputs[0];
+    const Shape out_shape = OutShape(x, w);
+    std::vector<Shape> shapes(outputs.size(), out_shape);
+    NIMBLE_RETURN_IF_ERROR(kernel_util::CheckOutputShapes(Name(), outputs, shapes));
+    NIMBLE_RETURN_IF_ERROR(kernel_util::CheckOutputDType(Name(), outputs[0], x.dtype()));
+    if (outputs.size() > 1) {
+      NIMBLE_RETURN_IF_ERROR(kernel_util::CheckOutputDType(Name(), outputs[1], DType::kI64));
+    }
+    int64_t* indices =
+        outputs.size() > 1 && outputs[1].defined() ? outputs[1].data<int64_t>() : nullptr;
+    switch (x.dtype()) {
+      case DType::kF32:
+        Pool<float>(ctx, x, w, outputs[0], indices);
+        break;
+      case DType::kF64:
+        Pool<double>(ctx, x, w, outputs[0], indices);
+        break;
+      case DType::kI8:
+        Pool<int8_t>(ctx, x, w, outputs[0], indices);
+        break;
+      case DType::kU8:
+        Pool<uint8_t>(ctx, x, w, outputs[0], indices);
+        break;
+      default:
+        return absl::InvalidArgumentError(
+            absl::StrCat(Name(), ": element type ", DTypeName(x.dtype()), " is not supported"));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  std::string Name() const {
+    return absl::StrCat(global_ ? "Global" : "",
+                        kind_ == PoolKind::kMax ? "MaxPool" : "AveragePool");
+  }
+  absl::StatusOr<Window> Plan(absl::Span<const Tensor> inputs) const {
+    NIMBLE_RETURN_IF_ERROR(CheckArity(Name(), inputs.size(), 1, 1));
+    NIMBLE_RETURN_IF_ERROR(CheckDefined(Name(), inputs, 0, "X"));
+    const Tensor& x = inputs[0];
+    if (x.rank() < 3) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(Name(), ": X must have rank >= 3, got ", x.TypeString()));
+    }
+    const auto in = absl::MakeConstSpan(x.shape()).subspan(2);
+    if (global_) return MakeWindow(Name(), WindowAttrs(), in, in);
+    if (attrs_.kernel_shape.size() != in.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          Name(), ": kernel_shape has ", attrs_.kernel_shape.size(), " dims for ", x.TypeString()));
+    }
+    return MakeWindow(Name(), attrs_, in, attrs_.kernel_shape);
+  }
+  static Shape OutShape(const Tensor& x, const Window& w) {
+    Shape out = {x.dim(0), x.dim(1)};
+    out.insert(out.end(), w.out.begin(), w.out.end());
+    return out;
+  }
+
+  template <typename T>
+  void Pool(const KernelContext& ctx, const Tensor& x, const Window& w, const Tensor& y,
+            int64_t* indices) const {
+    const int s = w.spatial();
+    const int64_t planes = x.dim(0) * x.dim(1);
+    const int64_t in_size = Product(w.in), out_size = Product(w.out), k_size = Product(w.kernel);
+    const Shape in_strides = kernel_util::Strides(w.in);
+    const Shape out_strides = kernel_util::Strides(w.out);
+    const Shape k_strides = kernel_util::Strides(w.kernel);
+    const T* src = x.data<T>();
+    T* dst = y.data<T>();
+    ParallelFor(ctx.num_threads, planes * out_size, 256, [&](int64_t begin, int64_t end) {
+      Shape start(s), kpos(s);
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t plane = t / out_size, o = t % out_size;
+        for (int i = 0; i < s; ++i) {
+          start[i] = ((o / out_strides[i]) % w.out[i]) * w.strides[i] - w.pad_begin[i];
+        }
+        const T* p = src + plane * in_size;
+        double sum = 0;
+        int64_t valid = 0, padded = 0;
+        T best = std::numeric_limits<T>::lowest();
+        int64_t best_at = -1;
+        for (int64_t kk = 0; kk < k_size; ++kk) {
+          int64_t off = 0;
+          bool inside = true, in_padded = true;
+          for (int i = 0; i < s; ++i) {
+            const int64_t pos = start[i] + ((kk / k_strides[i]) % w.kernel[i]) * w.dilations[i];
+            inside = inside && pos >= 0 && pos < w.in[i];
+            in_padded = in_padded && pos >= -w.pad_begin[i] && pos < w.in[i] + w.pad_end[i];
+            off += pos * in_strides[i];
+          }
+          if (in_padded) ++padded;
+          if (!inside) continue;
+          ++valid;
+          const T v = p[off];
+          if (kind_ == PoolKind::kMax) {
+            if (best_at < 0 || v > best || (v != v && best == best)) {
+              best = v;
+              best_at = off;
+            }
+          } else {
+            sum += static_cast<double>(v);
+          }
+        }
+        if (kind_ == PoolKind::kMax) {
+          dst[t] = best;
+          if (indices != nullptr) {
+            int64_t flat = best_at < 0 ? 0 : best_at;
+            if (storage_order_ == 1 && s == 2 && best_at >= 0) {
+              const int64_t h = best_at / w.in[1], ww = best_at % w.in[1];
+              flat = ww * w.in[0] + h;
+            }
+            indices[t] = plane * in_size + flat;
+          }
+        } else {
+          const int64_t count = count_include_pad_ ? padded : valid;
+          dst[t] = static_cast<T>(count > 0 ? sum / static_cast<double>(count) : 0.0);
+        }
+      }
+    });
+  }
+
+  const PoolKind kind_;
+  const bool global_;
+  const WindowAttrs attrs_;
+  const bool count_include_pad_;
+  const int64_t storage_order_;
+};
+
+template <typename K, typename... Args>
+absl::StatusOr<KernelPtr> Make(Args&&... args) {
+  return KernelPtr(new K(std::forward<Args>(args)...));
+}
+
+}  // namespace
+
+void RegisterLinalgKernels(KernelRegistry& registry) {
+  auto reg = [&registry](const std::string& name, KernelFactory factory) {
+    registry.Register(name, DeviceType::kCPU, std::move(factory));
+  };
+  reg("MatMul", [](const Attributes&) { return Make<MatMulKernel>(); });
+  reg("FusedMatMul", [](const Attributes& a) -> absl::StatusOr<KernelPtr> {
+    NIMBLE_ASSIGN_OR_RETURN(Activation act,
+                            ParseActivation(a.GetOr<std::string>("activation", "")));
+    return Make<FusedMatMulKernel>(a.GetOr<int64_t>("transB", 0) != 0,
+                                   static_cast<float>(a.GetOr<double>("alpha", 1.0)), act);
+  });
+  reg("Gemm", [](const Attributes& a) {
+    return Make<GemmKernel>(a.GetOr<double>("alpha", 1.0), a.GetOr<double>("beta", 1.0),
+                            a.GetOr<int64_t>("transA", 0) != 0, a.GetOr<int64_t>("transB", 0) != 0);
+  });
+  reg("MatMulInteger", [](const Attributes&) { return Make<MatMulIntegerKernel>(); });
+  reg("Conv", [](const Attributes& a) -> absl::StatusOr<KernelPtr> {
+    NIMBLE_ASSIGN_OR_RETURN(WindowAttrs w, WindowAttrs::Parse(a));
+    return Make<ConvKernel>(std::move(w), a.GetOr<int64_t>("group", 1));
+  });
+  reg("ConvTranspose", [](const Attributes& a) -> absl::StatusOr<KernelPtr> {
+    NIMBLE_ASSIGN_OR_RETURN(WindowAttrs w, WindowAttrs::Parse(a));
+    return Make<ConvTransposeKernel>(std::move(w), a.GetOr<int64_t>("group", 1),
+                                     a.GetOr<std::vector<int64_t>>("output_padding", {}),
+                                     a.GetOr<std::vector<int64_t>>("output_shape", {}));
+  });
+  reg("MaxPool", [](const Attributes& a) -> absl::StatusOr<KernelPtr> {
+    NIMBLE_ASSIGN_OR_RETURN(WindowAttrs w, WindowAttrs::Parse(a));
+    if (w.kernel_shape.empty()) return absl::InvalidArgumentError("kernel_shape is missing");
+    return Make<PoolKernel>(PoolKind::kMax, false, std::move(w), false,
+                            a.GetOr<int64_t>("storage_order", 0));
+  });
+  reg("AveragePool", [](const Attributes& a) -> absl::StatusOr<KernelPtr> {
+    NIMBLE_ASSIGN_OR_RETURN(WindowAttrs w, WindowAttrs::Parse(a));
+    if (w.kernel_shape.empty()) return absl::InvalidArgumentError("kernel_shape is missing");
+    return Make<PoolKernel>(PoolKind::kAverage, false, std::move(w),
+                            a.GetOr<int64_t>("count_include_pad", 0) != 0, 0);
+  });
+  reg("GlobalMaxPool", [](const Attributes&) {
+    return Make<PoolKernel>(PoolKind::kMax, true, WindowAttrs(), false, 0);
+  });
+  reg("GlobalAveragePool", [](const Attributes&) {
+    return Make<PoolKernel>(PoolKind::kAverage, true, WindowAttrs(), false, 0);
+  });
+}
+
+}  // namespace nimble::vm::cpu

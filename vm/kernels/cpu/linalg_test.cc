@@ -1,0 +1,529 @@
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/testing/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "vm/kernels/kernel.h"
+
+namespace nimble::vm {
+namespace {
+
+using ::nimble::testing::IsOk;
+using ::nimble::testing::StatusIs;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+Tensor F(std::vector<float> v, Shape shape) { return Tensor::FromVector<float>(v, shape); }
+Tensor I(std::vector<int64_t> v, Shape shape) { return Tensor::FromVector<int64_t>(v, shape); }
+
+template <typename T>
+std::vector<T> Values(const Tensor& t) {
+  return std::vector<T>(t.data<T>(), t.data<T>() + t.num_elements());
+}
+
+Attributes Attrs(std::initializer_list<std::pair<std::string, AttrValue>> values) {
+  Attributes a;
+  for (const auto& [k, v] : values) a.Set(k, v);
+  return a;
+}
+
+int64_t Count(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+
+// Deterministic values in [-1, 1).
+std::vector<float> Random(int64_t n, uint32_t seed) {
+  std::vector<float> v(n);
+  uint32_t x = seed * 2654435761u + 1;
+  for (int64_t i = 0; i < n; ++i) {
+    x = x * 1664525u + 1013904223u;
+    v[i] = static_cast<float>(x >> 8) / static_cast<float>(1 << 24) * 2.0f - 1.0f;
+  }
+  return v;
+}
+
+absl::StatusOr<std::vector<Tensor>> RunOp(const std::string& op, const Attributes& attrs,
+                                          std::vector<Tensor> inputs, int num_outputs = 1,
+                                          std::vector<DType> dtypes = {}, int threads = 1) {
+  NIMBLE_ASSIGN_OR_RETURN(auto kernel, KernelRegistry::Global().Create(op, kCpu.type, attrs));
+  std::vector<Shape> shapes(num_outputs);
+  NIMBLE_RETURN_IF_ERROR(kernel->OutputShapes(inputs, absl::MakeSpan(shapes)));
+  std::vector<Tensor> outputs(num_outputs);
+  for (int i = 0; i < num_outputs; ++i) {
+    const DType dtype = i < static_cast<int>(dtypes.size()) ? dtypes[i] : inputs[0].dtype();
+    NIMBLE_ASSIGN_OR_RETURN(outputs[i], Tensor::Empty(dtype, shapes[i]));
+  }
+  KernelContext ctx;
+  ctx.num_threads = threads;
+  NIMBLE_RETURN_IF_ERROR(kernel->Run(ctx, inputs, absl::MakeSpan(outputs)));
+  return outputs;
+}
+
+void ExpectNear(const std::vector<float>& got, const std::vector<float>& want, float rel = 1e-4f) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_NEAR(got[i], want[i], rel * std::max(1.0f, std::fabs(want[i]))) << "at " << i;
+  }
+}
+
+// Numpy matmul of row-major a and b, by definition.
+std::vector<float> NaiveMatMul(const std::vector<float>& a, Shape as, const std::vector<float>& b,
+                               Shape bs, Shape* out_shape) {
+  const bool av = as.size() == 1, bv = bs.size() == 1;
+  if (av) as = {1, as[0]};
+  if (bv) bs = {bs[0], 1};
+  const int64_t m = as[as.size() - 2], k = as.back(), n = bs.back();
+  Shape ab(as.begin(), as.end() - 2), bb(bs.begin(), bs.end() - 2);
+  const size_t r = std::max(ab.size(), bb.size());
+  while (ab.size() < r) ab.insert(ab.begin(), 1);
+  while (bb.size() < r) bb.insert(bb.begin(), 1);
+  Shape batch(r);
+  for (size_t i = 0; i < r; ++i) batch[i] = std::max(ab[i], bb[i]);
+  *out_shape = batch;
+  if (!av) out_shape->push_back(m);
+  if (!bv) out_shape->push_back(n);
+  std::vector<float> out(Count(batch) * m * n);
+  Shape idx(r, 0);
+  for (int64_t bi = 0; bi < Count(batch); ++bi) {
+    int64_t ao = 0, bo = 0;
+    for (size_t i = 0; i < r; ++i) {
+      ao = ao * ab[i] + (ab[i] == 1 ? 0 : idx[i]);
+      bo = bo * bb[i] + (bb[i] == 1 ? 0 : idx[i]);
+    }
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < n; ++j) {
+        double s = 0;
+        for (int64_t q = 0; q < k; ++q) {
+          s += static_cast<double>(a[ao * m * k + i * k + q]) * b[bo * k * n + q * n + j];
+        }
+        out[(bi * m + i) * n + j] = static_cast<float>(s);
+      }
+    }
+    for (size_t i = r; i-- > 0;) {
+      if (++idx[i] < batch[i]) break;
+      idx[i] = 0;
+    }
+  }
+  return out;
+}
+
+TEST(MatMulTest, BroadcastingAndVectorsMatchNaive) {
+  const std::vector<std::pair<Shape, Shape>> cases = {
+      {{2, 3, 4}, {4, 5}},           // folded into one GEMM
+      {{3, 4}, {2, 4, 5}},           // A broadcast over B's batch
+      {{2, 1, 3, 4}, {1, 5, 4, 6}},  // both broadcast
+      {{2, 5, 3, 4}, {2, 5, 4, 6}},  // plain batch
+      {{4}, {4, 5}},                 // 1-D A
+      {{2, 3, 4}, {4}},              // 1-D B
+      {{4}, {4}},                    // dot product -> scalar
+      {{4}, {3, 4, 2}},              // 1-D A against a batch
+      {{64, 96}, {96, 80}},          // larger
+  };
+  uint32_t seed = 1;
+  for (const auto& [as, bs] : cases) {
+    const auto a = Random(Count(as), seed++), b = Random(Count(bs), seed++);
+    Shape want_shape;
+    const auto want = NaiveMatMul(a, as, b, bs, &want_shape);
+    for (int threads : {1, 2}) {
+      NIMBLE_ASSERT_OK_AND_ASSIGN(auto out,
+                                  RunOp("MatMul", {}, {F(a, as), F(b, bs)}, 1, {}, threads));
+      EXPECT_EQ(out[0].shape(), want_shape) << ShapeToString(as) << " x " << ShapeToString(bs);
+      ExpectNear(Values<float>(out[0]), want);
+    }
+  }
+}
+
+TEST(MatMulTest, EmptyInnerDimGivesZeros) {
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("MatMul", {}, {F({}, {2, 0}), F({}, {0, 3})}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(0, 0, 0, 0, 0, 0));
+}
+
+TEST(MatMulTest, ErrorsAndOtherTypes) {
+  EXPECT_THAT(RunOp("MatMul", {}, {F(Random(6, 1), {2, 3}), F(Random(8, 2), {4, 2})}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("inner dims")));
+  EXPECT_THAT(RunOp("MatMul", {}, {F(Random(12, 1), {2, 2, 3}), F(Random(18, 2), {3, 3, 2})}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("broadcast")));
+  // i64 and f64 by reference loops.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto out, RunOp("MatMul", {}, {I({1, 2, 3, 4}, {2, 2}), I({5, 6, 7, 8}, {2, 2})}));
+  EXPECT_THAT(Values<int64_t>(out[0]), ElementsAre(19, 22, 43, 50));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, RunOp("MatMul", {},
+                                         {Tensor::FromVector<double>({1, 2}, {1, 2}),
+                                          Tensor::FromVector<double>({3, 4}, {2, 1})}));
+  EXPECT_THAT(Values<double>(out[0]), ElementsAre(11));
+}
+
+float Gelu(float x) { return 0.5f * x * (1.0f + std::erf(x / std::sqrt(2.0f))); }
+
+TEST(FusedMatMulTest, BiasGeluResidualWithTransB) {
+  const int64_t b = 2, s = 5, k = 16, n = 24;
+  const auto a = Random(b * s * k, 11), w = Random(n * k, 12), bias = Random(n, 13),
+             res = Random(b * s * n, 14);
+  // w is [n, k] (transB): reference uses its transpose.
+  std::vector<float> wt(k * n);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < k; ++j) wt[j * n + i] = w[i * k + j];
+  }
+  Shape shape;
+  const auto prod = NaiveMatMul(a, {b, s, k}, wt, {k, n}, &shape);
+  for (float alpha : {1.0f, 0.5f}) {
+    std::vector<float> want(prod.size());
+    for (size_t i = 0; i < prod.size(); ++i) {
+      want[i] = Gelu(alpha * prod[i] + bias[i % n]) + res[i];
+    }
+    NIMBLE_ASSERT_OK_AND_ASSIGN(
+        auto out, RunOp("FusedMatMul",
+                        Attrs({{"transB", int64_t{1}},
+                               {"alpha", static_cast<double>(alpha)},
+                               {"activation", std::string("gelu")}}),
+                        {F(a, {b, s, k}), F(w, {n, k}), F(bias, {n}), F(res, {b, s, n})}));
+    EXPECT_THAT(out[0].shape(), ElementsAre(b, s, n));
+    ExpectNear(Values<float>(out[0]), want);
+  }
+}
+
+TEST(FusedMatMulTest, Activations) {
+  const auto a = Random(3 * 8, 21), w = Random(8 * 4, 22), bias = Random(4, 23);
+  Shape shape;
+  const auto prod = NaiveMatMul(a, {3, 8}, w, {8, 4}, &shape);
+  const std::vector<std::pair<std::string, float (*)(float)>> acts = {
+      {"relu", [](float x) { return x > 0 ? x : 0.0f; }},
+      {"tanh", [](float x) { return std::tanh(x); }},
+      {"sigmoid", [](float x) { return 1.0f / (1.0f + std::exp(-x)); }},
+      {"gelu_tanh",
+       [](float x) {
+         return 0.5f * x * (1.0f + std::tanh(0.7978845608f * (x + 0.044715f * x * x * x)));
+       }},
+      {"", [](float x) { return x; }},
+  };
+  for (const auto& [name, fn] : acts) {
+    std::vector<float> want(prod.size());
+    for (size_t i = 0; i < prod.size(); ++i) want[i] = fn(prod[i] + bias[i % 4]);
+    NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("FusedMatMul", Attrs({{"activation", name}}),
+                                                {F(a, {3, 8}), F(w, {8, 4}), F(bias, {4})}));
+    ExpectNear(Values<float>(out[0]), want);
+  }
+  EXPECT_THAT(KernelRegistry::Global().Create("FusedMatMul", kCpu.type,
+                                              Attrs({{"activation", std::string("swish")}})),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("swish")));
+}
+
+TEST(GemmTest, TransposesAlphaBetaAndC) {
+  const int64_t m = 3, k = 5, n = 4;
+  const auto a = Random(m * k, 31), b = Random(k * n, 32);
+  Shape shape;
+  const auto prod = NaiveMatMul(a, {m, k}, b, {k, n}, &shape);
+  std::vector<float> at(k * m), bt(n * k);
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < k; ++j) at[j * m + i] = a[i * k + j];
+  }
+  for (int64_t i = 0; i < k; ++i) {
+    for (int64_t j = 0; j < n; ++j) bt[j * k + i] = b[i * n + j];
+  }
+  struct Case {
+    Shape c_shape;
+    float alpha, beta;
+  };
+  const std::vector<Case> cases = {
+      {{n}, 1.0f, 1.0f},      // bias
+      {{1, n}, 2.0f, 1.0f},   // bias with alpha
+      {{m, 1}, 1.0f, 0.5f},   // column broadcast
+      {{m, n}, 0.7f, -1.5f},  // full C
+      {{}, 1.0f, 2.0f},       // scalar C
+      {{m, n}, 0.0f, 1.0f},   // alpha 0
+  };
+  uint32_t seed = 40;
+  for (const Case& c : cases) {
+    const auto cv = Random(Count(c.c_shape), seed++);
+    std::vector<float> want(m * n);
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < n; ++j) {
+        int64_t ci = 0;
+        if (c.c_shape.size() == 1) ci = j;
+        if (c.c_shape.size() == 2)
+          ci = (c.c_shape[0] == 1 ? 0 : i) * c.c_shape[1] + (c.c_shape[1] == 1 ? 0 : j);
+        want[i * n + j] = c.alpha * prod[i * n + j] + c.beta * cv[ci];
+      }
+    }
+    NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("Gemm",
+                                                Attrs({{"alpha", static_cast<double>(c.alpha)},
+                                                       {"beta", static_cast<double>(c.beta)},
+                                                       {"transA", int64_t{1}},
+                                                       {"transB", int64_t{1}}}),
+                                                {F(at, {k, m}), F(bt, {n, k}), F(cv, c.c_shape)}));
+    EXPECT_THAT(out[0].shape(), ElementsAre(m, n));
+    ExpectNear(Values<float>(out[0]), want);
+  }
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("Gemm", {}, {F(a, {m, k}), F(b, {k, n})}));
+  ExpectNear(Values<float>(out[0]), prod);
+  EXPECT_THAT(RunOp("Gemm", {}, {F(a, {m, k}), F(b, {k, n}), F({1, 2}, {2})}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("does not broadcast")));
+}
+
+TEST(MatMulIntegerTest, ZeroPoints) {
+  Tensor a = Tensor::FromVector<uint8_t>({11, 7, 3, 10, 6, 2, 9, 5, 1, 8, 4, 0}, {4, 3});
+  Tensor b = Tensor::FromVector<uint8_t>({1, 4, 2, 5, 3, 6}, {3, 2});
+  Tensor az = Tensor::FromVector<uint8_t>({12}, {});
+  Tensor bz = Tensor::FromVector<uint8_t>({0}, {});
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out,
+                              RunOp("MatMulInteger", {}, {a, b, az, bz}, 1, {DType::kI32}));
+  // ONNX matmulinteger example.
+  EXPECT_THAT(Values<int32_t>(out[0]), ElementsAre(-38, -83, -44, -98, -50, -113, -56, -128));
+}
+
+// Direct convolution by definition (NC + spatial, explicit pads).
+std::vector<float> NaiveConv(const std::vector<float>& x, const Shape& xs,
+                             const std::vector<float>& w, const Shape& ws,
+                             const std::vector<float>* bias, int64_t group, const Shape& strides,
+                             const Shape& dil, const Shape& pads, Shape* out_shape) {
+  const int s = static_cast<int>(xs.size()) - 2;
+  const int64_t n = xs[0], c = xs[1], m = ws[0], cg = c / group, mg = m / group;
+  Shape os = {n, m};
+  for (int i = 0; i < s; ++i) {
+    const int64_t ext = (ws[i + 2] - 1) * dil[i] + 1;
+    os.push_back((xs[i + 2] + pads[i] + pads[i + s] - ext) / strides[i] + 1);
+  }
+  *out_shape = os;
+  std::vector<float> out(Count(os), 0.0f);
+  const Shape sp_out(os.begin() + 2, os.end());
+  const Shape sp_k(ws.begin() + 2, ws.end());
+  const Shape sp_in(xs.begin() + 2, xs.end());
+  const int64_t out_sp = Count(sp_out), k_sp = Count(sp_k), in_sp = Count(sp_in);
+  for (int64_t b = 0; b < n; ++b) {
+    for (int64_t oc = 0; oc < m; ++oc) {
+      const int64_t g = oc / mg;
+      for (int64_t o = 0; o < out_sp; ++o) {
+        double acc = bias ? (*bias)[oc] : 0.0;
+        for (int64_t ic = 0; ic < cg; ++ic) {
+          for (int64_t kk = 0; kk < k_sp; ++kk) {
+            int64_t off = 0, orem = o, krem = kk;
+            bool inside = true;
+            Shape opos(s), kpos(s);
+            for (int i = s - 1; i >= 0; --i) {
+              opos[i] = orem % sp_out[i];
+              orem /= sp_out[i];
+              kpos[i] = krem % sp_k[i];
+              krem /= sp_k[i];
+            }
+            for (int i = 0; i < s; ++i) {
+              const int64_t p = opos[i] * strides[i] - pads[i] + kpos[i] * dil[i];
+              inside = inside && p >= 0 && p < sp_in[i];
+              off = off * sp_in[i] + p;
+            }
+            if (!inside) continue;
+            acc += static_cast<double>(x[(b * c + g * cg + ic) * in_sp + off]) *
+                   w[(oc * cg + ic) * k_sp + kk];
+          }
+        }
+        out[(b * m + oc) * out_sp + o] = static_cast<float>(acc);
+      }
+    }
+  }
+  return out;
+}
+
+TEST(ConvTest, MatchesNaive) {
+  struct Case {
+    Shape x, w;
+    int64_t group;
+    Shape strides, dil, pads;
+    bool bias;
+  };
+  const std::vector<Case> cases = {
+      {{1, 3, 7, 7}, {4, 3, 3, 3}, 1, {1, 1}, {1, 1}, {1, 1, 1, 1}, true},
+      {{2, 4, 9, 8}, {6, 2, 3, 2}, 2, {2, 1}, {1, 2}, {0, 1, 2, 0}, true},
+      {{1, 4, 6, 6}, {4, 1, 3, 3}, 4, {1, 1}, {1, 1}, {1, 1, 1, 1}, false},  // depthwise
+      {{2, 3, 10}, {5, 3, 3}, 1, {2}, {2}, {1, 2}, true},                    // 1-D
+      {{1, 2, 4, 5, 6}, {3, 2, 2, 3, 2}, 1, {1, 2, 1}, {1, 1, 2}, {0, 1, 0, 1, 0, 1}, true},
+  };
+  uint32_t seed = 50;
+  for (const Case& c : cases) {
+    const auto x = Random(Count(c.x), seed++), w = Random(Count(c.w), seed++),
+               b = Random(c.w[0], seed++);
+    Shape want_shape;
+    const auto want = NaiveConv(x, c.x, w, c.w, c.bias ? &b : nullptr, c.group, c.strides, c.dil,
+                                c.pads, &want_shape);
+    std::vector<Tensor> inputs = {F(x, c.x), F(w, c.w)};
+    if (c.bias) inputs.push_back(F(b, {c.w[0]}));
+    NIMBLE_ASSERT_OK_AND_ASSIGN(
+        auto out,
+        RunOp("Conv",
+              Attrs({{"group", c.group},
+                     {"strides", std::vector<int64_t>(c.strides.begin(), c.strides.end())},
+                     {"dilations", std::vector<int64_t>(c.dil.begin(), c.dil.end())},
+                     {"pads", std::vector<int64_t>(c.pads.begin(), c.pads.end())}}),
+              inputs, 1, {}, 2));
+    EXPECT_EQ(out[0].shape(), want_shape) << ShapeToString(c.x);
+    ExpectNear(Values<float>(out[0]), want);
+  }
+}
+
+TEST(ConvTest, AutoPadShapesAndErrors) {
+  Tensor x = F(Random(1 * 2 * 7 * 7, 1), {1, 2, 7, 7});
+  Tensor w = F(Random(3 * 2 * 3 * 3, 2), {3, 2, 3, 3});
+  auto kernel = KernelRegistry::Global().Create(
+      "Conv", kCpu.type,
+      Attrs({{"auto_pad", std::string("SAME_UPPER")}, {"strides", std::vector<int64_t>{2, 2}}}));
+  ASSERT_THAT(kernel, IsOk());
+  Shape shape;
+  ASSERT_THAT((*kernel)->OutputShapes({x, w}, absl::MakeSpan(&shape, 1)), IsOk());
+  EXPECT_THAT(shape, ElementsAre(1, 3, 4, 4));
+  kernel = KernelRegistry::Global().Create("Conv", kCpu.type,
+                                           Attrs({{"auto_pad", std::string("VALID")}}));
+  ASSERT_THAT((*kernel)->OutputShapes({x, w}, absl::MakeSpan(&shape, 1)), IsOk());
+  EXPECT_THAT(shape, ElementsAre(1, 3, 5, 5));
+  EXPECT_THAT(RunOp("Conv", {}, {x, F(Random(3 * 3 * 9, 3), {3, 3, 3, 3})}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("group")));
+  // SAME_UPPER result equals explicit pads (total 2 on 7 with stride 2 and kernel 3: 1 + 1).
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto same, RunOp("Conv",
+                                               Attrs({{"auto_pad", std::string("SAME_UPPER")},
+                                                      {"strides", std::vector<int64_t>{2, 2}}}),
+                                               {x, w}));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto expl, RunOp("Conv",
+                                               Attrs({{"pads", std::vector<int64_t>{1, 1, 1, 1}},
+                                                      {"strides", std::vector<int64_t>{2, 2}}}),
+                                               {x, w}));
+  ExpectNear(Values<float>(same[0]), Values<float>(expl[0]));
+}
+
+TEST(ConvTransposeTest, MatchesScatterDefinition) {
+  // x [1, 2, 3, 3], w [2, 3/groups..] with stride 2, pads 1/0, output_padding 1.
+  for (int64_t group : {1, 2}) {
+    const Shape xs = {2, 2, 3, 4}, ws = {2, 4 / group, 3, 2};
+    const int64_t sh = 2, sw = 1, pt = 1, pl = 0, pb = 0, pr = 1, oph = 1;
+    const auto x = Random(Count(xs), 70 + group), w = Random(Count(ws), 80 + group),
+               bias = Random(4, 90);
+    const int64_t oh = sh * (3 - 1) + oph + 3 - pt - pb, ow = sw * (4 - 1) + 2 - pl - pr;
+    std::vector<float> want(2 * 4 * oh * ow, 0.0f);
+    const int64_t cg = 2 / group, mg = 4 / group;
+    for (int64_t n = 0; n < 2; ++n) {
+      for (int64_t ic = 0; ic < 2; ++ic) {
+        const int64_t g = ic / cg;
+        for (int64_t ih = 0; ih < 3; ++ih) {
+          for (int64_t iw = 0; iw < 4; ++iw) {
+            for (int64_t o = 0; o < mg; ++o) {
+              for (int64_t kh = 0; kh < 3; ++kh) {
+                for (int64_t kw = 0; kw < 2; ++kw) {
+                  const int64_t y = ih * sh - pt + kh, xx = iw * sw - pl + kw;
+                  if (y < 0 || y >= oh || xx < 0 || xx >= ow) continue;
+                  want[((n * 4 + g * mg + o) * oh + y) * ow + xx] +=
+                      x[((n * 2 + ic) * 3 + ih) * 4 + iw] * w[((ic * mg + o) * 3 + kh) * 2 + kw];
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+    for (int64_t i = 0; i < static_cast<int64_t>(want.size()); ++i) {
+      want[i] += bias[(i / (oh * ow)) % 4];
+    }
+    NIMBLE_ASSERT_OK_AND_ASSIGN(auto out,
+                                RunOp("ConvTranspose",
+                                      Attrs({{"group", group},
+                                             {"strides", std::vector<int64_t>{sh, sw}},
+                                             {"pads", std::vector<int64_t>{pt, pl, pb, pr}},
+                                             {"output_padding", std::vector<int64_t>{oph, 0}}}),
+                                      {F(x, xs), F(w, ws), F(bias, {4})}));
+    EXPECT_THAT(out[0].shape(), ElementsAre(2, 4, oh, ow));
+    ExpectNear(Values<float>(out[0]), want);
+  }
+}
+
+TEST(PoolTest, OnnxExamples) {
+  // maxpool_2d_pads: 5x5 input 1..25, kernel 5, pads 2.
+  std::vector<float> x(25);
+  for (int i = 0; i < 25; ++i) x[i] = static_cast<float>(i + 1);
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("MaxPool",
+                                              Attrs({{"kernel_shape", std::vector<int64_t>{5, 5}},
+                                                     {"pads", std::vector<int64_t>{2, 2, 2, 2}}}),
+                                              {F(x, {1, 1, 5, 5})}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(13, 14, 15, 15, 15, 18, 19, 20, 20, 20, 23, 24, 25,
+                                                 25, 25, 23, 24, 25, 25, 25, 23, 24, 25, 25, 25));
+  // averagepool_2d_pads_count_include_pad: kernel 3, pads 2 on 1..25.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, RunOp("AveragePool",
+                                         Attrs({{"kernel_shape", std::vector<int64_t>{3, 3}},
+                                                {"pads", std::vector<int64_t>{2, 2, 2, 2}},
+                                                {"count_include_pad", int64_t{1}}}),
+                                         {F(x, {1, 1, 5, 5})}));
+  EXPECT_THAT(out[0].shape(), ElementsAre(1, 1, 7, 7));
+  const std::vector<float> got = Values<float>(out[0]);
+  EXPECT_NEAR(got[0], 1.0f / 9, 1e-6);  // only x[0,0] = 1 inside
+  EXPECT_NEAR(got[2], (1 + 2 + 3) / 9.0f, 1e-6);
+  EXPECT_NEAR(got[24], (7 + 8 + 9 + 12 + 13 + 14 + 17 + 18 + 19) / 9.0f, 1e-6);
+  // Without count_include_pad the corner averages only the real element.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, RunOp("AveragePool",
+                                         Attrs({{"kernel_shape", std::vector<int64_t>{3, 3}},
+                                                {"pads", std::vector<int64_t>{2, 2, 2, 2}}}),
+                                         {F(x, {1, 1, 5, 5})}));
+  EXPECT_NEAR(Values<float>(out[0])[0], 1.0f, 1e-6);
+  // maxpool_2d_ceil: 4x4, kernel 3, stride 2, ceil -> 2x2.
+  std::vector<float> x16(16);
+  for (int i = 0; i < 16; ++i) x16[i] = static_cast<float>(i + 1);
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, RunOp("MaxPool",
+                                         Attrs({{"kernel_shape", std::vector<int64_t>{3, 3}},
+                                                {"strides", std::vector<int64_t>{2, 2}},
+                                                {"ceil_mode", int64_t{1}}}),
+                                         {F(x16, {1, 1, 4, 4})}, 2, {DType::kF32, DType::kI64}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(11, 12, 15, 16));
+  EXPECT_THAT(Values<int64_t>(out[1]), ElementsAre(10, 11, 14, 15));
+  // Dilated 1-D max pool.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, RunOp("MaxPool",
+                                         Attrs({{"kernel_shape", std::vector<int64_t>{2}},
+                                                {"dilations", std::vector<int64_t>{2}}}),
+                                         {F({1, 5, 2, 0, 3}, {1, 1, 5})}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(2, 5, 3));
+}
+
+TEST(PoolTest, Global) {
+  Tensor x = F({1, 2, 3, 4, -1, -2, -3, -8}, {1, 2, 2, 2});
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("GlobalAveragePool", {}, {x}));
+  EXPECT_THAT(out[0].shape(), ElementsAre(1, 2, 1, 1));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(2.5, -3.5));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, RunOp("GlobalMaxPool", {}, {x}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(4, -1));
+}
+
+// One kernel instance, many threads, several shapes: the primitive cache must stay consistent.
+TEST(MatMulTest, ConcurrentCallsShareOneKernel) {
+  auto kernel = KernelRegistry::Global().Create("FusedMatMul", kCpu.type,
+                                                Attrs({{"activation", std::string("relu")}}));
+  ASSERT_THAT(kernel, IsOk());
+  std::vector<std::thread> threads;
+  std::vector<int> failures(4, 0);
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int iter = 0; iter < 20; ++iter) {
+        const int64_t m = 1 + (iter + t) % 7, k = 12, n = 10;
+        const auto a = Random(m * k, t * 100 + iter), b = Random(k * n, 7);
+        Shape shape;
+        auto want = NaiveMatMul(a, {m, k}, b, {k, n}, &shape);
+        for (float& v : want) v = v > 0 ? v : 0;
+        std::vector<Tensor> outputs = {*Tensor::Empty(DType::kF32, {m, n})};
+        const std::vector<Tensor> inputs = {F(a, {m, k}), F(b, {k, n})};
+        if (!(*kernel)->Run(KernelContext(), inputs, absl::MakeSpan(outputs)).ok()) {
+          ++failures[t];
+          continue;
+        }
+        const auto got = Values<float>(outputs[0]);
+        for (size_t i = 0; i < got.size(); ++i) {
+          if (std::fabs(got[i] - want[i]) > 1e-4f * std::max(1.0f, std::fabs(want[i]))) {
+            ++failures[t];
+            break;
+          }
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_THAT(failures, ElementsAre(0, 0, 0, 0));
+}
+
+}  // namespace
+}  // namespace nimble::vm

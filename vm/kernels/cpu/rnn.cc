@@ -1,0 +1,586 @@
+// Recurrent kernels: LSTM, GRU, RNN (ONNX semantics: forward/reverse/bidirectional, layout 0
+// and 1, optional bias, sequence_lens, initial states, LSTM peepholes and input_forget, GRU
+// linear_before_reset, clip, and the ONNX activation functions with their alpha/beta lists).
+//
+// Per direction, the input projection of every timestep is one GEMM, X[T*B, I] · W^T, with both
+// biases folded in (except GRU's recurrent h-gate bias under linear_before_reset, which the reset
+// gate multiplies). Each step then runs one small GEMM of the hidden state with R^T (two for GRU
+// without linear_before_reset, whose h-gate needs r ⊙ h first) and the fused gate math. GEMMs are
+// oneDNN's sgemm on the worker's thread budget. Batch rows whose sequence has ended keep their
+// state; a reverse direction starts each row at its own last valid step; Y is zero past a row's
+// length.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "vm/kernels/cpu/cpu_kernels.h"
+#include "vm/kernels/cpu/onednn_util.h"
+
+// GCC 12 reports absl::InlinedVector's copy of an inlined (small) Shape as "maybe uninitialized"
+// (a known false positive of its inliner).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+namespace nimble::vm::cpu {
+namespace {
+
+using kernel_util::CheckDefined;
+
+using KernelPtr = std::unique_ptr<Kernel>;
+
+bool Present(absl::Span<const Tensor> inputs, size_t i) {
+  return i < inputs.size() && inputs[i].defined();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activation functions
+
+enum class ActKind {
+  kSigmoid,
+  kTanh,
+  kRelu,
+  kAffine,
+  kLeakyRelu,
+  kThresholdedRelu,
+  kScaledTanh,
+  kHardSigmoid,
+  kElu,
+  kSoftsign,
+  kSoftplus
+};
+
+struct Act {
+  ActKind kind = ActKind::kSigmoid;
+  float alpha = 0.0f;
+  float beta = 0.0f;
+};
+
+// Parses `names` with their alpha/beta lists, consumed in order by the functions that take them.
+absl::StatusOr<std::vector<Act>> ParseActivations(const std::vector<std::string>& names,
+                                                  const std::vector<double>& alphas,
+                                                  const std::vector<double>& betas) {
+  std::vector<Act> out;
+  size_t ai = 0, bi = 0;
+  auto alpha = [&](float fallback) {
+    return ai < alphas.size() ? static_cast<float>(alphas[ai++]) : fallback;
+  };
+  auto beta = [&](float fallback) {
+    return bi < betas.size() ? static_cast<float>(betas[bi++]) : fallback;
+  };
+  for (const std::string& raw : names) {
+    const std::string n = absl::AsciiStrToLower(raw);
+    Act a;
+    if (n == "sigmoid") {
+      a.kind = ActKind::kSigmoid;
+    } else if (n == "tanh") {
+      a.kind = ActKind::kTanh;
+    } else if (n == "relu") {
+      a.kind = ActKind::kRelu;
+    } else if (n == "affine") {
+      a.kind = ActKind::kAffine;
+      a.alpha = alpha(1.0f);
+      a.beta = beta(0.0f);
+    } else if (n == "leakyrelu") {
+      a.kind = ActKind::kLeakyRelu;
+      a.alpha = alpha(0.01f);
+    } else if (n == "thresholdedrelu") {
+      a.kind = ActKind::kThresholdedRelu;
+      a.alpha = alpha(1.0f);
+    } else if (n == "scaledtanh") {
+      a.kind = ActKind::kScaledTanh;
+      a.alpha = alpha(1.0f);
+      a.beta = beta(1.0f);
+    } else if (n == "hardsigmoid") {
+      a.kind = ActKind::kHardSigmoid;
+      a.alpha = alpha(0.2f);
+      a.beta = beta(0.5f);
+    } else if (n == "elu") {
+      a.kind = ActKind::kElu;
+      a.alpha = alpha(1.0f);
+    } else if (n == "softsign") {
+      a.kind = ActKind::kSoftsign;
+    } else if (n == "softplus") {
+      a.kind = ActKind::kSoftplus;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("unknown activation '", raw, "'"));
+    }
+    out.push_back(a);
+  }
+  return out;
+}
+
+inline float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+// x[i] = act(x[i]) for i < n; the switch sits outside the loop so each loop vectorises or at
+// least stays tight.
+void Apply(const Act& a, float* x, int64_t n) {
+  switch (a.kind) {
+    case ActKind::kSigmoid:
+      for (int64_t i = 0; i < n; ++i) x[i] = Sigmoid(x[i]);
+      return;
+    case ActKind::kTanh:
+      for (int64_t i = 0; i < n; ++i) x[i] = std::tanh(x[i]);
+      return;
+    case ActKind::kRelu:
+      for (int64_t i = 0; i < n; ++i) x[i] = std::max(x[i], 0.0f);
+      return;
+    case ActKind::kAffine:
+      for (int64_t i = 0; i < n; ++i) x[i] = a.alpha * x[i] + a.beta;
+      return;
+    case ActKind::kLeakyRelu:
+      for (int64_t i = 0; i < n; ++i) x[i] = x[i] >= 0 ? x[i] : a.alpha * x[i];
+      return;
+    case ActKind::kThresholdedRelu:
+      for (int64_t i = 0; i < n; ++i) x[i] = x[i] > a.alpha ? x[i] : 0.0f;
+      return;
+    case ActKind::kScaledTanh:
+      for (int64_t i = 0; i < n; ++i) x[i] = a.alpha * std::tanh(a.beta * x[i]);
+      return;
+    case ActKind::kHardSigmoid:
+      for (int64_t i = 0; i < n; ++i) x[i] = std::clamp(a.alpha * x[i] + a.beta, 0.0f, 1.0f);
+      return;
+    case ActKind::kElu:
+      for (int64_t i = 0; i < n; ++i) x[i] = x[i] >= 0 ? x[i] : a.alpha * (std::exp(x[i]) - 1);
+      return;
+    case ActKind::kSoftsign:
+      for (int64_t i = 0; i < n; ++i) x[i] = x[i] / (1 + std::fabs(x[i]));
+      return;
+    case ActKind::kSoftplus:
+      for (int64_t i = 0; i < n; ++i) x[i] = std::log1p(std::exp(x[i]));
+      return;
+  }
+}
+
+void Clip(float* x, int64_t n, float clip) {
+  if (clip <= 0) return;
+  for (int64_t i = 0; i < n; ++i) x[i] = std::clamp(x[i], -clip, clip);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+enum class Cell { kLstm, kGru, kRnn };
+
+struct RnnConfig {
+  Cell cell = Cell::kLstm;
+  int num_dirs = 1;
+  bool reverse_only = false;
+  int64_t hidden_size = 0;  // 0: from R
+  std::vector<Act> acts;    // acts_per_dir() per direction, forward first
+  float clip = 0.0f;        // <= 0: none
+  bool input_forget = false;
+  bool linear_before_reset = false;
+  int64_t layout = 0;
+
+  int gates() const { return cell == Cell::kLstm ? 4 : cell == Cell::kGru ? 3 : 1; }
+  int acts_per_dir() const { return cell == Cell::kLstm ? 3 : cell == Cell::kGru ? 2 : 1; }
+  const char* name() const {
+    return cell == Cell::kLstm ? "LSTM" : cell == Cell::kGru ? "GRU" : "RNN";
+  }
+};
+
+class RecurrentKernel final : public Kernel {
+ public:
+  explicit RecurrentKernel(RnnConfig config) : c_(std::move(config)) {}
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    NIMBLE_ASSIGN_OR_RETURN(Dims d, Plan(inputs));
+    for (size_t i = 0; i < output_shapes.size(); ++i) output_shapes[i] = OutShape(d, i);
+    return absl::OkStatus();
+  }
+
+  absl::Status Run(const KernelContext& ctx, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_ASSIGN_OR_RETURN(Dims d, Plan(inputs));
+    const size_t max_outputs = c_.cell == Cell::kLstm ? 3 : 2;
+    NIMBLE_RETURN_IF_ERROR(kernel_util::CheckOutputs(c_.name(), outputs, 0, max_outputs));
+    std::vector<Shape> shapes;
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      shapes.push_back(OutShape(d, i));
+      NIMBLE_RETURN_IF_ERROR(kernel_util::CheckOutputDType(c_.name(), outputs[i], DType::kF32));
+    }
+    NIMBLE_RETURN_IF_ERROR(kernel_util::CheckOutputShapes(c_.name(), outputs, shapes));
+
+    std::vector<int64_t> lens(d.batch, d.seq);
+    if (Present(inputs, 4)) {
+      NIMBLE_ASSIGN_OR_RETURN(lens, kernel_util::ReadInts(inputs[4], c_.name(), "sequence_lens"));
+      for (int64_t l : lens) {
+        if (l < 0 || l > d.seq) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(c_.name(), ": sequence length ", l, " is outside [0, ", d.seq, "]"));
+        }
+      }
+    }
+    Tensor* y = outputs.size() > 0 && outputs[0].defined() ? &outputs[0] : nullptr;
+    Tensor* y_h = outputs.size() > 1 && outputs[1].defined() ? &outputs[1] : nullptr;
+    Tensor* y_c = outputs.size() > 2 && outputs[2].defined() ? &outputs[2] : nullptr;
+    if (y != nullptr) std::memset(y->raw_data(), 0, y->nbytes());
+
+    const int64_t h = d.hidden, g = c_.gates(), gh = g * h, rows = d.seq * d.batch;
+    NIMBLE_ASSIGN_OR_RETURN(Tensor xw, Tensor::Empty(DType::kF32, {rows, gh}, ctx.allocator));
+    NIMBLE_ASSIGN_OR_RETURN(Tensor scratch,
+                            Tensor::Empty(DType::kF32, {d.batch, 2 * gh + 3 * h}, ctx.allocator));
+    const float* x = inputs[0].data<float>();
+    for (int dir = 0; dir < c_.num_dirs; ++dir) {
+      const bool reverse = c_.reverse_only || dir == 1;
+      const float* w = inputs[1].data<float>() + dir * gh * d.input;
+      const float* r = inputs[2].data<float>() + dir * gh * h;
+      const float* bias = Present(inputs, 3) ? inputs[3].data<float>() + dir * 2 * gh : nullptr;
+      // xw = X · W^T + Wb + Rb (GRU under linear_before_reset: without Rb of the h gate).
+      NIMBLE_RETURN_IF_ERROR(onednn::Sgemm(ctx.num_threads, false, true, rows, gh, d.input, 1.0f, x,
+                                           d.input, w, d.input, 0.0f, xw.data<float>(), gh));
+      if (bias != nullptr) {
+        std::vector<float> b(gh);
+        for (int64_t j = 0; j < gh; ++j) {
+          const bool skip_rb = c_.cell == Cell::kGru && c_.linear_before_reset && j >= 2 * h;
+          b[j] = bias[j] + (skip_rb ? 0.0f : bias[gh + j]);
+        }
+        float* p = xw.data<float>();
+        for (int64_t row = 0; row < rows; ++row) {
+          for (int64_t j = 0; j < gh; ++j) p[row * gh + j] += b[j];
+        }
+      }
+      NIMBLE_RETURN_IF_ERROR(RunDirection(ctx, inputs, d, dir, reverse, lens, xw.data<float>(), r,
+                                          bias == nullptr ? nullptr : bias + gh,
+                                          scratch.data<float>(), y, y_h, y_c));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  struct Dims {
+    int64_t seq = 0, batch = 0, input = 0, hidden = 0;
+  };
+
+  // Y, Y_h, Y_c shapes.
+  Shape OutShape(const Dims& d, size_t i) const {
+    if (i == 0) {
+      return c_.layout == 0 ? Shape{d.seq, c_.num_dirs, d.batch, d.hidden}
+                            : Shape{d.batch, d.seq, c_.num_dirs, d.hidden};
+    }
+    return StateShape(d);
+  }
+  Shape StateShape(const Dims& d) const {
+    return c_.layout == 0 ? Shape{c_.num_dirs, d.batch, d.hidden}
+                          : Shape{d.batch, c_.num_dirs, d.hidden};
+  }
+
+  absl::StatusOr<Dims> Plan(absl::Span<const Tensor> inputs) const {
+    const std::string op = c_.name();
+    const size_t max_inputs = c_.cell == Cell::kLstm ? 8 : 6;
+    NIMBLE_RETURN_IF_ERROR(kernel_util::CheckArity(op, inputs.size(), 3, max_inputs));
+    NIMBLE_RETURN_IF_ERROR(CheckDefined(op, inputs, 0, "X"));
+    NIMBLE_RETURN_IF_ERROR(CheckDefined(op, inputs, 1, "W"));
+    NIMBLE_RETURN_IF_ERROR(CheckDefined(op, inputs, 2, "R"));
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      if (i != 4 && inputs[i].defined() && inputs[i].dtype() != DType::kF32) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(op, ": input ", i, " must be f32, got ", inputs[i].TypeString()));
+      }
+    }
+    const Tensor& x = inputs[0];
+    const Tensor& w = inputs[1];
+    const Tensor& r = inputs[2];
+    if (x.rank() != 3 || w.rank() != 3 || r.rank() != 3) {
+      return absl::InvalidArgumentError(absl::StrCat(op, ": X, W and R must be 3-D, got ",
+                                                     x.TypeString(), ", ", w.TypeString(), ", ",
+                                                     r.TypeString()));
+    }
+    Dims d;
+    d.seq = c_.layout == 0 ? x.dim(0) : x.dim(1);
+    d.batch = c_.layout == 0 ? x.dim(1) : x.dim(0);
+    d.input = x.dim(2);
+    d.hidden = r.dim(2);
+    const int64_t g = c_.gates(), h = d.hidden;
+    if ((c_.hidden_size > 0 && c_.hidden_size != h) || w.dim(0) != c_.num_dirs ||
+        w.dim(1) != g * h || w.dim(2) != d.input || r.dim(0) != c_.num_dirs || r.dim(1) != g * h) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(op, ": W ", w.TypeString(), " and R ", r.TypeString(), " do not fit X ",
+                       x.TypeString(), " with ", c_.num_dirs, " direction(s)"));
+    }
+    auto expect = [&](size_t i, Shape shape, const char* name) -> absl::Status {
+      if (Present(inputs, i) && inputs[i].shape() != shape) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            op, ": ", name, " is ", inputs[i].TypeString(), ", expected ", ShapeToString(shape)));
+      }
+      return absl::OkStatus();
+    };
+    NIMBLE_RETURN_IF_ERROR(expect(3, {c_.num_dirs, 2 * g * h}, "B"));
+    if (Present(inputs, 4) && inputs[4].num_elements() != d.batch) {
+      return absl::InvalidArgumentError(absl::StrCat(op, ": sequence_lens ", inputs[4].TypeString(),
+                                                     " does not match batch ", d.batch));
+    }
+    NIMBLE_RETURN_IF_ERROR(expect(5, StateShape(d), "initial_h"));
+    if (c_.cell == Cell::kLstm) {
+      NIMBLE_RETURN_IF_ERROR(expect(6, StateShape(d), "initial_c"));
+      NIMBLE_RETURN_IF_ERROR(expect(7, {c_.num_dirs, 3 * h}, "P"));
+    }
+    return d;
+  }
+
+  // Element offset of state row (dir, b) in Y_h-like tensors.
+  int64_t StateOffset(const Dims& d, int dir, int64_t b) const {
+    return (c_.layout == 0 ? (dir * d.batch + b) : (b * c_.num_dirs + dir)) * d.hidden;
+  }
+  // Element offset of Y row (t, dir, b).
+  int64_t YOffset(const Dims& d, int64_t t, int dir, int64_t b) const {
+    return (c_.layout == 0 ? ((t * c_.num_dirs + dir) * d.batch + b)
+                           : ((b * d.seq + t) * c_.num_dirs + dir)) *
+           d.hidden;
+  }
+  // Row of X (and xw) for (t, b).
+  int64_t XRow(const Dims& d, int64_t t, int64_t b) const {
+    return c_.layout == 0 ? t * d.batch + b : b * d.seq + t;
+  }
+
+  absl::Status RunDirection(const KernelContext& ctx, absl::Span<const Tensor> inputs,
+                            const Dims& d, int dir, bool reverse, const std::vector<int64_t>& lens,
+                            const float* xw, const float* r, const float* rb, float* scratch,
+                            Tensor* y, Tensor* y_h, Tensor* y_c) const {
+    const int64_t h = d.hidden, gh = c_.gates() * h, batch = d.batch;
+    const Act* acts = c_.acts.data() + dir * c_.acts_per_dir();
+    // Scratch: recurrent products [batch, gh], gate values [batch, gh], the new state and
+    // GRU's r ⊙ h [batch, h] each, and the cell state [batch, h].
+    float* hr = scratch;
+    float* gates = hr + batch * gh;
+    float* next = gates + batch * gh;
+    float* rh = next + batch * h;
+    float* cell = rh + batch * h;
+    std::vector<float> state_buf(batch * h, 0.0f);
+    float* state = state_buf.data();
+    std::fill(cell, cell + batch * h, 0.0f);
+    if (Present(inputs, 5)) {
+      for (int64_t b = 0; b < batch; ++b) {
+        std::memcpy(state + b * h, inputs[5].data<float>() + StateOffset(d, dir, b),
+                    h * sizeof(float));
+      }
+    }
+    if (c_.cell == Cell::kLstm && Present(inputs, 6)) {
+      for (int64_t b = 0; b < batch; ++b) {
+        std::memcpy(cell + b * h, inputs[6].data<float>() + StateOffset(d, dir, b),
+                    h * sizeof(float));
+      }
+    }
+    const float* peep = c_.cell == Cell::kLstm && Present(inputs, 7)
+                            ? inputs[7].data<float>() + dir * 3 * h
+                            : nullptr;
+    const int64_t max_len = lens.empty() ? 0 : *std::max_element(lens.begin(), lens.end());
+    const bool gru_two_phase = c_.cell == Cell::kGru && !c_.linear_before_reset;
+    // Units are split across threads; each chunk runs its slice of the recurrent GEMM
+    // (single-threaded sgemm per gate) and its gate math. TBB degrades to the calling thread
+    // when the others are busy, where OpenMP's barrier would wait for them every step.
+    const int64_t grain = std::max<int64_t>(16, h / (2 * std::max(1, ctx.num_threads)));
+    absl::Status status;
+    std::mutex status_mutex;  // guards status
+    auto fail = [&](const absl::Status& s) {
+      std::lock_guard<std::mutex> lock(status_mutex);
+      if (status.ok()) status = s;
+    };
+    // hr[:, q*h + j0 .. j1) = in · R_q[j0 .. j1)^T for the gates in [q0, q1).
+    auto recurrent = [&](const float* in, int q0, int q1, int64_t j0, int64_t j1) {
+      for (int q = q0; q < q1; ++q) {
+        absl::Status s = onednn::Sgemm(1, false, true, batch, j1 - j0, h, 1.0f, in, h,
+                                       r + (q * h + j0) * h, h, 0.0f, hr + q * h + j0, gh);
+        if (!s.ok()) fail(s);
+      }
+    };
+    for (int64_t s = 0; s < max_len; ++s) {
+      auto step = [&](int64_t j0, int64_t j1) {
+        const int64_t n = j1 - j0;
+        recurrent(state, 0, gru_two_phase ? 2 : c_.gates(), j0, j1);
+        for (int64_t b = 0; b < batch; ++b) {
+          const float* old_h = state + b * h;
+          float* new_h = next + b * h;
+          if (s >= lens[b]) {
+            std::memcpy(new_h + j0, old_h + j0, n * sizeof(float));
+            continue;
+          }
+          const int64_t t = reverse ? lens[b] - 1 - s : s;
+          const float* xg = xw + XRow(d, t, b) * gh;
+          const float* hg = hr + b * gh;
+          float* gt = gates + b * gh;
+          switch (c_.cell) {
+            case Cell::kLstm:
+              LstmUnits(acts, xg, hg, peep, gt, new_h, cell + b * h, h, j0, n);
+              break;
+            case Cell::kRnn:
+              for (int64_t j = j0; j < j1; ++j) new_h[j] = xg[j] + hg[j];
+              Clip(new_h + j0, n, c_.clip);
+              Apply(acts[0], new_h + j0, n);
+              break;
+            case Cell::kGru: {
+              float* z = gt + j0;
+              float* rg = gt + h + j0;
+              for (int64_t j = 0; j < n; ++j) {
+                z[j] = xg[j0 + j] + hg[j0 + j];
+                rg[j] = xg[h + j0 + j] + hg[h + j0 + j];
+              }
+              Clip(z, n, c_.clip);
+              Clip(rg, n, c_.clip);
+              Apply(acts[0], z, n);
+              Apply(acts[0], rg, n);
+              if (gru_two_phase) {
+                for (int64_t j = 0; j < n; ++j) rh[b * h + j0 + j] = rg[j] * old_h[j0 + j];
+                break;  // the h gate needs all of r ⊙ h: second phase
+              }
+              float* hh = gt + 2 * h + j0;
+              for (int64_t j = 0; j < n; ++j) {
+                const float rbh = rb != nullptr ? rb[2 * h + j0 + j] : 0.0f;
+                hh[j] = xg[2 * h + j0 + j] + rg[j] * (hg[2 * h + j0 + j] + rbh);
+              }
+              Clip(hh, n, c_.clip);
+              Apply(acts[1], hh, n);
+              for (int64_t j = 0; j < n; ++j) {
+                new_h[j0 + j] = (1 - z[j]) * hh[j] + z[j] * old_h[j0 + j];
+              }
+              break;
+            }
+          }
+        }
+      };
+      kernel_util::ParallelFor(ctx.num_threads, h, grain, step);
+      if (gru_two_phase) {
+        kernel_util::ParallelFor(ctx.num_threads, h, grain, [&](int64_t j0, int64_t j1) {
+          const int64_t n = j1 - j0;
+          recurrent(rh, 2, 3, j0, j1);
+          for (int64_t b = 0; b < batch; ++b) {
+            if (s >= lens[b]) continue;
+            const int64_t t = reverse ? lens[b] - 1 - s : s;
+            const float* xg = xw + XRow(d, t, b) * gh;
+            const float* z = gates + b * gh + j0;
+            float* hh = gates + b * gh + 2 * h + j0;
+            for (int64_t j = 0; j < n; ++j)
+              hh[j] = xg[2 * h + j0 + j] + hr[b * gh + 2 * h + j0 + j];
+            Clip(hh, n, c_.clip);
+            Apply(acts[1], hh, n);
+            const float* old_h = state + b * h + j0;
+            float* new_h = next + b * h + j0;
+            for (int64_t j = 0; j < n; ++j) new_h[j] = (1 - z[j]) * hh[j] + z[j] * old_h[j];
+          }
+        });
+      }
+      NIMBLE_RETURN_IF_ERROR(status);
+      std::swap(state, next);
+      if (y != nullptr) {
+        for (int64_t b = 0; b < batch; ++b) {
+          if (s >= lens[b]) continue;
+          const int64_t t = reverse ? lens[b] - 1 - s : s;
+          std::memcpy(y->data<float>() + YOffset(d, t, dir, b), state + b * h, h * sizeof(float));
+        }
+      }
+    }
+    for (int64_t b = 0; b < batch; ++b) {
+      if (y_h != nullptr) {
+        std::memcpy(y_h->data<float>() + StateOffset(d, dir, b), state + b * h, h * sizeof(float));
+      }
+      if (y_c != nullptr) {
+        std::memcpy(y_c->data<float>() + StateOffset(d, dir, b), cell + b * h, h * sizeof(float));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // LSTM gate math for units [j0, j0 + n) of one batch row. Gate blocks in W/R/B order: i, o,
+  // f, c, each h wide; xg and hg hold the input and recurrent products of the whole row.
+  void LstmUnits(const Act* acts, const float* xg, const float* hg, const float* peep, float* gt,
+                 float* new_h, float* cs, int64_t h, int64_t j0, int64_t n) const {
+    float* gi = gt + j0;
+    float* go = gt + h + j0;
+    float* gf = gt + 2 * h + j0;
+    float* gc = gt + 3 * h + j0;
+    cs += j0;
+    for (int q = 0; q < 4; ++q) {
+      for (int64_t j = 0; j < n; ++j) gt[q * h + j0 + j] = xg[q * h + j0 + j] + hg[q * h + j0 + j];
+    }
+    if (peep != nullptr) {
+      const float* pi = peep + j0;
+      const float* pf = peep + 2 * h + j0;
+      for (int64_t j = 0; j < n; ++j) {
+        gi[j] += pi[j] * cs[j];
+        gf[j] += pf[j] * cs[j];
+      }
+    }
+    Clip(gi, n, c_.clip);
+    Apply(acts[0], gi, n);
+    if (c_.input_forget) {
+      for (int64_t j = 0; j < n; ++j) gf[j] = 1.0f - gi[j];
+    } else {
+      Clip(gf, n, c_.clip);
+      Apply(acts[0], gf, n);
+    }
+    Clip(gc, n, c_.clip);
+    Apply(acts[1], gc, n);
+    for (int64_t j = 0; j < n; ++j) cs[j] = gf[j] * cs[j] + gi[j] * gc[j];
+    if (peep != nullptr) {
+      const float* po = peep + h + j0;
+      for (int64_t j = 0; j < n; ++j) go[j] += po[j] * cs[j];
+    }
+    Clip(go, n, c_.clip);
+    Apply(acts[0], go, n);
+    // new_h = o ⊙ h(C); gc is free again and holds h(C).
+    std::memcpy(gc, cs, n * sizeof(float));
+    Apply(acts[2], gc, n);
+    for (int64_t j = 0; j < n; ++j) new_h[j0 + j] = go[j] * gc[j];
+  }
+
+  const RnnConfig c_;
+};
+
+absl::StatusOr<KernelPtr> MakeRecurrent(Cell cell, const Attributes& a) {
+  RnnConfig c;
+  c.cell = cell;
+  const std::string direction = a.GetOr<std::string>("direction", "forward");
+  if (direction == "bidirectional") {
+    c.num_dirs = 2;
+  } else if (direction == "reverse") {
+    c.reverse_only = true;
+  } else if (direction != "forward") {
+    return absl::InvalidArgumentError(absl::StrCat("unknown direction '", direction, "'"));
+  }
+  c.hidden_size = a.GetOr<int64_t>("hidden_size", 0);
+  c.clip = a.Has("clip") ? static_cast<float>(a.GetOr<double>("clip", 0.0)) : 0.0f;
+  if (a.Has("clip") && c.clip <= 0) return absl::InvalidArgumentError("clip must be positive");
+  c.input_forget = a.GetOr<int64_t>("input_forget", 0) != 0;
+  c.linear_before_reset = a.GetOr<int64_t>("linear_before_reset", 0) != 0;
+  c.layout = a.GetOr<int64_t>("layout", 0);
+  if (c.layout != 0 && c.layout != 1) return absl::InvalidArgumentError("layout must be 0 or 1");
+  std::vector<std::string> names = a.GetOr<std::vector<std::string>>("activations", {});
+  const size_t per_dir = c.acts_per_dir();
+  if (names.empty()) {
+    const std::vector<std::string> defaults =
+        cell == Cell::kLstm  ? std::vector<std::string>{"Sigmoid", "Tanh", "Tanh"}
+        : cell == Cell::kGru ? std::vector<std::string>{"Sigmoid", "Tanh"}
+                             : std::vector<std::string>{"Tanh"};
+    for (int dir = 0; dir < c.num_dirs; ++dir)
+      names.insert(names.end(), defaults.begin(), defaults.end());
+  } else if (names.size() == per_dir && c.num_dirs == 2) {
+    const std::vector<std::string> one = names;  // one list for both directions
+    names.insert(names.end(), one.begin(), one.end());
+  }
+  if (names.size() != per_dir * c.num_dirs) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expected ", per_dir * c.num_dirs, " activations, got ", names.size()));
+  }
+  NIMBLE_ASSIGN_OR_RETURN(
+      c.acts, ParseActivations(names, a.GetOr<std::vector<double>>("activation_alpha", {}),
+                               a.GetOr<std::vector<double>>("activation_beta", {})));
+  return KernelPtr(new RecurrentKernel(std::move(c)));
+}
+
+}  // namespace
+
+void RegisterRnnKernels(KernelRegistry& registry) {
+  registry.Register("LSTM", DeviceType::kCPU,
+                    [](const Attributes& a) { return MakeRecurrent(Cell::kLstm, a); });
+  registry.Register("GRU", DeviceType::kCPU,
+                    [](const Attributes& a) { return MakeRecurrent(Cell::kGru, a); });
+  registry.Register("RNN", DeviceType::kCPU,
+                    [](const Attributes& a) { return MakeRecurrent(Cell::kRnn, a); });
+}
+
+}  // namespace nimble::vm::cpu

@@ -5,6 +5,8 @@
 #include <cstdint>
 
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "vm/runtime/dtype.h"
 
 namespace nimble::vm {
 
@@ -54,6 +56,26 @@ enum class ScalarOp : int32_t {
   kCeilDiv = 13,
 };
 inline constexpr int kNumScalarOps = 14;
+
+// InvokePacked flags (field c) and, with kInvokePackedShapeFunction, the output dtypes packed
+// into imm, 4 bits per output: output i has dtype (imm >> 4*i) & 0xF.
+inline constexpr int32_t kInvokePackedAllocatesOutputs = 1;
+inline constexpr int32_t kInvokePackedShapeFunction = 2;
+inline constexpr int kMaxShapeFunctionOutputs = 16;
+static_assert(kNumDTypes <= 16, "output dtypes of InvokePacked are 4-bit fields");
+
+inline constexpr int64_t EncodeOutputDTypes(absl::Span<const DType> dtypes) {
+  uint64_t imm = 0;
+  for (size_t i = 0; i < dtypes.size() && i < kMaxShapeFunctionOutputs; ++i) {
+    imm |= uint64_t{static_cast<uint8_t>(dtypes[i])} << (4 * i);
+  }
+  return static_cast<int64_t>(imm);
+}
+inline constexpr DType DecodeOutputDType(int64_t imm, int output) {
+  return static_cast<DType>((static_cast<uint64_t>(imm) >> (4 * output)) & 0xF);
+}
+
+// ScalarOp kAnd / kOr are logical: the result is 1 when both / either operand is non-zero.
 
 struct Instruction {
   Opcode op = Opcode::kMove;

@@ -1,0 +1,791 @@
+// The interpreter.
+//
+// Design: Executable::Verify has proved every register, function, kernel, constant, string,
+// device and jump operand in range, every operand list inside its pool, that Invoke passes
+// exactly the callee's parameter count and that no function falls off its end. The loop
+// therefore indexes registers and tables directly. What verification cannot know statically
+// -- which kind of value a register holds, tensor ranks and sizes, scalar values -- is checked
+// by the handlers, failing the call with a status (never a crash).
+//
+// Calls push frames on frames_ (an explicit stack, bounded by max_call_depth); a frame's
+// register vector keeps its capacity when popped so that steady-state calls do not allocate
+// register files. The current frame's code, operand pool and registers are cached in members
+// and reloaded on every push/pop.
+#include "vm/virtual_machine.h"
+
+#include <cstring>
+#include <utility>
+
+#include "absl/base/optimization.h"
+#include "absl/container/inlined_vector.h"
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+
+namespace nimble::vm {
+namespace {
+
+absl::string_view KindOf(const Value& v) {
+  static constexpr absl::string_view kNames[] = {"nothing",   "a scalar", "a tensor",
+                                                 "a storage", "an ADT",   "a closure"};
+  static_assert(std::variant_size_v<Value> == std::size(kNames));
+  return kNames[v.index()];
+}
+
+absl::string_view ScalarOpName(ScalarOp op) {
+  static constexpr absl::string_view kNames[] = {"add", "sub", "mul", "floordiv", "mod",
+                                                 "min", "max", "eq",  "ne",       "lt",
+                                                 "le",  "and", "or",  "ceildiv"};
+  static_assert(std::size(kNames) == kNumScalarOps);
+  return kNames[static_cast<int>(op)];
+}
+
+absl::Status Overflow(int64_t x, ScalarOp op, int64_t y) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("shape arithmetic overflows (", x, " ", ScalarOpName(op), " ", y, ")"));
+}
+
+absl::Status DivisionByZero(int64_t x) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("division by zero in shape arithmetic (", x, " / 0)"));
+}
+
+// FloorDiv/Mod round toward negative infinity, CeilDiv toward positive infinity.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline absl::Status ApplyScalarOp(int32_t code, int64_t x, int64_t y,
+                                                               int64_t* out) {
+  const ScalarOp op = static_cast<ScalarOp>(code);
+  switch (op) {
+    case ScalarOp::kAdd:
+      if (__builtin_add_overflow(x, y, out)) return Overflow(x, op, y);
+      return absl::OkStatus();
+    case ScalarOp::kSub:
+      if (__builtin_sub_overflow(x, y, out)) return Overflow(x, op, y);
+      return absl::OkStatus();
+    case ScalarOp::kMul:
+      if (__builtin_mul_overflow(x, y, out)) return Overflow(x, op, y);
+      return absl::OkStatus();
+    case ScalarOp::kFloorDiv:
+    case ScalarOp::kCeilDiv: {
+      if (y == 0) return DivisionByZero(x);
+      if (x == INT64_MIN && y == -1) return Overflow(x, op, y);
+      int64_t q = x / y;
+      const bool inexact = x % y != 0;
+      const bool negative = (x < 0) != (y < 0);
+      if (inexact && op == ScalarOp::kFloorDiv && negative) --q;
+      if (inexact && op == ScalarOp::kCeilDiv && !negative) ++q;
+      *out = q;
+      return absl::OkStatus();
+    }
+    case ScalarOp::kMod: {
+      if (y == 0) return DivisionByZero(x);
+      if (y == -1) {  // x % -1 overflows for INT64_MIN in C++; the answer is always 0
+        *out = 0;
+        return absl::OkStatus();
+      }
+      int64_t r = x % y;
+      if (r != 0 && ((r < 0) != (y < 0))) r += y;
+      *out = r;
+      return absl::OkStatus();
+    }
+    case ScalarOp::kMin:
+      *out = x < y ? x : y;
+      return absl::OkStatus();
+    case ScalarOp::kMax:
+      *out = x > y ? x : y;
+      return absl::OkStatus();
+    case ScalarOp::kEq:
+      *out = x == y;
+      return absl::OkStatus();
+    case ScalarOp::kNe:
+      *out = x != y;
+      return absl::OkStatus();
+    case ScalarOp::kLt:
+      *out = x < y;
+      return absl::OkStatus();
+    case ScalarOp::kLe:
+      *out = x <= y;
+      return absl::OkStatus();
+    case ScalarOp::kAnd:
+      *out = x != 0 && y != 0;
+      return absl::OkStatus();
+    case ScalarOp::kOr:
+      *out = x != 0 || y != 0;
+      return absl::OkStatus();
+  }
+  return absl::InternalError(absl::StrCat("unknown scalar op ", code));  // Verify excludes it
+}
+
+// Element `index` of a host integer or bool tensor as int64.
+absl::StatusOr<int64_t> IntegerElement(const Tensor& t, int64_t index) {
+  if (t.device().type != DeviceType::kCPU) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expected a host tensor, got one on ", t.device().ToString()));
+  }
+  if (index < 0 || index >= t.num_elements()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("element ", index, " of ", t.TypeString(), " is out of range"));
+  }
+  switch (t.dtype()) {
+    case DType::kI64:
+      return t.data<int64_t>()[index];
+    case DType::kI32:
+      return t.data<int32_t>()[index];
+    case DType::kI16:
+      return t.data<int16_t>()[index];
+    case DType::kI8:
+      return t.data<int8_t>()[index];
+    case DType::kU8:
+      return t.data<uint8_t>()[index];
+    case DType::kU16:
+      return t.data<uint16_t>()[index];
+    case DType::kU32:
+      return t.data<uint32_t>()[index];
+    case DType::kBool:
+      return t.data<bool>()[index] ? 1 : 0;
+    case DType::kU64: {
+      const uint64_t v = t.data<uint64_t>()[index];
+      if (v > static_cast<uint64_t>(INT64_MAX)) {
+        return absl::InvalidArgumentError(absl::StrCat("u64 value ", v, " exceeds int64"));
+      }
+      return static_cast<int64_t>(v);
+    }
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("expected an integer tensor, got ", t.TypeString()));
+  }
+}
+
+// The truth of an If/Assert condition: a scalar, or a one-element host integer/bool tensor.
+absl::StatusOr<bool> Truth(const Value& v) {
+  if (const int64_t* s = std::get_if<int64_t>(&v)) return *s != 0;
+  if (const Tensor* t = std::get_if<Tensor>(&v)) {
+    if (t->defined() && t->num_elements() == 1) {
+      NIMBLE_ASSIGN_OR_RETURN(int64_t value, IntegerElement(*t, 0));
+      return value != 0;
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("condition must be a scalar or a one-element tensor, got ",
+                     t->defined() ? t->TypeString() : "a null tensor"));
+  }
+  return absl::InternalError(absl::StrCat("condition register holds ", KindOf(v)));
+}
+
+std::string ValueToString(const Value& v) {
+  if (const int64_t* s = std::get_if<int64_t>(&v)) return absl::StrCat(*s);
+  if (const Tensor* t = std::get_if<Tensor>(&v)) {
+    if (t->defined() && t->num_elements() == 1 && IsInteger(t->dtype())) {
+      absl::StatusOr<int64_t> value = IntegerElement(*t, 0);
+      if (value.ok()) return absl::StrCat(*value);
+    }
+    return t->defined() ? t->TypeString() : "null";
+  }
+  return std::string(KindOf(v));
+}
+
+// Replaces each "{}" of `format` by the next of `values`; extra placeholders stay as they are.
+std::string FormatMessage(absl::string_view format, absl::Span<const std::string> values) {
+  std::string out;
+  size_t next = 0;
+  for (size_t i = 0; i < format.size(); ++i) {
+    if (format[i] == '{' && i + 1 < format.size() && format[i + 1] == '}' && next < values.size()) {
+      out += values[next++];
+      ++i;
+    } else {
+      out += format[i];
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+VirtualMachine::VirtualMachine(std::shared_ptr<const Executable> executable,
+                               VirtualMachineOptions options)
+    : exe_(std::move(executable)), options_(std::move(options)) {
+  host_allocator_ = AllocatorFor(kCpu);
+  for (const Device& d : exe_->devices) device_allocators_.push_back(AllocatorFor(d));
+  for (const KernelEntry& k : exe_->kernels) {
+    KernelContext ctx;
+    ctx.device = k.device;
+    ctx.allocator = AllocatorFor(k.device);
+    ctx.num_threads = options_.num_threads;
+    ctx.stream = options_.stream;
+    kernel_contexts_.push_back(ctx);
+  }
+  auto symbol_index = [&](const std::string& name) {
+    for (size_t i = 0; i < symbols_.size(); ++i) {
+      if (symbols_[i] == name) return static_cast<int>(i);
+    }
+    symbols_.push_back(name);
+    return static_cast<int>(symbols_.size() - 1);
+  };
+  for (const Executable::SymbolBinding& b : exe_->symbol_bindings) {
+    binding_symbol_.push_back(symbol_index(b.symbol));
+  }
+  for (const Variant& v : exe_->variants) {
+    std::vector<int>& indices = variant_symbols_.emplace_back();
+    for (const std::string& s : v.symbols) indices.push_back(symbol_index(s));
+  }
+  frames_.reserve(16);
+}
+
+Allocator* VirtualMachine::AllocatorFor(Device device) const {
+  for (const VirtualMachineOptions::DeviceAllocator& a : options_.allocators) {
+    if (a.device == device && a.allocator != nullptr) return a.allocator;
+  }
+  return device == kCpu ? DefaultCpuAllocator() : nullptr;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Run: validation, symbol binding, variant dispatch.
+
+absl::StatusOr<int> VirtualMachine::SelectVariant(absl::Span<const Tensor> inputs) const {
+  const Executable& exe = *exe_;
+  if (inputs.size() != exe.inputs.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the model takes ", exe.inputs.size(), " inputs, got ", inputs.size()));
+  }
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const TensorSignature& sig = exe.inputs[i];
+    const Tensor& t = inputs[i];
+    if (!t.defined())
+      return absl::InvalidArgumentError(absl::StrCat("input '", sig.name, "' is null"));
+    if (t.dtype() != sig.dtype) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("input '", sig.name, "': dtype is ", DTypeName(t.dtype()),
+                       " but the model requires ", DTypeName(sig.dtype)));
+    }
+    if (static_cast<size_t>(t.rank()) != sig.dims.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("input '", sig.name, "': rank is ", t.rank(),
+                                                     " but the model requires ", sig.dims.size()));
+    }
+    for (size_t axis = 0; axis < sig.dims.size(); ++axis) {
+      if (sig.dims[axis] >= 0 && t.dim(static_cast<int>(axis)) != sig.dims[axis]) {
+        return absl::InvalidArgumentError(absl::StrCat("input '", sig.name, "': dim ", axis, " is ",
+                                                       t.dim(static_cast<int>(axis)),
+                                                       " but the model requires ", sig.dims[axis]));
+      }
+    }
+  }
+  // Bind symbols; a symbol bound by several input dims must agree.
+  absl::InlinedVector<int64_t, 8> values(symbols_.size(), 0);
+  absl::InlinedVector<int, 8> bound_by(symbols_.size(), -1);  // binding index
+  for (size_t b = 0; b < exe.symbol_bindings.size(); ++b) {
+    const Executable::SymbolBinding& binding = exe.symbol_bindings[b];
+    const int s = binding_symbol_[b];
+    const int64_t value = inputs[binding.input].dim(binding.axis);
+    if (bound_by[s] < 0) {
+      bound_by[s] = static_cast<int>(b);
+      values[s] = value;
+      continue;
+    }
+    if (values[s] != value) {
+      const Executable::SymbolBinding& first = exe.symbol_bindings[bound_by[s]];
+      return absl::InvalidArgumentError(
+          absl::StrCat("input '", exe.inputs[binding.input].name, "': dim ", binding.axis, " is ",
+                       value, " but symbol '", binding.symbol, "' is ", values[s], " (dim ",
+                       first.axis, " of input '", exe.inputs[first.input].name, "')"));
+    }
+  }
+  for (size_t v = 0; v < exe.variants.size(); ++v) {
+    const Variant& variant = exe.variants[v];
+    bool holds = true;
+    for (size_t i = 0; i < variant_symbols_[v].size() && holds; ++i) {
+      const int64_t value = values[variant_symbols_[v][i]];
+      holds = value >= variant.lower_bounds[i] && value <= variant.upper_bounds[i];
+    }
+    if (holds) return static_cast<int>(v);
+  }
+  std::string shapes;
+  for (size_t s = 0; s < symbols_.size(); ++s) {
+    if (bound_by[s] >= 0)
+      absl::StrAppend(&shapes, shapes.empty() ? "" : ", ", symbols_[s], "=", values[s]);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("no variant of the model accepts these shapes (", shapes, ")"));
+}
+
+absl::StatusOr<std::vector<Tensor>> VirtualMachine::Run(absl::Span<const Tensor> inputs) {
+  NIMBLE_ASSIGN_OR_RETURN(int variant, SelectVariant(inputs));
+  std::vector<Value> args(inputs.begin(), inputs.end());
+  NIMBLE_ASSIGN_OR_RETURN(Value result, Execute(exe_->variants[variant].function, std::move(args)));
+  std::vector<Tensor> outputs;
+  if (Tensor* t = std::get_if<Tensor>(&result)) {
+    outputs.push_back(std::move(*t));
+  } else if (const ADTRef* adt = std::get_if<ADTRef>(&result); adt != nullptr && *adt) {
+    for (size_t i = 0; i < (*adt)->fields.size(); ++i) {
+      const Tensor* field = std::get_if<Tensor>(&(*adt)->fields[i]);
+      if (field == nullptr) {
+        return absl::InternalError(absl::StrCat("output ", i, " of the model is ",
+                                                KindOf((*adt)->fields[i]), ", not a tensor"));
+      }
+      outputs.push_back(*field);
+    }
+  } else {
+    return absl::InternalError(
+        absl::StrCat("the model returned ", KindOf(result), ", not tensors"));
+  }
+  if (!exe_->outputs.empty() && outputs.size() != exe_->outputs.size()) {
+    return absl::InternalError(absl::StrCat("the model returned ", outputs.size(),
+                                            " outputs but declares ", exe_->outputs.size()));
+  }
+  return outputs;
+}
+
+absl::StatusOr<Value> VirtualMachine::Invoke(int function, std::vector<Value> args) {
+  if (function < 0 || static_cast<size_t>(function) >= exe_->functions.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("no function ", function));
+  }
+  const Function& f = exe_->functions[function];
+  if (args.size() != static_cast<size_t>(f.num_params)) {
+    return absl::InvalidArgumentError(absl::StrCat("function '", f.name, "' takes ", f.num_params,
+                                                   " arguments, got ", args.size()));
+  }
+  return Execute(function, std::move(args));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The interpreter loop.
+
+absl::Status VirtualMachine::PushFrame(int32_t function, size_t return_pc, int32_t return_dst) {
+  if (depth_ >= static_cast<size_t>(options_.max_call_depth)) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("call depth exceeds ", options_.max_call_depth, " (unbounded recursion?)"));
+  }
+  if (depth_ == frames_.size()) frames_.emplace_back();
+  Frame& frame = frames_[depth_++];
+  frame.function = function;
+  frame.return_pc = return_pc;
+  frame.return_dst = return_dst;
+  // Popped frames were cleared, so this default-constructs every register.
+  frame.registers.resize(exe_->functions[function].num_registers);
+  return absl::OkStatus();
+}
+
+void VirtualMachine::LoadFrame() {
+  Frame& frame = frames_[depth_ - 1];
+  function_ = &exe_->functions[frame.function];
+  code_ = function_->code.data();
+  pool_ = function_->operand_pool.data();
+  regs_ = frame.registers.data();
+}
+
+void VirtualMachine::Unwind() {
+  for (size_t i = 0; i < depth_; ++i) frames_[i].registers.clear();
+  depth_ = 0;
+  kernel_inputs_.clear();
+  kernel_outputs_.clear();
+  result_ = Value();
+  returned_ = false;
+}
+
+absl::StatusOr<Value> VirtualMachine::Execute(int32_t function, std::vector<Value> args) {
+  if (depth_ != 0) return absl::FailedPreconditionError("VirtualMachine is already running");
+  NIMBLE_RETURN_IF_ERROR(PushFrame(function, 0, -1));
+  LoadFrame();
+  for (size_t i = 0; i < args.size(); ++i) regs_[i] = std::move(args[i]);
+  pc_ = 0;
+  returned_ = false;
+  while (!returned_) {
+    const size_t pc = pc_;
+    const Instruction& in = code_[pc];
+    absl::Status status;
+    switch (in.op) {
+#define NIMBLE_OPCODE(Name, mnemonic, operands, list) \
+  case Opcode::k##Name:                               \
+    status = Exec##Name(in);                          \
+    break;
+#include "vm/isa/opcodes.def"
+#undef NIMBLE_OPCODE
+    }
+    if (ABSL_PREDICT_FALSE(!status.ok())) {
+      // Fatal and Assert carry the compiler's message for the user; everything else gets
+      // the location.
+      if (in.op != Opcode::kFatal && in.op != Opcode::kAssert) {
+        status = Annotate(status, absl::StrCat("function '", function_->name, "' pc ", pc, " (",
+                                               GetOpcodeInfo(in.op).mnemonic, ")"));
+      }
+      Unwind();
+      return status;
+    }
+  }
+  returned_ = false;
+  Value result = std::move(result_);
+  result_ = Value();
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers. Register and table indices were verified; value kinds are checked here.
+
+#define NIMBLE_VM_GET(type, var, reg, expected)                                                  \
+  type* var = std::get_if<type>(&regs_[reg]);                                                    \
+  if (ABSL_PREDICT_FALSE(var == nullptr)) {                                                      \
+    return absl::InternalError(                                                                  \
+        absl::StrCat("register r", reg, " holds ", KindOf(regs_[reg]), ", expected " expected)); \
+  }
+
+absl::Status VirtualMachine::ExecMove(const Instruction& in) {
+  regs_[in.dst] = regs_[in.a];
+  ++pc_;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecRet(const Instruction& in) {
+  Value value = std::move(regs_[in.a]);
+  Frame& frame = frames_[depth_ - 1];
+  const size_t return_pc = frame.return_pc;
+  const int32_t return_dst = frame.return_dst;
+  frame.registers.clear();
+  --depth_;
+  if (depth_ == 0) {
+    result_ = std::move(value);
+    returned_ = true;
+    return absl::OkStatus();
+  }
+  LoadFrame();
+  pc_ = return_pc;
+  regs_[return_dst] = std::move(value);
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecInvoke(const Instruction& in) {
+  Value* caller = regs_;  // stays valid: frames_ growth moves vectors, not their buffers
+  NIMBLE_RETURN_IF_ERROR(PushFrame(in.a, pc_ + 1, in.dst));
+  Value* callee = frames_[depth_ - 1].registers.data();
+  const int64_t* list = pool_ + in.list_begin;
+  for (uint32_t i = 0; i < in.list_size; ++i) callee[i] = caller[list[i]];
+  LoadFrame();
+  pc_ = 0;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecInvokeClosure(const Instruction& in) {
+  NIMBLE_VM_GET(ClosureRef, closure_ref, in.a, "a closure");
+  const ClosureRef closure = *closure_ref;  // the call may overwrite the register
+  const Function& target = exe_->functions[closure->function];
+  const size_t num_args = closure->captured.size() + in.list_size;
+  if (num_args != static_cast<size_t>(target.num_params)) {
+    return absl::InternalError(absl::StrCat("closure of '", target.name, "' gets ", num_args,
+                                            " arguments but takes ", target.num_params));
+  }
+  Value* caller = regs_;
+  NIMBLE_RETURN_IF_ERROR(PushFrame(closure->function, pc_ + 1, in.dst));
+  Value* callee = frames_[depth_ - 1].registers.data();
+  size_t next = 0;
+  for (const Value& v : closure->captured) callee[next++] = v;
+  const int64_t* list = pool_ + in.list_begin;
+  for (uint32_t i = 0; i < in.list_size; ++i) callee[next++] = caller[list[i]];
+  LoadFrame();
+  pc_ = 0;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecInvokePacked(const Instruction& in) {
+  const Kernel& kernel = *exe_->kernel_instances[in.a];
+  const KernelContext& ctx = kernel_contexts_[in.a];
+  const int64_t* list = pool_ + in.list_begin;
+  const uint32_t num_inputs = static_cast<uint32_t>(in.b);
+  const uint32_t num_outputs = in.list_size - num_inputs;
+  kernel_inputs_.clear();
+  for (uint32_t i = 0; i < num_inputs; ++i) {
+    NIMBLE_VM_GET(Tensor, t, list[i], "a tensor");
+    kernel_inputs_.push_back(*t);
+  }
+  kernel_outputs_.clear();
+  kernel_outputs_.resize(num_outputs);
+  if (ABSL_PREDICT_FALSE(ctx.allocator == nullptr) && (in.c & 3) != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("no allocator for device ", ctx.device.ToString()));
+  }
+  if (in.c & kInvokePackedShapeFunction) {
+    kernel_shapes_.clear();
+    kernel_shapes_.resize(num_outputs);
+    absl::Status status = kernel.OutputShapes(kernel_inputs_, absl::MakeSpan(kernel_shapes_));
+    if (!status.ok()) {
+      return Annotate(status, absl::StrCat("shape function of '", exe_->kernels[in.a].name, "'"));
+    }
+    for (uint32_t i = 0; i < num_outputs; ++i) {
+      NIMBLE_ASSIGN_OR_RETURN(kernel_outputs_[i],
+                              Tensor::Empty(DecodeOutputDType(in.imm, static_cast<int>(i)),
+                                            kernel_shapes_[i], ctx.allocator));
+    }
+  } else if (!(in.c & kInvokePackedAllocatesOutputs)) {
+    for (uint32_t i = 0; i < num_outputs; ++i) {
+      NIMBLE_VM_GET(Tensor, t, list[num_inputs + i], "an output tensor");
+      kernel_outputs_[i] = *t;
+    }
+  }
+  absl::Status status = kernel.Run(ctx, kernel_inputs_, absl::MakeSpan(kernel_outputs_));
+  if (!status.ok()) {
+    kernel_inputs_.clear();
+    kernel_outputs_.clear();
+    return Annotate(status, absl::StrCat("kernel '", exe_->kernels[in.a].name, "'"));
+  }
+  if (in.c & (kInvokePackedAllocatesOutputs | kInvokePackedShapeFunction)) {
+    for (uint32_t i = 0; i < num_outputs; ++i) {
+      if (ABSL_PREDICT_FALSE(!kernel_outputs_[i].defined())) {
+        kernel_inputs_.clear();
+        kernel_outputs_.clear();
+        return absl::InternalError(
+            absl::StrCat("kernel '", exe_->kernels[in.a].name, "' did not produce output ", i));
+      }
+      regs_[list[num_inputs + i]] = std::move(kernel_outputs_[i]);
+    }
+  }
+  kernel_inputs_.clear();  // drop references so that KillRegister frees memory
+  kernel_outputs_.clear();
+  ++pc_;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecAllocStorage(const Instruction& in) {
+  NIMBLE_VM_GET(int64_t, size, in.a, "a scalar size");
+  if (ABSL_PREDICT_FALSE(*size < 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("storage size ", *size, " is negative"));
+  }
+  Allocator* allocator = device_allocators_[in.b];
+  if (ABSL_PREDICT_FALSE(allocator == nullptr)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("no allocator for device ", exe_->devices[in.b].ToString()));
+  }
+  NIMBLE_ASSIGN_OR_RETURN(StorageRef storage,
+                          Storage::Allocate(allocator, static_cast<size_t>(*size)));
+  if (in.c > static_cast<int32_t>(Allocator::kAlignment) &&
+      reinterpret_cast<uintptr_t>(storage->data()) % static_cast<uintptr_t>(in.c) != 0) {
+    return absl::UnimplementedError(
+        absl::StrCat("alignment ", in.c, " exceeds the allocator's ", Allocator::kAlignment));
+  }
+  regs_[in.dst] = std::move(storage);
+  ++pc_;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecAllocTensor(const Instruction& in) {
+  NIMBLE_VM_GET(StorageRef, storage, in.a, "a storage");
+  NIMBLE_VM_GET(int64_t, offset, in.b, "a scalar offset");
+  if (ABSL_PREDICT_FALSE(*offset < 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("negative byte offset ", *offset));
+  }
+  NIMBLE_ASSIGN_OR_RETURN(
+      Tensor t, Tensor::View(*storage, static_cast<size_t>(*offset), static_cast<DType>(in.c),
+                             absl::MakeConstSpan(pool_ + in.list_begin, in.list_size)));
+  regs_[in.dst] = std::move(t);
+  ++pc_;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecAllocTensorReg(const Instruction& in) {
+  NIMBLE_VM_GET(StorageRef, storage, in.a, "a storage");
+  NIMBLE_VM_GET(int64_t, offset, in.b, "a scalar offset");
+  if (ABSL_PREDICT_FALSE(*offset < 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("negative byte offset ", *offset));
+  }
+  Shape shape;
+  const int64_t* list = pool_ + in.list_begin;
+  for (uint32_t i = 0; i < in.list_size; ++i) {
+    NIMBLE_VM_GET(int64_t, dim, list[i], "a scalar dim");
+    shape.push_back(*dim);
+  }
+  NIMBLE_ASSIGN_OR_RETURN(Tensor t, Tensor::View(*storage, static_cast<size_t>(*offset),
+                                                 static_cast<DType>(in.c), shape));
+  regs_[in.dst] = std::move(t);
+  ++pc_;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecAllocADT(const Instruction& in) {
+  auto adt = std::make_shared<ADT>();
+  adt->tag = in.a;
+  adt->fields.reserve(in.list_size);
+  const int64_t* list = pool_ + in.list_begin;
+  for (uint32_t i = 0; i < in.list_size; ++i) adt->fields.push_back(regs_[list[i]]);
+  regs_[in.dst] = ADTRef(std::move(adt));
+  ++pc_;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecAllocClosure(const Instruction& in) {
+  auto closure = std::make_shared<Closure>();
+  closure->function = in.a;
+  closure->captured.reserve(in.list_size);
+  const int64_t* list = pool_ + in.list_begin;
+  for (uint32_t i = 0; i < in.list_size; ++i) closure->captured.push_back(regs_[list[i]]);
+  regs_[in.dst] = ClosureRef(std::move(closure));
+  ++pc_;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecGetField(const Instruction& in) {
+  NIMBLE_VM_GET(ADTRef, adt, in.a, "an ADT");
+  if (ABSL_PREDICT_FALSE(static_cast<size_t>(in.b) >= (*adt)->fields.size())) {
+    return absl::InternalError(
+        absl::StrCat("field ", in.b, " of an ADT with ", (*adt)->fields.size(), " fields"));
+  }
+  Value field = (*adt)->fields[in.b];  // copy first: dst may be a
+  regs_[in.dst] = std::move(field);
+  ++pc_;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecGetTag(const Instruction& in) {
+  NIMBLE_VM_GET(ADTRef, adt, in.a, "an ADT");
+  regs_[in.dst] = static_cast<int64_t>((*adt)->tag);
+  ++pc_;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecIf(const Instruction& in) {
+  NIMBLE_ASSIGN_OR_RETURN(bool cond, Truth(regs_[in.a]));
+  pc_ += cond ? in.b : in.c;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecGoto(const Instruction& in) {
+  pc_ += in.a;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecLoadConst(const Instruction& in) {
+  regs_[in.dst] = exe_->constants[in.a];
+  ++pc_;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecLoadConsti(const Instruction& in) {
+  regs_[in.dst] = in.imm;
+  ++pc_;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecFatal(const Instruction& in) {
+  return absl::InvalidArgumentError(exe_->strings[in.a]);
+}
+
+absl::Status VirtualMachine::ExecReshapeTensor(const Instruction& in) {
+  NIMBLE_VM_GET(Tensor, t, in.a, "a tensor");
+  Shape shape;
+  const int64_t* list = pool_ + in.list_begin;
+  for (uint32_t i = 0; i < in.list_size; ++i) {
+    NIMBLE_VM_GET(int64_t, dim, list[i], "a scalar dim");
+    shape.push_back(*dim);
+  }
+  NIMBLE_ASSIGN_OR_RETURN(Tensor reshaped, t->Reshape(shape));
+  regs_[in.dst] = std::move(reshaped);
+  ++pc_;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecDeviceCopy(const Instruction& in) {
+  NIMBLE_VM_GET(Tensor, src, in.a, "a tensor");
+  const Device from = exe_->devices[in.b];
+  const Device to = exe_->devices[in.c];
+  if (src->device() != from) {
+    return absl::InternalError(
+        absl::StrCat("tensor is on ", src->device().ToString(), ", expected ", from.ToString()));
+  }
+  if (from.type != DeviceType::kCPU || to.type != DeviceType::kCPU) {
+    return absl::UnimplementedError(absl::StrCat("device_copy from ", from.ToString(), " to ",
+                                                 to.ToString(), " is not implemented yet"));
+  }
+  Allocator* allocator = device_allocators_[in.c];
+  if (allocator == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat("no allocator for ", to.ToString()));
+  }
+  NIMBLE_ASSIGN_OR_RETURN(Tensor dst, Tensor::Empty(src->dtype(), src->shape(), allocator));
+  if (src->dtype() == DType::kString) {
+    std::copy_n(src->data<std::string>(), src->num_elements(), dst.data<std::string>());
+  } else if (src->nbytes() > 0) {
+    std::memcpy(dst.raw_data(), src->raw_data(), src->nbytes());
+  }
+  regs_[in.dst] = std::move(dst);
+  ++pc_;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecShapeOf(const Instruction& in) {
+  NIMBLE_VM_GET(Tensor, t, in.a, "a tensor");
+  const int64_t rank = t->rank();
+  NIMBLE_ASSIGN_OR_RETURN(Tensor shape, Tensor::Empty(DType::kI64, {rank}, host_allocator_));
+  std::copy(t->shape().begin(), t->shape().end(), shape.data<int64_t>());
+  regs_[in.dst] = std::move(shape);
+  ++pc_;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecKillRegister(const Instruction& in) {
+  regs_[in.a] = Value();
+  ++pc_;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecScalarBinary(const Instruction& in) {
+  NIMBLE_VM_GET(int64_t, x, in.a, "a scalar");
+  NIMBLE_VM_GET(int64_t, y, in.b, "a scalar");
+  int64_t result = 0;
+  NIMBLE_RETURN_IF_ERROR(ApplyScalarOp(in.c, *x, *y, &result));
+  regs_[in.dst] = result;
+  ++pc_;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecScalarBinaryImm(const Instruction& in) {
+  NIMBLE_VM_GET(int64_t, x, in.a, "a scalar");
+  int64_t result = 0;
+  NIMBLE_RETURN_IF_ERROR(ApplyScalarOp(in.c, *x, in.imm, &result));
+  regs_[in.dst] = result;
+  ++pc_;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecTensorDim(const Instruction& in) {
+  NIMBLE_VM_GET(Tensor, t, in.a, "a tensor");
+  if (ABSL_PREDICT_FALSE(in.b >= t->rank())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dim ", in.b, " of ", t->TypeString(), " does not exist"));
+  }
+  regs_[in.dst] = t->dim(in.b);
+  ++pc_;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecTensorElement(const Instruction& in) {
+  NIMBLE_VM_GET(Tensor, t, in.a, "a tensor");
+  if (t->dtype() != DType::kI64 && t->dtype() != DType::kI32) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor_element needs an i32 or i64 tensor, got ", t->TypeString()));
+  }
+  NIMBLE_ASSIGN_OR_RETURN(int64_t value, IntegerElement(*t, in.b));
+  regs_[in.dst] = value;
+  ++pc_;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecMakeShapeTensor(const Instruction& in) {
+  const int64_t n = in.list_size;
+  NIMBLE_ASSIGN_OR_RETURN(Tensor shape, Tensor::Empty(DType::kI64, {n}, host_allocator_));
+  int64_t* data = shape.data<int64_t>();
+  const int64_t* list = pool_ + in.list_begin;
+  for (int64_t i = 0; i < n; ++i) {
+    NIMBLE_VM_GET(int64_t, dim, list[i], "a scalar");
+    data[i] = *dim;
+  }
+  regs_[in.dst] = std::move(shape);
+  ++pc_;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecAssert(const Instruction& in) {
+  NIMBLE_ASSIGN_OR_RETURN(bool cond, Truth(regs_[in.a]));
+  if (ABSL_PREDICT_TRUE(cond)) {
+    ++pc_;
+    return absl::OkStatus();
+  }
+  std::vector<std::string> values;
+  const int64_t* list = pool_ + in.list_begin;
+  for (uint32_t i = 0; i < in.list_size; ++i) values.push_back(ValueToString(regs_[list[i]]));
+  return absl::InvalidArgumentError(FormatMessage(exe_->strings[in.b], values));
+}
+
+#undef NIMBLE_VM_GET
+
+}  // namespace nimble::vm

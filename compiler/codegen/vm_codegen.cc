@@ -1,6 +1,7 @@
 #include "compiler/codegen/vm_codegen.h"
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <set>
 
@@ -34,9 +35,44 @@ bool IsViewOp(const Node& node) {
          node.input(0) != nullptr && node.input(0)->type().is_tensor();
 }
 
+// Content hash of a tensor (dtype, shape, bytes) for sharing constants between variants.
+uint64_t TensorHash(const vm::Tensor& t) {
+  uint64_t h = 1469598103934665603ull ^ static_cast<uint64_t>(t.dtype());
+  for (int64_t d : t.shape()) h = (h ^ static_cast<uint64_t>(d)) * 1099511628211ull;
+  if (t.dtype() == vm::DType::kString) {
+    for (int64_t i = 0; i < t.num_elements(); ++i) {
+      for (char c : t.data<std::string>()[i]) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+    }
+    return h;
+  }
+  const auto* bytes = static_cast<const unsigned char*>(t.raw_data());
+  const size_t n = t.nbytes();
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, bytes + i, 8);
+    h = (h ^ w) * 1099511628211ull;
+    h ^= h >> 29;
+  }
+  for (; i < n; ++i) h = (h ^ bytes[i]) * 1099511628211ull;
+  return h;
+}
+
+bool SameTensor(const vm::Tensor& a, const vm::Tensor& b) {
+  if (a.dtype() != b.dtype() || a.shape() != b.shape()) return false;
+  if (a.dtype() == vm::DType::kString) {
+    for (int64_t i = 0; i < a.num_elements(); ++i) {
+      if (a.data<std::string>()[i] != b.data<std::string>()[i]) return false;
+    }
+    return true;
+  }
+  return std::memcmp(a.raw_data(), b.raw_data(), a.nbytes()) == 0;
+}
+
 class FunctionEmitter {
  public:
-  FunctionEmitter(Module& module, vm::Executable& exe) : module_(module), dims_(module.dims), exe_(exe) {}
+  FunctionEmitter(Module& module, vm::Executable& exe, const EmitOptions& options)
+      : module_(module), dims_(module.dims), exe_(exe), options_(options) {}
 
   absl::StatusOr<int> Run(CodegenReport* report);
 
@@ -56,6 +92,17 @@ class FunctionEmitter {
     ins.list_size = static_cast<uint32_t>(list.size());
     fn_.operand_pool.insert(fn_.operand_pool.end(), list.begin(), list.end());
     fn_.code.push_back(ins);
+  }
+  int AddConstant(const vm::Tensor& t) {
+    const uint64_t h = TensorHash(t);
+    for (size_t i = 0; i < exe_.constants.size(); ++i) {
+      // Hashes of existing constants are computed lazily and cached.
+      if (i >= constant_hashes_.size()) constant_hashes_.push_back(TensorHash(exe_.constants[i]));
+      if (constant_hashes_[i] == h && SameTensor(exe_.constants[i], t)) return static_cast<int>(i);
+    }
+    exe_.constants.push_back(t);
+    constant_hashes_.push_back(h);
+    return static_cast<int>(exe_.constants.size()) - 1;
   }
   int AddString(std::string s) {
     exe_.strings.push_back(std::move(s));
@@ -108,7 +155,9 @@ class FunctionEmitter {
   Module& module_;
   DimContext& dims_;
   vm::Executable& exe_;
+  const EmitOptions options_;
   vm::Function fn_;
+  std::vector<uint64_t> constant_hashes_;
 
   absl::flat_hash_set<int32_t> bound_;                // symbols with a register (during emission)
   absl::flat_hash_map<int32_t, int> symbol_reg_;
@@ -278,9 +327,8 @@ absl::StatusOr<int> FunctionEmitter::Materialize(const Value* v) {
   }
   if (auto it = reg_of_.find(v); it != reg_of_.end()) return it->second;
   if (v->is_constant()) {
-    exe_.constants.push_back(*v->constant());
     const int r = NewReg();
-    Emit(Opcode::kLoadConst, r, static_cast<int>(exe_.constants.size()) - 1);
+    Emit(Opcode::kLoadConst, r, AddConstant(*v->constant()));
     reg_of_[v] = r;
     return r;
   }
@@ -643,9 +691,8 @@ absl::Status FunctionEmitter::EmitLoop(const Node& node) {
     // No condition input: the body still receives one (true).
     NIMBLE_ASSIGN_OR_RETURN(vm::Tensor t, vm::Tensor::Empty(vm::DType::kBool, {}));
     *t.data<bool>() = true;
-    exe_.constants.push_back(t);
     const int r = NewReg();
-    Emit(Opcode::kLoadConst, r, static_cast<int>(exe_.constants.size()) - 1);
+    Emit(Opcode::kLoadConst, r, AddConstant(t));
     reg_of_[body->inputs()[1]] = r;
   }
   for (int k = 0; k < num_carried; ++k) {
@@ -689,7 +736,7 @@ absl::Status FunctionEmitter::EmitLoop(const Node& node) {
 
 absl::StatusOr<int> FunctionEmitter::Run(CodegenReport* report) {
   Graph& g = *module_.main;
-  fn_.name = "main";
+  fn_.name = options_.function_name;
   fn_.num_params = static_cast<int32_t>(g.inputs().size());
   fn_.num_registers = fn_.num_params;
 
@@ -718,7 +765,9 @@ absl::StatusOr<int> FunctionEmitter::Run(CodegenReport* report) {
       if (atom && dims_.atom(*atom).kind == DimContext::AtomKind::kSymbol) {
         sig.dim_names.push_back(dims_.atom(*atom).name);
         if (!bound_.contains(*atom)) {
-          exe_.symbol_bindings.push_back({dims_.atom(*atom).name, i, axis});
+          if (options_.define_signature) {
+            exe_.symbol_bindings.push_back({dims_.atom(*atom).name, i, axis});
+          }
           const int r = NewReg();
           Emit(Opcode::kTensorDim, r, i, axis);
           bound_.insert(*atom);
@@ -730,7 +779,7 @@ absl::StatusOr<int> FunctionEmitter::Run(CodegenReport* report) {
         if (d) deferred_checks.emplace_back(i, axis);
       }
     }
-    exe_.inputs.push_back(std::move(sig));
+    if (options_.define_signature) exe_.inputs.push_back(std::move(sig));
   }
   // Input dims given as expressions of other symbols ("seq + 1") are checked at run time.
   for (auto [i, axis] : deferred_checks) {
@@ -807,7 +856,7 @@ absl::StatusOr<int> FunctionEmitter::Run(CodegenReport* report) {
                                     : "");
       }
     }
-    exe_.outputs.push_back(std::move(sig));
+    if (options_.define_signature) exe_.outputs.push_back(std::move(sig));
   }
   const int result = NewReg();
   Emit(Opcode::kAllocADT, result, 0, -1, -1, 0, outs);
@@ -821,8 +870,8 @@ absl::StatusOr<int> FunctionEmitter::Run(CodegenReport* report) {
 }  // namespace
 
 absl::StatusOr<int> EmitMainFunction(Module& module, vm::Executable& executable,
-                                     CodegenReport* report) {
-  FunctionEmitter emitter(module, executable);
+                                     CodegenReport* report, const EmitOptions& options) {
+  FunctionEmitter emitter(module, executable, options);
   return emitter.Run(report);
 }
 

@@ -30,9 +30,17 @@ struct CodegenReport {
   DimExpr intermediate_bytes;  // sum of the planned buffers' sizes (no reuse)
 };
 
-// Emits the entry function "main" into `executable` (which may already hold other
-// functions) and returns its index. The module's main graph must be fully type-inferred.
+struct EmitOptions {
+  std::string function_name = "main";
+  // Whether this function defines the executable's input/output signatures and symbol
+  // bindings (the generic variant does; shape-specialized variants share them).
+  bool define_signature = true;
+};
+
+// Emits an entry function into `executable` (which may already hold other functions) and
+// returns its index. The module's main graph must be fully type-inferred. Constants equal in
+// content to ones already in the executable are shared (variants of one model share weights).
 absl::StatusOr<int> EmitMainFunction(Module& module, vm::Executable& executable,
-                                     CodegenReport* report);
+                                     CodegenReport* report, const EmitOptions& options = {});
 
 }  // namespace nimble::compiler

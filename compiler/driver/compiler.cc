@@ -1,9 +1,11 @@
 #include "compiler/driver/compiler.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "base/status_macros.h"
 #include "compiler/frontend/onnx/onnx_importer.h"
 #include "compiler/transforms/constant_folding.h"
@@ -59,74 +61,185 @@ const std::vector<std::string>& PassNames() {
   return names;
 }
 
+namespace {
+
+// Runs `pass` as pipeline step `name`: progress, timing, IR verification and dumps.
+absl::Status RunPass(Module& module, const CompileOptions& options, CompileReport& r,
+                     bool types_ready, const std::string& name,
+                     const std::function<absl::Status()>& pass) {
+  if (options.on_pass) options.on_pass(name);
+  const auto start = std::chrono::steady_clock::now();
+  NIMBLE_RETURN_IF_ERROR(pass());
+  r.timings.push_back(
+      {name, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                 .count()});
+  if (options.verify_ir && name != "lower-to-vm") {
+    NIMBLE_RETURN_IF_ERROR(
+        Annotate(VerifyModule(module, types_ready), absl::StrCat("after ", name)));
+  }
+  if (options.dump && (options.dump_ir_after.count("all") || options.dump_ir_after.count(name))) {
+    options.dump(name, module.ToString());
+  }
+  return absl::OkStatus();
+}
+
+std::function<absl::Status()> Counted(Module& module, absl::StatusOr<int> (*pass)(Module&),
+                                      int* count) {
+  return [&module, pass, count]() -> absl::Status {
+    NIMBLE_ASSIGN_OR_RETURN(*count, pass(module));
+    return absl::OkStatus();
+  };
+}
+
+// Emits the module as one entry function and records the variant.
+absl::Status Lower(Module& module, const CompileOptions& options, CompileReport& r,
+                   vm::Executable& executable, vm::Variant variant, bool define_signature) {
+  return RunPass(module, options, r, true, "lower-to-vm", [&]() -> absl::Status {
+    EmitOptions emit;
+    emit.function_name = variant.name == "generic" ? "main" : absl::StrCat("main@", variant.name);
+    emit.define_signature = define_signature;
+    CodegenReport codegen;
+    NIMBLE_ASSIGN_OR_RETURN(variant.function,
+                            EmitMainFunction(module, executable, &codegen, emit));
+    if (define_signature) {
+      r.codegen = codegen;
+      r.arena_bytes = module.dims.ToString(codegen.arena_bytes);
+      r.intermediate_bytes = module.dims.ToString(codegen.intermediate_bytes);
+    } else if (auto bytes = codegen.arena_bytes.AsConst()) {
+      variant.planned_bytes_hint = *bytes;
+    }
+    executable.variants.push_back(std::move(variant));
+    ++r.num_variants;
+    return absl::OkStatus();
+  });
+}
+
+vm::Executable NewExecutable() {
+  vm::Executable executable;
+  executable.compiler_version = kCompilerVersion;
+  executable.devices.push_back(vm::kCpu);
+  return executable;
+}
+
+}  // namespace
+
+absl::Status OptimizeModule(Module& module, const CompileOptions& options, CompileReport* report) {
+  CompileReport local;
+  CompileReport& r = report ? *report : local;
+  if (options.dump && (options.dump_ir_after.count("all") || options.dump_ir_after.count("import"))) {
+    options.dump("import", module.ToString());
+  }
+  // The recipe.
+  NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, false, "infer-types",
+                                 [&] { return InferTypes(module); }));
+  NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "fold-constants",
+                                 Counted(module, [](Module& m) { return FoldConstants(m); },
+                                         &r.folded_nodes)));
+  NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "reinfer-types",
+                                 [&] { return InferTypes(module); }));
+  NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "cse",
+                                 Counted(module, EliminateCommonSubexpressions, &r.cse_merged)));
+  NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "fuse-gelu-layernorm",
+                                 Counted(module, FuseGeluAndLayerNorm, &r.fused_patterns)));
+  NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "fuse-matmul-epilogue",
+                                 Counted(module, FuseMatMulEpilogues, &r.fused_matmuls)));
+  NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "fuse-elementwise",
+                                 Counted(module, FuseElementwise, &r.fused_elementwise)));
+  return RunPass(module, options, r, true, "dce", [&]() -> absl::Status {
+    r.removed_nodes = module.main->RemoveDeadNodes();
+    return absl::OkStatus();
+  });
+}
+
 absl::StatusOr<std::shared_ptr<const vm::Executable>> CompileModule(Module& module,
                                                                     const CompileOptions& options,
                                                                     CompileReport* report) {
   CompileReport local;
   CompileReport& r = report ? *report : local;
-  bool types_ready = false;
-  auto run = [&](const std::string& name, const std::function<absl::Status()>& pass) -> absl::Status {
-    if (options.on_pass) options.on_pass(name);
-    const auto start = std::chrono::steady_clock::now();
-    NIMBLE_RETURN_IF_ERROR(pass());
-    r.timings.push_back({name, std::chrono::duration<double, std::milli>(
-                                   std::chrono::steady_clock::now() - start)
-                                   .count()});
-    if (options.verify_ir && name != "lower-to-vm") {
-      NIMBLE_RETURN_IF_ERROR(Annotate(VerifyModule(module, types_ready), absl::StrCat("after ", name)));
-    }
-    if (options.dump && (options.dump_ir_after.count("all") || options.dump_ir_after.count(name))) {
-      options.dump(name, module.ToString());
-    }
-    return absl::OkStatus();
-  };
-
-  if (options.dump && (options.dump_ir_after.count("all") || options.dump_ir_after.count("import"))) {
-    options.dump("import", module.ToString());
-  }
-  // The recipe.
-  NIMBLE_RETURN_IF_ERROR(run("infer-types", [&] { return InferTypes(module); }));
-  types_ready = true;
-  NIMBLE_RETURN_IF_ERROR(run("fold-constants", [&]() -> absl::Status {
-    NIMBLE_ASSIGN_OR_RETURN(r.folded_nodes, FoldConstants(module));
-    return absl::OkStatus();
-  }));
-  NIMBLE_RETURN_IF_ERROR(run("reinfer-types", [&] { return InferTypes(module); }));
-  auto counted = [&](absl::StatusOr<int> (*pass)(Module&), int* count) {
-    return [&module, pass, count]() -> absl::Status {
-      NIMBLE_ASSIGN_OR_RETURN(*count, pass(module));
-      return absl::OkStatus();
-    };
-  };
-  NIMBLE_RETURN_IF_ERROR(run("cse", counted(EliminateCommonSubexpressions, &r.cse_merged)));
-  NIMBLE_RETURN_IF_ERROR(run("fuse-gelu-layernorm", counted(FuseGeluAndLayerNorm, &r.fused_patterns)));
-  NIMBLE_RETURN_IF_ERROR(run("fuse-matmul-epilogue", counted(FuseMatMulEpilogues, &r.fused_matmuls)));
-  NIMBLE_RETURN_IF_ERROR(run("fuse-elementwise", counted(FuseElementwise, &r.fused_elementwise)));
-  NIMBLE_RETURN_IF_ERROR(run("dce", [&]() -> absl::Status {
-    r.removed_nodes = module.main->RemoveDeadNodes();
-    return absl::OkStatus();
-  }));
-  vm::Executable executable;
-  executable.compiler_version = kCompilerVersion;
-  executable.devices.push_back(vm::kCpu);
-  NIMBLE_RETURN_IF_ERROR(run("lower-to-vm", [&]() -> absl::Status {
-    NIMBLE_ASSIGN_OR_RETURN(int main_fn, EmitMainFunction(module, executable, &r.codegen));
-    vm::Variant generic;
-    generic.name = "generic";
-    generic.function = main_fn;
-    executable.variants.push_back(generic);
-    return absl::OkStatus();
-  }));
-  r.arena_bytes = module.dims.ToString(r.codegen.arena_bytes);
-  r.intermediate_bytes = module.dims.ToString(r.codegen.intermediate_bytes);
+  NIMBLE_RETURN_IF_ERROR(OptimizeModule(module, options, &r));
+  vm::Executable executable = NewExecutable();
+  vm::Variant generic;
+  generic.name = "generic";
+  NIMBLE_RETURN_IF_ERROR(Lower(module, options, r, executable, generic, true));
   return vm::Executable::Finalize(std::move(executable));
+}
+
+void SpecializeInputs(Module& module, const std::map<std::string, int64_t>& values) {
+  for (Value* in : module.main->inputs()) {
+    if (!in->type().is_tensor() || !in->tensor_type().dims) continue;
+    for (Dim& d : *in->type().tensor.dims) {
+      auto atom = d ? d->AsAtom() : std::nullopt;
+      if (!atom || module.dims.atom(*atom).kind != DimContext::AtomKind::kSymbol) continue;
+      auto it = values.find(module.dims.atom(*atom).name);
+      if (it != values.end()) d = DimExpr::Const(it->second);
+    }
+  }
 }
 
 absl::StatusOr<std::shared_ptr<const vm::Executable>> CompileOnnxFile(
     const std::string& path, const CompileOptions& options, CompileReport* report) {
+  CompileReport local;
+  CompileReport& r = report ? *report : local;
   if (options.on_pass) options.on_pass("import");
   NIMBLE_ASSIGN_OR_RETURN(std::unique_ptr<Module> module, ImportOnnxModel(path));
-  return CompileModule(*module, options, report);
+  // Bucket symbols must be symbols of the model's inputs.
+  for (const auto& [symbol, sizes] : options.buckets) {
+    if (!module->dims.FindSymbol(symbol)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bucket symbol '", symbol, "' is not a dynamic dim of the model's inputs"));
+    }
+    for (int64_t size : sizes) {
+      if (size <= 0) {
+        return absl::InvalidArgumentError(absl::StrCat("bucket size ", size, " of '", symbol,
+                                                       "' must be positive"));
+      }
+    }
+  }
+  NIMBLE_RETURN_IF_ERROR(OptimizeModule(*module, options, &r));
+  vm::Executable executable = NewExecutable();
+  vm::Variant generic;
+  generic.name = "generic";
+  NIMBLE_RETURN_IF_ERROR(Lower(*module, options, r, executable, generic, true));
+
+  // Every combination of bucket sizes, in declaration order.
+  std::vector<std::map<std::string, int64_t>> combos = {{}};
+  for (const auto& [symbol, sizes] : options.buckets) {
+    std::vector<std::map<std::string, int64_t>> next;
+    for (const auto& combo : combos) {
+      for (int64_t size : sizes) {
+        auto c = combo;
+        c[symbol] = size;
+        next.push_back(std::move(c));
+      }
+    }
+    combos = std::move(next);
+  }
+  if (options.buckets.empty()) combos.clear();
+  if (static_cast<int>(combos.size()) > kMaxSpecializedVariants) {
+    return absl::InvalidArgumentError(absl::StrCat(combos.size(), " bucket combinations exceed the limit of ",
+                                                   kMaxSpecializedVariants));
+  }
+  std::vector<vm::Variant> specialized;
+  for (const auto& combo : combos) {
+    CompileReport variant_report;
+    NIMBLE_ASSIGN_OR_RETURN(std::unique_ptr<Module> variant_module, ImportOnnxModel(path));
+    SpecializeInputs(*variant_module, combo);
+    NIMBLE_RETURN_IF_ERROR(OptimizeModule(*variant_module, options, &variant_report));
+    vm::Variant variant;
+    std::vector<std::string> parts;
+    for (const auto& [symbol, size] : combo) {
+      parts.push_back(absl::StrCat(symbol, "=", size));
+      variant.symbols.push_back(symbol);
+      variant.lower_bounds.push_back(size);
+      variant.upper_bounds.push_back(size);
+    }
+    variant.name = absl::StrJoin(parts, ",");
+    NIMBLE_RETURN_IF_ERROR(Lower(*variant_module, options, variant_report, executable, variant, false));
+    ++r.num_variants;
+  }
+  // The dispatcher takes the first variant whose bounds hold: specialized ones first.
+  std::rotate(executable.variants.begin(), executable.variants.begin() + 1, executable.variants.end());
+  return vm::Executable::Finalize(std::move(executable));
 }
 
 }  // namespace nimble::compiler

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -26,7 +27,15 @@ struct CompileOptions {
   bool verify_ir = true;
   // Called as each pass starts, for progress display.
   std::function<void(const std::string& pass)> on_pass;
+  // Shape buckets: symbol -> sizes. For every combination of sizes (at most
+  // kMaxSpecializedVariants) a variant with those dims folded to constants is compiled —
+  // static shapes, a static memory plan, shape-specialized kernels — beside the generic
+  // symbolic variant; the VM's dispatcher picks the specialized one for calls of exactly
+  // those dims (the server pads requests to bucket sizes) and the generic one otherwise.
+  std::map<std::string, std::vector<int64_t>> buckets;
 };
+
+inline constexpr int kMaxSpecializedVariants = 64;
 
 struct PassTiming {
   std::string pass;
@@ -35,6 +44,7 @@ struct PassTiming {
 
 struct CompileReport {
   std::vector<PassTiming> timings;
+  int num_variants = 0;
   int folded_nodes = 0;
   int removed_nodes = 0;
   int cse_merged = 0;
@@ -49,9 +59,16 @@ struct CompileReport {
 // Names of the passes in pipeline order (for --dump-ir-after validation and help).
 const std::vector<std::string>& PassNames();
 
-// Compiles an imported module. The module is modified in place.
+// Runs the optimisation pipeline (every pass before lowering) on an imported module.
+absl::Status OptimizeModule(Module& module, const CompileOptions& options, CompileReport* report);
+
+// Compiles an imported module into a generic (symbolic) executable. The module is modified in
+// place. Buckets need the model file (each variant is imported anew): see CompileOnnxFile.
 absl::StatusOr<std::shared_ptr<const vm::Executable>> CompileModule(
     Module& module, const CompileOptions& options = {}, CompileReport* report = nullptr);
+
+// Replaces the named symbols in the main graph's input types by constants.
+void SpecializeInputs(Module& module, const std::map<std::string, int64_t>& values);
 
 // Imports and compiles an ONNX file.
 absl::StatusOr<std::shared_ptr<const vm::Executable>> CompileOnnxFile(

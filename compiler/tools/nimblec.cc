@@ -33,7 +33,8 @@ namespace {
 
 constexpr char kUsage[] =
     "usage:\n"
-    "  nimblec compile MODEL.onnx -o MODEL.nbx [--dump-ir-after=PASS|all]\n"
+    "  nimblec compile MODEL.onnx -o MODEL.nbx [--buckets NAME=16,32,64,...] "
+    "[--dump-ir-after=PASS|all]\n"
     "  nimblec run MODEL.onnx|MODEL.nbx --input NAME=FILE.npy|FILE.pb ... [--output-dir DIR]\n"
     "  nimblec inspect MODEL.nbx|MODEL.onnx\n"
     "  nimblec bench MODEL.onnx|MODEL.nbx --shape NAME=1x128 ... [--iterations N] [--threads N]\n";
@@ -46,6 +47,7 @@ struct Args {
   std::vector<std::string> dump_ir_after;
   std::vector<std::pair<std::string, std::string>> inputs;  // name -> file
   std::vector<std::pair<std::string, std::string>> shapes;  // name -> "1x128"
+  std::map<std::string, std::vector<int64_t>> buckets;       // symbol -> sizes
   int iterations = 20;
   int threads = 1;
 };
@@ -83,6 +85,17 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       NIMBLE_ASSIGN_OR_RETURN(std::string v, value_of(i, "--input"));
       NIMBLE_ASSIGN_OR_RETURN(auto p, pair_of(v, "--input"));
       args.inputs.push_back(p);
+    } else if (is("--buckets")) {
+      NIMBLE_ASSIGN_OR_RETURN(std::string v, value_of(i, "--buckets"));
+      NIMBLE_ASSIGN_OR_RETURN(auto p, pair_of(v, "--buckets"));
+      for (absl::string_view size : absl::StrSplit(p.second, ',', absl::SkipEmpty())) {
+        int64_t n = 0;
+        if (!absl::SimpleAtoi(size, &n) || n <= 0) {
+          return absl::InvalidArgumentError(absl::StrCat("--buckets ", v, ": '", size,
+                                                         "' is not a positive size"));
+        }
+        args.buckets[p.first].push_back(n);
+      }
     } else if (is("--shape")) {
       NIMBLE_ASSIGN_OR_RETURN(std::string v, value_of(i, "--shape"));
       NIMBLE_ASSIGN_OR_RETURN(auto p, pair_of(v, "--shape"));
@@ -114,6 +127,7 @@ absl::StatusOr<std::shared_ptr<const vm::Executable>> LoadOrCompile(
     const Args& args, compiler::CompileReport* report = nullptr) {
   if (absl::EndsWith(args.model, ".nbx")) return vm::Executable::LoadFile(args.model);
   compiler::CompileOptions options;
+  options.buckets = args.buckets;
   for (const std::string& p : args.dump_ir_after) options.dump_ir_after.insert(p);
   for (const std::string& p : args.dump_ir_after) {
     const auto& names = compiler::PassNames();
@@ -162,10 +176,10 @@ absl::Status Compile(const Args& args) {
   NIMBLE_RETURN_IF_ERROR(exe->SaveFile(args.output));
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   std::fprintf(stderr, "compiled %s -> %s in %.0f ms: %d kernel calls, %d views, %d shape nodes elided, "
-               "%d runtime shape functions; arena %s bytes (intermediates without reuse: %s)\n",
+               "%d runtime shape functions, %d variants; arena %s bytes (intermediates without reuse: %s)\n",
                args.model.c_str(), args.output.c_str(), ms, report.codegen.num_kernel_calls,
                report.codegen.num_views, report.codegen.num_shape_nodes_elided,
-               report.codegen.num_runtime_shape_calls, report.arena_bytes.c_str(),
+               report.codegen.num_runtime_shape_calls, report.num_variants, report.arena_bytes.c_str(),
                report.intermediate_bytes.c_str());
   return absl::OkStatus();
 }

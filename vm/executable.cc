@@ -203,8 +203,7 @@ void WriteSignatures(ByteWriter& w, const std::vector<TensorSignature>& signatur
   }
 }
 
-absl::StatusOr<std::string> WritePayload(const Executable& exe) {
-  ByteWriter w;
+absl::Status WritePayload(const Executable& exe, ByteWriter& w) {
   w.U32(static_cast<uint32_t>(exe.functions.size()));
   for (const Function& f : exe.functions) {
     w.String(f.name);
@@ -255,7 +254,7 @@ absl::StatusOr<std::string> WritePayload(const Executable& exe) {
     w.I32(b.input);
     w.I32(b.axis);
   }
-  return std::move(w.bytes());
+  return absl::OkStatus();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -542,15 +541,24 @@ absl::StatusOr<std::string> Executable::Serialize() const {
   if (compiler_version.size() > internal::kMaxCompilerVersionBytes) {
     return absl::InvalidArgumentError("compiler version string too long");
   }
-  NIMBLE_ASSIGN_OR_RETURN(std::string payload, internal::WritePayload(*this));
+  // The payload is written after a placeholder header which is then patched, so that a model's
+  // weights are not copied once more.
   internal::ByteWriter w;
   w.Raw(internal::kExecutableMagic, sizeof(internal::kExecutableMagic));
   w.U32(kExecutableFormatVersion);
   w.String(compiler_version);
-  w.U64(payload.size());
-  w.U64(internal::PayloadChecksum(compiler_version, payload));
-  w.bytes().append(payload);
-  return std::move(w.bytes());
+  const size_t size_at = w.bytes().size();
+  w.U64(0);
+  w.U64(0);
+  const size_t payload_at = w.bytes().size();
+  NIMBLE_RETURN_IF_ERROR(internal::WritePayload(*this, w));
+  std::string& bytes = w.bytes();
+  const uint64_t payload_size = bytes.size() - payload_at;
+  const uint64_t checksum =
+      internal::PayloadChecksum(compiler_version, std::string_view(bytes).substr(payload_at));
+  std::memcpy(&bytes[size_at], &payload_size, sizeof(payload_size));
+  std::memcpy(&bytes[size_at + 8], &checksum, sizeof(checksum));
+  return std::move(bytes);
 }
 
 namespace {
@@ -615,6 +623,11 @@ absl::StatusOr<std::shared_ptr<const Executable>> Executable::LoadFile(
     return err == ENOENT ? absl::NotFoundError(message) : absl::InvalidArgumentError(message);
   }
   std::string bytes;
+  if (std::fseek(file, 0, SEEK_END) == 0) {
+    const long size = std::ftell(file);
+    if (size > 0) bytes.reserve(static_cast<size_t>(size));
+    std::rewind(file);
+  }
   char buffer[1 << 16];
   size_t n;
   while ((n = std::fread(buffer, 1, sizeof(buffer), file)) > 0) bytes.append(buffer, n);
@@ -753,7 +766,8 @@ class FunctionVerifier {
       case '-':
         break;
       default:
-        return absl::InternalError(absl::StrCat("opcodes.def: unknown operand kind ", std::string(1, kind)));
+        return absl::InternalError(
+            absl::StrCat("opcodes.def: unknown operand kind ", std::string(1, kind)));
     }
     return absl::OkStatus();
   }

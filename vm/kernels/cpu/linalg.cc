@@ -1008,12 +1008,15 @@ class ConvTransposeKernel final : public SingleOutputKernel {
         if (total < 0 && out_spatial.empty()) {
           return absl::InvalidArgumentError("ConvTranspose: negative padding");
         }
+        // The spec's total/2 floors (an output_shape one larger than the natural size gives
+        // total -1: the extra row goes at the end).
+        const int64_t half = total >= 0 ? total / 2 : -((-total + 1) / 2);
         if (attrs_.auto_pad == AutoPad::kSameUpper) {
-          pb = total / 2;
-          pe = total - total / 2;
+          pb = half;
+          pe = total - half;
         } else {
-          pb = total - total / 2;
-          pe = total / 2;
+          pb = total - half;
+          pe = half;
         }
       } else {
         if (attrs_.auto_pad == AutoPad::kValid) pb = pe = 0;
@@ -1255,6 +1258,323 @@ class PoolKernel final : public Kernel {
   const int64_t storage_order_;
 };
 
+// ---------------------------------------------------------------------------------------------
+// Einsum: a general loop over every label (diagonals, traces, broadcasting ellipsis dims), and
+// for two f32 operands that form a batched product (each summed label in both operands) a
+// MatMul on packed [batch, m, k] x [batch, k, n] operands.
+
+struct EinsumSpec {
+  std::vector<std::vector<int>> terms;  // per input: label per dim, after ellipsis expansion
+  std::vector<int> output;              // output labels
+  std::vector<int64_t> dims;            // per label
+};
+
+class EinsumKernel final : public SingleOutputKernel {
+ public:
+  explicit EinsumKernel(std::string equation)
+      : SingleOutputKernel("Einsum"), equation_(std::move(equation)) {}
+
+ private:
+  absl::StatusOr<EinsumSpec> Parse(absl::Span<const Tensor> inputs) const {
+    std::string eq;
+    for (char ch : equation_) {
+      if (ch != ' ') eq.push_back(ch);
+    }
+    const size_t arrow = eq.find("->");
+    const std::string lhs = eq.substr(0, arrow);
+    std::vector<std::string> terms;
+    for (size_t start = 0;;) {
+      const size_t comma = lhs.find(',', start);
+      terms.push_back(
+          lhs.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+    auto bad = [&](absl::string_view why) {
+      return absl::InvalidArgumentError(absl::StrCat("Einsum: equation '", equation_, "': ", why));
+    };
+    if (terms.size() != inputs.size()) return bad("the number of terms and inputs differ");
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      NIMBLE_RETURN_IF_ERROR(CheckDefined(op(), inputs, i, absl::StrCat(i)));
+      if (inputs[i].dtype() != inputs[0].dtype()) return bad("inputs differ in type");
+    }
+    // Letters are labels 0..51; ellipsis dims come after, right-aligned.
+    auto letter = [](char ch) -> int {
+      if (ch >= 'a' && ch <= 'z') return ch - 'a';
+      if (ch >= 'A' && ch <= 'Z') return 26 + (ch - 'A');
+      return -1;
+    };
+    constexpr int kEllipsis0 = 52;
+    EinsumSpec spec;
+    int ellipsis_rank = 0;
+    std::vector<int> ell_rank(terms.size(), 0);
+    for (size_t i = 0; i < terms.size(); ++i) {
+      const std::string& t = terms[i];
+      const size_t dots = t.find("...");
+      const int letters = static_cast<int>(t.size()) - (dots == std::string::npos ? 0 : 3);
+      if (dots == std::string::npos ? letters != inputs[i].rank() : letters > inputs[i].rank()) {
+        return bad(absl::StrCat("term '", t, "' does not match ", inputs[i].TypeString()));
+      }
+      ell_rank[i] = inputs[i].rank() - letters;
+      ellipsis_rank = std::max(ellipsis_rank, ell_rank[i]);
+    }
+    spec.dims.assign(kEllipsis0 + ellipsis_rank, -1);
+    std::vector<int> count(kEllipsis0, 0);
+    bool any_ellipsis = false;
+    for (size_t i = 0; i < terms.size(); ++i) {
+      const std::string& t = terms[i];
+      std::vector<int>& labels = spec.terms.emplace_back();
+      for (size_t p = 0; p < t.size(); ++p) {
+        if (t.compare(p, 3, "...") == 0) {
+          any_ellipsis = true;
+          for (int e = 0; e < ell_rank[i]; ++e) {
+            labels.push_back(kEllipsis0 + ellipsis_rank - ell_rank[i] + e);
+          }
+          p += 2;
+          continue;
+        }
+        const int l = letter(t[p]);
+        if (l < 0) return bad(absl::StrCat("invalid character '", std::string(1, t[p]), "'"));
+        labels.push_back(l);
+        ++count[l];
+      }
+      for (int d = 0; d < inputs[i].rank(); ++d) {
+        const int l = labels[d];
+        const int64_t size = inputs[i].dim(d);
+        int64_t& have = spec.dims[l];
+        if (have == -1 || (l >= kEllipsis0 && have == 1)) {
+          have = size;
+        } else if (have != size && !(l >= kEllipsis0 && size == 1)) {
+          return bad(absl::StrCat("dim ", d, " of input ", i, " is ", size, ", expected ", have));
+        }
+      }
+    }
+    if (arrow == std::string::npos) {
+      if (any_ellipsis) {
+        for (int e = 0; e < ellipsis_rank; ++e) spec.output.push_back(kEllipsis0 + e);
+      }
+      std::vector<std::pair<char, int>> once;
+      for (int l = 0; l < kEllipsis0; ++l) {
+        if (count[l] == 1) once.push_back({l < 26 ? 'a' + l : 'A' + (l - 26), l});
+      }
+      std::sort(once.begin(), once.end());
+      for (const auto& [ch, l] : once) spec.output.push_back(l);
+    } else {
+      const std::string rhs = eq.substr(arrow + 2);
+      std::vector<bool> seen(spec.dims.size(), false);
+      for (size_t p = 0; p < rhs.size(); ++p) {
+        if (rhs.compare(p, 3, "...") == 0) {
+          for (int e = 0; e < ellipsis_rank; ++e) spec.output.push_back(kEllipsis0 + e);
+          p += 2;
+          continue;
+        }
+        const int l = letter(rhs[p]);
+        if (l < 0 || count[l] == 0 || seen[l]) {
+          return bad(absl::StrCat("bad output label '", std::string(1, rhs[p]), "'"));
+        }
+        seen[l] = true;
+        spec.output.push_back(l);
+      }
+    }
+    for (int64_t& d : spec.dims) d = std::max<int64_t>(d, 1);
+    return spec;
+  }
+  absl::StatusOr<Shape> InferShape(absl::Span<const Tensor> inputs) const override {
+    NIMBLE_ASSIGN_OR_RETURN(EinsumSpec spec, Parse(inputs));
+    Shape out;
+    for (int l : spec.output) out.push_back(spec.dims[l]);
+    return out;
+  }
+
+  // Per operand, the element stride of each label (0 where absent or broadcast; summed over
+  // repeated labels, which walks the diagonal).
+  static std::vector<Shape> LabelStrides(const EinsumSpec& spec, absl::Span<const Tensor> inputs) {
+    std::vector<Shape> out;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      Shape st(spec.dims.size(), 0);
+      const Shape strides = kernel_util::Strides(inputs[i].shape());
+      for (int d = 0; d < inputs[i].rank(); ++d) {
+        if (inputs[i].dim(d) != 1) st[spec.terms[i][d]] += strides[d];
+      }
+      out.push_back(st);
+    }
+    return out;
+  }
+
+  template <typename T, typename Acc>
+  static void Reference(const EinsumSpec& spec, absl::Span<const Tensor> inputs,
+                        const Tensor& out) {
+    std::vector<bool> in_out(spec.dims.size(), false);
+    for (int l : spec.output) in_out[l] = true;
+    std::vector<int> summed;
+    for (size_t l = 0; l < spec.dims.size(); ++l) {
+      bool used = false;
+      for (const auto& t : spec.terms) used = used || std::count(t.begin(), t.end(), l) > 0;
+      if (used && !in_out[l]) summed.push_back(static_cast<int>(l));
+    }
+    const std::vector<Shape> strides = LabelStrides(spec, inputs);
+    int64_t sum_count = 1;
+    for (int l : summed) sum_count *= spec.dims[l];
+    const size_t n = inputs.size();
+    // Advances an odometer over `labels`, moving the operand offsets along.
+    auto step = [&](const std::vector<int>& labels, Shape& idx, std::vector<int64_t>& off) {
+      for (size_t q = labels.size(); q-- > 0;) {
+        const int l = labels[q];
+        for (size_t i = 0; i < n; ++i) off[i] += strides[i][l];
+        if (++idx[q] < spec.dims[l]) return;
+        for (size_t i = 0; i < n; ++i) off[i] -= spec.dims[l] * strides[i][l];
+        idx[q] = 0;
+      }
+    };
+    T* o = out.data<T>();
+    Shape out_idx(spec.output.size(), 0);
+    std::vector<int64_t> base(n, 0);
+    for (int64_t e = 0; e < out.num_elements(); ++e) {
+      Acc acc = 0;
+      Shape sum_idx(summed.size(), 0);
+      std::vector<int64_t> off = base;
+      for (int64_t s = 0; s < sum_count; ++s) {
+        Acc prod = 1;
+        for (size_t i = 0; i < n; ++i) prod *= static_cast<Acc>(inputs[i].data<T>()[off[i]]);
+        acc += prod;
+        step(summed, sum_idx, off);
+      }
+      o[e] = static_cast<T>(acc);
+      step(spec.output, out_idx, base);
+    }
+  }
+
+  // Two f32 operands whose summed labels each appear in both: packed batched MatMul.
+  absl::StatusOr<bool> TryMatMul(const KernelContext& ctx, const EinsumSpec& spec,
+                                 absl::Span<const Tensor> inputs, const Tensor& out) const {
+    if (inputs.size() != 2 || inputs[0].dtype() != DType::kF32) return false;
+    const size_t nl = spec.dims.size();
+    std::vector<int> in_a(nl, 0), in_b(nl, 0), in_o(nl, 0);
+    for (int l : spec.terms[0]) ++in_a[l];
+    for (int l : spec.terms[1]) ++in_b[l];
+    for (int l : spec.output) ++in_o[l];
+    for (size_t d = 0; d < spec.terms[0].size(); ++d) {
+      if (inputs[0].dim(static_cast<int>(d)) != spec.dims[spec.terms[0][d]]) return false;
+    }
+    for (size_t d = 0; d < spec.terms[1].size(); ++d) {
+      if (inputs[1].dim(static_cast<int>(d)) != spec.dims[spec.terms[1][d]]) return false;
+    }
+    std::vector<int> batch, m, n, k;
+    for (size_t l = 0; l < nl; ++l) {
+      if (in_a[l] > 1 || in_b[l] > 1) return false;  // diagonals
+      const int li = static_cast<int>(l);
+      if (in_a[l] && in_b[l]) {
+        (in_o[l] ? batch : k).push_back(li);
+      } else if (in_a[l]) {
+        if (!in_o[l]) return false;  // summed in one operand only
+        m.push_back(li);
+      } else if (in_b[l]) {
+        if (!in_o[l]) return false;
+        n.push_back(li);
+      }
+    }
+    auto size = [&](const std::vector<int>& ls) {
+      int64_t p = 1;
+      for (int l : ls) p *= spec.dims[l];
+      return p;
+    };
+    const int64_t bt = size(batch), mm = size(m), nn = size(n), kk = size(k);
+    const std::vector<Shape> strides = LabelStrides(spec, inputs);
+    // Packs operand `i` in label order `labels` into dense memory.
+    auto pack = [&](int i, std::vector<int> labels, float* dst) {
+      Shape dims, st;
+      for (int l : labels) {
+        dims.push_back(spec.dims[l]);
+        st.push_back(strides[i][l]);
+      }
+      const float* src = inputs[i].data<float>();
+      const int64_t total = Product(dims);
+      Shape idx(dims.size(), 0);
+      int64_t off = 0;
+      for (int64_t e = 0; e < total; ++e) {
+        dst[e] = src[off];
+        for (size_t q = dims.size(); q-- > 0;) {
+          off += st[q];
+          if (++idx[q] < dims[q]) break;
+          off -= dims[q] * st[q];
+          idx[q] = 0;
+        }
+      }
+    };
+    auto concat = [](std::vector<int> a, const std::vector<int>& b, const std::vector<int>& c) {
+      a.insert(a.end(), b.begin(), b.end());
+      a.insert(a.end(), c.begin(), c.end());
+      return a;
+    };
+    NIMBLE_ASSIGN_OR_RETURN(Tensor a, Tensor::Empty(DType::kF32, {bt, mm, kk}, ctx.allocator));
+    NIMBLE_ASSIGN_OR_RETURN(Tensor b, Tensor::Empty(DType::kF32, {bt, kk, nn}, ctx.allocator));
+    NIMBLE_ASSIGN_OR_RETURN(Tensor c, Tensor::Empty(DType::kF32, {bt, mm, nn}, ctx.allocator));
+    pack(0, concat(batch, m, k), a.data<float>());
+    pack(1, concat(batch, k, n), b.data<float>());
+    NIMBLE_ASSIGN_OR_RETURN(MatMulPlan plan, PlanMatMul(op(), a.shape(), b.shape(), false, false));
+    NIMBLE_RETURN_IF_ERROR(MatMulF32(ctx, cache_, plan, a.data<float>(), b.data<float>(),
+                                     c.data<float>(), Epilogue(), op()));
+    // c is in (batch, m, n) label order; scatter it to the output's order.
+    const std::vector<int> c_labels = concat(batch, m, n);
+    Shape c_stride_of(nl, 0);
+    {
+      int64_t stride = 1;
+      for (size_t q = c_labels.size(); q-- > 0;) {
+        c_stride_of[c_labels[q]] = stride;
+        stride *= spec.dims[c_labels[q]];
+      }
+    }
+    Shape dims, st;
+    for (int l : spec.output) {
+      dims.push_back(spec.dims[l]);
+      st.push_back(c_stride_of[l]);
+    }
+    const float* src = c.data<float>();
+    float* dst = out.data<float>();
+    Shape idx(dims.size(), 0);
+    int64_t off = 0;
+    for (int64_t e = 0; e < out.num_elements(); ++e) {
+      dst[e] = src[off];
+      for (size_t q = dims.size(); q-- > 0;) {
+        off += st[q];
+        if (++idx[q] < dims[q]) break;
+        off -= dims[q] * st[q];
+        idx[q] = 0;
+      }
+    }
+    return true;
+  }
+
+  absl::Status Compute(const KernelContext& ctx, absl::Span<const Tensor> inputs,
+                       const Tensor& out) const override {
+    NIMBLE_ASSIGN_OR_RETURN(EinsumSpec spec, Parse(inputs));
+    if (out.num_elements() == 0) return absl::OkStatus();
+    NIMBLE_ASSIGN_OR_RETURN(bool done, TryMatMul(ctx, spec, inputs, out));
+    if (done) return absl::OkStatus();
+    switch (out.dtype()) {
+      case DType::kF32:
+        Reference<float, double>(spec, inputs, out);
+        break;
+      case DType::kF64:
+        Reference<double, double>(spec, inputs, out);
+        break;
+      case DType::kI32:
+        Reference<int32_t, int64_t>(spec, inputs, out);
+        break;
+      case DType::kI64:
+        Reference<int64_t, int64_t>(spec, inputs, out);
+        break;
+      default:
+        return absl::InvalidArgumentError(
+            absl::StrCat("Einsum: element type ", DTypeName(out.dtype()), " is not supported"));
+    }
+    return absl::OkStatus();
+  }
+
+  const std::string equation_;
+  PrimitiveCache cache_;
+};
+
 template <typename K, typename... Args>
 absl::StatusOr<KernelPtr> Make(Args&&... args) {
   return KernelPtr(new K(std::forward<Args>(args)...));
@@ -1278,6 +1598,10 @@ void RegisterLinalgKernels(KernelRegistry& registry) {
                             a.GetOr<int64_t>("transA", 0) != 0, a.GetOr<int64_t>("transB", 0) != 0);
   });
   reg("MatMulInteger", [](const Attributes&) { return Make<MatMulIntegerKernel>(); });
+  reg("Einsum", [](const Attributes& a) -> absl::StatusOr<KernelPtr> {
+    NIMBLE_ASSIGN_OR_RETURN(std::string equation, a.Get<std::string>("equation"));
+    return Make<EinsumKernel>(std::move(equation));
+  });
   reg("Conv", [](const Attributes& a) -> absl::StatusOr<KernelPtr> {
     NIMBLE_ASSIGN_OR_RETURN(WindowAttrs w, WindowAttrs::Parse(a));
     return Make<ConvKernel>(std::move(w), a.GetOr<int64_t>("group", 1));

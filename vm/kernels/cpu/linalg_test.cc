@@ -481,6 +481,60 @@ TEST(PoolTest, OnnxExamples) {
   EXPECT_THAT(Values<float>(out[0]), ElementsAre(2, 5, 3));
 }
 
+TEST(ConvTransposeTest, OutputShapeAndPadsAttributes) {
+  Tensor x = F(Random(9, 1), {1, 1, 3, 3});
+  Tensor w = F(Random(18, 2), {1, 2, 3, 3});
+  auto shape_of = [&](Attributes a) -> Shape {
+    auto kernel = KernelRegistry::Global().Create("ConvTranspose", kCpu.type, a);
+    Shape s;
+    EXPECT_THAT((*kernel)->OutputShapes({x, w}, absl::MakeSpan(&s, 1)), IsOk());
+    return s;
+  };
+  // ONNX convtranspose_output_shape and convtranspose_pads.
+  EXPECT_THAT(shape_of(Attrs({{"strides", std::vector<int64_t>{3, 2}},
+                              {"output_shape", std::vector<int64_t>{10, 8}}})),
+              ElementsAre(1, 2, 10, 8));
+  EXPECT_THAT(shape_of(Attrs({{"strides", std::vector<int64_t>{3, 2}},
+                              {"pads", std::vector<int64_t>{1, 2, 1, 2}}})),
+              ElementsAre(1, 2, 7, 3));
+  EXPECT_THAT(shape_of(Attrs({{"strides", std::vector<int64_t>{2, 2}},
+                              {"auto_pad", std::string("SAME_UPPER")}})),
+              ElementsAre(1, 2, 6, 6));
+  // output_shape [10, 8] equals output_padding [1, 1] on the unpadded result (9 + 1, 7 + 1).
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto a, RunOp("ConvTranspose",
+                                            Attrs({{"strides", std::vector<int64_t>{3, 2}},
+                                                   {"output_shape", std::vector<int64_t>{10, 8}}}),
+                                            {x, w}));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto b, RunOp("ConvTranspose",
+                                            Attrs({{"strides", std::vector<int64_t>{3, 2}},
+                                                   {"output_padding", std::vector<int64_t>{1, 1}}}),
+                                            {x, w}));
+  ExpectNear(Values<float>(a[0]), Values<float>(b[0]));
+}
+
+TEST(PoolTest, SameUpperAndLower) {
+  std::vector<float> x(25);
+  for (int i = 0; i < 25; ++i) x[i] = static_cast<float>(i + 1);
+  // ONNX maxpool_2d_same_upper.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("MaxPool",
+                                              Attrs({{"kernel_shape", std::vector<int64_t>{3, 3}},
+                                                     {"strides", std::vector<int64_t>{2, 2}},
+                                                     {"auto_pad", std::string("SAME_UPPER")}}),
+                                              {F(x, {1, 1, 5, 5})}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(7, 9, 10, 17, 19, 20, 22, 24, 25));
+  // ONNX averagepool_2d_same_lower (kernel 2, stride 1 on 32x32 in the original; 5x5 here):
+  // the first row and column average a single padded-out neighbour away.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, RunOp("AveragePool",
+                                         Attrs({{"kernel_shape", std::vector<int64_t>{2, 2}},
+                                                {"auto_pad", std::string("SAME_LOWER")}}),
+                                         {F(x, {1, 1, 5, 5})}));
+  EXPECT_THAT(out[0].shape(), ElementsAre(1, 1, 5, 5));
+  const auto got = Values<float>(out[0]);
+  EXPECT_NEAR(got[0], 1.0f, 1e-6);                    // only x[0,0]
+  EXPECT_NEAR(got[1], 1.5f, 1e-6);                    // x[0,0], x[0,1]
+  EXPECT_NEAR(got[6], (1 + 2 + 6 + 7) / 4.0f, 1e-6);  // full window
+}
+
 TEST(PoolTest, Global) {
   Tensor x = F({1, 2, 3, 4, -1, -2, -3, -8}, {1, 2, 2, 2});
   NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("GlobalAveragePool", {}, {x}));
@@ -488,6 +542,74 @@ TEST(PoolTest, Global) {
   EXPECT_THAT(Values<float>(out[0]), ElementsAre(2.5, -3.5));
   NIMBLE_ASSERT_OK_AND_ASSIGN(out, RunOp("GlobalMaxPool", {}, {x}));
   EXPECT_THAT(Values<float>(out[0]), ElementsAre(4, -1));
+}
+
+TEST(EinsumTest, ProductsMatchMatMul) {
+  auto einsum = [](const std::string& eq, std::vector<Tensor> inputs) {
+    return RunOp("Einsum", Attrs({{"equation", eq}}), std::move(inputs));
+  };
+  const auto a = Random(2 * 3 * 4, 1), b = Random(2 * 4 * 5, 2);
+  Shape shape;
+  const auto want = NaiveMatMul(a, {2, 3, 4}, b, {2, 4, 5}, &shape);
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, einsum("bij,bjk->bik", {F(a, {2, 3, 4}), F(b, {2, 4, 5})}));
+  EXPECT_THAT(out[0].shape(), ElementsAre(2, 3, 5));
+  ExpectNear(Values<float>(out[0]), want);
+  // Output order permuted: bik -> kbi.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, einsum("bij,bjk->kbi", {F(a, {2, 3, 4}), F(b, {2, 4, 5})}));
+  EXPECT_THAT(out[0].shape(), ElementsAre(5, 2, 3));
+  const auto got = Values<float>(out[0]);
+  for (int64_t bb = 0; bb < 2; ++bb) {
+    for (int64_t i = 0; i < 3; ++i) {
+      for (int64_t k = 0; k < 5; ++k) {
+        EXPECT_NEAR(got[(k * 2 + bb) * 3 + i], want[(bb * 3 + i) * 5 + k], 1e-4);
+      }
+    }
+  }
+  // Attention scores: q·k^T over d.
+  const auto q = Random(1 * 2 * 3 * 4, 3), kt = Random(1 * 2 * 5 * 4, 4);
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out,
+                              einsum("bhid,bhjd->bhij", {F(q, {1, 2, 3, 4}), F(kt, {1, 2, 5, 4})}));
+  EXPECT_THAT(out[0].shape(), ElementsAre(1, 2, 3, 5));
+  EXPECT_NEAR(Values<float>(out[0])[1 * 15 + 2 * 5 + 4],
+              q[(1 * 3 + 2) * 4 + 0] * kt[(1 * 5 + 4) * 4 + 0] +
+                  q[(1 * 3 + 2) * 4 + 1] * kt[(1 * 5 + 4) * 4 + 1] +
+                  q[(1 * 3 + 2) * 4 + 2] * kt[(1 * 5 + 4) * 4 + 2] +
+                  q[(1 * 3 + 2) * 4 + 3] * kt[(1 * 5 + 4) * 4 + 3],
+              1e-5);
+  // Broadcast ellipsis, implicit output: same as MatMul.
+  const auto e1 = Random(2 * 1 * 3 * 4, 5), e2 = Random(5 * 4 * 2, 6);
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, einsum("...ij,...jk", {F(e1, {2, 1, 3, 4}), F(e2, {5, 4, 2})}));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto mm,
+                              RunOp("MatMul", {}, {F(e1, {2, 1, 3, 4}), F(e2, {5, 4, 2})}));
+  EXPECT_EQ(out[0].shape(), mm[0].shape());
+  ExpectNear(Values<float>(out[0]), Values<float>(mm[0]));
+}
+
+TEST(EinsumTest, ReferenceCases) {
+  auto einsum = [](const std::string& eq, std::vector<Tensor> inputs) {
+    return RunOp("Einsum", Attrs({{"equation", eq}}), std::move(inputs));
+  };
+  Tensor m = F({1, 2, 3, 4, 5, 6, 7, 8, 9}, {3, 3});
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, einsum("ii->i", {m}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(1, 5, 9));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, einsum("ii", {m}));
+  EXPECT_EQ(out[0].rank(), 0);
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(15));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, einsum("ij->ji", {F({1, 2, 3, 4, 5, 6}, {2, 3})}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(1, 4, 2, 5, 3, 6));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, einsum("ij->i", {F({1, 2, 3, 4, 5, 6}, {2, 3})}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(6, 15));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, einsum("i,i", {F({1, 2, 3}, {3}), F({4, 5, 6}, {3})}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(32));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, einsum("ij,ij->ij", {F({1, 2, 3, 4}, {2, 2}), F({5, 6, 7, 8}, {2, 2})}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(5, 12, 21, 32));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, einsum("i,j->ij", {I({1, 2}, {2}), I({3, 4, 5}, {3})}));
+  EXPECT_THAT(Values<int64_t>(out[0]), ElementsAre(3, 4, 5, 6, 8, 10));
+  EXPECT_THAT(einsum("ij,jk->ik", {F({1, 2}, {1, 2}), F({1, 2, 3}, {3, 1})}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("expected 2")));
+  EXPECT_THAT(einsum("ij->k", {F({1, 2}, {1, 2})}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bad output label")));
 }
 
 // One kernel instance, many threads, several shapes: the primitive cache must stay consistent.

@@ -730,8 +730,11 @@ class SliceKernel final : public SingleOutputKernel {
     for (size_t i = 0; i < norm.size(); ++i) {
       const int a = norm[i];
       const int64_t dim = x.dim(a);
-      const int64_t step = steps[i];
+      int64_t step = steps[i];
       if (step == 0) return absl::InvalidArgumentError("Slice: step is 0");
+      // A step as long as the dim picks at most one element; clamping keeps the stride
+      // arithmetic below from overflowing on steps like INT64_MIN.
+      step = std::clamp<int64_t>(step, -std::max<int64_t>(dim, 1), std::max<int64_t>(dim, 1));
       int64_t start = starts[i];
       int64_t end = ends[i];
       if (start < 0) start += dim;
@@ -903,7 +906,10 @@ class PadKernel final : public SingleOutputKernel {
     const Tensor& x = inputs[0];
     Shape out = x.shape();
     for (int i = 0; i < x.rank(); ++i) {
-      out[i] += pads.first[i] + pads.second[i];
+      if (__builtin_add_overflow(out[i], pads.first[i], &out[i]) ||
+          __builtin_add_overflow(out[i], pads.second[i], &out[i])) {
+        return absl::InvalidArgumentError("Pad: pads are too large");
+      }
       if (out[i] < 0) {
         return absl::InvalidArgumentError(
             absl::StrCat("Pad: pads crop dim ", i, " of ", x.TypeString(), " below zero"));
@@ -1422,7 +1428,9 @@ void RegisterTensorKernels(KernelRegistry& registry) {
   auto space_depth = [](bool to_space) {
     return [to_space](const Attributes& a) -> absl::StatusOr<KernelPtr> {
       NIMBLE_ASSIGN_OR_RETURN(int64_t blocksize, a.Get<int64_t>("blocksize"));
-      if (blocksize <= 0) return absl::InvalidArgumentError("blocksize must be positive");
+      if (blocksize <= 0 || blocksize > (1 << 20)) {
+        return absl::InvalidArgumentError(absl::StrCat("invalid blocksize ", blocksize));
+      }
       const std::string mode = a.GetOr<std::string>("mode", "DCR");
       if (mode != "DCR" && mode != "CRD") {
         return absl::InvalidArgumentError(absl::StrCat("unknown mode '", mode, "'"));

@@ -235,6 +235,15 @@ TEST(SliceTest, StepsAndClamping) {
       out, RunOp("Slice", {}, {x, I({100}, {1}), I({2}, {1}), I({1}, {1}), I({-1}, {1})}));
   EXPECT_THAT(out[0].shape(), ElementsAre(4, 2));
   EXPECT_THAT(Values<float>(out[0]), ElementsAre(4, 3, 9, 8, 14, 13, 19, 18));
+  // Extreme steps pick one element.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out,
+      RunOp("Slice", {}, {x, I({-1}, {1}), I({INT64_MIN}, {1}), I({1}, {1}), I({INT64_MIN}, {1})}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(4, 9, 14, 19));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out,
+      RunOp("Slice", {}, {x, I({1}, {1}), I({INT64_MAX}, {1}), I({0}, {1}), I({INT64_MAX}, {1})}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(5, 6, 7, 8, 9));
   // Empty result.
   NIMBLE_ASSERT_OK_AND_ASSIGN(Shape s, OutShape("Slice", {}, {x, I({3}, {1}), I({1}, {1})}));
   EXPECT_THAT(s, ElementsAre(0, 5));

@@ -33,12 +33,14 @@ absl::StatusOr<vm::Tensor> ConstantNodeValue(const Node& node) {
     return t;
   }
   if (auto ss = a.Get<std::vector<std::string>>("value_strings"); ss.ok()) {
-    NIMBLE_ASSIGN_OR_RETURN(vm::Tensor t, vm::Tensor::Empty(vm::DType::kString,
-                                                            {static_cast<int64_t>(ss->size())}));
+    NIMBLE_ASSIGN_OR_RETURN(
+        vm::Tensor t, vm::Tensor::Empty(vm::DType::kString, {static_cast<int64_t>(ss->size())}));
     for (size_t i = 0; i < ss->size(); ++i) t.data<std::string>()[i] = (*ss)[i];
     return t;
   }
-  return absl::UnimplementedError(absl::StrCat(node.Describe(), ": Constant without a supported value attribute (sparse_value is not supported)"));
+  return absl::UnimplementedError(absl::StrCat(
+      node.Describe(),
+      ": Constant without a supported value attribute (sparse_value is not supported)"));
 }
 
 bool Foldable(const Node& node) {

@@ -20,10 +20,11 @@ std::optional<FusedOp> FusedOpOf(const Node& n) {
       {"Div", FusedOp::kDiv}, {"Max", FusedOp::kMax}, {"Min", FusedOp::kMin},
       {"Pow", FusedOp::kPow}};
   static const std::map<std::string, FusedOp> kUnary = {
-      {"Neg", FusedOp::kNeg},         {"Exp", FusedOp::kExp},   {"Log", FusedOp::kLog},
-      {"Sqrt", FusedOp::kSqrt},       {"Tanh", FusedOp::kTanh}, {"Erf", FusedOp::kErf},
-      {"Sigmoid", FusedOp::kSigmoid}, {"Relu", FusedOp::kRelu}, {"Abs", FusedOp::kAbs},
-      {"Reciprocal", FusedOp::kReciprocal}};
+      {"Neg", FusedOp::kNeg},         {"Exp", FusedOp::kExp},
+      {"Log", FusedOp::kLog},         {"Sqrt", FusedOp::kSqrt},
+      {"Tanh", FusedOp::kTanh},       {"Erf", FusedOp::kErf},
+      {"Sigmoid", FusedOp::kSigmoid}, {"Relu", FusedOp::kRelu},
+      {"Abs", FusedOp::kAbs},         {"Reciprocal", FusedOp::kReciprocal}};
   if (auto it = kBinary.find(n.op_type()); it != kBinary.end() && n.num_inputs() == 2) {
     return it->second;
   }
@@ -119,8 +120,8 @@ absl::StatusOr<int> FuseElementwise(Module& module) {
       program.insert(program.end(), {static_cast<int64_t>(op), dst, a, b});
       slot_of[n->output(0)] = dst;
     }
-    program.insert(program.end(), {static_cast<int64_t>(FusedOp::kStore), 0,
-                                   slot_of[root->output(0)], 0});
+    program.insert(program.end(),
+                   {static_cast<int64_t>(FusedOp::kStore), 0, slot_of[root->output(0)], 0});
     too_big = next_slot > vm::kFusedProgramMaxSlots;
     if (too_big) continue;  // rare; the ops then run one by one
     Node* fused = g.AddNode("FusedElementwise", inputs, 1, root->name() + "/fused");

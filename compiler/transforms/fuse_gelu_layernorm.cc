@@ -40,7 +40,8 @@ const Value* MatchGelu(const Node& root, const UseCounts& uses) {
       const Node* div = ProducerOf(a, "Div");
       const Node* scale = ProducerOf(a, "Mul");
       if (uses(a) != 1) continue;
-      if (div && div->input(0) == x && Near(ScalarConstant(div->input(1)), std::sqrt(2.0))) return x;
+      if (div && div->input(0) == x && Near(ScalarConstant(div->input(1)), std::sqrt(2.0)))
+        return x;
       if (scale && Other(scale, x) && Near(ScalarConstant(Other(scale, x)), 1.0 / std::sqrt(2.0))) {
         return x;
       }
@@ -99,8 +100,9 @@ std::optional<LayerNormMatch> MatchLayerNorm(const Node& root, const UseCounts& 
       if (!eps || !var_mean || !ReducesLastAxisOnly(*var_mean, rank)) continue;
       const Node* pow = ProducerOf(var_mean->input(0), "Pow");
       const Node* square = ProducerOf(var_mean->input(0), "Mul");
-      const bool squares_d = (pow && pow->input(0) == d && Near(ScalarConstant(pow->input(1)), 2.0)) ||
-                             (square && square->input(0) == d && square->input(1) == d);
+      const bool squares_d =
+          (pow && pow->input(0) == d && Near(ScalarConstant(pow->input(1)), 2.0)) ||
+          (square && square->input(0) == d && square->input(1) == d);
       // d is read by the squaring and by the division only.
       if (!squares_d || uses(d) != 2) continue;
       const int64_t last = x->tensor_type().dims->back() && x->tensor_type().dims->back()->IsConst()
@@ -135,10 +137,10 @@ absl::StatusOr<int> FuseGeluAndLayerNorm(Module& module) {
       continue;
     }
     if (auto m = MatchLayerNorm(*node, uses)) {
-      Node* ln = g.AddNode("LayerNormalization",
-                           {const_cast<Value*>(m->x), const_cast<Value*>(m->gamma),
-                            const_cast<Value*>(m->beta)},
-                           1, node->name() + "/layernorm");
+      Node* ln = g.AddNode(
+          "LayerNormalization",
+          {const_cast<Value*>(m->x), const_cast<Value*>(m->gamma), const_cast<Value*>(m->beta)}, 1,
+          node->name() + "/layernorm");
       ln->set_opset(17);
       ln->attrs().Set("axis", int64_t{-1});
       ln->attrs().Set("epsilon", m->epsilon);

@@ -54,7 +54,8 @@ absl::StatusOr<int> FuseMatMulEpilogues(Module& module) {
     Value* residual = nullptr;
     std::string activation;
     // Bias.
-    if (Node* add = SoleConsumer(g, out, uses); add && add->op_type() == "Add" && add->domain().empty()) {
+    if (Node* add = SoleConsumer(g, out, uses);
+        add && add->op_type() == "Add" && add->domain().empty()) {
       Value* other = add->input(0) == out ? add->input(1) : add->input(0);
       if (IsConstantVector(other, n_out) && other->constant()->rank() == 1 &&
           other->constant()->dtype() == vm::DType::kF32) {
@@ -68,7 +69,8 @@ absl::StatusOr<int> FuseMatMulEpilogues(Module& module) {
       out = act->output(0);
     }
     // Residual: an Add of a tensor of exactly the output's type.
-    if (Node* add = SoleConsumer(g, out, uses); add && add->op_type() == "Add" && add->domain().empty()) {
+    if (Node* add = SoleConsumer(g, out, uses);
+        add && add->op_type() == "Add" && add->domain().empty()) {
       Value* other = add->input(0) == out ? add->input(1) : add->input(0);
       if (other != out && SameTensorType(other, out)) {
         residual = other;
@@ -76,9 +78,9 @@ absl::StatusOr<int> FuseMatMulEpilogues(Module& module) {
       }
     }
     if (out == mm->output(0)) continue;  // nothing to fuse
-    Node* fused_node = g.AddNode("FusedMatMul",
-                                 {const_cast<Value*>(a), const_cast<Value*>(w), bias, residual}, 1,
-                                 mm->name() + "/fused");
+    Node* fused_node =
+        g.AddNode("FusedMatMul", {const_cast<Value*>(a), const_cast<Value*>(w), bias, residual}, 1,
+                  mm->name() + "/fused");
     fused_node->attrs().Set("transB", int64_t{0});
     fused_node->attrs().Set("alpha", 1.0);
     fused_node->attrs().Set("activation", activation);

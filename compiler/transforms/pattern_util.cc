@@ -7,11 +7,16 @@ std::optional<double> ScalarConstant(const Value* v) {
   const vm::Tensor& t = *v->constant();
   if (t.num_elements() != 1) return std::nullopt;
   switch (t.dtype()) {
-    case vm::DType::kF32: return *t.data<float>();
-    case vm::DType::kF64: return *t.data<double>();
-    case vm::DType::kI64: return static_cast<double>(*t.data<int64_t>());
-    case vm::DType::kI32: return *t.data<int32_t>();
-    default: return std::nullopt;
+    case vm::DType::kF32:
+      return *t.data<float>();
+    case vm::DType::kF64:
+      return *t.data<double>();
+    case vm::DType::kI64:
+      return static_cast<double>(*t.data<int64_t>());
+    case vm::DType::kI32:
+      return *t.data<int32_t>();
+    default:
+      return std::nullopt;
   }
 }
 

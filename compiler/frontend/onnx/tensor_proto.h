@@ -1,0 +1,64 @@
+// ONNX TensorProto <-> vm::Tensor, and readers for the serialized test data of the ONNX backend
+// suite (test_data_set_*/input_*.pb: a TensorProto, SequenceProto or OptionalProto each).
+//
+// Model data is untrusted: every size is checked against the bytes actually present before
+// anything is allocated, so a proto that claims a [1e12] tensor with no data is an error, not an
+// allocation. External data files must lie inside the model's directory.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "compiler/frontend/onnx/onnx.pb.h"
+#include "vm/runtime/dtype.h"
+#include "vm/runtime/tensor.h"
+
+namespace nimble::compiler {
+
+// ONNX TensorProto.DataType -> DType. kUnimplemented (naming the type) for types Nimble has no
+// DType for (complex, float8, int4/uint4, float4, int2/uint2); kInvalidArgument for UNDEFINED
+// and unknown numbers.
+absl::StatusOr<vm::DType> DTypeFromOnnx(int onnx_type);
+// DType -> ONNX TensorProto.DataType; 0 (UNDEFINED) for kInvalid.
+int OnnxFromDType(vm::DType dtype);
+// "FLOAT", "FLOAT8E4M3FN", ..., or "<n>" for unknown numbers.
+std::string OnnxDataTypeName(int onnx_type);
+
+// The tensor a TensorProto holds, on the host. Reads whichever storage field the data type
+// uses (float_data, int32_data, int64_data, uint64_data, double_data, string_data), raw_data
+// (little-endian) or external data. `model_dir` is the directory external data paths are
+// relative to; external data is an error when it is empty.
+absl::StatusOr<vm::Tensor> TensorFromProto(const nimble::onnx::TensorProto& proto,
+                                           const std::string& model_dir);
+
+// Writes a host tensor as dims + data_type + raw_data (string_data for strings). Does not touch
+// proto->name().
+absl::Status TensorToProto(const vm::Tensor& tensor, nimble::onnx::TensorProto* proto);
+
+// Elements of a SequenceProto of tensors.
+absl::StatusOr<std::vector<vm::Tensor>> SequenceFromProto(const nimble::onnx::SequenceProto& proto,
+                                                          const std::string& model_dir);
+
+// The value of an OptionalProto of a tensor or a sequence of tensors.
+struct OptionalData {
+  enum class Kind { kNone, kTensor, kSequence };
+  Kind kind = Kind::kNone;
+  vm::Tensor tensor;                 // kTensor
+  std::vector<vm::Tensor> sequence;  // kSequence
+};
+absl::StatusOr<OptionalData> OptionalFromProto(const nimble::onnx::OptionalProto& proto,
+                                               const std::string& model_dir);
+
+// A file holding one serialized TensorProto / SequenceProto / OptionalProto. External data is
+// resolved relative to the file's directory.
+absl::StatusOr<vm::Tensor> ReadTensorProtoFile(const std::string& path);
+absl::StatusOr<std::vector<vm::Tensor>> ReadSequenceProtoFile(const std::string& path);
+absl::StatusOr<OptionalData> ReadOptionalProtoFile(const std::string& path);
+
+// The whole file; kNotFound when it cannot be opened, kResourceExhausted when it is larger
+// than `max_bytes`.
+absl::StatusOr<std::string> ReadFileToString(const std::string& path, int64_t max_bytes);
+
+}  // namespace nimble::compiler

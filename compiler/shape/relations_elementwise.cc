@@ -1,0 +1,396 @@
+// Elementwise operators: unary (same type, or bool for predicates), binary and variadic with
+// multidirectional broadcasting, Where, Cast/CastLike, Clip, Dropout, Identity. Integer
+// arithmetic on shape tensors also propagates symbolic values (Add/Sub/Mul/Div/Mod/Neg/Max/Min,
+// comparisons and Where on known values), so shape computations stay symbolic.
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "compiler/shape/broadcast.h"
+#include "compiler/shape/dim_util.h"
+#include "compiler/shape/relations_internal.h"
+
+namespace nimble::compiler {
+namespace {
+
+using SymbolicFn = std::function<std::optional<DimExpr>(DimContext&, const std::vector<DimExpr>&)>;
+
+// Applies `fn` elementwise over the symbolic values of `inputs` (rank <= 1, broadcast by
+// length); nullopt when a value is unknown or `fn` cannot tell.
+std::optional<std::vector<DimExpr>> ZipSymbolic(InferenceContext& ctx,
+                                                const std::vector<int>& inputs,
+                                                const SymbolicFn& fn) {
+  std::vector<std::vector<DimExpr>> values;
+  size_t n = 1;
+  for (int i : inputs) {
+    const Type* t = ctx.input_type(i);
+    if (t == nullptr || !t->is_tensor() || !t->tensor.has_rank() || t->tensor.rank() > 1) {
+      return std::nullopt;
+    }
+    std::optional<std::vector<DimExpr>> v = ctx.InputSymbolicValue(i);
+    if (!v || v->empty()) return std::nullopt;
+    if (v->size() != 1) {
+      if (n != 1 && n != v->size()) return std::nullopt;
+      n = v->size();
+    }
+    values.push_back(std::move(*v));
+  }
+  std::vector<DimExpr> out;
+  for (size_t k = 0; k < n; ++k) {
+    std::vector<DimExpr> args;
+    for (const std::vector<DimExpr>& v : values) args.push_back(v.size() == 1 ? v[0] : v[k]);
+    std::optional<DimExpr> r = fn(ctx.dims(), args);
+    if (!r) return std::nullopt;
+    out.push_back(std::move(*r));
+  }
+  return out;
+}
+
+bool ShapeIntegral(vm::DType d) { return d == vm::DType::kI64 || d == vm::DType::kI32; }
+
+// Symbolic arithmetic ------------------------------------------------------------------------
+
+std::optional<DimExpr> SymAdd(DimContext&, const std::vector<DimExpr>& a) {
+  return CheckedAdd(a[0], a[1]);
+}
+std::optional<DimExpr> SymSub(DimContext&, const std::vector<DimExpr>& a) {
+  return CheckedSub(a[0], a[1]);
+}
+std::optional<DimExpr> SymMul(DimContext&, const std::vector<DimExpr>& a) {
+  return CheckedMul(a[0], a[1]);
+}
+std::optional<DimExpr> SymDiv(DimContext& dims, const std::vector<DimExpr>& a) {
+  if (a[0].IsConst() && a[1].IsConst()) {
+    const int64_t x = a[0].ConstValue(), y = a[1].ConstValue();
+    if (y == 0 || (x == INT64_MIN && y == -1)) return std::nullopt;
+    return DimExpr::Const(x / y);  // C semantics (truncation), as the kernels do
+  }
+  // Truncation equals floor division for a non-negative dividend and a positive divisor.
+  if (!dims.ProvablyNonNegative(a[0]) || !ProvablyPositive(dims, a[1])) return std::nullopt;
+  if (std::optional<DimExpr> q = ExactDiv(a[0], a[1])) return q;
+  return dims.FloorDiv(a[0], a[1]);
+}
+std::optional<DimExpr> SymMod(DimContext& dims, const std::vector<DimExpr>& a) {
+  // Integer Mod with fmod=0 takes the sign of the divisor: floor modulo, as DimContext::Mod.
+  if (a[1].IsConst() && a[1].ConstValue() == 0) return std::nullopt;
+  if (!a[1].IsConst() && !ProvablyPositive(dims, a[1])) return std::nullopt;
+  return dims.Mod(a[0], a[1]);
+}
+std::optional<DimExpr> SymMax(DimContext& dims, const std::vector<DimExpr>& a) {
+  DimExpr r = a[0];
+  for (size_t i = 1; i < a.size(); ++i) r = dims.Max(r, a[i]);
+  return r;
+}
+std::optional<DimExpr> SymMin(DimContext& dims, const std::vector<DimExpr>& a) {
+  DimExpr r = a[0];
+  for (size_t i = 1; i < a.size(); ++i) r = dims.Min(r, a[i]);
+  return r;
+}
+std::optional<DimExpr> SymSum(DimContext&, const std::vector<DimExpr>& a) {
+  DimExpr r;
+  for (const DimExpr& x : a) {
+    std::optional<DimExpr> next = CheckedAdd(r, x);
+    if (!next) return std::nullopt;
+    r = *next;
+  }
+  return r;
+}
+std::optional<DimExpr> Bool(bool b) { return DimExpr::Const(b ? 1 : 0); }
+std::optional<DimExpr> SymEqual(DimContext& dims, const std::vector<DimExpr>& a) {
+  if (a[0] == a[1]) return Bool(true);
+  if (ProvablyNotEqual(dims, a[0], a[1])) return Bool(false);
+  return std::nullopt;
+}
+// a < b
+std::optional<DimExpr> SymLess(DimContext& dims, const DimExpr& a, const DimExpr& b) {
+  if (dims.ProvablyLessEqual(a + DimExpr::Const(1), b)) return Bool(true);
+  if (dims.ProvablyLessEqual(b, a)) return Bool(false);
+  return std::nullopt;
+}
+std::optional<DimExpr> SymWhere(DimContext&, const std::vector<DimExpr>& a) {
+  if (!a[0].IsConst()) return std::nullopt;
+  return a[0].ConstValue() != 0 ? a[1] : a[2];
+}
+
+// Relations ----------------------------------------------------------------------------------
+
+// Output i has input 0's type (any type for Identity).
+absl::Status SameAsInput(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  ctx.SetOutput(0, *x);
+  return absl::OkStatus();
+}
+
+absl::Status IdentityRelation(InferenceContext& ctx) {
+  const Type* t = ctx.input_type(0);
+  if (t == nullptr) return absl::InvalidArgumentError("input 0 is missing");
+  ctx.SetOutputType(0, *t);
+  if (std::optional<std::vector<DimExpr>> v = ctx.InputSymbolicValue(0)) {
+    ctx.SetOutputSymbolicValue(0, *v);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NegRelation(InferenceContext& ctx) {
+  NIMBLE_RETURN_IF_ERROR(SameAsInput(ctx));
+  const TensorType* x = *ctx.InputTensor(0);
+  if (ShapeIntegral(x->dtype)) {
+    if (auto v = ZipSymbolic(ctx, {0}, [](DimContext&, const std::vector<DimExpr>& a) {
+          return std::optional<DimExpr>(-a[0]);
+        })) {
+      ctx.SetOutputSymbolicValue(0, *v);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AbsRelation(InferenceContext& ctx) {
+  NIMBLE_RETURN_IF_ERROR(SameAsInput(ctx));
+  const TensorType* x = *ctx.InputTensor(0);
+  if (ShapeIntegral(x->dtype)) {
+    if (auto v = ZipSymbolic(ctx, {0}, [](DimContext& dims, const std::vector<DimExpr>& a) {
+          if (dims.ProvablyNonNegative(a[0])) return std::optional<DimExpr>(a[0]);
+          if (dims.ProvablyLessEqual(a[0], DimExpr())) return std::optional<DimExpr>(-a[0]);
+          return std::optional<DimExpr>();
+        })) {
+      ctx.SetOutputSymbolicValue(0, *v);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PredicateRelation(InferenceContext& ctx) {  // IsNaN, IsInf
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  ctx.SetOutput(0, TensorType{vm::DType::kBool, x->dims});
+  return absl::OkStatus();
+}
+
+absl::Status NotRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  if (x->dtype != vm::DType::kBool) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Not needs a bool input, got ", vm::DTypeName(x->dtype)));
+  }
+  ctx.SetOutput(0, *x);
+  if (auto v = ZipSymbolic(ctx, {0}, [](DimContext&, const std::vector<DimExpr>& a) {
+        if (!a[0].IsConst()) return std::optional<DimExpr>();
+        return Bool(a[0].ConstValue() == 0);
+      })) {
+    ctx.SetOutputSymbolicValue(0, *v);
+  }
+  return absl::OkStatus();
+}
+
+enum class BinaryKind {
+  kArith,    // same dtype in and out
+  kPow,      // base and exponent may differ; output has the base's dtype
+  kLogical,  // bool in, bool out
+  kCompare,  // same dtype in, bool out
+  kBitwise,  // same integer dtype in and out
+};
+
+// Broadcast of all present inputs; output dtype by kind.
+absl::Status Broadcasting(InferenceContext& ctx, BinaryKind kind, const SymbolicFn& symbolic) {
+  NIMBLE_ASSIGN_OR_RETURN(std::vector<const TensorType*> ins, AllInputTensors(ctx));
+  if (ins.empty()) return absl::InvalidArgumentError("needs at least one input");
+  if (kind != BinaryKind::kPow) {
+    for (size_t i = 1; i < ins.size(); ++i) {
+      if (ins[i]->dtype != ins[0]->dtype) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("input ", i, " has element type ", vm::DTypeName(ins[i]->dtype),
+                         " but input 0 has ", vm::DTypeName(ins[0]->dtype)));
+      }
+    }
+  }
+  if (kind == BinaryKind::kLogical && ins[0]->dtype != vm::DType::kBool) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("needs bool inputs, got ", vm::DTypeName(ins[0]->dtype)));
+  }
+  if (kind == BinaryKind::kBitwise && !IsIntegral(ins[0]->dtype)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("needs integer inputs, got ", vm::DTypeName(ins[0]->dtype)));
+  }
+  NIMBLE_ASSIGN_OR_RETURN(std::optional<std::vector<Dim>> dims, BroadcastShapes(ctx, ins));
+  const vm::DType out_dtype = (kind == BinaryKind::kCompare || kind == BinaryKind::kLogical)
+                                  ? vm::DType::kBool
+                                  : ins[0]->dtype;
+  ctx.SetOutput(0, TensorType{out_dtype, std::move(dims)});
+  if (symbolic && (ShapeIntegral(ins[0]->dtype) || ins[0]->dtype == vm::DType::kBool)) {
+    std::vector<int> idx;
+    for (int i = 0; i < ctx.num_inputs(); ++i) {
+      if (ctx.has_input(i)) idx.push_back(i);
+    }
+    if (auto v = ZipSymbolic(ctx, idx, symbolic)) ctx.SetOutputSymbolicValue(0, *v);
+  }
+  return absl::OkStatus();
+}
+
+TypeRelation BroadcastRelation(BinaryKind kind, SymbolicFn symbolic = nullptr) {
+  return [kind, symbolic](InferenceContext& ctx) { return Broadcasting(ctx, kind, symbolic); };
+}
+
+absl::Status ModRelation(InferenceContext& ctx) {
+  const bool fmod = ctx.AttrInt("fmod", 0) != 0;
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* a, ctx.InputTensor(0));
+  if (!fmod && vm::IsFloat(a->dtype)) {
+    return absl::InvalidArgumentError("Mod of floating-point inputs needs fmod=1");
+  }
+  return Broadcasting(ctx, BinaryKind::kArith, fmod ? SymbolicFn() : SymbolicFn(SymMod));
+}
+
+absl::Status WhereRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* c, ctx.InputTensor(0));
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(1));
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* y, ctx.InputTensor(2));
+  if (c->dtype != vm::DType::kBool) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("condition must be bool, got ", vm::DTypeName(c->dtype)));
+  }
+  NIMBLE_RETURN_IF_ERROR(RequireSameDType(ctx, {1, 2}));
+  NIMBLE_ASSIGN_OR_RETURN(std::optional<std::vector<Dim>> dims, BroadcastShapes(ctx, {c, x, y}));
+  ctx.SetOutput(0, TensorType{x->dtype, std::move(dims)});
+  if (ShapeIntegral(x->dtype)) {
+    if (auto v = ZipSymbolic(ctx, {0, 1, 2}, SymWhere)) ctx.SetOutputSymbolicValue(0, *v);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PReluRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* slope, ctx.InputTensor(1));
+  NIMBLE_RETURN_IF_ERROR(RequireSameDType(ctx, {0, 1}));
+  if (x->has_rank()) {
+    NIMBLE_RETURN_IF_ERROR(RequireUnidirectionalBroadcast(ctx, *slope, *x->dims, "slope"));
+  }
+  ctx.SetOutput(0, *x);
+  return absl::OkStatus();
+}
+
+absl::Status ClipRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  for (int i = 1; i <= 2; ++i) {
+    if (!ctx.has_input(i)) continue;
+    NIMBLE_ASSIGN_OR_RETURN(const TensorType* bound, ctx.InputTensor(i));
+    if (bound->dtype != x->dtype) {
+      return absl::InvalidArgumentError(absl::StrCat("bound ", i, " has element type ",
+                                                     vm::DTypeName(bound->dtype), ", input has ",
+                                                     vm::DTypeName(x->dtype)));
+    }
+  }
+  ctx.SetOutput(0, *x);
+  return absl::OkStatus();
+}
+
+absl::Status CastRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  vm::DType to;
+  if (ctx.node().op_type() == "CastLike") {
+    NIMBLE_ASSIGN_OR_RETURN(const TensorType* like, ctx.InputTensor(1));
+    to = like->dtype;
+  } else {
+    if (!ctx.HasAttr("to")) return absl::InvalidArgumentError("attribute 'to' is missing");
+    NIMBLE_ASSIGN_OR_RETURN(to, ElemTypeFromOnnx(ctx.AttrInt("to", 0)));
+  }
+  ctx.SetOutput(0, TensorType{to, x->dims});
+  // Integer <-> integer casts of shape values keep them (dims fit both widths).
+  if ((ShapeIntegral(x->dtype) || x->dtype == vm::DType::kBool) && ShapeIntegral(to)) {
+    if (std::optional<std::vector<DimExpr>> v = ctx.InputSymbolicValue(0)) {
+      ctx.SetOutputSymbolicValue(0, *v);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DropoutRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  ctx.SetOutput(0, *x);
+  ctx.SetOutput(1, TensorType{ctx.opset() >= 10 ? vm::DType::kBool : x->dtype, x->dims});
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void RegisterElementwiseRelations(RelationRegistry& r) {
+  for (const char* op : {"Sqrt",     "Reciprocal", "Exp",         "Log",
+                         "Ceil",     "Floor",      "Round",       "Sign",
+                         "Sin",      "Cos",        "Tan",         "Asin",
+                         "Acos",     "Atan",       "Sinh",        "Cosh",
+                         "Asinh",    "Acosh",      "Atanh",       "Erf",
+                         "Relu",     "LeakyRelu",  "Elu",         "Selu",
+                         "Celu",     "Sigmoid",    "HardSigmoid", "HardSwish",
+                         "Softplus", "Softsign",   "Tanh",        "ThresholdedRelu",
+                         "Gelu",     "Mish",       "BitwiseNot",  "Shrink"}) {
+    r.Register("", op, SameAsInput);
+  }
+  r.Register("", "Identity", IdentityRelation);
+  r.Register("", "Neg", NegRelation);
+  r.Register("", "Abs", AbsRelation);
+  r.Register("", "IsNaN", PredicateRelation);
+  r.Register("", "IsInf", PredicateRelation);
+  r.Register("", "Not", NotRelation);
+
+  r.Register("", "Add", BroadcastRelation(BinaryKind::kArith, SymAdd));
+  r.Register("", "Sub", BroadcastRelation(BinaryKind::kArith, SymSub));
+  r.Register("", "Mul", BroadcastRelation(BinaryKind::kArith, SymMul));
+  r.Register("", "Div", BroadcastRelation(BinaryKind::kArith, SymDiv));
+  r.Register("", "Mod", ModRelation);
+  r.Register("", "Pow", BroadcastRelation(BinaryKind::kPow));
+  r.Register("", "Max", BroadcastRelation(BinaryKind::kArith, SymMax));
+  r.Register("", "Min", BroadcastRelation(BinaryKind::kArith, SymMin));
+  r.Register("", "Sum", BroadcastRelation(BinaryKind::kArith, SymSum));
+  r.Register("", "Mean", BroadcastRelation(BinaryKind::kArith));
+  r.Register("", "BitShift", BroadcastRelation(BinaryKind::kBitwise));
+  r.Register("", "BitwiseAnd", BroadcastRelation(BinaryKind::kBitwise));
+  r.Register("", "BitwiseOr", BroadcastRelation(BinaryKind::kBitwise));
+  r.Register("", "BitwiseXor", BroadcastRelation(BinaryKind::kBitwise));
+  auto logical = [](auto f) {
+    return [f](DimContext&, const std::vector<DimExpr>& a) -> std::optional<DimExpr> {
+      if (!a[0].IsConst() || !a[1].IsConst()) return std::nullopt;
+      return Bool(f(a[0].ConstValue() != 0, a[1].ConstValue() != 0));
+    };
+  };
+  r.Register(
+      "", "And",
+      BroadcastRelation(BinaryKind::kLogical, logical([](bool x, bool y) { return x && y; })));
+  r.Register(
+      "", "Or",
+      BroadcastRelation(BinaryKind::kLogical, logical([](bool x, bool y) { return x || y; })));
+  r.Register(
+      "", "Xor",
+      BroadcastRelation(BinaryKind::kLogical, logical([](bool x, bool y) { return x != y; })));
+  r.Register("", "Equal", BroadcastRelation(BinaryKind::kCompare, SymEqual));
+  r.Register(
+      "", "Less",
+      BroadcastRelation(BinaryKind::kCompare, [](DimContext& d, const std::vector<DimExpr>& a) {
+        return SymLess(d, a[0], a[1]);
+      }));
+  r.Register(
+      "", "Greater",
+      BroadcastRelation(BinaryKind::kCompare, [](DimContext& d, const std::vector<DimExpr>& a) {
+        return SymLess(d, a[1], a[0]);
+      }));
+  r.Register(
+      "", "LessOrEqual",
+      BroadcastRelation(BinaryKind::kCompare, [](DimContext& d, const std::vector<DimExpr>& a) {
+        std::optional<DimExpr> gt = SymLess(d, a[1], a[0]);
+        if (!gt) return gt;
+        return Bool(gt->ConstValue() == 0);
+      }));
+  r.Register(
+      "", "GreaterOrEqual",
+      BroadcastRelation(BinaryKind::kCompare, [](DimContext& d, const std::vector<DimExpr>& a) {
+        std::optional<DimExpr> lt = SymLess(d, a[0], a[1]);
+        if (!lt) return lt;
+        return Bool(lt->ConstValue() == 0);
+      }));
+  r.Register("", "Where", WhereRelation);
+  r.Register("", "PRelu", PReluRelation);
+  r.Register("", "Clip", ClipRelation);
+  r.Register("", "Cast", CastRelation);
+  r.Register("", "CastLike", CastRelation);
+  r.Register("", "Dropout", DropoutRelation);
+}
+
+}  // namespace nimble::compiler

@@ -1,0 +1,573 @@
+// Neural-network operators: MatMul (numpy 1-D rules, batch broadcasting), Gemm, Conv,
+// ConvTranspose, pooling, normalisations, Softmax family, recurrent layers (LSTM/GRU/RNN),
+// Resize/Upsample and (de)quantisation.
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "compiler/shape/broadcast.h"
+#include "compiler/shape/dim_util.h"
+#include "compiler/shape/relations_internal.h"
+
+namespace nimble::compiler {
+namespace {
+
+// ---- MatMul, Gemm -------------------------------------------------------------------------------
+
+// MatMul of inputs `a` and `b` producing `dtype`.
+absl::Status MatMulShape(InferenceContext& ctx, int a_index, int b_index, vm::DType dtype) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* a, ctx.InputTensor(a_index));
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* b, ctx.InputTensor(b_index));
+  if (!a->has_rank() || !b->has_rank()) {
+    ctx.SetOutput(0, FreshTensor(ctx, 0, dtype, std::nullopt));
+    return absl::OkStatus();
+  }
+  if (a->rank() == 0 || b->rank() == 0) {
+    return absl::InvalidArgumentError("MatMul inputs must have rank >= 1");
+  }
+  std::vector<Dim> ad = *a->dims, bd = *b->dims;
+  if (a->rank() == 1) ad.insert(ad.begin(), DimExpr::Const(1));
+  if (b->rank() == 1) bd.push_back(DimExpr::Const(1));
+  TensorType a_batch{dtype, std::vector<Dim>(ad.begin(), ad.end() - 2)};
+  TensorType b_batch{dtype, std::vector<Dim>(bd.begin(), bd.end() - 2)};
+  NIMBLE_ASSIGN_OR_RETURN(std::optional<std::vector<Dim>> batch,
+                          BroadcastShapes(ctx, {&a_batch, &b_batch}));
+  NIMBLE_RETURN_IF_ERROR(ctx.RequireEqual(ad.back(), bd[bd.size() - 2],
+                                          "MatMul inner dims (columns of A, rows of B)"));
+  std::vector<Dim> out = *batch;
+  if (a->rank() > 1) out.push_back(ad[ad.size() - 2]);
+  if (b->rank() > 1) out.push_back(bd.back());
+  ctx.SetOutput(0, TensorType::Of(dtype, std::move(out)));
+  return absl::OkStatus();
+}
+
+absl::Status MatMulRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* a, ctx.InputTensor(0));
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* b, ctx.InputTensor(1));
+  if (a->dtype != b->dtype || !IsNumeric(a->dtype)) {
+    return absl::InvalidArgumentError(absl::StrCat("MatMul of ", vm::DTypeName(a->dtype), " and ",
+                                                   vm::DTypeName(b->dtype),
+                                                   ": both must have the same numeric type"));
+  }
+  return MatMulShape(ctx, 0, 1, a->dtype);
+}
+
+absl::Status MatMulIntegerRelation(InferenceContext& ctx) {
+  return MatMulShape(ctx, 0, 1, vm::DType::kI32);
+}
+
+absl::Status QLinearMatMulRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* zp, ctx.InputTensor(7));
+  return MatMulShape(ctx, 0, 3, zp->dtype);
+}
+
+absl::Status GemmRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* a, ctx.InputTensor(0));
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* b, ctx.InputTensor(1));
+  NIMBLE_RETURN_IF_ERROR(RequireSameDType(ctx, {0, 1, 2}));
+  if (!IsNumeric(a->dtype)) return absl::InvalidArgumentError("Gemm needs numeric inputs");
+  for (const TensorType* t : {a, b}) {
+    if (t->has_rank() && t->rank() != 2) {
+      return absl::InvalidArgumentError(absl::StrCat("Gemm inputs must be 2-D, got ", ctx.Str(*t)));
+    }
+  }
+  auto dim = [](const TensorType* t, int i) { return t->has_rank() ? (*t->dims)[i] : Dim(); };
+  const bool ta = ctx.AttrInt("transA", 0) != 0, tb = ctx.AttrInt("transB", 0) != 0;
+  const Dim m = dim(a, ta ? 1 : 0), ka = dim(a, ta ? 0 : 1);
+  const Dim kb = dim(b, tb ? 1 : 0), n = dim(b, tb ? 0 : 1);
+  NIMBLE_RETURN_IF_ERROR(ctx.RequireEqual(ka, kb, "Gemm inner dims"));
+  const std::vector<Dim> out{m, n};
+  if (ctx.has_input(2)) {
+    NIMBLE_ASSIGN_OR_RETURN(const TensorType* c, ctx.InputTensor(2));
+    NIMBLE_RETURN_IF_ERROR(RequireUnidirectionalBroadcast(ctx, *c, out, "Gemm C"));
+  }
+  ctx.SetOutput(0, TensorType::Of(a->dtype, out));
+  return absl::OkStatus();
+}
+
+// ---- Convolution and pooling -------------------------------------------------------------------
+
+struct WindowAttrs {
+  std::vector<Dim> kernel;
+  std::vector<int64_t> strides, dilations, pads;  // pads: begins then ends
+  std::string auto_pad;
+  bool ceil_mode = false;
+};
+
+absl::StatusOr<WindowAttrs> GetWindowAttrs(InferenceContext& ctx, int spatial,
+                                           const std::vector<Dim>* kernel_from_weights) {
+  WindowAttrs w;
+  if (std::optional<std::vector<int64_t>> k = ctx.AttrInts("kernel_shape")) {
+    for (int64_t v : *k) w.kernel.push_back(DimExpr::Const(v));
+  } else if (kernel_from_weights) {
+    w.kernel = *kernel_from_weights;
+  } else {
+    return absl::InvalidArgumentError("attribute 'kernel_shape' is missing");
+  }
+  w.strides = ctx.AttrInts("strides").value_or(std::vector<int64_t>(spatial, 1));
+  w.dilations = ctx.AttrInts("dilations").value_or(std::vector<int64_t>(spatial, 1));
+  w.pads = ctx.AttrInts("pads").value_or(std::vector<int64_t>(2 * spatial, 0));
+  w.auto_pad = ctx.AttrString("auto_pad", "NOTSET");
+  w.ceil_mode = ctx.AttrInt("ceil_mode", 0) != 0;
+  if (static_cast<int>(w.kernel.size()) != spatial ||
+      static_cast<int>(w.strides.size()) != spatial ||
+      static_cast<int>(w.dilations.size()) != spatial ||
+      static_cast<int>(w.pads.size()) != 2 * spatial) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "kernel_shape/strides/dilations/pads do not match ", spatial, " spatial dims"));
+  }
+  for (int i = 0; i < spatial; ++i) {
+    if (w.strides[i] <= 0 || w.dilations[i] <= 0) {
+      return absl::InvalidArgumentError("strides and dilations must be positive");
+    }
+  }
+  if (w.auto_pad != "NOTSET" && w.auto_pad != "SAME_UPPER" && w.auto_pad != "SAME_LOWER" &&
+      w.auto_pad != "VALID") {
+    return absl::InvalidArgumentError(absl::StrCat("unknown auto_pad '", w.auto_pad, "'"));
+  }
+  return w;
+}
+
+// Output size of a sliding window over `in`.
+absl::StatusOr<Dim> WindowOutDim(InferenceContext& ctx, const Dim& in, const WindowAttrs& w, int i,
+                                 int spatial) {
+  if (!in || !w.kernel[i]) return Dim();
+  DimContext& dims = ctx.dims();
+  const DimExpr s = DimExpr::Const(w.strides[i]);
+  if (w.auto_pad == "SAME_UPPER" || w.auto_pad == "SAME_LOWER") return Dim(dims.CeilDiv(*in, s));
+  const DimExpr eff =
+      (*w.kernel[i] - DimExpr::Const(1)) * DimExpr::Const(w.dilations[i]) + DimExpr::Const(1);
+  const DimExpr pad_begin = DimExpr::Const(w.auto_pad == "VALID" ? 0 : w.pads[i]);
+  const DimExpr pads =
+      w.auto_pad == "VALID" ? DimExpr() : DimExpr::Const(w.pads[i] + w.pads[i + spatial]);
+  const DimExpr span = *in + pads - eff;
+  if (span.IsConst() && span.ConstValue() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("window of size ", dims.ToString(eff),
+                                                   " does not fit spatial dim ", dims.ToString(*in),
+                                                   " (with padding)"));
+  }
+  if (!w.ceil_mode) return Dim(dims.FloorDiv(span, s) + DimExpr::Const(1));
+  DimExpr out = dims.CeilDiv(span, s) + DimExpr::Const(1);
+  // The last window must start inside the input or the left padding (else it is dropped).
+  const DimExpr last_start = (out - DimExpr::Const(1)) * s;
+  const DimExpr limit = *in + pad_begin;
+  if (last_start.IsConst() && limit.IsConst()) {
+    if (last_start.ConstValue() >= limit.ConstValue()) out = out - DimExpr::Const(1);
+  } else {
+    NIMBLE_RETURN_IF_ERROR(ctx.RequireLessEqual(last_start + DimExpr::Const(1), limit,
+                                                "ceil_mode: the last window starts inside"));
+  }
+  return Dim(out);
+}
+
+absl::Status ConvRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* w, ctx.InputTensor(1));
+  const bool integer = ctx.node().op_type() == "ConvInteger";
+  const vm::DType dtype = integer ? vm::DType::kI32 : x->dtype;
+  if (!integer) NIMBLE_RETURN_IF_ERROR(RequireSameDType(ctx, {0, 1}));
+  const std::optional<int> rank = x->has_rank()   ? std::optional<int>(x->rank())
+                                  : w->has_rank() ? std::optional<int>(w->rank())
+                                                  : std::nullopt;
+  if (!x->has_rank() || !w->has_rank()) {
+    ctx.SetOutput(0, FreshTensor(ctx, 0, dtype, rank));
+    return absl::OkStatus();
+  }
+  if (x->rank() < 3 || w->rank() != x->rank()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Conv of ", ctx.Str(*x), " with weights ", ctx.Str(*w)));
+  }
+  const int spatial = x->rank() - 2;
+  const std::vector<Dim> wk(w->dims->begin() + 2, w->dims->end());
+  NIMBLE_ASSIGN_OR_RETURN(WindowAttrs win, GetWindowAttrs(ctx, spatial, &wk));
+  const int64_t group = ctx.AttrInt("group", 1);
+  if (group <= 0) return absl::InvalidArgumentError("group must be positive");
+  const Dim& c = (*x->dims)[1];
+  const Dim& wc = (*w->dims)[1];
+  NIMBLE_RETURN_IF_ERROR(ctx.RequireEqual(c, wc ? Dim(*wc * DimExpr::Const(group)) : Dim(),
+                                          "Conv input channels vs weights x group"));
+  for (int i = 0; i < spatial; ++i) {
+    NIMBLE_RETURN_IF_ERROR(
+        ctx.RequireEqual(win.kernel[i], wk[i], "Conv kernel_shape vs weight dims"));
+  }
+  std::vector<Dim> out{(*x->dims)[0], (*w->dims)[0]};
+  for (int i = 0; i < spatial; ++i) {
+    NIMBLE_ASSIGN_OR_RETURN(Dim d, WindowOutDim(ctx, (*x->dims)[i + 2], win, i, spatial));
+    out.push_back(d);
+  }
+  ctx.SetOutput(0, TensorType::Of(dtype, std::move(out)));
+  return absl::OkStatus();
+}
+
+absl::Status ConvTransposeRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* w, ctx.InputTensor(1));
+  NIMBLE_RETURN_IF_ERROR(RequireSameDType(ctx, {0, 1}));
+  if (!x->has_rank() || !w->has_rank()) {
+    ctx.SetOutput(0, FreshTensor(ctx, 0, x->dtype,
+                                 x->has_rank() ? std::optional<int>(x->rank()) : std::nullopt));
+    return absl::OkStatus();
+  }
+  if (x->rank() < 3 || w->rank() != x->rank()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ConvTranspose of ", ctx.Str(*x), " with weights ", ctx.Str(*w)));
+  }
+  const int spatial = x->rank() - 2;
+  const std::vector<Dim> wk(w->dims->begin() + 2, w->dims->end());
+  NIMBLE_ASSIGN_OR_RETURN(WindowAttrs win, GetWindowAttrs(ctx, spatial, &wk));
+  const int64_t group = ctx.AttrInt("group", 1);
+  if (group <= 0) return absl::InvalidArgumentError("group must be positive");
+  NIMBLE_RETURN_IF_ERROR(
+      ctx.RequireEqual((*x->dims)[1], (*w->dims)[0], "ConvTranspose input channels vs weights"));
+  const Dim& wm = (*w->dims)[1];
+  std::vector<Dim> out{(*x->dims)[0], wm ? CheckedMul(*wm, DimExpr::Const(group)) : Dim()};
+  const std::vector<int64_t> out_pad =
+      ctx.AttrInts("output_padding").value_or(std::vector<int64_t>(spatial, 0));
+  const std::optional<std::vector<int64_t>> out_shape = ctx.AttrInts("output_shape");
+  if (static_cast<int>(out_pad.size()) != spatial) {
+    return absl::InvalidArgumentError("output_padding does not match the spatial dims");
+  }
+  for (int i = 0; i < spatial; ++i) {
+    const Dim& in = (*x->dims)[i + 2];
+    if (out_shape && static_cast<int>(out_shape->size()) >= spatial) {
+      out.push_back(DimExpr::Const((*out_shape)[out_shape->size() - spatial + i]));
+      continue;
+    }
+    if (!in || !win.kernel[i]) {
+      out.push_back(Dim());
+      continue;
+    }
+    const DimExpr s = DimExpr::Const(win.strides[i]);
+    if (win.auto_pad == "SAME_UPPER" || win.auto_pad == "SAME_LOWER") {
+      out.push_back(*in * s);
+      continue;
+    }
+    const DimExpr eff =
+        (*win.kernel[i] - DimExpr::Const(1)) * DimExpr::Const(win.dilations[i]) + DimExpr::Const(1);
+    const int64_t pads = win.auto_pad == "VALID" ? 0 : win.pads[i] + win.pads[i + spatial];
+    out.push_back(s * (*in - DimExpr::Const(1)) + DimExpr::Const(out_pad[i]) + eff -
+                  DimExpr::Const(pads));
+  }
+  ctx.SetOutput(0, TensorType::Of(x->dtype, std::move(out)));
+  return absl::OkStatus();
+}
+
+absl::Status PoolRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  if (!x->has_rank()) {
+    ctx.SetOutput(0, FreshTensor(ctx, 0, x->dtype, std::nullopt));
+    ctx.SetOutput(1, FreshTensor(ctx, 1, vm::DType::kI64, std::nullopt));
+    return absl::OkStatus();
+  }
+  if (x->rank() < 3) return absl::InvalidArgumentError("pooling needs rank >= 3");
+  const int spatial = x->rank() - 2;
+  NIMBLE_ASSIGN_OR_RETURN(WindowAttrs win, GetWindowAttrs(ctx, spatial, nullptr));
+  std::vector<Dim> out{(*x->dims)[0], (*x->dims)[1]};
+  for (int i = 0; i < spatial; ++i) {
+    NIMBLE_ASSIGN_OR_RETURN(Dim d, WindowOutDim(ctx, (*x->dims)[i + 2], win, i, spatial));
+    out.push_back(d);
+  }
+  ctx.SetOutput(0, TensorType::Of(x->dtype, out));
+  ctx.SetOutput(1, TensorType::Of(vm::DType::kI64, out));  // MaxPool's Indices
+  return absl::OkStatus();
+}
+
+absl::Status GlobalPoolRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  if (!x->has_rank()) {
+    ctx.SetOutput(0, FreshTensor(ctx, 0, x->dtype, std::nullopt));
+    return absl::OkStatus();
+  }
+  if (x->rank() < 2) return absl::InvalidArgumentError("global pooling needs rank >= 2");
+  std::vector<Dim> out{(*x->dims)[0], (*x->dims)[1]};
+  out.resize(x->rank(), DimExpr::Const(1));
+  ctx.SetOutput(0, TensorType::Of(x->dtype, std::move(out)));
+  return absl::OkStatus();
+}
+
+// ---- Normalisation, Softmax ---------------------------------------------------------------------
+
+absl::Status BatchNormRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  ctx.SetOutput(0, *x);
+  const Dim c = x->has_rank() && x->rank() >= 2 ? (*x->dims)[1] : Dim();
+  for (int i = 1; i <= 4 && i < ctx.num_inputs(); ++i) {
+    if (!ctx.has_input(i)) continue;
+    NIMBLE_ASSIGN_OR_RETURN(const TensorType* p, ctx.InputTensor(i));
+    if (p->has_rank() && p->rank() == 1) {
+      NIMBLE_RETURN_IF_ERROR(
+          ctx.RequireEqual((*p->dims)[0], c, absl::StrCat("BatchNormalization input ", i)));
+    }
+  }
+  // Training-mode outputs: running mean/var (and saved mean/var before opset 14), one per C.
+  const vm::DType stat = ctx.has_input(3) ? ctx.input_type(3)->tensor.dtype : x->dtype;
+  for (int i = 1; i < ctx.num_outputs(); ++i) ctx.SetOutput(i, TensorType::Of(stat, {c}));
+  return absl::OkStatus();
+}
+
+absl::Status LayerNormRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  ctx.SetOutput(0, *x);
+  NIMBLE_ASSIGN_OR_RETURN(vm::DType stash, ElemTypeFromOnnx(ctx.AttrInt("stash_type", 1)));
+  if (!x->has_rank()) {
+    ctx.SetOutput(1, FreshTensor(ctx, 1, stash, std::nullopt));
+    ctx.SetOutput(2, FreshTensor(ctx, 2, stash, std::nullopt));
+    return absl::OkStatus();
+  }
+  NIMBLE_ASSIGN_OR_RETURN(int axis, NormalizeAxis(ctx.AttrInt("axis", -1), x->rank()));
+  if (ctx.has_input(1)) {
+    NIMBLE_ASSIGN_OR_RETURN(const TensorType* scale, ctx.InputTensor(1));
+    std::vector<Dim> normalized(x->dims->begin() + axis, x->dims->end());
+    NIMBLE_RETURN_IF_ERROR(
+        RequireUnidirectionalBroadcast(ctx, *scale, normalized, "LayerNormalization scale"));
+  }
+  std::vector<Dim> stats = *x->dims;
+  for (int a = axis; a < x->rank(); ++a) stats[a] = DimExpr::Const(1);
+  ctx.SetOutput(1, TensorType::Of(stash, stats));
+  ctx.SetOutput(2, TensorType::Of(stash, stats));
+  return absl::OkStatus();
+}
+
+absl::Status SameShapeRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  ctx.SetOutput(0, *x);
+  return absl::OkStatus();
+}
+
+absl::Status SoftmaxRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  if (x->has_rank()) {
+    NIMBLE_RETURN_IF_ERROR(
+        NormalizeAxis(ctx.AttrInt("axis", ctx.opset() >= 13 ? -1 : 1), x->rank()).status());
+  }
+  ctx.SetOutput(0, *x);
+  return absl::OkStatus();
+}
+
+// ---- Recurrent layers ---------------------------------------------------------------------------
+
+absl::Status RecurrentRelation(InferenceContext& ctx, int gates) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* w, ctx.InputTensor(1));
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* r, ctx.InputTensor(2));
+  NIMBLE_RETURN_IF_ERROR(RequireSameDType(ctx, {0, 1, 2}));
+  const std::string direction = ctx.AttrString("direction", "forward");
+  if (direction != "forward" && direction != "reverse" && direction != "bidirectional") {
+    return absl::InvalidArgumentError(absl::StrCat("unknown direction '", direction, "'"));
+  }
+  const DimExpr num_dir = DimExpr::Const(direction == "bidirectional" ? 2 : 1);
+  const int64_t layout = ctx.opset() >= 14 ? ctx.AttrInt("layout", 0) : 0;
+  Dim hidden;
+  if (ctx.HasAttr("hidden_size")) {
+    hidden = DimExpr::Const(ctx.AttrInt("hidden_size", 0));
+  } else if (r->has_rank() && r->rank() == 3) {
+    hidden = (*r->dims)[2];
+  }
+  if (w->has_rank()) {
+    if (w->rank() != 3) return absl::InvalidArgumentError("W must be 3-D");
+    NIMBLE_RETURN_IF_ERROR(ctx.RequireEqual((*w->dims)[0], num_dir, "W num_directions"));
+    if (hidden) {
+      NIMBLE_RETURN_IF_ERROR(ctx.RequireEqual((*w->dims)[1], *hidden * DimExpr::Const(gates),
+                                              "W rows = gates x hidden_size"));
+    }
+  }
+  Dim seq, batch;
+  if (x->has_rank()) {
+    if (x->rank() != 3) return absl::InvalidArgumentError("X must be 3-D");
+    seq = (*x->dims)[layout == 0 ? 0 : 1];
+    batch = (*x->dims)[layout == 0 ? 1 : 0];
+    if (w->has_rank()) {
+      NIMBLE_RETURN_IF_ERROR(ctx.RequireEqual((*x->dims)[2], (*w->dims)[2], "X input size vs W"));
+    }
+  }
+  const vm::DType dtype = x->dtype;
+  if (layout == 0) {
+    ctx.SetOutput(0, TensorType::Of(dtype, {seq, num_dir, batch, hidden}));
+    ctx.SetOutput(1, TensorType::Of(dtype, {num_dir, batch, hidden}));
+    ctx.SetOutput(2, TensorType::Of(dtype, {num_dir, batch, hidden}));
+  } else {
+    ctx.SetOutput(0, TensorType::Of(dtype, {batch, seq, num_dir, hidden}));
+    ctx.SetOutput(1, TensorType::Of(dtype, {batch, num_dir, hidden}));
+    ctx.SetOutput(2, TensorType::Of(dtype, {batch, num_dir, hidden}));
+  }
+  return absl::OkStatus();
+}
+
+// ---- Resize, Upsample ---------------------------------------------------------------------------
+
+// Whether optional input `i` is given (models pass empty tensors for unused roi/scales/sizes).
+bool GivenNonEmpty(InferenceContext& ctx, int i) {
+  if (!ctx.has_input(i)) return false;
+  const TensorType& t = ctx.input_type(i)->tensor;
+  if (t.has_rank() && t.rank() == 1 && (*t.dims)[0] && *(*t.dims)[0] == DimExpr()) return false;
+  return true;
+}
+
+// floor(in * scale) symbolically, when exact.
+std::optional<DimExpr> ScaleDim(DimContext& dims, const DimExpr& in, double scale) {
+  if (in.IsConst()) {
+    const double v = std::floor(static_cast<double>(in.ConstValue()) * static_cast<float>(scale));
+    if (!(v >= 0 && v <= static_cast<double>(kMaxStaticDim))) return std::nullopt;
+    return DimExpr::Const(static_cast<int64_t>(v));
+  }
+  if (scale >= 1 && scale == std::floor(scale) && scale <= 1 << 20) {
+    return CheckedMul(in, DimExpr::Const(static_cast<int64_t>(scale)));
+  }
+  if (scale > 0 && scale < 1) {
+    const double inv = 1.0 / scale;
+    if (inv == std::floor(inv) && inv <= 1 << 20) {
+      return dims.FloorDiv(in, DimExpr::Const(static_cast<int64_t>(inv)));
+    }
+  }
+  return std::nullopt;
+}
+
+absl::Status ResizeRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  if (!x->has_rank()) {
+    ctx.SetOutput(0, FreshTensor(ctx, 0, x->dtype, std::nullopt));
+    return absl::OkStatus();
+  }
+  const int r = x->rank();
+  const bool upsample = ctx.node().op_type() == "Upsample";
+  int scales_index = 2, sizes_index = 3;
+  if (upsample || ctx.opset() < 11) scales_index = 1, sizes_index = -1;
+  std::vector<int> axes;
+  if (!upsample && ctx.opset() >= 18 && ctx.HasAttr("axes")) {
+    const std::vector<int64_t> attr_axes = ctx.AttrInts("axes").value_or(std::vector<int64_t>());
+    for (int64_t a : attr_axes) {
+      NIMBLE_ASSIGN_OR_RETURN(int axis, NormalizeAxis(a, r));
+      axes.push_back(axis);
+    }
+  } else {
+    for (int a = 0; a < r; ++a) axes.push_back(a);
+  }
+  std::vector<Dim> out = *x->dims;
+  auto all_fresh = [&] {
+    for (int a : axes) out[a] = ctx.FreshDim(0, a);
+  };
+  if (sizes_index >= 0 && GivenNonEmpty(ctx, sizes_index)) {
+    std::optional<std::vector<DimExpr>> sizes = ctx.InputSymbolicValue(sizes_index);
+    if (sizes && sizes->size() != axes.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sizes has ", sizes->size(), " entries for ", axes.size(), " axes"));
+    }
+    const std::string policy = ctx.AttrString("keep_aspect_ratio_policy", "stretch");
+    if (!sizes) {
+      all_fresh();
+    } else if (policy == "stretch" || ctx.opset() < 18) {
+      for (size_t j = 0; j < axes.size(); ++j) {
+        NIMBLE_ASSIGN_OR_RETURN(out[axes[j]], DimFromValue((*sizes)[j], "Resize size"));
+      }
+    } else {
+      // not_larger / not_smaller: one scale for all axes, from constant dims only.
+      std::optional<double> scale;
+      for (size_t j = 0; j < axes.size() && (scale || j == 0); ++j) {
+        const Dim& in = (*x->dims)[axes[j]];
+        if (!in || !in->IsConst() || !(*sizes)[j].IsConst() || in->ConstValue() == 0) {
+          scale.reset();
+          break;
+        }
+        const double s = static_cast<double>((*sizes)[j].ConstValue()) / in->ConstValue();
+        scale = !scale ? s : (policy == "not_larger" ? std::min(*scale, s) : std::max(*scale, s));
+      }
+      if (!scale) {
+        all_fresh();
+      } else {
+        for (int a : axes) {
+          out[a] =
+              DimExpr::Const(static_cast<int64_t>(std::floor(out[a]->ConstValue() * *scale + 0.5)));
+        }
+      }
+    }
+  } else {
+    std::optional<std::vector<double>> scales;
+    if (upsample && ctx.opset() < 9) {
+      scales = ctx.AttrFloats("scales");
+    } else if (GivenNonEmpty(ctx, scales_index)) {
+      scales = ctx.InputFloats(scales_index);
+    } else {
+      return absl::InvalidArgumentError("one of scales and sizes is required");
+    }
+    if (scales && scales->size() != axes.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("scales has ", scales->size(), " entries for ", axes.size(), " axes"));
+    }
+    for (size_t j = 0; j < axes.size(); ++j) {
+      const int a = axes[j];
+      std::optional<DimExpr> d;
+      if (scales && out[a]) {
+        if (!((*scales)[j] > 0)) return absl::InvalidArgumentError("scales must be positive");
+        d = ScaleDim(ctx.dims(), *out[a], (*scales)[j]);
+      }
+      out[a] = d ? *d : ctx.FreshDim(0, a);
+    }
+  }
+  ctx.SetOutput(0, TensorType::Of(x->dtype, std::move(out)));
+  return absl::OkStatus();
+}
+
+// ---- Quantisation -------------------------------------------------------------------------------
+
+absl::Status QuantizeRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  vm::DType dtype = vm::DType::kU8;
+  if (ctx.has_input(2)) {
+    dtype = ctx.input_type(2)->tensor.dtype;
+  } else if (ctx.opset() >= 21 && ctx.AttrInt("output_dtype", 0) != 0) {
+    NIMBLE_ASSIGN_OR_RETURN(dtype, ElemTypeFromOnnx(ctx.AttrInt("output_dtype", 0)));
+  }
+  ctx.SetOutput(0, TensorType{dtype, x->dims});
+  return absl::OkStatus();
+}
+
+absl::Status DequantizeRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* scale, ctx.InputTensor(1));
+  ctx.SetOutput(0, TensorType{scale->dtype, x->dims});
+  return absl::OkStatus();
+}
+
+absl::Status DynamicQuantizeRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  ctx.SetOutput(0, TensorType{vm::DType::kU8, x->dims});
+  ctx.SetOutput(1, TensorType::Static(vm::DType::kF32, {}));
+  ctx.SetOutput(2, TensorType::Static(vm::DType::kU8, {}));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void RegisterNnRelations(RelationRegistry& r) {
+  r.Register("", "MatMul", MatMulRelation);
+  r.Register("", "MatMulInteger", MatMulIntegerRelation);
+  r.Register("", "QLinearMatMul", QLinearMatMulRelation);
+  r.Register("", "Gemm", GemmRelation);
+  r.Register("", "Conv", ConvRelation);
+  r.Register("", "ConvInteger", ConvRelation);
+  r.Register("", "ConvTranspose", ConvTransposeRelation);
+  for (const char* op : {"MaxPool", "AveragePool", "LpPool"}) r.Register("", op, PoolRelation);
+  for (const char* op : {"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"}) {
+    r.Register("", op, GlobalPoolRelation);
+  }
+  r.Register("", "BatchNormalization", BatchNormRelation);
+  r.Register("", "LayerNormalization", LayerNormRelation);
+  for (const char* op : {"InstanceNormalization", "GroupNormalization", "RMSNormalization", "LRN",
+                         "MeanVarianceNormalization"}) {
+    r.Register("", op, SameShapeRelation);
+  }
+  for (const char* op : {"Softmax", "LogSoftmax", "Hardmax"}) r.Register("", op, SoftmaxRelation);
+  r.Register("", "LSTM", [](InferenceContext& ctx) { return RecurrentRelation(ctx, 4); });
+  r.Register("", "GRU", [](InferenceContext& ctx) { return RecurrentRelation(ctx, 3); });
+  r.Register("", "RNN", [](InferenceContext& ctx) { return RecurrentRelation(ctx, 1); });
+  r.Register("", "Resize", ResizeRelation);
+  r.Register("", "Upsample", ResizeRelation);
+  r.Register("", "QuantizeLinear", QuantizeRelation);
+  r.Register("", "DequantizeLinear", DequantizeRelation);
+  r.Register("", "DynamicQuantizeLinear", DynamicQuantizeRelation);
+}
+
+}  // namespace nimble::compiler

@@ -156,12 +156,11 @@ DimExpr DimContext::FloorDiv(const DimExpr& a, const DimExpr& b) {
       for (const auto& [m, c] : a.terms()) divisible = divisible && (c % *cb == 0);
       if (divisible) {
         DimExpr r;
-        for (const auto& [m, c] : a.terms())
-          r = r + DimExpr::Const(c / *cb) * [&] {
-            DimExpr mono = DimExpr::Const(1);
-            for (int32_t atom : m) mono = mono * DimExpr::Atom(atom);
-            return mono;
-          }();
+        for (const auto& term : a.terms()) {
+          DimExpr mono = DimExpr::Const(term.second / *cb);
+          for (int32_t atom : term.first) mono = mono * DimExpr::Atom(atom);
+          r = r + mono;
+        }
         return r;
       }
     }

@@ -35,7 +35,7 @@ namespace nimble::compiler {
 // ai.onnx opsets the importer accepts. Older opsets changed operator signatures in ways Nimble
 // does not implement.
 inline constexpr int kMinOnnxOpset = 7;
-inline constexpr int kMaxOnnxOpset = 23;
+inline constexpr int kMaxOnnxOpset = 27;
 
 struct ImportOptions {
   // Keep graph inputs that have an initializer as inputs (the initializer value is dropped; the

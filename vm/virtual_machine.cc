@@ -13,6 +13,8 @@
 // and reloaded on every push/pop.
 #include "vm/virtual_machine.h"
 
+#include <chrono>
+
 #include <cstring>
 #include <utility>
 
@@ -305,6 +307,20 @@ absl::StatusOr<int> VirtualMachine::SelectVariant(absl::Span<const Tensor> input
 }
 
 absl::StatusOr<std::vector<Tensor>> VirtualMachine::Run(absl::Span<const Tensor> inputs) {
+  const auto start = options_.profile ? std::chrono::steady_clock::now()
+                                      : std::chrono::steady_clock::time_point();
+  if (options_.profile) {
+    auto outputs = RunUnprofiled(inputs);
+    profile_.total_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(
+                             std::chrono::steady_clock::now() - start)
+                             .count();
+    ++profile_.runs;
+    return outputs;
+  }
+  return RunUnprofiled(inputs);
+}
+
+absl::StatusOr<std::vector<Tensor>> VirtualMachine::RunUnprofiled(absl::Span<const Tensor> inputs) {
   NIMBLE_ASSIGN_OR_RETURN(int variant, SelectVariant(inputs));
   std::vector<Value> args(inputs.begin(), inputs.end());
   NIMBLE_ASSIGN_OR_RETURN(Value result, Execute(exe_->variants[variant].function, std::move(args)));
@@ -515,7 +531,17 @@ absl::Status VirtualMachine::ExecInvokePacked(const Instruction& in) {
       kernel_outputs_[i] = *t;
     }
   }
-  absl::Status status = kernel.Run(ctx, kernel_inputs_, absl::MakeSpan(kernel_outputs_));
+  absl::Status status;
+  if (ABSL_PREDICT_FALSE(options_.profile)) {
+    const auto start = std::chrono::steady_clock::now();
+    status = kernel.Run(ctx, kernel_inputs_, absl::MakeSpan(kernel_outputs_));
+    profile_.kernel_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(
+                              std::chrono::steady_clock::now() - start)
+                              .count();
+    ++profile_.kernel_calls;
+  } else {
+    status = kernel.Run(ctx, kernel_inputs_, absl::MakeSpan(kernel_outputs_));
+  }
   if (!status.ok()) {
     kernel_inputs_.clear();
     kernel_outputs_.clear();

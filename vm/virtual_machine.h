@@ -35,6 +35,18 @@ struct VirtualMachineOptions {
   int num_threads = 1;        // KernelContext::num_threads
   void* stream = nullptr;     // KernelContext::stream for CUDA kernels
   int max_call_depth = 1024;  // deeper Invoke chains fail with kResourceExhausted
+  // Time each kernel call (two clock reads per InvokePacked) into profile().
+  bool profile = false;
+};
+
+// Where the time of Run() calls went, accumulated while VirtualMachineOptions::profile is on.
+struct VmProfile {
+  int64_t runs = 0;
+  int64_t total_ns = 0;   // inside Run()
+  int64_t kernel_ns = 0;  // inside Kernel::Run and shape functions
+  int64_t kernel_calls = 0;
+  // Everything else: dispatch, allocation, shape arithmetic, validation.
+  int64_t outside_kernels_ns() const { return total_ns - kernel_ns; }
 };
 
 // Not thread-safe: one instance runs one call at a time. The Executable it holds is shared
@@ -57,6 +69,8 @@ class VirtualMachine {
   absl::StatusOr<int> SelectVariant(absl::Span<const Tensor> inputs) const;
 
   const Executable& executable() const { return *exe_; }
+  const VmProfile& profile() const { return profile_; }
+  void ResetProfile() { profile_ = {}; }
 
  private:
   struct Frame {
@@ -66,6 +80,7 @@ class VirtualMachine {
     int32_t return_dst = -1;  // caller's register receiving the result
   };
 
+  absl::StatusOr<std::vector<Tensor>> RunUnprofiled(absl::Span<const Tensor> inputs);
   absl::Status PushFrame(int32_t function, size_t return_pc, int32_t return_dst);
   void LoadFrame();  // caches the top frame's code/registers in the members below
   absl::StatusOr<Value> Execute(int32_t function, std::vector<Value> args);
@@ -82,6 +97,7 @@ class VirtualMachine {
 
   std::shared_ptr<const Executable> exe_;
   VirtualMachineOptions options_;
+  VmProfile profile_;
   Allocator* host_allocator_ = nullptr;
   std::vector<Allocator*> device_allocators_;   // per exe_->devices index (null: none)
   std::vector<KernelContext> kernel_contexts_;  // per exe_->kernels index

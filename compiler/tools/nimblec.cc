@@ -296,8 +296,10 @@ absl::Status Bench(const Args& args) {
   }
   vm::VirtualMachineOptions vm_options;
   vm_options.num_threads = args.threads;
+  vm_options.profile = true;
   vm::VirtualMachine machine(exe, vm_options);
   NIMBLE_RETURN_IF_ERROR(machine.Run(inputs).status());  // warm-up
+  machine.ResetProfile();
   std::vector<double> ms;
   for (int i = 0; i < args.iterations; ++i) {
     const auto start = std::chrono::steady_clock::now();
@@ -307,9 +309,13 @@ absl::Status Bench(const Args& args) {
   std::sort(ms.begin(), ms.end());
   double sum = 0;
   for (double m : ms) sum += m;
-  std::printf("%-10s %10s %10s %10s %10s\n", "iterations", "mean_ms", "p50_ms", "p90_ms", "min_ms");
-  std::printf("%-10d %10.3f %10.3f %10.3f %10.3f\n", args.iterations, sum / ms.size(), ms[ms.size() / 2],
-              ms[ms.size() * 9 / 10], ms.front());
+  const vm::VmProfile& p = machine.profile();
+  const double outside = p.total_ns ? 100.0 * static_cast<double>(p.outside_kernels_ns()) / p.total_ns : 0;
+  std::printf("%-10s %10s %10s %10s %10s %12s %14s\n", "iterations", "mean_ms", "p50_ms", "p90_ms",
+              "min_ms", "kernel_calls", "outside_kern_%");
+  std::printf("%-10d %10.3f %10.3f %10.3f %10.3f %12lld %14.2f\n", args.iterations, sum / ms.size(),
+              ms[ms.size() / 2], ms[ms.size() * 9 / 10], ms.front(),
+              static_cast<long long>(p.runs ? p.kernel_calls / p.runs : 0), outside);
   return absl::OkStatus();
 }
 

@@ -69,45 +69,13 @@ bool SameType(const Type& a, const Type& b) {
          SameTensorType(a.tensor, b.tensor);
 }
 
-// Symbols visible to `graph` and its ancestors: every named (non run-time) symbol, plus
-// run-time symbols that appear in the types of their values.
-class Scope {
- public:
-  Scope(DimContext& dims, const Graph* graph) : dims_(dims) {
-    for (const Graph* g = graph; g != nullptr; g = g->parent()) {
-      for (const auto& v : g->values()) AddType(v->type());
-    }
-  }
-  // Whether `e` can appear in a type of the node's outputs: it mentions only visible symbols
-  // and the node's own fresh ones.
-  bool Visible(const DimExpr& e, const std::set<int32_t>& own = {}) const {
-    std::set<int32_t> symbols;
-    CollectSymbols(dims_, e, symbols);
-    for (int32_t s : symbols) {
-      if (IsRuntimeSymbol(dims_, s) && !visible_.count(s) && !own.count(s)) return false;
-    }
-    return true;
-  }
-
- private:
-  void AddType(const Type& t) {
-    if (!t.tensor.has_rank()) return;
-    for (const Dim& d : *t.tensor.dims) {
-      if (d) CollectSymbols(dims_, *d, visible_);
-    }
-  }
-  DimContext& dims_;
-  std::set<int32_t> visible_;
-};
-
 // `type` as the type of output `output`: dims mentioning symbols local to a subgraph become
 // fresh symbols of the output (element dims of sequences become unknown).
-Type Localize(InferenceContext& ctx, const Scope& scope, int output, Type type,
-              int axis_offset = 0) {
+Type Localize(InferenceContext& ctx, int output, Type type, int axis_offset = 0) {
   if (!type.tensor.has_rank()) return type;
   for (int a = 0; a < type.tensor.rank(); ++a) {
     Dim& d = (*type.tensor.dims)[a];
-    if (d && !scope.Visible(*d, ctx.fresh_symbols())) {
+    if (d && !ctx.Visible(*d)) {
       d = type.is_tensor() ? Dim(ctx.FreshDim(output, a + axis_offset)) : Dim();
     }
   }
@@ -167,14 +135,13 @@ absl::Status IfRelation(InferenceContext& ctx) {
                                                    " and ", else_g->outputs().size(),
                                                    " values for ", n, " outputs"));
   }
-  const Scope scope(ctx.dims(), ctx.node().graph());
   for (size_t i = 0; i < n; ++i) {
     const Value* t = then_g->outputs()[i];
     const Value* e = else_g->outputs()[i];
     const int out = static_cast<int>(i);
     if (known) {
       const Value* taken = *known ? t : e;
-      ctx.SetOutputType(out, Localize(ctx, scope, out, taken->type()));
+      ctx.SetOutputType(out, Localize(ctx, out, taken->type()));
       if (taken->symbolic_value()) ctx.SetOutputSymbolicValue(out, *taken->symbolic_value());
       continue;
     }
@@ -182,11 +149,11 @@ absl::Status IfRelation(InferenceContext& ctx) {
         JoinType(t->type(), e->type(), [&](int axis) { return Dim(ctx.FreshDim(out, axis)); });
     if (!joined.ok()) return Annotate(joined.status(), absl::StrCat("output ", i));
     if (!joined->tensor.has_rank()) ctx.MarkRuntimeShape();
-    ctx.SetOutputType(out, Localize(ctx, scope, out, *joined));
+    ctx.SetOutputType(out, Localize(ctx, out, *joined));
     if (t->symbolic_value() && e->symbolic_value() &&
         *t->symbolic_value() == *e->symbolic_value()) {
       bool visible = true;
-      for (const DimExpr& x : *t->symbolic_value()) visible = visible && scope.Visible(x);
+      for (const DimExpr& x : *t->symbolic_value()) visible = visible && ctx.Visible(x);
       if (visible) ctx.SetOutputSymbolicValue(out, *t->symbolic_value());
     }
   }
@@ -272,7 +239,6 @@ absl::Status LoopRelation(InferenceContext& ctx) {
   };
   NIMBLE_ASSIGN_OR_RETURN(std::vector<Type> carried,
                           InferCarried(ctx, *body, initial, 2, 1, set_counters));
-  const Scope scope(ctx.dims(), ctx.node().graph());
   for (int j = 0; j < n_carried; ++j) {
     Type out = carried[j];
     const Type& body_out = body->outputs()[1 + j]->type();
@@ -281,7 +247,7 @@ absl::Status LoopRelation(InferenceContext& ctx) {
                                                    : Type::Tensor(out.tensor);
     }
     if (!out.tensor.has_rank() && out.is_tensor()) ctx.MarkRuntimeShape();
-    ctx.SetOutputType(j, Localize(ctx, scope, j, out));
+    ctx.SetOutputType(j, Localize(ctx, j, out));
   }
   // Trip count: M when the loop cannot stop early.
   std::optional<DimExpr> trip;
@@ -295,7 +261,7 @@ absl::Status LoopRelation(InferenceContext& ctx) {
     const int out = n_carried + k;
     const Type& t = body->outputs()[1 + n_carried + k]->type();
     if (!t.is_tensor()) return absl::InvalidArgumentError("Loop scan outputs must be tensors");
-    Type local = Localize(ctx, scope, out, t, 1);
+    Type local = Localize(ctx, out, t, 1);
     std::optional<std::vector<Dim>> dims;
     if (local.tensor.has_rank()) {
       dims.emplace();
@@ -362,10 +328,9 @@ absl::Status ScanRelation(InferenceContext& ctx) {
   };
   NIMBLE_ASSIGN_OR_RETURN(std::vector<Type> carried,
                           InferCarried(ctx, *body, initial, 0, 0, set_slices));
-  const Scope scope(ctx.dims(), ctx.node().graph());
   for (int j = 0; j < n; ++j) {
     if (!carried[j].tensor.has_rank()) ctx.MarkRuntimeShape();
-    ctx.SetOutputType(j, Localize(ctx, scope, j, carried[j]));
+    ctx.SetOutputType(j, Localize(ctx, j, carried[j]));
   }
   for (int k = 0; k < k_out; ++k) {
     const int out = n + k;
@@ -385,7 +350,7 @@ absl::Status ScanRelation(InferenceContext& ctx) {
         continue;
       }
       const Dim& d = (*t.tensor.dims)[src++];
-      dims.push_back(d && !scope.Visible(*d) ? Dim(ctx.FreshDim(out, a)) : d);
+      dims.push_back(d && !ctx.Visible(*d) ? Dim(ctx.FreshDim(out, a)) : d);
     }
     ctx.SetOutput(out, TensorType::Of(t.tensor.dtype, std::move(dims)));
   }

@@ -18,6 +18,7 @@ void RegisterTensorRelations(RelationRegistry& registry);
 void RegisterNnRelations(RelationRegistry& registry);
 void RegisterReduceRelations(RelationRegistry& registry);
 void RegisterControlRelations(RelationRegistry& registry);
+void RegisterSignalRelations(RelationRegistry& registry);
 
 // `axis` in [-rank, rank) -> [0, rank); kInvalidArgument otherwise.
 absl::StatusOr<int> NormalizeAxis(int64_t axis, int rank, absl::string_view what = "axis");

@@ -120,8 +120,18 @@ absl::StatusOr<WindowAttrs> GetWindowAttrs(InferenceContext& ctx, int spatial,
         "kernel_shape/strides/dilations/pads do not match ", spatial, " spatial dims"));
   }
   for (int i = 0; i < spatial; ++i) {
-    if (w.strides[i] <= 0 || w.dilations[i] <= 0) {
-      return absl::InvalidArgumentError("strides and dilations must be positive");
+    if (w.strides[i] <= 0 || w.dilations[i] <= 0 || w.strides[i] > kMaxStaticDim ||
+        w.dilations[i] > kMaxStaticDim) {
+      return absl::InvalidArgumentError("strides and dilations must be positive and sane");
+    }
+    if (w.kernel[i] && w.kernel[i]->IsConst() &&
+        (w.kernel[i]->ConstValue() <= 0 || w.kernel[i]->ConstValue() > kMaxStaticDim)) {
+      return absl::InvalidArgumentError("kernel_shape entries must be positive");
+    }
+  }
+  for (int64_t p : w.pads) {
+    if (p < -kMaxStaticDim || p > kMaxStaticDim) {
+      return absl::InvalidArgumentError("pads are out of range");
     }
   }
   if (w.auto_pad != "NOTSET" && w.auto_pad != "SAME_UPPER" && w.auto_pad != "SAME_LOWER" &&
@@ -163,12 +173,11 @@ absl::StatusOr<Dim> WindowOutDim(InferenceContext& ctx, const Dim& in, const Win
   return Dim(out);
 }
 
-absl::Status ConvRelation(InferenceContext& ctx) {
-  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
-  NIMBLE_ASSIGN_OR_RETURN(const TensorType* w, ctx.InputTensor(1));
-  const bool integer = ctx.node().op_type() == "ConvInteger";
-  const vm::DType dtype = integer ? vm::DType::kI32 : x->dtype;
-  if (!integer) NIMBLE_RETURN_IF_ERROR(RequireSameDType(ctx, {0, 1}));
+// Conv of input `xi` with weights `wi` producing `dtype` (Conv, ConvInteger, QLinearConv,
+// DeformConv).
+absl::Status ConvShape(InferenceContext& ctx, int xi, int wi, vm::DType dtype) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(xi));
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* w, ctx.InputTensor(wi));
   const std::optional<int> rank = x->has_rank()   ? std::optional<int>(x->rank())
                                   : w->has_rank() ? std::optional<int>(w->rank())
                                                   : std::nullopt;
@@ -184,10 +193,10 @@ absl::Status ConvRelation(InferenceContext& ctx) {
   const std::vector<Dim> wk(w->dims->begin() + 2, w->dims->end());
   NIMBLE_ASSIGN_OR_RETURN(WindowAttrs win, GetWindowAttrs(ctx, spatial, &wk));
   const int64_t group = ctx.AttrInt("group", 1);
-  if (group <= 0) return absl::InvalidArgumentError("group must be positive");
+  if (group <= 0 || group > kMaxStaticDim) return absl::InvalidArgumentError("bad group");
   const Dim& c = (*x->dims)[1];
   const Dim& wc = (*w->dims)[1];
-  NIMBLE_RETURN_IF_ERROR(ctx.RequireEqual(c, wc ? Dim(*wc * DimExpr::Const(group)) : Dim(),
+  NIMBLE_RETURN_IF_ERROR(ctx.RequireEqual(c, wc ? CheckedMul(*wc, DimExpr::Const(group)) : Dim(),
                                           "Conv input channels vs weights x group"));
   for (int i = 0; i < spatial; ++i) {
     NIMBLE_RETURN_IF_ERROR(
@@ -200,6 +209,12 @@ absl::Status ConvRelation(InferenceContext& ctx) {
   }
   ctx.SetOutput(0, TensorType::Of(dtype, std::move(out)));
   return absl::OkStatus();
+}
+
+absl::Status ConvRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  NIMBLE_RETURN_IF_ERROR(RequireSameDType(ctx, {0, 1}));
+  return ConvShape(ctx, 0, 1, x->dtype);
 }
 
 absl::Status ConvTransposeRelation(InferenceContext& ctx) {
@@ -219,7 +234,7 @@ absl::Status ConvTransposeRelation(InferenceContext& ctx) {
   const std::vector<Dim> wk(w->dims->begin() + 2, w->dims->end());
   NIMBLE_ASSIGN_OR_RETURN(WindowAttrs win, GetWindowAttrs(ctx, spatial, &wk));
   const int64_t group = ctx.AttrInt("group", 1);
-  if (group <= 0) return absl::InvalidArgumentError("group must be positive");
+  if (group <= 0 || group > kMaxStaticDim) return absl::InvalidArgumentError("bad group");
   NIMBLE_RETURN_IF_ERROR(
       ctx.RequireEqual((*x->dims)[1], (*w->dims)[0], "ConvTranspose input channels vs weights"));
   const Dim& wm = (*w->dims)[1];
@@ -229,6 +244,14 @@ absl::Status ConvTransposeRelation(InferenceContext& ctx) {
   const std::optional<std::vector<int64_t>> out_shape = ctx.AttrInts("output_shape");
   if (static_cast<int>(out_pad.size()) != spatial) {
     return absl::InvalidArgumentError("output_padding does not match the spatial dims");
+  }
+  for (int64_t p : out_pad) {
+    if (p < 0 || p > kMaxStaticDim) return absl::InvalidArgumentError("bad output_padding");
+  }
+  if (out_shape) {
+    for (int64_t d : *out_shape) {
+      if (d < 0 || d > kMaxStaticDim) return absl::InvalidArgumentError("bad output_shape");
+    }
   }
   for (int i = 0; i < spatial; ++i) {
     const Dim& in = (*x->dims)[i + 2];
@@ -362,7 +385,9 @@ absl::Status RecurrentRelation(InferenceContext& ctx, int gates) {
   const int64_t layout = ctx.opset() >= 14 ? ctx.AttrInt("layout", 0) : 0;
   Dim hidden;
   if (ctx.HasAttr("hidden_size")) {
-    hidden = DimExpr::Const(ctx.AttrInt("hidden_size", 0));
+    const int64_t h = ctx.AttrInt("hidden_size", 0);
+    if (h <= 0 || h > kMaxStaticDim) return absl::InvalidArgumentError("bad hidden_size");
+    hidden = DimExpr::Const(h);
   } else if (r->has_rank() && r->rank() == 3) {
     hidden = (*r->dims)[2];
   }
@@ -478,8 +503,11 @@ absl::Status ResizeRelation(InferenceContext& ctx) {
         all_fresh();
       } else {
         for (int a : axes) {
-          out[a] =
-              DimExpr::Const(static_cast<int64_t>(std::floor(out[a]->ConstValue() * *scale + 0.5)));
+          const double v = std::floor(static_cast<double>(out[a]->ConstValue()) * *scale + 0.5);
+          if (!(v >= 0 && v <= static_cast<double>(kMaxStaticDim))) {
+            return absl::InvalidArgumentError("Resize output is too large");
+          }
+          out[a] = DimExpr::Const(static_cast<int64_t>(v));
         }
       }
     }
@@ -539,6 +567,251 @@ absl::Status DynamicQuantizeRelation(InferenceContext& ctx) {
   return absl::OkStatus();
 }
 
+// ---- Less common operators ----------------------------------------------------------------------
+
+absl::Status DetRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  if (!x->has_rank()) {
+    ctx.SetOutput(0, FreshTensor(ctx, 0, x->dtype, std::nullopt));
+    return absl::OkStatus();
+  }
+  if (x->rank() < 2) return absl::InvalidArgumentError("Det needs rank >= 2");
+  const std::vector<Dim>& d = *x->dims;
+  NIMBLE_RETURN_IF_ERROR(ctx.RequireEqual(d[d.size() - 2], d.back(), "Det of a square matrix"));
+  ctx.SetOutput(0, TensorType::Of(x->dtype, std::vector<Dim>(d.begin(), d.end() - 2)));
+  return absl::OkStatus();
+}
+
+absl::Status MaxUnpoolRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  if (ctx.has_input(2)) {
+    std::optional<std::vector<DimExpr>> shape = ctx.InputSymbolicValue(2);
+    if (!shape) {
+      ctx.SetOutput(0, FreshTensor(ctx, 0, x->dtype,
+                                   x->has_rank() ? std::optional<int>(x->rank()) : std::nullopt));
+      return absl::OkStatus();
+    }
+    std::vector<Dim> dims;
+    for (const DimExpr& v : *shape) {
+      NIMBLE_ASSIGN_OR_RETURN(DimExpr d, DimFromValue(v, "MaxUnpool output_shape"));
+      dims.push_back(d);
+    }
+    ctx.SetOutput(0, TensorType::Of(x->dtype, std::move(dims)));
+    return absl::OkStatus();
+  }
+  if (!x->has_rank()) {
+    ctx.SetOutput(0, FreshTensor(ctx, 0, x->dtype, std::nullopt));
+    return absl::OkStatus();
+  }
+  if (x->rank() < 3) return absl::InvalidArgumentError("MaxUnpool needs rank >= 3");
+  const int spatial = x->rank() - 2;
+  NIMBLE_ASSIGN_OR_RETURN(WindowAttrs win, GetWindowAttrs(ctx, spatial, nullptr));
+  std::vector<Dim> out{(*x->dims)[0], (*x->dims)[1]};
+  for (int i = 0; i < spatial; ++i) {
+    const Dim& in = (*x->dims)[i + 2];
+    out.push_back(in ? Dim((*in - DimExpr::Const(1)) * DimExpr::Const(win.strides[i]) +
+                           *win.kernel[i] - DimExpr::Const(win.pads[i] + win.pads[i + spatial]))
+                     : Dim());
+  }
+  ctx.SetOutput(0, TensorType::Of(x->dtype, std::move(out)));
+  return absl::OkStatus();
+}
+
+absl::Status GridSampleRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* grid, ctx.InputTensor(1));
+  if (!x->has_rank() || !grid->has_rank()) {
+    ctx.SetOutput(0, FreshTensor(ctx, 0, x->dtype, std::nullopt));
+    return absl::OkStatus();
+  }
+  if (x->rank() < 3 || grid->rank() != x->rank()) {
+    return absl::InvalidArgumentError("GridSample needs X [N, C, ...] and grid [N, ..., r]");
+  }
+  NIMBLE_RETURN_IF_ERROR(
+      ctx.RequireEqual((*grid->dims)[0], (*x->dims)[0], "GridSample batch of grid vs X"));
+  std::vector<Dim> out{(*x->dims)[0], (*x->dims)[1]};
+  out.insert(out.end(), grid->dims->begin() + 1, grid->dims->end() - 1);
+  ctx.SetOutput(0, TensorType::Of(x->dtype, std::move(out)));
+  return absl::OkStatus();
+}
+
+absl::Status RoiAlignRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* rois, ctx.InputTensor(1));
+  const Dim c = x->has_rank() && x->rank() == 4 ? (*x->dims)[1] : Dim();
+  const Dim n = rois->has_rank() && rois->rank() == 2 ? (*rois->dims)[0] : Dim();
+  const int64_t h = ctx.AttrInt("output_height", 1), w = ctx.AttrInt("output_width", 1);
+  if (h <= 0 || w <= 0 || h > kMaxStaticDim || w > kMaxStaticDim) {
+    return absl::InvalidArgumentError("output_height and output_width must be positive");
+  }
+  ctx.SetOutput(0, TensorType::Of(x->dtype, {n, c, DimExpr::Const(h), DimExpr::Const(w)}));
+  return absl::OkStatus();
+}
+
+// NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss: per-element losses shaped like the
+// target, or a scalar when reduced; SoftmaxCrossEntropyLoss also returns log_prob.
+absl::Status LossRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* scores, ctx.InputTensor(0));
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* target, ctx.InputTensor(1));
+  const std::string reduction = ctx.AttrString("reduction", "mean");
+  if (reduction != "none" && reduction != "sum" && reduction != "mean") {
+    return absl::InvalidArgumentError(absl::StrCat("unknown reduction '", reduction, "'"));
+  }
+  ctx.SetOutput(0, reduction == "none" ? TensorType{scores->dtype, target->dims}
+                                       : TensorType::Static(scores->dtype, {}));
+  ctx.SetOutput(1, *scores);
+  return absl::OkStatus();
+}
+
+// Attention (opset 23): Q, K, V as [batch, heads, seq, head_size] or [batch, seq, hidden] with
+// q_num_heads / kv_num_heads; optional past key/value are concatenated along the sequence.
+absl::Status AttentionRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* q, ctx.InputTensor(0));
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* k, ctx.InputTensor(1));
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* v, ctx.InputTensor(2));
+  NIMBLE_RETURN_IF_ERROR(RequireSameDType(ctx, {0, 1, 2}));
+  const vm::DType dtype = q->dtype;
+  if (!q->has_rank() || !k->has_rank() || !v->has_rank()) {
+    for (int i = 0; i < 4; ++i) ctx.SetOutput(i, FreshTensor(ctx, i, dtype, std::nullopt));
+    return absl::OkStatus();
+  }
+  if (q->rank() != k->rank() || q->rank() != v->rank() || (q->rank() != 3 && q->rank() != 4)) {
+    return absl::InvalidArgumentError("Q, K and V must all be 3-D or all 4-D");
+  }
+  const std::vector<Dim>&qd = *q->dims, &kd = *k->dims, &vd = *v->dims;
+  Dim batch = qd[0], q_heads, kv_heads, q_seq, kv_seq, head, v_head;
+  if (q->rank() == 4) {
+    q_heads = qd[1], q_seq = qd[2], head = qd[3];
+    kv_heads = kd[1], kv_seq = kd[2], v_head = vd[3];
+    NIMBLE_RETURN_IF_ERROR(ctx.RequireEqual(kd[3], head, "Attention head size of K vs Q"));
+    NIMBLE_RETURN_IF_ERROR(ctx.RequireEqual(vd[1], kv_heads, "Attention heads of V vs K"));
+    NIMBLE_RETURN_IF_ERROR(ctx.RequireEqual(vd[2], kv_seq, "Attention sequence of V vs K"));
+  } else {
+    const int64_t qn = ctx.AttrInt("q_num_heads", 0), kvn = ctx.AttrInt("kv_num_heads", 0);
+    if (qn <= 0 || kvn <= 0 || qn > kMaxStaticDim || kvn > kMaxStaticDim) {
+      return absl::InvalidArgumentError("3-D Attention needs q_num_heads and kv_num_heads");
+    }
+    q_heads = DimExpr::Const(qn), kv_heads = DimExpr::Const(kvn);
+    q_seq = qd[1], kv_seq = kd[1];
+    auto per_head = [&](const Dim& hidden, int64_t heads, const char* what) -> absl::StatusOr<Dim> {
+      if (!hidden) return Dim();
+      if (std::optional<DimExpr> e = ExactDiv(*hidden, DimExpr::Const(heads))) return Dim(*e);
+      NIMBLE_RETURN_IF_ERROR(
+          ctx.RequireEqual(ctx.dims().Mod(*hidden, DimExpr::Const(heads)), DimExpr(), what));
+      return Dim(ctx.dims().FloorDiv(*hidden, DimExpr::Const(heads)));
+    };
+    NIMBLE_ASSIGN_OR_RETURN(head, per_head(qd[2], qn, "Attention Q hidden size / q_num_heads"));
+    NIMBLE_ASSIGN_OR_RETURN(Dim k_head, per_head(kd[2], kvn, "Attention K hidden / kv_num_heads"));
+    NIMBLE_ASSIGN_OR_RETURN(v_head, per_head(vd[2], kvn, "Attention V hidden / kv_num_heads"));
+    NIMBLE_RETURN_IF_ERROR(ctx.RequireEqual(k_head, head, "Attention head size of K vs Q"));
+    NIMBLE_RETURN_IF_ERROR(ctx.RequireEqual(vd[1], kv_seq, "Attention sequence of V vs K"));
+  }
+  NIMBLE_RETURN_IF_ERROR(ctx.RequireEqual(kd[0], batch, "Attention batch of K vs Q"));
+  Dim total = kv_seq;
+  if (ctx.has_input(4)) {
+    NIMBLE_ASSIGN_OR_RETURN(const TensorType* past, ctx.InputTensor(4));
+    const Dim past_seq = past->has_rank() && past->rank() == 4 ? (*past->dims)[2] : Dim();
+    total = past_seq && kv_seq ? CheckedAdd(*past_seq, *kv_seq) : std::nullopt;
+  }
+  auto times = [](const Dim& a, const Dim& b) { return a && b ? CheckedMul(*a, *b) : Dim(); };
+  if (q->rank() == 4) {
+    ctx.SetOutput(0, TensorType::Of(dtype, {batch, q_heads, q_seq, v_head}));
+  } else {
+    ctx.SetOutput(0, TensorType::Of(dtype, {batch, q_seq, times(q_heads, v_head)}));
+  }
+  ctx.SetOutput(1, TensorType::Of(dtype, {batch, kv_heads, total, head}));
+  ctx.SetOutput(2, TensorType::Of(dtype, {batch, kv_heads, total, v_head}));
+  ctx.SetOutput(3, TensorType::Of(dtype, {batch, q_heads, q_seq, total}));
+  return absl::OkStatus();
+}
+
+absl::Status AffineGridRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* theta, ctx.InputTensor(0));
+  NIMBLE_RETURN_IF_ERROR(ctx.InputTensor(1).status());
+  std::optional<std::vector<DimExpr>> size = ctx.InputSymbolicValue(1);
+  if (!size || (size->size() != 4 && size->size() != 5)) {
+    std::optional<int> rank;
+    if (theta->has_rank() && theta->rank() == 3 && (*theta->dims)[1] &&
+        (*theta->dims)[1]->IsConst()) {
+      rank = static_cast<int>((*theta->dims)[1]->ConstValue()) + 2;  // [N, spatial..., nd]
+    }
+    ctx.SetOutput(0, FreshTensor(ctx, 0, theta->dtype, rank));
+    return absl::OkStatus();
+  }
+  std::vector<Dim> out{(*size)[0]};
+  out.insert(out.end(), size->begin() + 2, size->end());
+  out.push_back(DimExpr::Const(static_cast<int64_t>(size->size()) - 2));
+  ctx.SetOutput(0, TensorType::Of(theta->dtype, std::move(out)));
+  return absl::OkStatus();
+}
+
+absl::Status Col2ImRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  std::optional<std::vector<DimExpr>> image = ctx.InputSymbolicValue(1);
+  std::optional<std::vector<DimExpr>> block = ctx.InputSymbolicValue(2);
+  if (!image || !block || !x->has_rank() || x->rank() != 3 || image->size() != block->size()) {
+    ctx.SetOutput(0, FreshTensor(ctx, 0, x->dtype,
+                                 image ? std::optional<int>(static_cast<int>(image->size()) + 2)
+                                       : std::nullopt));
+    return absl::OkStatus();
+  }
+  DimExpr prod = DimExpr::Const(1);
+  for (const DimExpr& b : *block) {
+    std::optional<DimExpr> next = CheckedMul(prod, b);
+    if (!next) return absl::InvalidArgumentError("block_shape overflows");
+    prod = *next;
+  }
+  Dim c;
+  if (const Dim& cb = (*x->dims)[1]) {
+    if (std::optional<DimExpr> q = ExactDiv(*cb, prod)) {
+      c = *q;
+    } else {
+      NIMBLE_RETURN_IF_ERROR(ctx.RequireEqual(ctx.dims().Mod(*cb, prod), DimExpr(),
+                                              "Col2Im channels divide by the block size"));
+      c = ctx.dims().FloorDiv(*cb, prod);
+    }
+  }
+  std::vector<Dim> out{(*x->dims)[0], c};
+  for (const DimExpr& d : *image) {
+    NIMBLE_ASSIGN_OR_RETURN(DimExpr v, DimFromValue(d, "Col2Im image_shape"));
+    out.push_back(v);
+  }
+  ctx.SetOutput(0, TensorType::Of(x->dtype, std::move(out)));
+  return absl::OkStatus();
+}
+
+absl::Status CenterCropPadRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  std::optional<std::vector<DimExpr>> shape = ctx.InputSymbolicValue(1);
+  if (!x->has_rank()) {
+    ctx.SetOutput(0, FreshTensor(ctx, 0, x->dtype, std::nullopt));
+    return absl::OkStatus();
+  }
+  std::vector<int> axes;
+  if (std::optional<std::vector<int64_t>> a = ctx.AttrInts("axes")) {
+    for (int64_t v : *a) {
+      NIMBLE_ASSIGN_OR_RETURN(int axis, NormalizeAxis(v, x->rank()));
+      axes.push_back(axis);
+    }
+  } else {
+    for (int a = 0; a < x->rank(); ++a) axes.push_back(a);
+  }
+  std::vector<Dim> out = *x->dims;
+  if (shape && shape->size() != axes.size()) {
+    return absl::InvalidArgumentError("CenterCropPad shape does not match the axes");
+  }
+  for (size_t j = 0; j < axes.size(); ++j) {
+    if (!shape) {
+      out[axes[j]] = ctx.FreshDim(0, axes[j]);
+      continue;
+    }
+    NIMBLE_ASSIGN_OR_RETURN(DimExpr d, DimFromValue((*shape)[j], "CenterCropPad shape"));
+    out[axes[j]] = d;
+  }
+  ctx.SetOutput(0, TensorType::Of(x->dtype, std::move(out)));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 void RegisterNnRelations(RelationRegistry& r) {
@@ -547,7 +820,13 @@ void RegisterNnRelations(RelationRegistry& r) {
   r.Register("", "QLinearMatMul", QLinearMatMulRelation);
   r.Register("", "Gemm", GemmRelation);
   r.Register("", "Conv", ConvRelation);
-  r.Register("", "ConvInteger", ConvRelation);
+  r.Register("", "ConvInteger",
+             [](InferenceContext& ctx) { return ConvShape(ctx, 0, 1, vm::DType::kI32); });
+  r.Register("", "DeformConv", ConvRelation);
+  r.Register("", "QLinearConv", [](InferenceContext& ctx) -> absl::Status {
+    NIMBLE_ASSIGN_OR_RETURN(const TensorType* zp, ctx.InputTensor(7));
+    return ConvShape(ctx, 0, 3, zp->dtype);
+  });
   r.Register("", "ConvTranspose", ConvTransposeRelation);
   for (const char* op : {"MaxPool", "AveragePool", "LpPool"}) r.Register("", op, PoolRelation);
   for (const char* op : {"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"}) {
@@ -568,6 +847,19 @@ void RegisterNnRelations(RelationRegistry& r) {
   r.Register("", "QuantizeLinear", QuantizeRelation);
   r.Register("", "DequantizeLinear", DequantizeRelation);
   r.Register("", "DynamicQuantizeLinear", DynamicQuantizeRelation);
+  r.Register("", "Det", DetRelation);
+  for (const char* op : {"LpNormalization", "RotaryEmbedding", "Swish"}) {
+    r.Register("", op, SameShapeRelation);
+  }
+  r.Register("", "MaxUnpool", MaxUnpoolRelation);
+  r.Register("", "GridSample", GridSampleRelation);
+  r.Register("", "RoiAlign", RoiAlignRelation);
+  r.Register("", "NegativeLogLikelihoodLoss", LossRelation);
+  r.Register("", "SoftmaxCrossEntropyLoss", LossRelation);
+  r.Register("", "Attention", AttentionRelation);
+  r.Register("", "AffineGrid", AffineGridRelation);
+  r.Register("", "Col2Im", Col2ImRelation);
+  r.Register("", "CenterCropPad", CenterCropPadRelation);
 }
 
 }  // namespace nimble::compiler

@@ -884,7 +884,10 @@ absl::Status RangeRelation(InferenceContext& ctx) {
   if (n && n->IsConst() && n->ConstValue() <= kMaxSymbolicValueElements && s && d) {
     std::vector<DimExpr> value;
     for (int64_t i = 0; i < n->ConstValue(); ++i) {
-      value.push_back((*s)[0] + DimExpr::Const(i) * (*d)[0]);
+      std::optional<DimExpr> step = CheckedMul(DimExpr::Const(i), (*d)[0]);
+      std::optional<DimExpr> v = step ? CheckedAdd((*s)[0], *step) : std::nullopt;
+      if (!v) return absl::OkStatus();
+      value.push_back(*v);
     }
     ctx.SetOutputSymbolicValue(0, std::move(value));
   }
@@ -967,7 +970,7 @@ absl::Status GatherNDRelation(InferenceContext& ctx) {
     return absl::OkStatus();
   }
   const int64_t q = indices->dims->back()->ConstValue();
-  if (b < 0 || b >= indices->rank() || b + q > data->rank()) {
+  if (q < 0 || b < 0 || b >= indices->rank() || b + q > data->rank()) {
     return absl::InvalidArgumentError(absl::StrCat("indices last dim ", q, " with batch_dims ", b,
                                                    " does not fit data rank ", data->rank()));
   }
@@ -1032,8 +1035,10 @@ absl::Status OneHotRelation(InferenceContext& ctx) {
   if (std::optional<std::vector<DimExpr>> v = ctx.InputSymbolicValue(1); v && v->size() == 1) {
     NIMBLE_ASSIGN_OR_RETURN(depth, DimFromValue((*v)[0], "OneHot depth"));
   } else if (std::optional<std::vector<double>> f = ctx.InputFloats(1); f && f->size() == 1) {
-    NIMBLE_ASSIGN_OR_RETURN(
-        depth, DimFromValue(DimExpr::Const(static_cast<int64_t>((*f)[0])), "OneHot depth"));
+    if (!((*f)[0] >= 0 && (*f)[0] <= static_cast<double>(kMaxStaticDim))) {
+      return absl::InvalidArgumentError(absl::StrCat("OneHot depth ", (*f)[0], " is not valid"));
+    }
+    depth = DimExpr::Const(static_cast<int64_t>((*f)[0]));
   } else {
     depth = ctx.FreshDim(0, axis);
   }
@@ -1113,7 +1118,7 @@ absl::Status EyeLikeRelation(InferenceContext& ctx) {
 absl::Status DepthToSpaceRelation(InferenceContext& ctx) {
   NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
   const int64_t b = ctx.AttrInt("blocksize", 0);
-  if (b <= 0) return absl::InvalidArgumentError("blocksize must be positive");
+  if (b <= 0 || b > (1 << 20)) return absl::InvalidArgumentError("blocksize is out of range");
   if (!x->has_rank()) {
     ctx.SetOutput(0, FreshTensor(ctx, 0, x->dtype, 4));
     return absl::OkStatus();
@@ -1256,8 +1261,8 @@ void RegisterTensorRelations(RelationRegistry& r) {
   r.Register("", "ConstantOfShape", ConstantOfShapeRelation);
   r.Register("", "Constant", ConstantRelation);
   r.Register("", "Range", RangeRelation);
-  for (const char* op :
-       {"Trilu", "CumSum", "ScatterND", "ScatterElements", "Scatter", "ReverseSequence"}) {
+  for (const char* op : {"Trilu", "CumSum", "CumProd", "ScatterND", "ScatterElements", "Scatter",
+                         "ReverseSequence", "TensorScatter"}) {
     r.Register("", op, SameAsInput0);
   }
   r.Register("", "Gather", GatherRelation);

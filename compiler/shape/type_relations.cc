@@ -71,11 +71,12 @@ bool IsFreshName(const std::string& name) { return absl::StartsWith(name, kFresh
 
 InferenceContext::InferenceContext(DimContext& dims, Node& node, int opset,
                                    std::vector<Type> previous_outputs,
-                                   SubgraphInferer infer_subgraph)
+                                   const std::set<int32_t>* visible, SubgraphInferer infer_subgraph)
     : dims_(dims),
       node_(node),
       opset_(opset),
       previous_outputs_(std::move(previous_outputs)),
+      visible_(visible),
       infer_subgraph_(std::move(infer_subgraph)),
       set_(static_cast<size_t>(node.num_outputs()), false) {}
 
@@ -244,8 +245,9 @@ DimExpr InferenceContext::FreshDim(int output, int axis) {
     const TensorType& prev = previous_outputs_[output].tensor;
     if (prev.has_rank() && axis >= 0 && axis < prev.rank() && (*prev.dims)[axis]) {
       std::optional<int32_t> atom = (*prev.dims)[axis]->AsAtom();
-      if (atom && dims_.atom(*atom).kind == DimContext::AtomKind::kSymbol &&
-          IsFreshName(dims_.atom(*atom).name) && fresh_symbols_.insert(*atom).second) {
+      // Only a symbol this node invented: one that no value before the node mentions.
+      if (atom && IsRuntimeSymbol(dims_, *atom) && !(visible_ && visible_->count(*atom)) &&
+          fresh_symbols_.insert(*atom).second) {
         return DimExpr::Atom(*atom);
       }
     }
@@ -258,6 +260,18 @@ DimExpr InferenceContext::FreshDim(int output, int axis) {
 DimExpr InferenceContext::FreshSymbol() {
   runtime_shape_ = true;
   return dims_.FreshSymbol(kFreshPrefix, DimBounds{0, INT64_MAX});
+}
+
+bool InferenceContext::Visible(const DimExpr& e) const {
+  std::set<int32_t> symbols;
+  CollectSymbols(dims_, e, symbols);
+  for (int32_t s : symbols) {
+    if (IsRuntimeSymbol(dims_, s) && !(visible_ && visible_->count(s)) &&
+        !fresh_symbols_.count(s)) {
+      return false;
+    }
+  }
+  return true;
 }
 
 void InferenceContext::AddCheck(ShapeCheck check) {
@@ -328,6 +342,7 @@ RelationRegistry& RelationRegistry::Global() {
     RegisterNnRelations(*r);
     RegisterReduceRelations(*r);
     RegisterControlRelations(*r);
+    RegisterSignalRelations(*r);
     return r;
   }();
   return *registry;
@@ -380,9 +395,16 @@ absl::StatusOr<vm::DType> ElemTypeFromOnnx(int64_t onnx_type) {
       return vm::DType::kU64;
     case 16:
       return vm::DType::kBF16;
+    case 14:
+    case 15:
+      return absl::UnimplementedError(
+          absl::StrCat("complex element type ", onnx_type, " is not supported"));
     default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("ONNX element type ", onnx_type, " is not supported"));
+      if (onnx_type >= 17 && onnx_type <= 26) {  // float8/float4/int4/int2 variants
+        return absl::UnimplementedError(
+            absl::StrCat("ONNX element type ", onnx_type, " is not supported"));
+      }
+      return absl::InvalidArgumentError(absl::StrCat("unknown ONNX element type ", onnx_type));
   }
 }
 

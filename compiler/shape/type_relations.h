@@ -53,9 +53,11 @@ class InferenceContext {
   using SubgraphInferer = std::function<absl::Status(Graph&)>;
 
   // `previous_outputs`: the output types before this inference (FreshDim reuses the symbols it
-  // invented last time, so re-running inference is stable).
+  // invented last time, so re-running inference is stable). `visible`: the run-time symbols
+  // in the types of values already typed where the node is (its graph and the enclosing ones);
+  // null means none.
   InferenceContext(DimContext& dims, Node& node, int opset, std::vector<Type> previous_outputs,
-                   SubgraphInferer infer_subgraph);
+                   const std::set<int32_t>* visible, SubgraphInferer infer_subgraph);
 
   Node& node() { return node_; }
   const Node& node() const { return node_; }
@@ -104,6 +106,10 @@ class InferenceContext {
   bool runtime_shape() const { return runtime_shape_; }
   // Symbols FreshDim created or reused in this inference (the node's own output dims).
   const std::set<int32_t>& fresh_symbols() const { return fresh_symbols_; }
+  // Whether `e` may appear in the node's output types: each run-time symbol it mentions is
+  // visible where the node is, or is one of the node's own fresh dims. (Symbols invented inside
+  // a subgraph are bound only there.)
+  bool Visible(const DimExpr& e) const;
 
   // ---- Gradual typing. `what` says which fact it is, for the check's message and errors.
   absl::Status RequireEqual(const Dim& a, const Dim& b, absl::string_view what);
@@ -128,6 +134,7 @@ class InferenceContext {
   Node& node_;
   int opset_;
   std::vector<Type> previous_outputs_;
+  const std::set<int32_t>* visible_;
   SubgraphInferer infer_subgraph_;
   std::vector<bool> set_;
   std::vector<ShapeCheck> checks_;

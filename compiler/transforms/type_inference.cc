@@ -1,11 +1,13 @@
 #include "compiler/transforms/type_inference.h"
 
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "compiler/shape/dim_util.h"
 #include "compiler/shape/shape_check.h"
 
 namespace nimble::compiler {
@@ -13,7 +15,22 @@ namespace {
 
 constexpr int kDefaultOpset = 17;
 
-absl::Status InferGraph(Module& module, Graph& graph, const RelationRegistry& relations);
+using SymbolSet = std::set<int32_t>;
+
+absl::Status InferGraph(Module& module, Graph& graph, const RelationRegistry& relations,
+                        const SymbolSet& outer);
+
+// Adds the run-time symbols `type` mentions to `seen`.
+void NoteSymbols(const DimContext& dims, const Type& type, SymbolSet& seen) {
+  if (!type.tensor.has_rank()) return;
+  SymbolSet symbols;
+  for (const Dim& d : *type.tensor.dims) {
+    if (d) CollectSymbols(dims, *d, symbols);
+  }
+  for (int32_t s : symbols) {
+    if (IsRuntimeSymbol(dims, s)) seen.insert(s);
+  }
+}
 
 int NodeOpset(const Module& module, const Node& node) {
   if (node.opset() > 0) return node.opset();
@@ -70,7 +87,9 @@ void NameUnknownInputDims(Module& module) {
   }
 }
 
-absl::Status InferNode(Module& module, Node& node, const RelationRegistry& relations) {
+// `visible`: run-time symbols of the values typed before `node` (see InferenceContext).
+absl::Status InferNode(Module& module, Node& node, const RelationRegistry& relations,
+                       const SymbolSet& visible) {
   const int opset = NodeOpset(module, node);
   const TypeRelation* relation = relations.Find(node.domain(), node.op_type());
   if (relation == nullptr) {
@@ -92,8 +111,8 @@ absl::Status InferNode(Module& module, Node& node, const RelationRegistry& relat
     if (out) out->set_symbolic_value(std::nullopt);
   }
   ClearTypeInferenceAttrs(node);
-  InferenceContext ctx(module.dims, node, opset, std::move(previous),
-                       [&](Graph& g) { return InferGraph(module, g, relations); });
+  InferenceContext ctx(module.dims, node, opset, std::move(previous), &visible,
+                       [&](Graph& g) { return InferGraph(module, g, relations, visible); });
   absl::Status status = (*relation)(ctx);
   if (status.ok()) status = ctx.attr_status();
   if (!status.ok()) return Annotate(status, Where(node, opset));
@@ -120,10 +139,18 @@ absl::Status InferNode(Module& module, Node& node, const RelationRegistry& relat
   return absl::OkStatus();
 }
 
-absl::Status InferGraph(Module& module, Graph& graph, const RelationRegistry& relations) {
+absl::Status InferGraph(Module& module, Graph& graph, const RelationRegistry& relations,
+                        const SymbolSet& outer) {
   PrepareConstants(graph);
+  SymbolSet seen = outer;
+  for (const auto& v : graph.values()) {
+    if (v->producer() == nullptr) NoteSymbols(module.dims, v->type(), seen);  // inputs, constants
+  }
   for (const auto& node : graph.nodes()) {
-    NIMBLE_RETURN_IF_ERROR(InferNode(module, *node, relations));
+    NIMBLE_RETURN_IF_ERROR(InferNode(module, *node, relations, seen));
+    for (const Value* out : node->outputs()) {
+      if (out) NoteSymbols(module.dims, out->type(), seen);
+    }
   }
   return absl::OkStatus();
 }
@@ -132,13 +159,20 @@ absl::Status InferGraph(Module& module, Graph& graph, const RelationRegistry& re
 
 absl::Status InferTypes(Module& module, const RelationRegistry& relations) {
   NameUnknownInputDims(module);
-  return InferGraph(module, *module.main, relations);
+  return InferGraph(module, *module.main, relations, {});
 }
 
 absl::Status InferTypes(Module& module) { return InferTypes(module, RelationRegistry::Global()); }
 
 absl::Status InferNodeTypes(Module& module, Node& node, const RelationRegistry& relations) {
-  return InferNode(module, node, relations);
+  // Visible: whatever the node's graph and the enclosing ones mention, except its own outputs.
+  SymbolSet visible;
+  for (const Graph* g = node.graph(); g != nullptr; g = g->parent()) {
+    for (const auto& v : g->values()) {
+      if (v->producer() != &node) NoteSymbols(module.dims, v->type(), visible);
+    }
+  }
+  return InferNode(module, node, relations, visible);
 }
 
 absl::Status InferNodeTypes(Module& module, Node& node) {

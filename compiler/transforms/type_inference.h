@@ -12,7 +12,9 @@
 //                           ("_rt<n>", bounds [0, inf)) that the lowering binds from the tensors
 //                           the kernel's run-time shape function produces;
 //   "_checks"/"_check_exprs" facts the types rely on that could not be proven at compile time
-//                           (see compiler/shape/shape_check.h); the lowering emits VM asserts.
+//                           (see compiler/shape/shape_check.h); the lowering emits VM asserts;
+//   "_taken_branch"         on an If whose condition is known at compile time: the branch that
+//                           runs. Only it must type-check (the other is inferred best effort).
 // Provably inconsistent models fail with kInvalidArgument naming the node; operators without a
 // relation fail with kUnimplemented ("unsupported operator 'Foo' (domain '', opset 17) at node
 // 'bar'").

@@ -212,5 +212,23 @@ TEST(TypeInferenceConformanceTest, NodeSuite) {
   printf("operators without a type relation: %s\n", absl::StrJoin(unsupported_ops, ", ").c_str());
 }
 
+// A development aid: NIMBLE_TYPE_INFER_MODEL=<model.onnx> prints the model's IR after inference
+// with a summary of run-time nodes and checks.
+TEST(TypeInferenceConformanceTest, ModelFromEnvironment) {
+  const char* path = std::getenv("NIMBLE_TYPE_INFER_MODEL");
+  if (path == nullptr) GTEST_SKIP() << "NIMBLE_TYPE_INFER_MODEL is not set";
+  absl::StatusOr<std::unique_ptr<Module>> module = ImportOnnxModel(path);
+  ASSERT_TRUE(module.ok()) << module.status();
+  ASSERT_TRUE(InferTypes(**module).ok()) << InferTypes(**module);
+  printf("%s", (*module)->ToString().c_str());
+  int runtime = 0, checks = 0;
+  for (const auto& node : (*module)->main->nodes()) {
+    runtime += node->attrs().Has("_shape_mode");
+    checks += static_cast<int>(node->attrs().GetOr<std::vector<std::string>>("_checks", {}).size());
+  }
+  printf("%zu nodes, %d with run-time shapes, %d run-time checks\n",
+         (*module)->main->nodes().size(), runtime, checks);
+}
+
 }  // namespace
 }  // namespace nimble::compiler

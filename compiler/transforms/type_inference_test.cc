@@ -355,6 +355,68 @@ TEST_F(TypeInferenceTest, IfBranchLocalSymbolsDoNotEscape) {
   EXPECT_EQ(T(node->output(0)), "i64[1, _rt2]");
 }
 
+TEST_F(TypeInferenceTest, IfWithConstantConditionNeedNotTypeCheckTheDeadBranch) {
+  // ONNX function bodies branch on the input rank: the branch for the other rank is ill-typed.
+  Value* x = F32("x", {Sym("b"), DimExpr::Const(4)});
+  Value* is_2d = Out("Equal", {Out("Size", {Out("Shape", {x})}), Scalar(2)});
+  Node* node = Op("If", {is_2d}, "if");
+  auto then_g = std::make_unique<Graph>("then", &g_);
+  auto else_g = std::make_unique<Graph>("else", &g_);
+  then_g->set_outputs({then_g->AddNode("Relu", {x}, 1)->output(0)});
+  Node* bad = else_g->AddNode("MatMul", {x, x}, 1);  // [b, 4] x [b, 4]: 4 vs b, b vs ...
+  Node* worse = else_g->AddNode("Transpose", {bad->output(0)}, 1);
+  worse->attrs().Set("perm", std::vector<int64_t>{0, 1, 2});
+  else_g->set_outputs({worse->output(0)});
+  node->subgraphs()["then_branch"] = std::move(then_g);
+  node->subgraphs()["else_branch"] = std::move(else_g);
+  ASSERT_THAT(InferTypes(m_), IsOk());
+  EXPECT_EQ(T(node->output(0)), "f32[b, 4]");
+  EXPECT_EQ(node->attrs().GetOr<std::string>(kTakenBranchAttr, ""), "then_branch");
+}
+
+TEST_F(TypeInferenceTest, FreshSymbolsAreReusedOnlyByTheirInventor) {
+  Value* x = F32("x", {Sym("n")});
+  Node* nz = Op("NonZero", {x}, "nz");
+  Value* shape = Input("shape", vm::DType::kI64, {DimExpr::Const(2)});
+  Node* r = Op("Reshape", {F32("y", {DimExpr::Const(6)}), shape}, "r");
+  ASSERT_THAT(InferTypes(m_), IsOk());
+  EXPECT_EQ(T(nz->output(0)), "i64[1, _rt0]");
+  EXPECT_EQ(T(r->output(0)), "f32[_rt1, _rt2]");
+  // A stale type that mentions the NonZero's symbol (say, copied by a rewrite) must not make
+  // the Reshape claim the same run-time dim.
+  r->output(0)->set_type(nz->output(0)->type());
+  ASSERT_THAT(InferNodeTypes(m_, *r), IsOk());
+  EXPECT_EQ(T(r->output(0)), "f32[_rt3, _rt4]");
+  ASSERT_THAT(InferTypes(m_), IsOk());
+  EXPECT_EQ(T(nz->output(0)), "i64[1, _rt0]");
+  EXPECT_EQ(T(r->output(0)), "f32[_rt3, _rt4]");
+}
+
+TEST_F(TypeInferenceTest, InferNodeTypesAfterARewrite) {
+  Value* x = F32("x", {Sym("b"), DimExpr::Const(8)});
+  Node* relu = Op("Relu", {x}, "relu");
+  ASSERT_THAT(InferTypes(m_), IsOk());
+  // A pass swaps the input for a wider tensor and re-infers just this node.
+  relu->set_input(0, F32("wide", {Sym("b"), DimExpr::Const(16)}));
+  ASSERT_THAT(InferNodeTypes(m_, *relu), IsOk());
+  EXPECT_EQ(T(relu->output(0)), "f32[b, 16]");
+}
+
+TEST_F(TypeInferenceTest, AttentionWithPastKeyValues) {
+  Value* q = F32("q", {Sym("b"), DimExpr::Const(8), Sym("s"), DimExpr::Const(64)});
+  Value* k = F32("k", {Sym("b"), DimExpr::Const(2), Sym("s"), DimExpr::Const(64)});
+  Value* v = F32("v", {Sym("b"), DimExpr::Const(2), Sym("s"), DimExpr::Const(32)});
+  Value* pk = F32("pk", {Sym("b"), DimExpr::Const(2), Sym("p"), DimExpr::Const(64)});
+  Value* pv = F32("pv", {Sym("b"), DimExpr::Const(2), Sym("p"), DimExpr::Const(32)});
+  Node* att = Op("Attention", {q, k, v, nullptr, pk, pv}, "att", 4);
+  att->set_opset(23);
+  ASSERT_THAT(InferTypes(m_), IsOk());
+  EXPECT_EQ(T(att->output(0)), "f32[b, 8, s, 32]");
+  EXPECT_EQ(T(att->output(1)), "f32[b, 2, s + p, 64]");
+  EXPECT_EQ(T(att->output(2)), "f32[b, 2, s + p, 32]");
+  EXPECT_EQ(T(att->output(3)), "f32[b, 8, s, s + p]");
+}
+
 // ---- Gradual typing and errors ------------------------------------------------------------------
 
 TEST_F(TypeInferenceTest, MatMulInnerDimsUnprovableRecordsCheck) {

@@ -383,7 +383,14 @@ absl::Status MatMulF32(const KernelContext& ctx, const PrimitiveCache& cache, co
   key.push_back(e.bias != nullptr);
   key.push_back(static_cast<int64_t>(e.activation));
   key.push_back(e.residual != nullptr);
-  auto prim = cache.GetOrCreate(key, [&] { return CreateMatMul(d, e); });
+  // oneDNN sizes a primitive's work split for the thread count at creation, so the count is
+  // part of the key and creation runs under it.
+  const int threads = onednn::ThreadsFor(ctx.num_threads, 2.0 * p.num_batches() * p.m * p.n * p.k);
+  key.push_back(threads);
+  auto prim = cache.GetOrCreate(key, [&] {
+    onednn::ScopedThreads scoped(threads);
+    return CreateMatMul(d, e);
+  });
   if (!prim.ok()) {
     if (prim.status().code() != absl::StatusCode::kUnimplemented) {
       return Annotate(prim.status(), op);
@@ -419,7 +426,7 @@ absl::Status MatMulF32(const KernelContext& ctx, const PrimitiveCache& cache, co
   } catch (const dnnl::error& err) {
     return onednn::ErrorStatus(err, op);
   }
-  return onednn::Execute(**prim, args, ctx.allocator, ctx.num_threads, op);
+  return onednn::Execute(**prim, args, ctx.allocator, threads, op);
 }
 
 // Any-dtype product without epilogue: f32 on oneDNN, f16/bf16 through f32, others by reference.
@@ -895,12 +902,16 @@ class ConvKernel final : public SingleOutputKernel {
     Dims dilates, pad_l(w.pad_begin.begin(), w.pad_begin.end()),
         pad_r(w.pad_end.begin(), w.pad_end.end());
     for (int64_t d : w.dilations) dilates.push_back(d - 1);
-    PrimitiveCache::Key key = {has_bias};
+    const int threads = onednn::ThreadsFor(
+        ctx.num_threads, 2.0 * static_cast<double>(out.num_elements()) * wt.dim(1) *
+                             Product(absl::MakeConstSpan(wt.shape()).subspan(2)));
+    PrimitiveCache::Key key = {has_bias, threads};
     for (const Dims* v : {&src, &wei, &dst, &strides, &dilates, &pad_l, &pad_r}) {
       key.push_back(static_cast<int64_t>(v->size()));
       key.insert(key.end(), v->begin(), v->end());
     }
     auto prim = cache_.GetOrCreate(key, [&]() -> absl::StatusOr<CachedPrimitive> {
+      onednn::ScopedThreads scoped(threads);
       try {
         const memory::desc src_md(src, f32, RowMajorStrides(src));
         const memory::desc wei_md(wei, f32, RowMajorStrides(wei));
@@ -936,7 +947,7 @@ class ConvKernel final : public SingleOutputKernel {
     } catch (const dnnl::error& err) {
       return onednn::ErrorStatus(err, op());
     }
-    return onednn::Execute(**prim, args, ctx.allocator, ctx.num_threads, op());
+    return onednn::Execute(**prim, args, ctx.allocator, threads, op());
   }
 
   const WindowAttrs attrs_;
@@ -1131,6 +1142,9 @@ class PoolKernel final : public Kernel {
     NIMBLE_ASSIGN_OR_RETURN(Window w, Plan(inputs));
     const size_t max_outputs = kind_ == PoolKind::kMax && !global_ ? 2 : 1;
     NIMBLE_RETURN_IF_ERROR(kernel_util::CheckOutputs(Name(), outputs, 1, max_outputs));
+    if (!outputs[0].defined()) {
+      return absl::InvalidArgumentError(absl::StrCat(Name(), ": output Y is not allocated"));
+    }
     const Tensor& x = inputs[0];
     const Shape out_shape = OutShape(x, w);
     std::vector<Shape> shapes(outputs.size(), out_shape);

@@ -1,7 +1,9 @@
 #include "vm/kernels/cpu/onednn_util.h"
 
 #include <dlfcn.h>
+#include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
+#include <tbb/partitioner.h>
 #include <tbb/task_arena.h>
 
 #include <algorithm>
@@ -82,11 +84,17 @@ ScopedThreads::~ScopedThreads() {
   if (previous_ > 0) Omp().set_num_threads(previous_);
 }
 
+int ThreadsFor(int budget, double flops) {
+  const double useful = flops / 1.0e6;
+  if (useful < 2.0) return 1;
+  return static_cast<int>(std::min<double>(std::max(budget, 1), useful));
+}
+
 absl::Status Sgemm(int num_threads, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                    float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
                    float beta, float* c, int64_t ldc) {
   if (m == 0 || n == 0) return absl::OkStatus();
-  ScopedThreads threads(num_threads);
+  ScopedThreads threads(ThreadsFor(num_threads, 2.0 * static_cast<double>(m) * n * k));
   return StatusFromC(dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a, lda, b,
                                 ldb, beta, c, ldc),
                      "sgemm");
@@ -173,11 +181,17 @@ void ParallelFor(int num_threads, int64_t n, int64_t grain,
     arena_threads = num_threads;
   }
   arena->execute([&] {
-    tbb::parallel_for(int64_t{0}, chunks, [&](int64_t c) {
-      const int64_t begin = c * chunk;
-      const int64_t end = std::min(n, begin + chunk);
-      if (begin < end) fn(begin, end);
-    });
+    // simple_partitioner: one task per chunk, so idle threads can steal any of them.
+    tbb::parallel_for(
+        tbb::blocked_range<int64_t>(0, chunks, 1),
+        [&](const tbb::blocked_range<int64_t>& r) {
+          for (int64_t c = r.begin(); c < r.end(); ++c) {
+            const int64_t begin = c * chunk;
+            const int64_t end = std::min(n, begin + chunk);
+            if (begin < end) fn(begin, end);
+          }
+        },
+        tbb::simple_partitioner());
   });
 }
 

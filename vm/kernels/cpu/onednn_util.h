@@ -57,6 +57,10 @@ class ScopedThreads {
   int previous_ = 0;
 };
 
+// Threads worth using for `flops` of work on a budget of `budget`: about one per MFLOP, so
+// small products skip the fork/join of a parallel region.
+int ThreadsFor(int budget, double flops);
+
 // Row-major C = alpha * op(A) * op(B) + beta * C with oneDNN's JIT sgemm, on `num_threads`.
 absl::Status Sgemm(int num_threads, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                    float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,

@@ -161,6 +161,25 @@ void Clip(float* x, int64_t n, float clip) {
   for (int64_t i = 0; i < n; ++i) x[i] = std::clamp(x[i], -clip, clip);
 }
 
+// c[m, n] = a[m, k] · b[n, k]^T on `num_threads` TBB threads, each running single-threaded sgemm
+// on a block of columns.
+absl::Status ParallelSgemmNT(int num_threads, int64_t m, int64_t n, int64_t k, const float* a,
+                             int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc) {
+  absl::Status status;
+  std::mutex mutex;  // guards status
+  const int threads = onednn::ThreadsFor(num_threads, 2.0 * static_cast<double>(m) * n * k);
+  const int64_t grain = std::max<int64_t>(16, (n + 2 * threads - 1) / (2 * threads));
+  kernel_util::ParallelFor(threads, n, grain, [&](int64_t j0, int64_t j1) {
+    absl::Status s = onednn::Sgemm(1, false, true, m, j1 - j0, k, 1.0f, a, lda, b + j0 * ldb, ldb,
+                                   0.0f, c + j0, ldc);
+    if (!s.ok()) {
+      std::lock_guard<std::mutex> lock(mutex);
+      status = s;
+    }
+  });
+  return status;
+}
+
 // ---------------------------------------------------------------------------------------------
 
 enum class Cell { kLstm, kGru, kRnn };
@@ -225,6 +244,8 @@ class RecurrentKernel final : public Kernel {
     NIMBLE_ASSIGN_OR_RETURN(Tensor xw, Tensor::Empty(DType::kF32, {rows, gh}, ctx.allocator));
     NIMBLE_ASSIGN_OR_RETURN(Tensor scratch,
                             Tensor::Empty(DType::kF32, {d.batch, 2 * gh + 3 * h}, ctx.allocator));
+    // Rows whose sequence ended still go through the recurrent GEMM; keep what they read defined.
+    std::memset(scratch.raw_data(), 0, scratch.nbytes());
     const float* x = inputs[0].data<float>();
     for (int dir = 0; dir < c_.num_dirs; ++dir) {
       const bool reverse = c_.reverse_only || dir == 1;
@@ -232,8 +253,9 @@ class RecurrentKernel final : public Kernel {
       const float* r = inputs[2].data<float>() + dir * gh * h;
       const float* bias = Present(inputs, 3) ? inputs[3].data<float>() + dir * 2 * gh : nullptr;
       // xw = X · W^T + Wb + Rb (GRU under linear_before_reset: without Rb of the h gate).
-      NIMBLE_RETURN_IF_ERROR(onednn::Sgemm(ctx.num_threads, false, true, rows, gh, d.input, 1.0f, x,
-                                           d.input, w, d.input, 0.0f, xw.data<float>(), gh));
+      // Split over TBB like the steps below, so no OpenMP team spins beside the TBB workers.
+      NIMBLE_RETURN_IF_ERROR(ParallelSgemmNT(ctx.num_threads, rows, gh, d.input, x, d.input, w,
+                                             d.input, xw.data<float>(), gh));
       if (bias != nullptr) {
         std::vector<float> b(gh);
         for (int64_t j = 0; j < gh; ++j) {
@@ -374,7 +396,9 @@ class RecurrentKernel final : public Kernel {
     // Units are split across threads; each chunk runs its slice of the recurrent GEMM
     // (single-threaded sgemm per gate) and its gate math. TBB degrades to the calling thread
     // when the others are busy, where OpenMP's barrier would wait for them every step.
-    const int64_t grain = std::max<int64_t>(16, h / (2 * std::max(1, ctx.num_threads)));
+    const int threads =
+        onednn::ThreadsFor(ctx.num_threads, 2.0 * static_cast<double>(batch) * gh * h);
+    const int64_t grain = std::max<int64_t>(16, (h + 2 * threads - 1) / (2 * threads));
     absl::Status status;
     std::mutex status_mutex;  // guards status
     auto fail = [&](const absl::Status& s) {
@@ -443,9 +467,9 @@ class RecurrentKernel final : public Kernel {
           }
         }
       };
-      kernel_util::ParallelFor(ctx.num_threads, h, grain, step);
+      kernel_util::ParallelFor(threads, h, grain, step);
       if (gru_two_phase) {
-        kernel_util::ParallelFor(ctx.num_threads, h, grain, [&](int64_t j0, int64_t j1) {
+        kernel_util::ParallelFor(threads, h, grain, [&](int64_t j0, int64_t j1) {
           const int64_t n = j1 - j0;
           recurrent(rh, 2, 3, j0, j1);
           for (int64_t b = 0; b < batch; ++b) {

@@ -20,6 +20,7 @@
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
 #include "vm/kernels/cpu/cpu_kernels.h"
+#include "vm/kernels/cpu/fp16.h"
 #include "vm/kernels/cpu/onednn_util.h"
 
 // GCC 12 reports absl::InlinedVector's copy of an inlined (small) Shape as "maybe uninitialized"
@@ -108,7 +109,7 @@ absl::Status WithKeys(const Tensor& t, absl::string_view op, Fn&& fn) {
       const uint16_t* p = t.data<uint16_t>();
       const bool half = t.dtype() == DType::kF16;
       for (int64_t i = 0; i < n; ++i) {
-        keys[i] = half ? kernel_util::HalfToFloat(p[i]) : kernel_util::BF16ToFloat(p[i]);
+        keys[i] = half ? HalfToFloat(p[i]) : BFloat16ToFloat(p[i]);
       }
       return fn(static_cast<const float*>(keys.data()));
     }
@@ -253,11 +254,21 @@ template <typename T>
 void Combine(Reduction r, T& dst, const T& src) {
   if constexpr (std::is_arithmetic_v<T>) {
     switch (r) {
-      case Reduction::kNone: dst = src; return;
-      case Reduction::kAdd: dst = static_cast<T>(dst + src); return;
-      case Reduction::kMul: dst = static_cast<T>(dst * src); return;
-      case Reduction::kMax: dst = std::max(dst, src); return;
-      case Reduction::kMin: dst = std::min(dst, src); return;
+      case Reduction::kNone:
+        dst = src;
+        return;
+      case Reduction::kAdd:
+        dst = static_cast<T>(dst + src);
+        return;
+      case Reduction::kMul:
+        dst = static_cast<T>(dst * src);
+        return;
+      case Reduction::kMax:
+        dst = std::max(dst, src);
+        return;
+      case Reduction::kMin:
+        dst = std::min(dst, src);
+        return;
     }
   }
   dst = src;  // kNone on element-size types and strings

@@ -27,6 +27,7 @@
 #include "base/status_macros.h"
 #include "vm/kernels/cpu/broadcast.h"
 #include "vm/kernels/cpu/cpu_kernels.h"
+#include "vm/kernels/cpu/fp16.h"
 #include "vm/kernels/cpu/onednn_util.h"
 
 // GCC 12 reports absl::InlinedVector's copy of an inlined (small) Shape as "maybe uninitialized"
@@ -64,12 +65,6 @@ Dims RowMajorStrides(const Dims& dims) {
   return strides;
 }
 
-int64_t FloatBits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof(u));
-  return u;
-}
-
 // f16/bf16 tensors converted to f32 (and back) so they can take the f32 paths.
 absl::StatusOr<Tensor> ToF32(const Tensor& t, Allocator* allocator) {
   NIMBLE_ASSIGN_OR_RETURN(Tensor out, Tensor::Empty(DType::kF32, t.shape(), allocator));
@@ -77,7 +72,7 @@ absl::StatusOr<Tensor> ToF32(const Tensor& t, Allocator* allocator) {
   float* o = out.data<float>();
   const bool half = t.dtype() == DType::kF16;
   for (int64_t i = 0; i < t.num_elements(); ++i) {
-    o[i] = half ? kernel_util::HalfToFloat(p[i]) : kernel_util::BF16ToFloat(p[i]);
+    o[i] = half ? HalfToFloat(p[i]) : BFloat16ToFloat(p[i]);
   }
   return out;
 }
@@ -87,7 +82,7 @@ void FromF32(const Tensor& f32, const Tensor& out) {
   uint16_t* o = out.data<uint16_t>();
   const bool half = out.dtype() == DType::kF16;
   for (int64_t i = 0; i < out.num_elements(); ++i) {
-    o[i] = half ? kernel_util::FloatToHalf(p[i]) : kernel_util::FloatToBF16(p[i]);
+    o[i] = half ? FloatToHalf(p[i]) : FloatToBFloat16(p[i]);
   }
 }
 

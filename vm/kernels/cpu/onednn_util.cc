@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "vm/kernels/cpu/fp16.h"
 
 namespace nimble::vm::cpu {
 
@@ -282,7 +283,7 @@ double ElementAsDouble(const Tensor& t, int64_t i) {
     case DType::kF16:
       return HalfToFloat(t.data<uint16_t>()[i]);
     case DType::kBF16:
-      return BF16ToFloat(t.data<uint16_t>()[i]);
+      return BFloat16ToFloat(t.data<uint16_t>()[i]);
     case DType::kI8:
       return t.data<int8_t>()[i];
     case DType::kI16:
@@ -393,7 +394,7 @@ absl::Status WriteScalar(DType dtype, double value, void* dst) {
       *static_cast<uint16_t*>(dst) = FloatToHalf(static_cast<float>(value));
       break;
     case DType::kBF16:
-      *static_cast<uint16_t*>(dst) = FloatToBF16(static_cast<float>(value));
+      *static_cast<uint16_t*>(dst) = FloatToBFloat16(static_cast<float>(value));
       break;
     case DType::kI8:
       *static_cast<int8_t*>(dst) = static_cast<int8_t>(value);
@@ -433,66 +434,6 @@ Shape Strides(absl::Span<const int64_t> shape) {
   Shape strides(shape.size(), 1);
   for (size_t i = shape.size(); i-- > 1;) strides[i - 1] = strides[i] * shape[i];
   return strides;
-}
-
-float HalfToFloat(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
-  uint32_t exp = (h >> 10) & 0x1f;
-  uint32_t mant = h & 0x3ff;
-  uint32_t bits;
-  if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (mant << 13);
-  } else if (exp != 0) {
-    bits = sign | ((exp + 112) << 23) | (mant << 13);
-  } else if (mant == 0) {
-    bits = sign;
-  } else {
-    // Subnormal: normalise.
-    exp = 113;
-    while ((mant & 0x400) == 0) {
-      mant <<= 1;
-      --exp;
-    }
-    mant &= 0x3ff;
-    bits = sign | (exp << 23) | (mant << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
-}
-
-uint16_t FloatToHalf(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, sizeof(bits));
-  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000);
-  const uint32_t abs = bits & 0x7fffffff;
-  if (abs >= 0x7f800000u) {  // inf or nan
-    return sign | 0x7c00 | (abs > 0x7f800000u ? 0x200 : 0);
-  }
-  if (abs >= 0x477ff000u) return sign | 0x7c00;  // overflows to inf after rounding
-  if (abs < 0x38800000u) {                       // subnormal or zero in half
-    if (abs < 0x33000000u) return sign;
-    const uint32_t exp = abs >> 23;
-    const uint32_t mant = (abs & 0x7fffff) | 0x800000;
-    const uint32_t shift = 126 - exp;  // 14 + (112 - (exp - 127)) ... in [14, 24]
-    uint32_t half_mant = mant >> shift;
-    const uint32_t rem = mant & ((1u << shift) - 1);
-    const uint32_t halfway = 1u << (shift - 1);
-    if (rem > halfway || (rem == halfway && (half_mant & 1))) ++half_mant;
-    return sign | static_cast<uint16_t>(half_mant);
-  }
-  uint32_t h = ((abs >> 13) - (112 << 10));
-  const uint32_t rem = abs & 0x1fff;
-  if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) ++h;
-  return sign | static_cast<uint16_t>(h);
-}
-
-uint16_t FloatToBF16(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, sizeof(bits));
-  if ((bits & 0x7fffffff) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);
-  bits += 0x7fff + ((bits >> 16) & 1);
-  return static_cast<uint16_t>(bits >> 16);
 }
 
 absl::Status SingleOutputKernel::OutputShapes(absl::Span<const Tensor> inputs,

@@ -7,8 +7,7 @@
 // workers do not oversubscribe the machine.
 //
 // kernel_util: a TBB parallel loop bounded by the same budget, element-type dispatch by size for
-// data movement (std::string for kString), reading integer inputs (shapes, axes, indices), and
-// f16/bf16 conversions.
+// data movement (std::string for kString), and reading integer inputs (shapes, axes, indices).
 #pragma once
 
 #include <cstdint>
@@ -183,17 +182,6 @@ absl::Status WriteScalar(DType dtype, double value, void* dst);
 
 // Row-major element strides of `shape`.
 Shape Strides(absl::Span<const int64_t> shape);
-
-// IEEE half and bfloat16 <-> float.
-float HalfToFloat(uint16_t h);
-uint16_t FloatToHalf(float f);
-inline float BF16ToFloat(uint16_t b) {
-  const uint32_t bits = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
-}
-uint16_t FloatToBF16(float f);
 
 // Base of kernels with one output whose shape follows from the inputs: OutputShapes and Run
 // share InferShape, and Run checks the allocated output against it before Compute writes it.

@@ -504,6 +504,11 @@ absl::Status VirtualMachine::ExecInvokePacked(const Instruction& in) {
   const uint32_t num_outputs = in.list_size - num_inputs;
   kernel_inputs_.clear();
   for (uint32_t i = 0; i < num_inputs; ++i) {
+    // An empty register is an absent optional input: the kernel sees a null tensor.
+    if (std::holds_alternative<std::monostate>(regs_[list[i]])) {
+      kernel_inputs_.emplace_back();
+      continue;
+    }
     NIMBLE_VM_GET(Tensor, t, list[i], "a tensor");
     kernel_inputs_.push_back(*t);
   }

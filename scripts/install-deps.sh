@@ -15,6 +15,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev curl
   # linting of deployment files
   yamllint python3-yaml
+  # PyTorch + ONNX (Debian's): export of the test models and the CPU baseline
+  python3-torch python3-onnx python3-numpy libopenblas0-pthread
 )
 
 missing=()

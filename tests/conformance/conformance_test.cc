@@ -1,0 +1,310 @@
+// The ONNX backend node test suite (../shared/conformance/onnx-node, 1765 cases), every case
+// compiled and run in this one process. Each case passes, fails or is unsupported; every case
+// that does not pass must be named in exclusions.txt with a reason, and an excluded case that
+// passes fails the test too (so the list stays true). Tolerances are the ONNX runner's:
+// rtol 1e-3, atol 1e-7, dtypes must match.
+//
+// Environment:
+//   NIMBLE_CONFORMANCE_FILTER=substr   run only cases whose name contains substr
+//   NIMBLE_CONFORMANCE_WRITE_EXCLUSIONS=path  write the exclusion list of this run to path
+//   NIMBLE_CONFORMANCE_REPORT=path     write the per-op report (markdown) to path
+#include <cmath>
+#include <cstring>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "base/status_macros.h"
+#include "compiler/driver/compiler.h"
+#include "compiler/frontend/onnx/onnx_importer.h"
+#include "compiler/frontend/onnx/tensor_proto.h"
+#include "gtest/gtest.h"
+#include "vm/virtual_machine.h"
+
+namespace nimble {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kSuite[] = "../shared/conformance/onnx-node";
+constexpr double kRtol = 1e-3;
+constexpr double kAtol = 1e-7;
+
+enum class Outcome { kPass, kFail, kUnsupported, kSkipped };
+
+struct Result {
+  Outcome outcome = Outcome::kPass;
+  std::string op;
+  std::string message;
+};
+
+std::string FirstLine(absl::string_view text) {
+  std::string line(text.substr(0, text.find('\n')));
+  return line.size() > 300 ? line.substr(0, 300) + "..." : line;
+}
+
+double ToDouble(const vm::Tensor& t, int64_t i);
+
+absl::Status Compare(const vm::Tensor& actual, const vm::Tensor& expected, const std::string& what) {
+  if (actual.dtype() != expected.dtype()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": dtype ", vm::DTypeName(actual.dtype()),
+                                                   ", expected ", vm::DTypeName(expected.dtype())));
+  }
+  if (actual.shape() != expected.shape()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": shape ", vm::ShapeToString(actual.shape()),
+                                                   ", expected ", vm::ShapeToString(expected.shape())));
+  }
+  const int64_t n = expected.num_elements();
+  if (expected.dtype() == vm::DType::kString) {
+    for (int64_t i = 0; i < n; ++i) {
+      if (actual.data<std::string>()[i] != expected.data<std::string>()[i]) {
+        return absl::InvalidArgumentError(absl::StrCat(what, ": string element ", i, " differs"));
+      }
+    }
+    return absl::OkStatus();
+  }
+  const bool exact = !vm::IsFloat(expected.dtype());
+  for (int64_t i = 0; i < n; ++i) {
+    const double a = ToDouble(actual, i), e = ToDouble(expected, i);
+    if (std::isnan(e) && std::isnan(a)) continue;
+    if (std::isinf(e) && a == e) continue;
+    const bool ok = exact ? a == e : std::abs(a - e) <= kAtol + kRtol * std::abs(e);
+    if (!ok) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": element ", i, " is ", a, ", expected ", e));
+    }
+  }
+  return absl::OkStatus();
+}
+
+float HalfToFloat(uint16_t h) {
+  const uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
+  uint32_t bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {  // subnormal
+      int e = -1;
+      uint32_t m = mant;
+      do { ++e; m <<= 1; } while ((m & 0x400) == 0);
+      bits = sign | ((127 - 15 - e) << 23) | ((m & 0x3ff) << 13);
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | (mant << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+double ToDouble(const vm::Tensor& t, int64_t i) {
+  switch (t.dtype()) {
+    case vm::DType::kF32: return t.data<float>()[i];
+    case vm::DType::kF64: return t.data<double>()[i];
+    case vm::DType::kF16: return HalfToFloat(t.data<uint16_t>()[i]);
+    case vm::DType::kBF16: {
+      uint32_t bits = static_cast<uint32_t>(t.data<uint16_t>()[i]) << 16;
+      float f;
+      std::memcpy(&f, &bits, 4);
+      return f;
+    }
+    case vm::DType::kI8: return t.data<int8_t>()[i];
+    case vm::DType::kI16: return t.data<int16_t>()[i];
+    case vm::DType::kI32: return t.data<int32_t>()[i];
+    case vm::DType::kI64: return static_cast<double>(t.data<int64_t>()[i]);
+    case vm::DType::kU8: return t.data<uint8_t>()[i];
+    case vm::DType::kU16: return t.data<uint16_t>()[i];
+    case vm::DType::kU32: return t.data<uint32_t>()[i];
+    case vm::DType::kU64: return static_cast<double>(t.data<uint64_t>()[i]);
+    case vm::DType::kBool: return t.data<bool>()[i] ? 1 : 0;
+    default: return NAN;
+  }
+}
+
+std::vector<fs::path> Numbered(const fs::path& dir, const std::string& prefix) {
+  std::vector<fs::path> files;
+  for (int i = 0;; ++i) {
+    fs::path p = dir / absl::StrCat(prefix, i, ".pb");
+    if (!fs::exists(p)) break;
+    files.push_back(p);
+  }
+  return files;
+}
+
+Result RunCase(const fs::path& dir) {
+  Result result;
+  auto module = compiler::ImportOnnxModel((dir / "model.onnx").string());
+  if (!module.ok()) {
+    result.outcome = absl::IsUnimplemented(module.status()) ? Outcome::kUnsupported : Outcome::kFail;
+    result.message = absl::StrCat("import: ", module.status().message());
+    return result;
+  }
+  result.op = (*module)->main->nodes().empty() ? "(none)" : (*module)->main->nodes()[0]->op_type();
+  for (const compiler::Value* v : (*module)->main->inputs()) {
+    if (!v->type().is_tensor()) {
+      result.outcome = Outcome::kUnsupported;
+      result.message = absl::StrCat("input '", v->name(), "' is a sequence or optional: the VM takes tensors");
+      return result;
+    }
+  }
+  for (const compiler::Value* v : (*module)->main->outputs()) {
+    if (!v->type().is_tensor()) {
+      result.outcome = Outcome::kUnsupported;
+      result.message = absl::StrCat("output '", v->name(), "' is a sequence or optional: the VM returns tensors");
+      return result;
+    }
+  }
+  auto exe = compiler::CompileModule(**module);
+  if (!exe.ok()) {
+    result.outcome = absl::IsUnimplemented(exe.status()) ? Outcome::kUnsupported : Outcome::kFail;
+    result.message = absl::StrCat("compile: ", exe.status().message());
+    return result;
+  }
+  vm::VirtualMachine machine(*exe);
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (!entry.is_directory() || !absl::StartsWith(entry.path().filename().string(), "test_data_set_")) {
+      continue;
+    }
+    std::vector<vm::Tensor> inputs;
+    for (const fs::path& p : Numbered(entry.path(), "input_")) {
+      auto t = compiler::ReadTensorProtoFile(p.string());
+      if (!t.ok()) {
+        result.outcome = Outcome::kUnsupported;
+        result.message = absl::StrCat("input ", p.filename().string(), ": ", t.status().message());
+        return result;
+      }
+      inputs.push_back(*std::move(t));
+    }
+    auto outputs = machine.Run(inputs);
+    if (!outputs.ok()) {
+      result.outcome = absl::IsUnimplemented(outputs.status()) ? Outcome::kUnsupported : Outcome::kFail;
+      result.message = absl::StrCat("run: ", outputs.status().message());
+      return result;
+    }
+    const std::vector<fs::path> expected_files = Numbered(entry.path(), "output_");
+    if (expected_files.size() != outputs->size()) {
+      result.outcome = Outcome::kFail;
+      result.message = absl::StrCat(outputs->size(), " outputs, expected ", expected_files.size());
+      return result;
+    }
+    for (size_t i = 0; i < expected_files.size(); ++i) {
+      auto expected = compiler::ReadTensorProtoFile(expected_files[i].string());
+      if (!expected.ok()) {
+        result.outcome = Outcome::kUnsupported;
+        result.message = absl::StrCat("expected output: ", expected.status().message());
+        return result;
+      }
+      absl::Status cmp = Compare((*outputs)[i], *expected, absl::StrCat("output ", i));
+      if (!cmp.ok()) {
+        result.outcome = Outcome::kFail;
+        result.message = std::string(cmp.message());
+        return result;
+      }
+    }
+  }
+  return result;
+}
+
+// exclusions.txt: "<case> <reason...>" per line; '#' starts a comment line. A reason starting
+// with "crash:" means the case is not run at all (it would take the process down).
+std::map<std::string, std::string> ReadExclusions(const fs::path& path) {
+  std::map<std::string, std::string> out;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    absl::string_view l = absl::StripAsciiWhitespace(line);
+    if (l.empty() || l[0] == '#') continue;
+    const size_t space = l.find(' ');
+    out[std::string(l.substr(0, space))] =
+        space == absl::string_view::npos ? "" : std::string(absl::StripAsciiWhitespace(l.substr(space)));
+  }
+  return out;
+}
+
+TEST(ConformanceTest, OnnxBackendNodeSuite) {
+  ASSERT_TRUE(fs::exists(kSuite)) << kSuite << " is missing";
+  const fs::path exclusions_path = fs::path("tests/conformance/exclusions.txt");
+  const auto exclusions = ReadExclusions(exclusions_path);
+  const char* filter = std::getenv("NIMBLE_CONFORMANCE_FILTER");
+
+  std::vector<fs::path> cases;
+  for (const auto& entry : fs::directory_iterator(kSuite)) {
+    if (entry.is_directory()) cases.push_back(entry.path());
+  }
+  std::sort(cases.begin(), cases.end());
+
+  std::map<std::string, Result> results;
+  struct Tally { int pass = 0, fail = 0, unsupported = 0, skipped = 0; };
+  std::map<std::string, Tally> per_op;
+  Tally total;
+  for (const fs::path& dir : cases) {
+    const std::string name = dir.filename().string();
+    if (filter && !absl::StrContains(name, filter)) continue;
+    auto ex = exclusions.find(name);
+    Result r;
+    if (ex != exclusions.end() && absl::StartsWith(ex->second, "crash:")) {
+      r.outcome = Outcome::kSkipped;
+      r.message = ex->second;
+    } else {
+      r = RunCase(dir);
+    }
+    Tally& t = per_op[r.op.empty() ? "(import failed)" : r.op];
+    switch (r.outcome) {
+      case Outcome::kPass: ++t.pass; ++total.pass; break;
+      case Outcome::kFail: ++t.fail; ++total.fail; break;
+      case Outcome::kUnsupported: ++t.unsupported; ++total.unsupported; break;
+      case Outcome::kSkipped: ++t.skipped; ++total.skipped; break;
+    }
+    results[name] = std::move(r);
+  }
+
+  const int run = static_cast<int>(results.size());
+  std::printf("conformance: %d cases: %d passed (%.1f%%), %d failed, %d unsupported, %d not run (crash)\n",
+              run, total.pass, run ? 100.0 * total.pass / run : 0.0, total.fail, total.unsupported,
+              total.skipped);
+  if (const char* report = std::getenv("NIMBLE_CONFORMANCE_REPORT")) {
+    std::ofstream out(report);
+    out << "| op | passed | failed | unsupported | not run |\n|---|---|---|---|---|\n";
+    for (const auto& [op, t] : per_op) {
+      out << "| " << op << " | " << t.pass << " | " << t.fail << " | " << t.unsupported << " | "
+          << t.skipped << " |\n";
+    }
+    out << "| **total** | " << total.pass << " | " << total.fail << " | " << total.unsupported
+        << " | " << total.skipped << " |\n";
+  }
+  if (const char* write = std::getenv("NIMBLE_CONFORMANCE_WRITE_EXCLUSIONS")) {
+    std::ofstream out(write);
+    out << "# Conformance cases that do not pass, with the reason (generated by\n"
+           "# NIMBLE_CONFORMANCE_WRITE_EXCLUSIONS=tests/conformance/exclusions.txt, then edited).\n";
+    for (const auto& [name, r] : results) {
+      if (r.outcome == Outcome::kPass) continue;
+      const char* kind = r.outcome == Outcome::kFail ? "fail" : r.outcome == Outcome::kSkipped ? "" : "unsupported";
+      if (r.outcome == Outcome::kSkipped) {
+        out << name << " " << r.message << "\n";
+      } else {
+        out << name << " " << kind << ": " << FirstLine(r.message) << "\n";
+      }
+    }
+  }
+  for (const auto& [name, r] : results) {
+    const bool excluded = exclusions.count(name) != 0;
+    if (r.outcome == Outcome::kPass) {
+      EXPECT_FALSE(excluded) << name << " passes but is listed in " << exclusions_path
+                             << ": remove it";
+    } else if (r.outcome != Outcome::kSkipped) {
+      EXPECT_TRUE(excluded) << name << " does not pass and is not excluded: " << FirstLine(r.message);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace nimble

@@ -1,0 +1,109 @@
+// Real dynamic models exported from PyTorch (scripts/export_models.py) against PyTorch's own
+// outputs: one executable per model, compiled once, runs every case's shapes.
+//
+// The models directory comes from NIMBLE_MODELS_DIR (set by ctest's export fixture).
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/testing/status_matchers.h"
+#include "compiler/driver/compiler.h"
+#include "gtest/gtest.h"
+#include "vm/runtime/npy.h"
+#include "vm/virtual_machine.h"
+
+namespace nimble {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string ModelsDir() {
+  const char* dir = std::getenv("NIMBLE_MODELS_DIR");
+  return dir ? dir : "";
+}
+
+std::vector<std::string> Cases(const fs::path& model_dir) {
+  std::vector<std::string> cases;
+  std::ifstream manifest(model_dir / "manifest.txt");
+  for (std::string line; std::getline(manifest, line);) {
+    if (!line.empty()) cases.push_back(line);
+  }
+  return cases;
+}
+
+// Largest elementwise error relative to the reference's scale: |a - b| / (|b| + mean|b|).
+double RelativeError(const vm::Tensor& actual, const vm::Tensor& expected) {
+  const int64_t n = expected.num_elements();
+  std::vector<double> a(n), b(n);
+  auto load = [](const vm::Tensor& t, std::vector<double>& out) {
+    for (int64_t i = 0; i < t.num_elements(); ++i) {
+      switch (t.dtype()) {
+        case vm::DType::kF32: out[i] = t.data<float>()[i]; break;
+        case vm::DType::kI64: out[i] = static_cast<double>(t.data<int64_t>()[i]); break;
+        default: out[i] = NAN;
+      }
+    }
+  };
+  load(actual, a);
+  load(expected, b);
+  double mean_abs = 0;
+  for (double v : b) mean_abs += std::abs(v);
+  mean_abs = n ? mean_abs / n : 0;
+  double worst = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double err = std::abs(a[i] - b[i]) / (std::abs(b[i]) + mean_abs + 1e-30);
+    if (!(err <= worst)) worst = std::isnan(err) ? INFINITY : err;
+  }
+  return worst;
+}
+
+class ModelParityTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ModelParityTest, MatchesPyTorchForEveryShapeWithOneExecutable) {
+  const fs::path dir = fs::path(ModelsDir()) / GetParam();
+  if (ModelsDir().empty() || !fs::exists(dir / "model.onnx")) {
+    GTEST_FAIL() << "no exported model at " << dir << " (NIMBLE_MODELS_DIR unset or export failed)";
+  }
+  compiler::CompileReport report;
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto exe,
+                              compiler::CompileOnnxFile((dir / "model.onnx").string(), {}, &report));
+  const std::vector<std::string> cases = Cases(dir);
+  ASSERT_FALSE(cases.empty());
+  vm::VirtualMachine machine(exe);
+  for (const std::string& name : cases) {
+    SCOPED_TRACE(absl::StrCat(GetParam(), " case ", name));
+    const fs::path case_dir = dir / "cases" / name;
+    std::vector<vm::Tensor> inputs;
+    for (const vm::TensorSignature& sig : exe->inputs) {
+      NIMBLE_ASSERT_OK_AND_ASSIGN(vm::Tensor t,
+                                  vm::ReadNpy((case_dir / "inputs" / (sig.name + ".npy")).string()));
+      inputs.push_back(std::move(t));
+    }
+    NIMBLE_ASSERT_OK_AND_ASSIGN(std::vector<vm::Tensor> outputs, machine.Run(inputs));
+    ASSERT_EQ(outputs.size(), exe->outputs.size());
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      const std::string& out_name = exe->outputs[i].name;
+      NIMBLE_ASSERT_OK_AND_ASSIGN(
+          vm::Tensor expected, vm::ReadNpy((case_dir / "outputs" / (out_name + ".npy")).string()));
+      ASSERT_EQ(outputs[i].dtype(), expected.dtype()) << out_name;
+      ASSERT_EQ(outputs[i].shape(), expected.shape()) << out_name;
+      EXPECT_LE(RelativeError(outputs[i], expected), 1e-4) << out_name;
+    }
+  }
+  // One executable served every case: nothing was recompiled per shape.
+  EXPECT_EQ(exe.use_count(), 2) << "the executable is shared only by this test and its VM";
+  std::printf("[ %s ] arena %s bytes vs %s bytes of intermediates without reuse\n",
+              GetParam().c_str(), report.arena_bytes.c_str(), report.intermediate_bytes.c_str());
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, ModelParityTest,
+                         ::testing::Values("bert", "gpt2", "lstm", "loop"),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
+}  // namespace nimble

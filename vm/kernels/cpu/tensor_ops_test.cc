@@ -373,5 +373,103 @@ TEST(TensorKernelsTest, RunRejectsMisallocatedOutput) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("allocated as")));
 }
 
+// Random shapes and random (often invalid) index, shape and axis values: every call must end in
+// OK or an error status, never a crash or a stray access (run under the sanitizers to see those).
+TEST(TensorKernelsTest, RandomInputsNeverCrash) {
+  uint32_t state = 12345;
+  auto next = [&state](int n) {
+    state = state * 1664525u + 1013904223u;
+    return static_cast<int>((state >> 8) % static_cast<uint32_t>(n));
+  };
+  auto shape = [&] {
+    Shape s(next(4));
+    for (int64_t& d : s) d = next(4);
+    return s;
+  };
+  auto data = [&] {
+    Shape s = shape();
+    Tensor t = *Tensor::Empty(DType::kF32, s);
+    for (int64_t i = 0; i < t.num_elements(); ++i)
+      t.data<float>()[i] = static_cast<float>(next(7) - 3);
+    return t;
+  };
+  auto ints = [&] {
+    Shape s(next(2), next(5));
+    Tensor t = *Tensor::Empty(DType::kI64, s);
+    for (int64_t i = 0; i < t.num_elements(); ++i) t.data<int64_t>()[i] = next(11) - 5;
+    return t;
+  };
+  auto boolean = [&] {
+    Tensor t = *Tensor::Empty(DType::kBool, {next(5)});
+    for (int64_t i = 0; i < t.num_elements(); ++i) t.data<bool>()[i] = next(2) == 1;
+    return t;
+  };
+  struct Op {
+    std::string name;
+    std::vector<char> inputs;  // d: data, i: ints, b: bool
+    std::vector<DType> outputs;
+    Attributes attrs;
+  };
+  const DType f = DType::kF32, l = DType::kI64;
+  const std::vector<Op> ops = {
+      {"Reshape", {'d', 'i'}, {f}, {}},
+      {"Squeeze", {'d', 'i'}, {f}, {}},
+      {"Unsqueeze", {'d', 'i'}, {f}, {}},
+      {"Flatten", {'d'}, {f}, Attrs({{"axis", int64_t{-1}}})},
+      {"Transpose", {'d'}, {f}, {}},
+      {"Concat", {'d', 'd'}, {f}, Attrs({{"axis", int64_t{-1}}})},
+      {"Split", {'d', 'i'}, {f, f}, Attrs({{"axis", int64_t{1}}})},
+      {"Slice", {'d', 'i', 'i', 'i', 'i'}, {f}, {}},
+      {"Expand", {'d', 'i'}, {f}, {}},
+      {"Tile", {'d', 'i'}, {f}, {}},
+      {"Pad", {'d', 'i', 'd', 'i'}, {f}, Attrs({{"mode", std::string("reflect")}})},
+      {"Pad", {'d', 'i'}, {f}, Attrs({{"mode", std::string("wrap")}})},
+      {"ConstantOfShape", {'i'}, {f}, {}},
+      {"Trilu", {'d', 'i'}, {f}, {}},
+      {"DepthToSpace", {'d'}, {f}, Attrs({{"blocksize", int64_t{2}}})},
+      {"SpaceToDepth", {'d'}, {f}, Attrs({{"blocksize", int64_t{2}}})},
+      {"ReverseSequence", {'d', 'i'}, {f}, {}},
+      {"Gather", {'d', 'i'}, {f}, Attrs({{"axis", int64_t{-1}}})},
+      {"GatherElements", {'d', 'i'}, {f}, {}},
+      {"GatherND", {'d', 'i'}, {f}, Attrs({{"batch_dims", int64_t{1}}})},
+      {"ScatterND", {'d', 'i', 'd'}, {f}, Attrs({{"reduction", std::string("add")}})},
+      {"ScatterElements", {'d', 'i', 'd'}, {f}, {}},
+      {"TopK", {'d', 'i'}, {f, l}, {}},
+      {"OneHot", {'i', 'i', 'd'}, {f}, {}},
+      {"NonZero", {'d'}, {l}, {}},
+      {"Compress", {'d', 'b'}, {f}, Attrs({{"axis", int64_t{0}}})},
+      {"Unique", {'d'}, {f, l, l, l}, Attrs({{"axis", int64_t{0}}})},
+      {"MatMul", {'d', 'd'}, {f}, {}},
+      {"Einsum", {'d', 'd'}, {f}, Attrs({{"equation", std::string("ij,jk->ik")}})},
+      {"MaxPool", {'d'}, {f}, Attrs({{"kernel_shape", std::vector<int64_t>{2}}})},
+  };
+  int ran = 0;
+  for (int iter = 0; iter < 300; ++iter) {
+    for (const Op& op : ops) {
+      std::vector<Tensor> inputs;
+      for (char c : op.inputs) inputs.push_back(c == 'd' ? data() : c == 'i' ? ints() : boolean());
+      auto kernel = KernelRegistry::Global().Create(op.name, kCpu.type, op.attrs);
+      ASSERT_THAT(kernel, IsOk()) << op.name;
+      std::vector<Tensor> outputs(op.outputs.size());
+      if (!(*kernel)->allocates_outputs()) {
+        std::vector<Shape> shapes(op.outputs.size());
+        if (!(*kernel)->OutputShapes(inputs, absl::MakeSpan(shapes)).ok()) continue;
+        bool small = true;
+        for (size_t i = 0; i < shapes.size() && small; ++i) {
+          auto n = NumElements(shapes[i]);
+          small = n.ok() && *n <= (1 << 20);
+          if (small) outputs[i] = *Tensor::Empty(op.outputs[i], shapes[i]);
+        }
+        if (!small) continue;
+      }
+      const absl::Status status = (*kernel)->Run(KernelContext(), inputs, absl::MakeSpan(outputs));
+      if (status.ok()) ++ran;
+      EXPECT_TRUE(status.ok() || status.code() == absl::StatusCode::kInvalidArgument)
+          << op.name << ": " << status;
+    }
+  }
+  EXPECT_GT(ran, 1000);  // most random cases are valid enough to run
+}
+
 }  // namespace
 }  // namespace nimble::vm

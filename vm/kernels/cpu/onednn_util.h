@@ -4,7 +4,11 @@
 // at the call site and turn into a status with onednn::ErrorStatus. Debian's oneDNN threads
 // with OpenMP, whose thread count is a per-calling-thread setting: onednn::ScopedThreads pins it
 // to the worker's budget (KernelContext::num_threads) around each oneDNN call so concurrent
-// workers do not oversubscribe the machine.
+// workers do not oversubscribe the machine. OpenMP teams wait at barriers for every member, so
+// a core taken by another process stalls each parallel region (measured on the 2-core dev VM
+// under load: a 2-thread GEMV per LSTM step went from 45 us to milliseconds); small products
+// therefore run on one thread (ThreadsFor), and the recurrent kernels split their GEMMs into
+// single-threaded sgemm calls inside TBB tasks, which fall back to the calling thread instead.
 //
 // kernel_util: a TBB parallel loop bounded by the same budget, element-type dispatch by size for
 // data movement (std::string for kString), and reading integer inputs (shapes, axes, indices).
@@ -60,7 +64,8 @@ class ScopedThreads {
 // small products skip the fork/join of a parallel region.
 int ThreadsFor(int budget, double flops);
 
-// Row-major C = alpha * op(A) * op(B) + beta * C with oneDNN's JIT sgemm, on `num_threads`.
+// Row-major C = alpha * op(A) * op(B) + beta * C with oneDNN's JIT sgemm, on up to
+// `num_threads` threads (ThreadsFor).
 absl::Status Sgemm(int num_threads, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                    float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
                    float beta, float* c, int64_t ldc);

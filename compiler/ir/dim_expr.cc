@@ -1,6 +1,7 @@
 #include "compiler/ir/dim_expr.h"
 
 #include <algorithm>
+#include <functional>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -173,6 +174,11 @@ DimExpr DimContext::CeilDiv(const DimExpr& a, const DimExpr& b) {
   if (auto cb = b.AsConst()) {
     if (*cb == 1) return a;
     if (auto ca = a.AsConst(); ca && *cb != 0) return DimExpr::Const(-FloorDivInt(-*ca, *cb));
+    if (*cb > 0) {
+      bool divisible = true;
+      for (const auto& term : a.terms()) divisible = divisible && (term.second % *cb == 0);
+      if (divisible) return FloorDiv(a, b);  // exact
+    }
   }
   // ceil(a/b) = floor((a + b - 1) / b); folds when exact.
   DimExpr exact = FloorDiv(a + b - DimExpr::Const(1), b);
@@ -193,17 +199,43 @@ DimExpr DimContext::Mod(const DimExpr& a, const DimExpr& b) {
   return Opaque(AtomKind::kMod, a, b);
 }
 
-DimExpr DimContext::Min(const DimExpr& a, const DimExpr& b) {
-  if (ProvablyLessEqual(a, b)) return a;
-  if (ProvablyLessEqual(b, a)) return b;
-  return a < b ? Opaque(AtomKind::kMin, a, b) : Opaque(AtomKind::kMin, b, a);
+// min/max are kept flat and canonical: max(a, max(b, a)) is max(a, b), operands dominated by
+// another operand (provably) are dropped, and the rest are sorted, so equal sets intern to the
+// same atom and memory plans of symbolic sizes stay short.
+DimExpr DimContext::Extremum(AtomKind kind, const DimExpr& a, const DimExpr& b) {
+  std::vector<DimExpr> operands;
+  std::function<void(const DimExpr&)> collect = [&](const DimExpr& e) {
+    if (auto atom = e.AsAtom(); atom && atoms_[*atom].kind == kind) {
+      collect(atoms_[*atom].lhs);
+      collect(atoms_[*atom].rhs);
+      return;
+    }
+    if (std::find(operands.begin(), operands.end(), e) == operands.end()) operands.push_back(e);
+  };
+  collect(a);
+  collect(b);
+  const bool is_max = kind == AtomKind::kMax;
+  std::vector<DimExpr> kept;
+  for (size_t i = 0; i < operands.size(); ++i) {
+    bool dominated = false;
+    for (size_t j = 0; j < operands.size() && !dominated; ++j) {
+      if (i == j) continue;
+      const bool le = ProvablyLessEqual(operands[i], operands[j]);
+      const bool ge = ProvablyLessEqual(operands[j], operands[i]);
+      // Dominated by j (ties broken by index so exactly one of two equal operands stays).
+      dominated = is_max ? (le && (!ge || j < i)) : (ge && (!le || j < i));
+    }
+    if (!dominated) kept.push_back(operands[i]);
+  }
+  std::sort(kept.begin(), kept.end());
+  DimExpr result = kept[0];
+  for (size_t i = 1; i < kept.size(); ++i) result = Opaque(kind, result, kept[i]);
+  return result;
 }
 
-DimExpr DimContext::Max(const DimExpr& a, const DimExpr& b) {
-  if (ProvablyLessEqual(a, b)) return b;
-  if (ProvablyLessEqual(b, a)) return a;
-  return a < b ? Opaque(AtomKind::kMax, a, b) : Opaque(AtomKind::kMax, b, a);
-}
+DimExpr DimContext::Min(const DimExpr& a, const DimExpr& b) { return Extremum(AtomKind::kMin, a, b); }
+
+DimExpr DimContext::Max(const DimExpr& a, const DimExpr& b) { return Extremum(AtomKind::kMax, a, b); }
 
 DimBounds DimContext::Bounds(const DimExpr& e) const {
   DimBounds total{0, 0};

@@ -110,6 +110,7 @@ class DimContext {
 
  private:
   DimExpr Opaque(AtomKind kind, const DimExpr& a, const DimExpr& b);
+  DimExpr Extremum(AtomKind kind, const DimExpr& a, const DimExpr& b);
 
   std::vector<AtomInfo> atoms_;
   std::map<std::string, int32_t> symbols_;

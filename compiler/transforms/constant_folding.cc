@@ -88,13 +88,18 @@ absl::StatusOr<std::vector<vm::Tensor>> Evaluate(const Node& node, int64_t max_b
 
 }  // namespace
 
-absl::StatusOr<int> FoldConstants(Module& module, const ConstantFoldingOptions& options) {
-  Graph& g = *module.main;
+namespace {
+
+absl::StatusOr<int> FoldGraph(Graph& g, const ConstantFoldingOptions& options) {
   int folded = 0;
   // Nodes are in topological order, so one forward sweep folds whole constant chains.
   std::vector<Node*> nodes;
   for (const auto& n : g.nodes()) nodes.push_back(n.get());
   for (Node* node : nodes) {
+    for (auto& [name, sub] : node->subgraphs()) {
+      NIMBLE_ASSIGN_OR_RETURN(int in_sub, FoldGraph(*sub, options));
+      folded += in_sub;
+    }
     std::vector<vm::Tensor> results;
     if (node->op_type() == "Constant" && node->domain().empty()) {
       NIMBLE_ASSIGN_OR_RETURN(vm::Tensor t, ConstantNodeValue(*node));
@@ -120,6 +125,12 @@ absl::StatusOr<int> FoldConstants(Module& module, const ConstantFoldingOptions& 
   }
   g.RemoveDeadNodes();
   return folded;
+}
+
+}  // namespace
+
+absl::StatusOr<int> FoldConstants(Module& module, const ConstantFoldingOptions& options) {
+  return FoldGraph(*module.main, options);
 }
 
 }  // namespace nimble::compiler

@@ -22,7 +22,7 @@ struct ConstantFoldingOptions {
   int64_t max_folded_bytes = int64_t{16} << 20;
 };
 
-// Folds the main graph (subgraphs are left alone). Returns how many nodes were folded.
+// Folds the main graph and every subgraph. Returns how many nodes were folded.
 absl::StatusOr<int> FoldConstants(Module& module, const ConstantFoldingOptions& options = {});
 
 }  // namespace nimble::compiler

@@ -151,6 +151,7 @@ class FunctionEmitter {
     reg_of_ = std::move(scope.reg_of);
   }
   absl::StatusOr<int> KernelIndex(const Node& node);
+  bool KernelAllocates(const Node& node) const;
 
   Module& module_;
   DimContext& dims_;
@@ -164,6 +165,7 @@ class FunctionEmitter {
   std::map<DimExpr, int> dim_reg_;
   absl::flat_hash_map<const Value*, int> reg_of_;
   int null_reg_ = -1;
+  mutable absl::flat_hash_map<const Node*, bool> allocates_;
 
   // Analysis results (main graph).
   const Graph* main_ = nullptr;
@@ -370,6 +372,22 @@ absl::StatusOr<int> FunctionEmitter::KernelIndex(const Node& node) {
   return static_cast<int>(exe_.kernels.size()) - 1;
 }
 
+// Whether the node's kernel allocates its own outputs (upper-bound shapes: NonZero, Unique,
+// ...). Creating the kernel here also reports bad attributes at compile time.
+bool FunctionEmitter::KernelAllocates(const Node& node) const {
+  if (auto it = allocates_.find(&node); it != allocates_.end()) return it->second;
+  vm::Attributes attrs;
+  for (const auto& [name, value] : node.attrs().values()) {
+    if (name.empty() || name[0] != '_') attrs.Set(name, value);
+  }
+  const std::string name =
+      node.domain().empty() ? node.op_type() : absl::StrCat(node.domain(), ".", node.op_type());
+  auto kernel = vm::KernelRegistry::Global().Create(name, vm::DeviceType::kCPU, attrs);
+  const bool allocates = kernel.ok() && (*kernel)->allocates_outputs();
+  allocates_[&node] = allocates;
+  return allocates;
+}
+
 NodeKind FunctionEmitter::Classify(const Node& node) const {
   if (!node.subgraphs().empty()) return NodeKind::kControl;
   bool all_shape = node.num_outputs() > 0;
@@ -381,7 +399,9 @@ NodeKind FunctionEmitter::Classify(const Node& node) const {
   }
   if (IsViewOp(node) && outputs_known) return NodeKind::kView;
   auto mode = node.attrs().Get<std::string>("_shape_mode");
-  if (!outputs_known || (mode.ok() && *mode == "runtime")) return NodeKind::kRuntime;
+  if (!outputs_known || (mode.ok() && *mode == "runtime") || KernelAllocates(node)) {
+    return NodeKind::kRuntime;
+  }
   return NodeKind::kCompute;
 }
 
@@ -563,8 +583,13 @@ absl::Status FunctionEmitter::EmitNode(int index, const Node& node, NodeKind kin
     if (node.num_outputs() > vm::kMaxShapeFunctionOutputs) {
       return absl::UnimplementedError(absl::StrCat(node.Describe(), " has too many outputs"));
     }
-    Emit(Opcode::kInvokePacked, -1, kernel, num_inputs, vm::kInvokePackedShapeFunction,
-         vm::EncodeOutputDTypes(out_dtypes), args);
+    if (KernelAllocates(node)) {
+      Emit(Opcode::kInvokePacked, -1, kernel, num_inputs, vm::kInvokePackedAllocatesOutputs, 0,
+           args);
+    } else {
+      Emit(Opcode::kInvokePacked, -1, kernel, num_inputs, vm::kInvokePackedShapeFunction,
+           vm::EncodeOutputDTypes(out_dtypes), args);
+    }
     ++report_.num_runtime_shape_calls;
     for (const Value* out : node.outputs()) BindSymbolsFrom(out->tensor_type(), reg_of_[out]);
   } else {

@@ -34,6 +34,12 @@ MATCHER_P2(StatusIs, code, message_matcher,
                                        result_listener);
 }
 
+MATCHER_P(StatusIs, code, std::string("has code ") + std::string(absl::StatusCodeToString(code))) {
+  const absl::Status& status = GetStatus(arg);
+  *result_listener << "status is " << status;
+  return status.code() == code;
+}
+
 }  // namespace nimble::testing
 
 // ASSERT_OK_AND_ASSIGN(auto x, MakeX()); — fails the test with the status when not OK.

@@ -531,6 +531,13 @@ absl::Status FunctionEmitter::EmitChecks(const Node& node) {
 
 absl::Status FunctionEmitter::EmitNode(int index, const Node& node, NodeKind kind) {
   NIMBLE_RETURN_IF_ERROR(EmitChecks(node));
+  // Static shapes whose element count overflows can never be allocated: say so now.
+  for (const Value* out : node.outputs()) {
+    if (!out->type().is_tensor() || !out->tensor_type().is_static()) continue;
+    const std::vector<int64_t> dims = out->tensor_type().StaticDims();
+    auto count = vm::NumElements(dims);
+    if (!count.ok()) return count.status();
+  }
   switch (kind) {
     case NodeKind::kShape:
       ++report_.num_shape_nodes_elided;

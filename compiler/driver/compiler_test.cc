@@ -1,0 +1,333 @@
+// The whole pipeline on small graphs built with the IR API: one executable for every shape,
+// specialized variants, shape arithmetic as scalar instructions, bad input at compile and run
+// time, and one executable shared by 16 threads.
+#include "compiler/driver/compiler.h"
+
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "base/testing/status_matchers.h"
+#include "compiler/frontend/onnx/onnx.pb.h"
+#include "gtest/gtest.h"
+#include "vm/virtual_machine.h"
+
+namespace nimble::compiler {
+namespace {
+
+using ::nimble::testing::IsOk;
+using ::nimble::testing::StatusIs;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+vm::Tensor RandomF32(const vm::Shape& shape, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-1, 1);
+  vm::Tensor t = *vm::Tensor::Empty(vm::DType::kF32, shape);
+  for (int64_t i = 0; i < t.num_elements(); ++i) t.data<float>()[i] = dist(rng);
+  return t;
+}
+
+vm::Tensor F32Constant(const vm::Shape& shape, uint32_t seed) { return RandomF32(shape, seed); }
+
+// y = Softmax(Relu(x·W + b) * 0.5, axis=-1) reshaped through its own Shape to [batch*seq, 16]:
+// a symbolic batch and seq, a GEMM epilogue, an elementwise chain, a shape computation.
+std::unique_ptr<Module> MlpModule() {
+  auto m = std::make_unique<Module>();
+  Graph& g = *m->main;
+  DimExpr batch = m->dims.Symbol("batch"), seq = m->dims.Symbol("seq");
+  Value* x = g.AddInput(
+      "x", Type::Tensor(TensorType::Of(vm::DType::kF32, {batch, seq, DimExpr::Const(8)})));
+  Value* w = g.AddConstant("w", F32Constant({8, 16}, 1),
+                           Type::Tensor(TensorType::Static(vm::DType::kF32, {8, 16})));
+  Value* b = g.AddConstant("b", F32Constant({16}, 2),
+                           Type::Tensor(TensorType::Static(vm::DType::kF32, {16})));
+  vm::Tensor half = vm::Tensor::FromVector<float>(std::vector<float>{0.5f}, {});
+  Value* h = g.AddConstant("half", half, Type::Tensor(TensorType::Static(vm::DType::kF32, {})));
+  vm::Tensor minus_one = vm::Tensor::FromVector<int64_t>(std::vector<int64_t>{-1, 16}, {2});
+  Value* shape =
+      g.AddConstant("shape", minus_one, Type::Tensor(TensorType::Static(vm::DType::kI64, {2})));
+  Node* mm = g.AddNode("MatMul", {x, w}, 1, "mm");
+  Node* add = g.AddNode("Add", {mm->output(0), b}, 1, "bias");
+  Node* relu = g.AddNode("Relu", {add->output(0)}, 1, "relu");
+  Node* mul = g.AddNode("Mul", {relu->output(0), h}, 1, "scale");
+  Node* sm = g.AddNode("Softmax", {mul->output(0)}, 1, "softmax");
+  sm->attrs().Set("axis", int64_t{-1});
+  Node* rs = g.AddNode("Reshape", {sm->output(0), shape}, 1, "flatten");
+  rs->output(0)->set_name("y");
+  for (Node* n : {mm, add, relu, mul, sm, rs}) n->set_opset(17);
+  g.AddOutput(rs->output(0));
+  return m;
+}
+
+// The same computation written out in plain C++ as the reference.
+std::vector<float> MlpReference(const vm::Tensor& x) {
+  const vm::Tensor w = F32Constant({8, 16}, 1), b = F32Constant({16}, 2);
+  const int64_t rows = x.num_elements() / 8;
+  std::vector<float> y(rows * 16);
+  for (int64_t r = 0; r < rows; ++r) {
+    float row[16], mx = -1e30f, sum = 0;
+    for (int j = 0; j < 16; ++j) {
+      float acc = b.data<float>()[j];
+      for (int k = 0; k < 8; ++k) acc += x.data<float>()[r * 8 + k] * w.data<float>()[k * 16 + j];
+      row[j] = std::max(acc, 0.0f) * 0.5f;
+      mx = std::max(mx, row[j]);
+    }
+    for (int j = 0; j < 16; ++j) sum += (row[j] = std::exp(row[j] - mx));
+    for (int j = 0; j < 16; ++j) y[r * 16 + j] = row[j] / sum;
+  }
+  return y;
+}
+
+void ExpectNear(const vm::Tensor& actual, const std::vector<float>& expected) {
+  ASSERT_EQ(actual.num_elements(), static_cast<int64_t>(expected.size()));
+  for (size_t i = 0; i < expected.size(); ++i) {
+    ASSERT_NEAR(actual.data<float>()[i], expected[i], 1e-5) << "element " << i;
+  }
+}
+
+TEST(CompilerTest, OneExecutableRunsEveryShape) {
+  auto module = MlpModule();
+  CompileReport report;
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto exe, CompileModule(*module, {}, &report));
+  EXPECT_EQ(report.fused_matmuls, 1) << "MatMul + bias + Relu is one FusedMatMul";
+  EXPECT_EQ(report.codegen.num_views, 1) << "Reshape is a view";
+  ASSERT_EQ(exe->inputs.size(), 1u);
+  EXPECT_EQ(exe->inputs[0].dims, (std::vector<int64_t>{-1, -1, 8}));
+  EXPECT_EQ(exe->outputs[0].dims, (std::vector<int64_t>{-1, 16}));
+  vm::VirtualMachine machine(exe);
+  for (auto [b, s] : {std::pair{1, 1}, {1, 7}, {4, 33}, {2, 128}, {3, 0}}) {
+    SCOPED_TRACE(absl::StrCat("batch ", b, " seq ", s));
+    vm::Tensor x = RandomF32({b, s, 8}, 10 * b + s);
+    NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, machine.Run({x}));
+    EXPECT_EQ(out[0].shape(), (vm::Shape{b * s, 16}));
+    ExpectNear(out[0], MlpReference(x));
+  }
+}
+
+TEST(CompilerTest, ShapeArithmeticIsScalarInstructionsNotKernels) {
+  auto module = MlpModule();
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto exe, CompileModule(*module));
+  const std::string code = exe->Disassemble();
+  // batch*seq for the reshape is computed by scalar instructions; the only kernels are the
+  // fused GEMM, the fused elementwise scale and the softmax.
+  EXPECT_THAT(code, HasSubstr("scalar"));
+  int kernel_calls = 0;
+  for (size_t pos = code.find("invoke_packed"); pos != std::string::npos;
+       pos = code.find("invoke_packed", pos + 1)) {
+    ++kernel_calls;
+  }
+  EXPECT_EQ(kernel_calls, 3) << code;
+}
+
+TEST(CompilerTest, WrongInputsAtRunTimeAreClearErrors) {
+  auto module = MlpModule();
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto exe, CompileModule(*module));
+  vm::VirtualMachine machine(exe);
+  EXPECT_THAT(
+      machine.Run({RandomF32({2, 3, 9}, 1)}),
+      StatusIs(absl::StatusCode::kInvalidArgument, AllOf(HasSubstr("'x'"), HasSubstr("9"))));
+  EXPECT_THAT(machine.Run({RandomF32({2, 8}, 1)}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("rank")));
+  EXPECT_THAT(machine.Run({*vm::Tensor::Empty(vm::DType::kI64, {2, 3, 8})}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("i64")));
+  EXPECT_THAT(machine.Run({}), StatusIs(absl::StatusCode::kInvalidArgument));
+  // Still usable after errors.
+  EXPECT_THAT(machine.Run({RandomF32({1, 2, 8}, 3)}), IsOk());
+}
+
+TEST(CompilerTest, UnsupportedOperatorNamesOpNodeAndOpset) {
+  auto m = std::make_unique<Module>();
+  Value* x = m->main->AddInput("x", Type::Tensor(TensorType::Static(vm::DType::kF32, {2})));
+  Node* n = m->main->AddNode("FrobnicateTensor", {x}, 1, "frob_1");
+  n->set_opset(17);
+  m->main->AddOutput(n->output(0));
+  EXPECT_THAT(CompileModule(*m), StatusIs(absl::StatusCode::kUnimplemented,
+                                          AllOf(HasSubstr("'FrobnicateTensor'"),
+                                                HasSubstr("frob_1"), HasSubstr("17"))));
+}
+
+TEST(CompilerTest, DimsWhoseProductOverflowsAreRejected) {
+  // Reshape to [2^40, 2^40]: the element count overflows int64.
+  auto m = std::make_unique<Module>();
+  Value* x = m->main->AddInput("x", Type::Tensor(TensorType::Static(vm::DType::kF32, {4})));
+  vm::Tensor huge = vm::Tensor::FromVector<int64_t>(
+      std::vector<int64_t>{int64_t{1} << 40, int64_t{1} << 40}, {2});
+  Value* shape =
+      m->main->AddConstant("shape", huge, Type::Tensor(TensorType::Static(vm::DType::kI64, {2})));
+  Node* n = m->main->AddNode("Reshape", {x, shape}, 1, "reshape_huge");
+  n->set_opset(17);
+  m->main->AddOutput(n->output(0));
+  EXPECT_THAT(CompileModule(*m), StatusIs(absl::StatusCode::kInvalidArgument));
+
+  // ConstantOfShape from a run-time shape: the VM reports it, nothing crashes.
+  auto m2 = std::make_unique<Module>();
+  Value* s = m2->main->AddInput("s", Type::Tensor(TensorType::Static(vm::DType::kI64, {2})));
+  Node* c = m2->main->AddNode("ConstantOfShape", {s}, 1, "fill");
+  c->set_opset(17);
+  m2->main->AddOutput(c->output(0));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto exe, CompileModule(*m2));
+  vm::VirtualMachine machine(exe);
+  EXPECT_THAT(machine.Run({vm::Tensor::FromVector<int64_t>(
+                  std::vector<int64_t>{int64_t{1} << 40, int64_t{1} << 40}, {2})}),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(machine.Run({vm::Tensor::FromVector<int64_t>(std::vector<int64_t>{1, -3}, {2})}),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto ok, machine.Run({vm::Tensor::FromVector<int64_t>(std::vector<int64_t>{2, 3}, {2})}));
+  EXPECT_EQ(ok[0].shape(), (vm::Shape{2, 3}));
+}
+
+TEST(CompilerTest, TruncatedOrGarbageModelFilesAreErrors) {
+  const std::string path = ::testing::TempDir() + "/garbage.onnx";
+  std::ofstream(path) << "this is not an onnx model at all";
+  EXPECT_THAT(CompileOnnxFile(path), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(CompileOnnxFile(::testing::TempDir() + "/missing.onnx"),
+              StatusIs(absl::StatusCode::kNotFound));
+}
+
+TEST(CompilerTest, SixteenThreadsShareOneExecutable) {
+  auto module = MlpModule();
+  NIMBLE_ASSERT_OK_AND_ASSIGN(std::shared_ptr<const vm::Executable> exe, CompileModule(*module));
+  constexpr int kThreads = 16, kIterations = 20;
+  std::vector<vm::Tensor> inputs;
+  std::vector<std::vector<float>> expected;
+  for (int t = 0; t < kThreads; ++t) {
+    inputs.push_back(RandomF32({1 + t % 3, 1 + 7 * t, 8}, 100 + t));
+    expected.push_back(MlpReference(inputs.back()));
+  }
+  std::vector<std::string> errors(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      vm::VirtualMachine machine(exe);
+      for (int i = 0; i < kIterations; ++i) {
+        auto out = machine.Run({inputs[t]});
+        if (!out.ok()) {
+          errors[t] = out.status().ToString();
+          return;
+        }
+        for (size_t k = 0; k < expected[t].size(); ++k) {
+          if (std::abs((*out)[0].data<float>()[k] - expected[t][k]) > 1e-5) {
+            errors[t] = absl::StrCat("thread ", t, " iteration ", i, " element ", k, " differs");
+            return;
+          }
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < kThreads; ++t) EXPECT_EQ(errors[t], "") << "thread " << t;
+}
+
+TEST(CompilerTest, MemoryPlanReusesBuffers) {
+  auto module = MlpModule();
+  CompileReport report;
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto exe, CompileModule(*module, {}, &report));
+  // Intermediates: fused GEMM output and the scaled copy; softmax writes the graph output.
+  EXPECT_GE(report.codegen.num_planned_buffers, 1);
+  absl::flat_hash_map<int32_t, int64_t> env = {{*module->dims.FindSymbol("batch"), 4},
+                                               {*module->dims.FindSymbol("seq"), 128}};
+  const int64_t arena = *module->dims.Evaluate(report.codegen.arena_bytes, env);
+  const int64_t sum = *module->dims.Evaluate(report.codegen.intermediate_bytes, env);
+  EXPECT_LE(arena, sum + 64 * report.codegen.num_planned_buffers);
+  EXPECT_GT(arena, 0);
+}
+
+// y = softmax(x + x * 2) over f32[batch, seq] written as an ONNX file.
+std::string WriteAddModel() {
+  nimble::onnx::ModelProto model;
+  model.set_ir_version(8);
+  model.add_opset_import()->set_version(17);
+  auto* g = model.mutable_graph();
+  g->set_name("add");
+  auto* in = g->add_input();
+  in->set_name("x");
+  auto* tt = in->mutable_type()->mutable_tensor_type();
+  tt->set_elem_type(1);
+  tt->mutable_shape()->add_dim()->set_dim_param("batch");
+  tt->mutable_shape()->add_dim()->set_dim_param("seq");
+  auto* two = g->add_initializer();
+  two->set_name("two");
+  two->set_data_type(1);
+  two->add_float_data(2.0f);
+  auto* mul = g->add_node();
+  mul->set_op_type("Mul");
+  mul->set_name("mul");
+  mul->add_input("x");
+  mul->add_input("two");
+  mul->add_output("t");
+  auto* add = g->add_node();
+  add->set_op_type("Add");
+  add->set_name("add");
+  add->add_input("x");
+  add->add_input("t");
+  add->add_output("sum");
+  auto* softmax = g->add_node();
+  softmax->set_op_type("Softmax");
+  softmax->set_name("softmax");
+  softmax->add_input("sum");
+  softmax->add_output("y");
+  auto* out = g->add_output();
+  out->set_name("y");
+  out->mutable_type()->mutable_tensor_type()->set_elem_type(1);
+  const std::string path = ::testing::TempDir() + "/add.onnx";
+  std::ofstream(path, std::ios::binary) << model.SerializeAsString();
+  return path;
+}
+
+void ExpectSoftmaxOfTripled(const vm::Tensor& x, const vm::Tensor& y) {
+  const int64_t rows = x.dim(0), cols = x.dim(1);
+  for (int64_t r = 0; r < rows; ++r) {
+    double sum = 0;
+    for (int64_t c = 0; c < cols; ++c) sum += std::exp(3.0 * x.data<float>()[r * cols + c]);
+    for (int64_t c = 0; c < cols; ++c) {
+      ASSERT_NEAR(y.data<float>()[r * cols + c],
+                  std::exp(3.0 * x.data<float>()[r * cols + c]) / sum, 1e-6);
+    }
+  }
+}
+
+TEST(CompilerTest, BucketsAddExactShapeVariantsThatTheDispatcherPicks) {
+  const std::string path = WriteAddModel();
+  CompileOptions options;
+  options.buckets["seq"] = {16, 32};
+  options.buckets["batch"] = {2};
+  CompileReport report;
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto exe, CompileOnnxFile(path, options, &report));
+  EXPECT_EQ(report.num_variants, 3);
+  ASSERT_EQ(exe->variants.size(), 3u);
+  EXPECT_EQ(exe->variants.back().name, "generic");
+  vm::VirtualMachine machine(exe);
+  for (int64_t seq : {16, 32, 20}) {
+    vm::Tensor x = RandomF32({2, seq}, static_cast<uint32_t>(seq));
+    NIMBLE_ASSERT_OK_AND_ASSIGN(int variant, machine.SelectVariant({x}));
+    EXPECT_EQ(exe->variants[variant].name,
+              seq == 20 ? "generic" : absl::StrCat("batch=2,seq=", seq));
+    NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, machine.Run({x}));
+    ExpectSoftmaxOfTripled(x, out[0]);
+  }
+  // The specialized variants have static memory plans (every dim is folded).
+  for (size_t i = 0; i + 1 < exe->variants.size(); ++i) {
+    EXPECT_GT(exe->variants[i].planned_bytes_hint, 0) << exe->variants[i].name;
+  }
+  options.buckets = {{"length", {8}}};
+  EXPECT_THAT(CompileOnnxFile(path, options),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("'length'")));
+}
+
+TEST(CompilerTest, ExecutableSurvivesSaveAndLoad) {
+  const std::string path = WriteAddModel();
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto exe, CompileOnnxFile(path));
+  const std::string nbx = ::testing::TempDir() + "/add.nbx";
+  ASSERT_THAT(exe->SaveFile(nbx), IsOk());
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto loaded, vm::Executable::LoadFile(nbx));
+  EXPECT_EQ(loaded->Disassemble(), exe->Disassemble());
+  vm::VirtualMachine machine(loaded);
+  vm::Tensor x = RandomF32({3, 5}, 9);
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, machine.Run({x}));
+  ExpectSoftmaxOfTripled(x, out[0]);
+}
+
+}  // namespace
+}  // namespace nimble::compiler

@@ -811,24 +811,40 @@ class VariadicKernel final : public Kernel {
 // ------------------------------------------------------------------------------------------
 // Where(condition, X, Y): dtype-agnostic, moves elements by size.
 
+// One Where segment with compile-time strides (0: broadcast scalar, 1: contiguous).
+template <int kSC, int kSX, int kSY, typename T>
+inline void WhereSegment(const bool* c, const T* x, const T* y, T* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = c[i * kSC] ? x[i * kSX] : y[i * kSY];
+}
+
 template <typename T>
 void WhereLoop(const KernelContext& ctx, const BroadcastPlan& plan, const bool* c, const T* x,
                const T* y, T* out) {
+  const int code = (plan.inner_stride(0) != 0 ? 4 : 0) | (plan.inner_stride(1) != 0 ? 2 : 0) |
+                   (plan.inner_stride(2) != 0 ? 1 : 0);
   ParallelFor(ctx, plan.num_elements(), kElementwiseGrain, [&](int64_t begin, int64_t end) {
     plan.ForEachSegment(begin, end, [&](int64_t o, absl::Span<const int64_t> offs, int64_t n) {
       const bool* cp = c + offs[0];
       const T* xp = x + offs[1];
       const T* yp = y + offs[2];
       T* op = out + o;
-      const int64_t sc = plan.inner_stride(0), sx = plan.inner_stride(1), sy = plan.inner_stride(2);
-      if (sc != 0 && sx != 0 && sy != 0) {
-        for (int64_t i = 0; i < n; ++i) op[i] = cp[i] ? xp[i] : yp[i];
-      } else if (sc == 0) {
-        const T* src = *cp ? xp : yp;
-        const int64_t s = *cp ? sx : sy;
-        for (int64_t i = 0; i < n; ++i) op[i] = src[i * s];
-      } else {
-        for (int64_t i = 0; i < n; ++i) op[i] = cp[i] ? xp[i * sx] : yp[i * sy];
+      switch (code) {
+        case 7:
+          return WhereSegment<1, 1, 1>(cp, xp, yp, op, n);
+        case 6:
+          return WhereSegment<1, 1, 0>(cp, xp, yp, op, n);
+        case 5:
+          return WhereSegment<1, 0, 1>(cp, xp, yp, op, n);
+        case 4:
+          return WhereSegment<1, 0, 0>(cp, xp, yp, op, n);
+        case 3:
+          return WhereSegment<0, 1, 1>(cp, xp, yp, op, n);
+        case 2:
+          return WhereSegment<0, 1, 0>(cp, xp, yp, op, n);
+        case 1:
+          return WhereSegment<0, 0, 1>(cp, xp, yp, op, n);
+        default:
+          return WhereSegment<0, 0, 0>(cp, xp, yp, op, n);
       }
     });
   });

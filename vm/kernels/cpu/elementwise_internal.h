@@ -224,7 +224,7 @@ NIMBLE_SIMD_INLINE float HorizontalMax(const V& v) {
   for (int i = 1; i < kW; ++i) m = v[i] > m ? v[i] : m;
   return m;
 }
-// max/min that return `a` when b is NaN-free... i.e. plain compare-select (maxps semantics).
+// Compare-select max/min (maxps semantics: b when either is NaN).
 template <typename V>
 NIMBLE_SIMD_INLINE V MaxV(const V& a, const V& b) {
   return a > b ? a : b;
@@ -245,17 +245,23 @@ NIMBLE_SIMD_INLINE V CopySignV(const V& mag, const V& sign) {
   return (V)(((I)mag & 0x7fffffff) | ((I)sign & std::numeric_limits<int32_t>::min()));
 }
 
-// exp(x) over the whole float range (Cephes polynomial, relative error ~1e-7; overflow -> inf,
-// underflow -> subnormals then 0, NaN -> NaN). The power of two is applied in two halves so
-// results down to the subnormal range stay correct.
+// Clamps that keep NaN (the comparison is false for NaN, so x passes through).
 template <typename V>
-NIMBLE_SIMD_INLINE V ExpV(const V& x) {
-  using I = decltype(x < x);
-  V xc = MinV(x, SplatV<V>(88.8f));
-  xc = MaxV(xc, SplatV<V>(-104.0f));
+NIMBLE_SIMD_INLINE V ClampHighV(const V& x, float hi) {
+  return x > hi ? SplatV<V>(hi) : x;
+}
+template <typename V>
+NIMBLE_SIMD_INLINE V ClampLowV(const V& x, float lo) {
+  return x < lo ? SplatV<V>(lo) : x;
+}
+
+// e^r for |r| <= ln2/2 (Cephes polynomial, relative error ~1e-7), and the integer n of the
+// range reduction x = n ln2 + r.
+template <typename V>
+NIMBLE_SIMD_INLINE V ExpReduced(const V& x, V* n_out) {
   const V round = SplatV<V>(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
-  const V n = (xc * 1.44269504088896341f + round) - round;
-  V r = xc - n * 0.693359375f;
+  const V n = (x * 1.44269504088896341f + round) - round;
+  V r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
   V p = SplatV<V>(1.9875691500E-4f);
   p = p * r + 1.3981999507E-3f;
@@ -263,13 +269,37 @@ NIMBLE_SIMD_INLINE V ExpV(const V& x) {
   p = p * r + 4.1665795894E-2f;
   p = p * r + 1.6666665459E-1f;
   p = p * r + 5.0000001201E-1f;
-  V y = p * (r * r) + r + 1.0f;
+  *n_out = n;
+  return p * (r * r) + r + 1.0f;
+}
+
+// exp(x) over the whole float range: overflow -> inf, underflow through the subnormals to 0,
+// NaN -> NaN (it flows through the polynomial). The power of two is applied in two halves so
+// subnormal results stay correct.
+template <typename V>
+NIMBLE_SIMD_INLINE V ExpV(const V& x) {
+  using I = decltype(x < x);
+  V n;
+  V y = ExpReduced(ClampLowV(ClampHighV(x, 88.8f), -104.0f), &n);
   const I ni = __builtin_convertvector(n, I);
   const I n1 = ni >> 1;
   const I n2 = ni - n1;
   y = y * (V)((n1 + 127) << 23);
-  y = y * (V)((n2 + 127) << 23);
-  return x != x ? x : y;
+  return y * (V)((n2 + 127) << 23);
+}
+
+// exp(x) with results below the smallest normal float flushed to 0: one scaling instead of
+// two. For the kernels' internal uses (softmax, sigmoid, tanh, erf), where such values vanish
+// next to the rest of the computation. Overflow -> inf, NaN -> NaN.
+template <typename V>
+NIMBLE_SIMD_INLINE V ExpFastV(const V& x) {
+  using I = decltype(x < x);
+  constexpr float kLow = -87.33654475f;  // ln(2^-126)
+  V n;
+  const V y = ExpReduced(ClampLowV(ClampHighV(x, 88.8f), kLow), &n);
+  const I ni = __builtin_convertvector(n, I);
+  const V r = y * (V)((ni + 127) << 23);  // n = 128 makes the scale +inf: overflow
+  return x < kLow ? SplatV<V>(0.0f) : r;
 }
 
 // erf(x), max relative error ~3e-7: odd polynomial below 0.921875, 1 - exp(-poly) above.
@@ -284,7 +314,7 @@ NIMBLE_SIMD_INLINE V ErfV(const V& x) {
   ps = ps * s + -3.76124859e-1f;
   ps = ps * s + 1.28379151e-1f;
   const V small = x * ps + x;
-  const V t = MinV(a, SplatV<V>(3.925f));
+  const V t = ClampHighV(a, 3.925f);  // keeps NaN
   V pb = SplatV<V>(1.72948930e-5f);
   pb = pb * t + -3.83208680e-4f;
   pb = pb * t + 3.88393435e-3f;
@@ -293,9 +323,8 @@ NIMBLE_SIMD_INLINE V ErfV(const V& x) {
   pb = pb * t + 6.34846687e-1f;
   pb = pb * t + 1.28717512e-1f;
   pb = pb * t + t;
-  const V big = CopySignV(1.0f - ExpV(-pb), x);
-  const V y = a <= 0.921875f ? small : big;
-  return x != x ? x : y;
+  const V big = CopySignV(1.0f - ExpFastV(-pb), x);
+  return a <= 0.921875f ? small : big;  // NaN takes the big branch, which stays NaN
 }
 
 // tanh(x), max relative error ~3e-7: Taylor polynomial below |x| = 0.55, 1 - 2/(e^2|x| + 1)
@@ -314,15 +343,14 @@ NIMBLE_SIMD_INLINE V TanhV(const V& x) {
   p = p * s + 1.3333333333333333e-01f;
   p = p * s + -3.3333333333333333e-01f;
   const V small = x * (p * s) + x;
-  const V e = ExpV(a + a);
+  const V e = ExpFastV(a + a);
   const V big = CopySignV(1.0f - 2.0f / (e + 1.0f), x);
-  const V y = a < 0.55f ? small : big;
-  return x != x ? x : y;
+  return a < 0.55f ? small : big;  // NaN takes the big branch, which stays NaN
 }
 
 template <typename V>
 NIMBLE_SIMD_INLINE V SigmoidV(const V& x) {
-  return 1.0f / (1.0f + ExpV(-x));
+  return 1.0f / (1.0f + ExpFastV(-x));
 }
 
 // Gelu(x) = x/2 * (1 + erf(x/sqrt2)). Where erf(z) is near -1, 1 + erf(z) = erfc(|z|) comes
@@ -340,7 +368,7 @@ NIMBLE_SIMD_INLINE V GeluV(const V& x) {
   ps = ps * s + -3.76124859e-1f;
   ps = ps * s + 1.28379151e-1f;
   const V small = 1.0f + (z * ps + z);
-  const V t = MinV(a, SplatV<V>(10.0f));
+  const V t = ClampHighV(a, 10.0f);
   V pb = SplatV<V>(1.72948930e-5f);
   pb = pb * t + -3.83208680e-4f;
   pb = pb * t + 3.88393435e-3f;
@@ -349,9 +377,8 @@ NIMBLE_SIMD_INLINE V GeluV(const V& x) {
   pb = pb * t + 6.34846687e-1f;
   pb = pb * t + 1.28717512e-1f;
   pb = pb * t + t;
-  const V erfc = ExpV(-pb);
-  // Above the erf polynomial's range (|z| > 3.925) erf is 1 to float precision.
-  const V big = z < 0.0f ? erfc : (a > 3.925f ? SplatV<V>(2.0f) : 2.0f - erfc);
+  const V erfc = ExpFastV(-pb);
+  const V big = z < 0.0f ? erfc : 2.0f - erfc;  // erfc < 3e-8 past |z| = 3.925: 2 - erfc = 2
   return 0.5f * x * (a <= 0.921875f ? small : big);
 }
 
@@ -360,7 +387,7 @@ NIMBLE_SIMD_INLINE V GeluV(const V& x) {
 template <typename V>
 NIMBLE_SIMD_INLINE V GeluTanhV(const V& x) {
   const V u2 = 1.59576912160573071176f * (x + 0.044715f * x * x * x);  // 2 * sqrt(2/pi) * (...)
-  return x / (1.0f + ExpV(-u2));
+  return x / (1.0f + ExpFastV(-u2));
 }
 
 // Scalar forms of the same approximations (bit-for-bit the lane computation up to FMA use), for

@@ -820,6 +820,22 @@ TEST(FusedElementwiseTest, MultipleOutputsConstantsAndBroadcast) {
   EXPECT_THAT(shapes[1], ElementsAre(4, 3));
 }
 
+TEST(FusedElementwiseTest, OutputMayReuseAnInputBuffer) {
+  // out0 = x + 1 is stored before out1 = x * 2 reads x again; out0 is x's own buffer.
+  const std::vector<int64_t> program = {
+      kFusedLoad,  0, 0, 0, kFusedConst, 1, 0, 0, kFusedAdd,   2, 0, 1, kFusedStore, 0, 2, 0,
+      kFusedConst, 3, 1, 0, kFusedMul,   4, 0, 3, kFusedStore, 1, 4, 0};
+  std::vector<float> values(3000);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(i);
+  Tensor x = F(values, {3000});
+  Tensor out1 = *Tensor::Empty(DType::kF32, {3000});
+  ASSERT_THAT(RunInto("FusedElementwise", Program(program, {1.0, 2.0}), {x}, {x, out1}), IsOk());
+  for (size_t i = 0; i < values.size(); ++i) {
+    ASSERT_EQ(x.data<float>()[i], values[i] + 1) << i;
+    ASSERT_EQ(out1.data<float>()[i], values[i] * 2) << i;
+  }
+}
+
 TEST(FusedElementwiseTest, InvalidProgramsAndInputs) {
   auto create = [](std::vector<int64_t> program, std::vector<double> constants = {}) {
     return KernelRegistry::Global().Create("FusedElementwise", DeviceType::kCPU,

@@ -384,8 +384,26 @@ class FusedElementwiseKernel final : public Kernel {
     }
     NIMBLE_ASSIGN_OR_RETURN(BroadcastPlan plan, BroadcastPlan::Create(shapes, shape));
     const int ni = static_cast<int>(inputs.size());
+    // Loads alias input memory and stores happen mid-program, so an output that reuses an
+    // input's buffer (in-place execution) would feed later loads their own results: such
+    // inputs are read from a copy.
+    std::vector<Tensor> copies;
     std::vector<const float*> in_base(ni);
-    for (int i = 0; i < ni; ++i) in_base[i] = inputs[i].data<float>();
+    for (int i = 0; i < ni; ++i) {
+      in_base[i] = inputs[i].data<float>();
+      const char* lo = static_cast<const char*>(inputs[i].raw_data());
+      const char* hi = lo + inputs[i].nbytes();
+      for (int j = 0; j < prog_.num_outputs; ++j) {
+        const char* olo = static_cast<const char*>(outputs[j].raw_data());
+        const char* ohi = olo + outputs[j].nbytes();
+        if (lo < ohi && olo < hi) {
+          NIMBLE_ASSIGN_OR_RETURN(Tensor copy, CastTo(inputs[i], DType::kF32, kOp));
+          in_base[i] = copy.data<float>();
+          copies.push_back(std::move(copy));
+          break;
+        }
+      }
+    }
     std::vector<float*> out_base(prog_.num_outputs);
     for (int j = 0; j < prog_.num_outputs; ++j) out_base[j] = outputs[j].data<float>();
     std::vector<int64_t> strides(ni);

@@ -68,31 +68,32 @@ struct SoftmaxRowBody {
     i = 0;
     if constexpr (kLog) {
       for (; i + 2 * W <= n; i += 2 * W) {
-        s0 += ExpV(LoadV<V>(x + i) - vm);
-        s1 += ExpV(LoadV<V>(x + i + W) - vm);
+        s0 += ExpFastV(LoadV<V>(x + i) - vm);
+        s1 += ExpFastV(LoadV<V>(x + i + W) - vm);
       }
-      for (; i + W <= n; i += W) s0 += ExpV(LoadV<V>(x + i) - vm);
-      if (i < n) s1 += ExpV(LoadFill<V>(x + i, n - i, kNegInf) - vm);  // pads give exp(-inf) = 0
+      for (; i + W <= n; i += W) s0 += ExpFastV(LoadV<V>(x + i) - vm);
+      if (i < n)
+        s1 += ExpFastV(LoadFill<V>(x + i, n - i, kNegInf) - vm);  // pads give exp(-inf) = 0
       const V shift = SplatV<V>(m + std::log(HorizontalSum(s0 + s1)));
       i = 0;
       for (; i + W <= n; i += W) StoreV(y + i, LoadV<V>(x + i) - shift);
       for (; i < n; ++i) y[i] = x[i] - shift[0];
     } else {
       for (; i + 2 * W <= n; i += 2 * W) {
-        const V e0 = ExpV(LoadV<V>(x + i) - vm);
-        const V e1 = ExpV(LoadV<V>(x + i + W) - vm);
+        const V e0 = ExpFastV(LoadV<V>(x + i) - vm);
+        const V e1 = ExpFastV(LoadV<V>(x + i + W) - vm);
         StoreV(y + i, e0);
         StoreV(y + i + W, e1);
         s0 += e0;
         s1 += e1;
       }
       for (; i + W <= n; i += W) {
-        const V e = ExpV(LoadV<V>(x + i) - vm);
+        const V e = ExpFastV(LoadV<V>(x + i) - vm);
         StoreV(y + i, e);
         s0 += e;
       }
       if (i < n) {
-        const V e = ExpV(LoadFill<V>(x + i, n - i, kNegInf) - vm);
+        const V e = ExpFastV(LoadFill<V>(x + i, n - i, kNegInf) - vm);
         float buf[W];
         StoreV(buf, e);
         std::memcpy(y + i, buf, (n - i) * sizeof(float));
@@ -483,28 +484,33 @@ class LayerNormKernel final : public Kernel {
     T* mp = mean.defined() ? mean.data<T>() : nullptr;
     T* ip = inv.defined() ? inv.data<T>() : nullptr;
     const T eps = static_cast<T>(epsilon_);
-    ParallelFor(ctx, outer, RowGrain(norm), [&](int64_t b, int64_t e) {
-      T unused_mean, unused_inv;
-      for (int64_t o = b; o < e; ++o) {
-        const T* s = sp != nullptr ? sp + o * scale.row_stride : nullptr;
-        const T* bb = bp != nullptr ? bp + o * bias.row_stride : nullptr;
-        T* m = mp != nullptr ? mp + o : &unused_mean;
-        T* iv = ip != nullptr ? ip + o : &unused_inv;
-        if constexpr (std::is_same_v<T, float>) {
-          if (rms_) {
-            RunSimd<LayerNormRowBody<true>>(xp + o * norm, yp + o * norm, norm, s, bb, eps, m, iv);
-          } else {
-            RunSimd<LayerNormRowBody<false>>(xp + o * norm, yp + o * norm, norm, s, bb, eps, m, iv);
+    // Three streaming passes per row: ~0.1 ns/element, so tasks of >= 32K elements.
+    ParallelFor(
+        ctx, outer, std::max<int64_t>(1, 32768 / std::max<int64_t>(norm, 1)),
+        [&](int64_t b, int64_t e) {
+          T unused_mean, unused_inv;
+          for (int64_t o = b; o < e; ++o) {
+            const T* s = sp != nullptr ? sp + o * scale.row_stride : nullptr;
+            const T* bb = bp != nullptr ? bp + o * bias.row_stride : nullptr;
+            T* m = mp != nullptr ? mp + o : &unused_mean;
+            T* iv = ip != nullptr ? ip + o : &unused_inv;
+            if constexpr (std::is_same_v<T, float>) {
+              if (rms_) {
+                RunSimd<LayerNormRowBody<true>>(xp + o * norm, yp + o * norm, norm, s, bb, eps, m,
+                                                iv);
+              } else {
+                RunSimd<LayerNormRowBody<false>>(xp + o * norm, yp + o * norm, norm, s, bb, eps, m,
+                                                 iv);
+              }
+            } else {
+              if (rms_) {
+                LayerNormRowF64<true>(xp + o * norm, yp + o * norm, norm, s, bb, eps, m, iv);
+              } else {
+                LayerNormRowF64<false>(xp + o * norm, yp + o * norm, norm, s, bb, eps, m, iv);
+              }
+            }
           }
-        } else {
-          if (rms_) {
-            LayerNormRowF64<true>(xp + o * norm, yp + o * norm, norm, s, bb, eps, m, iv);
-          } else {
-            LayerNormRowF64<false>(xp + o * norm, yp + o * norm, norm, s, bb, eps, m, iv);
-          }
-        }
-      }
-    });
+        });
   }
 
   const std::string op_;
@@ -596,6 +602,17 @@ class ChannelNormKernel final : public Kernel {
         b[k] = bias[k] - mean[k] * a[k];
       }
       Affine(ctx, xc, yc, n * c, spatial, a, b);
+      // Older opsets may list running/saved mean and variance outputs; in inference they are
+      // the inputs' statistics.
+      for (size_t k = 1; k < outputs.size() && k < 5; ++k) {
+        if (!outputs[k].defined()) continue;
+        const Tensor& src = inputs[k % 2 == 1 ? 3 : 4];
+        if (outputs[k].num_elements() != c) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(op_, ": output ", k, " must have ", c, " elements"));
+        }
+        NIMBLE_RETURN_IF_ERROR(CastInto(src, outputs[k], op_));
+      }
     } else {
       int64_t groups = c;
       if (kind_ == ChannelNormKind::kGroup) {
@@ -639,6 +656,10 @@ class ChannelNormKernel final : public Kernel {
       return absl::InvalidArgumentError(absl::StrCat(op_, ": expected X and an output"));
     }
     output_shapes[0] = inputs[0].shape();
+    if (inputs[0].rank() < 2) {
+      return absl::InvalidArgumentError(absl::StrCat(op_, ": input must have rank >= 2"));
+    }
+    for (size_t k = 1; k < output_shapes.size(); ++k) output_shapes[k] = {inputs[0].dim(1)};
     return absl::OkStatus();
   }
 

@@ -209,6 +209,13 @@ TEST(NormalizationTest, BatchNormalization) {
                                          {Half(DType::kF16, {1, 2}, {1, 2}), F({1, 1}, {2}),
                                           F({0, 0}, {2}), D({0, 0}, {2}), D({1, 1}, {2})}));
   EXPECT_THAT(HalfValues(out[0]), Pointwise(NearRel(1e-3, 0), std::vector<double>{1, 2}));
+  // Opset < 14 running-statistics outputs carry the input statistics in inference.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, RunOp("BatchNormalization", {},
+                 {x, F({1, 2}, {2}), F({0, 1}, {2}), F({1, 4}, {2}), F({4, 1}, {2})}, 3));
+  EXPECT_THAT(out[1].shape(), ElementsAre(2));
+  EXPECT_THAT(Values<float>(out[1]), ElementsAre(1, 4));
+  EXPECT_THAT(Values<float>(out[2]), ElementsAre(4, 1));
   EXPECT_THAT(
       RunOp("BatchNormalization", {}, {x, F({1}, {1}), F({0}, {1}), F({0}, {1}), F({1}, {1})}),
       StatusIs(kInvalid, HasSubstr("BatchNormalization: scale has 1 elements, expected 2")));

@@ -169,10 +169,10 @@ struct RowSumExpF32Body {
     V a0 = SplatV<V>(0.f), a1 = a0;
     int64_t i = 0;
     for (; i + 2 * W <= n; i += 2 * W) {
-      a0 += ExpV(LoadV<V>(x + i) - vm);
-      a1 += ExpV(LoadV<V>(x + i + W) - vm);
+      a0 += ExpFastV(LoadV<V>(x + i) - vm);
+      a1 += ExpFastV(LoadV<V>(x + i + W) - vm);
     }
-    for (; i + W <= n; i += W) a0 += ExpV(LoadV<V>(x + i) - vm);
+    for (; i + W <= n; i += W) a0 += ExpFastV(LoadV<V>(x + i) - vm);
     float s = HorizontalSum(a0 + a1);
     for (; i < n; ++i) s += ExpScalar(x[i] - m);
     return s;
@@ -252,8 +252,11 @@ void ReduceColumns(const T* x, T* out, int64_t r_count, int64_t inner, int64_t j
 template <ReduceKind K, typename T>
 void ReduceLayout(const KernelContext& ctx, const T* x, T* out, int64_t outer, int64_t r_count,
                   int64_t inner) {
+  // Elements per task: a plain sum streams ~1 element/ns per lane group, so small tensors
+  // would spend more on task handoff than on the work.
+  constexpr int64_t kTaskElements = K == ReduceKind::kLogSumExp ? 16384 : 131072;
   if (inner == 1) {
-    const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(r_count, 1));
+    const int64_t grain = std::max<int64_t>(1, kTaskElements / std::max<int64_t>(r_count, 1));
     ParallelFor(ctx, outer, grain, [&](int64_t b, int64_t e) {
       for (int64_t o = b; o < e; ++o) out[o] = ReduceRow<K, T>(x + o * r_count, r_count);
     });
@@ -263,7 +266,7 @@ void ReduceLayout(const KernelContext& ctx, const T* x, T* out, int64_t outer, i
   constexpr int64_t kChunk = 1024;
   const int64_t chunks = (inner + kChunk - 1) / kChunk;
   const int64_t grain =
-      std::max<int64_t>(1, 16384 / std::max<int64_t>(r_count * std::min(inner, kChunk), 1));
+      std::max<int64_t>(1, kTaskElements / std::max<int64_t>(r_count * std::min(inner, kChunk), 1));
   ParallelFor(ctx, outer * chunks, grain, [&](int64_t b, int64_t e) {
     std::vector<T> scratch;
     for (int64_t t = b; t < e; ++t) {

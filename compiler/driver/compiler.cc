@@ -105,6 +105,14 @@ absl::Status Lower(Module& module, const CompileOptions& options, CompileReport&
       r.codegen = codegen;
       r.arena_bytes = module.dims.ToString(codegen.arena_bytes);
       r.intermediate_bytes = module.dims.ToString(codegen.intermediate_bytes);
+      absl::flat_hash_map<int32_t, int64_t> env;
+      for (const auto& [name, value] : options.report_at) {
+        if (auto id = module.dims.FindSymbol(name)) env[*id] = value;
+      }
+      auto arena = module.dims.Evaluate(codegen.arena_bytes, env);
+      auto sum = module.dims.Evaluate(codegen.intermediate_bytes, env);
+      r.arena_bytes_at = arena.ok() ? *arena : -1;
+      r.intermediate_bytes_at = sum.ok() ? *sum : -1;
     } else if (auto bytes = codegen.arena_bytes.AsConst()) {
       variant.planned_bytes_hint = *bytes;
     }

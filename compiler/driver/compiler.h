@@ -33,6 +33,8 @@ struct CompileOptions {
   // symbolic variant; the VM's dispatcher picks the specialized one for calls of exactly
   // those dims (the server pads requests to bucket sizes) and the generic one otherwise.
   std::map<std::string, std::vector<int64_t>> buckets;
+  // Symbol values at which the report evaluates the memory plan (e.g. batch=1, seq=128).
+  std::map<std::string, int64_t> report_at;
 };
 
 inline constexpr int kMaxSpecializedVariants = 64;
@@ -54,6 +56,9 @@ struct CompileReport {
   CodegenReport codegen;
   std::string arena_bytes;         // symbolic, printed
   std::string intermediate_bytes;  // symbolic, printed
+  // The two at CompileOptions::report_at (-1 when a symbol there is missing).
+  int64_t arena_bytes_at = -1;
+  int64_t intermediate_bytes_at = -1;
 };
 
 // Names of the passes in pipeline order (for --dump-ir-after validation and help).

@@ -70,8 +70,10 @@ TEST_P(ModelParityTest, MatchesPyTorchForEveryShapeWithOneExecutable) {
     GTEST_FAIL() << "no exported model at " << dir << " (NIMBLE_MODELS_DIR unset or export failed)";
   }
   compiler::CompileReport report;
-  NIMBLE_ASSERT_OK_AND_ASSIGN(auto exe,
-                              compiler::CompileOnnxFile((dir / "model.onnx").string(), {}, &report));
+  compiler::CompileOptions options;
+  options.report_at = {{"batch", 1}, {"seq", 128}, {"past", 0}, {"n", 1}, {"m", 128}};
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto exe, compiler::CompileOnnxFile((dir / "model.onnx").string(), options, &report));
   const std::vector<std::string> cases = Cases(dir);
   ASSERT_FALSE(cases.empty());
   vm::VirtualMachine machine(exe);
@@ -97,8 +99,14 @@ TEST_P(ModelParityTest, MatchesPyTorchForEveryShapeWithOneExecutable) {
   }
   // One executable served every case: nothing was recompiled per shape.
   EXPECT_EQ(exe.use_count(), 2) << "the executable is shared only by this test and its VM";
-  std::printf("[ %s ] arena %s bytes vs %s bytes of intermediates without reuse\n",
-              GetParam().c_str(), report.arena_bytes.c_str(), report.intermediate_bytes.c_str());
+  std::printf("[ %s ] memory plan at batch 1, length 128: arena %lld bytes vs %lld bytes of "
+              "intermediates without reuse (symbolic: %s)\n",
+              GetParam().c_str(), static_cast<long long>(report.arena_bytes_at),
+              static_cast<long long>(report.intermediate_bytes_at), report.arena_bytes.c_str());
+  // (Two tiny buffers can cost more aligned to 64 bytes than they hold: only larger plans.)
+  if (report.codegen.num_planned_buffers > 2) {
+    EXPECT_LT(report.arena_bytes_at, report.intermediate_bytes_at) << "the planner reuses nothing";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, ModelParityTest,

@@ -188,6 +188,46 @@ TEST(FusedMatMulTest, BiasGeluResidualWithTransB) {
   }
 }
 
+// constant_b: B is read from a copy in oneDNN's preferred layout, reused across calls and M.
+TEST(FusedMatMulTest, ConstantWeightsPacked) {
+  const int64_t k = 64, n = 96;
+  const auto w = Random(k * n, 61), bias = Random(n, 62);
+  std::vector<float> wt(n * k);
+  for (int64_t i = 0; i < k; ++i) {
+    for (int64_t j = 0; j < n; ++j) wt[j * k + i] = w[i * n + j];
+  }
+  for (int64_t trans : {0, 1}) {
+    auto kernel = KernelRegistry::Global().Create(
+        "FusedMatMul", kCpu.type,
+        Attrs(
+            {{"transB", trans}, {"activation", std::string("gelu")}, {"constant_b", int64_t{1}}}));
+    ASSERT_THAT(kernel, IsOk());
+    Tensor b = trans ? F(wt, {n, k}) : F(w, {k, n});
+    for (int64_t m : {1, 7, 33, 7}) {
+      const auto a = Random(2 * m * k, 63 + m);
+      Shape shape;
+      const auto prod = NaiveMatMul(a, {2, m, k}, w, {k, n}, &shape);
+      std::vector<float> want(prod.size());
+      for (size_t i = 0; i < prod.size(); ++i) want[i] = Gelu(prod[i] + bias[i % n]);
+      std::vector<Tensor> outputs = {*Tensor::Empty(DType::kF32, {2, m, n})};
+      const std::vector<Tensor> inputs = {F(a, {2, m, k}), b, F(bias, {n})};
+      ASSERT_THAT((*kernel)->Run(KernelContext(), inputs, absl::MakeSpan(outputs)), IsOk());
+      ExpectNear(Values<float>(outputs[0]), want);
+    }
+  }
+  // MatMul and Gemm take the attribute too.
+  const auto a = Random(5 * k, 70);
+  Shape shape;
+  const auto prod = NaiveMatMul(a, {5, k}, w, {k, n}, &shape);
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto out, RunOp("MatMul", Attrs({{"constant_b", int64_t{1}}}), {F(a, {5, k}), F(w, {k, n})}));
+  ExpectNear(Values<float>(out[0]), prod);
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, RunOp("Gemm", Attrs({{"constant_b", int64_t{1}}, {"transB", int64_t{1}}}),
+                 {F(a, {5, k}), F(wt, {n, k})}));
+  ExpectNear(Values<float>(out[0]), prod);
+}
+
 TEST(FusedMatMulTest, Activations) {
   const auto a = Random(3 * 8, 21), w = Random(8 * 4, 22), bias = Random(4, 23);
   Shape shape;

@@ -77,12 +77,13 @@ struct CachedPrimitive {
   dnnl::primitive primitive;
   dnnl::memory::desc scratchpad_md;
   size_t scratchpad_bytes = 0;
+  dnnl::memory::desc weights_md;  // the layout the primitive reads its weights in
 };
 
 // The CachedPrimitive of a primitive descriptor built with UserScratchpadAttr().
 template <typename Primitive, typename PrimitiveDesc>
 CachedPrimitive MakeCached(const PrimitiveDesc& pd) {
-  CachedPrimitive c{Primitive(pd), pd.scratchpad_desc(), 0};
+  CachedPrimitive c{Primitive(pd), pd.scratchpad_desc(), 0, pd.weights_desc()};
   c.scratchpad_bytes = c.scratchpad_md.get_size();
   return c;
 }

@@ -391,16 +391,27 @@ TEST(ConvTest, MatchesNaive) {
                                 c.pads, &want_shape);
     std::vector<Tensor> inputs = {F(x, c.x), F(w, c.w)};
     if (c.bias) inputs.push_back(F(b, {c.w[0]}));
-    NIMBLE_ASSERT_OK_AND_ASSIGN(
-        auto out,
-        RunOp("Conv",
-              Attrs({{"group", c.group},
-                     {"strides", std::vector<int64_t>(c.strides.begin(), c.strides.end())},
-                     {"dilations", std::vector<int64_t>(c.dil.begin(), c.dil.end())},
-                     {"pads", std::vector<int64_t>(c.pads.begin(), c.pads.end())}}),
-              inputs, 1, {}, 2));
-    EXPECT_EQ(out[0].shape(), want_shape) << ShapeToString(c.x);
-    ExpectNear(Values<float>(out[0]), want);
+    // Plain and packed (constant_w) weights; each kernel runs twice to hit its caches.
+    for (int64_t constant_w : {0, 1}) {
+      auto kernel = KernelRegistry::Global().Create(
+          "Conv", kCpu.type,
+          Attrs({{"group", c.group},
+                 {"strides", std::vector<int64_t>(c.strides.begin(), c.strides.end())},
+                 {"dilations", std::vector<int64_t>(c.dil.begin(), c.dil.end())},
+                 {"pads", std::vector<int64_t>(c.pads.begin(), c.pads.end())},
+                 {"constant_w", constant_w}}));
+      ASSERT_THAT(kernel, IsOk());
+      Shape shape;
+      ASSERT_THAT((*kernel)->OutputShapes(inputs, absl::MakeSpan(&shape, 1)), IsOk());
+      EXPECT_EQ(shape, want_shape) << ShapeToString(c.x);
+      for (int rep = 0; rep < 2; ++rep) {
+        std::vector<Tensor> outputs = {*Tensor::Empty(DType::kF32, shape)};
+        KernelContext ctx;
+        ctx.num_threads = 2;
+        ASSERT_THAT((*kernel)->Run(ctx, inputs, absl::MakeSpan(outputs)), IsOk());
+        ExpectNear(Values<float>(outputs[0]), want);
+      }
+    }
   }
 }
 

@@ -77,14 +77,24 @@ struct CachedPrimitive {
   dnnl::primitive primitive;
   dnnl::memory::desc scratchpad_md;
   size_t scratchpad_bytes = 0;
-  dnnl::memory::desc weights_md;  // the layout the primitive reads its weights in
+  // The layouts the primitive reads and writes (set for matmul and convolution).
+  dnnl::memory::desc src_md, weights_md, dst_md;
 };
 
 // The CachedPrimitive of a primitive descriptor built with UserScratchpadAttr().
 template <typename Primitive, typename PrimitiveDesc>
 CachedPrimitive MakeCached(const PrimitiveDesc& pd) {
-  CachedPrimitive c{Primitive(pd), pd.scratchpad_desc(), 0, pd.weights_desc()};
+  CachedPrimitive c{Primitive(pd), pd.scratchpad_desc(), 0, {}, {}, {}};
   c.scratchpad_bytes = c.scratchpad_md.get_size();
+  return c;
+}
+// The same with the src/weights/dst layouts of a matmul or convolution.
+template <typename Primitive, typename PrimitiveDesc>
+CachedPrimitive MakeCachedWithLayouts(const PrimitiveDesc& pd) {
+  CachedPrimitive c = MakeCached<Primitive>(pd);
+  c.src_md = pd.src_desc();
+  c.weights_md = pd.weights_desc();
+  c.dst_md = pd.dst_desc();
   return c;
 }
 

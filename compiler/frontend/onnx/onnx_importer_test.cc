@@ -519,11 +519,11 @@ TEST(OnnxImporterTest, ChecksOpsets) {
   m.mutable_opset_import(0)->set_version(6);
   EXPECT_THAT(Import(m), StatusIs(absl::StatusCode::kUnimplemented,
                                   HasSubstr("ai.onnx opset 6 is not supported (Nimble supports "
-                                            "opsets 7 to 23)")));
-  m.mutable_opset_import(0)->set_version(24);
-  EXPECT_THAT(Import(m), StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("opset 24")));
+                                            "opsets 7 to 27)")));
+  m.mutable_opset_import(0)->set_version(28);
+  EXPECT_THAT(Import(m), StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("opset 28")));
   ImportOptions newer;
-  newer.max_opset = 24;
+  newer.max_opset = 28;
   EXPECT_THAT(Import(m, newer), IsOk());
 
   // "ai.onnx" is the default domain; other domains are recorded.

@@ -54,6 +54,13 @@ std::pair<DimExpr::Monomial, int64_t> Leading(const DimExpr& e) {
 
 }  // namespace
 
+bool IsSafe(const DimExpr& e) {
+  for (const auto& [m, c] : e.terms()) {
+    if (c >= (int64_t{1} << 62) || c <= -(int64_t{1} << 62)) return false;
+  }
+  return true;
+}
+
 std::optional<DimExpr> CheckedAdd(const DimExpr& a, const DimExpr& b) {
   Terms t = ToTerms(a);
   for (const auto& [m, c] : b.terms()) t[m] += c;

@@ -18,6 +18,11 @@ namespace nimble::compiler {
 inline constexpr int64_t kMaxStaticDim = int64_t{1} << 40;
 inline constexpr int64_t kHugeIndex = int64_t{1} << 48;
 
+// Whether every coefficient of `e` lies within ±2^62, so that sums and differences of two such
+// expressions (which DimContext's folding computes) cannot overflow. Constants read from model
+// data (Slice's INT64_MAX ends) may not be.
+bool IsSafe(const DimExpr& e);
+
 // a + b, a - b, a * b; nullopt when a coefficient would leave ±2^62.
 std::optional<DimExpr> CheckedAdd(const DimExpr& a, const DimExpr& b);
 std::optional<DimExpr> CheckedSub(const DimExpr& a, const DimExpr& b);

@@ -253,8 +253,10 @@ absl::Status LoopRelation(InferenceContext& ctx) {
   std::optional<DimExpr> trip;
   const std::optional<bool> cond0 = ctx.has_input(1) ? ConstantBool(ctx.input(1)) : true;
   if (ctx.has_input(0) && cond0 && *cond0 && RunsFullTripCount(*body)) {
-    if (std::optional<std::vector<DimExpr>> m = ctx.InputSymbolicValue(0); m && m->size() == 1) {
+    std::optional<std::vector<DimExpr>> m = ctx.InputSymbolicValue(0);
+    if (m && m->size() == 1 && IsSafe((*m)[0])) {
       trip = ctx.dims().Max((*m)[0], DimExpr());
+      if (trip->IsConst() && trip->ConstValue() > kMaxStaticDim) trip.reset();
     }
   }
   for (int k = 0; k < n_scan; ++k) {
@@ -319,7 +321,11 @@ absl::Status ScanRelation(InferenceContext& ctx) {
     }
   }
   std::vector<Type> initial;
-  for (int j = 0; j < n; ++j) initial.push_back(*ctx.input_type(j));
+  for (int j = 0; j < n; ++j) {
+    const Type* t = ctx.input_type(j);
+    if (t == nullptr) return absl::InvalidArgumentError(absl::StrCat("Scan state ", j, " missing"));
+    initial.push_back(*t);
+  }
   auto set_slices = [&] {
     for (int j = 0; j < m; ++j) {
       body->inputs()[n + j]->set_type(slices[j]);
@@ -433,6 +439,9 @@ absl::Status SplitToSequenceRelation(InferenceContext& ctx) {
     if (split && !split->empty()) {
       chunk = (*split)[0];
       for (const DimExpr& s : *split) chunk = chunk && s == *chunk ? chunk : Dim();
+      if (chunk) {
+        NIMBLE_ASSIGN_OR_RETURN(chunk, DimFromValue(*chunk, "SplitToSequence split"));
+      }
       const TensorType& st = ctx.input_type(1)->tensor;
       if (chunk && st.has_rank() && st.rank() == 0 &&
           !(dims[axis] && ExactDiv(*dims[axis], *chunk))) {

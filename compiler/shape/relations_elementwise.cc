@@ -40,7 +40,10 @@ std::optional<std::vector<DimExpr>> ZipSymbolic(InferenceContext& ctx,
   std::vector<DimExpr> out;
   for (size_t k = 0; k < n; ++k) {
     std::vector<DimExpr> args;
-    for (const std::vector<DimExpr>& v : values) args.push_back(v.size() == 1 ? v[0] : v[k]);
+    for (const std::vector<DimExpr>& v : values) {
+      args.push_back(v.size() == 1 ? v[0] : v[k]);
+      if (!IsSafe(args.back())) return std::nullopt;  // extreme constants: not shape values
+    }
     std::optional<DimExpr> r = fn(ctx.dims(), args);
     if (!r) return std::nullopt;
     out.push_back(std::move(*r));
@@ -192,7 +195,13 @@ enum class BinaryKind {
 };
 
 // Broadcast of all present inputs; output dtype by kind.
-absl::Status Broadcasting(InferenceContext& ctx, BinaryKind kind, const SymbolicFn& symbolic) {
+// Inputs 0..required-1 must be present (2 for binary operators, 1 for variadic ones).
+absl::Status Broadcasting(InferenceContext& ctx, BinaryKind kind, const SymbolicFn& symbolic,
+                          int required = 2) {
+  for (int i = 0; i < required; ++i) NIMBLE_RETURN_IF_ERROR(ctx.InputTensor(i).status());
+  if (required == 2 && ctx.num_inputs() > 2) {
+    return absl::InvalidArgumentError(absl::StrCat("takes 2 inputs, got ", ctx.num_inputs()));
+  }
   NIMBLE_ASSIGN_OR_RETURN(std::vector<const TensorType*> ins, AllInputTensors(ctx));
   if (ins.empty()) return absl::InvalidArgumentError("needs at least one input");
   if (kind != BinaryKind::kPow) {
@@ -227,8 +236,10 @@ absl::Status Broadcasting(InferenceContext& ctx, BinaryKind kind, const Symbolic
   return absl::OkStatus();
 }
 
-TypeRelation BroadcastRelation(BinaryKind kind, SymbolicFn symbolic = nullptr) {
-  return [kind, symbolic](InferenceContext& ctx) { return Broadcasting(ctx, kind, symbolic); };
+TypeRelation BroadcastRelation(BinaryKind kind, SymbolicFn symbolic = nullptr, int required = 2) {
+  return [kind, symbolic, required](InferenceContext& ctx) {
+    return Broadcasting(ctx, kind, symbolic, required);
+  };
 }
 
 absl::Status ModRelation(InferenceContext& ctx) {
@@ -337,10 +348,10 @@ void RegisterElementwiseRelations(RelationRegistry& r) {
   r.Register("", "Div", BroadcastRelation(BinaryKind::kArith, SymDiv));
   r.Register("", "Mod", ModRelation);
   r.Register("", "Pow", BroadcastRelation(BinaryKind::kPow));
-  r.Register("", "Max", BroadcastRelation(BinaryKind::kArith, SymMax));
-  r.Register("", "Min", BroadcastRelation(BinaryKind::kArith, SymMin));
-  r.Register("", "Sum", BroadcastRelation(BinaryKind::kArith, SymSum));
-  r.Register("", "Mean", BroadcastRelation(BinaryKind::kArith));
+  r.Register("", "Max", BroadcastRelation(BinaryKind::kArith, SymMax, 1));
+  r.Register("", "Min", BroadcastRelation(BinaryKind::kArith, SymMin, 1));
+  r.Register("", "Sum", BroadcastRelation(BinaryKind::kArith, SymSum, 1));
+  r.Register("", "Mean", BroadcastRelation(BinaryKind::kArith, nullptr, 1));
   r.Register("", "BitShift", BroadcastRelation(BinaryKind::kBitwise));
   r.Register("", "BitwiseAnd", BroadcastRelation(BinaryKind::kBitwise));
   r.Register("", "BitwiseOr", BroadcastRelation(BinaryKind::kBitwise));

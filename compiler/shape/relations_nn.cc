@@ -90,6 +90,10 @@ absl::Status GemmRelation(InferenceContext& ctx) {
 
 // ---- Convolution and pooling -------------------------------------------------------------------
 
+// Kernel sizes, strides and dilations beyond this are rejected (so products with dims of up to
+// kMaxStaticDim stay far from overflow).
+constexpr int64_t kMaxWindowParam = int64_t{1} << 20;
+
 struct WindowAttrs {
   std::vector<Dim> kernel;
   std::vector<int64_t> strides, dilations, pads;  // pads: begins then ends
@@ -120,12 +124,12 @@ absl::StatusOr<WindowAttrs> GetWindowAttrs(InferenceContext& ctx, int spatial,
         "kernel_shape/strides/dilations/pads do not match ", spatial, " spatial dims"));
   }
   for (int i = 0; i < spatial; ++i) {
-    if (w.strides[i] <= 0 || w.dilations[i] <= 0 || w.strides[i] > kMaxStaticDim ||
-        w.dilations[i] > kMaxStaticDim) {
+    if (w.strides[i] <= 0 || w.dilations[i] <= 0 || w.strides[i] > kMaxWindowParam ||
+        w.dilations[i] > kMaxWindowParam) {
       return absl::InvalidArgumentError("strides and dilations must be positive and sane");
     }
     if (w.kernel[i] && w.kernel[i]->IsConst() &&
-        (w.kernel[i]->ConstValue() <= 0 || w.kernel[i]->ConstValue() > kMaxStaticDim)) {
+        (w.kernel[i]->ConstValue() <= 0 || w.kernel[i]->ConstValue() > kMaxWindowParam)) {
       return absl::InvalidArgumentError("kernel_shape entries must be positive");
     }
   }
@@ -738,8 +742,12 @@ absl::Status AffineGridRelation(InferenceContext& ctx) {
     ctx.SetOutput(0, FreshTensor(ctx, 0, theta->dtype, rank));
     return absl::OkStatus();
   }
-  std::vector<Dim> out{(*size)[0]};
-  out.insert(out.end(), size->begin() + 2, size->end());
+  std::vector<Dim> out;
+  for (size_t i = 0; i < size->size(); ++i) {
+    if (i == 1) continue;  // C
+    NIMBLE_ASSIGN_OR_RETURN(DimExpr d, DimFromValue((*size)[i], "AffineGrid size"));
+    out.push_back(d);
+  }
   out.push_back(DimExpr::Const(static_cast<int64_t>(size->size()) - 2));
   ctx.SetOutput(0, TensorType::Of(theta->dtype, std::move(out)));
   return absl::OkStatus();

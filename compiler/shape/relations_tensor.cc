@@ -618,7 +618,8 @@ absl::Status SliceRelation(InferenceContext& ctx) {
   std::vector<int64_t> cs(count), ce(count), cstep(count, 1);
   for (size_t j = 0; j < count; ++j) {
     const int a = norm[j];
-    const int64_t step = steps ? (*steps)[j] : 1;
+    // Steps beyond any dim behave alike; clamping keeps the arithmetic in range.
+    const int64_t step = std::clamp<int64_t>(steps ? (*steps)[j] : 1, -kHugeIndex, kHugeIndex);
     if (step == 0) return absl::InvalidArgumentError("Slice step must not be 0");
     const Dim& d = (*x->dims)[a];
     if (steps_unknown || !starts.values || !ends.values || !d) {
@@ -860,7 +861,15 @@ absl::Status RangeRelation(InferenceContext& ctx) {
       if (delta == 0) return absl::InvalidArgumentError("Range delta must not be 0");
       std::optional<DimExpr> span =
           delta > 0 ? CheckedSub((*l)[0], (*s)[0]) : CheckedSub((*s)[0], (*l)[0]);
-      if (span) {
+      if ((*s)[0].IsConst() && (*l)[0].IsConst()) {
+        // Exact, for any int64 operands.
+        const __int128 start = (*s)[0].ConstValue(), limit = (*l)[0].ConstValue();
+        const __int128 num = delta > 0 ? limit - start : start - limit;
+        const __int128 den = delta > 0 ? delta : -__int128{delta};
+        const __int128 count = num <= 0 ? 0 : (num + den - 1) / den;
+        if (count > kMaxStaticDim) return absl::InvalidArgumentError("Range has too many elements");
+        n = DimExpr::Const(static_cast<int64_t>(count));
+      } else if (span && IsSafe(*span) && delta > -kHugeIndex && delta < kHugeIndex) {
         n = ctx.dims().Max(ctx.dims().CeilDiv(*span, DimExpr::Const(delta > 0 ? delta : -delta)),
                            DimExpr());
       }
@@ -874,7 +883,7 @@ absl::Status RangeRelation(InferenceContext& ctx) {
       if (!(count <= static_cast<double>(kMaxStaticDim))) {
         return absl::InvalidArgumentError("Range has too many elements");
       }
-      n = DimExpr::Const(std::max<int64_t>(static_cast<int64_t>(count), 0));
+      n = DimExpr::Const(count <= 0 ? 0 : static_cast<int64_t>(count));
     }
   }
   if (n && n->IsConst() && n->ConstValue() > kMaxStaticDim) {

@@ -77,14 +77,21 @@ void PrepareConstants(Graph& graph) {
   }
 }
 
-void NameUnknownInputDims(Module& module) {
+// Names unknown dims of the main graph's inputs; rejects absurd constant dims (so that shape
+// arithmetic on them cannot overflow).
+absl::Status PrepareInputs(Module& module) {
   for (Value* in : module.main->inputs()) {
     TensorType& t = in->type().tensor;
     if (!t.has_rank()) continue;
     for (Dim& d : *t.dims) {
       if (!d) d = module.dims.FreshSymbol("_in", DimBounds{0, INT64_MAX});
+      if (d->IsConst() && (d->ConstValue() < 0 || d->ConstValue() > kMaxStaticDim)) {
+        return absl::InvalidArgumentError(absl::StrCat("input '", in->name(), "' has dim ",
+                                                       d->ConstValue(), ", which is not valid"));
+      }
     }
   }
+  return absl::OkStatus();
 }
 
 // `visible`: run-time symbols of the values typed before `node` (see InferenceContext).
@@ -133,6 +140,12 @@ absl::Status InferNode(Module& module, Node& node, const RelationRegistry& relat
     for (int a = 0; a < t.tensor.rank(); ++a) {
       if (!(*t.tensor.dims)[a]) (*t.tensor.dims)[a] = ctx.FreshDim(i, a);
     }
+    // Later passes multiply dims freely (sizes in bytes): the element count must fit.
+    if (!ProductOf(*t.tensor.dims, 0, t.tensor.dims->size())) {
+      return absl::InvalidArgumentError(absl::StrCat(Where(node, opset), ": output ", i,
+                                                     " of type ", TypeToString(t, module.dims),
+                                                     " has too many elements"));
+    }
   }
   EncodeShapeChecks(node, ctx.checks(), module.dims);
   if (ctx.runtime_shape()) node.attrs().Set(kShapeModeAttr, std::string(kShapeModeRuntime));
@@ -158,7 +171,7 @@ absl::Status InferGraph(Module& module, Graph& graph, const RelationRegistry& re
 }  // namespace
 
 absl::Status InferTypes(Module& module, const RelationRegistry& relations) {
-  NameUnknownInputDims(module);
+  NIMBLE_RETURN_IF_ERROR(PrepareInputs(module));
   return InferGraph(module, *module.main, relations, {});
 }
 

@@ -20,9 +20,10 @@
 // 'bar'").
 //
 // Unknown dims (nullopt) of the main graph's inputs are first named with fresh symbols ("_in<n>",
-// bound from the input tensors like ONNX dim_params). Nodes without an opset use the module's
-// opset for their domain (17 if the module has none). Re-running the pass is stable: a node
-// reuses the run-time symbols it invented last time.
+// bound from the input tensors like ONNX dim_params); constant input dims above 2^40 are
+// rejected, and so is any output whose element count overflows int64. Nodes without an opset
+// use the module's opset for their domain (17 if the module has none). Re-running the pass is
+// stable: a node reuses the run-time symbols it invented last time.
 #pragma once
 
 #include "absl/status/status.h"

@@ -28,6 +28,25 @@ enum class NodeKind {
   kControl,  // If / Loop: subgraphs emitted inline with jumps
 };
 
+// The node's attributes as its kernel gets them: without compiler-internal annotations ("_..."),
+// plus what the compiler knows about the operands: a weight that is a constant of the
+// executable (constant_b / constant_w) may be repacked once into the layout the GEMM or
+// convolution prefers.
+vm::Attributes KernelAttributes(const Node& node) {
+  vm::Attributes attrs;
+  for (const auto& [name, value] : node.attrs().values()) {
+    if (name.empty() || name[0] != '_') attrs.Set(name, value);
+  }
+  if (!node.domain().empty()) return attrs;
+  const std::string& op = node.op_type();
+  const Value* weight = node.input(1);
+  if (weight != nullptr && weight->is_constant()) {
+    if (op == "MatMul" || op == "Gemm" || op == "FusedMatMul") attrs.Set("constant_b", int64_t{1});
+    if (op == "Conv" || op == "ConvTranspose") attrs.Set("constant_w", int64_t{1});
+  }
+  return attrs;
+}
+
 bool IsViewOp(const Node& node) {
   static const std::set<std::string> kViews = {"Reshape", "Flatten", "Squeeze", "Unsqueeze",
                                                "Identity"};
@@ -358,10 +377,7 @@ absl::StatusOr<int> FunctionEmitter::KernelIndex(const Node& node) {
   vm::KernelEntry entry;
   entry.name = node.domain().empty() ? node.op_type() : absl::StrCat(node.domain(), ".", node.op_type());
   entry.device = vm::kCpu;
-  for (const auto& [name, value] : node.attrs().values()) {
-    if (!name.empty() && name[0] == '_') continue;  // compiler-internal annotations
-    entry.attrs.Set(name, value);
-  }
+  entry.attrs = KernelAttributes(node);
   if (!vm::KernelRegistry::Global().Has(entry.name, vm::DeviceType::kCPU)) {
     return absl::UnimplementedError(absl::StrCat("unsupported operator '", node.op_type(),
                                                  "' (domain '", node.domain(), "', opset ",
@@ -376,13 +392,10 @@ absl::StatusOr<int> FunctionEmitter::KernelIndex(const Node& node) {
 // ...). Creating the kernel here also reports bad attributes at compile time.
 bool FunctionEmitter::KernelAllocates(const Node& node) const {
   if (auto it = allocates_.find(&node); it != allocates_.end()) return it->second;
-  vm::Attributes attrs;
-  for (const auto& [name, value] : node.attrs().values()) {
-    if (name.empty() || name[0] != '_') attrs.Set(name, value);
-  }
   const std::string name =
       node.domain().empty() ? node.op_type() : absl::StrCat(node.domain(), ".", node.op_type());
-  auto kernel = vm::KernelRegistry::Global().Create(name, vm::DeviceType::kCPU, attrs);
+  auto kernel =
+      vm::KernelRegistry::Global().Create(name, vm::DeviceType::kCPU, KernelAttributes(node));
   const bool allocates = kernel.ok() && (*kernel)->allocates_outputs();
   allocates_[&node] = allocates;
   return allocates;

@@ -264,10 +264,14 @@ absl::StatusOr<vm::Tensor> RandomInput(const vm::TensorSignature& sig, const std
       break;
     }
     case vm::DType::kI64: {
-      // Token ids / masks: small non-negative values, valid for any embedding table.
+      // Token ids: small non-negative values, valid for any embedding table; attention masks
+      // all ones; token type ids (segment ids) zero.
       const bool mask = absl::StrContains(sig.name, "mask");
+      const bool type = absl::StrContains(sig.name, "type");
       std::uniform_int_distribution<int64_t> dist(0, 99);
-      for (int64_t i = 0; i < t.num_elements(); ++i) t.data<int64_t>()[i] = mask ? 1 : dist(rng);
+      for (int64_t i = 0; i < t.num_elements(); ++i) {
+        t.data<int64_t>()[i] = mask ? 1 : type ? 0 : dist(rng);
+      }
       break;
     }
     case vm::DType::kI32: {

@@ -10,7 +10,7 @@ MODEL_REPO     ?= models
 CTEST_ARGS     ?=
 JOBS           ?= $(shell nproc)
 
-.PHONY: all deps configure build serve test bench format sanitize clean
+.PHONY: all deps configure build serve test bench format sanitize tsan fuzz clean
 
 all: build
 
@@ -48,5 +48,28 @@ sanitize: deps
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
 	  ctest --test-dir $(SANITIZE_DIR) --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
+# ThreadSanitizer over the tests that share executables, VMs and kernels across threads.
+TSAN_DIR ?= build-tsan
+tsan: deps
+	cmake -S . -B $(TSAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNIMBLE_CUDA=OFF \
+	  -DNIMBLE_SANITIZE=thread $(CMAKE_FLAGS)
+	cmake --build $(TSAN_DIR) -j $(JOBS) --target vm_test compiler_pipeline_test
+	TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/scripts/tsan.supp" \
+	  ctest --test-dir $(TSAN_DIR) --output-on-failure -R "^(vm_test|compiler_pipeline_test)$$"
+
+# libFuzzer targets (clang): the ONNX importer and the executable loader.
+FUZZ_DIR ?= build-fuzz
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	cmake -S . -B $(FUZZ_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNIMBLE_CUDA=OFF \
+	  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DNIMBLE_FUZZ=ON $(CMAKE_FLAGS)
+	cmake --build $(FUZZ_DIR) -j $(JOBS) --target onnx_importer_fuzzer executable_fuzzer
+	mkdir -p $(FUZZ_DIR)/corpus-onnx $(FUZZ_DIR)/corpus-nbx
+	for t in add if loop11 gather_0 reshape_extended_dims; do \
+	  cp ../shared/conformance/onnx-node/test_$$t/model.onnx $(FUZZ_DIR)/corpus-onnx/$$t.onnx; done
+	$(FUZZ_DIR)/compiler/frontend/onnx/onnx_importer_fuzzer -max_total_time=$(FUZZ_SECONDS) \
+	  $(FUZZ_DIR)/corpus-onnx
+	$(FUZZ_DIR)/vm/executable_fuzzer -max_total_time=$(FUZZ_SECONDS) $(FUZZ_DIR)/corpus-nbx
+
 clean:
-	rm -rf $(BUILD_DIR) $(SANITIZE_DIR)
+	rm -rf $(BUILD_DIR) $(SANITIZE_DIR) $(TSAN_DIR) $(FUZZ_DIR)

@@ -164,17 +164,11 @@ absl::StatusOr<Dim> WindowOutDim(InferenceContext& ctx, const Dim& in, const Win
                                                    " (with padding)"));
   }
   if (!w.ceil_mode) return Dim(dims.FloorDiv(span, s) + DimExpr::Const(1));
-  DimExpr out = dims.CeilDiv(span, s) + DimExpr::Const(1);
-  // The last window must start inside the input or the left padding (else it is dropped).
-  const DimExpr last_start = (out - DimExpr::Const(1)) * s;
-  const DimExpr limit = *in + pad_begin;
-  if (last_start.IsConst() && limit.IsConst()) {
-    if (last_start.ConstValue() >= limit.ConstValue()) out = out - DimExpr::Const(1);
-  } else {
-    NIMBLE_RETURN_IF_ERROR(ctx.RequireLessEqual(last_start + DimExpr::Const(1), limit,
-                                                "ceil_mode: the last window starts inside"));
-  }
-  return Dim(out);
+  // A last window that would start past the input and the left padding is dropped: windows
+  // start at (i - 1) * s < in + pad_begin, i.e. i <= floordiv(in + pad_begin - 1, s) + 1.
+  const DimExpr out = dims.CeilDiv(span, s) + DimExpr::Const(1);
+  const DimExpr starts = dims.FloorDiv(*in + pad_begin - DimExpr::Const(1), s) + DimExpr::Const(1);
+  return Dim(dims.Min(out, starts));
 }
 
 // Conv of input `xi` with weights `wi` producing `dtype` (Conv, ConvInteger, QLinearConv,

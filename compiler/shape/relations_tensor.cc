@@ -552,7 +552,9 @@ absl::StatusOr<std::optional<DimExpr>> SliceDim(InferenceContext& ctx, const Dim
   std::optional<DimExpr> s = ClampBackward(dims, start, d, false);
   std::optional<DimExpr> e = ClampBackward(dims, end, d, true);
   if (!s || !e) return std::optional<DimExpr>();
-  return std::optional<DimExpr>(dims.Max(dims.CeilDiv(*s - *e, DimExpr::Const(-step)), DimExpr()));
+  // min(..., d): an empty dim gives an empty slice (the clamps above assume d >= 1).
+  return std::optional<DimExpr>(
+      dims.Min(dims.Max(dims.CeilDiv(*s - *e, DimExpr::Const(-step)), DimExpr()), d));
 }
 
 // Python-style slice of a known vector (symbolic values of 1-D shape tensors).

@@ -259,7 +259,7 @@ DimExpr InferenceContext::FreshDim(int output, int axis) {
 
 DimExpr InferenceContext::FreshSymbol() {
   runtime_shape_ = true;
-  return dims_.FreshSymbol(kFreshPrefix, DimBounds{0, INT64_MAX});
+  return dims_.FreshSymbol(kFreshPrefix, DimBounds{0, kMaxStaticDim});
 }
 
 bool InferenceContext::Visible(const DimExpr& e) const {

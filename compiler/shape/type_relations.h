@@ -11,7 +11,7 @@
 //   dims        dims(): the module's DimContext, opset(): the node's opset;
 //   outputs     SetOutput(i, TensorType) / SetOutputType(i, Type), SetOutputSymbolicValue;
 //   run time    FreshDim(output, axis): a new symbol for a dim only the run time knows (its
-//               bounds are [0, inf)); it marks the node "_shape_mode" = "runtime", so the
+//               bounds are [0, 2^40]); it marks the node "_shape_mode" = "runtime", so the
 //               lowering calls the kernel's shape function and binds the symbol from the
 //               produced tensor. Outputs left with an unknown dim or rank mark it too.
 //   checks      RequireEqual/RequireBroadcastable/RequireLessEqual/RequireNotEqual: OK when

@@ -1,5 +1,6 @@
 #include "compiler/transforms/type_inference.h"
 
+#include <algorithm>
 #include <set>
 #include <string>
 #include <utility>
@@ -77,14 +78,20 @@ void PrepareConstants(Graph& graph) {
   }
 }
 
-// Names unknown dims of the main graph's inputs; rejects absurd constant dims (so that shape
-// arithmetic on them cannot overflow).
+// Names unknown dims of the main graph's inputs; rejects absurd constant dims and caps symbol
+// bounds at kMaxStaticDim (no tensor has 2^40 elements along an axis), so that shape arithmetic
+// and the bounds DimContext derives stay far from int64 overflow.
 absl::Status PrepareInputs(Module& module) {
+  for (int32_t atom = 0; atom < module.dims.num_atoms(); ++atom) {
+    const DimContext::AtomInfo& info = module.dims.atom(atom);
+    if (info.kind != DimContext::AtomKind::kSymbol || info.bounds.hi <= kMaxStaticDim) continue;
+    module.dims.SetBounds(atom, DimBounds{std::min(info.bounds.lo, kMaxStaticDim), kMaxStaticDim});
+  }
   for (Value* in : module.main->inputs()) {
     TensorType& t = in->type().tensor;
     if (!t.has_rank()) continue;
     for (Dim& d : *t.dims) {
-      if (!d) d = module.dims.FreshSymbol("_in", DimBounds{0, INT64_MAX});
+      if (!d) d = module.dims.FreshSymbol("_in", DimBounds{0, kMaxStaticDim});
       if (d->IsConst() && (d->ConstValue() < 0 || d->ConstValue() > kMaxStaticDim)) {
         return absl::InvalidArgumentError(absl::StrCat("input '", in->name(), "' has dim ",
                                                        d->ConstValue(), ", which is not valid"));

@@ -9,7 +9,7 @@
 //   Value::symbolic_value   element values of small integer shape tensors, as DimExprs;
 //   "_shape_mode"="runtime" on nodes whose output dims depend on input values (NonZero,
 //                           Reshape by a run-time shape, ...): those dims are fresh symbols
-//                           ("_rt<n>", bounds [0, inf)) that the lowering binds from the tensors
+//                           ("_rt<n>", bounds [0, 2^40]) that the lowering binds from the tensors
 //                           the kernel's run-time shape function produces;
 //   "_checks"/"_check_exprs" facts the types rely on that could not be proven at compile time
 //                           (see compiler/shape/shape_check.h); the lowering emits VM asserts;
@@ -21,7 +21,8 @@
 //
 // Unknown dims (nullopt) of the main graph's inputs are first named with fresh symbols ("_in<n>",
 // bound from the input tensors like ONNX dim_params); constant input dims above 2^40 are
-// rejected, and so is any output whose element count overflows int64. Nodes without an opset
+// rejected, symbol upper bounds are capped at 2^40 (keeping bounds arithmetic exact), and any
+// output whose element count overflows int64 is rejected. Nodes without an opset
 // use the module's opset for their domain (17 if the module has none). Re-running the pass is
 // stable: a node reuses the run-time symbols it invented last time.
 #pragma once

@@ -95,6 +95,18 @@ void EncodeShapeChecks(Node& node, const std::vector<ShapeCheck>& checks, const 
                    vm::Tensor::FromVector<int64_t>(exprs, absl::Span<const int64_t>(&n, 1)));
 }
 
+absl::Status MergeShapeChecks(Node& into, const Node& from, const DimContext& dims) {
+  NIMBLE_ASSIGN_OR_RETURN(std::vector<ShapeCheck> merged, DecodeShapeChecks(into, dims));
+  NIMBLE_ASSIGN_OR_RETURN(std::vector<ShapeCheck> more, DecodeShapeChecks(from, dims));
+  for (ShapeCheck& c : more) {
+    bool seen = false;
+    for (const ShapeCheck& m : merged) seen = seen || m == c;
+    if (!seen) merged.push_back(std::move(c));
+  }
+  EncodeShapeChecks(into, merged, dims);
+  return absl::OkStatus();
+}
+
 void ClearTypeInferenceAttrs(Node& node) {
   EraseAttrs(node, {kChecksAttr, kCheckExprsAttr, kShapeModeAttr, kTakenBranchAttr});
 }

@@ -52,6 +52,11 @@ void EncodeShapeChecks(Node& node, const std::vector<ShapeCheck>& checks, const 
 // malformed or name atoms `dims` does not have.
 absl::StatusOr<std::vector<ShapeCheck>> DecodeShapeChecks(const Node& node, const DimContext& dims);
 
+// Adds the checks recorded on `from` to those of `into` (duplicates dropped). Passes that
+// replace nodes (fusion, CSE) must carry the checks of the nodes they remove this way, or the
+// run-time guarantees those checks give are lost.
+absl::Status MergeShapeChecks(Node& into, const Node& from, const DimContext& dims);
+
 // Removes the attributes type inference writes ("_checks", "_check_exprs", "_shape_mode",
 // "_taken_branch").
 void ClearTypeInferenceAttrs(Node& node);

@@ -146,7 +146,14 @@ class InferenceContext {
 using TypeRelation = std::function<absl::Status(InferenceContext&)>;
 
 // Relations by (domain, op type). "" and "ai.onnx" are the same domain. Relations branch on
-// ctx.opset() where an operator changed across opsets.
+// ctx.opset() where an operator changed across opsets. A pass that introduces its own operators
+// and wants them re-inferable registers them before compiling, e.g.
+//   RelationRegistry::Global().Register("nimble", "FusedMatMul", [](InferenceContext& ctx) {
+//     NIMBLE_ASSIGN_OR_RETURN(const TensorType* a, ctx.InputTensor(0));
+//     ...
+//     ctx.SetOutput(0, TensorType::Of(a->dtype, dims));
+//     return absl::OkStatus();
+//   });
 // Thread-safety: register everything before compiling; lookups are then read-only.
 class RelationRegistry {
  public:

@@ -920,6 +920,23 @@ TEST(ShapeCheckTest, EncodingRoundTripsThroughAttributes) {
   EXPECT_FALSE(n->attrs().Has(kCheckExprsAttr));
 }
 
+TEST(ShapeCheckTest, MergeCarriesChecksToAReplacementNode) {
+  Module m;
+  DimExpr s = m.dims.Symbol("s"), t = m.dims.Symbol("t");
+  Node* a = m.main->AddNode("Add", {}, 1, "a");
+  Node* b = m.main->AddNode("Mul", {}, 1, "b");
+  Node* fused = m.main->AddNode("FusedElementwise", {}, 1, "fused");
+  EncodeShapeChecks(*a, {{ShapeCheck::Kind::kEqual, s, t, "from a"}}, m.dims);
+  EncodeShapeChecks(*b,
+                    {{ShapeCheck::Kind::kEqual, s, t, "from b"},
+                     {ShapeCheck::Kind::kBroadcastable, t, s, "also b"}},
+                    m.dims);
+  ASSERT_THAT(MergeShapeChecks(*fused, *a, m.dims), IsOk());
+  ASSERT_THAT(MergeShapeChecks(*fused, *b, m.dims), IsOk());
+  EXPECT_THAT(fused->attrs().GetOr<std::vector<std::string>>(kChecksAttr, {}),
+              ElementsAre("s == t : from a", "t == s || t == 1 : also b"));
+}
+
 TEST(ShapeCheckTest, MalformedEncodingIsAnError) {
   Module m;
   Node* n = m.main->AddNode("Add", {}, 1, "n");

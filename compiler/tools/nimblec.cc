@@ -241,7 +241,18 @@ absl::Status Inspect(const Args& args) {
   std::printf("compiler: %s\n", exe->compiler_version.c_str());
   print_sig("input ", exe->inputs);
   print_sig("output", exe->outputs);
-  for (const auto& v : exe->variants) std::printf("variant %s -> function %d\n", v.name.c_str(), v.function);
+  // Variants and their memory plans: a static arena size where every dim is folded, otherwise
+  // the arena is sized per call by the function's scalar code (its alloc_storage lines).
+  for (const auto& v : exe->variants) {
+    const vm::Function& f = exe->functions[v.function];
+    int allocs = 0;
+    for (const vm::Instruction& in : f.code) allocs += in.op == vm::Opcode::kAllocStorage;
+    std::printf("variant %s -> function %d '%s': %zu instructions, %d registers, %d alloc_storage, "
+                "memory plan %s\n",
+                v.name.c_str(), v.function, f.name.c_str(), f.code.size(), f.num_registers, allocs,
+                v.planned_bytes_hint > 0 ? absl::StrCat("static, arena ", v.planned_bytes_hint, " bytes").c_str()
+                                         : "symbolic (arena sized per call)");
+  }
   std::printf("%s", exe->Disassemble().c_str());
   return absl::OkStatus();
 }

@@ -646,6 +646,18 @@ absl::Status FunctionEmitter::EmitIf(const Node& node) {
       static_cast<int>(else_g->outputs().size()) != node.num_outputs()) {
     return absl::InvalidArgumentError("If branches must have as many outputs as the node");
   }
+  // A condition known at compile time: only the taken branch exists (the other may not even
+  // type-check; type inference marks which one).
+  const std::string taken = node.attrs().GetOr<std::string>(kTakenBranchAttr, "");
+  if (!taken.empty()) {
+    const Graph* g = taken == "then_branch" ? then_g : else_g;
+    NIMBLE_RETURN_IF_ERROR(EmitSubgraph(*g));
+    for (int i = 0; i < node.num_outputs(); ++i) {
+      NIMBLE_ASSIGN_OR_RETURN(int r, Materialize(g->outputs()[i]));
+      reg_of_[node.output(i)] = r;
+    }
+    return absl::OkStatus();
+  }
   NIMBLE_ASSIGN_OR_RETURN(int cond, Materialize(node.input(0)));
   std::vector<int> results;
   for (const Value* out : node.outputs()) {

@@ -126,7 +126,7 @@ DimExpr DimContext::Opaque(AtomKind kind, const DimExpr& a, const DimExpr& b) {
     case AtomKind::kCeilDiv:
       // Conservative: non-negative operands give [0, ceil(a.hi / b.lo)].
       info.bounds = (bb.lo > 0 && ba.lo >= 0)
-                        ? DimBounds{0, ba.hi == kInf ? kInf : (ba.hi + bb.lo - 1) / bb.lo}
+                        ? DimBounds{0, ba.hi == kInf ? kInf : SatAdd(ba.hi, bb.lo - 1) / bb.lo}
                         : DimBounds{kNegInf, kInf};
       break;
     case AtomKind::kMod:

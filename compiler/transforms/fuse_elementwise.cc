@@ -5,6 +5,8 @@
 #include <set>
 #include <string>
 
+#include "base/status_macros.h"
+#include "compiler/shape/shape_check.h"
 #include "compiler/transforms/pattern_util.h"
 #include "vm/kernels/fused_elementwise_program.h"
 
@@ -129,6 +131,8 @@ absl::StatusOr<int> FuseElementwise(Module& module) {
     fused->attrs().Set("constants", constants);
     fused->output(0)->set_type(root->output(0)->type());
     fused->output(0)->set_name(root->output(0)->name());
+    // The run-time shape checks of the replaced ops guard the fused one.
+    for (const Node* n : group) NIMBLE_RETURN_IF_ERROR(MergeShapeChecks(*fused, *n, module.dims));
     g.MoveLastNodeAfter(root);
     g.ReplaceAllUsesWith(root->output(0), fused->output(0));
     ++formed;

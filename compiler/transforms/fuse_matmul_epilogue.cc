@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "base/status_macros.h"
+#include "compiler/shape/shape_check.h"
 #include "compiler/transforms/pattern_util.h"
 
 namespace nimble::compiler {
@@ -50,6 +52,7 @@ absl::StatusOr<int> FuseMatMulEpilogues(Module& module) {
     }
     const int64_t n_out = w->constant()->dim(1);
     Value* out = mm->output(0);
+    std::vector<const Node*> chain = {mm};  // the nodes the fused one replaces
     Value* bias = nullptr;
     Value* residual = nullptr;
     std::string activation;
@@ -61,12 +64,14 @@ absl::StatusOr<int> FuseMatMulEpilogues(Module& module) {
           other->constant()->dtype() == vm::DType::kF32) {
         bias = other;
         out = add->output(0);
+        chain.push_back(add);
       }
     }
     // Activation.
     if (Node* act = SoleConsumer(g, out, uses); act && ActivationOf(*act)) {
       activation = ActivationOf(*act);
       out = act->output(0);
+      chain.push_back(act);
     }
     // Residual: an Add of a tensor of exactly the output's type.
     if (Node* add = SoleConsumer(g, out, uses);
@@ -75,6 +80,7 @@ absl::StatusOr<int> FuseMatMulEpilogues(Module& module) {
       if (other != out && SameTensorType(other, out)) {
         residual = other;
         out = add->output(0);
+        chain.push_back(add);
       }
     }
     if (out == mm->output(0)) continue;  // nothing to fuse
@@ -86,6 +92,8 @@ absl::StatusOr<int> FuseMatMulEpilogues(Module& module) {
     fused_node->attrs().Set("activation", activation);
     fused_node->output(0)->set_type(out->type());
     fused_node->output(0)->set_name(out->name());
+    // The run-time shape checks of the replaced ops guard the fused one.
+    for (const Node* n : chain) NIMBLE_RETURN_IF_ERROR(MergeShapeChecks(*fused_node, *n, module.dims));
     g.MoveLastNodeAfter(out->producer());
     g.ReplaceAllUsesWith(out, fused_node->output(0));
     uses.Refresh(g);

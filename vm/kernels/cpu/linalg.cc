@@ -891,8 +891,12 @@ absl::StatusOr<Window> MakeWindow(absl::string_view op, const WindowAttrs& a,
             op, ": window ", ext, " is larger than the padded input ", in[i] + pb + pe));
       }
       out = (a.ceil_mode ? (span + st - 1) / st : span / st) + 1;
-      // A last window that starts in the end padding is dropped (PyTorch, newer ONNX).
-      if (a.ceil_mode && (out - 1) * st >= in[i] + pb) --out;
+      if (a.ceil_mode) {
+        // Windows that would start past the input and the begin padding are dropped (PyTorch,
+        // newer ONNX): starts (j - 1) * st < in + pb, so j <= floor((in + pb - 1) / st) + 1.
+        const int64_t last = in[i] + pb - 1;
+        out = std::min(out, (last >= 0 ? last / st : -((-last + st - 1) / st)) + 1);
+      }
     }
     w.strides.push_back(st);
     w.dilations.push_back(d);
@@ -1135,9 +1139,11 @@ class ConvTransposeKernel final : public SingleOutputKernel {
     auto sized = [&](const std::vector<int64_t>& v, size_t n) {
       return v.empty() || v.size() == n;
     };
+    // output_shape may list N and C too: its last `s` entries are the spatial dims.
     std::vector<int64_t> out_spatial = output_shape_;
-    if (out_spatial.size() == static_cast<size_t>(s + 2))
-      out_spatial.erase(out_spatial.begin(), out_spatial.begin() + 2);
+    if (out_spatial.size() > static_cast<size_t>(s)) {
+      out_spatial.erase(out_spatial.begin(), out_spatial.end() - s);
+    }
     if (!sized(attrs_.strides, s) || !sized(attrs_.dilations, s) || !sized(attrs_.pads, 2 * s) ||
         !sized(output_padding_, s) || !sized(out_spatial, s)) {
       return absl::InvalidArgumentError("ConvTranspose: attribute lengths do not match the rank");

@@ -30,6 +30,7 @@
 #include "tbb/blocked_range.h"
 #include "tbb/parallel_for.h"
 #include "tbb/partitioner.h"
+#include "vm/kernels/fused_elementwise_program.h"
 #include "vm/kernels/kernel.h"
 #include "vm/runtime/dtype.h"
 #include "vm/runtime/tensor.h"
@@ -426,32 +427,33 @@ void ApplyFloatUnary(FloatUnary op, const float* x, float* y, int64_t n);
 //
 // Example: y = gelu(x + bias)   program = [0,0,0,0,  0,1,1,0,  10,0,0,1,  39,0,0,0,  2,0,0,0]
 // Max/Min follow ONNX (NaN propagates); Pow is std::pow; Relu is max(x, 0).
+// The opcode values are defined once, in vm/kernels/fused_elementwise_program.h.
 enum FusedOpcode : int64_t {
-  kFusedLoad = 0,
-  kFusedConst = 1,
-  kFusedStore = 2,
-  kFusedAdd = 10,
-  kFusedSub = 11,
-  kFusedMul = 12,
-  kFusedDiv = 13,
-  kFusedMax = 14,
-  kFusedMin = 15,
-  kFusedPow = 16,
-  kFusedNeg = 30,
-  kFusedExp = 31,
-  kFusedLog = 32,
-  kFusedSqrt = 33,
-  kFusedRsqrt = 34,
-  kFusedTanh = 35,
-  kFusedErf = 36,
-  kFusedSigmoid = 37,
-  kFusedRelu = 38,
-  kFusedGelu = 39,
-  kFusedGeluTanh = 40,
-  kFusedAbs = 41,
-  kFusedReciprocal = 42,
+  kFusedLoad = static_cast<int64_t>(FusedOp::kLoad),
+  kFusedConst = static_cast<int64_t>(FusedOp::kConst),
+  kFusedStore = static_cast<int64_t>(FusedOp::kStore),
+  kFusedAdd = static_cast<int64_t>(FusedOp::kAdd),
+  kFusedSub = static_cast<int64_t>(FusedOp::kSub),
+  kFusedMul = static_cast<int64_t>(FusedOp::kMul),
+  kFusedDiv = static_cast<int64_t>(FusedOp::kDiv),
+  kFusedMax = static_cast<int64_t>(FusedOp::kMax),
+  kFusedMin = static_cast<int64_t>(FusedOp::kMin),
+  kFusedPow = static_cast<int64_t>(FusedOp::kPow),
+  kFusedNeg = static_cast<int64_t>(FusedOp::kNeg),
+  kFusedExp = static_cast<int64_t>(FusedOp::kExp),
+  kFusedLog = static_cast<int64_t>(FusedOp::kLog),
+  kFusedSqrt = static_cast<int64_t>(FusedOp::kSqrt),
+  kFusedRsqrt = static_cast<int64_t>(FusedOp::kRsqrt),
+  kFusedTanh = static_cast<int64_t>(FusedOp::kTanh),
+  kFusedErf = static_cast<int64_t>(FusedOp::kErf),
+  kFusedSigmoid = static_cast<int64_t>(FusedOp::kSigmoid),
+  kFusedRelu = static_cast<int64_t>(FusedOp::kRelu),
+  kFusedGelu = static_cast<int64_t>(FusedOp::kGelu),
+  kFusedGeluTanh = static_cast<int64_t>(FusedOp::kGeluTanh),
+  kFusedAbs = static_cast<int64_t>(FusedOp::kAbs),
+  kFusedReciprocal = static_cast<int64_t>(FusedOp::kReciprocal),
 };
-inline constexpr int kFusedMaxSlots = 32;
+inline constexpr int kFusedMaxSlots = kFusedProgramMaxSlots;
 inline constexpr int64_t kFusedBlock = 512;
 
 }  // namespace nimble::vm::cpu

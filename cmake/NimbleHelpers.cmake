@@ -14,8 +14,10 @@ function(_nimble_common target)
     $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall,-Wextra,-Werror,-Wno-unused-parameter>)
   target_include_directories(${target} PUBLIC ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
   if(NIMBLE_SANITIZE)
+    # GCC's -Wmaybe-uninitialized misfires on sanitizer-instrumented inlining (absl containers).
     target_compile_options(${target} PRIVATE
-      $<$<COMPILE_LANGUAGE:CXX>:-fsanitize=${NIMBLE_SANITIZE} -fno-omit-frame-pointer>)
+      $<$<COMPILE_LANGUAGE:CXX>:-fsanitize=${NIMBLE_SANITIZE} -fno-omit-frame-pointer>
+      $<$<CXX_COMPILER_ID:GNU>:-Wno-maybe-uninitialized>)
     target_link_options(${target} PUBLIC -fsanitize=${NIMBLE_SANITIZE})
   endif()
 endfunction()

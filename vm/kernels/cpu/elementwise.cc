@@ -14,6 +14,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include <cpuid.h>
+
 #include "vm/kernels/cpu/broadcast.h"
 #include "vm/kernels/cpu/cpu_kernels.h"
 #include "vm/kernels/cpu/elementwise_internal.h"
@@ -25,6 +27,16 @@ namespace nimble::vm::cpu {
 
 namespace {
 std::atomic<int> simd_cap{static_cast<int>(SimdLevel::kAvx512)};
+
+// F16C and BMI2 through CPUID directly: clang 14's __builtin_cpu_supports knows neither name.
+bool HasF16cAndBmi2() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return false;
+  const bool f16c = (ecx >> 29) & 1;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+  const bool bmi2 = (ebx >> 8) & 1;
+  return f16c && bmi2;
+}
 }  // namespace
 
 SimdLevel DetectedSimdLevel() {
@@ -32,12 +44,10 @@ SimdLevel DetectedSimdLevel() {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2")) {
+        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && HasF16cAndBmi2()) {
       return SimdLevel::kAvx512;
     }
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2")) {
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && HasF16cAndBmi2()) {
       return SimdLevel::kAvx2;
     }
     return SimdLevel::kBaseline;

@@ -36,6 +36,9 @@ test: build
 
 bench: build
 	$(BUILD_DIR)/bench/bench_grpc_roundtrip
+	ctest --test-dir $(BUILD_DIR) -R '^export_models$$' --output-on-failure
+	/usr/bin/python3 bench/bert_cpu.py --models $(BUILD_DIR)/models \
+	  --nimblec $(BUILD_DIR)/compiler/nimblec --threads $(JOBS)
 
 format:
 	git ls-files '*.h' '*.cc' '*.cu' '*.cuh' | xargs clang-format -i

@@ -1229,6 +1229,8 @@ class Disassembler {
         return absl::StrCat(m, " ", r(in.dst), " = ", r(in.a), "[", in.b, "]");
       case Opcode::kMakeShapeTensor:
         return absl::StrCat(m, " ", r(in.dst), " = ", all(true));
+      case Opcode::kTensorSelect:
+        return absl::StrCat(m, " ", r(in.dst), " = ", r(in.a), "[", r(in.b), "]");
       case Opcode::kAssert:
         return absl::StrCat(m, " ", r(in.a), " else ", StringRef(in.b), " ", all(true));
     }

@@ -779,6 +779,23 @@ absl::Status VirtualMachine::ExecTensorDim(const Instruction& in) {
   return absl::OkStatus();
 }
 
+absl::Status VirtualMachine::ExecTensorSelect(const Instruction& in) {
+  NIMBLE_VM_GET(Tensor, t, in.a, "a tensor");
+  NIMBLE_VM_GET(int64_t, index, in.b, "a scalar");
+  if (ABSL_PREDICT_FALSE(t->rank() == 0 || *index < 0 || *index >= t->dim(0))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor_select: index ", *index, " is outside ", t->TypeString()));
+  }
+  const size_t slice_bytes = t->dim(0) == 0 ? 0 : t->nbytes() / static_cast<size_t>(t->dim(0));
+  const Shape& shape = t->shape();
+  NIMBLE_ASSIGN_OR_RETURN(
+      Tensor view, Tensor::View(t->storage(), t->byte_offset() + slice_bytes * *index, t->dtype(),
+                                absl::MakeConstSpan(shape).subspan(1)));
+  regs_[in.dst] = std::move(view);
+  ++pc_;
+  return absl::OkStatus();
+}
+
 absl::Status VirtualMachine::ExecTensorElement(const Instruction& in) {
   NIMBLE_VM_GET(Tensor, t, in.a, "a tensor");
   if (t->dtype() != DType::kI64 && t->dtype() != DType::kI32) {

@@ -148,6 +148,10 @@ class FunctionEmitter {
   absl::Status EmitChecks(const Node& node);
   absl::Status EmitIf(const Node& node);
   absl::Status EmitLoop(const Node& node);
+  absl::Status EmitScan(const Node& node);
+  // Rebinds the symbols of `v`'s dims from the tensor in `reg` (values whose shape may change
+  // from one loop iteration to the next).
+  void RebindSymbols(const Value* v, int reg);
   absl::Status AllocateOwn(const Value* out, int reg);
   // Jumps are relative; these patch a jump emitted earlier to land on the next instruction.
   int Here() const { return static_cast<int>(fn_.code.size()); }
@@ -567,6 +571,7 @@ absl::Status FunctionEmitter::EmitNode(int index, const Node& node, NodeKind kin
     case NodeKind::kControl:
       if (node.op_type() == "If") return EmitIf(node);
       if (node.op_type() == "Loop") return EmitLoop(node);
+      if (node.op_type() == "Scan") return EmitScan(node);
       return absl::UnimplementedError(absl::StrCat("control flow op ", node.op_type(),
                                                    " is not lowered yet"));
     case NodeKind::kCompute:
@@ -684,6 +689,129 @@ absl::Status FunctionEmitter::EmitIf(const Node& node) {
   return absl::OkStatus();
 }
 
+void FunctionEmitter::RebindSymbols(const Value* v, int reg) {
+  if (!v->type().is_tensor() || !v->tensor_type().dims) return;
+  for (int axis = 0; axis < v->tensor_type().rank(); ++axis) {
+    const Dim& d = (*v->tensor_type().dims)[axis];
+    auto atom = d ? d->AsAtom() : std::nullopt;
+    if (!atom || dims_.atom(*atom).kind != DimContext::AtomKind::kSymbol) continue;
+    const int r = NewReg();
+    Emit(Opcode::kTensorDim, r, reg, axis);
+    bound_.insert(*atom);
+    symbol_reg_[*atom] = r;
+    dim_reg_[*d] = r;
+  }
+}
+
+// Scan(states..., scan_inputs...) with body(states..., slices...) -> (states..., slices_out...):
+//   n = dim 0 of the scan inputs; outputs [n, ...] allocated up front
+//   i = 0; head: if !(i < n) goto exit
+//         slices = tensor_select(scan_input, i); body ...
+//         Identity(slice_out) into tensor_select(scan_output, i); states = new states
+//         i += 1; goto head
+// Only the default layout (axis 0, forward) is lowered.
+absl::Status FunctionEmitter::EmitScan(const Node& node) {
+  const Graph* body = node.subgraphs().count("body") ? node.subgraphs().at("body").get() : nullptr;
+  if (body == nullptr) return absl::InvalidArgumentError("Scan needs a body");
+  const int64_t num_scan_inputs = node.attrs().GetOr<int64_t>("num_scan_inputs", 0);
+  const int num_states = node.num_inputs() - static_cast<int>(num_scan_inputs);
+  const int num_scan_outputs = node.num_outputs() - num_states;
+  if (node.opset() < 9) return absl::UnimplementedError("Scan before opset 9 is not lowered");
+  if (num_scan_inputs < 1 || num_states < 0 || num_scan_outputs < 0 ||
+      static_cast<int>(body->inputs().size()) != node.num_inputs() ||
+      static_cast<int>(body->outputs().size()) != node.num_outputs()) {
+    return absl::InvalidArgumentError("Scan body inputs/outputs do not match the node");
+  }
+  for (const char* attr : {"scan_input_axes", "scan_input_directions", "scan_output_axes",
+                           "scan_output_directions"}) {
+    for (int64_t v : node.attrs().GetOr<std::vector<int64_t>>(attr, {})) {
+      if (v != 0) {
+        return absl::UnimplementedError(absl::StrCat("Scan with non-default ", attr, " is not lowered yet"));
+      }
+    }
+  }
+  std::vector<int> scan_inputs;
+  for (int j = 0; j < num_scan_inputs; ++j) {
+    NIMBLE_ASSIGN_OR_RETURN(int r, Materialize(node.input(num_states + j)));
+    scan_inputs.push_back(r);
+  }
+  const int length = NewReg();
+  Emit(Opcode::kTensorDim, length, scan_inputs[0], 0);
+  for (int j = 1; j < num_scan_inputs; ++j) {
+    const int other = NewReg(), same = NewReg();
+    Emit(Opcode::kTensorDim, other, scan_inputs[j], 0);
+    Emit(Opcode::kScalarBinary, same, other, length, static_cast<int>(ScalarOp::kEq));
+    Emit(Opcode::kAssert, -1, same,
+         AddString(absl::StrCat(node.Describe(), ": scan input ", j, " has {} steps, input 0 has {}")),
+         -1, 0, {other, length});
+  }
+  std::vector<int> states;
+  for (int k = 0; k < num_states; ++k) {
+    NIMBLE_ASSIGN_OR_RETURN(int v, Materialize(node.input(k)));
+    states.push_back(NewReg());
+    Emit(Opcode::kMove, states.back(), v);
+  }
+  // Scan outputs: their full shapes must be known before the first step.
+  std::vector<int> stacked;
+  for (int k = 0; k < num_scan_outputs; ++k) {
+    const Value* out = node.output(num_states + k);
+    if (!out->type().is_tensor() || !TypeBound(out->tensor_type())) {
+      return absl::UnimplementedError(
+          "Scan outputs whose per-step shape is only known inside the body are not lowered yet");
+    }
+    const int r = NewReg();
+    NIMBLE_RETURN_IF_ERROR(AllocateOwn(out, r));
+    stacked.push_back(r);
+    reg_of_[out] = r;
+  }
+  int identity = -1;
+  if (num_scan_outputs > 0) {
+    exe_.kernels.push_back(vm::KernelEntry{"Identity", vm::kCpu, {}});
+    identity = static_cast<int>(exe_.kernels.size()) - 1;
+  }
+  const int counter = NewReg();
+  Emit(Opcode::kLoadConsti, counter, -1, -1, -1, 0);
+  const int head = Here();
+  const int in_range = NewReg();
+  Emit(Opcode::kScalarBinary, in_range, counter, length, static_cast<int>(ScalarOp::kLt));
+  const int exit_branch = Here();
+  Emit(Opcode::kIf, -1, in_range, 1, 0);
+  Scope scope = SaveScope();
+  for (int k = 0; k < num_states; ++k) {
+    reg_of_[body->inputs()[k]] = states[k];
+    RebindSymbols(body->inputs()[k], states[k]);
+  }
+  for (int j = 0; j < num_scan_inputs; ++j) {
+    const int slice = NewReg();
+    Emit(Opcode::kTensorSelect, slice, scan_inputs[j], counter);
+    reg_of_[body->inputs()[num_states + j]] = slice;
+    RebindSymbols(body->inputs()[num_states + j], slice);
+  }
+  NIMBLE_RETURN_IF_ERROR(EmitSubgraph(*body));
+  for (int k = 0; k < num_scan_outputs; ++k) {
+    NIMBLE_ASSIGN_OR_RETURN(int step, Materialize(body->outputs()[num_states + k]));
+    const int slot = NewReg();
+    Emit(Opcode::kTensorSelect, slot, stacked[k], counter);
+    Emit(Opcode::kInvokePacked, -1, identity, 1, 0, 0, {step, slot});
+  }
+  std::vector<int> next;
+  for (int k = 0; k < num_states; ++k) {
+    NIMBLE_ASSIGN_OR_RETURN(int r, Materialize(body->outputs()[k]));
+    next.push_back(NewReg());
+    Emit(Opcode::kMove, next.back(), r);
+  }
+  for (int k = 0; k < num_states; ++k) Emit(Opcode::kMove, states[k], next[k]);
+  RestoreScope(std::move(scope));
+  Emit(Opcode::kScalarBinaryImm, counter, counter, -1, static_cast<int>(ScalarOp::kAdd), 1);
+  Emit(Opcode::kGoto, -1, head - Here());
+  PatchJumpC(exit_branch);
+  for (int k = 0; k < num_states; ++k) {
+    reg_of_[node.output(k)] = states[k];
+    BindSymbolsFrom(node.output(k)->tensor_type(), states[k]);
+  }
+  return absl::OkStatus();
+}
+
 // Loop(M, cond, v_initial...) with body(iteration_num, cond_in, v_in...) ->
 // (cond_out, v_out..., scan_outputs...). Emitted as
 //   i = 0; cond = cond_initial (or true); v = v_initial
@@ -753,19 +881,8 @@ absl::Status FunctionEmitter::EmitLoop(const Node& node) {
     reg_of_[body->inputs()[1]] = r;
   }
   for (int k = 0; k < num_carried; ++k) {
-    const Value* in = body->inputs()[2 + k];
-    reg_of_[in] = carried[k];
-    if (!in->type().is_tensor() || !in->tensor_type().dims) continue;
-    for (int axis = 0; axis < in->tensor_type().rank(); ++axis) {
-      const Dim& d = (*in->tensor_type().dims)[axis];
-      auto atom = d ? d->AsAtom() : std::nullopt;
-      if (!atom || dims_.atom(*atom).kind != DimContext::AtomKind::kSymbol) continue;
-      const int r = NewReg();
-      Emit(Opcode::kTensorDim, r, carried[k], axis);
-      bound_.insert(*atom);
-      symbol_reg_[*atom] = r;
-      dim_reg_[*d] = r;
-    }
+    reg_of_[body->inputs()[2 + k]] = carried[k];
+    RebindSymbols(body->inputs()[2 + k], carried[k]);
   }
   NIMBLE_RETURN_IF_ERROR(EmitSubgraph(*body));
   // Parallel move of the new carried values (v_out[j] may be some v_in[k]).

@@ -53,6 +53,7 @@ Function EveryOpFunction() {
   b.Emit(Opcode::kInvokePacked, -1, 0, 2, 2, EncodeOutputDTypes({DType::kF32}), {7, 7, 8});
   b.Emit(Opcode::kIf, -1, 10, 1, 2);
   b.Emit(Opcode::kFatal, -1, 0);
+  b.Emit(Opcode::kTensorSelect, 11, 7, 10);
   b.Ret(7);
   return std::move(b).Build();
 }

@@ -80,6 +80,25 @@ TEST(VirtualMachineTest, SumLoop) {
   EXPECT_EQ(AsScalar(result), 499500);
 }
 
+TEST(VirtualMachineTest, TensorSelectViewsOneLeadingSlice) {
+  FunctionBuilder b("select", 2, 3);
+  b.Emit(Opcode::kTensorSelect, 2, 0, 1);
+  b.Ret(2);
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto exe, Build({std::move(b).Build()}, {Sig("t", DType::kF32, {3, 2}), kScalarSig}));
+  VirtualMachine vm(exe);
+  const Tensor t = F32({1, 2, 3, 4, 5, 6}, {3, 2});
+  NIMBLE_ASSERT_OK_AND_ASSIGN(Value row, vm.Invoke(0, {t, int64_t{2}}));
+  const Tensor* view = std::get_if<Tensor>(&row);
+  ASSERT_NE(view, nullptr);
+  EXPECT_EQ(view->shape(), Shape({2}));
+  EXPECT_EQ(view->data<float>()[0], 5);
+  EXPECT_EQ(view->storage(), t.storage()) << "a view, not a copy";
+  EXPECT_THAT(vm.Invoke(0, {t, int64_t{3}}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("index 3 is outside")));
+  EXPECT_THAT(vm.Invoke(0, {t, int64_t{-1}}), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
 TEST(VirtualMachineTest, InvokeChecksItsArguments) {
   NIMBLE_ASSERT_OK_AND_ASSIGN(auto exe, Build({SumFunction()}, {kScalarSig}));
   VirtualMachine vm(exe);

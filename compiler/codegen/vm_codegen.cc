@@ -826,8 +826,9 @@ absl::Status FunctionEmitter::EmitLoop(const Node& node) {
       static_cast<int>(body->outputs().size()) < num_carried + 1) {
     return absl::InvalidArgumentError("Loop body inputs/outputs do not match the node");
   }
-  if (static_cast<int>(body->outputs().size()) != num_carried + 1) {
-    return absl::UnimplementedError("Loop scan outputs are not lowered yet");
+  const int num_scan = static_cast<int>(body->outputs().size()) - num_carried - 1;
+  if (num_scan > 0 && node.input(0) == nullptr) {
+    return absl::UnimplementedError("Loop scan outputs without a trip count are not lowered yet");
   }
   // Trip count (absent: unbounded) and condition (absent: true).
   int trip = -1;
@@ -849,6 +850,42 @@ absl::Status FunctionEmitter::EmitLoop(const Node& node) {
     NIMBLE_ASSIGN_OR_RETURN(int v, Materialize(node.input(2 + k)));
     carried.push_back(NewReg());
     Emit(Opcode::kMove, carried.back(), v);
+  }
+  // Scan outputs: room for `trip` steps, filled row by row, viewed at the steps taken.
+  struct ScanOutput {
+    int storage = -1, full = -1;
+    std::vector<int64_t> step_dims;
+    vm::DType dtype = vm::DType::kInvalid;
+  };
+  std::vector<ScanOutput> scans;
+  for (int k = 0; k < num_scan; ++k) {
+    const Value* step = body->outputs()[1 + num_carried + k];
+    if (!step->type().is_tensor() || !TypeBound(step->tensor_type())) {
+      return absl::UnimplementedError(
+          "Loop scan outputs whose per-step shape is only known inside the body are not lowered yet");
+    }
+    ScanOutput scan;
+    scan.dtype = step->tensor_type().dtype;
+    NIMBLE_ASSIGN_OR_RETURN(scan.step_dims, EmitDims(step->tensor_type()));
+    NIMBLE_ASSIGN_OR_RETURN(int elems, EmitDim(*step->tensor_type().NumElements()));
+    const int step_bytes = NewReg(), bytes = NewReg();
+    Emit(Opcode::kScalarBinaryImm, step_bytes, elems, -1, static_cast<int>(ScalarOp::kMul),
+         static_cast<int64_t>(vm::DTypeSize(scan.dtype)));
+    Emit(Opcode::kScalarBinary, bytes, step_bytes, trip, static_cast<int>(ScalarOp::kMul));
+    scan.storage = NewReg();
+    Emit(Opcode::kAllocStorage, scan.storage, bytes, 0, MemoryPlan::kAlignment);
+    NIMBLE_ASSIGN_OR_RETURN(int zero, EmitDim(DimExpr::Const(0)));
+    std::vector<int64_t> full_dims = {trip};
+    full_dims.insert(full_dims.end(), scan.step_dims.begin(), scan.step_dims.end());
+    scan.full = NewReg();
+    Emit(Opcode::kAllocTensorReg, scan.full, scan.storage, zero, static_cast<int>(scan.dtype), 0,
+         full_dims);
+    scans.push_back(std::move(scan));
+  }
+  int identity = -1;
+  if (num_scan > 0) {
+    exe_.kernels.push_back(vm::KernelEntry{"Identity", vm::kCpu, {}});
+    identity = static_cast<int>(exe_.kernels.size()) - 1;
   }
   const int head = Here();
   std::vector<int> exits;
@@ -885,6 +922,12 @@ absl::Status FunctionEmitter::EmitLoop(const Node& node) {
     RebindSymbols(body->inputs()[2 + k], carried[k]);
   }
   NIMBLE_RETURN_IF_ERROR(EmitSubgraph(*body));
+  for (int k = 0; k < num_scan; ++k) {
+    NIMBLE_ASSIGN_OR_RETURN(int step, Materialize(body->outputs()[1 + num_carried + k]));
+    const int slot = NewReg();
+    Emit(Opcode::kTensorSelect, slot, scans[k].full, counter);
+    Emit(Opcode::kInvokePacked, -1, identity, 1, 0, 0, {step, slot});
+  }
   // Parallel move of the new carried values (v_out[j] may be some v_in[k]).
   std::vector<int> next;
   for (int k = 0; k < num_carried; ++k) {
@@ -904,6 +947,17 @@ absl::Status FunctionEmitter::EmitLoop(const Node& node) {
   for (int k = 0; k < num_carried; ++k) {
     reg_of_[node.output(k)] = carried[k];
     BindSymbolsFrom(node.output(k)->tensor_type(), carried[k]);
+  }
+  for (int k = 0; k < num_scan; ++k) {
+    NIMBLE_ASSIGN_OR_RETURN(int zero, EmitDim(DimExpr::Const(0)));
+    std::vector<int64_t> taken_dims = {counter};
+    taken_dims.insert(taken_dims.end(), scans[k].step_dims.begin(), scans[k].step_dims.end());
+    const int r = NewReg();
+    Emit(Opcode::kAllocTensorReg, r, scans[k].storage, zero, static_cast<int>(scans[k].dtype), 0,
+         taken_dims);
+    const Value* out = node.output(num_carried + k);
+    reg_of_[out] = r;
+    BindSymbolsFrom(out->tensor_type(), r);
   }
   return absl::OkStatus();
 }

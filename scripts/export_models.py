@@ -241,7 +241,7 @@ def lstm(out, small):
             "c": {1: "batch"}}, os.path.join(out, "model.onnx"), 14)
     g = torch.Generator().manual_seed(3)
     cases = [(f"b{b}_s{s}", (torch.randn(s, b, features, generator=g),))
-             for b in BATCHES for s in [1, 7, 16, 33, 64, 128]]
+             for b in BATCHES for s in [1, 7, 16, 33, 64, 128, 384]]
     write_cases(out, model, cases, ["x"], ["y", "h", "c"])
 
 

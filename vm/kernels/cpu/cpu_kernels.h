@@ -22,5 +22,7 @@ void RegisterIndexingKernels(KernelRegistry& registry);
 void RegisterLinalgKernels(KernelRegistry& registry);
 // LSTM, GRU, RNN.
 void RegisterRnnKernels(KernelRegistry& registry);
+// NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss, Dropout (inference), CumProd.
+void RegisterLossKernels(KernelRegistry& registry);
 
 }  // namespace nimble::vm::cpu

@@ -12,6 +12,7 @@ void RegisterCpuKernels(KernelRegistry& registry) {
   cpu::RegisterIndexingKernels(registry);
   cpu::RegisterLinalgKernels(registry);
   cpu::RegisterRnnKernels(registry);
+  cpu::RegisterLossKernels(registry);
 }
 
 }  // namespace nimble::vm

@@ -24,5 +24,7 @@ void RegisterLinalgKernels(KernelRegistry& registry);
 void RegisterRnnKernels(KernelRegistry& registry);
 // NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss, Dropout (inference), CumProd.
 void RegisterLossKernels(KernelRegistry& registry);
+// RotaryEmbedding, LpPool, Shrink, LRN.
+void RegisterMiscKernels(KernelRegistry& registry);
 
 }  // namespace nimble::vm::cpu

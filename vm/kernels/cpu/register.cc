@@ -13,6 +13,7 @@ void RegisterCpuKernels(KernelRegistry& registry) {
   cpu::RegisterLinalgKernels(registry);
   cpu::RegisterRnnKernels(registry);
   cpu::RegisterLossKernels(registry);
+  cpu::RegisterMiscKernels(registry);
 }
 
 }  // namespace nimble::vm

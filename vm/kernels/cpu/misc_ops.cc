@@ -1,0 +1,440 @@
+// Miscellaneous ops: RotaryEmbedding, LpPool, Shrink and LRN.
+//
+// They compute in f32 (f16/bf16 through f32; Shrink and LRN also f64 through double) on the
+// calling thread: small, memory-bound ops that real models rarely make hot.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "vm/kernels/cpu/cpu_kernels.h"
+#include "vm/kernels/cpu/elementwise_internal.h"
+
+namespace nimble::vm::cpu {
+namespace {
+
+using Factory = absl::StatusOr<std::unique_ptr<Kernel>>;
+
+// The tensor as f32 (a cast copy for f16/bf16, the tensor itself for f32).
+absl::StatusOr<Tensor> AsF32(absl::string_view op, absl::string_view what, const Tensor& t) {
+  if (t.dtype() == DType::kF32) return t;
+  if (IsHalf(t.dtype())) return CastTo(t, DType::kF32, op);
+  return absl::InvalidArgumentError(
+      absl::StrCat(op, ": ", what, " must be f32, f16 or bf16, got ", DTypeName(t.dtype())));
+}
+
+// Runs `fill` on an f32 view of `out` (a scratch tensor cast back for f16/bf16).
+template <typename Fn>
+absl::Status WithF32Output(absl::string_view op, Tensor& out, Fn&& fill) {
+  if (out.dtype() == DType::kF32) return fill(out.data<float>());
+  if (!IsHalf(out.dtype())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": unsupported output dtype ", DTypeName(out.dtype())));
+  }
+  NIMBLE_ASSIGN_OR_RETURN(Tensor f, Tensor::Empty(DType::kF32, out.shape()));
+  NIMBLE_RETURN_IF_ERROR(fill(f.data<float>()));
+  return CastInto(f, out, op);
+}
+
+absl::Status SameShape(absl::string_view op, absl::Span<const Tensor> inputs,
+                       absl::Span<Shape> output_shapes) {
+  if (inputs.empty() || !inputs[0].defined() || output_shapes.size() != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": expected an input and one output"));
+  }
+  output_shapes[0] = inputs[0].shape();
+  return absl::OkStatus();
+}
+
+// ------------------------------------------------------------------------------------------
+// RotaryEmbedding(X, cos_cache, sin_cache, position_ids?) (opset 23).
+
+class RotaryEmbeddingKernel final : public Kernel {
+ public:
+  RotaryEmbeddingKernel(bool interleaved, int64_t rotary_dim, int64_t num_heads)
+      : interleaved_(interleaved), rotary_dim_(rotary_dim), num_heads_(num_heads) {}
+
+  absl::Status Run(const KernelContext&, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    constexpr char kOp[] = "RotaryEmbedding";
+    NIMBLE_RETURN_IF_ERROR(CheckArity(kOp, inputs, 3, 4, outputs, 1));
+    NIMBLE_RETURN_IF_ERROR(CheckRequired(kOp, inputs, 3));
+    const Tensor& x = inputs[0];
+    NIMBLE_RETURN_IF_ERROR(CheckOutput(kOp, outputs[0], x.dtype(), x.shape()));
+    int64_t batch = 0, seq = 0, heads = 0, head_size = 0;
+    if (x.rank() == 4) {
+      batch = x.dim(0), heads = x.dim(1), seq = x.dim(2), head_size = x.dim(3);
+    } else if (x.rank() == 3) {
+      if (num_heads_ <= 0 || x.dim(2) % num_heads_ != 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            kOp, ": a 3-D input needs num_heads > 0 dividing its hidden size, got num_heads ",
+            num_heads_, " for ", x.TypeString()));
+      }
+      batch = x.dim(0), seq = x.dim(1), heads = num_heads_, head_size = x.dim(2) / num_heads_;
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat(kOp, ": input must be 3-D or 4-D, got ", x.TypeString()));
+    }
+    const int64_t rot = rotary_dim_ == 0 ? head_size : rotary_dim_;
+    if (rot < 0 || rot > head_size || rot % 2 != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(kOp, ": rotary_embedding_dim ", rot,
+                                                     " must be even and <= head size ", head_size));
+    }
+    const int64_t half = rot / 2;
+    const Tensor& cos_t = inputs[1];
+    const Tensor& sin_t = inputs[2];
+    const bool has_pos = inputs.size() > 3 && inputs[3].defined();
+    std::vector<int64_t> pos;
+    if (has_pos) {
+      const Tensor& p = inputs[3];
+      if (p.rank() != 2 || p.dim(0) != batch || p.dim(1) != seq) {
+        return absl::InvalidArgumentError(absl::StrCat(kOp, ": position_ids must be [", batch, ", ",
+                                                       seq, "], got ", p.TypeString()));
+      }
+      NIMBLE_RETURN_IF_ERROR(VisitDType<kInts>(p.dtype(), kOp, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        for (int64_t i = 0; i < p.num_elements(); ++i)
+          pos.push_back(static_cast<int64_t>(p.data<T>()[i]));
+        return absl::OkStatus();
+      }));
+      for (const Tensor* c : {&cos_t, &sin_t}) {
+        if (c->rank() != 2 || c->dim(1) != half) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(kOp, ": with position_ids the caches must be [max_position, ", half,
+                           "], got ", c->TypeString()));
+        }
+      }
+      const int64_t max_pos = std::min(cos_t.dim(0), sin_t.dim(0));
+      for (int64_t v : pos) {
+        if (v < 0 || v >= max_pos) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(kOp, ": position id ", v, " is out of range [0, ", max_pos, ")"));
+        }
+      }
+    } else {
+      for (const Tensor* c : {&cos_t, &sin_t}) {
+        if (c->rank() != 3 || c->dim(0) != batch || c->dim(1) != seq || c->dim(2) != half) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(kOp, ": without position_ids the caches must be [", batch, ", ", seq,
+                           ", ", half, "], got ", c->TypeString()));
+        }
+      }
+    }
+    NIMBLE_ASSIGN_OR_RETURN(Tensor xf, AsF32(kOp, "X", x));
+    NIMBLE_ASSIGN_OR_RETURN(Tensor cf, AsF32(kOp, "cos_cache", cos_t));
+    NIMBLE_ASSIGN_OR_RETURN(Tensor sf, AsF32(kOp, "sin_cache", sin_t));
+    const float* xp = xf.data<float>();
+    const float* cp = cf.data<float>();
+    const float* sp = sf.data<float>();
+    const bool four_d = x.rank() == 4;
+    return WithF32Output(kOp, outputs[0], [&](float* out) {
+      std::vector<float> row(head_size);
+      for (int64_t b = 0; b < batch; ++b) {
+        for (int64_t s = 0; s < seq; ++s) {
+          const int64_t crow = has_pos ? pos[b * seq + s] : b * seq + s;
+          const float* c = cp + crow * half;
+          const float* sn = sp + crow * half;
+          for (int64_t h = 0; h < heads; ++h) {
+            const int64_t off = four_d ? ((b * heads + h) * seq + s) * head_size
+                                       : (b * seq + s) * heads * head_size + h * head_size;
+            std::memcpy(row.data(), xp + off, head_size * sizeof(float));
+            float* o = out + off;
+            for (int64_t i = 0; i < half; ++i) {
+              const int64_t i1 = interleaved_ ? 2 * i : i;
+              const int64_t i2 = interleaved_ ? 2 * i + 1 : i + half;
+              const float x1 = row[i1], x2 = row[i2];
+              o[i1] = c[i] * x1 - sn[i] * x2;
+              o[i2] = sn[i] * x1 + c[i] * x2;
+            }
+            for (int64_t i = rot; i < head_size; ++i) o[i] = row[i];
+          }
+        }
+      }
+      return absl::OkStatus();
+    });
+  }
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    return SameShape("RotaryEmbedding", inputs, output_shapes);
+  }
+
+ private:
+  const bool interleaved_;
+  const int64_t rotary_dim_;
+  const int64_t num_heads_;
+};
+
+// ------------------------------------------------------------------------------------------
+// Shrink(x): x + bias below -lambd, x - bias above lambd, 0 between.
+
+class ShrinkKernel final : public Kernel {
+ public:
+  ShrinkKernel(double lambd, double bias) : lambd_(lambd), bias_(bias) {}
+
+  absl::Status Run(const KernelContext&, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_RETURN_IF_ERROR(CheckArity("Shrink", inputs, 1, 1, outputs, 1));
+    NIMBLE_RETURN_IF_ERROR(CheckRequired("Shrink", inputs, 1));
+    const Tensor& x = inputs[0];
+    NIMBLE_RETURN_IF_ERROR(CheckOutput("Shrink", outputs[0], x.dtype(), x.shape()));
+    auto shrink = [&](double v) {
+      return v < -lambd_ ? v + bias_ : (v > lambd_ ? v - bias_ : 0.0);
+    };
+    if (IsHalf(x.dtype())) {
+      NIMBLE_ASSIGN_OR_RETURN(Tensor xf, CastTo(x, DType::kF32, "Shrink"));
+      return WithF32Output("Shrink", outputs[0], [&](float* out) {
+        for (int64_t i = 0; i < x.num_elements(); ++i) {
+          out[i] = static_cast<float>(shrink(xf.data<float>()[i]));
+        }
+        return absl::OkStatus();
+      });
+    }
+    return VisitDType<kNumeric>(x.dtype(), "Shrink", [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      for (int64_t i = 0; i < x.num_elements(); ++i) {
+        outputs[0].data<T>()[i] = static_cast<T>(shrink(static_cast<double>(x.data<T>()[i])));
+      }
+      return absl::OkStatus();
+    });
+  }
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    return SameShape("Shrink", inputs, output_shapes);
+  }
+
+ private:
+  const double lambd_;
+  const double bias_;
+};
+
+// ------------------------------------------------------------------------------------------
+// LRN(x) over the channel axis of [N, C, d...].
+
+class LrnKernel final : public Kernel {
+ public:
+  LrnKernel(int64_t size, double alpha, double beta, double bias)
+      : size_(size), alpha_(alpha), beta_(beta), bias_(bias) {}
+
+  absl::Status Run(const KernelContext&, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_RETURN_IF_ERROR(CheckArity("LRN", inputs, 1, 1, outputs, 1));
+    NIMBLE_RETURN_IF_ERROR(CheckRequired("LRN", inputs, 1));
+    const Tensor& x = inputs[0];
+    NIMBLE_RETURN_IF_ERROR(CheckOutput("LRN", outputs[0], x.dtype(), x.shape()));
+    if (x.rank() < 2) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("LRN: input must have rank >= 2 ([N, C, ...]), got ", x.TypeString()));
+    }
+    if (size_ <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat("LRN: size must be positive, got ", size_));
+    }
+    NIMBLE_ASSIGN_OR_RETURN(Tensor xf, AsF32("LRN", "X", x));
+    const int64_t n = x.dim(0), c = x.dim(1);
+    int64_t inner = 1;
+    for (int i = 2; i < x.rank(); ++i) inner *= x.dim(i);
+    const int64_t lo = (size_ - 1) / 2, hi = size_ - 1 - lo;
+    const float* xp = xf.data<float>();
+    return WithF32Output("LRN", outputs[0], [&](float* out) {
+      for (int64_t b = 0; b < n; ++b) {
+        for (int64_t ch = 0; ch < c; ++ch) {
+          const int64_t c0 = std::max<int64_t>(0, ch - lo), c1 = std::min(c - 1, ch + hi);
+          for (int64_t d = 0; d < inner; ++d) {
+            double sq = 0.0;
+            for (int64_t k = c0; k <= c1; ++k) {
+              const double v = xp[(b * c + k) * inner + d];
+              sq += v * v;
+            }
+            const int64_t idx = (b * c + ch) * inner + d;
+            out[idx] = static_cast<float>(
+                xp[idx] / std::pow(bias_ + alpha_ / static_cast<double>(size_) * sq, beta_));
+          }
+        }
+      }
+      return absl::OkStatus();
+    });
+  }
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    return SameShape("LRN", inputs, output_shapes);
+  }
+
+ private:
+  const int64_t size_;
+  const double alpha_, beta_, bias_;
+};
+
+// ------------------------------------------------------------------------------------------
+// LpPool(x) over the spatial axes of [N, C, d...].
+
+struct PoolGeometry {
+  std::vector<int64_t> out, pad_begin;
+};
+
+class LpPoolKernel final : public Kernel {
+ public:
+  LpPoolKernel(std::vector<int64_t> kernel, std::vector<int64_t> strides, std::vector<int64_t> pads,
+               std::vector<int64_t> dilations, bool ceil_mode, double p, std::string auto_pad)
+      : kernel_(std::move(kernel)),
+        strides_(std::move(strides)),
+        pads_(std::move(pads)),
+        dilations_(std::move(dilations)),
+        ceil_mode_(ceil_mode),
+        p_(p),
+        auto_pad_(std::move(auto_pad)) {}
+
+  absl::StatusOr<PoolGeometry> Geometry(const Shape& x) const {
+    const int64_t sp = static_cast<int64_t>(x.size()) - 2;
+    if (sp < 1 || static_cast<int64_t>(kernel_.size()) != sp) {
+      return absl::InvalidArgumentError(absl::StrCat("LpPool: input must be [N, C, d...] with ",
+                                                     kernel_.size(), " spatial axes, got rank ",
+                                                     x.size()));
+    }
+    auto at = [&](const std::vector<int64_t>& v, int64_t i, int64_t dflt) {
+      return v.empty() ? dflt : v[i];
+    };
+    if ((!strides_.empty() && static_cast<int64_t>(strides_.size()) != sp) ||
+        (!dilations_.empty() && static_cast<int64_t>(dilations_.size()) != sp) ||
+        (!pads_.empty() && static_cast<int64_t>(pads_.size()) != 2 * sp)) {
+      return absl::InvalidArgumentError("LpPool: strides, dilations or pads have the wrong length");
+    }
+    PoolGeometry g;
+    for (int64_t i = 0; i < sp; ++i) {
+      const int64_t in = x[i + 2], k = kernel_[i], s = at(strides_, i, 1), d = at(dilations_, i, 1);
+      if (k <= 0 || s <= 0 || d <= 0) {
+        return absl::InvalidArgumentError(
+            "LpPool: kernel_shape, strides and dilations must be positive");
+      }
+      const int64_t ek = d * (k - 1) + 1;
+      int64_t out = 0, pb = 0;
+      if (auto_pad_ == "SAME_UPPER" || auto_pad_ == "SAME_LOWER") {
+        out = (in + s - 1) / s;
+        const int64_t total = std::max<int64_t>(0, (out - 1) * s + ek - in);
+        pb = auto_pad_ == "SAME_UPPER" ? total / 2 : total - total / 2;
+      } else if (auto_pad_ == "VALID") {
+        out = in >= ek ? (in - ek) / s + 1 : 0;
+      } else if (auto_pad_ == "NOTSET" || auto_pad_.empty()) {
+        pb = at(pads_, i, 0);
+        const int64_t pe = at(pads_, i + sp, 0);
+        const int64_t span = in + pb + pe - ek;
+        if (span < 0) {
+          out = 0;
+        } else {
+          out = (ceil_mode_ ? (span + s - 1) / s : span / s) + 1;
+          if (ceil_mode_ && (out - 1) * s >= in + pb) --out;
+        }
+      } else {
+        return absl::InvalidArgumentError(
+            absl::StrCat("LpPool: unknown auto_pad '", auto_pad_, "'"));
+      }
+      g.out.push_back(out);
+      g.pad_begin.push_back(pb);
+    }
+    return g;
+  }
+
+  absl::Status Run(const KernelContext&, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_RETURN_IF_ERROR(CheckArity("LpPool", inputs, 1, 1, outputs, 1));
+    NIMBLE_RETURN_IF_ERROR(CheckRequired("LpPool", inputs, 1));
+    const Tensor& x = inputs[0];
+    NIMBLE_ASSIGN_OR_RETURN(PoolGeometry g, Geometry(x.shape()));
+    Shape out_shape = {x.dim(0), x.dim(1)};
+    for (int64_t o : g.out) out_shape.push_back(o);
+    NIMBLE_RETURN_IF_ERROR(CheckOutput("LpPool", outputs[0], x.dtype(), out_shape));
+    NIMBLE_ASSIGN_OR_RETURN(Tensor xf, AsF32("LpPool", "X", x));
+    const int sp = x.rank() - 2;
+    int64_t in_size = 1, out_size = 1;
+    for (int i = 0; i < sp; ++i) in_size *= x.dim(i + 2), out_size *= g.out[i];
+    int64_t k_count = 1;
+    for (int64_t k : kernel_) k_count *= k;
+    const float* xp = xf.data<float>();
+    return WithF32Output("LpPool", outputs[0], [&](float* out) {
+      std::vector<int64_t> oi(sp), ki(sp);
+      for (int64_t plane = 0; plane < x.dim(0) * x.dim(1); ++plane) {
+        const float* src = xp + plane * in_size;
+        for (int64_t o = 0; o < out_size; ++o) {
+          int64_t rem = o;
+          for (int i = sp - 1; i >= 0; --i) oi[i] = rem % g.out[i], rem /= g.out[i];
+          double acc = 0.0;
+          for (int64_t kk = 0; kk < k_count; ++kk) {
+            int64_t krem = kk, offset = 0;
+            bool inside = true;
+            for (int i = sp - 1; i >= 0; --i) ki[i] = krem % kernel_[i], krem /= kernel_[i];
+            for (int i = 0; i < sp; ++i) {
+              const int64_t s = strides_.empty() ? 1 : strides_[i];
+              const int64_t d = dilations_.empty() ? 1 : dilations_[i];
+              const int64_t pos = oi[i] * s - g.pad_begin[i] + ki[i] * d;
+              if (pos < 0 || pos >= x.dim(i + 2)) {
+                inside = false;
+                break;
+              }
+              offset = offset * x.dim(i + 2) + pos;
+            }
+            if (inside) acc += std::pow(std::abs(static_cast<double>(src[offset])), p_);
+          }
+          out[plane * out_size + o] = static_cast<float>(std::pow(acc, 1.0 / p_));
+        }
+      }
+      return absl::OkStatus();
+    });
+  }
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    if (inputs.empty() || !inputs[0].defined() || output_shapes.size() != 1) {
+      return absl::InvalidArgumentError("LpPool: expected an input and one output");
+    }
+    NIMBLE_ASSIGN_OR_RETURN(PoolGeometry g, Geometry(inputs[0].shape()));
+    Shape s = {inputs[0].dim(0), inputs[0].dim(1)};
+    for (int64_t o : g.out) s.push_back(o);
+    output_shapes[0] = s;
+    return absl::OkStatus();
+  }
+
+ private:
+  const std::vector<int64_t> kernel_, strides_, pads_, dilations_;
+  const bool ceil_mode_;
+  const double p_;
+  const std::string auto_pad_;
+};
+
+}  // namespace
+
+void RegisterMiscKernels(KernelRegistry& registry) {
+  registry.Register("RotaryEmbedding", DeviceType::kCPU, [](const Attributes& attrs) -> Factory {
+    return std::make_unique<RotaryEmbeddingKernel>(attrs.GetOr<int64_t>("interleaved", 0) != 0,
+                                                   attrs.GetOr<int64_t>("rotary_embedding_dim", 0),
+                                                   attrs.GetOr<int64_t>("num_heads", 0));
+  });
+  registry.Register("Shrink", DeviceType::kCPU, [](const Attributes& attrs) -> Factory {
+    return std::make_unique<ShrinkKernel>(attrs.GetOr<double>("lambd", 0.5),
+                                          attrs.GetOr<double>("bias", 0.0));
+  });
+  registry.Register("LRN", DeviceType::kCPU, [](const Attributes& attrs) -> Factory {
+    if (!attrs.Has("size")) return absl::InvalidArgumentError("LRN: attribute 'size' is required");
+    return std::make_unique<LrnKernel>(
+        attrs.GetOr<int64_t>("size", 1), attrs.GetOr<double>("alpha", 1e-4),
+        attrs.GetOr<double>("beta", 0.75), attrs.GetOr<double>("bias", 1.0));
+  });
+  registry.Register("LpPool", DeviceType::kCPU, [](const Attributes& attrs) -> Factory {
+    if (!attrs.Has("kernel_shape")) {
+      return absl::InvalidArgumentError("LpPool: attribute 'kernel_shape' is required");
+    }
+    using Ints = std::vector<int64_t>;
+    const double p = static_cast<double>(attrs.GetOr<int64_t>("p", 2));
+    if (p <= 0) return absl::InvalidArgumentError("LpPool: p must be positive");
+    return std::make_unique<LpPoolKernel>(
+        attrs.GetOr<Ints>("kernel_shape", {}), attrs.GetOr<Ints>("strides", {}),
+        attrs.GetOr<Ints>("pads", {}), attrs.GetOr<Ints>("dilations", {}),
+        attrs.GetOr<int64_t>("ceil_mode", 0) != 0, p,
+        attrs.GetOr<std::string>("auto_pad", "NOTSET"));
+  });
+}
+
+}  // namespace nimble::vm::cpu

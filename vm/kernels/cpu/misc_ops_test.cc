@@ -1,0 +1,93 @@
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/testing/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "vm/kernels/cpu/elementwise_test_util.h"
+
+namespace nimble::vm::cpu {
+namespace {
+
+using ::nimble::testing::StatusIs;
+using ::testing::ElementsAre;
+using ::testing::FloatNear;
+using ::testing::HasSubstr;
+using namespace ::nimble::vm::cpu::testing;  // NOLINT
+
+constexpr auto kInvalid = absl::StatusCode::kInvalidArgument;
+using Ints = std::vector<int64_t>;
+
+TEST(MiscOpsTest, RotaryEmbeddingHalves) {
+  // cos = [1, 0], sin = [0, 1]: the first pair is kept, the second rotated by 90 degrees.
+  const Tensor x = F({1, 2, 3, 4}, {1, 1, 1, 4});
+  const Tensor cos = F({1, 0}, {1, 1, 2});
+  const Tensor sin = F({0, 1}, {1, 1, 2});
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("RotaryEmbedding", {}, {x, cos, sin}));
+  EXPECT_THAT(out[0].shape(), ElementsAre(1, 1, 1, 4));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(1, -4, 3, 2));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, RunOp("RotaryEmbedding", Attrs({{"interleaved", int64_t{1}}}), {x, cos, sin}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(1, 2, -4, 3));
+}
+
+TEST(MiscOpsTest, RotaryEmbeddingPositionIds3DAndRotaryDim) {
+  // 3-D input with 2 heads of size 4, rotating only the first 2 dims; position id 1 picks
+  // cos = 0, sin = 1.
+  const Tensor x = F({1, 2, 3, 4, 5, 6, 7, 8}, {1, 1, 8});
+  const Tensor cos = F({1, 0}, {2, 1});
+  const Tensor sin = F({0, 1}, {2, 1});
+  const Tensor pos = I64({1}, {1, 1});
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto out, RunOp("RotaryEmbedding",
+                      Attrs({{"num_heads", int64_t{2}}, {"rotary_embedding_dim", int64_t{2}}}),
+                      {x, cos, sin, pos}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(-2, 1, 3, 4, -6, 5, 7, 8));
+  // Out-of-range position ids are rejected.
+  EXPECT_THAT(RunOp("RotaryEmbedding",
+                    Attrs({{"num_heads", int64_t{2}}, {"rotary_embedding_dim", int64_t{2}}}),
+                    {x, cos, sin, I64({2}, {1, 1})}),
+              StatusIs(kInvalid, HasSubstr("RotaryEmbedding")));
+}
+
+TEST(MiscOpsTest, Shrink) {
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("Shrink", Attrs({{"lambd", 1.0}, {"bias", 0.5}}),
+                                              {F({-2, -1, 0, 1, 2}, {5})}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(-1.5f, 0, 0, 0, 1.5f));
+}
+
+TEST(MiscOpsTest, Lrn) {
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto out,
+      RunOp("LRN", Attrs({{"size", int64_t{2}}, {"alpha", 2.0}, {"beta", 1.0}, {"bias", 1.0}}),
+            {F({1, 2}, {1, 2, 1, 1})}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(FloatNear(1.0f / 6, 1e-6), FloatNear(0.4f, 1e-6)));
+  EXPECT_THAT(RunOp("LRN", Attrs({{"size", int64_t{2}}}), {F({1, 2}, {2})}),
+              StatusIs(kInvalid, HasSubstr("LRN")));
+}
+
+TEST(MiscOpsTest, LpPool) {
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto out, RunOp("LpPool", Attrs({{"kernel_shape", Ints{2}}, {"strides", Ints{2}}}),
+                      {F({1, -2, 3, 4}, {1, 1, 4})}));
+  EXPECT_THAT(out[0].shape(), ElementsAre(1, 1, 2));
+  EXPECT_THAT(Values<float>(out[0]),
+              ElementsAre(FloatNear(std::sqrt(5.0f), 1e-6), FloatNear(5, 1e-6)));
+  // p = 1 with a zero pad on each side: sums of absolute values.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, RunOp("LpPool",
+                                         Attrs({{"kernel_shape", Ints{2}},
+                                                {"strides", Ints{2}},
+                                                {"pads", Ints{1, 1}},
+                                                {"p", int64_t{1}}}),
+                                         {F({1, -2, 3, 4}, {1, 1, 4})}));
+  EXPECT_THAT(out[0].shape(), ElementsAre(1, 1, 3));
+  EXPECT_THAT(Values<float>(out[0]),
+              ElementsAre(FloatNear(1, 1e-6), FloatNear(5, 1e-6), FloatNear(4, 1e-6)));
+  EXPECT_THAT(RunOp("LpPool", Attrs({{"kernel_shape", Ints{2, 2}}}), {F({1, 2}, {1, 1, 2})}),
+              StatusIs(kInvalid, HasSubstr("LpPool")));
+}
+
+}  // namespace
+}  // namespace nimble::vm::cpu

@@ -1,10 +1,11 @@
-// Miscellaneous ops: RotaryEmbedding, LpPool, Shrink and LRN.
+// Miscellaneous ops: RotaryEmbedding, LpPool, Shrink, LRN, QuantizeLinear, DequantizeLinear.
 //
 // They compute in f32 (f16/bf16 through f32; Shrink and LRN also f64 through double) on the
 // calling thread: small, memory-bound ops that real models rarely make hot.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -404,9 +405,170 @@ class LpPoolKernel final : public Kernel {
   const std::string auto_pad_;
 };
 
+// ------------------------------------------------------------------------------------------
+// QuantizeLinear(x, y_scale, y_zero_point?) and DequantizeLinear(x, x_scale, x_zero_point?):
+// per-tensor, per-axis and blocked scales; integer types only (no float8/int4).
+
+// Maps each element of `x` to its scale/zero-point index.
+class ScaleIndexer {
+ public:
+  static absl::StatusOr<ScaleIndexer> Make(absl::string_view op, const Tensor& x,
+                                           const Tensor& scale, int64_t axis, int64_t block) {
+    ScaleIndexer ix;
+    if (scale.num_elements() == 1 && (scale.rank() == 0 || block <= 0)) return ix;
+    NIMBLE_ASSIGN_OR_RETURN(int a, NormalizeAxis(op, axis, std::max(x.rank(), 1)));
+    if (x.rank() == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(op, ": a scalar input needs a scalar scale"));
+    }
+    ix.axis_dim_ = x.dim(a);
+    for (int i = a + 1; i < x.rank(); ++i) ix.inner_ *= x.dim(i);
+    if (block <= 0) {
+      if (scale.rank() != 1 || scale.dim(0) != ix.axis_dim_) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            op, ": per-axis scale must be [", ix.axis_dim_, "], got ", scale.TypeString()));
+      }
+      ix.mode_ = kAxis;
+      return ix;
+    }
+    ix.block_ = block;
+    ix.blocks_ = (ix.axis_dim_ + block - 1) / block;
+    bool ok = scale.rank() == x.rank();
+    for (int i = 0; ok && i < x.rank(); ++i) {
+      ok = scale.dim(i) == (i == a ? ix.blocks_ : x.dim(i));
+    }
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrCat(op, ": blocked scale shape ",
+                                                     scale.TypeString(), " does not match input ",
+                                                     x.TypeString()));
+    }
+    ix.mode_ = kBlocked;
+    return ix;
+  }
+
+  int64_t operator()(int64_t i) const {
+    switch (mode_) {
+      case kTensor:
+        return 0;
+      case kAxis:
+        return (i / inner_) % axis_dim_;
+      case kBlocked: {
+        const int64_t in = i % inner_, a = (i / inner_) % axis_dim_;
+        const int64_t o = i / (inner_ * axis_dim_);
+        return (o * blocks_ + a / block_) * inner_ + in;
+      }
+    }
+    return 0;
+  }
+
+ private:
+  enum Mode { kTensor, kAxis, kBlocked };
+  Mode mode_ = kTensor;
+  int64_t axis_dim_ = 1, inner_ = 1, block_ = 1, blocks_ = 1;
+};
+
+// An integer tensor's values as int64.
+absl::StatusOr<std::vector<int64_t>> IntValues(absl::string_view op, absl::string_view what,
+                                               const Tensor& t) {
+  std::vector<int64_t> out(t.num_elements());
+  absl::Status s = VisitDType<kInts>(t.dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    for (int64_t i = 0; i < t.num_elements(); ++i) out[i] = static_cast<int64_t>(t.data<T>()[i]);
+    return absl::OkStatus();
+  });
+  if (!s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": ", what, " must be an integer tensor, got ", DTypeName(t.dtype())));
+  }
+  return out;
+}
+
+class QuantizeKernel final : public Kernel {
+ public:
+  QuantizeKernel(bool quantize, int64_t axis, int64_t block)
+      : op_(quantize ? "QuantizeLinear" : "DequantizeLinear"),
+        quantize_(quantize),
+        axis_(axis),
+        block_(block) {}
+
+  absl::Status Run(const KernelContext&, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_RETURN_IF_ERROR(CheckArity(op_, inputs, 2, 3, outputs, 1));
+    NIMBLE_RETURN_IF_ERROR(CheckRequired(op_, inputs, 2));
+    const Tensor& x = inputs[0];
+    const Tensor& scale = inputs[1];
+    const Tensor zp = inputs.size() > 2 ? inputs[2] : Tensor();
+    NIMBLE_RETURN_IF_ERROR(CheckOutput(op_, outputs[0], outputs[0].dtype(), x.shape()));
+    NIMBLE_ASSIGN_OR_RETURN(ScaleIndexer ix, ScaleIndexer::Make(op_, x, scale, axis_, block_));
+    NIMBLE_ASSIGN_OR_RETURN(Tensor sf, AsF32(op_, "scale", scale));
+    std::vector<int64_t> zero(scale.num_elements(), 0);
+    if (zp.defined()) {
+      if (zp.num_elements() != scale.num_elements()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            op_, ": zero point ", zp.TypeString(), " does not match scale ", scale.TypeString()));
+      }
+      NIMBLE_ASSIGN_OR_RETURN(zero, IntValues(op_, "zero point", zp));
+    }
+    const float* sc = sf.data<float>();
+    const int64_t n = x.num_elements();
+    if (!quantize_) {
+      NIMBLE_ASSIGN_OR_RETURN(std::vector<int64_t> xv, IntValues(op_, "input", x));
+      return WithF32Output(op_, outputs[0], [&](float* out) {
+        for (int64_t i = 0; i < n; ++i) {
+          const int64_t k = ix(i);
+          out[i] = static_cast<float>(xv[i] - zero[k]) * sc[k];
+        }
+        return absl::OkStatus();
+      });
+    }
+    NIMBLE_ASSIGN_OR_RETURN(Tensor xf, AsF32(op_, "input", x));
+    const float* xp = xf.data<float>();
+    Tensor& y = outputs[0];
+    if (zp.defined() && zp.dtype() != y.dtype()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          op_, ": zero point dtype ", DTypeName(zp.dtype()), " differs from the output's"));
+    }
+    absl::Status s = VisitDType<kInts>(y.dtype(), op_, [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      const double lo = static_cast<double>(std::numeric_limits<T>::min());
+      const double hi = static_cast<double>(std::numeric_limits<T>::max());
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t k = ix(i);
+        double q =
+            std::nearbyint(static_cast<double>(xp[i] / sc[k])) + static_cast<double>(zero[k]);
+        if (std::isnan(q)) q = 0;
+        y.data<T>()[i] = static_cast<T>(std::clamp(q, lo, hi));
+      }
+      return absl::OkStatus();
+    });
+    if (!s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(op_, ": unsupported output dtype ", DTypeName(y.dtype())));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    return SameShape(op_, inputs, output_shapes);
+  }
+
+ private:
+  const std::string op_;
+  const bool quantize_;
+  const int64_t axis_;
+  const int64_t block_;
+};
+
 }  // namespace
 
 void RegisterMiscKernels(KernelRegistry& registry) {
+  for (const bool quantize : {true, false}) {
+    const std::string op = quantize ? "QuantizeLinear" : "DequantizeLinear";
+    registry.Register(op, DeviceType::kCPU, [quantize](const Attributes& attrs) -> Factory {
+      return std::make_unique<QuantizeKernel>(quantize, attrs.GetOr<int64_t>("axis", 1),
+                                              attrs.GetOr<int64_t>("block_size", 0));
+    });
+  }
   registry.Register("RotaryEmbedding", DeviceType::kCPU, [](const Attributes& attrs) -> Factory {
     return std::make_unique<RotaryEmbeddingKernel>(attrs.GetOr<int64_t>("interleaved", 0) != 0,
                                                    attrs.GetOr<int64_t>("rotary_embedding_dim", 0),

@@ -89,5 +89,34 @@ TEST(MiscOpsTest, LpPool) {
               StatusIs(kInvalid, HasSubstr("LpPool")));
 }
 
+TEST(MiscOpsTest, QuantizeLinearRoundsHalfToEvenAndSaturates) {
+  // Per-tensor, int8 (from the zero point): x / 2 rounded half to even, plus 1, saturated.
+  const Tensor x = F({0, 3, 5, -1000, 1000, -3}, {6});
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto out,
+      RunOp("QuantizeLinear", {}, {x, F({2}, {}), Make<int8_t>({1}, {})}, 1, {DType::kI8}));
+  EXPECT_THAT(Values<int8_t>(out[0]), ElementsAre(1, 3, 3, -128, 127, -1));
+  // Per-axis (axis 1 of [2, 2]), uint8 without a zero point.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out,
+      RunOp("QuantizeLinear", {}, {F({2, 2, -4, 600}, {2, 2}), F({1, 2}, {2})}, 1, {DType::kU8}));
+  EXPECT_THAT(Values<uint8_t>(out[0]), ElementsAre(2, 1, 0, 255));
+  EXPECT_THAT(RunOp("QuantizeLinear", {}, {F({1, 2, 3}, {3}), F({1, 2}, {2})}, 1, {DType::kU8}),
+              StatusIs(kInvalid, HasSubstr("QuantizeLinear")));
+}
+
+TEST(MiscOpsTest, DequantizeLinear) {
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("DequantizeLinear", {},
+                                              {Make<uint8_t>({0, 3, 128, 255}, {4}), F({0.5f}, {}),
+                                               Make<uint8_t>({128}, {})},
+                                              1, {DType::kF32}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(-64, -62.5f, 0, 63.5f));
+  // Per-axis int32, axis 0, no zero point.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, RunOp("DequantizeLinear", Attrs({{"axis", int64_t{0}}}),
+                 {I32({1, 2, 3, 4}, {2, 2}), F({2, 10}, {2})}, 1, {DType::kF32}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(2, 4, 30, 40));
+}
+
 }  // namespace
 }  // namespace nimble::vm::cpu

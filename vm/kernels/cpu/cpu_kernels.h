@@ -24,7 +24,7 @@ void RegisterLinalgKernels(KernelRegistry& registry);
 void RegisterRnnKernels(KernelRegistry& registry);
 // NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss, Dropout (inference), CumProd.
 void RegisterLossKernels(KernelRegistry& registry);
-// RotaryEmbedding, LpPool, Shrink, LRN, QuantizeLinear, DequantizeLinear.
+// RotaryEmbedding, LpPool, Shrink, LRN, QuantizeLinear, DequantizeLinear, MaxUnpool.
 void RegisterMiscKernels(KernelRegistry& registry);
 
 }  // namespace nimble::vm::cpu

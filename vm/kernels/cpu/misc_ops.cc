@@ -1,4 +1,5 @@
-// Miscellaneous ops: RotaryEmbedding, LpPool, Shrink, LRN, QuantizeLinear, DequantizeLinear.
+// Miscellaneous ops: RotaryEmbedding, LpPool, Shrink, LRN, QuantizeLinear, DequantizeLinear,
+// MaxUnpool.
 //
 // They compute in f32 (f16/bf16 through f32; Shrink and LRN also f64 through double) on the
 // calling thread: small, memory-bound ops that real models rarely make hot.
@@ -559,9 +560,133 @@ class QuantizeKernel final : public Kernel {
   const int64_t block_;
 };
 
+// ------------------------------------------------------------------------------------------
+// MaxUnpool(X, I, output_shape?): scatters X into zeros at the flat output indices I.
+
+class MaxUnpoolKernel final : public Kernel {
+ public:
+  MaxUnpoolKernel(std::vector<int64_t> kernel, std::vector<int64_t> strides,
+                  std::vector<int64_t> pads)
+      : kernel_(std::move(kernel)), strides_(std::move(strides)), pads_(std::move(pads)) {}
+
+  absl::Status Run(const KernelContext&, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_RETURN_IF_ERROR(CheckArity("MaxUnpool", inputs, 2, 3, outputs, 1));
+    NIMBLE_RETURN_IF_ERROR(CheckRequired("MaxUnpool", inputs, 2));
+    Shape shape;
+    NIMBLE_RETURN_IF_ERROR(OutputShapes(inputs, absl::MakeSpan(&shape, 1)));
+    const Tensor& x = inputs[0];
+    NIMBLE_RETURN_IF_ERROR(CheckOutput("MaxUnpool", outputs[0], x.dtype(), shape));
+    const Tensor& idx = inputs[1];
+    if (idx.shape() != x.shape()) {
+      return absl::InvalidArgumentError(absl::StrCat("MaxUnpool: indices ", idx.TypeString(),
+                                                     " do not match X ", x.TypeString()));
+    }
+    NIMBLE_ASSIGN_OR_RETURN(std::vector<int64_t> iv, IntValues("MaxUnpool", "indices", idx));
+    // Indices address the inferred (unpadded) output; an explicit output_shape places that
+    // at its origin.
+    Shape inferred;
+    NIMBLE_RETURN_IF_ERROR(InferredShape(x, &inferred));
+    int64_t inferred_total = 1;
+    for (int64_t d : inferred) inferred_total *= d;
+    const int64_t total = outputs[0].num_elements();
+    for (int64_t& v : iv) {
+      if (v < 0 || v >= inferred_total) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("MaxUnpool: index ", v, " is out of range [0, ", inferred_total, ")"));
+      }
+      if (shape == inferred) continue;
+      int64_t rem = v, mapped = 0, stride = 1;
+      for (int i = static_cast<int>(inferred.size()) - 1; i >= 0; --i) {
+        const int64_t c = rem % inferred[i];
+        rem /= inferred[i];
+        if (c >= shape[i]) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("MaxUnpool: index ", v, " falls outside output_shape"));
+        }
+        mapped += c * stride;
+        stride *= shape[i];
+      }
+      v = mapped;
+    }
+    if (IsHalf(x.dtype())) {
+      NIMBLE_ASSIGN_OR_RETURN(Tensor xf, CastTo(x, DType::kF32, "MaxUnpool"));
+      return WithF32Output("MaxUnpool", outputs[0], [&](float* out) {
+        std::fill(out, out + total, 0.0f);
+        for (size_t i = 0; i < iv.size(); ++i) out[iv[i]] = xf.data<float>()[i];
+        return absl::OkStatus();
+      });
+    }
+    return VisitDType<kNumeric>(x.dtype(), "MaxUnpool", [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      T* out = outputs[0].data<T>();
+      std::fill(out, out + total, T(0));
+      for (size_t i = 0; i < iv.size(); ++i) out[iv[i]] = x.data<T>()[i];
+      return absl::OkStatus();
+    });
+  }
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    if (inputs.size() < 2 || !inputs[0].defined() || output_shapes.size() != 1) {
+      return absl::InvalidArgumentError("MaxUnpool: expected X, I and one output");
+    }
+    const Tensor& x = inputs[0];
+    const int64_t sp = static_cast<int64_t>(x.rank()) - 2;
+    if (sp < 1 || static_cast<int64_t>(kernel_.size()) != sp ||
+        (!strides_.empty() && static_cast<int64_t>(strides_.size()) != sp) ||
+        (!pads_.empty() && static_cast<int64_t>(pads_.size()) != 2 * sp)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "MaxUnpool: X ", x.TypeString(), " does not match kernel_shape, strides or pads"));
+    }
+    if (inputs.size() > 2 && inputs[2].defined()) {
+      NIMBLE_ASSIGN_OR_RETURN(std::vector<int64_t> s,
+                              IntList("MaxUnpool", "output_shape", inputs[2]));
+      if (static_cast<int64_t>(s.size()) != x.rank()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("MaxUnpool: output_shape must have ", x.rank(), " values"));
+      }
+      Shape out;
+      for (int64_t d : s) {
+        if (d < 0) return absl::InvalidArgumentError("MaxUnpool: negative output_shape value");
+        out.push_back(d);
+      }
+      output_shapes[0] = out;
+      return absl::OkStatus();
+    }
+    return InferredShape(x, &output_shapes[0]);
+  }
+
+  absl::Status InferredShape(const Tensor& x, Shape* shape) const {
+    const int64_t sp = static_cast<int64_t>(x.rank()) - 2;
+    Shape out = {x.dim(0), x.dim(1)};
+    for (int64_t i = 0; i < sp; ++i) {
+      const int64_t s = strides_.empty() ? 1 : strides_[i];
+      const int64_t pad = pads_.empty() ? 0 : pads_[i] + pads_[i + sp];
+      const int64_t d = (x.dim(i + 2) - 1) * s - pad + kernel_[i];
+      if (d < 0) return absl::InvalidArgumentError("MaxUnpool: negative output size");
+      out.push_back(d);
+    }
+    *shape = out;
+    return absl::OkStatus();
+  }
+
+ private:
+  const std::vector<int64_t> kernel_, strides_, pads_;
+};
+
 }  // namespace
 
 void RegisterMiscKernels(KernelRegistry& registry) {
+  registry.Register("MaxUnpool", DeviceType::kCPU, [](const Attributes& attrs) -> Factory {
+    if (!attrs.Has("kernel_shape")) {
+      return absl::InvalidArgumentError("MaxUnpool: attribute 'kernel_shape' is required");
+    }
+    using Ints = std::vector<int64_t>;
+    return std::make_unique<MaxUnpoolKernel>(attrs.GetOr<Ints>("kernel_shape", {}),
+                                             attrs.GetOr<Ints>("strides", {}),
+                                             attrs.GetOr<Ints>("pads", {}));
+  });
   for (const bool quantize : {true, false}) {
     const std::string op = quantize ? "QuantizeLinear" : "DequantizeLinear";
     registry.Register(op, DeviceType::kCPU, [quantize](const Attributes& attrs) -> Factory {

@@ -118,5 +118,24 @@ TEST(MiscOpsTest, DequantizeLinear) {
   EXPECT_THAT(Values<float>(out[0]), ElementsAre(2, 4, 30, 40));
 }
 
+TEST(MiscOpsTest, MaxUnpool) {
+  // [1, 1, 2] pooled with kernel 2, stride 2 -> [1, 1, 4].
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto out, RunOp("MaxUnpool", Attrs({{"kernel_shape", Ints{2}}, {"strides", Ints{2}}}),
+                      {F({5, 7}, {1, 1, 2}), I64({1, 2}, {1, 1, 2})}));
+  EXPECT_THAT(out[0].shape(), ElementsAre(1, 1, 4));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(0, 5, 7, 0));
+  // An explicit output_shape: indices address the inferred [1, 1, 4] output, placed at the
+  // origin of [1, 1, 5]. Out-of-range indices are rejected.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, RunOp("MaxUnpool", Attrs({{"kernel_shape", Ints{2}}, {"strides", Ints{2}}}),
+                 {F({5, 7}, {1, 1, 2}), I64({1, 3}, {1, 1, 2}), I64({1, 1, 5}, {3})}));
+  EXPECT_THAT(out[0].shape(), ElementsAre(1, 1, 5));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(0, 5, 0, 7, 0));
+  EXPECT_THAT(RunOp("MaxUnpool", Attrs({{"kernel_shape", Ints{2}}, {"strides", Ints{2}}}),
+                    {F({5, 7}, {1, 1, 2}), I64({1, 4}, {1, 1, 2})}),
+              StatusIs(kInvalid, HasSubstr("MaxUnpool")));
+}
+
 }  // namespace
 }  // namespace nimble::vm::cpu

@@ -197,6 +197,7 @@ void WriteSignatures(ByteWriter& w, const std::vector<TensorSignature>& signatur
   w.U32(static_cast<uint32_t>(signatures.size()));
   for (const TensorSignature& s : signatures) {
     w.String(s.name);
+    w.U8(static_cast<uint8_t>(s.kind));
     w.U8(static_cast<uint8_t>(s.dtype));
     WriteI64s(w, s.dims);
     WriteStrings(w, s.dim_names);
@@ -384,10 +385,11 @@ Attributes ReadAttributes(ByteReader& r, absl::string_view what) {
 }
 
 std::vector<TensorSignature> ReadSignatures(ByteReader& r, absl::string_view what) {
-  std::vector<TensorSignature> out(r.Count(4 + 1 + 4 + 4, what));
+  std::vector<TensorSignature> out(r.Count(4 + 1 + 1 + 4 + 4, what));
   for (size_t i = 0; i < out.size() && r.ok(); ++i) {
     const std::string where = absl::StrCat(what, " ", i);
     out[i].name = r.String(where);
+    out[i].kind = static_cast<ValueKind>(r.U8(where));
     out[i].dtype = ReadDType(r, where);
     out[i].dims = ReadI64s(r, where);
     out[i].dim_names = ReadStrings(r, where);
@@ -586,6 +588,13 @@ absl::Status ResolveKernels(Executable& exe, const KernelRegistry& registry) {
     for (size_t pc = 0; pc < f.code.size(); ++pc) {
       const Instruction& in = f.code[pc];
       if (in.op != Opcode::kInvokePacked) continue;
+      const bool variadic_flag = (in.c & kInvokePackedSequenceOutput) != 0;
+      if (variadic_flag != exe.kernel_instances[in.a]->variadic_outputs()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "function '", f.name, "' pc ", pc, " (invoke_packed): kernel k", in.a, " '",
+            exe.kernels[in.a].name, "' and the instruction disagree on a sequence output"));
+      }
+      if (variadic_flag) continue;
       const bool flag = (in.c & kInvokePackedAllocatesOutputs) != 0;
       const bool allocates = exe.kernel_instances[in.a]->allocates_outputs();
       if (flag != allocates) {
@@ -825,8 +834,13 @@ class FunctionVerifier {
           return InstructionError(
               in, absl::StrCat(in.b, " inputs but a list of ", in.list_size, " registers"));
         }
-        if (in.c < 0 || in.c > 2) {
+        if (in.c < 0 || in.c > 15 || (in.c & 3) == 3) {
           return InstructionError(in, absl::StrCat("invalid flags ", in.c));
+        }
+        if ((in.c & kInvokePackedSequenceOutput) &&
+            ((in.c & 3) != 0 || in.list_size - static_cast<uint32_t>(in.b) != 1)) {
+          return InstructionError(
+              in, "a sequence output is the kernel's only output and excludes flags 1 and 2");
         }
         if (in.c & kInvokePackedShapeFunction) {
           const uint32_t outputs = in.list_size - in.b;
@@ -868,6 +882,12 @@ class FunctionVerifier {
       case Opcode::kTensorElement:
         if (in.b < 0) return InstructionError(in, absl::StrCat("negative index ", in.b));
         break;
+      case Opcode::kAdtInsert:
+      case Opcode::kAdtErase:
+        if (in.list_size > 1) {
+          return InstructionError(in, absl::StrCat(in.list_size, " positions (at most 1)"));
+        }
+        break;
       case Opcode::kScalarBinary:
       case Opcode::kScalarBinaryImm:
         if (in.c < 0 || in.c >= kNumScalarOps) {
@@ -888,6 +908,10 @@ class FunctionVerifier {
 absl::Status VerifySignatures(const std::vector<TensorSignature>& signatures,
                               absl::string_view what) {
   for (const TensorSignature& s : signatures) {
+    if (static_cast<uint8_t>(s.kind) > static_cast<uint8_t>(ValueKind::kOptionalSequence)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " '", s.name, "' has unknown kind ", static_cast<int>(s.kind)));
+    }
     if (s.dtype == DType::kInvalid || static_cast<int>(s.dtype) >= kNumDTypes) {
       return absl::InvalidArgumentError(absl::StrCat(what, " '", s.name, "' has no dtype"));
     }
@@ -924,7 +948,8 @@ absl::Status Executable::Verify() const {
   NIMBLE_RETURN_IF_ERROR(VerifySignatures(outputs, "output"));
   std::set<std::string> bound_symbols;
   for (const SymbolBinding& b : symbol_bindings) {
-    if (!InRange(b.input, inputs.size()) || !InRange(b.axis, inputs[b.input].dims.size())) {
+    if (!InRange(b.input, inputs.size()) || !InRange(b.axis, inputs[b.input].dims.size()) ||
+        inputs[b.input].kind != ValueKind::kTensor) {
       return absl::InvalidArgumentError(absl::StrCat("symbol '", b.symbol, "' is bound to input ",
                                                      b.input, " axis ", b.axis,
                                                      " which does not exist"));
@@ -1014,6 +1039,24 @@ std::string AttrToString(const AttrValue& value) {
       value);
 }
 
+}  // namespace
+
+absl::string_view ValueKindName(ValueKind kind) {
+  switch (kind) {
+    case ValueKind::kTensor:
+      return "tensor";
+    case ValueKind::kSequence:
+      return "sequence";
+    case ValueKind::kOptional:
+      return "optional";
+    case ValueKind::kOptionalSequence:
+      return "optional sequence";
+  }
+  return "unknown";
+}
+
+namespace {
+
 std::string SignatureToString(const TensorSignature& s) {
   std::vector<std::string> dims;
   for (size_t i = 0; i < s.dims.size(); ++i) {
@@ -1024,7 +1067,18 @@ std::string SignatureToString(const TensorSignature& s) {
       dims.push_back(name.empty() ? "?" : name);
     }
   }
-  return absl::StrCat(s.name, ": ", DTypeName(s.dtype), "[", absl::StrJoin(dims, ", "), "]");
+  const std::string tensor = absl::StrCat(DTypeName(s.dtype), "[", absl::StrJoin(dims, ", "), "]");
+  switch (s.kind) {
+    case ValueKind::kTensor:
+      break;
+    case ValueKind::kSequence:
+      return absl::StrCat(s.name, ": seq(", tensor, ")");
+    case ValueKind::kOptional:
+      return absl::StrCat(s.name, ": optional(", tensor, ")");
+    case ValueKind::kOptionalSequence:
+      return absl::StrCat(s.name, ": optional(seq(", tensor, "))");
+  }
+  return absl::StrCat(s.name, ": ", tensor);
 }
 
 class Disassembler {
@@ -1192,6 +1246,22 @@ class Disassembler {
         return absl::StrCat(m, " ", r(in.dst), " = ", r(in.a), "[", in.b, "]");
       case Opcode::kGetTag:
         return absl::StrCat(m, " ", r(in.dst), " = tag of ", r(in.a));
+      case Opcode::kAdtSize:
+        return absl::StrCat(m, " ", r(in.dst), " = size of ", r(in.a));
+      case Opcode::kGetFieldReg:
+        return absl::StrCat(m, " ", r(in.dst), " = ", r(in.a), "[", r(in.b), "]");
+      case Opcode::kAdtInsert:
+        return absl::StrCat(m, " ", r(in.dst), " = ", r(in.a), " + ", r(in.b), " at ",
+                            in.list_size == 0 ? std::string("end") : all(true));
+      case Opcode::kAdtErase:
+        return absl::StrCat(m, " ", r(in.dst), " = ", r(in.a), " without ",
+                            in.list_size == 0 ? std::string("last") : all(true));
+      case Opcode::kOptionalHas:
+        return absl::StrCat(m, " ", r(in.dst), " = has ", r(in.a));
+      case Opcode::kOptionalGet:
+        return absl::StrCat(m, " ", r(in.dst), " = value of ", r(in.a));
+      case Opcode::kMakeScalarTensor:
+        return absl::StrCat(m, " ", r(in.dst), " = ", DTypeString(in.c), " ", r(in.a));
       case Opcode::kIf:
         return absl::StrCat(m, " ", r(in.a), " then ", target(in.b), " else ", target(in.c));
       case Opcode::kGoto:

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "vm/isa/instruction.h"
 #include "vm/kernels/kernel.h"
 #include "vm/runtime/attributes.h"
@@ -23,7 +24,7 @@
 
 namespace nimble::vm {
 
-inline constexpr uint32_t kExecutableFormatVersion = 1;
+inline constexpr uint32_t kExecutableFormatVersion = 2;  // 2: value kinds in signatures
 
 struct Function {
   std::string name;
@@ -42,8 +43,16 @@ struct KernelEntry {
 
 // One input or output of the model as clients see it. dims: -1 where dynamic; dim_names the
 // symbol ("batch", "seq") or "" for static dims.
+// What kind of value a model input or output is: a tensor, or an ONNX sequence of tensors, an
+// optional tensor or an optional sequence (ADTs with the tags of vm/runtime/value.h).
+enum class ValueKind : uint8_t { kTensor = 0, kSequence = 1, kOptional = 2, kOptionalSequence = 3 };
+absl::string_view ValueKindName(ValueKind kind);
+
+// For kinds other than kTensor, dtype and dims describe the elements; the VM checks only the
+// elements' dtype (ONNX sequences hold tensors of any shape).
 struct TensorSignature {
   std::string name;
+  ValueKind kind = ValueKind::kTensor;
   DType dtype = DType::kInvalid;
   std::vector<int64_t> dims;
   std::vector<std::string> dim_names;

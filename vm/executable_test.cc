@@ -54,6 +54,13 @@ Function EveryOpFunction() {
   b.Emit(Opcode::kIf, -1, 10, 1, 2);
   b.Emit(Opcode::kFatal, -1, 0);
   b.Emit(Opcode::kTensorSelect, 11, 7, 10);
+  b.Emit(Opcode::kAdtSize, 10, 6);
+  b.Emit(Opcode::kGetFieldReg, 7, 6, 10, 0);
+  b.Emit(Opcode::kAdtInsert, 6, 6, 7, 0, 0, {10});
+  b.Emit(Opcode::kAdtErase, 6, 6, -1, 0, 0, {});
+  b.Emit(Opcode::kOptionalHas, 10, 6);
+  b.Emit(Opcode::kOptionalGet, 7, 6, -1, 0);
+  b.Emit(Opcode::kMakeScalarTensor, 7, 10, -1, static_cast<int>(DType::kBool));
   b.Ret(7);
   return std::move(b).Build();
 }
@@ -221,7 +228,7 @@ TEST(ExecutableTest, WrongVersionSaysWhichVersions) {
   bytes[4] = 9;  // format version 9
   EXPECT_THAT(Executable::Load(bytes, TestRegistry()),
               StatusIs(absl::StatusCode::kFailedPrecondition,
-                       HasSubstr("format version 9 is not supported: this build reads version 1")));
+                       HasSubstr("format version 9 is not supported: this build reads version 2")));
 }
 
 TEST(ExecutableTest, BadMagic) {
@@ -482,7 +489,7 @@ TEST(DisassembleTest, Golden) {
   exe.functions[0].code.insert(exe.functions[0].code.begin() + 3,
                                Instruction{Opcode::kScalarBinary, 2, 1, 1, 2});
   exe.functions[0].code[2].a = 2;  // goto still lands on ret
-  const std::string expected = R"(executable (format 1, compiler "golden")
+  const std::string expected = R"(executable (format 2, compiler "golden")
 inputs (1):
   x: f32[2]
 outputs (0):

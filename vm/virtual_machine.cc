@@ -14,7 +14,6 @@
 #include "vm/virtual_machine.h"
 
 #include <chrono>
-
 #include <cstring>
 #include <utility>
 
@@ -240,7 +239,93 @@ Allocator* VirtualMachine::AllocatorFor(Device device) const {
 // ---------------------------------------------------------------------------------------------
 // Run: validation, symbol binding, variant dispatch.
 
+namespace {
+
+// Checks one element tensor (or a plain tensor input) against `sig`'s dtype; with `dims` also
+// its rank and static dims.
+absl::Status CheckTensor(const Tensor& t, const TensorSignature& sig, bool dims,
+                         absl::string_view what) {
+  if (!t.defined()) return absl::InvalidArgumentError(absl::StrCat(what, " is null"));
+  if (t.dtype() != sig.dtype) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": dtype is ", DTypeName(t.dtype()),
+                                                   " but the model requires ",
+                                                   DTypeName(sig.dtype)));
+  }
+  if (!dims) return absl::OkStatus();
+  if (static_cast<size_t>(t.rank()) != sig.dims.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": rank is ", t.rank(), " but the model requires ", sig.dims.size()));
+  }
+  for (size_t axis = 0; axis < sig.dims.size(); ++axis) {
+    if (sig.dims[axis] >= 0 && t.dim(static_cast<int>(axis)) != sig.dims[axis]) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": dim ", axis, " is ",
+                                                     t.dim(static_cast<int>(axis)),
+                                                     " but the model requires ", sig.dims[axis]));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckSequence(const Value& v, const TensorSignature& sig, absl::string_view what) {
+  const ADTRef* adt = std::get_if<ADTRef>(&v);
+  if (adt == nullptr || *adt == nullptr || (*adt)->tag != kSequenceTag) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " must be a sequence of tensors, got ", KindOf(v)));
+  }
+  for (size_t i = 0; i < (*adt)->fields.size(); ++i) {
+    const Tensor* t = std::get_if<Tensor>(&(*adt)->fields[i]);
+    const std::string element = absl::StrCat(what, " element ", i);
+    if (t == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(element, " is ", KindOf((*adt)->fields[i]), ", not a tensor"));
+    }
+    NIMBLE_RETURN_IF_ERROR(CheckTensor(*t, sig, false, element));
+  }
+  return absl::OkStatus();
+}
+
+// A run-time value against its signature (any kind).
+absl::Status CheckValue(const Value& v, const TensorSignature& sig, absl::string_view what) {
+  switch (sig.kind) {
+    case ValueKind::kTensor: {
+      const Tensor* t = std::get_if<Tensor>(&v);
+      if (t == nullptr) {
+        return absl::InvalidArgumentError(absl::StrCat(what, " must be a tensor, got ", KindOf(v)));
+      }
+      return CheckTensor(*t, sig, true, what);
+    }
+    case ValueKind::kSequence:
+      return CheckSequence(v, sig, what);
+    case ValueKind::kOptional:
+    case ValueKind::kOptionalSequence: {
+      const ADTRef* adt = std::get_if<ADTRef>(&v);
+      if (adt == nullptr || *adt == nullptr || (*adt)->tag != kOptionalTag ||
+          (*adt)->fields.size() > 1) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(what, " must be an optional (none or one value), got ", KindOf(v)));
+      }
+      if ((*adt)->fields.empty()) return absl::OkStatus();
+      const Value& inner = (*adt)->fields[0];
+      if (sig.kind == ValueKind::kOptionalSequence) return CheckSequence(inner, sig, what);
+      const Tensor* t = std::get_if<Tensor>(&inner);
+      if (t == nullptr) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(what, " must hold a tensor, got ", KindOf(inner)));
+      }
+      return CheckTensor(*t, sig, false, what);
+    }
+  }
+  return absl::InternalError("unknown value kind");
+}
+
+}  // namespace
+
 absl::StatusOr<int> VirtualMachine::SelectVariant(absl::Span<const Tensor> inputs) const {
+  std::vector<Value> values(inputs.begin(), inputs.end());
+  return SelectVariantOf(values);
+}
+
+absl::StatusOr<int> VirtualMachine::SelectVariantOf(absl::Span<const Value> inputs) const {
   const Executable& exe = *exe_;
   if (inputs.size() != exe.inputs.size()) {
     return absl::InvalidArgumentError(
@@ -248,33 +333,16 @@ absl::StatusOr<int> VirtualMachine::SelectVariant(absl::Span<const Tensor> input
   }
   for (size_t i = 0; i < inputs.size(); ++i) {
     const TensorSignature& sig = exe.inputs[i];
-    const Tensor& t = inputs[i];
-    if (!t.defined())
-      return absl::InvalidArgumentError(absl::StrCat("input '", sig.name, "' is null"));
-    if (t.dtype() != sig.dtype) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("input '", sig.name, "': dtype is ", DTypeName(t.dtype()),
-                       " but the model requires ", DTypeName(sig.dtype)));
-    }
-    if (static_cast<size_t>(t.rank()) != sig.dims.size()) {
-      return absl::InvalidArgumentError(absl::StrCat("input '", sig.name, "': rank is ", t.rank(),
-                                                     " but the model requires ", sig.dims.size()));
-    }
-    for (size_t axis = 0; axis < sig.dims.size(); ++axis) {
-      if (sig.dims[axis] >= 0 && t.dim(static_cast<int>(axis)) != sig.dims[axis]) {
-        return absl::InvalidArgumentError(absl::StrCat("input '", sig.name, "': dim ", axis, " is ",
-                                                       t.dim(static_cast<int>(axis)),
-                                                       " but the model requires ", sig.dims[axis]));
-      }
-    }
+    NIMBLE_RETURN_IF_ERROR(CheckValue(inputs[i], sig, absl::StrCat("input '", sig.name, "'")));
   }
-  // Bind symbols; a symbol bound by several input dims must agree.
+  // Bind symbols; a symbol bound by several input dims must agree. Bindings name tensor
+  // inputs only (the verifier checks), so the get is safe.
   absl::InlinedVector<int64_t, 8> values(symbols_.size(), 0);
   absl::InlinedVector<int, 8> bound_by(symbols_.size(), -1);  // binding index
   for (size_t b = 0; b < exe.symbol_bindings.size(); ++b) {
     const Executable::SymbolBinding& binding = exe.symbol_bindings[b];
     const int s = binding_symbol_[b];
-    const int64_t value = inputs[binding.input].dim(binding.axis);
+    const int64_t value = std::get<Tensor>(inputs[binding.input]).dim(binding.axis);
     if (bound_by[s] < 0) {
       bound_by[s] = static_cast<int>(b);
       values[s] = value;
@@ -307,42 +375,66 @@ absl::StatusOr<int> VirtualMachine::SelectVariant(absl::Span<const Tensor> input
 }
 
 absl::StatusOr<std::vector<Tensor>> VirtualMachine::Run(absl::Span<const Tensor> inputs) {
-  const auto start = options_.profile ? std::chrono::steady_clock::now()
-                                      : std::chrono::steady_clock::time_point();
+  std::vector<Value> args(inputs.begin(), inputs.end());
+  NIMBLE_ASSIGN_OR_RETURN(std::vector<Value> results, RunValues(args));
+  std::vector<Tensor> outputs;
+  outputs.reserve(results.size());
+  for (size_t i = 0; i < results.size(); ++i) {
+    Tensor* t = std::get_if<Tensor>(&results[i]);
+    if (t == nullptr) {
+      const std::string name = i < exe_->outputs.size() ? exe_->outputs[i].name : "";
+      return absl::InvalidArgumentError(
+          absl::StrCat("output ", i, " '", name, "' is ", KindOf(results[i]),
+                       ", not a tensor: run this model with RunValues"));
+    }
+    outputs.push_back(std::move(*t));
+  }
+  return outputs;
+}
+
+absl::StatusOr<std::vector<Value>> VirtualMachine::RunValues(absl::Span<const Value> inputs) {
+  const auto start =
+      options_.profile ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
+  std::vector<Value> args(inputs.begin(), inputs.end());
   if (options_.profile) {
-    auto outputs = RunUnprofiled(inputs);
+    auto outputs = RunUnprofiled(std::move(args));
     profile_.total_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(
                              std::chrono::steady_clock::now() - start)
                              .count();
     ++profile_.runs;
     return outputs;
   }
-  return RunUnprofiled(inputs);
+  return RunUnprofiled(std::move(args));
 }
 
-absl::StatusOr<std::vector<Tensor>> VirtualMachine::RunUnprofiled(absl::Span<const Tensor> inputs) {
-  NIMBLE_ASSIGN_OR_RETURN(int variant, SelectVariant(inputs));
-  std::vector<Value> args(inputs.begin(), inputs.end());
+absl::StatusOr<std::vector<Value>> VirtualMachine::RunUnprofiled(std::vector<Value> args) {
+  NIMBLE_ASSIGN_OR_RETURN(int variant, SelectVariantOf(args));
   NIMBLE_ASSIGN_OR_RETURN(Value result, Execute(exe_->variants[variant].function, std::move(args)));
-  std::vector<Tensor> outputs;
-  if (Tensor* t = std::get_if<Tensor>(&result)) {
-    outputs.push_back(std::move(*t));
-  } else if (const ADTRef* adt = std::get_if<ADTRef>(&result); adt != nullptr && *adt) {
-    for (size_t i = 0; i < (*adt)->fields.size(); ++i) {
-      const Tensor* field = std::get_if<Tensor>(&(*adt)->fields[i]);
-      if (field == nullptr) {
-        return absl::InternalError(absl::StrCat("output ", i, " of the model is ",
-                                                KindOf((*adt)->fields[i]), ", not a tensor"));
-      }
-      outputs.push_back(*field);
-    }
+  std::vector<Value> outputs;
+  // The entry function returns a tuple ADT of the outputs (or one value by itself).
+  const ADTRef* tuple = std::get_if<ADTRef>(&result);
+  if (tuple != nullptr && *tuple && (*tuple)->tag == kTupleTag) {
+    outputs = (*tuple)->fields;
   } else {
-    return absl::InternalError(
-        absl::StrCat("the model returned ", KindOf(result), ", not tensors"));
+    outputs.push_back(std::move(result));
   }
   if (!exe_->outputs.empty() && outputs.size() != exe_->outputs.size()) {
     return absl::InternalError(absl::StrCat("the model returned ", outputs.size(),
                                             " outputs but declares ", exe_->outputs.size()));
+  }
+  for (size_t i = 0; i < outputs.size() && i < exe_->outputs.size(); ++i) {
+    const TensorSignature& sig = exe_->outputs[i];
+    const std::string what = absl::StrCat("output '", sig.name, "'");
+    absl::Status status;
+    if (sig.kind == ValueKind::kTensor) {
+      const Tensor* t = std::get_if<Tensor>(&outputs[i]);
+      status = t == nullptr
+                   ? absl::InvalidArgumentError(absl::StrCat(what, " is ", KindOf(outputs[i])))
+                   : CheckTensor(*t, sig, false, what);
+    } else {
+      status = CheckValue(outputs[i], sig, what);
+    }
+    if (!status.ok()) return absl::InternalError(status.message());
   }
   return outputs;
 }
@@ -509,8 +601,34 @@ absl::Status VirtualMachine::ExecInvokePacked(const Instruction& in) {
       kernel_inputs_.emplace_back();
       continue;
     }
+    if ((in.c & kInvokePackedSequenceInputs) && std::holds_alternative<ADTRef>(regs_[list[i]])) {
+      for (const Value& field : std::get<ADTRef>(regs_[list[i]])->fields) {
+        const Tensor* t = std::get_if<Tensor>(&field);
+        if (ABSL_PREDICT_FALSE(t == nullptr)) {
+          kernel_inputs_.clear();
+          return absl::InternalError(absl::StrCat("sequence in r", list[i], " holds ",
+                                                  KindOf(field), ", expected tensors"));
+        }
+        kernel_inputs_.push_back(*t);
+      }
+      continue;
+    }
     NIMBLE_VM_GET(Tensor, t, list[i], "a tensor");
     kernel_inputs_.push_back(*t);
+  }
+  if (in.c & kInvokePackedSequenceOutput) {
+    absl::StatusOr<std::vector<Tensor>> results = kernel.RunVariadic(ctx, kernel_inputs_);
+    kernel_inputs_.clear();
+    if (!results.ok()) {
+      return Annotate(results.status(), absl::StrCat("kernel '", exe_->kernels[in.a].name, "'"));
+    }
+    auto seq = std::make_shared<ADT>();
+    seq->tag = kSequenceTag;
+    seq->fields.reserve(results->size());
+    for (Tensor& t : *results) seq->fields.push_back(std::move(t));
+    regs_[list[num_inputs]] = ADTRef(std::move(seq));
+    ++pc_;
+    return absl::OkStatus();
   }
   kernel_outputs_.clear();
   kernel_outputs_.resize(num_outputs);
@@ -818,6 +936,139 @@ absl::Status VirtualMachine::ExecMakeShapeTensor(const Instruction& in) {
     data[i] = *dim;
   }
   regs_[in.dst] = std::move(shape);
+  ++pc_;
+  return absl::OkStatus();
+}
+
+// ---- Sequences and optionals ----------------------------------------------------------------
+
+namespace {
+
+// `position` of an ADT with `size` fields, negative counting from the end; `size` itself is
+// allowed when inserting (append).
+absl::StatusOr<size_t> AdtPosition(int64_t position, size_t size, bool inserting,
+                                   const std::string& where) {
+  const int64_t n = static_cast<int64_t>(size);
+  const int64_t p = position < 0 ? position + n : position;
+  if (p < 0 || p > n || (p == n && !inserting)) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": position ", position,
+                                                   " is out of range for a sequence of ", n,
+                                                   n == 1 ? " tensor" : " tensors"));
+  }
+  return static_cast<size_t>(p);
+}
+
+}  // namespace
+
+absl::Status VirtualMachine::ExecAdtSize(const Instruction& in) {
+  NIMBLE_VM_GET(ADTRef, adt, in.a, "an ADT");
+  regs_[in.dst] = static_cast<int64_t>((*adt)->fields.size());
+  ++pc_;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecGetFieldReg(const Instruction& in) {
+  NIMBLE_VM_GET(ADTRef, adt, in.a, "an ADT");
+  NIMBLE_VM_GET(int64_t, position, in.b, "a scalar position");
+  NIMBLE_ASSIGN_OR_RETURN(
+      size_t p, AdtPosition(*position, (*adt)->fields.size(), false, exe_->strings[in.c]));
+  Value field = (*adt)->fields[p];  // copy first: dst may be a
+  regs_[in.dst] = std::move(field);
+  ++pc_;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecAdtInsert(const Instruction& in) {
+  NIMBLE_VM_GET(ADTRef, adt, in.a, "an ADT");
+  size_t p = (*adt)->fields.size();
+  if (in.list_size == 1) {
+    NIMBLE_VM_GET(int64_t, position, pool_[in.list_begin], "a scalar position");
+    NIMBLE_ASSIGN_OR_RETURN(p, AdtPosition(*position, p, true, exe_->strings[in.c]));
+  }
+  auto out = std::make_shared<ADT>();
+  out->tag = (*adt)->tag;
+  out->fields.reserve((*adt)->fields.size() + 1);
+  out->fields.assign((*adt)->fields.begin(), (*adt)->fields.begin() + p);
+  out->fields.push_back(regs_[in.b]);
+  out->fields.insert(out->fields.end(), (*adt)->fields.begin() + p, (*adt)->fields.end());
+  regs_[in.dst] = ADTRef(std::move(out));
+  ++pc_;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecAdtErase(const Instruction& in) {
+  NIMBLE_VM_GET(ADTRef, adt, in.a, "an ADT");
+  const size_t size = (*adt)->fields.size();
+  int64_t position = -1;
+  if (in.list_size == 1) {
+    NIMBLE_VM_GET(int64_t, given, pool_[in.list_begin], "a scalar position");
+    position = *given;
+  }
+  NIMBLE_ASSIGN_OR_RETURN(size_t p, AdtPosition(position, size, false, exe_->strings[in.c]));
+  auto out = std::make_shared<ADT>();
+  out->tag = (*adt)->tag;
+  out->fields.reserve(size - 1);
+  for (size_t i = 0; i < size; ++i) {
+    if (i != p) out->fields.push_back((*adt)->fields[i]);
+  }
+  regs_[in.dst] = ADTRef(std::move(out));
+  ++pc_;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecOptionalHas(const Instruction& in) {
+  const Value& v = regs_[in.a];
+  int64_t has = 1;
+  if (std::holds_alternative<std::monostate>(v)) {
+    has = 0;
+  } else if (const ADTRef* adt = std::get_if<ADTRef>(&v);
+             adt && *adt && (*adt)->tag == kOptionalTag) {
+    has = (*adt)->fields.empty() ? 0 : 1;
+  }
+  regs_[in.dst] = has;
+  ++pc_;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecOptionalGet(const Instruction& in) {
+  Value v = regs_[in.a];
+  if (const ADTRef* adt = std::get_if<ADTRef>(&v); adt && *adt && (*adt)->tag == kOptionalTag) {
+    if ((*adt)->fields.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(exe_->strings[in.c], ": the optional is empty"));
+    }
+    Value inner = (*adt)->fields[0];
+    v = std::move(inner);
+  } else if (std::holds_alternative<std::monostate>(v)) {
+    return absl::InvalidArgumentError(absl::StrCat(exe_->strings[in.c], ": the optional is empty"));
+  }
+  regs_[in.dst] = std::move(v);
+  ++pc_;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecMakeScalarTensor(const Instruction& in) {
+  NIMBLE_VM_GET(int64_t, value, in.a, "a scalar");
+  const DType dtype = static_cast<DType>(in.c);
+  NIMBLE_ASSIGN_OR_RETURN(Tensor t, Tensor::Empty(dtype, {}, host_allocator_));
+  switch (dtype) {
+    case DType::kBool:
+      *t.data<bool>() = *value != 0;
+      break;
+    case DType::kI64:
+      *t.data<int64_t>() = *value;
+      break;
+    case DType::kI32:
+      *t.data<int32_t>() = static_cast<int32_t>(*value);
+      break;
+    case DType::kF32:
+      *t.data<float>() = static_cast<float>(*value);
+      break;
+    default:
+      return absl::InternalError(
+          absl::StrCat("make_scalar_tensor: unsupported dtype ", DTypeName(dtype)));
+  }
+  regs_[in.dst] = std::move(t);
   ++pc_;
   return absl::OkStatus();
 }

@@ -60,7 +60,13 @@ class VirtualMachine {
   // dtype, rank, static dims, agreement of dims that share a symbol), dispatches to the first
   // variant whose symbol bounds hold, and returns the outputs (the entry function returns a
   // tensor, or an ADT whose fields are the output tensors).
+  // Every input and output must be a tensor (ValueKind::kTensor); RunValues takes the rest.
   absl::StatusOr<std::vector<Tensor>> Run(absl::Span<const Tensor> inputs);
+
+  // Run for models whose inputs or outputs include ONNX sequences and optionals: a sequence is
+  // an ADT of kSequenceTag holding tensors, an optional an ADT of kOptionalTag with no field
+  // (none) or one (vm/runtime/value.h).
+  absl::StatusOr<std::vector<Value>> RunValues(absl::Span<const Value> inputs);
 
   // Calls functions[function] with `args` (tests and tools).
   absl::StatusOr<Value> Invoke(int function, std::vector<Value> args);
@@ -80,7 +86,8 @@ class VirtualMachine {
     int32_t return_dst = -1;  // caller's register receiving the result
   };
 
-  absl::StatusOr<std::vector<Tensor>> RunUnprofiled(absl::Span<const Tensor> inputs);
+  absl::StatusOr<std::vector<Value>> RunUnprofiled(std::vector<Value> inputs);
+  absl::StatusOr<int> SelectVariantOf(absl::Span<const Value> inputs) const;
   absl::Status PushFrame(int32_t function, size_t return_pc, int32_t return_dst);
   void LoadFrame();  // caches the top frame's code/registers in the members below
   absl::StatusOr<Value> Execute(int32_t function, std::vector<Value> args);

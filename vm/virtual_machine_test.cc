@@ -235,6 +235,81 @@ TEST(VirtualMachineTest, ClosuresAndADTs) {
               StatusIs(absl::StatusCode::kInternal, HasSubstr("field 2 of an ADT with 2 fields")));
 }
 
+Value Seq(std::vector<Tensor> tensors) {
+  auto adt = std::make_shared<ADT>();
+  adt->tag = kSequenceTag;
+  for (Tensor& t : tensors) adt->fields.push_back(std::move(t));
+  return ADTRef(std::move(adt));
+}
+
+// main(seq, pos) = (insert(seq, seq[pos], at 0) minus its last element, size as a tensor,
+// whether an optional of it has a value).
+TEST(VirtualMachineTest, SequenceInstructions) {
+  FunctionBuilder b("main", 2, 12);
+  b.Emit(Opcode::kGetFieldReg, 2, 0, 1, 0);        // r2 = seq[pos]
+  b.LoadConsti(3, 0);                              // r3 = 0
+  b.Emit(Opcode::kAdtInsert, 4, 0, 2, 0, 0, {3});  // r4 = insert r2 at 0
+  b.Emit(Opcode::kAdtErase, 5, 4, -1, 0, 0, {});   // r5 = r4 without the last
+  b.Emit(Opcode::kAdtSize, 6, 5);                  // r6 = size
+  b.Emit(Opcode::kMakeScalarTensor, 7, 6, -1, static_cast<int>(DType::kI64));
+  b.Emit(Opcode::kAllocADT, 8, kOptionalTag, -1, -1, 0, {5});
+  b.Emit(Opcode::kOptionalHas, 9, 8);
+  b.Emit(Opcode::kMakeScalarTensor, 10, 9, -1, static_cast<int>(DType::kBool));
+  b.Emit(Opcode::kAllocADT, 11, kTupleTag, -1, -1, 0, {5, 7, 10});
+  b.Ret(11);
+  Executable exe;
+  exe.functions = {std::move(b).Build()};
+  exe.strings = {"node 'at'"};
+  TensorSignature seq_sig = Sig("seq", DType::kF32, {});
+  seq_sig.kind = ValueKind::kSequence;
+  exe.inputs = {seq_sig, kScalarSig};
+  exe.inputs[1].dtype = DType::kI64;
+  TensorSignature out_seq = seq_sig;
+  out_seq.name = "out";
+  exe.outputs = {out_seq, Sig("n", DType::kI64, {}), Sig("has", DType::kBool, {})};
+  exe.variants = {GenericVariant()};
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto loaded, Executable::Finalize(std::move(exe), TestRegistry()));
+  VirtualMachine vm(loaded);
+
+  auto scalar = [](int64_t v) {
+    Tensor t = *Tensor::Empty(DType::kI64, {});
+    *t.data<int64_t>() = v;
+    return t;
+  };
+  // A pos register must be a scalar: go through Invoke with an int64 for the position.
+  const Value seq = Seq({F32({1}), F32({2, 3}), F32({4, 5, 6})});
+  NIMBLE_ASSERT_OK_AND_ASSIGN(Value result, vm.Invoke(0, {seq, int64_t{-1}}));
+  const ADTRef& tuple = std::get<ADTRef>(result);
+  ASSERT_EQ(tuple->fields.size(), 3u);
+  const ADTRef& out = std::get<ADTRef>(tuple->fields[0]);
+  EXPECT_EQ(out->tag, kSequenceTag);
+  ASSERT_EQ(out->fields.size(), 3u);
+  EXPECT_THAT(ToVector(std::get<Tensor>(out->fields[0])), ElementsAre(4, 5, 6));
+  EXPECT_THAT(ToVector(std::get<Tensor>(out->fields[1])), ElementsAre(1));
+  EXPECT_THAT(ToVector(std::get<Tensor>(out->fields[2])), ElementsAre(2, 3));
+  EXPECT_EQ(*std::get<Tensor>(tuple->fields[1]).data<int64_t>(), 3);
+  EXPECT_TRUE(*std::get<Tensor>(tuple->fields[2]).data<bool>());
+
+  // Out of range positions are the caller's error, named by the instruction's string.
+  EXPECT_THAT(vm.Invoke(0, {seq, int64_t{3}}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("node 'at': position 3 is out of range for a sequence of 3")));
+  EXPECT_THAT(vm.Invoke(0, {Seq({}), int64_t{0}}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("sequence of 0 tensors")));
+
+  // RunValues checks kinds and element dtypes.
+  EXPECT_THAT(vm.RunValues({F32({1}), Value(scalar(0))}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("input 'seq' must be a sequence of tensors")));
+  Tensor i64 = scalar(5);
+  EXPECT_THAT(vm.RunValues({Seq({F32({1}), i64}), Value(scalar(0))}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("input 'seq' element 1: dtype is i64")));
+  // Run() refuses models with sequence inputs through the kind check as well.
+  EXPECT_THAT(vm.Run({F32({1}), scalar(0)}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("must be a sequence")));
+}
+
 TEST(VirtualMachineTest, TupleOutputs) {
   FunctionBuilder b("main", 2, 3);
   b.Emit(Opcode::kAllocADT, 2, 0, -1, -1, 0, {1, 0});

@@ -12,6 +12,7 @@
 #include "compiler/codegen/memory_planner.h"
 #include "compiler/shape/shape_check.h"
 #include "vm/isa/instruction.h"
+#include "vm/runtime/value.h"
 
 namespace nimble::compiler {
 namespace {
@@ -21,12 +22,55 @@ using vm::Opcode;
 using vm::ScalarOp;
 
 enum class NodeKind {
-  kShape,    // output is a known symbolic shape value: nothing to run
-  kView,     // reshape-like: a ReshapeTensor view of the input
-  kCompute,  // a kernel call into planned or pre-allocated outputs
-  kRuntime,  // a kernel call in shape-function mode (data-dependent output shapes)
-  kControl,  // If / Loop: subgraphs emitted inline with jumps
+  kShape,     // output is a known symbolic shape value: nothing to run
+  kView,      // reshape-like: a ReshapeTensor view of the input
+  kCompute,   // a kernel call into planned or pre-allocated outputs
+  kRuntime,   // a kernel call in shape-function mode (data-dependent output shapes)
+  kControl,   // If / Loop: subgraphs emitted inline with jumps
+  kSequence,  // ONNX sequence / optional ops: ADT instructions (and variadic kernels)
 };
+
+// Ops on ONNX sequences and optionals, lowered to ADT instructions rather than plain kernels.
+bool IsSequenceOp(const Node& node) {
+  static const absl::flat_hash_set<std::string> kOps = {
+      "SequenceConstruct", "SequenceEmpty",  "SequenceAt",         "SequenceInsert",
+      "SequenceErase",     "SequenceLength", "SplitToSequence",    "ConcatFromSequence",
+      "SequenceMap",       "Optional",       "OptionalHasElement", "OptionalGetElement"};
+  if (!node.domain().empty() && node.domain() != "ai.onnx") return false;
+  if (kOps.contains(node.op_type())) return true;
+  return node.op_type() == "Identity" && node.input(0) != nullptr &&
+         !node.input(0)->type().is_tensor();
+}
+
+// Ops that put tensors into sequences or optionals: those tensors outlive their last use as
+// graph values, so they must not live in the arena.
+bool StoresTensors(const Node& node) {
+  const std::string& op = node.op_type();
+  return op == "SequenceConstruct" || op == "SequenceInsert" || op == "Optional" ||
+         op == "SequenceMap";
+}
+
+bool GraphStoresTensors(const Graph& g) {
+  for (const auto& node : g.nodes()) {
+    if (StoresTensors(*node)) return true;
+    for (const auto& [name, sub] : node->subgraphs()) {
+      if (GraphStoresTensors(*sub)) return true;
+    }
+  }
+  return false;
+}
+
+vm::ValueKind KindOfType(const Type& t) {
+  switch (t.kind) {
+    case Type::Kind::kTensor:
+      return vm::ValueKind::kTensor;
+    case Type::Kind::kSequence:
+      return vm::ValueKind::kSequence;
+    case Type::Kind::kOptional:
+      return t.optional_of_sequence ? vm::ValueKind::kOptionalSequence : vm::ValueKind::kOptional;
+  }
+  return vm::ValueKind::kTensor;
+}
 
 // The node's attributes as its kernel gets them: without compiler-internal annotations ("_..."),
 // plus what the compiler knows about the operands: a weight that is a constant of the
@@ -60,7 +104,8 @@ uint64_t TensorHash(const vm::Tensor& t) {
   for (int64_t d : t.shape()) h = (h ^ static_cast<uint64_t>(d)) * 1099511628211ull;
   if (t.dtype() == vm::DType::kString) {
     for (int64_t i = 0; i < t.num_elements(); ++i) {
-      for (char c : t.data<std::string>()[i]) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+      for (char c : t.data<std::string>()[i])
+        h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
     }
     return h;
   }
@@ -149,6 +194,10 @@ class FunctionEmitter {
   absl::Status EmitIf(const Node& node);
   absl::Status EmitLoop(const Node& node);
   absl::Status EmitScan(const Node& node);
+  absl::Status EmitSequenceOp(const Node& node);
+  absl::Status EmitSequenceMap(const Node& node);
+  // A scalar register holding element 0 of the integer tensor `v` (a position or count).
+  absl::StatusOr<int> ScalarOf(const Value* v);
   // Rebinds the symbols of `v`'s dims from the tensor in `reg` (values whose shape may change
   // from one loop iteration to the next).
   void RebindSymbols(const Value* v, int reg);
@@ -183,7 +232,7 @@ class FunctionEmitter {
   vm::Function fn_;
   std::vector<uint64_t> constant_hashes_;
 
-  absl::flat_hash_set<int32_t> bound_;                // symbols with a register (during emission)
+  absl::flat_hash_set<int32_t> bound_;  // symbols with a register (during emission)
   absl::flat_hash_map<int32_t, int> symbol_reg_;
   std::map<DimExpr, int> dim_reg_;
   absl::flat_hash_map<const Value*, int> reg_of_;
@@ -240,12 +289,23 @@ absl::StatusOr<int> FunctionEmitter::EmitAtom(int32_t atom) {
   NIMBLE_ASSIGN_OR_RETURN(int rhs, EmitDim(info.rhs));
   ScalarOp op = ScalarOp::kAdd;
   switch (info.kind) {
-    case DimContext::AtomKind::kFloorDiv: op = ScalarOp::kFloorDiv; break;
-    case DimContext::AtomKind::kCeilDiv: op = ScalarOp::kCeilDiv; break;
-    case DimContext::AtomKind::kMod: op = ScalarOp::kMod; break;
-    case DimContext::AtomKind::kMin: op = ScalarOp::kMin; break;
-    case DimContext::AtomKind::kMax: op = ScalarOp::kMax; break;
-    case DimContext::AtomKind::kSymbol: break;
+    case DimContext::AtomKind::kFloorDiv:
+      op = ScalarOp::kFloorDiv;
+      break;
+    case DimContext::AtomKind::kCeilDiv:
+      op = ScalarOp::kCeilDiv;
+      break;
+    case DimContext::AtomKind::kMod:
+      op = ScalarOp::kMod;
+      break;
+    case DimContext::AtomKind::kMin:
+      op = ScalarOp::kMin;
+      break;
+    case DimContext::AtomKind::kMax:
+      op = ScalarOp::kMax;
+      break;
+    case DimContext::AtomKind::kSymbol:
+      break;
   }
   const int dst = NewReg();
   Emit(Opcode::kScalarBinary, dst, lhs, rhs, static_cast<int>(op));
@@ -324,7 +384,8 @@ void FunctionEmitter::BindSymbolsFrom(const TensorType& t, int tensor_reg) {
     const Dim& d = (*t.dims)[axis];
     if (!d) continue;
     auto atom = d->AsAtom();
-    if (!atom || dims_.atom(*atom).kind != DimContext::AtomKind::kSymbol || bound_.contains(*atom)) {
+    if (!atom || dims_.atom(*atom).kind != DimContext::AtomKind::kSymbol ||
+        bound_.contains(*atom)) {
       continue;
     }
     const int r = NewReg();
@@ -373,20 +434,20 @@ absl::StatusOr<int> FunctionEmitter::Materialize(const Value* v) {
     reg_of_[v] = r;
     return r;
   }
-  return absl::InternalError(absl::StrCat("value %", v->id(), " '", v->name(),
-                                          "' is used before it is computed"));
+  return absl::InternalError(
+      absl::StrCat("value %", v->id(), " '", v->name(), "' is used before it is computed"));
 }
 
 absl::StatusOr<int> FunctionEmitter::KernelIndex(const Node& node) {
   vm::KernelEntry entry;
-  entry.name = node.domain().empty() ? node.op_type() : absl::StrCat(node.domain(), ".", node.op_type());
+  entry.name =
+      node.domain().empty() ? node.op_type() : absl::StrCat(node.domain(), ".", node.op_type());
   entry.device = vm::kCpu;
   entry.attrs = KernelAttributes(node);
   if (!vm::KernelRegistry::Global().Has(entry.name, vm::DeviceType::kCPU)) {
-    return absl::UnimplementedError(absl::StrCat("unsupported operator '", node.op_type(),
-                                                 "' (domain '", node.domain(), "', opset ",
-                                                 node.opset(), ") at ", node.Describe(),
-                                                 ": no CPU kernel"));
+    return absl::UnimplementedError(
+        absl::StrCat("unsupported operator '", node.op_type(), "' (domain '", node.domain(),
+                     "', opset ", node.opset(), ") at ", node.Describe(), ": no CPU kernel"));
   }
   exe_.kernels.push_back(std::move(entry));
   return static_cast<int>(exe_.kernels.size()) - 1;
@@ -406,6 +467,7 @@ bool FunctionEmitter::KernelAllocates(const Node& node) const {
 }
 
 NodeKind FunctionEmitter::Classify(const Node& node) const {
+  if (IsSequenceOp(node)) return NodeKind::kSequence;
   if (!node.subgraphs().empty()) return NodeKind::kControl;
   bool all_shape = node.num_outputs() > 0;
   for (const Value* out : node.outputs()) all_shape = all_shape && IsShapeValue(out);
@@ -425,7 +487,9 @@ NodeKind FunctionEmitter::Classify(const Node& node) const {
 // Symbols a node's execution binds (runtime shapes, control-flow results): what Classify of
 // later nodes may rely on.
 void FunctionEmitter::NoteClassified(const Node& node, NodeKind kind) {
-  if (kind != NodeKind::kRuntime && kind != NodeKind::kControl) return;
+  if (kind != NodeKind::kRuntime && kind != NodeKind::kControl && kind != NodeKind::kSequence) {
+    return;
+  }
   for (const Value* out : node.outputs()) {
     const TensorType& t = out->tensor_type();
     if (!out->type().is_tensor() || !t.dims) continue;
@@ -463,12 +527,6 @@ absl::Status FunctionEmitter::Analyse() {
 
   for (size_t i = 0; i < nodes.size(); ++i) {
     const Node& node = *nodes[i];
-    for (const Value* out : node.outputs()) {
-      if (!out->type().is_tensor()) {
-        return absl::UnimplementedError(absl::StrCat(
-            "sequence and optional values are not lowered yet: ", node.Describe()));
-      }
-    }
     const NodeKind kind = Classify(node);
     kind_[i] = kind;
     NoteClassified(node, kind);
@@ -476,12 +534,28 @@ absl::Status FunctionEmitter::Analyse() {
     for (const Value* in : node.inputs()) {
       if (in != nullptr) use(in, static_cast<int>(i));
     }
-    if (kind == NodeKind::kControl) {
-      std::vector<const Value*> captures;
-      for (const auto& [name, sub] : node.subgraphs()) CollectCaptures(*sub, captures);
-      for (const Value* c : captures) use(c, static_cast<int>(i));
+    std::vector<const Value*> captures;
+    for (const auto& [name, sub] : node.subgraphs()) CollectCaptures(*sub, captures);
+    for (const Value* c : captures) use(c, static_cast<int>(i));
+    // Tensors stored into sequences (here or inside subgraphs) live as long as the sequence.
+    bool stores =
+        StoresTensors(node) ||
+        (node.op_type() == "Loop" && !node.subgraphs().empty() && node.subgraphs().count("body") &&
+         static_cast<int>(node.subgraphs().at("body")->outputs().size()) > node.num_inputs() - 1);
+    for (const auto& [name, sub] : node.subgraphs()) stores = stores || GraphStoresTensors(*sub);
+    if (stores) {
+      for (const Value* in : node.inputs()) {
+        if (in != nullptr && in->type().is_tensor()) escapes_.insert(root_of(in));
+      }
+      for (const Value* c : captures) {
+        if (c->type().is_tensor()) escapes_.insert(root_of(c));
+      }
     }
-    if (kind == NodeKind::kView) {
+    const bool passthrough =
+        kind == NodeKind::kSequence &&
+        (node.op_type() == "Identity" || node.op_type() == "OptionalGetElement") &&
+        node.input(0) != nullptr && node.input(0)->type().is_tensor();
+    if (kind == NodeKind::kView || passthrough) {
       root_[node.output(0)] = root_of(node.input(0));
       continue;
     }
@@ -539,8 +613,9 @@ absl::Status FunctionEmitter::EmitChecks(const Node& node) {
       }
     }
     Emit(Opcode::kAssert, -1, ok,
-         AddString(absl::StrCat(node.Describe(), ": ", check.message, " (", dims_.ToString(check.lhs),
-                                " = {}, ", dims_.ToString(check.rhs), " = {})")),
+         AddString(absl::StrCat(node.Describe(), ": ", check.message, " (",
+                                dims_.ToString(check.lhs), " = {}, ", dims_.ToString(check.rhs),
+                                " = {})")),
          -1, 0, {lhs, rhs});
   }
   return absl::OkStatus();
@@ -561,7 +636,8 @@ absl::Status FunctionEmitter::EmitNode(int index, const Node& node, NodeKind kin
       return absl::OkStatus();
     case NodeKind::kView: {
       NIMBLE_ASSIGN_OR_RETURN(int in, Materialize(node.input(0)));
-      NIMBLE_ASSIGN_OR_RETURN(std::vector<int64_t> dim_regs, EmitDims(node.output(0)->tensor_type()));
+      NIMBLE_ASSIGN_OR_RETURN(std::vector<int64_t> dim_regs,
+                              EmitDims(node.output(0)->tensor_type()));
       const int dst = NewReg();
       Emit(Opcode::kReshapeTensor, dst, in, -1, -1, 0, dim_regs);
       reg_of_[node.output(0)] = dst;
@@ -572,8 +648,10 @@ absl::Status FunctionEmitter::EmitNode(int index, const Node& node, NodeKind kin
       if (node.op_type() == "If") return EmitIf(node);
       if (node.op_type() == "Loop") return EmitLoop(node);
       if (node.op_type() == "Scan") return EmitScan(node);
-      return absl::UnimplementedError(absl::StrCat("control flow op ", node.op_type(),
-                                                   " is not lowered yet"));
+      return absl::UnimplementedError(
+          absl::StrCat("control flow op ", node.op_type(), " is not lowered yet"));
+    case NodeKind::kSequence:
+      return EmitSequenceOp(node);
     case NodeKind::kCompute:
     case NodeKind::kRuntime:
       break;
@@ -628,12 +706,6 @@ absl::Status FunctionEmitter::EmitNode(int index, const Node& node, NodeKind kin
 // are made and freed by reference counting), classification as emission goes.
 absl::Status FunctionEmitter::EmitSubgraph(const Graph& g) {
   for (const auto& node : g.nodes()) {
-    for (const Value* out : node->outputs()) {
-      if (!out->type().is_tensor()) {
-        return absl::UnimplementedError(absl::StrCat(
-            "sequence and optional values are not lowered yet: ", node->Describe()));
-      }
-    }
     const NodeKind kind = Classify(*node);
     absl::Status status = EmitNode(-1, *node, kind);
     if (!status.ok()) return Annotate(status, node->Describe());
@@ -642,8 +714,10 @@ absl::Status FunctionEmitter::EmitSubgraph(const Graph& g) {
 }
 
 absl::Status FunctionEmitter::EmitIf(const Node& node) {
-  const Graph* then_g = node.subgraphs().count("then_branch") ? node.subgraphs().at("then_branch").get() : nullptr;
-  const Graph* else_g = node.subgraphs().count("else_branch") ? node.subgraphs().at("else_branch").get() : nullptr;
+  const Graph* then_g =
+      node.subgraphs().count("then_branch") ? node.subgraphs().at("then_branch").get() : nullptr;
+  const Graph* else_g =
+      node.subgraphs().count("else_branch") ? node.subgraphs().at("else_branch").get() : nullptr;
   if (then_g == nullptr || else_g == nullptr) {
     return absl::InvalidArgumentError("If needs then_branch and else_branch");
   }
@@ -685,7 +759,9 @@ absl::Status FunctionEmitter::EmitIf(const Node& node) {
     Emit(Opcode::kGoto, -1, 1);
   }
   for (int at : gotos) PatchGoto(at);
-  for (const Value* out : node.outputs()) BindSymbolsFrom(out->tensor_type(), reg_of_[out]);
+  for (const Value* out : node.outputs()) {
+    if (out->type().is_tensor()) BindSymbolsFrom(out->tensor_type(), reg_of_[out]);
+  }
   return absl::OkStatus();
 }
 
@@ -722,11 +798,12 @@ absl::Status FunctionEmitter::EmitScan(const Node& node) {
       static_cast<int>(body->outputs().size()) != node.num_outputs()) {
     return absl::InvalidArgumentError("Scan body inputs/outputs do not match the node");
   }
-  for (const char* attr : {"scan_input_axes", "scan_input_directions", "scan_output_axes",
-                           "scan_output_directions"}) {
+  for (const char* attr :
+       {"scan_input_axes", "scan_input_directions", "scan_output_axes", "scan_output_directions"}) {
     for (int64_t v : node.attrs().GetOr<std::vector<int64_t>>(attr, {})) {
       if (v != 0) {
-        return absl::UnimplementedError(absl::StrCat("Scan with non-default ", attr, " is not lowered yet"));
+        return absl::UnimplementedError(
+            absl::StrCat("Scan with non-default ", attr, " is not lowered yet"));
       }
     }
   }
@@ -742,7 +819,8 @@ absl::Status FunctionEmitter::EmitScan(const Node& node) {
     Emit(Opcode::kTensorDim, other, scan_inputs[j], 0);
     Emit(Opcode::kScalarBinary, same, other, length, static_cast<int>(ScalarOp::kEq));
     Emit(Opcode::kAssert, -1, same,
-         AddString(absl::StrCat(node.Describe(), ": scan input ", j, " has {} steps, input 0 has {}")),
+         AddString(
+             absl::StrCat(node.Describe(), ": scan input ", j, " has {} steps, input 0 has {}")),
          -1, 0, {other, length});
   }
   std::vector<int> states;
@@ -827,8 +905,13 @@ absl::Status FunctionEmitter::EmitLoop(const Node& node) {
     return absl::InvalidArgumentError("Loop body inputs/outputs do not match the node");
   }
   const int num_scan = static_cast<int>(body->outputs().size()) - num_carried - 1;
-  if (num_scan > 0 && node.input(0) == nullptr) {
-    return absl::UnimplementedError("Loop scan outputs without a trip count are not lowered yet");
+  // Scan outputs go straight into a [trip, ...] buffer when the trip count and the per-step
+  // shape are known before the loop; otherwise each step is appended to a sequence and the
+  // sequence stacked after it (ConcatFromSequence with a new axis).
+  bool scan_via_sequence = num_scan > 0 && node.input(0) == nullptr;
+  for (int k = 0; k < num_scan; ++k) {
+    const Value* step = body->outputs()[1 + num_carried + k];
+    if (!step->type().is_tensor() || !TypeBound(step->tensor_type())) scan_via_sequence = true;
   }
   // Trip count (absent: unbounded) and condition (absent: true).
   int trip = -1;
@@ -858,12 +941,21 @@ absl::Status FunctionEmitter::EmitLoop(const Node& node) {
     vm::DType dtype = vm::DType::kInvalid;
   };
   std::vector<ScanOutput> scans;
-  for (int k = 0; k < num_scan; ++k) {
-    const Value* step = body->outputs()[1 + num_carried + k];
-    if (!step->type().is_tensor() || !TypeBound(step->tensor_type())) {
-      return absl::UnimplementedError(
-          "Loop scan outputs whose per-step shape is only known inside the body are not lowered yet");
+  std::vector<int> step_seqs;
+  int stack_kernel = -1;
+  if (scan_via_sequence) {
+    for (int k = 0; k < num_scan; ++k) {
+      step_seqs.push_back(NewReg());
+      Emit(Opcode::kAllocADT, step_seqs.back(), vm::kSequenceTag, -1, -1, 0, {});
     }
+    vm::Attributes stack_attrs;
+    stack_attrs.Set("axis", int64_t{0});
+    stack_attrs.Set("new_axis", int64_t{1});
+    exe_.kernels.push_back(vm::KernelEntry{"ConcatFromSequence", vm::kCpu, stack_attrs});
+    stack_kernel = static_cast<int>(exe_.kernels.size()) - 1;
+  }
+  for (int k = 0; k < num_scan && !scan_via_sequence; ++k) {
+    const Value* step = body->outputs()[1 + num_carried + k];
     ScanOutput scan;
     scan.dtype = step->tensor_type().dtype;
     NIMBLE_ASSIGN_OR_RETURN(scan.step_dims, EmitDims(step->tensor_type()));
@@ -883,7 +975,7 @@ absl::Status FunctionEmitter::EmitLoop(const Node& node) {
     scans.push_back(std::move(scan));
   }
   int identity = -1;
-  if (num_scan > 0) {
+  if (num_scan > 0 && !scan_via_sequence) {
     exe_.kernels.push_back(vm::KernelEntry{"Identity", vm::kCpu, {}});
     identity = static_cast<int>(exe_.kernels.size()) - 1;
   }
@@ -922,7 +1014,11 @@ absl::Status FunctionEmitter::EmitLoop(const Node& node) {
     RebindSymbols(body->inputs()[2 + k], carried[k]);
   }
   NIMBLE_RETURN_IF_ERROR(EmitSubgraph(*body));
-  for (int k = 0; k < num_scan; ++k) {
+  for (int k = 0; k < num_scan && scan_via_sequence; ++k) {
+    NIMBLE_ASSIGN_OR_RETURN(int step, Materialize(body->outputs()[1 + num_carried + k]));
+    Emit(Opcode::kAdtInsert, step_seqs[k], step_seqs[k], step, AddString(node.Describe()), 0, {});
+  }
+  for (int k = 0; k < num_scan && !scan_via_sequence; ++k) {
     NIMBLE_ASSIGN_OR_RETURN(int step, Materialize(body->outputs()[1 + num_carried + k]));
     const int slot = NewReg();
     Emit(Opcode::kTensorSelect, slot, scans[k].full, counter);
@@ -946,9 +1042,20 @@ absl::Status FunctionEmitter::EmitLoop(const Node& node) {
   for (int at : exits) PatchJumpC(at);
   for (int k = 0; k < num_carried; ++k) {
     reg_of_[node.output(k)] = carried[k];
-    BindSymbolsFrom(node.output(k)->tensor_type(), carried[k]);
+    if (node.output(k)->type().is_tensor()) {
+      BindSymbolsFrom(node.output(k)->tensor_type(), carried[k]);
+    }
   }
-  for (int k = 0; k < num_scan; ++k) {
+  for (int k = 0; k < num_scan && scan_via_sequence; ++k) {
+    const Value* out = node.output(num_carried + k);
+    const int r = NewReg();
+    Emit(Opcode::kInvokePacked, -1, stack_kernel, 1,
+         vm::kInvokePackedSequenceInputs | vm::kInvokePackedShapeFunction,
+         vm::EncodeOutputDTypes({out->tensor_type().dtype}), {step_seqs[k], r});
+    reg_of_[out] = r;
+    BindSymbolsFrom(out->tensor_type(), r);
+  }
+  for (int k = 0; k < num_scan && !scan_via_sequence; ++k) {
     NIMBLE_ASSIGN_OR_RETURN(int zero, EmitDim(DimExpr::Const(0)));
     std::vector<int64_t> taken_dims = {counter};
     taken_dims.insert(taken_dims.end(), scans[k].step_dims.begin(), scans[k].step_dims.end());
@@ -959,6 +1066,198 @@ absl::Status FunctionEmitter::EmitLoop(const Node& node) {
     reg_of_[out] = r;
     BindSymbolsFrom(out->tensor_type(), r);
   }
+  return absl::OkStatus();
+}
+
+// ---- Sequences and optionals ------------------------------------------------------------------
+// A sequence is an ADT of vm::kSequenceTag whose fields are tensors; an optional an ADT of
+// vm::kOptionalTag with no field (none) or one. Tensors stored into them are never arena
+// buffers (Analyse marks them as escaping), so elements stay valid for the sequence's life.
+
+absl::StatusOr<int> FunctionEmitter::ScalarOf(const Value* v) {
+  if (IsShapeValue(v) && v->symbolic_value()->size() == 1)
+    return EmitDim((*v->symbolic_value())[0]);
+  NIMBLE_ASSIGN_OR_RETURN(int t, Materialize(v));
+  const int r = NewReg();
+  Emit(Opcode::kTensorElement, r, t, 0);
+  return r;
+}
+
+absl::Status FunctionEmitter::EmitSequenceOp(const Node& node) {
+  const std::string& op = node.op_type();
+  const Value* out = node.output(0);
+  auto input_reg = [&](int i) { return Materialize(node.input(i)); };
+  auto bind_output = [&](int r) {
+    reg_of_[out] = r;
+    if (out->type().is_tensor()) BindSymbolsFrom(out->tensor_type(), r);
+    return absl::OkStatus();
+  };
+  if (op == "Identity") {
+    NIMBLE_ASSIGN_OR_RETURN(int r, input_reg(0));
+    return bind_output(r);
+  }
+  if (op == "SequenceEmpty" || op == "SequenceConstruct") {
+    std::vector<int64_t> fields;
+    for (int i = 0; i < node.num_inputs(); ++i) {
+      NIMBLE_ASSIGN_OR_RETURN(int r, input_reg(i));
+      fields.push_back(r);
+    }
+    const int r = NewReg();
+    Emit(Opcode::kAllocADT, r, vm::kSequenceTag, -1, -1, 0, fields);
+    return bind_output(r);
+  }
+  if (op == "SequenceAt") {
+    NIMBLE_ASSIGN_OR_RETURN(int seq, input_reg(0));
+    NIMBLE_ASSIGN_OR_RETURN(int position, ScalarOf(node.input(1)));
+    const int r = NewReg();
+    Emit(Opcode::kGetFieldReg, r, seq, position, AddString(node.Describe()));
+    return bind_output(r);
+  }
+  if (op == "SequenceInsert" || op == "SequenceErase") {
+    NIMBLE_ASSIGN_OR_RETURN(int seq, input_reg(0));
+    const int position_input = op == "SequenceInsert" ? 2 : 1;
+    std::vector<int64_t> position;
+    if (node.input(position_input) != nullptr) {
+      NIMBLE_ASSIGN_OR_RETURN(int p, ScalarOf(node.input(position_input)));
+      position.push_back(p);
+    }
+    const int r = NewReg();
+    if (op == "SequenceInsert") {
+      NIMBLE_ASSIGN_OR_RETURN(int value, input_reg(1));
+      Emit(Opcode::kAdtInsert, r, seq, value, AddString(node.Describe()), 0, position);
+    } else {
+      Emit(Opcode::kAdtErase, r, seq, -1, AddString(node.Describe()), 0, position);
+    }
+    return bind_output(r);
+  }
+  if (op == "SequenceLength") {
+    NIMBLE_ASSIGN_OR_RETURN(int seq, input_reg(0));
+    const int n = NewReg(), r = NewReg();
+    Emit(Opcode::kAdtSize, n, seq);
+    Emit(Opcode::kMakeScalarTensor, r, n, -1, static_cast<int>(vm::DType::kI64));
+    return bind_output(r);
+  }
+  if (op == "Optional") {
+    std::vector<int64_t> fields;
+    if (node.input(0) != nullptr) {
+      NIMBLE_ASSIGN_OR_RETURN(int r, input_reg(0));
+      fields.push_back(r);
+    }
+    const int r = NewReg();
+    Emit(Opcode::kAllocADT, r, vm::kOptionalTag, -1, -1, 0, fields);
+    return bind_output(r);
+  }
+  if (op == "OptionalHasElement") {
+    const Value* in = node.input(0);
+    int present = -1;
+    if (in == nullptr || in->type().kind != Type::Kind::kOptional) {
+      present = NewReg();  // absent input: false; a plain tensor or sequence: true
+      Emit(Opcode::kLoadConsti, present, -1, -1, -1, in == nullptr ? 0 : 1);
+    } else {
+      NIMBLE_ASSIGN_OR_RETURN(int opt, input_reg(0));
+      present = NewReg();
+      Emit(Opcode::kOptionalHas, present, opt);
+    }
+    const int r = NewReg();
+    Emit(Opcode::kMakeScalarTensor, r, present, -1, static_cast<int>(vm::DType::kBool));
+    return bind_output(r);
+  }
+  if (op == "OptionalGetElement") {
+    NIMBLE_ASSIGN_OR_RETURN(int in, input_reg(0));
+    if (node.input(0)->type().kind != Type::Kind::kOptional) return bind_output(in);
+    const int r = NewReg();
+    Emit(Opcode::kOptionalGet, r, in, -1, AddString(node.Describe()));
+    return bind_output(r);
+  }
+  if (op == "SplitToSequence" || op == "ConcatFromSequence") {
+    std::vector<int64_t> args;
+    for (int i = 0; i < node.num_inputs(); ++i) {
+      NIMBLE_ASSIGN_OR_RETURN(int r, input_reg(i));
+      args.push_back(r);
+    }
+    NIMBLE_ASSIGN_OR_RETURN(int kernel, KernelIndex(node));
+    const int r = NewReg();
+    args.push_back(r);
+    if (op == "SplitToSequence") {
+      Emit(Opcode::kInvokePacked, -1, kernel, node.num_inputs(), vm::kInvokePackedSequenceOutput, 0,
+           args);
+    } else {
+      const vm::DType dtype = out->tensor_type().dtype;
+      Emit(Opcode::kInvokePacked, -1, kernel, node.num_inputs(),
+           vm::kInvokePackedSequenceInputs | vm::kInvokePackedShapeFunction,
+           vm::EncodeOutputDTypes({dtype}), args);
+      ++report_.num_runtime_shape_calls;
+    }
+    ++report_.num_kernel_calls;
+    return bind_output(r);
+  }
+  if (op == "SequenceMap") return EmitSequenceMap(node);
+  return absl::UnimplementedError(absl::StrCat(op, " on sequences is not lowered"));
+}
+
+// SequenceMap(seq0, extra...) with body(elem0, extra_elems...) -> (outs...):
+//   n = size(seq0); outs = [] ...; i = 0
+//   head: if !(i < n) goto exit
+//         elem_k = input_k[i] (sequences) or input_k (tensors); body
+//         outs_j = append(outs_j, body_out_j); i += 1; goto head
+absl::Status FunctionEmitter::EmitSequenceMap(const Node& node) {
+  const Graph* body = node.subgraphs().count("body") ? node.subgraphs().at("body").get() : nullptr;
+  if (body == nullptr) return absl::InvalidArgumentError("SequenceMap needs a body");
+  if (static_cast<int>(body->inputs().size()) != node.num_inputs() ||
+      static_cast<int>(body->outputs().size()) != node.num_outputs()) {
+    return absl::InvalidArgumentError("SequenceMap body inputs/outputs do not match the node");
+  }
+  std::vector<int> ins;
+  for (int k = 0; k < node.num_inputs(); ++k) {
+    NIMBLE_ASSIGN_OR_RETURN(int r, Materialize(node.input(k)));
+    ins.push_back(r);
+  }
+  const int n = NewReg();
+  Emit(Opcode::kAdtSize, n, ins[0]);
+  // Further sequence inputs must have the same length.
+  for (int k = 1; k < node.num_inputs(); ++k) {
+    if (node.input(k)->type().kind != Type::Kind::kSequence) continue;
+    const int m = NewReg(), ok = NewReg();
+    Emit(Opcode::kAdtSize, m, ins[k]);
+    Emit(Opcode::kScalarBinary, ok, n, m, static_cast<int>(ScalarOp::kEq));
+    Emit(Opcode::kAssert, -1, ok,
+         AddString(absl::StrCat(node.Describe(), ": input sequences have lengths {} and {}")), -1,
+         0, {n, m});
+  }
+  std::vector<int> outs;
+  for (int j = 0; j < node.num_outputs(); ++j) {
+    outs.push_back(NewReg());
+    Emit(Opcode::kAllocADT, outs.back(), vm::kSequenceTag, -1, -1, 0, {});
+  }
+  const int counter = NewReg();
+  Emit(Opcode::kLoadConsti, counter, -1, -1, -1, 0);
+  const int head = Here();
+  const int in_range = NewReg();
+  Emit(Opcode::kScalarBinary, in_range, counter, n, static_cast<int>(ScalarOp::kLt));
+  const int exit = Here();
+  Emit(Opcode::kIf, -1, in_range, 1, 0);
+  Scope scope = SaveScope();
+  const int where = AddString(node.Describe());
+  for (int k = 0; k < node.num_inputs(); ++k) {
+    const Value* param = body->inputs()[k];
+    int r = ins[k];
+    if (node.input(k)->type().kind == Type::Kind::kSequence) {
+      r = NewReg();
+      Emit(Opcode::kGetFieldReg, r, ins[k], counter, where);
+    }
+    reg_of_[param] = r;
+    RebindSymbols(param, r);
+  }
+  NIMBLE_RETURN_IF_ERROR(EmitSubgraph(*body));
+  for (int j = 0; j < node.num_outputs(); ++j) {
+    NIMBLE_ASSIGN_OR_RETURN(int r, Materialize(body->outputs()[j]));
+    Emit(Opcode::kAdtInsert, outs[j], outs[j], r, where, 0, {});
+  }
+  RestoreScope(std::move(scope));
+  Emit(Opcode::kScalarBinaryImm, counter, counter, -1, static_cast<int>(ScalarOp::kAdd), 1);
+  Emit(Opcode::kGoto, -1, head - Here());
+  PatchJumpC(exit);
+  for (int j = 0; j < node.num_outputs(); ++j) reg_of_[node.output(j)] = outs[j];
   return absl::OkStatus();
 }
 
@@ -973,14 +1272,26 @@ absl::StatusOr<int> FunctionEmitter::Run(CodegenReport* report) {
   for (int i = 0; i < static_cast<int>(g.inputs().size()); ++i) {
     const Value* in = g.inputs()[i];
     reg_of_[in] = i;
-    if (!in->type().is_tensor() || !in->tensor_type().has_rank()) {
-      return absl::UnimplementedError(absl::StrCat("input '", in->name(),
-                                                   "' must be a tensor of known rank"));
-    }
     const TensorType& t = in->tensor_type();
     vm::TensorSignature sig;
     sig.name = in->name();
+    sig.kind = KindOfType(in->type());
     sig.dtype = t.dtype;
+    if (!in->type().is_tensor()) {
+      // Sequences and optionals: element dims for the record; the VM checks the dtype.
+      if (t.dims) {
+        for (const Dim& d : *t.dims) {
+          sig.dims.push_back(d && d->IsConst() ? d->ConstValue() : -1);
+          sig.dim_names.push_back("");
+        }
+      }
+      if (options_.define_signature) exe_.inputs.push_back(std::move(sig));
+      continue;
+    }
+    if (!t.has_rank()) {
+      return absl::UnimplementedError(
+          absl::StrCat("input '", in->name(), "' must be a tensor of known rank"));
+    }
     for (int axis = 0; axis < t.rank(); ++axis) {
       const Dim& d = (*t.dims)[axis];
       if (d && d->IsConst()) {
@@ -1030,7 +1341,8 @@ absl::StatusOr<int> FunctionEmitter::Run(CodegenReport* report) {
 
   // Memory plan over the buffers whose sizes are known at entry.
   for (const auto& [root, last_use] : last_use_) {
-    if (escapes_.contains(root) || vm_allocated_.contains(root) || root->producer() == nullptr) {
+    if (escapes_.contains(root) || vm_allocated_.contains(root) || root->producer() == nullptr ||
+        !root->type().is_tensor()) {
       continue;
     }
     const TensorType& t = root->tensor_type();
@@ -1038,9 +1350,10 @@ absl::StatusOr<int> FunctionEmitter::Run(CodegenReport* report) {
     BufferRequest request;
     request.bytes = *t.NumElements() * DimExpr::Const(static_cast<int64_t>(vm::DTypeSize(t.dtype)));
     const auto& nodes = g.nodes();
-    request.def = static_cast<int>(std::find_if(nodes.begin(), nodes.end(), [&](const auto& n) {
-                                     return n.get() == root->producer();
-                                   }) - nodes.begin());
+    request.def =
+        static_cast<int>(std::find_if(nodes.begin(), nodes.end(),
+                                      [&](const auto& n) { return n.get() == root->producer(); }) -
+                         nodes.begin());
     request.last_use = std::max(last_use, request.def);
     planned_[root] = static_cast<int>(requests_.size());
     requests_.push_back(request);
@@ -1049,7 +1362,8 @@ absl::StatusOr<int> FunctionEmitter::Run(CodegenReport* report) {
   report_.num_planned_buffers = static_cast<int>(requests_.size());
   report_.arena_bytes = plan_.total_bytes;
   report_.intermediate_bytes = DimExpr::Const(0);
-  for (const BufferRequest& r : requests_) report_.intermediate_bytes = report_.intermediate_bytes + r.bytes;
+  for (const BufferRequest& r : requests_)
+    report_.intermediate_bytes = report_.intermediate_bytes + r.bytes;
   if (!requests_.empty()) {
     NIMBLE_ASSIGN_OR_RETURN(int size, EmitDim(plan_.total_bytes));
     arena_reg_ = NewReg();
@@ -1074,6 +1388,7 @@ absl::StatusOr<int> FunctionEmitter::Run(CodegenReport* report) {
     const TensorType& t = out->tensor_type();
     vm::TensorSignature sig;
     sig.name = out->name();
+    sig.kind = KindOfType(out->type());
     sig.dtype = t.dtype;
     if (t.dims) {
       for (const Dim& d : *t.dims) {

@@ -475,6 +475,41 @@ absl::Status ConcatFromSequenceRelation(InferenceContext& ctx) {
   return absl::OkStatus();
 }
 
+// SequenceMap(seq, extra...): the body runs once per element of `seq`, getting element i of
+// every sequence input and each tensor input whole; each body output becomes a sequence.
+absl::Status SequenceMapRelation(InferenceContext& ctx) {
+  Graph* body = Subgraph(ctx, "body");
+  if (!body) return absl::InvalidArgumentError("SequenceMap needs a body");
+  if (body->inputs().size() != static_cast<size_t>(ctx.num_inputs()) ||
+      body->outputs().size() != static_cast<size_t>(ctx.num_outputs())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("SequenceMap with ", ctx.num_inputs(), " inputs and ", ctx.num_outputs(),
+                     " outputs has a body with ", body->inputs().size(), " inputs and ",
+                     body->outputs().size(), " outputs"));
+  }
+  for (int j = 0; j < ctx.num_inputs(); ++j) {
+    const Type* t = ctx.input_type(j);
+    if (t == nullptr) return absl::InvalidArgumentError(absl::StrCat("input ", j, " is missing"));
+    if (j == 0 && t->kind != Type::Kind::kSequence) {
+      return absl::InvalidArgumentError("input 0 must be a sequence");
+    }
+    if (t->kind == Type::Kind::kOptional) {
+      return absl::InvalidArgumentError(absl::StrCat("input ", j, " is an optional"));
+    }
+    body->inputs()[j]->set_type(Type::Tensor(t->tensor));
+    body->inputs()[j]->set_symbolic_value(std::nullopt);
+  }
+  NIMBLE_RETURN_IF_ERROR(ctx.InferSubgraph(*body));
+  for (int k = 0; k < ctx.num_outputs(); ++k) {
+    const Type& t = body->outputs()[k]->type();
+    if (!t.is_tensor()) {
+      return absl::InvalidArgumentError(absl::StrCat("body output ", k, " must be a tensor"));
+    }
+    ctx.SetOutputType(k, Localize(ctx, k, Type::Sequence(t.tensor)));
+  }
+  return absl::OkStatus();
+}
+
 // ---- Optionals
 // ------------------------------------------------------------------------------------
 
@@ -528,6 +563,7 @@ void RegisterControlRelations(RelationRegistry& r) {
   r.Register("", "SequenceLength", SequenceLengthRelation);
   r.Register("", "SplitToSequence", SplitToSequenceRelation);
   r.Register("", "ConcatFromSequence", ConcatFromSequenceRelation);
+  r.Register("", "SequenceMap", SequenceMapRelation);
   r.Register("", "Optional", OptionalRelation);
   r.Register("", "OptionalHasElement", OptionalHasElementRelation);
   r.Register("", "OptionalGetElement", OptionalGetElementRelation);

@@ -9,8 +9,8 @@
 //   NIMBLE_CONFORMANCE_WRITE_EXCLUSIONS=path  write the exclusion list of this run to path
 //   NIMBLE_CONFORMANCE_REPORT=path     write the per-op report (markdown) to path
 #include <cmath>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -53,14 +53,16 @@ std::string FirstLine(absl::string_view text) {
 
 double ToDouble(const vm::Tensor& t, int64_t i);
 
-absl::Status Compare(const vm::Tensor& actual, const vm::Tensor& expected, const std::string& what) {
+absl::Status Compare(const vm::Tensor& actual, const vm::Tensor& expected,
+                     const std::string& what) {
   if (actual.dtype() != expected.dtype()) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": dtype ", vm::DTypeName(actual.dtype()),
                                                    ", expected ", vm::DTypeName(expected.dtype())));
   }
   if (actual.shape() != expected.shape()) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": shape ", vm::ShapeToString(actual.shape()),
-                                                   ", expected ", vm::ShapeToString(expected.shape())));
+    return absl::InvalidArgumentError(absl::StrCat(what, ": shape ",
+                                                   vm::ShapeToString(actual.shape()), ", expected ",
+                                                   vm::ShapeToString(expected.shape())));
   }
   const int64_t n = expected.num_elements();
   if (expected.dtype() == vm::DType::kString) {
@@ -94,7 +96,10 @@ float HalfToFloat(uint16_t h) {
     } else {  // subnormal
       int e = -1;
       uint32_t m = mant;
-      do { ++e; m <<= 1; } while ((m & 0x400) == 0);
+      do {
+        ++e;
+        m <<= 1;
+      } while ((m & 0x400) == 0);
       bits = sign | ((127 - 15 - e) << 23) | ((m & 0x3ff) << 13);
     }
   } else if (exp == 31) {
@@ -109,26 +114,95 @@ float HalfToFloat(uint16_t h) {
 
 double ToDouble(const vm::Tensor& t, int64_t i) {
   switch (t.dtype()) {
-    case vm::DType::kF32: return t.data<float>()[i];
-    case vm::DType::kF64: return t.data<double>()[i];
-    case vm::DType::kF16: return HalfToFloat(t.data<uint16_t>()[i]);
+    case vm::DType::kF32:
+      return t.data<float>()[i];
+    case vm::DType::kF64:
+      return t.data<double>()[i];
+    case vm::DType::kF16:
+      return HalfToFloat(t.data<uint16_t>()[i]);
     case vm::DType::kBF16: {
       uint32_t bits = static_cast<uint32_t>(t.data<uint16_t>()[i]) << 16;
       float f;
       std::memcpy(&f, &bits, 4);
       return f;
     }
-    case vm::DType::kI8: return t.data<int8_t>()[i];
-    case vm::DType::kI16: return t.data<int16_t>()[i];
-    case vm::DType::kI32: return t.data<int32_t>()[i];
-    case vm::DType::kI64: return static_cast<double>(t.data<int64_t>()[i]);
-    case vm::DType::kU8: return t.data<uint8_t>()[i];
-    case vm::DType::kU16: return t.data<uint16_t>()[i];
-    case vm::DType::kU32: return t.data<uint32_t>()[i];
-    case vm::DType::kU64: return static_cast<double>(t.data<uint64_t>()[i]);
-    case vm::DType::kBool: return t.data<bool>()[i] ? 1 : 0;
-    default: return NAN;
+    case vm::DType::kI8:
+      return t.data<int8_t>()[i];
+    case vm::DType::kI16:
+      return t.data<int16_t>()[i];
+    case vm::DType::kI32:
+      return t.data<int32_t>()[i];
+    case vm::DType::kI64:
+      return static_cast<double>(t.data<int64_t>()[i]);
+    case vm::DType::kU8:
+      return t.data<uint8_t>()[i];
+    case vm::DType::kU16:
+      return t.data<uint16_t>()[i];
+    case vm::DType::kU32:
+      return t.data<uint32_t>()[i];
+    case vm::DType::kU64:
+      return static_cast<double>(t.data<uint64_t>()[i]);
+    case vm::DType::kBool:
+      return t.data<bool>()[i] ? 1 : 0;
+    default:
+      return NAN;
   }
+}
+
+vm::Value SequenceValue(std::vector<vm::Tensor> tensors) {
+  auto adt = std::make_shared<vm::ADT>();
+  adt->tag = vm::kSequenceTag;
+  for (vm::Tensor& t : tensors) adt->fields.push_back(std::move(t));
+  return vm::ADTRef(std::move(adt));
+}
+
+// A test data file as the graph input/output `type` says: a TensorProto, a SequenceProto (a
+// sequence ADT) or an OptionalProto (an optional ADT).
+absl::StatusOr<vm::Value> ReadValue(const fs::path& path, const compiler::Type* type) {
+  using Kind = compiler::Type::Kind;
+  if (type == nullptr || type->kind == Kind::kTensor) {
+    NIMBLE_ASSIGN_OR_RETURN(vm::Tensor t, compiler::ReadTensorProtoFile(path.string()));
+    return vm::Value(std::move(t));
+  }
+  if (type->kind == Kind::kSequence) {
+    NIMBLE_ASSIGN_OR_RETURN(std::vector<vm::Tensor> ts,
+                            compiler::ReadSequenceProtoFile(path.string()));
+    return SequenceValue(std::move(ts));
+  }
+  NIMBLE_ASSIGN_OR_RETURN(compiler::OptionalData data,
+                          compiler::ReadOptionalProtoFile(path.string()));
+  auto adt = std::make_shared<vm::ADT>();
+  adt->tag = vm::kOptionalTag;
+  if (data.kind == compiler::OptionalData::Kind::kTensor) adt->fields.push_back(data.tensor);
+  if (data.kind == compiler::OptionalData::Kind::kSequence) {
+    adt->fields.push_back(SequenceValue(std::move(data.sequence)));
+  }
+  return vm::ADTRef(std::move(adt));
+}
+
+absl::Status CompareValues(const vm::Value& actual, const vm::Value& expected,
+                           const std::string& what) {
+  if (const vm::Tensor* e = std::get_if<vm::Tensor>(&expected)) {
+    const vm::Tensor* a = std::get_if<vm::Tensor>(&actual);
+    if (a == nullptr) return absl::InvalidArgumentError(absl::StrCat(what, ": not a tensor"));
+    return Compare(*a, *e, what);
+  }
+  const vm::ADTRef* e = std::get_if<vm::ADTRef>(&expected);
+  const vm::ADTRef* a = std::get_if<vm::ADTRef>(&actual);
+  if (e == nullptr || *e == nullptr) return absl::InternalError("expected value is not an ADT");
+  if (a == nullptr || *a == nullptr || (*a)->tag != (*e)->tag) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": not a ", (*e)->tag == vm::kSequenceTag ? "sequence" : "optional"));
+  }
+  if ((*a)->fields.size() != (*e)->fields.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": ", (*a)->fields.size(), " elements, expected ", (*e)->fields.size()));
+  }
+  for (size_t i = 0; i < (*e)->fields.size(); ++i) {
+    NIMBLE_RETURN_IF_ERROR(
+        CompareValues((*a)->fields[i], (*e)->fields[i], absl::StrCat(what, "[", i, "]")));
+  }
+  return absl::OkStatus();
 }
 
 std::vector<fs::path> Numbered(const fs::path& dir, const std::string& prefix) {
@@ -145,25 +219,15 @@ Result RunCase(const fs::path& dir) {
   Result result;
   auto module = compiler::ImportOnnxModel((dir / "model.onnx").string());
   if (!module.ok()) {
-    result.outcome = absl::IsUnimplemented(module.status()) ? Outcome::kUnsupported : Outcome::kFail;
+    result.outcome =
+        absl::IsUnimplemented(module.status()) ? Outcome::kUnsupported : Outcome::kFail;
     result.message = absl::StrCat("import: ", module.status().message());
     return result;
   }
   result.op = (*module)->main->nodes().empty() ? "(none)" : (*module)->main->nodes()[0]->op_type();
-  for (const compiler::Value* v : (*module)->main->inputs()) {
-    if (!v->type().is_tensor()) {
-      result.outcome = Outcome::kUnsupported;
-      result.message = absl::StrCat("input '", v->name(), "' is a sequence or optional: the VM takes tensors");
-      return result;
-    }
-  }
-  for (const compiler::Value* v : (*module)->main->outputs()) {
-    if (!v->type().is_tensor()) {
-      result.outcome = Outcome::kUnsupported;
-      result.message = absl::StrCat("output '", v->name(), "' is a sequence or optional: the VM returns tensors");
-      return result;
-    }
-  }
+  std::vector<compiler::Type> input_types, output_types;
+  for (const compiler::Value* v : (*module)->main->inputs()) input_types.push_back(v->type());
+  for (const compiler::Value* v : (*module)->main->outputs()) output_types.push_back(v->type());
   auto exe = compiler::CompileModule(**module);
   if (!exe.ok()) {
     result.outcome = absl::IsUnimplemented(exe.status()) ? Outcome::kUnsupported : Outcome::kFail;
@@ -172,22 +236,27 @@ Result RunCase(const fs::path& dir) {
   }
   vm::VirtualMachine machine(*exe);
   for (const auto& entry : fs::directory_iterator(dir)) {
-    if (!entry.is_directory() || !absl::StartsWith(entry.path().filename().string(), "test_data_set_")) {
+    if (!entry.is_directory() ||
+        !absl::StartsWith(entry.path().filename().string(), "test_data_set_")) {
       continue;
     }
-    std::vector<vm::Tensor> inputs;
-    for (const fs::path& p : Numbered(entry.path(), "input_")) {
-      auto t = compiler::ReadTensorProtoFile(p.string());
-      if (!t.ok()) {
+    std::vector<vm::Value> inputs;
+    const std::vector<fs::path> input_files = Numbered(entry.path(), "input_");
+    for (size_t i = 0; i < input_files.size(); ++i) {
+      const compiler::Type* type = i < input_types.size() ? &input_types[i] : nullptr;
+      auto v = ReadValue(input_files[i], type);
+      if (!v.ok()) {
         result.outcome = Outcome::kUnsupported;
-        result.message = absl::StrCat("input ", p.filename().string(), ": ", t.status().message());
+        result.message =
+            absl::StrCat("input ", input_files[i].filename().string(), ": ", v.status().message());
         return result;
       }
-      inputs.push_back(*std::move(t));
+      inputs.push_back(*std::move(v));
     }
-    auto outputs = machine.Run(inputs);
+    auto outputs = machine.RunValues(inputs);
     if (!outputs.ok()) {
-      result.outcome = absl::IsUnimplemented(outputs.status()) ? Outcome::kUnsupported : Outcome::kFail;
+      result.outcome =
+          absl::IsUnimplemented(outputs.status()) ? Outcome::kUnsupported : Outcome::kFail;
       result.message = absl::StrCat("run: ", outputs.status().message());
       return result;
     }
@@ -198,13 +267,14 @@ Result RunCase(const fs::path& dir) {
       return result;
     }
     for (size_t i = 0; i < expected_files.size(); ++i) {
-      auto expected = compiler::ReadTensorProtoFile(expected_files[i].string());
+      const compiler::Type* type = i < output_types.size() ? &output_types[i] : nullptr;
+      auto expected = ReadValue(expected_files[i], type);
       if (!expected.ok()) {
         result.outcome = Outcome::kUnsupported;
         result.message = absl::StrCat("expected output: ", expected.status().message());
         return result;
       }
-      absl::Status cmp = Compare((*outputs)[i], *expected, absl::StrCat("output ", i));
+      absl::Status cmp = CompareValues((*outputs)[i], *expected, absl::StrCat("output ", i));
       if (!cmp.ok()) {
         result.outcome = Outcome::kFail;
         result.message = std::string(cmp.message());
@@ -225,7 +295,8 @@ std::map<std::string, std::string> ReadExclusions(const fs::path& path) {
     if (l.empty() || l[0] == '#') continue;
     const size_t space = l.find(' ');
     out[std::string(l.substr(0, space))] =
-        space == absl::string_view::npos ? "" : std::string(absl::StripAsciiWhitespace(l.substr(space)));
+        space == absl::string_view::npos ? ""
+                                         : std::string(absl::StripAsciiWhitespace(l.substr(space)));
   }
   return out;
 }
@@ -243,7 +314,9 @@ TEST(ConformanceTest, OnnxBackendNodeSuite) {
   std::sort(cases.begin(), cases.end());
 
   std::map<std::string, Result> results;
-  struct Tally { int pass = 0, fail = 0, unsupported = 0, skipped = 0; };
+  struct Tally {
+    int pass = 0, fail = 0, unsupported = 0, skipped = 0;
+  };
   std::map<std::string, Tally> per_op;
   Tally total;
   for (const fs::path& dir : cases) {
@@ -259,18 +332,31 @@ TEST(ConformanceTest, OnnxBackendNodeSuite) {
     }
     Tally& t = per_op[r.op.empty() ? "(import failed)" : r.op];
     switch (r.outcome) {
-      case Outcome::kPass: ++t.pass; ++total.pass; break;
-      case Outcome::kFail: ++t.fail; ++total.fail; break;
-      case Outcome::kUnsupported: ++t.unsupported; ++total.unsupported; break;
-      case Outcome::kSkipped: ++t.skipped; ++total.skipped; break;
+      case Outcome::kPass:
+        ++t.pass;
+        ++total.pass;
+        break;
+      case Outcome::kFail:
+        ++t.fail;
+        ++total.fail;
+        break;
+      case Outcome::kUnsupported:
+        ++t.unsupported;
+        ++total.unsupported;
+        break;
+      case Outcome::kSkipped:
+        ++t.skipped;
+        ++total.skipped;
+        break;
     }
     results[name] = std::move(r);
   }
 
   const int run = static_cast<int>(results.size());
-  std::printf("conformance: %d cases: %d passed (%.1f%%), %d failed, %d unsupported, %d not run (crash)\n",
-              run, total.pass, run ? 100.0 * total.pass / run : 0.0, total.fail, total.unsupported,
-              total.skipped);
+  std::printf(
+      "conformance: %d cases: %d passed (%.1f%%), %d failed, %d unsupported, %d not run (crash)\n",
+      run, total.pass, run ? 100.0 * total.pass / run : 0.0, total.fail, total.unsupported,
+      total.skipped);
   if (const char* report = std::getenv("NIMBLE_CONFORMANCE_REPORT")) {
     std::ofstream out(report);
     out << "| op | passed | failed | unsupported | not run |\n|---|---|---|---|---|\n";
@@ -284,10 +370,13 @@ TEST(ConformanceTest, OnnxBackendNodeSuite) {
   if (const char* write = std::getenv("NIMBLE_CONFORMANCE_WRITE_EXCLUSIONS")) {
     std::ofstream out(write);
     out << "# Conformance cases that do not pass, with the reason (generated by\n"
-           "# NIMBLE_CONFORMANCE_WRITE_EXCLUSIONS=tests/conformance/exclusions.txt, then edited).\n";
+           "# NIMBLE_CONFORMANCE_WRITE_EXCLUSIONS=tests/conformance/exclusions.txt, then "
+           "edited).\n";
     for (const auto& [name, r] : results) {
       if (r.outcome == Outcome::kPass) continue;
-      const char* kind = r.outcome == Outcome::kFail ? "fail" : r.outcome == Outcome::kSkipped ? "" : "unsupported";
+      const char* kind = r.outcome == Outcome::kFail      ? "fail"
+                         : r.outcome == Outcome::kSkipped ? ""
+                                                          : "unsupported";
       if (r.outcome == Outcome::kSkipped) {
         out << name << " " << r.message << "\n";
       } else {
@@ -301,7 +390,8 @@ TEST(ConformanceTest, OnnxBackendNodeSuite) {
       EXPECT_FALSE(excluded) << name << " passes but is listed in " << exclusions_path
                              << ": remove it";
     } else if (r.outcome != Outcome::kSkipped) {
-      EXPECT_TRUE(excluded) << name << " does not pass and is not excluded: " << FirstLine(r.message);
+      EXPECT_TRUE(excluded) << name
+                            << " does not pass and is not excluded: " << FirstLine(r.message);
     }
   }
 }

@@ -61,6 +61,8 @@ inline constexpr int kNumScalarOps = 14;
 // into imm, 4 bits per output: output i has dtype (imm >> 4*i) & 0xF.
 inline constexpr int32_t kInvokePackedAllocatesOutputs = 1;
 inline constexpr int32_t kInvokePackedShapeFunction = 2;
+inline constexpr int32_t kInvokePackedSequenceInputs = 4;
+inline constexpr int32_t kInvokePackedSequenceOutput = 8;
 inline constexpr int kMaxShapeFunctionOutputs = 16;
 static_assert(kNumDTypes <= 16, "output dtypes of InvokePacked are 4-bit fields");
 

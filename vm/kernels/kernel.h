@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
@@ -38,6 +39,17 @@ class Kernel {
                            absl::Span<Tensor> outputs) const = 0;
 
   virtual bool allocates_outputs() const { return false; }
+
+  // Kernels with a data-dependent number of outputs (SplitToSequence) implement this instead
+  // of Run; the VM packs the result into a sequence. Only called by InvokePacked with
+  // kInvokePackedSequenceOutput.
+  virtual absl::StatusOr<std::vector<Tensor>> RunVariadic(const KernelContext& ctx,
+                                                          absl::Span<const Tensor> inputs) const {
+    (void)ctx;
+    (void)inputs;
+    return absl::InternalError("kernel has no variadic form");
+  }
+  virtual bool variadic_outputs() const { return false; }
 
   // The kernel's shape function, data-dependent mode: output shapes from the inputs (their
   // values where the op needs them: Reshape's shape, Expand, Range, Tile, ...). The VM runs it

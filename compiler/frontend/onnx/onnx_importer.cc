@@ -437,10 +437,28 @@ class Importer {
         node->subgraphs()[a.name()] = std::move(sub);
         return ImportGraph(a.g(), &sub_scope);
       }
+      case A::TYPE_PROTO:
+        // Optional's 'type' (the type of an empty optional): as elem_type + elem_is_sequence,
+        // which the Optional type relation reads.
+        if (node->op_type() == "Optional" && a.name() == "type") {
+          const pb::TypeProto* t = &a.tp();
+          if (t->value_case() == pb::TypeProto::kOptionalType) t = &t->optional_type().elem_type();
+          bool is_sequence = false;
+          if (t->value_case() == pb::TypeProto::kSequenceType) {
+            is_sequence = true;
+            t = &t->sequence_type().elem_type();
+          }
+          if (t->value_case() != pb::TypeProto::kTensorType) {
+            return absl::UnimplementedError("Optional 'type' must be a tensor or sequence type");
+          }
+          attrs.Set("elem_type", static_cast<int64_t>(t->tensor_type().elem_type()));
+          attrs.Set("elem_is_sequence", static_cast<int64_t>(is_sequence ? 1 : 0));
+          return absl::OkStatus();
+        }
+        break;
       case A::UNDEFINED:
         return absl::InvalidArgumentError("has no type and no value");
       case A::SPARSE_TENSOR:
-      case A::TYPE_PROTO:
       case A::TENSORS:
       case A::GRAPHS:
       case A::SPARSE_TENSORS:

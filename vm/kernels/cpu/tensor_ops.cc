@@ -675,6 +675,152 @@ class SplitKernel final : public Kernel {
 };
 
 // ---------------------------------------------------------------------------------------------
+// SplitToSequence, ConcatFromSequence (sequences reach kernels as their tensors, and leave
+// SplitToSequence as a variable number of tensors the VM packs into a sequence).
+
+class SplitToSequenceKernel final : public Kernel {
+ public:
+  explicit SplitToSequenceKernel(const Attributes& attrs)
+      : axis_(attrs.GetOr<int64_t>("axis", 0)), keepdims_(attrs.GetOr<int64_t>("keepdims", 1)) {}
+
+  bool variadic_outputs() const override { return true; }
+
+  absl::Status OutputShapes(absl::Span<const Tensor>, absl::Span<Shape>) const override {
+    return absl::InternalError("SplitToSequence has a variable number of outputs");
+  }
+  absl::Status Run(const KernelContext&, absl::Span<const Tensor>,
+                   absl::Span<Tensor>) const override {
+    return absl::InternalError("SplitToSequence runs through RunVariadic");
+  }
+
+  absl::StatusOr<std::vector<Tensor>> RunVariadic(const KernelContext& ctx,
+                                                  absl::Span<const Tensor> inputs) const override {
+    NIMBLE_RETURN_IF_ERROR(CheckArity("SplitToSequence", inputs.size(), 1, 2));
+    NIMBLE_RETURN_IF_ERROR(CheckDefined("SplitToSequence", inputs, 0, "input"));
+    const Tensor& x = inputs[0];
+    NIMBLE_ASSIGN_OR_RETURN(int axis, NormalizeAxis(axis_, x.rank(), "SplitToSequence"));
+    const int64_t dim = x.dim(axis);
+    std::vector<int64_t> sizes;
+    bool squeeze = false;
+    if (!Present(inputs, 1)) {
+      sizes.assign(static_cast<size_t>(dim), 1);
+      squeeze = keepdims_ == 0;
+    } else {
+      NIMBLE_ASSIGN_OR_RETURN(std::vector<int64_t> split,
+                              ReadInts(inputs[1], "SplitToSequence", "split"));
+      if (inputs[1].rank() == 0) {
+        const int64_t chunk = split[0];
+        if (chunk <= 0) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("SplitToSequence: split ", chunk, " must be positive"));
+        }
+        for (int64_t left = dim; left > 0; left -= chunk) sizes.push_back(std::min(chunk, left));
+      } else {
+        int64_t sum = 0;
+        for (int64_t v : split) {
+          if (v < 0) return absl::InvalidArgumentError("SplitToSequence: negative split size");
+          sum += v;
+        }
+        if (sum != dim) {
+          return absl::InvalidArgumentError(absl::StrCat("SplitToSequence: sizes [",
+                                                         absl::StrJoin(split, ","), "] sum to ",
+                                                         sum, " but dim ", axis, " is ", dim));
+        }
+        sizes = std::move(split);
+      }
+    }
+    int64_t outer = 1, inner = 1;
+    for (int i = 0; i < axis; ++i) outer *= x.dim(i);
+    for (int i = axis + 1; i < x.rank(); ++i) inner *= x.dim(i);
+    const int64_t in_row = dim * inner;
+    const size_t es = DTypeSize(x.dtype());
+    std::vector<Tensor> out;
+    out.reserve(sizes.size());
+    int64_t offset = 0;
+    for (int64_t size : sizes) {
+      Shape shape = x.shape();
+      if (squeeze) {
+        shape.erase(shape.begin() + axis);
+      } else {
+        shape[axis] = size;
+      }
+      NIMBLE_ASSIGN_OR_RETURN(Tensor t, Tensor::Empty(x.dtype(), shape, ctx.allocator));
+      const int64_t row = size * inner;
+      for (int64_t o = 0; o < outer; ++o) {
+        kernel_util::CopyElements(
+            x.dtype(), static_cast<char*>(t.raw_data()) + o * row * es,
+            static_cast<const char*>(x.raw_data()) + (o * in_row + offset * inner) * es, row);
+      }
+      offset += size;
+      out.push_back(std::move(t));
+    }
+    return out;
+  }
+
+ private:
+  const int64_t axis_;
+  const int64_t keepdims_;
+};
+
+class ConcatFromSequenceKernel final : public SingleOutputKernel {
+ public:
+  ConcatFromSequenceKernel(int64_t axis, bool new_axis)
+      : SingleOutputKernel("ConcatFromSequence"), axis_(axis), new_axis_(new_axis) {}
+
+ private:
+  absl::StatusOr<Shape> InferShape(absl::Span<const Tensor> inputs) const override {
+    if (inputs.empty()) {
+      return absl::InvalidArgumentError("ConcatFromSequence: the sequence is empty");
+    }
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      NIMBLE_RETURN_IF_ERROR(CheckInput(op(), inputs, i, absl::StrCat(i)));
+    }
+    const Tensor& first = inputs[0];
+    NIMBLE_ASSIGN_OR_RETURN(int axis,
+                            NormalizeAxis(axis_, first.rank() + (new_axis_ ? 1 : 0), op()));
+    Shape out = first.shape();
+    if (new_axis_) {
+      out.insert(out.begin() + axis, static_cast<int64_t>(inputs.size()));
+    } else {
+      out[axis] = 0;
+    }
+    for (const Tensor& t : inputs) {
+      bool ok = t.dtype() == first.dtype() && t.rank() == first.rank();
+      for (int i = 0; ok && i < t.rank(); ++i) {
+        ok = (!new_axis_ && i == axis) || t.dim(i) == first.dim(i);
+      }
+      if (!ok) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("ConcatFromSequence: cannot concatenate ", first.TypeString(), " and ",
+                         t.TypeString(), new_axis_ ? " along a new axis " : " on axis ", axis));
+      }
+      if (!new_axis_) out[axis] += t.dim(axis);
+    }
+    return out;
+  }
+  absl::Status Compute(const KernelContext&, absl::Span<const Tensor> inputs,
+                       const Tensor& out) const override {
+    const int axis = static_cast<int>(axis_ < 0 ? axis_ + out.rank() : axis_);
+    int64_t outer = 1;
+    for (int i = 0; i < axis; ++i) outer *= out.dim(i);
+    const size_t es = DTypeSize(out.dtype());
+    char* dst = static_cast<char*>(out.raw_data());
+    for (int64_t o = 0; o < outer; ++o) {
+      for (const Tensor& t : inputs) {
+        const int64_t row = outer == 0 ? 0 : t.num_elements() / outer;
+        kernel_util::CopyElements(out.dtype(), dst,
+                                  static_cast<const char*>(t.raw_data()) + o * row * es, row);
+        dst += row * es;
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  const int64_t axis_;
+  const bool new_axis_;
+};
+
+// ---------------------------------------------------------------------------------------------
 // Slice
 
 class SliceKernel final : public SingleOutputKernel {
@@ -1394,6 +1540,11 @@ void RegisterTensorKernels(KernelRegistry& registry) {
     return Make<ConcatKernel>(axis);
   });
   reg("Split", [](const Attributes& a) { return Make<SplitKernel>(a); });
+  reg("SplitToSequence", [](const Attributes& a) { return Make<SplitToSequenceKernel>(a); });
+  reg("ConcatFromSequence", [](const Attributes& a) -> absl::StatusOr<KernelPtr> {
+    NIMBLE_ASSIGN_OR_RETURN(int64_t axis, a.Get<int64_t>("axis"));
+    return Make<ConcatFromSequenceKernel>(axis, a.GetOr<int64_t>("new_axis", 0) != 0);
+  });
   reg("Slice", [](const Attributes& a) { return Make<SliceKernel>(a); });
   reg("Expand", [](const Attributes&) { return Make<ExpandKernel>(); });
   reg("Tile", [](const Attributes&) { return Make<TileKernel>(); });

@@ -455,7 +455,14 @@ class ResizeKernel final : public Kernel {
         t.extrapolate[o] = 1;
         continue;
       }
-      const double xo = *src;
+      if (std::isnan(*src)) {
+        t.extrapolate[o] = 1;
+        continue;
+      }
+      // Only absurd coordinates (from extreme roi values) are clamped: it keeps the index
+      // arithmetic in int64 range.
+      constexpr double kLimit = 1e15;
+      const double xo = std::clamp(*src, -kLimit, kLimit);
       const double fl = std::floor(xo);
       // The left neighbour is strictly below x: ratio is in (0, 1].
       const bool integer = xo == fl;
@@ -624,6 +631,10 @@ class GridSampleKernel final : public Kernel {
     int64_t plane = 1, locs = 1;
     for (int i = 0; i < r; ++i) dims[i] = x.dim(i + 2), plane *= dims[i];
     for (int i = 0; i < r; ++i) locs *= out_shape[i + 2];
+    if (plane == 0 && locs > 0 && channels > 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(kOp, ": cannot sample the empty input ", x.TypeString()));
+    }
     NIMBLE_ASSIGN_OR_RETURN(std::vector<double> xv, ToDoubles(kOp, "X", x));
     NIMBLE_ASSIGN_OR_RETURN(std::vector<double> gv, ToDoubles(kOp, "grid", inputs[1]));
     std::vector<double> out(static_cast<size_t>(outputs[0].num_elements()));
@@ -730,6 +741,12 @@ class GridSampleKernel final : public Kernel {
         xf = static_cast<float>(GridReflect(xf, lo, hi));
       }
     }
+    if (!std::isfinite(xf)) {
+      for (int j = 0; j < k; ++j) off[j] = -1, w[j] = 0.0;
+      return;
+    }
+    // Far outside the image every tap is outside too (only zeros padding gets here).
+    xf = std::clamp(xf, -(df + 8.0f), df + 8.0f);
     if (mode_ == GridMode::kNearest) {
       off[0] = PixelIndex(static_cast<int64_t>(xf), d, lo, hi);
       w[0] = 1.0;
@@ -958,9 +975,13 @@ class Col2ImKernel final : public Kernel {
       const int64_t d = dilations_.empty() ? 1 : dilations_[i];
       const int64_t s = strides_.empty() ? 1 : strides_[i];
       const int64_t pb = pads_.empty() ? 0 : pads_[i], pe = pads_.empty() ? 0 : pads_[i + r];
-      if (g.image[i] <= 0 || g.block[i] <= 0 || d <= 0 || s <= 0 || pb < 0 || pe < 0) {
+      constexpr int64_t kMax = int64_t{1} << 31;
+      if (g.image[i] <= 0 || g.block[i] <= 0 || d <= 0 || s <= 0 || pb < 0 || pe < 0 ||
+          g.image[i] > kMax || g.block[i] > kMax || d > kMax || s > kMax || pb > kMax ||
+          pe > kMax) {
         return absl::InvalidArgumentError(
-            "Col2Im: image_shape, block_shape, dilations and strides must be positive");
+            "Col2Im: image_shape, block_shape, dilations and strides must be positive (and "
+            "pads non-negative), all below 2^31");
       }
       const int64_t span = g.image[i] + pb + pe - (d * (g.block[i] - 1) + 1);
       if (span < 0) {
@@ -970,8 +991,10 @@ class Col2ImKernel final : public Kernel {
       g.dilations.push_back(d);
       g.strides.push_back(s);
       g.pads[i] = pb;
-      kernel_size *= g.block[i];
-      length *= g.blocks.back();
+      if (__builtin_mul_overflow(kernel_size, g.block[i], &kernel_size) ||
+          __builtin_mul_overflow(length, g.blocks.back(), &length)) {
+        return absl::InvalidArgumentError("Col2Im: block_shape or image_shape is too large");
+      }
     }
     if (x.dim(1) % kernel_size != 0 || x.dim(2) != length) {
       return absl::InvalidArgumentError(
@@ -1113,6 +1136,32 @@ class RoiAlignKernel final : public Kernel {
             absl::StrCat(kOp, ": batch index ", b, " is out of range [0, ", x.dim(0), ")"));
       }
     }
+    // Per roi: the sampling grid, validated before any work (adaptive grids follow the roi
+    // size, so a huge or non-finite roi must not reach the allocation below).
+    std::vector<std::pair<int64_t, int64_t>> grids(num_rois);
+    for (int64_t n = 0; n < num_rois; ++n) {
+      const double* roi = rois.data() + n * 4;
+      const float offset = half_pixel_ ? 0.5f : 0.0f;
+      float roi_w = (static_cast<float>(roi[2]) * spatial_scale_ - offset) -
+                    (static_cast<float>(roi[0]) * spatial_scale_ - offset);
+      float roi_h = (static_cast<float>(roi[3]) * spatial_scale_ - offset) -
+                    (static_cast<float>(roi[1]) * spatial_scale_ - offset);
+      if (!half_pixel_) roi_w = std::max(roi_w, 1.0f), roi_h = std::max(roi_h, 1.0f);
+      if (!std::isfinite(roi_w) || !std::isfinite(roi_h)) {
+        return absl::InvalidArgumentError(absl::StrCat(kOp, ": roi ", n, " is not finite"));
+      }
+      const double gh = sampling_ratio_ > 0 ? static_cast<double>(sampling_ratio_)
+                                            : std::ceil(roi_h / static_cast<float>(out_h_));
+      const double gw = sampling_ratio_ > 0 ? static_cast<double>(sampling_ratio_)
+                                            : std::ceil(roi_w / static_cast<float>(out_w_));
+      constexpr double kMaxSamples = static_cast<double>(int64_t{1} << 28);
+      if (std::abs(gh) * std::abs(gw) * static_cast<double>(out_h_ * out_w_) > kMaxSamples ||
+          std::abs(gh) > kMaxSamples || std::abs(gw) > kMaxSamples) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            kOp, ": roi ", n, " needs too many samples (", gh, " x ", gw, " per bin)"));
+      }
+      grids[n] = {static_cast<int64_t>(gh), static_cast<int64_t>(gw)};
+    }
     std::vector<double> out(static_cast<size_t>(outputs[0].num_elements()));
     struct Sample {
       int64_t pos[4];
@@ -1130,11 +1179,11 @@ class RoiAlignKernel final : public Kernel {
         if (!half_pixel_) roi_w = std::max(roi_w, 1.0f), roi_h = std::max(roi_h, 1.0f);
         const float bin_h = roi_h / static_cast<float>(out_h_);
         const float bin_w = roi_w / static_cast<float>(out_w_);
-        const int64_t grid_h =
-            sampling_ratio_ > 0 ? sampling_ratio_ : static_cast<int64_t>(std::ceil(roi_h / out_h_));
-        const int64_t grid_w =
-            sampling_ratio_ > 0 ? sampling_ratio_ : static_cast<int64_t>(std::ceil(roi_w / out_w_));
-        const int64_t count = std::max<int64_t>(grid_h * grid_w, 1);
+        // Sampling grids of a negative size (inverted half_pixel rois) sample nothing but still
+        // divide by their product, as in the reference.
+        const int64_t raw_h = grids[n].first, raw_w = grids[n].second;
+        const int64_t grid_h = std::max<int64_t>(raw_h, 0), grid_w = std::max<int64_t>(raw_w, 0);
+        const int64_t count = std::max<int64_t>(raw_h * raw_w, 1);
         std::vector<Sample> samples;
         samples.reserve(std::max<int64_t>(0, out_h_ * out_w_ * grid_h * grid_w));
         for (int64_t ph = 0; ph < out_h_; ++ph) {
@@ -1148,8 +1197,9 @@ class RoiAlignKernel final : public Kernel {
                     (static_cast<float>(ix) + 0.5f) * bin_w / static_cast<float>(grid_w);
                 Sample smp{{0, 0, 0, 0}, {0, 0, 0, 0}};
                 float y = yy, xf = xx;
-                if (y < -1.0f || y > static_cast<float>(height) || xf < -1.0f ||
-                    xf > static_cast<float>(width) || height == 0 || width == 0) {
+                if (!(y >= -1.0f && y <= static_cast<float>(height) && xf >= -1.0f &&
+                      xf <= static_cast<float>(width)) ||
+                    height == 0 || width == 0) {
                   samples.push_back(smp);
                   continue;
                 }

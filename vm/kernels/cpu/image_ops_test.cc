@@ -108,6 +108,46 @@ TEST(ImageOpsTest, ResizeRejectsBadInputs) {
               StatusIs(kInvalid, HasSubstr("nearest_mode")));
 }
 
+TEST(ImageOpsTest, ResizeHalfAndIntegerDtypes) {
+  // f16 linear (asymmetric): 0, 1, 2, 2 from [0, 2] upsampled 2x with edge clamping.
+  const Tensor h = Half(DType::kF16, {0, 2}, {1, 2});
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto out, RunOp("Resize",
+                      Attrs({{"mode", std::string("linear")},
+                             {"coordinate_transformation_mode", std::string("asymmetric")}}),
+                      {h, Empty(), F({1, 2}, {2})}));
+  EXPECT_EQ(out[0].dtype(), DType::kF16);
+  EXPECT_THAT(HalfValues(out[0]), ElementsAre(0, 1, 2, 2));
+  // int32 linear truncates toward zero like the reference's astype: 0, 0.5 -> 0, 1, 1.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, RunOp("Resize",
+                 Attrs({{"mode", std::string("linear")},
+                        {"coordinate_transformation_mode", std::string("asymmetric")}}),
+                 {I32({0, 1}, {1, 2}), Empty(), F({1, 2}, {2})}));
+  EXPECT_THAT(Values<int32_t>(out[0]), ElementsAre(0, 0, 1, 1));
+}
+
+TEST(ImageOpsTest, NonFiniteCoordinatesDoNotCrash) {
+  const Tensor x = F({1, 2, 3, 4}, {1, 1, 2, 2});
+  // A NaN roi extrapolates.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto out, RunOp("Resize",
+                      Attrs({{"mode", std::string("linear")},
+                             {"coordinate_transformation_mode", std::string("tf_crop_and_resize")},
+                             {"extrapolation_value", 7.0},
+                             {"axes", Ints{3}}}),
+                      {x, F({NAN, 1}, {2}), Empty(), I64({2}, {1})}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(7, 7, 7, 7));
+  // NaN and huge grid points read zeros.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, RunOp("GridSample", {}, {x, F({NAN, 0, 1e30f, -1e30f}, {1, 1, 2, 2})}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(0, 0));
+  EXPECT_THAT(RunOp("RoiAlign", {}, {x, F({0, 0, INFINITY, 2}, {1, 4}), I64({0}, {1})}),
+              StatusIs(kInvalid, HasSubstr("finite")));
+  EXPECT_THAT(RunOp("RoiAlign", {}, {x, F({0, 0, 1e9f, 1e9f}, {1, 4}), I64({0}, {1})}),
+              StatusIs(kInvalid, HasSubstr("too many samples")));
+}
+
 TEST(ImageOpsTest, UpsampleNearestRepeats) {
   const Tensor x = F({1, 2, 3, 4}, {1, 1, 2, 2});
   NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("Upsample", {}, {x, F({1, 1, 1, 3}, {4})}));

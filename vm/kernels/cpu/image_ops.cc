@@ -166,6 +166,11 @@ class ResizeKernel final : public Kernel {
     NIMBLE_RETURN_IF_ERROR(CheckOutput(op_, outputs[0], x.dtype(), out_shape));
     if (outputs[0].num_elements() == 0) return absl::OkStatus();
     const bool legacy = opts_.upsample || inputs.size() == 2;
+    if (opts_.mode == ResizeMode::kNearest && (legacy || !opts_.exclude_outside) &&
+        x.dtype() != DType::kString) {
+      NIMBLE_ASSIGN_OR_RETURN(bool done, NearestGather(ctx, x, plan, legacy, outputs[0]));
+      if (done) return absl::OkStatus();
+    }
     NIMBLE_ASSIGN_OR_RETURN(std::vector<double> cur, ToDoubles(op_, "X", x));
     Shape cur_shape = x.shape();
     // Innermost axis first; with an axes attribute the reference nests in axes order.
@@ -223,6 +228,69 @@ class ResizeKernel final : public Kernel {
   }
 
  private:
+  // Nearest resize as a gather in the element type (exact for every dtype, and the common
+  // case in real models). Returns false when some output must be extrapolated.
+  absl::StatusOr<bool> NearestGather(const KernelContext& ctx, const Tensor& x,
+                                     const std::vector<AxisPlan>& plan, bool legacy,
+                                     Tensor& y) const {
+    const int r = x.rank();
+    if (r == 0) {
+      std::memcpy(y.raw_data(), x.raw_data(), DTypeSize(x.dtype()));
+      return true;
+    }
+    // Per axis: the input element offset of each output coordinate.
+    std::vector<std::vector<int64_t>> src(r);
+    int64_t stride = 1;
+    for (int a = r - 1; a >= 0; --a) {
+      NIMBLE_ASSIGN_OR_RETURN(AxisTaps taps, Taps(plan[a], legacy));
+      src[a].resize(plan[a].out);
+      for (int64_t o = 0; o < plan[a].out; ++o) {
+        if (taps.extrapolate[o]) return false;
+        int64_t pick = -1;
+        for (int k = 0; k < taps.n; ++k) {
+          if (taps.weight[o * taps.n + k] != 0.0) pick = taps.index[o * taps.n + k];
+        }
+        if (pick < 0) return false;
+        src[a][o] = pick * stride;
+      }
+      stride *= plan[a].in;
+    }
+    const int64_t inner = plan[r - 1].out;
+    const int64_t rows = y.num_elements() / inner;
+    const size_t elem = DTypeSize(x.dtype());
+    const char* in = static_cast<const char*>(x.raw_data());
+    char* out = static_cast<char*>(y.raw_data());
+    const std::vector<int64_t>& last = src[r - 1];
+    ParallelFor(ctx, rows, std::max<int64_t>(1, 16384 / inner), [&](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        int64_t base = 0;
+        for (int64_t rem = row, a = r - 2; a >= 0; --a) {
+          base += src[a][rem % plan[a].out];
+          rem /= plan[a].out;
+        }
+        char* dst = out + row * inner * elem;
+        const char* from = in + base * elem;
+        switch (elem) {
+          case 1:
+            for (int64_t i = 0; i < inner; ++i) dst[i] = from[last[i]];
+            break;
+          case 2:
+            for (int64_t i = 0; i < inner; ++i) std::memcpy(dst + 2 * i, from + 2 * last[i], 2);
+            break;
+          case 4:
+            for (int64_t i = 0; i < inner; ++i) std::memcpy(dst + 4 * i, from + 4 * last[i], 4);
+            break;
+          default:
+            for (int64_t i = 0; i < inner; ++i) {
+              std::memcpy(dst + elem * i, from + elem * last[i], elem);
+            }
+            break;
+        }
+      }
+    });
+    return true;
+  }
+
   // Output sizes, scale factors and roi per axis of X.
   absl::StatusOr<std::vector<AxisPlan>> Plan(absl::Span<const Tensor> inputs) const {
     const Tensor& x = inputs[0];

@@ -127,6 +127,15 @@ TEST(ImageOpsTest, ResizeHalfAndIntegerDtypes) {
   EXPECT_THAT(Values<int32_t>(out[0]), ElementsAre(0, 0, 1, 1));
 }
 
+TEST(ImageOpsTest, ResizeNearestIsExactForWideIntegers) {
+  // 2^60 + 1 is not representable in double; the nearest path copies elements.
+  const int64_t big = (int64_t{1} << 60) + 1;
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto out, RunOp("Resize", {}, {I64({big, -big}, {1, 2}), Empty(), F({1, 1.5f}, {2})}));
+  EXPECT_THAT(out[0].shape(), ElementsAre(1, 3));
+  EXPECT_THAT(Values<int64_t>(out[0]), ElementsAre(big, big, -big));
+}
+
 TEST(ImageOpsTest, NonFiniteCoordinatesDoNotCrash) {
   const Tensor x = F({1, 2, 3, 4}, {1, 1, 2, 2});
   // A NaN roi extrapolates.

@@ -164,6 +164,19 @@ TEST(ImageOpsTest, UpsampleNearestRepeats) {
   EXPECT_THAT(Values<float>(out[0]), ElementsAre(1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4));
 }
 
+TEST(ImageOpsTest, LegacyResizeAndUpsampleAttribute) {
+  // Opset-10 Resize(X, scales): asymmetric, nearest rounds down when upsampling and up when
+  // downsampling (the opset-10 test_resize_downsample_nearest data).
+  const Tensor x = F({1, 2, 3, 4, 5, 6, 7, 8}, {1, 1, 2, 4});
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("Resize", {}, {x, F({1, 1, 0.6f, 0.6f}, {4})}));
+  EXPECT_THAT(out[0].shape(), ElementsAre(1, 1, 1, 2));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(1, 3));
+  // Upsample-7 takes its scales as an attribute.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, RunOp("Upsample", Attrs({{"scales", std::vector<double>{1, 2}}}), {F({5, 6}, {1, 2})}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(5, 5, 6, 6));
+}
+
 TEST(ImageOpsTest, GridSampleBilinearAlignCorners) {
   const Tensor x = F({1, 2, 3, 4}, {1, 1, 2, 2});
   // (x, y) points: top-left, bottom-right, centre, bottom-left.

@@ -26,5 +26,7 @@ void RegisterRnnKernels(KernelRegistry& registry);
 void RegisterLossKernels(KernelRegistry& registry);
 // RotaryEmbedding, LpPool, Shrink, LRN, QuantizeLinear, DequantizeLinear, MaxUnpool.
 void RegisterMiscKernels(KernelRegistry& registry);
+// Resize, Upsample, GridSample, CenterCropPad, Col2Im, AffineGrid, RoiAlign, DeformConv.
+void RegisterImageKernels(KernelRegistry& registry);
 
 }  // namespace nimble::vm::cpu

@@ -26,6 +26,8 @@ void RegisterRnnKernels(KernelRegistry& registry);
 void RegisterLossKernels(KernelRegistry& registry);
 // RotaryEmbedding, LpPool, Shrink, LRN, QuantizeLinear, DequantizeLinear, MaxUnpool.
 void RegisterMiscKernels(KernelRegistry& registry);
+// Attention (scaled dot-product, also the target of the fuse-attention pass)
+void RegisterAttentionKernels(KernelRegistry& registry);
 // Resize, Upsample, GridSample, CenterCropPad, Col2Im, AffineGrid, RoiAlign, DeformConv.
 void RegisterImageKernels(KernelRegistry& registry);
 

@@ -14,6 +14,7 @@ void RegisterCpuKernels(KernelRegistry& registry) {
   cpu::RegisterRnnKernels(registry);
   cpu::RegisterLossKernels(registry);
   cpu::RegisterMiscKernels(registry);
+  cpu::RegisterAttentionKernels(registry);
   cpu::RegisterImageKernels(registry);
 }
 

@@ -1,0 +1,444 @@
+// Attention (ONNX opset 23/24): scaled dot-product attention in one kernel. The compiler's
+// fuse-attention pass also rewrites the MatMul/Scale/Add/Softmax/MatMul chains that exporters
+// emit into this op, so BERT- and GPT-style models run here too.
+//
+// Work is split into (batch, head, block of query rows) tasks over TBB; each task computes its
+// block of scores with one single-threaded sgemm against the whole key sequence, applies
+// softcap, the additive/boolean mask, the causal frontier and the key padding row by row with
+// the softmax, and multiplies by V with a second sgemm straight into the output. Scores never
+// exist for more than one block per task, and 3-D [batch, seq, heads * head_size] inputs and
+// outputs are read and written in place through strides (no transposes).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "vm/kernels/cpu/cpu_kernels.h"
+#include "vm/kernels/cpu/fp16.h"
+#include "vm/kernels/cpu/onednn_util.h"
+#include "vm/kernels/kernel.h"
+
+namespace nimble::vm::cpu {
+namespace {
+
+using kernel_util::CheckArity;
+using kernel_util::CheckDefined;
+
+bool Present(absl::Span<const Tensor> inputs, size_t i) {
+  return i < inputs.size() && inputs[i].defined();
+}
+
+// A [batch, heads, seq, dim] view of a 4-D tensor or of a 3-D [batch, seq, heads * dim] one.
+struct HeadView {
+  const float* data = nullptr;
+  int64_t batch = 0, heads = 0, seq = 0, dim = 0;
+  int64_t sb = 0, sh = 0, ss = 0;  // strides in elements; dim is contiguous
+  const float* Row(int64_t b, int64_t h, int64_t s) const {
+    return data + b * sb + h * sh + s * ss;
+  }
+};
+
+absl::StatusOr<HeadView> ViewHeads(const Tensor& t, const float* data, int64_t heads,
+                                   const char* what) {
+  HeadView v;
+  v.data = data;
+  if (t.rank() == 4) {
+    v.batch = t.dim(0), v.heads = t.dim(1), v.seq = t.dim(2), v.dim = t.dim(3);
+    v.ss = v.dim, v.sh = v.seq * v.dim, v.sb = v.heads * v.sh;
+    return v;
+  }
+  if (t.rank() != 3) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Attention: ", what, " must be 3-D or 4-D, got ", t.TypeString()));
+  }
+  if (heads <= 0 || t.dim(2) % heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("Attention: ", what, " ", t.TypeString(),
+                                                   " does not split into ", heads, " heads"));
+  }
+  v.batch = t.dim(0), v.heads = heads, v.seq = t.dim(1), v.dim = t.dim(2) / heads;
+  v.sh = v.dim, v.ss = heads * v.dim, v.sb = v.seq * v.ss;
+  return v;
+}
+
+struct Config {
+  int64_t q_num_heads = 0, kv_num_heads = 0;
+  bool is_causal = false;
+  double scale = 0;  // 0: 1/sqrt(head_size)
+  double softcap = 0;
+  int64_t qk_mode = -1;
+};
+
+// Everything a call needs, derived from the input shapes (shared by OutputShapes and Run).
+struct Plan {
+  int64_t batch = 0, q_heads = 0, kv_heads = 0, q_seq = 0, kv_seq = 0, past = 0, total = 0;
+  int64_t head = 0, v_head = 0;
+  bool three_d = false;
+  Shape y, present_k, present_v, qk;
+};
+
+absl::StatusOr<Plan> MakePlan(const Config& c, absl::Span<const Tensor> in) {
+  NIMBLE_RETURN_IF_ERROR(CheckArity("Attention", in.size(), 3, 7));
+  for (size_t i = 0; i < 3; ++i) {
+    NIMBLE_RETURN_IF_ERROR(CheckDefined("Attention", in, i, i == 0 ? "Q" : i == 1 ? "K" : "V"));
+  }
+  const Tensor &q = in[0], &k = in[1], &v = in[2];
+  if (q.rank() != k.rank() || q.rank() != v.rank() || (q.rank() != 3 && q.rank() != 4)) {
+    return absl::InvalidArgumentError(absl::StrCat("Attention: Q ", q.TypeString(), ", K ",
+                                                   k.TypeString(), ", V ", v.TypeString(),
+                                                   " must all be 3-D or all 4-D"));
+  }
+  if (k.dtype() != q.dtype() || v.dtype() != q.dtype()) {
+    return absl::InvalidArgumentError("Attention: Q, K and V must have one dtype");
+  }
+  Plan p;
+  p.three_d = q.rank() == 3;
+  p.batch = q.dim(0);
+  if (p.three_d) {
+    if (c.q_num_heads <= 0 || c.kv_num_heads <= 0) {
+      return absl::InvalidArgumentError("Attention: 3-D inputs need q_num_heads and kv_num_heads");
+    }
+    p.q_heads = c.q_num_heads, p.kv_heads = c.kv_num_heads;
+    p.q_seq = q.dim(1), p.kv_seq = k.dim(1);
+    if (q.dim(2) % p.q_heads || k.dim(2) % p.kv_heads || v.dim(2) % p.kv_heads) {
+      return absl::InvalidArgumentError("Attention: hidden sizes do not split into the heads");
+    }
+    p.head = q.dim(2) / p.q_heads, p.v_head = v.dim(2) / p.kv_heads;
+    if (k.dim(2) / p.kv_heads != p.head || v.dim(1) != p.kv_seq) {
+      return absl::InvalidArgumentError(absl::StrCat("Attention: K ", k.TypeString(), " and V ",
+                                                     v.TypeString(), " do not match Q ",
+                                                     q.TypeString()));
+    }
+  } else {
+    p.q_heads = q.dim(1), p.kv_heads = k.dim(1), p.q_seq = q.dim(2), p.kv_seq = k.dim(2);
+    p.head = q.dim(3), p.v_head = v.dim(3);
+    if (k.dim(3) != p.head || v.dim(1) != p.kv_heads || v.dim(2) != p.kv_seq) {
+      return absl::InvalidArgumentError(absl::StrCat("Attention: K ", k.TypeString(), " and V ",
+                                                     v.TypeString(), " do not match Q ",
+                                                     q.TypeString()));
+    }
+  }
+  if (k.dim(0) != p.batch || v.dim(0) != p.batch) {
+    return absl::InvalidArgumentError("Attention: Q, K and V batch sizes differ");
+  }
+  if (p.kv_heads <= 0 || p.q_heads % p.kv_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("Attention: ", p.q_heads,
+                                                   " query heads are not a multiple of ",
+                                                   p.kv_heads, " key/value heads"));
+  }
+  if (Present(in, 4) != Present(in, 5)) {
+    return absl::InvalidArgumentError("Attention: past_key and past_value come together");
+  }
+  if (Present(in, 4)) {
+    const Tensor &pk = in[4], &pv = in[5];
+    if (pk.rank() != 4 || pv.rank() != 4 || pk.dim(0) != p.batch || pk.dim(1) != p.kv_heads ||
+        pk.dim(3) != p.head || pv.dim(0) != p.batch || pv.dim(1) != p.kv_heads ||
+        pv.dim(2) != pk.dim(2) || pv.dim(3) != p.v_head || pk.dtype() != q.dtype() ||
+        pv.dtype() != q.dtype()) {
+      return absl::InvalidArgumentError(absl::StrCat("Attention: past_key ", pk.TypeString(),
+                                                     " / past_value ", pv.TypeString(),
+                                                     " do not match K and V"));
+    }
+    p.past = pk.dim(2);
+  }
+  p.total = p.past + p.kv_seq;
+  if (Present(in, 3)) {
+    const Tensor& m = in[3];
+    if (m.rank() < 2 || m.rank() > 4 || (m.dtype() != DType::kBool && m.dtype() != q.dtype())) {
+      return absl::InvalidArgumentError(absl::StrCat("Attention: attn_mask ", m.TypeString(),
+                                                     " must be bool or ", DTypeName(q.dtype()),
+                                                     " of rank 2 to 4"));
+    }
+    const int64_t want[4] = {p.batch, p.q_heads, p.q_seq, p.total};
+    for (int i = 0; i < m.rank(); ++i) {
+      const int axis = 4 - m.rank() + i;
+      const int64_t d = m.dim(i);
+      const bool ok = axis == 3 ? d <= p.total : (d == 1 || d == want[axis]);
+      if (!ok) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("Attention: attn_mask ", m.TypeString(), " does not broadcast to [",
+                         p.batch, ", ", p.q_heads, ", ", p.q_seq, ", ", p.total, "]"));
+      }
+    }
+  }
+  if (Present(in, 6)) {
+    const Tensor& n = in[6];
+    if (n.dtype() != DType::kI64 || n.num_elements() != p.batch) {
+      return absl::InvalidArgumentError(absl::StrCat("Attention: nonpad_kv_seqlen ", n.TypeString(),
+                                                     " must be i64[", p.batch, "]"));
+    }
+  }
+  if (p.three_d) {
+    p.y = {p.batch, p.q_seq, p.q_heads * p.v_head};
+  } else {
+    p.y = {p.batch, p.q_heads, p.q_seq, p.v_head};
+  }
+  p.present_k = {p.batch, p.kv_heads, p.total, p.head};
+  p.present_v = {p.batch, p.kv_heads, p.total, p.v_head};
+  p.qk = {p.batch, p.q_heads, p.q_seq, p.total};
+  return p;
+}
+
+// An f32 copy of a f16/bf16 tensor (or the tensor itself when already f32).
+absl::StatusOr<Tensor> ToF32(const Tensor& t, Allocator* allocator) {
+  if (!t.defined() || t.dtype() == DType::kF32 || t.dtype() == DType::kBool ||
+      t.dtype() == DType::kI64) {
+    return t;
+  }
+  NIMBLE_ASSIGN_OR_RETURN(Tensor out, Tensor::Empty(DType::kF32, t.shape(), allocator));
+  if (t.dtype() == DType::kF16) {
+    HalfToFloat(t.data<uint16_t>(), out.data<float>(), t.num_elements());
+  } else if (t.dtype() == DType::kBF16) {
+    BFloat16ToFloat(t.data<uint16_t>(), out.data<float>(), t.num_elements());
+  } else {
+    return absl::UnimplementedError(
+        absl::StrCat("Attention: dtype ", DTypeName(t.dtype()), " is not supported"));
+  }
+  return out;
+}
+
+void FromF32(const Tensor& f, const Tensor& out) {
+  if (out.dtype() == DType::kF16) {
+    FloatToHalf(f.data<float>(), out.data<uint16_t>(), f.num_elements());
+  } else if (out.dtype() == DType::kBF16) {
+    FloatToBFloat16(f.data<float>(), out.data<uint16_t>(), f.num_elements());
+  }
+}
+
+// Concatenates past [B, H, P, D] and the new keys/values (a head view) into `dst` [B, H, T, D].
+void Concat(const float* past, int64_t p, const HeadView& cur, float* dst) {
+  const int64_t t = p + cur.seq;
+  for (int64_t b = 0; b < cur.batch; ++b) {
+    for (int64_t h = 0; h < cur.heads; ++h) {
+      float* out = dst + (b * cur.heads + h) * t * cur.dim;
+      if (p > 0) {
+        std::memcpy(out, past + (b * cur.heads + h) * p * cur.dim,
+                    static_cast<size_t>(p * cur.dim) * sizeof(float));
+      }
+      for (int64_t s = 0; s < cur.seq; ++s) {
+        std::memcpy(out + (p + s) * cur.dim, cur.Row(b, h, s),
+                    static_cast<size_t>(cur.dim) * sizeof(float));
+      }
+    }
+  }
+}
+
+class AttentionKernel final : public Kernel {
+ public:
+  explicit AttentionKernel(Config config) : c_(config) {}
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    NIMBLE_ASSIGN_OR_RETURN(Plan p, MakePlan(c_, inputs));
+    const Shape* shapes[4] = {&p.y, &p.present_k, &p.present_v, &p.qk};
+    for (size_t i = 0; i < output_shapes.size() && i < 4; ++i) output_shapes[i] = *shapes[i];
+    return absl::OkStatus();
+  }
+
+  absl::Status Run(const KernelContext& ctx, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_ASSIGN_OR_RETURN(Plan p, MakePlan(c_, inputs));
+    if (outputs.empty() || outputs.size() > 4) {
+      return absl::InvalidArgumentError("Attention: 1 to 4 outputs");
+    }
+    const Shape* shapes[4] = {&p.y, &p.present_k, &p.present_v, &p.qk};
+    const DType dtype = inputs[0].dtype();
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      if (!outputs[i].defined()) continue;
+      if (outputs[i].shape() != *shapes[i] || outputs[i].dtype() != dtype) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("Attention: output ", i, " is ", outputs[i].TypeString(), ", expected ",
+                         DTypeName(dtype), ShapeToString(*shapes[i])));
+      }
+    }
+    if (dtype == DType::kF32) return RunF32(ctx, p, inputs, outputs);
+    // f16 / bf16: compute in f32.
+    std::vector<Tensor> in32, out32;
+    for (const Tensor& t : inputs) {
+      NIMBLE_ASSIGN_OR_RETURN(Tensor f, ToF32(t, ctx.allocator));
+      in32.push_back(std::move(f));
+    }
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      if (!outputs[i].defined()) {
+        out32.emplace_back();
+        continue;
+      }
+      NIMBLE_ASSIGN_OR_RETURN(Tensor f, Tensor::Empty(DType::kF32, *shapes[i], ctx.allocator));
+      out32.push_back(std::move(f));
+    }
+    NIMBLE_RETURN_IF_ERROR(RunF32(ctx, p, in32, absl::MakeSpan(out32)));
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      if (outputs[i].defined()) FromF32(out32[i], outputs[i]);
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  absl::Status RunF32(const KernelContext& ctx, const Plan& p, absl::Span<const Tensor> in,
+                      absl::Span<Tensor> out) const {
+    const Tensor* present_k = out.size() > 1 && out[1].defined() ? &out[1] : nullptr;
+    const Tensor* present_v = out.size() > 2 && out[2].defined() ? &out[2] : nullptr;
+    const Tensor* qk_out =
+        out.size() > 3 && out[3].defined() && c_.qk_mode >= 0 ? &out[3] : nullptr;
+    if (out.size() > 3 && out[3].defined() && c_.qk_mode < 0) {
+      std::fill_n(out[3].data<float>(), out[3].num_elements(), 0.0f);
+    }
+    NIMBLE_ASSIGN_OR_RETURN(HeadView q, ViewHeads(in[0], in[0].data<float>(), p.q_heads, "Q"));
+    NIMBLE_ASSIGN_OR_RETURN(HeadView k, ViewHeads(in[1], in[1].data<float>(), p.kv_heads, "K"));
+    NIMBLE_ASSIGN_OR_RETURN(HeadView v, ViewHeads(in[2], in[2].data<float>(), p.kv_heads, "V"));
+    // Keys and values with the past: concatenated into present (the outputs, or scratch).
+    Tensor k_cat, v_cat;
+    const bool has_past = Present(in, 4);
+    if (has_past || present_k != nullptr) {
+      if (present_k != nullptr) {
+        k_cat = *present_k;
+      } else {
+        NIMBLE_ASSIGN_OR_RETURN(k_cat, Tensor::Empty(DType::kF32, p.present_k, ctx.allocator));
+      }
+      Concat(has_past ? in[4].data<float>() : nullptr, p.past, k, k_cat.data<float>());
+      NIMBLE_ASSIGN_OR_RETURN(k, ViewHeads(k_cat, k_cat.data<float>(), p.kv_heads, "K"));
+    }
+    if (has_past || present_v != nullptr) {
+      if (present_v != nullptr) {
+        v_cat = *present_v;
+      } else {
+        NIMBLE_ASSIGN_OR_RETURN(v_cat, Tensor::Empty(DType::kF32, p.present_v, ctx.allocator));
+      }
+      Concat(has_past ? in[5].data<float>() : nullptr, p.past, v, v_cat.data<float>());
+      NIMBLE_ASSIGN_OR_RETURN(v, ViewHeads(v_cat, v_cat.data<float>(), p.kv_heads, "V"));
+    }
+    HeadView y;
+    { NIMBLE_ASSIGN_OR_RETURN(y, ViewHeads(out[0], out[0].data<float>(), p.q_heads, "Y")); }
+    float* y_data = out[0].data<float>();
+
+    // Mask strides over [batch, heads, q, k] (0 where broadcast) and its last dim.
+    const Tensor* mask = Present(in, 3) ? &in[3] : nullptr;
+    int64_t ms[4] = {0, 0, 0, 0};
+    int64_t mask_cols = 0;
+    if (mask != nullptr) {
+      int64_t stride = 1;
+      for (int i = mask->rank() - 1; i >= 0; --i) {
+        const int axis = 4 - mask->rank() + i;
+        ms[axis] = mask->dim(i) == 1 && axis != 3 ? 0 : stride;
+        stride *= mask->dim(i);
+      }
+      mask_cols = mask->dim(mask->rank() - 1);  // shorter than total: padded with -inf (ONNX)
+    }
+    const int64_t* nonpad = Present(in, 6) ? in[6].data<int64_t>() : nullptr;
+    const float scale =
+        c_.scale != 0 ? static_cast<float>(c_.scale) : 1.0f / std::sqrt(static_cast<float>(p.head));
+    const float softcap = static_cast<float>(c_.softcap);
+    const float neg_inf = -std::numeric_limits<float>::infinity();
+    const int64_t group = p.q_heads / p.kv_heads;
+
+    // Tasks: (batch, head, row block); blocks small enough to keep every thread busy.
+    const int threads = std::max(1, ctx.num_threads);
+    const int64_t heads_total = p.batch * p.q_heads;
+    int64_t blocks = 1;
+    if (heads_total < 2 * threads) blocks = (2 * threads + heads_total - 1) / heads_total;
+    int64_t rows = std::max<int64_t>(16, (p.q_seq + blocks - 1) / blocks);
+    rows = std::min<int64_t>(std::max<int64_t>(rows, 1), std::max<int64_t>(p.q_seq, 1));
+    blocks = (p.q_seq + rows - 1) / rows;
+    const int64_t tasks = heads_total * blocks;
+    absl::Status status;
+    std::mutex status_mutex;
+    kernel_util::ParallelFor(threads, tasks, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> scores(static_cast<size_t>(rows * p.total));
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t bh = t / blocks, blk = t % blocks;
+        const int64_t b = bh / p.q_heads, h = bh % p.q_heads, hk = h / group;
+        const int64_t i0 = blk * rows, n = std::min(rows, p.q_seq - i0);
+        float* s = scores.data();
+        absl::Status st = onednn::Sgemm(1, false, true, n, p.total, p.head, scale, q.Row(b, h, i0),
+                                        q.ss, k.Row(b, hk, 0), k.ss, 0.0f, s, p.total);
+        if (st.ok()) {
+          const int64_t offset = has_past ? p.past : nonpad != nullptr ? nonpad[b] - p.q_seq : 0;
+          const int64_t valid = nonpad != nullptr ? nonpad[b] : p.total;
+          for (int64_t r = 0; r < n; ++r) {
+            const int64_t i = i0 + r;
+            float* row = s + r * p.total;
+            float* qk_row =
+                qk_out ? qk_out->data<float>() + ((b * p.q_heads + h) * p.q_seq + i) * p.total
+                       : nullptr;
+            if (softcap > 0) {
+              for (int64_t j = 0; j < p.total; ++j) row[j] = softcap * std::tanh(row[j] / softcap);
+            }
+            if (qk_row && c_.qk_mode <= 1) std::copy(row, row + p.total, qk_row);
+            if (mask != nullptr) {
+              const int64_t base = b * ms[0] + h * ms[1] + i * ms[2];
+              if (mask->dtype() == DType::kBool) {
+                const bool* m = mask->data<bool>() + base;
+                for (int64_t j = 0; j < p.total; ++j) {
+                  if (j >= mask_cols || !m[j * ms[3]]) row[j] = neg_inf;
+                }
+              } else {
+                const float* m = mask->data<float>() + base;
+                for (int64_t j = 0; j < p.total; ++j) {
+                  row[j] += j < mask_cols ? m[j * ms[3]] : neg_inf;
+                }
+              }
+            }
+            if (c_.is_causal) {
+              for (int64_t j = std::max<int64_t>(0, i + offset + 1); j < p.total; ++j) {
+                row[j] = neg_inf;
+              }
+            }
+            for (int64_t j = std::max<int64_t>(0, valid); j < p.total; ++j) row[j] = neg_inf;
+            if (qk_row && c_.qk_mode == 2) std::copy(row, row + p.total, qk_row);
+            float mx = neg_inf;
+            for (int64_t j = 0; j < p.total; ++j) mx = std::max(mx, row[j]);
+            float sum = 0;
+            for (int64_t j = 0; j < p.total; ++j) {
+              row[j] = std::exp(row[j] - mx);
+              sum += row[j];
+            }
+            const float inv = 1.0f / sum;
+            for (int64_t j = 0; j < p.total; ++j) row[j] *= inv;
+            if (qk_row && c_.qk_mode == 3) std::copy(row, row + p.total, qk_row);
+          }
+          st = onednn::Sgemm(1, false, false, n, p.v_head, p.total, 1.0f, s, p.total,
+                             v.Row(b, hk, 0), v.ss, 0.0f, y_data + b * y.sb + h * y.sh + i0 * y.ss,
+                             y.ss);
+        }
+        if (!st.ok()) {
+          std::lock_guard<std::mutex> lock(status_mutex);
+          status.Update(st);
+          return;
+        }
+      }
+    });
+    return status;
+  }
+
+  const Config c_;
+};
+
+}  // namespace
+
+void RegisterAttentionKernels(KernelRegistry& registry) {
+  registry.Register("Attention", DeviceType::kCPU,
+                    [](const Attributes& a) -> absl::StatusOr<std::unique_ptr<Kernel>> {
+                      Config c;
+                      c.q_num_heads = a.GetOr<int64_t>("q_num_heads", 0);
+                      c.kv_num_heads = a.GetOr<int64_t>("kv_num_heads", 0);
+                      c.is_causal = a.GetOr<int64_t>("is_causal", 0) != 0;
+                      c.scale = a.GetOr<double>("scale", 0.0);
+                      c.softcap = a.GetOr<double>("softcap", 0.0);
+                      c.qk_mode = a.GetOr<int64_t>("qk_matmul_output_mode", 0);
+                      if (c.qk_mode < 0 || c.qk_mode > 3) {
+                        return absl::InvalidArgumentError(absl::StrCat(
+                            "Attention: qk_matmul_output_mode ", c.qk_mode, " is not 0..3"));
+                      }
+                      if (c.softcap < 0) {
+                        return absl::InvalidArgumentError("Attention: softcap must be >= 0");
+                      }
+                      return std::unique_ptr<Kernel>(std::make_unique<AttentionKernel>(c));
+                    });
+}
+
+}  // namespace nimble::vm::cpu

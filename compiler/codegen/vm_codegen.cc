@@ -202,6 +202,7 @@ class FunctionEmitter {
   // from one loop iteration to the next).
   void RebindSymbols(const Value* v, int reg);
   absl::Status AllocateOwn(const Value* out, int reg);
+  absl::Status AllocateOwnType(const TensorType& t, int reg);
   // Jumps are relative; these patch a jump emitted earlier to land on the next instruction.
   int Here() const { return static_cast<int>(fn_.code.size()); }
   void PatchJumpB(int at) { fn_.code[at].b = Here() - at; }
@@ -573,7 +574,10 @@ absl::Status FunctionEmitter::Analyse() {
 }
 
 absl::Status FunctionEmitter::AllocateOwn(const Value* out, int reg) {
-  const TensorType& t = out->tensor_type();
+  return AllocateOwnType(out->tensor_type(), reg);
+}
+
+absl::Status FunctionEmitter::AllocateOwnType(const TensorType& t, int reg) {
   NIMBLE_ASSIGN_OR_RETURN(std::vector<int64_t> dim_regs, EmitDims(t));
   NIMBLE_ASSIGN_OR_RETURN(int elems, EmitDim(*t.NumElements()));
   const int bytes = NewReg();
@@ -785,7 +789,8 @@ void FunctionEmitter::RebindSymbols(const Value* v, int reg) {
 //         slices = tensor_select(scan_input, i); body ...
 //         Identity(slice_out) into tensor_select(scan_output, i); states = new states
 //         i += 1; goto head
-// Only the default layout (axis 0, forward) is lowered.
+// Other scan axes are transposes before (inputs) and after (outputs) the loop; reverse
+// directions index the steps from the end.
 absl::Status FunctionEmitter::EmitScan(const Node& node) {
   const Graph* body = node.subgraphs().count("body") ? node.subgraphs().at("body").get() : nullptr;
   if (body == nullptr) return absl::InvalidArgumentError("Scan needs a body");
@@ -798,18 +803,69 @@ absl::Status FunctionEmitter::EmitScan(const Node& node) {
       static_cast<int>(body->outputs().size()) != node.num_outputs()) {
     return absl::InvalidArgumentError("Scan body inputs/outputs do not match the node");
   }
-  for (const char* attr :
-       {"scan_input_axes", "scan_input_directions", "scan_output_axes", "scan_output_directions"}) {
-    for (int64_t v : node.attrs().GetOr<std::vector<int64_t>>(attr, {})) {
-      if (v != 0) {
-        return absl::UnimplementedError(
-            absl::StrCat("Scan with non-default ", attr, " is not lowered yet"));
-      }
+  // Layout attributes: a scan axis other than 0 is transposed to the front (inputs) or from
+  // the front (outputs); a reverse direction walks the steps from the last.
+  auto attr_list = [&](const char* name, int64_t count) -> absl::StatusOr<std::vector<int64_t>> {
+    std::vector<int64_t> v = node.attrs().GetOr<std::vector<int64_t>>(name, {});
+    if (v.empty()) v.assign(static_cast<size_t>(count), 0);
+    if (static_cast<int64_t>(v.size()) != count) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Scan ", name, " has ", v.size(), " entries, expected ", count));
     }
-  }
+    return v;
+  };
+  NIMBLE_ASSIGN_OR_RETURN(std::vector<int64_t> in_axes,
+                          attr_list("scan_input_axes", num_scan_inputs));
+  NIMBLE_ASSIGN_OR_RETURN(std::vector<int64_t> in_dirs,
+                          attr_list("scan_input_directions", num_scan_inputs));
+  NIMBLE_ASSIGN_OR_RETURN(std::vector<int64_t> out_axes,
+                          attr_list("scan_output_axes", num_scan_outputs));
+  NIMBLE_ASSIGN_OR_RETURN(std::vector<int64_t> out_dirs,
+                          attr_list("scan_output_directions", num_scan_outputs));
+  // perm moving `axis` of a rank-`rank` tensor to the front, or (inverse) back from it.
+  auto front_perm = [](int rank, int axis, bool inverse) {
+    std::vector<int64_t> perm;
+    if (!inverse) {
+      perm.push_back(axis);
+      for (int i = 0; i < rank; ++i) {
+        if (i != axis) perm.push_back(i);
+      }
+    } else {
+      for (int i = 1; i <= axis; ++i) perm.push_back(i);
+      perm.push_back(0);
+      for (int i = axis + 1; i < rank; ++i) perm.push_back(i);
+    }
+    return perm;
+  };
+  auto transpose = [&](int in, std::vector<int64_t> perm, vm::DType dtype) {
+    vm::Attributes attrs;
+    attrs.Set("perm", std::move(perm));
+    exe_.kernels.push_back(vm::KernelEntry{"Transpose", vm::kCpu, attrs});
+    const int kernel = static_cast<int>(exe_.kernels.size()) - 1;
+    const int out = NewReg();
+    Emit(Opcode::kInvokePacked, -1, kernel, 1, vm::kInvokePackedShapeFunction,
+         vm::EncodeOutputDTypes({dtype}), {in, out});
+    ++report_.num_kernel_calls;
+    return out;
+  };
   std::vector<int> scan_inputs;
   for (int j = 0; j < num_scan_inputs; ++j) {
-    NIMBLE_ASSIGN_OR_RETURN(int r, Materialize(node.input(num_states + j)));
+    const Value* in = node.input(num_states + j);
+    NIMBLE_ASSIGN_OR_RETURN(int r, Materialize(in));
+    if (in_dirs[j] != 0 && in_dirs[j] != 1) {
+      return absl::InvalidArgumentError("Scan directions must be 0 or 1");
+    }
+    if (in_axes[j] != 0) {
+      const TensorType& t = in->tensor_type();
+      if (!t.has_rank()) return absl::UnimplementedError("Scan input axis on an unknown rank");
+      const int rank = t.rank();
+      const int64_t axis = in_axes[j] < 0 ? in_axes[j] + rank : in_axes[j];
+      if (axis < 0 || axis >= rank) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("Scan input axis ", in_axes[j], " is out of range for rank ", rank));
+      }
+      if (axis != 0) r = transpose(r, front_perm(rank, static_cast<int>(axis), false), t.dtype);
+    }
     scan_inputs.push_back(r);
   }
   const int length = NewReg();
@@ -829,18 +885,38 @@ absl::Status FunctionEmitter::EmitScan(const Node& node) {
     states.push_back(NewReg());
     Emit(Opcode::kMove, states.back(), v);
   }
-  // Scan outputs: their full shapes must be known before the first step.
+  // Scan outputs: their full shapes must be known before the first step. Stacked along axis 0;
+  // another output axis is a transpose after the loop.
   std::vector<int> stacked;
+  std::vector<int> out_axis(num_scan_outputs, 0);
   for (int k = 0; k < num_scan_outputs; ++k) {
     const Value* out = node.output(num_states + k);
     if (!out->type().is_tensor() || !TypeBound(out->tensor_type())) {
       return absl::UnimplementedError(
           "Scan outputs whose per-step shape is only known inside the body are not lowered yet");
     }
+    if (out_dirs[k] != 0 && out_dirs[k] != 1) {
+      return absl::InvalidArgumentError("Scan directions must be 0 or 1");
+    }
+    const TensorType& t = out->tensor_type();
+    const int rank = t.rank();
+    const int64_t axis = out_axes[k] < 0 ? out_axes[k] + rank : out_axes[k];
+    if (axis < 0 || axis >= rank) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Scan output axis ", out_axes[k], " is out of range for rank ", rank));
+    }
+    out_axis[k] = static_cast<int>(axis);
     const int r = NewReg();
-    NIMBLE_RETURN_IF_ERROR(AllocateOwn(out, r));
+    if (axis == 0) {
+      NIMBLE_RETURN_IF_ERROR(AllocateOwn(out, r));
+      reg_of_[out] = r;
+    } else {
+      TensorType front = t;
+      const std::vector<int64_t> perm = front_perm(rank, static_cast<int>(axis), false);
+      for (int i = 0; i < rank; ++i) (*front.dims)[i] = (*t.dims)[perm[i]];
+      NIMBLE_RETURN_IF_ERROR(AllocateOwnType(front, r));
+    }
     stacked.push_back(r);
-    reg_of_[out] = r;
   }
   int identity = -1;
   if (num_scan_outputs > 0) {
@@ -859,9 +935,21 @@ absl::Status FunctionEmitter::EmitScan(const Node& node) {
     reg_of_[body->inputs()[k]] = states[k];
     RebindSymbols(body->inputs()[k], states[k]);
   }
+  // Reverse steps index from the end: length - 1 - counter.
+  int reversed = -1;
+  auto step_index = [&](bool reverse) {
+    if (!reverse) return counter;
+    if (reversed < 0) {
+      const int last = NewReg();
+      Emit(Opcode::kScalarBinaryImm, last, length, -1, static_cast<int>(ScalarOp::kAdd), -1);
+      reversed = NewReg();
+      Emit(Opcode::kScalarBinary, reversed, last, counter, static_cast<int>(ScalarOp::kSub));
+    }
+    return reversed;
+  };
   for (int j = 0; j < num_scan_inputs; ++j) {
     const int slice = NewReg();
-    Emit(Opcode::kTensorSelect, slice, scan_inputs[j], counter);
+    Emit(Opcode::kTensorSelect, slice, scan_inputs[j], step_index(in_dirs[j] != 0));
     reg_of_[body->inputs()[num_states + j]] = slice;
     RebindSymbols(body->inputs()[num_states + j], slice);
   }
@@ -869,7 +957,7 @@ absl::Status FunctionEmitter::EmitScan(const Node& node) {
   for (int k = 0; k < num_scan_outputs; ++k) {
     NIMBLE_ASSIGN_OR_RETURN(int step, Materialize(body->outputs()[num_states + k]));
     const int slot = NewReg();
-    Emit(Opcode::kTensorSelect, slot, stacked[k], counter);
+    Emit(Opcode::kTensorSelect, slot, stacked[k], step_index(out_dirs[k] != 0));
     Emit(Opcode::kInvokePacked, -1, identity, 1, 0, 0, {step, slot});
   }
   std::vector<int> next;
@@ -885,7 +973,15 @@ absl::Status FunctionEmitter::EmitScan(const Node& node) {
   PatchJumpC(exit_branch);
   for (int k = 0; k < num_states; ++k) {
     reg_of_[node.output(k)] = states[k];
-    BindSymbolsFrom(node.output(k)->tensor_type(), states[k]);
+    if (node.output(k)->type().is_tensor()) {
+      BindSymbolsFrom(node.output(k)->tensor_type(), states[k]);
+    }
+  }
+  for (int k = 0; k < num_scan_outputs; ++k) {
+    const Value* out = node.output(num_states + k);
+    if (out_axis[k] == 0) continue;
+    reg_of_[out] = transpose(stacked[k], front_perm(out->tensor_type().rank(), out_axis[k], true),
+                             out->tensor_type().dtype);
   }
   return absl::OkStatus();
 }

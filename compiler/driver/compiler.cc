@@ -10,6 +10,7 @@
 #include "compiler/frontend/onnx/onnx_importer.h"
 #include "compiler/transforms/constant_folding.h"
 #include "compiler/transforms/cse.h"
+#include "compiler/transforms/fuse_attention.h"
 #include "compiler/transforms/fuse_elementwise.h"
 #include "compiler/transforms/fuse_gelu_layernorm.h"
 #include "compiler/transforms/fuse_matmul_epilogue.h"
@@ -33,7 +34,8 @@ absl::Status VerifyGraph(const Graph& g, absl::flat_hash_set<const Value*> defin
       NIMBLE_RETURN_IF_ERROR(VerifyGraph(*sub, defined, require_types));
     }
     for (const Value* out : node->outputs()) {
-      if (require_types && out->type().is_tensor() && out->tensor_type().dtype == vm::DType::kInvalid) {
+      if (require_types && out->type().is_tensor() &&
+          out->tensor_type().dtype == vm::DType::kInvalid) {
         return absl::InternalError(absl::StrCat("IR verifier: ", node->Describe(), " output ",
                                                 out->output_index(), " has no dtype"));
       }
@@ -42,7 +44,8 @@ absl::Status VerifyGraph(const Graph& g, absl::flat_hash_set<const Value*> defin
   }
   for (const Value* out : g.outputs()) {
     if (!out->is_constant() && !defined.contains(out)) {
-      return absl::InternalError(absl::StrCat("IR verifier: graph output %", out->id(), " is undefined"));
+      return absl::InternalError(
+          absl::StrCat("IR verifier: graph output %", out->id(), " is undefined"));
     }
   }
   return absl::OkStatus();
@@ -55,9 +58,23 @@ absl::Status VerifyModule(const Module& module, bool require_types) {
 }
 
 const std::vector<std::string>& PassNames() {
-  static const std::vector<std::string> names = {
-      "import",    "infer-types",        "fold-constants", "reinfer-types",    "cse",
-      "fuse-gelu-layernorm", "fuse-matmul-epilogue", "fuse-elementwise", "dce", "lower-to-vm"};
+  static const std::vector<std::string> names = {"import",
+                                                 "infer-types",
+                                                 "fold-constants",
+                                                 "reinfer-types",
+                                                 "cse",
+                                                 "fuse-gelu-layernorm",
+                                                 "fuse-attention",
+                                                 "fuse-matmul-epilogue",
+                                                 "fuse-elementwise",
+                                                 "dce",
+                                                 "lower-to-vm"};
+  return names;
+}
+
+const std::vector<std::string>& OptionalPassNames() {
+  static const std::vector<std::string> names = {"cse", "fuse-gelu-layernorm", "fuse-attention",
+                                                 "fuse-matmul-epilogue", "fuse-elementwise"};
   return names;
 }
 
@@ -67,6 +84,7 @@ namespace {
 absl::Status RunPass(Module& module, const CompileOptions& options, CompileReport& r,
                      bool types_ready, const std::string& name,
                      const std::function<absl::Status()>& pass) {
+  if (options.disabled_passes.count(name)) return absl::OkStatus();
   if (options.on_pass) options.on_pass(name);
   const auto start = std::chrono::steady_clock::now();
   NIMBLE_RETURN_IF_ERROR(pass());
@@ -99,8 +117,7 @@ absl::Status Lower(Module& module, const CompileOptions& options, CompileReport&
     emit.function_name = variant.name == "generic" ? "main" : absl::StrCat("main@", variant.name);
     emit.define_signature = define_signature;
     CodegenReport codegen;
-    NIMBLE_ASSIGN_OR_RETURN(variant.function,
-                            EmitMainFunction(module, executable, &codegen, emit));
+    NIMBLE_ASSIGN_OR_RETURN(variant.function, EmitMainFunction(module, executable, &codegen, emit));
     if (define_signature) {
       r.codegen = codegen;
       r.arena_bytes = module.dims.ToString(codegen.arena_bytes);
@@ -134,21 +151,25 @@ vm::Executable NewExecutable() {
 absl::Status OptimizeModule(Module& module, const CompileOptions& options, CompileReport* report) {
   CompileReport local;
   CompileReport& r = report ? *report : local;
-  if (options.dump && (options.dump_ir_after.count("all") || options.dump_ir_after.count("import"))) {
+  if (options.dump &&
+      (options.dump_ir_after.count("all") || options.dump_ir_after.count("import"))) {
     options.dump("import", module.ToString());
   }
   // The recipe.
-  NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, false, "infer-types",
-                                 [&] { return InferTypes(module); }));
-  NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "fold-constants",
-                                 Counted(module, [](Module& m) { return FoldConstants(m); },
-                                         &r.folded_nodes)));
-  NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "reinfer-types",
-                                 [&] { return InferTypes(module); }));
+  NIMBLE_RETURN_IF_ERROR(
+      RunPass(module, options, r, false, "infer-types", [&] { return InferTypes(module); }));
+  NIMBLE_RETURN_IF_ERROR(
+      RunPass(module, options, r, true, "fold-constants",
+              Counted(
+                  module, [](Module& m) { return FoldConstants(m); }, &r.folded_nodes)));
+  NIMBLE_RETURN_IF_ERROR(
+      RunPass(module, options, r, true, "reinfer-types", [&] { return InferTypes(module); }));
   NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "cse",
                                  Counted(module, EliminateCommonSubexpressions, &r.cse_merged)));
   NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "fuse-gelu-layernorm",
                                  Counted(module, FuseGeluAndLayerNorm, &r.fused_patterns)));
+  NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "fuse-attention",
+                                 Counted(module, FuseAttention, &r.fused_attention)));
   NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "fuse-matmul-epilogue",
                                  Counted(module, FuseMatMulEpilogues, &r.fused_matmuls)));
   NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "fuse-elementwise",
@@ -184,8 +205,9 @@ void SpecializeInputs(Module& module, const std::map<std::string, int64_t>& valu
   }
 }
 
-absl::StatusOr<std::shared_ptr<const vm::Executable>> CompileOnnxFile(
-    const std::string& path, const CompileOptions& options, CompileReport* report) {
+absl::StatusOr<std::shared_ptr<const vm::Executable>> CompileOnnxFile(const std::string& path,
+                                                                      const CompileOptions& options,
+                                                                      CompileReport* report) {
   CompileReport local;
   CompileReport& r = report ? *report : local;
   if (options.on_pass) options.on_pass("import");
@@ -198,8 +220,8 @@ absl::StatusOr<std::shared_ptr<const vm::Executable>> CompileOnnxFile(
     }
     for (int64_t size : sizes) {
       if (size <= 0) {
-        return absl::InvalidArgumentError(absl::StrCat("bucket size ", size, " of '", symbol,
-                                                       "' must be positive"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("bucket size ", size, " of '", symbol, "' must be positive"));
       }
     }
   }
@@ -224,8 +246,8 @@ absl::StatusOr<std::shared_ptr<const vm::Executable>> CompileOnnxFile(
   }
   if (options.buckets.empty()) combos.clear();
   if (static_cast<int>(combos.size()) > kMaxSpecializedVariants) {
-    return absl::InvalidArgumentError(absl::StrCat(combos.size(), " bucket combinations exceed the limit of ",
-                                                   kMaxSpecializedVariants));
+    return absl::InvalidArgumentError(absl::StrCat(
+        combos.size(), " bucket combinations exceed the limit of ", kMaxSpecializedVariants));
   }
   std::vector<vm::Variant> specialized;
   for (const auto& combo : combos) {
@@ -242,11 +264,13 @@ absl::StatusOr<std::shared_ptr<const vm::Executable>> CompileOnnxFile(
       variant.upper_bounds.push_back(size);
     }
     variant.name = absl::StrJoin(parts, ",");
-    NIMBLE_RETURN_IF_ERROR(Lower(*variant_module, options, variant_report, executable, variant, false));
+    NIMBLE_RETURN_IF_ERROR(
+        Lower(*variant_module, options, variant_report, executable, variant, false));
     ++r.num_variants;
   }
   // The dispatcher takes the first variant whose bounds hold: specialized ones first.
-  std::rotate(executable.variants.begin(), executable.variants.begin() + 1, executable.variants.end());
+  std::rotate(executable.variants.begin(), executable.variants.begin() + 1,
+              executable.variants.end());
   return vm::Executable::Finalize(std::move(executable));
 }
 

@@ -33,6 +33,9 @@ struct CompileOptions {
   // symbolic variant; the VM's dispatcher picks the specialized one for calls of exactly
   // those dims (the server pads requests to bucket sizes) and the generic one otherwise.
   std::map<std::string, std::vector<int64_t>> buckets;
+  // Optimisation passes to skip (cse, fuse-*), for measuring what each is worth. Required
+  // passes cannot be disabled.
+  std::set<std::string> disabled_passes;
   // Symbol values at which the report evaluates the memory plan (e.g. batch=1, seq=128).
   std::map<std::string, int64_t> report_at;
 };
@@ -52,6 +55,7 @@ struct CompileReport {
   int cse_merged = 0;
   int fused_patterns = 0;     // GELU and LayerNorm recognised
   int fused_matmuls = 0;      // MatMuls with epilogues
+  int fused_attention = 0;    // attention blocks become one Attention node
   int fused_elementwise = 0;  // FusedElementwise kernels formed
   CodegenReport codegen;
   std::string arena_bytes;         // symbolic, printed
@@ -63,6 +67,8 @@ struct CompileReport {
 
 // Names of the passes in pipeline order (for --dump-ir-after validation and help).
 const std::vector<std::string>& PassNames();
+// The passes CompileOptions::disabled_passes may name.
+const std::vector<std::string>& OptionalPassNames();
 
 // Runs the optimisation pipeline (every pass before lowering) on an imported module.
 absl::Status OptimizeModule(Module& module, const CompileOptions& options, CompileReport* report);

@@ -105,6 +105,67 @@ TEST(CompilerTest, OneExecutableRunsEveryShape) {
   }
 }
 
+// Scan(s0 [3], x [3, n]) scanning x along axis 1 in `in_dir`, with body s' = s + x_t and scan
+// output s' stacked along axis 1 in `out_dir`: the layout attributes of ONNX Scan.
+std::unique_ptr<Module> CumsumScanModule(int64_t in_dir, int64_t out_dir) {
+  auto m = std::make_unique<Module>();
+  Graph& g = *m->main;
+  const DimExpr n = m->dims.Symbol("n"), three = DimExpr::Const(3);
+  Value* s0 = g.AddInput("s0", Type::Tensor(TensorType::Of(vm::DType::kF32, {three})));
+  Value* x = g.AddInput("x", Type::Tensor(TensorType::Of(vm::DType::kF32, {three, n})));
+  Node* scan = g.AddNode("Scan", {s0, x}, 2, "scan");
+  scan->set_opset(16);
+  scan->attrs().Set("num_scan_inputs", int64_t{1});
+  scan->attrs().Set("scan_input_axes", std::vector<int64_t>{1});
+  scan->attrs().Set("scan_input_directions", std::vector<int64_t>{in_dir});
+  scan->attrs().Set("scan_output_axes", std::vector<int64_t>{-1});
+  scan->attrs().Set("scan_output_directions", std::vector<int64_t>{out_dir});
+  auto body = std::make_unique<Graph>("body", &g);
+  Value* s = body->AddInput("s", Type::Tensor(TensorType::Of(vm::DType::kF32, {three})));
+  Value* xt = body->AddInput("xt", Type::Tensor(TensorType::Of(vm::DType::kF32, {three})));
+  Node* add = body->AddNode("Add", {s, xt}, 1, "add");
+  add->set_opset(16);
+  Node* copy = body->AddNode("Identity", {add->output(0)}, 1, "copy");
+  copy->set_opset(16);
+  body->AddOutput(add->output(0));
+  body->AddOutput(copy->output(0));
+  scan->subgraphs()["body"] = std::move(body);
+  scan->output(0)->set_name("s");
+  scan->output(1)->set_name("ys");
+  g.AddOutput(scan->output(0));
+  g.AddOutput(scan->output(1));
+  return m;
+}
+
+TEST(CompilerTest, ScanAxesAndDirections) {
+  for (int64_t in_dir : {0, 1}) {
+    for (int64_t out_dir : {0, 1}) {
+      SCOPED_TRACE(absl::StrCat("input direction ", in_dir, ", output direction ", out_dir));
+      auto module = CumsumScanModule(in_dir, out_dir);
+      NIMBLE_ASSERT_OK_AND_ASSIGN(auto exe, CompileModule(*module));
+      vm::VirtualMachine machine(exe);
+      for (int64_t n : {1, 4, 9}) {
+        vm::Tensor s0 = RandomF32({3}, 1), x = RandomF32({3, n}, 2 + static_cast<uint32_t>(n));
+        NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, machine.Run({s0, x}));
+        ASSERT_EQ(out.size(), 2u);
+        ASSERT_EQ(out[1].shape(), (vm::Shape{3, n}));
+        std::vector<float> state(s0.data<float>(), s0.data<float>() + 3);
+        std::vector<float> ys(static_cast<size_t>(3 * n));
+        for (int64_t t = 0; t < n; ++t) {
+          const int64_t col = in_dir ? n - 1 - t : t;
+          const int64_t slot = out_dir ? n - 1 - t : t;
+          for (int r = 0; r < 3; ++r) {
+            state[r] += x.data<float>()[r * n + col];
+            ys[r * n + slot] = state[r];
+          }
+        }
+        ExpectNear(out[0], state);
+        ExpectNear(out[1], ys);
+      }
+    }
+  }
+}
+
 TEST(CompilerTest, ShapeArithmeticIsScalarInstructionsNotKernels) {
   auto module = MlpModule();
   NIMBLE_ASSERT_OK_AND_ASSIGN(auto exe, CompileModule(*module));

@@ -34,7 +34,7 @@ namespace {
 constexpr char kUsage[] =
     "usage:\n"
     "  nimblec compile MODEL.onnx -o MODEL.nbx [--buckets NAME=16,32,64,...] "
-    "[--dump-ir-after=PASS|all]\n"
+    "[--dump-ir-after=PASS|all] [--disable-pass=PASS,...]\n"
     "  nimblec run MODEL.onnx|MODEL.nbx --input NAME=FILE.npy|FILE.pb ... [--output-dir DIR]\n"
     "  nimblec inspect MODEL.nbx|MODEL.onnx\n"
     "  nimblec bench MODEL.onnx|MODEL.nbx --shape NAME=1x128 ... [--iterations N] [--threads N]\n";
@@ -45,9 +45,10 @@ struct Args {
   std::string output;
   std::string output_dir;
   std::vector<std::string> dump_ir_after;
+  std::vector<std::string> disabled_passes;
   std::vector<std::pair<std::string, std::string>> inputs;  // name -> file
   std::vector<std::pair<std::string, std::string>> shapes;  // name -> "1x128"
-  std::map<std::string, std::vector<int64_t>> buckets;       // symbol -> sizes
+  std::map<std::string, std::vector<int64_t>> buckets;      // symbol -> sizes
   int iterations = 20;
   int threads = 1;
 };
@@ -60,11 +61,13 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
   auto value_of = [&](size_t& i, const std::string& flag) -> absl::StatusOr<std::string> {
     const std::string& arg = rest[i];
     if (absl::StartsWith(arg, flag + "=")) return arg.substr(flag.size() + 1);
-    if (i + 1 >= rest.size()) return absl::InvalidArgumentError(absl::StrCat(flag, " needs a value"));
+    if (i + 1 >= rest.size())
+      return absl::InvalidArgumentError(absl::StrCat(flag, " needs a value"));
     return rest[++i];
   };
-  auto pair_of = [](const std::string& v, const std::string& flag)
-      -> absl::StatusOr<std::pair<std::string, std::string>> {
+  auto pair_of =
+      [](const std::string& v,
+         const std::string& flag) -> absl::StatusOr<std::pair<std::string, std::string>> {
     const size_t eq = v.find('=');
     if (eq == std::string::npos || eq == 0) {
       return absl::InvalidArgumentError(absl::StrCat(flag, " wants NAME=VALUE, got '", v, "'"));
@@ -73,11 +76,16 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
   };
   for (size_t i = 0; i < rest.size(); ++i) {
     const std::string& arg = rest[i];
-    auto is = [&](const char* flag) { return arg == flag || absl::StartsWith(arg, absl::StrCat(flag, "=")); };
+    auto is = [&](const char* flag) {
+      return arg == flag || absl::StartsWith(arg, absl::StrCat(flag, "="));
+    };
     if (is("-o") || is("--output")) {
       NIMBLE_ASSIGN_OR_RETURN(args.output, value_of(i, arg.substr(0, arg.find('='))));
     } else if (is("--output-dir")) {
       NIMBLE_ASSIGN_OR_RETURN(args.output_dir, value_of(i, "--output-dir"));
+    } else if (is("--disable-pass")) {
+      NIMBLE_ASSIGN_OR_RETURN(std::string v, value_of(i, "--disable-pass"));
+      for (absl::string_view p : absl::StrSplit(v, ',')) args.disabled_passes.emplace_back(p);
     } else if (is("--dump-ir-after")) {
       NIMBLE_ASSIGN_OR_RETURN(std::string v, value_of(i, "--dump-ir-after"));
       for (absl::string_view p : absl::StrSplit(v, ',')) args.dump_ir_after.emplace_back(p);
@@ -91,8 +99,8 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       for (absl::string_view size : absl::StrSplit(p.second, ',', absl::SkipEmpty())) {
         int64_t n = 0;
         if (!absl::SimpleAtoi(size, &n) || n <= 0) {
-          return absl::InvalidArgumentError(absl::StrCat("--buckets ", v, ": '", size,
-                                                         "' is not a positive size"));
+          return absl::InvalidArgumentError(
+              absl::StrCat("--buckets ", v, ": '", size, "' is not a positive size"));
         }
         args.buckets[p.first].push_back(n);
       }
@@ -132,15 +140,26 @@ absl::StatusOr<std::shared_ptr<const vm::Executable>> LoadOrCompile(
   for (const std::string& p : args.dump_ir_after) {
     const auto& names = compiler::PassNames();
     if (p != "all" && std::find(names.begin(), names.end(), p) == names.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("--dump-ir-after: unknown pass '", p,
-                                                     "' (passes: ", absl::StrJoin(names, ", "), ")"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--dump-ir-after: unknown pass '", p, "' (passes: ", absl::StrJoin(names, ", "), ")"));
     }
+  }
+  for (const std::string& p : args.disabled_passes) {
+    const auto& names = compiler::OptionalPassNames();
+    if (std::find(names.begin(), names.end(), p) == names.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--disable-pass: '", p,
+                       "' cannot be disabled (optional passes: ", absl::StrJoin(names, ", "), ")"));
+    }
+    options.disabled_passes.insert(p);
   }
   options.dump = [](const std::string& pass, const std::string& ir) {
     std::cout << "// ----- IR after " << pass << "\n" << ir << std::flush;
   };
   if (IsTerminal()) {
-    options.on_pass = [](const std::string& pass) { std::fprintf(stderr, "\r\033[K  %s ...", pass.c_str()); };
+    options.on_pass = [](const std::string& pass) {
+      std::fprintf(stderr, "\r\033[K  %s ...", pass.c_str());
+    };
   }
   auto exe = compiler::CompileOnnxFile(args.model, options, report);
   if (IsTerminal()) std::fprintf(stderr, "\r\033[K");
@@ -174,26 +193,31 @@ absl::Status Compile(const Args& args) {
   const auto start = std::chrono::steady_clock::now();
   NIMBLE_ASSIGN_OR_RETURN(auto exe, LoadOrCompile(args, &report));
   NIMBLE_RETURN_IF_ERROR(exe->SaveFile(args.output));
-  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-  std::fprintf(stderr, "compiled %s -> %s in %.0f ms: %d kernel calls, %d views, %d shape nodes elided, "
-               "%d runtime shape functions, %d variants; arena %s bytes (intermediates without reuse: %s)\n",
-               args.model.c_str(), args.output.c_str(), ms, report.codegen.num_kernel_calls,
-               report.codegen.num_views, report.codegen.num_shape_nodes_elided,
-               report.codegen.num_runtime_shape_calls, report.num_variants, report.arena_bytes.c_str(),
-               report.intermediate_bytes.c_str());
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  std::fprintf(
+      stderr,
+      "compiled %s -> %s in %.0f ms: %d kernel calls, %d views, %d shape nodes elided, "
+      "%d runtime shape functions, %d variants; arena %s bytes (intermediates without reuse: %s)\n",
+      args.model.c_str(), args.output.c_str(), ms, report.codegen.num_kernel_calls,
+      report.codegen.num_views, report.codegen.num_shape_nodes_elided,
+      report.codegen.num_runtime_shape_calls, report.num_variants, report.arena_bytes.c_str(),
+      report.intermediate_bytes.c_str());
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<vm::Tensor>> GatherInputs(const vm::Executable& exe,
-                                                     const std::map<std::string, vm::Tensor>& given) {
+absl::StatusOr<std::vector<vm::Tensor>> GatherInputs(
+    const vm::Executable& exe, const std::map<std::string, vm::Tensor>& given) {
   std::vector<vm::Tensor> inputs;
   for (const vm::TensorSignature& sig : exe.inputs) {
     auto it = given.find(sig.name);
-    if (it == given.end()) return absl::InvalidArgumentError(absl::StrCat("missing --input ", sig.name, "=FILE"));
+    if (it == given.end())
+      return absl::InvalidArgumentError(absl::StrCat("missing --input ", sig.name, "=FILE"));
     inputs.push_back(it->second);
   }
   for (const auto& [name, t] : given) {
-    if (std::none_of(exe.inputs.begin(), exe.inputs.end(), [&](const auto& s) { return s.name == name; })) {
+    if (std::none_of(exe.inputs.begin(), exe.inputs.end(),
+                     [&](const auto& s) { return s.name == name; })) {
       return absl::InvalidArgumentError(absl::StrCat("the model has no input '", name, "'"));
     }
   }
@@ -212,13 +236,15 @@ absl::Status Run(const Args& args) {
   vm::VirtualMachine machine(exe, vm_options);
   const auto start = std::chrono::steady_clock::now();
   NIMBLE_ASSIGN_OR_RETURN(std::vector<vm::Tensor> outputs, machine.Run(inputs));
-  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   if (!args.output_dir.empty()) std::filesystem::create_directories(args.output_dir);
   for (size_t i = 0; i < outputs.size(); ++i) {
     const std::string& name = exe->outputs[i].name;
     std::printf("%s: %s\n", name.c_str(), Summary(outputs[i]).c_str());
     if (!args.output_dir.empty()) {
-      NIMBLE_RETURN_IF_ERROR(vm::WriteNpy((std::filesystem::path(args.output_dir) / (name + ".npy")).string(), outputs[i]));
+      NIMBLE_RETURN_IF_ERROR(vm::WriteNpy(
+          (std::filesystem::path(args.output_dir) / (name + ".npy")).string(), outputs[i]));
     }
   }
   std::printf("ran in %.3f ms\n", ms);
@@ -234,8 +260,8 @@ absl::Status Inspect(const Args& args) {
         dims.push_back(s.dims[i] >= 0 ? absl::StrCat(s.dims[i])
                                       : (s.dim_names[i].empty() ? "?" : s.dim_names[i]));
       }
-      std::printf("%s %s: %s[%s]\n", what, s.name.c_str(), std::string(vm::DTypeName(s.dtype)).c_str(),
-                  absl::StrJoin(dims, ", ").c_str());
+      std::printf("%s %s: %s[%s]\n", what, s.name.c_str(),
+                  std::string(vm::DTypeName(s.dtype)).c_str(), absl::StrJoin(dims, ", ").c_str());
     }
   };
   std::printf("compiler: %s\n", exe->compiler_version.c_str());
@@ -247,18 +273,20 @@ absl::Status Inspect(const Args& args) {
     const vm::Function& f = exe->functions[v.function];
     int allocs = 0;
     for (const vm::Instruction& in : f.code) allocs += in.op == vm::Opcode::kAllocStorage;
-    std::printf("variant %s -> function %d '%s': %zu instructions, %d registers, %d alloc_storage, "
-                "memory plan %s\n",
-                v.name.c_str(), v.function, f.name.c_str(), f.code.size(), f.num_registers, allocs,
-                v.planned_bytes_hint > 0 ? absl::StrCat("static, arena ", v.planned_bytes_hint, " bytes").c_str()
-                                         : "symbolic (arena sized per call)");
+    std::printf(
+        "variant %s -> function %d '%s': %zu instructions, %d registers, %d alloc_storage, "
+        "memory plan %s\n",
+        v.name.c_str(), v.function, f.name.c_str(), f.code.size(), f.num_registers, allocs,
+        v.planned_bytes_hint > 0
+            ? absl::StrCat("static, arena ", v.planned_bytes_hint, " bytes").c_str()
+            : "symbolic (arena sized per call)");
   }
   std::printf("%s", exe->Disassemble().c_str());
   return absl::OkStatus();
 }
 
-absl::StatusOr<vm::Tensor> RandomInput(const vm::TensorSignature& sig, const std::string& shape_text,
-                                       std::mt19937& rng) {
+absl::StatusOr<vm::Tensor> RandomInput(const vm::TensorSignature& sig,
+                                       const std::string& shape_text, std::mt19937& rng) {
   vm::Shape shape;
   for (absl::string_view d : absl::StrSplit(shape_text, 'x', absl::SkipEmpty())) {
     int64_t v;
@@ -294,7 +322,8 @@ absl::StatusOr<vm::Tensor> RandomInput(const vm::TensorSignature& sig, const std
       for (int64_t i = 0; i < t.num_elements(); ++i) t.data<bool>()[i] = true;
       break;
     default:
-      return absl::UnimplementedError(absl::StrCat("bench cannot make random ", vm::DTypeName(sig.dtype), " inputs"));
+      return absl::UnimplementedError(
+          absl::StrCat("bench cannot make random ", vm::DTypeName(sig.dtype), " inputs"));
   }
   return t;
 }
@@ -304,8 +333,10 @@ absl::Status Bench(const Args& args) {
   std::mt19937 rng(42);
   std::vector<vm::Tensor> inputs;
   for (const vm::TensorSignature& sig : exe->inputs) {
-    auto it = std::find_if(args.shapes.begin(), args.shapes.end(), [&](const auto& p) { return p.first == sig.name; });
-    if (it == args.shapes.end()) return absl::InvalidArgumentError(absl::StrCat("missing --shape ", sig.name, "=DIMS"));
+    auto it = std::find_if(args.shapes.begin(), args.shapes.end(),
+                           [&](const auto& p) { return p.first == sig.name; });
+    if (it == args.shapes.end())
+      return absl::InvalidArgumentError(absl::StrCat("missing --shape ", sig.name, "=DIMS"));
     NIMBLE_ASSIGN_OR_RETURN(vm::Tensor t, RandomInput(sig, it->second, rng));
     inputs.push_back(std::move(t));
   }
@@ -319,13 +350,15 @@ absl::Status Bench(const Args& args) {
   for (int i = 0; i < args.iterations; ++i) {
     const auto start = std::chrono::steady_clock::now();
     NIMBLE_RETURN_IF_ERROR(machine.Run(inputs).status());
-    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                     .count());
   }
   std::sort(ms.begin(), ms.end());
   double sum = 0;
   for (double m : ms) sum += m;
   const vm::VmProfile& p = machine.profile();
-  const double outside = p.total_ns ? 100.0 * static_cast<double>(p.outside_kernels_ns()) / p.total_ns : 0;
+  const double outside =
+      p.total_ns ? 100.0 * static_cast<double>(p.outside_kernels_ns()) / p.total_ns : 0;
   std::printf("%-10s %10s %10s %10s %10s %12s %14s\n", "iterations", "mean_ms", "p50_ms", "p90_ms",
               "min_ms", "kernel_calls", "outside_kern_%");
   std::printf("%-10d %10.3f %10.3f %10.3f %10.3f %12lld %14.2f\n", args.iterations, sum / ms.size(),
@@ -340,16 +373,22 @@ absl::Status Bench(const Args& args) {
 int main(int argc, char** argv) {
   auto args = nimble::ParseArgs(argc, argv);
   if (!args.ok()) {
-    std::fprintf(stderr, "nimblec: %s\n%s", std::string(args.status().message()).c_str(), nimble::kUsage);
+    std::fprintf(stderr, "nimblec: %s\n%s", std::string(args.status().message()).c_str(),
+                 nimble::kUsage);
     return 2;
   }
   absl::Status status;
-  if (args->command == "compile") status = nimble::Compile(*args);
-  else if (args->command == "run") status = nimble::Run(*args);
-  else if (args->command == "inspect") status = nimble::Inspect(*args);
-  else if (args->command == "bench") status = nimble::Bench(*args);
+  if (args->command == "compile")
+    status = nimble::Compile(*args);
+  else if (args->command == "run")
+    status = nimble::Run(*args);
+  else if (args->command == "inspect")
+    status = nimble::Inspect(*args);
+  else if (args->command == "bench")
+    status = nimble::Bench(*args);
   else {
-    std::fprintf(stderr, "nimblec: unknown command '%s'\n%s", args->command.c_str(), nimble::kUsage);
+    std::fprintf(stderr, "nimblec: unknown command '%s'\n%s", args->command.c_str(),
+                 nimble::kUsage);
     return 2;
   }
   if (!status.ok()) {

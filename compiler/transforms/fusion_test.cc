@@ -2,6 +2,7 @@
 // pass and compares the printed IR.
 #include "base/testing/status_matchers.h"
 #include "compiler/transforms/cse.h"
+#include "compiler/transforms/fuse_attention.h"
 #include "compiler/transforms/fuse_elementwise.h"
 #include "compiler/transforms/fuse_gelu_layernorm.h"
 #include "compiler/transforms/fuse_matmul_epilogue.h"
@@ -34,6 +35,13 @@ class FusionTest : public ::testing::Test {
     n->output(0)->set_type(like->type());
     return n->output(0);
   }
+  // A node with one output of `dims` (f32), and attributes set by the caller.
+  Node* Typed(const std::string& op, std::vector<Value*> inputs, std::vector<Dim> dims) {
+    Node* n = m_.main->AddNode(op, std::move(inputs), 1, op + std::to_string(counter_++));
+    n->set_opset(17);
+    n->output(0)->set_type(Type::Tensor(TensorType::Of(vm::DType::kF32, std::move(dims))));
+    return n;
+  }
   std::string Ops() const {
     std::string ops;
     for (const auto& n : m_.main->nodes()) ops += n->op_type() + " ";
@@ -61,6 +69,89 @@ TEST_F(FusionTest, ElementwiseChainBecomesOneProgram) {
             "2, 0, 5, 0]}\n"
             "  return %6\n"
             "}\n");
+}
+
+// BERT's self-attention as torch.onnx.export writes it, with the Shape of the merged heads that
+// feeds the final Reshape's target.
+TEST_F(FusionTest, MultiHeadAttentionBecomesOneAttentionNode) {
+  const DimExpr b = m_.dims.Symbol("b"), s = m_.dims.Symbol("s");
+  const DimExpr h = DimExpr::Const(2), d = DimExpr::Const(4), e = DimExpr::Const(8);
+  Value* q = Input("q", {b, s, e});
+  Value* k = Input("k", {b, s, e});
+  Value* v = Input("v", {b, s, e});
+  Value* mask = Input("mask", {b, DimExpr::Const(1), DimExpr::Const(1), s});
+  Value* shape4 = m_.main->AddConstant(
+      "shape4", vm::Tensor::FromVector<int64_t>(std::vector<int64_t>{0, 0, 2, 4}, {4}),
+      Type::Tensor(TensorType::Static(vm::DType::kI64, {4})));
+  Value* shape3 = m_.main->AddConstant(
+      "shape3", vm::Tensor::FromVector<int64_t>(std::vector<int64_t>{0, 0, 8}, {3}),
+      Type::Tensor(TensorType::Static(vm::DType::kI64, {3})));
+  auto split = [&](Value* x, std::vector<int64_t> perm, std::vector<Dim> dims) {
+    Value* x4 = Typed("Reshape", {x, shape4}, {b, s, h, d})->output(0);
+    Node* t = Typed("Transpose", {x4}, std::move(dims));
+    t->attrs().Set("perm", std::move(perm));
+    return t->output(0);
+  };
+  Value* qt = split(q, {0, 2, 1, 3}, {b, h, s, d});
+  Value* kt = split(k, {0, 2, 3, 1}, {b, h, d, s});
+  Value* vt = split(v, {0, 2, 1, 3}, {b, h, s, d});
+  Value* scores = Typed("MatMul", {qt, kt}, {b, h, s, s})->output(0);
+  Value* scaled = Typed("Div", {scores, Scalar("c", 2.0f)}, {b, h, s, s})->output(0);
+  Value* masked = Typed("Add", {scaled, mask}, {b, h, s, s})->output(0);
+  Node* softmax = Typed("Softmax", {masked}, {b, h, s, s});
+  softmax->attrs().Set("axis", int64_t{-1});
+  Value* y = Typed("MatMul", {softmax->output(0), vt}, {b, h, s, d})->output(0);
+  Node* yt = Typed("Transpose", {y}, {b, s, h, d});
+  yt->attrs().Set("perm", std::vector<int64_t>{0, 2, 1, 3});
+  Node* shape = m_.main->AddNode("Shape", {yt->output(0)}, 1, "shape");
+  shape->output(0)->set_type(Type::Tensor(TensorType::Static(vm::DType::kI64, {4})));
+  Value* out = Typed("Reshape", {yt->output(0), shape3}, {b, s, e})->output(0);
+  m_.main->AddOutput(out);
+  m_.main->AddOutput(shape->output(0));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(int fused, FuseAttention(m_));
+  EXPECT_EQ(fused, 1);
+  EXPECT_EQ(Ops(), "Reshape Shape Attention ");
+  const Node* att = m_.main->outputs()[0]->producer();
+  ASSERT_NE(att, nullptr);
+  EXPECT_EQ(att->op_type(), "Attention");
+  EXPECT_EQ(att->input(0), q);
+  EXPECT_EQ(att->input(1), k);
+  EXPECT_EQ(att->input(2), v);
+  EXPECT_EQ(att->input(3), mask);
+  EXPECT_EQ(att->attrs().GetOr<int64_t>("q_num_heads", 0), 2);
+  EXPECT_DOUBLE_EQ(att->attrs().GetOr<double>("scale", 0.0), 0.5);
+  // The Shape now reads V's head split (same dims), so the unfused chain is dead.
+  EXPECT_EQ(shape->input(0)->producer()->op_type(), "Reshape");
+}
+
+TEST_F(FusionTest, AttentionWithAMaskThatBroadcastsOverKeysIsLeftAlone) {
+  const DimExpr b = m_.dims.Symbol("b"), s = m_.dims.Symbol("s");
+  const DimExpr h = DimExpr::Const(2), d = DimExpr::Const(4), e = DimExpr::Const(8);
+  Value* q = Input("q", {b, s, e});
+  Value* mask = Input("mask", {b, DimExpr::Const(1), s, DimExpr::Const(1)});
+  Value* shape4 = m_.main->AddConstant(
+      "shape4", vm::Tensor::FromVector<int64_t>(std::vector<int64_t>{0, 0, 2, 4}, {4}),
+      Type::Tensor(TensorType::Static(vm::DType::kI64, {4})));
+  auto split = [&](std::vector<int64_t> perm, std::vector<Dim> dims) {
+    Value* x4 = Typed("Reshape", {q, shape4}, {b, s, h, d})->output(0);
+    Node* t = Typed("Transpose", {x4}, std::move(dims));
+    t->attrs().Set("perm", std::move(perm));
+    return t->output(0);
+  };
+  Value* scores =
+      Typed("MatMul", {split({0, 2, 1, 3}, {b, h, s, d}), split({0, 2, 3, 1}, {b, h, d, s})},
+            {b, h, s, s})
+          ->output(0);
+  Value* masked = Typed("Add", {scores, mask}, {b, h, s, s})->output(0);
+  Node* softmax = Typed("Softmax", {masked}, {b, h, s, s});
+  softmax->attrs().Set("axis", int64_t{-1});
+  Value* y = Typed("MatMul", {softmax->output(0), split({0, 2, 1, 3}, {b, h, s, d})}, {b, h, s, d})
+                 ->output(0);
+  Node* yt = Typed("Transpose", {y}, {b, s, h, d});
+  yt->attrs().Set("perm", std::vector<int64_t>{0, 2, 1, 3});
+  m_.main->AddOutput(Typed("Reshape", {yt->output(0), shape4}, {b, s, e})->output(0));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(int fused, FuseAttention(m_));
+  EXPECT_EQ(fused, 0) << "Attention pads a short mask with -inf; Add broadcasts it";
 }
 
 TEST_F(FusionTest, DecomposedGeluBecomesGelu) {

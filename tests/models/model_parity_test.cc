@@ -43,9 +43,14 @@ double RelativeError(const vm::Tensor& actual, const vm::Tensor& expected) {
   auto load = [](const vm::Tensor& t, std::vector<double>& out) {
     for (int64_t i = 0; i < t.num_elements(); ++i) {
       switch (t.dtype()) {
-        case vm::DType::kF32: out[i] = t.data<float>()[i]; break;
-        case vm::DType::kI64: out[i] = static_cast<double>(t.data<int64_t>()[i]); break;
-        default: out[i] = NAN;
+        case vm::DType::kF32:
+          out[i] = t.data<float>()[i];
+          break;
+        case vm::DType::kI64:
+          out[i] = static_cast<double>(t.data<int64_t>()[i]);
+          break;
+        default:
+          out[i] = NAN;
       }
     }
   };
@@ -82,8 +87,8 @@ TEST_P(ModelParityTest, MatchesPyTorchForEveryShapeWithOneExecutable) {
     const fs::path case_dir = dir / "cases" / name;
     std::vector<vm::Tensor> inputs;
     for (const vm::TensorSignature& sig : exe->inputs) {
-      NIMBLE_ASSERT_OK_AND_ASSIGN(vm::Tensor t,
-                                  vm::ReadNpy((case_dir / "inputs" / (sig.name + ".npy")).string()));
+      NIMBLE_ASSERT_OK_AND_ASSIGN(
+          vm::Tensor t, vm::ReadNpy((case_dir / "inputs" / (sig.name + ".npy")).string()));
       inputs.push_back(std::move(t));
     }
     NIMBLE_ASSERT_OK_AND_ASSIGN(std::vector<vm::Tensor> outputs, machine.Run(inputs));
@@ -97,20 +102,23 @@ TEST_P(ModelParityTest, MatchesPyTorchForEveryShapeWithOneExecutable) {
       EXPECT_LE(RelativeError(outputs[i], expected), 1e-4) << out_name;
     }
   }
+  if (GetParam() == "bert") {
+    EXPECT_GE(report.fused_attention, 2) << "every BERT layer's attention is one Attention node";
+  }
   // One executable served every case: nothing was recompiled per shape.
   EXPECT_EQ(exe.use_count(), 2) << "the executable is shared only by this test and its VM";
-  std::printf("[ %s ] memory plan at batch 1, length 128: arena %lld bytes vs %lld bytes of "
-              "intermediates without reuse (symbolic: %s)\n",
-              GetParam().c_str(), static_cast<long long>(report.arena_bytes_at),
-              static_cast<long long>(report.intermediate_bytes_at), report.arena_bytes.c_str());
+  std::printf(
+      "[ %s ] memory plan at batch 1, length 128: arena %lld bytes vs %lld bytes of "
+      "intermediates without reuse (symbolic: %s)\n",
+      GetParam().c_str(), static_cast<long long>(report.arena_bytes_at),
+      static_cast<long long>(report.intermediate_bytes_at), report.arena_bytes.c_str());
   // (Tiny buffers can cost more aligned to 64 bytes than they hold: only real plans.)
   if (report.intermediate_bytes_at > (1 << 20)) {
     EXPECT_LT(report.arena_bytes_at, report.intermediate_bytes_at) << "the planner reuses nothing";
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, ModelParityTest,
-                         ::testing::Values("bert", "gpt2", "lstm", "loop"),
+INSTANTIATE_TEST_SUITE_P(Models, ModelParityTest, ::testing::Values("bert", "gpt2", "lstm", "loop"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "vm/kernels/cpu/cpu_kernels.h"
+#include "vm/kernels/cpu/elementwise_internal.h"
 #include "vm/kernels/cpu/fp16.h"
 #include "vm/kernels/cpu/onednn_util.h"
 #include "vm/kernels/kernel.h"
@@ -228,6 +229,57 @@ void Concat(const float* past, int64_t p, const HeadView& cur, float* dst) {
   }
 }
 
+// One row of scores, in place: optional softcap, plus an optional contiguous float mask, then
+// softmax over the first n entries (the caller zeroes the rest: keys past the causal frontier
+// or the padding). SIMD per ISA (see elementwise_internal.h).
+struct ScoreRowBody {
+  template <int W>
+  static NIMBLE_SIMD_INLINE void Run(float* row, const float* mask, int64_t n, float softcap) {
+    using V = typename Simd<W>::F;
+    constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+    int64_t i = 0;
+    if (softcap > 0) {
+      const V c = SplatV<V>(softcap), inv = SplatV<V>(1.0f / softcap);
+      for (; i + W <= n; i += W) StoreV(row + i, c * TanhV(LoadV<V>(row + i) * inv));
+      for (; i < n; ++i) row[i] = softcap * std::tanh(row[i] / softcap);
+    }
+    V m0 = SplatV<V>(kNegInf);
+    i = 0;
+    if (mask != nullptr) {
+      for (; i + W <= n; i += W) {
+        const V x = LoadV<V>(row + i) + LoadV<V>(mask + i);
+        StoreV(row + i, x);
+        m0 = MaxV(m0, x);
+      }
+    } else {
+      for (; i + W <= n; i += W) m0 = MaxV(m0, LoadV<V>(row + i));
+    }
+    float m = HorizontalMax(m0);
+    for (; i < n; ++i) {
+      if (mask != nullptr) row[i] += mask[i];
+      m = std::max(m, row[i]);
+    }
+    const V vm = SplatV<V>(m);
+    V s0 = SplatV<V>(0.f);
+    i = 0;
+    for (; i + W <= n; i += W) {
+      const V e = ExpFastV(LoadV<V>(row + i) - vm);
+      StoreV(row + i, e);
+      s0 += e;
+    }
+    float sum = HorizontalSum(s0);
+    for (; i < n; ++i) {
+      row[i] = std::exp(row[i] - m);
+      sum += row[i];
+    }
+    const float inv_sum = 1.0f / sum;
+    const V inv = SplatV<V>(inv_sum);
+    i = 0;
+    for (; i + W <= n; i += W) StoreV(row + i, LoadV<V>(row + i) * inv);
+    for (; i < n; ++i) row[i] *= inv_sum;
+  }
+};
+
 class AttentionKernel final : public Kernel {
  public:
   explicit AttentionKernel(Config config) : c_(config) {}
@@ -359,7 +411,29 @@ class AttentionKernel final : public Kernel {
         if (st.ok()) {
           const int64_t offset = has_past ? p.past : nonpad != nullptr ? nonpad[b] - p.q_seq : 0;
           const int64_t valid = nonpad != nullptr ? nonpad[b] : p.total;
-          for (int64_t r = 0; r < n; ++r) {
+          // Fast rows: no scores requested as an output, a float mask contiguous over keys
+          // (or none). Keys past the causal frontier, the padding or a short mask get
+          // probability 0 without being computed.
+          const bool fast = qk_out == nullptr &&
+                            (mask == nullptr || (mask->dtype() != DType::kBool && ms[3] == 1));
+          for (int64_t r = 0; fast && r < n; ++r) {
+            const int64_t i = i0 + r;
+            float* row = s + r * p.total;
+            int64_t limit = std::min(p.total, valid);
+            if (c_.is_causal) limit = std::min(limit, i + offset + 1);
+            const float* m = nullptr;
+            if (mask != nullptr) {
+              limit = std::min(limit, mask_cols);
+              m = mask->data<float>() + b * ms[0] + h * ms[1] + i * ms[2];
+            }
+            if (limit <= 0) {  // every key masked: 0/0 as in the reference
+              std::fill(row, row + p.total, std::numeric_limits<float>::quiet_NaN());
+              continue;
+            }
+            RunSimd<ScoreRowBody>(row, m, limit, softcap);
+            std::fill(row + limit, row + p.total, 0.0f);
+          }
+          for (int64_t r = 0; !fast && r < n; ++r) {
             const int64_t i = i0 + r;
             float* row = s + r * p.total;
             float* qk_row =

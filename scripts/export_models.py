@@ -17,6 +17,7 @@ Models:
 """
 import argparse
 import hashlib
+import inspect
 import math
 import os
 import sys
@@ -170,8 +171,14 @@ def save_case(case_dir, names, tensors, kind):
 
 
 def export(model, args, input_names, output_names, dynamic_axes, path, opset):
+    extra = {}
+    # PyTorch 2.9+ defaults to the dynamo exporter; ask for the TorchScript one everywhere so
+    # every machine exports the same graph.
+    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+        extra["dynamo"] = False
     torch.onnx.export(model, args, path, input_names=input_names, output_names=output_names,
-                      dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True)
+                      dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True,
+                      **extra)
 
 
 def write_cases(out, model, cases, input_names, output_names):

@@ -24,6 +24,7 @@
 #include "base/status_macros.h"
 #include "compiler/driver/compiler.h"
 #include "compiler/frontend/onnx/tensor_proto.h"
+#include "tbb/global_control.h"
 #include "vm/executable.h"
 #include "vm/runtime/npy.h"
 #include "vm/virtual_machine.h"
@@ -377,6 +378,9 @@ int main(int argc, char** argv) {
                  nimble::kUsage);
     return 2;
   }
+  // --threads is the whole budget: TBB's workers too, not only each kernel's share.
+  tbb::global_control threads(tbb::global_control::max_allowed_parallelism,
+                              static_cast<size_t>(std::max(1, args->threads)));
   absl::Status status;
   if (args->command == "compile")
     status = nimble::Compile(*args);

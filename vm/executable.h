@@ -23,7 +23,8 @@
 
 namespace nimble::vm {
 
-inline constexpr uint32_t kExecutableFormatVersion = 1;
+// 2: InvokePacked output dtypes in 5-bit fields (low-precision dtypes 15..24 added).
+inline constexpr uint32_t kExecutableFormatVersion = 2;
 
 struct Function {
   std::string name;

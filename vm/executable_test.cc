@@ -221,7 +221,7 @@ TEST(ExecutableTest, WrongVersionSaysWhichVersions) {
   bytes[4] = 9;  // format version 9
   EXPECT_THAT(Executable::Load(bytes, TestRegistry()),
               StatusIs(absl::StatusCode::kFailedPrecondition,
-                       HasSubstr("format version 9 is not supported: this build reads version 1")));
+                       HasSubstr("format version 9 is not supported: this build reads version 2")));
 }
 
 TEST(ExecutableTest, BadMagic) {
@@ -482,7 +482,7 @@ TEST(DisassembleTest, Golden) {
   exe.functions[0].code.insert(exe.functions[0].code.begin() + 3,
                                Instruction{Opcode::kScalarBinary, 2, 1, 1, 2});
   exe.functions[0].code[2].a = 2;  // goto still lands on ret
-  const std::string expected = R"(executable (format 1, compiler "golden")
+  const std::string expected = R"(executable (format 2, compiler "golden")
 inputs (1):
   x: f32[2]
 outputs (0):

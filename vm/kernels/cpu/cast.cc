@@ -1,4 +1,5 @@
 // Cast and CastLike, and the dtype conversion every other kernel uses for half types.
+#include <array>
 #include <cstdio>
 #include <string>
 #include <type_traits>
@@ -159,9 +160,19 @@ void LowPrecisionToFloat(DType d, const char* in, float* out, int64_t n) {
     }
     return;
   }
-  for (int64_t k = 0; k < n; ++k) {
-    out[k] = LowPrecisionFloatToFloat(d, static_cast<uint8_t>(in[k]));
-  }
+  // A 256-entry table per low-precision float type, built on first use.
+  static const auto* const kTables = [] {
+    auto* t = new std::array<std::array<float, 256>, kNumDTypes>();
+    for (int dt = 0; dt < kNumDTypes; ++dt) {
+      if (!IsLowPrecisionFloat(static_cast<DType>(dt))) continue;
+      for (int b = 0; b < 256; ++b) {
+        (*t)[dt][b] = LowPrecisionFloatToFloat(static_cast<DType>(dt), static_cast<uint8_t>(b));
+      }
+    }
+    return t;
+  }();
+  const std::array<float, 256>& table = (*kTables)[static_cast<int>(d)];
+  for (int64_t k = 0; k < n; ++k) out[k] = table[static_cast<uint8_t>(in[k])];
 }
 
 // Float -> 4- or 2-bit integer: like float -> the wider integers (truncation toward zero, NaN ->

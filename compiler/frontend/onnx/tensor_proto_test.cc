@@ -431,6 +431,21 @@ TEST(TensorFromProtoTest, ReadsExternalDataInsideTheModelDirectory) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no 'location'")));
 }
 
+TEST(TensorFromProtoTest, UnpacksExternalSubByteData) {
+  TempDir tmp;
+  ASSERT_FALSE(tmp.path().empty());
+  WriteFile(tmp.path() / "q.bin", std::string("\x7f\x08\x03", 3));
+  TensorProto p = External("q.bin");
+  p.set_data_type(TensorProto::INT4);
+  p.set_dims(0, 5);
+  NIMBLE_ASSERT_OK_AND_ASSIGN(vm::Tensor t, TensorFromProto(p, tmp.path()));
+  EXPECT_THAT(Values<int8_t>(t), ElementsAre(-1, 7, -8, 0, 3));
+  p.set_dims(0, 7);  // needs 4 bytes
+  EXPECT_THAT(TensorFromProto(p, tmp.path()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("(i4[7]) has 3 bytes of external data, expected 4")));
+}
+
 TEST(TensorFromProtoTest, RejectsExternalDataOutsideTheModelDirectory) {
   TempDir tmp;
   ASSERT_FALSE(tmp.path().empty());

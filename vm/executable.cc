@@ -308,6 +308,20 @@ Tensor ReadTensor(ByteReader& r, absl::string_view what) {
   std::string_view data = r.Bytes(nbytes, what);
   if (!r.ok()) return Tensor();
   if (nbytes > 0) std::memcpy(tensor->raw_data(), data.data(), nbytes);
+  // The unpacked 4- and 2-bit types hold one in-range value per byte.
+  if (PackedBits(dtype) != 0) {
+    const IntRange range = dtype == DType::kF4E2M1 ? IntRange{0, 15} : LowPrecisionIntRange(dtype);
+    const bool is_signed = IsSigned(dtype) && dtype != DType::kF4E2M1;
+    for (int64_t i = 0; i < *count; ++i) {
+      const uint8_t b = static_cast<const uint8_t*>(tensor->raw_data())[i];
+      const int64_t v = is_signed ? static_cast<int8_t>(b) : b;
+      if (v < range.lo || v > range.hi) {
+        r.Fail(absl::StrCat(what, ": ", DTypeName(dtype), " element ", i, " is ", v, ", outside [",
+                            range.lo, ", ", range.hi, "]"));
+        return Tensor();
+      }
+    }
+  }
   return *std::move(tensor);
 }
 

@@ -24,7 +24,9 @@
 
 namespace nimble::vm {
 
-inline constexpr uint32_t kExecutableFormatVersion = 2;  // 2: value kinds in signatures
+// 2: value kinds in signatures (sequences, optionals); InvokePacked output dtypes in 5-bit
+// fields (low-precision dtypes 15..24 added).
+inline constexpr uint32_t kExecutableFormatVersion = 2;
 
 struct Function {
   std::string name;

@@ -1,6 +1,7 @@
 #include "vm/executable.h"
 
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -265,6 +266,36 @@ TEST(ExecutableTest, HugeLengthFieldsDoNotAllocate) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("2^63")));
 }
 
+TEST(ExecutableTest, LowPrecisionConstantsRoundTripAndAreRangeChecked) {
+  Executable exe = RichExecutable();
+  Tensor i4 = *Tensor::Empty(DType::kI4, {3});
+  const int8_t v[] = {-8, 7, 0};
+  std::memcpy(i4.raw_data(), v, 3);
+  exe.constants.push_back(i4);
+  Tensor f8 = *Tensor::Empty(DType::kF8E5M2, {2});
+  f8.data<uint8_t>()[0] = 0x7C;
+  f8.data<uint8_t>()[1] = 0xFF;
+  exe.constants.push_back(f8);
+  NIMBLE_ASSERT_OK_AND_ASSIGN(std::string bytes, exe.Serialize());
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto loaded, Executable::Load(bytes, TestRegistry()));
+  EXPECT_EQ(loaded->constants[5].TypeString(), "i4[3]");
+  EXPECT_EQ(loaded->constants[5].data<int8_t>()[0], -8);
+  EXPECT_EQ(loaded->constants[6].data<uint8_t>()[1], 0xFF);
+
+  // An unpacked i4 constant holding 127 is refused.
+  internal::ByteWriter c;
+  c.U32(0);  // functions
+  c.U32(1);  // constants
+  c.U8(static_cast<uint8_t>(DType::kI4));
+  c.U32(1);
+  c.I64(2);
+  c.U64(2);
+  c.Raw("\x07\x7f", 2);
+  EXPECT_THAT(Executable::Load(WithHeader(c.bytes()), TestRegistry()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("i4 element 1 is 127, outside [-8, 7]")));
+}
+
 TEST(ExecutableTest, UnknownOpcodeInFile) {
   internal::ByteWriter w;
   w.U32(1);
@@ -408,6 +439,30 @@ TEST(VerifyTest, InvokePackedInputCountAndFlags) {
   exe.functions[0].code[1].imm = 0;  // output 0: dtype invalid
   EXPECT_THAT(exe.Verify(), StatusIs(absl::StatusCode::kInvalidArgument,
                                      HasSubstr("output 0 has invalid dtype 0")));
+  exe = Small();
+  exe.functions[0].code[1].c = kInvokePackedShapeFunction;
+  exe.functions[0].code[1].imm = kNumDTypes;  // one past the last dtype
+  EXPECT_THAT(exe.Verify(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                     HasSubstr("output 0 has invalid dtype 25")));
+  exe = Small();
+  exe.functions[0].code[1].c = kInvokePackedShapeFunction;
+  exe.functions[0].code[1].imm = EncodeOutputDTypes({DType::kI2});
+  EXPECT_THAT(exe.Verify(), IsOk());
+}
+
+TEST(InstructionTest, OutputDTypesRoundTripForEveryDTypeAndSlot) {
+  for (int d = 1; d < kNumDTypes; ++d) {
+    std::vector<DType> dtypes(kMaxShapeFunctionOutputs, DType::kF32);
+    for (int slot = 0; slot < kMaxShapeFunctionOutputs; ++slot) {
+      dtypes[slot] = static_cast<DType>(d);
+      const int64_t imm = EncodeOutputDTypes(dtypes);
+      for (int i = 0; i < kMaxShapeFunctionOutputs; ++i) {
+        EXPECT_EQ(DecodeOutputDType(imm, i), dtypes[i]) << "dtype " << d << " slot " << slot;
+      }
+      dtypes[slot] = DType::kF32;
+    }
+  }
+  EXPECT_EQ(kMaxShapeFunctionOutputs, 12);
 }
 
 TEST(VerifyTest, InvokeArgumentCount) {

@@ -386,7 +386,7 @@ absl::Status SequenceConstructRelation(InferenceContext& ctx) {
 }
 
 absl::Status SequenceEmptyRelation(InferenceContext& ctx) {
-  NIMBLE_ASSIGN_OR_RETURN(vm::DType dtype, ElemTypeFromOnnx(ctx.AttrInt("dtype", 1)));
+  NIMBLE_ASSIGN_OR_RETURN(vm::DType dtype, vm::DTypeFromOnnx(ctx.AttrInt("dtype", 1)));
   ctx.SetOutputType(0, Type::Sequence(TensorType::UnknownRank(dtype)));
   return absl::OkStatus();
 }
@@ -526,7 +526,7 @@ absl::Status OptionalRelation(InferenceContext& ctx) {
   if (!ctx.HasAttr("elem_type")) {
     return absl::UnimplementedError("an empty Optional needs the 'elem_type' attribute");
   }
-  NIMBLE_ASSIGN_OR_RETURN(vm::DType dtype, ElemTypeFromOnnx(ctx.AttrInt("elem_type", 1)));
+  NIMBLE_ASSIGN_OR_RETURN(vm::DType dtype, vm::DTypeFromOnnx(ctx.AttrInt("elem_type", 1)));
   ctx.SetOutputType(
       0, Type::Optional(TensorType::UnknownRank(dtype), ctx.AttrInt("elem_is_sequence", 0) != 0));
   return absl::OkStatus();

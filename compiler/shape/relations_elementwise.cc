@@ -302,7 +302,7 @@ absl::Status CastRelation(InferenceContext& ctx) {
     to = like->dtype;
   } else {
     if (!ctx.HasAttr("to")) return absl::InvalidArgumentError("attribute 'to' is missing");
-    NIMBLE_ASSIGN_OR_RETURN(to, ElemTypeFromOnnx(ctx.AttrInt("to", 0)));
+    NIMBLE_ASSIGN_OR_RETURN(to, vm::DTypeFromOnnx(ctx.AttrInt("to", 0)));
   }
   ctx.SetOutput(0, TensorType{to, x->dims});
   // Integer <-> integer casts of shape values keep them (dims fit both widths).

@@ -42,10 +42,6 @@ TensorType FreshTensor(InferenceContext& ctx, int output, vm::DType dtype, std::
 // Dims as printed: "[batch, seq, 768]".
 std::string DimsToString(InferenceContext& ctx, const std::vector<Dim>& dims);
 
-// ONNX TensorProto.DataType (Cast's 'to', EyeLike's 'dtype', ...) -> DType; kInvalidArgument for
-// types the VM lacks (complex, float8, ...).
-absl::StatusOr<vm::DType> ElemTypeFromOnnx(int64_t onnx_type);
-
 bool IsNumeric(vm::DType dtype);
 bool IsIntegral(vm::DType dtype);  // signed/unsigned integers (not bool)
 

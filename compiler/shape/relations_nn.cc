@@ -332,7 +332,7 @@ absl::Status BatchNormRelation(InferenceContext& ctx) {
 absl::Status LayerNormRelation(InferenceContext& ctx) {
   NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
   ctx.SetOutput(0, *x);
-  NIMBLE_ASSIGN_OR_RETURN(vm::DType stash, ElemTypeFromOnnx(ctx.AttrInt("stash_type", 1)));
+  NIMBLE_ASSIGN_OR_RETURN(vm::DType stash, vm::DTypeFromOnnx(ctx.AttrInt("stash_type", 1)));
   if (!x->has_rank()) {
     ctx.SetOutput(1, FreshTensor(ctx, 1, stash, std::nullopt));
     ctx.SetOutput(2, FreshTensor(ctx, 2, stash, std::nullopt));
@@ -544,7 +544,7 @@ absl::Status QuantizeRelation(InferenceContext& ctx) {
   if (ctx.has_input(2)) {
     dtype = ctx.input_type(2)->tensor.dtype;
   } else if (ctx.opset() >= 21 && ctx.AttrInt("output_dtype", 0) != 0) {
-    NIMBLE_ASSIGN_OR_RETURN(dtype, ElemTypeFromOnnx(ctx.AttrInt("output_dtype", 0)));
+    NIMBLE_ASSIGN_OR_RETURN(dtype, vm::DTypeFromOnnx(ctx.AttrInt("output_dtype", 0)));
   }
   ctx.SetOutput(0, TensorType{dtype, x->dims});
   return absl::OkStatus();

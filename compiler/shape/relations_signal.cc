@@ -21,7 +21,7 @@ absl::StatusOr<DimExpr> ScalarDim(InferenceContext& ctx, int input, int output, 
 
 absl::Status WindowRelation(InferenceContext& ctx) {
   NIMBLE_RETURN_IF_ERROR(ctx.InputTensor(0).status());
-  NIMBLE_ASSIGN_OR_RETURN(vm::DType dtype, ElemTypeFromOnnx(ctx.AttrInt("output_datatype", 1)));
+  NIMBLE_ASSIGN_OR_RETURN(vm::DType dtype, vm::DTypeFromOnnx(ctx.AttrInt("output_datatype", 1)));
   NIMBLE_ASSIGN_OR_RETURN(DimExpr size, ScalarDim(ctx, 0, 0, 0, "window size"));
   ctx.SetOutput(0, TensorType::Of(dtype, {size}));
   return absl::OkStatus();
@@ -107,7 +107,7 @@ absl::Status StftRelation(InferenceContext& ctx) {
 }
 
 absl::Status MelWeightMatrixRelation(InferenceContext& ctx) {
-  NIMBLE_ASSIGN_OR_RETURN(vm::DType dtype, ElemTypeFromOnnx(ctx.AttrInt("output_datatype", 1)));
+  NIMBLE_ASSIGN_OR_RETURN(vm::DType dtype, vm::DTypeFromOnnx(ctx.AttrInt("output_datatype", 1)));
   NIMBLE_ASSIGN_OR_RETURN(DimExpr mel, ScalarDim(ctx, 0, 0, 1, "num_mel_bins"));
   NIMBLE_ASSIGN_OR_RETURN(DimExpr dft, ScalarDim(ctx, 1, 0, 0, "dft_length"));
   const DimExpr bins = ctx.dims().FloorDiv(dft, DimExpr::Const(2)) + DimExpr::Const(1);
@@ -118,7 +118,7 @@ absl::Status MelWeightMatrixRelation(InferenceContext& ctx) {
 // The dtype attribute (ONNX enum) or `fallback`.
 absl::StatusOr<vm::DType> DTypeAttr(InferenceContext& ctx, vm::DType fallback) {
   if (!ctx.HasAttr("dtype")) return fallback;
-  return ElemTypeFromOnnx(ctx.AttrInt("dtype", 1));
+  return vm::DTypeFromOnnx(ctx.AttrInt("dtype", 1));
 }
 
 absl::Status RandomRelation(InferenceContext& ctx) {

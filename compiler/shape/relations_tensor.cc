@@ -1120,7 +1120,7 @@ absl::Status EyeLikeRelation(InferenceContext& ctx) {
   }
   vm::DType dtype = x->dtype;
   if (ctx.HasAttr("dtype")) {
-    NIMBLE_ASSIGN_OR_RETURN(dtype, ElemTypeFromOnnx(ctx.AttrInt("dtype", 1)));
+    NIMBLE_ASSIGN_OR_RETURN(dtype, vm::DTypeFromOnnx(ctx.AttrInt("dtype", 1)));
   }
   ctx.SetOutput(0, TensorType{dtype, x->dims});
   return absl::OkStatus();

@@ -365,49 +365,6 @@ bool IsRuntimeSymbol(const DimContext& dims, int32_t atom) {
   return info.kind == DimContext::AtomKind::kSymbol && IsFreshName(info.name);
 }
 
-absl::StatusOr<vm::DType> ElemTypeFromOnnx(int64_t onnx_type) {
-  switch (onnx_type) {
-    case 1:
-      return vm::DType::kF32;
-    case 2:
-      return vm::DType::kU8;
-    case 3:
-      return vm::DType::kI8;
-    case 4:
-      return vm::DType::kU16;
-    case 5:
-      return vm::DType::kI16;
-    case 6:
-      return vm::DType::kI32;
-    case 7:
-      return vm::DType::kI64;
-    case 8:
-      return vm::DType::kString;
-    case 9:
-      return vm::DType::kBool;
-    case 10:
-      return vm::DType::kF16;
-    case 11:
-      return vm::DType::kF64;
-    case 12:
-      return vm::DType::kU32;
-    case 13:
-      return vm::DType::kU64;
-    case 16:
-      return vm::DType::kBF16;
-    case 14:
-    case 15:
-      return absl::UnimplementedError(
-          absl::StrCat("complex element type ", onnx_type, " is not supported"));
-    default:
-      if (onnx_type >= 17 && onnx_type <= 26) {  // float8/float4/int4/int2 variants
-        return absl::UnimplementedError(
-            absl::StrCat("ONNX element type ", onnx_type, " is not supported"));
-      }
-      return absl::InvalidArgumentError(absl::StrCat("unknown ONNX element type ", onnx_type));
-  }
-}
-
 // ---- Shared helpers (relations_internal.h) --------------------------------------------------
 
 absl::StatusOr<int> NormalizeAxis(int64_t axis, int rank, absl::string_view what) {

@@ -27,6 +27,7 @@
 #include "compiler/frontend/onnx/onnx_importer.h"
 #include "compiler/frontend/onnx/tensor_proto.h"
 #include "gtest/gtest.h"
+#include "vm/kernels/cpu/lowp.h"
 #include "vm/virtual_machine.h"
 
 namespace nimble {
@@ -144,6 +145,19 @@ double ToDouble(const vm::Tensor& t, int64_t i) {
       return static_cast<double>(t.data<uint64_t>()[i]);
     case vm::DType::kBool:
       return t.data<bool>()[i] ? 1 : 0;
+    case vm::DType::kI4:
+    case vm::DType::kI2:
+      return t.data<int8_t>()[i];
+    case vm::DType::kU4:
+    case vm::DType::kU2:
+      return t.data<uint8_t>()[i];
+    case vm::DType::kF8E4M3FN:
+    case vm::DType::kF8E4M3FNUZ:
+    case vm::DType::kF8E5M2:
+    case vm::DType::kF8E5M2FNUZ:
+    case vm::DType::kF4E2M1:
+    case vm::DType::kF8E8M0:
+      return vm::cpu::LowPrecisionFloatToFloat(t.dtype(), t.data<uint8_t>()[i]);
     default:
       return NAN;
   }

@@ -58,23 +58,27 @@ enum class ScalarOp : int32_t {
 inline constexpr int kNumScalarOps = 14;
 
 // InvokePacked flags (field c) and, with kInvokePackedShapeFunction, the output dtypes packed
-// into imm, 4 bits per output: output i has dtype (imm >> 4*i) & 0xF.
+// into imm, 5 bits per output: output i has dtype (imm >> 5*i) & 0x1F. (Format version 1 used
+// 4-bit fields and 16 outputs; 5 bits hold every DType, and 12 fields fit in 64 bits.)
 inline constexpr int32_t kInvokePackedAllocatesOutputs = 1;
 inline constexpr int32_t kInvokePackedShapeFunction = 2;
 inline constexpr int32_t kInvokePackedSequenceInputs = 4;
 inline constexpr int32_t kInvokePackedSequenceOutput = 8;
-inline constexpr int kMaxShapeFunctionOutputs = 16;
-static_assert(kNumDTypes <= 16, "output dtypes of InvokePacked are 4-bit fields");
+inline constexpr int kOutputDTypeBits = 5;
+inline constexpr int kMaxShapeFunctionOutputs = 64 / kOutputDTypeBits;  // 12
+static_assert(kNumDTypes <= (1 << kOutputDTypeBits),
+              "output dtypes of InvokePacked are 5-bit fields");
 
 inline constexpr int64_t EncodeOutputDTypes(absl::Span<const DType> dtypes) {
   uint64_t imm = 0;
   for (size_t i = 0; i < dtypes.size() && i < kMaxShapeFunctionOutputs; ++i) {
-    imm |= uint64_t{static_cast<uint8_t>(dtypes[i])} << (4 * i);
+    imm |= uint64_t{static_cast<uint8_t>(dtypes[i])} << (kOutputDTypeBits * i);
   }
   return static_cast<int64_t>(imm);
 }
 inline constexpr DType DecodeOutputDType(int64_t imm, int output) {
-  return static_cast<DType>((static_cast<uint64_t>(imm) >> (4 * output)) & 0xF);
+  return static_cast<DType>((static_cast<uint64_t>(imm) >> (kOutputDTypeBits * output)) &
+                            ((1u << kOutputDTypeBits) - 1));
 }
 
 // ScalarOp kAnd / kOr are logical: the result is 1 when both / either operand is non-zero.

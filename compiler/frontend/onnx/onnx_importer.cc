@@ -140,7 +140,7 @@ class Importer {
   absl::StatusOr<TensorType> ConvertTensorType(int elem_type, const pb::TensorShapeProto* shape) {
     TensorType t;
     if (elem_type != pb::TensorProto::UNDEFINED) {
-      NIMBLE_ASSIGN_OR_RETURN(t.dtype, DTypeFromOnnx(elem_type));
+      NIMBLE_ASSIGN_OR_RETURN(t.dtype, vm::DTypeFromOnnx(elem_type));
     }
     if (shape == nullptr) return t;
     std::vector<Dim> dims;

@@ -649,17 +649,29 @@ TEST(OnnxImporterTest, RejectsUnsupportedFeaturesClearly) {
   EXPECT_THAT(Import(map), StatusIs(absl::StatusCode::kUnimplemented,
                                     HasSubstr("graph input 'm': map types are not supported")));
 
+  pb::ModelProto c64 = TwoNodeModel();
+  c64.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->set_elem_type(
+      pb::TensorProto::COMPLEX64);
+  EXPECT_THAT(Import(c64), StatusIs(absl::StatusCode::kUnimplemented,
+                                    HasSubstr("graph input 'x': ONNX data type COMPLEX64")));
+
+  pb::ModelProto c128_init = TwoNodeModel();
+  c128_init.mutable_graph()->mutable_initializer(0)->set_data_type(pb::TensorProto::COMPLEX128);
+  EXPECT_THAT(Import(c128_init), StatusIs(absl::StatusCode::kUnimplemented,
+                                          HasSubstr("initializer 'w': tensor 'w': ONNX data type "
+                                                    "COMPLEX128")));
+
+  // The low-precision types import (graph inputs of FLOAT8E4M3FN are fine); a float8
+  // initializer with the wrong amount of data is an input error.
   pb::ModelProto f8 = TwoNodeModel();
   f8.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->set_elem_type(
       pb::TensorProto::FLOAT8E4M3FN);
-  EXPECT_THAT(Import(f8), StatusIs(absl::StatusCode::kUnimplemented,
-                                   HasSubstr("graph input 'x': ONNX data type FLOAT8E4M3FN")));
-
+  EXPECT_THAT(Import(f8), IsOk());
   pb::ModelProto f8_init = TwoNodeModel();
   f8_init.mutable_graph()->mutable_initializer(0)->set_data_type(pb::TensorProto::FLOAT8E4M3FN);
-  EXPECT_THAT(Import(f8_init), StatusIs(absl::StatusCode::kUnimplemented,
-                                        HasSubstr("initializer 'w': tensor 'w': ONNX data type "
-                                                  "FLOAT8E4M3FN")));
+  EXPECT_THAT(Import(f8_init),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("tensor 'w' (f8e4m3fn[4]) has 0 values in int32_data")));
 
   pb::ModelProto untyped = TwoNodeModel();
   untyped.mutable_graph()->mutable_input(0)->clear_type();

@@ -26,49 +26,6 @@ static_assert(std::endian::native == std::endian::little, "big-endian hosts need
 // Protobuf refuses messages of 2 GiB or more.
 constexpr int64_t kMaxProtoFileBytes = (int64_t{1} << 31) - 1;
 
-struct OnnxTypeInfo {
-  int onnx;
-  const char* name;
-  vm::DType dtype;  // kInvalid: no Nimble equivalent
-};
-
-constexpr OnnxTypeInfo kOnnxTypes[] = {
-    {TensorProto::UNDEFINED, "UNDEFINED", vm::DType::kInvalid},
-    {TensorProto::FLOAT, "FLOAT", vm::DType::kF32},
-    {TensorProto::UINT8, "UINT8", vm::DType::kU8},
-    {TensorProto::INT8, "INT8", vm::DType::kI8},
-    {TensorProto::UINT16, "UINT16", vm::DType::kU16},
-    {TensorProto::INT16, "INT16", vm::DType::kI16},
-    {TensorProto::INT32, "INT32", vm::DType::kI32},
-    {TensorProto::INT64, "INT64", vm::DType::kI64},
-    {TensorProto::STRING, "STRING", vm::DType::kString},
-    {TensorProto::BOOL, "BOOL", vm::DType::kBool},
-    {TensorProto::FLOAT16, "FLOAT16", vm::DType::kF16},
-    {TensorProto::DOUBLE, "DOUBLE", vm::DType::kF64},
-    {TensorProto::UINT32, "UINT32", vm::DType::kU32},
-    {TensorProto::UINT64, "UINT64", vm::DType::kU64},
-    {TensorProto::COMPLEX64, "COMPLEX64", vm::DType::kInvalid},
-    {TensorProto::COMPLEX128, "COMPLEX128", vm::DType::kInvalid},
-    {TensorProto::BFLOAT16, "BFLOAT16", vm::DType::kBF16},
-    {TensorProto::FLOAT8E4M3FN, "FLOAT8E4M3FN", vm::DType::kInvalid},
-    {TensorProto::FLOAT8E4M3FNUZ, "FLOAT8E4M3FNUZ", vm::DType::kInvalid},
-    {TensorProto::FLOAT8E5M2, "FLOAT8E5M2", vm::DType::kInvalid},
-    {TensorProto::FLOAT8E5M2FNUZ, "FLOAT8E5M2FNUZ", vm::DType::kInvalid},
-    {TensorProto::UINT4, "UINT4", vm::DType::kInvalid},
-    {TensorProto::INT4, "INT4", vm::DType::kInvalid},
-    {TensorProto::FLOAT4E2M1, "FLOAT4E2M1", vm::DType::kInvalid},
-    {TensorProto::FLOAT8E8M0, "FLOAT8E8M0", vm::DType::kInvalid},
-    {TensorProto::UINT2, "UINT2", vm::DType::kInvalid},
-    {TensorProto::INT2, "INT2", vm::DType::kInvalid},
-};
-
-const OnnxTypeInfo* FindOnnxType(int onnx_type) {
-  for (const OnnxTypeInfo& info : kOnnxTypes) {
-    if (info.onnx == onnx_type) return &info;
-  }
-  return nullptr;
-}
-
 // "tensor 'w'" for error messages.
 std::string Describe(const TensorProto& proto) {
   return proto.name().empty() ? std::string("unnamed tensor")
@@ -100,6 +57,40 @@ absl::StatusOr<vm::Tensor> FromField(const TensorProto& proto, vm::DType dtype,
   Dst* out = static_cast<Dst*>(t.raw_data());
   for (int64_t i = 0; i < count; ++i) out[i] = convert(field.Get(static_cast<int>(i)));
   return t;
+}
+
+// Bytes that `count` packed elements of a 4- or 2-bit dtype take.
+int64_t PackedBytes(vm::DType dtype, int64_t count) {
+  const int bits = vm::PackedBits(dtype);
+  return (count * bits + 7) / 8;
+}
+
+// Unpacks `count` elements of a 4- or 2-bit dtype (low bits first) to one per byte,
+// sign-extending INT4 and INT2.
+void Unpack(vm::DType dtype, const char* packed, int64_t count, uint8_t* out) {
+  const int bits = vm::PackedBits(dtype);
+  const int per_byte = 8 / bits;
+  const unsigned mask = (1u << bits) - 1;
+  const bool sign_extend = dtype == vm::DType::kI4 || dtype == vm::DType::kI2;
+  for (int64_t i = 0; i < count; ++i) {
+    const auto byte = static_cast<uint8_t>(packed[i / per_byte]);
+    unsigned v = (byte >> ((i % per_byte) * bits)) & mask;
+    if (sign_extend && (v & (1u << (bits - 1))) != 0) v |= ~mask;
+    out[i] = static_cast<uint8_t>(v);
+  }
+}
+
+// Packs one-per-byte elements of a 4- or 2-bit dtype, low bits first; unused bits are zero.
+std::string Pack(vm::DType dtype, const uint8_t* in, int64_t count) {
+  const int bits = vm::PackedBits(dtype);
+  const int per_byte = 8 / bits;
+  const unsigned mask = (1u << bits) - 1;
+  std::string out(static_cast<size_t>(PackedBytes(dtype, count)), '\0');
+  for (int64_t i = 0; i < count; ++i) {
+    out[i / per_byte] = static_cast<char>(static_cast<uint8_t>(out[i / per_byte]) |
+                                          ((in[i] & mask) << ((i % per_byte) * bits)));
+  }
+  return out;
 }
 
 template <typename T>
@@ -143,8 +134,33 @@ absl::StatusOr<vm::Tensor> FromTypedFields(const TensorProto& proto, vm::DType d
       return FromField<uint16_t>(proto, dtype, dims, count, proto.int32_data(), "int32_data",
                                  Cast<uint16_t>());
     case DType::kU8:
+    case DType::kF8E4M3FN:
+    case DType::kF8E4M3FNUZ:
+    case DType::kF8E5M2:
+    case DType::kF8E5M2FNUZ:
+    case DType::kF8E8M0:
+      // The 8-bit floats' bit patterns, one per entry.
       return FromField<uint8_t>(proto, dtype, dims, count, proto.int32_data(), "int32_data",
                                 Cast<uint8_t>());
+    case DType::kU4:
+    case DType::kI4:
+    case DType::kF4E2M1:
+    case DType::kU2:
+    case DType::kI2: {
+      // Packed bytes, one per entry.
+      const int64_t want = PackedBytes(dtype, count);
+      if (proto.int32_data_size() != want) {
+        return CountMismatch(proto, dtype, dims, "int32_data (packed)", proto.int32_data_size(),
+                             want);
+      }
+      std::string packed(static_cast<size_t>(want), '\0');
+      for (int64_t i = 0; i < want; ++i) {
+        packed[i] = static_cast<char>(proto.int32_data(static_cast<int>(i)) & 0xFF);
+      }
+      NIMBLE_ASSIGN_OR_RETURN(vm::Tensor t, vm::Tensor::Empty(dtype, dims));
+      Unpack(dtype, packed.data(), count, static_cast<uint8_t*>(t.raw_data()));
+      return t;
+    }
     case DType::kBool:
       return FromField<bool>(proto, dtype, dims, count, proto.int32_data(), "int32_data",
                              [](int32_t v) { return v != 0; });
@@ -170,6 +186,13 @@ absl::StatusOr<vm::Tensor> FromBytes(const TensorProto& proto, vm::DType dtype,
                                      absl::Span<const int64_t> dims, const char* data,
                                      size_t size) {
   NIMBLE_ASSIGN_OR_RETURN(vm::Tensor t, vm::Tensor::Empty(dtype, dims));
+  if (vm::PackedBits(dtype) != 0) {
+    if (static_cast<int64_t>(size) != PackedBytes(dtype, t.num_elements())) {
+      return absl::InternalError("byte count checked by the caller does not match");
+    }
+    Unpack(dtype, data, t.num_elements(), static_cast<uint8_t*>(t.raw_data()));
+    return t;
+  }
   if (size != t.nbytes()) {
     return absl::InternalError("byte count checked by the caller does not match");
   }
@@ -182,8 +205,10 @@ absl::StatusOr<vm::Tensor> FromBytes(const TensorProto& proto, vm::DType dtype,
   return t;
 }
 
-// Bytes a tensor of `count` elements of `dtype` occupies; kInvalidArgument on overflow.
+// Bytes a tensor of `count` elements of `dtype` occupies in a proto (packed for the 4- and
+// 2-bit types); kInvalidArgument on overflow.
 absl::StatusOr<uint64_t> ByteSize(const TensorProto& proto, vm::DType dtype, int64_t count) {
+  if (vm::PackedBits(dtype) != 0) return static_cast<uint64_t>(PackedBytes(dtype, count));
   uint64_t bytes = 0;
   if (__builtin_mul_overflow(static_cast<uint64_t>(count), vm::DTypeSize(dtype), &bytes)) {
     return absl::InvalidArgumentError(absl::StrCat(Describe(proto), " is too large"));
@@ -298,11 +323,15 @@ absl::StatusOr<vm::Tensor> FromExternal(const TensorProto& proto, vm::DType dtyp
     return absl::NotFoundError(
         absl::StrCat(Describe(proto), ": cannot open external data file '", loc.location, "'"));
   }
+  const bool packed = vm::PackedBits(dtype) != 0;
+  std::string packed_bytes(packed ? length : 0, '\0');
+  void* dst = packed ? packed_bytes.data() : t.raw_data();
   if (fseeko(file.get(), static_cast<off_t>(loc.offset), SEEK_SET) != 0 ||
-      std::fread(t.raw_data(), 1, length, file.get()) != length) {
+      std::fread(dst, 1, length, file.get()) != length) {
     return absl::DataLossError(
         absl::StrCat(Describe(proto), ": short read from external data file '", loc.location, "'"));
   }
+  if (packed) Unpack(dtype, packed_bytes.data(), count, static_cast<uint8_t*>(t.raw_data()));
   if (dtype == vm::DType::kBool) {
     auto* b = static_cast<uint8_t*>(t.raw_data());
     for (uintmax_t i = 0; i < length; ++i) b[i] = b[i] != 0;
@@ -316,7 +345,7 @@ absl::StatusOr<vm::Tensor> TensorFromProtoImpl(const TensorProto& proto,
     return absl::UnimplementedError(
         absl::StrCat(Describe(proto), " is segmented, which Nimble does not support"));
   }
-  NIMBLE_ASSIGN_OR_RETURN(vm::DType dtype, DTypeFromOnnx(proto.data_type()));
+  NIMBLE_ASSIGN_OR_RETURN(vm::DType dtype, vm::DTypeFromOnnx(proto.data_type()));
   std::vector<int64_t> dims(proto.dims().begin(), proto.dims().end());
   NIMBLE_ASSIGN_OR_RETURN(int64_t count, vm::NumElements(dims));
   if (proto.data_location() == TensorProto::EXTERNAL) {
@@ -356,34 +385,6 @@ std::string DirOf(const std::string& path) {
 
 }  // namespace
 
-absl::StatusOr<vm::DType> DTypeFromOnnx(int onnx_type) {
-  const OnnxTypeInfo* info = FindOnnxType(onnx_type);
-  if (info == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("unknown ONNX data type ", onnx_type));
-  }
-  if (onnx_type == TensorProto::UNDEFINED) {
-    return absl::InvalidArgumentError("ONNX data type is UNDEFINED");
-  }
-  if (info->dtype == vm::DType::kInvalid) {
-    return absl::UnimplementedError(absl::StrCat("ONNX data type ", info->name, " (", onnx_type,
-                                                 ") is not supported by Nimble"));
-  }
-  return info->dtype;
-}
-
-int OnnxFromDType(vm::DType dtype) {
-  if (dtype == vm::DType::kInvalid) return TensorProto::UNDEFINED;
-  for (const OnnxTypeInfo& info : kOnnxTypes) {
-    if (info.dtype == dtype) return info.onnx;
-  }
-  return TensorProto::UNDEFINED;
-}
-
-std::string OnnxDataTypeName(int onnx_type) {
-  const OnnxTypeInfo* info = FindOnnxType(onnx_type);
-  return info ? std::string(info->name) : absl::StrCat("<", onnx_type, ">");
-}
-
 absl::StatusOr<vm::Tensor> TensorFromProto(const TensorProto& proto, const std::string& model_dir) {
   absl::StatusOr<vm::Tensor> t = TensorFromProtoImpl(proto, model_dir);
   if (t.ok()) return t;
@@ -400,7 +401,7 @@ absl::Status TensorToProto(const vm::Tensor& tensor, TensorProto* proto) {
                                                    tensor.device().ToString(),
                                                    "; copy it to the host first"));
   }
-  const int onnx_type = OnnxFromDType(tensor.dtype());
+  const int onnx_type = vm::DTypeToOnnx(tensor.dtype());
   if (onnx_type == TensorProto::UNDEFINED) {
     return absl::InvalidArgumentError("cannot serialize a tensor of invalid dtype");
   }
@@ -420,6 +421,11 @@ absl::Status TensorToProto(const vm::Tensor& tensor, TensorProto* proto) {
   if (tensor.dtype() == vm::DType::kString) {
     const std::string* s = tensor.data<std::string>();
     for (int64_t i = 0; i < tensor.num_elements(); ++i) proto->add_string_data(s[i]);
+    return absl::OkStatus();
+  }
+  if (vm::PackedBits(tensor.dtype()) != 0) {
+    proto->set_raw_data(Pack(tensor.dtype(), static_cast<const uint8_t*>(tensor.raw_data()),
+                             tensor.num_elements()));
     return absl::OkStatus();
   }
   proto->set_raw_data(static_cast<const char*>(tensor.raw_data()), tensor.nbytes());

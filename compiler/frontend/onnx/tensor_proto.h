@@ -17,23 +17,20 @@
 
 namespace nimble::compiler {
 
-// ONNX TensorProto.DataType -> DType. kUnimplemented (naming the type) for types Nimble has no
-// DType for (complex, float8, int4/uint4, float4, int2/uint2); kInvalidArgument for UNDEFINED
-// and unknown numbers.
-absl::StatusOr<vm::DType> DTypeFromOnnx(int onnx_type);
-// DType -> ONNX TensorProto.DataType; 0 (UNDEFINED) for kInvalid.
-int OnnxFromDType(vm::DType dtype);
-// "FLOAT", "FLOAT8E4M3FN", ..., or "<n>" for unknown numbers.
-std::string OnnxDataTypeName(int onnx_type);
+// The ONNX data type <-> DType mapping is vm::DTypeFromOnnx / vm::DTypeToOnnx (vm/runtime/dtype.h).
 
 // The tensor a TensorProto holds, on the host. Reads whichever storage field the data type
 // uses (float_data, int32_data, int64_data, uint64_data, double_data, string_data), raw_data
-// (little-endian) or external data. `model_dir` is the directory external data paths are
-// relative to; external data is an error when it is empty.
+// (little-endian) or external data. The 4-bit (INT4, UINT4, FLOAT4E2M1) and 2-bit (INT2, UINT2)
+// types are packed there, low bits first (two or four elements per byte of raw_data or per
+// int32_data entry), and are unpacked to one element per byte (sign-extended for INT4/INT2).
+// `model_dir` is the directory external data paths are relative to; external data is an error when
+// it is empty.
 absl::StatusOr<vm::Tensor> TensorFromProto(const nimble::onnx::TensorProto& proto,
                                            const std::string& model_dir);
 
-// Writes a host tensor as dims + data_type + raw_data (string_data for strings). Does not touch
+// Writes a host tensor as dims + data_type + raw_data (string_data for strings; the 4- and 2-bit
+// types packed, low bits first). Does not touch
 // proto->name().
 absl::Status TensorToProto(const vm::Tensor& tensor, nimble::onnx::TensorProto* proto);
 

@@ -69,34 +69,130 @@ class TempDir {
 
 TEST(DTypeFromOnnxTest, MapsEverySupportedType) {
   const std::vector<std::pair<int, vm::DType>> expected = {
-      {1, vm::DType::kF32},  {2, vm::DType::kU8},    {3, vm::DType::kI8},   {4, vm::DType::kU16},
-      {5, vm::DType::kI16},  {6, vm::DType::kI32},   {7, vm::DType::kI64},  {8, vm::DType::kString},
-      {9, vm::DType::kBool}, {10, vm::DType::kF16},  {11, vm::DType::kF64}, {12, vm::DType::kU32},
-      {13, vm::DType::kU64}, {16, vm::DType::kBF16},
+      {1, vm::DType::kF32},         {2, vm::DType::kU8},      {3, vm::DType::kI8},
+      {4, vm::DType::kU16},         {5, vm::DType::kI16},     {6, vm::DType::kI32},
+      {7, vm::DType::kI64},         {8, vm::DType::kString},  {9, vm::DType::kBool},
+      {10, vm::DType::kF16},        {11, vm::DType::kF64},    {12, vm::DType::kU32},
+      {13, vm::DType::kU64},        {16, vm::DType::kBF16},   {17, vm::DType::kF8E4M3FN},
+      {18, vm::DType::kF8E4M3FNUZ}, {19, vm::DType::kF8E5M2}, {20, vm::DType::kF8E5M2FNUZ},
+      {21, vm::DType::kU4},         {22, vm::DType::kI4},     {23, vm::DType::kF4E2M1},
+      {24, vm::DType::kF8E8M0},     {25, vm::DType::kU2},     {26, vm::DType::kI2},
   };
   for (const auto& [onnx, dtype] : expected) {
-    NIMBLE_ASSERT_OK_AND_ASSIGN(vm::DType got, DTypeFromOnnx(onnx));
+    NIMBLE_ASSERT_OK_AND_ASSIGN(vm::DType got, vm::DTypeFromOnnx(onnx));
     EXPECT_EQ(got, dtype) << onnx;
-    EXPECT_EQ(OnnxFromDType(dtype), onnx);
+    EXPECT_EQ(vm::DTypeToOnnx(dtype), onnx);
   }
-  EXPECT_EQ(OnnxFromDType(vm::DType::kInvalid), 0);
+  EXPECT_EQ(vm::DTypeToOnnx(vm::DType::kInvalid), 0);
+  // Every DType but kInvalid has an ONNX type.
+  for (int d = 1; d < vm::kNumDTypes; ++d) {
+    EXPECT_NE(vm::DTypeToOnnx(static_cast<vm::DType>(d)), 0) << d;
+  }
 }
 
 TEST(DTypeFromOnnxTest, RejectsUnsupportedAndUnknownTypes) {
-  EXPECT_THAT(DTypeFromOnnx(TensorProto::FLOAT8E4M3FN),
-              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("FLOAT8E4M3FN (17)")));
-  EXPECT_THAT(DTypeFromOnnx(TensorProto::COMPLEX64),
-              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("COMPLEX64")));
-  EXPECT_THAT(DTypeFromOnnx(TensorProto::INT4),
-              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("INT4")));
-  EXPECT_THAT(DTypeFromOnnx(TensorProto::FLOAT4E2M1),
-              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("FLOAT4E2M1")));
-  EXPECT_THAT(DTypeFromOnnx(0),
+  EXPECT_THAT(vm::DTypeFromOnnx(TensorProto::COMPLEX64),
+              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("COMPLEX64 (14)")));
+  EXPECT_THAT(vm::DTypeFromOnnx(TensorProto::COMPLEX128),
+              StatusIs(absl::StatusCode::kUnimplemented,
+                       HasSubstr("ONNX data type COMPLEX128 (15) is not supported by Nimble")));
+  EXPECT_THAT(vm::DTypeFromOnnx(0),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("UNDEFINED")));
-  EXPECT_THAT(DTypeFromOnnx(99),
+  EXPECT_THAT(vm::DTypeFromOnnx(27),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown ONNX data type 27")));
+  EXPECT_THAT(vm::DTypeFromOnnx(99),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown ONNX data type 99")));
-  EXPECT_EQ(OnnxDataTypeName(23), "FLOAT4E2M1");
-  EXPECT_EQ(OnnxDataTypeName(-4), "<-4>");
+  EXPECT_EQ(vm::OnnxTypeName(23), "FLOAT4E2M1");
+  EXPECT_EQ(vm::OnnxTypeName(26), "INT2");
+  EXPECT_EQ(vm::OnnxTypeName(-4), "<-4>");
+}
+
+TEST(TensorFromProtoTest, UnpacksFourBitTypes) {
+  // INT4 [5]: -1, 7, -8, 0, 3 packed low nibble first; the last byte's high nibble is padding.
+  TensorProto i4 = Proto(TensorProto::INT4, {5});
+  i4.set_raw_data(std::string("\x7f\x08\x03", 3));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(vm::Tensor ti4, TensorFromProto(i4, ""));
+  EXPECT_EQ(ti4.dtype(), vm::DType::kI4);
+  EXPECT_THAT(Values<int8_t>(ti4), ElementsAre(-1, 7, -8, 0, 3));
+
+  TensorProto u4 = Proto(TensorProto::UINT4, {2, 2});
+  for (int v : {0x21, 0xF0}) u4.add_int32_data(v);  // packed bytes, one per entry
+  NIMBLE_ASSERT_OK_AND_ASSIGN(vm::Tensor tu4, TensorFromProto(u4, ""));
+  EXPECT_THAT(Values<uint8_t>(tu4), ElementsAre(1, 2, 0, 15));
+
+  // FLOAT4E2M1 keeps the bit pattern (sign in bit 3, no sign extension).
+  TensorProto f4 = Proto(TensorProto::FLOAT4E2M1, {2});
+  f4.set_raw_data(std::string("\xf2", 1));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(vm::Tensor tf4, TensorFromProto(f4, ""));
+  EXPECT_THAT(Values<uint8_t>(tf4), ElementsAre(0x2, 0xF));
+}
+
+TEST(TensorFromProtoTest, UnpacksTwoBitTypes) {
+  // INT2 [6]: 1, -2, -1, 0 | 1, 1 -> 0b00'11'10'01, 0b0000'01'01.
+  TensorProto i2 = Proto(TensorProto::INT2, {6});
+  i2.set_raw_data(std::string("\x39\x05", 2));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(vm::Tensor ti2, TensorFromProto(i2, ""));
+  EXPECT_THAT(Values<int8_t>(ti2), ElementsAre(1, -2, -1, 0, 1, 1));
+
+  TensorProto u2 = Proto(TensorProto::UINT2, {3});
+  u2.add_int32_data(0x1B);  // 3, 2, 1
+  NIMBLE_ASSERT_OK_AND_ASSIGN(vm::Tensor tu2, TensorFromProto(u2, ""));
+  EXPECT_THAT(Values<uint8_t>(tu2), ElementsAre(3, 2, 1));
+}
+
+TEST(TensorFromProtoTest, ReadsFloat8BitPatterns) {
+  TensorProto f8 = Proto(TensorProto::FLOAT8E4M3FN, {3});
+  for (int v : {0x38, 0x7E, 0xFF}) f8.add_int32_data(v);
+  NIMBLE_ASSERT_OK_AND_ASSIGN(vm::Tensor t, TensorFromProto(f8, ""));
+  EXPECT_EQ(t.dtype(), vm::DType::kF8E4M3FN);
+  EXPECT_THAT(Values<uint8_t>(t), ElementsAre(0x38, 0x7E, 0xFF));
+
+  TensorProto e8 = Proto(TensorProto::FLOAT8E8M0, {2});
+  e8.set_raw_data(std::string("\x7f\x80", 2));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(vm::Tensor te8, TensorFromProto(e8, ""));
+  EXPECT_EQ(te8.dtype(), vm::DType::kF8E8M0);
+  EXPECT_THAT(Values<uint8_t>(te8), ElementsAre(0x7F, 0x80));
+}
+
+TEST(TensorFromProtoTest, RejectsPackedDataOfTheWrongSize) {
+  // 5 INT4 elements take 3 bytes.
+  TensorProto short_raw = Proto(TensorProto::INT4, {5});
+  short_raw.set_raw_data(std::string("\x7f\x08", 2));
+  EXPECT_THAT(TensorFromProto(short_raw, ""),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("tensor 'w' (i4[5]) has 2 bytes of raw_data, expected 3")));
+  TensorProto long_raw = Proto(TensorProto::UINT2, {4});
+  long_raw.set_raw_data(std::string("\x00\x00", 2));
+  EXPECT_THAT(TensorFromProto(long_raw, ""),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("expected 1")));
+  TensorProto fields = Proto(TensorProto::UINT4, {3});
+  fields.add_int32_data(0x21);
+  EXPECT_THAT(TensorFromProto(fields, ""),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("has 1 values in int32_data (packed), expected 2")));
+  TensorProto f8 = Proto(TensorProto::FLOAT8E5M2, {2});
+  f8.add_int32_data(1);
+  EXPECT_THAT(TensorFromProto(f8, ""),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("int32_data")));
+}
+
+TEST(TensorToProtoTest, PacksSubByteTypes) {
+  NIMBLE_ASSERT_OK_AND_ASSIGN(vm::Tensor t, vm::Tensor::Empty(vm::DType::kI4, {3}));
+  const int8_t v[] = {-1, 7, -8};
+  std::memcpy(t.raw_data(), v, 3);
+  TensorProto p;
+  ASSERT_THAT(TensorToProto(t, &p), IsOk());
+  EXPECT_EQ(p.data_type(), TensorProto::INT4);
+  EXPECT_EQ(p.raw_data(), std::string("\x7f\x08", 2));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(vm::Tensor back, TensorFromProto(p, ""));
+  EXPECT_THAT(Values<int8_t>(back), ElementsAre(-1, 7, -8));
+
+  NIMBLE_ASSERT_OK_AND_ASSIGN(vm::Tensor u2, vm::Tensor::Empty(vm::DType::kU2, {5}));
+  const uint8_t w[] = {3, 2, 1, 0, 2};
+  std::memcpy(u2.raw_data(), w, 5);
+  TensorProto p2;
+  ASSERT_THAT(TensorToProto(u2, &p2), IsOk());
+  EXPECT_EQ(p2.raw_data(), std::string("\x1b\x02", 2));
 }
 
 TEST(TensorFromProtoTest, ReadsTypedFields) {
@@ -262,11 +358,6 @@ TEST(TensorFromProtoTest, RejectsInconsistentSizes) {
 }
 
 TEST(TensorFromProtoTest, RejectsUnsupportedDTypesNamingThem) {
-  TensorProto f8 = Proto(TensorProto::FLOAT8E5M2, {1}, "scale");
-  f8.set_raw_data("\x01");
-  EXPECT_THAT(TensorFromProto(f8, ""),
-              StatusIs(absl::StatusCode::kUnimplemented,
-                       HasSubstr("tensor 'scale': ONNX data type FLOAT8E5M2 (19)")));
   TensorProto c = Proto(TensorProto::COMPLEX128, {1});
   EXPECT_THAT(TensorFromProto(c, ""),
               StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("COMPLEX128")));
@@ -338,6 +429,21 @@ TEST(TensorFromProtoTest, ReadsExternalDataInsideTheModelDirectory) {
   no_location.mutable_external_data(0)->set_key("path");
   EXPECT_THAT(TensorFromProto(no_location, model_dir),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no 'location'")));
+}
+
+TEST(TensorFromProtoTest, UnpacksExternalSubByteData) {
+  TempDir tmp;
+  ASSERT_FALSE(tmp.path().empty());
+  WriteFile(tmp.path() / "q.bin", std::string("\x7f\x08\x03", 3));
+  TensorProto p = External("q.bin");
+  p.set_data_type(TensorProto::INT4);
+  p.set_dims(0, 5);
+  NIMBLE_ASSERT_OK_AND_ASSIGN(vm::Tensor t, TensorFromProto(p, tmp.path()));
+  EXPECT_THAT(Values<int8_t>(t), ElementsAre(-1, 7, -8, 0, 3));
+  p.set_dims(0, 7);  // needs 4 bytes
+  EXPECT_THAT(TensorFromProto(p, tmp.path()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("(i4[7]) has 3 bytes of external data, expected 4")));
 }
 
 TEST(TensorFromProtoTest, RejectsExternalDataOutsideTheModelDirectory) {

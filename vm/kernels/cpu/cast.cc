@@ -1,4 +1,5 @@
 // Cast and CastLike, and the dtype conversion every other kernel uses for half types.
+#include <array>
 #include <cstdio>
 #include <string>
 #include <type_traits>
@@ -9,6 +10,7 @@
 #include "base/status_macros.h"
 #include "vm/kernels/cpu/elementwise_internal.h"
 #include "vm/kernels/cpu/fp16.h"
+#include "vm/kernels/cpu/lowp.h"
 
 namespace nimble::vm::cpu {
 namespace {
@@ -127,9 +129,75 @@ absl::Status FromString(absl::string_view op, const std::string& s, D* out) {
 
 inline constexpr uint32_t kCastable = kNumeric | kBoolBit;
 
+// One-byte-per-element 4- and 2-bit integers (sign-extended when signed) <-> int64.
+void LowPrecisionIntToInt64(DType d, const char* in, int64_t* out, int64_t n) {
+  const bool is_signed = d == DType::kI4 || d == DType::kI2;
+  for (int64_t k = 0; k < n; ++k) {
+    out[k] = is_signed ? static_cast<int64_t>(static_cast<int8_t>(in[k]))
+                       : static_cast<int64_t>(static_cast<uint8_t>(in[k]));
+  }
+}
+
+// Integer -> 4- or 2-bit integer wraps (keeps the low bits, like the C narrowing of the wider
+// integer types).
+void Int64ToLowPrecisionInt(DType d, const int64_t* in, char* out, int64_t n) {
+  const int bits = PackedBits(d);
+  const bool is_signed = d == DType::kI4 || d == DType::kI2;
+  const uint64_t mask = (uint64_t{1} << bits) - 1;
+  for (int64_t k = 0; k < n; ++k) {
+    uint64_t v = static_cast<uint64_t>(in[k]) & mask;
+    if (is_signed && (v >> (bits - 1)) != 0) v |= ~mask;
+    out[k] = static_cast<char>(static_cast<uint8_t>(v));
+  }
+}
+
+void LowPrecisionToFloat(DType d, const char* in, float* out, int64_t n) {
+  if (IsLowPrecisionInteger(d)) {
+    const bool is_signed = d == DType::kI4 || d == DType::kI2;
+    for (int64_t k = 0; k < n; ++k) {
+      out[k] = is_signed ? static_cast<float>(static_cast<int8_t>(in[k]))
+                         : static_cast<float>(static_cast<uint8_t>(in[k]));
+    }
+    return;
+  }
+  // A 256-entry table per low-precision float type, built on first use.
+  static const auto* const kTables = [] {
+    auto* t = new std::array<std::array<float, 256>, kNumDTypes>();
+    for (int dt = 0; dt < kNumDTypes; ++dt) {
+      if (!IsLowPrecisionFloat(static_cast<DType>(dt))) continue;
+      for (int b = 0; b < 256; ++b) {
+        (*t)[dt][b] = LowPrecisionFloatToFloat(static_cast<DType>(dt), static_cast<uint8_t>(b));
+      }
+    }
+    return t;
+  }();
+  const std::array<float, 256>& table = (*kTables)[static_cast<int>(d)];
+  for (int64_t k = 0; k < n; ++k) out[k] = table[static_cast<uint8_t>(in[k])];
+}
+
+// Float -> 4- or 2-bit integer: like float -> the wider integers (truncation toward zero, NaN ->
+// 0), then wraps to the low bits (what the ONNX reference, through ml_dtypes, does: -9 -> 7 for
+// INT4).
+void FloatToLowPrecision(DType d, const float* in, char* out, int64_t n,
+                         const CastOptions& options) {
+  if (IsLowPrecisionInteger(d)) {
+    int64_t buf[1024];
+    for (int64_t i = 0; i < n; i += 1024) {
+      const int64_t m = std::min<int64_t>(1024, n - i);
+      for (int64_t k = 0; k < m; ++k) buf[k] = FloatToInt<int64_t>(in[i + k]);
+      Int64ToLowPrecisionInt(d, buf, out + i, m);
+    }
+    return;
+  }
+  for (int64_t k = 0; k < n; ++k) {
+    out[k] = static_cast<char>(
+        FloatToLowPrecisionFloat(d, in[k], options.saturate, options.e8m0_rounding));
+  }
+}
+
 // Converts elements [begin, end) of src into dst.
 absl::Status CastRange(const Tensor& src, Tensor& dst, int64_t begin, int64_t end,
-                       absl::string_view op) {
+                       absl::string_view op, const CastOptions& options) {
   const int64_t n = end - begin;
   if (n <= 0) return absl::OkStatus();
   const DType sd = src.dtype();
@@ -148,16 +216,48 @@ absl::Status CastRange(const Tensor& src, Tensor& dst, int64_t begin, int64_t en
     }
     return absl::OkStatus();
   }
-  // Half types go through float in blocks.
-  if (IsHalf(sd) || IsHalf(dd)) {
+  // The 4- and 2-bit integers to and from integers and bool go through int64 (exactly).
+  const auto int_like = [](DType d) {
+    return IsInteger(d) || d == DType::kBool || IsLowPrecisionInteger(d);
+  };
+  if ((IsLowPrecisionInteger(sd) || IsLowPrecisionInteger(dd)) && int_like(sd) && int_like(dd)) {
+    constexpr int64_t kBlock = 1024;
+    int64_t buf[kBlock];
+    for (int64_t i = 0; i < n; i += kBlock) {
+      const int64_t m = std::min(kBlock, n - i);
+      if (IsLowPrecisionInteger(sd)) {
+        LowPrecisionIntToInt64(sd, in + i, buf, m);
+      } else {
+        NIMBLE_RETURN_IF_ERROR(VisitDType<kCastable>(sd, op, [&](auto tag) {
+          using S = typename decltype(tag)::type;
+          ConvertRun(reinterpret_cast<const S*>(in) + i, buf, m);
+          return absl::OkStatus();
+        }));
+      }
+      if (IsLowPrecisionInteger(dd)) {
+        Int64ToLowPrecisionInt(dd, buf, out + i, m);
+      } else {
+        NIMBLE_RETURN_IF_ERROR(VisitDType<kCastable>(dd, op, [&](auto tag) {
+          using D = typename decltype(tag)::type;
+          ConvertRun(buf, reinterpret_cast<D*>(out) + i, m);
+          return absl::OkStatus();
+        }));
+      }
+    }
+    return absl::OkStatus();
+  }
+  // Half and low-precision types go through float in blocks.
+  const auto via_float = [](DType d) { return IsHalf(d) || IsLowPrecision(d); };
+  if (via_float(sd) || via_float(dd)) {
     constexpr int64_t kBlock = 1024;
     float buf[kBlock];
-    Tensor tmp_src, tmp_dst;
     for (int64_t i = 0; i < n; i += kBlock) {
       const int64_t m = std::min(kBlock, n - i);
       // Source block -> float.
       if (IsHalf(sd)) {
         HalfToFloat(sd, in + i * ss, buf, m);
+      } else if (IsLowPrecision(sd)) {
+        LowPrecisionToFloat(sd, in + i, buf, m);
       } else if (sd == DType::kString) {
         const auto* s = reinterpret_cast<const std::string*>(in) + i;
         for (int64_t k = 0; k < m; ++k) NIMBLE_RETURN_IF_ERROR(FromString(op, s[k], &buf[k]));
@@ -171,6 +271,8 @@ absl::Status CastRange(const Tensor& src, Tensor& dst, int64_t begin, int64_t en
       // Float block -> destination.
       if (IsHalf(dd)) {
         FloatToHalf(dd, buf, out + i * ds, m);
+      } else if (IsLowPrecision(dd)) {
+        FloatToLowPrecision(dd, buf, out + i, m, options);
       } else if (dd == DType::kString) {
         auto* d = reinterpret_cast<std::string*>(out) + i;
         for (int64_t k = 0; k < m; ++k) d[k] = ToString(buf[k]);
@@ -218,7 +320,7 @@ absl::Status CheckCastable(absl::string_view op, DType d) {
 }
 
 absl::Status ParallelCast(const KernelContext& ctx, const Tensor& src, Tensor& dst,
-                          absl::string_view op) {
+                          absl::string_view op, const CastOptions& options) {
   NIMBLE_RETURN_IF_ERROR(CheckCastable(op, src.dtype()));
   NIMBLE_RETURN_IF_ERROR(CheckCastable(op, dst.dtype()));
   if (src.num_elements() != dst.num_elements()) {
@@ -227,17 +329,18 @@ absl::Status ParallelCast(const KernelContext& ctx, const Tensor& src, Tensor& d
   }
   const bool strings = src.dtype() == DType::kString || dst.dtype() == DType::kString;
   if (strings || ctx.num_threads <= 1) {
-    return CastRange(src, dst, 0, src.num_elements(), op);
+    return CastRange(src, dst, 0, src.num_elements(), op, options);
   }
   // Numeric conversions cannot fail once the dtypes are valid (checked above).
   ParallelFor(ctx, src.num_elements(), kElementwiseGrain,
-              [&](int64_t b, int64_t e) { CastRange(src, dst, b, e, op).IgnoreError(); });
+              [&](int64_t b, int64_t e) { CastRange(src, dst, b, e, op, options).IgnoreError(); });
   return absl::OkStatus();
 }
 
 class CastKernel final : public Kernel {
  public:
-  CastKernel(std::string op, DType to) : op_(std::move(op)), to_(to) {}
+  CastKernel(std::string op, DType to, CastOptions options)
+      : op_(std::move(op)), to_(to), options_(options) {}
 
   absl::Status Run(const KernelContext& ctx, absl::Span<const Tensor> inputs,
                    absl::Span<Tensor> outputs) const override {
@@ -246,7 +349,7 @@ class CastKernel final : public Kernel {
     NIMBLE_RETURN_IF_ERROR(CheckRequired(op_, inputs, arity));
     const DType to = arity == 2 ? inputs[1].dtype() : to_;
     NIMBLE_RETURN_IF_ERROR(CheckOutput(op_, outputs[0], to, inputs[0].shape()));
-    return ParallelCast(ctx, inputs[0], outputs[0], op_);
+    return ParallelCast(ctx, inputs[0], outputs[0], op_, options_);
   }
 
   absl::Status OutputShapes(absl::Span<const Tensor> inputs,
@@ -261,46 +364,28 @@ class CastKernel final : public Kernel {
  private:
   const std::string op_;
   const DType to_;
+  const CastOptions options_;
 };
 
-}  // namespace
-
-absl::StatusOr<DType> DTypeFromOnnx(int64_t onnx_type) {
-  switch (onnx_type) {
-    case 1:
-      return DType::kF32;
-    case 2:
-      return DType::kU8;
-    case 3:
-      return DType::kI8;
-    case 4:
-      return DType::kU16;
-    case 5:
-      return DType::kI16;
-    case 6:
-      return DType::kI32;
-    case 7:
-      return DType::kI64;
-    case 8:
-      return DType::kString;
-    case 9:
-      return DType::kBool;
-    case 10:
-      return DType::kF16;
-    case 11:
-      return DType::kF64;
-    case 12:
-      return DType::kU32;
-    case 13:
-      return DType::kU64;
-    case 16:
-      return DType::kBF16;
-    default:
-      break;
+// Cast's and CastLike's 'saturate' (default 1) and 'round_mode' (default "up").
+absl::StatusOr<CastOptions> CastOptionsFrom(absl::string_view op, const Attributes& attrs) {
+  CastOptions options;
+  options.saturate = attrs.GetOr<int64_t>("saturate", 1) != 0;
+  const std::string mode = attrs.GetOr<std::string>("round_mode", "up");
+  if (mode == "up") {
+    options.e8m0_rounding = E8M0Rounding::kUp;
+  } else if (mode == "down") {
+    options.e8m0_rounding = E8M0Rounding::kDown;
+  } else if (mode == "nearest") {
+    options.e8m0_rounding = E8M0Rounding::kNearest;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        op, ": round_mode must be \"up\", \"down\" or \"nearest\", got \"", mode, "\""));
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("ONNX data type ", onnx_type, " is not supported"));
+  return options;
 }
+
+}  // namespace
 
 void HalfToFloat(DType d, const void* in, float* out, int64_t n) {
   const auto* h = static_cast<const uint16_t*>(in);
@@ -320,13 +405,15 @@ void FloatToHalf(DType d, const float* in, void* out, int64_t n) {
   }
 }
 
-absl::Status CastInto(const Tensor& src, Tensor& dst, absl::string_view op) {
-  return ParallelCast(KernelContext{}, src, dst, op);
+absl::Status CastInto(const Tensor& src, Tensor& dst, absl::string_view op,
+                      const CastOptions& options) {
+  return ParallelCast(KernelContext{}, src, dst, op, options);
 }
 
-absl::StatusOr<Tensor> CastTo(const Tensor& src, DType dtype, absl::string_view op) {
+absl::StatusOr<Tensor> CastTo(const Tensor& src, DType dtype, absl::string_view op,
+                              const CastOptions& options) {
   NIMBLE_ASSIGN_OR_RETURN(Tensor dst, Tensor::Empty(dtype, src.shape()));
-  NIMBLE_RETURN_IF_ERROR(CastInto(src, dst, op));
+  NIMBLE_RETURN_IF_ERROR(CastInto(src, dst, op, options));
   return dst;
 }
 
@@ -335,11 +422,14 @@ void RegisterCastKernels(KernelRegistry& registry) {
                     [](const Attributes& attrs) -> absl::StatusOr<std::unique_ptr<Kernel>> {
                       NIMBLE_ASSIGN_OR_RETURN(int64_t to, attrs.Get<int64_t>("to"));
                       NIMBLE_ASSIGN_OR_RETURN(DType dtype, DTypeFromOnnx(to));
-                      return std::make_unique<CastKernel>("Cast", dtype);
+                      NIMBLE_ASSIGN_OR_RETURN(CastOptions options, CastOptionsFrom("Cast", attrs));
+                      return std::make_unique<CastKernel>("Cast", dtype, options);
                     });
   registry.Register("CastLike", DeviceType::kCPU,
-                    [](const Attributes&) -> absl::StatusOr<std::unique_ptr<Kernel>> {
-                      return std::make_unique<CastKernel>("CastLike", DType::kInvalid);
+                    [](const Attributes& attrs) -> absl::StatusOr<std::unique_ptr<Kernel>> {
+                      NIMBLE_ASSIGN_OR_RETURN(CastOptions options,
+                                              CastOptionsFrom("CastLike", attrs));
+                      return std::make_unique<CastKernel>("CastLike", DType::kInvalid, options);
                     });
 }
 

@@ -30,6 +30,7 @@
 #include "tbb/blocked_range.h"
 #include "tbb/parallel_for.h"
 #include "tbb/partitioner.h"
+#include "vm/kernels/cpu/lowp.h"
 #include "vm/kernels/fused_elementwise_program.h"
 #include "vm/kernels/kernel.h"
 #include "vm/runtime/dtype.h"
@@ -46,17 +47,23 @@ void RegisterFusedElementwiseKernel(KernelRegistry& registry);  // fused_element
 // ------------------------------------------------------------------------------------------
 // Dtypes.
 
-// ONNX TensorProto.DataType number -> DType (FLOAT=1, UINT8=2, ..., BFLOAT16=16);
-// kInvalidArgument for types the VM has no DType for.
-absl::StatusOr<DType> DTypeFromOnnx(int64_t onnx_type);
+// Options of conversions to the low-precision floats (see lowp.h).
+struct CastOptions {
+  bool saturate = true;                            // float8: clamp out-of-range values
+  E8M0Rounding e8m0_rounding = E8M0Rounding::kUp;  // float8e8m0 only
+};
 
 // Converts `src` into `dst` (same element count, any dtypes, strings included) with ONNX Cast
 // semantics: float->int truncates toward zero (NaN -> 0, out of range saturates to int64 then
 // wraps like the C cast of the int64), to bool is `!= 0`, numbers print as "%.8g" / "NaN" /
 // "INF" / "-INF", strings parse as numbers (kInvalidArgument naming `op` when they do not).
-absl::Status CastInto(const Tensor& src, Tensor& dst, absl::string_view op = "Cast");
+// The low-precision floats follow lowp.h (`options`: Cast's saturate and round_mode); anything
+// to a 4- or 2-bit integer converts as to int64, then wraps to the low bits.
+absl::Status CastInto(const Tensor& src, Tensor& dst, absl::string_view op = "Cast",
+                      const CastOptions& options = {});
 // A new tensor of `dtype` holding `src` cast (see CastInto).
-absl::StatusOr<Tensor> CastTo(const Tensor& src, DType dtype, absl::string_view op = "Cast");
+absl::StatusOr<Tensor> CastTo(const Tensor& src, DType dtype, absl::string_view op = "Cast",
+                              const CastOptions& options = {});
 
 inline bool IsHalf(DType d) { return d == DType::kF16 || d == DType::kBF16; }
 

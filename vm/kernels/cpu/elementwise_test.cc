@@ -687,12 +687,76 @@ TEST(CastTest, Strings) {
   EXPECT_THAT(Values<std::string>(out[0]), ElementsAre("a", "b"));
 }
 
+TEST(CastTest, Float8SaturateAttribute) {
+  const Tensor x = F({1.0f, 470.0f, -1e6f, kNaN, std::numeric_limits<float>::infinity()}, {5});
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto sat, Cast(x, 17, DType::kF8E4M3FN));
+  EXPECT_THAT(Values<uint8_t>(sat[0]), ElementsAre(0x38, 0x7E, 0xFE, 0x7F, 0x7E));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto nosat, RunOp("Cast", Attrs({{"to", int64_t{17}}, {"saturate", int64_t{0}}}), {x}, 1,
+                        {DType::kF8E4M3FN}));
+  EXPECT_THAT(Values<uint8_t>(nosat[0]), ElementsAre(0x38, 0x7F, 0xFF, 0x7F, 0x7F));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto e5m2, RunOp("Cast", Attrs({{"to", int64_t{19}}, {"saturate", int64_t{0}}}), {x}, 1,
+                       {DType::kF8E5M2}));
+  EXPECT_THAT(Values<uint8_t>(e5m2[0]), ElementsAre(0x3C, 0x5F, 0xFC, 0x7E, 0x7C));
+  // Back to float (through f16 too): exact.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto back, Cast(sat[0], 1, DType::kF32));
+  EXPECT_EQ(Values<float>(back[0])[1], 448.0f);
+  EXPECT_EQ(Values<float>(back[0])[2], -448.0f);
+  EXPECT_TRUE(std::isnan(Values<float>(back[0])[3]));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto half, Cast(sat[0], 10, DType::kF16));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto via_half, Cast(half[0], 17, DType::kF8E4M3FN));
+  EXPECT_EQ(Values<uint8_t>(via_half[0]), Values<uint8_t>(sat[0]));
+}
+
+TEST(CastTest, Float8E8M0RoundMode) {
+  const Tensor x = F({3.0f, 1.25f, 0.5f}, {3});
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto up, Cast(x, 24, DType::kF8E8M0));
+  EXPECT_THAT(Values<uint8_t>(up[0]), ElementsAre(0x81, 0x80, 0x7E));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto down, RunOp("Cast", Attrs({{"to", int64_t{24}}, {"round_mode", std::string("down")}}),
+                       {x}, 1, {DType::kF8E8M0}));
+  EXPECT_THAT(Values<uint8_t>(down[0]), ElementsAre(0x80, 0x7F, 0x7E));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto nearest,
+      RunOp("Cast", Attrs({{"to", int64_t{24}}, {"round_mode", std::string("nearest")}}), {x}, 1,
+            {DType::kF8E8M0}));
+  EXPECT_THAT(Values<uint8_t>(nearest[0]), ElementsAre(0x81, 0x7F, 0x7E));
+}
+
+TEST(CastTest, SubByteIntegersWrap) {
+  // Float -> int4 truncates like float -> int64, then keeps the low 4 bits (sign-extended).
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto i4, Cast(F({-9, -8, 7.9f, 8, 15, kNaN}, {6}), 22, DType::kI4));
+  EXPECT_THAT(Values<int8_t>(i4[0]), ElementsAre(7, -8, 7, -8, -1, 0));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto u2, Cast(I64({-3, -1, 4, 3}, {4}), 25, DType::kU2));
+  EXPECT_THAT(Values<uint8_t>(u2[0]), ElementsAre(1, 3, 0, 3));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto i2, Cast(I32({2, -3, 1}, {3}), 26, DType::kI2));
+  EXPECT_THAT(Values<int8_t>(i2[0]), ElementsAre(-2, 1, 1));
+  // Back: exact, sign-extended.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto wide, Cast(i4[0], 7, DType::kI64));
+  EXPECT_THAT(Values<int64_t>(wide[0]), ElementsAre(7, -8, 7, -8, -1, 0));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto f, Cast(i2[0], 1, DType::kF32));
+  EXPECT_THAT(Values<float>(f[0]), ElementsAre(-2.0f, 1.0f, 1.0f));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto s, Cast(i4[0], 8, DType::kString));
+  EXPECT_THAT(Values<std::string>(s[0]), ElementsAre("7", "-8", "7", "-8", "-1", "0"));
+  // CastLike takes the dtype of its second input.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto like, RunOp("CastLike", {}, {F({1.5f, -6.5f}, {2}), i4[0]}, 1, {DType::kI4}));
+  EXPECT_THAT(Values<int8_t>(like[0]), ElementsAre(1, -6));
+}
+
 TEST(CastTest, CastLikeAndErrors) {
   NIMBLE_ASSERT_OK_AND_ASSIGN(
       auto out, RunOp("CastLike", {}, {F({1.9f, -2.9f}, {2}), I64({}, {0})}, 1, {DType::kI64}));
   EXPECT_THAT(Values<int64_t>(out[0]), ElementsAre(1, -2));
   EXPECT_THAT(RunOp("Cast", Attrs({{"to", int64_t{14}}}), {F({1}, {1})}),
-              StatusIs(kInvalid, HasSubstr("ONNX data type 14")));
+              StatusIs(absl::StatusCode::kUnimplemented,
+                       HasSubstr("ONNX data type COMPLEX64 (14) is not supported")));
+  EXPECT_THAT(RunOp("Cast", Attrs({{"to", int64_t{99}}}), {F({1}, {1})}),
+              StatusIs(kInvalid, HasSubstr("unknown ONNX data type 99")));
+  EXPECT_THAT(RunOp("Cast", Attrs({{"to", int64_t{24}}, {"round_mode", std::string("odd")}}),
+                    {F({1}, {1})}),
+              StatusIs(kInvalid, HasSubstr("round_mode must be")));
   EXPECT_THAT(RunOp("Cast", {}, {F({1}, {1})}),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("to")));
   EXPECT_THAT(RunInto("Cast", Attrs({{"to", int64_t{7}}}), {F({1}, {1})},

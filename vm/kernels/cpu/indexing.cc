@@ -21,6 +21,7 @@
 #include "base/status_macros.h"
 #include "vm/kernels/cpu/cpu_kernels.h"
 #include "vm/kernels/cpu/fp16.h"
+#include "vm/kernels/cpu/lowp.h"
 #include "vm/kernels/cpu/onednn_util.h"
 
 // GCC 12 reports absl::InlinedVector's copy of an inlined (small) Shape as "maybe uninitialized"
@@ -493,6 +494,13 @@ bool IsNonZero(const Tensor& t, int64_t i) {
       return t.data<double>()[i] != 0.0;
     case DType::kBool:
       return t.data<bool>()[i];
+    case DType::kF8E4M3FN:
+    case DType::kF8E4M3FNUZ:
+    case DType::kF8E5M2:
+    case DType::kF8E5M2FNUZ:
+    case DType::kF4E2M1:
+    case DType::kF8E8M0:  // -0 patterns are zero; E8M0 has no zero at all
+      return LowPrecisionFloatToFloat(t.dtype(), t.data<uint8_t>()[i]) != 0.0f;
     default: {
       const size_t es = DTypeSize(t.dtype());
       const char* p = static_cast<const char*>(t.raw_data()) + i * es;

@@ -1,4 +1,5 @@
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -142,6 +143,19 @@ TEST(NonZeroTest, Coordinates) {
   EXPECT_THAT(Values<int64_t>(out[0]), ElementsAre(0, 1, 1, 0, 0, 2));
   NIMBLE_ASSERT_OK_AND_ASSIGN(out, RunOp("NonZero", {}, {F({0, -0.0f}, {2})}));
   EXPECT_THAT(out[0].shape(), ElementsAre(1, 0));
+}
+
+TEST(NonZeroTest, LowPrecisionFloatsCompareByValue) {
+  // f8e4m3fn: 0x80 is -0 (zero), 0x7F is NaN (non-zero); f8e8m0 0x00 is 2^-127 (non-zero).
+  Tensor f8 = *Tensor::Empty(DType::kF8E4M3FN, {4});
+  const uint8_t bits[] = {0x00, 0x80, 0x38, 0x7F};
+  std::memcpy(f8.raw_data(), bits, 4);
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("NonZero", {}, {f8}));
+  EXPECT_THAT(Values<int64_t>(out[0]), ElementsAre(2, 3));
+  Tensor e8 = *Tensor::Empty(DType::kF8E8M0, {1});
+  e8.data<uint8_t>()[0] = 0;
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, RunOp("NonZero", {}, {e8}));
+  EXPECT_THAT(Values<int64_t>(out[0]), ElementsAre(0));
 }
 
 TEST(TopKTest, LargestSmallestAndTies) {

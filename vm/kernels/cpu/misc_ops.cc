@@ -9,6 +9,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -408,7 +409,8 @@ class LpPoolKernel final : public Kernel {
 
 // ------------------------------------------------------------------------------------------
 // QuantizeLinear(x, y_scale, y_zero_point?) and DequantizeLinear(x, x_scale, x_zero_point?):
-// per-tensor, per-axis and blocked scales; integer types only (no float8/int4).
+// per-tensor, per-axis and blocked scales; integer types (4- and 2-bit ones included), float8 and
+// float4e2m1. Float8/float4 quantize as x / scale + zero_point cast with 'saturate' (lowp.h).
 
 // Maps each element of `x` to its scale/zero-point index.
 class ScaleIndexer {
@@ -471,6 +473,15 @@ class ScaleIndexer {
 absl::StatusOr<std::vector<int64_t>> IntValues(absl::string_view op, absl::string_view what,
                                                const Tensor& t) {
   std::vector<int64_t> out(t.num_elements());
+  if (IsLowPrecisionInteger(t.dtype())) {
+    // One element per byte, sign-extended for i4/i2.
+    const bool is_signed = IsSigned(t.dtype());
+    const auto* b = static_cast<const uint8_t*>(t.raw_data());
+    for (int64_t i = 0; i < t.num_elements(); ++i) {
+      out[i] = is_signed ? static_cast<int8_t>(b[i]) : b[i];
+    }
+    return out;
+  }
   absl::Status s = VisitDType<kInts>(t.dtype(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
     for (int64_t i = 0; i < t.num_elements(); ++i) out[i] = static_cast<int64_t>(t.data<T>()[i]);
@@ -485,11 +496,12 @@ absl::StatusOr<std::vector<int64_t>> IntValues(absl::string_view op, absl::strin
 
 class QuantizeKernel final : public Kernel {
  public:
-  QuantizeKernel(bool quantize, int64_t axis, int64_t block)
+  QuantizeKernel(bool quantize, int64_t axis, int64_t block, bool saturate)
       : op_(quantize ? "QuantizeLinear" : "DequantizeLinear"),
         quantize_(quantize),
         axis_(axis),
-        block_(block) {}
+        block_(block),
+        saturate_(saturate) {}
 
   absl::Status Run(const KernelContext&, absl::Span<const Tensor> inputs,
                    absl::Span<Tensor> outputs) const override {
@@ -501,15 +513,23 @@ class QuantizeKernel final : public Kernel {
     NIMBLE_RETURN_IF_ERROR(CheckOutput(op_, outputs[0], outputs[0].dtype(), x.shape()));
     NIMBLE_ASSIGN_OR_RETURN(ScaleIndexer ix, ScaleIndexer::Make(op_, x, scale, axis_, block_));
     NIMBLE_ASSIGN_OR_RETURN(Tensor sf, AsF32(op_, "scale", scale));
+    if (zp.defined() && zp.num_elements() != scale.num_elements()) {
+      return absl::InvalidArgumentError(absl::StrCat(op_, ": zero point ", zp.TypeString(),
+                                                     " does not match scale ", scale.TypeString()));
+    }
+    // The quantized side: x for DequantizeLinear, y for QuantizeLinear.
+    const DType qtype = quantize_ ? outputs[0].dtype() : x.dtype();
+    if (quantize_ && zp.defined() && zp.dtype() != qtype) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(op_, ": zero point dtype ", DTypeName(zp.dtype()),
+                       " differs from the output's ", DTypeName(qtype)));
+    }
+    if (IsLowPrecisionFloat(qtype)) return RunFloat(x, sf, zp, ix, outputs[0]);
+    const float* sc = sf.data<float>();
     std::vector<int64_t> zero(scale.num_elements(), 0);
     if (zp.defined()) {
-      if (zp.num_elements() != scale.num_elements()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            op_, ": zero point ", zp.TypeString(), " does not match scale ", scale.TypeString()));
-      }
       NIMBLE_ASSIGN_OR_RETURN(zero, IntValues(op_, "zero point", zp));
     }
-    const float* sc = sf.data<float>();
     const int64_t n = x.num_elements();
     if (!quantize_) {
       NIMBLE_ASSIGN_OR_RETURN(std::vector<int64_t> xv, IntValues(op_, "input", x));
@@ -524,21 +544,25 @@ class QuantizeKernel final : public Kernel {
     NIMBLE_ASSIGN_OR_RETURN(Tensor xf, AsF32(op_, "input", x));
     const float* xp = xf.data<float>();
     Tensor& y = outputs[0];
-    if (zp.defined() && zp.dtype() != y.dtype()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          op_, ": zero point dtype ", DTypeName(zp.dtype()), " differs from the output's"));
-    }
-    absl::Status s = VisitDType<kInts>(y.dtype(), op_, [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      const double lo = static_cast<double>(std::numeric_limits<T>::min());
-      const double hi = static_cast<double>(std::numeric_limits<T>::max());
+    const auto quantize = [&](auto* out, double lo, double hi) {
       for (int64_t i = 0; i < n; ++i) {
         const int64_t k = ix(i);
         double q =
             std::nearbyint(static_cast<double>(xp[i] / sc[k])) + static_cast<double>(zero[k]);
         if (std::isnan(q)) q = 0;
-        y.data<T>()[i] = static_cast<T>(std::clamp(q, lo, hi));
+        out[i] = static_cast<std::remove_pointer_t<decltype(out)>>(std::clamp(q, lo, hi));
       }
+    };
+    if (IsLowPrecisionInteger(y.dtype())) {
+      const IntRange range = LowPrecisionIntRange(y.dtype());
+      quantize(static_cast<int8_t*>(y.raw_data()), static_cast<double>(range.lo),
+               static_cast<double>(range.hi));
+      return absl::OkStatus();
+    }
+    absl::Status s = VisitDType<kInts>(y.dtype(), op_, [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      quantize(y.data<T>(), static_cast<double>(std::numeric_limits<T>::min()),
+               static_cast<double>(std::numeric_limits<T>::max()));
       return absl::OkStatus();
     });
     if (!s.ok()) {
@@ -554,10 +578,42 @@ class QuantizeKernel final : public Kernel {
   }
 
  private:
+  // Float8 / float4e2m1: values (and zero points) are floats.
+  absl::Status RunFloat(const Tensor& x, const Tensor& sf, const Tensor& zp, const ScaleIndexer& ix,
+                        Tensor& y) const {
+    const float* sc = sf.data<float>();
+    const int64_t n = x.num_elements();
+    std::vector<float> zero(sf.num_elements(), 0.0f);
+    if (zp.defined()) {
+      NIMBLE_ASSIGN_OR_RETURN(Tensor zf, CastTo(zp, DType::kF32, op_));
+      zero.assign(zf.data<float>(), zf.data<float>() + zf.num_elements());
+    }
+    if (!quantize_) {
+      NIMBLE_ASSIGN_OR_RETURN(Tensor xf, CastTo(x, DType::kF32, op_));
+      const float* xp = xf.data<float>();
+      return WithF32Output(op_, y, [&](float* out) {
+        for (int64_t i = 0; i < n; ++i) {
+          const int64_t k = ix(i);
+          out[i] = (xp[i] - zero[k]) * sc[k];
+        }
+        return absl::OkStatus();
+      });
+    }
+    NIMBLE_ASSIGN_OR_RETURN(Tensor xf, AsF32(op_, "input", x));
+    const float* xp = xf.data<float>();
+    auto* out = static_cast<uint8_t*>(y.raw_data());
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t k = ix(i);
+      out[i] = FloatToLowPrecisionFloat(y.dtype(), xp[i] / sc[k] + zero[k], saturate_);
+    }
+    return absl::OkStatus();
+  }
+
   const std::string op_;
   const bool quantize_;
   const int64_t axis_;
   const int64_t block_;
+  const bool saturate_;
 };
 
 // ------------------------------------------------------------------------------------------
@@ -691,7 +747,8 @@ void RegisterMiscKernels(KernelRegistry& registry) {
     const std::string op = quantize ? "QuantizeLinear" : "DequantizeLinear";
     registry.Register(op, DeviceType::kCPU, [quantize](const Attributes& attrs) -> Factory {
       return std::make_unique<QuantizeKernel>(quantize, attrs.GetOr<int64_t>("axis", 1),
-                                              attrs.GetOr<int64_t>("block_size", 0));
+                                              attrs.GetOr<int64_t>("block_size", 0),
+                                              attrs.GetOr<int64_t>("saturate", 1) != 0);
     });
   }
   registry.Register("RotaryEmbedding", DeviceType::kCPU, [](const Attributes& attrs) -> Factory {

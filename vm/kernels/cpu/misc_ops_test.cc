@@ -118,6 +118,54 @@ TEST(MiscOpsTest, DequantizeLinear) {
   EXPECT_THAT(Values<float>(out[0]), ElementsAre(2, 4, 30, 40));
 }
 
+// A tensor of a one-byte low-precision dtype holding `bytes` (values or bit patterns).
+Tensor Lowp(DType dtype, std::vector<int> bytes, Shape shape) {
+  Tensor t = *Tensor::Empty(dtype, shape);
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    static_cast<uint8_t*>(t.raw_data())[i] = static_cast<uint8_t>(bytes[i]);
+  }
+  return t;
+}
+
+TEST(MiscOpsTest, QuantizeLinearLowPrecision) {
+  const Tensor x = F({0, 3, 5, -1000, 1000, -3}, {6});
+  // int4 with a zero point of 1: x / 2 rounded half to even, plus 1, saturated to [-8, 7].
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto out,
+      RunOp("QuantizeLinear", {}, {x, F({2}, {}), Lowp(DType::kI4, {1}, {})}, 1, {DType::kI4}));
+  EXPECT_THAT(Values<int8_t>(out[0]), ElementsAre(1, 3, 3, -8, 7, -1));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, RunOp("QuantizeLinear", {}, {x, F({2}, {})}, 1, {DType::kU2}));
+  EXPECT_THAT(Values<uint8_t>(out[0]), ElementsAre(0, 2, 2, 0, 3, 0));
+  // float8: x / scale cast with saturation (the default) or without.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out,
+                              RunOp("QuantizeLinear", {}, {x, F({2}, {})}, 1, {DType::kF8E4M3FN}));
+  EXPECT_THAT(Values<uint8_t>(out[0]), ElementsAre(0x00, 0x3C, 0x42, 0xFE, 0x7E, 0xBC));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, RunOp("QuantizeLinear", Attrs({{"saturate", int64_t{0}}}),
+                                         {x, F({2}, {})}, 1, {DType::kF8E4M3FN}));
+  EXPECT_THAT(Values<uint8_t>(out[0]), ElementsAre(0x00, 0x3C, 0x42, 0xFF, 0x7F, 0xBC));
+  // The zero point must have the output's dtype.
+  EXPECT_THAT(RunOp("QuantizeLinear", {}, {x, F({2}, {}), Make<int8_t>({1}, {})}, 1, {DType::kI4}),
+              StatusIs(kInvalid, HasSubstr("zero point dtype i8 differs from the output's i4")));
+}
+
+TEST(MiscOpsTest, DequantizeLinearLowPrecision) {
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("DequantizeLinear", {},
+                                              {Lowp(DType::kI4, {-8, -1, 0, 7}, {4}), F({0.5f}, {}),
+                                               Lowp(DType::kI4, {-1}, {})},
+                                              1, {DType::kF32}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(-3.5f, 0, 0.5f, 4));
+  // float8e4m3fn 0x38 = 1, 0xC0 = -2, 0x7E = 448, 0x7F = NaN.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out,
+      RunOp("DequantizeLinear", {},
+            {Lowp(DType::kF8E4M3FN, {0x38, 0xC0, 0x7E, 0x7F}, {4}), F({2}, {})}, 1, {DType::kF32}));
+  const std::vector<float> v = Values<float>(out[0]);
+  EXPECT_EQ(v[0], 2.0f);
+  EXPECT_EQ(v[1], -4.0f);
+  EXPECT_EQ(v[2], 896.0f);
+  EXPECT_TRUE(std::isnan(v[3]));
+}
+
 TEST(MiscOpsTest, MaxUnpool) {
   // [1, 1, 2] pooled with kernel 2, stride 2 -> [1, 1, 4].
   NIMBLE_ASSERT_OK_AND_ASSIGN(

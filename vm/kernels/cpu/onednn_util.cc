@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "vm/kernels/cpu/fp16.h"
+#include "vm/kernels/cpu/lowp.h"
 
 namespace nimble::vm::cpu {
 
@@ -302,6 +303,19 @@ double ElementAsDouble(const Tensor& t, int64_t i) {
       return static_cast<double>(t.data<uint64_t>()[i]);
     case DType::kBool:
       return t.data<bool>()[i] ? 1.0 : 0.0;
+    case DType::kI4:
+    case DType::kI2:
+      return t.data<int8_t>()[i];
+    case DType::kU4:
+    case DType::kU2:
+      return t.data<uint8_t>()[i];
+    case DType::kF8E4M3FN:
+    case DType::kF8E4M3FNUZ:
+    case DType::kF8E5M2:
+    case DType::kF8E5M2FNUZ:
+    case DType::kF4E2M1:
+    case DType::kF8E8M0:
+      return LowPrecisionFloatToFloat(t.dtype(), t.data<uint8_t>()[i]);
     default:
       return 0.0;
   }

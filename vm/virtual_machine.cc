@@ -658,10 +658,17 @@ absl::Status VirtualMachine::ExecInvokePacked(const Instruction& in) {
   if (ABSL_PREDICT_FALSE(options_.profile)) {
     const auto start = std::chrono::steady_clock::now();
     status = kernel.Run(ctx, kernel_inputs_, absl::MakeSpan(kernel_outputs_));
-    profile_.kernel_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(
-                              std::chrono::steady_clock::now() - start)
-                              .count();
+    const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                           std::chrono::steady_clock::now() - start)
+                           .count();
+    profile_.kernel_ns += ns;
     ++profile_.kernel_calls;
+    if (profile_.per_kernel_ns.size() < exe_->kernels.size()) {
+      profile_.per_kernel_ns.resize(exe_->kernels.size());
+      profile_.per_kernel_calls.resize(exe_->kernels.size());
+    }
+    profile_.per_kernel_ns[in.a] += ns;
+    ++profile_.per_kernel_calls[in.a];
   } else {
     status = kernel.Run(ctx, kernel_inputs_, absl::MakeSpan(kernel_outputs_));
   }

@@ -45,6 +45,9 @@ struct VmProfile {
   int64_t total_ns = 0;   // inside Run()
   int64_t kernel_ns = 0;  // inside Kernel::Run and shape functions
   int64_t kernel_calls = 0;
+  // Per entry of Executable::kernels (Kernel::Run only; shape functions count in kernel_ns).
+  std::vector<int64_t> per_kernel_ns;
+  std::vector<int64_t> per_kernel_calls;
   // Everything else: dispatch, allocation, shape arithmetic, validation.
   int64_t outside_kernels_ns() const { return total_ns - kernel_ns; }
 };

@@ -38,7 +38,8 @@ constexpr char kUsage[] =
     "[--dump-ir-after=PASS|all] [--disable-pass=PASS,...]\n"
     "  nimblec run MODEL.onnx|MODEL.nbx --input NAME=FILE.npy|FILE.pb ... [--output-dir DIR]\n"
     "  nimblec inspect MODEL.nbx|MODEL.onnx\n"
-    "  nimblec bench MODEL.onnx|MODEL.nbx --shape NAME=1x128 ... [--iterations N] [--threads N]\n";
+    "  nimblec bench MODEL.onnx|MODEL.nbx --shape NAME=1x128 ... [--iterations N] [--threads N]\n"
+    "                [--profile-kernels]\n";
 
 struct Args {
   std::string command;
@@ -47,6 +48,7 @@ struct Args {
   std::string output_dir;
   std::vector<std::string> dump_ir_after;
   std::vector<std::string> disabled_passes;
+  bool profile_kernels = false;
   std::vector<std::pair<std::string, std::string>> inputs;  // name -> file
   std::vector<std::pair<std::string, std::string>> shapes;  // name -> "1x128"
   std::map<std::string, std::vector<int64_t>> buckets;      // symbol -> sizes
@@ -84,6 +86,8 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       NIMBLE_ASSIGN_OR_RETURN(args.output, value_of(i, arg.substr(0, arg.find('='))));
     } else if (is("--output-dir")) {
       NIMBLE_ASSIGN_OR_RETURN(args.output_dir, value_of(i, "--output-dir"));
+    } else if (is("--profile-kernels")) {
+      args.profile_kernels = true;
     } else if (is("--disable-pass")) {
       NIMBLE_ASSIGN_OR_RETURN(std::string v, value_of(i, "--disable-pass"));
       for (absl::string_view p : absl::StrSplit(v, ',')) args.disabled_passes.emplace_back(p);
@@ -365,6 +369,26 @@ absl::Status Bench(const Args& args) {
   std::printf("%-10d %10.3f %10.3f %10.3f %10.3f %12lld %14.2f\n", args.iterations, sum / ms.size(),
               ms[ms.size() / 2], ms[ms.size() * 9 / 10], ms.front(),
               static_cast<long long>(p.runs ? p.kernel_calls / p.runs : 0), outside);
+  if (args.profile_kernels && p.runs > 0) {
+    // Time per kernel (op name + shape-relevant attributes folded by name), largest first.
+    std::map<std::string, std::pair<int64_t, int64_t>> by_name;  // ns, calls
+    for (size_t k = 0; k < p.per_kernel_ns.size(); ++k) {
+      auto& e = by_name[exe->kernels[k].name];
+      e.first += p.per_kernel_ns[k];
+      e.second += p.per_kernel_calls[k];
+    }
+    std::vector<std::pair<std::string, std::pair<int64_t, int64_t>>> rows(by_name.begin(),
+                                                                          by_name.end());
+    std::sort(rows.begin(), rows.end(),
+              [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
+    std::printf("\n%-28s %12s %10s %8s\n", "kernel", "ms/run", "calls/run", "share");
+    for (const auto& [name, e] : rows) {
+      std::printf("%-28s %12.3f %10.1f %7.1f%%\n", name.c_str(),
+                  static_cast<double>(e.first) / p.runs / 1e6,
+                  static_cast<double>(e.second) / p.runs,
+                  p.kernel_ns ? 100.0 * static_cast<double>(e.first) / p.kernel_ns : 0.0);
+    }
+  }
   return absl::OkStatus();
 }
 

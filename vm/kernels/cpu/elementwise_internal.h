@@ -22,6 +22,7 @@
 #include <limits>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -133,8 +134,15 @@ absl::StatusOr<std::vector<int64_t>> IntList(absl::string_view op, absl::string_
                                              const Tensor& t);
 
 // ------------------------------------------------------------------------------------------
-// Parallelism. Kernels split work with TBB when the caller's thread budget allows and the work
-// exceeds `grain` units; small tensors run inline on the calling thread.
+// Parallelism. Kernels split work (on oneDNN's OpenMP team, else TBB) when the caller's thread
+// budget allows and the work exceeds `grain` units; small tensors run inline on the calling
+// thread.
+
+namespace kernel_util {
+// onednn_util.h: OpenMP (oneDNN's team) when loaded, else TBB, bounded by num_threads.
+void ParallelFor(int num_threads, int64_t n, int64_t grain,
+                 absl::FunctionRef<void(int64_t, int64_t)> fn);
+}  // namespace kernel_util
 
 template <typename Fn>
 void ParallelFor(const KernelContext& ctx, int64_t n, int64_t grain, Fn&& fn) {
@@ -147,10 +155,7 @@ void ParallelFor(const KernelContext& ctx, int64_t n, int64_t grain, Fn&& fn) {
   // At most ~4 chunks per thread: enough for balance without scheduling tiny pieces.
   const int64_t max_chunks = int64_t{4} * ctx.num_threads;
   grain = std::max(grain, (n + max_chunks - 1) / max_chunks);
-  tbb::parallel_for(
-      tbb::blocked_range<int64_t>(0, n, grain),
-      [&fn](const tbb::blocked_range<int64_t>& r) { fn(r.begin(), r.end()); },
-      tbb::simple_partitioner());
+  kernel_util::ParallelFor(ctx.num_threads, n, grain, fn);
 }
 
 // Elements per task for memory-bound elementwise loops.

@@ -7,6 +7,7 @@
 #include <tbb/task_arena.h>
 
 #include <algorithm>
+#include <atomic>
 #include <limits>
 #include <memory>
 
@@ -53,6 +54,9 @@ namespace {
 struct OmpApi {
   void (*set_num_threads)(int) = nullptr;
   int (*get_max_threads)() = nullptr;
+  int (*in_parallel)() = nullptr;
+  // libgomp's entry for `#pragma omp parallel` (stable ABI since GCC 4.9).
+  void (*parallel)(void (*fn)(void*), void* data, unsigned num_threads, unsigned flags) = nullptr;
 };
 
 // libgomp comes in with libdnnl; looked up at run time so that our targets need no OpenMP
@@ -62,6 +66,9 @@ const OmpApi& Omp() {
     OmpApi a;
     a.set_num_threads = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
     a.get_max_threads = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "omp_get_max_threads"));
+    a.in_parallel = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "omp_in_parallel"));
+    a.parallel = reinterpret_cast<void (*)(void (*)(void*), void*, unsigned, unsigned)>(
+        dlsym(RTLD_DEFAULT, "GOMP_parallel"));
     if (a.set_num_threads == nullptr || a.get_max_threads == nullptr) a = OmpApi();
     return a;
   }();
@@ -84,6 +91,48 @@ ScopedThreads::ScopedThreads(int num_threads) {
 
 ScopedThreads::~ScopedThreads() {
   if (previous_ > 0) Omp().set_num_threads(previous_);
+}
+
+namespace {
+
+struct OmpFor {
+  absl::FunctionRef<void(int64_t, int64_t)>* fn;
+  int64_t n, chunk, chunks;
+  std::atomic<int64_t> next{0};
+};
+
+// Each team member takes chunks until none are left (a late or descheduled thread just takes
+// fewer).
+void OmpForBody(void* data) {
+  OmpFor& f = *static_cast<OmpFor*>(data);
+  for (int64_t c = f.next.fetch_add(1, std::memory_order_relaxed); c < f.chunks;
+       c = f.next.fetch_add(1, std::memory_order_relaxed)) {
+    const int64_t begin = c * f.chunk;
+    (*f.fn)(begin, std::min(f.n, begin + f.chunk));
+  }
+}
+
+}  // namespace
+
+bool OmpParallelFor(int num_threads, int64_t n, int64_t chunks,
+                    absl::FunctionRef<void(int64_t, int64_t)> fn) {
+#if defined(__SANITIZE_THREAD__)
+  // libgomp is not instrumented: ThreadSanitizer cannot see its barriers, so TSan builds keep
+  // the TBB path.
+  (void)num_threads, (void)n, (void)chunks, (void)fn;
+  return false;
+#else
+  const OmpApi& omp = Omp();
+  if (omp.parallel == nullptr || omp.in_parallel == nullptr) return false;
+  if (omp.in_parallel()) {  // nested: this thread's share runs inline
+    fn(0, n);
+    return true;
+  }
+  OmpFor f{&fn, n, (n + chunks - 1) / chunks, 0};
+  f.chunks = (n + f.chunk - 1) / f.chunk;
+  omp.parallel(&OmpForBody, &f, static_cast<unsigned>(std::max(1, num_threads)), 0);
+  return true;
+#endif
 }
 
 int ThreadsFor(int budget, double flops) {
@@ -173,6 +222,9 @@ void ParallelFor(int num_threads, int64_t n, int64_t grain,
     return;
   }
   const int64_t chunks = std::min<int64_t>((n + grain - 1) / grain, int64_t{num_threads} * 4);
+  // On oneDNN's OpenMP team when there is one: one set of threads for GEMMs and everything
+  // else, so no TBB worker competes with OpenMP threads still spinning after a GEMM.
+  if (onednn::OmpParallelFor(num_threads, n, chunks, fn)) return;
   const int64_t chunk = (n + chunks - 1) / chunks;
   // One arena per calling thread and budget: the worker's budget bounds our parallelism even
   // when the process-wide TBB pool is larger.

@@ -60,6 +60,12 @@ class ScopedThreads {
   int previous_ = 0;
 };
 
+// Runs fn over [0, n) split into `chunks` pieces on an OpenMP team of `num_threads` (libgomp,
+// looked up at run time: the threads oneDNN's GEMMs use). Inside a parallel region it runs
+// fn(0, n) inline. False (nothing run) when OpenMP is not loaded.
+bool OmpParallelFor(int num_threads, int64_t n, int64_t chunks,
+                    absl::FunctionRef<void(int64_t, int64_t)> fn);
+
 // Threads worth using for `flops` of work on a budget of `budget`: about one per MFLOP, so
 // small products skip the fork/join of a parallel region.
 int ThreadsFor(int budget, double flops);

@@ -39,8 +39,22 @@ def error(where, message):
 
 
 def load_all(path):
-    with open(path) as f:
-        return [doc for doc in yaml.safe_load_all(f) if doc is not None]
+    try:
+        with open(path) as f:
+            return [doc for doc in yaml.safe_load_all(f) if doc is not None]
+    except (OSError, yaml.YAMLError) as e:
+        error(path, f"cannot be read as YAML: {e}")
+        return []
+
+
+def load_one(path):
+    """The single mapping in `path`, or {} (with an error) when it holds anything else."""
+    docs = load_all(path)
+    if len(docs) == 1 and isinstance(docs[0], dict):
+        return docs[0]
+    if docs:
+        error(path, "must hold exactly one YAML mapping")
+    return {}
 
 
 # ---- Kubernetes objects ----------------------------------------------------------------------
@@ -174,7 +188,7 @@ RULE_HEADER = """\
 
 
 def prometheus_rule_text():
-    groups = load_all(ALERTS)[0]["groups"]
+    groups = load_one(ALERTS).get("groups", [])
     rule = {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
@@ -193,16 +207,20 @@ def check_prometheus_rule(update):
     if not PROMETHEUS_RULE.exists():
         error(PROMETHEUS_RULE, "is missing (scripts/lint-deploy.sh --update)")
         return
-    generated = load_all(PROMETHEUS_RULE)[0]
-    if generated.get("spec", {}).get("groups") != load_all(ALERTS)[0].get("groups"):
+    generated = load_one(PROMETHEUS_RULE)
+    if generated.get("spec", {}).get("groups") != load_one(ALERTS).get("groups"):
         error(PROMETHEUS_RULE, "differs from deploy/prometheus/alerts.yml; "
               "run scripts/lint-deploy.sh --update")
 
 
 # ---- dashboard, adapter, metric contract, PromQL syntax --------------------------------------
 def dashboard_exprs():
-    with open(DASHBOARD) as f:
-        dashboard = json.load(f)
+    try:
+        with open(DASHBOARD) as f:
+            dashboard = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        error(DASHBOARD, f"cannot be read as JSON: {e}")
+        return []
     for key in ("uid", "title", "panels"):
         if key not in dashboard:
             error(DASHBOARD, f"has no '{key}'")
@@ -244,7 +262,7 @@ def dashboard_exprs():
 
 def adapter_exprs():
     rendered = []
-    for rule in load_all(ADAPTER)[0].get("rules", []):
+    for rule in load_one(ADAPTER).get("rules", []):
         series = re.match(r"\s*([a-zA-Z_:][a-zA-Z0-9_:]*)", rule["seriesQuery"]).group(1)
         expr = (rule["metricsQuery"].replace("<<.Series>>", series)
                 .replace("<<.LabelMatchers>>", 'namespace="nimble",pod=~"nimble-.*"')
@@ -276,7 +294,8 @@ SUFFIXES = ("_bucket", "_sum", "_count")
 def check_contract(exprs):
     contract = contract_metrics()
     alert_exprs = [(f"rule {r.get('alert') or r.get('record')}", r["expr"])
-                   for g in load_all(ALERTS)[0]["groups"] for r in g["rules"]]
+                   for g in load_one(ALERTS).get("groups", []) for r in g.get("rules", [])
+                   if "expr" in r]
     for where, expr in exprs + alert_exprs:
         for name in METRIC.findall(expr):
             base = next((name[: -len(s)] for s in SUFFIXES
@@ -293,14 +312,14 @@ def check_promql(exprs):
     result = subprocess.run(["promtool", "check", "rules", f.name], capture_output=True, text=True)
     pathlib.Path(f.name).unlink()
     if result.returncode != 0:
-        # promtool names the failing rule by index; map it back to where the query lives.
-        for line in (result.stdout + result.stderr).splitlines():
-            match = re.search(r"lint:expr_(\d+)|rule (\d+)", line)
-            if match:
-                i = int(match.group(1) or match.group(2)) - (0 if match.group(1) else 1)
-                if 0 <= i < len(exprs):
-                    line += f"  <- {exprs[i][0]}: {exprs[i][1]!r}"
-            error("PromQL", line)
+        # promtool names the failing scratch rule; map it back to where the query lives.
+        output = (result.stdout + result.stderr).splitlines()
+        failures = [line for line in output if "lint:expr_" in line]
+        for line in failures:
+            i = int(re.search(r"lint:expr_(\d+)", line).group(1))
+            error("PromQL", f"{exprs[i][0]}: {line.split(': ', 1)[-1]}\n    query: {exprs[i][1]}")
+        if not failures:
+            error("PromQL", "promtool check rules failed:\n" + "\n".join(output))
 
 
 def main():
@@ -311,7 +330,7 @@ def main():
     exprs = dashboard_exprs() + adapter_exprs()
     check_contract(exprs)
     check_promql(exprs)
-    for message in errors:
+    for message in dict.fromkeys(errors):
         print(f"lint-deploy: {message}", file=sys.stderr)
     print(f"lint_deploy.py: {'FAILED' if errors else 'ok'} "
           f"({len(exprs)} dashboard/adapter queries checked)")

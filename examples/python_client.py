@@ -13,7 +13,6 @@ The calls are plain KServe v2 / Triton gRPC, so the same code works against any 
 import argparse
 import importlib
 import json
-import os
 import pathlib
 import shutil
 import subprocess
@@ -27,7 +26,7 @@ import numpy as np
 PROTO_DIR = pathlib.Path(__file__).resolve().parent.parent / "proto"
 
 # KServe v2 datatype -> NumPy dtype (little-endian, as raw_*_contents are). BF16 has no NumPy
-# type: it travels as uint16 bit patterns (the high half of a float32).
+# equivalent: it travels as uint16 bit patterns (the high half of a float32).
 DTYPES = {
     "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
     "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,

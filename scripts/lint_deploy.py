@@ -131,16 +131,18 @@ def check_k8s():
         if kind == "HorizontalPodAutoscaler":
             target = spec.get("scaleTargetRef", {})
             if not exists(target.get("kind"), target.get("name")):
-                error(where, f"scaleTargetRef {target.get('kind')} '{target.get('name')}' is missing")
+                error(where, f"scaleTargetRef {target.get('kind')} '{target.get('name')}' "
+                      "is missing")
         if kind in ("ServiceMonitor", "PodDisruptionBudget"):
             selector = spec.get("selector", {}).get("matchLabels")
             if kind == "ServiceMonitor":
-                services = [d for (k, _), d in by_kind.items()
-                            if k == "Service" and matches(selector, d["metadata"].get("labels", {}))]
+                services = [d for (k, _), d in by_kind.items() if k == "Service"
+                            and matches(selector, d["metadata"].get("labels", {}))]
                 ports = {p.get("name") for s in services for p in s["spec"].get("ports", [])}
                 for endpoint in spec.get("endpoints", []):
                     if endpoint.get("port") not in ports:
-                        error(where, f"endpoint port '{endpoint.get('port')}' is on no selected Service")
+                        error(where, f"endpoint port '{endpoint.get('port')}' is on no "
+                              "selected Service")
             else:
                 if not any(k == "Deployment" and matches(
                         selector, d["spec"]["template"]["metadata"].get("labels", {}))

@@ -10,16 +10,22 @@
 // state; a reverse direction starts each row at its own last valid step; Y is zero past a row's
 // length.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "tbb/task_arena.h"
+#include "tbb/task_group.h"
 #include "vm/kernels/cpu/cpu_kernels.h"
+#include "vm/kernels/cpu/elementwise_internal.h"
 #include "vm/kernels/cpu/onednn_util.h"
 
 // GCC 12 reports absl::InlinedVector's copy of an inlined (small) Shape as "maybe uninitialized"
@@ -183,6 +189,232 @@ absl::Status ParallelSgemmNT(int num_threads, int64_t m, int64_t n, int64_t k, c
 }
 
 // ---------------------------------------------------------------------------------------------
+// Step team: the threads of one recurrence.
+
+std::atomic<bool> g_fast_lstm{true};  // SetLstmFastPathForTesting
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// Runs `steps` rounds of `chunks` independent work items, fn(step, chunk, participant); round
+// s + 1 starts once every item of round s is done. The caller and up to threads - 1 TBB workers
+// (an arena of `threads` slots) take part. Participant p first claims the items it owns
+// (c % threads == p), so each keeps the same slice of the weights in its cache from step to
+// step, then any item nobody has claimed yet. Claims are per item, so a round completes with
+// whoever shows up: a worker that starts late or is descheduled only loses its items to the
+// others, and no barrier waits for a thread that never comes (the failure mode of an OpenMP
+// team on a loaded machine). Between rounds a participant spins on one counter, then yields.
+class StepTeam {
+ public:
+  StepTeam(int64_t steps, int chunks) : claimed_(chunks), steps_(steps), chunks_(chunks) {
+    for (Slot& s : claimed_) s.step.store(-1, std::memory_order_relaxed);
+  }
+
+  void Participate(int p, int threads,
+                   absl::FunctionRef<void(int64_t step, int chunk, int participant)> fn) {
+    int64_t s = done_.load(std::memory_order_acquire) / chunks_;
+    while (s < steps_) {
+      auto claim = [&](int c) {
+        int64_t expected = s - 1;
+        return claimed_[c].step.load(std::memory_order_relaxed) == expected &&
+               claimed_[c].step.compare_exchange_strong(expected, s, std::memory_order_acq_rel);
+      };
+      for (int c = p; c < chunks_; c += threads) {
+        if (claim(c)) Run(fn, s, c, p);
+      }
+      for (int i = 1; i < chunks_; ++i) {
+        const int c = (p + i) % chunks_;
+        if (claim(c)) Run(fn, s, c, p);
+      }
+      const int64_t target = (s + 1) * chunks_;
+      for (int spins = 0; done_.load(std::memory_order_acquire) < target; ++spins) {
+        if (spins < kSpins) {
+          CpuRelax();
+        } else {
+          std::this_thread::yield();
+        }
+      }
+      ++s;
+    }
+  }
+
+ private:
+  static constexpr int kSpins = 1 << 14;
+  struct alignas(64) Slot {
+    std::atomic<int64_t> step;  // the last round that claimed the item
+  };
+  void Run(absl::FunctionRef<void(int64_t, int, int)> fn, int64_t s, int c, int p) {
+    fn(s, c, p);
+    done_.fetch_add(1, std::memory_order_acq_rel);
+  }
+
+  std::vector<Slot> claimed_;
+  alignas(64) std::atomic<int64_t> done_{0};  // items finished over all rounds
+  const int64_t steps_;
+  const int chunks_;
+};
+
+// StepTeam on `threads` threads: the caller and threads - 1 tasks of a per-thread TBB arena
+// (like kernel_util::ParallelFor, so the worker's budget bounds it).
+void RunSteps(int threads, int64_t steps, int chunks,
+              absl::FunctionRef<void(int64_t step, int chunk, int participant)> fn) {
+  if (steps <= 0 || chunks <= 0) return;
+  StepTeam team(steps, chunks);
+  if (threads <= 1) {
+    team.Participate(0, 1, fn);
+    return;
+  }
+  thread_local std::unique_ptr<tbb::task_arena> arena;
+  thread_local int arena_threads = 0;
+  if (arena == nullptr || arena_threads != threads) {
+    arena = std::make_unique<tbb::task_arena>(threads);
+    arena_threads = threads;
+  }
+  arena->execute([&] {
+    std::atomic<int> next{1};
+    tbb::task_group group;
+    for (int i = 1; i < threads; ++i) {
+      group.run([&] { team.Participate(next.fetch_add(1), threads, fn); });
+    }
+    team.Participate(0, threads, fn);
+    group.wait();
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fast LSTM step: default activations (sigmoid, tanh, tanh), no peepholes, clip or
+// input_forget. One work item is a slice of units [j0, j1) of one direction: it computes the
+// four gates' recurrent dot products for its units straight from R (row-major [4h, h], so each
+// product reads one contiguous row; no packing), adds the precomputed input projection and
+// biases, and runs the cell update, writing h, c and Y for its units.
+
+template <int W>
+NIMBLE_SIMD_INLINE float HSum(const typename Simd<W>::F& v) {
+  if constexpr (W == 1) {
+    return v[0];
+  } else {
+    typename Simd<W / 2>::F lo, hi;
+    std::memcpy(&lo, &v, sizeof(lo));
+    std::memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof(lo), sizeof(hi));
+    return HSum<W / 2>(lo + hi);
+  }
+}
+
+// out[m] = dot(rows[m][0, k), x[0, k)) for m < M.
+template <int W, int M>
+NIMBLE_SIMD_INLINE void Dots(const float* const* rows, const float* x, int64_t k, float* out) {
+  using V = typename Simd<W>::F;
+  using I = typename Simd<W>::I;
+  V acc[M];
+  for (int m = 0; m < M; ++m) acc[m] = V{};
+  int64_t i = 0;
+  for (; i + W <= k; i += W) {
+    const V xv = LoadV<V>(x + i);
+    for (int m = 0; m < M; ++m) acc[m] += LoadV<V>(rows[m] + i) * xv;
+  }
+  if (i < k && k >= W) {
+    // The last W elements, with the lanes the loop already counted masked off.
+    const int64_t base = k - W;
+    I lane;
+    for (int l = 0; l < W; ++l) lane[l] = l;
+    const I keep = lane >= static_cast<int32_t>(i - base);
+    const V xv = LoadV<V>(x + base);
+    for (int m = 0; m < M; ++m) {
+      const V p = LoadV<V>(rows[m] + base) * xv;
+      acc[m] += keep ? p : V{};
+    }
+    i = k;
+  }
+  for (int m = 0; m < M; ++m) {
+    float sum = HSum<W>(acc[m]);
+    for (int64_t j = i; j < k; ++j) sum += rows[m][j] * x[j];
+    out[m] = sum;
+  }
+}
+
+struct LstmChunkArgs {
+  const float* r;          // R of the direction, [4h, h]
+  const float* bias;       // Wb + Rb of the direction, [4h]
+  const float* h_prev;     // [batch, h]
+  float* h_next;           // [batch, h]
+  float* cell;             // [batch, h], updated in place
+  const float* const* xw;  // per batch row: its input projection [4h], null once it ended
+  float* const* y;         // per batch row: its Y row [h], or null
+  float* pre;              // scratch [4, j1 - j0]
+  int64_t h, batch, j0, j1;
+};
+
+// Gate math for units u .. u + lanes(V) of the slice (u relative to j0).
+template <typename V>
+NIMBLE_SIMD_INLINE void LstmGates(const LstmChunkArgs& a, int64_t b, int64_t u) {
+  const int64_t h = a.h, n = a.j1 - a.j0, j = a.j0 + u;
+  const float* xw = a.xw[b];
+  V pre[4];  // (no lambda: it would not inherit the body's target ISA)
+  for (int q = 0; q < 4; ++q) {
+    pre[q] = LoadV<V>(a.pre + q * n + u) + LoadV<V>(xw + q * h + j) + LoadV<V>(a.bias + q * h + j);
+  }
+  const V i = SigmoidV(pre[0]);
+  const V o = SigmoidV(pre[1]);
+  const V f = SigmoidV(pre[2]);
+  const V g = TanhV(pre[3]);
+  float* cs = a.cell + b * h + j;
+  const V c = f * LoadV<V>(cs) + i * g;
+  StoreV(cs, c);
+  const V hv = o * TanhV(c);
+  StoreV(a.h_next + b * h + j, hv);
+  if (a.y[b] != nullptr) StoreV(a.y[b] + j, hv);
+}
+
+struct LstmChunk {
+  template <int W>
+  static NIMBLE_SIMD_INLINE void Run(const LstmChunkArgs* args) {
+    const LstmChunkArgs& a = *args;
+    const int64_t h = a.h, n = a.j1 - a.j0;
+    const int64_t gate_stride = h * h;  // elements between gate blocks of R
+    for (int64_t b = 0; b < a.batch; ++b) {
+      if (a.xw[b] == nullptr) {  // the sequence ended: keep the state
+        std::memcpy(a.h_next + b * h + a.j0, a.h_prev + b * h + a.j0, n * sizeof(float));
+        continue;
+      }
+      const float* x = a.h_prev + b * h;
+      int64_t u = 0;
+      for (; u + 2 <= n; u += 2) {  // two units: eight rows share each load of x
+        const float* r0 = a.r + (a.j0 + u) * h;
+        const float* rows[8] = {
+            r0,     r0 + gate_stride,     r0 + 2 * gate_stride,     r0 + 3 * gate_stride,
+            r0 + h, r0 + h + gate_stride, r0 + h + 2 * gate_stride, r0 + h + 3 * gate_stride};
+        float out[8];
+        Dots<W, 8>(rows, x, h, out);
+        for (int q = 0; q < 4; ++q) {
+          a.pre[q * n + u] = out[q];
+          a.pre[q * n + u + 1] = out[4 + q];
+        }
+      }
+      if (u < n) {
+        const float* r0 = a.r + (a.j0 + u) * h;
+        const float* rows[4] = {r0, r0 + gate_stride, r0 + 2 * gate_stride, r0 + 3 * gate_stride};
+        float out[4];
+        Dots<W, 4>(rows, x, h, out);
+        for (int q = 0; q < 4; ++q) a.pre[q * n + u] = out[q];
+      }
+      u = 0;
+      for (; u + W <= n; u += W) LstmGates<typename Simd<W>::F>(a, b, u);
+      for (; u < n; ++u) LstmGates<typename Simd<1>::F>(a, b, u);
+    }
+  }
+};
+
+// Threads worth using for a recurrence whose step does `flops`: each step ends in a wait for
+// the slowest item, a microsecond or so, so every thread should get ~64 KFLOP of it.
+int RecurrenceThreads(int budget, double flops) {
+  return static_cast<int>(
+      std::clamp(flops / 65536.0, 1.0, static_cast<double>(std::max(budget, 1))));
+}
+
+// ---------------------------------------------------------------------------------------------
 
 enum class Cell { kLstm, kGru, kRnn };
 
@@ -198,6 +430,15 @@ struct RnnConfig {
   int64_t layout = 0;
 
   int gates() const { return cell == Cell::kLstm ? 4 : cell == Cell::kGru ? 3 : 1; }
+  // An LSTM the fast path runs (given no peepholes): default activations, no clip or
+  // input_forget.
+  bool plain_lstm() const {
+    if (cell != Cell::kLstm || clip > 0 || input_forget) return false;
+    for (size_t i = 0; i < acts.size(); ++i) {
+      if (acts[i].kind != (i % 3 == 0 ? ActKind::kSigmoid : ActKind::kTanh)) return false;
+    }
+    return true;
+  }
   int acts_per_dir() const { return cell == Cell::kLstm ? 3 : cell == Cell::kGru ? 2 : 1; }
   const char* name() const {
     return cell == Cell::kLstm ? "LSTM" : cell == Cell::kGru ? "GRU" : "RNN";
@@ -242,6 +483,10 @@ class RecurrentKernel final : public Kernel {
     Tensor* y_c = outputs.size() > 2 && outputs[2].defined() ? &outputs[2] : nullptr;
     if (y != nullptr) std::memset(y->raw_data(), 0, y->nbytes());
 
+    if (c_.plain_lstm() && !Present(inputs, 7) && d.batch <= kFastMaxBatch &&
+        g_fast_lstm.load(std::memory_order_relaxed)) {
+      return RunFastLstm(ctx, inputs, d, lens, y, y_h, y_c);
+    }
     const int64_t h = d.hidden, g = c_.gates(), gh = g * h, rows = d.seq * d.batch;
     NIMBLE_ASSIGN_OR_RETURN(Tensor xw, Tensor::Empty(DType::kF32, {rows, gh}, ctx.allocator));
     NIMBLE_ASSIGN_OR_RETURN(Tensor scratch,
@@ -360,6 +605,110 @@ class RecurrentKernel final : public Kernel {
   // Row of X (and xw) for (t, b).
   int64_t XRow(const Dims& d, int64_t t, int64_t b) const {
     return c_.layout == 0 ? t * d.batch + b : b * d.seq + t;
+  }
+
+  // The fast path re-reads each unit's R rows from L1 for every batch row; past this batch the
+  // per-step GEMMs of the general path use the weights better.
+  static constexpr int64_t kFastMaxBatch = 16;
+
+  // LSTM with default activations and no peepholes, clip or input_forget. All directions run
+  // together: the input projection of every step and direction is one GEMM up front; then one
+  // StepTeam round per step, whose items are slices of units of one direction (LstmChunk).
+  absl::Status RunFastLstm(const KernelContext& ctx, absl::Span<const Tensor> inputs, const Dims& d,
+                           const std::vector<int64_t>& lens, Tensor* y, Tensor* y_h,
+                           Tensor* y_c) const {
+    const int dirs = c_.num_dirs;
+    const int64_t h = d.hidden, gh = 4 * h, batch = d.batch, rows = d.seq * batch;
+    const int64_t xw_stride = dirs * gh;  // xw row (t, b): [dirs, 4h]
+    NIMBLE_ASSIGN_OR_RETURN(Tensor xw_t,
+                            Tensor::Empty(DType::kF32, {rows, xw_stride}, ctx.allocator));
+    float* xw = xw_t.data<float>();
+    // W is [dirs, 4h, I]: one [dirs * 4h, I] matrix.
+    NIMBLE_RETURN_IF_ERROR(ParallelSgemmNT(ctx.num_threads, rows, xw_stride, d.input,
+                                           inputs[0].data<float>(), d.input,
+                                           inputs[1].data<float>(), d.input, xw, xw_stride));
+    std::vector<float> bias(dirs * gh, 0.0f);
+    if (Present(inputs, 3)) {
+      const float* b = inputs[3].data<float>();
+      for (int dir = 0; dir < dirs; ++dir) {
+        for (int64_t j = 0; j < gh; ++j) {
+          bias[dir * gh + j] = b[dir * 2 * gh + j] + b[dir * 2 * gh + gh + j];
+        }
+      }
+    }
+    // Hidden state, double-buffered by step parity: [2][dirs][batch][h]; cell state in place.
+    const int64_t state_size = dirs * batch * h;
+    std::vector<float> hbuf(2 * state_size, 0.0f), cell(state_size, 0.0f);
+    for (int dir = 0; dir < dirs; ++dir) {
+      for (int64_t b = 0; b < batch; ++b) {
+        const int64_t at = (dir * batch + b) * h;
+        if (Present(inputs, 5)) {
+          std::memcpy(&hbuf[at], inputs[5].data<float>() + StateOffset(d, dir, b),
+                      h * sizeof(float));
+        }
+        if (Present(inputs, 6)) {
+          std::memcpy(&cell[at], inputs[6].data<float>() + StateOffset(d, dir, b),
+                      h * sizeof(float));
+        }
+      }
+    }
+    const int64_t max_len = lens.empty() ? 0 : *std::max_element(lens.begin(), lens.end());
+    const int threads =
+        RecurrenceThreads(ctx.num_threads, 2.0 * static_cast<double>(batch) * gh * h * dirs);
+    // One slice per thread and direction (at least 8 units each).
+    const int64_t per_dir = std::clamp<int64_t>(h / 8, 1, threads);
+    const int chunks = static_cast<int>(dirs * per_dir);
+    const int64_t max_units = (h + per_dir - 1) / per_dir;
+    // Per participant: the gate products of its slice and the per-row pointers of a step.
+    const int64_t scratch_stride = 4 * max_units;
+    std::vector<float> pre(threads * scratch_stride);
+    std::vector<const float*> xw_rows(threads * batch);
+    std::vector<float*> y_rows(threads * batch);
+    float* y_data = y != nullptr ? y->data<float>() : nullptr;
+    RunSteps(threads, max_len, chunks, [&](int64_t s, int c, int p) {
+      const int dir = static_cast<int>(c / per_dir);
+      const int64_t k = c % per_dir;
+      const bool reverse = c_.reverse_only || dir == 1;
+      LstmChunkArgs a;
+      a.r = inputs[2].data<float>() + dir * gh * h;
+      a.bias = bias.data() + dir * gh;
+      a.h_prev = hbuf.data() + (s & 1) * state_size + dir * batch * h;
+      a.h_next = hbuf.data() + ((s + 1) & 1) * state_size + dir * batch * h;
+      a.cell = cell.data() + dir * batch * h;
+      const float** xr = xw_rows.data() + p * batch;
+      float** yr = y_rows.data() + p * batch;
+      for (int64_t b = 0; b < batch; ++b) {
+        if (s >= lens[b]) {
+          xr[b] = nullptr;
+          yr[b] = nullptr;
+          continue;
+        }
+        const int64_t t = reverse ? lens[b] - 1 - s : s;
+        xr[b] = xw + XRow(d, t, b) * xw_stride + dir * gh;
+        yr[b] = y_data != nullptr ? y_data + YOffset(d, t, dir, b) : nullptr;
+      }
+      a.xw = xr;
+      a.y = yr;
+      a.pre = pre.data() + p * scratch_stride;
+      a.h = h;
+      a.batch = batch;
+      a.j0 = k * h / per_dir;
+      a.j1 = (k + 1) * h / per_dir;
+      RunSimd<LstmChunk>(static_cast<const LstmChunkArgs*>(&a));
+    });
+    const float* state = hbuf.data() + (max_len & 1) * state_size;
+    for (int dir = 0; dir < dirs; ++dir) {
+      for (int64_t b = 0; b < batch; ++b) {
+        const int64_t at = (dir * batch + b) * h;
+        if (y_h != nullptr) {
+          std::memcpy(y_h->data<float>() + StateOffset(d, dir, b), state + at, h * sizeof(float));
+        }
+        if (y_c != nullptr) {
+          std::memcpy(y_c->data<float>() + StateOffset(d, dir, b), &cell[at], h * sizeof(float));
+        }
+      }
+    }
+    return absl::OkStatus();
   }
 
   absl::Status RunDirection(const KernelContext& ctx, absl::Span<const Tensor> inputs,
@@ -599,6 +948,8 @@ absl::StatusOr<KernelPtr> MakeRecurrent(Cell cell, const Attributes& a) {
 }
 
 }  // namespace
+
+void SetLstmFastPathForTesting(bool enabled) { g_fast_lstm.store(enabled); }
 
 void RegisterRnnKernels(KernelRegistry& registry) {
   registry.Register("LSTM", DeviceType::kCPU,

@@ -201,58 +201,71 @@ inline void CpuRelax() {
 
 // Runs `steps` rounds of `chunks` independent work items, fn(step, chunk, participant); round
 // s + 1 starts once every item of round s is done. The caller and up to threads - 1 TBB workers
-// (an arena of `threads` slots) take part. Participant p first claims the items it owns
+// (an arena of `threads` slots) take part. Participant p claims the items it owns
 // (c % threads == p), so each keeps the same slice of the weights in its cache from step to
-// step, then any item nobody has claimed yet. Claims are per item, so a round completes with
-// whoever shows up: a worker that starts late or is descheduled only loses its items to the
-// others, and no barrier waits for a thread that never comes (the failure mode of an OpenMP
-// team on a loaded machine). Between rounds a participant spins on one counter, then yields.
+// step. Claims are per item, so a round completes with whoever shows up: a participant whose
+// round is not done after a short spin claims every item still unclaimed, so a worker that
+// starts late or is descheduled only loses its items to the others, and nothing waits for a
+// thread that never comes (the failure mode of an OpenMP team on a loaded machine). One who
+// had to steal in a round steals at once in the next. The finisher of a round's last item
+// publishes the round; the others spin on that (pause), then yield.
 class StepTeam {
  public:
   StepTeam(int64_t steps, int chunks) : claimed_(chunks), steps_(steps), chunks_(chunks) {
-    for (Slot& s : claimed_) s.step.store(-1, std::memory_order_relaxed);
+    for (Slot& s : claimed_) s.round.store(-1, std::memory_order_relaxed);
   }
 
   void Participate(int p, int threads,
                    absl::FunctionRef<void(int64_t step, int chunk, int participant)> fn) {
-    int64_t s = done_.load(std::memory_order_acquire) / chunks_;
-    while (s < steps_) {
-      auto claim = [&](int c) {
-        int64_t expected = s - 1;
-        return claimed_[c].step.load(std::memory_order_relaxed) == expected &&
-               claimed_[c].step.compare_exchange_strong(expected, s, std::memory_order_acq_rel);
-      };
+    bool eager = false;  // stole in the previous round
+    for (int64_t s = round_.load(std::memory_order_acquire); s < steps_; ++s) {
       for (int c = p; c < chunks_; c += threads) {
-        if (claim(c)) Run(fn, s, c, p);
+        if (Claim(c, s)) Run(fn, s, c, p);
       }
-      for (int i = 1; i < chunks_; ++i) {
-        const int c = (p + i) % chunks_;
-        if (claim(c)) Run(fn, s, c, p);
-      }
-      const int64_t target = (s + 1) * chunks_;
-      for (int spins = 0; done_.load(std::memory_order_acquire) < target; ++spins) {
-        if (spins < kSpins) {
+      bool scanned = false, stole = false;
+      for (int spins = 0; round_.load(std::memory_order_acquire) <= s; ++spins) {
+        if (!scanned && (eager || spins >= kStealAfter)) {
+          // One pass claims every item nobody has: after it the round only waits on running
+          // items.
+          scanned = true;
+          for (int i = 1; i <= chunks_; ++i) {
+            const int c = (p + i) % chunks_;
+            if (Claim(c, s)) {
+              Run(fn, s, c, p);
+              stole = true;
+            }
+          }
+        } else if (spins < kSpins) {
           CpuRelax();
         } else {
           std::this_thread::yield();
         }
       }
-      ++s;
+      eager = stole;
     }
   }
 
  private:
-  static constexpr int kSpins = 1 << 14;
+  static constexpr int kStealAfter = 256;  // pauses: a few microseconds
+  static constexpr int kSpins = 4096;      // then yield the core
   struct alignas(64) Slot {
-    std::atomic<int64_t> step;  // the last round that claimed the item
+    std::atomic<int64_t> round;  // the last round that claimed the item
   };
+  bool Claim(int c, int64_t s) {
+    int64_t expected = s - 1;
+    return claimed_[c].round.load(std::memory_order_relaxed) == expected &&
+           claimed_[c].round.compare_exchange_strong(expected, s, std::memory_order_acq_rel);
+  }
   void Run(absl::FunctionRef<void(int64_t, int, int)> fn, int64_t s, int c, int p) {
     fn(s, c, p);
-    done_.fetch_add(1, std::memory_order_acq_rel);
+    if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == (s + 1) * chunks_) {
+      round_.store(s + 1, std::memory_order_release);
+    }
   }
 
   std::vector<Slot> claimed_;
-  alignas(64) std::atomic<int64_t> done_{0};  // items finished over all rounds
+  alignas(64) std::atomic<int64_t> done_{0};   // items finished over all rounds
+  alignas(64) std::atomic<int64_t> round_{0};  // rounds finished
   const int64_t steps_;
   const int chunks_;
 };
@@ -345,6 +358,7 @@ struct LstmChunkArgs {
   float* const* y;         // per batch row: its Y row [h], or null
   float* pre;              // scratch [4, j1 - j0]
   int64_t h, batch, j0, j1;
+  bool backward;  // walk the units from j1 down (odd steps)
 };
 
 // Gate math for units u .. u + lanes(V) of the slice (u relative to j0).
@@ -380,9 +394,20 @@ struct LstmChunk {
         continue;
       }
       const float* x = a.h_prev + b * h;
-      int64_t u = 0;
-      for (; u + 2 <= n; u += 2) {  // two units: eight rows share each load of x
+      // Pairs of units (eight rows share each load of x), the last one maybe single. Every
+      // other step walks them backwards, so the rows read last, still in cache, come first: a
+      // slice larger than the cache then hits for a cache's worth instead of never (LRU).
+      const int64_t pairs = (n + 1) / 2;
+      for (int64_t i = 0; i < pairs; ++i) {
+        const int64_t u = 2 * (a.backward ? pairs - 1 - i : i);
         const float* r0 = a.r + (a.j0 + u) * h;
+        if (u + 1 == n) {
+          const float* rows[4] = {r0, r0 + gate_stride, r0 + 2 * gate_stride, r0 + 3 * gate_stride};
+          float out[4];
+          Dots<W, 4>(rows, x, h, out);
+          for (int q = 0; q < 4; ++q) a.pre[q * n + u] = out[q];
+          continue;
+        }
         const float* rows[8] = {
             r0,     r0 + gate_stride,     r0 + 2 * gate_stride,     r0 + 3 * gate_stride,
             r0 + h, r0 + h + gate_stride, r0 + h + 2 * gate_stride, r0 + h + 3 * gate_stride};
@@ -393,14 +418,7 @@ struct LstmChunk {
           a.pre[q * n + u + 1] = out[4 + q];
         }
       }
-      if (u < n) {
-        const float* r0 = a.r + (a.j0 + u) * h;
-        const float* rows[4] = {r0, r0 + gate_stride, r0 + 2 * gate_stride, r0 + 3 * gate_stride};
-        float out[4];
-        Dots<W, 4>(rows, x, h, out);
-        for (int q = 0; q < 4; ++q) a.pre[q * n + u] = out[q];
-      }
-      u = 0;
+      int64_t u = 0;
       for (; u + W <= n; u += W) LstmGates<typename Simd<W>::F>(a, b, u);
       for (; u < n; ++u) LstmGates<typename Simd<1>::F>(a, b, u);
     }
@@ -659,11 +677,13 @@ class RecurrentKernel final : public Kernel {
     const int64_t per_dir = std::clamp<int64_t>(h / 8, 1, threads);
     const int chunks = static_cast<int>(dirs * per_dir);
     const int64_t max_units = (h + per_dir - 1) / per_dir;
-    // Per participant: the gate products of its slice and the per-row pointers of a step.
-    const int64_t scratch_stride = 4 * max_units;
-    std::vector<float> pre(threads * scratch_stride);
-    std::vector<const float*> xw_rows(threads * batch);
-    std::vector<float*> y_rows(threads * batch);
+    // Per participant: the gate products of its slice and the per-row pointers of a step, each
+    // participant's on cache lines of its own.
+    const int64_t scratch_stride = (4 * max_units + 15) / 16 * 16;
+    const int64_t rows_stride = (batch + 7) / 8 * 8;
+    std::vector<float> pre((threads + 1) * scratch_stride);
+    std::vector<const float*> xw_rows((threads + 1) * rows_stride);
+    std::vector<float*> y_rows((threads + 1) * rows_stride);
     float* y_data = y != nullptr ? y->data<float>() : nullptr;
     RunSteps(threads, max_len, chunks, [&](int64_t s, int c, int p) {
       const int dir = static_cast<int>(c / per_dir);
@@ -675,8 +695,8 @@ class RecurrentKernel final : public Kernel {
       a.h_prev = hbuf.data() + (s & 1) * state_size + dir * batch * h;
       a.h_next = hbuf.data() + ((s + 1) & 1) * state_size + dir * batch * h;
       a.cell = cell.data() + dir * batch * h;
-      const float** xr = xw_rows.data() + p * batch;
-      float** yr = y_rows.data() + p * batch;
+      const float** xr = xw_rows.data() + p * rows_stride;
+      float** yr = y_rows.data() + p * rows_stride;
       for (int64_t b = 0; b < batch; ++b) {
         if (s >= lens[b]) {
           xr[b] = nullptr;
@@ -694,6 +714,7 @@ class RecurrentKernel final : public Kernel {
       a.batch = batch;
       a.j0 = k * h / per_dir;
       a.j1 = (k + 1) * h / per_dir;
+      a.backward = (s & 1) != 0;
       RunSimd<LstmChunk>(static_cast<const LstmChunkArgs*>(&a));
     });
     const float* state = hbuf.data() + (max_len & 1) * state_size;

@@ -298,8 +298,8 @@ void RunSteps(int threads, int64_t steps, int chunks,
 }
 
 // ---------------------------------------------------------------------------------------------
-// Fast LSTM step: default activations (sigmoid, tanh, tanh), no peepholes, clip or
-// input_forget. One work item is a slice of units [j0, j1) of one direction: it computes the
+// Fast LSTM step: default activations (sigmoid, tanh, tanh); peepholes, clip and input_forget
+// are per-item flags. One work item is a slice of units [j0, j1) of one direction: it computes the
 // four gates' recurrent dot products for its units straight from R (row-major [4h, h], so each
 // product reads one contiguous row; no packing), adds the precomputed input projection and
 // biases, and runs the cell update, writing h, c and Y for its units.
@@ -357,11 +357,21 @@ struct LstmChunkArgs {
   const float* const* xw;  // per batch row: its input projection [4h], null once it ended
   float* const* y;         // per batch row: its Y row [h], or null
   float* pre;              // scratch [4, j1 - j0]
+  const float* peep;       // P of the direction [3h] (i, o, f), or null
+  float clip;              // <= 0: none
+  bool input_forget;
   int64_t h, batch, j0, j1;
   bool backward;  // walk the units from j1 down (odd steps)
 };
 
-// Gate math for units u .. u + lanes(V) of the slice (u relative to j0).
+// Clamps to [-clip, clip] (NaN stays NaN, as with std::clamp).
+template <typename V>
+NIMBLE_SIMD_INLINE V ClipV(const V& x, float clip) {
+  return ClampLowV(ClampHighV(x, clip), -clip);
+}
+
+// Gate math for units u .. u + lanes(V) of the slice (u relative to j0), in the order of
+// LstmUnits (the general path): peepholes, clip, activations, input_forget.
 template <typename V>
 NIMBLE_SIMD_INLINE void LstmGates(const LstmChunkArgs& a, int64_t b, int64_t u) {
   const int64_t h = a.h, n = a.j1 - a.j0, j = a.j0 + u;
@@ -370,14 +380,25 @@ NIMBLE_SIMD_INLINE void LstmGates(const LstmChunkArgs& a, int64_t b, int64_t u) 
   for (int q = 0; q < 4; ++q) {
     pre[q] = LoadV<V>(a.pre + q * n + u) + LoadV<V>(xw + q * h + j) + LoadV<V>(a.bias + q * h + j);
   }
-  const V i = SigmoidV(pre[0]);
-  const V o = SigmoidV(pre[1]);
-  const V f = SigmoidV(pre[2]);
-  const V g = TanhV(pre[3]);
   float* cs = a.cell + b * h + j;
-  const V c = f * LoadV<V>(cs) + i * g;
+  const V c_prev = LoadV<V>(cs);
+  if (a.peep != nullptr) {
+    pre[0] += LoadV<V>(a.peep + j) * c_prev;
+    pre[2] += LoadV<V>(a.peep + 2 * h + j) * c_prev;
+  }
+  if (a.clip > 0) {
+    pre[0] = ClipV(pre[0], a.clip);
+    pre[2] = ClipV(pre[2], a.clip);
+    pre[3] = ClipV(pre[3], a.clip);
+  }
+  const V i = SigmoidV(pre[0]);
+  const V f = a.input_forget ? 1.0f - i : SigmoidV(pre[2]);
+  const V g = TanhV(pre[3]);
+  const V c = f * c_prev + i * g;
   StoreV(cs, c);
-  const V hv = o * TanhV(c);
+  if (a.peep != nullptr) pre[1] += LoadV<V>(a.peep + h + j) * c;
+  if (a.clip > 0) pre[1] = ClipV(pre[1], a.clip);
+  const V hv = SigmoidV(pre[1]) * TanhV(c);
   StoreV(a.h_next + b * h + j, hv);
   if (a.y[b] != nullptr) StoreV(a.y[b] + j, hv);
 }
@@ -448,10 +469,9 @@ struct RnnConfig {
   int64_t layout = 0;
 
   int gates() const { return cell == Cell::kLstm ? 4 : cell == Cell::kGru ? 3 : 1; }
-  // An LSTM the fast path runs (given no peepholes): default activations, no clip or
-  // input_forget.
+  // An LSTM the fast path runs: default activations (sigmoid, tanh, tanh).
   bool plain_lstm() const {
-    if (cell != Cell::kLstm || clip > 0 || input_forget) return false;
+    if (cell != Cell::kLstm) return false;
     for (size_t i = 0; i < acts.size(); ++i) {
       if (acts[i].kind != (i % 3 == 0 ? ActKind::kSigmoid : ActKind::kTanh)) return false;
     }
@@ -501,7 +521,7 @@ class RecurrentKernel final : public Kernel {
     Tensor* y_c = outputs.size() > 2 && outputs[2].defined() ? &outputs[2] : nullptr;
     if (y != nullptr) std::memset(y->raw_data(), 0, y->nbytes());
 
-    if (c_.plain_lstm() && !Present(inputs, 7) && d.batch <= kFastMaxBatch &&
+    if (c_.plain_lstm() && d.batch <= kFastMaxBatch &&
         g_fast_lstm.load(std::memory_order_relaxed)) {
       return RunFastLstm(ctx, inputs, d, lens, y, y_h, y_c);
     }
@@ -629,7 +649,7 @@ class RecurrentKernel final : public Kernel {
   // per-step GEMMs of the general path use the weights better.
   static constexpr int64_t kFastMaxBatch = 16;
 
-  // LSTM with default activations and no peepholes, clip or input_forget. All directions run
+  // LSTM with default activations (any peepholes, clip, input_forget). All directions run
   // together: the input projection of every step and direction is one GEMM up front; then one
   // StepTeam round per step, whose items are slices of units of one direction (LstmChunk).
   absl::Status RunFastLstm(const KernelContext& ctx, absl::Span<const Tensor> inputs, const Dims& d,
@@ -710,6 +730,9 @@ class RecurrentKernel final : public Kernel {
       a.xw = xr;
       a.y = yr;
       a.pre = pre.data() + p * scratch_stride;
+      a.peep = Present(inputs, 7) ? inputs[7].data<float>() + dir * 3 * h : nullptr;
+      a.clip = c_.clip;
+      a.input_forget = c_.input_forget;
       a.h = h;
       a.batch = batch;
       a.j0 = k * h / per_dir;

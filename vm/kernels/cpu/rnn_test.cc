@@ -307,6 +307,9 @@ struct FastCase {
   int64_t T, B, I, H;
   bool bias, lens, init;
   int64_t layout;
+  bool peep = false;
+  float clip = 0.0f;
+  bool input_forget = false;
 };
 
 std::vector<std::vector<float>> RunLstm(const FastCase& c, int threads, bool fast) {
@@ -323,8 +326,11 @@ std::vector<std::vector<float>> RunLstm(const FastCase& c, int threads, bool fas
       c.bias ? F(Random(dirs * 8 * H, 14, 0.5f), {dirs, 8 * H}) : Tensor(),
       c.lens ? Tensor::FromVector<int64_t>(lens, {B}) : Tensor(),
       c.init ? F(Random(dirs * B * H, 15), state) : Tensor(),
-      c.init ? F(Random(dirs * B * H, 16, 2.0f), state) : Tensor()};
+      c.init ? F(Random(dirs * B * H, 16, 2.0f), state) : Tensor(),
+      c.peep ? F(Random(dirs * 3 * H, 17), {dirs, 3 * H}) : Tensor()};
   Attributes attrs = Attrs({{"direction", c.direction}, {"layout", c.layout}});
+  if (c.clip > 0) attrs.Set("clip", static_cast<double>(c.clip));
+  if (c.input_forget) attrs.Set("input_forget", int64_t{1});
   cpu::SetLstmFastPathForTesting(fast);
   auto out = RunOp("LSTM", attrs, inputs, 3, threads);
   cpu::SetLstmFastPathForTesting(true);
@@ -367,6 +373,20 @@ TEST(LstmFastPathTest, BidirectionalNoBiasManySlices) {
 TEST(LstmFastPathTest, TinyHiddenAndEmptySequences) {
   CheckFastPath({"forward", 3, 4, 2, 1, true, true, true, 0});
   CheckFastPath({"bidirectional", 1, 2, 5, 3, false, true, false, 0});
+}
+TEST(LstmFastPathTest, PeepholesClipAndInputForget) {
+  FastCase c{"bidirectional", 6, 3, 11, 45, true, true, true, 0};
+  c.peep = true;
+  CheckFastPath(c);
+  c.clip = 0.4f;
+  CheckFastPath(c);
+  c.direction = "forward";
+  c.input_forget = true;
+  CheckFastPath(c);
+  c.peep = false;
+  c.clip = 0;
+  c.layout = 1;
+  CheckFastPath(c);
 }
 TEST(LstmFastPathTest, Hidden650) {
   CheckFastPath({"forward", 3, 1, 650, 650, true, false, false, 0});

@@ -650,8 +650,9 @@ class RecurrentKernel final : public Kernel {
   static constexpr int64_t kFastMaxBatch = 16;
 
   // LSTM with default activations (any peepholes, clip, input_forget). All directions run
-  // together: the input projection of every step and direction is one GEMM up front; then one
-  // StepTeam round per step, whose items are slices of units of one direction (LstmChunk).
+  // together on one StepTeam whose items are slices of units of one direction: the first round
+  // projects the inputs of all steps onto the slice's gates (GEMMs), then one round per step
+  // runs LstmChunk.
   absl::Status RunFastLstm(const KernelContext& ctx, absl::Span<const Tensor> inputs, const Dims& d,
                            const std::vector<int64_t>& lens, Tensor* y, Tensor* y_h,
                            Tensor* y_c) const {
@@ -661,10 +662,6 @@ class RecurrentKernel final : public Kernel {
     NIMBLE_ASSIGN_OR_RETURN(Tensor xw_t,
                             Tensor::Empty(DType::kF32, {rows, xw_stride}, ctx.allocator));
     float* xw = xw_t.data<float>();
-    // W is [dirs, 4h, I]: one [dirs * 4h, I] matrix.
-    NIMBLE_RETURN_IF_ERROR(ParallelSgemmNT(ctx.num_threads, rows, xw_stride, d.input,
-                                           inputs[0].data<float>(), d.input,
-                                           inputs[1].data<float>(), d.input, xw, xw_stride));
     std::vector<float> bias(dirs * gh, 0.0f);
     if (Present(inputs, 3)) {
       const float* b = inputs[3].data<float>();
@@ -705,9 +702,30 @@ class RecurrentKernel final : public Kernel {
     std::vector<const float*> xw_rows((threads + 1) * rows_stride);
     std::vector<float*> y_rows((threads + 1) * rows_stride);
     float* y_data = y != nullptr ? y->data<float>() : nullptr;
-    RunSteps(threads, max_len, chunks, [&](int64_t s, int c, int p) {
+    absl::Status status;
+    std::mutex status_mutex;  // guards status
+    // Round 0: each item projects the inputs of every step onto its own units' gate rows of W
+    // (four single-threaded sgemms), so the recurrence reads its xw columns from the cache of
+    // the thread that wrote them. Rounds 1 .. max_len: the steps.
+    const int64_t rounds = max_len > 0 ? max_len + 1 : 0;
+    RunSteps(threads, rounds, chunks, [&](int64_t round, int c, int p) {
       const int dir = static_cast<int>(c / per_dir);
       const int64_t k = c % per_dir;
+      const int64_t j0 = k * h / per_dir, j1 = (k + 1) * h / per_dir;
+      if (round == 0) {
+        for (int q = 0; q < 4 && j1 > j0; ++q) {
+          const int64_t col = dir * gh + q * h + j0;  // of xw; also the row of W
+          absl::Status st = onednn::Sgemm(
+              1, false, true, rows, j1 - j0, d.input, 1.0f, inputs[0].data<float>(), d.input,
+              inputs[1].data<float>() + col * d.input, d.input, 0.0f, xw + col, xw_stride);
+          if (!st.ok()) {
+            std::lock_guard<std::mutex> lock(status_mutex);
+            status.Update(st);
+          }
+        }
+        return;
+      }
+      const int64_t s = round - 1;
       const bool reverse = c_.reverse_only || dir == 1;
       LstmChunkArgs a;
       a.r = inputs[2].data<float>() + dir * gh * h;
@@ -735,11 +753,12 @@ class RecurrentKernel final : public Kernel {
       a.input_forget = c_.input_forget;
       a.h = h;
       a.batch = batch;
-      a.j0 = k * h / per_dir;
-      a.j1 = (k + 1) * h / per_dir;
+      a.j0 = j0;
+      a.j1 = j1;
       a.backward = (s & 1) != 0;
       RunSimd<LstmChunk>(static_cast<const LstmChunkArgs*>(&a));
     });
+    NIMBLE_RETURN_IF_ERROR(status);
     const float* state = hbuf.data() + (max_len & 1) * state_size;
     for (int dir = 0; dir < dirs; ++dir) {
       for (int64_t b = 0; b < batch; ++b) {

@@ -2,13 +2,24 @@
 // and 1, optional bias, sequence_lens, initial states, LSTM peepholes and input_forget, GRU
 // linear_before_reset, clip, and the ONNX activation functions with their alpha/beta lists).
 //
-// Per direction, the input projection of every timestep is one GEMM, X[T*B, I] · W^T, with both
-// biases folded in (except GRU's recurrent h-gate bias under linear_before_reset, which the reset
-// gate multiplies). Each step then runs one small GEMM of the hidden state with R^T (two for GRU
-// without linear_before_reset, whose h-gate needs r ⊙ h first) and the fused gate math. GEMMs are
-// oneDNN's sgemm on the worker's thread budget. Batch rows whose sequence has ended keep their
-// state; a reverse direction starts each row at its own last valid step; Y is zero past a row's
-// length.
+// LSTM with the default activations and batch <= 16 (the usual exported language model) takes
+// the fast path, RunFastLstm: one persistent team of the worker's thread budget (StepTeam: the
+// caller plus TBB workers, claimable work items, a spin wait per step instead of a fork/join)
+// runs every direction at once. Each item is a fixed slice of units of one direction, so its
+// rows of W and R stay in one core's cache: its first round projects all timesteps' inputs onto
+// the slice's gate rows (sgemm), then each step computes the slice's recurrent dot products
+// straight from row-major R (AVX-512/AVX2/SSE by RunSimd; at batch 1 a GEMV, which sgemm does
+// poorly) with the gate math fused behind them. Nothing is packed per call.
+//
+// The general path (GRU, RNN, other activations, larger batches): per direction, the input
+// projection of every timestep is one GEMM, X[T*B, I] · W^T, with both biases folded in (except
+// GRU's recurrent h-gate bias under linear_before_reset, which the reset gate multiplies). Each
+// step then runs one small GEMM of the hidden state with R^T (two for GRU without
+// linear_before_reset, whose h-gate needs r ⊙ h first) and the fused gate math. GEMMs are
+// oneDNN's sgemm on the worker's thread budget.
+//
+// Both: batch rows whose sequence has ended keep their state; a reverse direction starts each
+// row at its own last valid step; Y is zero past a row's length.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -356,7 +367,7 @@ struct LstmChunkArgs {
   float* cell;             // [batch, h], updated in place
   const float* const* xw;  // per batch row: its input projection [4h], null once it ended
   float* const* y;         // per batch row: its Y row [h], or null
-  float* pre;              // scratch [4, j1 - j0]
+  float* pre;              // scratch [batch, 4, j1 - j0]
   const float* peep;       // P of the direction [3h] (i, o, f), or null
   float clip;              // <= 0: none
   bool input_forget;
@@ -378,7 +389,8 @@ NIMBLE_SIMD_INLINE void LstmGates(const LstmChunkArgs& a, int64_t b, int64_t u) 
   const float* xw = a.xw[b];
   V pre[4];  // (no lambda: it would not inherit the body's target ISA)
   for (int q = 0; q < 4; ++q) {
-    pre[q] = LoadV<V>(a.pre + q * n + u) + LoadV<V>(xw + q * h + j) + LoadV<V>(a.bias + q * h + j);
+    pre[q] = LoadV<V>(a.pre + (b * 4 + q) * n + u) + LoadV<V>(xw + q * h + j) +
+             LoadV<V>(a.bias + q * h + j);
   }
   float* cs = a.cell + b * h + j;
   const V c_prev = LoadV<V>(cs);
@@ -409,35 +421,38 @@ struct LstmChunk {
     const LstmChunkArgs& a = *args;
     const int64_t h = a.h, n = a.j1 - a.j0;
     const int64_t gate_stride = h * h;  // elements between gate blocks of R
+    // Pairs of units (eight rows share each load of x), the last one maybe single; each pair's
+    // rows serve every batch row while they are in L1. Every other step walks the pairs
+    // backwards, so the rows read last, still in cache, come first: a slice larger than the
+    // cache then hits for a cache's worth instead of never (LRU).
+    const int64_t pairs = (n + 1) / 2;
+    for (int64_t i = 0; i < pairs; ++i) {
+      const int64_t u = 2 * (a.backward ? pairs - 1 - i : i);
+      const float* r0 = a.r + (a.j0 + u) * h;
+      const float* rows[8] = {
+          r0,     r0 + gate_stride,     r0 + 2 * gate_stride,     r0 + 3 * gate_stride,
+          r0 + h, r0 + h + gate_stride, r0 + h + 2 * gate_stride, r0 + h + 3 * gate_stride};
+      for (int64_t b = 0; b < a.batch; ++b) {
+        if (a.xw[b] == nullptr) continue;
+        const float* x = a.h_prev + b * h;
+        float* pre = a.pre + b * 4 * n;
+        float out[8];
+        if (u + 1 == n) {
+          Dots<W, 4>(rows, x, h, out);
+          for (int q = 0; q < 4; ++q) pre[q * n + u] = out[q];
+        } else {
+          Dots<W, 8>(rows, x, h, out);
+          for (int q = 0; q < 4; ++q) {
+            pre[q * n + u] = out[q];
+            pre[q * n + u + 1] = out[4 + q];
+          }
+        }
+      }
+    }
     for (int64_t b = 0; b < a.batch; ++b) {
       if (a.xw[b] == nullptr) {  // the sequence ended: keep the state
         std::memcpy(a.h_next + b * h + a.j0, a.h_prev + b * h + a.j0, n * sizeof(float));
         continue;
-      }
-      const float* x = a.h_prev + b * h;
-      // Pairs of units (eight rows share each load of x), the last one maybe single. Every
-      // other step walks them backwards, so the rows read last, still in cache, come first: a
-      // slice larger than the cache then hits for a cache's worth instead of never (LRU).
-      const int64_t pairs = (n + 1) / 2;
-      for (int64_t i = 0; i < pairs; ++i) {
-        const int64_t u = 2 * (a.backward ? pairs - 1 - i : i);
-        const float* r0 = a.r + (a.j0 + u) * h;
-        if (u + 1 == n) {
-          const float* rows[4] = {r0, r0 + gate_stride, r0 + 2 * gate_stride, r0 + 3 * gate_stride};
-          float out[4];
-          Dots<W, 4>(rows, x, h, out);
-          for (int q = 0; q < 4; ++q) a.pre[q * n + u] = out[q];
-          continue;
-        }
-        const float* rows[8] = {
-            r0,     r0 + gate_stride,     r0 + 2 * gate_stride,     r0 + 3 * gate_stride,
-            r0 + h, r0 + h + gate_stride, r0 + h + 2 * gate_stride, r0 + h + 3 * gate_stride};
-        float out[8];
-        Dots<W, 8>(rows, x, h, out);
-        for (int q = 0; q < 4; ++q) {
-          a.pre[q * n + u] = out[q];
-          a.pre[q * n + u + 1] = out[4 + q];
-        }
       }
       int64_t u = 0;
       for (; u + W <= n; u += W) LstmGates<typename Simd<W>::F>(a, b, u);
@@ -696,7 +711,7 @@ class RecurrentKernel final : public Kernel {
     const int64_t max_units = (h + per_dir - 1) / per_dir;
     // Per participant: the gate products of its slice and the per-row pointers of a step, each
     // participant's on cache lines of its own.
-    const int64_t scratch_stride = (4 * max_units + 15) / 16 * 16;
+    const int64_t scratch_stride = (4 * max_units * batch + 15) / 16 * 16;
     const int64_t rows_stride = (batch + 7) / 8 * 8;
     std::vector<float> pre((threads + 1) * scratch_stride);
     std::vector<const float*> xw_rows((threads + 1) * rows_stride);

@@ -215,10 +215,10 @@ inline void CpuRelax() {
 // (an arena of `threads` slots) take part. Participant p claims the items it owns
 // (c % threads == p), so each keeps the same slice of the weights in its cache from step to
 // step. Claims are per item, so a round completes with whoever shows up: a participant whose
-// round is not done after a short spin claims every item still unclaimed, so a worker that
-// starts late or is descheduled only loses its items to the others, and nothing waits for a
-// thread that never comes (the failure mode of an OpenMP team on a loaded machine). One who
-// had to steal in a round steals at once in the next. The finisher of a round's last item
+// round is not done after a short spin takes the items still unclaimed, one at a time, so a
+// worker that starts late or is descheduled only loses its items to the others, and nothing
+// waits for a thread that never comes (the failure mode of an OpenMP team on a loaded machine). One
+// who had to steal in a round steals at once in the next. The finisher of a round's last item
 // publishes the round; the others spin on that (pause), then yield.
 class StepTeam {
  public:
@@ -236,14 +236,16 @@ class StepTeam {
       bool scanned = false, stole = false;
       for (int spins = 0; round_.load(std::memory_order_acquire) <= s; ++spins) {
         if (!scanned && (eager || spins >= kStealAfter)) {
-          // One pass claims every item nobody has: after it the round only waits on running
-          // items.
+          // Take one item nobody has claimed, then look again: owners that turn up meanwhile
+          // still get theirs. Once none is left the round only waits on running items.
           scanned = true;
           for (int i = 1; i <= chunks_; ++i) {
             const int c = (p + i) % chunks_;
             if (Claim(c, s)) {
               Run(fn, s, c, p);
               stole = true;
+              scanned = false;
+              break;
             }
           }
         } else if (spins < kSpins) {

@@ -10,9 +10,9 @@ count. Appends a table to bench/RESULTS.md.
 The ONNX file is scripts/export_models.py's LSTM (`export_models.py OUT --models lstm`); when
 --models has none, the module is exported there first. PyTorch runs the same module class and
 sizes (its random weights do not change the time). Each number is the p50 of --iterations runs
-after a warm-up; with --repeats N, the whole comparison runs N times, interleaved, and the table takes
-the lowest p50 of each (the dev machine is shared: other builds slow single runs). --baseline
-adds a column for another nimblec binary (the build before a change).
+after a warm-up; with --repeats N, the whole comparison runs N times, interleaved, and the
+table takes the lowest p50 of each (the dev machine is shared: other builds slow single runs).
+--baseline adds a column for another nimblec binary (the build before a change).
 """
 import argparse
 import datetime

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/testing/status_matchers.h"
@@ -387,6 +388,22 @@ TEST(LstmFastPathTest, PeepholesClipAndInputForget) {
   c.clip = 0;
   c.layout = 1;
   CheckFastPath(c);
+}
+TEST(LstmFastPathTest, ConcurrentCallers) {
+  // Two workers run the kernel at once, each on its own budget (its own team and arena).
+  const FastCase c{"bidirectional", 7, 2, 19, 130, true, true, true, 0};
+  const auto want = RunLstm(c, 1, false);
+  ASSERT_EQ(want.size(), 3u);
+  std::vector<std::vector<std::vector<float>>> got(4);
+  std::vector<std::thread> workers;
+  for (int i = 0; i < 4; ++i) {
+    workers.emplace_back([&, i] { got[i] = RunLstm(c, 2 + i % 2, true); });
+  }
+  for (std::thread& t : workers) t.join();
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_EQ(got[i].size(), 3u);
+    for (int k = 0; k < 3; ++k) ExpectNear(got[i][k], want[k], 2e-5f);
+  }
 }
 TEST(LstmFastPathTest, Hidden650) {
   CheckFastPath({"forward", 3, 1, 650, 650, true, false, false, 0});

@@ -2,24 +2,41 @@
 // and 1, optional bias, sequence_lens, initial states, LSTM peepholes and input_forget, GRU
 // linear_before_reset, clip, and the ONNX activation functions with their alpha/beta lists).
 //
-// Per direction, the input projection of every timestep is one GEMM, X[T*B, I] · W^T, with both
-// biases folded in (except GRU's recurrent h-gate bias under linear_before_reset, which the reset
-// gate multiplies). Each step then runs one small GEMM of the hidden state with R^T (two for GRU
-// without linear_before_reset, whose h-gate needs r ⊙ h first) and the fused gate math. GEMMs are
-// oneDNN's sgemm on the worker's thread budget. Batch rows whose sequence has ended keep their
-// state; a reverse direction starts each row at its own last valid step; Y is zero past a row's
-// length.
+// LSTM with the default activations and batch <= 16 (the usual exported language model) takes
+// the fast path, RunFastLstm: one persistent team of the worker's thread budget (StepTeam: the
+// caller plus TBB workers, claimable work items, a spin wait per step instead of a fork/join)
+// runs every direction at once. Each item is a fixed slice of units of one direction, so its
+// rows of W and R stay in one core's cache: its first round projects all timesteps' inputs onto
+// the slice's gate rows (sgemm), then each step computes the slice's recurrent dot products
+// straight from row-major R (AVX-512/AVX2/SSE by RunSimd; at batch 1 a GEMV, which sgemm does
+// poorly) with the gate math fused behind them. Nothing is packed per call.
+//
+// The general path (GRU, RNN, other activations, larger batches): per direction, the input
+// projection of every timestep is one GEMM, X[T*B, I] · W^T, with both biases folded in (except
+// GRU's recurrent h-gate bias under linear_before_reset, which the reset gate multiplies). Each
+// step then runs one small GEMM of the hidden state with R^T (two for GRU without
+// linear_before_reset, whose h-gate needs r ⊙ h first) and the fused gate math. GEMMs are
+// oneDNN's sgemm on the worker's thread budget.
+//
+// Both: batch rows whose sequence has ended keep their state; a reverse direction starts each
+// row at its own last valid step; Y is zero past a row's length.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "tbb/task_arena.h"
+#include "tbb/task_group.h"
 #include "vm/kernels/cpu/cpu_kernels.h"
+#include "vm/kernels/cpu/elementwise_internal.h"
 #include "vm/kernels/cpu/onednn_util.h"
 
 // GCC 12 reports absl::InlinedVector's copy of an inlined (small) Shape as "maybe uninitialized"
@@ -183,6 +200,277 @@ absl::Status ParallelSgemmNT(int num_threads, int64_t m, int64_t n, int64_t k, c
 }
 
 // ---------------------------------------------------------------------------------------------
+// Step team: the threads of one recurrence.
+
+std::atomic<bool> g_fast_lstm{true};  // SetLstmFastPathForTesting
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// Runs `steps` rounds of `chunks` independent work items, fn(step, chunk, participant); round
+// s + 1 starts once every item of round s is done. The caller and up to threads - 1 TBB workers
+// (an arena of `threads` slots) take part. Participant p claims the items it owns
+// (c % threads == p), so each keeps the same slice of the weights in its cache from step to
+// step. Claims are per item, so a round completes with whoever shows up: a participant whose
+// round is not done after a short spin takes the items still unclaimed, one at a time, so a
+// worker that starts late or is descheduled only loses its items to the others, and nothing
+// waits for a thread that never comes (the failure mode of an OpenMP team on a loaded machine). One
+// who had to steal in a round steals at once in the next. The finisher of a round's last item
+// publishes the round; the others spin on that (pause), then yield.
+class StepTeam {
+ public:
+  StepTeam(int64_t steps, int chunks) : claimed_(chunks), steps_(steps), chunks_(chunks) {
+    for (Slot& s : claimed_) s.round.store(-1, std::memory_order_relaxed);
+  }
+
+  void Participate(int p, int threads,
+                   absl::FunctionRef<void(int64_t step, int chunk, int participant)> fn) {
+    bool eager = false;  // stole in the previous round
+    for (int64_t s = round_.load(std::memory_order_acquire); s < steps_; ++s) {
+      for (int c = p; c < chunks_; c += threads) {
+        if (Claim(c, s)) Run(fn, s, c, p);
+      }
+      bool scanned = false, stole = false;
+      for (int spins = 0; round_.load(std::memory_order_acquire) <= s; ++spins) {
+        if (!scanned && (eager || spins >= kStealAfter)) {
+          // Take one item nobody has claimed, then look again: owners that turn up meanwhile
+          // still get theirs. Once none is left the round only waits on running items.
+          scanned = true;
+          for (int i = 1; i <= chunks_; ++i) {
+            const int c = (p + i) % chunks_;
+            if (Claim(c, s)) {
+              Run(fn, s, c, p);
+              stole = true;
+              scanned = false;
+              break;
+            }
+          }
+        } else if (spins < kSpins) {
+          CpuRelax();
+        } else {
+          std::this_thread::yield();
+        }
+      }
+      eager = stole;
+    }
+  }
+
+ private:
+  static constexpr int kStealAfter = 256;  // pauses: a few microseconds
+  static constexpr int kSpins = 4096;      // then yield the core
+  struct alignas(64) Slot {
+    std::atomic<int64_t> round;  // the last round that claimed the item
+  };
+  bool Claim(int c, int64_t s) {
+    int64_t expected = s - 1;
+    return claimed_[c].round.load(std::memory_order_relaxed) == expected &&
+           claimed_[c].round.compare_exchange_strong(expected, s, std::memory_order_acq_rel);
+  }
+  void Run(absl::FunctionRef<void(int64_t, int, int)> fn, int64_t s, int c, int p) {
+    fn(s, c, p);
+    if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == (s + 1) * chunks_) {
+      round_.store(s + 1, std::memory_order_release);
+    }
+  }
+
+  std::vector<Slot> claimed_;
+  alignas(64) std::atomic<int64_t> done_{0};   // items finished over all rounds
+  alignas(64) std::atomic<int64_t> round_{0};  // rounds finished
+  const int64_t steps_;
+  const int chunks_;
+};
+
+// StepTeam on `threads` threads: the caller and threads - 1 tasks of a per-thread TBB arena
+// (like kernel_util::ParallelFor, so the worker's budget bounds it).
+void RunSteps(int threads, int64_t steps, int chunks,
+              absl::FunctionRef<void(int64_t step, int chunk, int participant)> fn) {
+  if (steps <= 0 || chunks <= 0) return;
+  StepTeam team(steps, chunks);
+  if (threads <= 1) {
+    team.Participate(0, 1, fn);
+    return;
+  }
+  thread_local std::unique_ptr<tbb::task_arena> arena;
+  thread_local int arena_threads = 0;
+  if (arena == nullptr || arena_threads != threads) {
+    arena = std::make_unique<tbb::task_arena>(threads);
+    arena_threads = threads;
+  }
+  arena->execute([&] {
+    std::atomic<int> next{1};
+    tbb::task_group group;
+    for (int i = 1; i < threads; ++i) {
+      group.run([&] { team.Participate(next.fetch_add(1), threads, fn); });
+    }
+    team.Participate(0, threads, fn);
+    group.wait();
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fast LSTM step: default activations (sigmoid, tanh, tanh); peepholes, clip and input_forget
+// are per-item flags. One work item is a slice of units [j0, j1) of one direction: it computes the
+// four gates' recurrent dot products for its units straight from R (row-major [4h, h], so each
+// product reads one contiguous row; no packing), adds the precomputed input projection and
+// biases, and runs the cell update, writing h, c and Y for its units.
+
+template <int W>
+NIMBLE_SIMD_INLINE float HSum(const typename Simd<W>::F& v) {
+  if constexpr (W == 1) {
+    return v[0];
+  } else {
+    typename Simd<W / 2>::F lo, hi;
+    std::memcpy(&lo, &v, sizeof(lo));
+    std::memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof(lo), sizeof(hi));
+    return HSum<W / 2>(lo + hi);
+  }
+}
+
+// out[m] = dot(rows[m][0, k), x[0, k)) for m < M.
+template <int W, int M>
+NIMBLE_SIMD_INLINE void Dots(const float* const* rows, const float* x, int64_t k, float* out) {
+  using V = typename Simd<W>::F;
+  using I = typename Simd<W>::I;
+  V acc[M];
+  for (int m = 0; m < M; ++m) acc[m] = V{};
+  int64_t i = 0;
+  for (; i + W <= k; i += W) {
+    const V xv = LoadV<V>(x + i);
+    for (int m = 0; m < M; ++m) acc[m] += LoadV<V>(rows[m] + i) * xv;
+  }
+  if (i < k && k >= W) {
+    // The last W elements, with the lanes the loop already counted masked off.
+    const int64_t base = k - W;
+    I lane;
+    for (int l = 0; l < W; ++l) lane[l] = l;
+    const I keep = lane >= static_cast<int32_t>(i - base);
+    const V xv = LoadV<V>(x + base);
+    for (int m = 0; m < M; ++m) {
+      const V p = LoadV<V>(rows[m] + base) * xv;
+      acc[m] += keep ? p : V{};
+    }
+    i = k;
+  }
+  for (int m = 0; m < M; ++m) {
+    float sum = HSum<W>(acc[m]);
+    for (int64_t j = i; j < k; ++j) sum += rows[m][j] * x[j];
+    out[m] = sum;
+  }
+}
+
+struct LstmChunkArgs {
+  const float* r;          // R of the direction, [4h, h]
+  const float* bias;       // Wb + Rb of the direction, [4h]
+  const float* h_prev;     // [batch, h]
+  float* h_next;           // [batch, h]
+  float* cell;             // [batch, h], updated in place
+  const float* const* xw;  // per batch row: its input projection [4h], null once it ended
+  float* const* y;         // per batch row: its Y row [h], or null
+  float* pre;              // scratch [batch, 4, j1 - j0]
+  const float* peep;       // P of the direction [3h] (i, o, f), or null
+  float clip;              // <= 0: none
+  bool input_forget;
+  int64_t h, batch, j0, j1;
+  bool backward;  // walk the units from j1 down (odd steps)
+};
+
+// Clamps to [-clip, clip] (NaN stays NaN, as with std::clamp).
+template <typename V>
+NIMBLE_SIMD_INLINE V ClipV(const V& x, float clip) {
+  return ClampLowV(ClampHighV(x, clip), -clip);
+}
+
+// Gate math for units u .. u + lanes(V) of the slice (u relative to j0), in the order of
+// LstmUnits (the general path): peepholes, clip, activations, input_forget.
+template <typename V>
+NIMBLE_SIMD_INLINE void LstmGates(const LstmChunkArgs& a, int64_t b, int64_t u) {
+  const int64_t h = a.h, n = a.j1 - a.j0, j = a.j0 + u;
+  const float* xw = a.xw[b];
+  V pre[4];  // (no lambda: it would not inherit the body's target ISA)
+  for (int q = 0; q < 4; ++q) {
+    pre[q] = LoadV<V>(a.pre + (b * 4 + q) * n + u) + LoadV<V>(xw + q * h + j) +
+             LoadV<V>(a.bias + q * h + j);
+  }
+  float* cs = a.cell + b * h + j;
+  const V c_prev = LoadV<V>(cs);
+  if (a.peep != nullptr) {
+    pre[0] += LoadV<V>(a.peep + j) * c_prev;
+    pre[2] += LoadV<V>(a.peep + 2 * h + j) * c_prev;
+  }
+  if (a.clip > 0) {
+    pre[0] = ClipV(pre[0], a.clip);
+    pre[2] = ClipV(pre[2], a.clip);
+    pre[3] = ClipV(pre[3], a.clip);
+  }
+  const V i = SigmoidV(pre[0]);
+  const V f = a.input_forget ? 1.0f - i : SigmoidV(pre[2]);
+  const V g = TanhV(pre[3]);
+  const V c = f * c_prev + i * g;
+  StoreV(cs, c);
+  if (a.peep != nullptr) pre[1] += LoadV<V>(a.peep + h + j) * c;
+  if (a.clip > 0) pre[1] = ClipV(pre[1], a.clip);
+  const V hv = SigmoidV(pre[1]) * TanhV(c);
+  StoreV(a.h_next + b * h + j, hv);
+  if (a.y[b] != nullptr) StoreV(a.y[b] + j, hv);
+}
+
+struct LstmChunk {
+  template <int W>
+  static NIMBLE_SIMD_INLINE void Run(const LstmChunkArgs* args) {
+    const LstmChunkArgs& a = *args;
+    const int64_t h = a.h, n = a.j1 - a.j0;
+    const int64_t gate_stride = h * h;  // elements between gate blocks of R
+    // Pairs of units (eight rows share each load of x), the last one maybe single; each pair's
+    // rows serve every batch row while they are in L1. Every other step walks the pairs
+    // backwards, so the rows read last, still in cache, come first: a slice larger than the
+    // cache then hits for a cache's worth instead of never (LRU).
+    const int64_t pairs = (n + 1) / 2;
+    for (int64_t i = 0; i < pairs; ++i) {
+      const int64_t u = 2 * (a.backward ? pairs - 1 - i : i);
+      const float* r0 = a.r + (a.j0 + u) * h;
+      const float* rows[8] = {
+          r0,     r0 + gate_stride,     r0 + 2 * gate_stride,     r0 + 3 * gate_stride,
+          r0 + h, r0 + h + gate_stride, r0 + h + 2 * gate_stride, r0 + h + 3 * gate_stride};
+      for (int64_t b = 0; b < a.batch; ++b) {
+        if (a.xw[b] == nullptr) continue;
+        const float* x = a.h_prev + b * h;
+        float* pre = a.pre + b * 4 * n;
+        float out[8];
+        if (u + 1 == n) {
+          Dots<W, 4>(rows, x, h, out);
+          for (int q = 0; q < 4; ++q) pre[q * n + u] = out[q];
+        } else {
+          Dots<W, 8>(rows, x, h, out);
+          for (int q = 0; q < 4; ++q) {
+            pre[q * n + u] = out[q];
+            pre[q * n + u + 1] = out[4 + q];
+          }
+        }
+      }
+    }
+    for (int64_t b = 0; b < a.batch; ++b) {
+      if (a.xw[b] == nullptr) {  // the sequence ended: keep the state
+        std::memcpy(a.h_next + b * h + a.j0, a.h_prev + b * h + a.j0, n * sizeof(float));
+        continue;
+      }
+      int64_t u = 0;
+      for (; u + W <= n; u += W) LstmGates<typename Simd<W>::F>(a, b, u);
+      for (; u < n; ++u) LstmGates<typename Simd<1>::F>(a, b, u);
+    }
+  }
+};
+
+// Threads worth using for a recurrence whose step does `flops`: each step ends in a wait for
+// the slowest item, a microsecond or so, so every thread should get ~64 KFLOP of it.
+int RecurrenceThreads(int budget, double flops) {
+  return static_cast<int>(
+      std::clamp(flops / 65536.0, 1.0, static_cast<double>(std::max(budget, 1))));
+}
+
+// ---------------------------------------------------------------------------------------------
 
 enum class Cell { kLstm, kGru, kRnn };
 
@@ -198,6 +486,14 @@ struct RnnConfig {
   int64_t layout = 0;
 
   int gates() const { return cell == Cell::kLstm ? 4 : cell == Cell::kGru ? 3 : 1; }
+  // An LSTM the fast path runs: default activations (sigmoid, tanh, tanh).
+  bool plain_lstm() const {
+    if (cell != Cell::kLstm) return false;
+    for (size_t i = 0; i < acts.size(); ++i) {
+      if (acts[i].kind != (i % 3 == 0 ? ActKind::kSigmoid : ActKind::kTanh)) return false;
+    }
+    return true;
+  }
   int acts_per_dir() const { return cell == Cell::kLstm ? 3 : cell == Cell::kGru ? 2 : 1; }
   const char* name() const {
     return cell == Cell::kLstm ? "LSTM" : cell == Cell::kGru ? "GRU" : "RNN";
@@ -242,6 +538,10 @@ class RecurrentKernel final : public Kernel {
     Tensor* y_c = outputs.size() > 2 && outputs[2].defined() ? &outputs[2] : nullptr;
     if (y != nullptr) std::memset(y->raw_data(), 0, y->nbytes());
 
+    if (c_.plain_lstm() && d.batch <= kFastMaxBatch &&
+        g_fast_lstm.load(std::memory_order_relaxed)) {
+      return RunFastLstm(ctx, inputs, d, lens, y, y_h, y_c);
+    }
     const int64_t h = d.hidden, g = c_.gates(), gh = g * h, rows = d.seq * d.batch;
     NIMBLE_ASSIGN_OR_RETURN(Tensor xw, Tensor::Empty(DType::kF32, {rows, gh}, ctx.allocator));
     NIMBLE_ASSIGN_OR_RETURN(Tensor scratch,
@@ -360,6 +660,135 @@ class RecurrentKernel final : public Kernel {
   // Row of X (and xw) for (t, b).
   int64_t XRow(const Dims& d, int64_t t, int64_t b) const {
     return c_.layout == 0 ? t * d.batch + b : b * d.seq + t;
+  }
+
+  // The fast path re-reads each unit's R rows from L1 for every batch row; past this batch the
+  // per-step GEMMs of the general path use the weights better.
+  static constexpr int64_t kFastMaxBatch = 16;
+
+  // LSTM with default activations (any peepholes, clip, input_forget). All directions run
+  // together on one StepTeam whose items are slices of units of one direction: the first round
+  // projects the inputs of all steps onto the slice's gates (GEMMs), then one round per step
+  // runs LstmChunk.
+  absl::Status RunFastLstm(const KernelContext& ctx, absl::Span<const Tensor> inputs, const Dims& d,
+                           const std::vector<int64_t>& lens, Tensor* y, Tensor* y_h,
+                           Tensor* y_c) const {
+    const int dirs = c_.num_dirs;
+    const int64_t h = d.hidden, gh = 4 * h, batch = d.batch, rows = d.seq * batch;
+    const int64_t xw_stride = dirs * gh;  // xw row (t, b): [dirs, 4h]
+    NIMBLE_ASSIGN_OR_RETURN(Tensor xw_t,
+                            Tensor::Empty(DType::kF32, {rows, xw_stride}, ctx.allocator));
+    float* xw = xw_t.data<float>();
+    std::vector<float> bias(dirs * gh, 0.0f);
+    if (Present(inputs, 3)) {
+      const float* b = inputs[3].data<float>();
+      for (int dir = 0; dir < dirs; ++dir) {
+        for (int64_t j = 0; j < gh; ++j) {
+          bias[dir * gh + j] = b[dir * 2 * gh + j] + b[dir * 2 * gh + gh + j];
+        }
+      }
+    }
+    // Hidden state, double-buffered by step parity: [2][dirs][batch][h]; cell state in place.
+    const int64_t state_size = dirs * batch * h;
+    std::vector<float> hbuf(2 * state_size, 0.0f), cell(state_size, 0.0f);
+    for (int dir = 0; dir < dirs; ++dir) {
+      for (int64_t b = 0; b < batch; ++b) {
+        const int64_t at = (dir * batch + b) * h;
+        if (Present(inputs, 5)) {
+          std::memcpy(&hbuf[at], inputs[5].data<float>() + StateOffset(d, dir, b),
+                      h * sizeof(float));
+        }
+        if (Present(inputs, 6)) {
+          std::memcpy(&cell[at], inputs[6].data<float>() + StateOffset(d, dir, b),
+                      h * sizeof(float));
+        }
+      }
+    }
+    const int64_t max_len = lens.empty() ? 0 : *std::max_element(lens.begin(), lens.end());
+    const int threads =
+        RecurrenceThreads(ctx.num_threads, 2.0 * static_cast<double>(batch) * gh * h * dirs);
+    // One slice per thread and direction (at least 8 units each).
+    const int64_t per_dir = std::clamp<int64_t>(h / 8, 1, threads);
+    const int chunks = static_cast<int>(dirs * per_dir);
+    const int64_t max_units = (h + per_dir - 1) / per_dir;
+    // Per participant: the gate products of its slice and the per-row pointers of a step, each
+    // participant's on cache lines of its own.
+    const int64_t scratch_stride = (4 * max_units * batch + 15) / 16 * 16;
+    const int64_t rows_stride = (batch + 7) / 8 * 8;
+    std::vector<float> pre((threads + 1) * scratch_stride);
+    std::vector<const float*> xw_rows((threads + 1) * rows_stride);
+    std::vector<float*> y_rows((threads + 1) * rows_stride);
+    float* y_data = y != nullptr ? y->data<float>() : nullptr;
+    absl::Status status;
+    std::mutex status_mutex;  // guards status
+    // Round 0: each item projects the inputs of every step onto its own units' gate rows of W
+    // (four single-threaded sgemms), so the recurrence reads its xw columns from the cache of
+    // the thread that wrote them. Rounds 1 .. max_len: the steps.
+    const int64_t rounds = max_len > 0 ? max_len + 1 : 0;
+    RunSteps(threads, rounds, chunks, [&](int64_t round, int c, int p) {
+      const int dir = static_cast<int>(c / per_dir);
+      const int64_t k = c % per_dir;
+      const int64_t j0 = k * h / per_dir, j1 = (k + 1) * h / per_dir;
+      if (round == 0) {
+        for (int q = 0; q < 4 && j1 > j0; ++q) {
+          const int64_t col = dir * gh + q * h + j0;  // of xw; also the row of W
+          absl::Status st = onednn::Sgemm(
+              1, false, true, rows, j1 - j0, d.input, 1.0f, inputs[0].data<float>(), d.input,
+              inputs[1].data<float>() + col * d.input, d.input, 0.0f, xw + col, xw_stride);
+          if (!st.ok()) {
+            std::lock_guard<std::mutex> lock(status_mutex);
+            status.Update(st);
+          }
+        }
+        return;
+      }
+      const int64_t s = round - 1;
+      const bool reverse = c_.reverse_only || dir == 1;
+      LstmChunkArgs a;
+      a.r = inputs[2].data<float>() + dir * gh * h;
+      a.bias = bias.data() + dir * gh;
+      a.h_prev = hbuf.data() + (s & 1) * state_size + dir * batch * h;
+      a.h_next = hbuf.data() + ((s + 1) & 1) * state_size + dir * batch * h;
+      a.cell = cell.data() + dir * batch * h;
+      const float** xr = xw_rows.data() + p * rows_stride;
+      float** yr = y_rows.data() + p * rows_stride;
+      for (int64_t b = 0; b < batch; ++b) {
+        if (s >= lens[b]) {
+          xr[b] = nullptr;
+          yr[b] = nullptr;
+          continue;
+        }
+        const int64_t t = reverse ? lens[b] - 1 - s : s;
+        xr[b] = xw + XRow(d, t, b) * xw_stride + dir * gh;
+        yr[b] = y_data != nullptr ? y_data + YOffset(d, t, dir, b) : nullptr;
+      }
+      a.xw = xr;
+      a.y = yr;
+      a.pre = pre.data() + p * scratch_stride;
+      a.peep = Present(inputs, 7) ? inputs[7].data<float>() + dir * 3 * h : nullptr;
+      a.clip = c_.clip;
+      a.input_forget = c_.input_forget;
+      a.h = h;
+      a.batch = batch;
+      a.j0 = j0;
+      a.j1 = j1;
+      a.backward = (s & 1) != 0;
+      RunSimd<LstmChunk>(static_cast<const LstmChunkArgs*>(&a));
+    });
+    NIMBLE_RETURN_IF_ERROR(status);
+    const float* state = hbuf.data() + (max_len & 1) * state_size;
+    for (int dir = 0; dir < dirs; ++dir) {
+      for (int64_t b = 0; b < batch; ++b) {
+        const int64_t at = (dir * batch + b) * h;
+        if (y_h != nullptr) {
+          std::memcpy(y_h->data<float>() + StateOffset(d, dir, b), state + at, h * sizeof(float));
+        }
+        if (y_c != nullptr) {
+          std::memcpy(y_c->data<float>() + StateOffset(d, dir, b), &cell[at], h * sizeof(float));
+        }
+      }
+    }
+    return absl::OkStatus();
   }
 
   absl::Status RunDirection(const KernelContext& ctx, absl::Span<const Tensor> inputs,
@@ -599,6 +1028,8 @@ absl::StatusOr<KernelPtr> MakeRecurrent(Cell cell, const Attributes& a) {
 }
 
 }  // namespace
+
+void SetLstmFastPathForTesting(bool enabled) { g_fast_lstm.store(enabled); }
 
 void RegisterRnnKernels(KernelRegistry& registry) {
   registry.Register("LSTM", DeviceType::kCPU,

@@ -4,14 +4,19 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "vm/kernels/cpu/elementwise_internal.h"
 #include "vm/kernels/kernel.h"
 
 namespace nimble::vm {
+namespace cpu {
+void SetLstmFastPathForTesting(bool enabled);  // rnn.cc
+}  // namespace cpu
 namespace {
 
 using ::nimble::testing::StatusIs;
@@ -292,6 +297,116 @@ TEST(LstmTest, Errors) {
                   "LSTM", kCpu.type,
                   Attrs({{"activations", std::vector<std::string>{"Sigmoid", "Bogus", "Tanh"}}})),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("Bogus")));
+}
+
+// The fast LSTM path (default activations, no peepholes/clip/input_forget) against the general
+// path on the same inputs: odd sizes (vector tails, uneven slices), batch rows that end early or
+// never start, both layouts, initial states, every direction, several thread budgets (more
+// threads than cores too) and every SIMD level.
+struct FastCase {
+  std::string direction;
+  int64_t T, B, I, H;
+  bool bias, lens, init;
+  int64_t layout;
+  bool peep = false;
+  float clip = 0.0f;
+  bool input_forget = false;
+};
+
+std::vector<std::vector<float>> RunLstm(const FastCase& c, int threads, bool fast) {
+  const int dirs = c.direction == "bidirectional" ? 2 : 1;
+  const int64_t T = c.T, B = c.B, H = c.H;
+  std::vector<int64_t> lens(B);
+  for (int64_t b = 0; b < B; ++b) lens[b] = c.lens ? (b * 5 + T) % (T + 1) : T;  // some 0, some T
+  const Shape x_shape = c.layout == 0 ? Shape{T, B, c.I} : Shape{B, T, c.I};
+  const Shape state = c.layout == 0 ? Shape{dirs, B, H} : Shape{B, dirs, H};
+  std::vector<Tensor> inputs = {
+      F(Random(T * B * c.I, 11), x_shape),
+      F(Random(dirs * 4 * H * c.I, 12, 0.3f), {dirs, 4 * H, c.I}),
+      F(Random(dirs * 4 * H * H, 13, 0.3f), {dirs, 4 * H, H}),
+      c.bias ? F(Random(dirs * 8 * H, 14, 0.5f), {dirs, 8 * H}) : Tensor(),
+      c.lens ? Tensor::FromVector<int64_t>(lens, {B}) : Tensor(),
+      c.init ? F(Random(dirs * B * H, 15), state) : Tensor(),
+      c.init ? F(Random(dirs * B * H, 16, 2.0f), state) : Tensor(),
+      c.peep ? F(Random(dirs * 3 * H, 17), {dirs, 3 * H}) : Tensor()};
+  Attributes attrs = Attrs({{"direction", c.direction}, {"layout", c.layout}});
+  if (c.clip > 0) attrs.Set("clip", static_cast<double>(c.clip));
+  if (c.input_forget) attrs.Set("input_forget", int64_t{1});
+  cpu::SetLstmFastPathForTesting(fast);
+  auto out = RunOp("LSTM", attrs, inputs, 3, threads);
+  cpu::SetLstmFastPathForTesting(true);
+  EXPECT_TRUE(out.ok()) << out.status();
+  if (!out.ok()) return {};
+  return {Values((*out)[0]), Values((*out)[1]), Values((*out)[2])};
+}
+
+void CheckFastPath(const FastCase& c) {
+  const auto want = RunLstm(c, 1, false);
+  ASSERT_EQ(want.size(), 3u);
+  for (cpu::SimdLevel level :
+       {cpu::SimdLevel::kAvx512, cpu::SimdLevel::kAvx2, cpu::SimdLevel::kBaseline}) {
+    cpu::SetSimdLevelForTesting(level);
+    for (int threads : {1, 2, 3, 16}) {
+      SCOPED_TRACE(::testing::Message()
+                   << c.direction << " T=" << c.T << " B=" << c.B << " H=" << c.H << " layout="
+                   << c.layout << " threads=" << threads << " simd=" << static_cast<int>(level));
+      const auto got = RunLstm(c, threads, true);
+      ASSERT_EQ(got.size(), 3u);
+      for (int i = 0; i < 3; ++i) ExpectNear(got[i], want[i], 2e-5f);
+    }
+  }
+  cpu::SetSimdLevelForTesting(cpu::DetectedSimdLevel());
+}
+
+TEST(LstmFastPathTest, ForwardBatchOne) {
+  CheckFastPath({"forward", 9, 1, 23, 37, true, false, false, 0});
+}
+TEST(LstmFastPathTest, ReverseBatchWithLensAndStates) {
+  CheckFastPath({"reverse", 6, 5, 17, 29, true, true, true, 0});
+}
+TEST(LstmFastPathTest, BidirectionalLayout1) {
+  CheckFastPath({"bidirectional", 5, 3, 8, 203, true, true, true, 1});
+}
+TEST(LstmFastPathTest, BidirectionalNoBiasManySlices) {
+  // Big enough that every thread budget here gets its own slices.
+  CheckFastPath({"bidirectional", 4, 2, 40, 256, false, false, true, 0});
+}
+TEST(LstmFastPathTest, TinyHiddenAndEmptySequences) {
+  CheckFastPath({"forward", 3, 4, 2, 1, true, true, true, 0});
+  CheckFastPath({"bidirectional", 1, 2, 5, 3, false, true, false, 0});
+}
+TEST(LstmFastPathTest, PeepholesClipAndInputForget) {
+  FastCase c{"bidirectional", 6, 3, 11, 45, true, true, true, 0};
+  c.peep = true;
+  CheckFastPath(c);
+  c.clip = 0.4f;
+  CheckFastPath(c);
+  c.direction = "forward";
+  c.input_forget = true;
+  CheckFastPath(c);
+  c.peep = false;
+  c.clip = 0;
+  c.layout = 1;
+  CheckFastPath(c);
+}
+TEST(LstmFastPathTest, ConcurrentCallers) {
+  // Two workers run the kernel at once, each on its own budget (its own team and arena).
+  const FastCase c{"bidirectional", 7, 2, 19, 130, true, true, true, 0};
+  const auto want = RunLstm(c, 1, false);
+  ASSERT_EQ(want.size(), 3u);
+  std::vector<std::vector<std::vector<float>>> got(4);
+  std::vector<std::thread> workers;
+  for (int i = 0; i < 4; ++i) {
+    workers.emplace_back([&, i] { got[i] = RunLstm(c, 2 + i % 2, true); });
+  }
+  for (std::thread& t : workers) t.join();
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_EQ(got[i].size(), 3u);
+    for (int k = 0; k < 3; ++k) ExpectNear(got[i][k], want[k], 2e-5f);
+  }
+}
+TEST(LstmFastPathTest, Hidden650) {
+  CheckFastPath({"forward", 3, 1, 650, 650, true, false, false, 0});
 }
 
 // Not a test of speed: prints per-step time for the PTB-size LSTM (batch 1, hidden 650) when

@@ -1,8 +1,12 @@
 #include "vm/runtime/allocator.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <bit>
 #include <cstdlib>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -49,6 +53,24 @@ absl::StatusOr<void*> PooledAllocator::Allocate(size_t bytes) {
       return ptr;
     }
   }
+  // A miss: before asking the system, give back cached blocks of other classes (largest
+  // first) so that reserved memory (in use + cached) stays within the in-use high-water mark.
+  // A workload of changing shapes then never holds more than its largest call needed.
+  std::vector<std::pair<void*, size_t>> released;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const int64_t need = static_cast<int64_t>(class_bytes);
+    const int64_t target = std::max(stats_.peak_in_use_bytes, stats_.in_use_bytes + need);
+    for (auto it = lists_.rbegin();
+         it != lists_.rend() && stats_.in_use_bytes + stats_.cached_bytes + need > target; ++it) {
+      while (!it->blocks.empty() && stats_.in_use_bytes + stats_.cached_bytes + need > target) {
+        released.emplace_back(it->blocks.back(), it->class_bytes);
+        it->blocks.pop_back();
+        stats_.cached_bytes -= static_cast<int64_t>(it->class_bytes);
+      }
+    }
+  }
+  for (auto [block, size] : released) SystemFree(block, size);
   void* ptr = SystemAllocate(class_bytes);
   if (ptr == nullptr) {
     // The cache may hold memory of other classes: give it back and try once more.
@@ -103,11 +125,29 @@ void PooledAllocator::Trim() {
 
 void PooledAllocator::ReleaseAll() { Trim(); }
 
+namespace {
+// Blocks from this size on are mapped directly: freeing them returns the pages to the system
+// at once (malloc would keep them in its heap past its adaptive mmap threshold).
+constexpr size_t kMapBytes = size_t{1} << 20;
+}  // namespace
+
 void* CpuAllocator::SystemAllocate(size_t bytes) {
-  return std::aligned_alloc(kAlignment, (bytes + kAlignment - 1) & ~(kAlignment - 1));
+  bytes = (bytes + kAlignment - 1) & ~(kAlignment - 1);
+  if (bytes >= kMapBytes) {
+    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? nullptr : p;
+  }
+  return std::aligned_alloc(kAlignment, bytes);
 }
 
-void CpuAllocator::SystemFree(void* ptr, size_t) { std::free(ptr); }
+void CpuAllocator::SystemFree(void* ptr, size_t bytes) {
+  bytes = (bytes + kAlignment - 1) & ~(kAlignment - 1);
+  if (bytes >= kMapBytes) {
+    munmap(ptr, bytes);
+    return;
+  }
+  std::free(ptr);
+}
 
 Allocator* DefaultCpuAllocator() {
   static CpuAllocator* allocator = new CpuAllocator();  // never destroyed: outlives all tensors

@@ -402,6 +402,9 @@ class PackedWeights {
   mutable std::list<Entry> entries_;
 };
 
+// Primitives specialised to exact dims per kernel before new row counts share a run-time-dim one.
+constexpr size_t kSpecializedPrimitives = 8;
+
 // The f32 product with epilogue on oneDNN (reference loops where oneDNN declines). With
 // `packed` (B is a constant), a 2-D B is read from a copy in oneDNN's preferred layout.
 absl::Status MatMulF32(const KernelContext& ctx, const PrimitiveCache& cache, const MatMulPlan& p,
@@ -439,10 +442,50 @@ absl::Status MatMulF32(const KernelContext& ctx, const PrimitiveCache& cache, co
   key.push_back(threads);
   const bool pack_b = packed != nullptr && d.b.size() == 2;
   key.push_back(pack_b);
-  auto prim = cache.GetOrCreate(key, [&] {
-    onednn::ScopedThreads scoped(threads);
-    return CreateMatMul(d, e, pack_b);
-  });
+  // A kernel that has seen many row counts (a dynamic sequence length outside shape buckets)
+  // runs new ones on one primitive with a run-time row count instead of JIT-compiling a
+  // primitive per length: bounded memory and no creation on the request path. oneDNN takes no
+  // run-time dims in a binary post-op, so a residual becomes the sum post-op over the output
+  // pre-filled with it (same result when nothing follows the add: no activation, alpha 1).
+  absl::StatusOr<std::shared_ptr<const CachedPrimitive>> prim =
+      std::shared_ptr<const CachedPrimitive>();
+  Epilogue generic_e = e;
+  bool use_generic = false;
+  const bool residual_ok = e.residual == nullptr ||
+                           (e.activation == Activation::kNone && e.alpha == 1.0f && !e.accumulate);
+  // Row-major A only: a transposed A's strides depend on the row count.
+  if (d.a.size() == 2 && d.a_strides[1] == 1 && d.a_strides[0] == d.a[1] && residual_ok &&
+      cache.size() >= kSpecializedPrimitives && !cache.Contains(key)) {
+    if (e.residual != nullptr) {
+      generic_e.residual = nullptr;
+      generic_e.accumulate = true;
+    }
+    PrimitiveCache::Key generic = key;
+    generic.push_back(-1);  // distinct from every specialized key
+    // The row counts in the key: a is key[0..2] (rank, M, K), then a's strides, b, b's strides
+    // (3 each), and c is key[12..14] (rank, M, N).
+    generic[1] = -1;
+    generic[13] = -1;
+    MatMulDims rd = d;
+    rd.a[0] = DNNL_RUNTIME_DIM_VAL;
+    rd.c[0] = DNNL_RUNTIME_DIM_VAL;
+    prim = cache.GetOrCreate(generic, [&] {
+      onednn::ScopedThreads scoped(threads);
+      return CreateMatMul(rd, generic_e, pack_b);
+    });
+    use_generic = prim.ok();
+    if (!prim.ok()) prim = std::shared_ptr<const CachedPrimitive>();  // specialize instead
+  }
+  if (prim.ok() && *prim == nullptr) {
+    prim = cache.GetOrCreate(key, [&] {
+      onednn::ScopedThreads scoped(threads);
+      return CreateMatMul(d, e, pack_b);
+    });
+  }
+  if (use_generic && e.residual != nullptr && e.residual != c) {
+    std::memcpy(c, e.residual, static_cast<size_t>(p.num_batches() * p.m * p.n) * sizeof(float));
+  }
+  const Epilogue& used = use_generic ? generic_e : e;
   if (!prim.ok()) {
     if (prim.status().code() != absl::StatusCode::kUnimplemented) {
       return Annotate(prim.status(), op);
@@ -467,20 +510,20 @@ absl::Status MatMulF32(const KernelContext& ctx, const PrimitiveCache& cache, co
     Dims bias_dims(d.c.size(), 1);
     bias_dims.back() = d.c.back();
     const memory::desc bias_md(bias_dims, f32, RowMajorStrides(bias_dims));
-    int post_op = (e.accumulate ? 1 : 0) + (e.alpha != 1.0f ? 1 : 0);
-    if (e.bias != nullptr) {
-      if (e.alpha == 1.0f && !e.accumulate) {
-        args[DNNL_ARG_BIAS] = onednn::Memory(bias_md, e.bias);
+    int post_op = (used.accumulate ? 1 : 0) + (used.alpha != 1.0f ? 1 : 0);
+    if (used.bias != nullptr) {
+      if (used.alpha == 1.0f && !used.accumulate) {
+        args[DNNL_ARG_BIAS] = onednn::Memory(bias_md, used.bias);
       } else {
         args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(post_op) | DNNL_ARG_SRC_1] =
-            onednn::Memory(bias_md, e.bias);
+            onednn::Memory(bias_md, used.bias);
         ++post_op;
       }
     }
-    if (e.activation != Activation::kNone) ++post_op;
-    if (e.residual != nullptr) {
+    if (used.activation != Activation::kNone) ++post_op;
+    if (used.residual != nullptr) {
       args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(post_op) | DNNL_ARG_SRC_1] =
-          onednn::Memory(c_md, e.residual);
+          onednn::Memory(c_md, used.residual);
     }
   } catch (const dnnl::error& err) {
     return onednn::ErrorStatus(err, op);

@@ -228,6 +228,41 @@ TEST(FusedMatMulTest, ConstantWeightsPacked) {
   ExpectNear(Values<float>(out[0]), prod);
 }
 
+// Past kSpecializedPrimitives row counts one kernel runs new ones on a run-time-row primitive
+// (the residual then goes through the sum post-op): results stay exact for every length,
+// in any order, with and without activation.
+TEST(FusedMatMulTest, ManyRowCountsShareARuntimeDimPrimitive) {
+  const int64_t k = 32, n = 48;
+  const auto w = Random(k * n, 81), bias = Random(n, 82);
+  KernelContext ctx;
+  ctx.num_threads = 2;
+  for (const char* activation : {"", "relu", "gelu"}) {
+    auto kernel = KernelRegistry::Global().Create(
+        "FusedMatMul", kCpu.type,
+        Attrs({{"activation", std::string(activation)}, {"constant_b", int64_t{1}}}));
+    ASSERT_THAT(kernel, IsOk());
+    for (int64_t m : {1, 2, 3, 5, 8, 13, 21, 34, 55, 3, 89, 144, 1, 17, 100, 233, 512, 1536}) {
+      SCOPED_TRACE(absl::StrCat(activation, " m=", m));
+      // Batch 2 over [2, m, k] x [k, n]: folded into one [2m, k] product.
+      const auto a = Random(2 * m * k, 83 + m), res = Random(2 * m * n, 84 + m);
+      Shape shape;
+      const auto prod = NaiveMatMul(a, {2, m, k}, w, {k, n}, &shape);
+      std::vector<float> want(prod.size());
+      for (size_t i = 0; i < prod.size(); ++i) {
+        float v = prod[i] + bias[i % n];
+        if (std::string(activation) == "relu") v = std::max(v, 0.0f);
+        if (std::string(activation) == "gelu") v = Gelu(v);
+        want[i] = v + res[i];
+      }
+      std::vector<Tensor> outputs = {*Tensor::Empty(DType::kF32, {2, m, n})};
+      const std::vector<Tensor> inputs = {F(a, {2, m, k}), F(w, {k, n}), F(bias, {n}),
+                                          F(res, {2, m, n})};
+      ASSERT_THAT((*kernel)->Run(ctx, inputs, absl::MakeSpan(outputs)), IsOk());
+      ExpectNear(Values<float>(outputs[0]), want);
+    }
+  }
+}
+
 TEST(FusedMatMulTest, Activations) {
   const auto a = Random(3 * 8, 21), w = Random(8 * 4, 22), bias = Random(4, 23);
   Shape shape;

@@ -175,6 +175,11 @@ absl::StatusOr<std::shared_ptr<const CachedPrimitive>> PrimitiveCache::GetOrCrea
   return entry;
 }
 
+bool PrimitiveCache::Contains(const Key& key) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return index_.count(key) != 0;
+}
+
 size_t PrimitiveCache::size() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return lru_.size();

@@ -117,6 +117,7 @@ class PrimitiveCache {
       const Key& key, absl::FunctionRef<absl::StatusOr<CachedPrimitive>()> create) const;
 
   size_t size() const;
+  bool Contains(const Key& key) const;
 
  private:
   using Entry = std::pair<Key, std::shared_ptr<const CachedPrimitive>>;

@@ -13,6 +13,8 @@ packages=(
   libtbb-dev libdnnl-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev curl
+  # executable-cache digests (SHA-256)
+  libssl-dev
   # linting of deployment files
   yamllint python3-yaml
   # PyTorch + ONNX (Debian's): export of the test models and the CPU baseline

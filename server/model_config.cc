@@ -146,6 +146,7 @@ absl::Status ResolveTensors(absl::string_view key, const std::vector<vm::TensorS
   for (const vm::TensorSignature& sig : sigs) {
     TensorConfig t;
     if (const TensorConfig* d = FindTensor(declared, sig.name)) t = *d;
+    t.set_name(sig.name);
     const std::string where = absl::StrCat(key, " '", sig.name, "'");
     if (sig.kind != vm::ValueKind::kTensor) {
       return absl::UnimplementedError(absl::StrCat(where, " is an ONNX ",

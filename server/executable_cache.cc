@@ -27,6 +27,7 @@ class Sha256 {
     EVP_DigestUpdate(ctx_, &size, sizeof(size));
     EVP_DigestUpdate(ctx_, bytes.data(), bytes.size());
   }
+  void Raw(std::string_view bytes) { EVP_DigestUpdate(ctx_, bytes.data(), bytes.size()); }
   std::string Hex() {
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int size = 0;
@@ -47,7 +48,7 @@ const std::vector<double>& CompileBuckets() {
 
 std::string Sha256Hex(std::string_view bytes) {
   Sha256 sha;
-  sha.Field(bytes);
+  sha.Raw(bytes);
   return sha.Hex();
 }
 

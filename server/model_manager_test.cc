@@ -1,0 +1,143 @@
+#include "server/model_manager.h"
+
+#include <filesystem>
+#include <future>
+
+#include "base/testing/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/test_models.h"
+
+namespace nimble::server {
+namespace {
+
+using ::nimble::testing::IsOk;
+using ::nimble::testing::StatusIs;
+using ::testing::HasSubstr;
+
+class ModelManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = ::testing::TempDir() + "/nimble_model_manager_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::filesystem::remove_all(root_);
+    std::filesystem::create_directories(root_);
+    repo_ = std::make_unique<ModelRepository>(root_);
+    cache_ = std::make_unique<ExecutableCache>(ExecutableCache::Options{}, registry_);
+    manager_ = std::make_unique<ModelManager>(repo_.get(), cache_.get(), ModelManager::Options{});
+  }
+
+  absl::Status LoadAndWait(const std::string& model, ModelUpload upload = {}) {
+    std::promise<absl::Status> done;
+    manager_->Load(model, std::move(upload), [&](absl::Status s) { done.set_value(s); });
+    return done.get_future().get();
+  }
+
+  static ModelUpload Files(std::map<std::string, std::string> files) {
+    ModelUpload upload;
+    upload.files = std::move(files);
+    return upload;
+  }
+
+  // Runs `model` on x = [[1, 2, 3, 4]] and returns y.
+  absl::StatusOr<std::vector<float>> Run(const std::string& model, const std::string& version) {
+    NIMBLE_ASSIGN_OR_RETURN(auto instance, manager_->Get(model, version));
+    std::vector<float> x = {1, 2, 3, 4};
+    NIMBLE_ASSIGN_OR_RETURN(auto outputs,
+                            instance->RunAndWait({vm::Tensor::FromVector<float>(x, {1, 4})}));
+    const float* y = outputs[0].data<float>();
+    return std::vector<float>(y, y + 4);
+  }
+
+  std::string root_;
+  prometheus::Registry registry_;
+  std::unique_ptr<ModelRepository> repo_;
+  std::unique_ptr<ExecutableCache> cache_;
+  std::unique_ptr<ModelManager> manager_;
+};
+
+TEST_F(ModelManagerTest, LoadsEveryModelAtStartWithVersions) {
+  ASSERT_THAT(repo_->WriteModel("m", std::nullopt,
+                                {{"file:1/model.onnx", testing::ElementwiseModel("Add")},
+                                 {"file:2/model.onnx", testing::ElementwiseModel("Mul")}}),
+              IsOk());
+  std::promise<void> all;
+  manager_->LoadAll([&] { all.set_value(); });
+  all.get_future().get();
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto latest, Run("m", ""));
+  EXPECT_EQ(latest, (std::vector<float>{1, 4, 9, 16}));  // version 2 (Mul) by default
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto v1, Run("m", "1"));
+  EXPECT_EQ(v1, (std::vector<float>{2, 4, 6, 8}));
+  EXPECT_THAT(manager_->Get("m", "3"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("no version 3")));
+  EXPECT_THAT(manager_->Get("m", "x"), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(manager_->Get("nope", ""), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_EQ(manager_->ReadyVersions("m"), (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(cache_->compilations(), 2);
+}
+
+TEST_F(ModelManagerTest, CompileFailureIsUnavailableWithTheCompilersMessage) {
+  ASSERT_THAT(LoadAndWait("good", Files({{"file:1/model.onnx", testing::ElementwiseModel("Add")}})),
+              IsOk());
+  absl::Status failed =
+      LoadAndWait("broken", Files({{"file:1/model.onnx", testing::ElementwiseModel("NoSuchOp")}}));
+  EXPECT_THAT(failed, StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("NoSuchOp"))) << failed;
+  EXPECT_THAT(manager_->Get("broken", ""),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("NoSuchOp")));
+  bool listed = false;
+  for (const ModelIndexEntry& e : manager_->Index()) {
+    if (e.name != "broken") continue;
+    listed = true;
+    EXPECT_EQ(e.state, VersionState::kUnavailable);
+    EXPECT_THAT(e.reason, HasSubstr("NoSuchOp"));
+  }
+  EXPECT_TRUE(listed);
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto y, Run("good", ""));  // the other model still serves
+  EXPECT_EQ(y[3], 8);
+}
+
+TEST_F(ModelManagerTest, ReloadSwapsVersionsAndUnloadRefusesNewWork) {
+  ASSERT_THAT(LoadAndWait("m", Files({{"file:1/model.onnx", testing::ElementwiseModel("Add")}})),
+              IsOk());
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto old_instance, manager_->Get("m", "1"));
+  ASSERT_THAT(LoadAndWait("m", Files({{"file:1/model.onnx", testing::ElementwiseModel("Mul")}})),
+              IsOk());
+  EXPECT_TRUE(old_instance->replaced());
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto y, Run("m", "1"));
+  EXPECT_EQ(y, (std::vector<float>{1, 4, 9, 16}));
+
+  // A config-only load checks the config before writing it.
+  ModelUpload bad_config;
+  bad_config.config_json = R"({"max_batch_size": -1})";
+  EXPECT_THAT(LoadAndWait("m", bad_config),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("max_batch_size")));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto still, Run("m", "1"));
+  EXPECT_EQ(still[0], 1);
+
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto instance, manager_->Get("m", ""));
+  ASSERT_THAT(manager_->Unload("m"), IsOk());
+  EXPECT_THAT(manager_->Get("m", ""),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("'m' is unloaded")));
+  EXPECT_THAT(instance->RunAndWait({}), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(manager_->Unload("never"), StatusIs(absl::StatusCode::kNotFound));
+  // Loading again brings it back (from the in-memory executable cache).
+  ASSERT_THAT(LoadAndWait("m"), IsOk());
+  EXPECT_THAT(Run("m", ""), IsOk());
+  EXPECT_EQ(cache_->compilations(), 2);
+}
+
+TEST_F(ModelManagerTest, QueueBoundAndPriorities) {
+  ModelUpload upload = Files({{"file:1/model.onnx", testing::ElementwiseModel("Add")}});
+  upload.config_json = R"({"priority_levels": 2, "max_queue_size": 4})";
+  ASSERT_THAT(LoadAndWait("m", upload), IsOk());
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto instance, manager_->Get("m", ""));
+  InferJob job;
+  job.priority = 3;
+  EXPECT_THAT(instance->Submit(std::move(job)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("1..2")));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto y, Run("m", ""));
+  EXPECT_EQ(y[0], 2);
+}
+
+}  // namespace
+}  // namespace nimble::server

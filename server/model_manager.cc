@@ -63,6 +63,7 @@ void ModelManager::Load(const std::string& model, ModelUpload upload, Done done)
           done(absl::UnavailableError("the server is shutting down"));
           return;
         }
+        if (options_.on_load_start) options_.on_load_start(model);
         absl::Status status = LoadNow(model, generation, upload);
         if (!status.ok())
           spdlog::error("loading model '{}': {}", model, std::string(status.message()));
@@ -115,7 +116,10 @@ absl::Status ModelManager::LoadNow(const std::string& model, uint64_t generation
   {
     // Versions no longer on disk go away; new ones appear as loading.
     std::lock_guard<std::mutex> lock(mu_);
-    if (!IsCurrent(model, generation)) return absl::AbortedError("superseded by a newer load");
+    if (!IsCurrent(model, generation)) {
+      return absl::AbortedError(
+          absl::StrCat("model '", model, "' was unloaded or reloaded while it loaded"));
+    }
     Entry& entry = models_[model];
     for (auto it = entry.versions.begin(); it != entry.versions.end();) {
       if (std::find(versions->begin(), versions->end(), it->first) == versions->end()) {

@@ -54,6 +54,8 @@ class ModelManager {
   struct Options {
     int compile_threads = 1;
     std::string device = "cpu";
+    // Called on the compile thread as each load of a model starts (tests hold loads here).
+    std::function<void(const std::string& model)> on_load_start;
   };
   ModelManager(ModelRepository* repository, ExecutableCache* cache, Options options);
   ~ModelManager();

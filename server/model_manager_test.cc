@@ -126,6 +126,35 @@ TEST_F(ModelManagerTest, ReloadSwapsVersionsAndUnloadRefusesNewWork) {
   EXPECT_EQ(cache_->compilations(), 2);
 }
 
+TEST_F(ModelManagerTest, RequestsWhileLoadingAreUnavailableAndUnloadDiscardsTheLoad) {
+  std::promise<void> started, release;
+  std::shared_future<void> released = release.get_future().share();
+  ModelManager::Options options;
+  options.on_load_start = [&](const std::string&) {
+    started.set_value();
+    released.wait();
+  };
+  manager_ = std::make_unique<ModelManager>(repo_.get(), cache_.get(), options);
+  std::promise<absl::Status> done;
+  manager_->Load("m", Files({{"file:1/model.onnx", testing::ElementwiseModel("Add")}}),
+                 [&](absl::Status s) { done.set_value(s); });
+  started.get_future().wait();
+  EXPECT_THAT(manager_->Get("m", ""),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("model 'm' is loading")));
+  const auto index = manager_->Index();
+  ASSERT_EQ(index.size(), 1u);
+  EXPECT_EQ(index[0].state, VersionState::kLoading);
+  ASSERT_THAT(manager_->Unload("m"), IsOk());
+  release.set_value();
+  EXPECT_THAT(done.get_future().get(),
+              StatusIs(absl::StatusCode::kAborted, HasSubstr("unloaded or reloaded")));
+  EXPECT_THAT(manager_->Get("m", ""),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("is unloaded")));
+  manager_ = std::make_unique<ModelManager>(repo_.get(), cache_.get(), ModelManager::Options{});
+  ASSERT_THAT(LoadAndWait("m"), IsOk());  // the upload itself was written
+  EXPECT_THAT(manager_->Get("m", ""), IsOk());
+}
+
 TEST_F(ModelManagerTest, QueueBoundAndPriorities) {
   ModelUpload upload = Files({{"file:1/model.onnx", testing::ElementwiseModel("Add")}});
   upload.config_json = R"({"priority_levels": 2, "max_queue_size": 4})";

@@ -15,8 +15,15 @@ namespace {
 using ::nimble::testing::StatusIs;
 using ::testing::HasSubstr;
 
+// An empty repository of its own (the temp directory itself may hold anything).
+std::string EmptyRepository() {
+  const std::string dir = ::testing::TempDir() + "/nimble_server_test_repo";
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
 ServerOptions TestOptions() {
-  return ServerOptions{.model_repository = ::testing::TempDir(),
+  return ServerOptions{.model_repository = EmptyRepository(),
                        .grpc_address = "127.0.0.1:0",
                        .metrics_address = "127.0.0.1",
                        .metrics_port = 0,

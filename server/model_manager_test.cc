@@ -155,6 +155,35 @@ TEST_F(ModelManagerTest, RequestsWhileLoadingAreUnavailableAndUnloadDiscardsTheL
   EXPECT_THAT(manager_->Get("m", ""), IsOk());
 }
 
+TEST_F(ModelManagerTest, ReloadFinishesEveryRequestTheOldVersionAccepted) {
+  ASSERT_THAT(LoadAndWait("m", Files({{"file:1/model.onnx", testing::ElementwiseModel("Add")}})),
+              IsOk());
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto old_instance, manager_->Get("m", ""));
+  constexpr int kJobs = 200;
+  std::atomic<int> ok{0}, failed{0};
+  std::promise<void> all_done;
+  std::atomic<int> remaining{kJobs};
+  const std::vector<float> x = {1, 2, 3, 4};
+  for (int i = 0; i < kJobs; ++i) {
+    InferJob job;
+    job.inputs = {vm::Tensor::FromVector<float>(x, {1, 4})};
+    job.enqueued = Clock::now();
+    job.done = [&](absl::StatusOr<std::vector<vm::Tensor>> result, uint64_t, uint64_t) {
+      (result.ok() && (*result)[0].data<float>()[3] == 8 ? ok : failed).fetch_add(1);
+      if (remaining.fetch_sub(1) == 1) all_done.set_value();
+    };
+    ASSERT_THAT(old_instance->Submit(std::move(job)), IsOk());
+  }
+  // The reload swaps while (most of) those are still queued on the old instance.
+  ASSERT_THAT(LoadAndWait("m", Files({{"file:1/model.onnx", testing::ElementwiseModel("Mul")}})),
+              IsOk());
+  all_done.get_future().wait();
+  EXPECT_EQ(ok.load(), kJobs);
+  EXPECT_EQ(failed.load(), 0);
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto y, Run("m", ""));
+  EXPECT_EQ(y[3], 16);
+}
+
 TEST_F(ModelManagerTest, QueueBoundAndPriorities) {
   ModelUpload upload = Files({{"file:1/model.onnx", testing::ElementwiseModel("Add")}});
   upload.config_json = R"({"priority_levels": 2, "max_queue_size": 4})";

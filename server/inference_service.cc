@@ -351,6 +351,8 @@ void InferenceService::Infer(const inference::ModelInferRequest& request,
       t.compute_output_ns = NsSince(output_start);
       t.total_ns = NsSince(arrival);
       if (status.ok()) {
+        spdlog::debug("request '{}' to model '{}' v{}: ok in {} us (queue {} us, infer {} us)", id,
+                      name, version, t.total_ns / 1000, t.queue_ns / 1000, infer_ns / 1000);
         stats->RecordSuccess(t, batch_size, NowMs());
         auto observe = [&](const char* phase, uint64_t ns) {
           phase_seconds_

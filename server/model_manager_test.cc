@@ -2,7 +2,9 @@
 
 #include <filesystem>
 #include <future>
+#include <mutex>
 
+#include "absl/strings/str_cat.h"
 #include "base/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -13,6 +15,7 @@ namespace {
 
 using ::nimble::testing::IsOk;
 using ::nimble::testing::StatusIs;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 class ModelManagerTest : public ::testing::Test {
@@ -184,17 +187,54 @@ TEST_F(ModelManagerTest, ReloadFinishesEveryRequestTheOldVersionAccepted) {
   EXPECT_EQ(y[3], 16);
 }
 
-TEST_F(ModelManagerTest, QueueBoundAndPriorities) {
+TEST_F(ModelManagerTest, QueueBoundPrioritiesDeadlinesAndCancellation) {
   ModelUpload upload = Files({{"file:1/model.onnx", testing::ElementwiseModel("Add")}});
-  upload.config_json = R"({"priority_levels": 2, "max_queue_size": 4})";
+  upload.config_json = R"({"priority_levels": 2, "max_queue_size": 3})";
   ASSERT_THAT(LoadAndWait("m", upload), IsOk());
   NIMBLE_ASSERT_OK_AND_ASSIGN(auto instance, manager_->Get("m", ""));
-  InferJob job;
-  job.priority = 3;
-  EXPECT_THAT(instance->Submit(std::move(job)),
+  const std::vector<float> x = {1, 2, 3, 4};
+  std::mutex mu;
+  std::vector<std::string> order;  // completion order by job name
+  auto make_job = [&](const std::string& name, uint32_t priority) {
+    InferJob job;
+    job.inputs = {vm::Tensor::FromVector<float>(x, {1, 4})};
+    job.priority = priority;
+    job.enqueued = Clock::now();
+    job.done = [&, name](absl::StatusOr<std::vector<vm::Tensor>> result, uint64_t, uint64_t) {
+      std::lock_guard<std::mutex> lock(mu);
+      order.push_back(absl::StrCat(name, ":", absl::StatusCodeToString(result.status().code())));
+    };
+    return job;
+  };
+  // Keep the one instance busy: its job's completion waits for `release`.
+  std::promise<void> running, release;
+  std::shared_future<void> released = release.get_future().share();
+  InferJob blocker = make_job("blocker", 1);
+  blocker.done = [&](absl::StatusOr<std::vector<vm::Tensor>>, uint64_t, uint64_t) {
+    running.set_value();
+    released.wait();
+  };
+  ASSERT_THAT(instance->Submit(std::move(blocker)), IsOk());
+  running.get_future().wait();
+
+  InferJob bad_priority = make_job("bad", 3);
+  EXPECT_THAT(instance->Submit(std::move(bad_priority)),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("1..2")));
-  NIMBLE_ASSERT_OK_AND_ASSIGN(auto y, Run("m", ""));
-  EXPECT_EQ(y[0], 2);
+  ASSERT_THAT(instance->Submit(make_job("low", 2)), IsOk());
+  InferJob expired = make_job("expired", 1);
+  expired.deadline = Clock::now() - std::chrono::milliseconds(1);
+  ASSERT_THAT(instance->Submit(std::move(expired)), IsOk());
+  InferJob cancelled = make_job("cancelled", 2);
+  cancelled.cancelled = std::make_shared<std::atomic<bool>>(true);
+  ASSERT_THAT(instance->Submit(std::move(cancelled)), IsOk());
+  EXPECT_THAT(instance->Submit(make_job("over", 1)),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("queue is full")));
+  EXPECT_EQ(instance->pending(), 3);
+  release.set_value();
+  // Stop() runs what is queued, then joins.
+  instance->Stop();
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_THAT(order, ElementsAre("expired:DEADLINE_EXCEEDED", "low:OK", "cancelled:CANCELLED"));
 }
 
 }  // namespace

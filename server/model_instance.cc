@@ -84,6 +84,15 @@ void ModelInstance::Worker(int index) {
   options.num_threads = threads;
   vm::VirtualMachine machine(executable_, options);
   tbb::task_arena arena(threads);
+  absl::Status warm = WarmUpOn(machine, arena);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (warm_status_.ok() && !warm.ok()) {
+      warm_status_ = Annotate(warm, absl::StrCat("instance ", index));
+    }
+    ++warmed_;
+  }
+  cv_warm_.notify_all();
   InferJob job;
   while (NextJob(&job)) {
     const Clock::time_point start = Clock::now();
@@ -127,7 +136,7 @@ absl::StatusOr<std::vector<vm::Tensor>> ModelInstance::RunAndWait(std::vector<vm
   return future.get();
 }
 
-absl::Status ModelInstance::WarmUp() {
+absl::Status ModelInstance::WarmUpOn(vm::VirtualMachine& machine, tbb::task_arena& arena) {
   auto make_inputs = [&](const config::WarmupRun* run) -> absl::StatusOr<std::vector<vm::Tensor>> {
     std::vector<vm::Tensor> inputs;
     for (const config::TensorConfig& t : config_.inputs()) {
@@ -135,8 +144,9 @@ absl::Status ModelInstance::WarmUp() {
       for (int64_t& d : shape) d = d < 0 ? 1 : d;
       if (run != nullptr) {
         auto it = run->inputs().find(t.name());
-        if (it != run->inputs().end())
+        if (it != run->inputs().end()) {
           shape.assign(it->second.dims().begin(), it->second.dims().end());
+        }
       }
       NIMBLE_ASSIGN_OR_RETURN(vm::DType dtype, DTypeFromKServe(t.datatype()));
       NIMBLE_ASSIGN_OR_RETURN(vm::Tensor tensor, vm::Tensor::Empty(dtype, shape));
@@ -147,11 +157,15 @@ absl::Status ModelInstance::WarmUp() {
     }
     return inputs;
   };
+  auto run = [&](const std::vector<vm::Tensor>& inputs) {
+    absl::Status status;
+    arena.execute([&] { status = machine.Run(inputs).status(); });
+    return status;
+  };
   if (config_.warmup().empty()) {
     NIMBLE_ASSIGN_OR_RETURN(std::vector<vm::Tensor> inputs, make_inputs(nullptr));
-    // Once per instance would be ideal; one run already pages in the weights and primes the
-    // allocator and the kernels' primitive caches of that instance.
-    absl::Status status = RunAndWait(std::move(inputs)).status();
+    // Pages in the weights and primes this instance's allocator and kernel primitive caches.
+    absl::Status status = run(inputs);
     if (!status.ok()) {
       spdlog::warn("model '{}' version {}: default warm-up (zeros, dynamic dims 1) failed: {}",
                    name_, version_, std::string(status.message()));
@@ -160,10 +174,16 @@ absl::Status ModelInstance::WarmUp() {
   }
   for (int i = 0; i < config_.warmup_size(); ++i) {
     NIMBLE_ASSIGN_OR_RETURN(std::vector<vm::Tensor> inputs, make_inputs(&config_.warmup(i)));
-    absl::Status status = RunAndWait(std::move(inputs)).status();
+    absl::Status status = run(inputs);
     if (!status.ok()) return Annotate(status, absl::StrCat("warm-up run ", i));
   }
   return absl::OkStatus();
+}
+
+absl::Status ModelInstance::WarmUp() {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_warm_.wait(lock, [&] { return warmed_ == CpuInstanceCount(config_); });
+  return warm_status_;
 }
 
 void ModelInstance::StopAccepting(bool replaced) {

@@ -21,10 +21,12 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "oneapi/tbb/task_arena.h"
 #include "server/model_config.h"
 #include "server/model_stats.h"
 #include "vm/executable.h"
 #include "vm/runtime/tensor.h"
+#include "vm/virtual_machine.h"
 
 namespace nimble::server {
 
@@ -66,8 +68,9 @@ class ModelInstance {
   // Runs one call synchronously through the queue (warm-up). Not for RPC threads.
   absl::StatusOr<std::vector<vm::Tensor>> RunAndWait(std::vector<vm::Tensor> inputs);
 
-  // Warm-up: the config's runs, or one with every dynamic dim at 1 (a failure of that default
-  // run is only logged: zeros may not be valid data for every model).
+  // Waits until every instance thread has run the warm-up on its own VM before taking jobs:
+  // the config's runs, or one with every dynamic dim at 1 (a failure of that default run is
+  // only logged: zeros may not be valid data for every model). The first failure, if any.
   absl::Status WarmUp();
 
   // Stops taking jobs; with `replaced` true a new version took over (callers retry on that one).
@@ -83,6 +86,7 @@ class ModelInstance {
   ModelInstance(std::string name, int64_t version, std::shared_ptr<const vm::Executable> exe,
                 ModelConfigFile config);
   void Worker(int index);
+  absl::Status WarmUpOn(vm::VirtualMachine& machine, tbb::task_arena& arena);
   // Blocks until a job is available or the instance stops with an empty queue (false).
   bool NextJob(InferJob* job);
 
@@ -93,8 +97,11 @@ class ModelInstance {
   std::shared_ptr<ModelStats> stats_ptr_;
   ModelStats& stats_;
 
-  mutable std::mutex mu_;  // guards queues_, queued_, accepting_, stopping_
+  mutable std::mutex mu_;  // guards queues_, queued_, accepting_, stopping_, warmed_, warm_status_
   std::condition_variable cv_;
+  std::condition_variable cv_warm_;
+  int warmed_ = 0;  // instance threads done with their warm-up
+  absl::Status warm_status_;
   std::vector<std::deque<InferJob>> queues_;  // per priority level, highest first
   int64_t queued_ = 0;
   bool accepting_ = true;

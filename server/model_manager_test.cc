@@ -99,6 +99,19 @@ TEST_F(ModelManagerTest, CompileFailureIsUnavailableWithTheCompilersMessage) {
   EXPECT_EQ(y[3], 8);
 }
 
+TEST_F(ModelManagerTest, ADeclaredWarmUpMustSucceedOnEveryInstance) {
+  ModelUpload upload = Files({{"file:1/model.onnx", testing::ElementwiseModel("Add")}});
+  upload.config_json =
+      R"({"instance_groups": {"cpu": {"count": 3, "threads": 1}},
+          "warmup": [{"inputs": {"x": {"dims": [2, 4]}}}]})";
+  ASSERT_THAT(LoadAndWait("good", upload), IsOk());
+  upload.config_json = R"({"warmup": [{"inputs": {"x": {"dims": [2, 5]}}}]})";
+  EXPECT_THAT(LoadAndWait("bad", upload),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("warm-up run 0")));
+  EXPECT_THAT(manager_->Get("bad", "1"),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("warm-up run 0")));
+}
+
 TEST_F(ModelManagerTest, ReloadSwapsVersionsAndUnloadRefusesNewWork) {
   ASSERT_THAT(LoadAndWait("m", Files({{"file:1/model.onnx", testing::ElementwiseModel("Add")}})),
               IsOk());

@@ -197,6 +197,15 @@ absl::StatusOr<ExecutableCache::Result> ExecutableCache::GetOrCompile(const std:
   return Result{*std::move(exe), Source::kCompiled};
 }
 
+bool ExecutableCache::Contains(const std::string& key) const {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (index_.contains(key)) return true;
+  }
+  std::error_code ec;
+  return !options_.dir.empty() && std::filesystem::exists(DiskPath(key), ec);
+}
+
 int64_t ExecutableCache::compilations() const {
   std::lock_guard<std::mutex> lock(mu_);
   return compilations_;

@@ -62,6 +62,9 @@ class ExecutableCache {
   absl::StatusOr<Result> GetOrCompile(const std::string& key, const std::string& model,
                                       const CompileFn& compile);
 
+  // Whether `key` is in memory or on disk (no load, no metrics).
+  bool Contains(const std::string& key) const;
+
   int64_t compilations() const;
   int64_t memory_bytes() const;
 

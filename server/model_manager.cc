@@ -64,7 +64,7 @@ void ModelManager::Load(const std::string& model, ModelUpload upload, Done done)
           return;
         }
         if (options_.on_load_start) options_.on_load_start(model);
-        absl::Status status = LoadNow(model, generation, upload);
+        absl::Status status = LoadNow(model, generation, upload, load_mu);
         if (!status.ok())
           spdlog::error("loading model '{}': {}", model, std::string(status.message()));
         done(status);
@@ -72,7 +72,8 @@ void ModelManager::Load(const std::string& model, ModelUpload upload, Done done)
 }
 
 absl::Status ModelManager::LoadNow(const std::string& model, uint64_t generation,
-                                   const ModelUpload& upload) {
+                                   const ModelUpload& upload,
+                                   const std::shared_ptr<std::mutex>& load_mu) {
   auto fail_model = [&](absl::Status status) {
     std::lock_guard<std::mutex> lock(mu_);
     if (!IsCurrent(model, generation)) return status;
@@ -134,7 +135,9 @@ absl::Status ModelManager::LoadNow(const std::string& model, uint64_t generation
 
   absl::Status first_error;
   for (int64_t version : *versions) {
-    auto instance = LoadVersion(model, version, *config);
+    bool needs_specialization = false;
+    auto instance =
+        LoadVersion(model, version, *config, /*generic_first=*/true, &needs_specialization);
     std::lock_guard<std::mutex> lock(mu_);
     if (!IsCurrent(model, generation)) {
       if (instance.ok()) Retire(*std::move(instance), /*replaced=*/false);
@@ -157,13 +160,49 @@ absl::Status ModelManager::LoadNow(const std::string& model, uint64_t generation
     slot.instance = *std::move(instance);
     slot.state = VersionState::kReady;
     slot.reason.clear();
-    spdlog::info("model '{}' version {} is READY", model, version);
+    spdlog::info("model '{}' version {} is READY{}", model, version,
+                 needs_specialization ? " (generic variant; specializing buckets)" : "");
+    if (needs_specialization) {
+      compile_pool_.Submit([this, model, version, generation, config = *config, load_mu] {
+        Specialize(model, version, generation, config, load_mu);
+      });
+    }
   }
   return first_error;
 }
 
+void ModelManager::Specialize(const std::string& model, int64_t version, uint64_t generation,
+                              const ModelConfigFile& config,
+                              const std::shared_ptr<std::mutex>& load_mu) {
+  std::lock_guard<std::mutex> serial(*load_mu);
+  if (stopping_.load(std::memory_order_acquire)) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!IsCurrent(model, generation)) return;
+  }
+  auto instance = LoadVersion(model, version, config, /*generic_first=*/false, nullptr);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!instance.ok()) {
+    spdlog::error(
+        "model '{}' version {}: specialized variants failed, the generic one keeps "
+        "serving: {}",
+        model, version, std::string(instance.status().message()));
+    return;
+  }
+  auto slot = IsCurrent(model, generation) ? models_[model].versions.find(version)
+                                           : models_[model].versions.end();
+  if (slot == models_[model].versions.end() || slot->second.instance == nullptr) {
+    Retire(*std::move(instance), /*replaced=*/false);
+    return;
+  }
+  Retire(std::move(slot->second.instance), /*replaced=*/true);
+  slot->second.instance = *std::move(instance);
+  spdlog::info("model '{}' version {} serves its specialized variants", model, version);
+}
+
 absl::StatusOr<std::shared_ptr<ModelInstance>> ModelManager::LoadVersion(
-    const std::string& model, int64_t version, const ModelConfigFile& file_config) {
+    const std::string& model, int64_t version, const ModelConfigFile& file_config,
+    bool generic_first, bool* needs_specialization) {
   const std::string where = absl::StrCat("model '", model, "' version ", version);
   NIMBLE_ASSIGN_OR_RETURN(auto files, repository_->ReadVersionFiles(model, version));
   CacheKeyInputs key_inputs;
@@ -172,7 +211,12 @@ absl::StatusOr<std::shared_ptr<ModelInstance>> ModelManager::LoadVersion(
   key_inputs.compiler_version = compiler::kCompilerVersion;
   key_inputs.device = options_.device;
   key_inputs.buckets = CompileBuckets(file_config);
-  const std::string key = ExecutableCacheKey(key_inputs);
+  std::string key = ExecutableCacheKey(key_inputs);
+  if (generic_first && !key_inputs.buckets.empty() && !cache_->Contains(key)) {
+    key_inputs.buckets.clear();
+    key = ExecutableCacheKey(key_inputs);
+    *needs_specialization = true;
+  }
   const std::string path = repository_->ModelPath(model, version);
   auto cached = cache_->GetOrCompile(key, model, [&] {
     spdlog::info("{}: compiling (cache key {})", where, key.substr(0, 16));

@@ -10,6 +10,11 @@
 // are never dropped. Unload does the same without a successor. A compile failure leaves that
 // version UNAVAILABLE with the compiler's message as its reason; other models are untouched.
 //
+// With shape buckets in the config, a version first serves from the generic (symbolic) variant
+// alone, which compiles fast, and the executable with the specialized variants compiles next on
+// the pool and replaces it the same way a reload does; if the specialized executable is already
+// in the cache (a restart), it is used at once.
+//
 // Each load of a model bumps its generation; a background load whose generation is no longer
 // current (unloaded or reloaded meanwhile) discards its result.
 #pragma once
@@ -102,10 +107,19 @@ class ModelManager {
     std::shared_ptr<std::mutex> load_mu = std::make_shared<std::mutex>();  // serialises loads
   };
 
-  absl::Status LoadNow(const std::string& model, uint64_t generation, const ModelUpload& upload);
+  absl::Status LoadNow(const std::string& model, uint64_t generation, const ModelUpload& upload,
+                       const std::shared_ptr<std::mutex>& load_mu);
+  // Compiles (or finds in the cache) and starts a version. With `generic_first`, a config with
+  // buckets whose specialized executable is not cached yet gets the generic one and
+  // *needs_specialization is set.
   absl::StatusOr<std::shared_ptr<ModelInstance>> LoadVersion(const std::string& model,
                                                              int64_t version,
-                                                             const ModelConfigFile& config);
+                                                             const ModelConfigFile& config,
+                                                             bool generic_first,
+                                                             bool* needs_specialization);
+  // Background: replaces a READY generic version by its specialized executable.
+  void Specialize(const std::string& model, int64_t version, uint64_t generation,
+                  const ModelConfigFile& config, const std::shared_ptr<std::mutex>& load_mu);
   // Stops `instance` in the background (its queued jobs finish first).
   void Retire(std::shared_ptr<ModelInstance> instance, bool replaced);
   bool IsCurrent(const std::string& model, uint64_t generation) const;  // needs mu_

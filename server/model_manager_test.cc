@@ -112,6 +112,38 @@ TEST_F(ModelManagerTest, ADeclaredWarmUpMustSucceedOnEveryInstance) {
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr("warm-up run 0")));
 }
 
+TEST_F(ModelManagerTest, BucketsServeGenericFirstThenSpecializedAndRestartUsesTheCache) {
+  const std::string cache_dir = root_ + "_cache";
+  std::filesystem::remove_all(cache_dir);
+  cache_ =
+      std::make_unique<ExecutableCache>(ExecutableCache::Options{cache_dir, 1 << 30}, registry_);
+  manager_ = std::make_unique<ModelManager>(repo_.get(), cache_.get(), ModelManager::Options{});
+  ModelUpload upload = Files({{"file:1/model.onnx", testing::ElementwiseModel("Add")}});
+  upload.config_json = R"({"buckets": {"n": {"bounds": [2, 4]}}})";
+  ASSERT_THAT(LoadAndWait("m", upload), IsOk());
+  // READY at once on the generic variant; the specialized executable replaces it when compiled.
+  auto variants = [&] {
+    auto instance = manager_->Get("m", "");
+    return instance.ok() ? (*instance)->executable()->variants.size() : size_t{0};
+  };
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (variants() != 3 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_EQ(variants(), 3u);  // n=2, n=4 and the generic one
+  EXPECT_EQ(cache_->compilations(), 2);
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto y, Run("m", ""));
+  EXPECT_EQ(y, (std::vector<float>{2, 4, 6, 8}));
+
+  // A restart finds the specialized executable on disk: no compilation, no generic step.
+  manager_.reset();
+  prometheus::Registry registry;
+  cache_ =
+      std::make_unique<ExecutableCache>(ExecutableCache::Options{cache_dir, 1 << 30}, registry);
+  manager_ = std::make_unique<ModelManager>(repo_.get(), cache_.get(), ModelManager::Options{});
+  ASSERT_THAT(LoadAndWait("m"), IsOk());
+  EXPECT_EQ(variants(), 3u);
+  EXPECT_EQ(cache_->compilations(), 0);
+}
+
 TEST_F(ModelManagerTest, ReloadSwapsVersionsAndUnloadRefusesNewWork) {
   ASSERT_THAT(LoadAndWait("m", Files({{"file:1/model.onnx", testing::ElementwiseModel("Add")}})),
               IsOk());

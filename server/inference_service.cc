@@ -328,13 +328,29 @@ void InferenceService::Infer(const inference::ModelInferRequest& request,
     }
     job.cancelled = cancelled;
     const std::string version = std::to_string(model.version());
-    prometheus::Gauge& pending = pending_.Add({{"model", model.name()}});
+    const InstanceMetrics& metrics = model.metrics([&] {
+      const prometheus::Labels labels = {{"model", model.name()}, {"version", version}};
+      auto phase = [&](const char* name) {
+        prometheus::Labels l = labels;
+        l["phase"] = name;
+        return &phase_seconds_.Add(l, LatencyBuckets());
+      };
+      InstanceMetrics m;
+      m.ok = &inferences_.Add({{"model", model.name()}, {"code", "OK"}});
+      m.pending = &pending_.Add({{"model", model.name()}});
+      m.queue = phase("queue");
+      m.compute_input = phase("compute_input");
+      m.compute_infer = phase("compute_infer");
+      m.compute_output = phase("compute_output");
+      return m;
+    });
+    prometheus::Gauge& pending = *metrics.pending;
     job.done = [this, exe = model.executable(), stats = model.shared_stats(), name = model.name(),
                 version, id = request.id(), outputs = decoded->outputs,
-                batch_size = decoded->batch_size, arrival, compute_input_ns, &pending,
+                batch_size = decoded->batch_size, arrival, compute_input_ns, &metrics,
                 done](absl::StatusOr<std::vector<vm::Tensor>> result, uint64_t queue_ns,
                       uint64_t infer_ns) {
-      pending.Decrement();
+      metrics.pending->Decrement();
       inference::ModelInferResponse response;
       absl::Status status = result.status();
       const Clock::time_point output_start = Clock::now();
@@ -354,23 +370,19 @@ void InferenceService::Infer(const inference::ModelInferRequest& request,
         spdlog::debug("request '{}' to model '{}' v{}: ok in {} us (queue {} us, infer {} us)", id,
                       name, version, t.total_ns / 1000, t.queue_ns / 1000, infer_ns / 1000);
         stats->RecordSuccess(t, batch_size, NowMs());
-        auto observe = [&](const char* phase, uint64_t ns) {
-          phase_seconds_
-              .Add({{"model", name}, {"version", version}, {"phase", phase}}, LatencyBuckets())
-              .Observe(static_cast<double>(ns) * 1e-9);
-        };
-        observe("queue", t.queue_ns);
-        observe("compute_input", t.compute_input_ns);
-        observe("compute_infer", t.compute_infer_ns);
-        observe("compute_output", t.compute_output_ns);
+        metrics.queue->Observe(static_cast<double>(t.queue_ns) * 1e-9);
+        metrics.compute_input->Observe(static_cast<double>(t.compute_input_ns) * 1e-9);
+        metrics.compute_infer->Observe(static_cast<double>(t.compute_infer_ns) * 1e-9);
+        metrics.compute_output->Observe(static_cast<double>(t.compute_output_ns) * 1e-9);
+        metrics.ok->Increment();
       } else {
         stats->RecordFailure(t.total_ns);
         spdlog::debug("request '{}' to model '{}' failed: {}", id, name,
                       std::string(status.message()));
+        inferences_
+            .Add({{"model", name}, {"code", std::string(absl::StatusCodeToString(status.code()))}})
+            .Increment();
       }
-      inferences_
-          .Add({{"model", name}, {"code", std::string(absl::StatusCodeToString(status.code()))}})
-          .Increment();
       done(status, status.ok() ? &response : nullptr);
     };
     pending.Increment();

@@ -28,7 +28,24 @@
 #include "vm/runtime/tensor.h"
 #include "vm/virtual_machine.h"
 
+namespace prometheus {
+class Counter;
+class Gauge;
+class Histogram;
+}  // namespace prometheus
+
 namespace nimble::server {
+
+// Handles of the inference service's metric series for one loaded version, looked up once
+// instead of per request (prometheus-cpp's Family::Add locks and hashes the labels).
+struct InstanceMetrics {
+  prometheus::Counter* ok = nullptr;
+  prometheus::Gauge* pending = nullptr;
+  prometheus::Histogram* queue = nullptr;
+  prometheus::Histogram* compute_input = nullptr;
+  prometheus::Histogram* compute_infer = nullptr;
+  prometheus::Histogram* compute_output = nullptr;
+};
 
 using Clock = std::chrono::steady_clock;
 
@@ -82,6 +99,12 @@ class ModelInstance {
 
   int64_t pending() const;
 
+  // The metric handles, made by `make` on first use.
+  const InstanceMetrics& metrics(const std::function<InstanceMetrics()>& make) {
+    std::call_once(metrics_once_, [&] { metrics_ = make(); });
+    return metrics_;
+  }
+
  private:
   ModelInstance(std::string name, int64_t version, std::shared_ptr<const vm::Executable> exe,
                 ModelConfigFile config);
@@ -109,6 +132,8 @@ class ModelInstance {
   std::atomic<bool> replaced_{false};
   std::vector<std::thread> workers_;
   std::once_flag stop_once_;
+  std::once_flag metrics_once_;
+  InstanceMetrics metrics_;  // written once under metrics_once_
 };
 
 }  // namespace nimble::server

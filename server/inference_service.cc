@@ -193,6 +193,15 @@ InferenceService::InferenceService(const ServerState* state, ModelManager* manag
                       .Name("nimble_inference_requests_total")
                       .Help("Inference requests by model, version and outcome (status code).")
                       .Register(registry)),
+      inference_count_(prometheus::BuildCounter()
+                           .Name("nimble_inference_count_total")
+                           .Help("Inferences (batch sizes summed) by model and version.")
+                           .Register(registry)),
+      execution_count_(prometheus::BuildCounter()
+                           .Name("nimble_execution_count_total")
+                           .Help("Model executions by model and version; inference_count / "
+                                 "execution_count is the average batch size.")
+                           .Register(registry)),
       phase_seconds_(prometheus::BuildHistogram()
                          .Name("nimble_inference_phase_seconds")
                          .Help("Time per request phase (queue, compute_input, compute_infer, "
@@ -338,6 +347,8 @@ void InferenceService::Infer(const inference::ModelInferRequest& request,
       InstanceMetrics m;
       m.ok = &inferences_.Add({{"model", model.name()}, {"code", "OK"}});
       m.pending = &pending_.Add({{"model", model.name()}});
+      m.inferences = &inference_count_.Add(labels);
+      m.executions = &execution_count_.Add(labels);
       m.queue = phase("queue");
       m.compute_input = phase("compute_input");
       m.compute_infer = phase("compute_infer");
@@ -375,6 +386,8 @@ void InferenceService::Infer(const inference::ModelInferRequest& request,
         metrics.compute_infer->Observe(static_cast<double>(t.compute_infer_ns) * 1e-9);
         metrics.compute_output->Observe(static_cast<double>(t.compute_output_ns) * 1e-9);
         metrics.ok->Increment();
+        metrics.inferences->Increment(static_cast<double>(batch_size));
+        metrics.executions->Increment();
       } else {
         stats->RecordFailure(t.total_ns);
         spdlog::debug("request '{}' to model '{}' failed: {}", id, name,

@@ -85,6 +85,8 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
   const InferenceLimits limits_;
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Family<prometheus::Counter>& inferences_;
+  prometheus::Family<prometheus::Counter>& inference_count_;
+  prometheus::Family<prometheus::Counter>& execution_count_;
   prometheus::Family<prometheus::Histogram>& phase_seconds_;
   prometheus::Family<prometheus::Gauge>& pending_;
 };

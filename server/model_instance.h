@@ -40,6 +40,8 @@ namespace nimble::server {
 // instead of per request (prometheus-cpp's Family::Add locks and hashes the labels).
 struct InstanceMetrics {
   prometheus::Counter* ok = nullptr;
+  prometheus::Counter* inferences = nullptr;  // batch sizes summed
+  prometheus::Counter* executions = nullptr;  // model runs (inferences / executions = avg batch)
   prometheus::Gauge* pending = nullptr;
   prometheus::Histogram* queue = nullptr;
   prometheus::Histogram* compute_input = nullptr;

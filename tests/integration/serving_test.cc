@@ -330,6 +330,8 @@ TEST_F(ServingTest, UploadInferConcurrentlyRestartFromCacheStreamAndBadInputs) {
     EXPECT_EQ(s.execution_count(), 97u);
     EXPECT_EQ(s.inference_count(), 96u / 2 * 1 + 96u / 2 * 2 + 1);
     EXPECT_EQ(s.batch_stats_size(), 2);
+    EXPECT_EQ(MetricSum(first->metrics_port, "nimble_inference_count_total"), 145);
+    EXPECT_EQ(MetricSum(first->metrics_port, "nimble_execution_count_total"), 97);
   }
   {
     grpc::ClientContext context;

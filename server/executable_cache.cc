@@ -2,8 +2,11 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <vector>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -49,6 +52,19 @@ const std::vector<double>& CompileBuckets() {
 std::string Sha256Hex(std::string_view bytes) {
   Sha256 sha;
   sha.Raw(bytes);
+  return sha.Hex();
+}
+
+absl::StatusOr<std::string> Sha256FileHex(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read '", path, "'"));
+  Sha256 sha;
+  std::vector<char> chunk(1 << 20);
+  while (in) {
+    in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+    sha.Raw(std::string_view(chunk.data(), static_cast<size_t>(in.gcount())));
+  }
+  if (in.bad()) return absl::InternalError(absl::StrCat("error reading '", path, "'"));
   return sha.Hex();
 }
 
@@ -163,6 +179,8 @@ absl::StatusOr<ExecutableCache::Result> ExecutableCache::GetOrCompile(const std:
           bytes.ok() ? vm::Executable::Load(*bytes) : bytes.status();
       if (exe.ok()) {
         disk_hits_.Increment();
+        // The mtime orders the disk tier's LRU.
+        std::filesystem::last_write_time(path, std::filesystem::file_time_type::clock::now(), ec);
         InsertMemory(key, *exe, static_cast<int64_t>(bytes->size()));
         return Result{*std::move(exe), Source::kDisk};
       }
@@ -190,11 +208,43 @@ absl::StatusOr<ExecutableCache::Result> ExecutableCache::GetOrCompile(const std:
   int64_t size = bytes.ok() ? static_cast<int64_t>(bytes->size()) : 0;
   if (!options_.dir.empty() && bytes.ok()) {
     absl::Status saved = WriteFileAtomically(DiskPath(key), *bytes);
-    if (!saved.ok())
+    if (!saved.ok()) {
       spdlog::warn("executable cache: cannot save: {}", std::string(saved.message()));
+    } else if (options_.disk_bytes > 0) {
+      TrimDisk(DiskPath(key));
+    }
   }
   InsertMemory(key, *exe, size);
   return Result{*std::move(exe), Source::kCompiled};
+}
+
+void ExecutableCache::TrimDisk(const std::string& keep) {
+  namespace fs = std::filesystem;
+  struct File {
+    fs::file_time_type used;
+    uintmax_t size;
+    fs::path path;
+  };
+  std::vector<File> files;
+  uintmax_t total = 0;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(options_.dir, ec)) {
+    if (entry.path().extension() != ".nbx") continue;
+    const uintmax_t size = entry.file_size(ec);
+    if (ec) continue;
+    files.push_back({entry.last_write_time(ec), size, entry.path()});
+    total += size;
+  }
+  std::sort(files.begin(), files.end(),
+            [](const File& a, const File& b) { return a.used < b.used; });
+  for (const File& f : files) {
+    if (total <= static_cast<uintmax_t>(options_.disk_bytes)) break;
+    if (f.path == keep) continue;
+    if (fs::remove(f.path, ec)) {
+      total -= f.size;
+      spdlog::info("executable cache: evicted '{}' from disk", f.path.filename().string());
+    }
+  }
 }
 
 bool ExecutableCache::Contains(const std::string& key) const {

@@ -27,7 +27,8 @@
 namespace nimble::server {
 
 struct CacheKeyInputs {
-  const std::map<std::string, std::string>* model_files = nullptr;  // relative path -> bytes
+  // Relative path -> the file's bytes, or (for large files) their Sha256FileHex digest.
+  const std::map<std::string, std::string>* model_files = nullptr;
   std::string canonical_config;
   std::string compiler_version;
   std::string device = "cpu";
@@ -40,6 +41,9 @@ std::string ExecutableCacheKey(const CacheKeyInputs& inputs);
 // Lower-case hex SHA-256 of `bytes`.
 std::string Sha256Hex(std::string_view bytes);
 
+// Lower-case hex SHA-256 of a file, read in chunks (model weights need not fit in memory twice).
+absl::StatusOr<std::string> Sha256FileHex(const std::string& path);
+
 // Thread-safe: one mutex guards the LRU; compilations run outside it (two loads of the same
 // key at once may both compile; the second insert wins, both results are correct).
 class ExecutableCache {
@@ -47,6 +51,8 @@ class ExecutableCache {
   struct Options {
     std::string dir;                          // "" = memory only
     int64_t memory_bytes = int64_t{1} << 30;  // LRU bound (serialized sizes)
+    int64_t disk_bytes = 0;  // bound of the directory's .nbx files (0 = none); least recently
+                             // used (by mtime, refreshed on each hit) go first
   };
   enum class Source { kMemory, kDisk, kCompiled };
   struct Result {
@@ -78,6 +84,9 @@ class ExecutableCache {
   void InsertMemory(const std::string& key, std::shared_ptr<const vm::Executable> executable,
                     int64_t bytes);
   std::string DiskPath(const std::string& key) const;
+  // Deletes the least recently used .nbx files until the directory fits disk_bytes; `keep`
+  // (just written) stays.
+  void TrimDisk(const std::string& keep);
 
   const Options options_;
   mutable std::mutex mu_;  // guards lru_, index_, memory_bytes_, compilations_

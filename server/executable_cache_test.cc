@@ -1,5 +1,6 @@
 #include "server/executable_cache.h"
 
+#include <chrono>
 #include <filesystem>
 
 #include "base/testing/status_matchers.h"
@@ -40,6 +41,17 @@ TEST(ExecutableCacheKeyTest, DependsOnEveryPartButNotOnPaths) {
   EXPECT_NE(changed([](CacheKeyInputs& k) { k.device = "cuda:0"; }), key);
   EXPECT_NE(changed([](CacheKeyInputs& k) { k.buckets["seq"] = {16}; }), key);
   EXPECT_EQ(Sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  const std::string path = ::testing::TempDir() + "/nimble_sha256_file";
+  std::string big(3 << 20, 'x');  // over one read chunk
+  big += "abc";
+  {
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    std::fwrite(big.data(), 1, big.size(), f);
+    std::fclose(f);
+  }
+  NIMBLE_ASSERT_OK_AND_ASSIGN(std::string digest, Sha256FileHex(path));
+  EXPECT_EQ(digest, Sha256Hex(big));
+  EXPECT_THAT(Sha256FileHex(path + ".missing"), StatusIs(absl::StatusCode::kNotFound));
 }
 
 TEST(ExecutableCacheTest, MemoryThenDiskThenCompile) {
@@ -53,7 +65,7 @@ TEST(ExecutableCacheTest, MemoryThenDiskThenCompile) {
   };
   {
     prometheus::Registry registry;
-    ExecutableCache cache({dir, 1 << 30}, registry);
+    ExecutableCache cache({dir, 1 << 30, 0}, registry);
     NIMBLE_ASSERT_OK_AND_ASSIGN(auto first, cache.GetOrCompile("k1", "m", compile));
     EXPECT_EQ(first.source, ExecutableCache::Source::kCompiled);
     NIMBLE_ASSERT_OK_AND_ASSIGN(auto second, cache.GetOrCompile("k1", "m", compile));
@@ -64,7 +76,7 @@ TEST(ExecutableCacheTest, MemoryThenDiskThenCompile) {
   }
   {
     prometheus::Registry registry;  // a restart: empty memory, same directory
-    ExecutableCache cache({dir, 1 << 30}, registry);
+    ExecutableCache cache({dir, 1 << 30, 0}, registry);
     NIMBLE_ASSERT_OK_AND_ASSIGN(auto loaded, cache.GetOrCompile("k1", "m", compile));
     EXPECT_EQ(loaded.source, ExecutableCache::Source::kDisk);
     EXPECT_EQ(loaded.executable->inputs.size(), 1u);
@@ -77,16 +89,43 @@ TEST(ExecutableCacheTest, MemoryThenDiskThenCompile) {
     std::fputs("garbage", f);
     std::fclose(f);
     prometheus::Registry registry;
-    ExecutableCache cache({dir, 1 << 30}, registry);
+    ExecutableCache cache({dir, 1 << 30, 0}, registry);
     NIMBLE_ASSERT_OK_AND_ASSIGN(auto again, cache.GetOrCompile("k1", "m", compile));
     EXPECT_EQ(again.source, ExecutableCache::Source::kCompiled);
   }
   EXPECT_EQ(compiles, 2);
 }
 
+TEST(ExecutableCacheTest, DiskTierIsBoundedLeastRecentlyUsedFirst) {
+  const std::string dir = ::testing::TempDir() + "/nimble_executable_cache_disk_test";
+  std::filesystem::remove_all(dir);
+  prometheus::Registry registry;
+  const std::string onnx = testing::ElementwiseModel("Add");
+  auto compile = [&] { return CompileBytes(onnx); };
+  // Each file is the same size; the bound holds two of them.
+  ExecutableCache probe({dir, 1 << 30, 0}, registry);
+  ASSERT_TRUE(probe.GetOrCompile("size", "m", compile).ok());
+  const auto size = std::filesystem::file_size(dir + "/size.nbx");
+  std::filesystem::remove(dir + "/size.nbx");
+  ExecutableCache cache({dir, 1 << 30, static_cast<int64_t>(2 * size + size / 2)}, registry);
+  auto age = [&](const std::string& key, int seconds_ago) {
+    std::filesystem::last_write_time(
+        dir + "/" + key + ".nbx",
+        std::filesystem::file_time_type::clock::now() - std::chrono::seconds(seconds_ago));
+  };
+  ASSERT_TRUE(cache.GetOrCompile("a", "m", compile).ok());
+  age("a", 30);
+  ASSERT_TRUE(cache.GetOrCompile("b", "m", compile).ok());
+  age("b", 20);
+  ASSERT_TRUE(cache.GetOrCompile("c", "m", compile).ok());  // evicts a, the oldest
+  EXPECT_FALSE(std::filesystem::exists(dir + "/a.nbx"));
+  EXPECT_TRUE(std::filesystem::exists(dir + "/b.nbx"));
+  EXPECT_TRUE(std::filesystem::exists(dir + "/c.nbx"));
+}
+
 TEST(ExecutableCacheTest, LruIsBoundedAndFailuresAreNotCached) {
   prometheus::Registry registry;
-  ExecutableCache cache({"", 1}, registry);  // 1 byte: keeps only the newest entry
+  ExecutableCache cache({"", 1, 0}, registry);  // 1 byte: keeps only the newest entry
   const std::string onnx = testing::ElementwiseModel("Add");
   int compiles = 0;
   auto compile = [&] {

@@ -33,6 +33,8 @@ ABSL_FLAG(std::string, cache_dir, "",
           "from it instead of compiling. Empty: in-memory cache only.");
 ABSL_FLAG(int64_t, cache_memory_bytes, int64_t{1} << 30,
           "Bound of the in-memory executable cache (LRU, serialized bytes).");
+ABSL_FLAG(int64_t, cache_disk_bytes, int64_t{10} << 30,
+          "Bound of --cache-dir (least recently used executables are deleted first; 0: none).");
 ABSL_FLAG(int64_t, max_request_bytes, int64_t{64} << 20,
           "Largest ModelInfer request; larger ones get RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int64_t, max_upload_bytes, int64_t{1} << 30,
@@ -91,6 +93,7 @@ absl::Status Run() {
   options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
   options.cache_dir = absl::GetFlag(FLAGS_cache_dir);
   options.cache_memory_bytes = absl::GetFlag(FLAGS_cache_memory_bytes);
+  options.cache_disk_bytes = absl::GetFlag(FLAGS_cache_disk_bytes);
   options.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
   options.max_upload_bytes = absl::GetFlag(FLAGS_max_upload_bytes);
   options.compile_threads = absl::GetFlag(FLAGS_compile_threads);

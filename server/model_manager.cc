@@ -204,9 +204,13 @@ absl::StatusOr<std::shared_ptr<ModelInstance>> ModelManager::LoadVersion(
     const std::string& model, int64_t version, const ModelConfigFile& file_config,
     bool generic_first, bool* needs_specialization) {
   const std::string where = absl::StrCat("model '", model, "' version ", version);
-  NIMBLE_ASSIGN_OR_RETURN(auto files, repository_->ReadVersionFiles(model, version));
+  NIMBLE_ASSIGN_OR_RETURN(auto files, repository_->ListVersionFiles(model, version));
+  std::map<std::string, std::string> digests;
+  for (const auto& [relative, full] : files) {
+    NIMBLE_ASSIGN_OR_RETURN(digests[relative], Sha256FileHex(full));
+  }
   CacheKeyInputs key_inputs;
-  key_inputs.model_files = &files;
+  key_inputs.model_files = &digests;
   key_inputs.canonical_config = CanonicalConfigBytes(file_config);
   key_inputs.compiler_version = compiler::kCompilerVersion;
   key_inputs.device = options_.device;

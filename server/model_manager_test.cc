@@ -116,7 +116,7 @@ TEST_F(ModelManagerTest, BucketsServeGenericFirstThenSpecializedAndRestartUsesTh
   const std::string cache_dir = root_ + "_cache";
   std::filesystem::remove_all(cache_dir);
   cache_ =
-      std::make_unique<ExecutableCache>(ExecutableCache::Options{cache_dir, 1 << 30}, registry_);
+      std::make_unique<ExecutableCache>(ExecutableCache::Options{cache_dir, 1 << 30, 0}, registry_);
   manager_ = std::make_unique<ModelManager>(repo_.get(), cache_.get(), ModelManager::Options{});
   ModelUpload upload = Files({{"file:1/model.onnx", testing::ElementwiseModel("Add")}});
   upload.config_json = R"({"buckets": {"n": {"bounds": [2, 4]}}})";
@@ -137,7 +137,7 @@ TEST_F(ModelManagerTest, BucketsServeGenericFirstThenSpecializedAndRestartUsesTh
   manager_.reset();
   prometheus::Registry registry;
   cache_ =
-      std::make_unique<ExecutableCache>(ExecutableCache::Options{cache_dir, 1 << 30}, registry);
+      std::make_unique<ExecutableCache>(ExecutableCache::Options{cache_dir, 1 << 30, 0}, registry);
   manager_ = std::make_unique<ModelManager>(repo_.get(), cache_.get(), ModelManager::Options{});
   ASSERT_THAT(LoadAndWait("m"), IsOk());
   EXPECT_EQ(variants(), 3u);

@@ -209,7 +209,7 @@ std::string ModelRepository::ModelPath(const std::string& model, int64_t version
   return (fs::path(VersionDir(model, version)) / kModelFile).string();
 }
 
-absl::StatusOr<std::map<std::string, std::string>> ModelRepository::ReadVersionFiles(
+absl::StatusOr<std::map<std::string, std::string>> ModelRepository::ListVersionFiles(
     const std::string& model, int64_t version) const {
   std::map<std::string, std::string> files;
   const fs::path dir = VersionDir(model, version);
@@ -217,8 +217,7 @@ absl::StatusOr<std::map<std::string, std::string>> ModelRepository::ReadVersionF
   for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::end(it);
        it.increment(ec)) {
     if (!it->is_regular_file(ec)) continue;
-    NIMBLE_ASSIGN_OR_RETURN(std::string bytes, ReadFile(it->path().string()));
-    files[fs::relative(it->path(), dir, ec).string()] = std::move(bytes);
+    files[fs::relative(it->path(), dir, ec).string()] = it->path().string();
   }
   if (ec)
     return absl::InternalError(absl::StrCat("cannot read '", dir.string(), "': ", ec.message()));

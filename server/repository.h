@@ -60,8 +60,8 @@ class ModelRepository {
   std::string VersionDir(const std::string& model, int64_t version) const;
   std::string ModelPath(const std::string& model, int64_t version) const;
 
-  // Every file of a version (relative path -> bytes), for the cache digest.
-  absl::StatusOr<std::map<std::string, std::string>> ReadVersionFiles(const std::string& model,
+  // Every file of a version (relative path -> full path), for the cache digest.
+  absl::StatusOr<std::map<std::string, std::string>> ListVersionFiles(const std::string& model,
                                                                       int64_t version) const;
 
   // Replaces the model with `files` (upload key path -> bytes) and `config_json` (written as

@@ -41,6 +41,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const ServerOptions& opti
   ExecutableCache::Options cache_options;
   cache_options.dir = options.cache_dir;
   cache_options.memory_bytes = options.cache_memory_bytes;
+  cache_options.disk_bytes = options.cache_disk_bytes;
   server->cache_ = std::make_unique<ExecutableCache>(cache_options, registry);
   ModelManager::Options manager_options;
   manager_options.compile_threads = options.compile_threads;

@@ -98,9 +98,10 @@ absl::Status ValidateOptions(const ServerOptions& options) {
                  "--metrics-port"));
   }
   if (options.max_request_bytes <= 0 || options.max_upload_bytes <= 0 ||
-      options.cache_memory_bytes < 0) {
+      options.cache_memory_bytes < 0 || options.cache_disk_bytes < 0) {
     return absl::InvalidArgumentError(
-        "--max-request-bytes and --max-upload-bytes must be positive, --cache-memory-bytes >= 0");
+        "--max-request-bytes and --max-upload-bytes must be positive, --cache-memory-bytes and "
+        "--cache-disk-bytes >= 0");
   }
   if (options.compile_threads < 1) {
     return absl::InvalidArgumentError("--compile-threads must be at least 1");

@@ -3,6 +3,7 @@
 // executable in this process, the bidi stream, restart from the disk cache with zero
 // compilations, unload under load, and every kind of bad input with its gRPC code.
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -188,7 +189,9 @@ void ExpectSameOutputs(const inference::ModelInferResponse& response,
 class ServingTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    work_dir_ = new std::string(::testing::TempDir() + "/nimble_serving_test");
+    // The pid keeps concurrent runs (other checkouts on the same machine) apart.
+    work_dir_ =
+        new std::string(::testing::TempDir() + "/nimble_serving_test_" + std::to_string(getpid()));
     std::filesystem::remove_all(*work_dir_);
     std::filesystem::create_directories(*work_dir_ + "/repo");
     auto bytes = server::ReadFile(SmallBertPath());
@@ -199,6 +202,8 @@ class ServingTest : public ::testing::Test {
     exe_ = new std::shared_ptr<const vm::Executable>(*exe);
   }
   static void TearDownTestSuite() {
+    // Kept for a look when something failed.
+    if (!::testing::UnitTest::GetInstance()->Failed()) std::filesystem::remove_all(*work_dir_);
     delete exe_;
     delete model_bytes_;
     delete work_dir_;

@@ -189,6 +189,34 @@ absl::StatusOr<ExecutableCache::Result> ExecutableCache::GetOrCompile(const std:
                    std::string(exe.status().message()));
     }
   }
+  // One compilation per key at a time: later callers wait for the first one's result.
+  std::shared_ptr<InFlight> flight;
+  bool leader = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto [it, inserted] = in_flight_.try_emplace(key);
+    if (inserted) it->second = std::make_shared<InFlight>();
+    flight = it->second;
+    leader = inserted;
+  }
+  if (!leader) {
+    absl::StatusOr<std::shared_ptr<const vm::Executable>> shared = flight->result.get();
+    if (!shared.ok()) return shared.status();
+    memory_hits_.Increment();
+    return Result{*std::move(shared), Source::kMemory};
+  }
+  absl::StatusOr<std::shared_ptr<const vm::Executable>> exe = CompileAndStore(key, model, compile);
+  flight->done.set_value(exe);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    in_flight_.erase(key);
+  }
+  if (!exe.ok()) return exe.status();
+  return Result{*std::move(exe), Source::kCompiled};
+}
+
+absl::StatusOr<std::shared_ptr<const vm::Executable>> ExecutableCache::CompileAndStore(
+    const std::string& key, const std::string& model, const CompileFn& compile) {
   misses_.Increment();
   const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<std::shared_ptr<const vm::Executable>> exe = compile();
@@ -215,7 +243,7 @@ absl::StatusOr<ExecutableCache::Result> ExecutableCache::GetOrCompile(const std:
     }
   }
   InsertMemory(key, *exe, size);
-  return Result{*std::move(exe), Source::kCompiled};
+  return exe;
 }
 
 void ExecutableCache::TrimDisk(const std::string& keep) {

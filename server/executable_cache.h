@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <list>
 #include <map>
 #include <memory>
@@ -44,8 +45,8 @@ std::string Sha256Hex(std::string_view bytes);
 // Lower-case hex SHA-256 of a file, read in chunks (model weights need not fit in memory twice).
 absl::StatusOr<std::string> Sha256FileHex(const std::string& path);
 
-// Thread-safe: one mutex guards the LRU; compilations run outside it (two loads of the same
-// key at once may both compile; the second insert wins, both results are correct).
+// Thread-safe: one mutex guards the LRU and the table of compilations in flight; compilations
+// run outside it, one per key (concurrent loads of identical bytes wait for the first).
 class ExecutableCache {
  public:
   struct Options {
@@ -84,16 +85,26 @@ class ExecutableCache {
   void InsertMemory(const std::string& key, std::shared_ptr<const vm::Executable> executable,
                     int64_t bytes);
   std::string DiskPath(const std::string& key) const;
+  absl::StatusOr<std::shared_ptr<const vm::Executable>> CompileAndStore(const std::string& key,
+                                                                        const std::string& model,
+                                                                        const CompileFn& compile);
   // Deletes the least recently used .nbx files until the directory fits disk_bytes; `keep`
   // (just written) stays.
   void TrimDisk(const std::string& keep);
 
   const Options options_;
-  mutable std::mutex mu_;  // guards lru_, index_, memory_bytes_, compilations_
+  struct InFlight {
+    std::promise<absl::StatusOr<std::shared_ptr<const vm::Executable>>> done;
+    std::shared_future<absl::StatusOr<std::shared_ptr<const vm::Executable>>> result =
+        done.get_future().share();
+  };
+
+  mutable std::mutex mu_;  // guards lru_, index_, memory_bytes_, compilations_, in_flight_
   std::list<Entry> lru_;   // most recent first
   std::unordered_map<std::string, std::list<Entry>::iterator> index_;
   int64_t memory_bytes_ = 0;
   int64_t compilations_ = 0;
+  std::unordered_map<std::string, std::shared_ptr<InFlight>> in_flight_;
 
   prometheus::Family<prometheus::Counter>& compilations_family_;
   prometheus::Family<prometheus::Counter>& compile_failures_family_;

@@ -1,7 +1,10 @@
 #include "server/executable_cache.h"
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <future>
+#include <thread>
 
 #include "base/testing/status_matchers.h"
 #include "compiler/driver/compiler.h"
@@ -121,6 +124,37 @@ TEST(ExecutableCacheTest, DiskTierIsBoundedLeastRecentlyUsedFirst) {
   EXPECT_FALSE(std::filesystem::exists(dir + "/a.nbx"));
   EXPECT_TRUE(std::filesystem::exists(dir + "/b.nbx"));
   EXPECT_TRUE(std::filesystem::exists(dir + "/c.nbx"));
+}
+
+TEST(ExecutableCacheTest, ConcurrentRequestsForOneKeyCompileOnce) {
+  prometheus::Registry registry;
+  ExecutableCache cache({"", 1 << 30, 0}, registry);
+  const std::string onnx = testing::ElementwiseModel("Add");
+  std::atomic<int> compiles{0};
+  std::promise<void> started, release;
+  std::shared_future<void> released = release.get_future().share();
+  std::thread first([&] {
+    auto r = cache.GetOrCompile("k", "m", [&] {
+      ++compiles;
+      started.set_value();
+      released.wait();
+      return CompileBytes(onnx);
+    });
+    EXPECT_TRUE(r.ok() && r->source == ExecutableCache::Source::kCompiled);
+  });
+  started.get_future().wait();
+  std::thread second([&] {
+    auto r = cache.GetOrCompile("k", "m", [&] {
+      ++compiles;
+      return CompileBytes(onnx);
+    });
+    EXPECT_TRUE(r.ok() && r->source == ExecutableCache::Source::kMemory);
+  });
+  release.set_value();
+  first.join();
+  second.join();
+  EXPECT_EQ(compiles.load(), 1);
+  EXPECT_EQ(cache.compilations(), 1);
 }
 
 TEST(ExecutableCacheTest, LruIsBoundedAndFailuresAreNotCached) {

@@ -145,6 +145,34 @@ absl::Status FillRaw(absl::string_view name, const std::string& raw, vm::Tensor&
   return absl::OkStatus();
 }
 
+absl::Status CheckDataSize(absl::string_view name, int64_t elements, vm::DType dtype,
+                           const inference::ModelInferRequest::InferInputTensor& in,
+                           const std::string* raw) {
+  if (raw == nullptr) {
+    if (TypedCount(in.contents()) != elements) {
+      return Bad(name, absl::StrCat("contents hold ", TypedCount(in.contents()),
+                                    " elements, the shape needs ", elements));
+    }
+    return absl::OkStatus();
+  }
+  if (dtype == vm::DType::kString) {
+    // Every element has at least its 4-byte length.
+    if (elements > static_cast<int64_t>(raw->size() / 4)) {
+      return Bad(name, absl::StrCat("raw BYTES data of ", raw->size(), " bytes cannot hold ",
+                                    elements, " elements"));
+    }
+    return absl::OkStatus();
+  }
+  const int64_t size = static_cast<int64_t>(vm::DTypeSize(dtype));
+  if (elements > static_cast<int64_t>(raw->size()) / size ||
+      elements * size != static_cast<int64_t>(raw->size())) {
+    return Bad(name, absl::StrCat("raw_input_contents has ", raw->size(), " bytes, but ",
+                                  KServeDatatype(dtype), vm::ShapeToString(in.shape()), " needs ",
+                                  elements, " x ", size));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<uint64_t> UnsignedParameter(absl::string_view key,
                                            const inference::InferParameter& p) {
   switch (p.parameter_choice_case()) {
@@ -249,6 +277,10 @@ absl::StatusOr<DecodedRequest> DecodeRequest(const inference::ModelInferRequest&
     }
     auto elements = vm::NumElements(in.shape());
     if (!elements.ok()) return Bad(sig.name, elements.status().message());
+    // The data must be there before anything is allocated for it: a tiny request must not make
+    // the server allocate what its shape claims.
+    NIMBLE_RETURN_IF_ERROR(CheckDataSize(sig.name, *elements, sig.dtype, in,
+                                         raw ? &request.raw_input_contents(it->second) : nullptr));
     auto tensor = vm::Tensor::Empty(sig.dtype, in.shape());
     if (!tensor.ok()) return Bad(sig.name, tensor.status().message());
     if (raw) {

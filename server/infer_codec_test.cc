@@ -138,6 +138,17 @@ TEST(InferCodecTest, ShapesParametersAndOutputsAreChecked) {
   bad.add_outputs()->set_name("y");
   EXPECT_THAT(DecodeRequest(bad, f.exe, f.config),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("requested twice")));
+  // A shape far larger than the data is refused before anything is allocated for it.
+  bad = Request("FP32", {int64_t{1} << 40, 2});
+  bad.add_raw_input_contents(std::string(8, '\0'));
+  EXPECT_THAT(DecodeRequest(bad, f.exe, f.config),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("raw_input_contents has 8")));
+  bad = Request("FP32", {int64_t{1} << 40, 2});
+  EXPECT_THAT(DecodeRequest(bad, f.exe, f.config),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("contents hold 0 elements")));
+  bad = Request("FP32", {int64_t{1} << 62, 4});
+  EXPECT_THAT(DecodeRequest(bad, f.exe, f.config),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("input 'x'")));
   f.config.set_max_batch_size(2);
   EXPECT_THAT(DecodeRequest(r, f.exe, f.config),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("over max_batch_size 2")));

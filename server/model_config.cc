@@ -122,12 +122,12 @@ absl::Status CheckConfig(const ModelConfigFile& c) {
 }
 
 // The declared config entry for `name`, or null.
-template <typename Tensors>
-auto* FindTensor(Tensors& tensors, const std::string& name) {
-  for (auto& t : tensors) {
+const TensorConfig* FindTensor(const google::protobuf::RepeatedPtrField<TensorConfig>& tensors,
+                               const std::string& name) {
+  for (const TensorConfig& t : tensors) {
     if (t.name() == name) return &t;
   }
-  return static_cast<decltype(&*tensors.begin())>(nullptr);
+  return nullptr;
 }
 
 absl::Status ResolveTensors(absl::string_view key, const std::vector<vm::TensorSignature>& sigs,

@@ -87,24 +87,41 @@ absl::Status ModelManager::LoadNow(const std::string& model, uint64_t generation
     }
     return status;
   };
-  if (!upload.files.empty()) {
+  // A rejected upload changes nothing on disk: a model that did not exist is forgotten again,
+  // versions of one that did keep what they serve.
+  auto abandon = [&](absl::Status status) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!IsCurrent(model, generation)) return status;
+    Entry& entry = models_[model];
+    if (entry.versions.empty()) {
+      models_.erase(model);
+      return status;
+    }
+    for (auto& [version, slot] : entry.versions) {
+      if (slot.instance == nullptr && slot.state == VersionState::kLoading) {
+        slot.state = VersionState::kUnavailable;
+        slot.reason = std::string(status.message());
+      }
+    }
+    return status;
+  };
+  if (!upload.files.empty() || upload.config_json.has_value()) {
     // Check the config before the upload replaces a working model.
     if (upload.config_json.has_value()) {
-      NIMBLE_RETURN_IF_ERROR(ParseModelConfig(*upload.config_json).status());
+      if (absl::Status parsed = ParseModelConfig(*upload.config_json).status(); !parsed.ok()) {
+        return abandon(parsed);
+      }
     }
-    NIMBLE_RETURN_IF_ERROR(repository_->WriteModel(model, upload.config_json, upload.files));
-  } else if (upload.config_json.has_value()) {
-    NIMBLE_RETURN_IF_ERROR(ParseModelConfig(*upload.config_json).status());
-    NIMBLE_RETURN_IF_ERROR(repository_->WriteConfig(model, *upload.config_json));
+    absl::Status written = upload.files.empty()
+                               ? repository_->WriteConfig(model, *upload.config_json)
+                               : repository_->WriteModel(model, upload.config_json, upload.files);
+    if (!written.ok()) return abandon(written);
   }
   if (!repository_->HasModel(model)) {
-    absl::Status status = absl::NotFoundError(
+    return abandon(absl::NotFoundError(
         absl::StrCat("model '", model,
                      "' is not in the repository (upload it with file:<version>/"
-                     "model.onnx parameters)"));
-    std::lock_guard<std::mutex> lock(mu_);
-    if (IsCurrent(model, generation) && models_[model].versions.empty()) models_.erase(model);
-    return status;
+                     "model.onnx parameters)")));
   }
   auto config_text = repository_->ReadConfig(model);
   if (!config_text.ok()) return fail_model(config_text.status());

@@ -144,6 +144,18 @@ TEST_F(ModelManagerTest, BucketsServeGenericFirstThenSpecializedAndRestartUsesTh
   EXPECT_EQ(cache_->compilations(), 0);
 }
 
+TEST_F(ModelManagerTest, ARejectedUploadLeavesNoTrace) {
+  EXPECT_THAT(LoadAndWait("new", Files({{"file:1/model.onnx", "not onnx"}})),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not an ONNX model")));
+  EXPECT_THAT(manager_->Get("new", ""), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_TRUE(manager_->Index().empty());
+  ModelUpload bad_config;
+  bad_config.config_json = "{";
+  EXPECT_THAT(LoadAndWait("never", bad_config), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(LoadAndWait("never"), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_TRUE(manager_->Index().empty());
+}
+
 TEST_F(ModelManagerTest, ReloadSwapsVersionsAndUnloadRefusesNewWork) {
   ASSERT_THAT(LoadAndWait("m", Files({{"file:1/model.onnx", testing::ElementwiseModel("Add")}})),
               IsOk());

@@ -479,6 +479,17 @@ TEST_F(ServingTest, UploadInferConcurrentlyRestartFromCacheStreamAndBadInputs) {
   EXPECT_FALSE(std::filesystem::exists(*work_dir_ + "/escape.onnx"));
   EXPECT_FALSE(std::filesystem::exists(*work_dir_ + "/evil"));
   EXPECT_FALSE(std::filesystem::exists(*work_dir_ + "/repo/not_onnx"));
+  {
+    // Rejected uploads leave nothing behind: the index still lists only the one model.
+    grpc::ClientContext context;
+    inference::RepositoryIndexResponse index;
+    ASSERT_TRUE(stub.RepositoryIndex(&context, {}, &index).ok());
+    ASSERT_EQ(index.models_size(), 1);
+    EXPECT_EQ(index.models(0).name(), kModel);
+    auto r = good;
+    r.set_model_name("not_onnx");
+    expect_code(r, grpc::StatusCode::NOT_FOUND, "unknown model 'not_onnx'");
+  }
   // Still serving.
   {
     grpc::ClientContext context;

@@ -70,8 +70,9 @@ class AsyncReactor final : public grpc::ServerUnaryReactor {
   explicit AsyncReactor(std::function<void(grpc::StatusCode)> count)
       : once_(std::make_shared<Once>(this, std::move(count))) {}
   void OnCancel() override {
-    once_->cancelled()->store(true, std::memory_order_release);
-    once_->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the call was cancelled"));
+    std::shared_ptr<Once> once = once_;  // alive through Finish whatever OnDone does
+    once->cancelled()->store(true, std::memory_order_release);
+    once->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the call was cancelled"));
   }
   void OnDone() override { delete this; }
   const std::shared_ptr<Once>& once() const { return once_; }
@@ -93,9 +94,9 @@ class InferStream final : public grpc::ServerBidiReactor<inference::ModelInferRe
 
   void OnReadDone(bool ok) override {
     if (!ok) {
-      std::lock_guard<std::mutex> lock(mu_);
+      std::unique_lock<std::mutex> lock(mu_);
       reads_done_ = true;
-      MaybeFinish();
+      MaybeFinish(lock);
       return;
     }
     {
@@ -123,7 +124,7 @@ class InferStream final : public grpc::ServerBidiReactor<inference::ModelInferRe
   }
 
   void OnWriteDone(bool ok) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     writes_.pop_front();
     if (!ok) write_failed_ = true;
     if (!writes_.empty() && !write_failed_) {
@@ -132,7 +133,7 @@ class InferStream final : public grpc::ServerBidiReactor<inference::ModelInferRe
     }
     writes_.clear();
     writing_ = false;
-    MaybeFinish();
+    MaybeFinish(lock);
   }
 
   void OnCancel() override { cancelled_->store(true, std::memory_order_release); }
@@ -140,7 +141,7 @@ class InferStream final : public grpc::ServerBidiReactor<inference::ModelInferRe
 
  private:
   void Write(inference::ModelStreamInferResponse response) {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     --pending_;
     if (!write_failed_) {
       writes_.push_back(std::move(response));
@@ -150,16 +151,19 @@ class InferStream final : public grpc::ServerBidiReactor<inference::ModelInferRe
         return;
       }
     }
-    MaybeFinish();
+    MaybeFinish(lock);
   }
 
-  // Needs mu_.
-  void MaybeFinish() {
+  // Finishes once every request is answered and written. Unlocks `lock` first: OnDone (which
+  // deletes this) may run as soon as Finish is called, and Write runs on instance threads, not
+  // as a reaction that OnDone would wait for.
+  void MaybeFinish(std::unique_lock<std::mutex>& lock) {
     if (!reads_done_ || pending_ > 0 || writing_ || finished_) return;
     finished_ = true;
     const grpc::Status status =
         cancelled_->load() ? grpc::Status(grpc::StatusCode::CANCELLED, "the stream was cancelled")
                            : grpc::Status::OK;
+    lock.unlock();
     count_(status.error_code());
     Finish(status);
   }

@@ -24,6 +24,7 @@
 #include "gtest/gtest.h"
 #include "server/repository.h"
 #include "tests/integration/server_process.h"
+#include "vm/runtime/npy.h"
 #include "vm/virtual_machine.h"
 
 namespace nimble::testing {
@@ -514,6 +515,42 @@ TEST_F(ServingTest, UploadInferConcurrentlyRestartFromCacheStreamAndBadInputs) {
   // Re-uploading identical bytes under another name is a cache hit too.
   ASSERT_TRUE(Upload(*server.stub, "bert_copy", kConfig).ok());
   EXPECT_EQ(MetricSum(server.metrics_port, "nimble_compilations_total"), 0);
+}
+
+// The reference the server is checked against is `nimblec run` itself: the same executable run
+// in this process (which every server response above must match) agrees with it.
+TEST_F(ServingTest, DirectRunsAgreeWithNimblecRun) {
+  const std::string dir = *work_dir_ + "/nimblec";
+  std::filesystem::create_directories(dir);
+  for (const Case& c : {MakeCase(1, 5, 21), MakeCase(2, 33, 22)}) {
+    std::vector<std::string> args = {"run", SmallBertPath(), "--output-dir", dir + "/out"};
+    const std::vector<const std::vector<int64_t>*> data = {&c.ids, &c.mask, &c.types};
+    for (size_t i = 0; i < kInputs.size(); ++i) {
+      const std::string path = absl::StrCat(dir, "/", kInputs[i], ".npy");
+      ASSERT_THAT(vm::WriteNpy(path, vm::Tensor::FromVector<int64_t>(*data[i], {c.batch, c.seq})),
+                  IsOk());
+      args.push_back("--input");
+      args.push_back(absl::StrCat(kInputs[i], "=", path));
+    }
+    NIMBLE_ASSERT_OK_AND_ASSIGN(auto child, ChildProcess::Start(NIMBLEC_BINARY, args, dir));
+    NIMBLE_ASSERT_OK_AND_ASSIGN(int code, child->WaitForExit(absl::Seconds(60)));
+    ASSERT_EQ(code, 0) << child->Stderr();
+    const std::vector<vm::Tensor> direct = RunDirectly(*exe_, c);
+    ASSERT_EQ(direct.size(), (*exe_)->outputs.size());
+    for (size_t i = 0; i < direct.size(); ++i) {
+      NIMBLE_ASSERT_OK_AND_ASSIGN(
+          vm::Tensor from_nimblec,
+          vm::ReadNpy(absl::StrCat(dir, "/out/", (*exe_)->outputs[i].name, ".npy")));
+      ASSERT_EQ(from_nimblec.shape(), direct[i].shape());
+      const float* a = from_nimblec.data<float>();
+      const float* b = direct[i].data<float>();
+      int mismatches = 0;
+      for (int64_t k = 0; k < direct[i].num_elements(); ++k) {
+        if (!(std::fabs(a[k] - b[k]) <= 1e-5f + 1e-5f * std::fabs(b[k]))) ++mismatches;
+      }
+      EXPECT_EQ(mismatches, 0) << (*exe_)->outputs[i].name;
+    }
+  }
 }
 
 TEST_F(ServingTest, UnloadWhileRequestsAreInFlight) {

@@ -446,6 +446,13 @@ TEST_F(ServingTest, UploadInferConcurrentlyRestartFromCacheStreamAndBadInputs) {
                 "over --max-request-bytes");
   }
   {
+    auto r = good;  // 1 us cannot cover decoding, queueing and a thread hand-off
+    (*r.mutable_parameters())["timeout"].set_int64_param(1);
+    expect_code(r, grpc::StatusCode::DEADLINE_EXCEEDED, "timed out");
+    (*r.mutable_parameters())["timeout"].set_string_param("soon");
+    expect_code(r, grpc::StatusCode::INVALID_ARGUMENT, "'timeout'");
+  }
+  {
     auto r = good;
     r.add_outputs()->set_name("logits");
     expect_code(r, grpc::StatusCode::INVALID_ARGUMENT, "unknown requested output 'logits'");

@@ -23,6 +23,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "server/repository.h"
+#include "server/test_models.h"
 #include "tests/integration/server_process.h"
 #include "vm/runtime/npy.h"
 #include "vm/virtual_machine.h"
@@ -518,6 +519,30 @@ TEST_F(ServingTest, UploadInferConcurrentlyRestartFromCacheStreamAndBadInputs) {
     inference::ModelInferResponse response;
     ASSERT_TRUE(server.stub->ModelInfer(&context, MakeRequest(cases[5], false), &response).ok());
     ExpectSameOutputs(response, *exe_, expected[5]);
+  }
+  // A model the compiler rejects is UNAVAILABLE with the compiler's message in the index; the
+  // others keep serving.
+  {
+    const std::string broken = server::testing::ElementwiseModel("NoSuchOp");
+    grpc::Status status = Upload(*server.stub, "broken", "", "file:1/model.onnx", &broken);
+    EXPECT_FALSE(status.ok());
+    EXPECT_THAT(status.error_message(), HasSubstr("unsupported operator 'NoSuchOp'"));
+    grpc::ClientContext context;
+    inference::RepositoryIndexResponse index;
+    ASSERT_TRUE(server.stub->RepositoryIndex(&context, {}, &index).ok());
+    bool listed = false;
+    for (const auto& m : index.models()) {
+      if (m.name() != "broken") continue;
+      listed = true;
+      EXPECT_EQ(m.state(), "UNAVAILABLE");
+      EXPECT_THAT(m.reason(), HasSubstr("NoSuchOp"));
+    }
+    EXPECT_TRUE(listed);
+    grpc::ClientContext infer_context;
+    inference::ModelInferResponse response;
+    ASSERT_TRUE(
+        server.stub->ModelInfer(&infer_context, MakeRequest(cases[3], true), &response).ok());
+    ExpectSameOutputs(response, *exe_, expected[3]);
   }
   // Re-uploading identical bytes under another name is a cache hit too.
   ASSERT_TRUE(Upload(*server.stub, "bert_copy", kConfig).ok());

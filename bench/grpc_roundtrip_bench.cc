@@ -13,9 +13,12 @@ namespace {
 
 void BM_ServerLiveRoundTrip(benchmark::State& state) {
   spdlog::set_level(spdlog::level::warn);
-  ServerOptions options{.model_repository = std::filesystem::temp_directory_path().string(),
-                        .grpc_address = "127.0.0.1:0",
-                        .metrics_port = -1};
+  // An empty repository of its own: the server loads every model directory it finds.
+  const std::filesystem::path repo =
+      std::filesystem::temp_directory_path() / "nimble_bench_grpc_roundtrip_repo";
+  std::filesystem::create_directories(repo);
+  ServerOptions options{
+      .model_repository = repo.string(), .grpc_address = "127.0.0.1:0", .metrics_port = -1};
   auto server = Server::Create(options);
   if (!server.ok()) {
     state.SkipWithError(server.status().ToString().c_str());

@@ -16,6 +16,8 @@ build_packages=(
   libtbb-dev libdnnl-dev
   # found at configure time even when only nimble-server is built
   libgtest-dev libgmock-dev libbenchmark-dev
+  # executable-cache digests (SHA-256)
+  libssl-dev
 )
 
 dev_packages=(

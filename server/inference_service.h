@@ -2,19 +2,40 @@
 // never block them.
 #pragma once
 
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
 #include <string_view>
 
 #include "grpc_service.grpc.pb.h"
 #include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
 #include "prometheus/registry.h"
+#include "server/model_manager.h"
 #include "server/server_state.h"
 
 namespace nimble::server {
 
-// Thread-safe: handlers only read ServerState and bump thread-safe counters.
+struct InferenceLimits {
+  int64_t max_request_bytes = int64_t{64} << 20;  // ModelInfer messages above it are refused
+};
+
+// Thread-safe: handlers read ServerState, ask the (thread-safe) ModelManager and bump
+// thread-safe counters. Inference runs on the model's instance threads; handlers only decode,
+// validate and queue, and finish their reactor from the completion callback.
 class InferenceService final : public inference::GRPCInferenceService::CallbackService {
  public:
-  InferenceService(const ServerState* state, prometheus::Registry& registry);
+  InferenceService(const ServerState* state, ModelManager* manager, InferenceLimits limits,
+                   prometheus::Registry& registry);
+
+  // The inference path shared by ModelInfer and ModelStreamInfer: `done` runs exactly once,
+  // on this thread (errors found before queueing) or an instance thread.
+  using InferDone = std::function<void(const absl::Status&, inference::ModelInferResponse*)>;
+  void Infer(const inference::ModelInferRequest& request,
+             std::shared_ptr<std::atomic<bool>> cancelled,
+             std::chrono::system_clock::time_point deadline, InferDone done);
 
   grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* context,
                                        const inference::ServerLiveRequest* request,
@@ -26,7 +47,6 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
                                            const inference::ServerMetadataRequest* request,
                                            inference::ServerMetadataResponse* response) override;
 
-  // Until the serving issue lands these answer UNIMPLEMENTED with a message saying so.
   grpc::ServerUnaryReactor* ModelReady(grpc::CallbackServerContext* context,
                                        const inference::ModelReadyRequest* request,
                                        inference::ModelReadyResponse* response) override;
@@ -58,10 +78,17 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
   // Finishes a unary call with `status`, counting it by method and code.
   grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context, absl::string_view method,
                                    const grpc::Status& status);
-  grpc::ServerUnaryReactor* NotYet(grpc::CallbackServerContext* context, absl::string_view method);
+  void Count(absl::string_view method, grpc::StatusCode code);
 
   const ServerState* state_;
+  ModelManager* manager_;
+  const InferenceLimits limits_;
   prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Counter>& inferences_;
+  prometheus::Family<prometheus::Counter>& inference_count_;
+  prometheus::Family<prometheus::Counter>& execution_count_;
+  prometheus::Family<prometheus::Histogram>& phase_seconds_;
+  prometheus::Family<prometheus::Gauge>& pending_;
 };
 
 }  // namespace nimble::server

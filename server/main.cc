@@ -28,6 +28,18 @@ ABSL_FLAG(std::string, log_level, "info",
           "Log level: trace, debug, info, warn, error, critical or off.");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(30),
           "On SIGINT/SIGTERM, how long in-flight calls may run before they are cancelled.");
+ABSL_FLAG(std::string, cache_dir, "",
+          "Directory of compiled executables (<digest>.nbx); restarts and identical uploads load "
+          "from it instead of compiling. Empty: in-memory cache only.");
+ABSL_FLAG(int64_t, cache_memory_bytes, int64_t{1} << 30,
+          "Bound of the in-memory executable cache (LRU, serialized bytes).");
+ABSL_FLAG(int64_t, cache_disk_bytes, int64_t{10} << 30,
+          "Bound of --cache-dir (least recently used executables are deleted first; 0: none).");
+ABSL_FLAG(int64_t, max_request_bytes, int64_t{64} << 20,
+          "Largest ModelInfer request; larger ones get RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int64_t, max_upload_bytes, int64_t{1} << 30,
+          "Largest RepositoryModelLoad message (model upload).");
+ABSL_FLAG(int, compile_threads, 1, "Models compiled at the same time (background loads).");
 ABSL_FLAG(std::string, port_file, "",
           "If set, once serving write 'grpc=PORT\\nmetrics=PORT\\n' here (for port 0 users).");
 
@@ -79,6 +91,12 @@ absl::Status Run() {
   options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
   options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  options.cache_dir = absl::GetFlag(FLAGS_cache_dir);
+  options.cache_memory_bytes = absl::GetFlag(FLAGS_cache_memory_bytes);
+  options.cache_disk_bytes = absl::GetFlag(FLAGS_cache_disk_bytes);
+  options.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  options.max_upload_bytes = absl::GetFlag(FLAGS_max_upload_bytes);
+  options.compile_threads = absl::GetFlag(FLAGS_compile_threads);
   NIMBLE_ASSIGN_OR_RETURN(std::unique_ptr<Server> server, Server::Create(options));
 
   const std::string port_file = absl::GetFlag(FLAGS_port_file);

@@ -1,6 +1,8 @@
 #include "server/server.h"
 
+#include <algorithm>
 #include <chrono>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
@@ -34,13 +36,33 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const ServerOptions& opti
                          .Register(registry);
   build_info.Add({{"version", NIMBLE_VERSION}}).Set(1);
 
-  server->service_ = std::make_unique<InferenceService>(&server->state_, registry);
+  server->repository_ = std::make_unique<ModelRepository>(options.model_repository);
+  server->repository_->CleanUp();
+  ExecutableCache::Options cache_options;
+  cache_options.dir = options.cache_dir;
+  cache_options.memory_bytes = options.cache_memory_bytes;
+  cache_options.disk_bytes = options.cache_disk_bytes;
+  server->cache_ = std::make_unique<ExecutableCache>(cache_options, registry);
+  ModelManager::Options manager_options;
+  manager_options.compile_threads = options.compile_threads;
+  server->manager_ = std::make_unique<ModelManager>(server->repository_.get(), server->cache_.get(),
+                                                    manager_options);
+  InferenceLimits limits;
+  limits.max_request_bytes = options.max_request_bytes;
+  server->service_ =
+      std::make_unique<InferenceService>(&server->state_, server->manager_.get(), limits, registry);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   // gRPC sets SO_REUSEPORT by default, which lets a second server silently share a port.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // gRPC's own bound (4 MiB by default) would refuse uploads and large requests before our
+  // checks could say which limit applies; ours are checked per RPC.
+  const int64_t max_message =
+      std::min<int64_t>(std::max(options.max_request_bytes, options.max_upload_bytes) + 4096,
+                        std::numeric_limits<int>::max());
+  builder.SetMaxReceiveMessageSize(static_cast<int>(max_message));
   builder.AddListeningPort(options.grpc_address, grpc::InsecureServerCredentials(),
                            &server->grpc_port_);
   builder.RegisterService(server->service_.get());
@@ -49,8 +71,16 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const ServerOptions& opti
     return absl::UnavailableError(
         absl::StrCat("--grpc-address: cannot listen on ", options.grpc_address));
   }
-  server->grpc_server_->GetHealthCheckService()->SetServingStatus(true);
-  server->state_.ready.store(true, std::memory_order_release);
+  // Ready (ServerReady, health SERVING) once every model in the repository has finished its
+  // first load, successfully or not; failures are visible in RepositoryIndex.
+  Server* self = server.get();
+  server->grpc_server_->GetHealthCheckService()->SetServingStatus(false);
+  server->manager_->LoadAll([self] {
+    if (self->state_.draining.load(std::memory_order_acquire)) return;
+    self->state_.ready.store(true, std::memory_order_release);
+    self->grpc_server_->GetHealthCheckService()->SetServingStatus(true);
+    spdlog::info("initial model loads finished: ready");
+  });
   spdlog::info("nimble-server {} serving gRPC on port {} (repository '{}'), metrics on port {}",
                NIMBLE_VERSION, server->grpc_port_, options.model_repository,
                server->metrics_port());
@@ -75,6 +105,8 @@ void Server::Shutdown() {
   grpc_server_->Shutdown(deadline);
   grpc_server_->Wait();
   spdlog::info("gRPC server stopped");
+  // Running compiles finish, queued requests are answered, instance threads are joined.
+  manager_.reset();
 }
 
 }  // namespace nimble::server

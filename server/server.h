@@ -6,8 +6,11 @@
 
 #include "absl/status/statusor.h"
 #include "grpcpp/server.h"
+#include "server/executable_cache.h"
 #include "server/inference_service.h"
 #include "server/metrics_server.h"
+#include "server/model_manager.h"
+#include "server/repository.h"
 #include "server/server_options.h"
 #include "server/server_state.h"
 
@@ -23,6 +26,7 @@ class Server {
   int grpc_port() const { return grpc_port_; }
   int metrics_port() const { return metrics_ ? metrics_->port() : -1; }
   const ServerState& state() const { return state_; }
+  ModelManager& models() { return *manager_; }
 
   // Health turns NOT_SERVING and ServerReady false; calls already accepted keep running.
   void BeginDrain();
@@ -37,6 +41,9 @@ class Server {
   ServerOptions options_;
   ServerState state_;
   std::unique_ptr<MetricsServer> metrics_;
+  std::unique_ptr<ModelRepository> repository_;
+  std::unique_ptr<ExecutableCache> cache_;
+  std::unique_ptr<ModelManager> manager_;
   std::unique_ptr<InferenceService> service_;
   std::unique_ptr<grpc::Server> grpc_server_;
   int grpc_port_ = 0;

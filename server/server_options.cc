@@ -97,6 +97,15 @@ absl::Status ValidateOptions(const ServerOptions& options) {
         Annotate(CheckPortBindable(HostPort{options.metrics_address, options.metrics_port}),
                  "--metrics-port"));
   }
+  if (options.max_request_bytes <= 0 || options.max_upload_bytes <= 0 ||
+      options.cache_memory_bytes < 0 || options.cache_disk_bytes < 0) {
+    return absl::InvalidArgumentError(
+        "--max-request-bytes and --max-upload-bytes must be positive, --cache-memory-bytes and "
+        "--cache-disk-bytes >= 0");
+  }
+  if (options.compile_threads < 1) {
+    return absl::InvalidArgumentError("--compile-threads must be at least 1");
+  }
   if (options.shutdown_grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--shutdown-grace must not be negative");
   }

@@ -16,6 +16,12 @@ struct ServerOptions {
   std::string metrics_address = "0.0.0.0";
   int metrics_port = 8002;  // 0 picks a free port; -1 turns the endpoint off
   absl::Duration shutdown_grace = absl::Seconds(30);
+  std::string cache_dir = "";                     // "" = executables cached in memory only
+  int64_t cache_memory_bytes = int64_t{1} << 30;  // in-memory executable cache bound
+  int64_t cache_disk_bytes = int64_t{10} << 30;   // --cache-dir bound (0 = none)
+  int64_t max_request_bytes = int64_t{64} << 20;  // ModelInfer message bound
+  int64_t max_upload_bytes = int64_t{1} << 30;    // RepositoryModelLoad message bound
+  int compile_threads = 1;                        // models compiled at once
 };
 
 struct HostPort {

@@ -31,10 +31,15 @@ constexpr absl::Duration kExitTimeout = absl::Seconds(30);
 class ServerProcessTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    work_dir_ = ::testing::TempDir() + "/nimble_server_process_" +
+    // The pid keeps concurrent runs (other checkouts on the same machine) apart.
+    work_dir_ = ::testing::TempDir() + "/nimble_server_process_" + std::to_string(getpid()) + "_" +
                 ::testing::UnitTest::GetInstance()->current_test_info()->name();
     std::filesystem::remove_all(work_dir_);
     std::filesystem::create_directories(work_dir_ + "/repo");
+  }
+
+  void TearDown() override {
+    if (!HasFailure()) std::filesystem::remove_all(work_dir_);
   }
 
   // Runs the server with `args` to completion (for flags that must be rejected).

@@ -93,6 +93,7 @@ ScopedThreads::~ScopedThreads() {
   if (previous_ > 0) Omp().set_num_threads(previous_);
 }
 
+#if !defined(__SANITIZE_THREAD__)
 namespace {
 
 struct OmpFor {
@@ -113,6 +114,7 @@ void OmpForBody(void* data) {
 }
 
 }  // namespace
+#endif
 
 bool OmpParallelFor(int num_threads, int64_t n, int64_t chunks,
                     absl::FunctionRef<void(int64_t, int64_t)> fn) {

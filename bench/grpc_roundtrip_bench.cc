@@ -101,8 +101,7 @@ void BM_IdentityInferRoundTrip(benchmark::State& state) {
     const auto start = std::chrono::steady_clock::now();
     grpc::ClientContext context;
     grpc::Status status = stub->ModelInfer(&context, request, &response);
-    us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() -
-                                                           start)
+    us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
                      .count());
     if (!status.ok()) {
       state.SkipWithError(status.error_message().c_str());

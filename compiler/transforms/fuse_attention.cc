@@ -154,6 +154,69 @@ std::optional<Match> MatchAttention(const Graph& g, const Node& root, const UseC
   return m;
 }
 
+// Decoder attention on 4-D heads with a masking Where (GPT-2 as exported, keys and values
+// already concatenated with the cache):
+//   %s = MatMul(%q4, Transpose(%k4, perm=[0,1,3,2]))  %d = Div(%s, c)
+//   %w = Where(%masked, fill, %d)  %p = Softmax(%w, -1)  %y = MatMul(%p, %v4)
+// becomes %y = Attention(%q4, %k4, %v4, Not(%masked)) {mask_fill=fill}: masked scores become
+// exactly `fill`, as with the Where.
+struct WhereMatch {
+  Value* q = nullptr;
+  Value* k = nullptr;
+  Value* v = nullptr;
+  Value* masked = nullptr;  // bool, true = masked
+  double fill = 0;
+  double scale = 1.0;
+};
+
+std::optional<WhereMatch> MatchWhereAttention(const Node& pv, const UseCounts& uses) {
+  if (pv.op_type() != "MatMul" || !pv.domain().empty()) return std::nullopt;
+  const Value* p = pv.input(0);
+  const Node* softmax = ProducerOf(p, "Softmax");
+  if (softmax == nullptr || uses(p) != 1) return std::nullopt;
+  const int64_t axis = softmax->attrs().GetOr<int64_t>("axis", softmax->opset() < 13 ? 1 : -1);
+  if (axis != -1 && axis != 3) return std::nullopt;
+  const Value* w = softmax->input(0);
+  const Node* where = ProducerOf(w, "Where");
+  if (where == nullptr || uses(w) != 1) return std::nullopt;
+  WhereMatch m;
+  const std::optional<double> fill = ScalarConstant(where->input(1));
+  if (!fill || !where->input(0)->type().is_tensor() ||
+      where->input(0)->tensor_type().dtype != vm::DType::kBool) {
+    return std::nullopt;
+  }
+  m.fill = *fill;
+  m.masked = where->input(0);
+  const Value* scaled = where->input(2);
+  if (uses(scaled) != 1) return std::nullopt;
+  const Value* scores = scaled;
+  if (const Node* div = ProducerOf(scaled, "Div")) {
+    const std::optional<double> c = ScalarConstant(div->input(1));
+    if (!c || *c == 0) return std::nullopt;
+    m.scale = 1.0 / *c;
+    scores = div->input(0);
+  }
+  const Node* qk = ProducerOf(scores, "MatMul");
+  if (qk == nullptr || (scores != scaled && uses(scores) != 1)) return std::nullopt;
+  const Node* kt = ProducerOf(qk->input(1), "Transpose");
+  if (kt == nullptr || !HasPerm(*kt, {0, 1, 3, 2}) || uses(qk->input(1)) != 1) return std::nullopt;
+  m.q = qk->input(0), m.k = kt->input(0), m.v = pv.input(1);
+  const std::vector<Dim>* qd = DimsOf(m.q, 4);
+  const std::vector<Dim>* kd = DimsOf(m.k, 4);
+  const std::vector<Dim>* vd = DimsOf(m.v, 4);
+  const std::vector<Dim>* md = DimsOf(m.masked, 2);
+  if (qd == nullptr || kd == nullptr || vd == nullptr || md == nullptr) return std::nullopt;
+  const vm::DType dtype = m.q->tensor_type().dtype;
+  if (dtype != vm::DType::kF32 || m.k->tensor_type().dtype != dtype ||
+      m.v->tensor_type().dtype != dtype || !(*qd)[0] || (*kd)[0] != (*qd)[0] ||
+      (*vd)[0] != (*qd)[0] || !(*qd)[1] || (*kd)[1] != (*qd)[1] || (*vd)[1] != (*qd)[1] ||
+      (*kd)[3] != (*qd)[3] || (*vd)[2] != (*kd)[2] || !(*kd)[2] || (*md)[0] != (*qd)[2] ||
+      (*md)[1] != (*kd)[2]) {
+    return std::nullopt;
+  }
+  return m;
+}
+
 }  // namespace
 
 absl::StatusOr<int> FuseAttention(Module& module) {
@@ -163,6 +226,24 @@ absl::StatusOr<int> FuseAttention(Module& module) {
   std::vector<Node*> nodes;
   for (const auto& n : g.nodes()) nodes.push_back(n.get());
   for (Node* node : nodes) {
+    if (std::optional<WhereMatch> c = MatchWhereAttention(*node, uses)) {
+      Node* attend = g.AddNode("Not", {c->masked}, 1, node->name() + "/attend");
+      attend->set_opset(1);
+      attend->output(0)->set_type(c->masked->type());
+      g.MoveLastNodeAfter(node);
+      Node* att = g.AddNode("Attention", {c->q, c->k, c->v, attend->output(0)}, 1,
+                            node->name() + "/attention");
+      att->set_opset(23);
+      att->attrs().Set("scale", c->scale);
+      att->attrs().Set("mask_fill", c->fill);
+      att->output(0)->set_type(node->output(0)->type());
+      att->output(0)->set_name(node->output(0)->name());
+      g.MoveLastNodeAfter(attend);
+      g.ReplaceAllUsesWith(node->output(0), att->output(0));
+      ++fused;
+      uses.Refresh(g);
+      continue;
+    }
     std::optional<Match> m = MatchAttention(g, *node, uses);
     if (!m) continue;
     std::vector<Value*> inputs = {m->q.x, m->k.x, m->v.x};

@@ -11,6 +11,12 @@
 //            H*D])
 //   after:   %o = Attention(%q, %k, %v, %mask) {q_num_heads=H, kv_num_heads=H, scale=1/c}
 //
+// Also, on 4-D heads (GPT-2, keys and values already concatenated with the cache):
+//   before:  %s = MatMul(%q4, Transpose(%k4, perm=[0,1,3,2]))  %d = Div(%s, c)
+//            %w = Where(%masked, fill, %d)  %p = Softmax(%w, -1)  %y = MatMul(%p, %v4)
+//   after:   %y = Attention(%q4, %k4, %v4, Not(%masked)) {scale=1/c, mask_fill=fill}
+// (mask_fill is Nimble's: masked scores become exactly `fill`, as with the Where.)
+//
 // The scale may be a Div or Mul by a scalar constant or absent; the mask may be absent, and
 // must be a float tensor of Q's dtype whose last dim is the key sequence (Attention pads a
 // shorter mask instead of broadcasting it). Intermediate values must have no other users.

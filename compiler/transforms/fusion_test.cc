@@ -154,6 +154,38 @@ TEST_F(FusionTest, AttentionWithAMaskThatBroadcastsOverKeysIsLeftAlone) {
   EXPECT_EQ(fused, 0) << "Attention pads a short mask with -inf; Add broadcasts it";
 }
 
+// GPT-2's causal attention on 4-D heads: Where(masked, -1e4, scores / c) becomes an Attention
+// with the negated mask and mask_fill = -1e4 (masked scores exactly -1e4, as with the Where).
+TEST_F(FusionTest, WhereMaskedAttentionBecomesAttentionWithMaskFill) {
+  const DimExpr b = m_.dims.Symbol("b"), s = m_.dims.Symbol("s"), t = m_.dims.Symbol("t");
+  const DimExpr h = DimExpr::Const(2), d = DimExpr::Const(4);
+  Value* q = Input("q", {b, h, s, d});
+  Value* k = Input("k", {b, h, t, d});
+  Value* v = Input("v", {b, h, t, d});
+  Value* masked =
+      m_.main->AddInput("masked", Type::Tensor(TensorType::Of(vm::DType::kBool, {s, t})));
+  Node* kt = Typed("Transpose", {k}, {b, h, d, t});
+  kt->attrs().Set("perm", std::vector<int64_t>{0, 1, 3, 2});
+  Value* scores = Typed("MatMul", {q, kt->output(0)}, {b, h, s, t})->output(0);
+  Value* scaled = Typed("Div", {scores, Scalar("c", 2.0f)}, {b, h, s, t})->output(0);
+  Value* w = Typed("Where", {masked, Scalar("fill", -1e4f), scaled}, {b, h, s, t})->output(0);
+  Node* softmax = Typed("Softmax", {w}, {b, h, s, t});
+  softmax->attrs().Set("axis", int64_t{-1});
+  Value* y = Typed("MatMul", {softmax->output(0), v}, {b, h, s, d})->output(0);
+  m_.main->AddOutput(y);
+  NIMBLE_ASSERT_OK_AND_ASSIGN(int fused, FuseAttention(m_));
+  EXPECT_EQ(fused, 1);
+  EXPECT_EQ(Ops(), "Not Attention ");
+  const Node* att = m_.main->outputs()[0]->producer();
+  ASSERT_NE(att, nullptr);
+  EXPECT_EQ(att->input(0), q);
+  EXPECT_EQ(att->input(1), k);
+  EXPECT_EQ(att->input(2), v);
+  EXPECT_EQ(att->input(3)->producer()->op_type(), "Not");
+  EXPECT_DOUBLE_EQ(att->attrs().GetOr<double>("mask_fill", 0.0), -1e4);
+  EXPECT_DOUBLE_EQ(att->attrs().GetOr<double>("scale", 0.0), 0.5);
+}
+
 TEST_F(FusionTest, DecomposedGeluBecomesGelu) {
   Value* x = Input("x", {DimExpr::Const(2), DimExpr::Const(8)});
   Value* a = Op("Div", {x, Scalar("sqrt2", 1.4142135f)}, x);

@@ -102,6 +102,9 @@ TEST_P(ModelParityTest, MatchesPyTorchForEveryShapeWithOneExecutable) {
       EXPECT_LE(RelativeError(outputs[i], expected), 1e-4) << out_name;
     }
   }
+  if (GetParam() == "gpt2") {
+    EXPECT_GE(report.fused_attention, 2) << "every GPT-2 block's masked attention is fused";
+  }
   if (GetParam() == "bert") {
     EXPECT_GE(report.fused_attention, 2) << "every BERT layer's attention is one Attention node";
   }

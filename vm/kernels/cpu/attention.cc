@@ -72,6 +72,9 @@ struct Config {
   bool is_causal = false;
   double scale = 0;  // 0: 1/sqrt(head_size)
   double softcap = 0;
+  // Not ONNX: what a false entry of a bool mask puts in the scores (ONNX: -inf). The
+  // fuse-attention pass sets it for Where(cond, c, scores) masks, where masked scores become c.
+  double mask_fill = -std::numeric_limits<double>::infinity();
   int64_t qk_mode = -1;
 };
 
@@ -386,6 +389,7 @@ class AttentionKernel final : public Kernel {
         c_.scale != 0 ? static_cast<float>(c_.scale) : 1.0f / std::sqrt(static_cast<float>(p.head));
     const float softcap = static_cast<float>(c_.softcap);
     const float neg_inf = -std::numeric_limits<float>::infinity();
+    const float fill = static_cast<float>(c_.mask_fill);
     const int64_t group = p.q_heads / p.kv_heads;
 
     // Tasks: (batch, head, row block); blocks small enough to keep every thread busy.
@@ -414,8 +418,9 @@ class AttentionKernel final : public Kernel {
           // Fast rows: no scores requested as an output, a float mask contiguous over keys
           // (or none). Keys past the causal frontier, the padding or a short mask get
           // probability 0 without being computed.
-          const bool fast = qk_out == nullptr &&
-                            (mask == nullptr || (mask->dtype() != DType::kBool && ms[3] == 1));
+          const bool bool_mask = mask != nullptr && mask->dtype() == DType::kBool;
+          const bool fast =
+              qk_out == nullptr && (mask == nullptr || ms[3] == 1) && (!bool_mask || softcap == 0);
           for (int64_t r = 0; fast && r < n; ++r) {
             const int64_t i = i0 + r;
             float* row = s + r * p.total;
@@ -424,7 +429,15 @@ class AttentionKernel final : public Kernel {
             const float* m = nullptr;
             if (mask != nullptr) {
               limit = std::min(limit, mask_cols);
-              m = mask->data<float>() + b * ms[0] + h * ms[1] + i * ms[2];
+              const int64_t base = b * ms[0] + h * ms[1] + i * ms[2];
+              if (bool_mask) {
+                const bool* bm = mask->data<bool>() + base;
+                for (int64_t j = 0; j < limit; ++j) {
+                  if (!bm[j]) row[j] = fill;
+                }
+              } else {
+                m = mask->data<float>() + base;
+              }
             }
             if (limit <= 0) {  // every key masked: 0/0 as in the reference
               std::fill(row, row + p.total, std::numeric_limits<float>::quiet_NaN());
@@ -448,7 +461,11 @@ class AttentionKernel final : public Kernel {
               if (mask->dtype() == DType::kBool) {
                 const bool* m = mask->data<bool>() + base;
                 for (int64_t j = 0; j < p.total; ++j) {
-                  if (j >= mask_cols || !m[j * ms[3]]) row[j] = neg_inf;
+                  if (j >= mask_cols) {
+                    row[j] = neg_inf;
+                  } else if (!m[j * ms[3]]) {
+                    row[j] = fill;
+                  }
                 }
               } else {
                 const float* m = mask->data<float>() + base;
@@ -503,6 +520,7 @@ void RegisterAttentionKernels(KernelRegistry& registry) {
                       c.is_causal = a.GetOr<int64_t>("is_causal", 0) != 0;
                       c.scale = a.GetOr<double>("scale", 0.0);
                       c.softcap = a.GetOr<double>("softcap", 0.0);
+                      c.mask_fill = a.GetOr<double>("mask_fill", c.mask_fill);
                       c.qk_mode = a.GetOr<int64_t>("qk_matmul_output_mode", 0);
                       if (c.qk_mode < 0 || c.qk_mode > 3) {
                         return absl::InvalidArgumentError(absl::StrCat(

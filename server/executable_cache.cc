@@ -99,7 +99,7 @@ ExecutableCache::ExecutableCache(Options options, prometheus::Registry& registry
                                    .Help("Compilations that failed, by model.")
                                    .Register(registry)),
       compile_seconds_family_(prometheus::BuildHistogram()
-                                  .Name("nimble_compile_seconds")
+                                  .Name("nimble_compile_duration_seconds")
                                   .Help("Time to compile a model, by model.")
                                   .Register(registry)),
       hits_family_(prometheus::BuildCounter()

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "server/infer_codec.h"
@@ -27,6 +28,13 @@ uint64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
+}
+
+// The `status` label of nimble_inference_requests_total (deploy/README.md): "success", or the
+// code in snake case ("invalid_argument", "resource_exhausted", ...).
+std::string StatusLabel(absl::StatusCode code) {
+  if (code == absl::StatusCode::kOk) return "success";
+  return absl::AsciiStrToLower(absl::StatusCodeToString(code));
 }
 
 const std::vector<double>& LatencyBuckets() {
@@ -207,8 +215,8 @@ InferenceService::InferenceService(const ServerState* state, ModelManager* manag
                                  "execution_count is the average batch size.")
                            .Register(registry)),
       phase_seconds_(prometheus::BuildHistogram()
-                         .Name("nimble_inference_phase_seconds")
-                         .Help("Time per request phase (queue, compute_input, compute_infer, "
+                         .Name("nimble_request_duration_seconds")
+                         .Help("Time per request stage (queue, compute_input, compute_infer, "
                                "compute_output) by model and version.")
                          .Register(registry)),
       pending_(prometheus::BuildGauge()
@@ -302,9 +310,7 @@ void InferenceService::Infer(const inference::ModelInferRequest& request,
                              std::chrono::system_clock::time_point grpc_deadline, InferDone done) {
   const Clock::time_point arrival = Clock::now();
   auto fail = [&](const absl::Status& status) {
-    inferences_
-        .Add({{"model", request.model_name()},
-              {"code", std::string(absl::StatusCodeToString(status.code()))}})
+    inferences_.Add({{"model", request.model_name()}, {"status", StatusLabel(status.code())}})
         .Increment();
     done(status, nullptr);
   };
@@ -345,11 +351,11 @@ void InferenceService::Infer(const inference::ModelInferRequest& request,
       const prometheus::Labels labels = {{"model", model.name()}, {"version", version}};
       auto phase = [&](const char* name) {
         prometheus::Labels l = labels;
-        l["phase"] = name;
+        l["stage"] = name;
         return &phase_seconds_.Add(l, LatencyBuckets());
       };
       InstanceMetrics m;
-      m.ok = &inferences_.Add({{"model", model.name()}, {"code", "OK"}});
+      m.ok = &inferences_.Add({{"model", model.name()}, {"status", "success"}});
       m.pending = &pending_.Add({{"model", model.name()}});
       m.inferences = &inference_count_.Add(labels);
       m.executions = &execution_count_.Add(labels);
@@ -396,9 +402,7 @@ void InferenceService::Infer(const inference::ModelInferRequest& request,
         stats->RecordFailure(t.total_ns);
         spdlog::debug("request '{}' to model '{}' failed: {}", id, name,
                       std::string(status.message()));
-        inferences_
-            .Add({{"model", name}, {"code", std::string(absl::StatusCodeToString(status.code()))}})
-            .Increment();
+        inferences_.Add({{"model", name}, {"status", StatusLabel(status.code())}}).Increment();
       }
       done(status, status.ok() ? &response : nullptr);
     };

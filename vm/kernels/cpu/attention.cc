@@ -30,10 +30,7 @@ namespace {
 
 using kernel_util::CheckArity;
 using kernel_util::CheckDefined;
-
-bool Present(absl::Span<const Tensor> inputs, size_t i) {
-  return i < inputs.size() && inputs[i].defined();
-}
+using kernel_util::Present;
 
 // A [batch, heads, seq, dim] view of a 4-D tensor or of a 3-D [batch, seq, heads * dim] one.
 struct HeadView {

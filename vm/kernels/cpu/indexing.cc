@@ -35,6 +35,7 @@ namespace {
 
 using kernel_util::CheckArity;
 using kernel_util::CheckDefined;
+using kernel_util::Present;
 using kernel_util::DispatchByElementSize;
 using kernel_util::NormalizeAxis;
 using kernel_util::ParallelFor;
@@ -45,10 +46,6 @@ using kernel_util::Strides;
 using KernelPtr = std::unique_ptr<Kernel>;
 
 constexpr int64_t kParallelGrainBytes = 32 * 1024;
-
-bool Present(absl::Span<const Tensor> inputs, size_t i) {
-  return i < inputs.size() && inputs[i].defined();
-}
 
 int64_t Product(absl::Span<const int64_t> dims) {
   int64_t p = 1;

@@ -44,6 +44,7 @@ namespace {
 using dnnl::memory;
 using kernel_util::CheckArity;
 using kernel_util::CheckDefined;
+using kernel_util::Present;
 using kernel_util::ParallelFor;
 using kernel_util::SingleOutputKernel;
 using onednn::CachedPrimitive;
@@ -51,10 +52,6 @@ using onednn::PrimitiveCache;
 
 using KernelPtr = std::unique_ptr<Kernel>;
 using Dims = memory::dims;
-
-bool Present(absl::Span<const Tensor> inputs, size_t i) {
-  return i < inputs.size() && inputs[i].defined();
-}
 
 int64_t Product(absl::Span<const int64_t> dims) {
   int64_t p = 1;

@@ -190,6 +190,10 @@ absl::Status CheckArity(absl::string_view op, size_t num_inputs, size_t min_inpu
                         size_t max_inputs);
 absl::Status CheckOutputs(absl::string_view op, absl::Span<Tensor> outputs, size_t min_outputs,
                           size_t max_outputs);
+// Whether optional input `i` was given (present and not an empty slot).
+inline bool Present(absl::Span<const Tensor> inputs, size_t i) {
+  return i < inputs.size() && inputs[i].defined();
+}
 // Checks that `input` is present (defined).
 absl::Status CheckDefined(absl::string_view op, absl::Span<const Tensor> inputs, size_t index,
                           absl::string_view what);

@@ -49,12 +49,9 @@ namespace nimble::vm::cpu {
 namespace {
 
 using kernel_util::CheckDefined;
+using kernel_util::Present;
 
 using KernelPtr = std::unique_ptr<Kernel>;
-
-bool Present(absl::Span<const Tensor> inputs, size_t i) {
-  return i < inputs.size() && inputs[i].defined();
-}
 
 // ---------------------------------------------------------------------------------------------
 // Activation functions

@@ -36,6 +36,7 @@ namespace {
 
 using kernel_util::CheckArity;
 using kernel_util::CheckDefined;
+using kernel_util::Present;
 using kernel_util::DispatchByElementSize;
 using kernel_util::NormalizeAxis;
 using kernel_util::ParallelFor;
@@ -165,10 +166,6 @@ absl::Status CopyAll(const Tensor& dst, const Tensor& src) {
 absl::Status CheckInput(const std::string& op, absl::Span<const Tensor> inputs, size_t index,
                         absl::string_view what) {
   return CheckDefined(op, inputs, index, what);
-}
-
-bool Present(absl::Span<const Tensor> inputs, size_t i) {
-  return i < inputs.size() && inputs[i].defined();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -207,21 +207,23 @@ InferenceService::InferenceService(const ServerState* state, ModelManager* manag
                       .Register(registry)),
       inference_count_(prometheus::BuildCounter()
                            .Name("nimble_inference_count_total")
-                           .Help("Inferences (batch sizes summed) by model and version.")
+                           .Help("Inferences (batch sizes summed) by model, version and bucket.")
                            .Register(registry)),
       execution_count_(prometheus::BuildCounter()
                            .Name("nimble_execution_count_total")
-                           .Help("Model executions by model and version; inference_count / "
-                                 "execution_count is the average batch size.")
+                           .Help("Model executions by model, version and bucket; "
+                                 "inference_count / execution_count is the average batch size.")
                            .Register(registry)),
       phase_seconds_(prometheus::BuildHistogram()
                          .Name("nimble_request_duration_seconds")
-                         .Help("Time per request stage (queue, compute_input, compute_infer, "
-                               "compute_output) by model and version.")
+                         .Help("Time per stage of successful requests (queue, compute_input, "
+                               "compute_infer, compute_output, total) by model, version and "
+                               "bucket.")
                          .Register(registry)),
       pending_(prometheus::BuildGauge()
                    .Name("nimble_pending_requests")
-                   .Help("Inference requests accepted and not yet answered, by model.")
+                   .Help("Inference requests accepted and not yet answered, by model and "
+                         "version.")
                    .Register(registry)) {}
 
 void InferenceService::Count(absl::string_view method, grpc::StatusCode code) {
@@ -309,8 +311,13 @@ void InferenceService::Infer(const inference::ModelInferRequest& request,
                              std::shared_ptr<std::atomic<bool>> cancelled,
                              std::chrono::system_clock::time_point grpc_deadline, InferDone done) {
   const Clock::time_point arrival = Clock::now();
+  // Before the version is resolved the label is what the request named ("" for the default).
+  std::string version_label = request.model_version();
   auto fail = [&](const absl::Status& status) {
-    inferences_.Add({{"model", request.model_name()}, {"status", StatusLabel(status.code())}})
+    inferences_
+        .Add({{"model", request.model_name()},
+              {"version", version_label},
+              {"status", StatusLabel(status.code())}})
         .Increment();
     done(status, nullptr);
   };
@@ -326,6 +333,7 @@ void InferenceService::Infer(const inference::ModelInferRequest& request,
     auto instance = manager_->Get(request.model_name(), request.model_version());
     if (!instance.ok()) return fail(instance.status());
     ModelInstance& model = **instance;
+    version_label = std::to_string(model.version());
     auto decoded = DecodeRequest(request, *model.executable(), model.config());
     if (!decoded.ok()) {
       model.stats().RecordFailure(NsSince(arrival));
@@ -335,6 +343,8 @@ void InferenceService::Infer(const inference::ModelInferRequest& request,
 
     InferJob job;
     job.inputs = std::move(decoded->inputs);
+    job.key = model.batch_plan().Classify(job.inputs);
+    job.classified = true;
     job.priority = decoded->priority;
     job.enqueued = Clock::now();
     uint64_t timeout_us = decoded->timeout_us;
@@ -346,31 +356,37 @@ void InferenceService::Infer(const inference::ModelInferRequest& request,
           std::min(job.deadline, Clock::now() + std::chrono::duration_cast<Clock::duration>(left));
     }
     job.cancelled = cancelled;
-    const std::string version = std::to_string(model.version());
+    const std::string version = version_label;
     const InstanceMetrics& metrics = model.metrics([&] {
-      const prometheus::Labels labels = {{"model", model.name()}, {"version", version}};
-      auto phase = [&](const char* name) {
+      InstanceMetrics m;
+      m.ok =
+          &inferences_.Add({{"model", model.name()}, {"version", version}, {"status", "success"}});
+      m.pending = &pending_.Add({{"model", model.name()}, {"version", version}});
+      return m;
+    });
+    const BucketMetrics& bucket = model.bucket_metrics(job.key.bucket, [&] {
+      const prometheus::Labels labels = {
+          {"model", model.name()}, {"version", version}, {"bucket", job.key.bucket}};
+      auto stage = [&](const char* name) {
         prometheus::Labels l = labels;
         l["stage"] = name;
         return &phase_seconds_.Add(l, LatencyBuckets());
       };
-      InstanceMetrics m;
-      m.ok = &inferences_.Add({{"model", model.name()}, {"status", "success"}});
-      m.pending = &pending_.Add({{"model", model.name()}});
+      BucketMetrics m;
       m.inferences = &inference_count_.Add(labels);
       m.executions = &execution_count_.Add(labels);
-      m.queue = phase("queue");
-      m.compute_input = phase("compute_input");
-      m.compute_infer = phase("compute_infer");
-      m.compute_output = phase("compute_output");
+      m.queue = stage("queue");
+      m.compute_input = stage("compute_input");
+      m.compute_infer = stage("compute_infer");
+      m.compute_output = stage("compute_output");
+      m.total = stage("total");
       return m;
     });
     prometheus::Gauge& pending = *metrics.pending;
     job.done = [this, exe = model.executable(), stats = model.shared_stats(), name = model.name(),
                 version, id = request.id(), outputs = decoded->outputs,
-                batch_size = decoded->batch_size, arrival, compute_input_ns, &metrics,
-                done](absl::StatusOr<std::vector<vm::Tensor>> result, uint64_t queue_ns,
-                      uint64_t infer_ns) {
+                batch_size = decoded->batch_size, arrival, compute_input_ns, &metrics, &bucket,
+                done](absl::StatusOr<std::vector<vm::Tensor>> result, const JobTiming& timing) {
       metrics.pending->Decrement();
       inference::ModelInferResponse response;
       absl::Status status = result.status();
@@ -382,27 +398,37 @@ void InferenceService::Infer(const inference::ModelInferRequest& request,
         status = EncodeResponse(*exe, *result, outputs, &response);
       }
       RequestTimings t;
-      t.queue_ns = queue_ns;
+      t.queue_ns = timing.queue_ns;
       t.compute_input_ns = compute_input_ns;
-      t.compute_infer_ns = infer_ns;
+      t.compute_infer_ns = timing.infer_ns;
       t.compute_output_ns = NsSince(output_start);
       t.total_ns = NsSince(arrival);
+      if (timing.counts_execution) {
+        // The run happened whether or not this request's response could be encoded.
+        stats->RecordExecution(t, static_cast<uint64_t>(timing.executed_batch));
+        bucket.executions->Increment();
+      }
       if (status.ok()) {
-        spdlog::debug("request '{}' to model '{}' v{}: ok in {} us (queue {} us, infer {} us)", id,
-                      name, version, t.total_ns / 1000, t.queue_ns / 1000, infer_ns / 1000);
+        spdlog::debug(
+            "request '{}' to model '{}' v{}: ok in {} us (queue {} us, infer {} us, "
+            "batch {})",
+            id, name, version, t.total_ns / 1000, t.queue_ns / 1000, t.compute_infer_ns / 1000,
+            timing.executed_batch);
         stats->RecordSuccess(t, batch_size, NowMs());
-        metrics.queue->Observe(static_cast<double>(t.queue_ns) * 1e-9);
-        metrics.compute_input->Observe(static_cast<double>(t.compute_input_ns) * 1e-9);
-        metrics.compute_infer->Observe(static_cast<double>(t.compute_infer_ns) * 1e-9);
-        metrics.compute_output->Observe(static_cast<double>(t.compute_output_ns) * 1e-9);
+        bucket.queue->Observe(static_cast<double>(t.queue_ns) * 1e-9);
+        bucket.compute_input->Observe(static_cast<double>(t.compute_input_ns) * 1e-9);
+        bucket.compute_infer->Observe(static_cast<double>(t.compute_infer_ns) * 1e-9);
+        bucket.compute_output->Observe(static_cast<double>(t.compute_output_ns) * 1e-9);
+        bucket.total->Observe(static_cast<double>(t.total_ns) * 1e-9);
+        bucket.inferences->Increment(static_cast<double>(batch_size));
         metrics.ok->Increment();
-        metrics.inferences->Increment(static_cast<double>(batch_size));
-        metrics.executions->Increment();
       } else {
         stats->RecordFailure(t.total_ns);
         spdlog::debug("request '{}' to model '{}' failed: {}", id, name,
                       std::string(status.message()));
-        inferences_.Add({{"model", name}, {"status", StatusLabel(status.code())}}).Increment();
+        inferences_
+            .Add({{"model", name}, {"version", version}, {"status", StatusLabel(status.code())}})
+            .Increment();
       }
       done(status, status.ok() ? &response : nullptr);
     };

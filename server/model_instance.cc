@@ -13,20 +13,23 @@
 namespace nimble::server {
 
 ModelInstance::ModelInstance(std::string name, int64_t version,
-                             std::shared_ptr<const vm::Executable> exe, ModelConfigFile config)
+                             std::shared_ptr<const vm::Executable> exe, ModelConfigFile config,
+                             BatchPlan plan)
     : name_(std::move(name)),
       version_(version),
       executable_(std::move(exe)),
       config_(std::move(config)),
+      plan_(std::move(plan)),
+      max_delay_(std::chrono::microseconds(config_.max_queue_delay_us())),
       stats_ptr_(std::make_shared<ModelStats>()),
-      stats_(*stats_ptr_),
-      queues_(std::max<uint32_t>(1, config_.priority_levels())) {}
+      stats_(*stats_ptr_) {}
 
 absl::StatusOr<std::shared_ptr<ModelInstance>> ModelInstance::Create(
     std::string name, int64_t version, std::shared_ptr<const vm::Executable> executable,
     ModelConfigFile config) {
-  std::shared_ptr<ModelInstance> instance(
-      new ModelInstance(std::move(name), version, std::move(executable), std::move(config)));
+  NIMBLE_ASSIGN_OR_RETURN(BatchPlan plan, BatchPlan::Create(config, *executable));
+  std::shared_ptr<ModelInstance> instance(new ModelInstance(
+      std::move(name), version, std::move(executable), std::move(config), std::move(plan)));
   const int count = CpuInstanceCount(instance->config_);
   for (int i = 0; i < count; ++i)
     instance->workers_.emplace_back(&ModelInstance::Worker, instance.get(), i);
@@ -57,25 +60,80 @@ absl::Status ModelInstance::Submit(InferJob&& job) {
       return absl::ResourceExhaustedError(absl::StrCat("model '", name_, "' queue is full (",
                                                        config_.max_queue_size(), " requests)"));
     }
-    queues_[priority - 1].push_back(std::move(job));
+    if (!job.classified) {
+      job.key = plan_.Classify(job.inputs);
+      job.classified = true;
+    }
+    KeyQueue& queue = queues_[job.key.shape];
+    if (queue.levels.empty()) queue.levels.resize(std::max<uint32_t>(1, levels));
+    ++queue.jobs;
+    queue.batch += job.key.batch;
+    queue.levels[priority - 1].push_back(std::move(job));
     ++queued_;
   }
-  cv_.notify_one();
+  // Every waiting instance re-checks: a new request may fill a batch another one waits on.
+  if (plan_.batching() && max_delay_.count() > 0) {
+    cv_.notify_all();
+  } else {
+    cv_.notify_one();
+  }
   return absl::OkStatus();
 }
 
-bool ModelInstance::NextJob(InferJob* job) {
+bool ModelInstance::NextBatch(std::vector<InferJob>* batch) {
+  batch->clear();
   std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [&] { return queued_ > 0 || stopping_; });
-  if (queued_ == 0) return false;
-  for (auto& queue : queues_) {
-    if (queue.empty()) continue;
-    *job = std::move(queue.front());
-    queue.pop_front();
-    --queued_;
+  const int64_t max_batch = plan_.batching() ? plan_.max_batch_size() : 1;
+  for (;;) {
+    if (queued_ == 0) {
+      if (stopping_) return false;
+      cv_.wait(lock);
+      continue;
+    }
+    // The ready queue whose head is first in line: highest priority, then oldest.
+    const Clock::time_point now = Clock::now();
+    auto best = queues_.end();
+    size_t best_level = 0;
+    Clock::time_point best_time = Clock::time_point::max();
+    Clock::time_point wake = Clock::time_point::max();
+    for (auto it = queues_.begin(); it != queues_.end(); ++it) {
+      const KeyQueue& q = it->second;
+      size_t level = 0;
+      while (q.levels[level].empty()) ++level;
+      const InferJob& head = q.levels[level].front();
+      const bool ready = max_batch <= 1 || max_delay_.count() == 0 || stopping_ ||
+                         q.batch >= max_batch || now >= head.enqueued + max_delay_ ||
+                         now >= head.deadline;
+      if (!ready) {
+        wake = std::min(wake, std::min(head.enqueued + max_delay_, head.deadline));
+        continue;
+      }
+      if (best == queues_.end() || level < best_level ||
+          (level == best_level && head.enqueued < best_time)) {
+        best = it;
+        best_level = level;
+        best_time = head.enqueued;
+      }
+    }
+    if (best == queues_.end()) {
+      cv_.wait_until(lock, wake);
+      continue;
+    }
+    KeyQueue& q = best->second;
+    int64_t size = 0;
+    for (std::deque<InferJob>& level : q.levels) {
+      while (!level.empty() && (batch->empty() || size + level.front().key.batch <= max_batch)) {
+        size += level.front().key.batch;
+        q.batch -= level.front().key.batch;
+        --q.jobs;
+        --queued_;
+        batch->push_back(std::move(level.front()));
+        level.pop_front();
+      }
+    }
+    if (q.jobs == 0) queues_.erase(best);
     return true;
   }
-  return false;
 }
 
 void ModelInstance::Worker(int index) {
@@ -93,34 +151,79 @@ void ModelInstance::Worker(int index) {
     ++warmed_;
   }
   cv_warm_.notify_all();
-  InferJob job;
-  while (NextJob(&job)) {
-    const Clock::time_point start = Clock::now();
-    const uint64_t queue_ns =
-        std::chrono::duration_cast<std::chrono::nanoseconds>(start - job.enqueued).count();
+  std::vector<InferJob> batch;
+  while (NextBatch(&batch)) RunBatch(batch, machine, arena, index);
+}
+
+void ModelInstance::RunBatch(std::vector<InferJob>& batch, vm::VirtualMachine& machine,
+                             tbb::task_arena& arena, int index) {
+  const Clock::time_point start = Clock::now();
+  auto queue_ns = [&](const InferJob& job) {
+    return static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(start - job.enqueued).count());
+  };
+  // Cancelled and expired requests leave here; the rest run.
+  std::vector<InferJob*> live;
+  for (InferJob& job : batch) {
+    JobTiming timing;
+    timing.queue_ns = queue_ns(job);
     if (job.cancelled && job.cancelled->load(std::memory_order_acquire)) {
-      job.done(absl::CancelledError("the client cancelled the request"), queue_ns, 0);
-      job = {};
-      continue;
-    }
-    if (start > job.deadline) {
-      job.done(absl::DeadlineExceededError(absl::StrCat("request timed out after ", queue_ns / 1000,
+      job.done(absl::CancelledError("the client cancelled the request"), timing);
+    } else if (start > job.deadline) {
+      job.done(absl::DeadlineExceededError(absl::StrCat("request timed out after ",
+                                                        timing.queue_ns / 1000,
                                                         " us in the queue of model '", name_, "'")),
-               queue_ns, 0);
-      job = {};
-      continue;
+               timing);
+    } else {
+      live.push_back(&job);
     }
-    absl::StatusOr<std::vector<vm::Tensor>> result;
-    arena.execute([&] { result = machine.Run(job.inputs); });
-    const uint64_t infer_ns =
-        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
-    if (!result.ok()) {
-      result = Annotate(result.status(), absl::StrCat("model '", name_, "' version ", version_,
-                                                      " (instance ", index, ")"));
-    }
-    job.done(std::move(result), queue_ns, infer_ns);
-    job = {};
   }
+  if (live.empty()) {
+    batch.clear();
+    return;
+  }
+  int64_t executed = 0;
+  for (const InferJob* job : live) executed += job->key.batch;
+  auto annotate = [&](const absl::Status& status) {
+    return Annotate(status, absl::StrCat("model '", name_, "' version ", version_, " (instance ",
+                                         index, live.size() > 1 ? ", batched run" : "", ")"));
+  };
+  std::vector<absl::StatusOr<std::vector<vm::Tensor>>> results;
+  if (live.size() == 1) {
+    absl::StatusOr<std::vector<vm::Tensor>> result;
+    arena.execute([&] { result = machine.Run(live[0]->inputs); });
+    if (!result.ok()) result = annotate(result.status());
+    results.push_back(std::move(result));
+  } else {
+    std::vector<const std::vector<vm::Tensor>*> requests;
+    for (const InferJob* job : live) requests.push_back(&job->inputs);
+    absl::StatusOr<std::vector<std::vector<vm::Tensor>>> split =
+        [&]() -> absl::StatusOr<std::vector<std::vector<vm::Tensor>>> {
+      NIMBLE_ASSIGN_OR_RETURN(std::vector<vm::Tensor> inputs, plan_.Combine(requests));
+      absl::StatusOr<std::vector<vm::Tensor>> outputs;
+      arena.execute([&] { outputs = machine.Run(inputs); });
+      if (!outputs.ok()) return outputs.status();
+      return plan_.Split(*outputs, requests);
+    }();
+    for (size_t j = 0; j < live.size(); ++j) {
+      if (split.ok()) {
+        results.push_back(std::move((*split)[j]));
+      } else {
+        results.push_back(annotate(split.status()));
+      }
+    }
+  }
+  const uint64_t infer_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
+  for (size_t j = 0; j < live.size(); ++j) {
+    JobTiming timing;
+    timing.queue_ns = queue_ns(*live[j]);
+    timing.infer_ns = infer_ns;
+    timing.executed_batch = executed;
+    timing.counts_execution = j == 0;
+    live[j]->done(std::move(results[j]), timing);
+  }
+  batch.clear();
 }
 
 absl::StatusOr<std::vector<vm::Tensor>> ModelInstance::RunAndWait(std::vector<vm::Tensor> inputs) {
@@ -129,7 +232,7 @@ absl::StatusOr<std::vector<vm::Tensor>> ModelInstance::RunAndWait(std::vector<vm
   InferJob job;
   job.inputs = std::move(inputs);
   job.enqueued = Clock::now();
-  job.done = [promise](absl::StatusOr<std::vector<vm::Tensor>> result, uint64_t, uint64_t) {
+  job.done = [promise](absl::StatusOr<std::vector<vm::Tensor>> result, const JobTiming&) {
     promise->set_value(std::move(result));
   };
   NIMBLE_RETURN_IF_ERROR(Submit(std::move(job)));

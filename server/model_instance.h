@@ -3,9 +3,11 @@
 // time) and its own TBB task_arena of the configured thread count, so kernels' TBB loops of
 // concurrent calls do not oversubscribe the cores.
 //
-// Requests wait in a bounded queue per priority level in front of the instances. This queue is
-// where the dynamic batcher plugs in: it would take jobs of one (model, bucket) from here,
-// pad and concatenate them, and hand one job to an instance (see Submit / NextJob).
+// Requests wait in bounded queues in front of the instances: one per batch key (the shape
+// bucket, see batcher.h) with a deque per priority level. An idle instance takes the queue whose
+// oldest highest-priority request is first in line among those ready to run — full
+// (max_batch_size reached), waited max_queue_delay_us, or batching off — pads and concatenates
+// up to max_batch_size of its requests into one run, and splits the outputs back.
 #pragma once
 
 #include <atomic>
@@ -14,6 +16,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -22,6 +25,7 @@
 
 #include "absl/status/statusor.h"
 #include "oneapi/tbb/task_arena.h"
+#include "server/batcher.h"
 #include "server/model_config.h"
 #include "server/model_stats.h"
 #include "vm/executable.h"
@@ -40,16 +44,32 @@ namespace nimble::server {
 // instead of per request (prometheus-cpp's Family::Add locks and hashes the labels).
 struct InstanceMetrics {
   prometheus::Counter* ok = nullptr;
+  prometheus::Gauge* pending = nullptr;
+};
+
+// The series of one (version, shape bucket).
+struct BucketMetrics {
   prometheus::Counter* inferences = nullptr;  // batch sizes summed
   prometheus::Counter* executions = nullptr;  // model runs (inferences / executions = avg batch)
-  prometheus::Gauge* pending = nullptr;
   prometheus::Histogram* queue = nullptr;
   prometheus::Histogram* compute_input = nullptr;
   prometheus::Histogram* compute_infer = nullptr;
   prometheus::Histogram* compute_output = nullptr;
+  prometheus::Histogram* total = nullptr;
 };
 
 using Clock = std::chrono::steady_clock;
+
+// What an instance reports with each job's result.
+struct JobTiming {
+  uint64_t queue_ns = 0;  // accepted -> picked by an instance
+  uint64_t infer_ns = 0;  // the run, with the batch's padding and splitting
+  // Batch size of the model run the request was part of (sum of the requests' batch dims);
+  // 0 when it was not run (cancelled, expired).
+  int64_t executed_batch = 0;
+  // True for exactly one request of each run: that one counts the execution.
+  bool counts_execution = false;
+};
 
 struct InferJob {
   std::vector<vm::Tensor> inputs;  // in the executable's input order, validated
@@ -58,10 +78,11 @@ struct InferJob {
   Clock::time_point deadline = Clock::time_point::max();
   // Set when the client went away: the job is dropped instead of run.
   std::shared_ptr<std::atomic<bool>> cancelled;
-  // Called once on an instance thread with the outputs (in the executable's order) or the error,
-  // and the queue and infer times.
-  std::function<void(absl::StatusOr<std::vector<vm::Tensor>>, uint64_t queue_ns, uint64_t infer_ns)>
-      done;
+  // The batch key; Submit fills it in when `classified` is false.
+  BatchKey key;
+  bool classified = false;
+  // Called once on an instance thread with the outputs (in the executable's order) or the error.
+  std::function<void(absl::StatusOr<std::vector<vm::Tensor>>, const JobTiming&)> done;
 };
 
 // Thread-safe: Submit from any thread; Stop once (by the model manager).
@@ -77,6 +98,7 @@ class ModelInstance {
   const std::shared_ptr<const vm::Executable>& executable() const { return executable_; }
   const ModelConfigFile& config() const { return config_; }
   ModelStats& stats() { return stats_; }
+  const BatchPlan& batch_plan() const { return plan_; }
   const std::shared_ptr<ModelStats>& shared_stats() const { return stats_ptr_; }
 
   // Queues a job. kUnavailable once the version is being unloaded or replaced,
@@ -106,19 +128,38 @@ class ModelInstance {
     std::call_once(metrics_once_, [&] { metrics_ = make(); });
     return metrics_;
   }
+  const BucketMetrics& bucket_metrics(const std::string& bucket,
+                                      const std::function<BucketMetrics()>& make) {
+    std::lock_guard<std::mutex> lock(bucket_metrics_mu_);
+    auto it = bucket_metrics_.find(bucket);
+    if (it == bucket_metrics_.end()) it = bucket_metrics_.emplace(bucket, make()).first;
+    return it->second;  // std::map: references stay valid
+  }
 
  private:
+  // The requests of one batch key, per priority level (highest first).
+  struct KeyQueue {
+    std::vector<std::deque<InferJob>> levels;
+    int64_t jobs = 0;
+    int64_t batch = 0;  // sum of the jobs' batch sizes
+  };
+
   ModelInstance(std::string name, int64_t version, std::shared_ptr<const vm::Executable> exe,
-                ModelConfigFile config);
+                ModelConfigFile config, BatchPlan plan);
+  // Runs `batch` (one key) on `machine` and answers every job.
+  void RunBatch(std::vector<InferJob>& batch, vm::VirtualMachine& machine, tbb::task_arena& arena,
+                int index);
   void Worker(int index);
   absl::Status WarmUpOn(vm::VirtualMachine& machine, tbb::task_arena& arena);
-  // Blocks until a job is available or the instance stops with an empty queue (false).
-  bool NextJob(InferJob* job);
+  // Blocks until a batch is ready or the instance stops with empty queues (false).
+  bool NextBatch(std::vector<InferJob>* batch);
 
   const std::string name_;
   const int64_t version_;
   const std::shared_ptr<const vm::Executable> executable_;
   const ModelConfigFile config_;
+  const BatchPlan plan_;
+  const Clock::duration max_delay_;
   std::shared_ptr<ModelStats> stats_ptr_;
   ModelStats& stats_;
 
@@ -127,7 +168,7 @@ class ModelInstance {
   std::condition_variable cv_warm_;
   int warmed_ = 0;  // instance threads done with their warm-up
   absl::Status warm_status_;
-  std::vector<std::deque<InferJob>> queues_;  // per priority level, highest first
+  std::map<std::vector<int64_t>, KeyQueue> queues_;  // by BatchKey::shape; none empty
   int64_t queued_ = 0;
   bool accepting_ = true;
   bool stopping_ = false;
@@ -136,6 +177,8 @@ class ModelInstance {
   std::once_flag stop_once_;
   std::once_flag metrics_once_;
   InstanceMetrics metrics_;  // written once under metrics_once_
+  std::mutex bucket_metrics_mu_;
+  std::map<std::string, BucketMetrics> bucket_metrics_;  // guarded by bucket_metrics_mu_
 };
 
 }  // namespace nimble::server

@@ -228,7 +228,7 @@ TEST_F(ModelManagerTest, ReloadFinishesEveryRequestTheOldVersionAccepted) {
     InferJob job;
     job.inputs = {vm::Tensor::FromVector<float>(x, {1, 4})};
     job.enqueued = Clock::now();
-    job.done = [&](absl::StatusOr<std::vector<vm::Tensor>> result, uint64_t, uint64_t) {
+    job.done = [&](absl::StatusOr<std::vector<vm::Tensor>> result, const JobTiming&) {
       (result.ok() && (*result)[0].data<float>()[3] == 8 ? ok : failed).fetch_add(1);
       if (remaining.fetch_sub(1) == 1) all_done.set_value();
     };
@@ -257,7 +257,7 @@ TEST_F(ModelManagerTest, QueueBoundPrioritiesDeadlinesAndCancellation) {
     job.inputs = {vm::Tensor::FromVector<float>(x, {1, 4})};
     job.priority = priority;
     job.enqueued = Clock::now();
-    job.done = [&, name](absl::StatusOr<std::vector<vm::Tensor>> result, uint64_t, uint64_t) {
+    job.done = [&, name](absl::StatusOr<std::vector<vm::Tensor>> result, const JobTiming&) {
       std::lock_guard<std::mutex> lock(mu);
       order.push_back(absl::StrCat(name, ":", absl::StatusCodeToString(result.status().code())));
     };
@@ -267,7 +267,7 @@ TEST_F(ModelManagerTest, QueueBoundPrioritiesDeadlinesAndCancellation) {
   std::promise<void> running, release;
   std::shared_future<void> released = release.get_future().share();
   InferJob blocker = make_job("blocker", 1);
-  blocker.done = [&](absl::StatusOr<std::vector<vm::Tensor>>, uint64_t, uint64_t) {
+  blocker.done = [&](absl::StatusOr<std::vector<vm::Tensor>>, const JobTiming&) {
     running.set_value();
     released.wait();
   };

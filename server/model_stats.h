@@ -21,6 +21,7 @@ struct RequestTimings {
 // Thread-safe: one mutex guards every counter.
 class ModelStats {
  public:
+  // One successful request of `batch_size` inferences.
   void RecordSuccess(const RequestTimings& t, uint64_t batch_size, uint64_t now_ms) {
     std::lock_guard<std::mutex> lock(mu_);
     Add(stats_.mutable_inference_stats()->mutable_success(), t.total_ns);
@@ -29,9 +30,13 @@ class ModelStats {
     Add(stats_.mutable_inference_stats()->mutable_compute_infer(), t.compute_infer_ns);
     Add(stats_.mutable_inference_stats()->mutable_compute_output(), t.compute_output_ns);
     stats_.set_inference_count(stats_.inference_count() + batch_size);
-    // One request is one execution until the dynamic batcher combines them.
-    stats_.set_execution_count(stats_.execution_count() + 1);
     stats_.set_last_inference(now_ms);
+  }
+  // One model execution of `batch_size` inferences (the dynamic batcher's combined run), with
+  // the compute times of one of its requests (Triton's batch_stats).
+  void RecordExecution(const RequestTimings& t, uint64_t batch_size) {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.set_execution_count(stats_.execution_count() + 1);
     inference::InferBatchStatistics& b = batches_[batch_size];
     b.set_batch_size(batch_size);
     Add(b.mutable_compute_input(), t.compute_input_ns);

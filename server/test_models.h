@@ -30,4 +30,53 @@ inline std::string ElementwiseModel(const std::string& op, int elem_type = 1 /*F
   return model.SerializeAsString();
 }
 
+// A sequence model for the batcher: x: FLOAT[b, s, 4], m: INT64[b, s];
+// y = x + x (FLOAT[b, s, 4]), z = ReduceSum(x, axis 1) (FLOAT[b, 4]), w = m + m (INT64[b, s]).
+inline std::string SequenceModel() {
+  nimble::onnx::ModelProto model;
+  model.set_ir_version(8);
+  model.add_opset_import()->set_version(17);
+  auto* graph = model.mutable_graph();
+  graph->set_name("sequence");
+  auto add_node = [&](const std::string& op, std::vector<std::string> in, const std::string& out) {
+    auto* node = graph->add_node();
+    node->set_op_type(op);
+    for (const std::string& i : in) node->add_input(i);
+    node->add_output(out);
+    if (op == "ReduceSum") {
+      auto* keep = node->add_attribute();
+      keep->set_name("keepdims");
+      keep->set_type(nimble::onnx::AttributeProto::INT);
+      keep->set_i(0);
+    }
+  };
+  auto* axes = graph->add_initializer();
+  axes->set_name("axes");
+  axes->set_data_type(7);  // INT64
+  axes->add_dims(1);
+  axes->add_int64_data(1);
+  add_node("Add", {"x", "x"}, "y");
+  add_node("ReduceSum", {"x", "axes"}, "z");
+  add_node("Add", {"m", "m"}, "w");
+  auto value = [](nimble::onnx::ValueInfoProto* v, const std::string& name, int elem_type,
+                  std::vector<std::string> dims) {
+    v->set_name(name);
+    auto* tensor = v->mutable_type()->mutable_tensor_type();
+    tensor->set_elem_type(elem_type);
+    for (const std::string& d : dims) {
+      if (d == "4") {
+        tensor->mutable_shape()->add_dim()->set_dim_value(4);
+      } else {
+        tensor->mutable_shape()->add_dim()->set_dim_param(d);
+      }
+    }
+  };
+  value(graph->add_input(), "x", 1, {"b", "s", "4"});
+  value(graph->add_input(), "m", 7, {"b", "s"});
+  value(graph->add_output(), "y", 1, {"b", "s", "4"});
+  value(graph->add_output(), "z", 1, {"b", "4"});
+  value(graph->add_output(), "w", 7, {"b", "s"});
+  return model.SerializeAsString();
+}
+
 }  // namespace nimble::server::testing

@@ -43,7 +43,7 @@ class Sha256 {
 };
 
 const std::vector<double>& CompileBuckets() {
-  static const std::vector<double> buckets = {0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300};
+  static const std::vector<double> buckets = {0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600};
   return buckets;
 }
 
@@ -90,29 +90,32 @@ std::string ExecutableCacheKey(const CacheKeyInputs& inputs) {
 
 ExecutableCache::ExecutableCache(Options options, prometheus::Registry& registry)
     : options_(std::move(options)),
-      compilations_family_(prometheus::BuildCounter()
-                               .Name("nimble_compilations_total")
-                               .Help("Model compilations (executable-cache misses that compiled).")
-                               .Register(registry)),
+      compilations_family_(
+          prometheus::BuildCounter()
+              .Name("nimble_compilations_total")
+              .Help("Model compilations (executable-cache misses that compiled), by "
+                    "model and version.")
+              .Register(registry)),
       compile_failures_family_(prometheus::BuildCounter()
                                    .Name("nimble_compile_failures_total")
-                                   .Help("Compilations that failed, by model.")
+                                   .Help("Compilations that failed, by model and version.")
                                    .Register(registry)),
-      compile_seconds_family_(prometheus::BuildHistogram()
-                                  .Name("nimble_compile_duration_seconds")
-                                  .Help("Time to compile a model, by model.")
-                                  .Register(registry)),
+      compile_seconds_family_(
+          prometheus::BuildHistogram()
+              .Name("nimble_compile_duration_seconds")
+              .Help("Time to compile a model's executable, by model, version and "
+                    "bucket (generic or specialized).")
+              .Register(registry)),
       hits_family_(prometheus::BuildCounter()
                        .Name("nimble_executable_cache_hits_total")
-                       .Help("Executables found in the cache, by tier (memory or disk).")
+                       .Help("Executables found in the cache, by model, version and tier "
+                             "(memory or disk).")
                        .Register(registry)),
-      memory_hits_(hits_family_.Add({{"tier", "memory"}})),
-      disk_hits_(hits_family_.Add({{"tier", "disk"}})),
-      misses_(prometheus::BuildCounter()
-                  .Name("nimble_executable_cache_misses_total")
-                  .Help("Executables in neither tier of the cache (compiled).")
-                  .Register(registry)
-                  .Add({})),
+      misses_family_(prometheus::BuildCounter()
+                         .Name("nimble_executable_cache_misses_total")
+                         .Help("Executables in neither tier of the cache (compiled), by model "
+                               "and version.")
+                         .Register(registry)),
       memory_gauge_(prometheus::BuildGauge()
                         .Name("nimble_executable_cache_memory_bytes")
                         .Help("Serialized bytes of the executables the in-memory cache holds.")
@@ -164,10 +167,14 @@ void ExecutableCache::InsertMemory(const std::string& key,
 }
 
 absl::StatusOr<ExecutableCache::Result> ExecutableCache::GetOrCompile(const std::string& key,
-                                                                      const std::string& model,
+                                                                      const Labels& labels,
                                                                       const CompileFn& compile) {
+  auto hit = [&](const char* tier) {
+    hits_family_.Add({{"model", labels.model}, {"version", labels.version}, {"tier", tier}})
+        .Increment();
+  };
   if (auto exe = LookupMemory(key)) {
-    memory_hits_.Increment();
+    hit("memory");
     return Result{std::move(exe), Source::kMemory};
   }
   if (!options_.dir.empty()) {
@@ -178,7 +185,7 @@ absl::StatusOr<ExecutableCache::Result> ExecutableCache::GetOrCompile(const std:
       absl::StatusOr<std::shared_ptr<const vm::Executable>> exe =
           bytes.ok() ? vm::Executable::Load(*bytes) : bytes.status();
       if (exe.ok()) {
-        disk_hits_.Increment();
+        hit("disk");
         // The mtime orders the disk tier's LRU.
         std::filesystem::last_write_time(path, std::filesystem::file_time_type::clock::now(), ec);
         InsertMemory(key, *exe, static_cast<int64_t>(bytes->size()));
@@ -202,10 +209,10 @@ absl::StatusOr<ExecutableCache::Result> ExecutableCache::GetOrCompile(const std:
   if (!leader) {
     absl::StatusOr<std::shared_ptr<const vm::Executable>> shared = flight->result.get();
     if (!shared.ok()) return shared.status();
-    memory_hits_.Increment();
+    hit("memory");
     return Result{*std::move(shared), Source::kMemory};
   }
-  absl::StatusOr<std::shared_ptr<const vm::Executable>> exe = CompileAndStore(key, model, compile);
+  absl::StatusOr<std::shared_ptr<const vm::Executable>> exe = CompileAndStore(key, labels, compile);
   flight->done.set_value(exe);
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -216,22 +223,25 @@ absl::StatusOr<ExecutableCache::Result> ExecutableCache::GetOrCompile(const std:
 }
 
 absl::StatusOr<std::shared_ptr<const vm::Executable>> ExecutableCache::CompileAndStore(
-    const std::string& key, const std::string& model, const CompileFn& compile) {
-  misses_.Increment();
+    const std::string& key, const Labels& labels, const CompileFn& compile) {
+  const prometheus::Labels model = {{"model", labels.model}, {"version", labels.version}};
+  misses_family_.Add(model).Increment();
   const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<std::shared_ptr<const vm::Executable>> exe = compile();
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!exe.ok()) {
-    compile_failures_family_.Add({{"model", model}}).Increment();
+    compile_failures_family_.Add(model).Increment();
     return exe.status();
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++compilations_;
   }
-  compilations_family_.Add({{"model", model}}).Increment();
-  compile_seconds_family_.Add({{"model", model}}, CompileBuckets()).Observe(seconds);
+  compilations_family_.Add(model).Increment();
+  prometheus::Labels with_bucket = model;
+  with_bucket["bucket"] = labels.bucket;
+  compile_seconds_family_.Add(with_bucket, CompileBuckets()).Observe(seconds);
   absl::StatusOr<std::string> bytes = (*exe)->Serialize();
   int64_t size = bytes.ok() ? static_cast<int64_t>(bytes->size()) : 0;
   if (!options_.dir.empty() && bytes.ok()) {

@@ -61,12 +61,20 @@ class ExecutableCache {
     Source source = Source::kCompiled;
   };
   using CompileFn = std::function<absl::StatusOr<std::shared_ptr<const vm::Executable>>()>;
+  // Who asked, for the metrics' labels.
+  struct Labels {
+    std::string model;
+    std::string version;
+    // "generic" for an executable with only the generic variant, "specialized" for one with a
+    // variant per shape bucket (compiled in one go).
+    std::string bucket = "generic";
+  };
 
   ExecutableCache(Options options, prometheus::Registry& registry);
 
   // The executable for `key`: from memory, else from disk, else compile() (timed, counted
-  // against `model` in the metrics) and stored in both.
-  absl::StatusOr<Result> GetOrCompile(const std::string& key, const std::string& model,
+  // against `labels` in the metrics) and stored in both.
+  absl::StatusOr<Result> GetOrCompile(const std::string& key, const Labels& labels,
                                       const CompileFn& compile);
 
   // Whether `key` is in memory or on disk (no load, no metrics).
@@ -86,7 +94,7 @@ class ExecutableCache {
                     int64_t bytes);
   std::string DiskPath(const std::string& key) const;
   absl::StatusOr<std::shared_ptr<const vm::Executable>> CompileAndStore(const std::string& key,
-                                                                        const std::string& model,
+                                                                        const Labels& labels,
                                                                         const CompileFn& compile);
   // Deletes the least recently used .nbx files until the directory fits disk_bytes; `keep`
   // (just written) stays.
@@ -110,9 +118,7 @@ class ExecutableCache {
   prometheus::Family<prometheus::Counter>& compile_failures_family_;
   prometheus::Family<prometheus::Histogram>& compile_seconds_family_;
   prometheus::Family<prometheus::Counter>& hits_family_;
-  prometheus::Counter& memory_hits_;
-  prometheus::Counter& disk_hits_;
-  prometheus::Counter& misses_;
+  prometheus::Family<prometheus::Counter>& misses_family_;
   prometheus::Gauge& memory_gauge_;
 };
 

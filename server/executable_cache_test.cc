@@ -69,9 +69,9 @@ TEST(ExecutableCacheTest, MemoryThenDiskThenCompile) {
   {
     prometheus::Registry registry;
     ExecutableCache cache({dir, 1 << 30, 0}, registry);
-    NIMBLE_ASSERT_OK_AND_ASSIGN(auto first, cache.GetOrCompile("k1", "m", compile));
+    NIMBLE_ASSERT_OK_AND_ASSIGN(auto first, cache.GetOrCompile("k1", {"m", "1"}, compile));
     EXPECT_EQ(first.source, ExecutableCache::Source::kCompiled);
-    NIMBLE_ASSERT_OK_AND_ASSIGN(auto second, cache.GetOrCompile("k1", "m", compile));
+    NIMBLE_ASSERT_OK_AND_ASSIGN(auto second, cache.GetOrCompile("k1", {"m", "1"}, compile));
     EXPECT_EQ(second.source, ExecutableCache::Source::kMemory);
     EXPECT_EQ(second.executable, first.executable);
     EXPECT_EQ(cache.compilations(), 1);
@@ -80,7 +80,7 @@ TEST(ExecutableCacheTest, MemoryThenDiskThenCompile) {
   {
     prometheus::Registry registry;  // a restart: empty memory, same directory
     ExecutableCache cache({dir, 1 << 30, 0}, registry);
-    NIMBLE_ASSERT_OK_AND_ASSIGN(auto loaded, cache.GetOrCompile("k1", "m", compile));
+    NIMBLE_ASSERT_OK_AND_ASSIGN(auto loaded, cache.GetOrCompile("k1", {"m", "1"}, compile));
     EXPECT_EQ(loaded.source, ExecutableCache::Source::kDisk);
     EXPECT_EQ(loaded.executable->inputs.size(), 1u);
     EXPECT_EQ(cache.compilations(), 0);
@@ -93,7 +93,7 @@ TEST(ExecutableCacheTest, MemoryThenDiskThenCompile) {
     std::fclose(f);
     prometheus::Registry registry;
     ExecutableCache cache({dir, 1 << 30, 0}, registry);
-    NIMBLE_ASSERT_OK_AND_ASSIGN(auto again, cache.GetOrCompile("k1", "m", compile));
+    NIMBLE_ASSERT_OK_AND_ASSIGN(auto again, cache.GetOrCompile("k1", {"m", "1"}, compile));
     EXPECT_EQ(again.source, ExecutableCache::Source::kCompiled);
   }
   EXPECT_EQ(compiles, 2);
@@ -107,7 +107,7 @@ TEST(ExecutableCacheTest, DiskTierIsBoundedLeastRecentlyUsedFirst) {
   auto compile = [&] { return CompileBytes(onnx); };
   // Each file is the same size; the bound holds two of them.
   ExecutableCache probe({dir, 1 << 30, 0}, registry);
-  ASSERT_TRUE(probe.GetOrCompile("size", "m", compile).ok());
+  ASSERT_TRUE(probe.GetOrCompile("size", {"m", "1"}, compile).ok());
   const auto size = std::filesystem::file_size(dir + "/size.nbx");
   std::filesystem::remove(dir + "/size.nbx");
   ExecutableCache cache({dir, 1 << 30, static_cast<int64_t>(2 * size + size / 2)}, registry);
@@ -116,11 +116,11 @@ TEST(ExecutableCacheTest, DiskTierIsBoundedLeastRecentlyUsedFirst) {
         dir + "/" + key + ".nbx",
         std::filesystem::file_time_type::clock::now() - std::chrono::seconds(seconds_ago));
   };
-  ASSERT_TRUE(cache.GetOrCompile("a", "m", compile).ok());
+  ASSERT_TRUE(cache.GetOrCompile("a", {"m", "1"}, compile).ok());
   age("a", 30);
-  ASSERT_TRUE(cache.GetOrCompile("b", "m", compile).ok());
+  ASSERT_TRUE(cache.GetOrCompile("b", {"m", "1"}, compile).ok());
   age("b", 20);
-  ASSERT_TRUE(cache.GetOrCompile("c", "m", compile).ok());  // evicts a, the oldest
+  ASSERT_TRUE(cache.GetOrCompile("c", {"m", "1"}, compile).ok());  // evicts a, the oldest
   EXPECT_FALSE(std::filesystem::exists(dir + "/a.nbx"));
   EXPECT_TRUE(std::filesystem::exists(dir + "/b.nbx"));
   EXPECT_TRUE(std::filesystem::exists(dir + "/c.nbx"));
@@ -134,7 +134,7 @@ TEST(ExecutableCacheTest, ConcurrentRequestsForOneKeyCompileOnce) {
   std::promise<void> started, release;
   std::shared_future<void> released = release.get_future().share();
   std::thread first([&] {
-    auto r = cache.GetOrCompile("k", "m", [&] {
+    auto r = cache.GetOrCompile("k", {"m", "1"}, [&] {
       ++compiles;
       started.set_value();
       released.wait();
@@ -144,7 +144,7 @@ TEST(ExecutableCacheTest, ConcurrentRequestsForOneKeyCompileOnce) {
   });
   started.get_future().wait();
   std::thread second([&] {
-    auto r = cache.GetOrCompile("k", "m", [&] {
+    auto r = cache.GetOrCompile("k", {"m", "1"}, [&] {
       ++compiles;
       return CompileBytes(onnx);
     });
@@ -166,16 +166,18 @@ TEST(ExecutableCacheTest, LruIsBoundedAndFailuresAreNotCached) {
     ++compiles;
     return CompileBytes(onnx);
   };
-  ASSERT_TRUE(cache.GetOrCompile("a", "m", compile).ok());
-  ASSERT_TRUE(cache.GetOrCompile("b", "m", compile).ok());
-  ASSERT_TRUE(cache.GetOrCompile("a", "m", compile).ok());  // evicted by b
+  ASSERT_TRUE(cache.GetOrCompile("a", {"m", "1"}, compile).ok());
+  ASSERT_TRUE(cache.GetOrCompile("b", {"m", "1"}, compile).ok());
+  ASSERT_TRUE(cache.GetOrCompile("a", {"m", "1"}, compile).ok());  // evicted by b
   EXPECT_EQ(compiles, 3);
   auto failing = [] {
     return absl::StatusOr<std::shared_ptr<const vm::Executable>>(
         absl::InvalidArgumentError("bad model"));
   };
-  EXPECT_THAT(cache.GetOrCompile("c", "m", failing), StatusIs(absl::StatusCode::kInvalidArgument));
-  EXPECT_THAT(cache.GetOrCompile("c", "m", failing), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(cache.GetOrCompile("c", {"m", "1"}, failing),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(cache.GetOrCompile("c", {"m", "1"}, failing),
+              StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
 }  // namespace

@@ -20,6 +20,13 @@ class MetricsServer {
                                                                int port);
 
   prometheus::Registry& registry() { return *registry_; }
+  // Serves `collectable`'s metrics too (collected at each scrape, on the exposer's threads).
+  void Add(const std::shared_ptr<prometheus::Collectable>& collectable) {
+    exposer_->RegisterCollectable(collectable);
+  }
+  void Remove(const std::shared_ptr<prometheus::Collectable>& collectable) {
+    exposer_->RemoveCollectable(collectable);
+  }
   int port() const { return port_; }
 
  private:

@@ -21,8 +21,13 @@ ModelInstance::ModelInstance(std::string name, int64_t version,
       config_(std::move(config)),
       plan_(std::move(plan)),
       max_delay_(std::chrono::microseconds(config_.max_queue_delay_us())),
+      allocator_(std::make_unique<vm::CpuAllocator>()),
       stats_ptr_(std::make_shared<ModelStats>()),
-      stats_(*stats_ptr_) {}
+      stats_(*stats_ptr_) {
+  for (const vm::Tensor& c : executable_->constants) {
+    constant_bytes_ += static_cast<int64_t>(c.nbytes());
+  }
+}
 
 absl::StatusOr<std::shared_ptr<ModelInstance>> ModelInstance::Create(
     std::string name, int64_t version, std::shared_ptr<const vm::Executable> executable,
@@ -140,6 +145,7 @@ void ModelInstance::Worker(int index) {
   const int threads = CpuThreadsPerInstance(config_);
   vm::VirtualMachineOptions options;
   options.num_threads = threads;
+  options.allocators.push_back({vm::kCpu, allocator_.get()});
   vm::VirtualMachine machine(executable_, options);
   tbb::task_arena arena(threads);
   absl::Status warm = WarmUpOn(machine, arena);
@@ -305,6 +311,11 @@ void ModelInstance::Stop() {
     cv_.notify_all();
     for (std::thread& t : workers_) t.join();
   });
+}
+
+int64_t ModelInstance::memory_bytes() const {
+  const vm::AllocatorStats stats = allocator_->stats();
+  return constant_bytes_ + stats.in_use_bytes + stats.cached_bytes;
 }
 
 int64_t ModelInstance::pending() const {

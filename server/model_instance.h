@@ -29,6 +29,7 @@
 #include "server/model_config.h"
 #include "server/model_stats.h"
 #include "vm/executable.h"
+#include "vm/runtime/allocator.h"
 #include "vm/runtime/tensor.h"
 #include "vm/virtual_machine.h"
 
@@ -123,6 +124,10 @@ class ModelInstance {
 
   int64_t pending() const;
 
+  // Host memory this version holds: the executable's constants and what its instances'
+  // allocator has reserved (in use + cached for reuse).
+  int64_t memory_bytes() const;
+
   // The metric handles, made by `make` on first use.
   const InstanceMetrics& metrics(const std::function<InstanceMetrics()>& make) {
     std::call_once(metrics_once_, [&] { metrics_ = make(); });
@@ -160,6 +165,10 @@ class ModelInstance {
   const ModelConfigFile config_;
   const BatchPlan plan_;
   const Clock::duration max_delay_;
+  int64_t constant_bytes_ = 0;
+  // Shared by this version's instance threads, so its memory is its own to report and goes
+  // away with it. Declared before workers_: the threads join before it is destroyed.
+  std::unique_ptr<vm::CpuAllocator> allocator_;
   std::shared_ptr<ModelStats> stats_ptr_;
   ModelStats& stats_;
 

@@ -77,6 +77,7 @@ absl::Status ModelManager::LoadNow(const std::string& model, uint64_t generation
   auto fail_model = [&](absl::Status status) {
     std::lock_guard<std::mutex> lock(mu_);
     if (!IsCurrent(model, generation)) return status;
+    CountLoadFailure(model, "");
     Entry& entry = models_[model];
     entry.reason = std::string(status.message());
     for (auto& [version, slot] : entry.versions) {
@@ -163,6 +164,7 @@ absl::Status ModelManager::LoadNow(const std::string& model, uint64_t generation
     }
     Slot& slot = models_[model].versions[version];
     if (!instance.ok()) {
+      CountLoadFailure(model, std::to_string(version));
       spdlog::error("model '{}' version {} is unavailable: {}", model, version,
                     std::string(instance.status().message()));
       if (first_error.ok()) first_error = instance.status();
@@ -239,7 +241,9 @@ absl::StatusOr<std::shared_ptr<ModelInstance>> ModelManager::LoadVersion(
     *needs_specialization = true;
   }
   const std::string path = repository_->ModelPath(model, version);
-  auto cached = cache_->GetOrCompile(key, model, [&] {
+  ExecutableCache::Labels labels{model, std::to_string(version),
+                                 key_inputs.buckets.empty() ? "generic" : "specialized"};
+  auto cached = cache_->GetOrCompile(key, labels, [&] {
     spdlog::info("{}: compiling (cache key {})", where, key.substr(0, 16));
     compiler::CompileOptions options;
     options.buckets = key_inputs.buckets;
@@ -295,6 +299,61 @@ absl::Status ModelManager::Unload(const std::string& model) {
   }
   spdlog::info("model '{}' unloaded", model);
   return absl::OkStatus();
+}
+
+void ModelManager::CountLoadFailure(const std::string& model, const std::string& version) {
+  ++load_failures_[{model, version}];
+}
+
+std::vector<prometheus::MetricFamily> ModelManager::CollectMetrics() const {
+  using prometheus::ClientMetric;
+  using prometheus::MetricType;
+  prometheus::MetricFamily ready{"nimble_model_ready",
+                                 "1 while the model version is READY, 0 otherwise.",
+                                 MetricType::Gauge,
+                                 {}};
+  prometheus::MetricFamily failures{
+      "nimble_model_load_failures_total",
+      "Loads of a model version that failed (import, compile or warm-up).",
+      MetricType::Counter,
+      {}};
+  prometheus::MetricFamily memory{
+      "nimble_model_memory_bytes",
+      "Memory held by a loaded model version (constants and its instances' allocator).",
+      MetricType::Gauge,
+      {}};
+  auto labels = [](const std::string& model, const std::string& version) {
+    return std::vector<ClientMetric::Label>{{"model", model}, {"version", version}};
+  };
+  std::vector<std::pair<std::vector<ClientMetric::Label>, std::shared_ptr<ModelInstance>>> live;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [name, entry] : models_) {
+      if (entry.unloaded) continue;
+      for (const auto& [version, slot] : entry.versions) {
+        ClientMetric m;
+        m.label = labels(name, std::to_string(version));
+        m.gauge.value = slot.state == VersionState::kReady ? 1 : 0;
+        ready.metric.push_back(m);
+        if (slot.instance) live.emplace_back(m.label, slot.instance);
+      }
+    }
+    for (const auto& [key, count] : load_failures_) {
+      ClientMetric m;
+      m.label = labels(key.first, key.second);
+      m.counter.value = static_cast<double>(count);
+      failures.metric.push_back(std::move(m));
+    }
+  }
+  // Outside the lock: the allocator has its own.
+  for (auto& [l, instance] : live) {
+    ClientMetric m;
+    m.label = l;
+    m.label.push_back({"device", options_.device});
+    m.gauge.value = static_cast<double>(instance->memory_bytes());
+    memory.metric.push_back(std::move(m));
+  }
+  return {std::move(ready), std::move(failures), std::move(memory)};
 }
 
 void ModelManager::Retire(std::shared_ptr<ModelInstance> instance, bool replaced) {

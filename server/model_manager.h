@@ -30,6 +30,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "prometheus/collectable.h"
+#include "prometheus/metric_family.h"
 #include "server/executable_cache.h"
 #include "server/model_instance.h"
 #include "server/repository.h"
@@ -93,6 +95,10 @@ class ModelManager {
 
   ExecutableCache& cache() { return *cache_; }
 
+  // The per-version model metrics, read at scrape time: nimble_model_ready,
+  // nimble_model_load_failures_total, nimble_model_memory_bytes (deploy/README.md's contract).
+  std::vector<prometheus::MetricFamily> CollectMetrics() const;
+
  private:
   struct Slot {
     VersionState state = VersionState::kLoading;
@@ -122,7 +128,8 @@ class ModelManager {
                   const ModelConfigFile& config, const std::shared_ptr<std::mutex>& load_mu);
   // Stops `instance` in the background (its queued jobs finish first).
   void Retire(std::shared_ptr<ModelInstance> instance, bool replaced);
-  bool IsCurrent(const std::string& model, uint64_t generation) const;  // needs mu_
+  bool IsCurrent(const std::string& model, uint64_t generation) const;          // needs mu_
+  void CountLoadFailure(const std::string& model, const std::string& version);  // needs mu_
 
   ModelRepository* repository_;
   ExecutableCache* cache_;
@@ -130,6 +137,8 @@ class ModelManager {
   std::atomic<bool> stopping_{false};  // destruction began: queued loads give up
   mutable std::mutex mu_;              // guards models_
   std::map<std::string, Entry> models_;
+  // Failed loads by (model, version); version "" for a model-level failure.
+  std::map<std::pair<std::string, std::string>, int64_t> load_failures_;  // guarded by mu_
   // Declared last: destroyed first, so their tasks finish while the table still exists.
   ThreadPool retire_pool_{1};
   ThreadPool compile_pool_;

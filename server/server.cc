@@ -47,6 +47,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const ServerOptions& opti
   manager_options.compile_threads = options.compile_threads;
   server->manager_ = std::make_unique<ModelManager>(server->repository_.get(), server->cache_.get(),
                                                     manager_options);
+  server->model_metrics_ = std::make_shared<ModelMetricsCollector>(server->manager_.get());
+  if (server->metrics_) server->metrics_->Add(server->model_metrics_);
   InferenceLimits limits;
   limits.max_request_bytes = options.max_request_bytes;
   server->service_ =
@@ -87,7 +89,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(const ServerOptions& opti
   return server;
 }
 
-Server::~Server() { Shutdown(); }
+Server::~Server() {
+  Shutdown();
+  if (model_metrics_) model_metrics_->Detach();
+}
 
 void Server::BeginDrain() {
   if (state_.draining.exchange(true, std::memory_order_acq_rel)) return;
@@ -106,6 +111,7 @@ void Server::Shutdown() {
   grpc_server_->Wait();
   spdlog::info("gRPC server stopped");
   // Running compiles finish, queued requests are answered, instance threads are joined.
+  model_metrics_->Detach();
   manager_.reset();
 }
 

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "grpcpp/server.h"
@@ -15,6 +17,26 @@
 #include "server/server_state.h"
 
 namespace nimble::server {
+
+// Serves ModelManager::CollectMetrics at scrape time until Detach (before the manager goes).
+class ModelMetricsCollector final : public prometheus::Collectable {
+ public:
+  explicit ModelMetricsCollector(const ModelManager* manager) : manager_(manager) {}
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return manager_ != nullptr ? manager_->CollectMetrics()
+                               : std::vector<prometheus::MetricFamily>{};
+  }
+  // Waits for a running Collect; later ones return nothing.
+  void Detach() {
+    std::lock_guard<std::mutex> lock(mu_);
+    manager_ = nullptr;
+  }
+
+ private:
+  mutable std::mutex mu_;  // guards manager_
+  const ModelManager* manager_;
+};
 
 // Thread-safe: BeginDrain() and Shutdown() may be called from any thread, Shutdown() once.
 class Server {
@@ -44,6 +66,7 @@ class Server {
   std::unique_ptr<ModelRepository> repository_;
   std::unique_ptr<ExecutableCache> cache_;
   std::unique_ptr<ModelManager> manager_;
+  std::shared_ptr<ModelMetricsCollector> model_metrics_;
   std::unique_ptr<InferenceService> service_;
   std::unique_ptr<grpc::Server> grpc_server_;
   int grpc_port_ = 0;

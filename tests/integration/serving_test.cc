@@ -334,11 +334,25 @@ TEST_F(ServingTest, UploadInferConcurrentlyRestartFromCacheStreamAndBadInputs) {
     EXPECT_EQ(s.inference_stats().success().count(), 97u);
     EXPECT_EQ(s.inference_stats().compute_infer().count(), 97u);
     EXPECT_GT(s.inference_stats().compute_infer().ns(), 0u);
-    EXPECT_EQ(s.execution_count(), 97u);
     EXPECT_EQ(s.inference_count(), 96u / 2 * 1 + 96u / 2 * 2 + 1);
-    EXPECT_EQ(s.batch_stats_size(), 2);
+    // max_batch_size 4 without paddable axes: concurrent requests of identical shapes share runs
+    // (how many depends on timing), never more than 4 inferences in one.
+    EXPECT_LE(s.execution_count(), 97u);
+    EXPECT_GE(s.execution_count(), (145u + 3) / 4);
+    uint64_t executions = 0, inferences = 0;
+    for (const auto& b : s.batch_stats()) {
+      EXPECT_GE(b.batch_size(), 1u);
+      EXPECT_LE(b.batch_size(), 4u);
+      executions += b.compute_infer().count();
+      inferences += b.batch_size() * b.compute_infer().count();
+    }
+    EXPECT_EQ(executions, s.execution_count());
+    EXPECT_EQ(inferences, 145u);
     EXPECT_EQ(MetricSum(first->metrics_port, "nimble_inference_count_total"), 145);
-    EXPECT_EQ(MetricSum(first->metrics_port, "nimble_execution_count_total"), 97);
+    EXPECT_EQ(MetricSum(first->metrics_port, "nimble_execution_count_total"),
+              static_cast<double>(s.execution_count()));
+    EXPECT_EQ(MetricSum(first->metrics_port, "nimble_model_ready"), 1);
+    EXPECT_GT(MetricSum(first->metrics_port, "nimble_model_memory_bytes"), 1e6);
   }
   {
     grpc::ClientContext context;

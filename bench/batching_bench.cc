@@ -1,9 +1,10 @@
 // BERT throughput on a mixed-length workload through an in-process nimble-server over loopback:
-// padding-batching versus batching only identical shapes versus no batching, same run, same
-// requests. Each mode is one server with its own config (same buckets, so the same specialized
-// executables); `kClients` client threads send the same pre-built requests with blocking
-// ModelInfer calls (closed loop). Every response of the batching modes is checked against the
-// no-batching response of the same request (counter max_abs_diff, pooler_output).
+// padding-batching versus batching only identical shapes versus no batching (one instance on
+// every core, and two instances of half the cores each), same run, same requests. Each mode is one
+// server with its own config (same buckets, so the same specialized executables); `kClients` client
+// threads send the same pre-built requests with blocking ModelInfer calls (closed loop). Every
+// response of the batching modes is checked against the no-batching response of the same request
+// (counter max_abs_diff, pooler_output).
 //
 // Run: build/bench/bench_batching [--model=PATH] [--requests=N] [--clients=C] [--max-len=L]
 //   PATH defaults to build/models/bert/model.onnx (BERT-base; inputs input_ids, attention_mask,
@@ -35,7 +36,7 @@ int g_requests = 192;
 int g_clients = 16;
 int g_max_len = 128;
 
-enum Mode { kNoBatching = 0, kIdenticalShapes = 1, kPadding = 2 };
+enum Mode { kNoBatching = 0, kIdenticalShapes = 1, kPadding = 2, kNoBatchingTwoInstances = 3 };
 
 const char* ModeName(int mode) {
   switch (mode) {
@@ -43,6 +44,8 @@ const char* ModeName(int mode) {
       return "no_batching";
     case kIdenticalShapes:
       return "identical_shapes";
+    case kNoBatchingTwoInstances:
+      return "no_batching_2_instances";
     default:
       return "padding";
   }
@@ -63,7 +66,7 @@ std::string Config(int mode) {
               "outputs": [{"name": "last_hidden_state", "slice_axes": [1]}])"
                               : "";
   return absl::StrCat(R"({"buckets": {"seq": {"bounds": [)", buckets, "]}}, ", batching,
-                      R"(, "instance_groups": {"cpu": {"count": 1}})", pad, "}");
+                      R"(, "instance_groups": {"cpu": )", instances, "}", pad, "}");
 }
 
 // The workload: lengths uniform in 1..max_len (fixed seed), random token ids, full masks.
@@ -247,6 +250,7 @@ BENCHMARK(BM_MixedLengthBert)
     ->Arg(kNoBatching)
     ->Arg(kIdenticalShapes)
     ->Arg(kPadding)
+    ->Arg(kNoBatchingTwoInstances)
     ->Iterations(1)
     ->UseRealTime()
     ->Unit(benchmark::kSecond);

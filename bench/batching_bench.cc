@@ -56,9 +56,14 @@ std::string Config(int mode) {
   std::string buckets;
   for (int b = 16; b <= g_max_len; b *= 2)
     absl::StrAppend(&buckets, buckets.empty() ? "" : ", ", b);
-  const std::string batching = mode == kNoBatching
-                                   ? R"("max_batch_size": 1)"
-                                   : R"("max_batch_size": 8, "max_queue_delay_us": 2000)";
+  const bool batching_on = mode == kIdenticalShapes || mode == kPadding;
+  const std::string batching =
+      batching_on ? R"("max_batch_size": 8, "max_queue_delay_us": 2000)" : R"("max_batch_size": 1)";
+  // One instance on every core, or (the oversubscription check) two instances of half each.
+  const unsigned half = std::max(1u, std::thread::hardware_concurrency() / 2);
+  const std::string instances = mode == kNoBatchingTwoInstances
+                                    ? absl::StrCat(R"({"count": 2, "threads": )", half, "}")
+                                    : std::string(R"({"count": 1})");
   const std::string pad = mode == kPadding
                               ? R"(, "inputs": [{"name": "input_ids", "paddable_axes": [1]},
                 {"name": "attention_mask", "paddable_axes": [1]},

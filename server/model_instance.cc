@@ -3,6 +3,7 @@
 #include <cstring>
 #include <future>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "oneapi/tbb/task_arena.h"
@@ -54,6 +55,15 @@ absl::Status ModelInstance::Submit(InferJob&& job) {
     return absl::InvalidArgumentError(
         absl::StrCat("priority ", job.priority, " is outside the model's levels 1..", levels));
   }
+  std::vector<InferJob> purged;  // answered outside the lock
+  absl::Cleanup answer_purged = [&] {
+    for (InferJob& p : purged) {
+      JobTiming timing;
+      timing.queue_ns = static_cast<uint64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - p.enqueued).count());
+      p.done(absl::CancelledError("the client cancelled the request"), timing);
+    }
+  };
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!accepting_) {
@@ -62,8 +72,12 @@ absl::Status ModelInstance::Submit(InferJob&& job) {
                        replaced() ? " was replaced by a reload" : " is being unloaded"));
     }
     if (config_.max_queue_size() > 0 && queued_ >= config_.max_queue_size()) {
-      return absl::ResourceExhaustedError(absl::StrCat("model '", name_, "' queue is full (",
-                                                       config_.max_queue_size(), " requests)"));
+      // Requests whose clients went away leave the queue before it counts as full.
+      PurgeCancelled(&purged);
+      if (queued_ >= config_.max_queue_size()) {
+        return absl::ResourceExhaustedError(absl::StrCat("model '", name_, "' queue is full (",
+                                                         config_.max_queue_size(), " requests)"));
+      }
     }
     if (!job.classified) {
       job.key = plan_.Classify(job.inputs);
@@ -83,6 +97,26 @@ absl::Status ModelInstance::Submit(InferJob&& job) {
     cv_.notify_one();
   }
   return absl::OkStatus();
+}
+
+void ModelInstance::PurgeCancelled(std::vector<InferJob>* purged) {
+  for (auto it = queues_.begin(); it != queues_.end();) {
+    KeyQueue& q = it->second;
+    for (std::deque<InferJob>& level : q.levels) {
+      for (auto job = level.begin(); job != level.end();) {
+        if (job->cancelled && job->cancelled->load(std::memory_order_acquire)) {
+          q.batch -= job->key.batch;
+          --q.jobs;
+          --queued_;
+          purged->push_back(std::move(*job));
+          job = level.erase(job);
+        } else {
+          ++job;
+        }
+      }
+    }
+    it = q.jobs == 0 ? queues_.erase(it) : std::next(it);
+  }
 }
 
 bool ModelInstance::NextBatch(std::vector<InferJob>* batch) {

@@ -156,6 +156,8 @@ class ModelInstance {
                 int index);
   void Worker(int index);
   absl::Status WarmUpOn(vm::VirtualMachine& machine, tbb::task_arena& arena);
+  // Moves the queued jobs whose client cancelled into `purged`. Needs mu_.
+  void PurgeCancelled(std::vector<InferJob>* purged);
   // Blocks until a batch is ready or the instance stops with empty queues (false).
   bool NextBatch(std::vector<InferJob>* batch);
 

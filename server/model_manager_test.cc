@@ -284,14 +284,17 @@ TEST_F(ModelManagerTest, QueueBoundPrioritiesDeadlinesAndCancellation) {
   InferJob cancelled = make_job("cancelled", 2);
   cancelled.cancelled = std::make_shared<std::atomic<bool>>(true);
   ASSERT_THAT(instance->Submit(std::move(cancelled)), IsOk());
+  // The queue is full (3), but the cancelled request leaves it to make room (answered CANCELLED).
+  ASSERT_THAT(instance->Submit(make_job("room", 1)), IsOk());
   EXPECT_THAT(instance->Submit(make_job("over", 1)),
               StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("queue is full")));
   EXPECT_EQ(instance->pending(), 3);
   release.set_value();
-  // Stop() runs what is queued, then joins.
+  // Stop() runs what is queued (priority 1 first, oldest first), then joins.
   instance->Stop();
   std::lock_guard<std::mutex> lock(mu);
-  EXPECT_THAT(order, ElementsAre("expired:DEADLINE_EXCEEDED", "low:OK", "cancelled:CANCELLED"));
+  EXPECT_THAT(order,
+              ElementsAre("cancelled:CANCELLED", "expired:DEADLINE_EXCEEDED", "room:OK", "low:OK"));
 }
 
 }  // namespace

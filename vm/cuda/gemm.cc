@@ -9,22 +9,22 @@
 #include "vm/cuda/cuda_status.h"
 
 namespace nimble::vm::cuda {
+
+void GemmDescDeleter::operator()(cublasLtMatmulDescOpaque_t* desc) const {
+  cublasLtMatmulDescDestroy(desc);
+}
+void GemmDescDeleter::operator()(cublasLtMatrixLayoutOpaque_t* layout) const {
+  cublasLtMatrixLayoutDestroy(layout);
+}
+void GemmDescDeleter::operator()(cublasLtMatmulPreferenceOpaque_t* pref) const {
+  cublasLtMatmulPreferenceDestroy(pref);
+}
+
 namespace {
 
-// Owners of the per-call cuBLASLt descriptors (creating them costs a few microseconds; the
-// expensive part, the heuristic, is cached).
-struct DescDeleter {
-  void operator()(cublasLtMatmulDescOpaque_t* desc) const { cublasLtMatmulDescDestroy(desc); }
-  void operator()(cublasLtMatrixLayoutOpaque_t* layout) const {
-    cublasLtMatrixLayoutDestroy(layout);
-  }
-  void operator()(cublasLtMatmulPreferenceOpaque_t* pref) const {
-    cublasLtMatmulPreferenceDestroy(pref);
-  }
-};
-using MatmulDesc = std::unique_ptr<cublasLtMatmulDescOpaque_t, DescDeleter>;
-using Layout = std::unique_ptr<cublasLtMatrixLayoutOpaque_t, DescDeleter>;
-using Preference = std::unique_ptr<cublasLtMatmulPreferenceOpaque_t, DescDeleter>;
+using MatmulDesc = std::unique_ptr<cublasLtMatmulDescOpaque_t, GemmDescDeleter>;
+using Layout = std::unique_ptr<cublasLtMatrixLayoutOpaque_t, GemmDescDeleter>;
+using Preference = std::unique_ptr<cublasLtMatmulPreferenceOpaque_t, GemmDescDeleter>;
 
 cudaDataType_t DataType(GemmPrecision precision) {
   switch (precision) {
@@ -187,6 +187,13 @@ absl::StatusOr<void*> GemmRunner::Workspace(cudaStream_t stream) {
   absl::MutexLock lock(&mu_);
   auto it = workspaces_.find(stream);
   if (it != workspaces_.end()) return it->second;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream, &capture));
+  if (capture != cudaStreamCaptureStatusNone) {
+    return absl::FailedPreconditionError(
+        "GEMM on a capturing stream without a workspace: call ReserveWorkspace(stream) before "
+        "cudaStreamBeginCapture (cudaMalloc is not capturable)");
+  }
   void* workspace = nullptr;
   NIMBLE_CUDA_RETURN_IF_ERROR(cudaMalloc(&workspace, static_cast<size_t>(workspace_bytes_)));
   workspaces_.emplace(stream, workspace);
@@ -194,10 +201,74 @@ absl::StatusOr<void*> GemmRunner::Workspace(cudaStream_t stream) {
   return workspace;
 }
 
+absl::Status GemmRunner::ReserveWorkspace(cudaStream_t stream) {
+  return Workspace(stream).status();
+}
+
+absl::StatusOr<std::unique_ptr<GemmRunner::Plan>> GemmRunner::MakePlan(const PlanKey& key) {
+  const cudaDataType_t type = DataType(key.precision);
+  auto plan = std::make_unique<Plan>();
+  // Column-major view: D^T (N x M) = op(B)^T (N x K) * op(A)^T (K x M).
+  NIMBLE_ASSIGN_OR_RETURN(
+      plan->lt_a, key.trans_b ? MakeLayout(type, key.k, key.n, key.k, key.batch, key.stride_b)
+                              : MakeLayout(type, key.n, key.k, key.n, key.batch, key.stride_b));
+  NIMBLE_ASSIGN_OR_RETURN(
+      plan->lt_b, key.trans_a ? MakeLayout(type, key.m, key.k, key.m, key.batch, key.stride_a)
+                              : MakeLayout(type, key.k, key.m, key.k, key.batch, key.stride_a));
+  NIMBLE_ASSIGN_OR_RETURN(plan->lt_c,
+                          MakeLayout(type, key.n, key.m, key.n, key.batch, key.stride_residual));
+  NIMBLE_ASSIGN_OR_RETURN(plan->lt_d,
+                          MakeLayout(type, key.n, key.m, key.n, key.batch, key.stride_d));
+  cublasLtMatmulDesc_t raw_desc = nullptr;
+  NIMBLE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescCreate(
+      &raw_desc,
+      key.precision == GemmPrecision::kTF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F,
+      CUDA_R_32F));
+  plan->desc.reset(raw_desc);
+  const int32_t op_a = key.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const int32_t op_b = key.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  NIMBLE_RETURN_IF_ERROR(SetDesc(raw_desc, CUBLASLT_MATMUL_DESC_TRANSA, op_a));
+  NIMBLE_RETURN_IF_ERROR(SetDesc(raw_desc, CUBLASLT_MATMUL_DESC_TRANSB, op_b));
+  const uint32_t lt_epilogue = LtEpilogue(key.epilogue);
+  NIMBLE_RETURN_IF_ERROR(SetDesc(raw_desc, CUBLASLT_MATMUL_DESC_EPILOGUE, lt_epilogue));
+  if (HasBias(key.epilogue)) {
+    const int64_t bias_stride = 0;  // one bias for every batch
+    NIMBLE_RETURN_IF_ERROR(SetDesc(raw_desc, CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE, bias_stride));
+  }
+
+  cublasLtMatmulPreference_t raw_pref = nullptr;
+  NIMBLE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&raw_pref));
+  Preference pref(raw_pref);
+  const uint64_t workspace = static_cast<uint64_t>(workspace_bytes_);
+  NIMBLE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceSetAttribute(
+      raw_pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof(workspace)));
+  const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> alignments[] = {
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key.align_a},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.align_b},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.align_c},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.align_d}};
+  for (const auto& [attr, value] : alignments) {
+    NIMBLE_CUBLAS_RETURN_IF_ERROR(
+        cublasLtMatmulPreferenceSetAttribute(raw_pref, attr, &value, sizeof(value)));
+  }
+  cublasLtMatmulHeuristicResult_t result = {};
+  int returned = 0;
+  const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
+      handle_, raw_desc, plan->lt_a.get(), plan->lt_b.get(), plan->lt_c.get(), plan->lt_d.get(),
+      raw_pref, 1, &result, &returned);
+  if (status == CUBLAS_STATUS_NOT_SUPPORTED || (status == CUBLAS_STATUS_SUCCESS && returned == 0)) {
+    return absl::UnimplementedError(absl::StrFormat(
+        "cuBLASLt has no algorithm for %s GEMM M=%d N=%d K=%d batch=%d epilogue %s",
+        PrecisionName(key.precision), key.m, key.n, key.k, key.batch, EpilogueName(key.epilogue)));
+  }
+  NIMBLE_RETURN_IF_ERROR(CublasStatus(status, "cublasLtMatmulAlgoGetHeuristic"));
+  plan->algo = result.algo;
+  return plan;
+}
+
 absl::Status GemmRunner::Run(const GemmShape& s, GemmPrecision precision, GemmEpilogue epilogue,
                              const GemmOperands& o, cudaStream_t stream) {
   NIMBLE_RETURN_IF_ERROR(Validate(s, epilogue, o));
-  const cudaDataType_t type = DataType(precision);
   const int bytes = ElementBytes(precision);
   const int64_t stride_a = o.stride_a >= 0 ? o.stride_a : s.m * s.k;
   const int64_t stride_b = o.stride_b >= 0 ? o.stride_b : s.k * s.n;
@@ -205,106 +276,56 @@ absl::Status GemmRunner::Run(const GemmShape& s, GemmPrecision precision, GemmEp
   const int64_t stride_c =
       o.residual == nullptr ? stride_d : (o.stride_residual >= 0 ? o.stride_residual : s.m * s.n);
   const void* c = o.residual != nullptr ? o.residual : o.d;
-
-  // Column-major view: D^T (N x M) = op(B)^T (N x K) * op(A)^T (K x M).
-  NIMBLE_ASSIGN_OR_RETURN(Layout lt_a, s.trans_b
-                                           ? MakeLayout(type, s.k, s.n, s.k, s.batch, stride_b)
-                                           : MakeLayout(type, s.n, s.k, s.n, s.batch, stride_b));
-  NIMBLE_ASSIGN_OR_RETURN(Layout lt_b, s.trans_a
-                                           ? MakeLayout(type, s.m, s.k, s.m, s.batch, stride_a)
-                                           : MakeLayout(type, s.k, s.m, s.k, s.batch, stride_a));
-  NIMBLE_ASSIGN_OR_RETURN(Layout lt_c, MakeLayout(type, s.n, s.m, s.n, s.batch, stride_c));
-  NIMBLE_ASSIGN_OR_RETURN(Layout lt_d, MakeLayout(type, s.n, s.m, s.n, s.batch, stride_d));
-
-  cublasLtMatmulDesc_t raw_desc = nullptr;
-  NIMBLE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescCreate(
-      &raw_desc,
-      precision == GemmPrecision::kTF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F,
-      CUDA_R_32F));
-  MatmulDesc desc(raw_desc);
-  const int32_t op_a = s.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-  const int32_t op_b = s.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-  NIMBLE_RETURN_IF_ERROR(SetDesc(raw_desc, CUBLASLT_MATMUL_DESC_TRANSA, op_a));
-  NIMBLE_RETURN_IF_ERROR(SetDesc(raw_desc, CUBLASLT_MATMUL_DESC_TRANSB, op_b));
-  const uint32_t lt_epilogue = LtEpilogue(epilogue);
-  NIMBLE_RETURN_IF_ERROR(SetDesc(raw_desc, CUBLASLT_MATMUL_DESC_EPILOGUE, lt_epilogue));
-  if (HasBias(epilogue)) {
-    NIMBLE_RETURN_IF_ERROR(SetDesc(raw_desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, o.bias));
-    const int64_t bias_stride = 0;  // one bias for every batch
-    NIMBLE_RETURN_IF_ERROR(SetDesc(raw_desc, CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE, bias_stride));
-  }
-
+  const bool batched = s.batch > 1;  // strides of a single matrix are irrelevant to the plan
   const PlanKey key{.m = s.m,
                     .n = s.n,
                     .k = s.k,
                     .batch = s.batch,
-                    .stride_a = s.batch > 1 ? stride_a : 0,
-                    .stride_b = s.batch > 1 ? stride_b : 0,
-                    .stride_d = s.batch > 1 ? stride_d : 0,
-                    .stride_residual = s.batch > 1 ? stride_c : 0,
+                    .stride_a = batched ? stride_a : 0,
+                    .stride_b = batched ? stride_b : 0,
+                    .stride_d = batched ? stride_d : 0,
+                    .stride_residual = batched ? stride_c : 0,
                     .trans_a = s.trans_a,
                     .trans_b = s.trans_b,
                     .residual = o.residual != nullptr,
                     .precision = precision,
                     .epilogue = epilogue,
                     // cuBLASLt's A is our B and vice versa.
-                    .align_a = Alignment(o.b, s.batch > 1 ? stride_b : 0, bytes),
-                    .align_b = Alignment(o.a, s.batch > 1 ? stride_a : 0, bytes),
-                    .align_c = Alignment(c, s.batch > 1 ? stride_c : 0, bytes),
-                    .align_d = Alignment(o.d, s.batch > 1 ? stride_d : 0, bytes)};
-  cublasLtMatmulAlgo_t algo;
-  bool cached = false;
+                    .align_a = Alignment(o.b, batched ? stride_b : 0, bytes),
+                    .align_b = Alignment(o.a, batched ? stride_a : 0, bytes),
+                    .align_c = Alignment(c, batched ? stride_c : 0, bytes),
+                    .align_d = Alignment(o.d, batched ? stride_d : 0, bytes)};
+  Plan* plan = nullptr;
   {
     absl::MutexLock lock(&mu_);
     ++stats_.runs;
-    auto it = algorithms_.find(key);
-    if (it != algorithms_.end()) {
-      algo = it->second;
-      cached = true;
-    }
+    auto it = plans_.find(key);
+    if (it != plans_.end()) plan = it->second.get();
   }
-  if (!cached) {
-    cublasLtMatmulPreference_t raw_pref = nullptr;
-    NIMBLE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&raw_pref));
-    Preference pref(raw_pref);
-    const uint64_t workspace = static_cast<uint64_t>(workspace_bytes_);
-    NIMBLE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceSetAttribute(
-        raw_pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof(workspace)));
-    const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> alignments[] = {
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key.align_a},
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.align_b},
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.align_c},
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.align_d}};
-    for (const auto& [attr, value] : alignments) {
-      NIMBLE_CUBLAS_RETURN_IF_ERROR(
-          cublasLtMatmulPreferenceSetAttribute(raw_pref, attr, &value, sizeof(value)));
-    }
-    cublasLtMatmulHeuristicResult_t result = {};
-    int returned = 0;
-    const cublasStatus_t status =
-        cublasLtMatmulAlgoGetHeuristic(handle_, raw_desc, lt_a.get(), lt_b.get(), lt_c.get(),
-                                       lt_d.get(), raw_pref, 1, &result, &returned);
-    if (status == CUBLAS_STATUS_NOT_SUPPORTED ||
-        (status == CUBLAS_STATUS_SUCCESS && returned == 0)) {
-      return absl::UnimplementedError(absl::StrFormat(
-          "cuBLASLt has no algorithm for %s GEMM M=%d N=%d K=%d batch=%d epilogue %s",
-          PrecisionName(precision), s.m, s.n, s.k, s.batch, EpilogueName(epilogue)));
-    }
-    NIMBLE_RETURN_IF_ERROR(CublasStatus(status, "cublasLtMatmulAlgoGetHeuristic"));
-    algo = result.algo;
+  if (plan == nullptr) {
+    // Built outside the lock (the heuristic takes tens of microseconds); a racing thread's
+    // identical plan is dropped in favour of the first one stored.
+    NIMBLE_ASSIGN_OR_RETURN(std::unique_ptr<Plan> made, MakePlan(key));
     absl::MutexLock lock(&mu_);
-    algorithms_.emplace(key, algo);
-    ++stats_.heuristic_queries;
-    stats_.cached_algorithms = static_cast<int64_t>(algorithms_.size());
+    auto [it, inserted] = plans_.try_emplace(key, std::move(made));
+    if (inserted) ++stats_.heuristic_queries;
+    stats_.cached_algorithms = static_cast<int64_t>(plans_.size());
+    plan = it->second.get();
   }
   NIMBLE_ASSIGN_OR_RETURN(void* workspace, Workspace(stream));
   const float alpha = o.alpha;
   const float beta = o.residual != nullptr ? 1.0f : 0.0f;
+  // The bias pointer lives in the shared descriptor: set it and enqueue under the plan's lock.
+  absl::MutexLock lock(&plan->mu);
+  if (HasBias(epilogue)) {
+    NIMBLE_RETURN_IF_ERROR(SetDesc(plan->desc.get(), CUBLASLT_MATMUL_DESC_BIAS_POINTER, o.bias));
+  }
   return Annotate(
-      CublasStatus(cublasLtMatmul(handle_, raw_desc, &alpha, o.b, lt_a.get(), o.a, lt_b.get(),
-                                  &beta, c, lt_c.get(), o.d, lt_d.get(), &algo, workspace,
-                                  static_cast<size_t>(workspace_bytes_), stream),
-                   "cublasLtMatmul"),
+      CublasStatus(
+          cublasLtMatmul(handle_, plan->desc.get(), &alpha, o.b, plan->lt_a.get(), o.a,
+                         plan->lt_b.get(), &beta, c, plan->lt_c.get(), o.d, plan->lt_d.get(),
+                         &plan->algo, workspace, static_cast<size_t>(workspace_bytes_), stream),
+          "cublasLtMatmul"),
       absl::StrFormat("%s GEMM M=%d N=%d K=%d batch=%d epilogue %s", PrecisionName(precision), s.m,
                       s.n, s.k, s.batch, EpilogueName(epilogue)));
 }

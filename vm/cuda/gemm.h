@@ -15,8 +15,9 @@
 // Precisions: A, B, D, bias and residual share one storage type; accumulation is fp32 always.
 // kTF32 stores fp32 and multiplies in TF32 on the tensor cores. The GELU epilogue is cuBLASLt's.
 //
-// Algorithms come from cuBLASLt's heuristic once per (shape, precision, epilogue, pointer
-// alignment) and are cached; each stream gets its own workspace, so concurrent GEMMs on
+// Plans (descriptors, layouts and the heuristic's algorithm) are made once per (shape,
+// precision, epilogue, pointer alignment) and cached, so a repeated GEMM costs one
+// cublasLtMatmul call on the host; each stream gets its own workspace, so concurrent GEMMs on
 // different streams never share scratch memory.
 //
 // Thread-safety: Run may be called concurrently from several threads (cache and workspace map are
@@ -38,6 +39,13 @@
 #include "absl/synchronization/mutex.h"
 
 namespace nimble::vm::cuda {
+
+// Destroys cuBLASLt descriptors (owned by the cached plans).
+struct GemmDescDeleter {
+  void operator()(cublasLtMatmulDescOpaque_t* desc) const;
+  void operator()(cublasLtMatrixLayoutOpaque_t* layout) const;
+  void operator()(cublasLtMatmulPreferenceOpaque_t* pref) const;
+};
 
 enum class GemmPrecision { kF32, kTF32, kF16, kBF16 };
 enum class GemmEpilogue { kNone, kBias, kGelu, kBiasGelu, kRelu, kBiasRelu };
@@ -93,6 +101,10 @@ class GemmRunner {
   absl::Status Run(const GemmShape& shape, GemmPrecision precision, GemmEpilogue epilogue,
                    const GemmOperands& operands, cudaStream_t stream);
 
+  // Allocates `stream`'s workspace now. Needed before capturing GEMMs on `stream` into a CUDA
+  // graph (cudaMalloc cannot be captured; Run then fails with kFailedPrecondition).
+  absl::Status ReserveWorkspace(cudaStream_t stream);
+
   GemmStats Stats() const;
 
  private:
@@ -120,16 +132,26 @@ class GemmRunner {
     }
   };
 
+  // Everything a Run of one key needs but the pointers: descriptors, layouts and the algorithm.
+  struct Plan {
+    std::unique_ptr<cublasLtMatmulDescOpaque_t, GemmDescDeleter> desc;
+    std::unique_ptr<cublasLtMatrixLayoutOpaque_t, GemmDescDeleter> lt_a, lt_b, lt_c, lt_d;
+    cublasLtMatmulAlgo_t algo;
+    absl::Mutex mu;  // guards desc's bias pointer from being set until the matmul is enqueued
+  };
+
   GemmRunner(int device, int64_t workspace_bytes, cublasLtHandle_t handle)
       : device_(device), workspace_bytes_(workspace_bytes), handle_(handle) {}
   absl::StatusOr<void*> Workspace(cudaStream_t stream);
+  absl::StatusOr<std::unique_ptr<Plan>> MakePlan(const PlanKey& key);
 
   const int device_;
   const int64_t workspace_bytes_;
   const cublasLtHandle_t handle_;
 
   mutable absl::Mutex mu_;
-  absl::flat_hash_map<PlanKey, cublasLtMatmulAlgo_t> algorithms_ ABSL_GUARDED_BY(mu_);
+  // Plans are never erased, so a Plan* stays valid after mu_ is released.
+  absl::flat_hash_map<PlanKey, std::unique_ptr<Plan>> plans_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<cudaStream_t, void*> workspaces_ ABSL_GUARDED_BY(mu_);
   GemmStats stats_ ABSL_GUARDED_BY(mu_);
 };

@@ -1,10 +1,12 @@
 // GEMM throughput of GemmRunner on the local GPU: BERT-base-class shapes (tokens x 3072 x 768
 // FC1 with bias+GELU, tokens x 768 x 3072 FC2 with bias) and a square 4096^3 for the ceiling.
 // Each figure is the median over 15 groups of 20 back-to-back runs timed with events, after a
-// warm-up; inputs are random (never zeros). Not a test: prints a table.
+// warm-up; inputs are random (never zeros). "host us" is the CPU time of one Run call (enqueue
+// only): when it exceeds the GPU time, back-to-back small GEMMs are launch-bound. Prints a table.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <random>
 #include <vector>
@@ -55,7 +57,8 @@ int Main() {
     std::printf("allocation failed\n");
     return 1;
   }
-  std::printf("%-5s %-20s %-10s %10s %10s\n", "prec", "MxNxK", "epilogue", "us", "TFLOP/s");
+  std::printf("%-5s %-20s %-10s %10s %10s %10s\n", "prec", "MxNxK", "epilogue", "us", "TFLOP/s",
+              "host us");
   for (const Shape& s : shapes) {
     for (GemmPrecision p : precisions) {
       GemmShape shape{.m = s.m, .n = s.n, .k = s.k, .trans_b = true};
@@ -73,26 +76,34 @@ int Main() {
       }
       constexpr int kGroups = 15, kReps = 20;
       std::vector<float> per_run_ms;
+      std::vector<double> host_us;
       for (int g = 0; g < kGroups && status.ok(); ++g) {
         status = (*start)->Record(st);
-        for (int r = 0; r < kReps && status.ok(); ++r)
+        const auto host_start = std::chrono::steady_clock::now();
+        for (int r = 0; r < kReps && status.ok(); ++r) {
           status = (*runner)->Run(shape, p, s.epilogue, ops, st);
+        }
+        host_us.push_back(
+            std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - host_start)
+                .count() /
+            kReps);
         if (status.ok()) status = (*stop)->Record(st);
         if (status.ok()) status = (*stop)->Synchronize();
         auto ms = Event::ElapsedMs(**start, **stop);
         if (status.ok() && ms.ok()) per_run_ms.push_back(*ms / kReps);
       }
-      if (!status.ok() || per_run_ms.empty()) {
+      if (!status.ok() || per_run_ms.empty() || host_us.empty()) {
         std::printf("timing failed: %s\n", status.ToString().c_str());
         continue;
       }
       std::sort(per_run_ms.begin(), per_run_ms.end());
+      std::sort(host_us.begin(), host_us.end());
       const double ms = per_run_ms[per_run_ms.size() / 2];
       const double tflops = 2.0 * s.m * s.n * s.k / (ms * 1e-3) / 1e12;
       char dims[64];
       std::snprintf(dims, sizeof(dims), "%ldx%ldx%ld", s.m, s.n, s.k);
-      std::printf("%-5s %-20s %-10s %10.1f %10.1f\n", PrecisionName(p), dims,
-                  EpilogueName(s.epilogue), ms * 1e3, tflops);
+      std::printf("%-5s %-20s %-10s %10.1f %10.1f %10.1f\n", PrecisionName(p), dims,
+                  EpilogueName(s.epilogue), ms * 1e3, tflops, host_us[host_us.size() / 2]);
     }
   }
   cudaFree(a);

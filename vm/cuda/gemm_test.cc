@@ -16,6 +16,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_format.h"
@@ -295,6 +296,151 @@ TEST(GemmRunnerTest, CachesTheAlgorithmPerShapeAndWorkspacePerStream) {
   EXPECT_EQ(stats.workspaces, 2);
   ASSERT_THAT(stream->Synchronize(), IsOk());
   ASSERT_THAT(other->Synchronize(), IsOk());
+}
+
+// Row-major fp32 reference: act(A[MxK] B[KxN] + bias), act = GELU (tanh form) when `gelu`.
+std::vector<double> ReferenceF32(const std::vector<float>& a, const std::vector<float>& b,
+                                 const std::vector<float>& bias, int64_t m, int64_t n, int64_t k,
+                                 bool gelu) {
+  std::vector<double> d(m * n);
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      double acc = bias.empty() ? 0.0 : bias[j];
+      for (int64_t kk = 0; kk < k; ++kk) acc += double{a[i * k + kk]} * b[kk * n + j];
+      d[i * n + j] = gelu ? GeluTanh(acc) : acc;
+    }
+  }
+  return d;
+}
+
+double RelativeError(const std::vector<float>& out, const std::vector<double>& ref) {
+  double err = 0, norm = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (!std::isfinite(out[i])) return INFINITY;
+    err += (out[i] - ref[i]) * (out[i] - ref[i]);
+    norm += ref[i] * ref[i];
+  }
+  return std::sqrt(err / norm);
+}
+
+std::vector<float> RandomVector(int64_t n, std::mt19937& rng) {
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// Four threads, each on its own stream with its own operands and bias, share one runner and
+// therefore its cached plans (whose descriptor holds the bias pointer): every thread must still
+// get its own result.
+TEST(GemmRunnerTest, ConcurrentThreadsSharingPlansGetTheirOwnResults) {
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto runner, GemmRunner::Create());
+  constexpr int kThreads = 4;
+  constexpr int64_t kM = 33, kN = 48, kK = 64;
+  std::vector<absl::Status> results(kThreads);
+  std::vector<double> errors(kThreads, INFINITY);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      results[t] = [&]() -> absl::Status {
+        std::mt19937 rng(100 + t);
+        std::vector<float> a = RandomVector(kM * kK, rng), b = RandomVector(kK * kN, rng);
+        std::vector<float> bias(kN, static_cast<float>(t + 1));
+        NIMBLE_ASSIGN_OR_RETURN(auto stream, Stream::Create());
+        float *da = nullptr, *db = nullptr, *dbias = nullptr, *dd = nullptr;
+        NIMBLE_CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void**>(&da), a.size() * 4));
+        NIMBLE_CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void**>(&db), b.size() * 4));
+        NIMBLE_CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void**>(&dbias), kN * 4));
+        NIMBLE_CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void**>(&dd), kM * kN * 4));
+        NIMBLE_CUDA_RETURN_IF_ERROR(cudaMemcpy(da, a.data(), a.size() * 4, cudaMemcpyDefault));
+        NIMBLE_CUDA_RETURN_IF_ERROR(cudaMemcpy(db, b.data(), b.size() * 4, cudaMemcpyDefault));
+        NIMBLE_CUDA_RETURN_IF_ERROR(cudaMemcpy(dbias, bias.data(), kN * 4, cudaMemcpyDefault));
+        for (int i = 0; i < 200; ++i) {
+          NIMBLE_RETURN_IF_ERROR(
+              runner->Run({.m = kM, .n = kN, .k = kK}, GemmPrecision::kF32, GemmEpilogue::kBias,
+                          {.a = da, .b = db, .d = dd, .bias = dbias}, stream->get()));
+        }
+        std::vector<float> out(kM * kN);
+        NIMBLE_CUDA_RETURN_IF_ERROR(
+            cudaMemcpyAsync(out.data(), dd, out.size() * 4, cudaMemcpyDefault, stream->get()));
+        NIMBLE_RETURN_IF_ERROR(stream->Synchronize());
+        errors[t] = RelativeError(out, ReferenceF32(a, b, bias, kM, kN, kK, false));
+        for (float* p : {da, db, dbias, dd}) cudaFree(p);
+        return absl::OkStatus();
+      }();
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  for (int t = 0; t < kThreads; ++t) {
+    EXPECT_THAT(results[t], IsOk()) << "thread " << t;
+    EXPECT_LE(errors[t], 1e-5) << "thread " << t;
+  }
+  GemmStats stats = runner->Stats();
+  EXPECT_EQ(stats.runs, kThreads * 200);
+  EXPECT_EQ(stats.cached_algorithms, 1);
+  EXPECT_EQ(stats.workspaces, kThreads);
+}
+
+// A GEMM captured into a CUDA graph replays correctly on new inputs; without a reserved
+// workspace, capture fails cleanly instead of invalidating the capture with cudaMalloc.
+TEST(GemmRunnerTest, CapturesIntoACudaGraphAfterReservingTheWorkspace) {
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto runner, GemmRunner::Create());
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto stream, Stream::Create());
+  constexpr int64_t kM = 16, kN = 96, kK = 40;
+  std::mt19937 rng(9);
+  std::vector<float> b = RandomVector(kK * kN, rng), bias = RandomVector(kN, rng);
+  float *da = nullptr, *db = nullptr, *dbias = nullptr, *dd = nullptr;
+  ASSERT_THAT(CudaStatus(cudaMalloc(reinterpret_cast<void**>(&da), kM * kK * 4), "a"), IsOk());
+  ASSERT_THAT(CudaStatus(cudaMalloc(reinterpret_cast<void**>(&db), kK * kN * 4), "b"), IsOk());
+  ASSERT_THAT(CudaStatus(cudaMalloc(reinterpret_cast<void**>(&dbias), kN * 4), "bias"), IsOk());
+  ASSERT_THAT(CudaStatus(cudaMalloc(reinterpret_cast<void**>(&dd), kM * kN * 4), "d"), IsOk());
+  ASSERT_THAT(CudaStatus(cudaMemcpy(db, b.data(), b.size() * 4, cudaMemcpyDefault), "b"), IsOk());
+  ASSERT_THAT(CudaStatus(cudaMemcpy(dbias, bias.data(), kN * 4, cudaMemcpyDefault), "b"), IsOk());
+  const GemmShape shape{.m = kM, .n = kN, .k = kK};
+  const GemmOperands ops{.a = da, .b = db, .d = dd, .bias = dbias};
+
+  // Capture without a workspace: a clean error, and the capture itself stays valid.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto fresh, Stream::Create());
+  ASSERT_THAT(
+      CudaStatus(cudaStreamBeginCapture(fresh->get(), cudaStreamCaptureModeThreadLocal), "begin"),
+      IsOk());
+  EXPECT_THAT(runner->Run(shape, GemmPrecision::kF32, GemmEpilogue::kBiasGelu, ops, fresh->get()),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("ReserveWorkspace")));
+  cudaGraph_t empty = nullptr;
+  ASSERT_THAT(CudaStatus(cudaStreamEndCapture(fresh->get(), &empty), "end"), IsOk());
+  cudaGraphDestroy(empty);
+
+  ASSERT_THAT(runner->ReserveWorkspace(stream->get()), IsOk());
+  ASSERT_THAT(
+      CudaStatus(cudaStreamBeginCapture(stream->get(), cudaStreamCaptureModeThreadLocal), "begin"),
+      IsOk());
+  ASSERT_THAT(runner->Run(shape, GemmPrecision::kF32, GemmEpilogue::kBiasGelu, ops, stream->get()),
+              IsOk());
+  cudaGraph_t graph = nullptr;
+  ASSERT_THAT(CudaStatus(cudaStreamEndCapture(stream->get(), &graph), "end"), IsOk());
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_THAT(CudaStatus(cudaGraphInstantiate(&exec, graph, 0), "instantiate"), IsOk());
+  for (int replay = 0; replay < 3; ++replay) {
+    std::vector<float> a = RandomVector(kM * kK, rng);
+    ASSERT_THAT(
+        CudaStatus(cudaMemcpyAsync(da, a.data(), a.size() * 4, cudaMemcpyDefault, stream->get()),
+                   "a"),
+        IsOk());
+    ASSERT_THAT(CudaStatus(cudaMemsetAsync(dd, 0xFF, kM * kN * 4, stream->get()), "poison"),
+                IsOk());
+    ASSERT_THAT(CudaStatus(cudaGraphLaunch(exec, stream->get()), "launch"), IsOk());
+    std::vector<float> out(kM * kN);
+    ASSERT_THAT(
+        CudaStatus(
+            cudaMemcpyAsync(out.data(), dd, out.size() * 4, cudaMemcpyDefault, stream->get()), "d"),
+        IsOk());
+    ASSERT_THAT(stream->Synchronize(), IsOk());
+    EXPECT_LE(RelativeError(out, ReferenceF32(a, b, bias, kM, kN, kK, true)), 1e-5)
+        << "replay " << replay;
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  for (float* p : {da, db, dbias, dd}) cudaFree(p);
 }
 
 TEST(GemmRunnerTest, RejectsBadArguments) {

@@ -2,12 +2,14 @@
 // `cuda` test main exits 77 — skipped — without one).
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <deque>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "base/testing/status_matchers.h"
@@ -163,6 +165,42 @@ TEST(DeviceAllocatorTest, ShapeChurnLeavesReservedBounded) {
   std::printf("churn: peak in use %.1f MiB, peak reserved %.1f MiB\n",
               static_cast<double>(stats.peak_in_use_bytes) / kMiB,
               static_cast<double>(stats.peak_reserved_bytes) / kMiB);
+}
+
+TEST(DeviceAllocatorTest, ConcurrentThreadsOnOwnStreamsKeepExactAccounting) {
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto allocator, DeviceAllocator::Create({.byte_limit = 256 * kMiB}));
+  constexpr int kThreads = 4;
+  std::vector<absl::Status> results(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      results[t] = [&]() -> absl::Status {
+        NIMBLE_ASSIGN_OR_RETURN(auto stream, Stream::Create());
+        std::mt19937 rng(t);
+        std::vector<DeviceBuffer> live;
+        for (int i = 0; i < 2000; ++i) {
+          NIMBLE_ASSIGN_OR_RETURN(
+              DeviceBuffer b, allocator->AllocateBuffer(1 + static_cast<int64_t>(rng() % (1 << 20)),
+                                                        stream->get()));
+          live.push_back(std::move(b));
+          if (live.size() > 8) {
+            NIMBLE_RETURN_IF_ERROR(live[rng() % live.size()].Reset());
+            live.erase(std::remove_if(live.begin(), live.end(),
+                                      [](const DeviceBuffer& x) { return x.data() == nullptr; }),
+                       live.end());
+          }
+        }
+        live.clear();
+        return stream->Synchronize();
+      }();
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  for (const absl::Status& status : results) EXPECT_THAT(status, IsOk());
+  NIMBLE_ASSERT_OK_AND_ASSIGN(DeviceMemoryStats stats, allocator->Stats());
+  EXPECT_EQ(stats.in_use_bytes, 0);
+  EXPECT_EQ(stats.allocations, kThreads * 2000);
+  EXPECT_LE(stats.peak_in_use_bytes, kThreads * 9 * kMiB + kThreads * 9 * 256);
 }
 
 TEST(PinnedHostPoolTest, ReusesBySizeClassAndBoundsTheCache) {

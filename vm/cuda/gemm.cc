@@ -320,14 +320,15 @@ absl::Status GemmRunner::Run(const GemmShape& s, GemmPrecision precision, GemmEp
   if (HasBias(epilogue)) {
     NIMBLE_RETURN_IF_ERROR(SetDesc(plan->desc.get(), CUBLASLT_MATMUL_DESC_BIAS_POINTER, o.bias));
   }
-  return Annotate(
-      CublasStatus(
-          cublasLtMatmul(handle_, plan->desc.get(), &alpha, o.b, plan->lt_a.get(), o.a,
-                         plan->lt_b.get(), &beta, c, plan->lt_c.get(), o.d, plan->lt_d.get(),
-                         &plan->algo, workspace, static_cast<size_t>(workspace_bytes_), stream),
-          "cublasLtMatmul"),
-      absl::StrFormat("%s GEMM M=%d N=%d K=%d batch=%d epilogue %s", PrecisionName(precision), s.m,
-                      s.n, s.k, s.batch, EpilogueName(epilogue)));
+  absl::Status status = CublasStatus(
+      cublasLtMatmul(handle_, plan->desc.get(), &alpha, o.b, plan->lt_a.get(), o.a,
+                     plan->lt_b.get(), &beta, c, plan->lt_c.get(), o.d, plan->lt_d.get(),
+                     &plan->algo, workspace, static_cast<size_t>(workspace_bytes_), stream),
+      "cublasLtMatmul");
+  if (status.ok()) return status;  // the context string is built only for errors
+  return Annotate(status, absl::StrFormat("%s GEMM M=%d N=%d K=%d batch=%d epilogue %s",
+                                          PrecisionName(precision), s.m, s.n, s.k, s.batch,
+                                          EpilogueName(epilogue)));
 }
 
 GemmStats GemmRunner::Stats() const {

@@ -15,6 +15,12 @@ __device__ __forceinline__ float Load(const __half* p, int64_t i) { return __hal
 __device__ __forceinline__ void Store(float* p, int64_t i, float v) { p[i] = v; }
 __device__ __forceinline__ void Store(__half* p, int64_t i, float v) { p[i] = __float2half_rn(v); }
 
+// The value as stored in T and read back (what a later kernel reading the stored tensor sees).
+__device__ __forceinline__ float RoundTrip(float v, const float*) { return v; }
+__device__ __forceinline__ float RoundTrip(float v, const __half*) {
+  return __half2float(__float2half_rn(v));
+}
+
 __device__ __forceinline__ float WarpSum(float v) {
   for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
   return v;
@@ -77,6 +83,83 @@ __global__ void LayerNormKernel(const T* x, const T* residual, const T* gamma, c
   }
 }
 
+// Rows of up to kPerThread * blockDim.x columns: the row lives in registers, so x and residual
+// are read once (the generic kernel above re-reads them in each of its three passes).
+template <typename T, int kPerThread>
+__global__ void LayerNormRegistersKernel(const T* x, const T* residual, const T* gamma,
+                                         const T* beta, T* out, T* sum_out, int64_t cols,
+                                         float epsilon) {
+  const int64_t base = static_cast<int64_t>(blockIdx.x) * cols;
+  float v[kPerThread];
+  float local = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kPerThread; ++i) {
+    const int64_t c = threadIdx.x + static_cast<int64_t>(i) * blockDim.x;
+    v[i] = 0.0f;
+    if (c < cols) {
+      float s = Load(x, base + c);
+      if (residual != nullptr) s += Load(residual, base + c);
+      if (sum_out != nullptr) {
+        Store(sum_out, base + c, s);
+        s = RoundTrip(s, sum_out);
+      }
+      v[i] = s;
+      local += s;
+    }
+  }
+  const float mean = BlockReduce<false>(local) / static_cast<float>(cols);
+  local = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kPerThread; ++i) {
+    const int64_t c = threadIdx.x + static_cast<int64_t>(i) * blockDim.x;
+    if (c < cols) local += (v[i] - mean) * (v[i] - mean);
+  }
+  const float rstd = rsqrtf(BlockReduce<false>(local) / static_cast<float>(cols) + epsilon);
+#pragma unroll
+  for (int i = 0; i < kPerThread; ++i) {
+    const int64_t c = threadIdx.x + static_cast<int64_t>(i) * blockDim.x;
+    if (c < cols) Store(out, base + c, (v[i] - mean) * rstd * Load(gamma, c) + Load(beta, c));
+  }
+}
+
+// Rows of up to 32 * kPerLane columns, one warp per row, the row in registers: one read and one
+// write per element (the block kernel below reads each element three times).
+template <typename T, int kPerLane>
+__global__ void SoftmaxWarpKernel(const T* x, const float* mask, T* out, int64_t rows, int64_t cols,
+                                  float scale, int64_t mask_row_divisor) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (row >= rows) return;  // whole warps only: no block barriers below
+  const int lane = threadIdx.x & 31;
+  const int64_t base = row * cols;
+  const float* mask_row = mask != nullptr ? mask + (row / mask_row_divisor) * cols : nullptr;
+  float v[kPerLane];
+  float max = -INFINITY;
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) {
+    const int64_t c = lane + i * 32;
+    v[i] = -INFINITY;
+    if (c < cols) {
+      v[i] = Load(x, base + c) * scale;
+      if (mask_row != nullptr) v[i] += mask_row[c];
+    }
+    max = fmaxf(max, v[i]);
+  }
+  max = WarpMax(max);
+  float sum = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) {
+    v[i] = max == -INFINITY ? 0.0f : __expf(v[i] - max);  // exp(-inf) = 0 pads the tail
+    sum += v[i];
+  }
+  sum = WarpSum(sum);
+  const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;  // fully masked row -> zeros
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) {
+    const int64_t c = lane + i * 32;
+    if (c < cols) Store(out, base + c, v[i] * inv);
+  }
+}
+
 template <typename T>
 __global__ void SoftmaxKernel(const T* x, const float* mask, T* out, int64_t cols, float scale,
                               int64_t mask_row_divisor) {
@@ -117,60 +200,132 @@ __global__ void GeluKernel(const T* x, T* out, int64_t count, bool tanh_approxim
 }
 
 constexpr int kAttentionWarps = 8;
+constexpr int kKeyTile = 32;
 
-// grid (batch * heads, ceil(seq_q / kAttentionWarps)); one warp per query row. The warp scores
-// every key (lane j takes keys j, j+32, ...), softmaxes in shared memory, then accumulates
-// p @ V with lanes across head_dim (coalesced V reads). K/V rows are re-read per query from
-// L1/L2; fine for seq <= 512, and what a FlashAttention-style tiled kernel would replace.
+// grid (batch * heads, ceil(seq_q / kAttentionWarps)), one warp per query row, all warps of a
+// block on the same head. K and then V are staged through shared memory in tiles of 32 rows
+// (coalesced loads, shared by the 8 warps; rows padded by one float so lane j reading row j is
+// conflict-free). Scores: lane j scores key t0 + j of each tile into the warp's `probs` row;
+// softmax in place; then p @ V with each lane owning head_dim / 32 output columns in registers.
+// A simple CUDA-core kernel (no tensor cores, no online softmax): what a FlashAttention-style
+// kernel would replace.
 template <typename T>
-__global__ void AttentionKernel(const T* q, const T* k, const T* v, const float* mask, T* out,
-                                AttentionShape shape, float scale) {
+__global__ void __launch_bounds__(kAttentionWarps * 32)
+    AttentionKernel(const T* q, const T* k, const T* v, const float* mask, T* out,
+                    AttentionShape shape, float scale) {
   __shared__ float q_row[kAttentionWarps][kAttentionMaxHeadDim];
   __shared__ float probs[kAttentionWarps][kAttentionMaxSeqK];
+  __shared__ float tile[kKeyTile][kAttentionMaxHeadDim + 1];
   const int warp = threadIdx.x >> 5;
   const int lane = threadIdx.x & 31;
   const int64_t bh = blockIdx.x;
   const int64_t b = bh / shape.heads;
   const int64_t h = bh % shape.heads;
   const int64_t i = static_cast<int64_t>(blockIdx.y) * kAttentionWarps + warp;
-  if (i >= shape.seq_q) return;  // no block-wide barriers below
-  const int64_t d_model = shape.head_dim;
-  const T* q_base = q + (bh * shape.seq_q + i) * d_model;
-  const T* k_base = k + bh * shape.seq_k * d_model;
-  const T* v_base = v + bh * shape.seq_k * d_model;
-  for (int64_t d = lane; d < d_model; d += 32) q_row[warp][d] = Load(q_base, d) * scale;
-  __syncwarp();
-  const float* mask_row = mask != nullptr
+  const bool valid = i < shape.seq_q;  // whole warps; every thread still joins the barriers
+  const int64_t dim = shape.head_dim;
+  const int64_t seq_k = shape.seq_k;
+  const T* k_base = k + bh * seq_k * dim;
+  const T* v_base = v + bh * seq_k * dim;
+  if (valid) {
+    const T* q_base = q + (bh * shape.seq_q + i) * dim;
+    for (int64_t d = lane; d < dim; d += 32) q_row[warp][d] = Load(q_base, d) * scale;
+  }
+  const float* mask_row = mask != nullptr && valid
                               ? mask + b * shape.mask_batch_stride + h * shape.mask_head_stride +
                                     i * shape.mask_row_stride
                               : nullptr;
+  auto load_tile = [&](const T* base, int64_t t0) {
+    __syncthreads();  // everyone is done with the previous tile
+    for (int64_t idx = threadIdx.x; idx < kKeyTile * dim; idx += blockDim.x) {
+      const int64_t r = idx / dim;
+      const int64_t c = idx - r * dim;
+      tile[r][c] = t0 + r < seq_k ? Load(base, (t0 + r) * dim + c) : 0.0f;
+    }
+    __syncthreads();
+  };
+  for (int64_t t0 = 0; t0 < seq_k; t0 += kKeyTile) {
+    load_tile(k_base, t0);
+    const int64_t key = t0 + lane;
+    if (valid && key < seq_k) {
+      float s = 0.0f;
+      for (int64_t d = 0; d < dim; ++d) s += q_row[warp][d] * tile[lane][d];
+      if (mask_row != nullptr) s += mask_row[key];
+      probs[warp][key] = s;
+    }
+  }
+  __syncwarp();
   float max = -INFINITY;
-  for (int64_t j = lane; j < shape.seq_k; j += 32) {
-    const T* k_row = k_base + j * d_model;
-    float s = 0.0f;
-    for (int64_t d = 0; d < d_model; ++d) s += q_row[warp][d] * Load(k_row, d);
-    if (mask_row != nullptr) s += mask_row[j];
-    probs[warp][j] = s;
-    max = fmaxf(max, s);
+  if (valid) {
+    for (int64_t j = lane; j < seq_k; j += 32) max = fmaxf(max, probs[warp][j]);
   }
   max = WarpMax(max);
-  T* out_row = out + (bh * shape.seq_q + i) * d_model;
-  if (max == -INFINITY) {
-    for (int64_t d = lane; d < d_model; d += 32) Store(out_row, d, 0.0f);
-    return;
-  }
+  const bool dead = max == -INFINITY;  // invalid warp or fully masked row
   float sum = 0.0f;
-  for (int64_t j = lane; j < shape.seq_k; j += 32) {
-    const float p = __expf(probs[warp][j] - max);
-    probs[warp][j] = p;
-    sum += p;
+  if (!dead) {
+    for (int64_t j = lane; j < seq_k; j += 32) {
+      const float p = __expf(probs[warp][j] - max);
+      probs[warp][j] = p;
+      sum += p;
+    }
   }
-  const float inv = 1.0f / WarpSum(sum);
+  sum = WarpSum(sum);
   __syncwarp();  // every lane's probabilities are visible to the whole warp
-  for (int64_t d = lane; d < d_model; d += 32) {
-    float acc = 0.0f;
-    for (int64_t j = 0; j < shape.seq_k; ++j) acc += probs[warp][j] * Load(v_base + j * d_model, d);
-    Store(out_row, d, acc * inv);
+  constexpr int kColumns = kAttentionMaxHeadDim / 32;
+  float acc[kColumns] = {};
+  for (int64_t t0 = 0; t0 < seq_k; t0 += kKeyTile) {
+    load_tile(v_base, t0);
+    if (!dead) {
+      const int64_t n = seq_k - t0 < kKeyTile ? seq_k - t0 : kKeyTile;
+      for (int64_t j = 0; j < n; ++j) {
+        const float p = probs[warp][t0 + j];
+#pragma unroll
+        for (int c = 0; c < kColumns; ++c) {
+          const int64_t d = lane + c * 32;
+          if (d < dim) acc[c] += p * tile[j][d];
+        }
+      }
+    }
+  }
+  if (!valid) return;
+  T* out_row = out + (bh * shape.seq_q + i) * dim;
+  const float inv = dead ? 0.0f : 1.0f / sum;
+#pragma unroll
+  for (int c = 0; c < kColumns; ++c) {
+    const int64_t d = lane + c * 32;
+    if (d < dim) Store(out_row, d, acc[c] * inv);
+  }
+}
+
+// Picks the smallest per-thread register row that holds `cols` (<= 16 * 256).
+template <typename T>
+void LaunchLayerNormRegisters(dim3 grid, dim3 block, int64_t cols, cudaStream_t stream, const T* x,
+                              const T* residual, const T* gamma, const T* beta, T* out, T* sum_out,
+                              float epsilon) {
+  if (cols <= 1024) {
+    LayerNormRegistersKernel<T, 4>
+        <<<grid, block, 0, stream>>>(x, residual, gamma, beta, out, sum_out, cols, epsilon);
+  } else if (cols <= 2048) {
+    LayerNormRegistersKernel<T, 8>
+        <<<grid, block, 0, stream>>>(x, residual, gamma, beta, out, sum_out, cols, epsilon);
+  } else {
+    LayerNormRegistersKernel<T, 16>
+        <<<grid, block, 0, stream>>>(x, residual, gamma, beta, out, sum_out, cols, epsilon);
+  }
+}
+
+// Picks the smallest per-lane register row that holds `cols` (<= 32 * 32).
+template <typename T>
+void LaunchSoftmaxWarp(dim3 grid, dim3 block, int64_t cols, cudaStream_t stream, const T* x,
+                       const float* mask, T* out, int64_t rows, float scale, int64_t divisor) {
+  if (cols <= 128) {
+    SoftmaxWarpKernel<T, 4><<<grid, block, 0, stream>>>(x, mask, out, rows, cols, scale, divisor);
+  } else if (cols <= 256) {
+    SoftmaxWarpKernel<T, 8><<<grid, block, 0, stream>>>(x, mask, out, rows, cols, scale, divisor);
+  } else if (cols <= 512) {
+    SoftmaxWarpKernel<T, 16><<<grid, block, 0, stream>>>(x, mask, out, rows, cols, scale, divisor);
+  } else {
+    SoftmaxWarpKernel<T, 32><<<grid, block, 0, stream>>>(x, mask, out, rows, cols, scale, divisor);
   }
 }
 
@@ -200,6 +355,23 @@ absl::Status LayerNorm(const void* x, const void* residual, const void* gamma, c
   }
   if (rows == 0) return absl::OkStatus();
   const dim3 grid(static_cast<unsigned>(rows));
+  if (cols <= 4096) {
+    const dim3 block(256);
+    if (dtype == DType::kF32) {
+      LaunchLayerNormRegisters<float>(grid, block, cols, stream, static_cast<const float*>(x),
+                                      static_cast<const float*>(residual),
+                                      static_cast<const float*>(gamma),
+                                      static_cast<const float*>(beta), static_cast<float*>(out),
+                                      static_cast<float*>(sum_out), epsilon);
+    } else {
+      LaunchLayerNormRegisters<__half>(grid, block, cols, stream, static_cast<const __half*>(x),
+                                       static_cast<const __half*>(residual),
+                                       static_cast<const __half*>(gamma),
+                                       static_cast<const __half*>(beta), static_cast<__half*>(out),
+                                       static_cast<__half*>(sum_out), epsilon);
+    }
+    return CudaStatus(cudaGetLastError(), "LayerNormRegistersKernel launch");
+  }
   const dim3 block(RowThreads(cols));
   if (dtype == DType::kF32) {
     LayerNormKernel<float><<<grid, block, 0, stream>>>(
@@ -225,9 +397,22 @@ absl::Status Softmax(const void* x, const float* mask, void* out, int64_t rows, 
     return absl::InvalidArgumentError("Softmax: mask_row_divisor must be > 0");
   }
   if (rows == 0) return absl::OkStatus();
+  const int64_t divisor = mask_row_divisor > 0 ? mask_row_divisor : 1;
+  if (cols <= 1024) {
+    constexpr int kRowsPerBlock = 4;
+    const dim3 warp_grid(static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock));
+    const dim3 warp_block(kRowsPerBlock * 32);
+    if (dtype == DType::kF32) {
+      LaunchSoftmaxWarp<float>(warp_grid, warp_block, cols, stream, static_cast<const float*>(x),
+                               mask, static_cast<float*>(out), rows, scale, divisor);
+    } else {
+      LaunchSoftmaxWarp<__half>(warp_grid, warp_block, cols, stream, static_cast<const __half*>(x),
+                                mask, static_cast<__half*>(out), rows, scale, divisor);
+    }
+    return CudaStatus(cudaGetLastError(), "SoftmaxWarpKernel launch");
+  }
   const dim3 grid(static_cast<unsigned>(rows));
   const dim3 block(RowThreads(cols));
-  const int64_t divisor = mask_row_divisor > 0 ? mask_row_divisor : 1;
   if (dtype == DType::kF32) {
     SoftmaxKernel<float><<<grid, block, 0, stream>>>(
         static_cast<const float*>(x), mask, static_cast<float*>(out), cols, scale, divisor);

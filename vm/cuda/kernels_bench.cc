@@ -21,7 +21,12 @@ namespace {
 double MedianUs(const std::function<absl::Status()>& launch, Stream& stream, Event& start,
                 Event& stop) {
   for (int i = 0; i < 5; ++i) {
-    if (!launch().ok()) return -1;
+    absl::Status status = launch();
+    if (status.ok()) status = stream.Synchronize();
+    if (!status.ok()) {
+      std::printf("failed: %s\n", status.ToString().c_str());
+      return -1;
+    }
   }
   std::vector<float> per;
   for (int g = 0; g < 15; ++g) {
@@ -47,7 +52,7 @@ int Main() {
   auto stop = Event::Create();
   if (!stream.ok() || !start.ok() || !stop.ok()) return 1;
   // One pool of random fp16 values in [-1, 1) for every operand.
-  const size_t elems = size_t{8} << 20;
+  const size_t elems = size_t{16} << 20;  // >= 4096 x 3072
   std::vector<__half> host(elems);
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);

@@ -114,7 +114,8 @@ class KernelsTest : public ::testing::TestWithParam<DType> {
 };
 
 TEST_P(KernelsTest, LayerNormWithFusedResidual) {
-  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{3, 768}, {17, 1023}, {2, 4096}, {5, 7}}) {
+  for (auto [rows, cols] :
+       {std::pair<int64_t, int64_t>{3, 768}, {17, 1023}, {4, 1500}, {2, 4096}, {5, 7}, {3, 5000}}) {
     const std::string what = "LayerNorm " + std::to_string(rows) + "x" + std::to_string(cols);
     std::vector<float> x = Random(rows * cols, -2, 2);
     std::vector<float> r = Random(rows * cols, -2, 2);
@@ -187,20 +188,22 @@ TEST_P(KernelsTest, SoftmaxWithBroadcastMaskAndFullyMaskedRow) {
   std::vector<float> got = Download(out, rows * keys);
   ExpectClose(got, ref, "Softmax 30x77 masked");
   EXPECT_EQ(got[(rows - 1) * keys], 0.0f) << "fully masked row is zeros";
-  // Without a mask, a long row.
-  std::vector<float> y = Random(3 * 5000, -8, 8);
-  DeviceBuffer dy = Upload(y), out2 = Poisoned(3 * 5000);
-  ASSERT_THAT(
-      Softmax(dy.data(), nullptr, out2.data(), 3, 5000, 1.0f, 1, GetParam(), stream_->get()),
-      IsOk());
-  std::vector<double> ref2(3 * 5000);
-  for (int64_t r = 0; r < 3; ++r) {
-    double max = -INFINITY, sum = 0;
-    for (int64_t j = 0; j < 5000; ++j) max = std::max(max, double{y[r * 5000 + j]});
-    for (int64_t j = 0; j < 5000; ++j) sum += std::exp(y[r * 5000 + j] - max);
-    for (int64_t j = 0; j < 5000; ++j) ref2[r * 5000 + j] = std::exp(y[r * 5000 + j] - max) / sum;
+  // Without a mask, rows of every register-path width and one longer than the warp path.
+  for (int64_t cols : {200, 400, 1000, 5000}) {
+    std::vector<float> y = Random(3 * cols, -8, 8);
+    DeviceBuffer dy = Upload(y), out2 = Poisoned(3 * cols);
+    ASSERT_THAT(
+        Softmax(dy.data(), nullptr, out2.data(), 3, cols, 1.0f, 1, GetParam(), stream_->get()),
+        IsOk());
+    std::vector<double> ref2(3 * cols);
+    for (int64_t r = 0; r < 3; ++r) {
+      double max = -INFINITY, sum = 0;
+      for (int64_t j = 0; j < cols; ++j) max = std::max(max, double{y[r * cols + j]});
+      for (int64_t j = 0; j < cols; ++j) sum += std::exp(y[r * cols + j] - max);
+      for (int64_t j = 0; j < cols; ++j) ref2[r * cols + j] = std::exp(y[r * cols + j] - max) / sum;
+    }
+    ExpectClose(Download(out2, 3 * cols), ref2, "Softmax 3x" + std::to_string(cols));
   }
-  ExpectClose(Download(out2, 3 * 5000), ref2, "Softmax 3x5000");
 }
 
 TEST_P(KernelsTest, GeluErfAndTanh) {
@@ -235,6 +238,15 @@ TEST_P(KernelsTest, AttentionMatchesReference) {
       {{.batch = 1, .heads = 4, .seq_q = 128, .seq_k = 128, .head_dim = 80, .mask_row_stride = 128},
        true},
       {{.batch = 1, .heads = 2, .seq_q = 3, .seq_k = 512, .head_dim = 128}, false},
+      // Per-head mask [batch, heads, seq_k]; head 1 of batch 1 is masked out entirely (zeros).
+      {{.batch = 2,
+        .heads = 2,
+        .seq_q = 9,
+        .seq_k = 70,
+        .head_dim = 16,
+        .mask_batch_stride = 140,
+        .mask_head_stride = 70},
+       true},
   };
   for (const Case& c : cases) {
     const AttentionShape& s = c.shape;
@@ -250,7 +262,9 @@ TEST_P(KernelsTest, AttentionMatchesReference) {
                                                       : std::max<int64_t>(1, s.seq_q) * s.seq_k;
     std::vector<float> mask(mask_size, 0.0f);
     for (int64_t i = 0; i < mask_size; ++i) {
-      if (s.mask_row_stride > 0) {
+      if (s.mask_head_stride > 0) {
+        mask[i] = i >= 3 * s.seq_k ? -INFINITY : ((i % s.seq_k) % 3 == 0 ? -10000.0f : 0.0f);
+      } else if (s.mask_row_stride > 0) {
         mask[i] = (i % s.seq_k) > (i / s.seq_k) ? -INFINITY : 0.0f;  // causal
       } else {
         mask[i] = (i % s.seq_k) >= s.seq_k - 1 - (i / s.seq_k) * 5 ? -10000.0f : 0.0f;
@@ -281,6 +295,10 @@ TEST_P(KernelsTest, AttentionMatchesReference) {
                            i * s.mask_row_stride + j];
             }
             max = std::max(max, p[j]);
+          }
+          if (max == -INFINITY) {  // fully masked: zeros
+            for (int64_t d = 0; d < s.head_dim; ++d) ref[(head * s.seq_q + i) * s.head_dim + d] = 0;
+            continue;
           }
           double sum = 0;
           for (int64_t j = 0; j < s.seq_k; ++j) sum += (p[j] = std::exp(p[j] - max));

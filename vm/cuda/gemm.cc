@@ -1,0 +1,339 @@
+#include "vm/cuda/gemm.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "base/status_macros.h"
+#include "vm/cuda/cuda_status.h"
+
+namespace nimble::vm::cuda {
+
+void GemmDescDeleter::operator()(cublasLtMatmulDescOpaque_t* desc) const {
+  cublasLtMatmulDescDestroy(desc);
+}
+void GemmDescDeleter::operator()(cublasLtMatrixLayoutOpaque_t* layout) const {
+  cublasLtMatrixLayoutDestroy(layout);
+}
+void GemmDescDeleter::operator()(cublasLtMatmulPreferenceOpaque_t* pref) const {
+  cublasLtMatmulPreferenceDestroy(pref);
+}
+
+namespace {
+
+using MatmulDesc = std::unique_ptr<cublasLtMatmulDescOpaque_t, GemmDescDeleter>;
+using Layout = std::unique_ptr<cublasLtMatrixLayoutOpaque_t, GemmDescDeleter>;
+using Preference = std::unique_ptr<cublasLtMatmulPreferenceOpaque_t, GemmDescDeleter>;
+
+cudaDataType_t DataType(GemmPrecision precision) {
+  switch (precision) {
+    case GemmPrecision::kF16:
+      return CUDA_R_16F;
+    case GemmPrecision::kBF16:
+      return CUDA_R_16BF;
+    case GemmPrecision::kF32:
+    case GemmPrecision::kTF32:
+      break;
+  }
+  return CUDA_R_32F;
+}
+
+cublasLtEpilogue_t LtEpilogue(GemmEpilogue epilogue) {
+  switch (epilogue) {
+    case GemmEpilogue::kNone:
+      return CUBLASLT_EPILOGUE_DEFAULT;
+    case GemmEpilogue::kBias:
+      return CUBLASLT_EPILOGUE_BIAS;
+    case GemmEpilogue::kGelu:
+      return CUBLASLT_EPILOGUE_GELU;
+    case GemmEpilogue::kBiasGelu:
+      return CUBLASLT_EPILOGUE_GELU_BIAS;
+    case GemmEpilogue::kRelu:
+      return CUBLASLT_EPILOGUE_RELU;
+    case GemmEpilogue::kBiasRelu:
+      return CUBLASLT_EPILOGUE_RELU_BIAS;
+  }
+  return CUBLASLT_EPILOGUE_DEFAULT;
+}
+
+bool HasBias(GemmEpilogue e) {
+  return e == GemmEpilogue::kBias || e == GemmEpilogue::kBiasGelu || e == GemmEpilogue::kBiasRelu;
+}
+bool HasActivation(GemmEpilogue e) { return e != GemmEpilogue::kNone && e != GemmEpilogue::kBias; }
+
+// Largest power of two <= 256 dividing the address and every batch offset: what the kernels
+// may assume about each batch's base address.
+int Alignment(const void* ptr, int64_t stride_elements, int element_bytes) {
+  uint64_t bits = reinterpret_cast<uintptr_t>(ptr) | 256;
+  if (stride_elements > 0) bits |= static_cast<uint64_t>(stride_elements * element_bytes);
+  return static_cast<int>(bits & (~bits + 1));
+}
+
+absl::StatusOr<Layout> MakeLayout(cudaDataType_t type, int64_t rows, int64_t cols, int64_t ld,
+                                  int64_t batch, int64_t stride) {
+  cublasLtMatrixLayout_t raw = nullptr;
+  NIMBLE_CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&raw, type, static_cast<uint64_t>(rows),
+                                                           static_cast<uint64_t>(cols), ld));
+  Layout layout(raw);
+  if (batch > 1) {
+    const int32_t count = static_cast<int32_t>(batch);
+    NIMBLE_CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutSetAttribute(
+        raw, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
+    NIMBLE_CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutSetAttribute(
+        raw, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
+  }
+  return layout;
+}
+
+template <typename T>
+absl::Status SetDesc(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attr,
+                     const T& value) {
+  return CublasStatus(cublasLtMatmulDescSetAttribute(desc, attr, &value, sizeof(value)),
+                      "cublasLtMatmulDescSetAttribute");
+}
+
+absl::Status Validate(const GemmShape& s, GemmEpilogue epilogue, const GemmOperands& o) {
+  if (s.m <= 0 || s.n <= 0 || s.k <= 0 || s.batch <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("GEMM needs positive M, N, K and batch; got M=%d N=%d K=%d batch=%d", s.m,
+                        s.n, s.k, s.batch));
+  }
+  constexpr int64_t kMaxDim = (int64_t{1} << 31) - 1;
+  if (s.m > kMaxDim || s.n > kMaxDim || s.k > kMaxDim || s.batch > kMaxDim) {
+    return absl::InvalidArgumentError("GEMM dimension exceeds 2^31 - 1");
+  }
+  if (o.a == nullptr || o.b == nullptr || o.d == nullptr) {
+    return absl::InvalidArgumentError("GEMM operand A, B or D is null");
+  }
+  if (HasBias(epilogue) && o.bias == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("GEMM epilogue ", EpilogueName(epilogue), " needs a bias"));
+  }
+  if (!HasBias(epilogue) && o.bias != nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("GEMM bias given but epilogue ", EpilogueName(epilogue), " has none"));
+  }
+  if (o.residual != nullptr && HasActivation(epilogue)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("GEMM residual with activation epilogue ", EpilogueName(epilogue),
+                     ": cuBLASLt adds C before the activation, which is not act(x) + residual"));
+  }
+  for (int64_t stride : {o.stride_a, o.stride_b, o.stride_d, o.stride_residual}) {
+    if (stride < -1) return absl::InvalidArgumentError("GEMM batch stride < -1");
+  }
+  if (s.batch > 1 && o.stride_d == 0) {
+    return absl::InvalidArgumentError("GEMM output batch stride 0 would overlap the batches");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+const char* PrecisionName(GemmPrecision precision) {
+  switch (precision) {
+    case GemmPrecision::kF32:
+      return "fp32";
+    case GemmPrecision::kTF32:
+      return "tf32";
+    case GemmPrecision::kF16:
+      return "fp16";
+    case GemmPrecision::kBF16:
+      return "bf16";
+  }
+  return "?";
+}
+
+const char* EpilogueName(GemmEpilogue epilogue) {
+  switch (epilogue) {
+    case GemmEpilogue::kNone:
+      return "none";
+    case GemmEpilogue::kBias:
+      return "bias";
+    case GemmEpilogue::kGelu:
+      return "gelu";
+    case GemmEpilogue::kBiasGelu:
+      return "bias+gelu";
+    case GemmEpilogue::kRelu:
+      return "relu";
+    case GemmEpilogue::kBiasRelu:
+      return "bias+relu";
+  }
+  return "?";
+}
+
+int ElementBytes(GemmPrecision precision) {
+  return precision == GemmPrecision::kF16 || precision == GemmPrecision::kBF16 ? 2 : 4;
+}
+
+absl::StatusOr<std::unique_ptr<GemmRunner>> GemmRunner::Create(int device,
+                                                               int64_t workspace_bytes) {
+  if (workspace_bytes < 0) return absl::InvalidArgumentError("GEMM workspace_bytes < 0");
+  NIMBLE_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
+  cublasLtHandle_t handle = nullptr;
+  NIMBLE_CUBLAS_RETURN_IF_ERROR(cublasLtCreate(&handle));
+  return std::unique_ptr<GemmRunner>(new GemmRunner(device, workspace_bytes, handle));
+}
+
+GemmRunner::~GemmRunner() {
+  cudaDeviceSynchronize();  // GEMMs in flight still use the workspaces
+  absl::MutexLock lock(&mu_);
+  for (auto& [stream, workspace] : workspaces_) cudaFree(workspace);
+  cublasLtDestroy(handle_);
+}
+
+absl::StatusOr<void*> GemmRunner::Workspace(cudaStream_t stream) {
+  if (workspace_bytes_ == 0) return nullptr;
+  absl::MutexLock lock(&mu_);
+  auto it = workspaces_.find(stream);
+  if (it != workspaces_.end()) return it->second;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream, &capture));
+  if (capture != cudaStreamCaptureStatusNone) {
+    return absl::FailedPreconditionError(
+        "GEMM on a capturing stream without a workspace: call ReserveWorkspace(stream) before "
+        "cudaStreamBeginCapture (cudaMalloc is not capturable)");
+  }
+  void* workspace = nullptr;
+  NIMBLE_CUDA_RETURN_IF_ERROR(cudaMalloc(&workspace, static_cast<size_t>(workspace_bytes_)));
+  workspaces_.emplace(stream, workspace);
+  ++stats_.workspaces;
+  return workspace;
+}
+
+absl::Status GemmRunner::ReserveWorkspace(cudaStream_t stream) {
+  return Workspace(stream).status();
+}
+
+absl::StatusOr<std::unique_ptr<GemmRunner::Plan>> GemmRunner::MakePlan(const PlanKey& key) {
+  const cudaDataType_t type = DataType(key.precision);
+  auto plan = std::make_unique<Plan>();
+  // Column-major view: D^T (N x M) = op(B)^T (N x K) * op(A)^T (K x M).
+  NIMBLE_ASSIGN_OR_RETURN(
+      plan->lt_a, key.trans_b ? MakeLayout(type, key.k, key.n, key.k, key.batch, key.stride_b)
+                              : MakeLayout(type, key.n, key.k, key.n, key.batch, key.stride_b));
+  NIMBLE_ASSIGN_OR_RETURN(
+      plan->lt_b, key.trans_a ? MakeLayout(type, key.m, key.k, key.m, key.batch, key.stride_a)
+                              : MakeLayout(type, key.k, key.m, key.k, key.batch, key.stride_a));
+  NIMBLE_ASSIGN_OR_RETURN(plan->lt_c,
+                          MakeLayout(type, key.n, key.m, key.n, key.batch, key.stride_residual));
+  NIMBLE_ASSIGN_OR_RETURN(plan->lt_d,
+                          MakeLayout(type, key.n, key.m, key.n, key.batch, key.stride_d));
+  cublasLtMatmulDesc_t raw_desc = nullptr;
+  NIMBLE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescCreate(
+      &raw_desc,
+      key.precision == GemmPrecision::kTF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F,
+      CUDA_R_32F));
+  plan->desc.reset(raw_desc);
+  const int32_t op_a = key.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const int32_t op_b = key.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  NIMBLE_RETURN_IF_ERROR(SetDesc(raw_desc, CUBLASLT_MATMUL_DESC_TRANSA, op_a));
+  NIMBLE_RETURN_IF_ERROR(SetDesc(raw_desc, CUBLASLT_MATMUL_DESC_TRANSB, op_b));
+  const uint32_t lt_epilogue = LtEpilogue(key.epilogue);
+  NIMBLE_RETURN_IF_ERROR(SetDesc(raw_desc, CUBLASLT_MATMUL_DESC_EPILOGUE, lt_epilogue));
+  if (HasBias(key.epilogue)) {
+    const int64_t bias_stride = 0;  // one bias for every batch
+    NIMBLE_RETURN_IF_ERROR(SetDesc(raw_desc, CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE, bias_stride));
+  }
+
+  cublasLtMatmulPreference_t raw_pref = nullptr;
+  NIMBLE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&raw_pref));
+  Preference pref(raw_pref);
+  const uint64_t workspace = static_cast<uint64_t>(workspace_bytes_);
+  NIMBLE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceSetAttribute(
+      raw_pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof(workspace)));
+  const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> alignments[] = {
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key.align_a},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.align_b},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.align_c},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.align_d}};
+  for (const auto& [attr, value] : alignments) {
+    NIMBLE_CUBLAS_RETURN_IF_ERROR(
+        cublasLtMatmulPreferenceSetAttribute(raw_pref, attr, &value, sizeof(value)));
+  }
+  cublasLtMatmulHeuristicResult_t result = {};
+  int returned = 0;
+  const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
+      handle_, raw_desc, plan->lt_a.get(), plan->lt_b.get(), plan->lt_c.get(), plan->lt_d.get(),
+      raw_pref, 1, &result, &returned);
+  if (status == CUBLAS_STATUS_NOT_SUPPORTED || (status == CUBLAS_STATUS_SUCCESS && returned == 0)) {
+    return absl::UnimplementedError(absl::StrFormat(
+        "cuBLASLt has no algorithm for %s GEMM M=%d N=%d K=%d batch=%d epilogue %s",
+        PrecisionName(key.precision), key.m, key.n, key.k, key.batch, EpilogueName(key.epilogue)));
+  }
+  NIMBLE_RETURN_IF_ERROR(CublasStatus(status, "cublasLtMatmulAlgoGetHeuristic"));
+  plan->algo = result.algo;
+  return plan;
+}
+
+absl::Status GemmRunner::Run(const GemmShape& s, GemmPrecision precision, GemmEpilogue epilogue,
+                             const GemmOperands& o, cudaStream_t stream) {
+  NIMBLE_RETURN_IF_ERROR(Validate(s, epilogue, o));
+  const int bytes = ElementBytes(precision);
+  const int64_t stride_a = o.stride_a >= 0 ? o.stride_a : s.m * s.k;
+  const int64_t stride_b = o.stride_b >= 0 ? o.stride_b : s.k * s.n;
+  const int64_t stride_d = o.stride_d >= 0 ? o.stride_d : s.m * s.n;
+  const int64_t stride_c =
+      o.residual == nullptr ? stride_d : (o.stride_residual >= 0 ? o.stride_residual : s.m * s.n);
+  const void* c = o.residual != nullptr ? o.residual : o.d;
+  const bool batched = s.batch > 1;  // strides of a single matrix are irrelevant to the plan
+  const PlanKey key{.m = s.m,
+                    .n = s.n,
+                    .k = s.k,
+                    .batch = s.batch,
+                    .stride_a = batched ? stride_a : 0,
+                    .stride_b = batched ? stride_b : 0,
+                    .stride_d = batched ? stride_d : 0,
+                    .stride_residual = batched ? stride_c : 0,
+                    .trans_a = s.trans_a,
+                    .trans_b = s.trans_b,
+                    .residual = o.residual != nullptr,
+                    .precision = precision,
+                    .epilogue = epilogue,
+                    // cuBLASLt's A is our B and vice versa.
+                    .align_a = Alignment(o.b, batched ? stride_b : 0, bytes),
+                    .align_b = Alignment(o.a, batched ? stride_a : 0, bytes),
+                    .align_c = Alignment(c, batched ? stride_c : 0, bytes),
+                    .align_d = Alignment(o.d, batched ? stride_d : 0, bytes)};
+  Plan* plan = nullptr;
+  {
+    absl::MutexLock lock(&mu_);
+    ++stats_.runs;
+    auto it = plans_.find(key);
+    if (it != plans_.end()) plan = it->second.get();
+  }
+  if (plan == nullptr) {
+    // Built outside the lock (the heuristic takes tens of microseconds); a racing thread's
+    // identical plan is dropped in favour of the first one stored.
+    NIMBLE_ASSIGN_OR_RETURN(std::unique_ptr<Plan> made, MakePlan(key));
+    absl::MutexLock lock(&mu_);
+    auto [it, inserted] = plans_.try_emplace(key, std::move(made));
+    if (inserted) ++stats_.heuristic_queries;
+    stats_.cached_algorithms = static_cast<int64_t>(plans_.size());
+    plan = it->second.get();
+  }
+  NIMBLE_ASSIGN_OR_RETURN(void* workspace, Workspace(stream));
+  const float alpha = o.alpha;
+  const float beta = o.residual != nullptr ? 1.0f : 0.0f;
+  // The bias pointer lives in the shared descriptor: set it and enqueue under the plan's lock.
+  absl::MutexLock lock(&plan->mu);
+  if (HasBias(epilogue)) {
+    NIMBLE_RETURN_IF_ERROR(SetDesc(plan->desc.get(), CUBLASLT_MATMUL_DESC_BIAS_POINTER, o.bias));
+  }
+  absl::Status status = CublasStatus(
+      cublasLtMatmul(handle_, plan->desc.get(), &alpha, o.b, plan->lt_a.get(), o.a,
+                     plan->lt_b.get(), &beta, c, plan->lt_c.get(), o.d, plan->lt_d.get(),
+                     &plan->algo, workspace, static_cast<size_t>(workspace_bytes_), stream),
+      "cublasLtMatmul");
+  if (status.ok()) return status;  // the context string is built only for errors
+  return Annotate(status, absl::StrFormat("%s GEMM M=%d N=%d K=%d batch=%d epilogue %s",
+                                          PrecisionName(precision), s.m, s.n, s.k, s.batch,
+                                          EpilogueName(epilogue)));
+}
+
+GemmStats GemmRunner::Stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
+}  // namespace nimble::vm::cuda

@@ -41,7 +41,7 @@ std::chrono::system_clock::time_point Deadline(absl::Duration d) {
 // ModelStatistics of the model, summed over the versions the server returns.
 struct StatsSnapshot {
   int64_t success = 0;
-  uint64_t queue_ns = 0, input_ns = 0, infer_ns = 0, output_ns = 0;
+  uint64_t success_ns = 0, queue_ns = 0, input_ns = 0, infer_ns = 0, output_ns = 0;
   int64_t inference_count = 0, execution_count = 0;
 };
 
@@ -59,6 +59,7 @@ std::optional<StatsSnapshot> ReadStats(inference::GRPCInferenceService::Stub& st
     if (m.name() != model) continue;
     const auto& i = m.inference_stats();
     s.success += static_cast<int64_t>(i.success().count());
+    s.success_ns += i.success().ns();
     s.queue_ns += i.queue().ns();
     s.input_ns += i.compute_input().ns();
     s.infer_ns += i.compute_infer().ns();
@@ -77,6 +78,7 @@ ServerBreakdown Breakdown(const StatsSnapshot& a, const StatsSnapshot& b) {
   out.execution_count = b.execution_count - a.execution_count;
   if (out.requests > 0) {
     const double n = static_cast<double>(out.requests) * 1000.0;
+    out.request_us = static_cast<double>(b.success_ns - a.success_ns) / n;
     out.queue_us = static_cast<double>(b.queue_ns - a.queue_ns) / n;
     out.compute_input_us = static_cast<double>(b.input_ns - a.input_ns) / n;
     out.compute_infer_us = static_cast<double>(b.infer_ns - a.infer_ns) / n;

@@ -178,6 +178,7 @@ std::string JsonReport(const RunReport& report) {
     w.BeginObject("server");
     w.Field("available", l.server.available);
     w.Field("requests", l.server.requests);
+    w.Field("request_us", l.server.request_us);
     w.Field("queue_us", l.server.queue_us);
     w.Field("compute_input_us", l.server.compute_input_us);
     w.Field("compute_infer_us", l.server.compute_infer_us);
@@ -250,12 +251,12 @@ std::string TableReport(const RunReport& report) {
     if (l.server.available) {
       absl::StrAppend(
           &out, "  ", label,
-          absl::StrFormat(": server per request: queue %.0f us, compute input %.0f us, infer "
-                          "%.0f us, output %.0f us; avg batch %.2f (%d inferences / %d "
-                          "executions)\n",
-                          l.server.queue_us, l.server.compute_input_us, l.server.compute_infer_us,
-                          l.server.compute_output_us, l.server.avg_batch, l.server.inference_count,
-                          l.server.execution_count));
+          absl::StrFormat(": server per request: %.0f us in the server (queue %.0f us, "
+                          "compute input %.0f us, infer %.0f us, output %.0f us); avg batch "
+                          "%.2f (%d inferences / %d executions)\n",
+                          l.server.request_us, l.server.queue_us, l.server.compute_input_us,
+                          l.server.compute_infer_us, l.server.compute_output_us, l.server.avg_batch,
+                          l.server.inference_count, l.server.execution_count));
     }
     if (l.has_metrics) {
       for (const StageDelta& d : l.metrics.stages) {

@@ -21,7 +21,8 @@ struct ErrorCount {
 // ModelStatistics deltas over the measurement, per successful request.
 struct ServerBreakdown {
   bool available = false;
-  int64_t requests = 0;  // success count delta
+  int64_t requests = 0;   // success count delta
+  double request_us = 0;  // server-side end to end (arrival to response ready)
   double queue_us = 0;
   double compute_input_us = 0;
   double compute_infer_us = 0;

@@ -33,7 +33,7 @@ RunReport SampleReport(bool open_loop) {
   l.sent = 3002;
   l.late_sends = 3;
   l.max_send_lag_us = 1800;
-  l.server = {true, 3000, 300, 20, 500, 30, 3000, 1500, 2};
+  l.server = {true, 3000, 860, 300, 20, 500, 30, 3000, 1500, 2};
   l.has_metrics = true;
   l.metrics.stages.push_back({"queue", 3000, 300, 250, 900});
   l.metrics.series["nimble_inference_count_total{model=\"bert\"}"] = 3000;
@@ -97,6 +97,7 @@ TEST(TableReportTest, ShowsLevelsErrorsAndServerBreakdown) {
   EXPECT_THAT(table, HasSubstr("rate/s"));
   EXPECT_THAT(table, HasSubstr("2 x INVALID_ARGUMENT"));
   EXPECT_THAT(table, HasSubstr("3 of 3002 sends more than 1 ms behind schedule"));
+  EXPECT_THAT(table, HasSubstr("860 us in the server (queue 300 us"));
   EXPECT_THAT(table, HasSubstr("avg batch 2.00"));
   EXPECT_THAT(table, HasSubstr("stage=\"queue\""));
 }

@@ -154,6 +154,7 @@ class LoadEngine::Level {
   int64_t measured_done_ = 0;
   int64_t late_sends_ = 0;
   double max_lag_us_ = 0;
+  double sum_lag_us_ = 0;
   Clock::time_point window_start_;
   WindowData window_;
 };
@@ -239,10 +240,11 @@ void LoadEngine::Level::Schedule() {
       call->measured = measuring_;
       if (measuring_) {
         ++measured_sent_;
+        const double lag_us = std::chrono::duration<double, std::micro>(now - next).count();
+        sum_lag_us_ += std::max(0.0, lag_us);
         if (now - next > kLateSend) {
           ++late_sends_;
-          max_lag_us_ =
-              std::max(max_lag_us_, std::chrono::duration<double, std::micro>(now - next).count());
+          max_lag_us_ = std::max(max_lag_us_, lag_us);
         }
       }
       ++outstanding_;
@@ -408,6 +410,7 @@ LevelReport LoadEngine::Level::Run() {
     report.sent = measured_sent_;
     report.late_sends = late_sends_;
     report.max_send_lag_us = max_lag_us_;
+    if (measured_sent_ > 0) report.mean_send_lag_us = sum_lag_us_ / measured_sent_;
   }
   // stats[0] is the measurement start; stats[k] the end of window k.
   if (stats[first].has_value() && stats.back().has_value()) {

@@ -165,6 +165,7 @@ std::string JsonReport(const RunReport& report) {
       w.Field("sent", l.sent);
       w.Field("late_sends", l.late_sends);
       w.Field("max_send_lag_us", l.max_send_lag_us);
+      w.Field("mean_send_lag_us", l.mean_send_lag_us);
     }
     w.BeginArray("errors");
     for (const ErrorCount& e : l.errors) {
@@ -245,8 +246,9 @@ std::string TableReport(const RunReport& report) {
     }
     if (report.open_loop) {
       absl::StrAppend(&out, "  ", label, ": ", l.late_sends, " of ", l.sent,
-                      " sends more than 1 ms behind schedule (worst ",
-                      absl::StrFormat("%.0f", l.max_send_lag_us), " us)\n");
+                      " sends more than 1 ms behind schedule (mean lag ",
+                      absl::StrFormat("%.0f us, worst %.0f", l.mean_send_lag_us, l.max_send_lag_us),
+                      " us)\n");
     }
     if (l.server.available) {
       absl::StrAppend(

@@ -51,9 +51,10 @@ struct LevelReport {
   double request_rate = 0;  // successful requests per second
   LatencySummary latency;   // successful requests only
   std::vector<ErrorCount> errors;
-  int64_t sent = 0;            // open loop: measured requests sent
-  int64_t late_sends = 0;      // open loop: sent more than 1 ms after the scheduled time
-  double max_send_lag_us = 0;  // open loop: the worst of those delays
+  int64_t sent = 0;             // open loop: measured requests sent
+  int64_t late_sends = 0;       // open loop: sent more than 1 ms after the scheduled time
+  double max_send_lag_us = 0;   // open loop: the worst of those delays
+  double mean_send_lag_us = 0;  // open loop: actual minus scheduled send time, mean
   ServerBreakdown server;
   bool has_metrics = false;
   MetricsDelta metrics;

@@ -33,6 +33,7 @@ RunReport SampleReport(bool open_loop) {
   l.sent = 3002;
   l.late_sends = 3;
   l.max_send_lag_us = 1800;
+  l.mean_send_lag_us = 40;
   l.server = {true, 3000, 860, 300, 20, 500, 30, 3000, 1500, 2};
   l.has_metrics = true;
   l.metrics.stages.push_back({"queue", 3000, 300, 250, 900});
@@ -72,6 +73,7 @@ TEST(JsonReportTest, IsWellFormedAndComplete) {
   EXPECT_EQ(level.at("rate").number_value(), 250);
   EXPECT_EQ(level.at("completed").number_value(), 3000);
   EXPECT_EQ(level.at("late_sends").number_value(), 3);
+  EXPECT_EQ(level.at("mean_send_lag_us").number_value(), 40);
   EXPECT_EQ(level.at("latency").struct_value().fields().at("p99_us").number_value(), 2500);
   EXPECT_EQ(level.at("latency").struct_value().fields().at("p99.9_us").number_value(), 4000);
   const auto& error = level.at("errors").list_value().values(0).struct_value().fields();
@@ -96,7 +98,9 @@ TEST(TableReportTest, ShowsLevelsErrorsAndServerBreakdown) {
   const std::string table = TableReport(SampleReport(true));
   EXPECT_THAT(table, HasSubstr("rate/s"));
   EXPECT_THAT(table, HasSubstr("2 x INVALID_ARGUMENT"));
-  EXPECT_THAT(table, HasSubstr("3 of 3002 sends more than 1 ms behind schedule"));
+  EXPECT_THAT(
+      table,
+      HasSubstr("3 of 3002 sends more than 1 ms behind schedule (mean lag 40 us, worst 1800 us)"));
   EXPECT_THAT(table, HasSubstr("860 us in the server (queue 300 us"));
   EXPECT_THAT(table, HasSubstr("avg batch 2.00"));
   EXPECT_THAT(table, HasSubstr("stage=\"queue\""));

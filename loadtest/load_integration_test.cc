@@ -227,6 +227,33 @@ TEST_F(LoadIntegrationTest, ConcurrencySweepGivesOneRowPerLevel) {
   }
 }
 
+TEST_F(LoadIntegrationTest, WindowsEndAtMaxWindowsOrDuration) {
+  // Two windows can never meet the three-window stability rule: "unstable" at --max-windows.
+  LoadRun run = RunLoad({"--url", Url(), "--model", kModel, "--concurrency", "2", "--warmup",
+                         "100ms", "--window", "150ms", "--max-windows", "2", "--json",
+                         Path("windows.json"), "--quiet"});
+  ASSERT_EQ(run.exit_code, 0) << run.stderr_text;
+  google::protobuf::Struct root = ParseJson(Path("windows.json"));
+  const auto& unstable = Field(root, "levels").list_value().values(0).struct_value();
+  EXPECT_EQ(Field(unstable, "stop_reason").string_value(), "unstable");
+  EXPECT_FALSE(Field(unstable, "stable").bool_value());
+  EXPECT_EQ(Field(unstable, "windows").list_value().values_size(), 2);
+  EXPECT_EQ(Field(unstable, "reported_windows").number_value(), 2);
+  EXPECT_GT(Field(unstable, "completed").number_value(), 0);
+  EXPECT_EQ(Field(unstable, "failed").number_value(), 0);
+
+  // --duration cuts the second window short.
+  run = RunLoad({"--url", Url(), "--model", kModel, "--rate", "200", "--warmup", "0s", "--window",
+                 "150ms", "--duration", "200ms", "--json", Path("duration.json"), "--quiet"});
+  ASSERT_EQ(run.exit_code, 0) << run.stderr_text;
+  root = ParseJson(Path("duration.json"));
+  const auto& timed = Field(root, "levels").list_value().values(0).struct_value();
+  EXPECT_EQ(Field(timed, "stop_reason").string_value(), "duration");
+  EXPECT_EQ(Field(timed, "windows").list_value().values_size(), 2);
+  // Wake-up latency on a loaded machine is the tolerance.
+  EXPECT_NEAR(Field(timed, "seconds").number_value(), 0.2, 0.1);
+}
+
 TEST_F(LoadIntegrationTest, UnknownModelIsOneLineAndExitCodeOne) {
   const LoadRun run = RunLoad({"--url", Url(), "--model", "no_such_model", "--requests", "5"});
   EXPECT_EQ(run.exit_code, 1);

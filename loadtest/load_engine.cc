@@ -278,10 +278,11 @@ LevelReport LoadEngine::Level::Run() {
   }
 
   const bool warm = o.warmup > absl::ZeroDuration();
+  Clock::time_point measure_start;
   auto begin_measuring = [&] {
     std::lock_guard<std::mutex> lock(mu_);
     measuring_ = collecting_ = true;
-    window_start_ = Clock::now();
+    measure_start = window_start_ = Clock::now();
   };
   std::vector<std::optional<StatsSnapshot>> stats;
   std::vector<std::optional<std::vector<PromSample>>> scrapes;
@@ -309,7 +310,6 @@ LevelReport LoadEngine::Level::Run() {
     begin_measuring();
   }
 
-  const Clock::time_point measure_start = Clock::now();
   const auto window = absl::ToChronoNanoseconds(o.window);
   std::vector<WindowData> windows;
   std::vector<WindowPoint> points;

@@ -269,5 +269,26 @@ TEST_F(BatchingInstanceTest, DifferentBucketsNeverShareARunAndTheDelayBoundsTheW
   EXPECT_EQ(batched, 6);
 }
 
+TEST_F(BatchingInstanceTest, ARequestWhoseDeadlineIsCloserThanTheDelayRunsWithoutWaiting) {
+  const std::string config = R"({
+    "max_batch_size": 8, "max_queue_delay_us": 60000000,
+    "inputs": [{"name": "x", "paddable_axes": [1]}, {"name": "m", "paddable_axes": [1]}],
+    "outputs": [{"name": "y", "slice_axes": [1]}, {"name": "w", "slice_axes": [1]}]})";
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto instance, Load(config));
+  std::promise<absl::Status> done;
+  InferJob job;
+  job.inputs = Request(1, 3, 0);
+  job.enqueued = Clock::now();
+  job.deadline = job.enqueued + std::chrono::seconds(30);  // half the batching delay
+  job.done = [&](absl::StatusOr<std::vector<vm::Tensor>> result, const JobTiming&) {
+    done.set_value(result.status());
+  };
+  ASSERT_THAT(instance->Submit(std::move(job)), IsOk());
+  // Waiting the 60 s delay would miss the deadline: it runs at once and succeeds.
+  auto future = done.get_future();
+  ASSERT_EQ(future.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+  EXPECT_THAT(future.get(), IsOk());
+}
+
 }  // namespace
 }  // namespace nimble::server

@@ -142,9 +142,9 @@ bool ModelInstance::NextBatch(std::vector<InferJob>* batch) {
       const InferJob& head = q.levels[level].front();
       const bool ready = max_batch <= 1 || max_delay_.count() == 0 || stopping_ ||
                          q.batch >= max_batch || now >= head.enqueued + max_delay_ ||
-                         now >= head.deadline;
+                         now + max_delay_ >= head.deadline;  // waiting could miss the deadline
       if (!ready) {
-        wake = std::min(wake, std::min(head.enqueued + max_delay_, head.deadline));
+        wake = std::min(wake, std::min(head.enqueued + max_delay_, head.deadline - max_delay_));
         continue;
       }
       if (best == queues_.end() || level < best_level ||

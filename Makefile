@@ -26,8 +26,16 @@ configure: deps $(BUILD_DIR)/build.ninja
 build: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
+# The bundled repository's BERT (2 layers, exported with Debian's PyTorch) is generated on first
+# use: its 17 MB of weights are not kept in git.
+BUNDLED_BERT := models/bert/1/model.onnx
+$(BUNDLED_BERT):
+	/usr/bin/python3 scripts/export_models.py $(BUILD_DIR)/models-small --models bert --small
+	mkdir -p $(dir $@)
+	cp $(BUILD_DIR)/models-small/bert/model.onnx $@.tmp && mv $@.tmp $@
+
 # Ctrl-C reaches the server (the recipe's only command), which drains and exits 0.
-serve: build
+serve: build $(if $(filter models,$(MODEL_REPO)),$(BUNDLED_BERT))
 	$(BUILD_DIR)/server/nimble-server --model-repository=$(MODEL_REPO) \
 	  --grpc-address=$(GRPC_ADDRESS) --metrics-port=$(METRICS_PORT)
 

@@ -6,7 +6,7 @@
 // the fast path, RunFastLstm: one persistent team of the worker's thread budget (StepTeam: the
 // caller plus TBB workers, claimable work items, a spin wait per step instead of a fork/join)
 // runs every direction at once. Its first round projects all timesteps' inputs onto the gates
-// (X · W^T split into one wide column block per item: single-threaded sgemm). In every later
+// (X · W^T split into column blocks of ~256, single-threaded sgemm). In every later
 // round, one per step, an item is a fixed slice of units of one direction, so its rows of R stay
 // in one core's cache: it computes the slice's recurrent dot products straight from row-major R
 // (AVX-512/AVX2/SSE by RunSimd; at batch 1 a GEMV, which sgemm does poorly) with the gate math
@@ -768,24 +768,29 @@ class RecurrentKernel final : public Kernel {
     absl::Status status;
     std::mutex status_mutex;  // guards status
     // Round 0: item c projects the inputs of every step onto its share of the gate rows of W of
-    // all directions (xw columns [c * n / chunks, (c + 1) * n / chunks), rounded to 16),
-    // one single-threaded sgemm: an item's own units are four blocks of 1/threads of h, too
-    // narrow for sgemm at 16 threads (41 columns ran at half its rate). Rounds 1 .. max_len:
-    // the steps.
+    // all directions: xw columns [c * n / chunks, (c + 1) * n / chunks), in sgemm calls of at
+    // most ~256 columns (column counts rounded to 16). oneDNN's sgemm runs a few timesteps' rows
+    // at half rate both far narrower (an item's own units, 41 columns a gate at 16 threads) and
+    // far wider (1300 columns at 16 rows). Rounds 1 .. max_len: the steps.
+    const int64_t col_blocks = (xw_stride + 256 * chunks - 1) / (256 * chunks) * chunks;
     const int64_t rounds = max_len > 0 ? max_len + 1 : 0;
     RunSteps(threads, rounds, chunks, [&](int64_t round, int c, int p) {
       const int dir = static_cast<int>(c / per_dir);
       const int64_t k = c % per_dir;
       const int64_t j0 = k * h / per_dir, j1 = (k + 1) * h / per_dir;
       if (round == 0) {
-        const int64_t n0 = std::min(xw_stride, (c * xw_stride / chunks + 15) / 16 * 16);
-        const int64_t n1 = std::min(xw_stride, ((c + 1) * xw_stride / chunks + 15) / 16 * 16);
-        absl::Status st = onednn::Sgemm(
-            1, false, true, rows, n1 - n0, d.input, 1.0f, inputs[0].data<float>(), d.input,
-            inputs[1].data<float>() + n0 * d.input, d.input, 0.0f, xw + n0, xw_stride);
-        if (!st.ok()) {
-          std::lock_guard<std::mutex> lock(status_mutex);
-          status.Update(st);
+        const int64_t per_item = col_blocks / chunks;
+        for (int64_t blk = c * per_item; blk < (c + 1) * per_item; ++blk) {
+          const int64_t n0 = std::min(xw_stride, (blk * xw_stride / col_blocks + 15) / 16 * 16);
+          const int64_t n1 =
+              std::min(xw_stride, ((blk + 1) * xw_stride / col_blocks + 15) / 16 * 16);
+          absl::Status st = onednn::Sgemm(
+              1, false, true, rows, n1 - n0, d.input, 1.0f, inputs[0].data<float>(), d.input,
+              inputs[1].data<float>() + n0 * d.input, d.input, 0.0f, xw + n0, xw_stride);
+          if (!st.ok()) {
+            std::lock_guard<std::mutex> lock(status_mutex);
+            status.Update(st);
+          }
         }
         return;
       }

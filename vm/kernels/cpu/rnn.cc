@@ -10,10 +10,7 @@
 // round, one per step, an item is a fixed slice of units of one direction, so its rows of R stay
 // in one core's cache: it computes the slice's recurrent dot products straight from row-major R
 // (AVX-512/AVX2/SSE by RunSimd; at batch 1 a GEMV, which sgemm does poorly) with the gate math
-// fused behind them. Nothing is packed per call. A slice of R larger than the L2 budget (3/4 of
-// L2: one layer of the 2x650 model on 2 threads is 3.4 MB a thread) keeps a fixed part in L2 and
-// streams the rest past it with non-temporal prefetches, so each step reads from L3 only what
-// does not fit.
+// fused behind them. Nothing is packed per call.
 //
 // The general path (GRU, RNN, other activations, larger batches): per direction, the input
 // projection of every timestep is one GEMM, X[T*B, I] · W^T, with both biases folded in (except
@@ -24,12 +21,9 @@
 //
 // Both: batch rows whose sequence has ended keep their state; a reverse direction starts each
 // row at its own last valid step; Y is zero past a row's length.
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -333,15 +327,8 @@ NIMBLE_SIMD_INLINE float HSum(const typename Simd<W>::F& v) {
   }
 }
 
-// Floats ahead that a streamed row is prefetched (NTA): 8 rows x 512 bytes in flight, enough to
-// cover L3 latency at one core's bandwidth and little enough to stay in L1 until read.
-constexpr int64_t kStreamAhead = 128;
-
-// out[m] = dot(rows[m][0, k), x[0, k)) for m < M. kStream: the rows are read once per step and
-// must not displace the rows kept in L2, so each is prefetched non-temporally (into L1, not L2,
-// on Intel cores) kStreamAhead floats ahead; past a row's end that is the next unit's row of the
-// same gate, which is read next.
-template <int W, int M, bool kStream = false>
+// out[m] = dot(rows[m][0, k), x[0, k)) for m < M.
+template <int W, int M>
 NIMBLE_SIMD_INLINE void Dots(const float* const* rows, const float* x, int64_t k, float* out) {
   using V = typename Simd<W>::F;
   using I = typename Simd<W>::I;
@@ -350,10 +337,7 @@ NIMBLE_SIMD_INLINE void Dots(const float* const* rows, const float* x, int64_t k
   int64_t i = 0;
   for (; i + W <= k; i += W) {
     const V xv = LoadV<V>(x + i);
-    for (int m = 0; m < M; ++m) {
-      if constexpr (kStream && W >= 16) __builtin_prefetch(rows[m] + i + kStreamAhead, 0, 0);
-      acc[m] += LoadV<V>(rows[m] + i) * xv;
-    }
+    for (int m = 0; m < M; ++m) acc[m] += LoadV<V>(rows[m] + i) * xv;
   }
   if (i < k && k >= W) {
     // The last W elements, with the lanes the loop already counted masked off.
@@ -388,8 +372,7 @@ struct LstmChunkArgs {
   float clip;              // <= 0: none
   bool input_forget;
   int64_t h, batch, j0, j1;
-  bool backward;           // walk the units from j1 down (odd steps)
-  int64_t resident_pairs;  // unit pairs kept in L2; the rest of the slice is streamed
+  bool backward;  // walk the units from j1 down (odd steps)
 };
 
 // Clamps to [-clip, clip] (NaN stays NaN, as with std::clamp).
@@ -439,16 +422,12 @@ struct LstmChunk {
     const int64_t h = a.h, n = a.j1 - a.j0;
     const int64_t gate_stride = h * h;  // elements between gate blocks of R
     // Pairs of units (eight rows share each load of x), the last one maybe single; each pair's
-    // rows serve every batch row while they are in L1. A slice that fits the L2 budget walks
-    // the pairs backwards every other step, so the rows read last, still in cache, come first.
-    // A larger one keeps its first resident_pairs pairs in L2 and streams the rest past it
-    // (Dots<kStream>); walking them all through L2 left almost nothing there for the next
-    // step on the Xeon (1 and 2 threads read R at L3 speed).
+    // rows serve every batch row while they are in L1. Every other step walks the pairs
+    // backwards, so the rows read last, still in cache, come first: a slice larger than the
+    // cache then hits for a cache's worth instead of never (LRU).
     const int64_t pairs = (n + 1) / 2;
-    const bool streamed = a.resident_pairs < pairs;
     for (int64_t i = 0; i < pairs; ++i) {
-      const int64_t u = 2 * (a.backward && !streamed ? pairs - 1 - i : i);
-      const bool stream = streamed && i >= a.resident_pairs;
+      const int64_t u = 2 * (a.backward ? pairs - 1 - i : i);
       const float* r0 = a.r + (a.j0 + u) * h;
       const float* rows[8] = {
           r0,     r0 + gate_stride,     r0 + 2 * gate_stride,     r0 + 3 * gate_stride,
@@ -462,11 +441,7 @@ struct LstmChunk {
           Dots<W, 4>(rows, x, h, out);
           for (int q = 0; q < 4; ++q) pre[q * n + u] = out[q];
         } else {
-          if (stream && b == 0) {
-            Dots<W, 8, true>(rows, x, h, out);
-          } else {
-            Dots<W, 8>(rows, x, h, out);
-          }
+          Dots<W, 8>(rows, x, h, out);
           for (int q = 0; q < 4; ++q) {
             pre[q * n + u] = out[q];
             pre[q * n + u + 1] = out[4 + q];
@@ -485,25 +460,6 @@ struct LstmChunk {
     }
   }
 };
-
-// Bytes of R one thread keeps in its L2 from step to step when its slice is larger (the rest
-// is streamed past L2): three quarters of the L2 (the rest holds xw, the states and the lines
-// in flight). 0 (L2 size unknown, or NIMBLE_LSTM_RESIDENT_KB=0) walks every slice through L2;
-// NIMBLE_LSTM_RESIDENT_KB sets another budget (tuning experiments).
-std::atomic<int64_t> g_resident_bytes_for_testing{-1};  // SetLstmResidentBytesForTesting
-
-int64_t LstmResidentBytes() {
-  const int64_t forced = g_resident_bytes_for_testing.load(std::memory_order_relaxed);
-  if (forced >= 0) return forced;
-  static const int64_t bytes = [] {
-    if (const char* v = std::getenv("NIMBLE_LSTM_RESIDENT_KB")) {
-      return int64_t{std::atoi(v)} * 1024;
-    }
-    const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
-    return l2 > 0 ? int64_t{l2} / 4 * 3 : int64_t{0};
-  }();
-  return bytes;
-}
 
 // Threads worth using for a recurrence whose step does `flops`: each step ends in a wait for
 // the slowest item, a microsecond or so, so every thread should get ~64 KFLOP of it.
@@ -753,10 +709,6 @@ class RecurrentKernel final : public Kernel {
     const int64_t per_dir = std::clamp<int64_t>(h / 8, 1, threads);
     const int chunks = static_cast<int>(dirs * per_dir);
     const int64_t max_units = (h + per_dir - 1) / per_dir;
-    // Unit pairs of a slice whose rows of R (8 rows of h floats a pair) fit the L2 budget.
-    const int64_t resident_pairs = LstmResidentBytes() > 0
-                                       ? LstmResidentBytes() / (8 * h * int64_t{sizeof(float)})
-                                       : max_units;
     // Per participant: the gate products of its slice and the per-row pointers of a step, each
     // participant's on cache lines of its own.
     const int64_t scratch_stride = (4 * max_units * batch + 15) / 16 * 16;
@@ -825,7 +777,6 @@ class RecurrentKernel final : public Kernel {
       a.j0 = j0;
       a.j1 = j1;
       a.backward = (s & 1) != 0;
-      a.resident_pairs = resident_pairs;
       RunSimd<LstmChunk>(static_cast<const LstmChunkArgs*>(&a));
     });
     NIMBLE_RETURN_IF_ERROR(status);
@@ -1083,7 +1034,6 @@ absl::StatusOr<KernelPtr> MakeRecurrent(Cell cell, const Attributes& a) {
 }  // namespace
 
 void SetLstmFastPathForTesting(bool enabled) { g_fast_lstm.store(enabled); }
-void SetLstmResidentBytesForTesting(int64_t bytes) { g_resident_bytes_for_testing.store(bytes); }
 
 void RegisterRnnKernels(KernelRegistry& registry) {
   registry.Register("LSTM", DeviceType::kCPU,

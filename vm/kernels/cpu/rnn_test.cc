@@ -15,8 +15,7 @@
 
 namespace nimble::vm {
 namespace cpu {
-void SetLstmFastPathForTesting(bool enabled);        // rnn.cc
-void SetLstmResidentBytesForTesting(int64_t bytes);  // rnn.cc; -1: the default
+void SetLstmFastPathForTesting(bool enabled);  // rnn.cc
 }  // namespace cpu
 namespace {
 
@@ -408,19 +407,6 @@ TEST(LstmFastPathTest, ConcurrentCallers) {
 }
 TEST(LstmFastPathTest, Hidden650) {
   CheckFastPath({"forward", 3, 1, 650, 650, true, false, false, 0});
-}
-
-// Slices larger than the L2 budget keep their first pairs of units in L2 and stream the rest
-// (another walk order and a prefetching dot product): the same results at every split.
-TEST(LstmFastPathTest, StreamedSlices) {
-  const FastCase c{"bidirectional", 5, 2, 19, 70, true, true, true, 0};
-  for (int64_t bytes : {int64_t{0}, int64_t{1}, int64_t{3 * 8 * 70 * 4}}) {
-    SCOPED_TRACE(::testing::Message() << "resident bytes " << bytes);
-    cpu::SetLstmResidentBytesForTesting(bytes);
-    CheckFastPath(c);
-    CheckFastPath({"forward", 4, 1, 650, 650, true, false, false, 0});
-  }
-  cpu::SetLstmResidentBytesForTesting(-1);
 }
 
 // Not a test of speed: prints per-step time for the PTB-size LSTM (batch 1, hidden 650) when

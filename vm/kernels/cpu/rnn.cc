@@ -5,11 +5,12 @@
 // LSTM with the default activations and batch <= 16 (the usual exported language model) takes
 // the fast path, RunFastLstm: one persistent team of the worker's thread budget (StepTeam: the
 // caller plus TBB workers, claimable work items, a spin wait per step instead of a fork/join)
-// runs every direction at once. Each item is a fixed slice of units of one direction, so its
-// rows of W and R stay in one core's cache: its first round projects all timesteps' inputs onto
-// the slice's gate rows (sgemm), then each step computes the slice's recurrent dot products
-// straight from row-major R (AVX-512/AVX2/SSE by RunSimd; at batch 1 a GEMV, which sgemm does
-// poorly) with the gate math fused behind them. Nothing is packed per call.
+// runs every direction at once. Its first round projects all timesteps' inputs onto the gates
+// (X · W^T split into column blocks of ~256, single-threaded sgemm). In every later
+// round, one per step, an item is a fixed slice of units of one direction, so its rows of R stay
+// in one core's cache: it computes the slice's recurrent dot products straight from row-major R
+// (AVX-512/AVX2/SSE by RunSimd; at batch 1 a GEMV, which sgemm does poorly) with the gate math
+// fused behind them. Nothing is packed per call.
 //
 // The general path (GRU, RNN, other activations, larger batches): per direction, the input
 // projection of every timestep is one GEMM, X[T*B, I] · W^T, with both biases folded in (except
@@ -718,20 +719,26 @@ class RecurrentKernel final : public Kernel {
     float* y_data = y != nullptr ? y->data<float>() : nullptr;
     absl::Status status;
     std::mutex status_mutex;  // guards status
-    // Round 0: each item projects the inputs of every step onto its own units' gate rows of W
-    // (four single-threaded sgemms), so the recurrence reads its xw columns from the cache of
-    // the thread that wrote them. Rounds 1 .. max_len: the steps.
+    // Round 0: item c projects the inputs of every step onto its share of the gate rows of W of
+    // all directions: xw columns [c * n / chunks, (c + 1) * n / chunks), in sgemm calls of at
+    // most ~256 columns (column counts rounded to 16). oneDNN's sgemm runs a few timesteps' rows
+    // at half rate both far narrower (an item's own units, 41 columns a gate at 16 threads) and
+    // far wider (1300 columns at 16 rows). Rounds 1 .. max_len: the steps.
+    const int64_t col_blocks = (xw_stride + 256 * chunks - 1) / (256 * chunks) * chunks;
     const int64_t rounds = max_len > 0 ? max_len + 1 : 0;
     RunSteps(threads, rounds, chunks, [&](int64_t round, int c, int p) {
       const int dir = static_cast<int>(c / per_dir);
       const int64_t k = c % per_dir;
       const int64_t j0 = k * h / per_dir, j1 = (k + 1) * h / per_dir;
       if (round == 0) {
-        for (int q = 0; q < 4 && j1 > j0; ++q) {
-          const int64_t col = dir * gh + q * h + j0;  // of xw; also the row of W
+        const int64_t per_item = col_blocks / chunks;
+        for (int64_t blk = c * per_item; blk < (c + 1) * per_item; ++blk) {
+          const int64_t n0 = std::min(xw_stride, (blk * xw_stride / col_blocks + 15) / 16 * 16);
+          const int64_t n1 =
+              std::min(xw_stride, ((blk + 1) * xw_stride / col_blocks + 15) / 16 * 16);
           absl::Status st = onednn::Sgemm(
-              1, false, true, rows, j1 - j0, d.input, 1.0f, inputs[0].data<float>(), d.input,
-              inputs[1].data<float>() + col * d.input, d.input, 0.0f, xw + col, xw_stride);
+              1, false, true, rows, n1 - n0, d.input, 1.0f, inputs[0].data<float>(), d.input,
+              inputs[1].data<float>() + n0 * d.input, d.input, 0.0f, xw + n0, xw_stride);
           if (!st.ok()) {
             std::lock_guard<std::mutex> lock(status_mutex);
             status.Update(st);

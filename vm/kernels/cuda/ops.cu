@@ -212,11 +212,19 @@ __global__ void AttentionKernel(AttentionArgs a) {
   const float* qrow = a.q + b * a.q_strides[0] + h * a.q_strides[1] + i * a.q_strides[2];
   for (int64_t d = threadIdx.x; d < a.head; d += blockDim.x) q[d] = qrow[d] * a.scale;
   __syncthreads();
-  float local_max = -INFINITY;
-  for (int64_t j = threadIdx.x; j < a.kv_seq; j += blockDim.x) {
+  // Scores: a warp per key, lanes across the head dim (coalesced K reads).
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  for (int64_t j = warp; j < a.kv_seq; j += warps) {
     const float* krow = a.k + b * a.k_strides[0] + kvh * a.k_strides[1] + j * a.k_strides[2];
     float s = 0.0f;
-    for (int64_t d = 0; d < a.head; ++d) s += q[d] * krow[d];
+    for (int64_t d = lane; d < a.head; d += 32) s += q[d] * krow[d];
+    for (int offset = 16; offset > 0; offset >>= 1) s += __shfl_xor_sync(0xffffffffu, s, offset);
+    if (lane == 0) scores[j] = s;
+  }
+  __syncthreads();
+  float local_max = -INFINITY;
+  for (int64_t j = threadIdx.x; j < a.kv_seq; j += blockDim.x) {
+    float s = scores[j];
     if (a.mask != nullptr) {
       if (j >= a.mask_keys) {
         s = -INFINITY;

@@ -117,12 +117,13 @@ TEST_F(CudaBertTest, MatchesTheCpuExecutableAndDoesNotGrowDeviceMemory) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ASSERT_THAT(gpu.Run(big).status(), testing::IsOk());
   const vm::AllocatorStats after = device->stats();
-  std::printf("1000 mixed calls in %.2f s; device in use %lld -> %lld bytes, peak reserved %lld "
-              "-> %lld\n",
-              seconds, static_cast<long long>(before.in_use_bytes),
-              static_cast<long long>(after.in_use_bytes),
-              static_cast<long long>(before.peak_reserved_bytes),
-              static_cast<long long>(after.peak_reserved_bytes));
+  std::printf(
+      "1000 mixed calls in %.2f s; device in use %lld -> %lld bytes, peak reserved %lld "
+      "-> %lld\n",
+      seconds, static_cast<long long>(before.in_use_bytes),
+      static_cast<long long>(after.in_use_bytes),
+      static_cast<long long>(before.peak_reserved_bytes),
+      static_cast<long long>(after.peak_reserved_bytes));
   EXPECT_EQ(after.in_use_bytes, before.in_use_bytes);
   EXPECT_LE(after.peak_reserved_bytes, 2 * before.peak_reserved_bytes + (int64_t{64} << 20));
 }

@@ -108,10 +108,8 @@ Attributes A(std::initializer_list<std::pair<std::string, AttrValue>> values) {
 
 TEST(CudaKernelsTest, MatMulBatchedAndBroadcast) {
   Compare("MatMul", {}, {RandomF32({37, 65}), RandomF32({65, 129})}, DType::kF32, {37, 129});
-  Compare("MatMul", {}, {RandomF32({3, 17, 33}), RandomF32({3, 33, 9})}, DType::kF32,
-          {3, 17, 9});
-  Compare("MatMul", {}, {RandomF32({2, 4, 7, 16}), RandomF32({16, 5})}, DType::kF32,
-          {2, 4, 7, 5});
+  Compare("MatMul", {}, {RandomF32({3, 17, 33}), RandomF32({3, 33, 9})}, DType::kF32, {3, 17, 9});
+  Compare("MatMul", {}, {RandomF32({2, 4, 7, 16}), RandomF32({16, 5})}, DType::kF32, {2, 4, 7, 5});
   Compare("MatMul", {}, {RandomF32({2, 1, 7, 16}), RandomF32({1, 3, 16, 5})}, DType::kF32,
           {2, 3, 7, 5});
 }
@@ -120,8 +118,7 @@ TEST(CudaKernelsTest, FusedMatMulEpilogues) {
   for (const std::string act : {"", "gelu", "relu", "gelu_tanh", "tanh"}) {
     for (bool trans_b : {false, true}) {
       Tensor b = trans_b ? RandomF32({96, 64}) : RandomF32({64, 96});
-      Compare("FusedMatMul",
-              A({{"activation", act}, {"transB", int64_t{trans_b}}, {"alpha", 0.5}}),
+      Compare("FusedMatMul", A({{"activation", act}, {"transB", int64_t{trans_b}}, {"alpha", 0.5}}),
               {RandomF32({2, 13, 64}), b, RandomF32({96}), RandomF32({2, 13, 96})}, DType::kF32,
               {2, 13, 96});
     }
@@ -132,9 +129,8 @@ TEST(CudaKernelsTest, FusedMatMulEpilogues) {
 }
 
 TEST(CudaKernelsTest, Gemm) {
-  Compare("Gemm", A({{"transB", int64_t{1}}}), {RandomF32({4, 32}), RandomF32({16, 32}),
-                                                 RandomF32({16})},
-          DType::kF32, {4, 16});
+  Compare("Gemm", A({{"transB", int64_t{1}}}),
+          {RandomF32({4, 32}), RandomF32({16, 32}), RandomF32({16})}, DType::kF32, {4, 16});
   Compare("Gemm", A({{"transA", int64_t{1}}, {"alpha", 2.0}, {"beta", 0.5}}),
           {RandomF32({32, 4}), RandomF32({32, 16}), RandomF32({4, 1})}, DType::kF32, {4, 16});
 }
@@ -156,10 +152,9 @@ TEST(CudaKernelsTest, AttentionWithMasks) {
   for (int64_t seq : {1, 7, 64, 300}) {
     const int64_t hidden = heads * head;
     // BERT's form: 3-D Q/K/V, additive mask [batch, 1, 1, seq].
-    Compare("Attention",
-            A({{"q_num_heads", heads}, {"kv_num_heads", heads}, {"scale", 0.25}}),
-            {RandomF32({2, seq, hidden}), RandomF32({2, seq, hidden}),
-             RandomF32({2, seq, hidden}), RandomF32({2, 1, 1, seq}, -10000, 0)},
+    Compare("Attention", A({{"q_num_heads", heads}, {"kv_num_heads", heads}, {"scale", 0.25}}),
+            {RandomF32({2, seq, hidden}), RandomF32({2, seq, hidden}), RandomF32({2, seq, hidden}),
+             RandomF32({2, 1, 1, seq}, -10000, 0)},
             DType::kF32, {2, seq, hidden});
     // 4-D, grouped KV heads, bool mask [seq, seq].
     Tensor mask = *Tensor::Empty(DType::kBool, {seq, seq});
@@ -185,14 +180,14 @@ TEST(CudaKernelsTest, ElementwiseAndFusedPrograms) {
   // BERT's embedding sum and mask programs (as the fusion pass emits them).
   Compare("FusedElementwise",
           A({{"constants", std::vector<double>{}},
-             {"program", std::vector<int64_t>{0, 0, 0, 0, 0, 1, 1, 0, 10, 2, 0, 1, 0, 3, 2, 0,
-                                              10, 4, 2, 3, 2, 0, 4, 0}}}),
+             {"program", std::vector<int64_t>{0, 0, 0, 0, 0,  1, 1, 0, 10, 2, 0, 1,
+                                              0, 3, 2, 0, 10, 4, 2, 3, 2,  0, 4, 0}}}),
           {RandomF32({2, 9, 32}), RandomF32({1, 9, 32}), RandomF32({2, 9, 32})}, DType::kF32,
           {2, 9, 32});
   Compare("FusedElementwise",
           A({{"constants", std::vector<double>{1, -10000}},
-             {"program", std::vector<int64_t>{1, 0, 0, 0, 0, 1, 0, 0, 11, 2, 0, 1, 1, 3, 1, 0,
-                                              12, 4, 2, 3, 2, 0, 4, 0}}}),
+             {"program", std::vector<int64_t>{1, 0, 0, 0, 0,  1, 0, 0, 11, 2, 0, 1,
+                                              1, 3, 1, 0, 12, 4, 2, 3, 2,  0, 4, 0}}}),
           {RandomF32({2, 1, 1, 9}, 0, 1)}, DType::kF32, {2, 1, 1, 9});
 }
 

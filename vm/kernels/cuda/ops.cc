@@ -4,9 +4,9 @@
 // and never synchronise; factories touch no device (the compiler creates them without a GPU).
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
-#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -39,14 +39,14 @@ absl::Status CheckDevice(const std::string& op, absl::Span<const Tensor> inputs,
                          absl::Span<Tensor> outputs) {
   for (size_t i = 0; i < inputs.size(); ++i) {
     if (inputs[i].defined() && inputs[i].device().type != DeviceType::kCUDA) {
-      return absl::InternalError(absl::StrCat(op, " on cuda: input ", i, " is on ",
-                                              inputs[i].device().ToString()));
+      return absl::InternalError(
+          absl::StrCat(op, " on cuda: input ", i, " is on ", inputs[i].device().ToString()));
     }
   }
   for (size_t i = 0; i < outputs.size(); ++i) {
     if (outputs[i].defined() && outputs[i].device().type != DeviceType::kCUDA) {
-      return absl::InternalError(absl::StrCat(op, " on cuda: output ", i, " is on ",
-                                              outputs[i].device().ToString()));
+      return absl::InternalError(
+          absl::StrCat(op, " on cuda: output ", i, " is on ", outputs[i].device().ToString()));
     }
   }
   return absl::OkStatus();
@@ -89,9 +89,8 @@ absl::Status BroadcastStrides(const std::string& op, const Shape& in, const Shap
     if (dim == out[d]) {
       strides[d] = dim == 1 ? 0 : stride;
     } else if (dim != 1) {
-      return absl::InvalidArgumentError(absl::StrCat(op, ": input ", ShapeToString(in),
-                                                     " does not broadcast to ",
-                                                     ShapeToString(out)));
+      return absl::InvalidArgumentError(absl::StrCat(
+          op, ": input ", ShapeToString(in), " does not broadcast to ", ShapeToString(out)));
     }
     stride *= dim;
   }
@@ -123,22 +122,19 @@ class ProgramKernel final : public CudaKernel {
     ops::ProgramArgs args;
     for (int k = 0; k < program_.num_inputs; ++k) {
       if (!inputs[k].defined() || inputs[k].dtype() != DType::kF32) {
-        return absl::InvalidArgumentError(absl::StrCat(op_, " on cuda: input ", k,
-                                                       " must be f32"));
+        return absl::InvalidArgumentError(absl::StrCat(op_, " on cuda: input ", k, " must be f32"));
       }
-      NIMBLE_RETURN_IF_ERROR(
-          BroadcastStrides(op_, inputs[k].shape(), out_shape, shape.strides[k]));
+      NIMBLE_RETURN_IF_ERROR(BroadcastStrides(op_, inputs[k].shape(), out_shape, shape.strides[k]));
       args.inputs[k] = inputs[k].data<float>();
     }
     for (int k = 0; k < program_.num_outputs; ++k) {
       if (outputs[k].dtype() != DType::kF32 || outputs[k].shape() != out_shape) {
-        return absl::InvalidArgumentError(absl::StrCat(op_, " on cuda: output ", k, " is ",
-                                                       outputs[k].TypeString()));
+        return absl::InvalidArgumentError(
+            absl::StrCat(op_, " on cuda: output ", k, " is ", outputs[k].TypeString()));
       }
       args.outputs[k] = outputs[k].data<float>();
     }
-    return Launch(ops::RunProgram(program_, args, shape, outputs[0].num_elements(),
-                                  StreamOf(ctx)),
+    return Launch(ops::RunProgram(program_, args, shape, outputs[0].num_elements(), StreamOf(ctx)),
                   op_);
   }
 
@@ -233,8 +229,8 @@ absl::Status RunMatMul(const std::string& op, const KernelContext& ctx, const Te
   const int64_t kb = spec.trans_b ? bs[bs.size() - 1] : bs[bs.size() - 2];
   const int64_t n = spec.trans_b ? bs[bs.size() - 2] : bs[bs.size() - 1];
   if (k != kb) {
-    return absl::InvalidArgumentError(absl::StrCat(op, ": ", a.TypeString(), " x ",
-                                                   b.TypeString(), " inner dims differ"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": ", a.TypeString(), " x ", b.TypeString(), " inner dims differ"));
   }
   Shape a_batch(as.begin(), as.end() - 2), b_batch(bs.begin(), bs.end() - 2);
   const size_t rank = std::max(a_batch.size(), b_batch.size());
@@ -244,8 +240,8 @@ absl::Status RunMatMul(const std::string& op, const KernelContext& ctx, const Te
   int64_t batches = 1;
   for (size_t i = 0; i < rank; ++i) {
     if (a_batch[i] != b_batch[i] && a_batch[i] != 1 && b_batch[i] != 1) {
-      return absl::InvalidArgumentError(absl::StrCat(op, ": batch dims of ", a.TypeString(),
-                                                     " and ", b.TypeString(), " differ"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(op, ": batch dims of ", a.TypeString(), " and ", b.TypeString(), " differ"));
     }
     batch[i] = std::max(a_batch[i], b_batch[i]);
     batches *= batch[i];
@@ -310,9 +306,9 @@ absl::Status RunMatMul(const std::string& op, const KernelContext& ctx, const Te
     }
   }
   if (!lt_act && spec.act != ops::Act::kNone) {
-    return Launch(ops::BiasActResidual(out.data<float>(), bias, residual, out.num_elements(), n,
-                                       spec.act, s),
-                  op);
+    return Launch(
+        ops::BiasActResidual(out.data<float>(), bias, residual, out.num_elements(), n, spec.act, s),
+        op);
   }
   return absl::OkStatus();
 }
@@ -359,14 +355,14 @@ class GemmKernel final : public CudaKernel {
     const bool c_is_bias = has_c && beta_ == 1.0f && in[2].dtype() == DType::kF32 &&
                            in[2].num_elements() == n &&
                            (in[2].rank() == 1 || (in[2].rank() == 2 && in[2].dim(0) == 1));
-    NIMBLE_RETURN_IF_ERROR(RunMatMul(op_, ctx, in[0], in[1], c_is_bias ? in[2].data<float>() : nullptr,
-                                     nullptr, y, spec_));
+    NIMBLE_RETURN_IF_ERROR(RunMatMul(op_, ctx, in[0], in[1],
+                                     c_is_bias ? in[2].data<float>() : nullptr, nullptr, y, spec_));
     if (!has_c || c_is_bias) return absl::OkStatus();
     if (in[2].dtype() != DType::kF32) return absl::InvalidArgumentError("Gemm: C must be f32");
     // y = y + beta * C
     ops::Program p;
     p.num_instructions = 6, p.num_inputs = 2, p.num_outputs = 1;
-    const int8_t code[6][4] = {{0, 0, 0, 0}, {0, 1, 1, 0}, {1, 2, 0, 0},
+    const int8_t code[6][4] = {{0, 0, 0, 0},  {0, 1, 1, 0},  {1, 2, 0, 0},
                                {12, 3, 1, 2}, {10, 4, 0, 3}, {2, 0, 4, 0}};
     std::memcpy(p.code, code, sizeof(code));
     p.constants[0] = beta_;
@@ -408,9 +404,9 @@ class LayerNormKernel final : public CudaKernel {
     for (int k = 1; k <= 2; ++k) {
       if (!Present(in, k)) continue;
       if (in[k].dtype() != DType::kF32 || in[k].num_elements() != cols) {
-        return absl::UnimplementedError(absl::StrCat(
-            "LayerNormalization on cuda: input ", k, " ", in[k].TypeString(),
-            " must hold the normalised shape's ", cols, " elements"));
+        return absl::UnimplementedError(
+            absl::StrCat("LayerNormalization on cuda: input ", k, " ", in[k].TypeString(),
+                         " must hold the normalised shape's ", cols, " elements"));
       }
       param[k - 1] = in[k].data<float>();
     }
@@ -520,15 +516,15 @@ class AttentionKernel final : public CudaKernel {
     }
     a.q = q.data<float>(), a.k = k.data<float>(), a.v = v.data<float>();
     a.y = out[0].data<float>();
-    a.scale = static_cast<float>(scale_ != 0 ? scale_ : 1.0 / std::sqrt(static_cast<double>(a.head)));
+    a.scale =
+        static_cast<float>(scale_ != 0 ? scale_ : 1.0 / std::sqrt(static_cast<double>(a.head)));
     a.causal = causal_;
     if (causal_ && a.q_seq != a.kv_seq) {
       return absl::UnimplementedError("Attention on cuda: causal with q_seq != kv_seq");
     }
     if (Present(in, 3)) {
       const Tensor& m = in[3];
-      if (m.rank() < 2 || m.rank() > 4 ||
-          (m.dtype() != DType::kBool && m.dtype() != DType::kF32)) {
+      if (m.rank() < 2 || m.rank() > 4 || (m.dtype() != DType::kBool && m.dtype() != DType::kF32)) {
         return absl::InvalidArgumentError(absl::StrCat("Attention: attn_mask ", m.TypeString()));
       }
       const int64_t want[4] = {a.batch, a.q_heads, a.q_seq, a.kv_seq};
@@ -578,11 +574,11 @@ class GatherKernel final : public CudaKernel {
         out[0].dtype() != data.dtype()) {
       return absl::InvalidArgumentError("Gather: output shape");
     }
-    return Launch(ops::Gather(data.raw_data(), idx.raw_data(), idx.dtype() == DType::kI64,
-                              out[0].raw_data(), outer, data.dim(static_cast<int>(axis)),
-                              idx.num_elements(), inner, static_cast<int>(DTypeSize(data.dtype())),
-                              StreamOf(ctx)),
-                  op_);
+    return Launch(
+        ops::Gather(data.raw_data(), idx.raw_data(), idx.dtype() == DType::kI64, out[0].raw_data(),
+                    outer, data.dim(static_cast<int>(axis)), idx.num_elements(), inner,
+                    static_cast<int>(DTypeSize(data.dtype())), StreamOf(ctx)),
+        op_);
   }
 
  private:
@@ -599,8 +595,8 @@ class CastKernel final : public CudaKernel {
     }
     const int from = static_cast<int>(in[0].dtype()), to = static_cast<int>(out[0].dtype());
     if (!ops::CastSupported(from) || !ops::CastSupported(to)) {
-      return absl::UnimplementedError(absl::StrCat("Cast on cuda: ", in[0].TypeString(), " to ",
-                                                   out[0].TypeString()));
+      return absl::UnimplementedError(
+          absl::StrCat("Cast on cuda: ", in[0].TypeString(), " to ", out[0].TypeString()));
     }
     if (from == to) {
       NIMBLE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out[0].raw_data(), in[0].raw_data(),
@@ -643,10 +639,10 @@ class TransposeKernel final : public CudaKernel {
       dims[d] = x.dim(static_cast<int>(p));
       strides[d] = in_strides[p];
     }
-    return Launch(ops::Transpose(x.raw_data(), out[0].raw_data(), rank, dims, strides,
-                                 x.num_elements(), static_cast<int>(DTypeSize(x.dtype())),
-                                 StreamOf(ctx)),
-                  op_);
+    return Launch(
+        ops::Transpose(x.raw_data(), out[0].raw_data(), rank, dims, strides, x.num_elements(),
+                       static_cast<int>(DTypeSize(x.dtype())), StreamOf(ctx)),
+        op_);
   }
 
  private:
@@ -709,36 +705,42 @@ void RegisterCudaKernels(KernelRegistry& r) {
     return AllF32(in, out);
   };
 
-  reg("FusedElementwise",
+  reg(
+      "FusedElementwise",
       [](const Attributes& a) -> absl::StatusOr<KernelPtr> {
         NIMBLE_ASSIGN_OR_RETURN(ops::Program p, ParseProgram(a));
         return Make<ProgramKernel>("FusedElementwise", p);
       },
-      KernelTraits{{}, [](absl::Span<const DType> in, absl::Span<const DType> out,
-                          const Attributes& a) {
-                     return AllF32(in, out) && in.size() <= ops::kMaxProgramInputs &&
-                            out.size() <= ops::kMaxProgramInputs && ParseProgram(a).ok();
-                   }});
-  const std::pair<const char*, FusedOp> binary[] = {
-      {"Add", FusedOp::kAdd}, {"Sub", FusedOp::kSub}, {"Mul", FusedOp::kMul},
-      {"Div", FusedOp::kDiv}, {"Pow", FusedOp::kPow}};
+      KernelTraits{
+          {}, [](absl::Span<const DType> in, absl::Span<const DType> out, const Attributes& a) {
+            return AllF32(in, out) && in.size() <= ops::kMaxProgramInputs &&
+                   out.size() <= ops::kMaxProgramInputs && ParseProgram(a).ok();
+          }});
+  const std::pair<const char*, FusedOp> binary[] = {{"Add", FusedOp::kAdd},
+                                                    {"Sub", FusedOp::kSub},
+                                                    {"Mul", FusedOp::kMul},
+                                                    {"Div", FusedOp::kDiv},
+                                                    {"Pow", FusedOp::kPow}};
   for (const auto& [name, op] : binary) {
     const FusedOp fop = op;
     const std::string n = name;
-    reg(n, [n, fop](const Attributes&) { return Make<ProgramKernel>(n, Binary(fop)); }, f32);
+    reg(
+        n, [n, fop](const Attributes&) { return Make<ProgramKernel>(n, Binary(fop)); }, f32);
   }
   const std::pair<const char*, FusedOp> unary[] = {
-      {"Neg", FusedOp::kNeg},   {"Exp", FusedOp::kExp},
-      {"Log", FusedOp::kLog},   {"Sqrt", FusedOp::kSqrt},
-      {"Tanh", FusedOp::kTanh}, {"Erf", FusedOp::kErf},
+      {"Neg", FusedOp::kNeg},         {"Exp", FusedOp::kExp},
+      {"Log", FusedOp::kLog},         {"Sqrt", FusedOp::kSqrt},
+      {"Tanh", FusedOp::kTanh},       {"Erf", FusedOp::kErf},
       {"Sigmoid", FusedOp::kSigmoid}, {"Relu", FusedOp::kRelu},
-      {"Abs", FusedOp::kAbs},   {"Reciprocal", FusedOp::kReciprocal}};
+      {"Abs", FusedOp::kAbs},         {"Reciprocal", FusedOp::kReciprocal}};
   for (const auto& [name, op] : unary) {
     const FusedOp fop = op;
     const std::string n = name;
-    reg(n, [n, fop](const Attributes&) { return Make<ProgramKernel>(n, Unary(fop)); }, f32);
+    reg(
+        n, [n, fop](const Attributes&) { return Make<ProgramKernel>(n, Unary(fop)); }, f32);
   }
-  reg("Gelu",
+  reg(
+      "Gelu",
       [](const Attributes& a) -> absl::StatusOr<KernelPtr> {
         const std::string approx = a.GetOr<std::string>("approximate", "none");
         if (approx != "none" && approx != "tanh") {
@@ -749,11 +751,15 @@ void RegisterCudaKernels(KernelRegistry& r) {
       },
       f32);
 
-  auto matmul_traits = KernelTraits{{}, [](absl::Span<const DType> in, absl::Span<const DType> out,
-                                           const Attributes&) { return AllF32(in, out); }};
-  reg("MatMul", [](const Attributes&) { return Make<MatMulKernel>("MatMul", GemmSpec{}); },
+  auto matmul_traits = KernelTraits{
+      {}, [](absl::Span<const DType> in, absl::Span<const DType> out, const Attributes&) {
+        return AllF32(in, out);
+      }};
+  reg(
+      "MatMul", [](const Attributes&) { return Make<MatMulKernel>("MatMul", GemmSpec{}); },
       matmul_traits);
-  reg("FusedMatMul",
+  reg(
+      "FusedMatMul",
       [](const Attributes& a) -> absl::StatusOr<KernelPtr> {
         GemmSpec spec;
         spec.trans_b = a.GetOr<int64_t>("transB", 0) != 0;
@@ -762,7 +768,8 @@ void RegisterCudaKernels(KernelRegistry& r) {
         return Make<MatMulKernel>("FusedMatMul", spec);
       },
       matmul_traits);
-  reg("Gemm",
+  reg(
+      "Gemm",
       [](const Attributes& a) {
         GemmSpec spec;
         spec.trans_a = a.GetOr<int64_t>("transA", 0) != 0;
@@ -771,65 +778,78 @@ void RegisterCudaKernels(KernelRegistry& r) {
         return Make<GemmKernel>(spec, static_cast<float>(a.GetOr<double>("beta", 1.0)));
       },
       matmul_traits);
-  reg("LayerNormalization",
+  reg(
+      "LayerNormalization",
       [](const Attributes& a) {
         return Make<LayerNormKernel>(a.GetOr<int64_t>("axis", -1),
                                      static_cast<float>(a.GetOr<double>("epsilon", 1e-5)));
       },
-      KernelTraits{{}, [](absl::Span<const DType> in, absl::Span<const DType> out,
-                          const Attributes&) { return out.size() == 1 && AllF32(in, out); }});
+      KernelTraits{{},
+                   [](absl::Span<const DType> in, absl::Span<const DType> out, const Attributes&) {
+                     return out.size() == 1 && AllF32(in, out);
+                   }});
   // Softmax's meaning of axis changed in opset 13; both agree on the last axis.
-  KernelTraits last_axis{{}, [](absl::Span<const DType> in, absl::Span<const DType> out,
-                                const Attributes& a) {
-                           return AllF32(in, out) && a.GetOr<int64_t>("axis", 0) == -1;
-                         }};
-  reg("Softmax",
-      [](const Attributes& a) { return Make<SoftmaxKernel>("Softmax", a.GetOr<int64_t>("axis", -1), false); },
+  KernelTraits last_axis{
+      {}, [](absl::Span<const DType> in, absl::Span<const DType> out, const Attributes& a) {
+        return AllF32(in, out) && a.GetOr<int64_t>("axis", 0) == -1;
+      }};
+  reg(
+      "Softmax",
+      [](const Attributes& a) {
+        return Make<SoftmaxKernel>("Softmax", a.GetOr<int64_t>("axis", -1), false);
+      },
       last_axis);
-  reg("LogSoftmax",
-      [](const Attributes& a) { return Make<SoftmaxKernel>("LogSoftmax", a.GetOr<int64_t>("axis", -1), true); },
+  reg(
+      "LogSoftmax",
+      [](const Attributes& a) {
+        return Make<SoftmaxKernel>("LogSoftmax", a.GetOr<int64_t>("axis", -1), true);
+      },
       last_axis);
-  reg("Attention",
+  reg(
+      "Attention",
       [](const Attributes& a) {
         return Make<AttentionKernel>(
             a.GetOr<int64_t>("q_num_heads", 0), a.GetOr<int64_t>("kv_num_heads", 0),
             a.GetOr<int64_t>("is_causal", 0) != 0, a.GetOr<double>("scale", 0.0),
             a.GetOr<double>("mask_fill", -std::numeric_limits<double>::infinity()));
       },
-      KernelTraits{{}, [](absl::Span<const DType> in, absl::Span<const DType> out,
-                          const Attributes& a) {
-                     if (in.size() < 3 || in.size() > 4 || out.size() != 1) return false;
-                     if (a.GetOr<double>("softcap", 0.0) != 0.0) return false;
-                     if (a.GetOr<int64_t>("qk_matmul_output_mode", 0) != 0) return false;
-                     if (a.GetOr<int64_t>("is_causal", 0) != 0) return false;
-                     for (int i = 0; i < 3; ++i) {
-                       if (in[i] != DType::kF32) return false;
-                     }
-                     return out[0] == DType::kF32 &&
-                            (in.size() == 3 || in[3] == DType::kF32 || in[3] == DType::kBool ||
-                             in[3] == DType::kInvalid);
-                   }});
-  reg("Gather", [](const Attributes& a) { return Make<GatherKernel>(a.GetOr<int64_t>("axis", 0)); },
+      KernelTraits{
+          {}, [](absl::Span<const DType> in, absl::Span<const DType> out, const Attributes& a) {
+            if (in.size() < 3 || in.size() > 4 || out.size() != 1) return false;
+            if (a.GetOr<double>("softcap", 0.0) != 0.0) return false;
+            if (a.GetOr<int64_t>("qk_matmul_output_mode", 0) != 0) return false;
+            if (a.GetOr<int64_t>("is_causal", 0) != 0) return false;
+            for (int i = 0; i < 3; ++i) {
+              if (in[i] != DType::kF32) return false;
+            }
+            return out[0] == DType::kF32 && (in.size() == 3 || in[3] == DType::kF32 ||
+                                             in[3] == DType::kBool || in[3] == DType::kInvalid);
+          }});
+  reg(
+      "Gather", [](const Attributes& a) { return Make<GatherKernel>(a.GetOr<int64_t>("axis", 0)); },
       KernelTraits{{}, [](absl::Span<const DType> in, absl::Span<const DType>, const Attributes&) {
                      return in.size() == 2 && (in[1] == DType::kI64 || in[1] == DType::kI32) &&
                             in[0] != DType::kString && DTypeSize(in[0]) >= 1 &&
                             DTypeSize(in[0]) <= 8;
                    }});
-  reg("Cast", [](const Attributes&) { return Make<CastKernel>(); },
-      KernelTraits{{}, [](absl::Span<const DType> in, absl::Span<const DType> out,
-                          const Attributes&) {
+  reg(
+      "Cast", [](const Attributes&) { return Make<CastKernel>(); },
+      KernelTraits{{},
+                   [](absl::Span<const DType> in, absl::Span<const DType> out, const Attributes&) {
                      return in.size() == 1 && out.size() == 1 &&
                             ops::CastSupported(static_cast<int>(in[0])) &&
                             ops::CastSupported(static_cast<int>(out[0]));
                    }});
-  reg("Transpose",
+  reg(
+      "Transpose",
       [](const Attributes& a) {
         return Make<TransposeKernel>(a.GetOr<std::vector<int64_t>>("perm", {}));
       },
       KernelTraits{{}, [](absl::Span<const DType> in, absl::Span<const DType>, const Attributes&) {
                      return in.size() == 1 && in[0] != DType::kString;
                    }});
-  reg("Where", [](const Attributes&) { return Make<WhereKernel>(); },
+  reg(
+      "Where", [](const Attributes&) { return Make<WhereKernel>(); },
       KernelTraits{{}, [](absl::Span<const DType> in, absl::Span<const DType>, const Attributes&) {
                      return in.size() == 3 && in[0] == DType::kBool && in[1] == in[2] &&
                             in[1] != DType::kString && DTypeSize(in[1]) == 4;

@@ -67,30 +67,78 @@ __global__ void ProgramKernel(Program program, ProgramArgs args, BroadcastShape 
       const int a = program.code[p][2], b = program.code[p][3];
       float x = 0.0f;
       switch (op) {
-        case 0: x = args.inputs[a][offsets[a]]; break;
-        case 1: x = program.constants[a]; break;
-        case 2: args.outputs[dst][i] = slots[a]; continue;
-        case 10: x = slots[a] + slots[b]; break;
-        case 11: x = slots[a] - slots[b]; break;
-        case 12: x = slots[a] * slots[b]; break;
-        case 13: x = slots[a] / slots[b]; break;
-        case 14: x = fmaxf(slots[a], slots[b]); break;
-        case 15: x = fminf(slots[a], slots[b]); break;
-        case 16: x = powf(slots[a], slots[b]); break;
-        case 30: x = -slots[a]; break;
-        case 31: x = expf(slots[a]); break;
-        case 32: x = logf(slots[a]); break;
-        case 33: x = sqrtf(slots[a]); break;
-        case 34: x = rsqrtf(slots[a]); break;
-        case 35: x = tanhf(slots[a]); break;
-        case 36: x = erff(slots[a]); break;
-        case 37: x = Sigmoid(slots[a]); break;
-        case 38: x = fmaxf(slots[a], 0.0f); break;
-        case 39: x = GeluErf(slots[a]); break;
-        case 40: x = GeluTanh(slots[a]); break;
-        case 41: x = fabsf(slots[a]); break;
-        case 42: x = 1.0f / slots[a]; break;
-        default: x = NAN; break;
+        case 0:
+          x = args.inputs[a][offsets[a]];
+          break;
+        case 1:
+          x = program.constants[a];
+          break;
+        case 2:
+          args.outputs[dst][i] = slots[a];
+          continue;
+        case 10:
+          x = slots[a] + slots[b];
+          break;
+        case 11:
+          x = slots[a] - slots[b];
+          break;
+        case 12:
+          x = slots[a] * slots[b];
+          break;
+        case 13:
+          x = slots[a] / slots[b];
+          break;
+        case 14:
+          x = fmaxf(slots[a], slots[b]);
+          break;
+        case 15:
+          x = fminf(slots[a], slots[b]);
+          break;
+        case 16:
+          x = powf(slots[a], slots[b]);
+          break;
+        case 30:
+          x = -slots[a];
+          break;
+        case 31:
+          x = expf(slots[a]);
+          break;
+        case 32:
+          x = logf(slots[a]);
+          break;
+        case 33:
+          x = sqrtf(slots[a]);
+          break;
+        case 34:
+          x = rsqrtf(slots[a]);
+          break;
+        case 35:
+          x = tanhf(slots[a]);
+          break;
+        case 36:
+          x = erff(slots[a]);
+          break;
+        case 37:
+          x = Sigmoid(slots[a]);
+          break;
+        case 38:
+          x = fmaxf(slots[a], 0.0f);
+          break;
+        case 39:
+          x = GeluErf(slots[a]);
+          break;
+        case 40:
+          x = GeluTanh(slots[a]);
+          break;
+        case 41:
+          x = fabsf(slots[a]);
+          break;
+        case 42:
+          x = 1.0f / slots[a];
+          break;
+        default:
+          x = NAN;
+          break;
       }
       slots[dst] = x;
     }
@@ -104,12 +152,23 @@ __global__ void BiasActResidualKernel(float* x, const float* bias, const float* 
     float v = x[i];
     if (bias != nullptr) v += bias[i % n];
     switch (act) {
-      case Act::kNone: break;
-      case Act::kRelu: v = fmaxf(v, 0.0f); break;
-      case Act::kGelu: v = GeluErf(v); break;
-      case Act::kGeluTanh: v = GeluTanh(v); break;
-      case Act::kTanh: v = tanhf(v); break;
-      case Act::kSigmoid: v = Sigmoid(v); break;
+      case Act::kNone:
+        break;
+      case Act::kRelu:
+        v = fmaxf(v, 0.0f);
+        break;
+      case Act::kGelu:
+        v = GeluErf(v);
+        break;
+      case Act::kGeluTanh:
+        v = GeluTanh(v);
+        break;
+      case Act::kTanh:
+        v = tanhf(v);
+        break;
+      case Act::kSigmoid:
+        v = Sigmoid(v);
+        break;
     }
     if (residual != nullptr) v += residual[i];
     x[i] = v;
@@ -131,9 +190,13 @@ __global__ void GatherKernel(const T* data, const I* indices, T* out, int64_t ax
 }
 
 template <typename T>
-__device__ __forceinline__ float ToFloat(T v) { return static_cast<float>(v); }
+__device__ __forceinline__ float ToFloat(T v) {
+  return static_cast<float>(v);
+}
 template <>
-__device__ __forceinline__ float ToFloat<__half>(__half v) { return __half2float(v); }
+__device__ __forceinline__ float ToFloat<__half>(__half v) {
+  return __half2float(v);
+}
 
 template <typename S, typename D>
 __global__ void CastKernel(const S* in, D* out, int64_t count) {
@@ -205,7 +268,7 @@ __global__ void SoftmaxKernel(const float* x, float* y, int64_t r, int64_t inner
 // One block per (query, head, batch): scores in shared memory, then P·V with a thread per dim.
 __global__ void AttentionKernel(AttentionArgs a) {
   extern __shared__ float shared[];
-  float* q = shared;               // head
+  float* q = shared;                // head
   float* scores = shared + a.head;  // kv_seq
   const int64_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int64_t kvh = h / (a.q_heads / a.kv_heads);
@@ -229,8 +292,8 @@ __global__ void AttentionKernel(AttentionArgs a) {
       if (j >= a.mask_keys) {
         s = -INFINITY;
       } else {
-        const int64_t off = b * a.mask_strides[0] + h * a.mask_strides[1] +
-                            i * a.mask_strides[2] + j * a.mask_strides[3];
+        const int64_t off = b * a.mask_strides[0] + h * a.mask_strides[1] + i * a.mask_strides[2] +
+                            j * a.mask_strides[3];
         if (a.mask_bool) {
           if (!static_cast<const bool*>(a.mask)[off]) s = a.mask_fill;
         } else {
@@ -287,24 +350,43 @@ template <typename S>
 cudaError_t CastFrom(const S* in, void* out, int out_dtype, int64_t count, cudaStream_t s) {
   const unsigned g = Blocks(count);
   switch (out_dtype) {
-    case 1: CastKernel<S, float><<<g, kThreads, 0, s>>>(in, static_cast<float*>(out), count); break;
-    case 2: CastKernel<S, __half><<<g, kThreads, 0, s>>>(in, static_cast<__half*>(out), count); break;
-    case 4: CastKernel<S, double><<<g, kThreads, 0, s>>>(in, static_cast<double*>(out), count); break;
-    case 5: CastKernel<S, int8_t><<<g, kThreads, 0, s>>>(in, static_cast<int8_t*>(out), count); break;
-    case 6: CastKernel<S, int16_t><<<g, kThreads, 0, s>>>(in, static_cast<int16_t*>(out), count); break;
-    case 7: CastKernel<S, int32_t><<<g, kThreads, 0, s>>>(in, static_cast<int32_t*>(out), count); break;
-    case 8: CastKernel<S, int64_t><<<g, kThreads, 0, s>>>(in, static_cast<int64_t*>(out), count); break;
-    case 9: CastKernel<S, uint8_t><<<g, kThreads, 0, s>>>(in, static_cast<uint8_t*>(out), count); break;
-    case 13: CastKernel<S, bool><<<g, kThreads, 0, s>>>(in, static_cast<bool*>(out), count); break;
-    default: return cudaErrorInvalidValue;
+    case 1:
+      CastKernel<S, float><<<g, kThreads, 0, s>>>(in, static_cast<float*>(out), count);
+      break;
+    case 2:
+      CastKernel<S, __half><<<g, kThreads, 0, s>>>(in, static_cast<__half*>(out), count);
+      break;
+    case 4:
+      CastKernel<S, double><<<g, kThreads, 0, s>>>(in, static_cast<double*>(out), count);
+      break;
+    case 5:
+      CastKernel<S, int8_t><<<g, kThreads, 0, s>>>(in, static_cast<int8_t*>(out), count);
+      break;
+    case 6:
+      CastKernel<S, int16_t><<<g, kThreads, 0, s>>>(in, static_cast<int16_t*>(out), count);
+      break;
+    case 7:
+      CastKernel<S, int32_t><<<g, kThreads, 0, s>>>(in, static_cast<int32_t*>(out), count);
+      break;
+    case 8:
+      CastKernel<S, int64_t><<<g, kThreads, 0, s>>>(in, static_cast<int64_t*>(out), count);
+      break;
+    case 9:
+      CastKernel<S, uint8_t><<<g, kThreads, 0, s>>>(in, static_cast<uint8_t*>(out), count);
+      break;
+    case 13:
+      CastKernel<S, bool><<<g, kThreads, 0, s>>>(in, static_cast<bool*>(out), count);
+      break;
+    default:
+      return cudaErrorInvalidValue;
   }
   return cudaGetLastError();
 }
 
 }  // namespace
 
-cudaError_t RunProgram(const Program& program, const ProgramArgs& args,
-                       const BroadcastShape& shape, int64_t count, cudaStream_t stream) {
+cudaError_t RunProgram(const Program& program, const ProgramArgs& args, const BroadcastShape& shape,
+                       int64_t count, cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
   ProgramKernel<<<Blocks(count), kThreads, 0, stream>>>(program, args, shape, count);
   return cudaGetLastError();
@@ -323,22 +405,27 @@ cudaError_t Gather(const void* data, const void* indices, bool indices_i64, void
   const int64_t count = outer * num_indices * inner;
   if (count == 0) return cudaSuccess;
   const unsigned g = Blocks(count);
-#define NIMBLE_GATHER(T)                                                                      \
-  if (indices_i64) {                                                                          \
-    GatherKernel<T, int64_t><<<g, kThreads, 0, stream>>>(                                     \
+#define NIMBLE_GATHER(T)                                                                         \
+  if (indices_i64) {                                                                             \
+    GatherKernel<T, int64_t><<<g, kThreads, 0, stream>>>(                                        \
         static_cast<const T*>(data), static_cast<const int64_t*>(indices), static_cast<T*>(out), \
-        axis_dim, num_indices, inner, count);                                                 \
-  } else {                                                                                    \
-    GatherKernel<T, int32_t><<<g, kThreads, 0, stream>>>(                                     \
+        axis_dim, num_indices, inner, count);                                                    \
+  } else {                                                                                       \
+    GatherKernel<T, int32_t><<<g, kThreads, 0, stream>>>(                                        \
         static_cast<const T*>(data), static_cast<const int32_t*>(indices), static_cast<T*>(out), \
-        axis_dim, num_indices, inner, count);                                                 \
+        axis_dim, num_indices, inner, count);                                                    \
   }
   switch (element_bytes) {
-    case 1: NIMBLE_GATHER(uint8_t) break;
-    case 2: NIMBLE_GATHER(uint16_t) break;
-    case 4: NIMBLE_GATHER(uint32_t) break;
-    case 8: NIMBLE_GATHER(uint64_t) break;
-    default: return cudaErrorInvalidValue;
+    case 1:
+      NIMBLE_GATHER(uint8_t) break;
+    case 2:
+      NIMBLE_GATHER(uint16_t) break;
+    case 4:
+      NIMBLE_GATHER(uint32_t) break;
+    case 8:
+      NIMBLE_GATHER(uint64_t) break;
+    default:
+      return cudaErrorInvalidValue;
   }
 #undef NIMBLE_GATHER
   return cudaGetLastError();
@@ -353,16 +440,26 @@ cudaError_t Cast(const void* in, int in_dtype, void* out, int out_dtype, int64_t
                  cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
   switch (in_dtype) {
-    case 1: return CastFrom(static_cast<const float*>(in), out, out_dtype, count, stream);
-    case 2: return CastFrom(static_cast<const __half*>(in), out, out_dtype, count, stream);
-    case 4: return CastFrom(static_cast<const double*>(in), out, out_dtype, count, stream);
-    case 5: return CastFrom(static_cast<const int8_t*>(in), out, out_dtype, count, stream);
-    case 6: return CastFrom(static_cast<const int16_t*>(in), out, out_dtype, count, stream);
-    case 7: return CastFrom(static_cast<const int32_t*>(in), out, out_dtype, count, stream);
-    case 8: return CastFrom(static_cast<const int64_t*>(in), out, out_dtype, count, stream);
-    case 9: return CastFrom(static_cast<const uint8_t*>(in), out, out_dtype, count, stream);
-    case 13: return CastFrom(static_cast<const bool*>(in), out, out_dtype, count, stream);
-    default: return cudaErrorInvalidValue;
+    case 1:
+      return CastFrom(static_cast<const float*>(in), out, out_dtype, count, stream);
+    case 2:
+      return CastFrom(static_cast<const __half*>(in), out, out_dtype, count, stream);
+    case 4:
+      return CastFrom(static_cast<const double*>(in), out, out_dtype, count, stream);
+    case 5:
+      return CastFrom(static_cast<const int8_t*>(in), out, out_dtype, count, stream);
+    case 6:
+      return CastFrom(static_cast<const int16_t*>(in), out, out_dtype, count, stream);
+    case 7:
+      return CastFrom(static_cast<const int32_t*>(in), out, out_dtype, count, stream);
+    case 8:
+      return CastFrom(static_cast<const int64_t*>(in), out, out_dtype, count, stream);
+    case 9:
+      return CastFrom(static_cast<const uint8_t*>(in), out, out_dtype, count, stream);
+    case 13:
+      return CastFrom(static_cast<const bool*>(in), out, out_dtype, count, stream);
+    default:
+      return cudaErrorInvalidValue;
   }
 }
 
@@ -379,17 +476,30 @@ cudaError_t Transpose(const void* in, void* out, int rank, const int64_t* dims,
   }
   const unsigned g = Blocks(count);
   switch (element_bytes) {
-    case 1: TransposeKernel<<<g, kThreads, 0, stream>>>(static_cast<const uint8_t*>(in), static_cast<uint8_t*>(out), rank, shape, count); break;
-    case 2: TransposeKernel<<<g, kThreads, 0, stream>>>(static_cast<const uint16_t*>(in), static_cast<uint16_t*>(out), rank, shape, count); break;
-    case 4: TransposeKernel<<<g, kThreads, 0, stream>>>(static_cast<const uint32_t*>(in), static_cast<uint32_t*>(out), rank, shape, count); break;
-    case 8: TransposeKernel<<<g, kThreads, 0, stream>>>(static_cast<const uint64_t*>(in), static_cast<uint64_t*>(out), rank, shape, count); break;
-    default: return cudaErrorInvalidValue;
+    case 1:
+      TransposeKernel<<<g, kThreads, 0, stream>>>(static_cast<const uint8_t*>(in),
+                                                  static_cast<uint8_t*>(out), rank, shape, count);
+      break;
+    case 2:
+      TransposeKernel<<<g, kThreads, 0, stream>>>(static_cast<const uint16_t*>(in),
+                                                  static_cast<uint16_t*>(out), rank, shape, count);
+      break;
+    case 4:
+      TransposeKernel<<<g, kThreads, 0, stream>>>(static_cast<const uint32_t*>(in),
+                                                  static_cast<uint32_t*>(out), rank, shape, count);
+      break;
+    case 8:
+      TransposeKernel<<<g, kThreads, 0, stream>>>(static_cast<const uint64_t*>(in),
+                                                  static_cast<uint64_t*>(out), rank, shape, count);
+      break;
+    default:
+      return cudaErrorInvalidValue;
   }
   return cudaGetLastError();
 }
 
-cudaError_t LayerNorm(const float* x, const float* gamma, const float* beta, float* y,
-                      int64_t rows, int64_t cols, float epsilon, cudaStream_t stream) {
+cudaError_t LayerNorm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows,
+                      int64_t cols, float epsilon, cudaStream_t stream) {
   if (rows == 0 || cols == 0) return cudaSuccess;
   if (rows > 2147483647LL) return cudaErrorInvalidValue;
   const int threads = cols <= 128 ? 64 : cols <= 512 ? 128 : 256;
@@ -417,9 +527,8 @@ cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream) {
   }
   const size_t shared = static_cast<size_t>(args.head + args.kv_seq) * sizeof(float);
   if (shared > 48 * 1024) {
-    cudaError_t e = cudaFuncSetAttribute(AttentionKernel,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(shared));
+    cudaError_t e = cudaFuncSetAttribute(
+        AttentionKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared));
     if (e != cudaSuccess) return e;
   }
   const dim3 grid(static_cast<unsigned>(args.q_seq), static_cast<unsigned>(args.q_heads),

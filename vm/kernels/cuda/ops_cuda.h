@@ -36,8 +36,8 @@ struct ProgramArgs {
   float* outputs[kMaxProgramInputs] = {};
 };
 
-cudaError_t RunProgram(const Program& program, const ProgramArgs& args,
-                       const BroadcastShape& shape, int64_t count, cudaStream_t stream);
+cudaError_t RunProgram(const Program& program, const ProgramArgs& args, const BroadcastShape& shape,
+                       int64_t count, cudaStream_t stream);
 
 // Activations of FusedMatMul's epilogue (the CPU kernel's order: act(x) then + residual).
 enum class Act { kNone = 0, kRelu, kGelu, kGeluTanh, kTanh, kSigmoid };
@@ -62,12 +62,12 @@ cudaError_t Transpose(const void* in, void* out, int rank, const int64_t* dims,
                       cudaStream_t stream);
 
 // Per row of `cols`: y = (x - mean) / sqrt(var + eps) * gamma + beta (gamma/beta may be null).
-cudaError_t LayerNorm(const float* x, const float* gamma, const float* beta, float* y,
-                      int64_t rows, int64_t cols, float epsilon, cudaStream_t stream);
+cudaError_t LayerNorm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows,
+                      int64_t cols, float epsilon, cudaStream_t stream);
 
 // Softmax over `r` elements of stride `inner` for each (outer, inner): ONNX Softmax (opset 13).
-cudaError_t Softmax(const float* x, float* y, int64_t outer, int64_t r, int64_t inner,
-                    bool log, cudaStream_t stream);
+cudaError_t Softmax(const float* x, float* y, int64_t outer, int64_t r, int64_t inner, bool log,
+                    cudaStream_t stream);
 
 // Scaled dot-product attention; q/k/v/y addressed through element strides (batch, head, seq),
 // the head dim contiguous. mask: null, f32 additive or bool (false -> mask_fill), indexed with

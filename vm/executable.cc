@@ -1297,6 +1297,14 @@ class Disassembler {
       case Opcode::kDeviceCopy:
         return absl::StrCat(m, " ", r(in.dst), " = ", r(in.a), " from ", DeviceName(in.b), " to ",
                             DeviceName(in.c));
+      case Opcode::kLoadConstOn: {
+        std::string s = absl::StrCat(m, " ", r(in.dst), " = c", in.a);
+        if (InRange(in.a, exe_.constants.size())) {
+          const Tensor& t = exe_.constants[in.a];
+          absl::StrAppend(&s, " (", t.defined() ? t.TypeString() : "null", ")");
+        }
+        return absl::StrCat(s, " on ", DeviceName(in.b));
+      }
       case Opcode::kShapeOf:
         return absl::StrCat(m, " ", r(in.dst), " = shape of ", r(in.a));
       case Opcode::kKillRegister:

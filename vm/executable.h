@@ -10,8 +10,11 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -93,6 +96,15 @@ class Executable {
 
   // Resolved at Load/Finalize, one per kernels[i]; not serialised.
   std::vector<std::unique_ptr<Kernel>> kernel_instances;
+
+  // Constants uploaded to non-CPU devices by LoadConstOn, once per (constant, device), shared
+  // by every VM instance and call; not serialised. The device allocator that made them must
+  // outlive the executable (the default device allocators live as long as the process).
+  struct DeviceConstantCache {
+    std::mutex mutex;
+    std::map<std::pair<int32_t, std::pair<int, int32_t>>, Tensor> tensors;  // guarded by mutex
+  };
+  std::unique_ptr<DeviceConstantCache> device_constants = std::make_unique<DeviceConstantCache>();
 
   // Bytes of the NBX file.
   absl::StatusOr<std::string> Serialize() const;

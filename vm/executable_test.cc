@@ -44,6 +44,7 @@ Function EveryOpFunction() {
   b.Emit(Opcode::kMakeShapeTensor, 11, -1, -1, -1, 0, {10});
   b.Emit(Opcode::kReshapeTensor, 7, 7, -1, -1, 0, {10});
   b.Emit(Opcode::kDeviceCopy, 7, 7, 0, 1);
+  b.Emit(Opcode::kLoadConstOn, 7, 0, 1);
   b.Emit(Opcode::kAllocStorage, 9, 10, 0, 64);
   b.LoadConsti(10, -42);
   b.Emit(Opcode::kAllocTensor, 11, 9, 10, kF32, 0, {2, 3});
@@ -331,10 +332,10 @@ TEST(ExecutableTest, FinalizeNamesAMissingKernel) {
 
 TEST(ExecutableTest, FinalizeChecksTheAllocatesOutputsFlag) {
   Executable exe = RichExecutable();
-  exe.functions[1].code[21].a = 0;  // AddF32 with "kernel allocates outputs"
+  exe.functions[1].code[22].a = 0;  // AddF32 with "kernel allocates outputs"
   EXPECT_THAT(Executable::Finalize(std::move(exe), TestRegistry()),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("pc 21 (invoke_packed): kernel k0 'AddF32' does not allocate")));
+                       HasSubstr("pc 22 (invoke_packed): kernel k0 'AddF32' does not allocate")));
 }
 
 TEST(ExecutableTest, SerializeRejectsAHugeCompilerVersion) {

@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <mutex>
 #include <utility>
 
 #include "absl/base/optimization.h"
@@ -202,6 +203,11 @@ std::string FormatMessage(absl::string_view format, absl::Span<const std::string
 VirtualMachine::VirtualMachine(std::shared_ptr<const Executable> executable,
                                VirtualMachineOptions options)
     : exe_(std::move(executable)), options_(std::move(options)) {
+  for (const Device& d : exe_->devices) {
+    if (d.type != DeviceType::kCPU && device_api_ == nullptr) {
+      device_api_ = KernelRegistry::Global().GetDeviceApi(d.type);
+    }
+  }
   host_allocator_ = AllocatorFor(kCpu);
   for (const Device& d : exe_->devices) device_allocators_.push_back(AllocatorFor(d));
   for (const KernelEntry& k : exe_->kernels) {
@@ -233,7 +239,12 @@ Allocator* VirtualMachine::AllocatorFor(Device device) const {
   for (const VirtualMachineOptions::DeviceAllocator& a : options_.allocators) {
     if (a.device == device && a.allocator != nullptr) return a.allocator;
   }
-  return device == kCpu ? DefaultCpuAllocator() : nullptr;
+  if (device == kCpu) return DefaultCpuAllocator();
+  if (device_api_ != nullptr) {
+    absl::StatusOr<Allocator*> a = device_api_->DefaultAllocator(device.ordinal);
+    if (a.ok()) return *a;
+  }
+  return nullptr;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -839,21 +850,66 @@ absl::Status VirtualMachine::ExecDeviceCopy(const Instruction& in) {
     return absl::InternalError(
         absl::StrCat("tensor is on ", src->device().ToString(), ", expected ", from.ToString()));
   }
-  if (from.type != DeviceType::kCPU || to.type != DeviceType::kCPU) {
-    return absl::UnimplementedError(absl::StrCat("device_copy from ", from.ToString(), " to ",
-                                                 to.ToString(), " is not implemented yet"));
-  }
   Allocator* allocator = device_allocators_[in.c];
   if (allocator == nullptr) {
     return absl::FailedPreconditionError(absl::StrCat("no allocator for ", to.ToString()));
   }
   NIMBLE_ASSIGN_OR_RETURN(Tensor dst, Tensor::Empty(src->dtype(), src->shape(), allocator));
-  if (src->dtype() == DType::kString) {
+  if (from.type != DeviceType::kCPU || to.type != DeviceType::kCPU) {
+    if (src->dtype() == DType::kString) {
+      return absl::UnimplementedError("string tensors live on the host only");
+    }
+    if (device_api_ == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat("device_copy from ", from.ToString(),
+                                                        " to ", to.ToString(),
+                                                        ": the device is not compiled in"));
+    }
+    if (src->nbytes() > 0) {
+      NIMBLE_RETURN_IF_ERROR(device_api_->Copy(dst.raw_data(), to, src->raw_data(), from,
+                                               src->nbytes(), options_.stream));
+    }
+  } else if (src->dtype() == DType::kString) {
     std::copy_n(src->data<std::string>(), src->num_elements(), dst.data<std::string>());
   } else if (src->nbytes() > 0) {
     std::memcpy(dst.raw_data(), src->raw_data(), src->nbytes());
   }
   regs_[in.dst] = std::move(dst);
+  ++pc_;
+  return absl::OkStatus();
+}
+
+absl::Status VirtualMachine::ExecLoadConstOn(const Instruction& in) {
+  const Device device = exe_->devices[in.b];
+  if (device.type == DeviceType::kCPU) {
+    regs_[in.dst] = exe_->constants[in.a];
+    ++pc_;
+    return absl::OkStatus();
+  }
+  Executable::DeviceConstantCache& cache = *exe_->device_constants;
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  const auto key = std::make_pair(in.a, std::make_pair(static_cast<int>(device.type),
+                                                        device.ordinal));
+  auto it = cache.tensors.find(key);
+  if (it == cache.tensors.end()) {
+    const Tensor& host = exe_->constants[in.a];
+    Allocator* allocator = device_allocators_[in.b];
+    if (allocator == nullptr || device_api_ == nullptr) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("no allocator for device ", device.ToString()));
+    }
+    if (host.dtype() == DType::kString) {
+      return absl::UnimplementedError("string constants live on the host only");
+    }
+    NIMBLE_ASSIGN_OR_RETURN(Tensor t, Tensor::Empty(host.dtype(), host.shape(), allocator));
+    if (host.nbytes() > 0) {
+      NIMBLE_RETURN_IF_ERROR(device_api_->Copy(t.raw_data(), device, host.raw_data(), kCpu,
+                                               host.nbytes(), options_.stream));
+      // Other instances use it on other streams: complete the upload before sharing it.
+      NIMBLE_RETURN_IF_ERROR(device_api_->Synchronize(options_.stream));
+    }
+    it = cache.tensors.emplace(key, std::move(t)).first;
+  }
+  regs_[in.dst] = it->second;
   ++pc_;
   return absl::OkStatus();
 }

@@ -33,7 +33,10 @@ struct VirtualMachineOptions {
   };
   std::vector<DeviceAllocator> allocators;
   int num_threads = 1;        // KernelContext::num_threads
-  void* stream = nullptr;     // KernelContext::stream for CUDA kernels
+  // KernelContext::stream for CUDA kernels; device copies and constant uploads are ordered on
+  // it too. Null: the legacy default stream, which the default device allocators use. A
+  // caller passing its own stream passes allocators ordered on that stream as well.
+  void* stream = nullptr;
   int max_call_depth = 1024;  // deeper Invoke chains fail with kResourceExhausted
   // Time each kernel call (two clock reads per InvokePacked) into profile().
   bool profile = false;
@@ -109,6 +112,7 @@ class VirtualMachine {
   VirtualMachineOptions options_;
   VmProfile profile_;
   Allocator* host_allocator_ = nullptr;
+  DeviceApi* device_api_ = nullptr;  // of the executable's non-CPU device type, if any
   std::vector<Allocator*> device_allocators_;   // per exe_->devices index (null: none)
   std::vector<KernelContext> kernel_contexts_;  // per exe_->kernels index
   // Symbols of the executable, and per variant the symbol index of each bound.

@@ -182,7 +182,13 @@ class FunctionEmitter {
   void BindSymbolsFrom(const TensorType& t, int tensor_reg);
 
   // --- values
-  absl::StatusOr<int> Materialize(const Value* v);
+  absl::StatusOr<int> Materialize(const Value* v) { return MaterializeOn(v, 0); }
+  // The register holding `v` on device index `device` (copied there once if it lives elsewhere).
+  absl::StatusOr<int> MaterializeOn(const Value* v, int device);
+  // v's register where it lives, and that device index.
+  absl::StatusOr<std::pair<int, int>> MaterializeHome(const Value* v);
+  int DeviceIndex(vm::Device d);
+  bool PlaceOnDevice(const Node& node) const;
   bool IsShapeValue(const Value* v) const;
 
   NodeKind Classify(const Node& node) const;
@@ -202,7 +208,7 @@ class FunctionEmitter {
   // from one loop iteration to the next).
   void RebindSymbols(const Value* v, int reg);
   absl::Status AllocateOwn(const Value* out, int reg);
-  absl::Status AllocateOwnType(const TensorType& t, int reg);
+  absl::Status AllocateOwnType(const TensorType& t, int reg, int device = 0);
   // Jumps are relative; these patch a jump emitted earlier to land on the next instruction.
   int Here() const { return static_cast<int>(fn_.code.size()); }
   void PatchJumpB(int at) { fn_.code[at].b = Here() - at; }
@@ -215,15 +221,17 @@ class FunctionEmitter {
     absl::flat_hash_map<int32_t, int> symbol_reg;
     std::map<DimExpr, int> dim_reg;
     absl::flat_hash_map<const Value*, int> reg_of;
+    std::map<std::pair<const Value*, int>, int> copies;
   };
-  Scope SaveScope() const { return {bound_, symbol_reg_, dim_reg_, reg_of_}; }
+  Scope SaveScope() const { return {bound_, symbol_reg_, dim_reg_, reg_of_, copies_}; }
   void RestoreScope(Scope scope) {
+    copies_ = std::move(scope.copies);
     bound_ = std::move(scope.bound);
     symbol_reg_ = std::move(scope.symbol_reg);
     dim_reg_ = std::move(scope.dim_reg);
     reg_of_ = std::move(scope.reg_of);
   }
-  absl::StatusOr<int> KernelIndex(const Node& node);
+  absl::StatusOr<int> KernelIndex(const Node& node, int device = 0);
   bool KernelAllocates(const Node& node) const;
 
   Module& module_;
@@ -237,6 +245,10 @@ class FunctionEmitter {
   absl::flat_hash_map<int32_t, int> symbol_reg_;
   std::map<DimExpr, int> dim_reg_;
   absl::flat_hash_map<const Value*, int> reg_of_;
+  // Device index (into exe_.devices) of each value's home register; absent: the host (0).
+  absl::flat_hash_map<const Value*, int> value_device_;
+  std::map<std::pair<const Value*, int>, int> copies_;  // (value, device) -> copy's register
+  absl::flat_hash_map<const Node*, int> node_device_;   // main-graph nodes placed off the host
   int null_reg_ = -1;
   mutable absl::flat_hash_map<const Node*, bool> allocates_;
 
@@ -249,9 +261,16 @@ class FunctionEmitter {
   absl::flat_hash_set<const Value*> vm_allocated_;        // outputs of shape-function calls
   absl::flat_hash_map<const Value*, int> planned_;        // root -> request index
   std::vector<BufferRequest> requests_;
-  MemoryPlan plan_;
-  int arena_reg_ = -1;
-  std::vector<int> slot_offset_reg_;
+  std::vector<int> request_device_;  // device index per request
+  // One arena per device: its plan over the device's requests (local indices).
+  struct Arena {
+    std::vector<int> requests;  // global request indices
+    absl::flat_hash_map<int, int> local;
+    MemoryPlan plan;
+    int reg = -1;
+    std::vector<int> slot_offset_reg;
+  };
+  std::map<int, Arena> arenas_;
   CodegenReport report_;
 };
 
@@ -407,17 +426,20 @@ bool FunctionEmitter::IsShapeValue(const Value* v) const {
   return true;
 }
 
-absl::StatusOr<int> FunctionEmitter::Materialize(const Value* v) {
+absl::StatusOr<std::pair<int, int>> FunctionEmitter::MaterializeHome(const Value* v) {
   if (v == nullptr) {
     if (null_reg_ < 0) null_reg_ = NewReg();  // never written: reads as an absent tensor
-    return null_reg_;
+    return std::make_pair(null_reg_, 0);
   }
-  if (auto it = reg_of_.find(v); it != reg_of_.end()) return it->second;
+  if (auto it = reg_of_.find(v); it != reg_of_.end()) {
+    auto d = value_device_.find(v);
+    return std::make_pair(it->second, d == value_device_.end() ? 0 : d->second);
+  }
   if (v->is_constant()) {
     const int r = NewReg();
     Emit(Opcode::kLoadConst, r, AddConstant(*v->constant()));
     reg_of_[v] = r;
-    return r;
+    return std::make_pair(r, 0);
   }
   if (IsShapeValue(v)) {
     std::vector<int64_t> elems;
@@ -433,17 +455,77 @@ absl::StatusOr<int> FunctionEmitter::Materialize(const Value* v) {
       r = scalar;
     }
     reg_of_[v] = r;
-    return r;
+    return std::make_pair(r, 0);
   }
   return absl::InternalError(
       absl::StrCat("value %", v->id(), " '", v->name(), "' is used before it is computed"));
 }
 
-absl::StatusOr<int> FunctionEmitter::KernelIndex(const Node& node) {
+absl::StatusOr<int> FunctionEmitter::MaterializeOn(const Value* v, int device) {
+  if (v == nullptr) {
+    if (null_reg_ < 0) null_reg_ = NewReg();
+    return null_reg_;
+  }
+  if (device != 0 && v->is_constant() && !reg_of_.contains(v)) {
+    // Weights go to the device straight from the executable (uploaded once, then cached).
+    if (auto it = copies_.find({v, device}); it != copies_.end()) return it->second;
+    const int r = NewReg();
+    Emit(Opcode::kLoadConstOn, r, AddConstant(*v->constant()), device);
+    copies_[{v, device}] = r;
+    return r;
+  }
+  NIMBLE_ASSIGN_OR_RETURN(auto home, MaterializeHome(v));
+  if (home.second == device) return home.first;
+  if (auto it = copies_.find({v, device}); it != copies_.end()) return it->second;
+  const int r = NewReg();
+  Emit(Opcode::kDeviceCopy, r, home.first, home.second, device);
+  ++report_.num_device_copies;
+  copies_[{v, device}] = r;
+  return r;
+}
+
+int FunctionEmitter::DeviceIndex(vm::Device d) {
+  for (size_t i = 0; i < exe_.devices.size(); ++i) {
+    if (exe_.devices[i] == d) return static_cast<int>(i);
+  }
+  exe_.devices.push_back(d);
+  return static_cast<int>(exe_.devices.size()) - 1;
+}
+
+bool FunctionEmitter::PlaceOnDevice(const Node& node) const {
+  if (options_.device.type == vm::DeviceType::kCPU) return false;
+  const std::string name =
+      node.domain().empty() ? node.op_type() : absl::StrCat(node.domain(), ".", node.op_type());
+  const vm::KernelRegistry& registry = vm::KernelRegistry::Global();
+  if (!registry.Has(name, options_.device.type)) return false;
+  std::vector<vm::DType> ins, outs;
+  for (const Value* in : node.inputs()) {
+    if (in == nullptr) {
+      ins.push_back(vm::DType::kInvalid);
+      continue;
+    }
+    if (!in->type().is_tensor()) return false;
+    ins.push_back(in->tensor_type().dtype);
+  }
+  for (const Value* out : node.outputs()) {
+    if (!out->type().is_tensor()) return false;
+    outs.push_back(out->tensor_type().dtype);
+  }
+  const vm::KernelTraits traits = registry.Traits(name, options_.device.type);
+  if (traits.supports && !traits.supports(ins, outs, KernelAttributes(node))) return false;
+  return registry.Create(name, options_.device.type, KernelAttributes(node)).ok();
+}
+
+absl::StatusOr<int> FunctionEmitter::KernelIndex(const Node& node, int device) {
   vm::KernelEntry entry;
   entry.name =
       node.domain().empty() ? node.op_type() : absl::StrCat(node.domain(), ".", node.op_type());
-  entry.device = vm::kCpu;
+  entry.device = exe_.devices[device];
+  if (device != 0) {
+    entry.attrs = KernelAttributes(node);
+    exe_.kernels.push_back(std::move(entry));
+    return static_cast<int>(exe_.kernels.size()) - 1;
+  }
   entry.attrs = KernelAttributes(node);
   if (!vm::KernelRegistry::Global().Has(entry.name, vm::DeviceType::kCPU)) {
     return absl::UnimplementedError(
@@ -531,6 +613,9 @@ absl::Status FunctionEmitter::Analyse() {
     const NodeKind kind = Classify(node);
     kind_[i] = kind;
     NoteClassified(node, kind);
+    if (kind == NodeKind::kCompute && PlaceOnDevice(node)) {
+      node_device_[&node] = DeviceIndex(options_.device);
+    }
     if (kind == NodeKind::kShape) continue;
     for (const Value* in : node.inputs()) {
       if (in != nullptr) use(in, static_cast<int>(i));
@@ -577,14 +662,14 @@ absl::Status FunctionEmitter::AllocateOwn(const Value* out, int reg) {
   return AllocateOwnType(out->tensor_type(), reg);
 }
 
-absl::Status FunctionEmitter::AllocateOwnType(const TensorType& t, int reg) {
+absl::Status FunctionEmitter::AllocateOwnType(const TensorType& t, int reg, int device) {
   NIMBLE_ASSIGN_OR_RETURN(std::vector<int64_t> dim_regs, EmitDims(t));
   NIMBLE_ASSIGN_OR_RETURN(int elems, EmitDim(*t.NumElements()));
   const int bytes = NewReg();
   Emit(Opcode::kScalarBinaryImm, bytes, elems, -1, static_cast<int>(ScalarOp::kMul),
        static_cast<int64_t>(vm::DTypeSize(t.dtype)));
   const int storage = NewReg();
-  Emit(Opcode::kAllocStorage, storage, bytes, 0, MemoryPlan::kAlignment);
+  Emit(Opcode::kAllocStorage, storage, bytes, device, MemoryPlan::kAlignment);
   NIMBLE_ASSIGN_OR_RETURN(int offset, EmitDim(DimExpr::Const(0)));
   Emit(Opcode::kAllocTensorReg, reg, storage, offset, static_cast<int>(t.dtype), 0, dim_regs);
   return absl::OkStatus();
@@ -639,7 +724,9 @@ absl::Status FunctionEmitter::EmitNode(int index, const Node& node, NodeKind kin
       ++report_.num_shape_nodes_elided;
       return absl::OkStatus();
     case NodeKind::kView: {
-      NIMBLE_ASSIGN_OR_RETURN(int in, Materialize(node.input(0)));
+      NIMBLE_ASSIGN_OR_RETURN(auto home, MaterializeHome(node.input(0)));
+      const int in = home.first;
+      if (home.second != 0) value_device_[node.output(0)] = home.second;
       NIMBLE_ASSIGN_OR_RETURN(std::vector<int64_t> dim_regs,
                               EmitDims(node.output(0)->tensor_type()));
       const int dst = NewReg();
@@ -660,29 +747,45 @@ absl::Status FunctionEmitter::EmitNode(int index, const Node& node, NodeKind kin
     case NodeKind::kRuntime:
       break;
   }
+  int device = 0;
+  if (index >= 0 && kind == NodeKind::kCompute) {
+    if (auto it = node_device_.find(&node); it != node_device_.end()) device = it->second;
+  }
+  std::vector<int> host_inputs;
+  if (device != 0) {
+    const std::string name = node.domain().empty()
+                                 ? node.op_type()
+                                 : absl::StrCat(node.domain(), ".", node.op_type());
+    host_inputs = vm::KernelRegistry::Global().Traits(name, options_.device.type).host_inputs;
+    ++report_.num_device_kernel_calls;
+  }
   std::vector<int64_t> args;
-  for (const Value* in : node.inputs()) {
-    NIMBLE_ASSIGN_OR_RETURN(int r, Materialize(in));
+  for (int i = 0; i < node.num_inputs(); ++i) {
+    const bool host = std::find(host_inputs.begin(), host_inputs.end(), i) != host_inputs.end();
+    NIMBLE_ASSIGN_OR_RETURN(int r, MaterializeOn(node.input(i), host ? 0 : device));
     args.push_back(r);
   }
-  NIMBLE_ASSIGN_OR_RETURN(int kernel, KernelIndex(node));
+  NIMBLE_ASSIGN_OR_RETURN(int kernel, KernelIndex(node, device));
   const bool runtime = kind == NodeKind::kRuntime;
   std::vector<vm::DType> out_dtypes;
   for (const Value* out : node.outputs()) {
     const int r = NewReg();
     reg_of_[out] = r;
+    if (device != 0) value_device_[out] = device;
     args.push_back(r);
     out_dtypes.push_back(out->tensor_type().dtype);
     if (runtime) continue;
     auto it = planned_.find(out);
     if (index >= 0 && it != planned_.end()) {
       NIMBLE_ASSIGN_OR_RETURN(std::vector<int64_t> dim_regs, EmitDims(out->tensor_type()));
-      Emit(Opcode::kAllocTensorReg, r, arena_reg_, slot_offset_reg_[plan_.slot_of[it->second]],
+      Arena& arena = arenas_.at(request_device_[it->second]);
+      Emit(Opcode::kAllocTensorReg, r, arena.reg,
+           arena.slot_offset_reg[arena.plan.slot_of[arena.local.at(it->second)]],
            static_cast<int>(out->tensor_type().dtype), 0, dim_regs);
     } else {
       // Own storage: graph outputs (they outlive the call's arena), buffers whose size depends
       // on symbols bound mid-function, and everything inside control flow.
-      NIMBLE_RETURN_IF_ERROR(AllocateOwn(out, r));
+      NIMBLE_RETURN_IF_ERROR(AllocateOwnType(out->tensor_type(), r, device));
     }
   }
   const int num_inputs = node.num_inputs();
@@ -1452,21 +1555,31 @@ absl::StatusOr<int> FunctionEmitter::Run(CodegenReport* report) {
                          nodes.begin());
     request.last_use = std::max(last_use, request.def);
     planned_[root] = static_cast<int>(requests_.size());
+    auto placed = node_device_.find(root->producer());
+    request_device_.push_back(placed == node_device_.end() ? 0 : placed->second);
     requests_.push_back(request);
   }
-  plan_ = PlanMemory(requests_, dims_);
   report_.num_planned_buffers = static_cast<int>(requests_.size());
-  report_.arena_bytes = plan_.total_bytes;
+  report_.arena_bytes = DimExpr::Const(0);
   report_.intermediate_bytes = DimExpr::Const(0);
   for (const BufferRequest& r : requests_)
     report_.intermediate_bytes = report_.intermediate_bytes + r.bytes;
-  if (!requests_.empty()) {
-    NIMBLE_ASSIGN_OR_RETURN(int size, EmitDim(plan_.total_bytes));
-    arena_reg_ = NewReg();
-    Emit(Opcode::kAllocStorage, arena_reg_, size, 0, MemoryPlan::kAlignment);
-    for (const DimExpr& offset : plan_.slot_offset) {
+  for (size_t i = 0; i < requests_.size(); ++i) {
+    Arena& arena = arenas_[request_device_[i]];
+    arena.local[static_cast<int>(i)] = static_cast<int>(arena.requests.size());
+    arena.requests.push_back(static_cast<int>(i));
+  }
+  for (auto& [device, arena] : arenas_) {
+    std::vector<BufferRequest> local;
+    for (int i : arena.requests) local.push_back(requests_[i]);
+    arena.plan = PlanMemory(local, dims_);
+    report_.arena_bytes = report_.arena_bytes + arena.plan.total_bytes;
+    NIMBLE_ASSIGN_OR_RETURN(int size, EmitDim(arena.plan.total_bytes));
+    arena.reg = NewReg();
+    Emit(Opcode::kAllocStorage, arena.reg, size, device, MemoryPlan::kAlignment);
+    for (const DimExpr& offset : arena.plan.slot_offset) {
       NIMBLE_ASSIGN_OR_RETURN(int r, EmitDim(offset));
-      slot_offset_reg_.push_back(r);
+      arena.slot_offset_reg.push_back(r);
     }
   }
 
@@ -1479,7 +1592,7 @@ absl::StatusOr<int> FunctionEmitter::Run(CodegenReport* report) {
   // Outputs: one tensor, or a tuple (ADT tag 0) of them.
   std::vector<int64_t> outs;
   for (const Value* out : g.outputs()) {
-    NIMBLE_ASSIGN_OR_RETURN(int r, Materialize(out));
+    NIMBLE_ASSIGN_OR_RETURN(int r, MaterializeOn(out, 0));  // outputs leave on the host
     outs.push_back(r);
     const TensorType& t = out->tensor_type();
     vm::TensorSignature sig;

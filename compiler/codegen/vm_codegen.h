@@ -26,6 +26,8 @@ struct CodegenReport {
   int num_shape_nodes_elided = 0;
   int num_runtime_shape_calls = 0;
   int num_planned_buffers = 0;
+  int num_device_kernel_calls = 0;  // kernel calls placed on EmitOptions::device (not the host)
+  int num_device_copies = 0;        // device_copy instructions emitted
   DimExpr arena_bytes;        // planned peak of intermediates (one arena per call)
   DimExpr intermediate_bytes;  // sum of the planned buffers' sizes (no reuse)
 };
@@ -35,6 +37,14 @@ struct EmitOptions {
   // Whether this function defines the executable's input/output signatures and symbol
   // bindings (the generic variant does; shape-specialized variants share them).
   bool define_signature = true;
+  // Where compute runs. kCpu: everything on the host. A CUDA device: every compute node whose
+  // op has a kernel for it that accepts the node (KernelTraits::supports) runs there; shape
+  // arithmetic, shape-function (data-dependent) calls, control flow, sequences and ops without
+  // a device kernel stay on the host, and device_copy instructions move values between the two
+  // where a consumer needs them elsewhere (once per value and device: later readers share the
+  // copy). Model inputs arrive and outputs leave on the host; weights are loaded straight onto
+  // the device (load_const_on: uploaded once per executable).
+  vm::Device device = vm::kCpu;
 };
 
 // Emits an entry function into `executable` (which may already hold other functions) and

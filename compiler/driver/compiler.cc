@@ -116,6 +116,7 @@ absl::Status Lower(Module& module, const CompileOptions& options, CompileReport&
     EmitOptions emit;
     emit.function_name = variant.name == "generic" ? "main" : absl::StrCat("main@", variant.name);
     emit.define_signature = define_signature;
+    emit.device = options.device;
     CodegenReport codegen;
     NIMBLE_ASSIGN_OR_RETURN(variant.function, EmitMainFunction(module, executable, &codegen, emit));
     if (define_signature) {

@@ -36,6 +36,8 @@ struct CompileOptions {
   // Optimisation passes to skip (cse, fuse-*), for measuring what each is worth. Required
   // passes cannot be disabled.
   std::set<std::string> disabled_passes;
+  // Device target (EmitOptions::device): vm::kCpu, or cuda:N to place compute on that GPU.
+  vm::Device device = vm::kCpu;
   // Symbol values at which the report evaluates the memory plan (e.g. batch=1, seq=128).
   std::map<std::string, int64_t> report_at;
 };

@@ -34,7 +34,7 @@ namespace {
 
 constexpr char kUsage[] =
     "usage:\n"
-    "  nimblec compile MODEL.onnx -o MODEL.nbx [--buckets NAME=16,32,64,...] "
+    "  nimblec compile MODEL.onnx -o MODEL.nbx [--device=cpu|cuda] [--buckets NAME=16,32,64,...] "
     "[--dump-ir-after=PASS|all] [--disable-pass=PASS,...]\n"
     "  nimblec run MODEL.onnx|MODEL.nbx --input NAME=FILE.npy|FILE.pb ... [--output-dir DIR]\n"
     "  nimblec inspect MODEL.nbx|MODEL.onnx\n"
@@ -54,6 +54,7 @@ struct Args {
   std::map<std::string, std::vector<int64_t>> buckets;      // symbol -> sizes
   int iterations = 20;
   int threads = 1;
+  vm::Device device = vm::kCpu;  // --device=cpu|cuda[:N] (compiling an .onnx)
 };
 
 absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
@@ -113,6 +114,20 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       NIMBLE_ASSIGN_OR_RETURN(std::string v, value_of(i, "--shape"));
       NIMBLE_ASSIGN_OR_RETURN(auto p, pair_of(v, "--shape"));
       args.shapes.push_back(p);
+    } else if (is("--device")) {
+      NIMBLE_ASSIGN_OR_RETURN(std::string v, value_of(i, "--device"));
+      if (v == "cpu") {
+        args.device = vm::kCpu;
+      } else if (v == "cuda" || absl::StartsWith(v, "cuda:")) {
+        int ordinal = 0;
+        if (v.size() > 5 && (!absl::SimpleAtoi(v.substr(5), &ordinal) || ordinal < 0)) {
+          return absl::InvalidArgumentError(absl::StrCat("--device: bad device '", v, "'"));
+        }
+        args.device = vm::Device{vm::DeviceType::kCUDA, ordinal};
+      } else {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--device wants cpu, cuda or cuda:N, got '", v, "'"));
+      }
     } else if (is("--iterations") || is("--threads")) {
       const std::string flag = arg.substr(0, arg.find('='));
       NIMBLE_ASSIGN_OR_RETURN(std::string v, value_of(i, flag));
@@ -141,6 +156,7 @@ absl::StatusOr<std::shared_ptr<const vm::Executable>> LoadOrCompile(
   if (absl::EndsWith(args.model, ".nbx")) return vm::Executable::LoadFile(args.model);
   compiler::CompileOptions options;
   options.buckets = args.buckets;
+  options.device = args.device;
   for (const std::string& p : args.dump_ir_after) options.dump_ir_after.insert(p);
   for (const std::string& p : args.dump_ir_after) {
     const auto& names = compiler::PassNames();
@@ -208,6 +224,11 @@ absl::Status Compile(const Args& args) {
       report.codegen.num_views, report.codegen.num_shape_nodes_elided,
       report.codegen.num_runtime_shape_calls, report.num_variants, report.arena_bytes.c_str(),
       report.intermediate_bytes.c_str());
+  if (args.device.type != vm::DeviceType::kCPU) {
+    std::fprintf(stderr, "  on %s: %d kernel calls, %d device copies\n",
+                 args.device.ToString().c_str(), report.codegen.num_device_kernel_calls,
+                 report.codegen.num_device_copies);
+  }
   return absl::OkStatus();
 }
 

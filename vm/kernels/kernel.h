@@ -61,7 +61,37 @@ class Kernel {
 };
 
 // Builds a kernel instance from its attributes; errors say which attribute is wrong.
+// Factories must not touch the device (the compiler creates kernels on machines without one).
 using KernelFactory = std::function<absl::StatusOr<std::unique_ptr<Kernel>>(const Attributes&)>;
+
+// What the compiler's device placement needs to know about a non-CPU kernel.
+struct KernelTraits {
+  // Inputs the kernel reads on the host although it runs on the device (shape-like operands:
+  // Slice's starts, Expand's shape, ...). The compiler keeps them in host memory.
+  std::vector<int> host_inputs;
+  // Whether the kernel handles a node with these input / output dtypes and attributes (an
+  // absent input has DType::kInvalid). Null: everything. A node it refuses runs on the CPU.
+  std::function<bool(absl::Span<const DType> inputs, absl::Span<const DType> outputs,
+                     const Attributes& attrs)>
+      supports;
+};
+
+// Memory operations of a non-CPU device type, registered with its kernels.
+// Thread-safe.
+class DeviceApi {
+ public:
+  virtual ~DeviceApi() = default;
+  // Copies `bytes` from `src` on `from` to `dst` on `to` (one of them, or both, on this device
+  // type), ordered on `stream`. Returns when the host may reuse a host source; a copy to the
+  // host returns when the data has arrived.
+  virtual absl::Status Copy(void* dst, Device to, const void* src, Device from, size_t bytes,
+                            void* stream) = 0;
+  // Waits for everything queued on `stream`.
+  virtual absl::Status Synchronize(void* stream) = 0;
+  // The process-wide allocator of device `ordinal` (allocations ordered on the default stream).
+  // kFailedPrecondition when the device is absent.
+  virtual absl::StatusOr<Allocator*> DefaultAllocator(int ordinal) = 0;
+};
 
 // Name -> factory per device type. Thread-safe: registration and lookup take a mutex.
 class KernelRegistry {
@@ -71,6 +101,12 @@ class KernelRegistry {
 
   void Register(const std::string& name, DeviceType device, KernelFactory factory);
   bool Has(const std::string& name, DeviceType device) const;
+  void SetTraits(const std::string& name, DeviceType device, KernelTraits traits);
+  // Default traits when none were set.
+  KernelTraits Traits(const std::string& name, DeviceType device) const;
+  // The memory operations of `device` (null for kCPU and for device types not compiled in).
+  void SetDeviceApi(DeviceType device, DeviceApi* api);
+  DeviceApi* GetDeviceApi(DeviceType device) const;
   // kNotFound naming the kernel and device when absent.
   absl::StatusOr<std::unique_ptr<Kernel>> Create(const std::string& name, DeviceType device,
                                                  const Attributes& attrs) const;
@@ -78,9 +114,13 @@ class KernelRegistry {
  private:
   mutable std::mutex mutex_;  // guards factories_
   std::map<std::pair<std::string, DeviceType>, KernelFactory> factories_;
+  std::map<std::pair<std::string, DeviceType>, KernelTraits> traits_;
+  std::map<DeviceType, DeviceApi*> apis_;
 };
 
 // Adds the CPU kernels (vm/kernels/cpu) to `registry`. Called by KernelRegistry::Global().
 void RegisterCpuKernels(KernelRegistry& registry);
+// Adds the CUDA kernels and device API (vm/kernels/cuda), when built with NIMBLE_HAVE_CUDA.
+void RegisterCudaKernels(KernelRegistry& registry);
 
 }  // namespace nimble::vm

@@ -7,6 +7,9 @@ KernelRegistry& KernelRegistry::Global() {
   static KernelRegistry* registry = [] {
     auto* r = new KernelRegistry();
     RegisterCpuKernels(*r);
+#ifdef NIMBLE_HAVE_CUDA
+    RegisterCudaKernels(*r);
+#endif
     return r;
   }();
   return *registry;
@@ -20,6 +23,28 @@ void KernelRegistry::Register(const std::string& name, DeviceType device, Kernel
 bool KernelRegistry::Has(const std::string& name, DeviceType device) const {
   std::lock_guard<std::mutex> lock(mutex_);
   return factories_.count({name, device}) != 0;
+}
+
+void KernelRegistry::SetTraits(const std::string& name, DeviceType device, KernelTraits traits) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  traits_[{name, device}] = std::move(traits);
+}
+
+KernelTraits KernelRegistry::Traits(const std::string& name, DeviceType device) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = traits_.find({name, device});
+  return it == traits_.end() ? KernelTraits{} : it->second;
+}
+
+void KernelRegistry::SetDeviceApi(DeviceType device, DeviceApi* api) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  apis_[device] = api;
+}
+
+DeviceApi* KernelRegistry::GetDeviceApi(DeviceType device) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = apis_.find(device);
+  return it == apis_.end() ? nullptr : it->second;
 }
 
 absl::StatusOr<std::unique_ptr<Kernel>> KernelRegistry::Create(const std::string& name,

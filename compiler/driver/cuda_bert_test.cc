@@ -1,0 +1,140 @@
+// BERT compiled for the GPU (--device=cuda) against the same model compiled for the CPU
+// (label `cuda`; skipped with exit 77 without a GPU, and GTEST_SKIP without the model file).
+// The model: argv[1], else $NIMBLE_BERT_ONNX, else the small BERT the integration tests export
+// (build/models-small/bert/model.onnx).
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "base/testing/status_matchers.h"
+#include "compiler/driver/compiler.h"
+#include "gtest/gtest.h"
+#include "vm/kernels/cuda/cuda_device.h"
+#include "vm/virtual_machine.h"
+
+namespace nimble::compiler {
+namespace {
+
+std::string g_model;
+
+std::vector<vm::Tensor> BertInputs(const vm::Executable& exe, int64_t batch, int64_t seq,
+                                   std::mt19937& rng) {
+  std::vector<vm::Tensor> inputs;
+  for (const vm::TensorSignature& sig : exe.inputs) {
+    vm::Tensor t = *vm::Tensor::Empty(vm::DType::kI64, {batch, seq});
+    int64_t* d = t.data<int64_t>();
+    for (int64_t b = 0; b < batch; ++b) {
+      const int64_t valid = std::max<int64_t>(1, seq - b);  // later rows padded
+      for (int64_t s = 0; s < seq; ++s) {
+        int64_t& v = d[b * seq + s];
+        if (sig.name == "input_ids") {
+          v = std::uniform_int_distribution<int64_t>(0, 999)(rng);
+        } else if (sig.name == "attention_mask") {
+          v = s < valid ? 1 : 0;
+        } else {
+          v = s >= seq / 2 ? 1 : 0;
+        }
+      }
+    }
+    inputs.push_back(std::move(t));
+  }
+  return inputs;
+}
+
+double MaxAbsDiff(const std::vector<vm::Tensor>& a, const std::vector<vm::Tensor>& b) {
+  double m = 0;
+  EXPECT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    EXPECT_EQ(a[i].shape(), b[i].shape());
+    EXPECT_EQ(b[i].device().type, vm::DeviceType::kCPU);
+    for (int64_t j = 0; j < a[i].num_elements(); ++j) {
+      const double d = std::abs(static_cast<double>(a[i].data<float>()[j]) - b[i].data<float>()[j]);
+      m = std::max(m, std::isnan(d) ? INFINITY : d);
+    }
+  }
+  return m;
+}
+
+class CudaBertTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!std::filesystem::exists(g_model)) GTEST_SKIP() << "no model at " << g_model;
+  }
+};
+
+TEST_F(CudaBertTest, MatchesTheCpuExecutableAndDoesNotGrowDeviceMemory) {
+  CompileOptions cpu_options;
+  CompileOptions gpu_options;
+  gpu_options.device = vm::Device{vm::DeviceType::kCUDA, 0};
+  CompileReport report;
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto cpu_exe, CompileOnnxFile(g_model, cpu_options));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto gpu_exe, CompileOnnxFile(g_model, gpu_options, &report));
+  std::printf("model %s: %d kernel calls, %d on cuda:0, %d device copies\n", g_model.c_str(),
+              report.codegen.num_kernel_calls, report.codegen.num_device_kernel_calls,
+              report.codegen.num_device_copies);
+  EXPECT_GT(report.codegen.num_device_kernel_calls, report.codegen.num_kernel_calls / 2);
+  // The executable round-trips through the file format.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(std::string bytes, gpu_exe->Serialize());
+  NIMBLE_ASSERT_OK_AND_ASSIGN(gpu_exe, vm::Executable::Load(bytes));
+
+  vm::VirtualMachine cpu(cpu_exe);
+  vm::VirtualMachine gpu(gpu_exe);
+  std::mt19937 rng(7);
+  double worst = 0;
+  for (auto [batch, seq] : std::vector<std::pair<int64_t, int64_t>>{
+           {1, 1}, {1, 7}, {2, 33}, {1, 128}, {4, 64}, {3, 128}, {1, 384}}) {
+    std::vector<vm::Tensor> in = BertInputs(*cpu_exe, batch, seq, rng);
+    NIMBLE_ASSERT_OK_AND_ASSIGN(auto want, cpu.Run(in));
+    NIMBLE_ASSERT_OK_AND_ASSIGN(auto got, gpu.Run(in));
+    const double diff = MaxAbsDiff(want, got);
+    std::printf("batch %lld seq %lld: max |cuda - cpu| = %.3g\n", static_cast<long long>(batch),
+                static_cast<long long>(seq), diff);
+    EXPECT_LE(diff, 1e-3) << "batch " << batch << " seq " << seq;
+    worst = std::max(worst, diff);
+  }
+
+  // 1000 calls of mixed shapes: live device memory returns to the same level.
+  vm::Allocator* device = *vm::cuda_device::DefaultAllocator(0);
+  std::vector<vm::Tensor> big = BertInputs(*cpu_exe, 4, 128, rng);
+  ASSERT_THAT(gpu.Run(big).status(), testing::IsOk());
+  const vm::AllocatorStats before = device->stats();
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 1000; ++i) {
+    const int64_t batch = std::uniform_int_distribution<int64_t>(1, 4)(rng);
+    const int64_t seq = std::uniform_int_distribution<int64_t>(1, 128)(rng);
+    std::vector<vm::Tensor> in = BertInputs(*cpu_exe, batch, seq, rng);
+    NIMBLE_ASSERT_OK_AND_ASSIGN(auto got, gpu.Run(in));
+    if (i % 100 == 0) {
+      NIMBLE_ASSERT_OK_AND_ASSIGN(auto want, cpu.Run(in));
+      EXPECT_LE(MaxAbsDiff(want, got), 1e-3) << "call " << i;
+    }
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_THAT(gpu.Run(big).status(), testing::IsOk());
+  const vm::AllocatorStats after = device->stats();
+  std::printf(
+      "1000 mixed calls in %.2f s; device in use %lld -> %lld bytes, peak reserved %lld "
+      "-> %lld\n",
+      seconds, static_cast<long long>(before.in_use_bytes),
+      static_cast<long long>(after.in_use_bytes),
+      static_cast<long long>(before.peak_reserved_bytes),
+      static_cast<long long>(after.peak_reserved_bytes));
+  EXPECT_EQ(after.in_use_bytes, before.in_use_bytes);
+  EXPECT_LE(after.peak_reserved_bytes, 2 * before.peak_reserved_bytes + (int64_t{64} << 20));
+}
+
+}  // namespace
+}  // namespace nimble::compiler
+
+// Runs after cuda_test_main's device check (it calls InitGoogleTest and RUN_ALL_TESTS); the
+// model path comes from the environment or the default.
+static const bool kModelPathSet = [] {
+  const char* env = std::getenv("NIMBLE_BERT_ONNX");
+  nimble::compiler::g_model = env != nullptr ? env : "build/models-small/bert/model.onnx";
+  return true;
+}();

@@ -1,0 +1,210 @@
+// The CUDA kernels of the VM against the CPU kernels of the same op on random inputs (label
+// `cuda`: without a GPU the binary exits 77 = skipped). Each case runs the CPU kernel on host
+// tensors and the CUDA kernel on copies in device memory (outputs poisoned with NaN first) and
+// compares with max |cuda - cpu| <= 1e-4 * (1 + max |cpu|) (fp32; GEMMs on cuBLASLt's fp32
+// path, transcendental functions from CUDA's libdevice).
+#include <cuda_runtime_api.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "base/testing/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "vm/kernels/cuda/cuda_device.h"
+#include "vm/kernels/kernel.h"
+
+namespace nimble::vm {
+namespace {
+
+using ::nimble::testing::IsOk;
+
+std::mt19937& Rng() {
+  static std::mt19937 rng(1234);
+  return rng;
+}
+
+Tensor RandomF32(const Shape& shape, float lo = -2.0f, float hi = 2.0f) {
+  Tensor t = *Tensor::Empty(DType::kF32, shape);
+  std::uniform_real_distribution<float> d(lo, hi);
+  for (int64_t i = 0; i < t.num_elements(); ++i) t.data<float>()[i] = d(Rng());
+  return t;
+}
+
+Tensor RandomI64(const Shape& shape, int64_t lo, int64_t hi) {
+  Tensor t = *Tensor::Empty(DType::kI64, shape);
+  std::uniform_int_distribution<int64_t> d(lo, hi);
+  for (int64_t i = 0; i < t.num_elements(); ++i) t.data<int64_t>()[i] = d(Rng());
+  return t;
+}
+
+Allocator* Gpu() { return *cuda_device::DefaultAllocator(0); }
+
+Tensor ToDevice(const Tensor& t) {
+  if (!t.defined()) return t;
+  Tensor d = *Tensor::Empty(t.dtype(), t.shape(), Gpu());
+  EXPECT_EQ(cudaMemcpy(d.raw_data(), t.raw_data(), t.nbytes(), cudaMemcpyHostToDevice),
+            cudaSuccess);
+  return d;
+}
+
+Tensor ToHost(const Tensor& t) {
+  Tensor h = *Tensor::Empty(t.dtype(), t.shape());
+  EXPECT_EQ(cudaMemcpy(h.raw_data(), t.raw_data(), t.nbytes(), cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  return h;
+}
+
+// Runs `op` on both devices and compares output 0 (f32, i64 or bool).
+void Compare(const std::string& op, const Attributes& attrs, const std::vector<Tensor>& inputs,
+             DType out_dtype, const Shape& out_shape, double tolerance = 1e-4) {
+  SCOPED_TRACE(op + " -> " + ShapeToString(out_shape));
+  KernelRegistry& r = KernelRegistry::Global();
+  auto cpu = r.Create(op, DeviceType::kCPU, attrs);
+  auto gpu = r.Create(op, DeviceType::kCUDA, attrs);
+  ASSERT_THAT(cpu.status(), IsOk());
+  ASSERT_THAT(gpu.status(), IsOk());
+  std::vector<Tensor> cpu_out = {*Tensor::Empty(out_dtype, out_shape)};
+  KernelContext cpu_ctx;
+  ASSERT_THAT((*cpu)->Run(cpu_ctx, inputs, absl::MakeSpan(cpu_out)), IsOk());
+  std::vector<Tensor> dev_in;
+  for (const Tensor& t : inputs) dev_in.push_back(ToDevice(t));
+  std::vector<Tensor> gpu_out = {*Tensor::Empty(out_dtype, out_shape, Gpu())};
+  ASSERT_EQ(cudaMemset(gpu_out[0].raw_data(), 0xff, gpu_out[0].nbytes()), cudaSuccess);  // NaN
+  KernelContext gpu_ctx;
+  gpu_ctx.device = Device{DeviceType::kCUDA, 0};
+  gpu_ctx.allocator = Gpu();
+  ASSERT_THAT((*gpu)->Run(gpu_ctx, dev_in, absl::MakeSpan(gpu_out)), IsOk());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  Tensor got = ToHost(gpu_out[0]);
+  const Tensor& want = cpu_out[0];
+  double max_ref = 0, max_diff = 0;
+  for (int64_t i = 0; i < want.num_elements(); ++i) {
+    double w = 0, g = 0;
+    if (out_dtype == DType::kF32) {
+      w = want.data<float>()[i], g = got.data<float>()[i];
+    } else if (out_dtype == DType::kI64) {
+      w = static_cast<double>(want.data<int64_t>()[i]);
+      g = static_cast<double>(got.data<int64_t>()[i]);
+    } else if (out_dtype == DType::kBool) {
+      w = want.data<bool>()[i], g = got.data<bool>()[i];
+    }
+    max_ref = std::max(max_ref, std::abs(w));
+    const double diff = std::isnan(g) ? INFINITY : std::abs(w - g);
+    max_diff = std::max(max_diff, diff);
+  }
+  EXPECT_LE(max_diff, tolerance * (1 + max_ref)) << "max |ref| " << max_ref;
+  std::printf("%-20s %-18s max diff %.3g (max |ref| %.3g)\n", op.c_str(),
+              ShapeToString(out_shape).c_str(), max_diff, max_ref);
+}
+
+Attributes A(std::initializer_list<std::pair<std::string, AttrValue>> values) {
+  Attributes a;
+  for (const auto& [k, v] : values) a.Set(k, v);
+  return a;
+}
+
+TEST(CudaKernelsTest, MatMulBatchedAndBroadcast) {
+  Compare("MatMul", {}, {RandomF32({37, 65}), RandomF32({65, 129})}, DType::kF32, {37, 129});
+  Compare("MatMul", {}, {RandomF32({3, 17, 33}), RandomF32({3, 33, 9})}, DType::kF32, {3, 17, 9});
+  Compare("MatMul", {}, {RandomF32({2, 4, 7, 16}), RandomF32({16, 5})}, DType::kF32, {2, 4, 7, 5});
+  Compare("MatMul", {}, {RandomF32({2, 1, 7, 16}), RandomF32({1, 3, 16, 5})}, DType::kF32,
+          {2, 3, 7, 5});
+}
+
+TEST(CudaKernelsTest, FusedMatMulEpilogues) {
+  for (const std::string act : {"", "gelu", "relu", "gelu_tanh", "tanh"}) {
+    for (bool trans_b : {false, true}) {
+      Tensor b = trans_b ? RandomF32({96, 64}) : RandomF32({64, 96});
+      Compare("FusedMatMul", A({{"activation", act}, {"transB", int64_t{trans_b}}, {"alpha", 0.5}}),
+              {RandomF32({2, 13, 64}), b, RandomF32({96}), RandomF32({2, 13, 96})}, DType::kF32,
+              {2, 13, 96});
+    }
+  }
+  Compare("FusedMatMul", A({{"activation", std::string("gelu")}}),
+          {RandomF32({5, 64}), RandomF32({64, 32}), RandomF32({32}), Tensor()}, DType::kF32,
+          {5, 32});
+}
+
+TEST(CudaKernelsTest, Gemm) {
+  Compare("Gemm", A({{"transB", int64_t{1}}}),
+          {RandomF32({4, 32}), RandomF32({16, 32}), RandomF32({16})}, DType::kF32, {4, 16});
+  Compare("Gemm", A({{"transA", int64_t{1}}, {"alpha", 2.0}, {"beta", 0.5}}),
+          {RandomF32({32, 4}), RandomF32({32, 16}), RandomF32({4, 1})}, DType::kF32, {4, 16});
+}
+
+TEST(CudaKernelsTest, LayerNormSoftmax) {
+  for (int64_t cols : {7, 128, 768, 1000}) {
+    Compare("LayerNormalization", A({{"axis", int64_t{-1}}, {"epsilon", 1e-12}}),
+            {RandomF32({3, 5, cols}), RandomF32({cols}), RandomF32({cols})}, DType::kF32,
+            {3, 5, cols});
+    Compare("Softmax", A({{"axis", int64_t{-1}}}), {RandomF32({4, 3, cols}, -8, 8)}, DType::kF32,
+            {4, 3, cols});
+  }
+  Compare("Softmax", A({{"axis", int64_t{1}}}), {RandomF32({4, 9, 5})}, DType::kF32, {4, 9, 5});
+  Compare("LogSoftmax", A({{"axis", int64_t{-1}}}), {RandomF32({6, 33})}, DType::kF32, {6, 33});
+}
+
+TEST(CudaKernelsTest, AttentionWithMasks) {
+  const int64_t heads = 4, head = 16;
+  for (int64_t seq : {1, 7, 64, 300}) {
+    const int64_t hidden = heads * head;
+    // BERT's form: 3-D Q/K/V, additive mask [batch, 1, 1, seq].
+    Compare("Attention", A({{"q_num_heads", heads}, {"kv_num_heads", heads}, {"scale", 0.25}}),
+            {RandomF32({2, seq, hidden}), RandomF32({2, seq, hidden}), RandomF32({2, seq, hidden}),
+             RandomF32({2, 1, 1, seq}, -10000, 0)},
+            DType::kF32, {2, seq, hidden});
+    // 4-D, grouped KV heads, bool mask [seq, seq].
+    Tensor mask = *Tensor::Empty(DType::kBool, {seq, seq});
+    for (int64_t i = 0; i < seq * seq; ++i) mask.data<bool>()[i] = (i % seq) <= (i / seq);
+    Compare("Attention", {},
+            {RandomF32({2, heads, seq, head}), RandomF32({2, 2, seq, head}),
+             RandomF32({2, 2, seq, head}), mask},
+            DType::kF32, {2, heads, seq, head});
+  }
+}
+
+TEST(CudaKernelsTest, ElementwiseAndFusedPrograms) {
+  for (const char* op : {"Add", "Sub", "Mul", "Div"}) {
+    Compare(op, {}, {RandomF32({3, 1, 5}), RandomF32({4, 1}, 0.5, 2)}, DType::kF32, {3, 4, 5});
+  }
+  for (const char* op : {"Tanh", "Erf", "Sigmoid", "Relu", "Exp", "Neg", "Abs"}) {
+    Compare(op, {}, {RandomF32({1000})}, DType::kF32, {1000});
+  }
+  Compare("Sqrt", {}, {RandomF32({77}, 0.1, 4)}, DType::kF32, {77});
+  Compare("Gelu", {}, {RandomF32({2, 300})}, DType::kF32, {2, 300});
+  Compare("Gelu", A({{"approximate", std::string("tanh")}}), {RandomF32({2, 300})}, DType::kF32,
+          {2, 300});
+  // BERT's embedding sum and mask programs (as the fusion pass emits them).
+  Compare("FusedElementwise",
+          A({{"constants", std::vector<double>{}},
+             {"program", std::vector<int64_t>{0, 0, 0, 0, 0,  1, 1, 0, 10, 2, 0, 1,
+                                              0, 3, 2, 0, 10, 4, 2, 3, 2,  0, 4, 0}}}),
+          {RandomF32({2, 9, 32}), RandomF32({1, 9, 32}), RandomF32({2, 9, 32})}, DType::kF32,
+          {2, 9, 32});
+  Compare("FusedElementwise",
+          A({{"constants", std::vector<double>{1, -10000}},
+             {"program", std::vector<int64_t>{1, 0, 0, 0, 0,  1, 0, 0, 11, 2, 0, 1,
+                                              1, 3, 1, 0, 12, 4, 2, 3, 2,  0, 4, 0}}}),
+          {RandomF32({2, 1, 1, 9}, 0, 1)}, DType::kF32, {2, 1, 1, 9});
+}
+
+TEST(CudaKernelsTest, GatherCastTransposeWhere) {
+  Compare("Gather", {}, {RandomF32({1000, 32}), RandomI64({2, 7}, -1000, 999)}, DType::kF32,
+          {2, 7, 32});
+  Compare("Gather", A({{"axis", int64_t{1}}}), {RandomF32({2, 9, 16}), RandomI64({}, 0, 8)},
+          DType::kF32, {2, 16});
+  Compare("Cast", A({{"to", int64_t{1}}}), {RandomI64({5, 6}, -100, 100)}, DType::kF32, {5, 6});
+  Compare("Cast", A({{"to", int64_t{7}}}), {RandomF32({5, 6}, -100, 100)}, DType::kI64, {5, 6},
+          0);  // both truncate toward zero
+  Compare("Transpose", A({{"perm", std::vector<int64_t>{0, 2, 1, 3}}}), {RandomF32({2, 3, 4, 5})},
+          DType::kF32, {2, 4, 3, 5});
+  Tensor cond = *Tensor::Empty(DType::kBool, {3, 1});
+  for (int i = 0; i < 3; ++i) cond.data<bool>()[i] = i != 1;
+  Compare("Where", {}, {cond, RandomF32({3, 4}), RandomF32({4})}, DType::kF32, {3, 4});
+}
+
+}  // namespace
+}  // namespace nimble::vm

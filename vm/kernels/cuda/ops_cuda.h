@@ -1,0 +1,100 @@
+// Launchers of the CUDA kernels behind the VM's CUDA kernel adapters (ops.cc). C++17 and free of
+// vm/ headers so that nvcc compiles ops.cu; every launcher is asynchronous on `stream` and
+// returns the launch error (errors of the execution surface at the next synchronisation).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace nimble::vm::cuda_ops {
+
+inline constexpr int kMaxRank = 8;
+inline constexpr int kMaxProgramInputs = 8;
+inline constexpr int kMaxProgramInstructions = 96;
+inline constexpr int kMaxProgramConstants = 32;
+inline constexpr int kMaxProgramSlots = 32;
+
+// An output of `rank` dims; per input, element strides over the output's dims (0 broadcasts).
+struct BroadcastShape {
+  int rank = 0;
+  int64_t dims[kMaxRank] = {};
+  int64_t strides[kMaxProgramInputs][kMaxRank] = {};
+};
+
+// The FusedElementwise program (vm/kernels/fused_elementwise_program.h), narrowed to bytes.
+struct Program {
+  int num_instructions = 0;
+  int num_inputs = 0;
+  int num_outputs = 0;
+  int8_t code[kMaxProgramInstructions][4] = {};
+  float constants[kMaxProgramConstants] = {};
+};
+
+struct ProgramArgs {
+  const float* inputs[kMaxProgramInputs] = {};
+  float* outputs[kMaxProgramInputs] = {};
+};
+
+cudaError_t RunProgram(const Program& program, const ProgramArgs& args, const BroadcastShape& shape,
+                       int64_t count, cudaStream_t stream);
+
+// Activations of FusedMatMul's epilogue (the CPU kernel's order: act(x) then + residual).
+enum class Act { kNone = 0, kRelu, kGelu, kGeluTanh, kTanh, kSigmoid };
+// x[i] = act(x[i] + (bias ? bias[i % n] : 0)) + (residual ? residual[i] : 0).
+cudaError_t BiasActResidual(float* x, const float* bias, const float* residual, int64_t count,
+                            int64_t n, Act act, cudaStream_t stream);
+
+// out[o, j, i] = data[o, index[j], i] (outer x num_indices x inner); element_bytes 1/2/4/8.
+// Negative indices count from the end; out-of-range ones give zeros.
+cudaError_t Gather(const void* data, const void* indices, bool indices_i64, void* out,
+                   int64_t outer, int64_t axis_dim, int64_t num_indices, int64_t inner,
+                   int element_bytes, cudaStream_t stream);
+
+// dtype codes for Cast: the vm::DType values of f32, f64, f16, i8, i16, i32, i64, u8, bool.
+cudaError_t Cast(const void* in, int in_dtype, void* out, int out_dtype, int64_t count,
+                 cudaStream_t stream);
+bool CastSupported(int dtype);
+
+// out = permutation of in: out dims `dims`, in strides permuted into `in_strides` (elements).
+cudaError_t Transpose(const void* in, void* out, int rank, const int64_t* dims,
+                      const int64_t* in_strides, int64_t count, int element_bytes,
+                      cudaStream_t stream);
+
+// Per row of `cols`: y = (x - mean) / sqrt(var + eps) * gamma + beta (gamma/beta may be null).
+cudaError_t LayerNorm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows,
+                      int64_t cols, float epsilon, cudaStream_t stream);
+
+// Softmax over `r` elements of stride `inner` for each (outer, inner): ONNX Softmax (opset 13).
+cudaError_t Softmax(const float* x, float* y, int64_t outer, int64_t r, int64_t inner, bool log,
+                    cudaStream_t stream);
+
+// Scaled dot-product attention; q/k/v/y addressed through element strides (batch, head, seq),
+// the head dim contiguous. mask: null, f32 additive or bool (false -> mask_fill), indexed with
+// strides (0 broadcasts) over (batch, head, query, key); keys >= mask_keys are masked (-inf).
+struct AttentionArgs {
+  const float* q = nullptr;
+  const float* k = nullptr;
+  const float* v = nullptr;
+  float* y = nullptr;
+  const void* mask = nullptr;
+  bool mask_bool = false;
+  float mask_fill = -__builtin_huge_valf();
+  int64_t mask_strides[4] = {};
+  int64_t mask_keys = 0;
+  int64_t batch = 0, q_heads = 0, kv_heads = 0, q_seq = 0, kv_seq = 0, head = 0, v_head = 0;
+  int64_t q_strides[3] = {}, k_strides[3] = {}, v_strides[3] = {}, y_strides[3] = {};
+  float scale = 1.0f;
+  bool causal = false;
+};
+cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream);
+
+// out = cond ? x : y, all broadcast into `shape` (inputs 0, 1, 2 = cond, x, y); 4-byte x/y.
+cudaError_t Where(const bool* cond, const void* x, const void* y, void* out,
+                  const BroadcastShape& shape, int64_t count, cudaStream_t stream);
+
+// Fills out[i] = start + i * delta (f32 or i64).
+cudaError_t RangeI64(int64_t* out, int64_t start, int64_t delta, int64_t count,
+                     cudaStream_t stream);
+
+}  // namespace nimble::vm::cuda_ops

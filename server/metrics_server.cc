@@ -22,7 +22,7 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Create(const std::
         std::vector<std::string>{"listening_ports", bind, "num_threads", "2"});
   } catch (const std::exception& e) {
     return absl::UnavailableError(
-        absl::StrCat("cannot serve metrics on ", bind, ": address in use or not bindable"));
+        absl::StrCat("cannot serve metrics on ", bind, ": ", e.what()));
   }
   std::vector<int> ports = server->exposer_->GetListeningPorts();
   if (ports.empty()) {

@@ -104,10 +104,14 @@ absl::Status CheckConfig(const ModelConfigFile& c) {
   if (groups.gpu().count() < 0 || groups.gpu().streams() < 0) {
     return Bad("instance_groups.gpu: count and streams must be >= 0");
   }
-  if (groups.gpu().count() > 0) {
-    return absl::UnimplementedError(
-        "config.json: instance_groups.gpu: this build executes on CPU only (CUDA kernels come "
-        "later); use instance_groups.cpu");
+  {
+    std::set<int> seen;
+    for (int d : groups.gpu().devices()) {
+      if (d < 0) return Bad(absl::StrCat("instance_groups.gpu.devices: ", d, " is negative"));
+      if (!seen.insert(d).second) {
+        return Bad(absl::StrCat("instance_groups.gpu.devices: ", d, " is listed twice"));
+      }
+    }
   }
   for (int i = 0; i < c.warmup_size(); ++i) {
     for (const auto& [name, shape] : c.warmup(i).inputs()) {
@@ -257,6 +261,8 @@ absl::Status ResolveAgainstModel(const vm::Executable& executable, ModelConfigFi
 int CpuInstanceCount(const ModelConfigFile& config) {
   return std::max(1, config.instance_groups().cpu().count());
 }
+
+bool HasGpuGroup(const ModelConfigFile& config) { return config.instance_groups().has_gpu(); }
 
 int CpuThreadsPerInstance(const ModelConfigFile& config) {
   if (config.instance_groups().cpu().threads() > 0) return config.instance_groups().cpu().threads();

@@ -47,6 +47,10 @@ std::string ConfigToJson(const ModelConfigFile& config);
 
 // CPU instances and threads per instance after defaults (count >= 1, threads >= 1).
 int CpuInstanceCount(const ModelConfigFile& config);
+// Whether config.json declares instance_groups.gpu (then the model runs on GPU instances: `count`
+// per device, default 1, times `streams` — each stream one concurrent call — on `devices`,
+// default every visible GPU; CPU instances only when instance_groups.cpu.count is set too).
+bool HasGpuGroup(const ModelConfigFile& config);
 int CpuThreadsPerInstance(const ModelConfigFile& config);
 
 }  // namespace nimble::server

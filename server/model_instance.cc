@@ -1,5 +1,6 @@
 #include "server/model_instance.h"
 
+#include <algorithm>
 #include <cstring>
 #include <future>
 
@@ -7,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "oneapi/tbb/task_arena.h"
+#include "server/gpu_support.h"
 #include "server/kserve_types.h"
 #include "spdlog/spdlog.h"
 #include "vm/virtual_machine.h"
@@ -14,32 +16,55 @@
 namespace nimble::server {
 
 ModelInstance::ModelInstance(std::string name, int64_t version,
-                             std::shared_ptr<const vm::Executable> exe, ModelConfigFile config,
+                             std::vector<ExecutionTarget> targets, ModelConfigFile config,
                              BatchPlan plan)
     : name_(std::move(name)),
       version_(version),
-      executable_(std::move(exe)),
+      targets_(std::move(targets)),
+      executable_(targets_.front().executable),
       config_(std::move(config)),
       plan_(std::move(plan)),
       max_delay_(std::chrono::microseconds(config_.max_queue_delay_us())),
       allocator_(std::make_unique<vm::CpuAllocator>()),
       stats_ptr_(std::make_shared<ModelStats>()),
       stats_(*stats_ptr_) {
-  for (const vm::Tensor& c : executable_->constants) {
-    constant_bytes_ += static_cast<int64_t>(c.nbytes());
+  device_bytes_ = std::make_unique<std::atomic<int64_t>[]>(targets_.size());
+  busy_ns_ = std::make_unique<std::atomic<int64_t>[]>(targets_.size());
+  for (size_t t = 0; t < targets_.size(); ++t) {
+    device_bytes_[t] = 0;
+    busy_ns_[t] = 0;
+    total_instances_ += targets_[t].instances;
   }
+}
+
+absl::StatusOr<std::shared_ptr<ModelInstance>> ModelInstance::Create(
+    std::string name, int64_t version, std::vector<ExecutionTarget> targets,
+    ModelConfigFile config) {
+  if (targets.empty() || targets.front().executable == nullptr) {
+    return absl::InternalError("a model instance needs at least one compiled target");
+  }
+  NIMBLE_ASSIGN_OR_RETURN(BatchPlan plan, BatchPlan::Create(config, *targets.front().executable));
+  std::shared_ptr<ModelInstance> instance(new ModelInstance(
+      std::move(name), version, std::move(targets), std::move(config), std::move(plan)));
+  for (size_t t = 0; t < instance->targets_.size(); ++t) {
+    for (int i = 0; i < instance->targets_[t].instances; ++i) {
+      instance->workers_.emplace_back(&ModelInstance::Worker, instance.get(), static_cast<int>(t),
+                                      static_cast<int>(instance->workers_.size()));
+    }
+  }
+  return instance;
 }
 
 absl::StatusOr<std::shared_ptr<ModelInstance>> ModelInstance::Create(
     std::string name, int64_t version, std::shared_ptr<const vm::Executable> executable,
     ModelConfigFile config) {
-  NIMBLE_ASSIGN_OR_RETURN(BatchPlan plan, BatchPlan::Create(config, *executable));
-  std::shared_ptr<ModelInstance> instance(new ModelInstance(
-      std::move(name), version, std::move(executable), std::move(config), std::move(plan)));
-  const int count = CpuInstanceCount(instance->config_);
-  for (int i = 0; i < count; ++i)
-    instance->workers_.emplace_back(&ModelInstance::Worker, instance.get(), i);
-  return instance;
+  ExecutionTarget target;
+  target.executable = std::move(executable);
+  target.instances = CpuInstanceCount(config);
+  target.threads = CpuThreadsPerInstance(config);
+  std::vector<ExecutionTarget> targets;
+  targets.push_back(std::move(target));
+  return Create(std::move(name), version, std::move(targets), std::move(config));
 }
 
 ModelInstance::~ModelInstance() { Stop(); }
@@ -175,28 +200,50 @@ bool ModelInstance::NextBatch(std::vector<InferJob>* batch) {
   }
 }
 
-void ModelInstance::Worker(int index) {
-  const int threads = CpuThreadsPerInstance(config_);
+void ModelInstance::Worker(int target, int index) {
+  const ExecutionTarget& t = targets_[target];
   vm::VirtualMachineOptions options;
-  options.num_threads = threads;
+  options.num_threads = t.threads;
   options.allocators.push_back({vm::kCpu, allocator_.get()});
-  vm::VirtualMachine machine(executable_, options);
-  tbb::task_arena arena(threads);
-  absl::Status warm = WarmUpOn(machine, arena);
+  std::unique_ptr<GpuContext> gpu;
+  absl::Status setup;
+  if (t.device.type == vm::DeviceType::kCUDA) {
+    absl::StatusOr<std::unique_ptr<GpuContext>> context = GpuContext::Create(t.device.ordinal);
+    if (context.ok()) {
+      gpu = *std::move(context);
+      setup = gpu->Activate();
+      options.allocators.push_back({t.device, gpu->allocator()});
+      options.stream = gpu->stream();
+    } else {
+      setup = context.status();
+    }
+  }
+  vm::VirtualMachine machine(t.executable, options);
+  tbb::task_arena arena(t.threads);
+  absl::Status warm = setup.ok() ? WarmUpOn(machine, arena) : setup;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (warm_status_.ok() && !warm.ok()) {
-      warm_status_ = Annotate(warm, absl::StrCat("instance ", index));
+      warm_status_ = Annotate(warm, absl::StrCat("instance ", index, " on ", t.device.ToString()));
     }
     ++warmed_;
   }
   cv_warm_.notify_all();
   std::vector<InferJob> batch;
-  while (NextBatch(&batch)) RunBatch(batch, machine, arena, index);
+  while (NextBatch(&batch)) {
+    if (!setup.ok()) {
+      // This instance cannot run (its GPU failed at start): answer with why.
+      for (InferJob& job : batch) job.done(setup, JobTiming{});
+      batch.clear();
+      continue;
+    }
+    RunBatch(batch, machine, arena, target, index);
+    if (gpu) device_bytes_[target].store(gpu->bytes_in_use(), std::memory_order_relaxed);
+  }
 }
 
 void ModelInstance::RunBatch(std::vector<InferJob>& batch, vm::VirtualMachine& machine,
-                             tbb::task_arena& arena, int index) {
+                             tbb::task_arena& arena, int target, int index) {
   const Clock::time_point start = Clock::now();
   auto queue_ns = [&](const InferJob& job) {
     return static_cast<uint64_t>(
@@ -255,6 +302,7 @@ void ModelInstance::RunBatch(std::vector<InferJob>& batch, vm::VirtualMachine& m
   }
   const uint64_t infer_ns =
       std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
+  busy_ns_[target].fetch_add(static_cast<int64_t>(infer_ns), std::memory_order_relaxed);
   for (size_t j = 0; j < live.size(); ++j) {
     JobTiming timing;
     timing.queue_ns = queue_ns(*live[j]);
@@ -325,7 +373,7 @@ absl::Status ModelInstance::WarmUpOn(vm::VirtualMachine& machine, tbb::task_aren
 
 absl::Status ModelInstance::WarmUp() {
   std::unique_lock<std::mutex> lock(mu_);
-  cv_warm_.wait(lock, [&] { return warmed_ == CpuInstanceCount(config_); });
+  cv_warm_.wait(lock, [&] { return warmed_ == total_instances_; });
   return warm_status_;
 }
 
@@ -347,9 +395,40 @@ void ModelInstance::Stop() {
   });
 }
 
-int64_t ModelInstance::memory_bytes() const {
+std::vector<std::pair<std::string, int64_t>> ModelInstance::memory_bytes() const {
   const vm::AllocatorStats stats = allocator_->stats();
-  return constant_bytes_ + stats.in_use_bytes + stats.cached_bytes;
+  std::vector<std::pair<std::string, int64_t>> out;
+  int64_t host = stats.in_use_bytes + stats.cached_bytes;
+  for (size_t t = 0; t < targets_.size(); ++t) {
+    int64_t constants = 0;
+    for (const vm::Tensor& c : targets_[t].executable->constants) {
+      constants += static_cast<int64_t>(c.nbytes());
+    }
+    if (targets_[t].device.type == vm::DeviceType::kCPU) {
+      host += constants;
+    } else {
+      out.emplace_back(targets_[t].device.ToString(),
+                       constants + device_bytes_[t].load(std::memory_order_relaxed));
+    }
+  }
+  out.emplace(out.begin(), "cpu", host);
+  return out;
+}
+
+std::vector<std::pair<std::string, double>> ModelInstance::busy_seconds() const {
+  std::vector<std::pair<std::string, double>> out;
+  for (size_t t = 0; t < targets_.size(); ++t) {
+    const double seconds = static_cast<double>(busy_ns_[t].load(std::memory_order_relaxed)) * 1e-9;
+    const std::string device = targets_[t].device.ToString();
+    auto it =
+        std::find_if(out.begin(), out.end(), [&](const auto& p) { return p.first == device; });
+    if (it == out.end()) {
+      out.emplace_back(device, seconds);
+    } else {
+      it->second += seconds;
+    }
+  }
+  return out;
 }
 
 int64_t ModelInstance::pending() const {

@@ -61,6 +61,16 @@ struct BucketMetrics {
 
 using Clock = std::chrono::steady_clock;
 
+// Where some of a version's instance threads run: the executable compiled for `device` (cpu,
+// or cuda:N with compute on that GPU), `instances` threads each running one call at a time
+// (each with its own VM; on a GPU its own CUDA stream), `threads` CPU threads per call.
+struct ExecutionTarget {
+  std::shared_ptr<const vm::Executable> executable;
+  vm::Device device = vm::kCpu;
+  int instances = 1;
+  int threads = 1;
+};
+
 // What an instance reports with each job's result.
 struct JobTiming {
   uint64_t queue_ns = 0;  // accepted -> picked by an instance
@@ -89,6 +99,13 @@ struct InferJob {
 // Thread-safe: Submit from any thread; Stop once (by the model manager).
 class ModelInstance {
  public:
+  // Starts the instance threads of every target (all compiled from the same model: the first
+  // one's signature is the version's). All targets take jobs from the same queues, so a free
+  // instance on any device takes the next batch (balance by queue depth).
+  static absl::StatusOr<std::shared_ptr<ModelInstance>> Create(std::string name, int64_t version,
+                                                               std::vector<ExecutionTarget> targets,
+                                                               ModelConfigFile config);
+  // One CPU target with the config's instance count and threads (tests).
   static absl::StatusOr<std::shared_ptr<ModelInstance>> Create(
       std::string name, int64_t version, std::shared_ptr<const vm::Executable> executable,
       ModelConfigFile config);
@@ -124,9 +141,14 @@ class ModelInstance {
 
   int64_t pending() const;
 
-  // Host memory this version holds: the executable's constants and what its instances'
-  // allocator has reserved (in use + cached for reuse).
-  int64_t memory_bytes() const;
+  // Memory this version holds per device ("cpu", "cuda:0", ...): on the host its executables'
+  // constants and what its instances' allocator has reserved (in use + cached for reuse); on a
+  // GPU the executable's constants (uploaded once per device) and its instances' live
+  // allocations.
+  std::vector<std::pair<std::string, int64_t>> memory_bytes() const;
+  // Seconds its instance threads spent running calls, per device.
+  std::vector<std::pair<std::string, double>> busy_seconds() const;
+  const std::vector<ExecutionTarget>& targets() const { return targets_; }
 
   // The metric handles, made by `make` on first use.
   const InstanceMetrics& metrics(const std::function<InstanceMetrics()>& make) {
@@ -149,12 +171,12 @@ class ModelInstance {
     int64_t batch = 0;  // sum of the jobs' batch sizes
   };
 
-  ModelInstance(std::string name, int64_t version, std::shared_ptr<const vm::Executable> exe,
+  ModelInstance(std::string name, int64_t version, std::vector<ExecutionTarget> targets,
                 ModelConfigFile config, BatchPlan plan);
   // Runs `batch` (one key) on `machine` and answers every job.
   void RunBatch(std::vector<InferJob>& batch, vm::VirtualMachine& machine, tbb::task_arena& arena,
-                int index);
-  void Worker(int index);
+                int target, int index);
+  void Worker(int target, int index);
   absl::Status WarmUpOn(vm::VirtualMachine& machine, tbb::task_arena& arena);
   // Moves the queued jobs whose client cancelled into `purged`. Needs mu_.
   void PurgeCancelled(std::vector<InferJob>* purged);
@@ -163,11 +185,15 @@ class ModelInstance {
 
   const std::string name_;
   const int64_t version_;
-  const std::shared_ptr<const vm::Executable> executable_;
+  const std::vector<ExecutionTarget> targets_;
+  const std::shared_ptr<const vm::Executable> executable_;  // targets_[0]'s
+  int total_instances_ = 0;
+  // Per target: device bytes held by its instances' GPU contexts, busy nanoseconds.
+  std::unique_ptr<std::atomic<int64_t>[]> device_bytes_;
+  std::unique_ptr<std::atomic<int64_t>[]> busy_ns_;
   const ModelConfigFile config_;
   const BatchPlan plan_;
   const Clock::duration max_delay_;
-  int64_t constant_bytes_ = 0;
   // Shared by this version's instance threads, so its memory is its own to report and goes
   // away with it. Declared before workers_: the threads join before it is destroyed.
   std::unique_ptr<vm::CpuAllocator> allocator_;

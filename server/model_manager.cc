@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "compiler/driver/compiler.h"
+#include "server/gpu_support.h"
 #include "spdlog/spdlog.h"
 
 namespace nimble::server {
@@ -228,36 +229,80 @@ absl::StatusOr<std::shared_ptr<ModelInstance>> ModelManager::LoadVersion(
   for (const auto& [relative, full] : files) {
     NIMBLE_ASSIGN_OR_RETURN(digests[relative], Sha256FileHex(full));
   }
+  // Where the version runs: GPU instances per instance_groups.gpu (and CPU ones only when
+  // instance_groups.cpu.count says so), else CPU instances.
+  std::vector<ExecutionTarget> targets;
+  if (HasGpuGroup(file_config)) {
+    const config::GpuGroup& gpu = file_config.instance_groups().gpu();
+    std::vector<int> ordinals(gpu.devices().begin(), gpu.devices().end());
+    if (ordinals.empty()) {
+      auto visible = VisibleGpus();
+      if (!visible.ok()) {
+        return Annotate(visible.status(), absl::StrCat(where, ": instance_groups.gpu"));
+      }
+      for (const GpuInfo& g : *visible) ordinals.push_back(g.ordinal);
+    }
+    NIMBLE_RETURN_IF_ERROR(
+        Annotate(CheckGpus(ordinals), absl::StrCat(where, ": instance_groups.gpu")));
+    for (int ordinal : ordinals) {
+      ExecutionTarget t;
+      t.device = vm::Device{vm::DeviceType::kCUDA, ordinal};
+      t.instances = std::max(1, gpu.count()) * std::max(1, gpu.streams());
+      t.threads = 1;  // host-side kernels (shape arithmetic) of a GPU call
+      targets.push_back(std::move(t));
+    }
+  }
+  if (targets.empty() || file_config.instance_groups().cpu().count() > 0) {
+    ExecutionTarget t;
+    t.instances = CpuInstanceCount(file_config);
+    t.threads = CpuThreadsPerInstance(file_config);
+    targets.push_back(std::move(t));
+  }
+
   CacheKeyInputs key_inputs;
   key_inputs.model_files = &digests;
   key_inputs.canonical_config = CanonicalConfigBytes(file_config);
   key_inputs.compiler_version = compiler::kCompilerVersion;
-  key_inputs.device = options_.device;
   key_inputs.buckets = CompileBuckets(file_config);
-  std::string key = ExecutableCacheKey(key_inputs);
-  if (generic_first && !key_inputs.buckets.empty() && !cache_->Contains(key)) {
-    key_inputs.buckets.clear();
-    key = ExecutableCacheKey(key_inputs);
-    *needs_specialization = true;
+  auto device_key = [&](const vm::Device& device) {
+    return device.type == vm::DeviceType::kCPU ? options_.device : device.ToString();
+  };
+  if (generic_first && !key_inputs.buckets.empty()) {
+    // The generic variant first unless every target's specialized executable is cached.
+    for (const ExecutionTarget& t : targets) {
+      key_inputs.device = device_key(t.device);
+      if (!cache_->Contains(ExecutableCacheKey(key_inputs))) {
+        key_inputs.buckets.clear();
+        *needs_specialization = true;
+        break;
+      }
+    }
   }
   const std::string path = repository_->ModelPath(model, version);
   ExecutableCache::Labels labels{model, std::to_string(version),
                                  key_inputs.buckets.empty() ? "generic" : "specialized"};
-  auto cached = cache_->GetOrCompile(key, labels, [&] {
-    spdlog::info("{}: compiling (cache key {})", where, key.substr(0, 16));
-    compiler::CompileOptions options;
-    options.buckets = key_inputs.buckets;
-    return compiler::CompileOnnxFile(path, options);
-  });
-  if (!cached.ok()) return Annotate(cached.status(), absl::StrCat(where, ": compiling"));
-  if (cached->source != ExecutableCache::Source::kCompiled) {
-    spdlog::info("{}: executable from the {} cache", where,
-                 cached->source == ExecutableCache::Source::kMemory ? "memory" : "disk");
+  for (ExecutionTarget& t : targets) {
+    key_inputs.device = device_key(t.device);
+    const std::string key = ExecutableCacheKey(key_inputs);
+    auto cached = cache_->GetOrCompile(key, labels, [&] {
+      spdlog::info("{}: compiling for {} (cache key {})", where, t.device.ToString(),
+                   key.substr(0, 16));
+      compiler::CompileOptions options;
+      options.buckets = key_inputs.buckets;
+      options.device = t.device;
+      return compiler::CompileOnnxFile(path, options);
+    });
+    if (!cached.ok()) return Annotate(cached.status(), absl::StrCat(where, ": compiling"));
+    if (cached->source != ExecutableCache::Source::kCompiled) {
+      spdlog::info("{}: {} executable from the {} cache", where, t.device.ToString(),
+                   cached->source == ExecutableCache::Source::kMemory ? "memory" : "disk");
+    }
+    t.executable = cached->executable;
   }
   ModelConfigFile config = file_config;
-  NIMBLE_RETURN_IF_ERROR(Annotate(ResolveAgainstModel(*cached->executable, config), where));
+  NIMBLE_RETURN_IF_ERROR(Annotate(ResolveAgainstModel(*targets.front().executable, config), where));
   NIMBLE_ASSIGN_OR_RETURN(auto instance,
-                          ModelInstance::Create(model, version, cached->executable, config));
+                          ModelInstance::Create(model, version, std::move(targets), config));
   absl::Status warm = instance->WarmUp();
   if (!warm.ok()) {
     instance->Stop();
@@ -345,15 +390,28 @@ std::vector<prometheus::MetricFamily> ModelManager::CollectMetrics() const {
       failures.metric.push_back(std::move(m));
     }
   }
-  // Outside the lock: the allocator has its own.
+  prometheus::MetricFamily busy{"nimble_device_busy_seconds_total",
+                                "Time a model version's instances spent running calls, by device.",
+                                MetricType::Counter,
+                                {}};
+  // Outside the lock: the allocators have their own.
   for (auto& [l, instance] : live) {
-    ClientMetric m;
-    m.label = l;
-    m.label.push_back({"device", options_.device});
-    m.gauge.value = static_cast<double>(instance->memory_bytes());
-    memory.metric.push_back(std::move(m));
+    for (const auto& [device, bytes] : instance->memory_bytes()) {
+      ClientMetric m;
+      m.label = l;
+      m.label.push_back({"device", device});
+      m.gauge.value = static_cast<double>(bytes);
+      memory.metric.push_back(std::move(m));
+    }
+    for (const auto& [device, seconds] : instance->busy_seconds()) {
+      ClientMetric m;
+      m.label = l;
+      m.label.push_back({"device", device});
+      m.counter.value = seconds;
+      busy.metric.push_back(std::move(m));
+    }
   }
-  return {std::move(ready), std::move(failures), std::move(memory)};
+  return {std::move(ready), std::move(failures), std::move(memory), std::move(busy)};
 }
 
 void ModelManager::Retire(std::shared_ptr<ModelInstance> instance, bool replaced) {

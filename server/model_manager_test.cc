@@ -1,3 +1,6 @@
+// GCC 12 reports a bogus -Wrestrict inside std::string (PR 105329) in inlined string building.
+#pragma GCC diagnostic ignored "-Wrestrict"
+
 #include "server/model_manager.h"
 
 #include <filesystem>
@@ -295,6 +298,28 @@ TEST_F(ModelManagerTest, QueueBoundPrioritiesDeadlinesAndCancellation) {
   std::lock_guard<std::mutex> lock(mu);
   EXPECT_THAT(order,
               ElementsAre("cancelled:CANCELLED", "expired:DEADLINE_EXCEEDED", "room:OK", "low:OK"));
+}
+
+TEST_F(ModelManagerTest, AGpuGroupOnAMissingDeviceFailsTheLoadWithWhy) {
+  ModelUpload upload = Files({{"file:1/model.onnx", testing::ElementwiseModel("Add")}});
+  // cuda:99 exists nowhere: without the CUDA backend, without a GPU or with fewer GPUs the
+  // load fails and says which.
+  upload.config_json = R"({"instance_groups": {"gpu": {"devices": [99]}}})";
+  absl::Status status = LoadAndWait("m", upload);
+  EXPECT_THAT(status,
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("instance_groups.gpu")));
+  EXPECT_THAT(std::string(status.message()),
+              ::testing::AnyOf(HasSubstr("no CUDA backend"), HasSubstr("no GPU is visible"),
+                               HasSubstr("cuda:99 does not exist")));
+  EXPECT_THAT(manager_->Get("m", ""), StatusIs(absl::StatusCode::kUnavailable));
+  // The server keeps serving others.
+  ASSERT_THAT(LoadAndWait("ok", Files({{"file:1/model.onnx", testing::ElementwiseModel("Add")}})),
+              IsOk());
+  EXPECT_THAT(Run("ok", ""), IsOk());
+  // A device listed twice is a config error.
+  upload.config_json = R"({"instance_groups": {"gpu": {"devices": [0, 0]}}})";
+  EXPECT_THAT(LoadAndWait("m", upload),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("listed twice")));
 }
 
 }  // namespace

@@ -102,6 +102,11 @@ absl::StatusOr<CudaAllocator*> DefaultAllocator(int ordinal) {
   return d->allocator.get();
 }
 
+absl::StatusOr<cuda::DeviceAllocator*> DevicePool(int ordinal) {
+  NIMBLE_ASSIGN_OR_RETURN(PerDevice * d, Init(ordinal));
+  return d->pool.get();
+}
+
 absl::StatusOr<cuda::GemmRunner*> Gemm(int ordinal) {
   NIMBLE_ASSIGN_OR_RETURN(PerDevice * d, Init(ordinal));
   return d->gemm.get();

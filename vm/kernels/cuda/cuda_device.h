@@ -31,6 +31,9 @@ class CudaAllocator final : public Allocator {
 // Process-wide, created on first use, never destroyed: the device's pool (80% of its memory)
 // behind a CudaAllocator on the legacy default stream.
 absl::StatusOr<CudaAllocator*> DefaultAllocator(int ordinal);
+// The device's process-wide memory pool itself, for allocators ordered on other streams
+// (a server instance's own stream: CudaAllocator(pool, ordinal, stream)).
+absl::StatusOr<cuda::DeviceAllocator*> DevicePool(int ordinal);
 // Process-wide GEMM runner of device `ordinal`.
 absl::StatusOr<cuda::GemmRunner*> Gemm(int ordinal);
 // The CUDA DeviceApi (registered by RegisterCudaKernels).

@@ -1,0 +1,120 @@
+// GPU execution instances (label `cuda`: skipped without a GPU): a model version served by
+// instances on cuda:0 with their own streams answers like the CPU executable, under concurrency
+// and with padding-batching, and reports its device memory and busy time.
+#include <filesystem>
+#include <future>
+#include <numeric>
+
+#include "base/testing/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/model_manager.h"
+#include "server/test_models.h"
+#include "vm/virtual_machine.h"
+
+namespace nimble::server {
+namespace {
+
+using ::nimble::testing::IsOk;
+using ::nimble::testing::StatusIs;
+using ::testing::ElementsAreArray;
+using ::testing::HasSubstr;
+
+std::vector<vm::Tensor> Request(int64_t batch, int64_t seq, float base) {
+  std::vector<float> x(batch * seq * 4);
+  std::iota(x.begin(), x.end(), base);
+  std::vector<int64_t> m(batch * seq);
+  std::iota(m.begin(), m.end(), static_cast<int64_t>(base));
+  return {vm::Tensor::FromVector<float>(x, {batch, seq, 4}),
+          vm::Tensor::FromVector<int64_t>(m, {batch, seq})};
+}
+
+template <typename T>
+std::vector<T> Values(const vm::Tensor& t) {
+  return std::vector<T>(t.data<T>(), t.data<T>() + t.num_elements());
+}
+
+class GpuInstanceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = ::testing::TempDir() + "/nimble_gpu_instance_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::filesystem::remove_all(root_);
+    std::filesystem::create_directories(root_);
+    repo_ = std::make_unique<ModelRepository>(root_);
+    cache_ = std::make_unique<ExecutableCache>(ExecutableCache::Options{}, registry_);
+    manager_ = std::make_unique<ModelManager>(repo_.get(), cache_.get(), ModelManager::Options{});
+  }
+
+  absl::StatusOr<std::shared_ptr<ModelInstance>> Load(const std::string& name,
+                                                      const std::string& config) {
+    ModelUpload upload;
+    upload.files = {{"file:1/model.onnx", testing::SequenceModel()}};
+    upload.config_json = config;
+    std::promise<absl::Status> done;
+    manager_->Load(name, std::move(upload), [&](absl::Status s) { done.set_value(s); });
+    NIMBLE_RETURN_IF_ERROR(done.get_future().get());
+    return manager_->Get(name, "");
+  }
+
+  std::string root_;
+  prometheus::Registry registry_;
+  std::unique_ptr<ModelRepository> repo_;
+  std::unique_ptr<ExecutableCache> cache_;
+  std::unique_ptr<ModelManager> manager_;
+};
+
+TEST_F(GpuInstanceTest, GpuInstancesAnswerLikeTheCpuExecutable) {
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto gpu,
+                              Load("gpu", R"({"max_batch_size": 8, "max_queue_delay_us": 2000,
+        "inputs": [{"name": "x", "paddable_axes": [1]}, {"name": "m", "paddable_axes": [1]}],
+        "outputs": [{"name": "y", "slice_axes": [1]}, {"name": "w", "slice_axes": [1]}],
+        "instance_groups": {"gpu": {"devices": [0], "count": 2}}})"));
+  ASSERT_EQ(gpu->targets().size(), 1u);
+  EXPECT_EQ(gpu->targets()[0].device.ToString(), "cuda:0");
+  EXPECT_EQ(gpu->targets()[0].instances, 2);
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto cpu, Load("cpu", R"({"max_batch_size": 8})"));
+  EXPECT_EQ(cpu->targets()[0].device.ToString(), "cpu");
+
+  constexpr int kRequests = 64;
+  std::vector<std::promise<absl::StatusOr<std::vector<vm::Tensor>>>> done(kRequests);
+  for (int i = 0; i < kRequests; ++i) {
+    InferJob job;
+    job.inputs = Request(1 + i % 2, 1 + (i * 7) % 33, static_cast<float>(i));
+    job.enqueued = Clock::now();
+    job.done = [&, i](absl::StatusOr<std::vector<vm::Tensor>> result, const JobTiming&) {
+      done[i].set_value(std::move(result));
+    };
+    ASSERT_THAT(gpu->Submit(std::move(job)), IsOk());
+  }
+  for (int i = 0; i < kRequests; ++i) {
+    auto result = done[i].get_future().get();
+    ASSERT_THAT(result, IsOk()) << "request " << i;
+    NIMBLE_ASSERT_OK_AND_ASSIGN(auto expected, cpu->RunAndWait(Request(1 + i % 2, 1 + (i * 7) % 33,
+                                                                       static_cast<float>(i))));
+    ASSERT_EQ(result->size(), expected.size());
+    EXPECT_THAT((*result)[0].shape(), ElementsAreArray(expected[0].shape()));
+    const std::vector<float> got = Values<float>((*result)[0]), want = Values<float>(expected[0]);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t k = 0; k < got.size(); ++k) EXPECT_NEAR(got[k], want[k], 1e-4) << i << " " << k;
+    EXPECT_THAT(Values<int64_t>((*result)[2]), ElementsAreArray(Values<int64_t>(expected[2])));
+  }
+  bool has_gpu_memory = false;
+  for (const auto& [device, bytes] : gpu->memory_bytes()) {
+    if (device == "cuda:0") has_gpu_memory = bytes >= 0;
+  }
+  EXPECT_TRUE(has_gpu_memory);
+  double busy = 0;
+  for (const auto& [device, seconds] : gpu->busy_seconds()) {
+    if (device == "cuda:0") busy = seconds;
+  }
+  EXPECT_GT(busy, 0);
+}
+
+TEST_F(GpuInstanceTest, AMissingDeviceIsAClearError) {
+  EXPECT_THAT(Load("m", R"({"instance_groups": {"gpu": {"devices": [0, 63]}}})"),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("cuda:63 does not exist")));
+}
+
+}  // namespace
+}  // namespace nimble::server

@@ -111,6 +111,18 @@ TEST_F(GpuInstanceTest, GpuInstancesAnswerLikeTheCpuExecutable) {
   EXPECT_GT(busy, 0);
 }
 
+TEST_F(GpuInstanceTest, AReloadKeepsTheSharedExecutablesDeviceWeightsValid) {
+  // The reload reuses the cached executable (and the weights it uploaded) after the first
+  // instance, whose stream and allocator uploaded them, has gone.
+  const std::string config = R"({"max_batch_size": 4,
+      "instance_groups": {"gpu": {"devices": [0]}}})";
+  for (int round = 0; round < 3; ++round) {
+    NIMBLE_ASSERT_OK_AND_ASSIGN(auto gpu, Load("gpu", config));
+    NIMBLE_ASSERT_OK_AND_ASSIGN(auto outputs, gpu->RunAndWait(Request(2, 5, 1)));
+    EXPECT_FLOAT_EQ(Values<float>(outputs[0])[3], 8.0f) << round;  // y = x + x, x[3] = 4
+  }
+}
+
 TEST_F(GpuInstanceTest, AMissingDeviceIsAClearError) {
   EXPECT_THAT(Load("m", R"({"instance_groups": {"gpu": {"devices": [0, 63]}}})"),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("cuda:63 does not exist")));

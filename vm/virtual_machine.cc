@@ -892,15 +892,20 @@ absl::Status VirtualMachine::ExecLoadConstOn(const Instruction& in) {
   auto it = cache.tensors.find(key);
   if (it == cache.tensors.end()) {
     const Tensor& host = exe_->constants[in.a];
-    Allocator* allocator = device_allocators_[in.b];
-    if (allocator == nullptr || device_api_ == nullptr) {
+    if (device_allocators_[in.b] == nullptr || device_api_ == nullptr) {
       return absl::FailedPreconditionError(
           absl::StrCat("no allocator for device ", device.ToString()));
     }
+    // The copy outlives this VM (it belongs to the executable, which caches and other
+    // instances share): it comes from the device's process-wide allocator, not this VM's,
+    // whose owner may go away first.
+    NIMBLE_ASSIGN_OR_RETURN(Allocator * allocator, device_api_->DefaultAllocator(device.ordinal));
     if (host.dtype() == DType::kString) {
       return absl::UnimplementedError("string constants live on the host only");
     }
     NIMBLE_ASSIGN_OR_RETURN(Tensor t, Tensor::Empty(host.dtype(), host.shape(), allocator));
+    // That allocator orders on the legacy default stream: the block is ours once it got there.
+    NIMBLE_RETURN_IF_ERROR(device_api_->Synchronize(nullptr));
     if (host.nbytes() > 0) {
       NIMBLE_RETURN_IF_ERROR(device_api_->Copy(t.raw_data(), device, host.raw_data(), kCpu,
                                                host.nbytes(), options_.stream));

@@ -8,6 +8,7 @@
 #include "base/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/gpu_support.h"
 #include "server/model_manager.h"
 #include "server/test_models.h"
 #include "vm/virtual_machine.h"
@@ -121,6 +122,39 @@ TEST_F(GpuInstanceTest, AReloadKeepsTheSharedExecutablesDeviceWeightsValid) {
     NIMBLE_ASSERT_OK_AND_ASSIGN(auto outputs, gpu->RunAndWait(Request(2, 5, 1)));
     EXPECT_FLOAT_EQ(Values<float>(outputs[0])[3], 8.0f) << round;  // y = x + x, x[3] = 4
   }
+}
+
+TEST_F(GpuInstanceTest, InstancesOnEveryGpuAnswerLikeOneGpuAndShareTheWork) {
+  auto gpus = VisibleGpus();
+  ASSERT_THAT(gpus, IsOk());
+  if (gpus->size() < 2) GTEST_SKIP() << "needs 2 GPUs; this machine has " << gpus->size();
+  // No `devices`: every visible GPU.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto all, Load("all", R"({"max_batch_size": 4, "instance_groups": {"gpu": {}}})"));
+  ASSERT_EQ(all->targets().size(), gpus->size());
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto one, Load("one", R"({"max_batch_size": 4,
+                                 "instance_groups": {"gpu": {"devices": [0]}}})"));
+  constexpr int kRequests = 256;
+  std::vector<std::promise<absl::StatusOr<std::vector<vm::Tensor>>>> done(kRequests);
+  for (int i = 0; i < kRequests; ++i) {
+    InferJob job;
+    job.inputs = Request(1, 1 + i % 40, static_cast<float>(i));
+    job.enqueued = Clock::now();
+    job.done = [&, i](absl::StatusOr<std::vector<vm::Tensor>> result, const JobTiming&) {
+      done[i].set_value(std::move(result));
+    };
+    ASSERT_THAT(all->Submit(std::move(job)), IsOk());
+  }
+  for (int i = 0; i < kRequests; ++i) {
+    auto result = done[i].get_future().get();
+    ASSERT_THAT(result, IsOk()) << "request " << i;
+    NIMBLE_ASSERT_OK_AND_ASSIGN(auto expected,
+                                one->RunAndWait(Request(1, 1 + i % 40, static_cast<float>(i))));
+    EXPECT_THAT(Values<float>((*result)[0]), ElementsAreArray(Values<float>(expected[0])));
+    EXPECT_THAT(Values<float>((*result)[1]), ElementsAreArray(Values<float>(expected[1])));
+  }
+  // Every device took work from the shared queue.
+  for (const auto& [device, seconds] : all->busy_seconds()) EXPECT_GT(seconds, 0) << device;
 }
 
 TEST_F(GpuInstanceTest, AMissingDeviceIsAClearError) {

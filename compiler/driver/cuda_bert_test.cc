@@ -128,6 +128,55 @@ TEST_F(CudaBertTest, MatchesTheCpuExecutableAndDoesNotGrowDeviceMemory) {
   EXPECT_LE(after.peak_reserved_bytes, 2 * before.peak_reserved_bytes + (int64_t{64} << 20));
 }
 
+// max |ref| over all outputs (the scale the half-precision errors are measured against).
+double MaxAbs(const std::vector<vm::Tensor>& t) {
+  double m = 0;
+  for (const vm::Tensor& x : t) {
+    for (int64_t j = 0; j < x.num_elements(); ++j) {
+      m = std::max(m, std::abs(static_cast<double>(x.data<float>()[j])));
+    }
+  }
+  return m;
+}
+
+// --precision tf32 / fp16 / bf16 against the fp32 CPU executable: outputs stay f32 on the host,
+// and max |out - ref| / max |ref| stays under each precision's bound (tf32 5e-3, fp16 2e-2,
+// bf16 1e-1: ten-bit and seven-bit mantissas over the model's depth).
+TEST_F(CudaBertTest, ReducedPrecisionsMatchFp32WithinTolerance) {
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto cpu_exe, CompileOnnxFile(g_model, CompileOptions{}));
+  vm::VirtualMachine cpu(cpu_exe);
+  for (auto [precision, bound] : std::vector<std::pair<Precision, double>>{
+           {Precision::kTF32, 5e-3}, {Precision::kF16, 2e-2}, {Precision::kBF16, 1e-1}}) {
+    CompileOptions options;
+    options.device = vm::Device{vm::DeviceType::kCUDA, 0};
+    options.precision = precision;
+    CompileReport report;
+    NIMBLE_ASSERT_OK_AND_ASSIGN(auto exe, CompileOnnxFile(g_model, options, &report));
+    std::printf("%s: %d nodes lowered, %d kernel calls, %d on cuda:0, %d device copies\n",
+                PrecisionName(precision), report.lowered_precision, report.codegen.num_kernel_calls,
+                report.codegen.num_device_kernel_calls, report.codegen.num_device_copies);
+    EXPECT_GT(report.lowered_precision, 0);
+    EXPECT_GT(report.codegen.num_device_kernel_calls, report.codegen.num_kernel_calls / 2);
+    vm::VirtualMachine gpu(exe);
+    std::mt19937 rng(11);
+    for (auto [batch, seq] :
+         std::vector<std::pair<int64_t, int64_t>>{{1, 7}, {2, 33}, {1, 128}, {3, 128}}) {
+      std::vector<vm::Tensor> in = BertInputs(*cpu_exe, batch, seq, rng);
+      NIMBLE_ASSERT_OK_AND_ASSIGN(auto want, cpu.Run(in));
+      NIMBLE_ASSERT_OK_AND_ASSIGN(auto got, gpu.Run(in));
+      for (const vm::Tensor& t : got) ASSERT_EQ(t.dtype(), vm::DType::kF32);
+      const double diff = MaxAbsDiff(want, got), scale = MaxAbs(want);
+      std::printf(
+          "  %s batch %lld seq %lld: max |gpu - cpu| = %.3g, max |cpu| = %.3g, "
+          "relative %.3g\n",
+          PrecisionName(precision), static_cast<long long>(batch), static_cast<long long>(seq),
+          diff, scale, diff / scale);
+      EXPECT_LE(diff, bound * scale)
+          << PrecisionName(precision) << " batch " << batch << " seq " << seq;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace nimble::compiler
 

@@ -34,7 +34,8 @@ namespace {
 
 constexpr char kUsage[] =
     "usage:\n"
-    "  nimblec compile MODEL.onnx -o MODEL.nbx [--device=cpu|cuda] [--buckets NAME=16,32,64,...] "
+    "  nimblec compile MODEL.onnx -o MODEL.nbx [--device=cpu|cuda] "
+    "[--precision=fp32|tf32|fp16|bf16] [--buckets NAME=16,32,64,...] "
     "[--dump-ir-after=PASS|all] [--disable-pass=PASS,...]\n"
     "  nimblec run MODEL.onnx|MODEL.nbx --input NAME=FILE.npy|FILE.pb ... [--output-dir DIR]\n"
     "  nimblec inspect MODEL.nbx|MODEL.onnx\n"
@@ -55,6 +56,7 @@ struct Args {
   int iterations = 20;
   int threads = 1;
   vm::Device device = vm::kCpu;  // --device=cpu|cuda[:N] (compiling an .onnx)
+  compiler::Precision precision = compiler::Precision::kF32;  // --precision (with a GPU device)
 };
 
 absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
@@ -128,6 +130,9 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
         return absl::InvalidArgumentError(
             absl::StrCat("--device wants cpu, cuda or cuda:N, got '", v, "'"));
       }
+    } else if (is("--precision")) {
+      NIMBLE_ASSIGN_OR_RETURN(std::string v, value_of(i, "--precision"));
+      NIMBLE_ASSIGN_OR_RETURN(args.precision, compiler::ParsePrecision(v));
     } else if (is("--iterations") || is("--threads")) {
       const std::string flag = arg.substr(0, arg.find('='));
       NIMBLE_ASSIGN_OR_RETURN(std::string v, value_of(i, flag));
@@ -157,6 +162,7 @@ absl::StatusOr<std::shared_ptr<const vm::Executable>> LoadOrCompile(
   compiler::CompileOptions options;
   options.buckets = args.buckets;
   options.device = args.device;
+  options.precision = args.precision;
   for (const std::string& p : args.dump_ir_after) options.dump_ir_after.insert(p);
   for (const std::string& p : args.dump_ir_after) {
     const auto& names = compiler::PassNames();
@@ -225,9 +231,10 @@ absl::Status Compile(const Args& args) {
       report.codegen.num_runtime_shape_calls, report.num_variants, report.arena_bytes.c_str(),
       report.intermediate_bytes.c_str());
   if (args.device.type != vm::DeviceType::kCPU) {
-    std::fprintf(stderr, "  on %s: %d kernel calls, %d device copies\n",
+    std::fprintf(stderr, "  on %s: %d kernel calls, %d device copies; precision %s (%d nodes)\n",
                  args.device.ToString().c_str(), report.codegen.num_device_kernel_calls,
-                 report.codegen.num_device_copies);
+                 report.codegen.num_device_copies, compiler::PrecisionName(args.precision),
+                 report.lowered_precision);
   }
   return absl::OkStatus();
 }

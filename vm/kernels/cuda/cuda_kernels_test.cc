@@ -293,11 +293,27 @@ TEST(CudaKernelsTest, HalfPrecisionKernels) {
                 tol);
     CompareHalf("Softmax", A({{"axis", int64_t{-1}}}), {RandomF32({4, 3, 128}, -8, 8)}, {4, 3, 128},
                 half, tol);
-    for (int64_t seq : {7, 128}) {
+    // Head dim 16 takes the reference kernel, head dim 64 the tensor-core one (several key
+    // tiles, a partial last tile, key padding masks that mask whole rows' worth of keys).
+    for (int64_t seq : {7, 128, 300}) {
       CompareHalf("Attention", A({{"q_num_heads", int64_t{4}}, {"kv_num_heads", int64_t{4}}}),
                   {RandomF32({2, seq, 64}), RandomF32({2, seq, 64}), RandomF32({2, seq, 64}),
                    RandomF32({2, 1, 1, seq}, -10000, 0)},
                   {2, seq, 64}, half, tol, {3});
+      Tensor pad = *Tensor::Empty(DType::kF32, {2, 1, 1, seq});
+      for (int64_t i = 0; i < 2 * seq; ++i)
+        pad.data<float>()[i] = (i % seq) < seq / 2 + 1 ? 0 : -1e4;
+      CompareHalf(
+          "Attention", A({{"q_num_heads", int64_t{2}}, {"kv_num_heads", int64_t{2}}}),
+          {RandomF32({2, seq, 128}), RandomF32({2, seq, 128}), RandomF32({2, seq, 128}), pad},
+          {2, seq, 128}, half, tol, {3});
+      // 4-D, grouped KV heads, bool causal-shaped mask, head dim 64.
+      Tensor mask = *Tensor::Empty(DType::kBool, {seq, seq});
+      for (int64_t i = 0; i < seq * seq; ++i) mask.data<bool>()[i] = (i % seq) <= (i / seq);
+      CompareHalf("Attention", {},
+                  {RandomF32({1, 4, seq, 64}), RandomF32({1, 2, seq, 64}),
+                   RandomF32({1, 2, seq, 64}), mask},
+                  {1, 4, seq, 64}, half, tol);
     }
     CompareHalf("FusedElementwise",
                 A({{"constants", std::vector<double>{}},

@@ -56,11 +56,14 @@ def nimble_run(nimblec, nbx, feeds, work, env=None):
     return np.load(os.path.join(out_dir, "last_hidden_state.npy"))
 
 
-def nimble_bench(nimblec, nbx, seq, iterations, env=None):
-    out = subprocess.run([nimblec, "bench", nbx, "--iterations", str(iterations)] +
-                         sum([["--shape", f"{n}=1x{seq}"] for n in NAMES], []),
-                         check=True, capture_output=True, text=True, env=env).stdout.splitlines()
-    return float(out[-1].split()[2])
+def nimble_bench(nimblec, nbx, seq, iterations, env=None, graphs=False):
+    r = subprocess.run([nimblec, "bench", nbx, "--iterations", str(iterations)] +
+                       sum([["--shape", f"{n}=1x{seq}"] for n in NAMES], []) +
+                       (["--device-graphs"] if graphs else []),
+                       check=True, capture_output=True, text=True, env=env)
+    if graphs:
+        print("   ", r.stderr.strip().splitlines()[-1], flush=True)
+    return float(r.stdout.splitlines()[-1].split()[2])
 
 
 def torch_p50(model, seq, iterations):
@@ -86,6 +89,8 @@ def main():
     p.add_argument("--precisions", default="fp32,tf32,fp16")
     p.add_argument("--iterations", type=int, default=50)
     p.add_argument("--torch-compile", action="store_true")
+    p.add_argument("--graphs", default="",
+                   help="precisions also compiled with buckets at --seqs and run with CUDA graphs")
     p.add_argument("--ab-flash", action="store_true",
                    help="also time fp16 with the reference attention kernel")
     p.add_argument("--out", required=True)
@@ -107,6 +112,15 @@ def main():
         r = subprocess.run([args.nimblec, "compile", onnx_path, "-o", nbx[prec], "--device=cuda",
                             f"--precision={prec}"], check=True, capture_output=True, text=True)
         print(prec, r.stderr.strip().splitlines()[-1], f"({time.time() - t0:.1f} s)", flush=True)
+    graphs = [g for g in args.graphs.split(",") if g]
+    for prec in graphs:
+        nbx[prec + "+graphs"] = os.path.join(args.work, f"bert_cuda_{prec}_buckets.nbx")
+        t0 = time.time()
+        r = subprocess.run([args.nimblec, "compile", onnx_path, "-o", nbx[prec + "+graphs"],
+                            "--device=cuda", f"--precision={prec}", "--buckets",
+                            f"seq={args.seqs}"], check=True, capture_output=True, text=True)
+        print(prec, "buckets", r.stderr.strip().splitlines()[-1], f"({time.time() - t0:.1f} s)",
+              flush=True)
     bert = bert.cuda()
     bert_half = copy.deepcopy(bert).half()
     bert_half.forward = types.MethodType(half_forward, bert_half)
@@ -118,7 +132,7 @@ def main():
         ref = bert(*[t.cuda() for t in feeds])[0].cpu().numpy()
         ref_half = bert_half(*[t.cuda() for t in feeds])[0].float().cpu().numpy()
     scale = float(np.abs(ref).max())
-    for prec in precisions:
+    for prec in precisions + [g + "+graphs" for g in graphs]:
         got = nimble_run(args.nimblec, nbx[prec], feeds, args.work)
         diff = float(np.abs(got - ref).max())
         lines.append(f"correctness seq 128 {prec}: max |nimble - torch fp32| last_hidden_state = "
@@ -132,7 +146,7 @@ def main():
     if args.torch_compile:
         peers["compile fp32"] = torch.compile(bert, dynamic=True)
         peers["compile fp16"] = torch.compile(bert_half, dynamic=True)
-    cols = [f"Nimble {p}" for p in precisions]
+    cols = [f"Nimble {p}" for p in precisions] + [f"Nimble {p} graphs" for p in graphs]
     no_flash = dict(os.environ, NIMBLE_CUDA_FLASH_ATTENTION="0")
     if args.ab_flash and "fp16" in precisions:
         cols.append("Nimble fp16 ref. attention")
@@ -142,6 +156,8 @@ def main():
     lines.append("| --- |" + " --- |" * len(cols))
     for seq in [int(s) for s in args.seqs.split(",")]:
         row = [nimble_bench(args.nimblec, nbx[p], seq, args.iterations) for p in precisions]
+        row += [nimble_bench(args.nimblec, nbx[p + "+graphs"], seq, args.iterations, graphs=True)
+                for p in graphs]
         if args.ab_flash and "fp16" in precisions:
             row.append(nimble_bench(args.nimblec, nbx["fp16"], seq, args.iterations, no_flash))
         for name, model in peers.items():

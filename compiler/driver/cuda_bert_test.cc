@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -174,6 +175,49 @@ TEST_F(CudaBertTest, ReducedPrecisionsMatchFp32WithinTolerance) {
       EXPECT_LE(diff, bound * scale)
           << PrecisionName(precision) << " batch " << batch << " seq " << seq;
     }
+  }
+}
+
+// device_graphs: a bucketed (specialized) variant is captured on its second call and
+// replayed after; every replay equals the eager instance bitwise, with fresh inputs each call.
+// Shapes off the buckets run the generic variant eagerly.
+TEST_F(CudaBertTest, DeviceGraphReplaysEqualEagerRunsBitwise) {
+  for (Precision precision : {Precision::kF32, Precision::kF16}) {
+    CompileOptions options;
+    options.device = vm::Device{vm::DeviceType::kCUDA, 0};
+    options.precision = precision;
+    options.buckets = {{"seq", {16, 128}}};
+    NIMBLE_ASSERT_OK_AND_ASSIGN(auto exe, CompileOnnxFile(g_model, options));
+    vm::VirtualMachine eager(exe);
+    vm::VirtualMachineOptions graph_options;
+    graph_options.device_graphs = true;
+    vm::VirtualMachine graphed(exe, graph_options);
+    ASSERT_TRUE(graphed.device_graphs_enabled());
+    std::mt19937 rng(5);
+    for (int call = 0; call < 4; ++call) {
+      for (auto [batch, seq] :
+           std::vector<std::pair<int64_t, int64_t>>{{1, 128}, {2, 16}, {1, 9}}) {
+        std::vector<vm::Tensor> in = BertInputs(*exe, batch, seq, rng);
+        NIMBLE_ASSERT_OK_AND_ASSIGN(auto want, eager.Run(in));
+        NIMBLE_ASSERT_OK_AND_ASSIGN(auto got, graphed.Run(in));
+        ASSERT_EQ(want.size(), got.size());
+        for (size_t i = 0; i < want.size(); ++i) {
+          ASSERT_EQ(want[i].shape(), got[i].shape());
+          EXPECT_EQ(std::memcmp(want[i].raw_data(), got[i].raw_data(), want[i].nbytes()), 0)
+              << PrecisionName(precision) << " call " << call << " batch " << batch << " seq "
+              << seq << " output " << i;
+        }
+      }
+    }
+    const vm::DeviceGraphStats& s = graphed.device_graph_stats();
+    std::printf("%s: %lld captures, %lld replays, %lld eager calls, %lld failed captures\n",
+                PrecisionName(precision), static_cast<long long>(s.captures),
+                static_cast<long long>(s.replays), static_cast<long long>(s.eager_calls),
+                static_cast<long long>(s.failed_captures));
+    // (1, 128) and (2, 16) hit buckets: warm-up, capture, then 2 more replays each.
+    EXPECT_EQ(s.captures, 2);
+    EXPECT_EQ(s.replays, 6);
+    EXPECT_EQ(s.failed_captures, 0);
   }
 }
 

@@ -40,7 +40,7 @@ constexpr char kUsage[] =
     "  nimblec run MODEL.onnx|MODEL.nbx --input NAME=FILE.npy|FILE.pb ... [--output-dir DIR]\n"
     "  nimblec inspect MODEL.nbx|MODEL.onnx\n"
     "  nimblec bench MODEL.onnx|MODEL.nbx --shape NAME=1x128 ... [--iterations N] [--threads N]\n"
-    "                [--profile-kernels]\n";
+    "                [--profile-kernels] [--device-graphs]\n";
 
 struct Args {
   std::string command;
@@ -50,6 +50,7 @@ struct Args {
   std::vector<std::string> dump_ir_after;
   std::vector<std::string> disabled_passes;
   bool profile_kernels = false;
+  bool device_graphs = false;  // bench: VirtualMachineOptions::device_graphs
   std::vector<std::pair<std::string, std::string>> inputs;  // name -> file
   std::vector<std::pair<std::string, std::string>> shapes;  // name -> "1x128"
   std::map<std::string, std::vector<int64_t>> buckets;      // symbol -> sizes
@@ -89,6 +90,8 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       NIMBLE_ASSIGN_OR_RETURN(args.output, value_of(i, arg.substr(0, arg.find('='))));
     } else if (is("--output-dir")) {
       NIMBLE_ASSIGN_OR_RETURN(args.output_dir, value_of(i, "--output-dir"));
+    } else if (is("--device-graphs")) {
+      args.device_graphs = true;
     } else if (is("--profile-kernels")) {
       args.profile_kernels = true;
     } else if (is("--disable-pass")) {
@@ -376,8 +379,12 @@ absl::Status Bench(const Args& args) {
   vm::VirtualMachineOptions vm_options;
   vm_options.num_threads = args.threads;
   vm_options.profile = true;
+  vm_options.device_graphs = args.device_graphs;
   vm::VirtualMachine machine(exe, vm_options);
   NIMBLE_RETURN_IF_ERROR(machine.Run(inputs).status());  // warm-up
+  if (machine.device_graphs_enabled()) {
+    NIMBLE_RETURN_IF_ERROR(machine.Run(inputs).status());  // the capture
+  }
   machine.ResetProfile();
   std::vector<double> ms;
   for (int i = 0; i < args.iterations; ++i) {
@@ -387,6 +394,13 @@ absl::Status Bench(const Args& args) {
                      .count());
   }
   std::sort(ms.begin(), ms.end());
+  if (args.device_graphs) {
+    const vm::DeviceGraphStats& g = machine.device_graph_stats();
+    std::fprintf(stderr, "device graphs: %s; %lld captures, %lld replays, %lld eager calls\n",
+                 machine.device_graphs_enabled() ? "on" : "unavailable",
+                 static_cast<long long>(g.captures), static_cast<long long>(g.replays),
+                 static_cast<long long>(g.eager_calls));
+  }
   double sum = 0;
   for (double m : ms) sum += m;
   const vm::VmProfile& p = machine.profile();

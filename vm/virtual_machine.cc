@@ -1133,6 +1133,10 @@ absl::Status VirtualMachine::ExecLoadConstOn(const Instruction& in) {
       return absl::UnimplementedError("string constants live on the host only");
     }
     NIMBLE_ASSIGN_OR_RETURN(Tensor t, Tensor::Empty(host.dtype(), host.shape(), allocator));
+    if (own_stream_ != nullptr) {
+      // The shared allocator orders on the default stream; the upload runs on ours.
+      NIMBLE_RETURN_IF_ERROR(device_api_->Synchronize(nullptr));
+    }
     if (host.nbytes() > 0) {
       NIMBLE_RETURN_IF_ERROR(device_api_->Copy(t.raw_data(), device, host.raw_data(), kCpu,
                                                host.nbytes(), options_.stream));

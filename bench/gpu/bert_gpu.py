@@ -57,6 +57,14 @@ def nimble_run(nimblec, nbx, feeds, work, env=None):
 
 
 def nimble_bench(nimblec, nbx, seq, iterations, env=None, graphs=False):
+    try:
+        return nimble_bench_or_raise(nimblec, nbx, seq, iterations, env, graphs)
+    except subprocess.CalledProcessError as e:
+        print("    nimblec bench failed:", e.stderr.strip()[-500:], flush=True)
+        return float("nan")
+
+
+def nimble_bench_or_raise(nimblec, nbx, seq, iterations, env=None, graphs=False):
     r = subprocess.run([nimblec, "bench", nbx, "--iterations", str(iterations)] +
                        sum([["--shape", f"{n}=1x{seq}"] for n in NAMES], []) +
                        (["--device-graphs"] if graphs else []),
@@ -133,7 +141,11 @@ def main():
         ref_half = bert_half(*[t.cuda() for t in feeds])[0].float().cpu().numpy()
     scale = float(np.abs(ref).max())
     for prec in precisions + [g + "+graphs" for g in graphs]:
-        got = nimble_run(args.nimblec, nbx[prec], feeds, args.work)
+        try:
+            got = nimble_run(args.nimblec, nbx[prec], feeds, args.work)
+        except subprocess.CalledProcessError as e:
+            print(prec, "nimblec run failed:", e.stderr.strip()[-500:], flush=True)
+            continue
         diff = float(np.abs(got - ref).max())
         lines.append(f"correctness seq 128 {prec}: max |nimble - torch fp32| last_hidden_state = "
                      f"{diff:.3g} (max |ref| {scale:.3g}, relative {diff / scale:.3g})")

@@ -631,8 +631,10 @@ absl::StatusOr<Value> VirtualMachine::Capture(int function, const std::vector<Va
   capture_invalid_ = false;
   const int ordinal = exe_->devices[graph_device_].ordinal;
   absl::Status begun = device_api_->BeginCapture(ordinal, own_stream_);
-  absl::StatusOr<Value> result = begun;
-  if (begun.ok()) {
+  absl::StatusOr<Value> result = absl::InternalError("capture did not start");
+  if (!begun.ok()) {
+    result = begun;
+  } else {
     capturing_ = true;
     result = Execute(function, std::move(pinned));
     capturing_ = false;

@@ -86,8 +86,10 @@ TEST_F(LowerPrecisionTest, Tf32MarksTheGemmsOnly) {
   EXPECT_THAT(m_.ToString(), HasSubstr("MatMul(%0:x, %1:w) {precision=\"tf32\"}"));
 }
 
-TEST_F(LowerPrecisionTest, HalfPrecisionNeedsAGpu) {
-  EXPECT_THAT(LowerPrecision(m_, Precision::kF16, vm::DeviceType::kCPU),
+// Runs in CPU-only builds too.
+TEST(LowerPrecisionErrorsTest, HalfPrecisionNeedsAGpu) {
+  Module m;
+  EXPECT_THAT(LowerPrecision(m, Precision::kF16, vm::DeviceType::kCPU),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--device=cuda")));
   EXPECT_THAT(ParsePrecision("fp8"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("fp32, tf32, fp16 or bf16")));

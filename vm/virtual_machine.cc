@@ -13,6 +13,7 @@
 // and reloaded on every push/pop.
 #include "vm/virtual_machine.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <mutex>
@@ -200,12 +201,52 @@ std::string FormatMessage(absl::string_view format, absl::Span<const std::string
 
 }  // namespace
 
+// One captured graph: the (variant, input shapes) it serves, the page-locked host buffers it
+// reads inputs from and writes outputs to, and the result structure of the captured call.
+struct DeviceGraphEntry {
+  std::string key;
+  uint64_t last_use = 0;
+  std::unique_ptr<Allocator> arena;  // host side, outlives the graph's copies
+  std::vector<Tensor> inputs;
+  Value result;
+  std::unique_ptr<DeviceGraph> graph;
+};
+
 VirtualMachine::VirtualMachine(std::shared_ptr<const Executable> executable,
                                VirtualMachineOptions options)
     : exe_(std::move(executable)), options_(std::move(options)) {
   for (const Device& d : exe_->devices) {
     if (d.type != DeviceType::kCPU && device_api_ == nullptr) {
       device_api_ = KernelRegistry::Global().GetDeviceApi(d.type);
+    }
+  }
+  // device_graphs: an own stream with an allocator ordered on it (capture cannot use the
+  // legacy default stream), for the executable's one non-CPU device.
+  if (options_.device_graphs && device_api_ != nullptr && options_.stream == nullptr) {
+    int found = -1, count = 0;
+    for (size_t i = 0; i < exe_->devices.size(); ++i) {
+      if (exe_->devices[i].type != DeviceType::kCPU) found = static_cast<int>(i), ++count;
+    }
+    bool caller_allocator = false;
+    for (const auto& a : options_.allocators) {
+      caller_allocator = caller_allocator || (found >= 0 && a.device == exe_->devices[found]);
+    }
+    if (count == 1 && !caller_allocator) {
+      const int ordinal = exe_->devices[found].ordinal;
+      absl::StatusOr<void*> stream = device_api_->CreateStream(ordinal);
+      if (stream.ok()) {
+        absl::StatusOr<std::unique_ptr<Allocator>> a =
+            device_api_->StreamAllocator(ordinal, *stream);
+        if (a.ok()) {
+          own_stream_ = *stream;
+          stream_allocator_ = std::move(*a);
+          graph_device_ = found;
+          options_.stream = own_stream_;
+          options_.allocators.push_back({exe_->devices[found], stream_allocator_.get()});
+        } else {
+          device_api_->DestroyStream(*stream);
+        }
+      }
     }
   }
   host_allocator_ = AllocatorFor(kCpu);
@@ -233,6 +274,15 @@ VirtualMachine::VirtualMachine(std::shared_ptr<const Executable> executable,
     for (const std::string& s : v.symbols) indices.push_back(symbol_index(s));
   }
   frames_.reserve(16);
+}
+
+VirtualMachine::~VirtualMachine() {
+  Unwind();
+  graphs_.clear();
+  if (own_stream_ != nullptr) {
+    device_api_->DestroyStream(own_stream_);  // waits for the stream
+    stream_allocator_.reset();
+  }
 }
 
 Allocator* VirtualMachine::AllocatorFor(Device device) const {
@@ -420,7 +470,12 @@ absl::StatusOr<std::vector<Value>> VirtualMachine::RunValues(absl::Span<const Va
 
 absl::StatusOr<std::vector<Value>> VirtualMachine::RunUnprofiled(std::vector<Value> args) {
   NIMBLE_ASSIGN_OR_RETURN(int variant, SelectVariantOf(args));
-  NIMBLE_ASSIGN_OR_RETURN(Value result, Execute(exe_->variants[variant].function, std::move(args)));
+  Value result;
+  if (own_stream_ != nullptr && exe_->variants[variant].name != "generic") {
+    NIMBLE_ASSIGN_OR_RETURN(result, RunGraphed(variant, std::move(args)));
+  } else {
+    NIMBLE_ASSIGN_OR_RETURN(result, Execute(exe_->variants[variant].function, std::move(args)));
+  }
   std::vector<Value> outputs;
   // The entry function returns a tuple ADT of the outputs (or one value by itself).
   const ADTRef* tuple = std::get_if<ADTRef>(&result);
@@ -448,6 +503,170 @@ absl::StatusOr<std::vector<Value>> VirtualMachine::RunUnprofiled(std::vector<Val
     if (!status.ok()) return absl::InternalError(status.message());
   }
   return outputs;
+}
+
+namespace {
+
+// A fresh host copy of a graph's result (a tensor, or a tuple of tensors), so that callers
+// never alias the buffers the next replay overwrites.
+absl::StatusOr<Value> CopyResult(const Value& v, Allocator* host) {
+  if (const Tensor* t = std::get_if<Tensor>(&v)) {
+    NIMBLE_ASSIGN_OR_RETURN(Tensor copy, Tensor::Empty(t->dtype(), t->shape(), host));
+    if (t->nbytes() > 0) std::memcpy(copy.raw_data(), t->raw_data(), t->nbytes());
+    return Value(std::move(copy));
+  }
+  const ADTRef* adt = std::get_if<ADTRef>(&v);
+  if (adt == nullptr || !*adt) return absl::InternalError("graph result is not a tensor or ADT");
+  auto copy = std::make_shared<ADT>();
+  copy->tag = (*adt)->tag;
+  for (const Value& field : (*adt)->fields) {
+    NIMBLE_ASSIGN_OR_RETURN(Value f, CopyResult(field, host));
+    copy->fields.push_back(std::move(f));
+  }
+  return Value(ADTRef(std::move(copy)));
+}
+
+// Whether every tensor of a result lives on the host (a graph's result must).
+bool HostOnly(const Value& v) {
+  if (const Tensor* t = std::get_if<Tensor>(&v)) {
+    return t->device().type == DeviceType::kCPU && t->dtype() != DType::kString;
+  }
+  const ADTRef* adt = std::get_if<ADTRef>(&v);
+  if (adt == nullptr || !*adt) return false;
+  for (const Value& f : (*adt)->fields) {
+    if (!HostOnly(f)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<Value> VirtualMachine::RunGraphed(int variant, std::vector<Value> args) {
+  const int function = exe_->variants[variant].function;
+  std::string key = absl::StrCat(variant);
+  for (const Value& a : args) {
+    const Tensor* t = std::get_if<Tensor>(&a);
+    if (t == nullptr || t->device().type != DeviceType::kCPU || t->dtype() == DType::kString) {
+      ++graph_stats_.eager_calls;
+      return Execute(function, std::move(args));
+    }
+    absl::StrAppend(&key, ";", DTypeName(t->dtype()), ShapeToString(t->shape()));
+  }
+  DeviceGraphEntry* entry = nullptr;
+  for (const auto& e : graphs_) {
+    if (e->key == key) entry = e.get();
+  }
+  if (entry == nullptr) {
+    int* seen = nullptr;
+    for (auto& [k, n] : graph_seen_) {
+      if (k == key) seen = &n;
+    }
+    if (seen == nullptr) seen = &graph_seen_.emplace_back(key, 0).second;
+    // The first call warms up (weights uploaded, GEMM plans and workspaces made on this
+    // stream); a failed capture is not retried.
+    if (*seen < 0 || (*seen)++ == 0) {
+      ++graph_stats_.eager_calls;
+      return Execute(function, std::move(args));
+    }
+    auto e = std::make_unique<DeviceGraphEntry>();
+    e->key = key;
+    absl::StatusOr<Value> captured = Capture(function, args, *e);
+    if (!captured.ok() || !HostOnly(*captured)) {
+      *seen = -1;
+      ++graph_stats_.failed_captures;
+      ++graph_stats_.eager_calls;
+      return Execute(function, std::move(args));
+    }
+    e->result = std::move(*captured);
+    ++graph_stats_.captures;
+    if (static_cast<int>(graphs_.size()) >= std::max(1, options_.max_device_graphs)) {
+      auto oldest =
+          std::min_element(graphs_.begin(), graphs_.end(),
+                           [](const auto& a, const auto& b) { return a->last_use < b->last_use; });
+      graphs_.erase(oldest);
+    }
+    graphs_.push_back(std::move(e));
+    entry = graphs_.back().get();
+  }
+  entry->last_use = ++graph_clock_;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const Tensor& in = std::get<Tensor>(args[i]);
+    if (in.nbytes() > 0) std::memcpy(entry->inputs[i].raw_data(), in.raw_data(), in.nbytes());
+  }
+  NIMBLE_RETURN_IF_ERROR(entry->graph->Launch(own_stream_));
+  NIMBLE_RETURN_IF_ERROR(device_api_->Synchronize(own_stream_));
+  ++graph_stats_.replays;
+  return CopyResult(entry->result, host_allocator_);
+}
+
+// Runs `function` once with the device stream capturing: device work becomes the graph, host
+// buffers come from the entry's page-locked arena (never freed while the graph lives), and
+// host code that reads inputs or device results invalidates the capture.
+absl::StatusOr<Value> VirtualMachine::Capture(int function, const std::vector<Value>& args,
+                                              DeviceGraphEntry& e) {
+  NIMBLE_ASSIGN_OR_RETURN(e.arena, device_api_->NewHostArena());
+  std::vector<Value> pinned;
+  for (const Value& a : args) {
+    const Tensor& t = std::get<Tensor>(a);
+    NIMBLE_ASSIGN_OR_RETURN(Tensor p, Tensor::Empty(t.dtype(), t.shape(), e.arena.get()));
+    if (t.nbytes() > 0) std::memcpy(p.raw_data(), t.raw_data(), t.nbytes());
+    e.inputs.push_back(p);
+    pinned.push_back(std::move(p));
+  }
+  // Host allocations of the captured call (registers, device-to-host copies, host kernels'
+  // outputs) come from the arena.
+  Allocator* saved_host = host_allocator_;
+  std::vector<Allocator*> saved_devices = device_allocators_;
+  std::vector<Allocator*> saved_contexts;
+  host_allocator_ = e.arena.get();
+  for (size_t i = 0; i < device_allocators_.size(); ++i) {
+    if (exe_->devices[i].type == DeviceType::kCPU) device_allocators_[i] = e.arena.get();
+  }
+  for (KernelContext& ctx : kernel_contexts_) {
+    saved_contexts.push_back(ctx.allocator);
+    if (ctx.device.type == DeviceType::kCPU) ctx.allocator = e.arena.get();
+  }
+  capture_unknown_.clear();
+  for (const Tensor& t : e.inputs) capture_unknown_.push_back(t.raw_data());
+  capture_invalid_ = false;
+  const int ordinal = exe_->devices[graph_device_].ordinal;
+  absl::Status begun = device_api_->BeginCapture(ordinal, own_stream_);
+  absl::StatusOr<Value> result = absl::InternalError("capture did not start");
+  if (!begun.ok()) {
+    result = begun;
+  } else {
+    capturing_ = true;
+    result = Execute(function, std::move(pinned));
+    capturing_ = false;
+    absl::StatusOr<std::unique_ptr<DeviceGraph>> graph = device_api_->EndCapture(own_stream_);
+    if (graph.ok()) {
+      e.graph = std::move(*graph);
+    } else if (result.ok()) {
+      result = graph.status();
+    }
+  }
+  host_allocator_ = saved_host;
+  device_allocators_ = std::move(saved_devices);
+  for (size_t i = 0; i < kernel_contexts_.size(); ++i) {
+    kernel_contexts_[i].allocator = saved_contexts[i];
+  }
+  capture_unknown_.clear();
+  NIMBLE_RETURN_IF_ERROR(result.status());
+  if (capture_invalid_) {
+    return absl::FailedPreconditionError("host code reads data the capture cannot know");
+  }
+  return result;
+}
+
+void VirtualMachine::CheckCaptureRead(const Tensor& t) {
+  if (!t.defined() || t.device().type != DeviceType::kCPU) return;
+  const char* begin = static_cast<const char*>(t.storage()->data());
+  for (const void* p : capture_unknown_) {
+    const char* q = static_cast<const char*>(p);
+    if (q >= begin && q < begin + std::max<size_t>(t.storage()->size(), 1)) {
+      capture_invalid_ = true;
+    }
+  }
 }
 
 absl::StatusOr<Value> VirtualMachine::Invoke(int function, std::vector<Value> args) {
@@ -626,6 +845,9 @@ absl::Status VirtualMachine::ExecInvokePacked(const Instruction& in) {
     }
     NIMBLE_VM_GET(Tensor, t, list[i], "a tensor");
     kernel_inputs_.push_back(*t);
+  }
+  if (ABSL_PREDICT_FALSE(capturing_) && ctx.device.type == DeviceType::kCPU) {
+    for (const Tensor& t : kernel_inputs_) CheckCaptureRead(t);
   }
   if (in.c & kInvokePackedSequenceOutput) {
     absl::StatusOr<std::vector<Tensor>> results = kernel.RunVariadic(ctx, kernel_inputs_);
@@ -855,6 +1077,13 @@ absl::Status VirtualMachine::ExecDeviceCopy(const Instruction& in) {
     return absl::FailedPreconditionError(absl::StrCat("no allocator for ", to.ToString()));
   }
   NIMBLE_ASSIGN_OR_RETURN(Tensor dst, Tensor::Empty(src->dtype(), src->shape(), allocator));
+  if (ABSL_PREDICT_FALSE(capturing_)) {
+    if (to.type == DeviceType::kCPU && from.type != DeviceType::kCPU) {
+      capture_unknown_.push_back(dst.raw_data());  // arrives only when the graph runs
+    } else if (to.type == DeviceType::kCPU) {
+      CheckCaptureRead(*src);
+    }
+  }
   if (from.type != DeviceType::kCPU || to.type != DeviceType::kCPU) {
     if (src->dtype() == DType::kString) {
       return absl::UnimplementedError("string tensors live on the host only");
@@ -887,8 +1116,8 @@ absl::Status VirtualMachine::ExecLoadConstOn(const Instruction& in) {
   }
   Executable::DeviceConstantCache& cache = *exe_->device_constants;
   std::lock_guard<std::mutex> lock(cache.mutex);
-  const auto key = std::make_pair(in.a, std::make_pair(static_cast<int>(device.type),
-                                                        device.ordinal));
+  const auto key =
+      std::make_pair(in.a, std::make_pair(static_cast<int>(device.type), device.ordinal));
   auto it = cache.tensors.find(key);
   if (it == cache.tensors.end()) {
     const Tensor& host = exe_->constants[in.a];
@@ -967,6 +1196,7 @@ absl::Status VirtualMachine::ExecTensorDim(const Instruction& in) {
 
 absl::Status VirtualMachine::ExecTensorSelect(const Instruction& in) {
   NIMBLE_VM_GET(Tensor, t, in.a, "a tensor");
+  if (ABSL_PREDICT_FALSE(capturing_)) CheckCaptureRead(*t);
   NIMBLE_VM_GET(int64_t, index, in.b, "a scalar");
   if (ABSL_PREDICT_FALSE(t->rank() == 0 || *index < 0 || *index >= t->dim(0))) {
     return absl::InvalidArgumentError(
@@ -984,6 +1214,7 @@ absl::Status VirtualMachine::ExecTensorSelect(const Instruction& in) {
 
 absl::Status VirtualMachine::ExecTensorElement(const Instruction& in) {
   NIMBLE_VM_GET(Tensor, t, in.a, "a tensor");
+  if (ABSL_PREDICT_FALSE(capturing_)) CheckCaptureRead(*t);
   if (t->dtype() != DType::kI64 && t->dtype() != DType::kI32) {
     return absl::InvalidArgumentError(
         absl::StrCat("tensor_element needs an i32 or i64 tensor, got ", t->TypeString()));

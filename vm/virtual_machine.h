@@ -32,7 +32,7 @@ struct VirtualMachineOptions {
     Allocator* allocator = nullptr;
   };
   std::vector<DeviceAllocator> allocators;
-  int num_threads = 1;        // KernelContext::num_threads
+  int num_threads = 1;  // KernelContext::num_threads
   // KernelContext::stream for CUDA kernels; device copies and constant uploads are ordered on
   // it too. Null: the legacy default stream, which the default device allocators use. A
   // caller passing its own stream passes allocators ordered on that stream as well.
@@ -40,6 +40,25 @@ struct VirtualMachineOptions {
   int max_call_depth = 1024;  // deeper Invoke chains fail with kResourceExhausted
   // Time each kernel call (two clock reads per InvokePacked) into profile().
   bool profile = false;
+  // Device graphs (CUDA graphs) for shape-specialized variants: the first call of a variant at
+  // given input shapes runs eagerly (uploads weights, plans GEMMs), the second is captured
+  // into a graph on the instance's own stream and every later one replays it, with the inputs
+  // copied into page-locked buffers the graph owns. The generic variant always runs eagerly,
+  // and so does a variant whose capture fails or whose host code reads device results or
+  // input contents (data-dependent host work would go stale in a replay). Needs a device
+  // with graphs, no caller `stream` and no caller allocator for that device; otherwise off.
+  bool device_graphs = false;
+  int max_device_graphs = 8;  // per instance, least recently used evicted
+};
+
+struct DeviceGraphEntry;  // virtual_machine.cc
+
+// What device_graphs did (since construction).
+struct DeviceGraphStats {
+  int64_t captures = 0;
+  int64_t replays = 0;          // calls served by a graph (the capturing call included)
+  int64_t eager_calls = 0;      // calls of specialized variants run without a graph
+  int64_t failed_captures = 0;  // their key then always runs eagerly
 };
 
 // Where the time of Run() calls went, accumulated while VirtualMachineOptions::profile is on.
@@ -61,6 +80,9 @@ class VirtualMachine {
  public:
   explicit VirtualMachine(std::shared_ptr<const Executable> executable,
                           VirtualMachineOptions options = {});
+  ~VirtualMachine();
+  VirtualMachine(const VirtualMachine&) = delete;
+  VirtualMachine& operator=(const VirtualMachine&) = delete;
 
   // Runs the model: validates `inputs` against the executable's input signatures (count,
   // dtype, rank, static dims, agreement of dims that share a symbol), dispatches to the first
@@ -82,6 +104,9 @@ class VirtualMachine {
 
   const Executable& executable() const { return *exe_; }
   const VmProfile& profile() const { return profile_; }
+  const DeviceGraphStats& device_graph_stats() const { return graph_stats_; }
+  // Whether device_graphs took effect (a device with graphs, an own stream).
+  bool device_graphs_enabled() const { return own_stream_ != nullptr; }
   void ResetProfile() { profile_ = {}; }
 
  private:
@@ -93,6 +118,12 @@ class VirtualMachine {
   };
 
   absl::StatusOr<std::vector<Value>> RunUnprofiled(std::vector<Value> inputs);
+  // A specialized variant's call through a device graph (capturing or replaying it).
+  absl::StatusOr<Value> RunGraphed(int variant, std::vector<Value> args);
+  absl::StatusOr<Value> Capture(int function, const std::vector<Value>& args, DeviceGraphEntry& e);
+  // Marks the current capture unusable when host code reads a tensor whose contents are not
+  // known at capture time.
+  void CheckCaptureRead(const Tensor& t);
   absl::StatusOr<int> SelectVariantOf(absl::Span<const Value> inputs) const;
   absl::Status PushFrame(int32_t function, size_t return_pc, int32_t return_dst);
   void LoadFrame();  // caches the top frame's code/registers in the members below
@@ -110,9 +141,21 @@ class VirtualMachine {
 
   std::shared_ptr<const Executable> exe_;
   VirtualMachineOptions options_;
+  // device_graphs: the instance's stream and the allocator ordered on it, the graphs and how
+  // often each (variant, input shapes) key was seen (-1: capture failed, always eager).
+  void* own_stream_ = nullptr;
+  int graph_device_ = -1;  // index into exe_->devices
+  std::unique_ptr<Allocator> stream_allocator_;
+  std::vector<std::unique_ptr<DeviceGraphEntry>> graphs_;
+  std::vector<std::pair<std::string, int>> graph_seen_;
+  uint64_t graph_clock_ = 0;
+  bool capturing_ = false;
+  bool capture_invalid_ = false;
+  std::vector<const void*> capture_unknown_;  // host buffers whose contents capture cannot know
+  DeviceGraphStats graph_stats_;
   VmProfile profile_;
   Allocator* host_allocator_ = nullptr;
-  DeviceApi* device_api_ = nullptr;  // of the executable's non-CPU device type, if any
+  DeviceApi* device_api_ = nullptr;             // of the executable's non-CPU device type, if any
   std::vector<Allocator*> device_allocators_;   // per exe_->devices index (null: none)
   std::vector<KernelContext> kernel_contexts_;  // per exe_->kernels index
   // Symbols of the executable, and per variant the symbol index of each bound.

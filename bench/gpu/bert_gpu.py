@@ -1,20 +1,25 @@
 #!/usr/bin/env python3
-"""BERT-base fp32 batch 1 on the GPU: Nimble (`nimblec compile --device=cuda`, `nimblec bench`)
-against PyTorch eager (the module that was exported, on cuda, torch.no_grad) in one run.
+"""BERT-base batch 1 on the GPU: Nimble (`nimblec compile --device=cuda --precision=P`,
+`nimblec bench`) against PyTorch eager and torch.compile(dynamic=True) (fp32, and fp16 through
+`model.half()`) in one run.
 
-Exports scripts/export_models.py's BERT-base (random weights, as bench/device_cpu.py), checks
-Nimble's GPU output against PyTorch's at seq 128 (max abs diff), then times each sequence
-length: the median (p50) of --iterations calls after warm-up; PyTorch is synchronised per call,
-Nimble's Run returns after the outputs are back on the host.
+Exports scripts/export_models.py's BERT-base (random weights, as bench/device_cpu.py), checks each
+Nimble precision's GPU output against PyTorch fp32 on the GPU at seq 128 (max abs diff of
+last_hidden_state, and relative to max |ref|), then times each sequence length: the median (p50)
+of --iterations calls after warm-up; PyTorch is synchronised per call, Nimble's Run returns after
+the outputs are back on the host.
 
-    python3 bench/gpu/bert_gpu.py --nimblec /tmp/t/nimblec --out results.md
+    python3 bench/gpu/bert_gpu.py --nimblec /tmp/t/nimblec --out results.md \
+        --precisions fp32,tf32,fp16 [--torch-compile] [--ab-flash]
 """
 import argparse
+import copy
 import os
 import subprocess
 import sys
 import tempfile
 import time
+import types
 
 import numpy as np
 import torch
@@ -26,12 +31,76 @@ import export_models  # noqa: E402
 NAMES = ["input_ids", "attention_mask", "token_type_ids"]
 
 
+def half_forward(self, input_ids, attention_mask, token_type_ids):
+    """export_models.Bert.forward with the mask bias in the activations' dtype (the exported
+    model builds it in fp32, which model.half() would promote the attention scores to)."""
+    seq = input_ids.shape[1]
+    positions = torch.arange(seq, dtype=torch.long, device=input_ids.device).unsqueeze(0)
+    x = self.word(input_ids) + self.position(positions) + self.token_type(token_type_ids)
+    x = self.norm(x)
+    mask_bias = ((1.0 - attention_mask[:, None, None, :].to(torch.float32)) * -10000.0).to(x.dtype)
+    for layer in self.layers:
+        x = layer(x, mask_bias)
+    pooled = torch.tanh(self.pooler(x[:, 0]))
+    return x, pooled
+
+
+def nimble_run(nimblec, nbx, feeds, work, env=None):
+    for name, t in zip(NAMES, feeds):
+        np.save(os.path.join(work, name + ".npy"), t.numpy())
+    out_dir = os.path.join(work, "out")
+    cmd = [nimblec, "run", nbx, "--output-dir", out_dir]
+    for name in NAMES:
+        cmd += ["--input", f"{name}={os.path.join(work, name + '.npy')}"]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    return np.load(os.path.join(out_dir, "last_hidden_state.npy"))
+
+
+def nimble_bench(nimblec, nbx, seq, iterations, env=None, graphs=False):
+    try:
+        return nimble_bench_or_raise(nimblec, nbx, seq, iterations, env, graphs)
+    except subprocess.CalledProcessError as e:
+        print("    nimblec bench failed:", e.stderr.strip()[-500:], flush=True)
+        return float("nan")
+
+
+def nimble_bench_or_raise(nimblec, nbx, seq, iterations, env=None, graphs=False):
+    r = subprocess.run([nimblec, "bench", nbx, "--iterations", str(iterations)] +
+                       sum([["--shape", f"{n}=1x{seq}"] for n in NAMES], []) +
+                       (["--device-graphs"] if graphs else []),
+                       check=True, capture_output=True, text=True, env=env)
+    if graphs:
+        print("   ", r.stderr.strip().splitlines()[-1], flush=True)
+    return float(r.stdout.splitlines()[-1].split()[2])
+
+
+def torch_p50(model, seq, iterations):
+    ids = torch.randint(0, 30522, (1, seq), device="cuda")
+    feeds = [ids, torch.ones_like(ids), torch.zeros_like(ids)]
+    times = []
+    with torch.no_grad():
+        for i in range(iterations + 5):
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            model(*feeds)
+            torch.cuda.synchronize()
+            if i >= 5:
+                times.append((time.perf_counter() - t) * 1e3)
+    return sorted(times)[len(times) // 2]
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--nimblec", required=True)
     p.add_argument("--work", default=tempfile.mkdtemp())
     p.add_argument("--seqs", default="16,64,128,384")
+    p.add_argument("--precisions", default="fp32,tf32,fp16")
     p.add_argument("--iterations", type=int, default=50)
+    p.add_argument("--torch-compile", action="store_true")
+    p.add_argument("--graphs", default="",
+                   help="precisions also compiled with buckets at --seqs and run with CUDA graphs")
+    p.add_argument("--ab-flash", action="store_true",
+                   help="also time fp16 with the reference attention kernel")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     torch.manual_seed(0)
@@ -43,49 +112,71 @@ def main():
                          {n: {0: "batch", 1: "seq"} for n in NAMES} |
                          {"last_hidden_state": {0: "batch", 1: "seq"},
                           "pooler_output": {0: "batch"}}, onnx_path, 14)
-    nbx = os.path.join(args.work, "bert_cuda.nbx")
-    t0 = time.time()
-    r = subprocess.run([args.nimblec, "compile", onnx_path, "-o", nbx, "--device=cuda"],
-                       check=True, capture_output=True, text=True)
-    print(r.stderr.strip(), f"({time.time() - t0:.1f} s)", flush=True)
+    precisions = args.precisions.split(",")
+    nbx = {}
+    for prec in precisions:
+        nbx[prec] = os.path.join(args.work, f"bert_cuda_{prec}.nbx")
+        t0 = time.time()
+        r = subprocess.run([args.nimblec, "compile", onnx_path, "-o", nbx[prec], "--device=cuda",
+                            f"--precision={prec}"], check=True, capture_output=True, text=True)
+        print(prec, r.stderr.strip().splitlines()[-1], f"({time.time() - t0:.1f} s)", flush=True)
+    graphs = [g for g in args.graphs.split(",") if g]
+    for prec in graphs:
+        nbx[prec + "+graphs"] = os.path.join(args.work, f"bert_cuda_{prec}_buckets.nbx")
+        t0 = time.time()
+        r = subprocess.run([args.nimblec, "compile", onnx_path, "-o", nbx[prec + "+graphs"],
+                            "--device=cuda", f"--precision={prec}", "--buckets",
+                            f"seq={args.seqs}"], check=True, capture_output=True, text=True)
+        print(prec, "buckets", r.stderr.strip().splitlines()[-1], f"({time.time() - t0:.1f} s)",
+              flush=True)
     bert = bert.cuda()
+    bert_half = copy.deepcopy(bert).half()
+    bert_half.forward = types.MethodType(half_forward, bert_half)
     lines = []
-    # Correctness at seq 128 against PyTorch.
+    # Correctness at seq 128 against PyTorch fp32 on the GPU.
     ids = torch.randint(0, 30522, (1, 128))
     feeds = [ids, torch.ones_like(ids), torch.zeros_like(ids)]
-    for name, t in zip(NAMES, feeds):
-        np.save(os.path.join(args.work, name + ".npy"), t.numpy())
-    cmd = [args.nimblec, "run", nbx, "--output-dir", os.path.join(args.work, "out")]
-    for name in NAMES:
-        cmd += ["--input", f"{name}={os.path.join(args.work, name + '.npy')}"]
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
     with torch.no_grad():
-        ref = bert(*[t.cuda() for t in feeds])
-    got = np.load(os.path.join(args.work, "out", "last_hidden_state.npy"))
-    diff = float(np.abs(got - ref[0].cpu().numpy()).max())
-    lines.append(f"correctness seq 128: max |nimble cuda - torch cuda| last_hidden_state = {diff:.3g}")
+        ref = bert(*[t.cuda() for t in feeds])[0].cpu().numpy()
+        ref_half = bert_half(*[t.cuda() for t in feeds])[0].float().cpu().numpy()
+    scale = float(np.abs(ref).max())
+    for prec in precisions + [g + "+graphs" for g in graphs]:
+        try:
+            got = nimble_run(args.nimblec, nbx[prec], feeds, args.work)
+        except subprocess.CalledProcessError as e:
+            print(prec, "nimblec run failed:", e.stderr.strip()[-500:], flush=True)
+            continue
+        diff = float(np.abs(got - ref).max())
+        lines.append(f"correctness seq 128 {prec}: max |nimble - torch fp32| last_hidden_state = "
+                     f"{diff:.3g} (max |ref| {scale:.3g}, relative {diff / scale:.3g})")
+        print(lines[-1], flush=True)
+    diff = float(np.abs(ref_half - ref).max())
+    lines.append(f"reference: max |torch fp16 - torch fp32| = {diff:.3g} "
+                 f"(relative {diff / scale:.3g})")
     print(lines[-1], flush=True)
+    peers = {"eager fp32": bert, "eager fp16": bert_half}
+    if args.torch_compile:
+        peers["compile fp32"] = torch.compile(bert, dynamic=True)
+        peers["compile fp16"] = torch.compile(bert_half, dynamic=True)
+    cols = [f"Nimble {p}" for p in precisions] + [f"Nimble {p} graphs" for p in graphs]
+    no_flash = dict(os.environ, NIMBLE_CUDA_FLASH_ATTENTION="0")
+    if args.ab_flash and "fp16" in precisions:
+        cols.append("Nimble fp16 ref. attention")
+    cols += [f"PyTorch {k}" for k in peers]
     lines.append("")
-    lines.append("| seq | Nimble cuda p50 ms | PyTorch eager cuda p50 ms |")
-    lines.append("| --- | --- | --- |")
+    lines.append("| seq | " + " | ".join(cols) + " |")
+    lines.append("| --- |" + " --- |" * len(cols))
     for seq in [int(s) for s in args.seqs.split(",")]:
-        out = subprocess.run([args.nimblec, "bench", nbx, "--iterations", str(args.iterations)] +
-                             sum([["--shape", f"{n}=1x{seq}"] for n in NAMES], []),
-                             check=True, capture_output=True, text=True).stdout.splitlines()
-        nimble = float(out[-1].split()[2])
-        ids = torch.randint(0, 30522, (1, seq), device="cuda")
-        feeds = [ids, torch.ones_like(ids), torch.zeros_like(ids)]
-        times = []
-        with torch.no_grad():
-            for i in range(args.iterations + 5):
-                torch.cuda.synchronize()
-                t = time.perf_counter()
-                bert(*feeds)
-                torch.cuda.synchronize()
-                if i >= 5:
-                    times.append((time.perf_counter() - t) * 1e3)
-        torch_ms = sorted(times)[len(times) // 2]
-        lines.append(f"| {seq} | {nimble:.2f} | {torch_ms:.2f} |")
+        row = [nimble_bench(args.nimblec, nbx[p], seq, args.iterations) for p in precisions]
+        row += [nimble_bench(args.nimblec, nbx[p + "+graphs"], seq, args.iterations, graphs=True)
+                for p in graphs]
+        if args.ab_flash and "fp16" in precisions:
+            row.append(nimble_bench(args.nimblec, nbx["fp16"], seq, args.iterations, no_flash))
+        for name, model in peers.items():
+            t0 = time.time()
+            row.append(torch_p50(model, seq, args.iterations))
+            print(f"  {name} seq {seq}: {time.time() - t0:.1f} s", flush=True)
+        lines.append(f"| {seq} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
         print(lines[-1], flush=True)
     with open(args.out, "w") as f:
         f.write(torch.cuda.get_device_name() + f", torch {torch.__version__}\n\n")

@@ -68,6 +68,7 @@ const std::vector<std::string>& PassNames() {
                                                  "fuse-matmul-epilogue",
                                                  "fuse-elementwise",
                                                  "dce",
+                                                 "lower-precision",
                                                  "lower-to-vm"};
   return names;
 }
@@ -175,8 +176,14 @@ absl::Status OptimizeModule(Module& module, const CompileOptions& options, Compi
                                  Counted(module, FuseMatMulEpilogues, &r.fused_matmuls)));
   NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "fuse-elementwise",
                                  Counted(module, FuseElementwise, &r.fused_elementwise)));
-  return RunPass(module, options, r, true, "dce", [&]() -> absl::Status {
+  NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "dce", [&]() -> absl::Status {
     r.removed_nodes = module.main->RemoveDeadNodes();
+    return absl::OkStatus();
+  }));
+  if (options.precision == Precision::kF32) return absl::OkStatus();
+  return RunPass(module, options, r, true, "lower-precision", [&]() -> absl::Status {
+    NIMBLE_ASSIGN_OR_RETURN(r.lowered_precision,
+                            LowerPrecision(module, options.precision, options.device.type));
     return absl::OkStatus();
   });
 }

@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "compiler/codegen/vm_codegen.h"
 #include "compiler/ir/graph.h"
+#include "compiler/transforms/lower_precision.h"
 #include "vm/executable.h"
 
 namespace nimble::compiler {
@@ -38,6 +39,10 @@ struct CompileOptions {
   std::set<std::string> disabled_passes;
   // Device target (EmitOptions::device): vm::kCpu, or cuda:N to place compute on that GPU.
   vm::Device device = vm::kCpu;
+  // Storage / arithmetic precision of the device's compute (lower_precision.h): fp32, tf32
+  // (GEMMs on TF32 tensor cores), fp16 / bf16 (half activations and weights, fp32
+  // accumulation; model inputs and outputs keep their dtypes). Not fp32 only with a GPU device.
+  Precision precision = Precision::kF32;
   // Symbol values at which the report evaluates the memory plan (e.g. batch=1, seq=128).
   std::map<std::string, int64_t> report_at;
 };
@@ -59,6 +64,7 @@ struct CompileReport {
   int fused_matmuls = 0;      // MatMuls with epilogues
   int fused_attention = 0;    // attention blocks become one Attention node
   int fused_elementwise = 0;  // FusedElementwise kernels formed
+  int lowered_precision = 0;  // nodes lowered to fp16/bf16 (tf32: GEMMs marked)
   CodegenReport codegen;
   std::string arena_bytes;         // symbolic, printed
   std::string intermediate_bytes;  // symbolic, printed

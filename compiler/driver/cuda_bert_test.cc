@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -126,6 +127,98 @@ TEST_F(CudaBertTest, MatchesTheCpuExecutableAndDoesNotGrowDeviceMemory) {
       static_cast<long long>(after.peak_reserved_bytes));
   EXPECT_EQ(after.in_use_bytes, before.in_use_bytes);
   EXPECT_LE(after.peak_reserved_bytes, 2 * before.peak_reserved_bytes + (int64_t{64} << 20));
+}
+
+// max |ref| over all outputs (the scale the half-precision errors are measured against).
+double MaxAbs(const std::vector<vm::Tensor>& t) {
+  double m = 0;
+  for (const vm::Tensor& x : t) {
+    for (int64_t j = 0; j < x.num_elements(); ++j) {
+      m = std::max(m, std::abs(static_cast<double>(x.data<float>()[j])));
+    }
+  }
+  return m;
+}
+
+// --precision tf32 / fp16 / bf16 against the fp32 CPU executable: outputs stay f32 on the host,
+// and max |out - ref| / max |ref| stays under each precision's bound (tf32 5e-3, fp16 2e-2,
+// bf16 1e-1: ten-bit and seven-bit mantissas over the model's depth).
+TEST_F(CudaBertTest, ReducedPrecisionsMatchFp32WithinTolerance) {
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto cpu_exe, CompileOnnxFile(g_model, CompileOptions{}));
+  vm::VirtualMachine cpu(cpu_exe);
+  for (auto [precision, bound] : std::vector<std::pair<Precision, double>>{
+           {Precision::kTF32, 5e-3}, {Precision::kF16, 2e-2}, {Precision::kBF16, 1e-1}}) {
+    CompileOptions options;
+    options.device = vm::Device{vm::DeviceType::kCUDA, 0};
+    options.precision = precision;
+    CompileReport report;
+    NIMBLE_ASSERT_OK_AND_ASSIGN(auto exe, CompileOnnxFile(g_model, options, &report));
+    std::printf("%s: %d nodes lowered, %d kernel calls, %d on cuda:0, %d device copies\n",
+                PrecisionName(precision), report.lowered_precision, report.codegen.num_kernel_calls,
+                report.codegen.num_device_kernel_calls, report.codegen.num_device_copies);
+    EXPECT_GT(report.lowered_precision, 0);
+    EXPECT_GT(report.codegen.num_device_kernel_calls, report.codegen.num_kernel_calls / 2);
+    vm::VirtualMachine gpu(exe);
+    std::mt19937 rng(11);
+    for (auto [batch, seq] :
+         std::vector<std::pair<int64_t, int64_t>>{{1, 7}, {2, 33}, {1, 128}, {3, 128}}) {
+      std::vector<vm::Tensor> in = BertInputs(*cpu_exe, batch, seq, rng);
+      NIMBLE_ASSERT_OK_AND_ASSIGN(auto want, cpu.Run(in));
+      NIMBLE_ASSERT_OK_AND_ASSIGN(auto got, gpu.Run(in));
+      for (const vm::Tensor& t : got) ASSERT_EQ(t.dtype(), vm::DType::kF32);
+      const double diff = MaxAbsDiff(want, got), scale = MaxAbs(want);
+      std::printf(
+          "  %s batch %lld seq %lld: max |gpu - cpu| = %.3g, max |cpu| = %.3g, "
+          "relative %.3g\n",
+          PrecisionName(precision), static_cast<long long>(batch), static_cast<long long>(seq),
+          diff, scale, diff / scale);
+      EXPECT_LE(diff, bound * scale)
+          << PrecisionName(precision) << " batch " << batch << " seq " << seq;
+    }
+  }
+}
+
+// device_graphs: a bucketed (specialized) variant is captured on its second call and
+// replayed after; every replay equals the eager instance bitwise, with fresh inputs each call.
+// Shapes off the buckets run the generic variant eagerly.
+TEST_F(CudaBertTest, DeviceGraphReplaysEqualEagerRunsBitwise) {
+  for (Precision precision : {Precision::kF32, Precision::kF16}) {
+    CompileOptions options;
+    options.device = vm::Device{vm::DeviceType::kCUDA, 0};
+    options.precision = precision;
+    options.buckets = {{"seq", {16, 128}}};
+    NIMBLE_ASSERT_OK_AND_ASSIGN(auto exe, CompileOnnxFile(g_model, options));
+    vm::VirtualMachine eager(exe);
+    vm::VirtualMachineOptions graph_options;
+    graph_options.device_graphs = true;
+    vm::VirtualMachine graphed(exe, graph_options);
+    ASSERT_TRUE(graphed.device_graphs_enabled());
+    std::mt19937 rng(5);
+    for (int call = 0; call < 4; ++call) {
+      for (auto [batch, seq] :
+           std::vector<std::pair<int64_t, int64_t>>{{1, 128}, {2, 16}, {1, 9}}) {
+        std::vector<vm::Tensor> in = BertInputs(*exe, batch, seq, rng);
+        NIMBLE_ASSERT_OK_AND_ASSIGN(auto want, eager.Run(in));
+        NIMBLE_ASSERT_OK_AND_ASSIGN(auto got, graphed.Run(in));
+        ASSERT_EQ(want.size(), got.size());
+        for (size_t i = 0; i < want.size(); ++i) {
+          ASSERT_EQ(want[i].shape(), got[i].shape());
+          EXPECT_EQ(std::memcmp(want[i].raw_data(), got[i].raw_data(), want[i].nbytes()), 0)
+              << PrecisionName(precision) << " call " << call << " batch " << batch << " seq "
+              << seq << " output " << i;
+        }
+      }
+    }
+    const vm::DeviceGraphStats& s = graphed.device_graph_stats();
+    std::printf("%s: %lld captures, %lld replays, %lld eager calls, %lld failed captures\n",
+                PrecisionName(precision), static_cast<long long>(s.captures),
+                static_cast<long long>(s.replays), static_cast<long long>(s.eager_calls),
+                static_cast<long long>(s.failed_captures));
+    // (1, 128) and (2, 16) hit buckets: warm-up, capture, then 2 more replays each.
+    EXPECT_EQ(s.captures, 2);
+    EXPECT_EQ(s.replays, 6);
+    EXPECT_EQ(s.failed_captures, 0);
+  }
 }
 
 }  // namespace

@@ -34,12 +34,13 @@ namespace {
 
 constexpr char kUsage[] =
     "usage:\n"
-    "  nimblec compile MODEL.onnx -o MODEL.nbx [--device=cpu|cuda] [--buckets NAME=16,32,64,...] "
+    "  nimblec compile MODEL.onnx -o MODEL.nbx [--device=cpu|cuda] "
+    "[--precision=fp32|tf32|fp16|bf16] [--buckets NAME=16,32,64,...] "
     "[--dump-ir-after=PASS|all] [--disable-pass=PASS,...]\n"
     "  nimblec run MODEL.onnx|MODEL.nbx --input NAME=FILE.npy|FILE.pb ... [--output-dir DIR]\n"
     "  nimblec inspect MODEL.nbx|MODEL.onnx\n"
     "  nimblec bench MODEL.onnx|MODEL.nbx --shape NAME=1x128 ... [--iterations N] [--threads N]\n"
-    "                [--profile-kernels]\n";
+    "                [--profile-kernels] [--device-graphs]\n";
 
 struct Args {
   std::string command;
@@ -49,12 +50,14 @@ struct Args {
   std::vector<std::string> dump_ir_after;
   std::vector<std::string> disabled_passes;
   bool profile_kernels = false;
+  bool device_graphs = false;  // bench: VirtualMachineOptions::device_graphs
   std::vector<std::pair<std::string, std::string>> inputs;  // name -> file
   std::vector<std::pair<std::string, std::string>> shapes;  // name -> "1x128"
   std::map<std::string, std::vector<int64_t>> buckets;      // symbol -> sizes
   int iterations = 20;
   int threads = 1;
   vm::Device device = vm::kCpu;  // --device=cpu|cuda[:N] (compiling an .onnx)
+  compiler::Precision precision = compiler::Precision::kF32;  // --precision (with a GPU device)
 };
 
 absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
@@ -87,6 +90,8 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       NIMBLE_ASSIGN_OR_RETURN(args.output, value_of(i, arg.substr(0, arg.find('='))));
     } else if (is("--output-dir")) {
       NIMBLE_ASSIGN_OR_RETURN(args.output_dir, value_of(i, "--output-dir"));
+    } else if (is("--device-graphs")) {
+      args.device_graphs = true;
     } else if (is("--profile-kernels")) {
       args.profile_kernels = true;
     } else if (is("--disable-pass")) {
@@ -128,6 +133,9 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
         return absl::InvalidArgumentError(
             absl::StrCat("--device wants cpu, cuda or cuda:N, got '", v, "'"));
       }
+    } else if (is("--precision")) {
+      NIMBLE_ASSIGN_OR_RETURN(std::string v, value_of(i, "--precision"));
+      NIMBLE_ASSIGN_OR_RETURN(args.precision, compiler::ParsePrecision(v));
     } else if (is("--iterations") || is("--threads")) {
       const std::string flag = arg.substr(0, arg.find('='));
       NIMBLE_ASSIGN_OR_RETURN(std::string v, value_of(i, flag));
@@ -157,6 +165,7 @@ absl::StatusOr<std::shared_ptr<const vm::Executable>> LoadOrCompile(
   compiler::CompileOptions options;
   options.buckets = args.buckets;
   options.device = args.device;
+  options.precision = args.precision;
   for (const std::string& p : args.dump_ir_after) options.dump_ir_after.insert(p);
   for (const std::string& p : args.dump_ir_after) {
     const auto& names = compiler::PassNames();
@@ -225,9 +234,10 @@ absl::Status Compile(const Args& args) {
       report.codegen.num_runtime_shape_calls, report.num_variants, report.arena_bytes.c_str(),
       report.intermediate_bytes.c_str());
   if (args.device.type != vm::DeviceType::kCPU) {
-    std::fprintf(stderr, "  on %s: %d kernel calls, %d device copies\n",
+    std::fprintf(stderr, "  on %s: %d kernel calls, %d device copies; precision %s (%d nodes)\n",
                  args.device.ToString().c_str(), report.codegen.num_device_kernel_calls,
-                 report.codegen.num_device_copies);
+                 report.codegen.num_device_copies, compiler::PrecisionName(args.precision),
+                 report.lowered_precision);
   }
   return absl::OkStatus();
 }
@@ -369,8 +379,12 @@ absl::Status Bench(const Args& args) {
   vm::VirtualMachineOptions vm_options;
   vm_options.num_threads = args.threads;
   vm_options.profile = true;
+  vm_options.device_graphs = args.device_graphs;
   vm::VirtualMachine machine(exe, vm_options);
   NIMBLE_RETURN_IF_ERROR(machine.Run(inputs).status());  // warm-up
+  if (machine.device_graphs_enabled()) {
+    NIMBLE_RETURN_IF_ERROR(machine.Run(inputs).status());  // the capture
+  }
   machine.ResetProfile();
   std::vector<double> ms;
   for (int i = 0; i < args.iterations; ++i) {
@@ -380,6 +394,13 @@ absl::Status Bench(const Args& args) {
                      .count());
   }
   std::sort(ms.begin(), ms.end());
+  if (args.device_graphs) {
+    const vm::DeviceGraphStats& g = machine.device_graph_stats();
+    std::fprintf(stderr, "device graphs: %s; %lld captures, %lld replays, %lld eager calls\n",
+                 machine.device_graphs_enabled() ? "on" : "unavailable",
+                 static_cast<long long>(g.captures), static_cast<long long>(g.replays),
+                 static_cast<long long>(g.eager_calls));
+  }
   double sum = 0;
   for (double m : ms) sum += m;
   const vm::VmProfile& p = machine.profile();

@@ -76,6 +76,14 @@ struct KernelTraits {
       supports;
 };
 
+// Device work captured once and replayed (a CUDA graph): VirtualMachineOptions::device_graphs.
+class DeviceGraph {
+ public:
+  virtual ~DeviceGraph() = default;
+  // Queues the captured work on `stream`.
+  virtual absl::Status Launch(void* stream) = 0;
+};
+
 // Memory operations of a non-CPU device type, registered with its kernels.
 // Thread-safe.
 class DeviceApi {
@@ -91,6 +99,31 @@ class DeviceApi {
   // The process-wide allocator of device `ordinal` (allocations ordered on the default stream).
   // kFailedPrecondition when the device is absent.
   virtual absl::StatusOr<Allocator*> DefaultAllocator(int ordinal) = 0;
+
+  // Device graphs; the defaults report that the device has none.
+  // A new stream of device `ordinal`, released with DestroyStream.
+  virtual absl::StatusOr<void*> CreateStream(int ordinal) {
+    return absl::UnimplementedError("this device has no streams of its own");
+  }
+  virtual void DestroyStream(void* stream) {}
+  // An allocator over device `ordinal`'s pool whose allocations are ordered on `stream`.
+  virtual absl::StatusOr<std::unique_ptr<Allocator>> StreamAllocator(int ordinal, void* stream) {
+    return absl::UnimplementedError("this device has no stream allocators");
+  }
+  // Host memory the device can copy from and to inside a graph (page-locked); nothing is freed
+  // before the allocator itself, so buffers a captured graph reads or writes stay valid.
+  virtual absl::StatusOr<std::unique_ptr<Allocator>> NewHostArena() {
+    return absl::UnimplementedError("this device has no host arenas");
+  }
+  // Starts capturing the work queued on `stream` (after reserving what capture cannot
+  // allocate); copies to the host do not synchronise while capturing.
+  virtual absl::Status BeginCapture(int ordinal, void* stream) {
+    return absl::UnimplementedError("this device has no graphs");
+  }
+  // Ends the capture on `stream` and instantiates the graph.
+  virtual absl::StatusOr<std::unique_ptr<DeviceGraph>> EndCapture(void* stream) {
+    return absl::UnimplementedError("this device has no graphs");
+  }
 };
 
 // Name -> factory per device type. Thread-safe: registration and lookup take a mutex.

@@ -2,6 +2,7 @@
 
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
@@ -73,6 +74,55 @@ absl::StatusOr<PerDevice*> Init(int ordinal) {
   return d;
 }
 
+// Page-locked host buffers released only with the arena (the host side of a CUDA graph's
+// copies). Not thread-safe: one VM instance uses it.
+class PinnedArena final : public Allocator {
+ public:
+  ~PinnedArena() override {
+    for (void* p : buffers_) cudaFreeHost(p);
+  }
+  absl::StatusOr<void*> Allocate(size_t bytes) override {
+    void* p = nullptr;
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaHostAlloc(&p, bytes == 0 ? 1 : bytes, cudaHostAllocDefault));
+    buffers_.push_back(p);
+    bytes_ += static_cast<int64_t>(bytes);
+    return p;
+  }
+  void Free(void*, size_t) override {}  // with the arena
+  Device device() const override { return kCpu; }
+  AllocatorStats stats() const override {
+    AllocatorStats s;
+    s.in_use_bytes = bytes_;
+    s.peak_in_use_bytes = bytes_;
+    s.system_allocations = static_cast<int64_t>(buffers_.size());
+    return s;
+  }
+  void Trim() override {}
+
+ private:
+  std::vector<void*> buffers_;
+  int64_t bytes_ = 0;
+};
+
+class CudaGraph final : public DeviceGraph {
+ public:
+  explicit CudaGraph(cudaGraphExec_t exec) : exec_(exec) {}
+  ~CudaGraph() override { cudaGraphExecDestroy(exec_); }
+  absl::Status Launch(void* stream) override {
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec_, static_cast<cudaStream_t>(stream)));
+    return absl::OkStatus();
+  }
+
+ private:
+  const cudaGraphExec_t exec_;
+};
+
+bool Capturing(cudaStream_t s) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  return cudaStreamIsCapturing(s, &status) == cudaSuccess &&
+         status == cudaStreamCaptureStatusActive;
+}
+
 class CudaApi final : public DeviceApi {
  public:
   absl::Status Copy(void* dst, Device to, const void* src, Device from, size_t bytes,
@@ -80,10 +130,48 @@ class CudaApi final : public DeviceApi {
     if (bytes == 0) return absl::OkStatus();
     auto s = static_cast<cudaStream_t>(stream);
     NIMBLE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, s));
-    // A host destination is read as soon as we return (pinned memory would not wait).
-    if (to.type == DeviceType::kCPU) NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s));
+    // A host destination is read as soon as we return (pinned memory would not wait); inside a
+    // capture the graph's launcher synchronises instead.
+    if (to.type == DeviceType::kCPU && !Capturing(s)) {
+      NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s));
+    }
     (void)from;
     return absl::OkStatus();
+  }
+  absl::StatusOr<void*> CreateStream(int ordinal) override {
+    NIMBLE_RETURN_IF_ERROR(Init(ordinal).status());
+    cudaStream_t s = nullptr;
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    return static_cast<void*>(s);
+  }
+  void DestroyStream(void* stream) override {
+    cudaStreamSynchronize(static_cast<cudaStream_t>(stream));
+    cudaStreamDestroy(static_cast<cudaStream_t>(stream));
+  }
+  absl::StatusOr<std::unique_ptr<Allocator>> StreamAllocator(int ordinal, void* stream) override {
+    NIMBLE_ASSIGN_OR_RETURN(PerDevice * d, Init(ordinal));
+    return std::unique_ptr<Allocator>(
+        std::make_unique<CudaAllocator>(d->pool.get(), ordinal, static_cast<cudaStream_t>(stream)));
+  }
+  absl::StatusOr<std::unique_ptr<Allocator>> NewHostArena() override {
+    return std::unique_ptr<Allocator>(std::make_unique<PinnedArena>());
+  }
+  absl::Status BeginCapture(int ordinal, void* stream) override {
+    NIMBLE_ASSIGN_OR_RETURN(PerDevice * d, Init(ordinal));
+    auto s = static_cast<cudaStream_t>(stream);
+    NIMBLE_RETURN_IF_ERROR(d->gemm->ReserveWorkspace(s));
+    // Relaxed: host allocations (cudaHostAlloc) may happen while the stream captures.
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed));
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::unique_ptr<DeviceGraph>> EndCapture(void* stream) override {
+    cudaGraph_t graph = nullptr;
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamEndCapture(static_cast<cudaStream_t>(stream), &graph));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    NIMBLE_CUDA_RETURN_IF_ERROR(e);
+    return std::unique_ptr<DeviceGraph>(std::make_unique<CudaGraph>(exec));
   }
   absl::Status Synchronize(void* stream) override {
     NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));

@@ -5,6 +5,7 @@
 // path, transcendental functions from CUDA's libdevice).
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <string>
@@ -13,6 +14,7 @@
 #include "base/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "vm/kernels/cpu/fp16.h"
 #include "vm/kernels/cuda/cuda_device.h"
 #include "vm/kernels/kernel.h"
 
@@ -204,6 +206,150 @@ TEST(CudaKernelsTest, GatherCastTransposeWhere) {
   Tensor cond = *Tensor::Empty(DType::kBool, {3, 1});
   for (int i = 0; i < 3; ++i) cond.data<bool>()[i] = i != 1;
   Compare("Where", {}, {cond, RandomF32({3, 4}), RandomF32({4})}, DType::kF32, {3, 4});
+}
+
+// f32 tensor `t` stored as `half` (kF16 / kBF16), and back.
+Tensor ToHalf(const Tensor& t, DType half) {
+  Tensor h = *Tensor::Empty(half, t.shape());
+  auto* d = static_cast<uint16_t*>(h.raw_data());
+  for (int64_t i = 0; i < t.num_elements(); ++i) {
+    d[i] = half == DType::kF16 ? cpu::FloatToHalf(t.data<float>()[i])
+                               : cpu::FloatToBFloat16(t.data<float>()[i]);
+  }
+  return h;
+}
+Tensor FromHalf(const Tensor& h) {
+  Tensor t = *Tensor::Empty(DType::kF32, h.shape());
+  const auto* s = static_cast<const uint16_t*>(h.raw_data());
+  for (int64_t i = 0; i < h.num_elements(); ++i) {
+    t.data<float>()[i] =
+        h.dtype() == DType::kF16 ? cpu::HalfToFloat(s[i]) : cpu::BFloat16ToFloat(s[i]);
+  }
+  return t;
+}
+
+// The CUDA kernel on `half` storage against the CPU kernel in f32 on the same (rounded) inputs:
+// max |cuda - cpu| <= tolerance * (1 + max |cpu|). f32 inputs listed in `keep` stay f32 (the
+// attention mask).
+void CompareHalf(const std::string& op, const Attributes& attrs, std::vector<Tensor> inputs,
+                 const Shape& out_shape, DType half, double tolerance,
+                 std::vector<size_t> keep = {}) {
+  SCOPED_TRACE(op + " " + std::string(DTypeName(half)) + " -> " + ShapeToString(out_shape));
+  KernelRegistry& r = KernelRegistry::Global();
+  auto cpu = r.Create(op, DeviceType::kCPU, attrs);
+  auto gpu = r.Create(op, DeviceType::kCUDA, attrs);
+  ASSERT_THAT(cpu.status(), IsOk());
+  ASSERT_THAT(gpu.status(), IsOk());
+  std::vector<Tensor> dev_in;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const bool lower = inputs[i].defined() && inputs[i].dtype() == DType::kF32 &&
+                       std::find(keep.begin(), keep.end(), i) == keep.end();
+    if (lower) {
+      Tensor h = ToHalf(inputs[i], half);
+      inputs[i] = FromHalf(h);  // the CPU reference sees the rounded values
+      dev_in.push_back(ToDevice(h));
+    } else {
+      dev_in.push_back(ToDevice(inputs[i]));
+    }
+  }
+  std::vector<Tensor> cpu_out = {*Tensor::Empty(DType::kF32, out_shape)};
+  KernelContext cpu_ctx;
+  ASSERT_THAT((*cpu)->Run(cpu_ctx, inputs, absl::MakeSpan(cpu_out)), IsOk());
+  std::vector<Tensor> gpu_out = {*Tensor::Empty(half, out_shape, Gpu())};
+  ASSERT_EQ(cudaMemset(gpu_out[0].raw_data(), 0xff, gpu_out[0].nbytes()), cudaSuccess);  // NaN
+  KernelContext gpu_ctx;
+  gpu_ctx.device = Device{DeviceType::kCUDA, 0};
+  gpu_ctx.allocator = Gpu();
+  ASSERT_THAT((*gpu)->Run(gpu_ctx, dev_in, absl::MakeSpan(gpu_out)), IsOk());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  Tensor got = FromHalf(ToHost(gpu_out[0]));
+  double max_ref = 0, max_diff = 0;
+  for (int64_t i = 0; i < got.num_elements(); ++i) {
+    const double w = cpu_out[0].data<float>()[i], g = got.data<float>()[i];
+    max_ref = std::max(max_ref, std::abs(w));
+    max_diff = std::max(max_diff, std::isnan(g) ? INFINITY : std::abs(w - g));
+  }
+  EXPECT_LE(max_diff, tolerance * (1 + max_ref)) << "max |ref| " << max_ref;
+  std::printf("%-20s %-5s %-18s max diff %.3g (max |ref| %.3g)\n", op.c_str(),
+              std::string(DTypeName(half)).c_str(), ShapeToString(out_shape).c_str(), max_diff,
+              max_ref);
+}
+
+// fp16 / bf16 storage: every kernel the precision lowering uses, with bounds of a few units of
+// the output's last place (fp16 2^-11, bf16 2^-8) plus fp32-accumulated GEMM rounding.
+TEST(CudaKernelsTest, HalfPrecisionKernels) {
+  for (auto [half, tol] :
+       std::vector<std::pair<DType, double>>{{DType::kF16, 4e-3}, {DType::kBF16, 3e-2}}) {
+    CompareHalf("MatMul", {}, {RandomF32({37, 64}), RandomF32({64, 129})}, {37, 129}, half, tol);
+    CompareHalf("FusedMatMul",
+                A({{"activation", std::string("gelu")}, {"transB", int64_t{1}}, {"alpha", 0.5}}),
+                {RandomF32({2, 13, 64}), RandomF32({96, 64}), RandomF32({96}), Tensor()},
+                {2, 13, 96}, half, tol);
+    CompareHalf("FusedMatMul", A({{"transB", int64_t{1}}}),
+                {RandomF32({26, 64}), RandomF32({96, 64}), RandomF32({96}), RandomF32({26, 96})},
+                {26, 96}, half, tol);
+    CompareHalf("LayerNormalization", A({{"axis", int64_t{-1}}, {"epsilon", 1e-12}}),
+                {RandomF32({3, 5, 768}), RandomF32({768}), RandomF32({768})}, {3, 5, 768}, half,
+                tol);
+    CompareHalf("Softmax", A({{"axis", int64_t{-1}}}), {RandomF32({4, 3, 128}, -8, 8)}, {4, 3, 128},
+                half, tol);
+    // Head dim 16 takes the reference kernel, head dim 64 the tensor-core one (several key
+    // tiles, a partial last tile, key padding masks that mask whole rows' worth of keys).
+    for (int64_t seq : {7, 128, 300}) {
+      CompareHalf("Attention", A({{"q_num_heads", int64_t{4}}, {"kv_num_heads", int64_t{4}}}),
+                  {RandomF32({2, seq, 64}), RandomF32({2, seq, 64}), RandomF32({2, seq, 64}),
+                   RandomF32({2, 1, 1, seq}, -10000, 0)},
+                  {2, seq, 64}, half, tol, {3});
+      Tensor pad = *Tensor::Empty(DType::kF32, {2, 1, 1, seq});
+      for (int64_t i = 0; i < 2 * seq; ++i)
+        pad.data<float>()[i] = (i % seq) < seq / 2 + 1 ? 0 : -1e4;
+      CompareHalf(
+          "Attention", A({{"q_num_heads", int64_t{2}}, {"kv_num_heads", int64_t{2}}}),
+          {RandomF32({2, seq, 128}), RandomF32({2, seq, 128}), RandomF32({2, seq, 128}), pad},
+          {2, seq, 128}, half, tol, {3});
+      // 4-D, grouped KV heads, bool causal-shaped mask, head dim 64.
+      Tensor mask = *Tensor::Empty(DType::kBool, {seq, seq});
+      for (int64_t i = 0; i < seq * seq; ++i) mask.data<bool>()[i] = (i % seq) <= (i / seq);
+      CompareHalf("Attention", {},
+                  {RandomF32({1, 4, seq, 64}), RandomF32({1, 2, seq, 64}),
+                   RandomF32({1, 2, seq, 64}), mask},
+                  {1, 4, seq, 64}, half, tol);
+    }
+    CompareHalf("FusedElementwise",
+                A({{"constants", std::vector<double>{}},
+                   {"program", std::vector<int64_t>{0, 0, 0, 0, 0,  1, 1, 0, 10, 2, 0, 1,
+                                                    0, 3, 2, 0, 10, 4, 2, 3, 2,  0, 4, 0}}}),
+                {RandomF32({2, 9, 32}), RandomF32({1, 9, 32}), RandomF32({2, 9, 32})}, {2, 9, 32},
+                half, tol);
+    CompareHalf("Gelu", {}, {RandomF32({2, 300})}, {2, 300}, half, tol);
+    CompareHalf("Transpose", A({{"perm", std::vector<int64_t>{0, 2, 1, 3}}}),
+                {RandomF32({2, 3, 4, 5})}, {2, 4, 3, 5}, half, 0);
+    CompareHalf("Gather", {}, {RandomF32({100, 32}), RandomI64({2, 7}, -100, 99)}, {2, 7, 32}, half,
+                0);
+    Tensor cond = *Tensor::Empty(DType::kBool, {3, 1});
+    for (int i = 0; i < 3; ++i) cond.data<bool>()[i] = i != 1;
+    CompareHalf("Where", {}, {cond, RandomF32({3, 4}), RandomF32({4})}, {3, 4}, half, 0);
+  }
+  // The casts at the edges of a lowered graph.
+  for (DType half : {DType::kF16, DType::kBF16}) {
+    Tensor x = FromHalf(ToHalf(RandomF32({5, 6}, -100, 100), half));  // exactly representable
+    const int64_t to = DTypeToOnnx(half);
+    KernelRegistry& r = KernelRegistry::Global();
+    auto to_half = r.Create("Cast", DeviceType::kCUDA, A({{"to", to}}));
+    auto to_f32 = r.Create("Cast", DeviceType::kCUDA, A({{"to", int64_t{1}}}));
+    ASSERT_THAT(to_half.status(), IsOk());
+    ASSERT_THAT(to_f32.status(), IsOk());
+    KernelContext ctx;
+    ctx.device = Device{DeviceType::kCUDA, 0};
+    ctx.allocator = Gpu();
+    std::vector<Tensor> h = {*Tensor::Empty(half, {5, 6}, Gpu())};
+    std::vector<Tensor> back = {*Tensor::Empty(DType::kF32, {5, 6}, Gpu())};
+    ASSERT_THAT((*to_half)->Run(ctx, {ToDevice(x)}, absl::MakeSpan(h)), IsOk());
+    ASSERT_THAT((*to_f32)->Run(ctx, h, absl::MakeSpan(back)), IsOk());
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    Tensor got = ToHost(back[0]);
+    for (int64_t i = 0; i < 30; ++i) EXPECT_EQ(got.data<float>()[i], x.data<float>()[i]);
+  }
 }
 
 }  // namespace

@@ -35,6 +35,13 @@ absl::Status Launch(cudaError_t error, const std::string& op) {
 
 bool Present(absl::Span<const Tensor> t, size_t i) { return i < t.size() && t[i].defined(); }
 
+bool IsGpuFloat(DType d) { return d == DType::kF32 || d == DType::kF16 || d == DType::kBF16; }
+
+ops::FloatType FloatTypeOf(DType d) {
+  return d == DType::kF16 ? ops::FloatType::kF16
+                          : (d == DType::kBF16 ? ops::FloatType::kBF16 : ops::FloatType::kF32);
+}
+
 absl::Status CheckDevice(const std::string& op, absl::Span<const Tensor> inputs,
                          absl::Span<Tensor> outputs) {
   for (size_t i = 0; i < inputs.size(); ++i) {
@@ -120,21 +127,27 @@ class ProgramKernel final : public CudaKernel {
     shape.rank = static_cast<int>(out_shape.size());
     for (int d = 0; d < shape.rank; ++d) shape.dims[d] = out_shape[d];
     ops::ProgramArgs args;
+    const DType dtype = outputs[0].dtype();
+    if (!IsGpuFloat(dtype)) {
+      return absl::InvalidArgumentError(absl::StrCat(op_, " on cuda: f32, f16 or bf16 only"));
+    }
     for (int k = 0; k < program_.num_inputs; ++k) {
-      if (!inputs[k].defined() || inputs[k].dtype() != DType::kF32) {
-        return absl::InvalidArgumentError(absl::StrCat(op_, " on cuda: input ", k, " must be f32"));
+      if (!inputs[k].defined() || inputs[k].dtype() != dtype) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(op_, " on cuda: input ", k, " must be ", DTypeName(dtype)));
       }
       NIMBLE_RETURN_IF_ERROR(BroadcastStrides(op_, inputs[k].shape(), out_shape, shape.strides[k]));
-      args.inputs[k] = inputs[k].data<float>();
+      args.inputs[k] = inputs[k].raw_data();
     }
     for (int k = 0; k < program_.num_outputs; ++k) {
-      if (outputs[k].dtype() != DType::kF32 || outputs[k].shape() != out_shape) {
+      if (outputs[k].dtype() != dtype || outputs[k].shape() != out_shape) {
         return absl::InvalidArgumentError(
             absl::StrCat(op_, " on cuda: output ", k, " is ", outputs[k].TypeString()));
       }
-      args.outputs[k] = outputs[k].data<float>();
+      args.outputs[k] = outputs[k].raw_data();
     }
-    return Launch(ops::RunProgram(program_, args, shape, outputs[0].num_elements(), StreamOf(ctx)),
+    return Launch(ops::RunProgram(program_, args, shape, outputs[0].num_elements(),
+                                  FloatTypeOf(dtype), StreamOf(ctx)),
                   op_);
   }
 
@@ -200,7 +213,15 @@ struct GemmSpec {
   bool trans_a = false, trans_b = false;
   float alpha = 1.0f;
   ops::Act act = ops::Act::kNone;
+  bool tf32 = false;  // f32 operands multiplied in TF32 (CompileOptions::precision = tf32)
 };
+
+// The GemmRunner precision of operands stored as `d`.
+cuda::GemmPrecision GemmPrecisionOf(DType d, bool tf32) {
+  if (d == DType::kF16) return cuda::GemmPrecision::kF16;
+  if (d == DType::kBF16) return cuda::GemmPrecision::kBF16;
+  return tf32 ? cuda::GemmPrecision::kTF32 : cuda::GemmPrecision::kF32;
+}
 
 absl::StatusOr<ops::Act> ParseAct(const std::string& name) {
   if (name.empty()) return ops::Act::kNone;
@@ -215,11 +236,15 @@ absl::StatusOr<ops::Act> ParseAct(const std::string& name) {
 // out[batch] = alpha op(a) op(b) with numpy batch broadcasting; 1-D operands as in MatMul.
 // bias (N) and residual (out's shape) are added by the epilogue.
 absl::Status RunMatMul(const std::string& op, const KernelContext& ctx, const Tensor& a,
-                       const Tensor& b, const float* bias, const float* residual, Tensor& out,
+                       const Tensor& b, const void* bias, const void* residual, Tensor& out,
                        const GemmSpec& spec) {
-  if (a.dtype() != DType::kF32 || b.dtype() != DType::kF32 || out.dtype() != DType::kF32) {
-    return absl::InvalidArgumentError(absl::StrCat(op, " on cuda: f32 only"));
+  const DType dtype = out.dtype();
+  if (!IsGpuFloat(dtype) || a.dtype() != dtype || b.dtype() != dtype) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, " on cuda: A, B and Y must share one of f32, f16, bf16"));
   }
+  const cuda::GemmPrecision precision = GemmPrecisionOf(dtype, spec.tf32);
+  const size_t elem = DTypeSize(dtype);
   Shape as = a.shape(), bs = b.shape();
   if (as.empty() || bs.empty()) return absl::InvalidArgumentError(op + ": scalar operand");
   if (as.size() == 1) as.insert(as.begin(), 1);
@@ -276,7 +301,7 @@ absl::Status RunMatMul(const std::string& op, const KernelContext& ctx, const Te
     operands.a = a.raw_data(), operands.b = b.raw_data(), operands.d = out.raw_data();
     operands.bias = (lt_bias || lt_act) ? bias : nullptr;
     operands.residual = lt_residual ? residual : nullptr;
-    NIMBLE_RETURN_IF_ERROR(gemm->Run(shape, cuda::GemmPrecision::kF32, epilogue, operands, s));
+    NIMBLE_RETURN_IF_ERROR(gemm->Run(shape, precision, epilogue, operands, s));
   } else if (a_batch == b_batch || a_elems == 1 || b_elems == 1) {
     shape.batch = batches;
     operands.a = a.raw_data(), operands.b = b.raw_data(), operands.d = out.raw_data();
@@ -284,7 +309,7 @@ absl::Status RunMatMul(const std::string& op, const KernelContext& ctx, const Te
     operands.stride_b = b_elems == 1 ? 0 : k * n;
     operands.bias = (lt_bias || lt_act) ? bias : nullptr;
     operands.residual = lt_residual ? residual : nullptr;
-    NIMBLE_RETURN_IF_ERROR(gemm->Run(shape, cuda::GemmPrecision::kF32, epilogue, operands, s));
+    NIMBLE_RETURN_IF_ERROR(gemm->Run(shape, precision, epilogue, operands, s));
   } else {
     // General broadcasting: one GEMM per output batch.
     for (int64_t i = 0; i < batches; ++i) {
@@ -297,18 +322,19 @@ absl::Status RunMatMul(const std::string& op, const KernelContext& ctx, const Te
         a_stride *= a_batch[d];
         b_stride *= b_batch[d];
       }
-      operands.a = a.data<float>() + ai * m * k;
-      operands.b = b.data<float>() + bi * k * n;
-      operands.d = out.data<float>() + i * m * n;
+      operands.a = static_cast<const char*>(a.raw_data()) + ai * m * k * elem;
+      operands.b = static_cast<const char*>(b.raw_data()) + bi * k * n * elem;
+      operands.d = static_cast<char*>(out.raw_data()) + i * m * n * elem;
       operands.bias = (lt_bias || lt_act) ? bias : nullptr;
-      operands.residual = lt_residual ? residual + i * m * n : nullptr;
-      NIMBLE_RETURN_IF_ERROR(gemm->Run(shape, cuda::GemmPrecision::kF32, epilogue, operands, s));
+      operands.residual =
+          lt_residual ? static_cast<const char*>(residual) + i * m * n * elem : nullptr;
+      NIMBLE_RETURN_IF_ERROR(gemm->Run(shape, precision, epilogue, operands, s));
     }
   }
   if (!lt_act && spec.act != ops::Act::kNone) {
-    return Launch(
-        ops::BiasActResidual(out.data<float>(), bias, residual, out.num_elements(), n, spec.act, s),
-        op);
+    return Launch(ops::BiasActResidual(out.raw_data(), bias, residual, out.num_elements(), n,
+                                       spec.act, FloatTypeOf(dtype), s),
+                  op);
   }
   return absl::OkStatus();
 }
@@ -319,19 +345,20 @@ class MatMulKernel final : public CudaKernel {
   absl::Status RunCuda(const KernelContext& ctx, absl::Span<const Tensor> in,
                        absl::Span<Tensor> out) const override {
     if (!Present(in, 0) || !Present(in, 1)) return absl::InvalidArgumentError(op_ + ": A and B");
-    const float* bias = nullptr;
-    const float* residual = nullptr;
+    const void* bias = nullptr;
+    const void* residual = nullptr;
+    const DType dtype = out[0].dtype();
     if (Present(in, 2)) {
-      if (in[2].dtype() != DType::kF32 || in[2].num_elements() != out[0].shape().back()) {
+      if (in[2].dtype() != dtype || in[2].num_elements() != out[0].shape().back()) {
         return absl::InvalidArgumentError(absl::StrCat(op_, ": bias ", in[2].TypeString()));
       }
-      bias = in[2].data<float>();
+      bias = in[2].raw_data();
     }
     if (Present(in, 3)) {
-      if (in[3].dtype() != DType::kF32 || in[3].shape() != out[0].shape()) {
+      if (in[3].dtype() != dtype || in[3].shape() != out[0].shape()) {
         return absl::InvalidArgumentError(absl::StrCat(op_, ": residual ", in[3].TypeString()));
       }
-      residual = in[3].data<float>();
+      residual = in[3].raw_data();
     }
     return RunMatMul(op_, ctx, in[0], in[1], bias, residual, out[0], spec_);
   }
@@ -352,13 +379,13 @@ class GemmKernel final : public CudaKernel {
     Tensor& y = out[0];
     const bool has_c = Present(in, 2) && beta_ != 0.0f;
     const int64_t n = y.rank() == 2 ? y.dim(1) : 0;
-    const bool c_is_bias = has_c && beta_ == 1.0f && in[2].dtype() == DType::kF32 &&
+    const bool c_is_bias = has_c && beta_ == 1.0f && in[2].dtype() == y.dtype() &&
                            in[2].num_elements() == n &&
                            (in[2].rank() == 1 || (in[2].rank() == 2 && in[2].dim(0) == 1));
-    NIMBLE_RETURN_IF_ERROR(RunMatMul(op_, ctx, in[0], in[1],
-                                     c_is_bias ? in[2].data<float>() : nullptr, nullptr, y, spec_));
+    NIMBLE_RETURN_IF_ERROR(RunMatMul(op_, ctx, in[0], in[1], c_is_bias ? in[2].raw_data() : nullptr,
+                                     nullptr, y, spec_));
     if (!has_c || c_is_bias) return absl::OkStatus();
-    if (in[2].dtype() != DType::kF32) return absl::InvalidArgumentError("Gemm: C must be f32");
+    if (in[2].dtype() != y.dtype()) return absl::InvalidArgumentError("Gemm: C must match Y");
     // y = y + beta * C
     ops::Program p;
     p.num_instructions = 6, p.num_inputs = 2, p.num_outputs = 1;
@@ -372,9 +399,11 @@ class GemmKernel final : public CudaKernel {
     shape.strides[0][0] = y.dim(1), shape.strides[0][1] = 1;
     NIMBLE_RETURN_IF_ERROR(BroadcastStrides(op_, in[2].shape(), y.shape(), shape.strides[1]));
     ops::ProgramArgs args;
-    args.inputs[0] = y.data<float>(), args.inputs[1] = in[2].data<float>();
-    args.outputs[0] = y.data<float>();
-    return Launch(ops::RunProgram(p, args, shape, y.num_elements(), StreamOf(ctx)), op_);
+    args.inputs[0] = y.raw_data(), args.inputs[1] = in[2].raw_data();
+    args.outputs[0] = y.raw_data();
+    return Launch(
+        ops::RunProgram(p, args, shape, y.num_elements(), FloatTypeOf(y.dtype()), StreamOf(ctx)),
+        op_);
   }
 
  private:
@@ -392,29 +421,30 @@ class LayerNormKernel final : public CudaKernel {
       : CudaKernel("LayerNormalization"), axis_(axis), epsilon_(epsilon) {}
   absl::Status RunCuda(const KernelContext& ctx, absl::Span<const Tensor> in,
                        absl::Span<Tensor> out) const override {
-    if (!Present(in, 0) || in[0].dtype() != DType::kF32 || in[0].rank() == 0) {
-      return absl::InvalidArgumentError("LayerNormalization on cuda: X must be f32, rank >= 1");
+    if (!Present(in, 0) || !IsGpuFloat(in[0].dtype()) || in[0].rank() == 0) {
+      return absl::InvalidArgumentError(
+          "LayerNormalization on cuda: X must be f32, f16 or bf16, rank >= 1");
     }
     const Tensor& x = in[0];
     const int64_t axis = NormAxis(axis_, x.rank());
     if (axis < 0 || axis >= x.rank()) return absl::InvalidArgumentError("LayerNorm: bad axis");
     int64_t rows = 1, cols = 1;
     for (int i = 0; i < x.rank(); ++i) (i < axis ? rows : cols) *= x.dim(i);
-    const float* param[2] = {nullptr, nullptr};
+    const void* param[2] = {nullptr, nullptr};
     for (int k = 1; k <= 2; ++k) {
       if (!Present(in, k)) continue;
-      if (in[k].dtype() != DType::kF32 || in[k].num_elements() != cols) {
+      if (in[k].dtype() != x.dtype() || in[k].num_elements() != cols) {
         return absl::UnimplementedError(
             absl::StrCat("LayerNormalization on cuda: input ", k, " ", in[k].TypeString(),
                          " must hold the normalised shape's ", cols, " elements"));
       }
-      param[k - 1] = in[k].data<float>();
+      param[k - 1] = in[k].raw_data();
     }
-    if (out[0].shape() != x.shape() || out[0].dtype() != DType::kF32) {
+    if (out[0].shape() != x.shape() || out[0].dtype() != x.dtype()) {
       return absl::InvalidArgumentError("LayerNormalization: output shape");
     }
-    return Launch(ops::LayerNorm(x.data<float>(), param[0], param[1], out[0].data<float>(), rows,
-                                 cols, epsilon_, StreamOf(ctx)),
+    return Launch(ops::LayerNorm(x.raw_data(), param[0], param[1], out[0].raw_data(), rows, cols,
+                                 epsilon_, FloatTypeOf(x.dtype()), StreamOf(ctx)),
                   op_);
   }
 
@@ -429,8 +459,9 @@ class SoftmaxKernel final : public CudaKernel {
       : CudaKernel(std::move(op)), axis_(axis), log_(log) {}
   absl::Status RunCuda(const KernelContext& ctx, absl::Span<const Tensor> in,
                        absl::Span<Tensor> out) const override {
-    if (!Present(in, 0) || in[0].dtype() != DType::kF32 || in[0].rank() == 0) {
-      return absl::InvalidArgumentError(op_ + " on cuda: f32 input of rank >= 1");
+    if (!Present(in, 0) || !IsGpuFloat(in[0].dtype()) || in[0].rank() == 0 ||
+        out[0].dtype() != in[0].dtype()) {
+      return absl::InvalidArgumentError(op_ + " on cuda: f32, f16 or bf16 input of rank >= 1");
     }
     const Tensor& x = in[0];
     const int64_t axis = NormAxis(axis_, x.rank());
@@ -438,8 +469,8 @@ class SoftmaxKernel final : public CudaKernel {
     int64_t outer = 1, inner = 1;
     for (int i = 0; i < axis; ++i) outer *= x.dim(i);
     for (int i = static_cast<int>(axis) + 1; i < x.rank(); ++i) inner *= x.dim(i);
-    return Launch(ops::Softmax(x.data<float>(), out[0].data<float>(), outer, x.dim(axis), inner,
-                               log_, StreamOf(ctx)),
+    return Launch(ops::Softmax(x.raw_data(), out[0].raw_data(), outer, x.dim(axis), inner, log_,
+                               FloatTypeOf(x.dtype()), StreamOf(ctx)),
                   op_);
   }
 
@@ -464,9 +495,10 @@ class AttentionKernel final : public CudaKernel {
       return absl::UnimplementedError("Attention on cuda: Q, K, V and an optional mask only");
     }
     const Tensor &q = in[0], &k = in[1], &v = in[2];
-    if (!q.defined() || !k.defined() || !v.defined() || q.dtype() != DType::kF32 ||
-        k.dtype() != DType::kF32 || v.dtype() != DType::kF32) {
-      return absl::InvalidArgumentError("Attention on cuda: Q, K, V must be f32");
+    if (!q.defined() || !k.defined() || !v.defined() || !IsGpuFloat(q.dtype()) ||
+        k.dtype() != q.dtype() || v.dtype() != q.dtype() || out[0].dtype() != q.dtype()) {
+      return absl::InvalidArgumentError(
+          "Attention on cuda: Q, K, V and Y must share one of f32, f16, bf16");
     }
     if (q.rank() != k.rank() || q.rank() != v.rank() || (q.rank() != 3 && q.rank() != 4)) {
       return absl::InvalidArgumentError("Attention: Q, K, V must all be 3-D or all 4-D");
@@ -514,8 +546,9 @@ class AttentionKernel final : public CudaKernel {
     if (out[0].num_elements() != a.batch * a.q_heads * a.q_seq * a.v_head) {
       return absl::InvalidArgumentError("Attention: output size");
     }
-    a.q = q.data<float>(), a.k = k.data<float>(), a.v = v.data<float>();
-    a.y = out[0].data<float>();
+    a.q = q.raw_data(), a.k = k.raw_data(), a.v = v.raw_data();
+    a.y = out[0].raw_data();
+    a.type = FloatTypeOf(q.dtype());
     a.scale =
         static_cast<float>(scale_ != 0 ? scale_ : 1.0 / std::sqrt(static_cast<double>(a.head)));
     a.causal = causal_;
@@ -524,7 +557,7 @@ class AttentionKernel final : public CudaKernel {
     }
     if (Present(in, 3)) {
       const Tensor& m = in[3];
-      if (m.rank() < 2 || m.rank() > 4 || (m.dtype() != DType::kBool && m.dtype() != DType::kF32)) {
+      if (m.rank() < 2 || m.rank() > 4 || (m.dtype() != DType::kBool && !IsGpuFloat(m.dtype()))) {
         return absl::InvalidArgumentError(absl::StrCat("Attention: attn_mask ", m.TypeString()));
       }
       const int64_t want[4] = {a.batch, a.q_heads, a.q_seq, a.kv_seq};
@@ -542,6 +575,7 @@ class AttentionKernel final : public CudaKernel {
       a.mask_keys = m.dim(m.rank() - 1);
       a.mask = m.raw_data();
       a.mask_bool = m.dtype() == DType::kBool;
+      a.mask_type = FloatTypeOf(m.dtype());
       a.mask_fill = static_cast<float>(mask_fill_);
     }
     return Launch(ops::Attention(a, StreamOf(ctx)), op_);
@@ -655,9 +689,10 @@ class WhereKernel final : public CudaKernel {
   absl::Status RunCuda(const KernelContext& ctx, absl::Span<const Tensor> in,
                        absl::Span<Tensor> out) const override {
     if (in.size() != 3 || !Present(in, 0) || !Present(in, 1) || !Present(in, 2) ||
-        in[0].dtype() != DType::kBool || DTypeSize(in[1].dtype()) != 4 ||
+        in[0].dtype() != DType::kBool ||
+        (DTypeSize(in[1].dtype()) != 4 && DTypeSize(in[1].dtype()) != 2) ||
         in[1].dtype() != in[2].dtype() || out[0].dtype() != in[1].dtype()) {
-      return absl::InvalidArgumentError("Where on cuda: bool condition, 4-byte x and y");
+      return absl::InvalidArgumentError("Where on cuda: bool condition, 2- or 4-byte x and y");
     }
     const Shape& o = out[0].shape();
     if (o.size() > static_cast<size_t>(ops::kMaxRank)) {
@@ -670,19 +705,22 @@ class WhereKernel final : public CudaKernel {
       NIMBLE_RETURN_IF_ERROR(BroadcastStrides(op_, in[k].shape(), o, shape.strides[k]));
     }
     return Launch(ops::Where(in[0].data<bool>(), in[1].raw_data(), in[2].raw_data(),
-                             out[0].raw_data(), shape, out[0].num_elements(), StreamOf(ctx)),
+                             out[0].raw_data(), shape, out[0].num_elements(),
+                             static_cast<int>(DTypeSize(in[1].dtype())), StreamOf(ctx)),
                   op_);
   }
 };
 
 // ---- Registration
 
-bool AllF32(absl::Span<const DType> ins, absl::Span<const DType> outs) {
+// Every present input and every output is the same one of f32 / f16 / bf16.
+bool AllSameFloat(absl::Span<const DType> ins, absl::Span<const DType> outs) {
+  if (outs.empty() || !IsGpuFloat(outs[0])) return false;
   for (DType d : ins) {
-    if (d != DType::kF32 && d != DType::kInvalid) return false;
+    if (d != outs[0] && d != DType::kInvalid) return false;
   }
   for (DType d : outs) {
-    if (d != DType::kF32) return false;
+    if (d != outs[0]) return false;
   }
   return true;
 }
@@ -700,9 +738,9 @@ void RegisterCudaKernels(KernelRegistry& r) {
     r.Register(name, DeviceType::kCUDA, std::move(factory));
     r.SetTraits(name, DeviceType::kCUDA, std::move(traits));
   };
-  KernelTraits f32;
+  KernelTraits f32;  // f32, f16 or bf16, all alike
   f32.supports = [](absl::Span<const DType> in, absl::Span<const DType> out, const Attributes&) {
-    return AllF32(in, out);
+    return AllSameFloat(in, out);
   };
 
   reg(
@@ -713,7 +751,7 @@ void RegisterCudaKernels(KernelRegistry& r) {
       },
       KernelTraits{
           {}, [](absl::Span<const DType> in, absl::Span<const DType> out, const Attributes& a) {
-            return AllF32(in, out) && in.size() <= ops::kMaxProgramInputs &&
+            return AllSameFloat(in, out) && in.size() <= ops::kMaxProgramInputs &&
                    out.size() <= ops::kMaxProgramInputs && ParseProgram(a).ok();
           }});
   const std::pair<const char*, FusedOp> binary[] = {{"Add", FusedOp::kAdd},
@@ -753,10 +791,15 @@ void RegisterCudaKernels(KernelRegistry& r) {
 
   auto matmul_traits = KernelTraits{
       {}, [](absl::Span<const DType> in, absl::Span<const DType> out, const Attributes&) {
-        return AllF32(in, out);
+        return AllSameFloat(in, out);
       }};
   reg(
-      "MatMul", [](const Attributes&) { return Make<MatMulKernel>("MatMul", GemmSpec{}); },
+      "MatMul",
+      [](const Attributes& a) {
+        GemmSpec spec;
+        spec.tf32 = a.GetOr<std::string>("precision", "") == "tf32";
+        return Make<MatMulKernel>("MatMul", spec);
+      },
       matmul_traits);
   reg(
       "FusedMatMul",
@@ -764,6 +807,7 @@ void RegisterCudaKernels(KernelRegistry& r) {
         GemmSpec spec;
         spec.trans_b = a.GetOr<int64_t>("transB", 0) != 0;
         spec.alpha = static_cast<float>(a.GetOr<double>("alpha", 1.0));
+        spec.tf32 = a.GetOr<std::string>("precision", "") == "tf32";
         NIMBLE_ASSIGN_OR_RETURN(spec.act, ParseAct(a.GetOr<std::string>("activation", "")));
         return Make<MatMulKernel>("FusedMatMul", spec);
       },
@@ -775,6 +819,7 @@ void RegisterCudaKernels(KernelRegistry& r) {
         spec.trans_a = a.GetOr<int64_t>("transA", 0) != 0;
         spec.trans_b = a.GetOr<int64_t>("transB", 0) != 0;
         spec.alpha = static_cast<float>(a.GetOr<double>("alpha", 1.0));
+        spec.tf32 = a.GetOr<std::string>("precision", "") == "tf32";
         return Make<GemmKernel>(spec, static_cast<float>(a.GetOr<double>("beta", 1.0)));
       },
       matmul_traits);
@@ -786,12 +831,12 @@ void RegisterCudaKernels(KernelRegistry& r) {
       },
       KernelTraits{{},
                    [](absl::Span<const DType> in, absl::Span<const DType> out, const Attributes&) {
-                     return out.size() == 1 && AllF32(in, out);
+                     return out.size() == 1 && AllSameFloat(in, out);
                    }});
   // Softmax's meaning of axis changed in opset 13; both agree on the last axis.
   KernelTraits last_axis{
       {}, [](absl::Span<const DType> in, absl::Span<const DType> out, const Attributes& a) {
-        return AllF32(in, out) && a.GetOr<int64_t>("axis", 0) == -1;
+        return AllSameFloat(in, out) && a.GetOr<int64_t>("axis", 0) == -1;
       }};
   reg(
       "Softmax",
@@ -819,11 +864,12 @@ void RegisterCudaKernels(KernelRegistry& r) {
             if (a.GetOr<double>("softcap", 0.0) != 0.0) return false;
             if (a.GetOr<int64_t>("qk_matmul_output_mode", 0) != 0) return false;
             if (a.GetOr<int64_t>("is_causal", 0) != 0) return false;
-            for (int i = 0; i < 3; ++i) {
-              if (in[i] != DType::kF32) return false;
+            if (!IsGpuFloat(in[0])) return false;
+            for (int i = 1; i < 3; ++i) {
+              if (in[i] != in[0]) return false;
             }
-            return out[0] == DType::kF32 && (in.size() == 3 || in[3] == DType::kF32 ||
-                                             in[3] == DType::kBool || in[3] == DType::kInvalid);
+            return out[0] == in[0] && (in.size() == 3 || in[3] == DType::kF32 || in[3] == in[0] ||
+                                       in[3] == DType::kBool || in[3] == DType::kInvalid);
           }});
   reg(
       "Gather", [](const Attributes& a) { return Make<GatherKernel>(a.GetOr<int64_t>("axis", 0)); },
@@ -852,7 +898,8 @@ void RegisterCudaKernels(KernelRegistry& r) {
       "Where", [](const Attributes&) { return Make<WhereKernel>(); },
       KernelTraits{{}, [](absl::Span<const DType> in, absl::Span<const DType>, const Attributes&) {
                      return in.size() == 3 && in[0] == DType::kBool && in[1] == in[2] &&
-                            in[1] != DType::kString && DTypeSize(in[1]) == 4;
+                            in[1] != DType::kString &&
+                            (DTypeSize(in[1]) == 4 || DTypeSize(in[1]) == 2);
                    }});
 }
 

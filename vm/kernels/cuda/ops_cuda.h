@@ -31,19 +31,24 @@ struct Program {
   float constants[kMaxProgramConstants] = {};
 };
 
+// Storage type of the floating-point tensors of a launch; arithmetic is fp32 throughout (half
+// types are converted on load and rounded once on store).
+enum class FloatType { kF32 = 0, kF16, kBF16 };
+
 struct ProgramArgs {
-  const float* inputs[kMaxProgramInputs] = {};
-  float* outputs[kMaxProgramInputs] = {};
+  const void* inputs[kMaxProgramInputs] = {};
+  void* outputs[kMaxProgramInputs] = {};
 };
 
+// Every input and output of the program has storage type `type`.
 cudaError_t RunProgram(const Program& program, const ProgramArgs& args, const BroadcastShape& shape,
-                       int64_t count, cudaStream_t stream);
+                       int64_t count, FloatType type, cudaStream_t stream);
 
 // Activations of FusedMatMul's epilogue (the CPU kernel's order: act(x) then + residual).
 enum class Act { kNone = 0, kRelu, kGelu, kGeluTanh, kTanh, kSigmoid };
 // x[i] = act(x[i] + (bias ? bias[i % n] : 0)) + (residual ? residual[i] : 0).
-cudaError_t BiasActResidual(float* x, const float* bias, const float* residual, int64_t count,
-                            int64_t n, Act act, cudaStream_t stream);
+cudaError_t BiasActResidual(void* x, const void* bias, const void* residual, int64_t count,
+                            int64_t n, Act act, FloatType type, cudaStream_t stream);
 
 // out[o, j, i] = data[o, index[j], i] (outer x num_indices x inner); element_bytes 1/2/4/8.
 // Negative indices count from the end; out-of-range ones give zeros.
@@ -51,7 +56,7 @@ cudaError_t Gather(const void* data, const void* indices, bool indices_i64, void
                    int64_t outer, int64_t axis_dim, int64_t num_indices, int64_t inner,
                    int element_bytes, cudaStream_t stream);
 
-// dtype codes for Cast: the vm::DType values of f32, f64, f16, i8, i16, i32, i64, u8, bool.
+// dtype codes for Cast: the vm::DType values of f32, f16, bf16, f64, i8, i16, i32, i64, u8, bool.
 cudaError_t Cast(const void* in, int in_dtype, void* out, int out_dtype, int64_t count,
                  cudaStream_t stream);
 bool CastSupported(int dtype);
@@ -62,23 +67,27 @@ cudaError_t Transpose(const void* in, void* out, int rank, const int64_t* dims,
                       cudaStream_t stream);
 
 // Per row of `cols`: y = (x - mean) / sqrt(var + eps) * gamma + beta (gamma/beta may be null).
-cudaError_t LayerNorm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows,
-                      int64_t cols, float epsilon, cudaStream_t stream);
+// x, gamma, beta and y share storage type `type`; statistics in fp32.
+cudaError_t LayerNorm(const void* x, const void* gamma, const void* beta, void* y, int64_t rows,
+                      int64_t cols, float epsilon, FloatType type, cudaStream_t stream);
 
 // Softmax over `r` elements of stride `inner` for each (outer, inner): ONNX Softmax (opset 13).
-cudaError_t Softmax(const float* x, float* y, int64_t outer, int64_t r, int64_t inner, bool log,
-                    cudaStream_t stream);
+cudaError_t Softmax(const void* x, void* y, int64_t outer, int64_t r, int64_t inner, bool log,
+                    FloatType type, cudaStream_t stream);
 
 // Scaled dot-product attention; q/k/v/y addressed through element strides (batch, head, seq),
 // the head dim contiguous. mask: null, f32 additive or bool (false -> mask_fill), indexed with
 // strides (0 broadcasts) over (batch, head, query, key); keys >= mask_keys are masked (-inf).
+// q, k, v and y have storage type `type`; an additive mask is f32 or `mask_type`.
 struct AttentionArgs {
-  const float* q = nullptr;
-  const float* k = nullptr;
-  const float* v = nullptr;
-  float* y = nullptr;
+  const void* q = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  void* y = nullptr;
+  FloatType type = FloatType::kF32;
   const void* mask = nullptr;
   bool mask_bool = false;
+  FloatType mask_type = FloatType::kF32;
   float mask_fill = -__builtin_huge_valf();
   int64_t mask_strides[4] = {};
   int64_t mask_keys = 0;
@@ -89,9 +98,10 @@ struct AttentionArgs {
 };
 cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream);
 
-// out = cond ? x : y, all broadcast into `shape` (inputs 0, 1, 2 = cond, x, y); 4-byte x/y.
+// out = cond ? x : y, all broadcast into `shape` (inputs 0, 1, 2 = cond, x, y); 2- or 4-byte x/y.
 cudaError_t Where(const bool* cond, const void* x, const void* y, void* out,
-                  const BroadcastShape& shape, int64_t count, cudaStream_t stream);
+                  const BroadcastShape& shape, int64_t count, int element_bytes,
+                  cudaStream_t stream);
 
 // Fills out[i] = start + i * delta (f32 or i64).
 cudaError_t RangeI64(int64_t* out, int64_t start, int64_t delta, int64_t count,

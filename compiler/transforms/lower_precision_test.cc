@@ -1,0 +1,99 @@
+// Golden IR tests of LowerPrecision (label `unit`; no GPU needed: the CUDA kernels' traits are
+// registered whenever the CUDA backend is built, and the tests skip when it is not).
+#include "compiler/transforms/lower_precision.h"
+
+#include "base/testing/status_matchers.h"
+#include "gtest/gtest.h"
+#include "vm/kernels/kernel.h"
+
+namespace nimble::compiler {
+namespace {
+
+using ::nimble::testing::StatusIs;
+using ::testing::HasSubstr;
+
+class LowerPrecisionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!vm::KernelRegistry::Global().Has("FusedMatMul", vm::DeviceType::kCUDA)) {
+      GTEST_SKIP() << "built without the CUDA backend";
+    }
+  }
+  Value* Input(const std::string& name, std::vector<int64_t> dims,
+               vm::DType dtype = vm::DType::kF32) {
+    return m_.main->AddInput(name, Type::Tensor(TensorType::Static(dtype, dims)));
+  }
+  Value* Weight(const std::string& name, std::vector<int64_t> dims, float v) {
+    int64_t n = 1;
+    for (int64_t d : dims) n *= d;
+    return m_.main->AddConstant(name, vm::Tensor::FromVector<float>(std::vector<float>(n, v), dims),
+                                Type::Tensor(TensorType::Static(vm::DType::kF32, dims)));
+  }
+  Node* Op(const std::string& op, std::vector<Value*> inputs, std::vector<int64_t> dims,
+           vm::DType dtype = vm::DType::kF32) {
+    Node* n = m_.main->AddNode(op, std::move(inputs), 1, op);
+    n->set_opset(17);
+    n->output(0)->set_type(Type::Tensor(TensorType::Static(dtype, dims)));
+    return n;
+  }
+
+  Module m_;
+};
+
+// x -> MatMul(W) -> Tanh -> LayerNorm -> out; a Shape of the half value needs no Cast; the mask
+// chain of an Attention-like consumer (here: Softmax of an f32 input) stays f32.
+TEST_F(LowerPrecisionTest, Fp16LowersTheComputeAndCastsAtTheEdges) {
+  Value* x = Input("x", {2, 4});
+  Value* m = Input("m", {2, 8});
+  Value* y = Op("MatMul", {x, Weight("w", {4, 8}, 0.25f)}, {2, 8})->output(0);
+  Value* t = Op("Tanh", {y}, {2, 8})->output(0);
+  Node* ln = Op("LayerNormalization", {t, Weight("g", {8}, 1.0f), Weight("b", {8}, 0.0f)}, {2, 8});
+  ln->attrs().Set("axis", int64_t{-1});
+  Value* shape = Op("Shape", {t}, {2}, vm::DType::kI64)->output(0);
+  Node* sm = Op("Softmax", {m}, {2, 8});
+  sm->attrs().Set("axis", int64_t{-1});
+  m_.main->AddOutput(ln->output(0));
+  m_.main->AddOutput(shape);
+  m_.main->AddOutput(sm->output(0));
+
+  NIMBLE_ASSERT_OK_AND_ASSIGN(int lowered,
+                              LowerPrecision(m_, Precision::kF16, vm::DeviceType::kCUDA));
+  EXPECT_EQ(lowered, 3);  // MatMul, Tanh, LayerNormalization; Softmax of an f32 input is not
+  EXPECT_EQ(m_.ToString(),
+            "graph main(%0:x: f32[2, 4], %1:m: f32[2, 8]) {\n"
+            "  %11:w/f16: f16[4, 8] = constant\n"
+            "  %12:g/f16: f16[8] = constant\n"
+            "  %13:b/f16: f16[8] = constant\n"
+            "  %9: f32[2, 8] = Softmax(%1:m) {axis=-1}\n"
+            "  %10:x/f16: f16[2, 4] = Cast(%0:x) {to=10}\n"
+            "  %3: f16[2, 8] = MatMul(%10:x/f16, %11:w/f16)\n"
+            "  %4: f16[2, 8] = Tanh(%3)\n"
+            "  %7: f16[2, 8] = LayerNormalization(%4, %12:g/f16, %13:b/f16) {axis=-1}\n"
+            "  %8: i64[2] = Shape(%4)\n"
+            "  %14: f32[2, 8] = Cast(%7) {to=1}\n"
+            "  return %14, %8, %9\n"
+            "}\n");
+}
+
+TEST_F(LowerPrecisionTest, Tf32MarksTheGemmsOnly) {
+  Value* x = Input("x", {2, 4});
+  Value* y = Op("MatMul", {x, Weight("w", {4, 8}, 0.25f)}, {2, 8})->output(0);
+  Value* t = Op("Tanh", {y}, {2, 8})->output(0);
+  m_.main->AddOutput(t);
+  NIMBLE_ASSERT_OK_AND_ASSIGN(int marked,
+                              LowerPrecision(m_, Precision::kTF32, vm::DeviceType::kCUDA));
+  EXPECT_EQ(marked, 1);
+  EXPECT_THAT(m_.ToString(), HasSubstr("MatMul(%0:x, %1:w) {precision=\"tf32\"}"));
+}
+
+// Runs in CPU-only builds too.
+TEST(LowerPrecisionErrorsTest, HalfPrecisionNeedsAGpu) {
+  Module m;
+  EXPECT_THAT(LowerPrecision(m, Precision::kF16, vm::DeviceType::kCPU),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--device=cuda")));
+  EXPECT_THAT(ParsePrecision("fp8"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("fp32, tf32, fp16 or bf16")));
+}
+
+}  // namespace
+}  // namespace nimble::compiler

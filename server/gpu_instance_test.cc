@@ -1,9 +1,11 @@
 // GPU execution instances (label `cuda`: skipped without a GPU): a model version served by
 // instances on cuda:0 with their own streams answers like the CPU executable, under concurrency
 // and with padding-batching, and reports its device memory and busy time.
+#include <cmath>
 #include <filesystem>
 #include <future>
 #include <numeric>
+#include <thread>
 
 #include "base/testing/status_matchers.h"
 #include "gmock/gmock.h"
@@ -155,6 +157,38 @@ TEST_F(GpuInstanceTest, InstancesOnEveryGpuAnswerLikeOneGpuAndShareTheWork) {
   }
   // Every device took work from the shared queue.
   for (const auto& [device, seconds] : all->busy_seconds()) EXPECT_GT(seconds, 0) << device;
+}
+
+TEST_F(GpuInstanceTest, Fp16WithGraphsStaysCloseToFp32) {
+  // Buckets make the specialized variants graphs are captured for. A version is READY on the
+  // generic executable first; wait (bounded) until the specialized one has replaced it.
+  auto specialized = [&](const std::string& name) -> std::shared_ptr<ModelInstance> {
+    for (int i = 0; i < 6000; ++i) {
+      auto instance = manager_->Get(name, "");
+      if (instance.ok() && (*instance)->executable()->variants.size() > 1) return *instance;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));  // a background compile
+    }
+    return nullptr;
+  };
+  const std::string base = R"({"buckets": {"s": {"bounds": [8, 16]}}, "max_batch_size": 4,
+      "instance_groups": {"gpu": {"devices": [0])";
+  ASSERT_THAT(Load("fp32", base + "}}}"), IsOk());
+  ASSERT_THAT(Load("fp16", base + R"(, "precision": "fp16", "graphs": true}}})"), IsOk());
+  auto fp32 = specialized("fp32");
+  auto fp16 = specialized("fp16");
+  ASSERT_NE(fp32, nullptr);
+  ASSERT_NE(fp16, nullptr);
+  for (int round = 0; round < 4; ++round) {  // eager, capture, replay, replay
+    for (int64_t seq : {8, 16}) {
+      NIMBLE_ASSERT_OK_AND_ASSIGN(auto want, fp32->RunAndWait(Request(1, seq, 0.5f * round)));
+      NIMBLE_ASSERT_OK_AND_ASSIGN(auto got, fp16->RunAndWait(Request(1, seq, 0.5f * round)));
+      const std::vector<float> a = Values<float>(got[0]), b = Values<float>(want[0]);
+      ASSERT_EQ(a.size(), b.size());
+      for (size_t k = 0; k < a.size(); ++k) {
+        EXPECT_NEAR(a[k], b[k], 1e-2 * std::max(1.0f, std::fabs(b[k]))) << round << " " << k;
+      }
+    }
+  }
 }
 
 TEST_F(GpuInstanceTest, AMissingDeviceIsAClearError) {

@@ -21,8 +21,7 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Create(const std::
     server->exposer_ = std::make_unique<prometheus::Exposer>(
         std::vector<std::string>{"listening_ports", bind, "num_threads", "2"});
   } catch (const std::exception& e) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot serve metrics on ", bind, ": ", e.what()));
+    return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", bind, ": ", e.what()));
   }
   std::vector<int> ports = server->exposer_->GetListeningPorts();
   if (ports.empty()) {

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
+#include "compiler/transforms/lower_precision.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/util/json_util.h"
@@ -103,6 +104,11 @@ absl::Status CheckConfig(const ModelConfigFile& c) {
   }
   if (groups.gpu().count() < 0 || groups.gpu().streams() < 0) {
     return Bad("instance_groups.gpu: count and streams must be >= 0");
+  }
+  if (!groups.gpu().precision().empty()) {
+    if (absl::Status p = compiler::ParsePrecision(groups.gpu().precision()).status(); !p.ok()) {
+      return Bad(absl::StrCat("instance_groups.gpu.precision: ", p.message()));
+    }
   }
   {
     std::set<int> seen;

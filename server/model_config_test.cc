@@ -89,6 +89,11 @@ TEST(ModelConfigTest, RejectsMalformedJsonUnknownKeysWrongTypesAndBadValues) {
   EXPECT_THAT(
       ParseModelConfig(R"({"inputs": [{"name": "x", "dims": [-1], "paddable_axes": [1]}]})"),
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("out of range")));
+  EXPECT_THAT(ParseModelConfig(R"({"instance_groups": {"gpu": {"precision": "fp8"}}})"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("precision")));
+  EXPECT_THAT(ParseModelConfig(R"({"instance_groups": {"gpu": {"precision": "fp16",
+                                                               "graphs": true}}})"),
+              IsOk());
 }
 
 TEST(ModelConfigTest, ResolveRejectsWhatTheModelDoesNotHave) {

@@ -212,8 +212,13 @@ void ModelInstance::Worker(int target, int index) {
     if (context.ok()) {
       gpu = *std::move(context);
       setup = gpu->Activate();
-      options.allocators.push_back({t.device, gpu->allocator()});
-      options.stream = gpu->stream();
+      if (t.device_graphs) {
+        // Graph capture needs the VM's own stream and the allocator it orders on it.
+        options.device_graphs = true;
+      } else {
+        options.allocators.push_back({t.device, gpu->allocator()});
+        options.stream = gpu->stream();
+      }
     } else {
       setup = context.status();
     }

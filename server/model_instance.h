@@ -69,6 +69,7 @@ struct ExecutionTarget {
   vm::Device device = vm::kCpu;
   int instances = 1;
   int threads = 1;
+  bool device_graphs = false;  // GPU: CUDA graphs for specialized variants (own stream)
 };
 
 // What an instance reports with each job's result.

@@ -249,6 +249,7 @@ absl::StatusOr<std::shared_ptr<ModelInstance>> ModelManager::LoadVersion(
       t.device = vm::Device{vm::DeviceType::kCUDA, ordinal};
       t.instances = std::max(1, gpu.count()) * std::max(1, gpu.streams());
       t.threads = 1;  // host-side kernels (shape arithmetic) of a GPU call
+      t.device_graphs = gpu.graphs();
       targets.push_back(std::move(t));
     }
   }
@@ -284,14 +285,21 @@ absl::StatusOr<std::shared_ptr<ModelInstance>> ModelManager::LoadVersion(
   for (ExecutionTarget& t : targets) {
     key_inputs.device = device_key(t.device);
     const std::string key = ExecutableCacheKey(key_inputs);
-    auto cached = cache_->GetOrCompile(key, labels, [&] {
-      spdlog::info("{}: compiling for {} (cache key {})", where, t.device.ToString(),
-                   key.substr(0, 16));
-      compiler::CompileOptions options;
-      options.buckets = key_inputs.buckets;
-      options.device = t.device;
-      return compiler::CompileOnnxFile(path, options);
-    });
+    auto cached = cache_->GetOrCompile(
+        key, labels, [&]() -> absl::StatusOr<std::shared_ptr<const vm::Executable>> {
+          spdlog::info("{}: compiling for {} (cache key {})", where, t.device.ToString(),
+                       key.substr(0, 16));
+          compiler::CompileOptions options;
+          options.buckets = key_inputs.buckets;
+          options.device = t.device;
+          if (t.device.type != vm::DeviceType::kCPU &&
+              !file_config.instance_groups().gpu().precision().empty()) {
+            NIMBLE_ASSIGN_OR_RETURN(
+                options.precision,
+                compiler::ParsePrecision(file_config.instance_groups().gpu().precision()));
+          }
+          return compiler::CompileOnnxFile(path, options);
+        });
     if (!cached.ok()) return Annotate(cached.status(), absl::StrCat(where, ": compiling"));
     if (cached->source != ExecutableCache::Source::kCompiled) {
       spdlog::info("{}: {} executable from the {} cache", where, t.device.ToString(),

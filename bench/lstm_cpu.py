@@ -107,7 +107,7 @@ def main():
         benchlib.write_json(args.json, {
             "benchmark": "lstm_cpu", "meta": meta, "model": "LSTM 2x650 fp32, batch 1",
             "onnx": onnx, "threads": args.threads, "iterations": args.iterations,
-            "repeats": args.repeats, "statistic": "p50 (lowest of the repeats)",
+            "repeats": args.repeats, "statistic": "p50",
             "peer": f"PyTorch {torch.__version__} eager",
             "rows": [{"seq": seq, "nimble_ms": best[seq][0], "peer_ms": best[seq][1]}
                      | ({"baseline_ms": best[seq][2]} if args.baseline else {})

@@ -85,6 +85,9 @@ def run(cmd, log=None, timeout=1800):
     return proc, time.monotonic() - start
 
 
+LIVE_SERVERS = set()  # stopped on any exit of run_all, a failure or Ctrl-C included
+
+
 class Server:
     """One nimble-server process on loopback ports it picks itself (--port-file)."""
 
@@ -110,6 +113,7 @@ class Server:
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen(self.command(), cwd=REPO, stdout=out,
                                          stderr=subprocess.STDOUT)
+        LIVE_SERVERS.add(self)
 
     def log_text(self):
         with open(self.log) as f:
@@ -159,6 +163,7 @@ class Server:
         return values
 
     def stop(self, check=True):
+        LIVE_SERVERS.discard(self)
         if not self.proc or self.proc.poll() is not None:
             return
         self.proc.send_signal(signal.SIGTERM)
@@ -422,6 +427,16 @@ def main():
             print(f"run_all: {binary} is missing (build it first: `make bench` does)",
                   file=sys.stderr)
             return 1
+    # SIGTERM (make killed, a CI timeout) unwinds like Ctrl-C, so the servers get stopped.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        return run_steps(suite, args, only, skip)
+    finally:
+        for server in list(LIVE_SERVERS):
+            server.stop(check=False)
+
+
+def run_steps(suite, args, only, skip):
     timings = {}
     total = time.monotonic()
     for step in STEPS:

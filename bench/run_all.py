@@ -16,9 +16,10 @@ Steps (in order; each writes results/<step>*.json):
   grpc_roundtrip  bench_grpc_roundtrip (Google Benchmark): the gRPC floor and an identity
                ModelInfer over loopback, in-process server
   concurrency  nimble-load closed loop --concurrency 1:16:x2, lognormal lengths: the small BERT
-               with padding batching and without batching, and BERT-base with padding batching
-  batching     nimble-load open loop (Poisson) at several offered rates against the small BERT
-               with padding batching, identical-shape batching and no batching
+               and BERT-base, each with padding batching and without batching
+  batching     nimble-load open loop (Poisson) at offered rates stepping past the no-batching
+               capacity: padding batching, identical-shape batching and no batching, the small
+               BERT and BERT-base
   report       bench/report.py (always last; `--only report` re-renders from the JSON files)
 
 Every step runs its programs with check=True and the whole run stops at the first failure with
@@ -225,6 +226,8 @@ class Suite:
         self.bert_small = os.path.join(self.models_small, "bert", "model.onnx")
         self.lstm = os.path.join(self.models, "lstm", "model.onnx")
         self.log = os.path.join(self.work, "run.log")
+        # The load steps' servers share one cache: a config compiled once loads from disk.
+        self.load_cache = os.path.join(self.work, "cache-load")
         self.threads = args.threads
 
     def config(self, mode, threads=None):
@@ -350,37 +353,43 @@ class Suite:
     def window_flags(self, warmup, window, windows):
         return ["--warmup", warmup, "--window", window, "--max-windows", str(windows)]
 
-    def concurrency_step(self):
-        runs = [("small", self.bert_small, "padding"), ("small", self.bert_small, "none")]
+    def load_models(self):
+        """(name, ONNX, server threads, nimble-load window flags) of the load steps' models."""
+        # The small BERT leaves a core to the load generator and gRPC; BERT-base is compute-bound
+        # at a few requests per second, so the server gets every core and longer windows.
+        models = [("small", self.bert_small, None, self.window_flags("1s", "2s", 3))]
         if not self.args.no_base_load:
-            runs.append(("base", self.bert_base, "padding"))
-        for name, onnx, mode in runs:
-            # BERT-base is compute-bound at a few requests per second: all cores to the server.
-            threads = self.threads if name == "base" else None
-            server, _, _ = self.start_server(f"concurrency-{name}-{mode}", onnx,
-                                             self.config(mode, threads))
-            flags = (self.window_flags("1s", "2s", 3) if name == "small"
-                     else self.window_flags("2s", "3s", 3))
-            self.load(server, ["--concurrency", "1:16:x2", *flags],
-                      self.out(f"concurrency_{name}_{mode}.json"))
-            server.stop()
+            models.append(("base", self.bert_base, self.threads,
+                           self.window_flags("2s", "4s", 3)))
+        return models
+
+    def concurrency_step(self):
+        shutil.rmtree(self.load_cache, ignore_errors=True)
+        for name, onnx, threads, flags in self.load_models():
+            for mode in ("padding", "none"):
+                server, _, _ = self.start_server(f"concurrency-{name}-{mode}", onnx,
+                                                 self.config(mode, threads), self.load_cache)
+                self.load(server, ["--concurrency", "1:16:x2", *flags],
+                          self.out(f"concurrency_{name}_{mode}.json"))
+                server.stop()
 
     def batching_step(self):
-        # Offered rates relative to the small BERT's no-batching capacity (its best closed-loop
-        # throughput), so the sweep crosses that capacity on any machine.
-        with open(self.out("concurrency_small_none.json")) as f:
-            capacity = max(level["throughput_infer_per_s"] for level in json.load(f)["levels"])
-        step = max(10, int(round(capacity / self.args.rate_step_divisor / 10.0)) * 10)
-        rates = f"{step}:{step * self.args.rate_levels}:{step}"
-        print(f"  no-batching capacity {capacity:.0f}/s; rates {rates}", flush=True)
-        for mode in ("padding", "identical", "none"):
-            server, _, _ = self.start_server(f"batching-{mode}", self.bert_small,
-                                             self.config(mode))
-            self.load(server, ["--rate", rates, "--arrivals",
-                               "poisson", "--timeout", "10s",
-                               *self.window_flags("1s", "2s", 3)],
-                      self.out(f"batching_{mode}.json"))
-            server.stop()
+        for name, onnx, threads, flags in self.load_models():
+            # Offered rates step by a fraction of the model's no-batching capacity (its best
+            # closed-loop throughput in the concurrency step), so the sweep crosses that
+            # capacity on any machine.
+            with open(self.out(f"concurrency_{name}_none.json")) as f:
+                capacity = max(lv["throughput_infer_per_s"] for lv in json.load(f)["levels"])
+            step = capacity * self.args.rate_step
+            step = round(step, -1) if step >= 20 else max(1.0, round(step))
+            rates = f"{step:g}:{step * self.args.rate_levels:g}:{step:g}"
+            print(f"  {name}: no-batching capacity {capacity:.1f}/s; rates {rates}", flush=True)
+            for mode in ("padding", "identical", "none"):
+                server, _, _ = self.start_server(f"batching-{name}-{mode}", onnx,
+                                                 self.config(mode, threads), self.load_cache)
+                self.load(server, ["--rate", rates, "--arrivals", "poisson", "--timeout", "30s",
+                                   *flags], self.out(f"batching_{name}_{mode}.json"))
+                server.stop()
 
     def report_step(self):
         run([PYTHON, os.path.join(BENCH, "report.py"), "--results", self.results], self.log)
@@ -403,9 +412,9 @@ def main():
     p.add_argument("--lstm-seqs", default="16,32,64,128,256")
     p.add_argument("--server-threads", type=int, default=max(1, (os.cpu_count() or 2) // 2),
                    help="threads of the server's one CPU instance (the client needs the rest)")
-    p.add_argument("--max-queue-delay-us", type=int, default=1000)
-    p.add_argument("--rate-step-divisor", type=float, default=3,
-                   help="open-loop rate step = no-batching capacity / this")
+    p.add_argument("--max-queue-delay-us", type=int, default=500)
+    p.add_argument("--rate-step", type=float, default=0.25,
+                   help="open-loop rate step, a fraction of the no-batching capacity")
     p.add_argument("--rate-levels", type=int, default=6, help="open-loop rates: step, 2 step..")
     p.add_argument("--no-base-load", action="store_true",
                    help="skip the BERT-base closed-loop sweep (the slowest load run)")

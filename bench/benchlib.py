@@ -26,11 +26,13 @@ def cpu_name():
 
 
 def commit():
-    """Short HEAD of the repository, with "-dirty" when tracked files differ from it."""
+    """Short HEAD of the repository, with "-dirty" when tracked files differ from it (the
+    generated report and results do not count: a run rewrites them as it goes)."""
     def git(*args):
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
     head = git("rev-parse", "--short", "HEAD").stdout.strip() or "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                ":!bench/results", ":!bench/report", ":!bench/REPORT.md").stdout.strip()
     return head + ("-dirty" if dirty else "")
 
 

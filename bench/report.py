@@ -41,8 +41,10 @@ def machine(meta):
 def footer(fig, meta, commands):
     lines = [f"Machine: {machine(meta)}; commit {meta['commit']}; {meta['date']}; run by "
              f"`make bench`"]
+    width = int(fig.get_figwidth() * 20)  # characters of 5.5 pt monospace per line
+    lines = [piece for line in lines for piece in textwrap.wrap(line, width)]
     for c in commands:
-        lines += textwrap.wrap(c, 150, initial_indent="$ ", subsequent_indent="    ")
+        lines += textwrap.wrap(c, width, initial_indent="$ ", subsequent_indent="    ")
     fig.text(0.005, 0.005, "\n".join(lines), fontsize=5.5, family="monospace", va="bottom")
     return len(lines)
 
@@ -141,8 +143,10 @@ class Report:
             axes[0][col].set_title(title, fontsize=9)
             axes[0][col].set_ylabel("throughput (infer/s)")
             axes[1][col].set_ylabel("p99 latency (ms)")
+            levels = [lv["concurrency"] for _, r in series for lv in r["levels"]]
             for ax in (axes[0][col], axes[1][col]):
                 ax.set_xscale("log", base=2)
+                ax.set_xticks(sorted(set(levels)), [f"{c:g}" for c in sorted(set(levels))])
                 ax.set_xlabel("concurrency (requests in flight)")
                 ax.grid(True, which="both", alpha=0.3)
                 ax.legend(fontsize=7)
@@ -401,8 +405,20 @@ class Report:
                  "server. Repeat a run before believing a difference under ~10-20%; read the "
                  "server figures as shapes (where a curve bends), not as absolute capacity.", "",
                  "## Headlines", ""] + [f"- {h}" for h in self.headlines] + [""]
+        expected = {"bert_cpu.json": "`bert_cpu` step", "lstm_cpu.json": "`lstm_cpu` step",
+                    "compile.json": "`compile` step", "server_cold.json": "`server_cold` step",
+                    "grpc_roundtrip.json": "`grpc_roundtrip` step",
+                    "concurrency_base_none.json": "BERT-base load runs (`--no-base-load`?)",
+                    "gpu.json": "GPU machine comparison (run by hand: bench/gpu/README.md)"}
+        missing = [why for name, why in expected.items()
+                   if not os.path.exists(os.path.join(self.results, name))]
+        tail = ["## Not in this report", ""] + [f"- {m}: no results" for m in missing] + [
+            "- Nimble on the GPU: the CUDA backend is in progress (vm/cuda/README.md); "
+            "bench/gpu/model_compare.py reports it as unsupported until `nimblec bench` takes "
+            "`--device cuda`.", "- BERT-base open-loop levels hold few requests (a few per "
+            "second for ~12 s): their p99 is close to the maximum of ~100 samples.", ""]
         with open(self.out, "w") as f:
-            f.write("\n".join(head + self.md) + "\n")
+            f.write("\n".join(head + self.md + tail) + "\n")
         print(f"report: wrote {self.out} and {len(os.listdir(self.figures))} figures in "
               f"{self.figures}", file=sys.stderr)
 

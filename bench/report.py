@@ -222,8 +222,9 @@ class Report:
         self.md.append(caption(first["meta"], commands))
         self.md.append("Latency is measured from each request's scheduled send time, so a "
                        "saturated server shows as growing latency, not as a lower offered rate. "
-                       "Rates step by a quarter of the model's no-batching capacity (its best "
-                       "closed-loop throughput in section 2). Server configs (config.json):\n")
+                       "Rates step by a fraction of the model's no-batching capacity (its best "
+                       "closed-loop throughput in section 2): the small BERT by 0.25x up to "
+                       "1.5x, BERT-base by 0.3x up to 1.2x. Server configs (config.json):\n")
         for model, series in models:
             for mode, run in series:
                 self.md.append(f"- {MODEL_NAMES[model]}, {MODES[mode]}: "

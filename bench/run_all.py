@@ -280,6 +280,7 @@ class Suite:
     def start_server(self, name, onnx, config, cache_dir=None, specialized=True):
         repo = make_repo(self.work, name, onnx, config)
         server = Server(self.server_bin, repo, os.path.join(self.work, f"{name}.log"), cache_dir)
+        server.small = onnx == self.bert_small
         server.start()
         server.wait_ports()
         ready = server.wait_for(r"is READY", self.args.server_timeout)
@@ -330,11 +331,21 @@ class Suite:
         report["bench"] = {"meta": benchlib.meta(self.args.command), "command": cmdline(cmd)}
         benchlib.write_json(out, report)
 
+    def prime(self, server, requests):
+        """Unmeasured requests of every length first: oneDNN creates its shape-specialized
+        primitives on a length's first calls (up to 8 per kernel, ~100 ms each for BERT-base),
+        which would otherwise land in the first levels of a sweep."""
+        cmd = [self.load_bin, "--url", f"127.0.0.1:{server.grpc}", "--model", "bert",
+               "--seq-len", "uniform:1,128", *BERT_INTS, "--seed", "2", "--quiet",
+               "--concurrency", "8", "--warmup", "0s", "--requests", str(requests)]
+        run(cmd, self.log, timeout=600)
+
     def load(self, server, extra, out_json):
         cmd = [self.load_bin, "--url", f"127.0.0.1:{server.grpc}", "--model", "bert",
                "--seq-len", SEQ_LEN, *BERT_INTS, "--metrics-url",
                f"http://127.0.0.1:{server.metrics}/metrics", "--seed", "1", "--quiet",
                *extra, "--json", out_json]
+        self.prime(server, 2000 if server.small else 128)
         run(cmd, self.log, timeout=1200)
         with open(out_json) as f:
             report = json.load(f)
@@ -354,18 +365,21 @@ class Suite:
         return ["--warmup", warmup, "--window", window, "--max-windows", str(windows)]
 
     def load_models(self):
-        """(name, ONNX, server threads, nimble-load window flags) of the load steps' models."""
-        # The small BERT leaves a core to the load generator and gRPC; BERT-base is compute-bound
-        # at a few requests per second, so the server gets every core and longer windows.
-        models = [("small", self.bert_small, None, self.window_flags("1s", "2s", 3))]
+        """Per model of the load steps: (name, ONNX, server threads, nimble-load window flags,
+        open-loop rate step as a fraction of the no-batching capacity, number of rates)."""
+        # The small BERT leaves a core to the load generator and gRPC. BERT-base is
+        # compute-bound at a few requests per second: the server gets every core, windows are
+        # longer, and its open loop stops at 1.2x capacity (an overloaded level's backlog of
+        # multi-second batches would take minutes to drain).
+        models = [("small", self.bert_small, None, self.window_flags("1s", "2s", 3), 0.25, 6)]
         if not self.args.no_base_load:
             models.append(("base", self.bert_base, self.threads,
-                           self.window_flags("2s", "4s", 3)))
+                           self.window_flags("2s", "3s", 3), 0.3, 4))
         return models
 
     def concurrency_step(self):
         shutil.rmtree(self.load_cache, ignore_errors=True)
-        for name, onnx, threads, flags in self.load_models():
+        for name, onnx, threads, flags, _, _ in self.load_models():
             for mode in ("padding", "none"):
                 server, _, _ = self.start_server(f"concurrency-{name}-{mode}", onnx,
                                                  self.config(mode, threads), self.load_cache)
@@ -374,15 +388,15 @@ class Suite:
                 server.stop()
 
     def batching_step(self):
-        for name, onnx, threads, flags in self.load_models():
+        for name, onnx, threads, flags, rate_step, levels in self.load_models():
             # Offered rates step by a fraction of the model's no-batching capacity (its best
             # closed-loop throughput in the concurrency step), so the sweep crosses that
             # capacity on any machine.
             with open(self.out(f"concurrency_{name}_none.json")) as f:
                 capacity = max(lv["throughput_infer_per_s"] for lv in json.load(f)["levels"])
-            step = capacity * self.args.rate_step
+            step = capacity * rate_step
             step = round(step, -1) if step >= 20 else max(1.0, round(step))
-            rates = f"{step:g}:{step * self.args.rate_levels:g}:{step:g}"
+            rates = f"{step:g}:{step * levels:g}:{step:g}"
             print(f"  {name}: no-batching capacity {capacity:.1f}/s; rates {rates}", flush=True)
             for mode in ("padding", "identical", "none"):
                 server, _, _ = self.start_server(f"batching-{name}-{mode}", onnx,
@@ -413,9 +427,6 @@ def main():
     p.add_argument("--server-threads", type=int, default=max(1, (os.cpu_count() or 2) // 2),
                    help="threads of the server's one CPU instance (the client needs the rest)")
     p.add_argument("--max-queue-delay-us", type=int, default=500)
-    p.add_argument("--rate-step", type=float, default=0.25,
-                   help="open-loop rate step, a fraction of the no-batching capacity")
-    p.add_argument("--rate-levels", type=int, default=6, help="open-loop rates: step, 2 step..")
     p.add_argument("--no-base-load", action="store_true",
                    help="skip the BERT-base closed-loop sweep (the slowest load run)")
     p.add_argument("--server-timeout", type=float, default=300)

@@ -44,7 +44,7 @@ def nimble_ms(nimblec, model, seq, threads, iterations):
         check=True, capture_output=True, text=True).stdout.strip().splitlines()
     fields = out[-1].split()
     # iterations mean p50 p90 min kernel_calls outside_kernels_%
-    return float(fields[2]), float(fields[6])
+    return float(fields[2]), float(fields[6]), float(fields[4])
 
 
 def torch_ms(model, seq, iterations):
@@ -58,7 +58,7 @@ def torch_ms(model, seq, iterations):
             start = time.perf_counter()
             model(ids, mask, types)
             times.append((time.perf_counter() - start) * 1000)
-    return benchlib.p50(times)
+    return benchlib.p50(times), min(times)
 
 
 def main():
@@ -83,9 +83,10 @@ def main():
         compile_ms = compile_nbx(args.nimblec, onnx, nbx)
         print(f"compiled {onnx} in {compile_ms:.0f} ms", file=sys.stderr)
         for seq in [int(s) for s in args.seqs.split(",")]:
-            nimble, outside = nimble_ms(args.nimblec, nbx, seq, args.threads, args.iterations)
-            pytorch = torch_ms(model, seq, args.iterations)
-            rows.append((seq, nimble, outside, pytorch))
+            nimble, outside, nimble_min = nimble_ms(args.nimblec, nbx, seq, args.threads,
+                                                    args.iterations)
+            pytorch, pytorch_min = torch_ms(model, seq, args.iterations)
+            rows.append((seq, nimble, outside, pytorch, nimble_min, pytorch_min))
             print(f"seq {seq}: nimble {nimble:.1f} ms ({outside:.2f}% outside kernels), "
                   f"pytorch {pytorch:.1f} ms, {pytorch / nimble:.1f}x", file=sys.stderr)
     if args.json:
@@ -94,8 +95,9 @@ def main():
             "onnx": onnx, "threads": args.threads, "iterations": args.iterations,
             "statistic": "p50", "peer": f"PyTorch {torch.__version__} eager",
             "compile_ms": compile_ms,
-            "rows": [{"seq": s, "nimble_ms": n, "nimble_outside_kernels_pct": o, "peer_ms": t}
-                     for s, n, o, t in rows]})
+            "rows": [{"seq": s, "nimble_ms": n, "nimble_outside_kernels_pct": o, "peer_ms": t,
+                      "nimble_min_ms": nm, "peer_min_ms": tm}
+                     for s, n, o, t, nm, tm in rows]})
     if not args.results:
         return
     with open(args.results, "a") as f:
@@ -107,7 +109,7 @@ def main():
                 f"--seqs {args.seqs}`\n\n")
         f.write("| seq | Nimble p50 ms | time outside kernels | PyTorch p50 ms | speed-up |\n")
         f.write("|---|---|---|---|---|\n")
-        for seq, nimble, outside, pytorch in rows:
+        for seq, nimble, outside, pytorch, _, _ in rows:
             f.write(f"| {seq} | {nimble:.1f} | {outside:.2f}% | {pytorch:.1f} | "
                     f"{pytorch / nimble:.1f}x |\n")
 

@@ -38,9 +38,15 @@ def machine(meta):
     return f"{meta['cpu']}, {meta['cores']} cores"
 
 
+def load_note(meta):
+    """The 1-minute load average when the step started: how busy the shared machine was."""
+    la = meta.get("load_average")
+    return f"load average {la[0]:.1f} at the start" if la else "load average not recorded"
+
+
 def footer(fig, meta, commands):
-    lines = [f"Machine: {machine(meta)}; commit {meta['commit']}; {meta['date']}; run by "
-             f"`make bench`"]
+    lines = [f"Machine: {machine(meta)}; commit {meta['commit']}; {meta['date']} "
+             f"({load_note(meta)}); run by `make bench`"]
     width = int(fig.get_figwidth() * 20)  # characters of 5.5 pt monospace per line
     lines = [piece for line in lines for piece in textwrap.wrap(line, width)]
     for c in commands:
@@ -57,7 +63,8 @@ def save(fig, path, n_footer_lines):
 
 def caption(meta, commands):
     cmds = "\n".join(f"    {c}" for c in commands)
-    return (f"*Machine: {machine(meta)}. Commit `{meta['commit']}`, {meta['date']}. "
+    return (f"*Machine: {machine(meta)}. Commit `{meta['commit']}`, {meta['date']} "
+            f"({load_note(meta)}). "
             f"Made by `make bench`, which ran:*\n\n{cmds}\n")
 
 
@@ -87,6 +94,11 @@ class Report:
             seqs = [r["seq"] for r in run["rows"]]
             ax.plot(seqs, [r["nimble_ms"] for r in run["rows"]], "o-", label="Nimble")
             ax.plot(seqs, [r["peer_ms"] for r in run["rows"]], "s--", label=run["peer"])
+            if all("nimble_min_ms" in r for r in run["rows"]):  # fastest call: contention-free-er
+                ax.plot(seqs, [r["nimble_min_ms"] for r in run["rows"]], ":", color="tab:blue",
+                        alpha=0.6, label="Nimble, fastest call")
+                ax.plot(seqs, [r["peer_min_ms"] for r in run["rows"]], ":", color="tab:orange",
+                        alpha=0.6, label="PyTorch, fastest call")
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_xticks(seqs, [str(s) for s in seqs])
@@ -106,10 +118,15 @@ class Report:
                               if run.get("repeats", 1) > 1 else "")
                            + (f"; Nimble compiled once in {run['compile_ms'] / 1000:.1f} s"
                               if "compile_ms" in run else "") + ".\n")
-            self.md.append("| seq | Nimble ms | peer ms | peer / Nimble |\n|---|---|---|---|")
+            mins = all("nimble_min_ms" in r for r in run["rows"])
+            self.md.append("| seq | Nimble ms | peer ms | peer / Nimble |"
+                           + (" Nimble fastest ms | peer fastest ms |" if mins else "")
+                           + "\n|---|---|---|---|" + ("---|---|" if mins else ""))
             for r in run["rows"]:
                 self.md.append(f"| {r['seq']} | {r['nimble_ms']:.2f} | {r['peer_ms']:.2f} | "
-                               f"{r['peer_ms'] / r['nimble_ms']:.2f}x |")
+                               f"{r['peer_ms'] / r['nimble_ms']:.2f}x |"
+                               + (f" {r['nimble_min_ms']:.2f} | {r['peer_min_ms']:.2f} |"
+                                  if mins else ""))
             self.md.append("")
             ratios = [r["peer_ms"] / r["nimble_ms"] for r in run["rows"]]
             self.headlines.append(

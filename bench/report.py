@@ -233,7 +233,7 @@ class Report:
         first = models[0][1][0][1]["bench"]
         commands = [r["bench"]["command"] for _, series in models for _, r in series]
         n = footer(fig, first["meta"], commands[:1] + [
-            f"... and {len(commands) - 1} more nimble-load runs (same flags; REPORT.md lists them)"])
+            f"... and {len(commands) - 1} more (same flags; REPORT.md lists them)"])
         save(fig, self.figure_path("batching_p99.png"), n)
         self.image("batching_p99.png", "p99 vs offered load")
         self.md.append(caption(first["meta"], commands))

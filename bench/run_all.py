@@ -340,26 +340,63 @@ class Suite:
                "--concurrency", "8", "--warmup", "0s", "--requests", str(requests)]
         run(cmd, self.log, timeout=600)
 
-    def load(self, server, extra, out_json):
-        cmd = [self.load_bin, "--url", f"127.0.0.1:{server.grpc}", "--model", "bert",
-               "--seq-len", SEQ_LEN, *BERT_INTS, "--metrics-url",
-               f"http://127.0.0.1:{server.metrics}/metrics", "--seed", "1", "--quiet",
-               *extra, "--json", out_json]
-        self.prime(server, 2000 if server.small else 128)
-        run(cmd, self.log, timeout=1200)
-        with open(out_json) as f:
-            report = json.load(f)
+    def load_cmd(self, server, extra, out_json):
+        return [self.load_bin, "--url", f"127.0.0.1:{server.grpc}", "--model", "bert",
+                "--seq-len", SEQ_LEN, *BERT_INTS, "--metrics-url",
+                f"http://127.0.0.1:{server.metrics}/metrics", "--seed", "1", "--quiet",
+                *extra, "--json", out_json]
+
+    def finish_load(self, server, report, command, out_json):
+        """Checks a nimble-load report, adds the commands and config, writes it to out_json."""
         failed = sum(level["failed"] for level in report["levels"])
         completed = sum(level["completed"] for level in report["levels"])
         if completed == 0:
-            raise StepFailed(f"no request succeeded: {cmdline(cmd)}")
-        report["bench"] = {"meta": benchlib.meta(self.args.command), "command": cmdline(cmd),
+            raise StepFailed(f"no request succeeded: {command}")
+        report["bench"] = {"meta": benchlib.meta(self.args.command), "command": command,
                            "server_command": cmdline(server.command()),
                            "config": json.load(open(os.path.join(server.repo, "bert",
                                                                  "config.json")))}
         benchlib.write_json(out_json, report)
         print(f"  {completed} requests, {failed} failed", flush=True)
-        return report
+
+    def load(self, server, extra, out_json):
+        """One nimble-load run (a closed-loop sweep) after priming the server."""
+        cmd = self.load_cmd(server, extra, out_json)
+        self.prime(server, 2000 if server.small else 128)
+        run(cmd, self.log, timeout=1200)
+        with open(out_json) as f:
+            report = json.load(f)
+        self.finish_load(server, report, cmdline(cmd), out_json)
+
+    def wait_idle(self, server, timeout=300):
+        """Until the server has no request queued or running (nimble_pending_requests 0)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pending = sum(v for k, v in server.scrape().items()
+                          if k.startswith("nimble_pending_requests"))
+            if pending == 0:
+                return
+            time.sleep(0.2)
+        raise StepFailed(f"nimble-server ({server.repo}) still busy {timeout} s after a level")
+
+    def open_loop(self, server, rates, flags, out_json):
+        """One nimble-load run per rate, the server idle before each: an overloaded level's
+        backlog would otherwise be the next level's queue (nimble-load sweeps back to back)."""
+        self.prime(server, 2000 if server.small else 128)
+        merged = None
+        for rate in rates:
+            cmd = self.load_cmd(server, ["--rate", f"{rate:g}", *flags], out_json)
+            self.wait_idle(server)
+            run(cmd, self.log, timeout=1200)
+            with open(out_json) as f:
+                report = json.load(f)
+            if merged is None:
+                merged = report
+            else:
+                merged["levels"] += report["levels"]
+        template = cmdline(self.load_cmd(server, ["--rate", "RATE", *flags], out_json))
+        self.finish_load(server, merged, f"for RATE in {' '.join(f'{r:g}' for r in rates)}; "
+                         f"do {template}; done  # the server idle before each", out_json)
 
     def window_flags(self, warmup, window, windows):
         return ["--warmup", warmup, "--window", window, "--max-windows", str(windows)]
@@ -396,13 +433,13 @@ class Suite:
                 capacity = max(lv["throughput_infer_per_s"] for lv in json.load(f)["levels"])
             step = capacity * rate_step
             step = round(step, -1) if step >= 20 else max(1.0, round(step))
-            rates = f"{step:g}:{step * levels:g}:{step:g}"
+            rates = [step * k for k in range(1, levels + 1)]
             print(f"  {name}: no-batching capacity {capacity:.1f}/s; rates {rates}", flush=True)
             for mode in ("padding", "identical", "none"):
                 server, _, _ = self.start_server(f"batching-{name}-{mode}", onnx,
                                                  self.config(mode, threads), self.load_cache)
-                self.load(server, ["--rate", rates, "--arrivals", "poisson", "--timeout", "30s",
-                                   *flags], self.out(f"batching_{name}_{mode}.json"))
+                self.open_loop(server, rates, ["--arrivals", "poisson", "--timeout", "30s",
+                                               *flags], self.out(f"batching_{name}_{mode}.json"))
                 server.stop()
 
     def report_step(self):

@@ -404,14 +404,15 @@ class Suite:
     def load_models(self):
         """Per model of the load steps: (name, ONNX, server threads, nimble-load window flags,
         open-loop rate step as a fraction of the no-batching capacity, number of rates)."""
-        # The small BERT leaves a core to the load generator and gRPC. BERT-base is
-        # compute-bound at a few requests per second: the server gets every core, windows are
-        # longer, and its open loop stops at 1.2x capacity (an overloaded level's backlog of
-        # multi-second batches would take minutes to drain).
+        # Every server leaves a core to the load generator: its open-loop scheduler keeps a
+        # core busy, and a 2-thread arena on 2 cores then stalls on the descheduled worker at
+        # every kernel (BERT-base's infer went from ~25 ms to ~600 ms). BERT-base gets longer
+        # windows and its open loop stops at 1.2x capacity (an overloaded level's backlog of
+        # multi-second batches takes long to drain).
         models = [("small", self.bert_small, None, self.window_flags("1s", "2s", 3), 0.25, 6)]
         if not self.args.no_base_load:
-            models.append(("base", self.bert_base, self.threads,
-                           self.window_flags("2s", "3s", 3), 0.3, 4))
+            models.append(("base", self.bert_base, None, self.window_flags("2s", "3s", 3),
+                           0.3, 4))
         return models
 
     def concurrency_step(self):

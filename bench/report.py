@@ -413,11 +413,14 @@ class Report:
             steps = ", ".join(f"{k} {v:.0f} s" for k, v in run["step_seconds"].items()
                               if k != "total")
             load_avg = meta.get("load_average")
-            head += [f"Machine: **{machine(meta)}**. Commit `{meta['commit']}`, finished "
-                     f"{meta['date']}. The suite took **{run['step_seconds']['total'] / 60:.1f}"
-                     f" min** ({steps})"
+            head += [f"Machine: **{machine(meta)}**. The last full `make bench` (commit "
+                     f"`{meta['commit']}`, finished {meta['date']}) took "
+                     f"**{run['step_seconds']['total'] / 60:.1f} min** ({steps})"
                      + (f"; load average at the end {load_avg[0]:.2f} / {load_avg[1]:.2f} / "
-                        f"{load_avg[2]:.2f} (1/5/15 min)" if load_avg else "") + ".", ""]
+                        f"{load_avg[2]:.2f} (1/5/15 min)" if load_avg else "") + ". Steps "
+                     "rerun since (`make bench BENCH_ARGS=--only=...`) replace their own JSON "
+                     "files: each section's caption gives the commit, time and load average of "
+                     "the run that made it.", ""]
         head += ["**Noise.** The dev machine is shared: other people build and benchmark on the "
                  "same 2 cores while this runs, and the load generator shares them with the "
                  "server. Repeat a run before believing a difference under ~10-20%; read the "

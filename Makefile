@@ -42,11 +42,14 @@ serve: build $(if $(filter models,$(MODEL_REPO)),$(BUNDLED_BERT))
 test: build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
-bench: build
-	$(BUILD_DIR)/bench/bench_grpc_roundtrip
-	ctest --test-dir $(BUILD_DIR) -R '^export_models$$' --output-on-failure
-	/usr/bin/python3 bench/bert_cpu.py --models $(BUILD_DIR)/models \
-	  --nimblec $(BUILD_DIR)/compiler/nimblec --threads $(JOBS)
+# The benchmark suite (bench/run_all.py): builds only what it runs, exports the models it
+# needs, writes bench/results/*.json, bench/REPORT.md and bench/report/*.png. Offline; stops
+# at the first failing step. BENCH_ARGS e.g. `--only bert_cpu,report` or `--no-base-load`.
+BENCH_ARGS ?=
+bench: configure
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target nimblec nimble-server nimble-load \
+	  bench_grpc_roundtrip
+	/usr/bin/python3 bench/run_all.py --build-dir $(BUILD_DIR) --threads $(JOBS) $(BENCH_ARGS)
 
 format:
 	git ls-files '*.h' '*.cc' '*.cu' '*.cuh' | xargs clang-format -i

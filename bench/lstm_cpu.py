@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """2-layer LSTM, hidden 650, input 650, batch 1 (a Zaremba-style language model) on the CPU:
 Nimble (nimblec bench) and PyTorch on the same module, in the same run, at the same thread
-count. Appends a table to bench/RESULTS.md.
+count. Appends a table to bench/RESULTS.md and/or writes JSON (--json FILE; --results '' skips
+the table).
 
     /usr/bin/python3 bench/lstm_cpu.py --nimblec build/compiler/nimblec \
         [--models build/models] [--threads 2] [--seqs 16,64,128] [--iterations 50] \
-        [--repeats 3] [--baseline OTHER_NIMBLEC]
+        [--repeats 3] [--baseline OTHER_NIMBLEC] [--json FILE] [--results '']
 
 The ONNX file is scripts/export_models.py's LSTM (`export_models.py OUT --models lstm`); when
 --models has none, the module is exported there first. PyTorch runs the same module class and
@@ -26,6 +27,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
 import export_models  # noqa: E402
+import benchlib  # noqa: E402  (bench/ is on sys.path as the script's directory)
 
 
 def nimble_ms(nimblec, model, seq, threads, iterations):
@@ -69,8 +71,11 @@ def main():
     p.add_argument("--seqs", default="16,64,128")
     p.add_argument("--iterations", type=int, default=50)
     p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--results", default=os.path.join(os.path.dirname(__file__), "RESULTS.md"))
+    p.add_argument("--json", default="", help="write the results here as JSON")
+    p.add_argument("--results", default=os.path.join(os.path.dirname(__file__), "RESULTS.md"),
+                   help="Markdown file to append a table to ('' for none)")
     args = p.parse_args()
+    meta = benchlib.meta()
     torch.set_num_threads(args.threads)
     onnx = os.path.join(args.models, "lstm", "model.onnx")
     if not os.path.exists(onnx):
@@ -98,6 +103,17 @@ def main():
         extra = f", baseline {base:.2f} ms" if args.baseline else ""
         print(f"seq {seq}: nimble {nimble:.2f} ms, pytorch {pytorch:.2f} ms, "
               f"pytorch/nimble {pytorch / nimble:.2f}x{extra}", file=sys.stderr)
+    if args.json:
+        benchlib.write_json(args.json, {
+            "benchmark": "lstm_cpu", "meta": meta, "model": "LSTM 2x650 fp32, batch 1",
+            "onnx": onnx, "threads": args.threads, "iterations": args.iterations,
+            "repeats": args.repeats, "statistic": "p50",
+            "peer": f"PyTorch {torch.__version__} eager",
+            "rows": [{"seq": seq, "nimble_ms": best[seq][0], "peer_ms": best[seq][1]}
+                     | ({"baseline_ms": best[seq][2]} if args.baseline else {})
+                     for seq in seqs]})
+    if not args.results:
+        return
     with open(args.results, "a") as f:
         f.write(f"\n## LSTM 2x650, batch 1, CPU, {args.threads} threads "
                 f"({datetime.date.today()}, commit {commit})\n\n")

@@ -30,6 +30,8 @@ dev_packages=(
   python3-grpcio python3-protobuf
   # PyTorch + ONNX (Debian's): export of the test models and the CPU baseline
   python3-torch python3-onnx python3-numpy libopenblas0-pthread
+  # `make bench`'s figures (bench/report.py)
+  python3-matplotlib
 )
 
 packages=("${build_packages[@]}")

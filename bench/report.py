@@ -434,9 +434,9 @@ class Report:
         missing = [why for name, why in expected.items()
                    if not os.path.exists(os.path.join(self.results, name))]
         tail = ["## Not in this report", ""] + [f"- {m}: no results" for m in missing] + [
-            "- Nimble on the GPU: the CUDA backend is in progress (vm/cuda/README.md); "
-            "bench/gpu/model_compare.py reports it as unsupported until `nimblec bench` takes "
-            "`--device cuda`.", "- BERT-base open-loop levels hold few requests (a few per "
+            "- Nimble on the GPU at fp16 with CUDA graphs, and GPU serving: bench/RESULTS.md "
+            "(model_compare.py runs fp32 without graphs).", "- BERT-base open-loop levels hold "
+            "few requests (a few per "
             "second for ~12 s): their p99 is close to the maximum of ~100 samples.", ""]
         with open(self.out, "w") as f:
             f.write("\n".join(head + self.md + tail) + "\n")

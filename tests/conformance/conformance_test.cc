@@ -45,6 +45,7 @@ struct Result {
   Outcome outcome = Outcome::kPass;
   std::string op;
   std::string message;
+  bool on_gpu = false;  // some kernel of the executable runs on a CUDA device
 };
 
 std::string FirstLine(absl::string_view text) {
@@ -242,11 +243,19 @@ Result RunCase(const fs::path& dir) {
   std::vector<compiler::Type> input_types, output_types;
   for (const compiler::Value* v : (*module)->main->inputs()) input_types.push_back(v->type());
   for (const compiler::Value* v : (*module)->main->outputs()) output_types.push_back(v->type());
-  auto exe = compiler::CompileModule(**module);
+  compiler::CompileOptions options;
+#ifdef NIMBLE_CONFORMANCE_CUDA
+  // The GPU run: compute placed on cuda:0 (ops without a CUDA kernel stay on the host).
+  options.device = vm::Device{vm::DeviceType::kCUDA, 0};
+#endif
+  auto exe = compiler::CompileModule(**module, options);
   if (!exe.ok()) {
     result.outcome = absl::IsUnimplemented(exe.status()) ? Outcome::kUnsupported : Outcome::kFail;
     result.message = absl::StrCat("compile: ", exe.status().message());
     return result;
+  }
+  for (const vm::KernelEntry& k : (*exe)->kernels) {
+    if (k.device.type == vm::DeviceType::kCUDA) result.on_gpu = true;
   }
   vm::VirtualMachine machine(*exe);
   for (const auto& entry : fs::directory_iterator(dir)) {
@@ -371,6 +380,15 @@ TEST(ConformanceTest, OnnxBackendNodeSuite) {
       "conformance: %d cases: %d passed (%.1f%%), %d failed, %d unsupported, %d not run (crash)\n",
       run, total.pass, run ? 100.0 * total.pass / run : 0.0, total.fail, total.unsupported,
       total.skipped);
+#ifdef NIMBLE_CONFORMANCE_CUDA
+  int gpu_cases = 0, gpu_passed = 0;
+  for (const auto& [name, r] : results) {
+    gpu_cases += r.on_gpu ? 1 : 0;
+    gpu_passed += r.on_gpu && r.outcome == Outcome::kPass ? 1 : 0;
+  }
+  std::printf("conformance on cuda:0: %d cases ran kernels on the GPU, %d of them passed\n",
+              gpu_cases, gpu_passed);
+#endif
   if (const char* report = std::getenv("NIMBLE_CONFORMANCE_REPORT")) {
     std::ofstream out(report);
     out << "| op | passed | failed | unsupported | not run |\n|---|---|---|---|---|\n";

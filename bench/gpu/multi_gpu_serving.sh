@@ -9,7 +9,7 @@
 # carry/dev-gpu/pack.sh) and OUT at a results folder:
 #     NIMBLE=/tmp/nimble OUT=/tmp/out bash bench/gpu/multi_gpu_serving.sh
 # Writes $OUT/multi_gpu_<n>.json (nimble-load) and prints a table; scaling is throughput(n) /
-# throughput(1), against the bar of 0.9 n.
+# throughput(1), against the bar of 0.9 n. PRECISION (default fp16) sets the GPU precision.
 set -e
 NIMBLE=${NIMBLE:-/tmp/nimble}; OUT=${OUT:-/tmp/out}; mkdir -p $OUT
 export LD_LIBRARY_PATH=$NIMBLE/lib:/usr/local/cuda/lib64:$LD_LIBRARY_PATH
@@ -40,7 +40,8 @@ for n in 1 2 4 8; do
  "inputs": [{"name": "input_ids", "paddable_axes": [1]}, {"name": "attention_mask", "paddable_axes": [1]},
             {"name": "token_type_ids", "paddable_axes": [1]}],
  "outputs": [{"name": "last_hidden_state", "slice_axes": [1]}],
- "instance_groups": {"gpu": {"devices": [$devices], "count": 2}}}
+ "instance_groups": {"gpu": {"devices": [$devices], "count": 2, "precision": "${PRECISION:-fp16}",
+                           "graphs": true}}}
 J
   $NIMBLE/nimble-server --model-repository=$R --grpc-address=127.0.0.1:8001 --metrics-port=8002 \
     --cache-dir=/tmp/multi_gpu_cache > $OUT/server_$n.log 2>&1 &

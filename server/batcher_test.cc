@@ -43,29 +43,17 @@ absl::StatusOr<BatchPlan> Plan(const vm::Executable& exe, const std::string& jso
   return BatchPlan::Create(config, exe);
 }
 
-// x[b, s, 4] = base + position; m[b, s] = base + position.
-std::vector<vm::Tensor> Request(int64_t batch, int64_t seq, float base) {
-  std::vector<float> x(batch * seq * 4);
-  std::iota(x.begin(), x.end(), base);
-  std::vector<int64_t> m(batch * seq);
-  std::iota(m.begin(), m.end(), static_cast<int64_t>(base));
-  return {vm::Tensor::FromVector<float>(x, {batch, seq, 4}),
-          vm::Tensor::FromVector<int64_t>(m, {batch, seq})};
-}
-
-template <typename T>
-std::vector<T> Values(const vm::Tensor& t) {
-  return std::vector<T>(t.data<T>(), t.data<T>() + t.num_elements());
-}
+using testing::SequenceRequest;
+using testing::Values;
 
 TEST(BatchPlanTest, KeysShareABucketOnlyWherePaddingIsDeclared) {
   auto exe = CompileSequenceModel();
   NIMBLE_ASSERT_OK_AND_ASSIGN(BatchPlan plan, Plan(*exe, kBatchingConfig));
   ASSERT_TRUE(plan.batching());
-  const BatchKey a = plan.Classify(Request(1, 5, 0));
-  const BatchKey b = plan.Classify(Request(2, 7, 0));
-  const BatchKey c = plan.Classify(Request(1, 3, 0));
-  const BatchKey d = plan.Classify(Request(1, 9, 0));
+  const BatchKey a = plan.Classify(SequenceRequest(1, 5, 0));
+  const BatchKey b = plan.Classify(SequenceRequest(2, 7, 0));
+  const BatchKey c = plan.Classify(SequenceRequest(1, 3, 0));
+  const BatchKey d = plan.Classify(SequenceRequest(1, 9, 0));
   EXPECT_EQ(a.shape, b.shape);  // 5 and 7 both pad to the bound 8
   EXPECT_NE(a.shape, c.shape);  // 3 is in the bucket of 4
   EXPECT_EQ(a.bucket, "s=8");
@@ -74,28 +62,32 @@ TEST(BatchPlanTest, KeysShareABucketOnlyWherePaddingIsDeclared) {
   EXPECT_EQ(a.batch, 1);
   EXPECT_EQ(b.batch, 2);
   // Past the last bound only equal lengths share a key.
-  EXPECT_NE(d.shape, plan.Classify(Request(1, 10, 0)).shape);
+  EXPECT_NE(d.shape, plan.Classify(SequenceRequest(1, 10, 0)).shape);
 
   // Without paddable axes only identical shapes batch; without buckets the label is generic.
   NIMBLE_ASSERT_OK_AND_ASSIGN(BatchPlan exact, Plan(*exe, R"({"max_batch_size": 4})"));
-  EXPECT_NE(exact.Classify(Request(1, 5, 0)).shape, exact.Classify(Request(1, 7, 0)).shape);
-  EXPECT_EQ(exact.Classify(Request(1, 5, 0)).shape, exact.Classify(Request(3, 5, 1)).shape);
-  EXPECT_EQ(exact.Classify(Request(1, 5, 0)).bucket, "generic");
+  EXPECT_NE(exact.Classify(SequenceRequest(1, 5, 0)).shape,
+            exact.Classify(SequenceRequest(1, 7, 0)).shape);
+  EXPECT_EQ(exact.Classify(SequenceRequest(1, 5, 0)).shape,
+            exact.Classify(SequenceRequest(3, 5, 1)).shape);
+  EXPECT_EQ(exact.Classify(SequenceRequest(1, 5, 0)).bucket, "generic");
 
   // Paddable symbols without buckets pad to the next power of two.
   NIMBLE_ASSERT_OK_AND_ASSIGN(
       BatchPlan pow2,
       Plan(*exe, R"({"max_batch_size": 4, "inputs": [{"name": "x", "paddable_axes": [1]},
                                                      {"name": "m", "paddable_axes": [1]}]})"));
-  EXPECT_EQ(pow2.Classify(Request(1, 5, 0)).shape, pow2.Classify(Request(1, 8, 0)).shape);
-  EXPECT_NE(pow2.Classify(Request(1, 8, 0)).shape, pow2.Classify(Request(1, 9, 0)).shape);
+  EXPECT_EQ(pow2.Classify(SequenceRequest(1, 5, 0)).shape,
+            pow2.Classify(SequenceRequest(1, 8, 0)).shape);
+  EXPECT_NE(pow2.Classify(SequenceRequest(1, 8, 0)).shape,
+            pow2.Classify(SequenceRequest(1, 9, 0)).shape);
 }
 
 TEST(BatchPlanTest, CombinePadsWithThePadValueAndSplitCutsBack) {
   auto exe = CompileSequenceModel();
   NIMBLE_ASSERT_OK_AND_ASSIGN(BatchPlan plan, Plan(*exe, kBatchingConfig));
-  const std::vector<vm::Tensor> r0 = Request(1, 2, 10);
-  const std::vector<vm::Tensor> r1 = Request(2, 3, 100);
+  const std::vector<vm::Tensor> r0 = SequenceRequest(1, 2, 10);
+  const std::vector<vm::Tensor> r1 = SequenceRequest(2, 3, 100);
   const std::vector<const std::vector<vm::Tensor>*> requests = {&r0, &r1};
   NIMBLE_ASSERT_OK_AND_ASSIGN(std::vector<vm::Tensor> combined, plan.Combine(requests));
   ASSERT_EQ(combined.size(), 2u);
@@ -206,7 +198,7 @@ TEST_F(BatchingInstanceTest, OneBucketsRequestsRunAsOneBatchAndComeBackSliced) {
       lengths.size());
   for (size_t i = 0; i < lengths.size(); ++i) {
     InferJob job;
-    job.inputs = Request(1, lengths[i], static_cast<float>(i * 1000));
+    job.inputs = SequenceRequest(1, lengths[i], static_cast<float>(i * 1000));
     job.enqueued = Clock::now();
     job.done = [&, i](absl::StatusOr<std::vector<vm::Tensor>> result, const JobTiming& timing) {
       done[i].set_value({std::move(result), timing});
@@ -220,8 +212,8 @@ TEST_F(BatchingInstanceTest, OneBucketsRequestsRunAsOneBatchAndComeBackSliced) {
     ASSERT_THAT(result, IsOk());
     EXPECT_EQ(timing.executed_batch, 4);
     executions += timing.counts_execution ? 1 : 0;
-    NIMBLE_ASSERT_OK_AND_ASSIGN(auto alone,
-                                machine.Run(Request(1, lengths[i], static_cast<float>(i * 1000))));
+    NIMBLE_ASSERT_OK_AND_ASSIGN(
+        auto alone, machine.Run(SequenceRequest(1, lengths[i], static_cast<float>(i * 1000))));
     EXPECT_THAT((*result)[0].shape(), ElementsAre(1, lengths[i], 4));
     EXPECT_THAT(Values<float>((*result)[0]), ElementsAreArray(Values<float>(alone[0])));
     EXPECT_THAT(Values<float>((*result)[1]), ElementsAreArray(Values<float>(alone[1])));
@@ -241,7 +233,7 @@ TEST_F(BatchingInstanceTest, DifferentBucketsNeverShareARunAndTheDelayBoundsTheW
       lengths.size());
   for (size_t i = 0; i < lengths.size(); ++i) {
     InferJob job;
-    job.inputs = Request(1, lengths[i], static_cast<float>(i));
+    job.inputs = SequenceRequest(1, lengths[i], static_cast<float>(i));
     job.enqueued = Clock::now();
     job.done = [&, i](absl::StatusOr<std::vector<vm::Tensor>> result, const JobTiming& timing) {
       done[i].set_value({std::move(result), timing});
@@ -272,7 +264,7 @@ TEST_F(BatchingInstanceTest, ARequestWhoseDeadlineIsCloserThanTheDelayRunsWithou
   NIMBLE_ASSERT_OK_AND_ASSIGN(auto instance, Load(config));
   std::promise<absl::Status> done;
   InferJob job;
-  job.inputs = Request(1, 3, 0);
+  job.inputs = SequenceRequest(1, 3, 0);
   job.enqueued = Clock::now();
   job.deadline = job.enqueued + std::chrono::seconds(30);  // half the batching delay
   job.done = [&](absl::StatusOr<std::vector<vm::Tensor>> result, const JobTiming&) {

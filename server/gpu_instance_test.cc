@@ -23,19 +23,8 @@ using ::nimble::testing::StatusIs;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
 
-std::vector<vm::Tensor> Request(int64_t batch, int64_t seq, float base) {
-  std::vector<float> x(batch * seq * 4);
-  std::iota(x.begin(), x.end(), base);
-  std::vector<int64_t> m(batch * seq);
-  std::iota(m.begin(), m.end(), static_cast<int64_t>(base));
-  return {vm::Tensor::FromVector<float>(x, {batch, seq, 4}),
-          vm::Tensor::FromVector<int64_t>(m, {batch, seq})};
-}
-
-template <typename T>
-std::vector<T> Values(const vm::Tensor& t) {
-  return std::vector<T>(t.data<T>(), t.data<T>() + t.num_elements());
-}
+using testing::SequenceRequest;
+using testing::Values;
 
 class GpuInstanceTest : public ::testing::Test {
  protected:
@@ -83,7 +72,7 @@ TEST_F(GpuInstanceTest, GpuInstancesAnswerLikeTheCpuExecutable) {
   std::vector<std::promise<absl::StatusOr<std::vector<vm::Tensor>>>> done(kRequests);
   for (int i = 0; i < kRequests; ++i) {
     InferJob job;
-    job.inputs = Request(1 + i % 2, 1 + (i * 7) % 33, static_cast<float>(i));
+    job.inputs = SequenceRequest(1 + i % 2, 1 + (i * 7) % 33, static_cast<float>(i));
     job.enqueued = Clock::now();
     job.done = [&, i](absl::StatusOr<std::vector<vm::Tensor>> result, const JobTiming&) {
       done[i].set_value(std::move(result));
@@ -93,8 +82,9 @@ TEST_F(GpuInstanceTest, GpuInstancesAnswerLikeTheCpuExecutable) {
   for (int i = 0; i < kRequests; ++i) {
     auto result = done[i].get_future().get();
     ASSERT_THAT(result, IsOk()) << "request " << i;
-    NIMBLE_ASSERT_OK_AND_ASSIGN(auto expected, cpu->RunAndWait(Request(1 + i % 2, 1 + (i * 7) % 33,
-                                                                       static_cast<float>(i))));
+    NIMBLE_ASSERT_OK_AND_ASSIGN(
+        auto expected,
+        cpu->RunAndWait(SequenceRequest(1 + i % 2, 1 + (i * 7) % 33, static_cast<float>(i))));
     ASSERT_EQ(result->size(), expected.size());
     EXPECT_THAT((*result)[0].shape(), ElementsAreArray(expected[0].shape()));
     const std::vector<float> got = Values<float>((*result)[0]), want = Values<float>(expected[0]);
@@ -121,7 +111,7 @@ TEST_F(GpuInstanceTest, AReloadKeepsTheSharedExecutablesDeviceWeightsValid) {
       "instance_groups": {"gpu": {"devices": [0]}}})";
   for (int round = 0; round < 3; ++round) {
     NIMBLE_ASSERT_OK_AND_ASSIGN(auto gpu, Load("gpu", config));
-    NIMBLE_ASSERT_OK_AND_ASSIGN(auto outputs, gpu->RunAndWait(Request(2, 5, 1)));
+    NIMBLE_ASSERT_OK_AND_ASSIGN(auto outputs, gpu->RunAndWait(SequenceRequest(2, 5, 1)));
     EXPECT_FLOAT_EQ(Values<float>(outputs[0])[3], 8.0f) << round;  // y = x + x, x[3] = 4
   }
 }
@@ -140,7 +130,7 @@ TEST_F(GpuInstanceTest, InstancesOnEveryGpuAnswerLikeOneGpuAndShareTheWork) {
   std::vector<std::promise<absl::StatusOr<std::vector<vm::Tensor>>>> done(kRequests);
   for (int i = 0; i < kRequests; ++i) {
     InferJob job;
-    job.inputs = Request(1, 1 + i % 40, static_cast<float>(i));
+    job.inputs = SequenceRequest(1, 1 + i % 40, static_cast<float>(i));
     job.enqueued = Clock::now();
     job.done = [&, i](absl::StatusOr<std::vector<vm::Tensor>> result, const JobTiming&) {
       done[i].set_value(std::move(result));
@@ -150,8 +140,8 @@ TEST_F(GpuInstanceTest, InstancesOnEveryGpuAnswerLikeOneGpuAndShareTheWork) {
   for (int i = 0; i < kRequests; ++i) {
     auto result = done[i].get_future().get();
     ASSERT_THAT(result, IsOk()) << "request " << i;
-    NIMBLE_ASSERT_OK_AND_ASSIGN(auto expected,
-                                one->RunAndWait(Request(1, 1 + i % 40, static_cast<float>(i))));
+    NIMBLE_ASSERT_OK_AND_ASSIGN(
+        auto expected, one->RunAndWait(SequenceRequest(1, 1 + i % 40, static_cast<float>(i))));
     EXPECT_THAT(Values<float>((*result)[0]), ElementsAreArray(Values<float>(expected[0])));
     EXPECT_THAT(Values<float>((*result)[1]), ElementsAreArray(Values<float>(expected[1])));
   }
@@ -180,8 +170,10 @@ TEST_F(GpuInstanceTest, Fp16WithGraphsStaysCloseToFp32) {
   ASSERT_NE(fp16, nullptr);
   for (int round = 0; round < 4; ++round) {  // eager, capture, replay, replay
     for (int64_t seq : {8, 16}) {
-      NIMBLE_ASSERT_OK_AND_ASSIGN(auto want, fp32->RunAndWait(Request(1, seq, 0.5f * round)));
-      NIMBLE_ASSERT_OK_AND_ASSIGN(auto got, fp16->RunAndWait(Request(1, seq, 0.5f * round)));
+      NIMBLE_ASSERT_OK_AND_ASSIGN(auto want,
+                                  fp32->RunAndWait(SequenceRequest(1, seq, 0.5f * round)));
+      NIMBLE_ASSERT_OK_AND_ASSIGN(auto got,
+                                  fp16->RunAndWait(SequenceRequest(1, seq, 0.5f * round)));
       const std::vector<float> a = Values<float>(got[0]), b = Values<float>(want[0]);
       ASSERT_EQ(a.size(), b.size());
       for (size_t k = 0; k < a.size(); ++k) {

@@ -34,6 +34,11 @@ ModelInstance::ModelInstance(std::string name, int64_t version,
     device_bytes_[t] = 0;
     busy_ns_[t] = 0;
     total_instances_ += targets_[t].instances;
+    int64_t constants = 0;
+    for (const vm::Tensor& c : targets_[t].executable->constants) {
+      constants += static_cast<int64_t>(c.nbytes());
+    }
+    constant_bytes_.push_back(constants);
   }
 }
 
@@ -405,10 +410,7 @@ std::vector<std::pair<std::string, int64_t>> ModelInstance::memory_bytes() const
   std::vector<std::pair<std::string, int64_t>> out;
   int64_t host = stats.in_use_bytes + stats.cached_bytes;
   for (size_t t = 0; t < targets_.size(); ++t) {
-    int64_t constants = 0;
-    for (const vm::Tensor& c : targets_[t].executable->constants) {
-      constants += static_cast<int64_t>(c.nbytes());
-    }
+    const int64_t constants = constant_bytes_[t];
     if (targets_[t].device.type == vm::DeviceType::kCPU) {
       host += constants;
     } else {

@@ -192,6 +192,7 @@ class ModelInstance {
   // Per target: device bytes held by its instances' GPU contexts, busy nanoseconds.
   std::unique_ptr<std::atomic<int64_t>[]> device_bytes_;
   std::unique_ptr<std::atomic<int64_t>[]> busy_ns_;
+  std::vector<int64_t> constant_bytes_;  // per target: its executable's constants
   const ModelConfigFile config_;
   const BatchPlan plan_;
   const Clock::duration max_delay_;

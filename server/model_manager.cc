@@ -241,9 +241,10 @@ absl::StatusOr<std::shared_ptr<ModelInstance>> ModelManager::LoadVersion(
         return Annotate(visible.status(), absl::StrCat(where, ": instance_groups.gpu"));
       }
       for (const GpuInfo& g : *visible) ordinals.push_back(g.ordinal);
+    } else {
+      NIMBLE_RETURN_IF_ERROR(
+          Annotate(CheckGpus(ordinals), absl::StrCat(where, ": instance_groups.gpu")));
     }
-    NIMBLE_RETURN_IF_ERROR(
-        Annotate(CheckGpus(ordinals), absl::StrCat(where, ": instance_groups.gpu")));
     for (int ordinal : ordinals) {
       ExecutionTarget t;
       t.device = vm::Device{vm::DeviceType::kCUDA, ordinal};

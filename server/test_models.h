@@ -1,10 +1,13 @@
 // Tiny ONNX models for the server's unit tests, built in memory.
 #pragma once
 
+#include <cstdint>
+#include <numeric>
 #include <string>
 #include <vector>
 
 #include "compiler/frontend/onnx/onnx.pb.h"
+#include "vm/runtime/tensor.h"
 
 namespace nimble::server::testing {
 
@@ -77,6 +80,22 @@ inline std::string SequenceModel() {
   value(graph->add_output(), "z", 1, {"b", "4"});
   value(graph->add_output(), "w", 7, {"b", "s"});
   return model.SerializeAsString();
+}
+
+// Inputs of SequenceModel: x[batch, seq, 4] = base + position, m[batch, seq] = base + position.
+inline std::vector<vm::Tensor> SequenceRequest(int64_t batch, int64_t seq, float base) {
+  std::vector<float> x(batch * seq * 4);
+  std::iota(x.begin(), x.end(), base);
+  std::vector<int64_t> m(batch * seq);
+  std::iota(m.begin(), m.end(), static_cast<int64_t>(base));
+  return {vm::Tensor::FromVector<float>(x, {batch, seq, 4}),
+          vm::Tensor::FromVector<int64_t>(m, {batch, seq})};
+}
+
+// A tensor's elements as a vector.
+template <typename T>
+std::vector<T> Values(const vm::Tensor& t) {
+  return std::vector<T>(t.data<T>(), t.data<T>() + t.num_elements());
 }
 
 }  // namespace nimble::server::testing

@@ -11,6 +11,7 @@
 #include "compiler/transforms/constant_folding.h"
 #include "compiler/transforms/cse.h"
 #include "compiler/transforms/fuse_attention.h"
+#include "compiler/transforms/pack_qkv.h"
 #include "compiler/transforms/fuse_elementwise.h"
 #include "compiler/transforms/fuse_gelu_layernorm.h"
 #include "compiler/transforms/fuse_matmul_epilogue.h"
@@ -66,6 +67,7 @@ const std::vector<std::string>& PassNames() {
                                                  "fuse-gelu-layernorm",
                                                  "fuse-attention",
                                                  "fuse-matmul-epilogue",
+                                                 "pack-qkv",
                                                  "fuse-elementwise",
                                                  "dce",
                                                  "lower-precision",
@@ -75,7 +77,8 @@ const std::vector<std::string>& PassNames() {
 
 const std::vector<std::string>& OptionalPassNames() {
   static const std::vector<std::string> names = {"cse", "fuse-gelu-layernorm", "fuse-attention",
-                                                 "fuse-matmul-epilogue", "fuse-elementwise"};
+                                                 "fuse-matmul-epilogue", "pack-qkv",
+                                                 "fuse-elementwise"};
   return names;
 }
 
@@ -174,6 +177,8 @@ absl::Status OptimizeModule(Module& module, const CompileOptions& options, Compi
                                  Counted(module, FuseAttention, &r.fused_attention)));
   NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "fuse-matmul-epilogue",
                                  Counted(module, FuseMatMulEpilogues, &r.fused_matmuls)));
+  NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "pack-qkv",
+                                 Counted(module, PackQkv, &r.packed_qkv)));
   NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "fuse-elementwise",
                                  Counted(module, FuseElementwise, &r.fused_elementwise)));
   NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "dce", [&]() -> absl::Status {
@@ -183,7 +188,8 @@ absl::Status OptimizeModule(Module& module, const CompileOptions& options, Compi
   if (options.precision == Precision::kF32) return absl::OkStatus();
   return RunPass(module, options, r, true, "lower-precision", [&]() -> absl::Status {
     NIMBLE_ASSIGN_OR_RETURN(r.lowered_precision,
-                            LowerPrecision(module, options.precision, options.device.type));
+                            LowerPrecision(module, options.precision, options.device.type,
+                                           !options.exact_gelu));
     return absl::OkStatus();
   });
 }

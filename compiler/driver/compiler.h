@@ -18,7 +18,7 @@
 
 namespace nimble::compiler {
 
-inline constexpr char kCompilerVersion[] = "nimble-compiler 0.1.0";
+inline constexpr char kCompilerVersion[] = "nimble-compiler 0.2.0";
 
 struct CompileOptions {
   // Pass names (or "all") after which the IR is handed to `dump`.
@@ -43,6 +43,9 @@ struct CompileOptions {
   // (GEMMs on TF32 tensor cores), fp16 / bf16 (half activations and weights, fp32
   // accumulation; model inputs and outputs keep their dtypes). Not fp32 only with a GPU device.
   Precision precision = Precision::kF32;
+  // fp16 / bf16 only: keep erf GELU in GEMM epilogues rather than cuBLASLt's tanh form
+  // (lower_precision.h).
+  bool exact_gelu = false;
   // Symbol values at which the report evaluates the memory plan (e.g. batch=1, seq=128).
   std::map<std::string, int64_t> report_at;
 };
@@ -63,6 +66,7 @@ struct CompileReport {
   int fused_patterns = 0;     // GELU and LayerNorm recognised
   int fused_matmuls = 0;      // MatMuls with epilogues
   int fused_attention = 0;    // attention blocks become one Attention node
+  int packed_qkv = 0;         // attention blocks whose Q/K/V projections became one GEMM
   int fused_elementwise = 0;  // FusedElementwise kernels formed
   int lowered_precision = 0;  // nodes lowered to fp16/bf16 (tf32: GEMMs marked)
   CodegenReport codegen;

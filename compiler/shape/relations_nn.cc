@@ -698,10 +698,23 @@ absl::Status AttentionRelation(InferenceContext& ctx) {
           ctx.RequireEqual(ctx.dims().Mod(*hidden, DimExpr::Const(heads)), DimExpr(), what));
       return Dim(ctx.dims().FloorDiv(*hidden, DimExpr::Const(heads)));
     };
-    NIMBLE_ASSIGN_OR_RETURN(head, per_head(qd[2], qn, "Attention Q hidden size / q_num_heads"));
-    NIMBLE_ASSIGN_OR_RETURN(Dim k_head, per_head(kd[2], kvn, "Attention K hidden / kv_num_heads"));
-    NIMBLE_ASSIGN_OR_RETURN(v_head, per_head(vd[2], kvn, "Attention V hidden / kv_num_heads"));
-    NIMBLE_RETURN_IF_ERROR(ctx.RequireEqual(k_head, head, "Attention head size of K vs Q"));
+    if (ctx.AttrInt("qkv_packed", 0) != 0) {
+      // Q, K and V are column ranges of one [batch, seq, (qn + 2 kvn) * head] tensor.
+      if (ctx.has_input(4) || ctx.has_input(5)) {
+        return absl::InvalidArgumentError("packed QKV Attention takes no past key/values");
+      }
+      NIMBLE_RETURN_IF_ERROR(ctx.RequireEqual(kd[2], qd[2], "packed Attention K vs Q width"));
+      NIMBLE_RETURN_IF_ERROR(ctx.RequireEqual(vd[2], qd[2], "packed Attention V vs Q width"));
+      NIMBLE_ASSIGN_OR_RETURN(head, per_head(qd[2], qn + 2 * kvn,
+                                             "packed Attention width / (q + 2 kv heads)"));
+      v_head = head;
+    } else {
+      NIMBLE_ASSIGN_OR_RETURN(head, per_head(qd[2], qn, "Attention Q hidden size / q_num_heads"));
+      NIMBLE_ASSIGN_OR_RETURN(Dim k_head,
+                              per_head(kd[2], kvn, "Attention K hidden / kv_num_heads"));
+      NIMBLE_ASSIGN_OR_RETURN(v_head, per_head(vd[2], kvn, "Attention V hidden / kv_num_heads"));
+      NIMBLE_RETURN_IF_ERROR(ctx.RequireEqual(k_head, head, "Attention head size of K vs Q"));
+    }
     NIMBLE_RETURN_IF_ERROR(ctx.RequireEqual(vd[1], kv_seq, "Attention sequence of V vs K"));
   }
   NIMBLE_RETURN_IF_ERROR(ctx.RequireEqual(kd[0], batch, "Attention batch of K vs Q"));

@@ -1,11 +1,13 @@
 // Golden IR tests of the rewriting passes: each builds the pattern an exporter emits, runs the
 // pass and compares the printed IR.
+#include "absl/strings/str_cat.h"
 #include "base/testing/status_matchers.h"
 #include "compiler/transforms/cse.h"
 #include "compiler/transforms/fuse_attention.h"
 #include "compiler/transforms/fuse_elementwise.h"
 #include "compiler/transforms/fuse_gelu_layernorm.h"
 #include "compiler/transforms/fuse_matmul_epilogue.h"
+#include "compiler/transforms/pack_qkv.h"
 #include "gtest/gtest.h"
 
 namespace nimble::compiler {
@@ -240,6 +242,81 @@ TEST_F(FusionTest, MatMulBiasActivationResidualBecomeFusedMatMul) {
   EXPECT_EQ(fused, 1);
   EXPECT_EQ(Ops(), "FusedMatMul ");
   EXPECT_THAT(m_.ToString(), HasSubstr("activation=\"relu\""));
+}
+
+// Q, K, V projections of one input (grouped KV: 2 query heads, 1 key/value head of 4).
+class PackQkvTest : public FusionTest {
+ protected:
+  Value* Weight(const std::string& name, int64_t n, float base) {
+    std::vector<float> w(8 * n);
+    for (size_t i = 0; i < w.size(); ++i) w[i] = base + static_cast<float>(i);
+    return m_.main->AddConstant(name, vm::Tensor::FromVector<float>(w, {8, n}),
+                                Type::Tensor(TensorType::Static(vm::DType::kF32, {8, n})));
+  }
+  Value* Bias(const std::string& name, int64_t n, float base) {
+    std::vector<float> b(n);
+    for (int64_t i = 0; i < n; ++i) b[i] = base + static_cast<float>(i);
+    return m_.main->AddConstant(name, vm::Tensor::FromVector<float>(b, {n}),
+                                Type::Tensor(TensorType::Static(vm::DType::kF32, {n})));
+  }
+  Node* Projection(Value* x, int64_t n, float base, const std::string& activation = "") {
+    const std::string id = absl::StrCat(counter_);
+    Node* p = Typed("FusedMatMul",
+                    {x, Weight(absl::StrCat("w", id), n, base), Bias(absl::StrCat("b", id), n, base),
+                     nullptr},
+                    {b_, s_, DimExpr::Const(n)});
+    p->attrs().Set("transB", int64_t{0});
+    p->attrs().Set("alpha", 1.0);
+    p->attrs().Set("activation", activation);
+    return p;
+  }
+  Node* Attend(Value* q, Value* k, Value* v) {
+    Node* att = Typed("Attention", {q, k, v}, {b_, s_, DimExpr::Const(8)});
+    att->set_opset(23);
+    att->attrs().Set("q_num_heads", int64_t{2});
+    att->attrs().Set("kv_num_heads", int64_t{1});
+    m_.main->AddOutput(att->output(0));
+    return att;
+  }
+  DimExpr b_ = m_.dims.Symbol("b"), s_ = m_.dims.Symbol("s");
+};
+
+TEST_F(PackQkvTest, ProjectionsOfOneInputBecomeOneGemmOverConcatenatedWeights) {
+  Value* x = Input("x", {b_, s_, DimExpr::Const(8)});
+  Node* att = Attend(Projection(x, 8, 0)->output(0), Projection(x, 4, 1000)->output(0),
+                     Projection(x, 4, 2000)->output(0));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(int packed, PackQkv(m_));
+  EXPECT_EQ(packed, 1);
+  EXPECT_EQ(Ops(), "FusedMatMul Attention ");
+  EXPECT_EQ(att->attrs().GetOr<int64_t>("qkv_packed", 0), 1);
+  const Value* qkv = att->input(0);
+  EXPECT_EQ(att->input(1), qkv);
+  EXPECT_EQ(att->input(2), qkv);
+  EXPECT_EQ(TensorTypeToString(qkv->tensor_type(), m_.dims), "f32[b, s, 16]");
+  const Node* gemm = qkv->producer();
+  ASSERT_EQ(gemm->input(0), x);
+  const vm::Tensor& w = *gemm->input(1)->constant();
+  ASSERT_EQ(w.shape(), (vm::Shape{8, 16}));
+  // Row r: Q's 8 columns, then K's 4, then V's 4.
+  EXPECT_EQ(w.data<float>()[1 * 16 + 0], 8.0f);
+  EXPECT_EQ(w.data<float>()[1 * 16 + 8], 1004.0f);
+  EXPECT_EQ(w.data<float>()[1 * 16 + 15], 2007.0f);
+  const vm::Tensor& bias = *gemm->input(2)->constant();
+  ASSERT_EQ(bias.shape(), (vm::Shape{16}));
+  EXPECT_EQ(bias.data<float>()[7], 7.0f);
+  EXPECT_EQ(bias.data<float>()[8], 1000.0f);
+  EXPECT_EQ(bias.data<float>()[12], 2000.0f);
+}
+
+TEST_F(PackQkvTest, ProjectionsWithAnActivationOrOfDifferentInputsAreLeftAlone) {
+  Value* x = Input("x", {b_, s_, DimExpr::Const(8)});
+  Value* y = Input("y", {b_, s_, DimExpr::Const(8)});
+  Attend(Projection(x, 8, 0)->output(0), Projection(x, 4, 0, "relu")->output(0),
+         Projection(x, 4, 0)->output(0));
+  Attend(Projection(x, 8, 0)->output(0), Projection(y, 4, 0)->output(0),
+         Projection(y, 4, 0)->output(0));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(int packed, PackQkv(m_));
+  EXPECT_EQ(packed, 0);
 }
 
 TEST_F(FusionTest, MatMulWithRuntimeWeightIsLeftAlone) {

@@ -74,7 +74,7 @@ bool DeviceAccepts(const Node& node, const std::vector<vm::DType>& ins,
 
 class Lowering {
  public:
-  Lowering(Graph& g, vm::DType half) : g_(g), half_(half) {}
+  Lowering(Graph& g, vm::DType half, bool tanh_gelu) : g_(g), half_(half), tanh_gelu_(tanh_gelu) {}
 
   absl::StatusOr<int> Run(vm::DeviceType device) {
     std::vector<Node*> order;
@@ -114,6 +114,10 @@ class Lowering {
         if (!IsF32Tensor(out)) continue;
         out->type().tensor.dtype = half_;
         lowered_.insert(out);
+      }
+      if (tanh_gelu_ && node->op_type() == "FusedMatMul" &&
+          node->attrs().GetOr<std::string>("activation", "") == "gelu") {
+        node->attrs().Set("activation", std::string("gelu_tanh"));
       }
     }
     // Model outputs keep their dtype: the half value is renamed, its f32 cast takes the name.
@@ -211,6 +215,7 @@ class Lowering {
 
   Graph& g_;
   const vm::DType half_;
+  const bool tanh_gelu_;
   absl::flat_hash_set<const Value*> lowered_;  // values stored as half_
   absl::flat_hash_map<const Value*, Value*> to_half_, to_f32_;
 };
@@ -240,7 +245,8 @@ const char* PrecisionName(Precision precision) {
   return "?";
 }
 
-absl::StatusOr<int> LowerPrecision(Module& module, Precision precision, vm::DeviceType device) {
+absl::StatusOr<int> LowerPrecision(Module& module, Precision precision, vm::DeviceType device,
+                                   bool tanh_gelu) {
   if (precision == Precision::kF32) return 0;
   if (device == vm::DeviceType::kCPU) {
     return absl::InvalidArgumentError(absl::StrCat("precision ", PrecisionName(precision),
@@ -256,7 +262,8 @@ absl::StatusOr<int> LowerPrecision(Module& module, Precision precision, vm::Devi
     }
     return marked;
   }
-  return Lowering(g, precision == Precision::kF16 ? vm::DType::kF16 : vm::DType::kBF16).Run(device);
+  return Lowering(g, precision == Precision::kF16 ? vm::DType::kF16 : vm::DType::kBF16, tanh_gelu)
+      .Run(device);
 }
 
 }  // namespace nimble::compiler

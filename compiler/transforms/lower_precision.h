@@ -17,6 +17,11 @@
 //   after:   %xh = Cast<to=f16>(%x)   %y = FusedMatMul(%xh, %w_half)   %z = LayerNorm(%y, %g_half,
 //            %b_half): f16   %out = Cast<to=f32>(%z)
 //
+// GELU: a half GEMM's erf-GELU epilogue becomes the tanh form (`tanh_gelu`, the default), which
+// cuBLASLt applies in the GEMM's epilogue instead of a separate kernel. The two differ by at most
+// 4.7e-4 (at x = -2.70), below fp16's rounding of the activations around it; CompileOptions::
+// exact_gelu (nimblec --exact-gelu) keeps erf.
+//
 // tf32: types stay f32; GEMM nodes get the kernel attribute precision="tf32" (TF32 tensor-core
 // multiplies, fp32 storage and accumulation).
 #pragma once
@@ -36,6 +41,7 @@ const char* PrecisionName(Precision precision);
 
 // Lowers the main graph for kernels of `device` (a GPU type). Returns the number of nodes
 // lowered (tf32: GEMMs marked). kInvalidArgument for fp16/bf16/tf32 on the CPU.
-absl::StatusOr<int> LowerPrecision(Module& module, Precision precision, vm::DeviceType device);
+absl::StatusOr<int> LowerPrecision(Module& module, Precision precision, vm::DeviceType device,
+                                   bool tanh_gelu = true);
 
 }  // namespace nimble::compiler

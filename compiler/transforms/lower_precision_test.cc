@@ -75,6 +75,20 @@ TEST_F(LowerPrecisionTest, Fp16LowersTheComputeAndCastsAtTheEdges) {
             "}\n");
 }
 
+// A half GEMM's erf GELU epilogue becomes cuBLASLt's tanh form unless exact GELU is asked for.
+TEST_F(LowerPrecisionTest, HalfGemmGeluEpilogueTakesTheTanhFormUnlessExact) {
+  for (bool tanh_gelu : {true, false}) {
+    m_ = Module();
+    Value* x = Input("x", {2, 4});
+    Node* mm = Op("FusedMatMul", {x, Weight("w", {4, 8}, 0.25f), Weight("b", {8}, 0.5f)}, {2, 8});
+    mm->attrs().Set("activation", std::string("gelu"));
+    m_.main->AddOutput(mm->output(0));
+    ASSERT_TRUE(LowerPrecision(m_, Precision::kBF16, vm::DeviceType::kCUDA, tanh_gelu).ok());
+    EXPECT_EQ(mm->attrs().GetOr<std::string>("activation", ""), tanh_gelu ? "gelu_tanh" : "gelu");
+    EXPECT_EQ(mm->output(0)->tensor_type().dtype, vm::DType::kBF16);
+  }
+}
+
 TEST_F(LowerPrecisionTest, Tf32MarksTheGemmsOnly) {
   Value* x = Input("x", {2, 4});
   Value* y = Op("MatMul", {x, Weight("w", {4, 8}, 0.25f)}, {2, 8})->output(0);

@@ -64,7 +64,20 @@ absl::StatusOr<HeadView> ViewHeads(const Tensor& t, const float* data, int64_t h
   return v;
 }
 
+// Heads [col_offset, col_offset + heads * dim) of a 3-D [batch, seq, width] tensor (packed QKV).
+HeadView PackedHeads(const Tensor& t, const float* data, int64_t heads, int64_t dim,
+                     int64_t col_offset) {
+  HeadView v;
+  v.data = data + col_offset;
+  v.batch = t.dim(0), v.heads = heads, v.seq = t.dim(1), v.dim = dim;
+  v.sh = dim, v.ss = t.dim(2), v.sb = v.seq * v.ss;
+  return v;
+}
+
 struct Config {
+  // Not ONNX: Q, K and V are column ranges [Q | K | V] of one 3-D tensor (compiler pass
+  // pack-qkv), passed as all three inputs.
+  bool qkv_packed = false;
   int64_t q_num_heads = 0, kv_num_heads = 0;
   bool is_causal = false;
   double scale = 0;  // 0: 1/sqrt(head_size)
@@ -106,14 +119,27 @@ absl::StatusOr<Plan> MakePlan(const Config& c, absl::Span<const Tensor> in) {
     }
     p.q_heads = c.q_num_heads, p.kv_heads = c.kv_num_heads;
     p.q_seq = q.dim(1), p.kv_seq = k.dim(1);
-    if (q.dim(2) % p.q_heads || k.dim(2) % p.kv_heads || v.dim(2) % p.kv_heads) {
-      return absl::InvalidArgumentError("Attention: hidden sizes do not split into the heads");
-    }
-    p.head = q.dim(2) / p.q_heads, p.v_head = v.dim(2) / p.kv_heads;
-    if (k.dim(2) / p.kv_heads != p.head || v.dim(1) != p.kv_seq) {
-      return absl::InvalidArgumentError(absl::StrCat("Attention: K ", k.TypeString(), " and V ",
-                                                     v.TypeString(), " do not match Q ",
-                                                     q.TypeString()));
+    if (c.qkv_packed) {
+      const int64_t parts = p.q_heads + 2 * p.kv_heads;
+      if (k.shape() != q.shape() || v.shape() != q.shape() || q.dim(2) % parts != 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "Attention: packed QKV ", q.TypeString(), " does not split into ", p.q_heads,
+            " query and 2 x ", p.kv_heads, " key/value heads"));
+      }
+      if (Present(in, 4) || Present(in, 5)) {
+        return absl::InvalidArgumentError("Attention: packed QKV takes no past key/values");
+      }
+      p.head = p.v_head = q.dim(2) / parts;
+    } else {
+      if (q.dim(2) % p.q_heads || k.dim(2) % p.kv_heads || v.dim(2) % p.kv_heads) {
+        return absl::InvalidArgumentError("Attention: hidden sizes do not split into the heads");
+      }
+      p.head = q.dim(2) / p.q_heads, p.v_head = v.dim(2) / p.kv_heads;
+      if (k.dim(2) / p.kv_heads != p.head || v.dim(1) != p.kv_seq) {
+        return absl::InvalidArgumentError(absl::StrCat("Attention: K ", k.TypeString(), " and V ",
+                                                       v.TypeString(), " do not match Q ",
+                                                       q.TypeString()));
+      }
     }
   } else {
     p.q_heads = q.dim(1), p.kv_heads = k.dim(1), p.q_seq = q.dim(2), p.kv_seq = k.dim(2);
@@ -340,9 +366,17 @@ class AttentionKernel final : public Kernel {
     if (out.size() > 3 && out[3].defined() && c_.qk_mode < 0) {
       std::fill_n(out[3].data<float>(), out[3].num_elements(), 0.0f);
     }
-    NIMBLE_ASSIGN_OR_RETURN(HeadView q, ViewHeads(in[0], in[0].data<float>(), p.q_heads, "Q"));
-    NIMBLE_ASSIGN_OR_RETURN(HeadView k, ViewHeads(in[1], in[1].data<float>(), p.kv_heads, "K"));
-    NIMBLE_ASSIGN_OR_RETURN(HeadView v, ViewHeads(in[2], in[2].data<float>(), p.kv_heads, "V"));
+    HeadView q, k, v;
+    if (c_.qkv_packed) {
+      q = PackedHeads(in[0], in[0].data<float>(), p.q_heads, p.head, 0);
+      k = PackedHeads(in[1], in[1].data<float>(), p.kv_heads, p.head, p.q_heads * p.head);
+      v = PackedHeads(in[2], in[2].data<float>(), p.kv_heads, p.head,
+                      (p.q_heads + p.kv_heads) * p.head);
+    } else {
+      NIMBLE_ASSIGN_OR_RETURN(q, ViewHeads(in[0], in[0].data<float>(), p.q_heads, "Q"));
+      NIMBLE_ASSIGN_OR_RETURN(k, ViewHeads(in[1], in[1].data<float>(), p.kv_heads, "K"));
+      NIMBLE_ASSIGN_OR_RETURN(v, ViewHeads(in[2], in[2].data<float>(), p.kv_heads, "V"));
+    }
     // Keys and values with the past: concatenated into present (the outputs, or scratch).
     Tensor k_cat, v_cat;
     const bool has_past = Present(in, 4);
@@ -512,6 +546,7 @@ void RegisterAttentionKernels(KernelRegistry& registry) {
   registry.Register("Attention", DeviceType::kCPU,
                     [](const Attributes& a) -> absl::StatusOr<std::unique_ptr<Kernel>> {
                       Config c;
+                      c.qkv_packed = a.GetOr<int64_t>("qkv_packed", 0) != 0;
                       c.q_num_heads = a.GetOr<int64_t>("q_num_heads", 0);
                       c.kv_num_heads = a.GetOr<int64_t>("kv_num_heads", 0);
                       c.is_causal = a.GetOr<int64_t>("is_causal", 0) != 0;

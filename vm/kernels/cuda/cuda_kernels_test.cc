@@ -288,9 +288,16 @@ TEST(CudaKernelsTest, HalfPrecisionKernels) {
     CompareHalf("FusedMatMul", A({{"transB", int64_t{1}}}),
                 {RandomF32({26, 64}), RandomF32({96, 64}), RandomF32({96}), RandomF32({26, 96})},
                 {26, 96}, half, tol);
-    CompareHalf("LayerNormalization", A({{"axis", int64_t{-1}}, {"epsilon", 1e-12}}),
-                {RandomF32({3, 5, 768}), RandomF32({768}), RandomF32({768})}, {3, 5, 768}, half,
-                tol);
+    // Rows in registers (768, 1000: a partial last vector) and the block kernel (100, 1200).
+    for (int64_t cols : {768, 1000, 100, 1200}) {
+      CompareHalf("LayerNormalization", A({{"axis", int64_t{-1}}, {"epsilon", 1e-12}}),
+                  {RandomF32({3, 5, cols}), RandomF32({cols}), RandomF32({cols})}, {3, 5, cols},
+                  half, tol);
+    }
+    // GELU (tanh form) with bias in cuBLASLt's epilogue.
+    CompareHalf("FusedMatMul", A({{"activation", std::string("gelu_tanh")}}),
+                {RandomF32({2, 13, 64}), RandomF32({64, 96}), RandomF32({96}), Tensor()},
+                {2, 13, 96}, half, tol);
     CompareHalf("Softmax", A({{"axis", int64_t{-1}}}), {RandomF32({4, 3, 128}, -8, 8)}, {4, 3, 128},
                 half, tol);
     // Head dim 16 takes the reference kernel, head dim 64 the tensor-core one (several key
@@ -307,6 +314,12 @@ TEST(CudaKernelsTest, HalfPrecisionKernels) {
           "Attention", A({{"q_num_heads", int64_t{2}}, {"kv_num_heads", int64_t{2}}}),
           {RandomF32({2, seq, 128}), RandomF32({2, seq, 128}), RandomF32({2, seq, 128}), pad},
           {2, seq, 128}, half, tol, {3});
+      // Packed QKV (pack-qkv's form): one [b, s, (4 + 2 x 2) x 64] tensor as Q, K and V.
+      Tensor qkv = RandomF32({2, seq, 512});
+      CompareHalf("Attention",
+                  A({{"q_num_heads", int64_t{4}}, {"kv_num_heads", int64_t{2}},
+                     {"qkv_packed", int64_t{1}}}),
+                  {qkv, qkv, qkv, pad}, {2, seq, 256}, half, tol, {3});
       // 4-D, grouped KV heads, bool causal-shaped mask, head dim 64.
       Tensor mask = *Tensor::Empty(DType::kBool, {seq, seq});
       for (int64_t i = 0; i < seq * seq; ++i) mask.data<bool>()[i] = (i % seq) <= (i / seq);
@@ -314,6 +327,17 @@ TEST(CudaKernelsTest, HalfPrecisionKernels) {
                   {RandomF32({1, 4, seq, 64}), RandomF32({1, 2, seq, 64}),
                    RandomF32({1, 2, seq, 64}), mask},
                   {1, 4, seq, 64}, half, tol);
+    }
+    // Enough query tiles for the row-parallel kernel (the shapes above take the split-key one
+    // from 2 key tiles up): 2 and 4 warps per block.
+    for (int64_t batch : {4, 8}) {
+      Tensor pad = *Tensor::Empty(DType::kF32, {batch, 1, 1, 256});
+      for (int64_t i = 0; i < batch * 256; ++i)
+        pad.data<float>()[i] = (i % 256) < 200 + i / 256 ? 0 : -1e4;
+      CompareHalf("Attention", A({{"q_num_heads", int64_t{12}}, {"kv_num_heads", int64_t{12}}}),
+                  {RandomF32({batch, 256, 768}), RandomF32({batch, 256, 768}),
+                   RandomF32({batch, 256, 768}), pad},
+                  {batch, 256, 768}, half, tol, {3});
     }
     CompareHalf("FusedElementwise",
                 A({{"constants", std::vector<double>{}},

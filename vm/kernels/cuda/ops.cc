@@ -289,10 +289,15 @@ absl::Status RunMatMul(const std::string& op, const KernelContext& ctx, const Te
   const bool lt_bias = bias != nullptr && spec.act == ops::Act::kNone;
   const bool lt_residual = residual != nullptr && spec.act == ops::Act::kNone;
   cuda::GemmEpilogue epilogue = lt_bias ? cuda::GemmEpilogue::kBias : cuda::GemmEpilogue::kNone;
-  if (spec.act == ops::Act::kRelu && residual == nullptr) {
-    epilogue = bias ? cuda::GemmEpilogue::kBiasRelu : cuda::GemmEpilogue::kRelu;
+  // ReLU and tanh-form GELU (cuBLASLt's GELU epilogue is the tanh approximation) run in the
+  // epilogue too when there is no residual.
+  const bool lt_act =
+      (spec.act == ops::Act::kRelu || spec.act == ops::Act::kGeluTanh) && residual == nullptr;
+  if (lt_act) {
+    epilogue = spec.act == ops::Act::kRelu
+                   ? (bias ? cuda::GemmEpilogue::kBiasRelu : cuda::GemmEpilogue::kRelu)
+                   : (bias ? cuda::GemmEpilogue::kBiasGelu : cuda::GemmEpilogue::kGelu);
   }
-  const bool lt_act = spec.act == ops::Act::kRelu && residual == nullptr;
   (void)fused_epilogue;
   const auto s = StreamOf(ctx);
   if (b_elems == 1 && !spec.trans_a) {
@@ -481,8 +486,10 @@ class SoftmaxKernel final : public CudaKernel {
 
 class AttentionKernel final : public CudaKernel {
  public:
-  AttentionKernel(int64_t q_heads, int64_t kv_heads, bool causal, double scale, double mask_fill)
+  AttentionKernel(int64_t q_heads, int64_t kv_heads, bool causal, double scale, double mask_fill,
+                  bool qkv_packed)
       : CudaKernel("Attention"),
+        qkv_packed_(qkv_packed),
         q_heads_(q_heads),
         kv_heads_(kv_heads),
         causal_(causal),
@@ -504,6 +511,7 @@ class AttentionKernel final : public CudaKernel {
       return absl::InvalidArgumentError("Attention: Q, K, V must all be 3-D or all 4-D");
     }
     ops::AttentionArgs a;
+    int64_t k_seq = 0, v_seq = 0, k_dim = 0;
     auto strides3 = [](const Tensor& t, int64_t heads, int64_t* seq, int64_t* dim,
                        int64_t* s) -> absl::Status {
       if (heads <= 0 || t.dim(2) % heads != 0) {
@@ -518,8 +526,25 @@ class AttentionKernel final : public CudaKernel {
       s[2] = t.dim(3), s[1] = t.dim(2) * t.dim(3), s[0] = t.dim(1) * s[1];
     };
     a.batch = q.dim(0);
-    int64_t k_seq = 0, v_seq = 0, k_dim = 0;
-    if (q.rank() == 3) {
+    int64_t k_offset = 0, v_offset = 0;  // elements: packed QKV's K and V column ranges
+    if (q.rank() == 3 && qkv_packed_) {
+      a.q_heads = q_heads_, a.kv_heads = kv_heads_;
+      const int64_t parts = q_heads_ + 2 * kv_heads_;
+      if (parts <= 0 || k.shape() != q.shape() || v.shape() != q.shape() ||
+          q.dim(2) % parts != 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "Attention: packed QKV ", q.TypeString(), " does not split into ", q_heads_,
+            " query and 2 x ", kv_heads_, " key/value heads"));
+      }
+      a.q_seq = k_seq = v_seq = q.dim(1);
+      a.head = a.v_head = k_dim = q.dim(2) / parts;
+      for (int64_t* st : {a.q_strides, a.k_strides, a.v_strides}) {
+        st[0] = q.dim(1) * q.dim(2), st[1] = a.head, st[2] = q.dim(2);
+      }
+      k_offset = q_heads_ * a.head, v_offset = (q_heads_ + kv_heads_) * a.head;
+      a.y_strides[0] = a.q_seq * a.q_heads * a.v_head, a.y_strides[1] = a.v_head;
+      a.y_strides[2] = a.q_heads * a.v_head;
+    } else if (q.rank() == 3) {
       a.q_heads = q_heads_, a.kv_heads = kv_heads_;
       NIMBLE_RETURN_IF_ERROR(strides3(q, a.q_heads, &a.q_seq, &a.head, a.q_strides));
       NIMBLE_RETURN_IF_ERROR(strides3(k, a.kv_heads, &k_seq, &k_dim, a.k_strides));
@@ -546,7 +571,10 @@ class AttentionKernel final : public CudaKernel {
     if (out[0].num_elements() != a.batch * a.q_heads * a.q_seq * a.v_head) {
       return absl::InvalidArgumentError("Attention: output size");
     }
-    a.q = q.raw_data(), a.k = k.raw_data(), a.v = v.raw_data();
+    const size_t elem = DTypeSize(q.dtype());
+    a.q = q.raw_data();
+    a.k = static_cast<const char*>(k.raw_data()) + k_offset * elem;
+    a.v = static_cast<const char*>(v.raw_data()) + v_offset * elem;
     a.y = out[0].raw_data();
     a.type = FloatTypeOf(q.dtype());
     a.scale =
@@ -582,6 +610,7 @@ class AttentionKernel final : public CudaKernel {
   }
 
  private:
+  const bool qkv_packed_;
   const int64_t q_heads_, kv_heads_;
   const bool causal_;
   const double scale_, mask_fill_;
@@ -732,6 +761,8 @@ absl::StatusOr<KernelPtr> Make(Args&&... args) {
 
 }  // namespace
 
+void RegisterCudaLstm(KernelRegistry& r);  // lstm.cc
+
 void RegisterCudaKernels(KernelRegistry& r) {
   r.SetDeviceApi(DeviceType::kCUDA, cuda_device::Api());
   auto reg = [&r](const std::string& name, KernelFactory factory, KernelTraits traits) {
@@ -856,7 +887,8 @@ void RegisterCudaKernels(KernelRegistry& r) {
         return Make<AttentionKernel>(
             a.GetOr<int64_t>("q_num_heads", 0), a.GetOr<int64_t>("kv_num_heads", 0),
             a.GetOr<int64_t>("is_causal", 0) != 0, a.GetOr<double>("scale", 0.0),
-            a.GetOr<double>("mask_fill", -std::numeric_limits<double>::infinity()));
+            a.GetOr<double>("mask_fill", -std::numeric_limits<double>::infinity()),
+            a.GetOr<int64_t>("qkv_packed", 0) != 0);
       },
       KernelTraits{
           {}, [](absl::Span<const DType> in, absl::Span<const DType> out, const Attributes& a) {
@@ -901,6 +933,7 @@ void RegisterCudaKernels(KernelRegistry& r) {
                             in[1] != DType::kString &&
                             (DTypeSize(in[1]) == 4 || DTypeSize(in[1]) == 2);
                    }});
+  RegisterCudaLstm(r);
 }
 
 }  // namespace nimble::vm

@@ -3,7 +3,6 @@
 // on every storage type (f32, f16, bf16).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <mma.h>
 
 #include <cmath>
 #include <cstdint>
@@ -291,6 +290,71 @@ __global__ void LayerNormKernel(const T* x, const T* gamma, const T* beta, T* y,
   }
 }
 
+// LayerNorm with a warp per row for rows of at most 32 * V 16-byte vectors: the row stays in
+// registers (one read of x, one write of y), statistics by warp shuffles, 16-byte accesses.
+template <typename T, int V>
+__global__ void LayerNormWarpKernel(const T* x, const T* gamma, const T* beta, T* y, int64_t rows,
+                                    int cols, float epsilon) {
+  constexpr int E = 16 / sizeof(T);
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (row >= rows) return;
+  const int lane = threadIdx.x & 31;
+  const T* xr = x + row * cols;
+  float v[V][E];
+  float sum = 0.0f;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const int c = (i * 32 + lane) * E;
+    if (c < cols) {
+      const uint4 raw = *reinterpret_cast<const uint4*>(xr + c);
+      const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+      for (int k = 0; k < E; ++k) sum += (v[i][k] = Ld(e + k));
+    } else {
+#pragma unroll
+      for (int k = 0; k < E; ++k) v[i][k] = 0.0f;
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  const float mean = sum / static_cast<float>(cols);
+  float sq = 0.0f;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    if ((i * 32 + lane) * E < cols) {
+#pragma unroll
+      for (int k = 0; k < E; ++k) {
+        const float d = v[i][k] - mean;
+        sq += d * d;
+      }
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
+  const float rstd = rsqrtf(sq / static_cast<float>(cols) + epsilon);
+  T* yr = y + row * cols;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const int c = (i * 32 + lane) * E;
+    if (c >= cols) continue;
+    uint4 graw = make_uint4(0, 0, 0, 0), braw = make_uint4(0, 0, 0, 0);
+    if (gamma != nullptr) graw = *reinterpret_cast<const uint4*>(gamma + c);
+    if (beta != nullptr) braw = *reinterpret_cast<const uint4*>(beta + c);
+    const T* ge = reinterpret_cast<const T*>(&graw);
+    const T* be = reinterpret_cast<const T*>(&braw);
+    uint4 out;
+    T* oe = reinterpret_cast<T*>(&out);
+#pragma unroll
+    for (int k = 0; k < E; ++k) {
+      float r = (v[i][k] - mean) * rstd;
+      if (gamma != nullptr) r *= Ld(ge + k);
+      if (beta != nullptr) r += Ld(be + k);
+      St(oe + k, r);
+    }
+    *reinterpret_cast<uint4*>(yr + c) = out;
+  }
+}
+
 template <typename T>
 __global__ void SoftmaxKernel(const T* x, T* y, int64_t r, int64_t inner, bool log) {
   const int64_t o = blockIdx.x / inner, in = blockIdx.x % inner;
@@ -370,140 +434,458 @@ __global__ void AttentionKernel(AttentionArgs a) {
   }
 }
 
-// Tensor-core attention for f16 / bf16 with head dim 64 (FlashAttention's online softmax): a
-// block of kFlashWarps warps takes 16 queries per warp; per 64-key tile it stages K and V in
-// shared memory, computes S = Q K^T with WMMA 16x16x16 (fp32 accumulators), applies scale and
-// mask in fp32, updates each row's running max / sum (a lane pair per row, 32 columns each)
-// and accumulates O += P V with WMMA, O kept in fp32 registers. Fully masked rows give zeros,
-// as the reference kernel does.
-namespace wmma = nvcuda::wmma;
+// Tensor-core attention for f16 / bf16 with head dim 64 (FlashAttention-2's scheme): a block
+// of W warps takes 16 queries per warp; 64-key tiles of K and V are staged in shared memory
+// by cp.async, two buffers deep, so the next tile loads while this one is computed. Per tile
+// a warp computes S = Q K^T with mma.sync m16n8k16 (fp32 accumulators in registers), applies
+// scale, bounds, causality and the mask in fp32, updates each row's running max and sum, and
+// accumulates O += P V with P taken straight from the S registers (rounded to the storage
+// type) and V through ldmatrix.trans. Nothing but K, V, Q and a query-independent mask goes
+// through shared memory; rows are padded to 72 elements so every access is conflict-free.
+// Fully masked rows give zeros, as the reference kernel does.
 constexpr int kFlashD = 64;
 constexpr int kFlashKeys = 64;
-constexpr int kFlashWarps = 2;
-constexpr int kFlashQueries = 16 * kFlashWarps;
-constexpr size_t kFlashShared =
-    (kFlashQueries + 2 * kFlashKeys) * kFlashD * 2 + kFlashWarps * 16 * kFlashKeys * (4 + 2);
+constexpr int kFlashLd = kFlashD + 8;  // padded row, in elements
 
-template <typename T, typename M>
-__global__ void __launch_bounds__(32 * kFlashWarps) FlashAttentionKernel(AttentionArgs a) {
-  extern __shared__ __align__(128) unsigned char flash_shared[];
-  T* qs = reinterpret_cast<T*>(flash_shared);                        // kFlashQueries x 64
-  T* ks = qs + kFlashQueries * kFlashD;                              // 64 keys x 64
-  T* vs = ks + kFlashKeys * kFlashD;                                 // 64 keys x 64
-  float* ss = reinterpret_cast<float*>(vs + kFlashKeys * kFlashD);   // per warp 16 x 64
-  T* ps = reinterpret_cast<T*>(ss + kFlashWarps * 16 * kFlashKeys);  // per warp 16 x 64
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kFlashQueries;
+template <typename T>
+struct MmaOp;
+template <>
+struct MmaOp<__half> {
+  __device__ static uint32_t Pack(float lo, float hi) {
+    __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&v);
+  }
+  __device__ static void Mma(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+template <>
+struct MmaOp<__nv_bfloat16> {
+  __device__ static uint32_t Pack(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&v);
+  }
+  __device__ static void Mma(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+
+__device__ __forceinline__ uint32_t SharedAddress(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+// 16 bytes global -> shared, asynchronously; bytes = 0 fills the 16 bytes with zeros.
+__device__ __forceinline__ void CpAsync16(void* dst, const void* src, int bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SharedAddress(dst)),
+               "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void CpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+__device__ __forceinline__ uint32_t Ld32(const void* p) {
+  return *reinterpret_cast<const uint32_t*>(p);
+}
+
+// The mask term of score (qi, j), j < kv_seq: +additive value, or `replace` set to use
+// mask_fill instead of the score (a false bool mask entry).
+template <typename M>
+__device__ __forceinline__ float MaskTerm(const AttentionArgs& a, int64_t b, int64_t h, int64_t qi,
+                                          int64_t j, bool* replace) {
+  *replace = false;
+  if (j >= a.mask_keys) return -INFINITY;
+  const int64_t off =
+      b * a.mask_strides[0] + h * a.mask_strides[1] + qi * a.mask_strides[2] + j * a.mask_strides[3];
+  if (a.mask_bool) {
+    *replace = !static_cast<const bool*>(a.mask)[off];
+    return 0.0f;
+  }
+  return Ld(static_cast<const M*>(a.mask) + off);
+}
+
+template <typename T, typename M, int W>
+__global__ void __launch_bounds__(32 * W) FlashAttentionKernel(AttentionArgs a) {
+  __shared__ __align__(16) T qs[W * 16 * kFlashLd];
+  __shared__ __align__(16) T ks[2][kFlashKeys * kFlashLd];
+  __shared__ __align__(16) T vs[2][kFlashKeys * kFlashLd];
+  __shared__ float mask_add[2][kFlashKeys];
+  __shared__ unsigned char mask_replace[2][kFlashKeys];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, tg = lane & 3;  // mma fragment row group, thread in group
+  const int64_t q0 = static_cast<int64_t>(blockIdx.x) * (16 * W);
   const int64_t h = blockIdx.y, b = blockIdx.z;
   const int64_t kvh = h / (a.q_heads / a.kv_heads);
   const T* qbase = static_cast<const T*>(a.q) + b * a.q_strides[0] + h * a.q_strides[1];
   const T* kbase = static_cast<const T*>(a.k) + b * a.k_strides[0] + kvh * a.k_strides[1];
   const T* vbase = static_cast<const T*>(a.v) + b * a.v_strides[0] + kvh * a.v_strides[1];
-  for (int idx = threadIdx.x; idx < kFlashQueries * 8; idx += blockDim.x) {
+  // A mask that does not depend on the query is staged per key tile.
+  const bool staged_mask = a.mask != nullptr && a.mask_strides[2] == 0;
+
+  for (int idx = tid; idx < W * 16 * 8; idx += 32 * W) {
     const int r = idx >> 3, c = (idx & 7) * 8;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (q0 + r < a.q_seq)
-      v = *reinterpret_cast<const uint4*>(qbase + (q0 + r) * a.q_strides[2] + c);
-    *reinterpret_cast<uint4*>(qs + r * kFlashD + c) = v;
+    const bool ok = q0 + r < a.q_seq;
+    CpAsync16(qs + r * kFlashLd + c, ok ? qbase + (q0 + r) * a.q_strides[2] + c : qbase, ok ? 16 : 0);
   }
-  const int row = lane >> 1, col0 = (lane & 1) * 32;
-  const int64_t qi = q0 + warp * 16 + row;
-  float* s_w = ss + warp * 16 * kFlashKeys;
-  T* p_w = ps + warp * 16 * kFlashKeys;
-  float m_run = -INFINITY, l_run = 0.0f;
-  float o[32];
-#pragma unroll
-  for (int c = 0; c < 32; ++c) o[c] = 0.0f;
-  for (int64_t k0 = 0; k0 < a.kv_seq; k0 += kFlashKeys) {
-    __syncthreads();  // the previous tile's K / V are no longer read
-    for (int idx = threadIdx.x; idx < kFlashKeys * 8; idx += blockDim.x) {
+  auto load_tile = [&](int buf, int64_t k0) {
+    for (int idx = tid; idx < kFlashKeys * 8; idx += 32 * W) {
       const int r = idx >> 3, c = (idx & 7) * 8;
-      uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
-      if (k0 + r < a.kv_seq) {
-        kv = *reinterpret_cast<const uint4*>(kbase + (k0 + r) * a.k_strides[2] + c);
-        vv = *reinterpret_cast<const uint4*>(vbase + (k0 + r) * a.v_strides[2] + c);
-      }
-      *reinterpret_cast<uint4*>(ks + r * kFlashD + c) = kv;
-      *reinterpret_cast<uint4*>(vs + r * kFlashD + c) = vv;
+      const bool ok = k0 + r < a.kv_seq;
+      CpAsync16(ks[buf] + r * kFlashLd + c, ok ? kbase + (k0 + r) * a.k_strides[2] + c : kbase,
+                ok ? 16 : 0);
+      CpAsync16(vs[buf] + r * kFlashLd + c, ok ? vbase + (k0 + r) * a.v_strides[2] + c : vbase,
+                ok ? 16 : 0);
     }
+    if (staged_mask) {
+      for (int j = tid; j < kFlashKeys; j += 32 * W) {
+        bool replace = false;
+        float add = 0.0f;
+        if (k0 + j < a.kv_seq) add = MaskTerm<M>(a, b, h, 0, k0 + j, &replace);
+        mask_add[buf][j] = add;
+        mask_replace[buf][j] = replace;
+      }
+    }
+  };
+  load_tile(0, 0);
+  CpAsyncCommit();
+
+  const int64_t row0 = q0 + warp * 16 + g, row1 = row0 + 8;
+  uint32_t qf[kFlashD / 16][4];
+  float o[kFlashD / 8][4];
+#pragma unroll
+  for (int n = 0; n < kFlashD / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};
+  const int tiles = static_cast<int>((a.kv_seq + kFlashKeys - 1) / kFlashKeys);
+  for (int t = 0; t < tiles; ++t) {
+    const int buf = t & 1;
+    const int64_t k0 = static_cast<int64_t>(t) * kFlashKeys;
+    if (t + 1 < tiles) load_tile(buf ^ 1, k0 + kFlashKeys);
+    CpAsyncCommit();
+    CpAsyncWait<1>();  // everything but the tile just issued has landed
     __syncthreads();
+    if (t == 0) {
+      const T* qw = qs + warp * 16 * kFlashLd;
 #pragma unroll
-    for (int n = 0; n < kFlashKeys / 16; ++n) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::fill_fragment(acc, 0.0f);
-#pragma unroll
-      for (int kk = 0; kk < kFlashD / 16; ++kk) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb;
-        wmma::load_matrix_sync(fa, qs + warp * 16 * kFlashD + kk * 16, kFlashD);
-        wmma::load_matrix_sync(fb, ks + n * 16 * kFlashD + kk * 16, kFlashD);
-        wmma::mma_sync(acc, fa, fb, acc);
+      for (int kc = 0; kc < kFlashD / 16; ++kc) {
+        qf[kc][0] = Ld32(qw + g * kFlashLd + kc * 16 + tg * 2);
+        qf[kc][1] = Ld32(qw + (g + 8) * kFlashLd + kc * 16 + tg * 2);
+        qf[kc][2] = Ld32(qw + g * kFlashLd + kc * 16 + 8 + tg * 2);
+        qf[kc][3] = Ld32(qw + (g + 8) * kFlashLd + kc * 16 + 8 + tg * 2);
       }
-      wmma::store_matrix_sync(s_w + n * 16, acc, kFlashKeys, wmma::mem_row_major);
     }
-    __syncwarp();
-    float sv[32];
-    float mx = -INFINITY;
+    // S = Q K^T: 8 tiles of 8 keys; thread holds rows (g, g + 8), keys 2 tg, 2 tg + 1.
+    float s[kFlashKeys / 8][4];
+    const T* kt = ks[buf];
 #pragma unroll
-    for (int c = 0; c < 32; ++c) {
-      const int64_t j = k0 + col0 + c;
-      float v = s_w[row * kFlashKeys + col0 + c] * a.scale;
-      if (j >= a.kv_seq || (a.causal && j > qi)) {
-        v = -INFINITY;
-      } else if (a.mask != nullptr && qi < a.q_seq) {
-        if (j >= a.mask_keys) {
+    for (int n = 0; n < kFlashKeys / 8; ++n) {
+      s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+      for (int kc = 0; kc < kFlashD / 16; ++kc) {
+        const T* kr = kt + (n * 8 + g) * kFlashLd + kc * 16 + tg * 2;
+        MmaOp<T>::Mma(s[n], qf[kc], Ld32(kr), Ld32(kr + 8));
+      }
+    }
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int n = 0; n < kFlashKeys / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int jj = n * 8 + tg * 2 + (e & 1);
+        const int64_t j = k0 + jj, qi = e < 2 ? row0 : row1;
+        float v = s[n][e] * a.scale;
+        if (j >= a.kv_seq || (a.causal && j > qi)) {
           v = -INFINITY;
-        } else {
-          const int64_t off = b * a.mask_strides[0] + h * a.mask_strides[1] +
-                              qi * a.mask_strides[2] + j * a.mask_strides[3];
-          if (a.mask_bool) {
-            if (!static_cast<const bool*>(a.mask)[off]) v = a.mask_fill;
-          } else {
-            v += Ld(static_cast<const M*>(a.mask) + off);
-          }
+        } else if (staged_mask) {
+          v = mask_replace[buf][jj] ? a.mask_fill : v + mask_add[buf][jj];
+        } else if (a.mask != nullptr && qi < a.q_seq) {
+          bool replace = false;
+          const float add = MaskTerm<M>(a, b, h, qi, j, &replace);
+          v = replace ? a.mask_fill : v + add;
         }
+        s[n][e] = v;
+        mx[e >> 1] = fmaxf(mx[e >> 1], v);
       }
-      sv[c] = v;
-      mx = fmaxf(mx, v);
     }
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-    const float m_new = fmaxf(m_run, mx);
-    const float alpha = m_new == -INFINITY ? 1.0f : expf(m_run - m_new);
-    float sum = 0.0f;
+    float alpha[2];
 #pragma unroll
-    for (int c = 0; c < 32; ++c) {
-      const float p = m_new == -INFINITY ? 0.0f : expf(sv[c] - m_new);
-      sum += p;
-      St(p_w + row * kFlashKeys + col0 + c, p);
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      const float m_new = fmaxf(m_run[r], mx[r]);
+      alpha[r] = m_new == -INFINITY ? 1.0f : __expf(m_run[r] - m_new);
+      m_run[r] = m_new;
     }
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    l_run = l_run * alpha + sum;
-    m_run = m_new;
-    __syncwarp();
+    float sum[2] = {0.0f, 0.0f};
 #pragma unroll
-    for (int n = 0; n < kFlashD / 16; ++n) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::fill_fragment(acc, 0.0f);
+    for (int n = 0; n < kFlashKeys / 8; ++n) {
 #pragma unroll
-      for (int kk = 0; kk < kFlashKeys / 16; ++kk) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fb;
-        wmma::load_matrix_sync(fa, p_w + kk * 16, kFlashKeys);
-        wmma::load_matrix_sync(fb, vs + kk * 16 * kFlashD + n * 16, kFlashD);
-        wmma::mma_sync(acc, fa, fb, acc);
+      for (int e = 0; e < 4; ++e) {
+        const float m = m_run[e >> 1];
+        const float p = m == -INFINITY ? 0.0f : __expf(s[n][e] - m);
+        s[n][e] = p;
+        sum[e >> 1] += p;
       }
-      wmma::store_matrix_sync(s_w + n * 16, acc, kFlashKeys, wmma::mem_row_major);
     }
-    __syncwarp();
 #pragma unroll
-    for (int c = 0; c < 32; ++c) o[c] = o[c] * alpha + s_w[row * kFlashKeys + col0 + c];
-    __syncwarp();  // s_w is rewritten by the next tile's S
+    for (int r = 0; r < 2; ++r) l_run[r] = l_run[r] * alpha[r] + sum[r];  // per-thread partial
+#pragma unroll
+    for (int n = 0; n < kFlashD / 8; ++n) {
+      o[n][0] *= alpha[0], o[n][1] *= alpha[0];
+      o[n][2] *= alpha[1], o[n][3] *= alpha[1];
+    }
+    // O += P V: P's accumulator layout is the A operand's layout, 16 keys (two S tiles) a step.
+    const T* vt = vs[buf];
+#pragma unroll
+    for (int kc = 0; kc < kFlashKeys / 16; ++kc) {
+      uint32_t pa[4];
+      pa[0] = MmaOp<T>::Pack(s[2 * kc][0], s[2 * kc][1]);
+      pa[1] = MmaOp<T>::Pack(s[2 * kc][2], s[2 * kc][3]);
+      pa[2] = MmaOp<T>::Pack(s[2 * kc + 1][0], s[2 * kc + 1][1]);
+      pa[3] = MmaOp<T>::Pack(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+#pragma unroll
+      for (int n2 = 0; n2 < kFlashD / 16; ++n2) {
+        // Four 8x8 matrices of V (keys kc*16 + {0, 8}, dims n2*16 + {0, 8}), transposed on
+        // load: the B fragments of two 8-wide output tiles.
+        const int mat = lane >> 3, r = lane & 7;
+        const T* p = vt + (kc * 16 + (mat & 1) * 8 + r) * kFlashLd + n2 * 16 + (mat >> 1) * 8;
+        uint32_t b0, b1, b2, b3;
+        asm volatile(
+            "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+            : "=r"(b0), "=r"(b1), "=r"(b2), "=r"(b3)
+            : "r"(SharedAddress(p)));
+        MmaOp<T>::Mma(o[2 * n2], pa, b0, b1);
+        MmaOp<T>::Mma(o[2 * n2 + 1], pa, b2, b3);
+      }
+    }
+    __syncthreads();  // this buffer is refilled by the next iteration's load
   }
-  if (qi >= a.q_seq) return;
-  const float inv = l_run > 0.0f ? 1.0f / l_run : 0.0f;
-  T* y = static_cast<T*>(a.y) + b * a.y_strides[0] + h * a.y_strides[1] + qi * a.y_strides[2];
+  float inv[2];
 #pragma unroll
-  for (int c = 0; c < 32; ++c) St(y + col0 + c, o[c] * inv);
+  for (int r = 0; r < 2; ++r) {
+    float l = l_run[r];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    inv[r] = l > 0.0f ? 1.0f / l : 0.0f;
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int64_t qi = r == 0 ? row0 : row1;
+    if (qi >= a.q_seq) continue;
+    T* y = static_cast<T*>(a.y) + b * a.y_strides[0] + h * a.y_strides[1] + qi * a.y_strides[2];
+#pragma unroll
+    for (int n = 0; n < kFlashD / 8; ++n) {
+      *reinterpret_cast<uint32_t*>(y + n * 8 + tg * 2) =
+          MmaOp<T>::Pack(o[n][2 * r] * inv[r], o[n][2 * r + 1] * inv[r]);
+    }
+  }
+}
+
+// Split-key variant for short sequences at small batch, where the row-parallel kernel leaves
+// each multiprocessor a single warp with every latency exposed: a block takes 16 queries and
+// its W warps take interleaved 32-key tiles (warp w: tiles w, w + W, ...), each warp staging
+// its own tile; the warps' partial (max, sum, O) are merged through shared memory at the end.
+constexpr int kSplitKeys = 32;
+constexpr int kSplitOLd = kFlashD + 8;  // floats per row of a warp's partial O
+
+template <int W>
+struct SplitShared {
+  static constexpr size_t kQ = 16 * kFlashLd * 2;
+  static constexpr size_t kTile = kSplitKeys * kFlashLd * 2;  // one K or V tile
+  static constexpr size_t kKv = 2 * W * kTile;
+  static constexpr size_t kPartO = W * 16 * kSplitOLd * 4;  // overlays the K/V tiles
+  static_assert(kPartO <= kKv, "partial O must fit over the K/V tiles");
+  static constexpr size_t kBytes = kQ + kKv;
+};
+
+template <typename T, typename M, int W>
+__global__ void __launch_bounds__(32 * W) FlashAttentionSplitKernel(AttentionArgs a) {
+  using S = SplitShared<W>;
+  __shared__ __align__(16) unsigned char smem[S::kBytes];
+  __shared__ float mask_add[W][kSplitKeys];
+  __shared__ unsigned char mask_replace[W][kSplitKeys];
+  __shared__ float part_m[W][16], part_l[W][16];
+  T* qs = reinterpret_cast<T*>(smem);
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, tg = lane & 3;
+  T* ks = reinterpret_cast<T*>(smem + S::kQ + (2 * warp) * S::kTile);
+  T* vs = reinterpret_cast<T*>(smem + S::kQ + (2 * warp + 1) * S::kTile);
+  const int64_t q0 = static_cast<int64_t>(blockIdx.x) * 16;
+  const int64_t h = blockIdx.y, b = blockIdx.z;
+  const int64_t kvh = h / (a.q_heads / a.kv_heads);
+  const T* qbase = static_cast<const T*>(a.q) + b * a.q_strides[0] + h * a.q_strides[1];
+  const T* kbase = static_cast<const T*>(a.k) + b * a.k_strides[0] + kvh * a.k_strides[1];
+  const T* vbase = static_cast<const T*>(a.v) + b * a.v_strides[0] + kvh * a.v_strides[1];
+  const bool staged_mask = a.mask != nullptr && a.mask_strides[2] == 0;
+
+  for (int idx = tid; idx < 16 * 8; idx += 32 * W) {
+    const int r = idx >> 3, c = (idx & 7) * 8;
+    const bool ok = q0 + r < a.q_seq;
+    CpAsync16(qs + r * kFlashLd + c, ok ? qbase + (q0 + r) * a.q_strides[2] + c : qbase, ok ? 16 : 0);
+  }
+  CpAsyncCommit();
+  CpAsyncWait<0>();
+  __syncthreads();
+  uint32_t qf[kFlashD / 16][4];
+#pragma unroll
+  for (int kc = 0; kc < kFlashD / 16; ++kc) {
+    qf[kc][0] = Ld32(qs + g * kFlashLd + kc * 16 + tg * 2);
+    qf[kc][1] = Ld32(qs + (g + 8) * kFlashLd + kc * 16 + tg * 2);
+    qf[kc][2] = Ld32(qs + g * kFlashLd + kc * 16 + 8 + tg * 2);
+    qf[kc][3] = Ld32(qs + (g + 8) * kFlashLd + kc * 16 + 8 + tg * 2);
+  }
+  const int64_t row0 = q0 + g, row1 = row0 + 8;
+  float o[kFlashD / 8][4];
+#pragma unroll
+  for (int n = 0; n < kFlashD / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};
+  const int64_t tiles = (a.kv_seq + kSplitKeys - 1) / kSplitKeys;
+  for (int64_t t = warp; t < tiles; t += W) {
+    const int64_t k0 = t * kSplitKeys;
+    for (int idx = lane; idx < kSplitKeys * 8; idx += 32) {
+      const int r = idx >> 3, c = (idx & 7) * 8;
+      const bool ok = k0 + r < a.kv_seq;
+      CpAsync16(ks + r * kFlashLd + c, ok ? kbase + (k0 + r) * a.k_strides[2] + c : kbase,
+                ok ? 16 : 0);
+      CpAsync16(vs + r * kFlashLd + c, ok ? vbase + (k0 + r) * a.v_strides[2] + c : vbase,
+                ok ? 16 : 0);
+    }
+    CpAsyncCommit();
+    if (staged_mask) {
+      bool replace = false;
+      float add = 0.0f;
+      if (k0 + lane < a.kv_seq) add = MaskTerm<M>(a, b, h, 0, k0 + lane, &replace);
+      mask_add[warp][lane] = add;
+      mask_replace[warp][lane] = replace;
+    }
+    CpAsyncWait<0>();
+    __syncwarp();
+    float s[kSplitKeys / 8][4];
+#pragma unroll
+    for (int n = 0; n < kSplitKeys / 8; ++n) {
+      s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+      for (int kc = 0; kc < kFlashD / 16; ++kc) {
+        const T* kr = ks + (n * 8 + g) * kFlashLd + kc * 16 + tg * 2;
+        MmaOp<T>::Mma(s[n], qf[kc], Ld32(kr), Ld32(kr + 8));
+      }
+    }
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int n = 0; n < kSplitKeys / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int jj = n * 8 + tg * 2 + (e & 1);
+        const int64_t j = k0 + jj, qi = e < 2 ? row0 : row1;
+        float v = s[n][e] * a.scale;
+        if (j >= a.kv_seq || (a.causal && j > qi)) {
+          v = -INFINITY;
+        } else if (staged_mask) {
+          v = mask_replace[warp][jj] ? a.mask_fill : v + mask_add[warp][jj];
+        } else if (a.mask != nullptr && qi < a.q_seq) {
+          bool replace = false;
+          const float add = MaskTerm<M>(a, b, h, qi, j, &replace);
+          v = replace ? a.mask_fill : v + add;
+        }
+        s[n][e] = v;
+        mx[e >> 1] = fmaxf(mx[e >> 1], v);
+      }
+    }
+    float alpha[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      const float m_new = fmaxf(m_run[r], mx[r]);
+      alpha[r] = m_new == -INFINITY ? 1.0f : __expf(m_run[r] - m_new);
+      m_run[r] = m_new;
+    }
+    float sum[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int n = 0; n < kSplitKeys / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float m = m_run[e >> 1];
+        const float p = m == -INFINITY ? 0.0f : __expf(s[n][e] - m);
+        s[n][e] = p;
+        sum[e >> 1] += p;
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) l_run[r] = l_run[r] * alpha[r] + sum[r];
+#pragma unroll
+    for (int n = 0; n < kFlashD / 8; ++n) {
+      o[n][0] *= alpha[0], o[n][1] *= alpha[0];
+      o[n][2] *= alpha[1], o[n][3] *= alpha[1];
+    }
+#pragma unroll
+    for (int kc = 0; kc < kSplitKeys / 16; ++kc) {
+      uint32_t pa[4];
+      pa[0] = MmaOp<T>::Pack(s[2 * kc][0], s[2 * kc][1]);
+      pa[1] = MmaOp<T>::Pack(s[2 * kc][2], s[2 * kc][3]);
+      pa[2] = MmaOp<T>::Pack(s[2 * kc + 1][0], s[2 * kc + 1][1]);
+      pa[3] = MmaOp<T>::Pack(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+#pragma unroll
+      for (int n2 = 0; n2 < kFlashD / 16; ++n2) {
+        const int mat = lane >> 3, r = lane & 7;
+        const T* p = vs + (kc * 16 + (mat & 1) * 8 + r) * kFlashLd + n2 * 16 + (mat >> 1) * 8;
+        uint32_t b0, b1, b2, b3;
+        asm volatile(
+            "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+            : "=r"(b0), "=r"(b1), "=r"(b2), "=r"(b3)
+            : "r"(SharedAddress(p)));
+        MmaOp<T>::Mma(o[2 * n2], pa, b0, b1);
+        MmaOp<T>::Mma(o[2 * n2 + 1], pa, b2, b3);
+      }
+    }
+    __syncwarp();  // this warp's tile buffers are refilled next
+  }
+  // Merge the warps' partial results.
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 1);
+    l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 2);
+  }
+  __syncthreads();  // every warp is done with the K/V tiles the partial O overlays
+  float* part_o = reinterpret_cast<float*>(smem + S::kQ);
+  if (tg == 0) {
+    part_m[warp][g] = m_run[0], part_m[warp][g + 8] = m_run[1];
+    part_l[warp][g] = l_run[0], part_l[warp][g + 8] = l_run[1];
+  }
+  float* ow = part_o + warp * 16 * kSplitOLd;
+#pragma unroll
+  for (int n = 0; n < kFlashD / 8; ++n) {
+    *reinterpret_cast<float2*>(ow + g * kSplitOLd + n * 8 + tg * 2) = make_float2(o[n][0], o[n][1]);
+    *reinterpret_cast<float2*>(ow + (g + 8) * kSplitOLd + n * 8 + tg * 2) =
+        make_float2(o[n][2], o[n][3]);
+  }
+  __syncthreads();
+  for (int idx = tid; idx < 16 * (kFlashD / 2); idx += 32 * W) {
+    const int r = idx / (kFlashD / 2), c = (idx % (kFlashD / 2)) * 2;
+    const int64_t qi = q0 + r;
+    if (qi >= a.q_seq) continue;
+    float m = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < W; ++w) m = fmaxf(m, part_m[w][r]);
+    float l = 0.0f, o0 = 0.0f, o1 = 0.0f;
+#pragma unroll
+    for (int w = 0; w < W; ++w) {
+      const float pm = part_m[w][r];
+      const float scale = pm == -INFINITY ? 0.0f : __expf(pm - m);
+      l += part_l[w][r] * scale;
+      const float2 v = *reinterpret_cast<const float2*>(part_o + (w * 16 + r) * kSplitOLd + c);
+      o0 += v.x * scale, o1 += v.y * scale;
+    }
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    T* y = static_cast<T*>(a.y) + b * a.y_strides[0] + h * a.y_strides[1] + qi * a.y_strides[2];
+    *reinterpret_cast<uint32_t*>(y + c) = MmaOp<T>::Pack(o0 * inv, o1 * inv);
+  }
 }
 
 // NIMBLE_CUDA_FLASH_ATTENTION=0 selects the reference kernel (for A/B measurements).
@@ -520,13 +902,40 @@ bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 // Whether FlashAttentionKernel takes these arguments: half storage, head dim 64, 16-byte rows.
 bool FlashEligible(const AttentionArgs& a) {
   if (a.type == FloatType::kF32 || a.head != kFlashD || a.v_head != kFlashD) return false;
-  if (!Aligned16(a.q) || !Aligned16(a.k) || !Aligned16(a.v)) return false;
+  if (!Aligned16(a.q) || !Aligned16(a.k) || !Aligned16(a.v) ||
+      reinterpret_cast<uintptr_t>(a.y) % 4 != 0) {
+    return false;
+  }
   for (int i = 0; i < 3; ++i) {
-    if (a.q_strides[i] % 8 != 0 || a.k_strides[i] % 8 != 0 || a.v_strides[i] % 8 != 0) {
+    if (a.q_strides[i] % 8 != 0 || a.k_strides[i] % 8 != 0 || a.v_strides[i] % 8 != 0 ||
+        a.y_strides[i] % 2 != 0) {
       return false;
     }
   }
-  return a.q_seq <= 65535LL * kFlashQueries;
+  return a.q_seq <= 65535LL * 16;
+}
+
+int MultiprocessorCount() {
+  int device = 0, sms = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+    cudaGetLastError();
+    return 132;
+  }
+  return sms;
+}
+
+// Warps per block for FlashAttentionKernel: the largest block that still spreads the work over
+// the multiprocessors (a short sequence at batch 1 wants many small blocks; K/V tiles are
+// shared by a block's warps, so long sequences take larger blocks).
+int FlashWarps(const AttentionArgs& a) {
+  static const int sms = MultiprocessorCount();
+  auto blocks = [&](int warps) {
+    return (a.q_seq + 16 * warps - 1) / (16 * warps) * a.q_heads * a.batch;
+  };
+  if (blocks(4) >= 2 * sms) return 4;
+  if (blocks(2) >= sms) return 2;
+  return 1;
 }
 
 template <typename T>
@@ -726,6 +1135,36 @@ cudaError_t LayerNorm(const void* x, const void* gamma, const void* beta, void* 
   const int threads = cols <= 128 ? 64 : cols <= 512 ? 128 : 256;
   return Dispatch(type, [&](auto tag) {
     using T = decltype(tag);
+    constexpr int E = 16 / sizeof(T);
+    const int vectors = static_cast<int>((cols + 32 * E - 1) / (32 * E));
+    const bool aligned = cols % E == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                         reinterpret_cast<uintptr_t>(y) % 16 == 0 &&
+                         reinterpret_cast<uintptr_t>(gamma) % 16 == 0 &&
+                         reinterpret_cast<uintptr_t>(beta) % 16 == 0;
+    if (aligned && vectors <= 4) {
+      constexpr int kRowsPerBlock = 4;
+      const unsigned blocks = static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
+      const auto* xt = static_cast<const T*>(x);
+      const auto* gt = static_cast<const T*>(gamma);
+      const auto* bt = static_cast<const T*>(beta);
+      auto* yt = static_cast<T*>(y);
+      const int c = static_cast<int>(cols);
+      switch (vectors) {
+        case 1:
+          LayerNormWarpKernel<T, 1><<<blocks, 32 * kRowsPerBlock, 0, stream>>>(xt, gt, bt, yt, rows, c, epsilon);
+          break;
+        case 2:
+          LayerNormWarpKernel<T, 2><<<blocks, 32 * kRowsPerBlock, 0, stream>>>(xt, gt, bt, yt, rows, c, epsilon);
+          break;
+        case 3:
+          LayerNormWarpKernel<T, 3><<<blocks, 32 * kRowsPerBlock, 0, stream>>>(xt, gt, bt, yt, rows, c, epsilon);
+          break;
+        default:
+          LayerNormWarpKernel<T, 4><<<blocks, 32 * kRowsPerBlock, 0, stream>>>(xt, gt, bt, yt, rows, c, epsilon);
+          break;
+      }
+      return cudaGetLastError();
+    }
     LayerNormKernel<T><<<static_cast<unsigned>(rows), threads, 0, stream>>>(
         static_cast<const T*>(x), static_cast<const T*>(gamma), static_cast<const T*>(beta),
         static_cast<T*>(y), cols, epsilon);
@@ -759,7 +1198,32 @@ cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream) {
                   static_cast<unsigned>(args.batch));
   const FloatType mask_type = args.mask_bool ? FloatType::kF32 : args.mask_type;
   if (FlashEligible(args) && !FlashAttentionDisabled()) {
-    const dim3 flash_grid(static_cast<unsigned>((args.q_seq + kFlashQueries - 1) / kFlashQueries),
+    // Short sequences at small batch: split the keys over a block's warps.
+    static const int sms = MultiprocessorCount();
+    const int64_t query_tiles = (args.q_seq + 15) / 16 * args.q_heads * args.batch;
+    const int64_t key_tiles = (args.kv_seq + kSplitKeys - 1) / kSplitKeys;
+    if (key_tiles >= 2 && query_tiles < 4 * sms) {
+      const dim3 split_grid(static_cast<unsigned>((args.q_seq + 15) / 16),
+                            static_cast<unsigned>(args.q_heads), static_cast<unsigned>(args.batch));
+      return Dispatch(args.type, [&](auto tag) {
+        using T = decltype(tag);
+        if constexpr (std::is_same_v<T, float>) {
+          return cudaErrorInvalidValue;  // not eligible
+        } else {
+          return Dispatch(mask_type, [&](auto mask_tag) {
+            using M = decltype(mask_tag);
+            if (key_tiles >= 4) {
+              FlashAttentionSplitKernel<T, M, 4><<<split_grid, 128, 0, stream>>>(args);
+            } else {
+              FlashAttentionSplitKernel<T, M, 2><<<split_grid, 64, 0, stream>>>(args);
+            }
+            return cudaGetLastError();
+          });
+        }
+      });
+    }
+    const int warps = FlashWarps(args);
+    const dim3 flash_grid(static_cast<unsigned>((args.q_seq + 16 * warps - 1) / (16 * warps)),
                           static_cast<unsigned>(args.q_heads), static_cast<unsigned>(args.batch));
     return Dispatch(args.type, [&](auto tag) {
       using T = decltype(tag);
@@ -768,7 +1232,13 @@ cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream) {
       } else {
         return Dispatch(mask_type, [&](auto mask_tag) {
           using M = decltype(mask_tag);
-          FlashAttentionKernel<T, M><<<flash_grid, 32 * kFlashWarps, kFlashShared, stream>>>(args);
+          if (warps == 4) {
+            FlashAttentionKernel<T, M, 4><<<flash_grid, 128, 0, stream>>>(args);
+          } else if (warps == 2) {
+            FlashAttentionKernel<T, M, 2><<<flash_grid, 64, 0, stream>>>(args);
+          } else {
+            FlashAttentionKernel<T, M, 1><<<flash_grid, 32, 0, stream>>>(args);
+          }
           return cudaGetLastError();
         });
       }

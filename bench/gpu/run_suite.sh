@@ -1,0 +1,26 @@
+#!/bin/bash
+# One device call for issue 7's numbers: the CUDA tests, BERT-base (bert_gpu.py: fp16 eager and
+# with CUDA graphs against PyTorch eager and torch.compile(dynamic=True) fp16, correctness at seq
+# 128, cold compile and cached load) and the LSTM (model_compare.py, GPU part). Run in the
+# repository root on the GPU machine with the packed binaries (bench/gpu/README.md) in carry/dev:
+#   bash bench/gpu/run_suite.sh carry/dev/nimble.tar.xz
+# Logs go to $OUT (tests.txt, bert.md, bert.log, lstm.json, lstm.md, lstm.log).
+set -u
+PKG=${1:-carry/dev/nimble.tar.xz}
+OUT=${OUT:-/tmp/out} && mkdir -p "$OUT"
+tar xJf "$PKG" -C /tmp && export LD_LIBRARY_PATH=/tmp/nimble/lib:/usr/local/cuda/lib64
+N=/tmp/nimble
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+for t in vm_cuda_kernels_vs_cpu_test vm_cuda_lstm_test compiler_cuda_bert_test; do
+  NIMBLE_BERT_ONNX=$N/bert_small.onnx timeout 120 $N/$t >"$OUT/$t.txt" 2>&1
+  echo "$t: rc=$? $(grep -cE '^\[       OK \]' "$OUT/$t.txt") ok, $(grep -cE '^\[  FAILED  \]' "$OUT/$t.txt") failed lines"
+  grep -E '^\[  FAILED  \]|Failure' "$OUT/$t.txt" | head -5
+done
+PYTHONUNBUFFERED=1 timeout ${BERT_TIMEOUT:-330} python3 bench/gpu/bert_gpu.py --nimblec $N/nimblec \
+  --precisions fp16 --graphs fp16 --torch-compile --compile-precisions fp16 --iterations 50 \
+  --out "$OUT/bert.md" >"$OUT/bert.log" 2>&1
+echo "bert_gpu.py: rc=$?"; grep -vE "^ +(eager|compile)" "$OUT/bert.log" | tail -15
+PYTHONUNBUFFERED=1 timeout ${LSTM_TIMEOUT:-150} python3 bench/gpu/model_compare.py --nimblec $N/nimblec \
+  --only gpu --models lstm --lstm-seqs 16,64,128 --iterations 20 --json "$OUT/lstm.json" \
+  --md "$OUT/lstm.md" >"$OUT/lstm.log" 2>&1
+echo "model_compare.py lstm: rc=$?"; tail -8 "$OUT/lstm.log"

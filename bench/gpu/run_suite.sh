@@ -11,7 +11,7 @@ OUT=${OUT:-/tmp/out} && mkdir -p "$OUT"
 tar xJf "$PKG" -C /tmp && export LD_LIBRARY_PATH=/tmp/nimble/lib:/usr/local/cuda/lib64
 N=/tmp/nimble
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-for t in vm_cuda_kernels_vs_cpu_test vm_cuda_lstm_test compiler_cuda_bert_test; do
+for t in vm_cuda_gemm_test vm_cuda_kernels_vs_cpu_test vm_cuda_lstm_test compiler_cuda_bert_test; do
   NIMBLE_BERT_ONNX=$N/bert_small.onnx timeout 120 $N/$t >"$OUT/$t.txt" 2>&1
   echo "$t: rc=$? $(grep -cE '^\[       OK \]' "$OUT/$t.txt") ok, $(grep -cE '^\[  FAILED  \]' "$OUT/$t.txt") failed lines"
   grep -E '^\[  FAILED  \]|Failure' "$OUT/$t.txt" | head -5

@@ -1,6 +1,8 @@
 #include "vm/cuda/gemm.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -251,19 +253,85 @@ absl::StatusOr<std::unique_ptr<GemmRunner::Plan>> GemmRunner::MakePlan(const Pla
     NIMBLE_CUBLAS_RETURN_IF_ERROR(
         cublasLtMatmulPreferenceSetAttribute(raw_pref, attr, &value, sizeof(value)));
   }
-  cublasLtMatmulHeuristicResult_t result = {};
+  constexpr int kCandidates = 8;
+  cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
   int returned = 0;
   const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
       handle_, raw_desc, plan->lt_a.get(), plan->lt_b.get(), plan->lt_c.get(), plan->lt_d.get(),
-      raw_pref, 1, &result, &returned);
+      raw_pref, kCandidates, results, &returned);
   if (status == CUBLAS_STATUS_NOT_SUPPORTED || (status == CUBLAS_STATUS_SUCCESS && returned == 0)) {
     return absl::UnimplementedError(absl::StrFormat(
         "cuBLASLt has no algorithm for %s GEMM M=%d N=%d K=%d batch=%d epilogue %s",
         PrecisionName(key.precision), key.m, key.n, key.k, key.batch, EpilogueName(key.epilogue)));
   }
   NIMBLE_RETURN_IF_ERROR(CublasStatus(status, "cublasLtMatmulAlgoGetHeuristic"));
-  plan->algo = result.algo;
+  for (int i = 0; i < returned; ++i) {
+    if (results[i].state == CUBLAS_STATUS_SUCCESS) plan->candidates.push_back(results[i].algo);
+  }
+  if (plan->candidates.empty()) plan->candidates.push_back(results[0].algo);
+  plan->algo = plan->candidates.front();
   return plan;
+}
+
+static bool AutotuneDisabled() {
+  static const bool disabled = [] {
+    const char* v = std::getenv("NIMBLE_GEMM_AUTOTUNE");
+    return v != nullptr && v[0] == '0';
+  }();
+  return disabled;
+}
+
+absl::Status GemmRunner::Tune(Plan& plan, const PlanKey& key, const GemmOperands& o,
+                              const void* c, cudaStream_t stream) {
+  if (plan.candidates.size() < 2 || AutotuneDisabled()) return absl::OkStatus();
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream, &capture));
+  if (capture != cudaStreamCaptureStatusNone) return absl::OkStatus();
+  NIMBLE_ASSIGN_OR_RETURN(void* workspace, Workspace(stream));
+  const int bytes = ElementBytes(key.precision);
+  const int64_t d_elems = key.batch > 1 ? (key.batch - 1) * key.stride_d + key.m * key.n
+                                        : key.m * key.n;
+  void* scratch = nullptr;
+  // Stream-ordered: no device-wide synchronisation that could disturb other streams' work.
+  NIMBLE_CUDA_RETURN_IF_ERROR(
+      cudaMallocAsync(&scratch, static_cast<size_t>(d_elems) * bytes, stream));
+  cudaEvent_t start = nullptr, stop = nullptr;
+  absl::Status status = CudaStatus(cudaEventCreate(&start), "cudaEventCreate");
+  if (status.ok()) status = CudaStatus(cudaEventCreate(&stop), "cudaEventCreate");
+  const float alpha = o.alpha;
+  const float beta = o.residual != nullptr ? 1.0f : 0.0f;
+  // Without a residual C is the output: the scratch buffer stands in for both.
+  const void* c_in = o.residual != nullptr ? c : scratch;
+  if (status.ok() && HasBias(key.epilogue)) {
+    status = SetDesc(plan.desc.get(), CUBLASLT_MATMUL_DESC_BIAS_POINTER, o.bias);
+  }
+  float best_ms = std::numeric_limits<float>::infinity();
+  size_t best = 0;
+  constexpr int kRepeats = 5;
+  for (size_t i = 0; status.ok() && i < plan.candidates.size(); ++i) {
+    auto run = [&] {
+      return cublasLtMatmul(handle_, plan.desc.get(), &alpha, o.b, plan.lt_a.get(), o.a,
+                            plan.lt_b.get(), &beta, c_in, plan.lt_c.get(), scratch,
+                            plan.lt_d.get(), &plan.candidates[i], workspace,
+                            static_cast<size_t>(workspace_bytes_), stream);
+    };
+    if (run() != CUBLAS_STATUS_SUCCESS) continue;  // not runnable here: not a candidate
+    cudaEventRecord(start, stream);
+    bool ok = true;
+    for (int r = 0; r < kRepeats && ok; ++r) ok = run() == CUBLAS_STATUS_SUCCESS;
+    cudaEventRecord(stop, stream);
+    status = CudaStatus(cudaEventSynchronize(stop), "cudaEventSynchronize");
+    float ms = 0;
+    if (!ok || !status.ok() || cudaEventElapsedTime(&ms, start, stop) != cudaSuccess) continue;
+    if (ms < best_ms) best_ms = ms, best = i;
+  }
+  if (start != nullptr) cudaEventDestroy(start);
+  if (stop != nullptr) cudaEventDestroy(stop);
+  const absl::Status freed = CudaStatus(cudaFreeAsync(scratch, stream), "cudaFreeAsync");
+  NIMBLE_RETURN_IF_ERROR(status);
+  NIMBLE_RETURN_IF_ERROR(freed);
+  if (best_ms < std::numeric_limits<float>::infinity()) plan.algo = plan.candidates[best];
+  return absl::OkStatus();
 }
 
 absl::Status GemmRunner::Run(const GemmShape& s, GemmPrecision precision, GemmEpilogue epilogue,
@@ -306,9 +374,12 @@ absl::Status GemmRunner::Run(const GemmShape& s, GemmPrecision precision, GemmEp
     // Built outside the lock (the heuristic takes tens of microseconds); a racing thread's
     // identical plan is dropped in favour of the first one stored.
     NIMBLE_ASSIGN_OR_RETURN(std::unique_ptr<Plan> made, MakePlan(key));
+    NIMBLE_RETURN_IF_ERROR(Tune(*made, key, o, c, stream));
+    const bool tuned = made->candidates.size() > 1 && !AutotuneDisabled();
     absl::MutexLock lock(&mu_);
     auto [it, inserted] = plans_.try_emplace(key, std::move(made));
     if (inserted) ++stats_.heuristic_queries;
+    if (inserted && tuned) ++stats_.tuned;
     stats_.cached_algorithms = static_cast<int64_t>(plans_.size());
     plan = it->second.get();
   }

@@ -29,6 +29,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 #include <string>
 #include <tuple>
 
@@ -83,6 +84,7 @@ struct GemmStats {
   int64_t heuristic_queries = 0;  // cache misses
   int64_t cached_algorithms = 0;
   int64_t workspaces = 0;  // streams that got one
+  int64_t tuned = 0;       // plans whose algorithm was chosen by timing the candidates
 };
 
 class GemmRunner {
@@ -137,6 +139,7 @@ class GemmRunner {
     std::unique_ptr<cublasLtMatmulDescOpaque_t, GemmDescDeleter> desc;
     std::unique_ptr<cublasLtMatrixLayoutOpaque_t, GemmDescDeleter> lt_a, lt_b, lt_c, lt_d;
     cublasLtMatmulAlgo_t algo;
+    std::vector<cublasLtMatmulAlgo_t> candidates;  // the heuristic's answers, best first
     absl::Mutex mu;  // guards desc's bias pointer from being set until the matmul is enqueued
   };
 
@@ -144,6 +147,11 @@ class GemmRunner {
       : device_(device), workspace_bytes_(workspace_bytes), handle_(handle) {}
   absl::StatusOr<void*> Workspace(cudaStream_t stream);
   absl::StatusOr<std::unique_ptr<Plan>> MakePlan(const PlanKey& key);
+  // Times the plan's candidate algorithms on these operands (the output goes to a scratch
+  // buffer; inputs are only read) and keeps the fastest. Skipped while `stream` is capturing
+  // or with NIMBLE_GEMM_AUTOTUNE=0; the heuristic's first answer stays then.
+  absl::Status Tune(Plan& plan, const PlanKey& key, const GemmOperands& o, const void* c,
+                    cudaStream_t stream);
 
   const int device_;
   const int64_t workspace_bytes_;

@@ -302,6 +302,15 @@ __global__ void LayerNormWarpKernel(const T* x, const T* gamma, const T* beta, T
   const T* xr = x + row * cols;
   float v[V][E];
   float sum = 0.0f;
+  // gamma and beta are loaded up front, so their latency overlaps the reductions.
+  uint4 graw[V], braw[V];
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const int c = (i * 32 + lane) * E;
+    graw[i] = braw[i] = make_uint4(0, 0, 0, 0);
+    if (c < cols && gamma != nullptr) graw[i] = *reinterpret_cast<const uint4*>(gamma + c);
+    if (c < cols && beta != nullptr) braw[i] = *reinterpret_cast<const uint4*>(beta + c);
+  }
 #pragma unroll
   for (int i = 0; i < V; ++i) {
     const int c = (i * 32 + lane) * E;
@@ -337,11 +346,8 @@ __global__ void LayerNormWarpKernel(const T* x, const T* gamma, const T* beta, T
   for (int i = 0; i < V; ++i) {
     const int c = (i * 32 + lane) * E;
     if (c >= cols) continue;
-    uint4 graw = make_uint4(0, 0, 0, 0), braw = make_uint4(0, 0, 0, 0);
-    if (gamma != nullptr) graw = *reinterpret_cast<const uint4*>(gamma + c);
-    if (beta != nullptr) braw = *reinterpret_cast<const uint4*>(beta + c);
-    const T* ge = reinterpret_cast<const T*>(&graw);
-    const T* be = reinterpret_cast<const T*>(&braw);
+    const T* ge = reinterpret_cast<const T*>(&graw[i]);
+    const T* be = reinterpret_cast<const T*>(&braw[i]);
     uint4 out;
     T* oe = reinterpret_cast<T*>(&out);
 #pragma unroll

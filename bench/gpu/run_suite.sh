@@ -16,7 +16,7 @@ for t in vm_cuda_gemm_test vm_cuda_kernels_vs_cpu_test vm_cuda_lstm_test compile
   echo "$t: rc=$? $(grep -cE '^\[       OK \]' "$OUT/$t.txt") ok, $(grep -cE '^\[  FAILED  \]' "$OUT/$t.txt") failed lines"
   grep -E '^\[  FAILED  \]|Failure' "$OUT/$t.txt" | head -5
 done
-PYTHONUNBUFFERED=1 timeout ${BERT_TIMEOUT:-330} python3 bench/gpu/bert_gpu.py --nimblec $N/nimblec \
+mkdir -p /tmp/bw && PYTHONUNBUFFERED=1 timeout ${BERT_TIMEOUT:-330} python3 bench/gpu/bert_gpu.py --nimblec $N/nimblec --work /tmp/bw \
   --precisions fp16 --graphs fp16 --torch-compile --compile-precisions fp16 --iterations 50 \
   --out "$OUT/bert.md" >"$OUT/bert.log" 2>&1
 echo "bert_gpu.py: rc=$?"; grep -vE "^ +(eager|compile)" "$OUT/bert.log" | tail -15
@@ -24,3 +24,12 @@ PYTHONUNBUFFERED=1 timeout ${LSTM_TIMEOUT:-150} python3 bench/gpu/model_compare.
   --only gpu --models lstm --lstm-seqs 16,64,128 --iterations 20 --json "$OUT/lstm.json" \
   --md "$OUT/lstm.md" >"$OUT/lstm.log" 2>&1
 echo "model_compare.py lstm: rc=$?"; tail -8 "$OUT/lstm.log"
+# A/B of the GEMM autotuning on the bucketed fp16 executable bert_gpu.py compiled.
+for s in 16 128 384; do
+  for tune in 1 0; do
+    ms=$(NIMBLE_GEMM_AUTOTUNE=$tune $N/nimblec bench /tmp/bw/bert_cuda_fp16_buckets.nbx --iterations 200 \
+      --device-graphs --shape input_ids=1x$s --shape attention_mask=1x$s --shape token_type_ids=1x$s \
+      2>/dev/null | tail -1 | awk '{print $3}')
+    echo "seq $s autotune=$tune: p50 $ms ms"
+  done
+done

@@ -147,9 +147,10 @@ class GemmRunner {
       : device_(device), workspace_bytes_(workspace_bytes), handle_(handle) {}
   absl::StatusOr<void*> Workspace(cudaStream_t stream);
   absl::StatusOr<std::unique_ptr<Plan>> MakePlan(const PlanKey& key);
-  // Times the plan's candidate algorithms on these operands (the output goes to a scratch
-  // buffer; inputs are only read) and keeps the fastest. Skipped while `stream` is capturing
-  // or with NIMBLE_GEMM_AUTOTUNE=0; the heuristic's first answer stays then.
+  // With NIMBLE_GEMM_AUTOTUNE=1: times the plan's candidate algorithms on these operands (the
+  // output goes to a stream-ordered scratch buffer; inputs are only read) and keeps the
+  // fastest. Skipped while `stream` is capturing. Off by default (gemm.cc says why): the
+  // heuristic's first answer is used.
   absl::Status Tune(Plan& plan, const PlanKey& key, const GemmOperands& o, const void* c,
                     cudaStream_t stream);
 

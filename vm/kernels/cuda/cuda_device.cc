@@ -1,7 +1,9 @@
 #include "vm/kernels/cuda/cuda_device.h"
 
+#include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -43,7 +45,21 @@ struct PerDevice {
   std::unique_ptr<cuda::DeviceAllocator> pool;
   std::unique_ptr<CudaAllocator> allocator;
   std::unique_ptr<cuda::GemmRunner> gemm;
+  std::once_flag rtc_once;
+  absl::Status rtc_status;
+  std::unique_ptr<cuda::RtcCompiler> rtc;
 };
+
+std::string RtcCacheDir() {
+  if (const char* dir = std::getenv("NIMBLE_RTC_CACHE_DIR")) return dir;
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg != nullptr && xdg[0] != '\0') {
+    return absl::StrCat(xdg, "/nimble/rtc");
+  }
+  if (const char* home = std::getenv("HOME"); home != nullptr && home[0] != '\0') {
+    return absl::StrCat(home, "/.cache/nimble/rtc");
+  }
+  return "";
+}
 
 PerDevice* Devices() {
   static PerDevice* devices = new PerDevice[kMaxDevices];
@@ -198,6 +214,20 @@ absl::StatusOr<cuda::DeviceAllocator*> DevicePool(int ordinal) {
 absl::StatusOr<cuda::GemmRunner*> Gemm(int ordinal) {
   NIMBLE_ASSIGN_OR_RETURN(PerDevice * d, Init(ordinal));
   return d->gemm.get();
+}
+
+absl::StatusOr<cuda::RtcCompiler*> Rtc(int ordinal) {
+  NIMBLE_ASSIGN_OR_RETURN(PerDevice * d, Init(ordinal));
+  std::call_once(d->rtc_once, [d, ordinal] {
+    auto rtc = cuda::RtcCompiler::Create({.device = ordinal, .arch = 0, .cache_dir = RtcCacheDir()});
+    if (rtc.ok()) {
+      d->rtc = *std::move(rtc);
+    } else {
+      d->rtc_status = rtc.status();
+    }
+  });
+  NIMBLE_RETURN_IF_ERROR(d->rtc_status);
+  return d->rtc.get();
 }
 
 DeviceApi* Api() {

@@ -5,6 +5,7 @@
 #include "absl/status/statusor.h"
 #include "vm/cuda/device_allocator.h"
 #include "vm/cuda/gemm.h"
+#include "vm/cuda/rtc_compiler.h"
 #include "vm/kernels/kernel.h"
 #include "vm/runtime/allocator.h"
 
@@ -36,6 +37,10 @@ absl::StatusOr<CudaAllocator*> DefaultAllocator(int ordinal);
 absl::StatusOr<cuda::DeviceAllocator*> DevicePool(int ordinal);
 // Process-wide GEMM runner of device `ordinal`.
 absl::StatusOr<cuda::GemmRunner*> Gemm(int ordinal);
+// Process-wide NVRTC compiler for device `ordinal` (its GPU's arch), caching CUBINs on disk in
+// $NIMBLE_RTC_CACHE_DIR (empty: no disk cache), else $XDG_CACHE_HOME/nimble/rtc, else
+// $HOME/.cache/nimble/rtc.
+absl::StatusOr<cuda::RtcCompiler*> Rtc(int ordinal);
 // The CUDA DeviceApi (registered by RegisterCudaKernels).
 DeviceApi* Api();
 

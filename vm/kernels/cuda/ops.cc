@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -12,11 +13,14 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "base/status_macros.h"
 #include "vm/cuda/cuda_status.h"
 #include "vm/cuda/gemm.h"
+#include "vm/cuda/rtc_compiler.h"
 #include "vm/kernels/cuda/cuda_device.h"
 #include "vm/kernels/cuda/ops_cuda.h"
+#include "vm/kernels/cuda/rtc_elementwise.h"
 #include "vm/kernels/fused_elementwise_program.h"
 #include "vm/kernels/kernel.h"
 
@@ -27,6 +31,15 @@ namespace ops = cuda_ops;
 using KernelPtr = std::unique_ptr<Kernel>;
 
 cudaStream_t StreamOf(const KernelContext& ctx) { return static_cast<cudaStream_t>(ctx.stream); }
+
+// NIMBLE_CUDA_RTC=0 keeps FusedElementwise on the interpreter kernel (for A/B measurements).
+bool RtcEnabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("NIMBLE_CUDA_RTC");
+    return v == nullptr || v[0] != '0';
+  }();
+  return enabled;
+}
 
 absl::Status Launch(cudaError_t error, const std::string& op) {
   if (error == cudaSuccess) return absl::OkStatus();
@@ -146,13 +159,73 @@ class ProgramKernel final : public CudaKernel {
       }
       args.outputs[k] = outputs[k].raw_data();
     }
+    if (RtcEnabled()) {
+      ops::RtcElementwiseVariant variant;
+      variant.type = FloatTypeOf(dtype);
+      variant.rank = shape.rank;
+      for (int k = 0; k < program_.num_inputs; ++k) {
+        if (inputs[k].shape() == out_shape) variant.dense |= 1u << k;
+        else if (inputs[k].num_elements() == 1) variant.scalar |= 1u << k;
+      }
+      NIMBLE_ASSIGN_OR_RETURN(const RtcEntry* entry, RtcFor(ctx, variant));
+      if (entry != nullptr) {
+        ops::RtcElementwiseArgs rtc_args = {};
+        for (int k = 0; k < ops::kMaxProgramInputs; ++k) {
+          rtc_args.inputs[k] = args.inputs[k];
+          rtc_args.outputs[k] = args.outputs[k];
+          for (int d = 0; d < ops::kMaxRank; ++d) rtc_args.strides[k][d] = shape.strides[k][d];
+        }
+        for (int d = 0; d < ops::kMaxRank; ++d) rtc_args.dims[d] = shape.dims[d];
+        rtc_args.count = outputs[0].num_elements();
+        if (rtc_args.count == 0) return absl::OkStatus();
+        const int64_t blocks = std::min<int64_t>((rtc_args.count + 255) / 256, int64_t{65535} * 16);
+        void* params[] = {&rtc_args};
+        return entry->module->Launch(entry->kernel, dim3(static_cast<unsigned>(blocks)), dim3(256),
+                                     params, 0, StreamOf(ctx));
+      }
+    }
     return Launch(ops::RunProgram(program_, args, shape, outputs[0].num_elements(),
                                   FloatTypeOf(dtype), StreamOf(ctx)),
                   op_);
   }
 
  private:
+  // A compiled variant; a null module means NVRTC failed and the interpreter runs it.
+  struct RtcEntry {
+    ops::RtcElementwiseVariant variant;
+    std::unique_ptr<cuda::RtcModule> module;
+    cudaKernel_t kernel = nullptr;
+  };
+
+  // The compiled kernel of `variant`, compiling it on first use; null to use the interpreter
+  // (NVRTC unavailable or failing, or the stream is capturing a graph, where loading a module
+  // is not allowed).
+  absl::StatusOr<const RtcEntry*> RtcFor(const KernelContext& ctx,
+                                         const ops::RtcElementwiseVariant& variant) const {
+    absl::MutexLock lock(&rtc_mu_);
+    for (const auto& e : rtc_) {
+      if (e->variant == variant) return e->module ? e.get() : nullptr;
+    }
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(StreamOf(ctx), &capture));
+    if (capture != cudaStreamCaptureStatusNone) return nullptr;
+    auto entry = std::make_unique<RtcEntry>();
+    entry->variant = variant;
+    absl::Status status = [&]() -> absl::Status {
+      NIMBLE_ASSIGN_OR_RETURN(cuda::RtcCompiler * rtc, cuda_device::Rtc(ctx.device.ordinal));
+      NIMBLE_ASSIGN_OR_RETURN(entry->module, rtc->Load(ops::RtcElementwiseSource(program_, variant),
+                                                       "fused_elementwise.cu"));
+      NIMBLE_ASSIGN_OR_RETURN(entry->kernel, entry->module->GetKernel(ops::kRtcElementwiseKernel));
+      return absl::OkStatus();
+    }();
+    if (!status.ok()) entry->module.reset();  // the interpreter runs this variant from now on
+    rtc_.push_back(std::move(entry));
+    return rtc_.back()->module ? rtc_.back().get() : nullptr;
+  }
+
   const ops::Program program_;
+  mutable absl::Mutex rtc_mu_;
+  mutable std::vector<std::unique_ptr<RtcEntry>> rtc_ ABSL_GUARDED_BY(rtc_mu_);
 };
 
 absl::StatusOr<ops::Program> ParseProgram(const Attributes& a) {
@@ -171,20 +244,32 @@ absl::StatusOr<ops::Program> ParseProgram(const Attributes& a) {
       if (w < -1 || w > 127) return absl::InvalidArgumentError("FusedElementwise: bad operand");
       p.code[i][j] = static_cast<int8_t>(w);
     }
-    const int64_t dst = code[4 * i + 1], a0 = code[4 * i + 2];
+    const int64_t dst = code[4 * i + 1], a0 = code[4 * i + 2], b0 = code[4 * i + 3];
+    auto slot = [](int64_t x) { return x >= 0 && x < ops::kMaxProgramSlots; };
+    bool slots_ok = true;
     if (op == static_cast<int64_t>(FusedOp::kLoad)) {
       if (a0 < 0 || a0 >= ops::kMaxProgramInputs) {
         return absl::InvalidArgumentError("FusedElementwise: too many inputs for cuda");
       }
       p.num_inputs = std::max<int>(p.num_inputs, static_cast<int>(a0) + 1);
+      slots_ok = slot(dst);
     } else if (op == static_cast<int64_t>(FusedOp::kStore)) {
       if (dst < 0 || dst >= ops::kMaxProgramInputs) {
         return absl::InvalidArgumentError("FusedElementwise: too many outputs for cuda");
       }
       p.num_outputs = std::max<int>(p.num_outputs, static_cast<int>(dst) + 1);
-    } else if (dst < 0 || dst >= ops::kMaxProgramSlots) {
-      return absl::InvalidArgumentError("FusedElementwise: slot out of range");
+      slots_ok = slot(a0);
+    } else if (op == static_cast<int64_t>(FusedOp::kConst)) {
+      if (a0 < 0 || a0 >= static_cast<int64_t>(constants.size())) {
+        return absl::InvalidArgumentError("FusedElementwise: constant index out of range");
+      }
+      slots_ok = slot(dst);
+    } else {
+      const bool binary = op >= static_cast<int64_t>(FusedOp::kAdd) &&
+                          op <= static_cast<int64_t>(FusedOp::kPow);
+      slots_ok = slot(dst) && slot(a0) && (!binary || slot(b0));
     }
+    if (!slots_ok) return absl::InvalidArgumentError("FusedElementwise: slot out of range");
   }
   for (size_t i = 0; i < constants.size(); ++i) p.constants[i] = static_cast<float>(constants[i]);
   return p;

@@ -27,3 +27,6 @@ for s in 16 64 128 384; do
     echo "seq $s rtc=$rtc: p50 $ms ms"
   done
 done
+# Throughput at batch 8 and 32 (padded to the 128 bucket) against PyTorch eager fp16.
+PYTHONUNBUFFERED=1 timeout 120 python3 bench/gpu/bert_batch.py --nimblec $N/nimblec --nbx /tmp/b.nbx \
+  --batches 8,32 --bucket 128 --iterations 30

@@ -517,6 +517,119 @@ __device__ __forceinline__ float MaskTerm(const AttentionArgs& a, int64_t b, int
   return Ld(static_cast<const M*>(a.mask) + off);
 }
 
+// A fragments of 16 query rows x 64 dims staged at qw (row stride kFlashLd).
+template <typename T>
+__device__ __forceinline__ void LoadQFragments(const T* qw, int lane,
+                                               uint32_t (&qf)[kFlashD / 16][4]) {
+  const int g = lane >> 2, tg = lane & 3;
+#pragma unroll
+  for (int kc = 0; kc < kFlashD / 16; ++kc) {
+    qf[kc][0] = Ld32(qw + g * kFlashLd + kc * 16 + tg * 2);
+    qf[kc][1] = Ld32(qw + (g + 8) * kFlashLd + kc * 16 + tg * 2);
+    qf[kc][2] = Ld32(qw + g * kFlashLd + kc * 16 + 8 + tg * 2);
+    qf[kc][3] = Ld32(qw + (g + 8) * kFlashLd + kc * 16 + 8 + tg * 2);
+  }
+}
+
+// One key tile for a warp's 16 query rows (row0 = its first, fragment rows g and g + 8):
+// S = Q K^T over the KEYS keys staged in ks, scale, bounds, causality and the mask (staged per
+// key in mask_add / mask_replace, or read per score), the online-softmax update of each row's
+// running max and (per-thread partial) sum, and O += P V with V staged in vs.
+template <typename T, typename M, int KEYS>
+__device__ __forceinline__ void FlashTile(const AttentionArgs& a, const uint32_t (&qf)[kFlashD / 16][4],
+                                          const T* ks, const T* vs, const float* mask_add,
+                                          const unsigned char* mask_replace, bool staged_mask,
+                                          int64_t k0, int64_t row0, int64_t b, int64_t h, int lane,
+                                          float (&m_run)[2], float (&l_run)[2],
+                                          float (&o)[kFlashD / 8][4]) {
+  const int g = lane >> 2, tg = lane & 3;
+  const int64_t row1 = row0 + 8;
+  // S = Q K^T: 8 tiles of 8 keys; thread holds rows (g, g + 8), keys 2 tg, 2 tg + 1.
+  float s[KEYS / 8][4];
+  const T* kt = ks;
+#pragma unroll
+  for (int n = 0; n < KEYS / 8; ++n) {
+    s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+    for (int kc = 0; kc < kFlashD / 16; ++kc) {
+      const T* kr = kt + (n * 8 + g) * kFlashLd + kc * 16 + tg * 2;
+      MmaOp<T>::Mma(s[n], qf[kc], Ld32(kr), Ld32(kr + 8));
+    }
+  }
+  float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int n = 0; n < KEYS / 8; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int jj = n * 8 + tg * 2 + (e & 1);
+      const int64_t j = k0 + jj, qi = e < 2 ? row0 : row1;
+      float v = s[n][e] * a.scale;
+      if (j >= a.kv_seq || (a.causal && j > qi)) {
+        v = -INFINITY;
+      } else if (staged_mask) {
+        v = mask_replace[jj] ? a.mask_fill : v + mask_add[jj];
+      } else if (a.mask != nullptr && qi < a.q_seq) {
+        bool replace = false;
+        const float add = MaskTerm<M>(a, b, h, qi, j, &replace);
+        v = replace ? a.mask_fill : v + add;
+      }
+      s[n][e] = v;
+      mx[e >> 1] = fmaxf(mx[e >> 1], v);
+    }
+  }
+  float alpha[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+    const float m_new = fmaxf(m_run[r], mx[r]);
+    alpha[r] = m_new == -INFINITY ? 1.0f : __expf(m_run[r] - m_new);
+    m_run[r] = m_new;
+  }
+  float sum[2] = {0.0f, 0.0f};
+#pragma unroll
+  for (int n = 0; n < KEYS / 8; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float m = m_run[e >> 1];
+      const float p = m == -INFINITY ? 0.0f : __expf(s[n][e] - m);
+      s[n][e] = p;
+      sum[e >> 1] += p;
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) l_run[r] = l_run[r] * alpha[r] + sum[r];  // per-thread partial
+#pragma unroll
+  for (int n = 0; n < kFlashD / 8; ++n) {
+    o[n][0] *= alpha[0], o[n][1] *= alpha[0];
+    o[n][2] *= alpha[1], o[n][3] *= alpha[1];
+  }
+  // O += P V: P's accumulator layout is the A operand's layout, 16 keys (two S tiles) a step.
+  const T* vt = vs;
+#pragma unroll
+  for (int kc = 0; kc < KEYS / 16; ++kc) {
+    uint32_t pa[4];
+    pa[0] = MmaOp<T>::Pack(s[2 * kc][0], s[2 * kc][1]);
+    pa[1] = MmaOp<T>::Pack(s[2 * kc][2], s[2 * kc][3]);
+    pa[2] = MmaOp<T>::Pack(s[2 * kc + 1][0], s[2 * kc + 1][1]);
+    pa[3] = MmaOp<T>::Pack(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+#pragma unroll
+    for (int n2 = 0; n2 < kFlashD / 16; ++n2) {
+      // Four 8x8 matrices of V (keys kc*16 + {0, 8}, dims n2*16 + {0, 8}), transposed on
+      // load: the B fragments of two 8-wide output tiles.
+      const int mat = lane >> 3, r = lane & 7;
+      const T* p = vt + (kc * 16 + (mat & 1) * 8 + r) * kFlashLd + n2 * 16 + (mat >> 1) * 8;
+      uint32_t b0, b1, b2, b3;
+      asm volatile(
+          "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+          : "=r"(b0), "=r"(b1), "=r"(b2), "=r"(b3)
+          : "r"(SharedAddress(p)));
+      MmaOp<T>::Mma(o[2 * n2], pa, b0, b1);
+      MmaOp<T>::Mma(o[2 * n2 + 1], pa, b2, b3);
+    }
+  }
+}
+
 template <typename T, typename M, int W>
 __global__ void __launch_bounds__(32 * W) FlashAttentionKernel(AttentionArgs a) {
   __shared__ __align__(16) T qs[W * 16 * kFlashLd];
@@ -577,99 +690,10 @@ __global__ void __launch_bounds__(32 * W) FlashAttentionKernel(AttentionArgs a) 
     CpAsyncWait<1>();  // everything but the tile just issued has landed
     __syncthreads();
     if (t == 0) {
-      const T* qw = qs + warp * 16 * kFlashLd;
-#pragma unroll
-      for (int kc = 0; kc < kFlashD / 16; ++kc) {
-        qf[kc][0] = Ld32(qw + g * kFlashLd + kc * 16 + tg * 2);
-        qf[kc][1] = Ld32(qw + (g + 8) * kFlashLd + kc * 16 + tg * 2);
-        qf[kc][2] = Ld32(qw + g * kFlashLd + kc * 16 + 8 + tg * 2);
-        qf[kc][3] = Ld32(qw + (g + 8) * kFlashLd + kc * 16 + 8 + tg * 2);
-      }
+      LoadQFragments(qs + warp * 16 * kFlashLd, lane, qf);
     }
-    // S = Q K^T: 8 tiles of 8 keys; thread holds rows (g, g + 8), keys 2 tg, 2 tg + 1.
-    float s[kFlashKeys / 8][4];
-    const T* kt = ks[buf];
-#pragma unroll
-    for (int n = 0; n < kFlashKeys / 8; ++n) {
-      s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-#pragma unroll
-      for (int kc = 0; kc < kFlashD / 16; ++kc) {
-        const T* kr = kt + (n * 8 + g) * kFlashLd + kc * 16 + tg * 2;
-        MmaOp<T>::Mma(s[n], qf[kc], Ld32(kr), Ld32(kr + 8));
-      }
-    }
-    float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int n = 0; n < kFlashKeys / 8; ++n) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int jj = n * 8 + tg * 2 + (e & 1);
-        const int64_t j = k0 + jj, qi = e < 2 ? row0 : row1;
-        float v = s[n][e] * a.scale;
-        if (j >= a.kv_seq || (a.causal && j > qi)) {
-          v = -INFINITY;
-        } else if (staged_mask) {
-          v = mask_replace[buf][jj] ? a.mask_fill : v + mask_add[buf][jj];
-        } else if (a.mask != nullptr && qi < a.q_seq) {
-          bool replace = false;
-          const float add = MaskTerm<M>(a, b, h, qi, j, &replace);
-          v = replace ? a.mask_fill : v + add;
-        }
-        s[n][e] = v;
-        mx[e >> 1] = fmaxf(mx[e >> 1], v);
-      }
-    }
-    float alpha[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      const float m_new = fmaxf(m_run[r], mx[r]);
-      alpha[r] = m_new == -INFINITY ? 1.0f : __expf(m_run[r] - m_new);
-      m_run[r] = m_new;
-    }
-    float sum[2] = {0.0f, 0.0f};
-#pragma unroll
-    for (int n = 0; n < kFlashKeys / 8; ++n) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float m = m_run[e >> 1];
-        const float p = m == -INFINITY ? 0.0f : __expf(s[n][e] - m);
-        s[n][e] = p;
-        sum[e >> 1] += p;
-      }
-    }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) l_run[r] = l_run[r] * alpha[r] + sum[r];  // per-thread partial
-#pragma unroll
-    for (int n = 0; n < kFlashD / 8; ++n) {
-      o[n][0] *= alpha[0], o[n][1] *= alpha[0];
-      o[n][2] *= alpha[1], o[n][3] *= alpha[1];
-    }
-    // O += P V: P's accumulator layout is the A operand's layout, 16 keys (two S tiles) a step.
-    const T* vt = vs[buf];
-#pragma unroll
-    for (int kc = 0; kc < kFlashKeys / 16; ++kc) {
-      uint32_t pa[4];
-      pa[0] = MmaOp<T>::Pack(s[2 * kc][0], s[2 * kc][1]);
-      pa[1] = MmaOp<T>::Pack(s[2 * kc][2], s[2 * kc][3]);
-      pa[2] = MmaOp<T>::Pack(s[2 * kc + 1][0], s[2 * kc + 1][1]);
-      pa[3] = MmaOp<T>::Pack(s[2 * kc + 1][2], s[2 * kc + 1][3]);
-#pragma unroll
-      for (int n2 = 0; n2 < kFlashD / 16; ++n2) {
-        // Four 8x8 matrices of V (keys kc*16 + {0, 8}, dims n2*16 + {0, 8}), transposed on
-        // load: the B fragments of two 8-wide output tiles.
-        const int mat = lane >> 3, r = lane & 7;
-        const T* p = vt + (kc * 16 + (mat & 1) * 8 + r) * kFlashLd + n2 * 16 + (mat >> 1) * 8;
-        uint32_t b0, b1, b2, b3;
-        asm volatile(
-            "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-            : "=r"(b0), "=r"(b1), "=r"(b2), "=r"(b3)
-            : "r"(SharedAddress(p)));
-        MmaOp<T>::Mma(o[2 * n2], pa, b0, b1);
-        MmaOp<T>::Mma(o[2 * n2 + 1], pa, b2, b3);
-      }
-    }
+    FlashTile<T, M, kFlashKeys>(a, qf, ks[buf], vs[buf], mask_add[buf], mask_replace[buf],
+                                staged_mask, k0, row0, b, h, lane, m_run, l_run, o);
     __syncthreads();  // this buffer is refilled by the next iteration's load
   }
   float inv[2];
@@ -739,14 +763,8 @@ __global__ void __launch_bounds__(32 * W) FlashAttentionSplitKernel(AttentionArg
   CpAsyncWait<0>();
   __syncthreads();
   uint32_t qf[kFlashD / 16][4];
-#pragma unroll
-  for (int kc = 0; kc < kFlashD / 16; ++kc) {
-    qf[kc][0] = Ld32(qs + g * kFlashLd + kc * 16 + tg * 2);
-    qf[kc][1] = Ld32(qs + (g + 8) * kFlashLd + kc * 16 + tg * 2);
-    qf[kc][2] = Ld32(qs + g * kFlashLd + kc * 16 + 8 + tg * 2);
-    qf[kc][3] = Ld32(qs + (g + 8) * kFlashLd + kc * 16 + 8 + tg * 2);
-  }
-  const int64_t row0 = q0 + g, row1 = row0 + 8;
+  LoadQFragments(qs, lane, qf);
+  const int64_t row0 = q0 + g;
   float o[kFlashD / 8][4];
 #pragma unroll
   for (int n = 0; n < kFlashD / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
@@ -772,84 +790,8 @@ __global__ void __launch_bounds__(32 * W) FlashAttentionSplitKernel(AttentionArg
     }
     CpAsyncWait<0>();
     __syncwarp();
-    float s[kSplitKeys / 8][4];
-#pragma unroll
-    for (int n = 0; n < kSplitKeys / 8; ++n) {
-      s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-#pragma unroll
-      for (int kc = 0; kc < kFlashD / 16; ++kc) {
-        const T* kr = ks + (n * 8 + g) * kFlashLd + kc * 16 + tg * 2;
-        MmaOp<T>::Mma(s[n], qf[kc], Ld32(kr), Ld32(kr + 8));
-      }
-    }
-    float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int n = 0; n < kSplitKeys / 8; ++n) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int jj = n * 8 + tg * 2 + (e & 1);
-        const int64_t j = k0 + jj, qi = e < 2 ? row0 : row1;
-        float v = s[n][e] * a.scale;
-        if (j >= a.kv_seq || (a.causal && j > qi)) {
-          v = -INFINITY;
-        } else if (staged_mask) {
-          v = mask_replace[warp][jj] ? a.mask_fill : v + mask_add[warp][jj];
-        } else if (a.mask != nullptr && qi < a.q_seq) {
-          bool replace = false;
-          const float add = MaskTerm<M>(a, b, h, qi, j, &replace);
-          v = replace ? a.mask_fill : v + add;
-        }
-        s[n][e] = v;
-        mx[e >> 1] = fmaxf(mx[e >> 1], v);
-      }
-    }
-    float alpha[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      const float m_new = fmaxf(m_run[r], mx[r]);
-      alpha[r] = m_new == -INFINITY ? 1.0f : __expf(m_run[r] - m_new);
-      m_run[r] = m_new;
-    }
-    float sum[2] = {0.0f, 0.0f};
-#pragma unroll
-    for (int n = 0; n < kSplitKeys / 8; ++n) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float m = m_run[e >> 1];
-        const float p = m == -INFINITY ? 0.0f : __expf(s[n][e] - m);
-        s[n][e] = p;
-        sum[e >> 1] += p;
-      }
-    }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) l_run[r] = l_run[r] * alpha[r] + sum[r];
-#pragma unroll
-    for (int n = 0; n < kFlashD / 8; ++n) {
-      o[n][0] *= alpha[0], o[n][1] *= alpha[0];
-      o[n][2] *= alpha[1], o[n][3] *= alpha[1];
-    }
-#pragma unroll
-    for (int kc = 0; kc < kSplitKeys / 16; ++kc) {
-      uint32_t pa[4];
-      pa[0] = MmaOp<T>::Pack(s[2 * kc][0], s[2 * kc][1]);
-      pa[1] = MmaOp<T>::Pack(s[2 * kc][2], s[2 * kc][3]);
-      pa[2] = MmaOp<T>::Pack(s[2 * kc + 1][0], s[2 * kc + 1][1]);
-      pa[3] = MmaOp<T>::Pack(s[2 * kc + 1][2], s[2 * kc + 1][3]);
-#pragma unroll
-      for (int n2 = 0; n2 < kFlashD / 16; ++n2) {
-        const int mat = lane >> 3, r = lane & 7;
-        const T* p = vs + (kc * 16 + (mat & 1) * 8 + r) * kFlashLd + n2 * 16 + (mat >> 1) * 8;
-        uint32_t b0, b1, b2, b3;
-        asm volatile(
-            "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-            : "=r"(b0), "=r"(b1), "=r"(b2), "=r"(b3)
-            : "r"(SharedAddress(p)));
-        MmaOp<T>::Mma(o[2 * n2], pa, b0, b1);
-        MmaOp<T>::Mma(o[2 * n2 + 1], pa, b2, b3);
-      }
-    }
+    FlashTile<T, M, kSplitKeys>(a, qf, ks, vs, mask_add[warp], mask_replace[warp], staged_mask,
+                                k0, row0, b, h, lane, m_run, l_run, o);
     __syncwarp();  // this warp's tile buffers are refilled next
   }
   // Merge the warps' partial results.

@@ -77,6 +77,10 @@ TEST_P(ModelParityTest, MatchesPyTorchForEveryShapeWithOneExecutable) {
   compiler::CompileReport report;
   compiler::CompileOptions options;
   options.report_at = {{"batch", 1}, {"seq", 128}, {"past", 0}, {"n", 1}, {"m", 128}};
+#ifdef NIMBLE_PARITY_ON_CUDA
+  // model_parity_cuda_test: compute on cuda:0 (fp32), the same PyTorch references and bound.
+  options.device = vm::Device{vm::DeviceType::kCUDA, 0};
+#endif
   NIMBLE_ASSERT_OK_AND_ASSIGN(
       auto exe, compiler::CompileOnnxFile((dir / "model.onnx").string(), options, &report));
   const std::vector<std::string> cases = Cases(dir);
@@ -102,6 +106,14 @@ TEST_P(ModelParityTest, MatchesPyTorchForEveryShapeWithOneExecutable) {
       EXPECT_LE(RelativeError(outputs[i], expected), 1e-4) << out_name;
     }
   }
+#ifdef NIMBLE_PARITY_ON_CUDA
+  std::printf("[ %s ] on cuda:0: %d of %d kernel calls, %d device copies\n", GetParam().c_str(),
+              report.codegen.num_device_kernel_calls, report.codegen.num_kernel_calls,
+              report.codegen.num_device_copies);
+  if (GetParam() != "loop") {
+    EXPECT_GT(report.codegen.num_device_kernel_calls, 0) << "the model's compute is on the GPU";
+  }
+#endif
   if (GetParam() == "gpt2") {
     EXPECT_GE(report.fused_attention, 2) << "every GPT-2 block's masked attention is fused";
   }

@@ -3,7 +3,8 @@
 // V as column ranges of its [batch, seq, (Hq + 2 Hkv) * D] output (attribute qkv_packed = 1;
 // the CPU and CUDA kernels take the strided views, nothing is copied). One wide GEMM instead of
 // three narrow ones: two kernel launches fewer per layer and better tensor-core occupancy at
-// batch 1 (a 128 x 768 x 768 GEMM fills a sixth of an H100).
+// batch 1 (a 128 x 768 x 768 GEMM fills a sixth of an H100). The pipeline runs it for GPU
+// targets only (compiler.cc); the CPU Attention kernel reads the packed form too.
 //
 //   before:  %q = FusedMatMul(%x, %wq, %bq)  %k = FusedMatMul(%x, %wk, %bk)
 //            %v = FusedMatMul(%x, %wv, %bv)  %y = Attention(%q, %k, %v, %mask) {Hq, Hkv}

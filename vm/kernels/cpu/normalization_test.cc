@@ -299,5 +299,40 @@ TEST(NormalizationTest, LpAndMeanVarianceNormalization) {
               StatusIs(kInvalid, HasSubstr("axis 2 is out of range")));
 }
 
+// The pack-qkv form: one [b, s, (Hq + 2 Hkv) D] tensor as Q, K and V (qkv_packed = 1) gives
+// what the three separate tensors give, grouped heads and an additive mask included.
+TEST(AttentionTest, PackedQkvMatchesSeparateTensors) {
+  const int64_t b = 2, s = 5, hq = 4, hkv = 2, d = 8, width = (hq + 2 * hkv) * d;
+  std::vector<float> qkv(b * s * width), q, k, v, mask(b * s);
+  for (size_t i = 0; i < qkv.size(); ++i) qkv[i] = std::sin(static_cast<float>(i) * 0.37f);
+  for (int64_t r = 0; r < b * s; ++r) {
+    const float* row = qkv.data() + r * width;
+    q.insert(q.end(), row, row + hq * d);
+    k.insert(k.end(), row + hq * d, row + (hq + hkv) * d);
+    v.insert(v.end(), row + (hq + hkv) * d, row + width);
+  }
+  for (int64_t i = 0; i < b * s; ++i) mask[i] = i % s == s - 1 ? -1e4f : 0.0f;
+  const auto heads = Attrs({{"q_num_heads", hq}, {"kv_num_heads", hkv}});
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto separate, RunOp("Attention", heads,
+                           {F(q, {b, s, hq * d}), F(k, {b, s, hkv * d}), F(v, {b, s, hkv * d}),
+                            F(mask, {b, 1, 1, s})}));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto packed,
+      RunOp("Attention",
+            Attrs({{"q_num_heads", hq}, {"kv_num_heads", hkv}, {"qkv_packed", int64_t{1}}}),
+            {F(qkv, {b, s, width}), F(qkv, {b, s, width}), F(qkv, {b, s, width}),
+             F(mask, {b, 1, 1, s})}));
+  ASSERT_EQ(packed[0].shape(), (Shape{b, s, hq * d}));
+  EXPECT_THAT(Values<float>(packed[0]), Pointwise(::testing::FloatEq(), Values<float>(separate[0])));
+  // A width that does not split into the heads is an error, not a misread.
+  EXPECT_THAT(RunOp("Attention",
+                    Attrs({{"q_num_heads", hq}, {"kv_num_heads", hkv}, {"qkv_packed", int64_t{1}}}),
+                    {F(std::vector<float>(b * s * 12), {b, s, 12}),
+                     F(std::vector<float>(b * s * 12), {b, s, 12}),
+                     F(std::vector<float>(b * s * 12), {b, s, 12})}),
+              StatusIs(kInvalid, HasSubstr("packed QKV")));
+}
+
 }  // namespace
 }  // namespace nimble::vm::cpu

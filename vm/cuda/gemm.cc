@@ -286,12 +286,12 @@ static bool AutotuneDisabled() {
   return disabled;
 }
 
-absl::Status GemmRunner::Tune(Plan& plan, const PlanKey& key, const GemmOperands& o,
-                              const void* c, cudaStream_t stream) {
-  if (plan.candidates.size() < 2 || AutotuneDisabled()) return absl::OkStatus();
+absl::StatusOr<bool> GemmRunner::Tune(Plan& plan, const PlanKey& key, const GemmOperands& o,
+                                      const void* c, cudaStream_t stream) {
+  if (plan.candidates.size() < 2 || AutotuneDisabled()) return false;
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream, &capture));
-  if (capture != cudaStreamCaptureStatusNone) return absl::OkStatus();
+  if (capture != cudaStreamCaptureStatusNone) return false;
   NIMBLE_ASSIGN_OR_RETURN(void* workspace, Workspace(stream));
   const int bytes = ElementBytes(key.precision);
   const int64_t d_elems = key.batch > 1 ? (key.batch - 1) * key.stride_d + key.m * key.n
@@ -335,8 +335,9 @@ absl::Status GemmRunner::Tune(Plan& plan, const PlanKey& key, const GemmOperands
   const absl::Status freed = CudaStatus(cudaFreeAsync(scratch, stream), "cudaFreeAsync");
   NIMBLE_RETURN_IF_ERROR(status);
   NIMBLE_RETURN_IF_ERROR(freed);
-  if (best_ms < std::numeric_limits<float>::infinity()) plan.algo = plan.candidates[best];
-  return absl::OkStatus();
+  if (best_ms == std::numeric_limits<float>::infinity()) return false;
+  plan.algo = plan.candidates[best];
+  return true;
 }
 
 absl::Status GemmRunner::Run(const GemmShape& s, GemmPrecision precision, GemmEpilogue epilogue,
@@ -379,8 +380,7 @@ absl::Status GemmRunner::Run(const GemmShape& s, GemmPrecision precision, GemmEp
     // Built outside the lock (the heuristic takes tens of microseconds); a racing thread's
     // identical plan is dropped in favour of the first one stored.
     NIMBLE_ASSIGN_OR_RETURN(std::unique_ptr<Plan> made, MakePlan(key));
-    NIMBLE_RETURN_IF_ERROR(Tune(*made, key, o, c, stream));
-    const bool tuned = made->candidates.size() > 1 && !AutotuneDisabled();
+    NIMBLE_ASSIGN_OR_RETURN(const bool tuned, Tune(*made, key, o, c, stream));
     absl::MutexLock lock(&mu_);
     auto [it, inserted] = plans_.try_emplace(key, std::move(made));
     if (inserted) ++stats_.heuristic_queries;

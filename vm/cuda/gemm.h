@@ -151,8 +151,9 @@ class GemmRunner {
   // output goes to a stream-ordered scratch buffer; inputs are only read) and keeps the
   // fastest. Skipped while `stream` is capturing. Off by default (gemm.cc says why): the
   // heuristic's first answer is used.
-  absl::Status Tune(Plan& plan, const PlanKey& key, const GemmOperands& o, const void* c,
-                    cudaStream_t stream);
+  // Returns whether a timed candidate replaced the heuristic's answer.
+  absl::StatusOr<bool> Tune(Plan& plan, const PlanKey& key, const GemmOperands& o, const void* c,
+                            cudaStream_t stream);
 
   const int device_;
   const int64_t workspace_bytes_;

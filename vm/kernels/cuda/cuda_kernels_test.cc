@@ -16,11 +16,13 @@
 #include "gtest/gtest.h"
 #include "vm/kernels/cpu/fp16.h"
 #include "vm/kernels/cuda/cuda_device.h"
+#include "vm/kernels/cuda/cuda_test_util.h"
 #include "vm/kernels/kernel.h"
 
 namespace nimble::vm {
 namespace {
 
+using namespace ::nimble::vm::cuda_testing;  // NOLINT
 using ::nimble::testing::IsOk;
 
 std::mt19937& Rng() {
@@ -40,23 +42,6 @@ Tensor RandomI64(const Shape& shape, int64_t lo, int64_t hi) {
   std::uniform_int_distribution<int64_t> d(lo, hi);
   for (int64_t i = 0; i < t.num_elements(); ++i) t.data<int64_t>()[i] = d(Rng());
   return t;
-}
-
-Allocator* Gpu() { return *cuda_device::DefaultAllocator(0); }
-
-Tensor ToDevice(const Tensor& t) {
-  if (!t.defined()) return t;
-  Tensor d = *Tensor::Empty(t.dtype(), t.shape(), Gpu());
-  EXPECT_EQ(cudaMemcpy(d.raw_data(), t.raw_data(), t.nbytes(), cudaMemcpyHostToDevice),
-            cudaSuccess);
-  return d;
-}
-
-Tensor ToHost(const Tensor& t) {
-  Tensor h = *Tensor::Empty(t.dtype(), t.shape());
-  EXPECT_EQ(cudaMemcpy(h.raw_data(), t.raw_data(), t.nbytes(), cudaMemcpyDeviceToHost),
-            cudaSuccess);
-  return h;
 }
 
 // Runs `op` on both devices and compares output 0 (f32, i64 or bool).
@@ -100,12 +85,6 @@ void Compare(const std::string& op, const Attributes& attrs, const std::vector<T
   EXPECT_LE(max_diff, tolerance * (1 + max_ref)) << "max |ref| " << max_ref;
   std::printf("%-20s %-18s max diff %.3g (max |ref| %.3g)\n", op.c_str(),
               ShapeToString(out_shape).c_str(), max_diff, max_ref);
-}
-
-Attributes A(std::initializer_list<std::pair<std::string, AttrValue>> values) {
-  Attributes a;
-  for (const auto& [k, v] : values) a.Set(k, v);
-  return a;
 }
 
 TEST(CudaKernelsTest, MatMulBatchedAndBroadcast) {

@@ -16,11 +16,13 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "vm/kernels/cuda/cuda_device.h"
+#include "vm/kernels/cuda/cuda_test_util.h"
 #include "vm/kernels/kernel.h"
 
 namespace nimble::vm {
 namespace {
 
+using namespace ::nimble::vm::cuda_testing;  // NOLINT
 using ::nimble::testing::IsOk;
 using ::nimble::testing::StatusIs;
 using ::testing::HasSubstr;
@@ -35,29 +37,6 @@ Tensor RandomF32(const Shape& shape, float bound) {
   std::uniform_real_distribution<float> d(-bound, bound);
   for (int64_t i = 0; i < t.num_elements(); ++i) t.data<float>()[i] = d(Rng());
   return t;
-}
-
-Allocator* Gpu() { return *cuda_device::DefaultAllocator(0); }
-
-Tensor ToDevice(const Tensor& t, Allocator* allocator = Gpu()) {
-  if (!t.defined()) return t;
-  Tensor d = *Tensor::Empty(t.dtype(), t.shape(), allocator);
-  EXPECT_EQ(cudaMemcpy(d.raw_data(), t.raw_data(), t.nbytes(), cudaMemcpyHostToDevice),
-            cudaSuccess);
-  return d;
-}
-
-Tensor ToHost(const Tensor& t) {
-  Tensor h = *Tensor::Empty(t.dtype(), t.shape());
-  EXPECT_EQ(cudaMemcpy(h.raw_data(), t.raw_data(), t.nbytes(), cudaMemcpyDeviceToHost),
-            cudaSuccess);
-  return h;
-}
-
-Attributes A(std::initializer_list<std::pair<std::string, AttrValue>> values) {
-  Attributes a;
-  for (const auto& [k, v] : values) a.Set(k, v);
-  return a;
 }
 
 struct LstmCase {

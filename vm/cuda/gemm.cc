@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "base/status_macros.h"
 #include "vm/cuda/cuda_status.h"
+#include "vm/cuda/l2_prefetch.h"
 
 namespace nimble::vm::cuda {
 
@@ -253,7 +254,7 @@ absl::StatusOr<std::unique_ptr<GemmRunner::Plan>> GemmRunner::MakePlan(const Pla
     NIMBLE_CUBLAS_RETURN_IF_ERROR(
         cublasLtMatmulPreferenceSetAttribute(raw_pref, attr, &value, sizeof(value)));
   }
-  constexpr int kCandidates = 8;
+  constexpr int kCandidates = 16;
   cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
   int returned = 0;
   const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
@@ -273,35 +274,53 @@ absl::StatusOr<std::unique_ptr<GemmRunner::Plan>> GemmRunner::MakePlan(const Pla
   return plan;
 }
 
-// Off unless NIMBLE_GEMM_AUTOTUNE=1: timed back to back, a candidate reads weights that the
-// previous repetition left in L2, which a model's GEMMs (weights streamed from HBM once per
-// call) never do, so the choice favours the wrong algorithm. Measured on the H100 with
-// BERT-base fp16 and CUDA graphs (bench/results/gpu/run-2026-12-06b): 0.454 / 0.515 / 0.775 ms
-// tuned against 0.433 / 0.498 / 0.758 ms with the heuristic's first answer at seq 16 / 128 / 384.
-static bool AutotuneDisabled() {
-  static const bool disabled = [] {
-    const char* v = std::getenv("NIMBLE_GEMM_AUTOTUNE");
-    return v == nullptr || v[0] != '1';
-  }();
-  return disabled;
+// Whether new plans time their candidates (SetAutotune; default NIMBLE_GEMM_AUTOTUNE=1). Off by
+// default: on the H100 with BERT-base fp16 neither the heuristic's 16 answers nor split-K forms
+// of its first four (2-8 ways, 261 candidates for the 16 shapes; never chosen) beat its first
+// answer when timed from a cold L2 (vm_cuda_gemm_l2_bench, bench/results/gpu/run-2026-12-06e).
+// Timing back to back would keep a candidate's weights in L2 from one repetition to the next,
+// which a model's GEMMs (weights streamed from HBM once per call) never see: on the H100 that
+// picked slower algorithms (bench/results/gpu/run-2026-12-06b). Each repetition therefore
+// starts from a flushed L2 with only the activations (operand A) prefetched back.
+static bool AutotuneFromEnv() {
+  const char* v = std::getenv("NIMBLE_GEMM_AUTOTUNE");
+  return v != nullptr && v[0] == '1';
+}
+
+void GemmRunner::SetAutotune(bool on) {
+  absl::MutexLock lock(&mu_);
+  autotune_ = on;
 }
 
 absl::StatusOr<bool> GemmRunner::Tune(Plan& plan, const PlanKey& key, const GemmOperands& o,
                                       const void* c, cudaStream_t stream) {
-  if (plan.candidates.size() < 2 || AutotuneDisabled()) return false;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!autotune_.value_or(AutotuneFromEnv())) return false;
+  }
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream, &capture));
   if (capture != cudaStreamCaptureStatusNone) return false;
+  if (plan.candidates.size() < 2) return false;
   NIMBLE_ASSIGN_OR_RETURN(void* workspace, Workspace(stream));
   const int bytes = ElementBytes(key.precision);
   const int64_t d_elems = key.batch > 1 ? (key.batch - 1) * key.stride_d + key.m * key.n
                                         : key.m * key.n;
+  const int64_t a_elems = key.batch > 1 && key.stride_a > 0
+                              ? (key.batch - 1) * key.stride_a + key.m * key.k
+                              : key.m * key.k;
+  int l2_bytes = 0;
+  NIMBLE_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, device_));
+  const int64_t flush_bytes = std::max<int64_t>(int64_t{2} * l2_bytes, int64_t{8} << 20);
   void* scratch = nullptr;
+  void* flush = nullptr;
   // Stream-ordered: no device-wide synchronisation that could disturb other streams' work.
   NIMBLE_CUDA_RETURN_IF_ERROR(
       cudaMallocAsync(&scratch, static_cast<size_t>(d_elems) * bytes, stream));
+  absl::Status status = CudaStatus(
+      cudaMallocAsync(&flush, static_cast<size_t>(flush_bytes), stream), "cudaMallocAsync");
   cudaEvent_t start = nullptr, stop = nullptr;
-  absl::Status status = CudaStatus(cudaEventCreate(&start), "cudaEventCreate");
+  if (status.ok()) status = CudaStatus(cudaEventCreate(&start), "cudaEventCreate");
   if (status.ok()) status = CudaStatus(cudaEventCreate(&stop), "cudaEventCreate");
   const float alpha = o.alpha;
   const float beta = o.residual != nullptr ? 1.0f : 0.0f;
@@ -321,23 +340,33 @@ absl::StatusOr<bool> GemmRunner::Tune(Plan& plan, const PlanKey& key, const Gemm
                             static_cast<size_t>(workspace_bytes_), stream);
     };
     if (run() != CUBLAS_STATUS_SUCCESS) continue;  // not runnable here: not a candidate
-    cudaEventRecord(start, stream);
+    float total_ms = 0;
     bool ok = true;
-    for (int r = 0; r < kRepeats && ok; ++r) ok = run() == CUBLAS_STATUS_SUCCESS;
-    cudaEventRecord(stop, stream);
-    status = CudaStatus(cudaEventSynchronize(stop), "cudaEventSynchronize");
-    float ms = 0;
-    if (!ok || !status.ok() || cudaEventElapsedTime(&ms, start, stop) != cudaSuccess) continue;
-    if (ms < best_ms) best_ms = ms, best = i;
+    for (int r = 0; r < kRepeats && ok && status.ok(); ++r) {
+      status = FlushL2(flush, flush_bytes, stream);
+      if (status.ok()) status = PrefetchL2(o.a, a_elems * bytes, stream);
+      if (status.ok()) status = CudaStatus(cudaEventRecord(start, stream), "cudaEventRecord");
+      ok = status.ok() && run() == CUBLAS_STATUS_SUCCESS;
+      if (ok) status = CudaStatus(cudaEventRecord(stop, stream), "cudaEventRecord");
+      if (ok && status.ok()) {
+        status = CudaStatus(cudaEventSynchronize(stop), "cudaEventSynchronize");
+      }
+      float ms = 0;
+      if (ok && status.ok()) ok = cudaEventElapsedTime(&ms, start, stop) == cudaSuccess;
+      total_ms += ms;
+    }
+    if (!ok || !status.ok()) continue;
+    if (total_ms < best_ms) best_ms = total_ms, best = i;
   }
   if (start != nullptr) cudaEventDestroy(start);
   if (stop != nullptr) cudaEventDestroy(stop);
   const absl::Status freed = CudaStatus(cudaFreeAsync(scratch, stream), "cudaFreeAsync");
+  if (flush != nullptr) (void)cudaFreeAsync(flush, stream);
   NIMBLE_RETURN_IF_ERROR(status);
   NIMBLE_RETURN_IF_ERROR(freed);
   if (best_ms == std::numeric_limits<float>::infinity()) return false;
   plan.algo = plan.candidates[best];
-  return true;
+  return best != 0;
 }
 
 absl::Status GemmRunner::Run(const GemmShape& s, GemmPrecision precision, GemmEpilogue epilogue,

@@ -29,6 +29,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 #include <string>
 #include <tuple>
@@ -109,6 +110,11 @@ class GemmRunner {
 
   GemmStats Stats() const;
 
+  // Whether plans made from now on time cuBLASLt's candidate algorithms (each from a flushed L2,
+  // as a model's weights are) instead of taking the heuristic's first answer. Default:
+  // NIMBLE_GEMM_AUTOTUNE=1 in the environment.
+  void SetAutotune(bool on);
+
  private:
   // Everything the heuristic's answer depends on.
   struct PlanKey {
@@ -147,10 +153,9 @@ class GemmRunner {
       : device_(device), workspace_bytes_(workspace_bytes), handle_(handle) {}
   absl::StatusOr<void*> Workspace(cudaStream_t stream);
   absl::StatusOr<std::unique_ptr<Plan>> MakePlan(const PlanKey& key);
-  // With NIMBLE_GEMM_AUTOTUNE=1: times the plan's candidate algorithms on these operands (the
-  // output goes to a stream-ordered scratch buffer; inputs are only read) and keeps the
-  // fastest. Skipped while `stream` is capturing. Off by default (gemm.cc says why): the
-  // heuristic's first answer is used.
+  // With autotuning on: times the plan's candidate algorithms on these operands, each
+  // repetition from a flushed L2 (the output goes to a stream-ordered scratch buffer; inputs are
+  // only read), and keeps the fastest. Skipped while `stream` is capturing.
   // Returns whether a timed candidate replaced the heuristic's answer.
   absl::StatusOr<bool> Tune(Plan& plan, const PlanKey& key, const GemmOperands& o, const void* c,
                             cudaStream_t stream);
@@ -164,6 +169,7 @@ class GemmRunner {
   absl::flat_hash_map<PlanKey, std::unique_ptr<Plan>> plans_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<cudaStream_t, void*> workspaces_ ABSL_GUARDED_BY(mu_);
   GemmStats stats_ ABSL_GUARDED_BY(mu_);
+  std::optional<bool> autotune_ ABSL_GUARDED_BY(mu_);  // unset: from the environment
 };
 
 }  // namespace nimble::vm::cuda

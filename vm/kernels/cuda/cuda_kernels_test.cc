@@ -279,9 +279,10 @@ TEST(CudaKernelsTest, HalfPrecisionKernels) {
                 {2, 13, 96}, half, tol);
     CompareHalf("Softmax", A({{"axis", int64_t{-1}}}), {RandomF32({4, 3, 128}, -8, 8)}, {4, 3, 128},
                 half, tol);
-    // Head dim 16 takes the reference kernel, head dim 64 the tensor-core one (several key
-    // tiles, a partial last tile, key padding masks that mask whole rows' worth of keys).
-    for (int64_t seq : {7, 128, 300}) {
+    // Head dim 16 takes the reference kernel, head dim 64 the tensor-core one (one 16-key tile,
+    // one partial 32-key tile, several key tiles, a partial last tile, key padding masks that
+    // mask whole rows' worth of keys).
+    for (int64_t seq : {7, 16, 33, 128, 300}) {
       CompareHalf("Attention", A({{"q_num_heads", int64_t{4}}, {"kv_num_heads", int64_t{4}}}),
                   {RandomF32({2, seq, 64}), RandomF32({2, seq, 64}), RandomF32({2, seq, 64}),
                    RandomF32({2, 1, 1, seq}, -10000, 0)},

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <string_view>
 #include <type_traits>
 
 #include "vm/kernels/cuda/ops_cuda.h"
@@ -462,7 +463,7 @@ struct MmaOp<__half> {
     return *reinterpret_cast<uint32_t*>(&v);
   }
   __device__ static void Mma(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
-    asm volatile(
+    asm(  // not volatile: a pure register operation the compiler may schedule freely
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
         "{%8,%9}, {%0,%1,%2,%3};\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
@@ -476,7 +477,7 @@ struct MmaOp<__nv_bfloat16> {
     return *reinterpret_cast<uint32_t*>(&v);
   }
   __device__ static void Mma(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
-    asm volatile(
+    asm(  // not volatile: a pure register operation the compiler may schedule freely
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
         "{%8,%9}, {%0,%1,%2,%3};\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
@@ -630,6 +631,90 @@ __device__ __forceinline__ void FlashTile(const AttentionArgs& a, const uint32_t
   }
 }
 
+// FlashTile for a query-independent mask without causality (BERT's key padding mask, or no
+// mask): the scale, the key bounds and the mask are staged per key as (mul, add) pairs, so a
+// score costs one FFMA: s * mul + add (mul = scale, add = the mask term; a key past kv_seq or
+// a false bool entry has mul = 0 and add = -inf or mask_fill). `ma` holds KEYS float2, read as
+// float4 pairs (keys 2 tg, 2 tg + 1 of each 8-key tile).
+template <typename T, int KEYS>
+__device__ __forceinline__ void FlashTileStaged(const uint32_t (&qf)[kFlashD / 16][4],
+                                                const T* ks, const T* vs, const float2* ma,
+                                                int lane, float (&m_run)[2], float (&l_run)[2],
+                                                float (&o)[kFlashD / 8][4]) {
+  const int g = lane >> 2, tg = lane & 3;
+  float s[KEYS / 8][4];
+#pragma unroll
+  for (int n = 0; n < KEYS / 8; ++n) {
+    s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+    for (int kc = 0; kc < kFlashD / 16; ++kc) {
+      const T* kr = ks + (n * 8 + g) * kFlashLd + kc * 16 + tg * 2;
+      MmaOp<T>::Mma(s[n], qf[kc], Ld32(kr), Ld32(kr + 8));
+    }
+  }
+  float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int n = 0; n < KEYS / 8; ++n) {
+    const float4 m = reinterpret_cast<const float4*>(ma)[n * 4 + tg];
+    s[n][0] = fmaf(s[n][0], m.x, m.y);
+    s[n][1] = fmaf(s[n][1], m.z, m.w);
+    s[n][2] = fmaf(s[n][2], m.x, m.y);
+    s[n][3] = fmaf(s[n][3], m.z, m.w);
+    mx[0] = fmaxf(mx[0], fmaxf(s[n][0], s[n][1]));
+    mx[1] = fmaxf(mx[1], fmaxf(s[n][2], s[n][3]));
+  }
+  float alpha[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+    const float m_new = fmaxf(m_run[r], mx[r]);
+    alpha[r] = m_new == -INFINITY ? 1.0f : __expf(m_run[r] - m_new);
+    m_run[r] = m_new;
+  }
+  // exp(s - m) with m = -inf (every key so far masked) is taken as 0 through m_safe = 0 and
+  // s = -inf; a finite m gives exp(-inf) = 0 for masked keys.
+  const float m_safe[2] = {m_run[0] == -INFINITY ? 0.0f : m_run[0],
+                           m_run[1] == -INFINITY ? 0.0f : m_run[1]};
+  float sum[2] = {0.0f, 0.0f};
+#pragma unroll
+  for (int n = 0; n < KEYS / 8; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float p = __expf(s[n][e] - m_safe[e >> 1]);
+      s[n][e] = p;
+      sum[e >> 1] += p;
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) l_run[r] = l_run[r] * alpha[r] + sum[r];
+#pragma unroll
+  for (int n = 0; n < kFlashD / 8; ++n) {
+    o[n][0] *= alpha[0], o[n][1] *= alpha[0];
+    o[n][2] *= alpha[1], o[n][3] *= alpha[1];
+  }
+#pragma unroll
+  for (int kc = 0; kc < KEYS / 16; ++kc) {
+    uint32_t pa[4];
+    pa[0] = MmaOp<T>::Pack(s[2 * kc][0], s[2 * kc][1]);
+    pa[1] = MmaOp<T>::Pack(s[2 * kc][2], s[2 * kc][3]);
+    pa[2] = MmaOp<T>::Pack(s[2 * kc + 1][0], s[2 * kc + 1][1]);
+    pa[3] = MmaOp<T>::Pack(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+#pragma unroll
+    for (int n2 = 0; n2 < kFlashD / 16; ++n2) {
+      const int mat = lane >> 3, r = lane & 7;
+      const T* p = vs + (kc * 16 + (mat & 1) * 8 + r) * kFlashLd + n2 * 16 + (mat >> 1) * 8;
+      uint32_t b0, b1, b2, b3;
+      asm volatile(
+          "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+          : "=r"(b0), "=r"(b1), "=r"(b2), "=r"(b3)
+          : "r"(SharedAddress(p)));
+      MmaOp<T>::Mma(o[2 * n2], pa, b0, b1);
+      MmaOp<T>::Mma(o[2 * n2 + 1], pa, b2, b3);
+    }
+  }
+}
+
 template <typename T, typename M, int W>
 __global__ void __launch_bounds__(32 * W) FlashAttentionKernel(AttentionArgs a) {
   __shared__ __align__(16) T qs[W * 16 * kFlashLd];
@@ -717,89 +802,171 @@ __global__ void __launch_bounds__(32 * W) FlashAttentionKernel(AttentionArgs a) 
   }
 }
 
-// Split-key variant for short sequences at small batch, where the row-parallel kernel leaves
-// each multiprocessor a single warp with every latency exposed: a block takes 16 queries and
-// its W warps take interleaved 32-key tiles (warp w: tiles w, w + W, ...), each warp staging
-// its own tile; the warps' partial (max, sum, O) are merged through shared memory at the end.
-constexpr int kSplitKeys = 32;
 constexpr int kSplitOLd = kFlashD + 8;  // floats per row of a warp's partial O
 
-template <int W>
-struct SplitShared {
+// Split-key kernel for short sequences at small batch, where the row-parallel kernel leaves a
+// multiprocessor one warp with every latency exposed (measured on the H100, BERT-base shapes:
+// 12-34 us against 3-12 us for this one, vm/kernels/cuda/ops_bench.cu). A block takes 16
+// queries of one head; its W warps take interleaved KEYS-key tiles (warp w: tiles w, w + W,
+// ...), KEYS = 16 or 32. The block's Q and each warp's first K/V tile arrive in one cp.async
+// group (one memory latency before the first MMA), each warp double-buffers its tiles (the
+// next tile and its mask entries load while this one is computed), and the warps' partial
+// (max, sum, O) are merged through shared memory at the end. Shared memory is dynamic: Q, then
+// per warp two K and two V tiles, which the partial O overlays at the end.
+template <int W, int KEYS>
+struct Split2Shared {
   static constexpr size_t kQ = 16 * kFlashLd * 2;
-  static constexpr size_t kTile = kSplitKeys * kFlashLd * 2;  // one K or V tile
-  static constexpr size_t kKv = 2 * W * kTile;
-  static constexpr size_t kPartO = W * 16 * kSplitOLd * 4;  // overlays the K/V tiles
+  static constexpr size_t kTile = KEYS * kFlashLd * 2;  // one K or V tile
+  static constexpr size_t kKv = 4 * W * kTile;
+  static constexpr size_t kPartO = W * 16 * kSplitOLd * 4;
   static_assert(kPartO <= kKv, "partial O must fit over the K/V tiles");
   static constexpr size_t kBytes = kQ + kKv;
 };
 
-template <typename T, typename M, int W>
+template <typename T, typename M, int W, int KEYS>
 __global__ void __launch_bounds__(32 * W) FlashAttentionSplitKernel(AttentionArgs a) {
-  using S = SplitShared<W>;
-  __shared__ __align__(16) unsigned char smem[S::kBytes];
-  __shared__ float mask_add[W][kSplitKeys];
-  __shared__ unsigned char mask_replace[W][kSplitKeys];
+  static_assert(KEYS == 16 || KEYS == 32, "a lane stages one key's mask entry");
+  using S = Split2Shared<W, KEYS>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ __align__(16) float2 mask_ma[W][2][KEYS];  // staged: (mul, add) per key
+  __shared__ float mask_add[W][2][KEYS];               // general: the FlashTile staging
+  __shared__ unsigned char mask_replace[W][2][KEYS];
   __shared__ float part_m[W][16], part_l[W][16];
   T* qs = reinterpret_cast<T*>(smem);
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, tg = lane & 3;
-  T* ks = reinterpret_cast<T*>(smem + S::kQ + (2 * warp) * S::kTile);
-  T* vs = reinterpret_cast<T*>(smem + S::kQ + (2 * warp + 1) * S::kTile);
+  auto tile = [&](int buf, int which) {
+    return reinterpret_cast<T*>(smem + S::kQ + ((warp * 2 + buf) * 2 + which) * S::kTile);
+  };
   const int64_t q0 = static_cast<int64_t>(blockIdx.x) * 16;
   const int64_t h = blockIdx.y, b = blockIdx.z;
   const int64_t kvh = h / (a.q_heads / a.kv_heads);
   const T* qbase = static_cast<const T*>(a.q) + b * a.q_strides[0] + h * a.q_strides[1];
   const T* kbase = static_cast<const T*>(a.k) + b * a.k_strides[0] + kvh * a.k_strides[1];
   const T* vbase = static_cast<const T*>(a.v) + b * a.v_strides[0] + kvh * a.v_strides[1];
+  // Query-independent scores adjustments (no mask, or a key padding mask) without causality
+  // take FlashTileStaged; anything else FlashTile's per-score path.
+  const bool fast = (a.mask == nullptr || a.mask_strides[2] == 0) && !a.causal;
   const bool staged_mask = a.mask != nullptr && a.mask_strides[2] == 0;
+  const int64_t tiles = (a.kv_seq + KEYS - 1) / KEYS;
+  // Lane l copies rows l / 8 + 4 i (i < KEYS / 4), 16 bytes at column (l % 8) * 8.
+  const int lrow = lane >> 3, lcol = (lane & 7) * 8;
+  const int64_t kstride = a.k_strides[2], vstride = a.v_strides[2];
+
+  auto issue = [&](int buf, int64_t t) {
+    const int64_t k0 = t * KEYS;
+    T* ks = tile(buf, 0) + lrow * kFlashLd + lcol;
+    T* vs = tile(buf, 1) + lrow * kFlashLd + lcol;
+    const T* kp = kbase + (k0 + lrow) * kstride + lcol;
+    const T* vp = vbase + (k0 + lrow) * vstride + lcol;
+    if (k0 + KEYS <= a.kv_seq) {
+#pragma unroll
+      for (int i = 0; i < KEYS / 4; ++i) {
+        CpAsync16(ks + 4 * i * kFlashLd, kp + 4 * i * kstride, 16);
+        CpAsync16(vs + 4 * i * kFlashLd, vp + 4 * i * vstride, 16);
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < KEYS / 4; ++i) {
+        const bool ok = k0 + lrow + 4 * i < a.kv_seq;
+        CpAsync16(ks + 4 * i * kFlashLd, ok ? kp + 4 * i * kstride : kbase, ok ? 16 : 0);
+        CpAsync16(vs + 4 * i * kFlashLd, ok ? vp + 4 * i * vstride : vbase, ok ? 16 : 0);
+      }
+    }
+  };
+  // Lane j < KEYS loads key j of tile t's mask term into registers; stored to shared memory
+  // once needed (after the tile before it is computed), so the load overlaps that compute.
+  float pend_add = 0.0f;
+  bool pend_replace = false;
+  bool pend_valid = false;
+  auto load_mask = [&](int64_t t) {
+    pend_add = 0.0f, pend_replace = false;
+    pend_valid = t * KEYS + lane < a.kv_seq;
+    if (staged_mask && lane < KEYS && pend_valid) {
+      pend_add = MaskTerm<M>(a, b, h, 0, t * KEYS + lane, &pend_replace);
+    }
+  };
+  auto store_mask = [&](int buf) {
+    if (lane >= KEYS) return;
+    if (fast) {
+      float2 v = make_float2(a.scale, pend_add);
+      if (!pend_valid) {
+        v = make_float2(0.0f, -INFINITY);
+      } else if (pend_replace) {
+        v = make_float2(0.0f, a.mask_fill);
+      }
+      mask_ma[warp][buf][lane] = v;
+    } else if (staged_mask) {
+      mask_add[warp][buf][lane] = pend_add;
+      mask_replace[warp][buf][lane] = pend_replace;
+    }
+  };
 
   for (int idx = tid; idx < 16 * 8; idx += 32 * W) {
     const int r = idx >> 3, c = (idx & 7) * 8;
     const bool ok = q0 + r < a.q_seq;
     CpAsync16(qs + r * kFlashLd + c, ok ? qbase + (q0 + r) * a.q_strides[2] + c : qbase, ok ? 16 : 0);
   }
+  int64_t t = warp;
+  if (t < tiles) {
+    issue(0, t);
+    load_mask(t);
+  }
   CpAsyncCommit();
   CpAsyncWait<0>();
   __syncthreads();
   uint32_t qf[kFlashD / 16][4];
   LoadQFragments(qs, lane, qf);
+  store_mask(0);
+  __syncwarp();
   const int64_t row0 = q0 + g;
   float o[kFlashD / 8][4];
 #pragma unroll
   for (int n = 0; n < kFlashD / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
   float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};
-  const int64_t tiles = (a.kv_seq + kSplitKeys - 1) / kSplitKeys;
-  for (int64_t t = warp; t < tiles; t += W) {
-    const int64_t k0 = t * kSplitKeys;
-    for (int idx = lane; idx < kSplitKeys * 8; idx += 32) {
-      const int r = idx >> 3, c = (idx & 7) * 8;
-      const bool ok = k0 + r < a.kv_seq;
-      CpAsync16(ks + r * kFlashLd + c, ok ? kbase + (k0 + r) * a.k_strides[2] + c : kbase,
-                ok ? 16 : 0);
-      CpAsync16(vs + r * kFlashLd + c, ok ? vbase + (k0 + r) * a.v_strides[2] + c : vbase,
-                ok ? 16 : 0);
+  for (int buf = 0; t < tiles; t += W, buf ^= 1) {
+    const int64_t next = t + W;
+    if (next < tiles) {
+      issue(buf ^ 1, next);
+      load_mask(next);
     }
     CpAsyncCommit();
-    if (staged_mask) {
-      bool replace = false;
-      float add = 0.0f;
-      if (k0 + lane < a.kv_seq) add = MaskTerm<M>(a, b, h, 0, k0 + lane, &replace);
-      mask_add[warp][lane] = add;
-      mask_replace[warp][lane] = replace;
-    }
-    CpAsyncWait<0>();
+    CpAsyncWait<1>();  // all but the group just issued: this tile has landed
     __syncwarp();
-    FlashTile<T, M, kSplitKeys>(a, qf, ks, vs, mask_add[warp], mask_replace[warp], staged_mask,
-                                k0, row0, b, h, lane, m_run, l_run, o);
-    __syncwarp();  // this warp's tile buffers are refilled next
+    if (fast) {
+      FlashTileStaged<T, KEYS>(qf, tile(buf, 0), tile(buf, 1), mask_ma[warp][buf], lane, m_run,
+                               l_run, o);
+    } else {
+      FlashTile<T, M, KEYS>(a, qf, tile(buf, 0), tile(buf, 1), mask_add[warp][buf],
+                            mask_replace[warp][buf], staged_mask, t * KEYS, row0, b, h, lane,
+                            m_run, l_run, o);
+    }
+    if (next < tiles) store_mask(buf ^ 1);
+    __syncwarp();  // this buffer is refilled two tiles on
   }
-  // Merge the warps' partial results.
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 1);
     l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 2);
   }
+  if constexpr (W == 1) {
+    float inv[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) inv[r] = l_run[r] > 0.0f ? 1.0f / l_run[r] : 0.0f;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int64_t qi = row0 + 8 * r;
+      if (qi >= a.q_seq) continue;
+      T* y = static_cast<T*>(a.y) + b * a.y_strides[0] + h * a.y_strides[1] + qi * a.y_strides[2];
+#pragma unroll
+      for (int n = 0; n < kFlashD / 8; ++n) {
+        *reinterpret_cast<uint32_t*>(y + n * 8 + tg * 2) =
+            MmaOp<T>::Pack(o[n][2 * r] * inv[r], o[n][2 * r + 1] * inv[r]);
+      }
+    }
+    return;
+  }
+  // Merge the warps' partial results.
   __syncthreads();  // every warp is done with the K/V tiles the partial O overlays
   float* part_o = reinterpret_cast<float*>(smem + S::kQ);
   if (tg == 0) {
@@ -834,6 +1001,39 @@ __global__ void __launch_bounds__(32 * W) FlashAttentionSplitKernel(AttentionArg
     T* y = static_cast<T*>(a.y) + b * a.y_strides[0] + h * a.y_strides[1] + qi * a.y_strides[2];
     *reinterpret_cast<uint32_t*>(y + c) = MmaOp<T>::Pack(o0 * inv, o1 * inv);
   }
+}
+
+template <typename T, typename M, int W, int KEYS>
+cudaError_t LaunchSplit(const AttentionArgs& args, dim3 grid, cudaStream_t stream) {
+  constexpr size_t kBytes = Split2Shared<W, KEYS>::kBytes;
+  static const cudaError_t configured = cudaFuncSetAttribute(
+      FlashAttentionSplitKernel<T, M, W, KEYS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+      static_cast<int>(kBytes));
+  if (configured != cudaSuccess) return configured;
+  FlashAttentionSplitKernel<T, M, W, KEYS><<<grid, 32 * W, kBytes, stream>>>(args);
+  return cudaGetLastError();
+}
+
+// NIMBLE_CUDA_ATTENTION forces a kernel for A/B measurements (vm/kernels/cuda/ops_bench.cu):
+// rowW (the row-parallel kernel with W = 1, 2, 4 warps) or sWxK (the split-key kernel with
+// W = 1, 2, 4, 8 warps and K = 16, 32 keys per tile; not every pair is built).
+struct AttentionChoice {
+  char kind = 0;  // 0: by shape
+  int warps = 0, keys = 0;
+};
+AttentionChoice ForcedAttention() {
+  static const AttentionChoice choice = [] {
+    AttentionChoice c;
+    const char* v = std::getenv("NIMBLE_CUDA_ATTENTION");
+    if (v == nullptr) return c;
+    const std::string_view s(v);
+    if (s.size() == 4 && s.substr(0, 3) == "row") c.kind = 'r', c.warps = s[3] - '0';
+    if (s.size() >= 4 && s[0] == 's' && s[2] == 'x') {
+      c.kind = 's', c.warps = s[1] - '0', c.keys = std::atoi(v + 3);
+    }
+    return c;
+  }();
+  return choice;
 }
 
 // NIMBLE_CUDA_FLASH_ATTENTION=0 selects the reference kernel (for A/B measurements).
@@ -1149,8 +1349,8 @@ cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream) {
     // Short sequences at small batch: split the keys over a block's warps.
     static const int sms = MultiprocessorCount();
     const int64_t query_tiles = (args.q_seq + 15) / 16 * args.q_heads * args.batch;
-    const int64_t key_tiles = (args.kv_seq + kSplitKeys - 1) / kSplitKeys;
-    if (key_tiles >= 2 && query_tiles < 4 * sms) {
+    const AttentionChoice forced = ForcedAttention();
+    if (forced.kind == 's' || (forced.kind == 0 && query_tiles < 4 * sms)) {
       const dim3 split_grid(static_cast<unsigned>((args.q_seq + 15) / 16),
                             static_cast<unsigned>(args.q_heads), static_cast<unsigned>(args.batch));
       return Dispatch(args.type, [&](auto tag) {
@@ -1160,17 +1360,37 @@ cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream) {
         } else {
           return Dispatch(mask_type, [&](auto mask_tag) {
             using M = decltype(mask_tag);
-            if (key_tiles >= 4) {
-              FlashAttentionSplitKernel<T, M, 4><<<split_grid, 128, 0, stream>>>(args);
-            } else {
-              FlashAttentionSplitKernel<T, M, 2><<<split_grid, 64, 0, stream>>>(args);
+            if (forced.kind == 's') {
+              const int code = forced.warps * 100 + forced.keys;
+              switch (code) {
+                case 116: return LaunchSplit<T, M, 1, 16>(args, split_grid, stream);
+                case 132: return LaunchSplit<T, M, 1, 32>(args, split_grid, stream);
+                case 232: return LaunchSplit<T, M, 2, 32>(args, split_grid, stream);
+                case 216: return LaunchSplit<T, M, 2, 16>(args, split_grid, stream);
+                case 416: return LaunchSplit<T, M, 4, 16>(args, split_grid, stream);
+                case 432: return LaunchSplit<T, M, 4, 32>(args, split_grid, stream);
+                case 816: return LaunchSplit<T, M, 8, 16>(args, split_grid, stream);
+                case 832: return LaunchSplit<T, M, 8, 32>(args, split_grid, stream);
+                default: return cudaErrorInvalidValue;
+              }
             }
-            return cudaGetLastError();
+            // Measured on the H100 at batch 1, 12 heads (ops_bench): a lone 16- or 32-key tile
+            // per block up to 32 keys; with a block per multiprocessor or fewer, 4 warps over
+            // 16-key tiles up to 64 keys, 8 over 32-key tiles up to 128, 8 over 16-key tiles
+            // beyond; with more blocks, 4 warps over 16-key tiles (39 KB: 5 blocks per SM).
+            if (args.kv_seq <= 16) return LaunchSplit<T, M, 1, 16>(args, split_grid, stream);
+            if (args.kv_seq <= 32) return LaunchSplit<T, M, 1, 32>(args, split_grid, stream);
+            if (query_tiles <= sms) {
+              if (args.kv_seq <= 64) return LaunchSplit<T, M, 4, 16>(args, split_grid, stream);
+              if (args.kv_seq <= 128) return LaunchSplit<T, M, 8, 32>(args, split_grid, stream);
+              return LaunchSplit<T, M, 8, 16>(args, split_grid, stream);
+            }
+            return LaunchSplit<T, M, 4, 16>(args, split_grid, stream);
           });
         }
       });
     }
-    const int warps = FlashWarps(args);
+    const int warps = forced.kind == 'r' ? forced.warps : FlashWarps(args);
     const dim3 flash_grid(static_cast<unsigned>((args.q_seq + 16 * warps - 1) / (16 * warps)),
                           static_cast<unsigned>(args.q_heads), static_cast<unsigned>(args.batch));
     return Dispatch(args.type, [&](auto tag) {

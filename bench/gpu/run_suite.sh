@@ -1,7 +1,8 @@
 #!/bin/bash
 # One device call for issue 7's numbers: the CUDA tests, BERT-base (bert_gpu.py: fp16 eager and
 # with CUDA graphs against PyTorch eager and torch.compile(dynamic=True) fp16, correctness at seq
-# 128, cold compile and cached load) and the LSTM (model_compare.py, GPU part). Run in the
+# 128, cold compile and cached load), the LSTM (model_compare.py, GPU part) and an A/B of
+# programmatic dependent launch. Run in the
 # repository root on the GPU machine with the packed binaries (bench/gpu/README.md) in carry/dev:
 #   bash bench/gpu/run_suite.sh carry/dev/nimble.tar.xz
 # Logs go to $OUT (tests.txt, bert.md, bert.log, lstm.json, lstm.md, lstm.log).
@@ -24,12 +25,15 @@ PYTHONUNBUFFERED=1 timeout ${LSTM_TIMEOUT:-150} python3 bench/gpu/model_compare.
   --only gpu --models lstm --lstm-seqs 16,64,128 --iterations 20 --json "$OUT/lstm.json" \
   --md "$OUT/lstm.md" >"$OUT/lstm.log" 2>&1
 echo "model_compare.py lstm: rc=$?"; tail -8 "$OUT/lstm.log"
-# A/B of the GEMM autotuning on the bucketed fp16 executable bert_gpu.py compiled.
-for s in 16 128 384; do
-  for tune in 0 1; do
-    ms=$(NIMBLE_GEMM_AUTOTUNE=$tune $N/nimblec bench /tmp/bw/bert_cuda_fp16_buckets.nbx --iterations 200 \
-      --device-graphs --shape input_ids=1x$s --shape attention_mask=1x$s --shape token_type_ids=1x$s \
-      2>/dev/null | tail -1 | awk '{print $3}')
-    echo "seq $s autotune=$tune: p50 $ms ms"
+# A/B of programmatic dependent launch (NIMBLE_CUDA_PDL) on the bucketed fp16 executable
+# bert_gpu.py compiled, alternating twice.
+for round in 1 2; do
+  for s in 16 64 128 384; do
+    for pdl in 1 0; do
+      ms=$(NIMBLE_CUDA_PDL=$pdl $N/nimblec bench /tmp/bw/bert_cuda_fp16_buckets.nbx --iterations 300 \
+        --device-graphs --shape input_ids=1x$s --shape attention_mask=1x$s --shape token_type_ids=1x$s \
+        2>/dev/null | tail -1 | awk '{print $3}')
+      echo "seq $s pdl=$pdl: p50 $ms ms"
+    done
   done
 done

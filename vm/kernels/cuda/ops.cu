@@ -53,6 +53,48 @@ cudaError_t Dispatch(FloatType type, F&& f) {
   return cudaErrorInvalidValue;
 }
 
+// Programmatic dependent launch (Hopper): a kernel launched with LaunchPdl may start while the
+// kernel before it on the stream finishes (its blocks are scheduled as the earlier ones exit)
+// and waits in WaitForPrimary, before its first read of anything the earlier kernel wrote, for
+// that kernel's completion and memory flush. It hides the launch gap between kernels, captured
+// into CUDA graphs as programmatic edges. NIMBLE_CUDA_PDL=0 launches normally (A/B).
+__device__ __forceinline__ void WaitForPrimary() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+bool PdlEnabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("NIMBLE_CUDA_PDL");
+    if (v != nullptr && v[0] == '0') return false;
+    int device = 0, major = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    return major >= 9;
+  }();
+  return enabled;
+}
+
+template <typename... Params, typename... Args>
+cudaError_t LaunchPdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                      cudaStream_t stream, Args... args) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attribute;
+  config.numAttrs = PdlEnabled() ? 1 : 0;
+  return cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
+}
+
 // Block-wide sum / max for blockDim.x <= 1024 (a multiple of 32).
 template <bool kMax>
 __device__ float BlockReduce(float v) {
@@ -296,6 +338,7 @@ __global__ void LayerNormKernel(const T* x, const T* gamma, const T* beta, T* y,
 template <typename T, int V>
 __global__ void LayerNormWarpKernel(const T* x, const T* gamma, const T* beta, T* y, int64_t rows,
                                     int cols, float epsilon) {
+  WaitForPrimary();  // launched with LaunchPdl
   constexpr int E = 16 / sizeof(T);
   const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
   if (row >= rows) return;
@@ -832,6 +875,7 @@ __global__ void __launch_bounds__(32 * W) FlashAttentionSplitKernel(AttentionArg
   __shared__ float mask_add[W][2][KEYS];               // general: the FlashTile staging
   __shared__ unsigned char mask_replace[W][2][KEYS];
   __shared__ float part_m[W][16], part_l[W][16];
+  WaitForPrimary();  // launched with LaunchPdl
   T* qs = reinterpret_cast<T*>(smem);
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, tg = lane & 3;
@@ -1010,8 +1054,7 @@ cudaError_t LaunchSplit(const AttentionArgs& args, dim3 grid, cudaStream_t strea
       FlashAttentionSplitKernel<T, M, W, KEYS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
       static_cast<int>(kBytes));
   if (configured != cudaSuccess) return configured;
-  FlashAttentionSplitKernel<T, M, W, KEYS><<<grid, 32 * W, kBytes, stream>>>(args);
-  return cudaGetLastError();
+  return LaunchPdl(FlashAttentionSplitKernel<T, M, W, KEYS>, grid, 32 * W, kBytes, stream, args);
 }
 
 // NIMBLE_CUDA_ATTENTION forces a kernel for A/B measurements (vm/kernels/cuda/ops_bench.cu):
@@ -1299,19 +1342,18 @@ cudaError_t LayerNorm(const void* x, const void* gamma, const void* beta, void* 
       const int c = static_cast<int>(cols);
       switch (vectors) {
         case 1:
-          LayerNormWarpKernel<T, 1><<<blocks, 32 * kRowsPerBlock, 0, stream>>>(xt, gt, bt, yt, rows, c, epsilon);
-          break;
+          return LaunchPdl(LayerNormWarpKernel<T, 1>, blocks, 32 * kRowsPerBlock, 0, stream, xt, gt,
+                           bt, yt, rows, c, epsilon);
         case 2:
-          LayerNormWarpKernel<T, 2><<<blocks, 32 * kRowsPerBlock, 0, stream>>>(xt, gt, bt, yt, rows, c, epsilon);
-          break;
+          return LaunchPdl(LayerNormWarpKernel<T, 2>, blocks, 32 * kRowsPerBlock, 0, stream, xt, gt,
+                           bt, yt, rows, c, epsilon);
         case 3:
-          LayerNormWarpKernel<T, 3><<<blocks, 32 * kRowsPerBlock, 0, stream>>>(xt, gt, bt, yt, rows, c, epsilon);
-          break;
+          return LaunchPdl(LayerNormWarpKernel<T, 3>, blocks, 32 * kRowsPerBlock, 0, stream, xt, gt,
+                           bt, yt, rows, c, epsilon);
         default:
-          LayerNormWarpKernel<T, 4><<<blocks, 32 * kRowsPerBlock, 0, stream>>>(xt, gt, bt, yt, rows, c, epsilon);
-          break;
+          return LaunchPdl(LayerNormWarpKernel<T, 4>, blocks, 32 * kRowsPerBlock, 0, stream, xt, gt,
+                           bt, yt, rows, c, epsilon);
       }
-      return cudaGetLastError();
     }
     LayerNormKernel<T><<<static_cast<unsigned>(rows), threads, 0, stream>>>(
         static_cast<const T*>(x), static_cast<const T*>(gamma), static_cast<const T*>(beta),

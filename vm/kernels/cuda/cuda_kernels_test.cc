@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "base/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -107,6 +108,55 @@ TEST(CudaKernelsTest, FusedMatMulEpilogues) {
   Compare("FusedMatMul", A({{"activation", std::string("gelu")}}),
           {RandomF32({5, 64}), RandomF32({64, 32}), RandomF32({32}), Tensor()}, DType::kF32,
           {5, 32});
+}
+
+// Concat and Split: blocks copied with cudaMemcpy2DAsync (one row when the axis is 0), empty
+// inputs along the axis (GPT-2's past at the first step), negative axes, i64 and bool data.
+TEST(CudaKernelsTest, ConcatSplitNot) {
+  Compare("Concat", A({{"axis", int64_t{1}}}),
+          {RandomF32({2, 3, 4}), RandomF32({2, 0, 4}), RandomF32({2, 5, 4})}, DType::kF32,
+          {2, 8, 4});
+  Compare("Concat", A({{"axis", int64_t{-1}}}), {RandomF32({3, 2, 5}), RandomF32({3, 2, 7})},
+          DType::kF32, {3, 2, 12});
+  Compare("Concat", A({{"axis", int64_t{0}}}), {RandomI64({2, 6}, -9, 9), RandomI64({1, 6}, -9, 9)},
+          DType::kI64, {3, 6});
+  Tensor bits = *Tensor::Empty(DType::kBool, {3, 17});
+  for (int64_t i = 0; i < bits.num_elements(); ++i) bits.data<bool>()[i] = (i * 7) % 3 == 0;
+  Compare("Not", {}, {bits}, DType::kBool, {3, 17});
+
+  KernelRegistry& r = KernelRegistry::Global();
+  for (int64_t axis : {1, -1}) {
+    SCOPED_TRACE(absl::StrCat("Split axis ", axis));
+    const Tensor x = axis == 1 ? RandomF32({2, 9, 4}) : RandomF32({2, 4, 9});
+    Tensor sizes = *Tensor::Empty(DType::kI64, {3});
+    sizes.data<int64_t>()[0] = 2, sizes.data<int64_t>()[1] = 0, sizes.data<int64_t>()[2] = 7;
+    const std::vector<Shape> shapes =
+        axis == 1 ? std::vector<Shape>{{2, 2, 4}, {2, 0, 4}, {2, 7, 4}}
+                  : std::vector<Shape>{{2, 4, 2}, {2, 4, 0}, {2, 4, 7}};
+    auto cpu = r.Create("Split", DeviceType::kCPU, A({{"axis", axis}}));
+    auto gpu = r.Create("Split", DeviceType::kCUDA, A({{"axis", axis}}));
+    ASSERT_THAT(cpu.status(), IsOk());
+    ASSERT_THAT(gpu.status(), IsOk());
+    std::vector<Tensor> want, got;
+    for (const Shape& shape : shapes) {
+      want.push_back(*Tensor::Empty(DType::kF32, shape));
+      got.push_back(*Tensor::Empty(DType::kF32, shape, Gpu()));
+    }
+    KernelContext cpu_ctx;
+    ASSERT_THAT((*cpu)->Run(cpu_ctx, {x, sizes}, absl::MakeSpan(want)), IsOk());
+    KernelContext gpu_ctx;
+    gpu_ctx.device = Device{DeviceType::kCUDA, 0};
+    gpu_ctx.allocator = Gpu();
+    // The split sizes stay on the host (KernelTraits::host_inputs), as the compiler places them.
+    ASSERT_THAT((*gpu)->Run(gpu_ctx, {ToDevice(x), sizes}, absl::MakeSpan(got)), IsOk());
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      const Tensor host = ToHost(got[i]);
+      for (int64_t e = 0; e < host.num_elements(); ++e) {
+        ASSERT_EQ(host.data<float>()[e], want[i].data<float>()[e]) << "output " << i << " at " << e;
+      }
+    }
+  }
 }
 
 TEST(CudaKernelsTest, Gemm) {

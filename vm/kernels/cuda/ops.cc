@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/algorithm/container.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "base/status_macros.h"
@@ -55,9 +56,11 @@ ops::FloatType FloatTypeOf(DType d) {
                           : (d == DType::kBF16 ? ops::FloatType::kBF16 : ops::FloatType::kF32);
 }
 
+// Inputs in `host_inputs` (KernelTraits::host_inputs) may be anywhere.
 absl::Status CheckDevice(const std::string& op, absl::Span<const Tensor> inputs,
-                         absl::Span<Tensor> outputs) {
+                         absl::Span<Tensor> outputs, absl::Span<const int> host_inputs) {
   for (size_t i = 0; i < inputs.size(); ++i) {
+    if (absl::c_linear_search(host_inputs, static_cast<int>(i))) continue;
     if (inputs[i].defined() && inputs[i].device().type != DeviceType::kCUDA) {
       return absl::InternalError(
           absl::StrCat(op, " on cuda: input ", i, " is on ", inputs[i].device().ToString()));
@@ -74,10 +77,11 @@ absl::Status CheckDevice(const std::string& op, absl::Span<const Tensor> inputs,
 
 class CudaKernel : public Kernel {
  public:
-  explicit CudaKernel(std::string op) : op_(std::move(op)) {}
+  explicit CudaKernel(std::string op, std::vector<int> host_inputs = {})
+      : op_(std::move(op)), host_inputs_(std::move(host_inputs)) {}
   absl::Status Run(const KernelContext& ctx, absl::Span<const Tensor> inputs,
                    absl::Span<Tensor> outputs) const final {
-    NIMBLE_RETURN_IF_ERROR(CheckDevice(op_, inputs, outputs));
+    NIMBLE_RETURN_IF_ERROR(CheckDevice(op_, inputs, outputs, host_inputs_));
     if (outputs.empty() || !outputs[0].defined()) {
       return absl::InternalError(absl::StrCat(op_, " on cuda: output 0 is not allocated"));
     }
@@ -93,6 +97,7 @@ class CudaKernel : public Kernel {
   virtual absl::Status RunCuda(const KernelContext& ctx, absl::Span<const Tensor> inputs,
                                absl::Span<Tensor> outputs) const = 0;
   const std::string op_;
+  const std::vector<int> host_inputs_;
 };
 
 // Element strides of `in` broadcast (numpy rules) over `out` of rank `rank`.
@@ -797,6 +802,134 @@ class TransposeKernel final : public CudaKernel {
   const std::vector<int64_t> perm_;
 };
 
+// Concat and Split copy blocks of `outer` rows with cudaMemcpy2DAsync: along `axis` a tensor of
+// shape [outer, len, inner] is `outer` rows of len * inner elements, at a pitch of the whole
+// tensor's axis length times inner. Output shapes come from the compiler's plan; the kernels
+// check them against the inputs.
+struct AxisBlocks {
+  int64_t outer = 1, inner = 1;
+};
+
+absl::StatusOr<AxisBlocks> BlocksAround(const std::string& op, const Tensor& whole, int64_t axis,
+                                        const Tensor& part) {
+  if (part.rank() != whole.rank() || part.dtype() != whole.dtype()) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": ", part.TypeString(), " ",
+                                                   ShapeToString(part.shape()), " against ",
+                                                   whole.TypeString(), " ",
+                                                   ShapeToString(whole.shape())));
+  }
+  AxisBlocks b;
+  for (int d = 0; d < whole.rank(); ++d) {
+    if (d != axis && part.dim(d) != whole.dim(d)) {
+      return absl::InvalidArgumentError(absl::StrCat(op, ": dim ", d, " of ",
+                                                     ShapeToString(part.shape()), " differs from ",
+                                                     ShapeToString(whole.shape())));
+    }
+    if (d < axis) b.outer *= whole.dim(d);
+    if (d > axis) b.inner *= whole.dim(d);
+  }
+  return b;
+}
+
+// Copies `outer` rows of `width` bytes between pitched buffers on the stream.
+absl::Status CopyRows(void* dst, int64_t dpitch, const void* src, int64_t spitch, int64_t width,
+                      int64_t outer, cudaStream_t stream, const std::string& op) {
+  if (width == 0 || outer == 0) return absl::OkStatus();
+  if (outer == 1 || (dpitch == width && spitch == width)) {
+    return Launch(cudaMemcpyAsync(dst, src, static_cast<size_t>(width * outer),
+                                  cudaMemcpyDeviceToDevice, stream),
+                  op);
+  }
+  return Launch(cudaMemcpy2DAsync(dst, static_cast<size_t>(dpitch), src,
+                                  static_cast<size_t>(spitch), static_cast<size_t>(width),
+                                  static_cast<size_t>(outer), cudaMemcpyDeviceToDevice, stream),
+                op);
+}
+
+class ConcatKernel final : public CudaKernel {
+ public:
+  explicit ConcatKernel(int64_t axis) : CudaKernel("Concat"), axis_(axis) {}
+  absl::Status RunCuda(const KernelContext& ctx, absl::Span<const Tensor> in,
+                       absl::Span<Tensor> out) const override {
+    Tensor& y = out[0];
+    const int64_t axis = NormAxis(axis_, y.rank());
+    if (axis < 0 || axis >= y.rank()) return absl::InvalidArgumentError("Concat: bad axis");
+    const int64_t bytes = DTypeSize(y.dtype());
+    int64_t offset = 0;
+    for (size_t i = 0; i < in.size(); ++i) {
+      if (!Present(in, i)) continue;
+      NIMBLE_ASSIGN_OR_RETURN(AxisBlocks b, BlocksAround(op_, y, axis, in[i]));
+      const int64_t len = in[i].dim(static_cast<int>(axis));
+      if (offset + len > y.dim(static_cast<int>(axis))) {
+        return absl::InvalidArgumentError("Concat: inputs longer than the output along axis");
+      }
+      NIMBLE_RETURN_IF_ERROR(CopyRows(
+          static_cast<char*>(y.raw_data()) + offset * b.inner * bytes,
+          y.dim(static_cast<int>(axis)) * b.inner * bytes, in[i].raw_data(), len * b.inner * bytes,
+          len * b.inner * bytes, b.outer, StreamOf(ctx), op_));
+      offset += len;
+    }
+    if (offset != y.dim(static_cast<int>(axis))) {
+      return absl::InvalidArgumentError("Concat: inputs shorter than the output along axis");
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  const int64_t axis_;
+};
+
+// The split sizes (input 1, or the num_outputs attribute) are already in the outputs' shapes.
+class SplitKernel final : public CudaKernel {
+ public:
+  explicit SplitKernel(int64_t axis) : CudaKernel("Split", {1}), axis_(axis) {}
+  absl::Status RunCuda(const KernelContext& ctx, absl::Span<const Tensor> in,
+                       absl::Span<Tensor> out) const override {
+    if (!Present(in, 0)) return absl::InvalidArgumentError("Split: input");
+    const Tensor& x = in[0];
+    const int64_t axis = NormAxis(axis_, x.rank());
+    if (axis < 0 || axis >= x.rank()) return absl::InvalidArgumentError("Split: bad axis");
+    const int64_t bytes = DTypeSize(x.dtype());
+    int64_t offset = 0;
+    for (Tensor& y : out) {
+      if (!y.defined()) return absl::InternalError("Split on cuda: an output is not allocated");
+      NIMBLE_ASSIGN_OR_RETURN(AxisBlocks b, BlocksAround(op_, x, axis, y));
+      const int64_t len = y.dim(static_cast<int>(axis));
+      if (offset + len > x.dim(static_cast<int>(axis))) {
+        return absl::InvalidArgumentError("Split: outputs longer than the input along axis");
+      }
+      NIMBLE_RETURN_IF_ERROR(CopyRows(
+          y.raw_data(), len * b.inner * bytes,
+          static_cast<const char*>(x.raw_data()) + offset * b.inner * bytes,
+          x.dim(static_cast<int>(axis)) * b.inner * bytes, len * b.inner * bytes, b.outer,
+          StreamOf(ctx), op_));
+      offset += len;
+    }
+    if (offset != x.dim(static_cast<int>(axis))) {
+      return absl::InvalidArgumentError("Split: outputs shorter than the input along axis");
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  const int64_t axis_;
+};
+
+class NotKernel final : public CudaKernel {
+ public:
+  NotKernel() : CudaKernel("Not") {}
+  absl::Status RunCuda(const KernelContext& ctx, absl::Span<const Tensor> in,
+                       absl::Span<Tensor> out) const override {
+    if (!Present(in, 0) || in[0].dtype() != DType::kBool || out[0].dtype() != DType::kBool ||
+        out[0].num_elements() != in[0].num_elements()) {
+      return absl::InvalidArgumentError("Not on cuda: a bool input and output of one shape");
+    }
+    return Launch(ops::LogicalNot(in[0].data<bool>(), out[0].data<bool>(), in[0].num_elements(),
+                                  StreamOf(ctx)),
+                  op_);
+  }
+};
+
 class WhereKernel final : public CudaKernel {
  public:
   WhereKernel() : CudaKernel("Where") {}
@@ -1017,6 +1150,32 @@ void RegisterCudaKernels(KernelRegistry& r) {
                      return in.size() == 3 && in[0] == DType::kBool && in[1] == in[2] &&
                             in[1] != DType::kString &&
                             (DTypeSize(in[1]) == 4 || DTypeSize(in[1]) == 2);
+                   }});
+  auto not_string = [](absl::Span<const DType> in, absl::Span<const DType> out, const Attributes&) {
+    if (in.empty() || in[0] == DType::kString) return false;
+    for (DType d : out) {
+      if (d != in[0]) return false;
+    }
+    return true;
+  };
+  reg(
+      "Concat", [](const Attributes& a) { return Make<ConcatKernel>(a.GetOr<int64_t>("axis", 0)); },
+      KernelTraits{{}, [not_string](absl::Span<const DType> in, absl::Span<const DType> out,
+                                    const Attributes& a) {
+                     for (DType d : in) {
+                       if (d != in[0] && d != DType::kInvalid) return false;
+                     }
+                     return not_string(in, out, a);
+                   }});
+  reg(
+      "Split", [](const Attributes& a) { return Make<SplitKernel>(a.GetOr<int64_t>("axis", 0)); },
+      KernelTraits{{1}, not_string});
+  reg(
+      "Not", [](const Attributes&) { return Make<NotKernel>(); },
+      KernelTraits{{}, [](absl::Span<const DType> in, absl::Span<const DType> out,
+                          const Attributes&) {
+                     return in.size() == 1 && in[0] == DType::kBool && out.size() == 1 &&
+                            out[0] == DType::kBool;
                    }});
   RegisterCudaLstm(r);
 }

@@ -1146,6 +1146,13 @@ __global__ void WhereKernel(const bool* cond, const T* x, const T* y, T* out, Br
   }
 }
 
+__global__ void LogicalNotKernel(const bool* in, bool* out, int64_t count) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[i] = !in[i];
+  }
+}
+
 __global__ void RangeKernel(int64_t* out, int64_t start, int64_t delta, int64_t count) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -1485,6 +1492,12 @@ cudaError_t Where(const bool* cond, const void* x, const void* y, void* out,
   } else {
     return cudaErrorInvalidValue;
   }
+  return cudaGetLastError();
+}
+
+cudaError_t LogicalNot(const bool* in, bool* out, int64_t count, cudaStream_t stream) {
+  if (count == 0) return cudaSuccess;
+  LogicalNotKernel<<<Blocks(count), kThreads, 0, stream>>>(in, out, count);
   return cudaGetLastError();
 }
 

@@ -103,6 +103,9 @@ cudaError_t Where(const bool* cond, const void* x, const void* y, void* out,
                   const BroadcastShape& shape, int64_t count, int element_bytes,
                   cudaStream_t stream);
 
+// out[i] = !in[i] (ONNX Not).
+cudaError_t LogicalNot(const bool* in, bool* out, int64_t count, cudaStream_t stream);
+
 // Fills out[i] = start + i * delta (f32 or i64).
 cudaError_t RangeI64(int64_t* out, int64_t start, int64_t delta, int64_t count,
                      cudaStream_t stream);

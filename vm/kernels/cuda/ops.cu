@@ -763,6 +763,7 @@ __global__ void __launch_bounds__(32 * W) FlashAttentionKernel(AttentionArgs a) 
   __shared__ __align__(16) T qs[W * 16 * kFlashLd];
   __shared__ __align__(16) T ks[2][kFlashKeys * kFlashLd];
   __shared__ __align__(16) T vs[2][kFlashKeys * kFlashLd];
+  __shared__ __align__(16) float2 mask_ma[2][kFlashKeys];  // fast path: (mul, add) per key
   __shared__ float mask_add[2][kFlashKeys];
   __shared__ unsigned char mask_replace[2][kFlashKeys];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -773,8 +774,10 @@ __global__ void __launch_bounds__(32 * W) FlashAttentionKernel(AttentionArgs a) 
   const T* qbase = static_cast<const T*>(a.q) + b * a.q_strides[0] + h * a.q_strides[1];
   const T* kbase = static_cast<const T*>(a.k) + b * a.k_strides[0] + kvh * a.k_strides[1];
   const T* vbase = static_cast<const T*>(a.v) + b * a.v_strides[0] + kvh * a.v_strides[1];
-  // A mask that does not depend on the query is staged per key tile.
+  // A mask that does not depend on the query is staged per key tile; without causality it
+  // takes FlashTileStaged's one-FFMA scores (see FlashAttentionSplitKernel).
   const bool staged_mask = a.mask != nullptr && a.mask_strides[2] == 0;
+  const bool fast = (a.mask == nullptr || a.mask_strides[2] == 0) && !a.causal;
 
   for (int idx = tid; idx < W * 16 * 8; idx += 32 * W) {
     const int r = idx >> 3, c = (idx & 7) * 8;
@@ -790,18 +793,45 @@ __global__ void __launch_bounds__(32 * W) FlashAttentionKernel(AttentionArgs a) 
       CpAsync16(vs[buf] + r * kFlashLd + c, ok ? vbase + (k0 + r) * a.v_strides[2] + c : vbase,
                 ok ? 16 : 0);
     }
-    if (staged_mask) {
-      for (int j = tid; j < kFlashKeys; j += 32 * W) {
-        bool replace = false;
-        float add = 0.0f;
-        if (k0 + j < a.kv_seq) add = MaskTerm<M>(a, b, h, 0, k0 + j, &replace);
-        mask_add[buf][j] = add;
-        mask_replace[buf][j] = replace;
+  };
+  // Thread tid stages keys tid and tid + 32 W of a tile: loaded into registers with the tile,
+  // stored to shared memory after the current tile's MMAs (the load overlaps them).
+  constexpr int kPerThread = (kFlashKeys + 32 * W - 1) / (32 * W);
+  float pend_add[kPerThread];
+  bool pend_replace[kPerThread], pend_valid[kPerThread];
+  auto load_mask = [&](int64_t k0) {
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+      const int64_t j = k0 + tid + i * 32 * W;
+      pend_add[i] = 0.0f, pend_replace[i] = false, pend_valid[i] = j < a.kv_seq;
+      if (staged_mask && tid + i * 32 * W < kFlashKeys && pend_valid[i]) {
+        pend_add[i] = MaskTerm<M>(a, b, h, 0, j, &pend_replace[i]);
+      }
+    }
+  };
+  auto store_mask = [&](int buf) {
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+      const int j = tid + i * 32 * W;
+      if (j >= kFlashKeys) continue;
+      if (fast) {
+        float2 v = make_float2(a.scale, pend_add[i]);
+        if (!pend_valid[i]) {
+          v = make_float2(0.0f, -INFINITY);
+        } else if (pend_replace[i]) {
+          v = make_float2(0.0f, a.mask_fill);
+        }
+        mask_ma[buf][j] = v;
+      } else if (staged_mask) {
+        mask_add[buf][j] = pend_add[i];
+        mask_replace[buf][j] = pend_replace[i];
       }
     }
   };
   load_tile(0, 0);
+  load_mask(0);
   CpAsyncCommit();
+  store_mask(0);  // read after the loop's first barrier
 
   const int64_t row0 = q0 + warp * 16 + g, row1 = row0 + 8;
   uint32_t qf[kFlashD / 16][4];
@@ -813,15 +843,24 @@ __global__ void __launch_bounds__(32 * W) FlashAttentionKernel(AttentionArgs a) 
   for (int t = 0; t < tiles; ++t) {
     const int buf = t & 1;
     const int64_t k0 = static_cast<int64_t>(t) * kFlashKeys;
-    if (t + 1 < tiles) load_tile(buf ^ 1, k0 + kFlashKeys);
+    const bool next = t + 1 < tiles;
+    if (next) {
+      load_tile(buf ^ 1, k0 + kFlashKeys);
+      load_mask(k0 + kFlashKeys);
+    }
     CpAsyncCommit();
     CpAsyncWait<1>();  // everything but the tile just issued has landed
     __syncthreads();
     if (t == 0) {
       LoadQFragments(qs + warp * 16 * kFlashLd, lane, qf);
     }
-    FlashTile<T, M, kFlashKeys>(a, qf, ks[buf], vs[buf], mask_add[buf], mask_replace[buf],
-                                staged_mask, k0, row0, b, h, lane, m_run, l_run, o);
+    if (fast) {
+      FlashTileStaged<T, kFlashKeys>(qf, ks[buf], vs[buf], mask_ma[buf], lane, m_run, l_run, o);
+    } else {
+      FlashTile<T, M, kFlashKeys>(a, qf, ks[buf], vs[buf], mask_add[buf], mask_replace[buf],
+                                  staged_mask, k0, row0, b, h, lane, m_run, l_run, o);
+    }
+    if (next) store_mask(buf ^ 1);  // that buffer's last readers passed this iteration's barrier
     __syncthreads();  // this buffer is refilled by the next iteration's load
   }
   float inv[2];

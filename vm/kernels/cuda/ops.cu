@@ -1097,8 +1097,9 @@ cudaError_t LaunchSplit(const AttentionArgs& args, dim3 grid, cudaStream_t strea
 }
 
 // NIMBLE_CUDA_ATTENTION forces a kernel for A/B measurements (vm/kernels/cuda/ops_bench.cu):
-// rowW (the row-parallel kernel with W = 1, 2, 4 warps) or sWxK (the split-key kernel with
-// W = 1, 2, 4, 8 warps and K = 16, 32 keys per tile; not every pair is built).
+// rowW (the row-parallel kernel with W = 1, 2, 4 warps), sWxK (the split-key kernel with
+// W = 1, 2, 4, 8 warps and K = 16, 32 keys per tile; not every pair is built) or qWkG (the 2-D
+// kernel, W query warps x G key groups: q4k2, q4k3, q4k4, q2k4; staged masks only).
 struct AttentionChoice {
   char kind = 0;  // 0: by shape
   int warps = 0, keys = 0;
@@ -1113,9 +1114,186 @@ AttentionChoice ForcedAttention() {
     if (s.size() >= 4 && s[0] == 's' && s[2] == 'x') {
       c.kind = 's', c.warps = s[1] - '0', c.keys = std::atoi(v + 3);
     }
+    if (s.size() == 4 && s[0] == 'q' && s[2] == 'k') {
+      c.kind = 'q', c.warps = s[1] - '0', c.keys = s[3] - '0';  // keys: the key groups
+    }
     return c;
   }();
   return choice;
+}
+
+// Long sequences at small batch: a block of W query warps (16 W queries of one head) whose K/V
+// tiles are shared, as in FlashAttentionKernel, times KS key groups: group k takes 64-key tiles
+// k, k + KS, ... with its own double buffer, so each warp walks 1/KS of the keys while K and V
+// are read once per 16 W queries (the split-key kernel rereads them per 16). Query-independent
+// masks without causality only (FlashTileStaged). The groups' partial (max, sum, O) of each
+// query are merged through shared memory at the end. Dynamic shared memory: Q, then per group
+// two K and two V tiles, which the partial O overlays.
+template <int W, int KS>
+struct Flash2DShared {
+  static constexpr size_t kQ = W * 16 * kFlashLd * 2;
+  static constexpr size_t kTile = kFlashKeys * kFlashLd * 2;
+  static constexpr size_t kKv = KS * 4 * kTile;
+  static constexpr size_t kPartO = KS * W * 16 * kSplitOLd * 4;
+  static_assert(kPartO <= kKv, "partial O must fit over the K/V tiles");
+  static constexpr size_t kBytes = kQ + kKv;
+};
+
+template <typename T, typename M, int W, int KS>
+__global__ void __launch_bounds__(32 * W * KS) FlashAttention2DKernel(AttentionArgs a) {
+  using S = Flash2DShared<W, KS>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ __align__(16) float2 mask_ma[KS][2][kFlashKeys];
+  __shared__ float part_m[KS][W * 16], part_l[KS][W * 16];
+  WaitForPrimary();  // launched with LaunchPdl
+  T* qs = reinterpret_cast<T*>(smem);
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, tg = lane & 3;
+  const int qw = warp % W, kg = warp / W;  // query sub-tile, key group
+  const int gtid = tid - kg * 32 * W;      // thread index within the key group
+  auto tile = [&](int buf, int which) {
+    return reinterpret_cast<T*>(smem + S::kQ + ((kg * 2 + buf) * 2 + which) * S::kTile);
+  };
+  const int64_t q0 = static_cast<int64_t>(blockIdx.x) * (16 * W);
+  const int64_t h = blockIdx.y, b = blockIdx.z;
+  const int64_t kvh = h / (a.q_heads / a.kv_heads);
+  const T* qbase = static_cast<const T*>(a.q) + b * a.q_strides[0] + h * a.q_strides[1];
+  const T* kbase = static_cast<const T*>(a.k) + b * a.k_strides[0] + kvh * a.k_strides[1];
+  const T* vbase = static_cast<const T*>(a.v) + b * a.v_strides[0] + kvh * a.v_strides[1];
+  const bool staged_mask = a.mask != nullptr;  // the dispatcher sends only staged masks here
+  const int64_t tiles = (a.kv_seq + kFlashKeys - 1) / kFlashKeys;
+  const int64_t iters = (tiles + KS - 1) / KS;
+
+  for (int idx = tid; idx < W * 16 * 8; idx += 32 * W * KS) {
+    const int r = idx >> 3, c = (idx & 7) * 8;
+    const bool ok = q0 + r < a.q_seq;
+    CpAsync16(qs + r * kFlashLd + c, ok ? qbase + (q0 + r) * a.q_strides[2] + c : qbase, ok ? 16 : 0);
+  }
+  auto load_tile = [&](int buf, int64_t t) {
+    const int64_t k0 = t * kFlashKeys;
+    T* ks = tile(buf, 0);
+    T* vs = tile(buf, 1);
+    for (int idx = gtid; idx < kFlashKeys * 8; idx += 32 * W) {
+      const int r = idx >> 3, c = (idx & 7) * 8;
+      const bool ok = k0 + r < a.kv_seq;
+      CpAsync16(ks + r * kFlashLd + c, ok ? kbase + (k0 + r) * a.k_strides[2] + c : kbase,
+                ok ? 16 : 0);
+      CpAsync16(vs + r * kFlashLd + c, ok ? vbase + (k0 + r) * a.v_strides[2] + c : vbase,
+                ok ? 16 : 0);
+    }
+  };
+  // Key j of a tile is staged by group thread j (and j + 32 W): loaded with the tile, stored
+  // after the current tile's MMAs.
+  constexpr int kPerThread = (kFlashKeys + 32 * W - 1) / (32 * W);
+  float pend_add[kPerThread];
+  bool pend_replace[kPerThread], pend_valid[kPerThread];
+  auto load_mask = [&](int64_t t) {
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+      const int64_t j = t * kFlashKeys + gtid + i * 32 * W;
+      pend_add[i] = 0.0f, pend_replace[i] = false, pend_valid[i] = j < a.kv_seq;
+      if (staged_mask && gtid + i * 32 * W < kFlashKeys && pend_valid[i]) {
+        pend_add[i] = MaskTerm<M>(a, b, h, 0, j, &pend_replace[i]);
+      }
+    }
+  };
+  auto store_mask = [&](int buf) {
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+      const int j = gtid + i * 32 * W;
+      if (j >= kFlashKeys) continue;
+      float2 v = make_float2(a.scale, pend_add[i]);
+      if (!pend_valid[i]) {
+        v = make_float2(0.0f, -INFINITY);
+      } else if (pend_replace[i]) {
+        v = make_float2(0.0f, a.mask_fill);
+      }
+      mask_ma[kg][buf][j] = v;
+    }
+  };
+  if (kg < tiles) {
+    load_tile(0, kg);
+    load_mask(kg);
+  }
+  CpAsyncCommit();
+  if (kg < tiles) store_mask(0);  // read after the loop's first barrier
+
+  uint32_t qf[kFlashD / 16][4];
+  float o[kFlashD / 8][4];
+#pragma unroll
+  for (int n = 0; n < kFlashD / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};
+  for (int64_t i = 0; i < iters; ++i) {
+    const int buf = static_cast<int>(i & 1);
+    const int64_t t = i * KS + kg, tn = t + KS;
+    if (tn < tiles) {
+      load_tile(buf ^ 1, tn);
+      load_mask(tn);
+    }
+    CpAsyncCommit();
+    CpAsyncWait<1>();  // everything but the group just issued has landed
+    __syncthreads();
+    if (i == 0) LoadQFragments(qs + qw * 16 * kFlashLd, lane, qf);
+    if (t < tiles) {
+      FlashTileStaged<T, kFlashKeys>(qf, tile(buf, 0), tile(buf, 1), mask_ma[kg][buf], lane,
+                                     m_run, l_run, o);
+    }
+    if (tn < tiles) store_mask(buf ^ 1);
+    __syncthreads();  // this buffer is refilled two iterations on
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 1);
+    l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 2);
+  }
+  // Merge the key groups' partials (the loop's last barrier freed the K/V tiles).
+  float* part_o = reinterpret_cast<float*>(smem + S::kQ);
+  const int row = qw * 16 + g;
+  if (tg == 0) {
+    part_m[kg][row] = m_run[0], part_m[kg][row + 8] = m_run[1];
+    part_l[kg][row] = l_run[0], part_l[kg][row + 8] = l_run[1];
+  }
+  float* ow = part_o + (kg * W * 16 + qw * 16) * kSplitOLd;
+#pragma unroll
+  for (int n = 0; n < kFlashD / 8; ++n) {
+    *reinterpret_cast<float2*>(ow + g * kSplitOLd + n * 8 + tg * 2) = make_float2(o[n][0], o[n][1]);
+    *reinterpret_cast<float2*>(ow + (g + 8) * kSplitOLd + n * 8 + tg * 2) =
+        make_float2(o[n][2], o[n][3]);
+  }
+  __syncthreads();
+  for (int idx = tid; idx < W * 16 * (kFlashD / 2); idx += 32 * W * KS) {
+    const int r = idx / (kFlashD / 2), c = (idx % (kFlashD / 2)) * 2;
+    const int64_t qi = q0 + r;
+    if (qi >= a.q_seq) continue;
+    float m = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < KS; ++k) m = fmaxf(m, part_m[k][r]);
+    float l = 0.0f, o0 = 0.0f, o1 = 0.0f;
+#pragma unroll
+    for (int k = 0; k < KS; ++k) {
+      const float pm = part_m[k][r];
+      const float scale = pm == -INFINITY ? 0.0f : __expf(pm - m);
+      l += part_l[k][r] * scale;
+      const float2 v =
+          *reinterpret_cast<const float2*>(part_o + (k * W * 16 + r) * kSplitOLd + c);
+      o0 += v.x * scale, o1 += v.y * scale;
+    }
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    T* y = static_cast<T*>(a.y) + b * a.y_strides[0] + h * a.y_strides[1] + qi * a.y_strides[2];
+    *reinterpret_cast<uint32_t*>(y + c) = MmaOp<T>::Pack(o0 * inv, o1 * inv);
+  }
+}
+
+template <typename T, typename M, int W, int KS>
+cudaError_t Launch2D(const AttentionArgs& args, cudaStream_t stream) {
+  constexpr size_t kBytes = Flash2DShared<W, KS>::kBytes;
+  static const cudaError_t configured = cudaFuncSetAttribute(
+      FlashAttention2DKernel<T, M, W, KS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+      static_cast<int>(kBytes));
+  if (configured != cudaSuccess) return configured;
+  const dim3 grid(static_cast<unsigned>((args.q_seq + 16 * W - 1) / (16 * W)),
+                  static_cast<unsigned>(args.q_heads), static_cast<unsigned>(args.batch));
+  return LaunchPdl(FlashAttention2DKernel<T, M, W, KS>, grid, 32 * W * KS, kBytes, stream, args);
 }
 
 // NIMBLE_CUDA_FLASH_ATTENTION=0 selects the reference kernel (for A/B measurements).
@@ -1438,6 +1616,51 @@ cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream) {
     static const int sms = MultiprocessorCount();
     const int64_t query_tiles = (args.q_seq + 15) / 16 * args.q_heads * args.batch;
     const AttentionChoice forced = ForcedAttention();
+    const bool fast = (args.mask == nullptr || args.mask_strides[2] == 0) && !args.causal;
+    if (forced.kind == 'q' && fast) {
+      return Dispatch(args.type, [&](auto tag) {
+        using T = decltype(tag);
+        if constexpr (std::is_same_v<T, float>) {
+          return cudaErrorInvalidValue;  // not eligible
+        } else {
+          return Dispatch(mask_type, [&](auto mask_tag) {
+            using M = decltype(mask_tag);
+            switch (forced.warps * 10 + forced.keys) {
+              case 42: return Launch2D<T, M, 4, 2>(args, stream);
+              case 43: return Launch2D<T, M, 4, 3>(args, stream);
+              case 44: return Launch2D<T, M, 4, 4>(args, stream);
+              case 24: return Launch2D<T, M, 2, 4>(args, stream);
+              default: return cudaErrorInvalidValue;
+            }
+          });
+        }
+      });
+    }
+    // Long sequences at small batch with a key-padding mask (or none): the 2-D kernel when a
+    // block per multiprocessor covers the grid (its 150-160 KB of shared memory allow one).
+    // Measured at batch 1, 12 heads (ops_bench): 5.9 / 9.0 / 11.3 µs at seq 256 / 384 / 512
+    // against 7.9 / 11.8 / 15.4 for the split-key kernel.
+    const int64_t tiles64 = (args.kv_seq + kFlashKeys - 1) / kFlashKeys;
+    if (forced.kind == 0 && fast && query_tiles < 4 * sms && tiles64 >= 4) {
+      const int64_t heads = args.q_heads * args.batch;
+      const int64_t blocks2 = (args.q_seq + 31) / 32 * heads, blocks4 = (args.q_seq + 63) / 64 * heads;
+      if (blocks2 <= sms || blocks4 <= sms) {
+        return Dispatch(args.type, [&](auto tag) {
+          using T = decltype(tag);
+          if constexpr (std::is_same_v<T, float>) {
+            return cudaErrorInvalidValue;  // not eligible
+          } else {
+            return Dispatch(mask_type, [&](auto mask_tag) {
+              using M = decltype(mask_tag);
+              if (blocks2 <= sms) return Launch2D<T, M, 2, 4>(args, stream);
+              // Key groups that divide the tiles evenly: 6 tiles (seq 384) take 3.
+              if (tiles64 <= 7) return Launch2D<T, M, 4, 3>(args, stream);
+              return Launch2D<T, M, 4, 4>(args, stream);
+            });
+          }
+        });
+      }
+    }
     if (forced.kind == 's' || (forced.kind == 0 && query_tiles < 4 * sms)) {
       const dim3 split_grid(static_cast<unsigned>((args.q_seq + 15) / 16),
                             static_cast<unsigned>(args.q_heads), static_cast<unsigned>(args.batch));

@@ -575,117 +575,12 @@ __device__ __forceinline__ void LoadQFragments(const T* qw, int lane,
   }
 }
 
-// One key tile for a warp's 16 query rows (row0 = its first, fragment rows g and g + 8):
-// S = Q K^T over the KEYS keys staged in ks, scale, bounds, causality and the mask (staged per
-// key in mask_add / mask_replace, or read per score), the online-softmax update of each row's
-// running max and (per-thread partial) sum, and O += P V with V staged in vs.
-template <typename T, typename M, int KEYS>
-__device__ __forceinline__ void FlashTile(const AttentionArgs& a, const uint32_t (&qf)[kFlashD / 16][4],
-                                          const T* ks, const T* vs, const float* mask_add,
-                                          const unsigned char* mask_replace, bool staged_mask,
-                                          int64_t k0, int64_t row0, int64_t b, int64_t h, int lane,
-                                          float (&m_run)[2], float (&l_run)[2],
-                                          float (&o)[kFlashD / 8][4]) {
-  const int g = lane >> 2, tg = lane & 3;
-  const int64_t row1 = row0 + 8;
-  // S = Q K^T: 8 tiles of 8 keys; thread holds rows (g, g + 8), keys 2 tg, 2 tg + 1.
-  float s[KEYS / 8][4];
-  const T* kt = ks;
-#pragma unroll
-  for (int n = 0; n < KEYS / 8; ++n) {
-    s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-#pragma unroll
-    for (int kc = 0; kc < kFlashD / 16; ++kc) {
-      const T* kr = kt + (n * 8 + g) * kFlashLd + kc * 16 + tg * 2;
-      MmaOp<T>::Mma(s[n], qf[kc], Ld32(kr), Ld32(kr + 8));
-    }
-  }
-  float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-  for (int n = 0; n < KEYS / 8; ++n) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int jj = n * 8 + tg * 2 + (e & 1);
-      const int64_t j = k0 + jj, qi = e < 2 ? row0 : row1;
-      float v = s[n][e] * a.scale;
-      if (j >= a.kv_seq || (a.causal && j > qi)) {
-        v = -INFINITY;
-      } else if (staged_mask) {
-        v = mask_replace[jj] ? a.mask_fill : v + mask_add[jj];
-      } else if (a.mask != nullptr && qi < a.q_seq) {
-        bool replace = false;
-        const float add = MaskTerm<M>(a, b, h, qi, j, &replace);
-        v = replace ? a.mask_fill : v + add;
-      }
-      s[n][e] = v;
-      mx[e >> 1] = fmaxf(mx[e >> 1], v);
-    }
-  }
-  float alpha[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-    const float m_new = fmaxf(m_run[r], mx[r]);
-    alpha[r] = m_new == -INFINITY ? 1.0f : __expf(m_run[r] - m_new);
-    m_run[r] = m_new;
-  }
-  float sum[2] = {0.0f, 0.0f};
-#pragma unroll
-  for (int n = 0; n < KEYS / 8; ++n) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const float m = m_run[e >> 1];
-      const float p = m == -INFINITY ? 0.0f : __expf(s[n][e] - m);
-      s[n][e] = p;
-      sum[e >> 1] += p;
-    }
-  }
-#pragma unroll
-  for (int r = 0; r < 2; ++r) l_run[r] = l_run[r] * alpha[r] + sum[r];  // per-thread partial
-#pragma unroll
-  for (int n = 0; n < kFlashD / 8; ++n) {
-    o[n][0] *= alpha[0], o[n][1] *= alpha[0];
-    o[n][2] *= alpha[1], o[n][3] *= alpha[1];
-  }
-  // O += P V: P's accumulator layout is the A operand's layout, 16 keys (two S tiles) a step.
-  const T* vt = vs;
-#pragma unroll
-  for (int kc = 0; kc < KEYS / 16; ++kc) {
-    uint32_t pa[4];
-    pa[0] = MmaOp<T>::Pack(s[2 * kc][0], s[2 * kc][1]);
-    pa[1] = MmaOp<T>::Pack(s[2 * kc][2], s[2 * kc][3]);
-    pa[2] = MmaOp<T>::Pack(s[2 * kc + 1][0], s[2 * kc + 1][1]);
-    pa[3] = MmaOp<T>::Pack(s[2 * kc + 1][2], s[2 * kc + 1][3]);
-#pragma unroll
-    for (int n2 = 0; n2 < kFlashD / 16; ++n2) {
-      // Four 8x8 matrices of V (keys kc*16 + {0, 8}, dims n2*16 + {0, 8}), transposed on
-      // load: the B fragments of two 8-wide output tiles.
-      const int mat = lane >> 3, r = lane & 7;
-      const T* p = vt + (kc * 16 + (mat & 1) * 8 + r) * kFlashLd + n2 * 16 + (mat >> 1) * 8;
-      uint32_t b0, b1, b2, b3;
-      asm volatile(
-          "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-          : "=r"(b0), "=r"(b1), "=r"(b2), "=r"(b3)
-          : "r"(SharedAddress(p)));
-      MmaOp<T>::Mma(o[2 * n2], pa, b0, b1);
-      MmaOp<T>::Mma(o[2 * n2 + 1], pa, b2, b3);
-    }
-  }
-}
-
-// FlashTile for a query-independent mask without causality (BERT's key padding mask, or no
-// mask): the scale, the key bounds and the mask are staged per key as (mul, add) pairs, so a
-// score costs one FFMA: s * mul + add (mul = scale, add = the mask term; a key past kv_seq or
-// a false bool entry has mul = 0 and add = -inf or mask_fill). `ma` holds KEYS float2, read as
-// float4 pairs (keys 2 tg, 2 tg + 1 of each 8-key tile).
+// S = Q K^T for one key tile and a warp's 16 query rows: KEYS / 8 tiles of 8 keys; the thread
+// holds rows (g, g + 8), keys 2 tg and 2 tg + 1 of each (the mma accumulator layout).
 template <typename T, int KEYS>
-__device__ __forceinline__ void FlashTileStaged(const uint32_t (&qf)[kFlashD / 16][4],
-                                                const T* ks, const T* vs, const float2* ma,
-                                                int lane, float (&m_run)[2], float (&l_run)[2],
-                                                float (&o)[kFlashD / 8][4]) {
+__device__ __forceinline__ void FlashScores(const uint32_t (&qf)[kFlashD / 16][4], const T* ks,
+                                            int lane, float (&s)[KEYS / 8][4]) {
   const int g = lane >> 2, tg = lane & 3;
-  float s[KEYS / 8][4];
 #pragma unroll
   for (int n = 0; n < KEYS / 8; ++n) {
     s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
@@ -695,17 +590,15 @@ __device__ __forceinline__ void FlashTileStaged(const uint32_t (&qf)[kFlashD / 1
       MmaOp<T>::Mma(s[n], qf[kc], Ld32(kr), Ld32(kr + 8));
     }
   }
-  float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-  for (int n = 0; n < KEYS / 8; ++n) {
-    const float4 m = reinterpret_cast<const float4*>(ma)[n * 4 + tg];
-    s[n][0] = fmaf(s[n][0], m.x, m.y);
-    s[n][1] = fmaf(s[n][1], m.z, m.w);
-    s[n][2] = fmaf(s[n][2], m.x, m.y);
-    s[n][3] = fmaf(s[n][3], m.z, m.w);
-    mx[0] = fmaxf(mx[0], fmaxf(s[n][0], s[n][1]));
-    mx[1] = fmaxf(mx[1], fmaxf(s[n][2], s[n][3]));
-  }
+}
+
+// The rest of a tile once its scores s are final (scaled and masked) and mx holds the thread's
+// maximum of each of its two rows: the online-softmax update of each row's running max and
+// (per-thread partial) sum, and O += P V with P taken from the S registers and V staged in vs.
+template <typename T, int KEYS>
+__device__ __forceinline__ void FlashAccumulate(float (&s)[KEYS / 8][4], float (&mx)[2],
+                                                const T* vs, int lane, float (&m_run)[2],
+                                                float (&l_run)[2], float (&o)[kFlashD / 8][4]) {
   float alpha[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -736,6 +629,7 @@ __device__ __forceinline__ void FlashTileStaged(const uint32_t (&qf)[kFlashD / 1
     o[n][0] *= alpha[0], o[n][1] *= alpha[0];
     o[n][2] *= alpha[1], o[n][3] *= alpha[1];
   }
+  // O += P V: P's accumulator layout is the A operand's layout, 16 keys (two S tiles) a step.
 #pragma unroll
   for (int kc = 0; kc < KEYS / 16; ++kc) {
     uint32_t pa[4];
@@ -745,6 +639,8 @@ __device__ __forceinline__ void FlashTileStaged(const uint32_t (&qf)[kFlashD / 1
     pa[3] = MmaOp<T>::Pack(s[2 * kc + 1][2], s[2 * kc + 1][3]);
 #pragma unroll
     for (int n2 = 0; n2 < kFlashD / 16; ++n2) {
+      // Four 8x8 matrices of V (keys kc*16 + {0, 8}, dims n2*16 + {0, 8}), transposed on
+      // load: the B fragments of two 8-wide output tiles.
       const int mat = lane >> 3, r = lane & 7;
       const T* p = vs + (kc * 16 + (mat & 1) * 8 + r) * kFlashLd + n2 * 16 + (mat >> 1) * 8;
       uint32_t b0, b1, b2, b3;
@@ -756,6 +652,71 @@ __device__ __forceinline__ void FlashTileStaged(const uint32_t (&qf)[kFlashD / 1
       MmaOp<T>::Mma(o[2 * n2 + 1], pa, b2, b3);
     }
   }
+}
+
+// One key tile for a warp's 16 query rows (row0 = its first, fragment rows g and g + 8) with
+// any mask: scale, bounds, causality and the mask (staged per key in mask_add / mask_replace,
+// or read per score), then FlashAccumulate.
+template <typename T, typename M, int KEYS>
+__device__ __forceinline__ void FlashTile(const AttentionArgs& a, const uint32_t (&qf)[kFlashD / 16][4],
+                                          const T* ks, const T* vs, const float* mask_add,
+                                          const unsigned char* mask_replace, bool staged_mask,
+                                          int64_t k0, int64_t row0, int64_t b, int64_t h, int lane,
+                                          float (&m_run)[2], float (&l_run)[2],
+                                          float (&o)[kFlashD / 8][4]) {
+  const int tg = lane & 3;
+  const int64_t row1 = row0 + 8;
+  float s[KEYS / 8][4];
+  FlashScores<T, KEYS>(qf, ks, lane, s);
+  float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int n = 0; n < KEYS / 8; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int jj = n * 8 + tg * 2 + (e & 1);
+      const int64_t j = k0 + jj, qi = e < 2 ? row0 : row1;
+      float v = s[n][e] * a.scale;
+      if (j >= a.kv_seq || (a.causal && j > qi)) {
+        v = -INFINITY;
+      } else if (staged_mask) {
+        v = mask_replace[jj] ? a.mask_fill : v + mask_add[jj];
+      } else if (a.mask != nullptr && qi < a.q_seq) {
+        bool replace = false;
+        const float add = MaskTerm<M>(a, b, h, qi, j, &replace);
+        v = replace ? a.mask_fill : v + add;
+      }
+      s[n][e] = v;
+      mx[e >> 1] = fmaxf(mx[e >> 1], v);
+    }
+  }
+  FlashAccumulate<T, KEYS>(s, mx, vs, lane, m_run, l_run, o);
+}
+
+// FlashTile for a query-independent mask without causality (BERT's key padding mask, or no
+// mask): the scale, the key bounds and the mask are staged per key as (mul, add) pairs, so a
+// score costs one FFMA: s * mul + add (mul = scale, add = the mask term; a key past kv_seq or
+// a false bool entry has mul = 0 and add = -inf or mask_fill). `ma` holds KEYS float2, read as
+// float4 pairs (keys 2 tg, 2 tg + 1 of each 8-key tile).
+template <typename T, int KEYS>
+__device__ __forceinline__ void FlashTileStaged(const uint32_t (&qf)[kFlashD / 16][4],
+                                                const T* ks, const T* vs, const float2* ma,
+                                                int lane, float (&m_run)[2], float (&l_run)[2],
+                                                float (&o)[kFlashD / 8][4]) {
+  const int tg = lane & 3;
+  float s[KEYS / 8][4];
+  FlashScores<T, KEYS>(qf, ks, lane, s);
+  float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int n = 0; n < KEYS / 8; ++n) {
+    const float4 m = reinterpret_cast<const float4*>(ma)[n * 4 + tg];
+    s[n][0] = fmaf(s[n][0], m.x, m.y);
+    s[n][1] = fmaf(s[n][1], m.z, m.w);
+    s[n][2] = fmaf(s[n][2], m.x, m.y);
+    s[n][3] = fmaf(s[n][3], m.z, m.w);
+    mx[0] = fmaxf(mx[0], fmaxf(s[n][0], s[n][1]));
+    mx[1] = fmaxf(mx[1], fmaxf(s[n][2], s[n][3]));
+  }
+  FlashAccumulate<T, KEYS>(s, mx, vs, lane, m_run, l_run, o);
 }
 
 template <typename T, typename M, int W>

@@ -1,8 +1,8 @@
 #!/bin/bash
 # One device call for issue 7's numbers: the CUDA tests, BERT-base (bert_gpu.py: fp16 eager and
 # with CUDA graphs against PyTorch eager and torch.compile(dynamic=True) fp16, correctness at seq
-# 128, cold compile and cached load), the LSTM (model_compare.py, GPU part) and an A/B of
-# programmatic dependent launch. Run in the
+# 128, cold compile and cached load), the LSTM (model_compare.py, GPU part) and an A/B of the
+# attention kernel choice at seq 384. Run in the
 # repository root on the GPU machine with the packed binaries (bench/gpu/README.md) in carry/dev:
 #   bash bench/gpu/run_suite.sh carry/dev/nimble.tar.xz
 # Logs go to $OUT (tests.txt, bert.md, bert.log, lstm.json, lstm.md, lstm.log).
@@ -25,15 +25,19 @@ PYTHONUNBUFFERED=1 timeout ${LSTM_TIMEOUT:-150} python3 bench/gpu/model_compare.
   --only gpu --models lstm --lstm-seqs 16,64,128 --iterations 20 --json "$OUT/lstm.json" \
   --md "$OUT/lstm.md" >"$OUT/lstm.log" 2>&1
 echo "model_compare.py lstm: rc=$?"; tail -8 "$OUT/lstm.log"
-# A/B of programmatic dependent launch (NIMBLE_CUDA_PDL) on the bucketed fp16 executable
-# bert_gpu.py compiled, alternating twice.
+# A/B of the attention kernel choice on the bucketed fp16 executable bert_gpu.py compiled: the
+# shape rule (seq 384: the 2-D kernel) against the split-key kernel it replaced there
+# (NIMBLE_CUDA_ATTENTION=s4x16), alternating twice; the other buckets as a check.
 for round in 1 2; do
   for s in 16 64 128 384; do
-    for pdl in 1 0; do
-      ms=$(NIMBLE_CUDA_PDL=$pdl $N/nimblec bench /tmp/bw/bert_cuda_fp16_buckets.nbx --iterations 300 \
+    for choice in default s4x16; do
+      [ $s != 384 ] && [ $choice != default ] && continue
+      if [ $choice = default ]; then unset NIMBLE_CUDA_ATTENTION; else export NIMBLE_CUDA_ATTENTION=$choice; fi
+      ms=$($N/nimblec bench /tmp/bw/bert_cuda_fp16_buckets.nbx --iterations 300 \
         --device-graphs --shape input_ids=1x$s --shape attention_mask=1x$s --shape token_type_ids=1x$s \
         2>/dev/null | tail -1 | awk '{print $3}')
-      echo "seq $s pdl=$pdl: p50 $ms ms"
+      echo "seq $s attention=$choice: p50 $ms ms"
     done
+    unset NIMBLE_CUDA_ATTENTION
   done
 done

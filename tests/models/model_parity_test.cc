@@ -133,6 +133,37 @@ TEST_P(ModelParityTest, MatchesPyTorchForEveryShapeWithOneExecutable) {
   }
 }
 
+// Placement for the GPU, compiled only (no GPU needed): compute goes to cuda:0 and the
+// host <-> device copies stay few. A model whose ops lack CUDA kernels in the middle of its graph
+// would bounce tensors across (GPT-2's per-layer Split, Concat with past and mask went host ->
+// GPU -> host -> GPU before those kernels existed: 135 copies for 259 kernel calls).
+TEST_P(ModelParityTest, GpuPlacementKeepsCopiesFew) {
+#ifndef NIMBLE_HAVE_CUDA
+  GTEST_SKIP() << "built without the CUDA backend";
+#else
+  const fs::path dir = fs::path(ModelsDir()) / GetParam();
+  if (ModelsDir().empty() || !fs::exists(dir / "model.onnx")) {
+    GTEST_FAIL() << "no exported model at " << dir << " (NIMBLE_MODELS_DIR unset or export failed)";
+  }
+  compiler::CompileReport report;
+  compiler::CompileOptions options;
+  options.device = vm::Device{vm::DeviceType::kCUDA, 0};
+  ASSERT_THAT(
+      compiler::CompileOnnxFile((dir / "model.onnx").string(), options, &report).status(),
+      ::nimble::testing::IsOk());
+  const auto& c = report.codegen;
+  std::printf("[ %s ] placed for cuda:0: %d of %d kernel calls, %d device copies\n",
+              GetParam().c_str(), c.num_device_kernel_calls, c.num_kernel_calls,
+              c.num_device_copies);
+  if (GetParam() == "loop") return;  // its body is host control flow
+  EXPECT_GT(c.num_device_kernel_calls, 0);
+  if (c.num_kernel_calls >= 20) {  // the transformers (the LSTM model is two LSTM calls)
+    EXPECT_GT(c.num_device_kernel_calls, c.num_kernel_calls / 2);
+    EXPECT_LT(3 * c.num_device_copies, c.num_kernel_calls);
+  }
+#endif
+}
+
 INSTANTIATE_TEST_SUITE_P(Models, ModelParityTest, ::testing::Values("bert", "gpt2", "lstm", "loop"),
                          [](const auto& info) { return info.param; });
 

@@ -16,6 +16,7 @@
 #include "base/status_macros.h"
 #include "vm/kernels/cpu/cpu_kernels.h"
 #include "vm/kernels/cpu/elementwise_internal.h"
+#include "vm/kernels/cpu/onednn_util.h"
 
 namespace nimble::vm::cpu {
 namespace {
@@ -173,6 +174,194 @@ class RotaryEmbeddingKernel final : public Kernel {
 
 // ------------------------------------------------------------------------------------------
 // Shrink(x): x + bias below -lambd, x - bias above lambd, 0 between.
+
+// ---------------------------------------------------------------------------------------------
+// HannWindow, HammingWindow, BlackmanWindow (opset 17): w[n] = a0 - a1 cos(2 pi n / N)
+// + a2 cos(4 pi n / N) for n < size, N = size (periodic) or size - 1 (symmetric; a window of one
+// point is 1). Computed in double, stored as output_datatype.
+
+enum class WindowKind { kHann, kHamming, kBlackman };
+
+class WindowKernel final : public Kernel {
+ public:
+  WindowKernel(std::string op, WindowKind kind, bool periodic, DType dtype)
+      : op_(std::move(op)), kind_(kind), periodic_(periodic), dtype_(dtype) {}
+
+  absl::Status Run(const KernelContext&, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_RETURN_IF_ERROR(CheckArity(op_, inputs, 1, 1, outputs, 1));
+    NIMBLE_RETURN_IF_ERROR(CheckRequired(op_, inputs, 1));
+    NIMBLE_ASSIGN_OR_RETURN(const int64_t size, Size(inputs));
+    NIMBLE_RETURN_IF_ERROR(CheckOutput(op_, outputs[0], dtype_, {size}));
+    double a0 = 0.5, a1 = 0.5, a2 = 0.0;
+    if (kind_ == WindowKind::kHamming) a0 = 25.0 / 46.0, a1 = 1.0 - a0;
+    if (kind_ == WindowKind::kBlackman) a0 = 0.42, a1 = 0.5, a2 = 0.08;
+    const int64_t n_den = periodic_ ? size : size - 1;
+    const double step = n_den > 0 ? 2.0 * M_PI / static_cast<double>(n_den) : 0.0;
+    char* out = static_cast<char*>(outputs[0].raw_data());
+    const size_t bytes = DTypeSize(dtype_);
+    for (int64_t n = 0; n < size; ++n) {
+      const double x = step * static_cast<double>(n);
+      const double w = n_den > 0 ? a0 - a1 * std::cos(x) + a2 * std::cos(2.0 * x) : 1.0;
+      NIMBLE_RETURN_IF_ERROR(kernel_util::WriteScalar(dtype_, w, out + n * bytes));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    NIMBLE_ASSIGN_OR_RETURN(const int64_t size, Size(inputs));
+    output_shapes[0] = Shape{size};
+    return absl::OkStatus();
+  }
+
+ private:
+  absl::StatusOr<int64_t> Size(absl::Span<const Tensor> inputs) const {
+    if (inputs.empty() || !inputs[0].defined()) {
+      return absl::InvalidArgumentError(absl::StrCat(op_, ": input 'size' is required"));
+    }
+    NIMBLE_ASSIGN_OR_RETURN(const int64_t size, ScalarInt(op_, "size", inputs[0]));
+    if (size < 0 || size > (int64_t{1} << 31)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(op_, ": size must be in [0, 2^31], got ", size));
+    }
+    return size;
+  }
+
+  const std::string op_;
+  const WindowKind kind_;
+  const bool periodic_;
+  const DType dtype_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// DynamicQuantizeLinear (opset 11): uint8 quantization of a float tensor with the scale and zero
+// point of its range widened to include 0: scale = (max - min) / 255, zero point =
+// saturate(round(-min / scale)), y = saturate(round(x / scale) + zero point); rounding half to
+// even. An all-zero input gives scale 0, zero point 0 and zeros.
+
+class DynamicQuantizeLinearKernel final : public Kernel {
+ public:
+  absl::Status Run(const KernelContext&, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    constexpr absl::string_view kOp = "DynamicQuantizeLinear";
+    NIMBLE_RETURN_IF_ERROR(CheckArity(kOp, inputs, 1, 1, outputs, 3));
+    NIMBLE_RETURN_IF_ERROR(CheckRequired(kOp, inputs, 1));
+    const Tensor& x = inputs[0];
+    if (x.dtype() != DType::kF32) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("DynamicQuantizeLinear: x must be float32, got ", x.TypeString()));
+    }
+    NIMBLE_RETURN_IF_ERROR(CheckOutput(kOp, outputs[0], DType::kU8, x.shape(), 0));
+    NIMBLE_RETURN_IF_ERROR(CheckOutput(kOp, outputs[1], DType::kF32, {}, 1));
+    NIMBLE_RETURN_IF_ERROR(CheckOutput(kOp, outputs[2], DType::kU8, {}, 2));
+    const float* xv = x.data<float>();
+    float lo = 0.0f, hi = 0.0f;
+    for (int64_t i = 0; i < x.num_elements(); ++i) {
+      if (std::isnan(xv[i])) {
+        return absl::InvalidArgumentError("DynamicQuantizeLinear: x contains NaN");
+      }
+      lo = std::min(lo, xv[i]);
+      hi = std::max(hi, xv[i]);
+    }
+    const float scale = (hi - lo) / 255.0f;
+    float zero = 0.0f;
+    if (scale > 0.0f) zero = std::clamp(std::nearbyint(0.0f - lo / scale), 0.0f, 255.0f);
+    outputs[1].data<float>()[0] = scale;
+    outputs[2].data<uint8_t>()[0] = static_cast<uint8_t>(zero);
+    uint8_t* y = outputs[0].data<uint8_t>();
+    for (int64_t i = 0; i < x.num_elements(); ++i) {
+      const float q = scale > 0.0f ? std::nearbyint(xv[i] / scale) + zero : 0.0f;
+      y[i] = static_cast<uint8_t>(std::clamp(q, 0.0f, 255.0f));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    if (inputs.empty() || !inputs[0].defined()) {
+      return absl::InvalidArgumentError("DynamicQuantizeLinear: input 'x' is required");
+    }
+    output_shapes[0] = inputs[0].shape();
+    output_shapes[1].clear();  // scalars
+    output_shapes[2].clear();
+    return absl::OkStatus();
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Det (opset 22): determinant of each square matrix in the last two dims, by LU decomposition
+// with partial pivoting in double precision.
+
+class DetKernel final : public Kernel {
+ public:
+  absl::Status Run(const KernelContext&, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_RETURN_IF_ERROR(CheckArity("Det", inputs, 1, 1, outputs, 1));
+    NIMBLE_RETURN_IF_ERROR(CheckRequired("Det", inputs, 1));
+    const Tensor& x = inputs[0];
+    NIMBLE_ASSIGN_OR_RETURN(const Shape out_shape, OutShape(x));
+    NIMBLE_RETURN_IF_ERROR(CheckOutput("Det", outputs[0], x.dtype(), out_shape));
+    const int64_t n = x.dim(x.rank() - 1);
+    const int64_t count = outputs[0].num_elements();
+    NIMBLE_ASSIGN_OR_RETURN(Tensor xf, CastTo(x, DType::kF64, "Det"));
+    std::vector<double> lu(static_cast<size_t>(n * n));
+    std::vector<double> dets(static_cast<size_t>(count));
+    for (int64_t m = 0; m < count; ++m) {
+      std::copy_n(xf.data<double>() + m * n * n, n * n, lu.begin());
+      double det = 1.0;
+      for (int64_t c = 0; c < n && det != 0.0; ++c) {
+        int64_t pivot = c;
+        for (int64_t r = c + 1; r < n; ++r) {
+          if (std::abs(lu[r * n + c]) > std::abs(lu[pivot * n + c])) pivot = r;
+        }
+        if (lu[pivot * n + c] == 0.0) {
+          det = 0.0;
+          break;
+        }
+        if (pivot != c) {
+          for (int64_t k = 0; k < n; ++k) std::swap(lu[c * n + k], lu[pivot * n + k]);
+          det = -det;
+        }
+        const double d = lu[c * n + c];
+        det *= d;
+        for (int64_t r = c + 1; r < n; ++r) {
+          const double f = lu[r * n + c] / d;
+          for (int64_t k = c + 1; k < n; ++k) lu[r * n + k] -= f * lu[c * n + k];
+        }
+      }
+      dets[static_cast<size_t>(m)] = det;
+    }
+    char* out = static_cast<char*>(outputs[0].raw_data());
+    const size_t bytes = DTypeSize(x.dtype());
+    for (int64_t m = 0; m < count; ++m) {
+      NIMBLE_RETURN_IF_ERROR(kernel_util::WriteScalar(x.dtype(), dets[m], out + m * bytes));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    if (inputs.empty() || !inputs[0].defined()) {
+      return absl::InvalidArgumentError("Det: input 'X' is required");
+    }
+    NIMBLE_ASSIGN_OR_RETURN(output_shapes[0], OutShape(inputs[0]));
+    return absl::OkStatus();
+  }
+
+ private:
+  static absl::StatusOr<Shape> OutShape(const Tensor& x) {
+    if (!IsFloat(x.dtype())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Det: X must be a floating-point tensor, got ", x.TypeString()));
+    }
+    if (x.rank() < 2 || x.dim(x.rank() - 1) != x.dim(x.rank() - 2)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "Det: X must be [..., M, M], got ", ShapeToString(x.shape())));
+    }
+    return Shape(x.shape().begin(), x.shape().end() - 2);
+  }
+};
 
 class ShrinkKernel final : public Kernel {
  public:
@@ -756,6 +945,27 @@ void RegisterMiscKernels(KernelRegistry& registry) {
                                                    attrs.GetOr<int64_t>("rotary_embedding_dim", 0),
                                                    attrs.GetOr<int64_t>("num_heads", 0));
   });
+  const std::pair<const char*, WindowKind> windows[] = {{"HannWindow", WindowKind::kHann},
+                                                        {"HammingWindow", WindowKind::kHamming},
+                                                        {"BlackmanWindow", WindowKind::kBlackman}};
+  for (const auto& [name, kind] : windows) {
+    const std::string op = name;
+    registry.Register(op, DeviceType::kCPU, [op, kind](const Attributes& attrs) -> Factory {
+      NIMBLE_ASSIGN_OR_RETURN(const DType dtype,
+                              DTypeFromOnnx(attrs.GetOr<int64_t>("output_datatype", 1)));
+      if (!IsFloat(dtype) && !IsInteger(dtype)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(op, ": output_datatype must be numeric, got ", DTypeName(dtype)));
+      }
+      return std::make_unique<WindowKernel>(op, kind, attrs.GetOr<int64_t>("periodic", 1) != 0,
+                                            dtype);
+    });
+  }
+  registry.Register("DynamicQuantizeLinear", DeviceType::kCPU, [](const Attributes&) -> Factory {
+    return std::make_unique<DynamicQuantizeLinearKernel>();
+  });
+  registry.Register("Det", DeviceType::kCPU,
+                    [](const Attributes&) -> Factory { return std::make_unique<DetKernel>(); });
   registry.Register("Shrink", DeviceType::kCPU, [](const Attributes& attrs) -> Factory {
     return std::make_unique<ShrinkKernel>(attrs.GetOr<double>("lambd", 0.5),
                                           attrs.GetOr<double>("bias", 0.0));

@@ -52,6 +52,67 @@ TEST(MiscOpsTest, RotaryEmbeddingPositionIds3DAndRotaryDim) {
               StatusIs(kInvalid, HasSubstr("RotaryEmbedding")));
 }
 
+TEST(MiscOpsTest, WindowFunctions) {
+  // Periodic Hann of 4 points: 0.5 - 0.5 cos(2 pi n / 4) = 0, 0.5, 1, 0.5.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("HannWindow", {}, {I64({4}, {})}, 1, {DType::kF32}));
+  EXPECT_THAT(out[0].shape(), ElementsAre(4));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(FloatNear(0, 1e-7f), FloatNear(0.5f, 1e-7f),
+                                                 FloatNear(1, 1e-7f), FloatNear(0.5f, 1e-7f)));
+  // Symmetric Hamming of 3 points (N = 2): 25/46 - 21/46 cos(pi n) = 4/46, 1, 4/46; as double.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, RunOp("HammingWindow",
+                 Attrs({{"periodic", int64_t{0}}, {"output_datatype", int64_t{11}}}),
+                 {I64({3}, {})}, 1, {DType::kF64}));
+  ASSERT_EQ(out[0].dtype(), DType::kF64);
+  EXPECT_NEAR(out[0].data<double>()[0], 4.0 / 46.0, 1e-12);
+  EXPECT_NEAR(out[0].data<double>()[1], 1.0, 1e-12);
+  // Blackman, periodic, 2 points: 0.42 - 0.5 + 0.08 = 0, then 0.42 + 0.5 + 0.08 = 1.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, RunOp("BlackmanWindow", {}, {I64({2}, {})}, 1, {DType::kF32}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(FloatNear(0, 1e-6f), FloatNear(1, 1e-6f)));
+  // A one-point symmetric window is 1; an empty one is empty; a negative size is an error.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, RunOp("HannWindow", Attrs({{"periodic", int64_t{0}}}), {I64({1}, {})}, 1, {DType::kF32}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(1.0f));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, RunOp("HannWindow", {}, {I64({0}, {})}, 1, {DType::kF32}));
+  EXPECT_EQ(out[0].num_elements(), 0);
+  EXPECT_THAT(RunOp("HannWindow", {}, {I64({-3}, {})}), StatusIs(kInvalid, HasSubstr("size")));
+}
+
+TEST(MiscOpsTest, DynamicQuantizeLinear) {
+  // The ONNX operator page's example: range [-3, 2], scale 5 / 255, zero point 153; -2.5 / scale
+  // is -127.49999 in float32, so it rounds to -127 (26), not half-to-even from -127.5.
+  const Tensor x = F({0, 2, -3, -2.5f, 1.34f, 0.5f}, {6});
+  const std::vector<DType> types = {DType::kU8, DType::kF32, DType::kU8};
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("DynamicQuantizeLinear", {}, {x}, 3, types));
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_NEAR(out[1].data<float>()[0], 5.0f / 255.0f, 1e-7f);
+  EXPECT_EQ(out[2].data<uint8_t>()[0], 153);
+  EXPECT_THAT(Values<uint8_t>(out[0]), ElementsAre(153, 255, 0, 26, 221, 179));
+  // All zeros: scale 0, zero point 0, zeros.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, RunOp("DynamicQuantizeLinear", {}, {F({0, 0}, {2})}, 3, types));
+  EXPECT_EQ(out[1].data<float>()[0], 0.0f);
+  EXPECT_THAT(Values<uint8_t>(out[0]), ElementsAre(0, 0));
+  EXPECT_THAT(RunOp("DynamicQuantizeLinear", {}, {I64({1}, {1})}, 3, types),
+              StatusIs(kInvalid, HasSubstr("float32")));
+}
+
+TEST(MiscOpsTest, Det) {
+  // det [[1, 2], [3, 4]] = -2; a batch of 3x3: identity scaled by 2 (8) and a singular one (0);
+  // a row swap flips the sign.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("Det", {}, {F({1, 2, 3, 4}, {2, 2})}));
+  EXPECT_EQ(out[0].rank(), 0);
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(FloatNear(-2, 1e-6f)));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, RunOp("Det", {},
+                 {F({2, 0, 0, 0, 2, 0, 0, 0, 2, 1, 2, 3, 2, 4, 6, 0, 1, 1, 0, 1, 0, 1, 0, 0, 0, 0, 1},
+                    {3, 3, 3})}));
+  EXPECT_THAT(out[0].shape(), ElementsAre(3));
+  EXPECT_THAT(Values<float>(out[0]),
+              ElementsAre(FloatNear(8, 1e-5f), FloatNear(0, 1e-6f), FloatNear(-1, 1e-6f)));
+  EXPECT_THAT(RunOp("Det", {}, {F({1, 2, 3, 4, 5, 6}, {2, 3})}),
+              StatusIs(kInvalid, HasSubstr("[..., M, M]")));
+}
+
 TEST(MiscOpsTest, Shrink) {
   NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("Shrink", Attrs({{"lambd", 1.0}, {"bias", 0.5}}),
                                               {F({-2, -1, 0, 1, 2}, {5})}));

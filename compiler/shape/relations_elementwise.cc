@@ -294,6 +294,23 @@ absl::Status ClipRelation(InferenceContext& ctx) {
   return absl::OkStatus();
 }
 
+// BitCast (opset 26): the bits reinterpreted as `to`, which must have the input's bit width.
+absl::Status BitCastRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  if (!ctx.HasAttr("to")) return absl::InvalidArgumentError("attribute 'to' is missing");
+  NIMBLE_ASSIGN_OR_RETURN(vm::DType to, vm::DTypeFromOnnx(ctx.AttrInt("to", 0)));
+  auto bits = [](vm::DType d) {
+    return vm::PackedBits(d) != 0 ? vm::PackedBits(d) : static_cast<int>(8 * vm::DTypeSize(d));
+  };
+  if (x->dtype == vm::DType::kString || to == vm::DType::kString || bits(x->dtype) != bits(to)) {
+    return absl::InvalidArgumentError(absl::StrCat("BitCast from ", vm::DTypeName(x->dtype),
+                                                   " to ", vm::DTypeName(to),
+                                                   ": the bit widths must be equal"));
+  }
+  ctx.SetOutput(0, TensorType{to, x->dims});
+  return absl::OkStatus();
+}
+
 absl::Status CastRelation(InferenceContext& ctx) {
   NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
   vm::DType to;
@@ -400,6 +417,7 @@ void RegisterElementwiseRelations(RelationRegistry& r) {
   r.Register("", "PRelu", PReluRelation);
   r.Register("", "Clip", ClipRelation);
   r.Register("", "Cast", CastRelation);
+  r.Register("", "BitCast", BitCastRelation);
   r.Register("", "CastLike", CastRelation);
   r.Register("", "Dropout", DropoutRelation);
 }

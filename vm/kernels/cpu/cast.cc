@@ -1,5 +1,7 @@
 // Cast and CastLike, and the dtype conversion every other kernel uses for half types.
 #include <array>
+#include <cstdint>
+#include <cstring>
 #include <cstdio>
 #include <string>
 #include <type_traits>
@@ -417,7 +419,74 @@ absl::StatusOr<Tensor> CastTo(const Tensor& src, DType dtype, absl::string_view 
   return dst;
 }
 
+namespace {
+
+// BitCast (opset 26): the input's bits reinterpreted as `to` of the same bit width. Elements of
+// the 4- and 2-bit types live one per byte (sign-extended when signed), so between those the
+// low bits are kept and re-extended for the target's signedness; all others copy bytes.
+class BitCastKernel final : public Kernel {
+ public:
+  explicit BitCastKernel(DType to) : to_(to) {}
+
+  absl::Status Run(const KernelContext&, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_RETURN_IF_ERROR(CheckArity("BitCast", inputs, 1, 1, outputs, 1));
+    NIMBLE_RETURN_IF_ERROR(CheckRequired("BitCast", inputs, 1));
+    const Tensor& x = inputs[0];
+    NIMBLE_RETURN_IF_ERROR(CheckWidths(x.dtype()));
+    NIMBLE_RETURN_IF_ERROR(CheckOutput("BitCast", outputs[0], to_, x.shape()));
+    const int packed = PackedBits(to_);
+    if (packed == 0) {
+      if (x.nbytes() > 0) std::memcpy(outputs[0].raw_data(), x.raw_data(), x.nbytes());
+      return absl::OkStatus();
+    }
+    const auto* in = static_cast<const uint8_t*>(x.raw_data());
+    auto* out = static_cast<uint8_t*>(outputs[0].raw_data());
+    const unsigned mask = (1u << packed) - 1;
+    const bool sign = IsSigned(to_);
+    for (int64_t i = 0; i < x.num_elements(); ++i) {
+      unsigned v = in[i] & mask;
+      if (sign && (v >> (packed - 1)) != 0) v |= ~mask;  // sign-extend into the byte
+      out[i] = static_cast<uint8_t>(v);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    if (inputs.empty() || !inputs[0].defined()) {
+      return absl::InvalidArgumentError("BitCast: input is required");
+    }
+    NIMBLE_RETURN_IF_ERROR(CheckWidths(inputs[0].dtype()));
+    output_shapes[0] = inputs[0].shape();
+    return absl::OkStatus();
+  }
+
+ private:
+  static int Bits(DType d) {
+    return PackedBits(d) != 0 ? PackedBits(d) : static_cast<int>(8 * DTypeSize(d));
+  }
+  absl::Status CheckWidths(DType from) const {
+    if (from == DType::kString || to_ == DType::kString || Bits(from) != Bits(to_)) {
+      return absl::InvalidArgumentError(absl::StrCat("BitCast from ", DTypeName(from), " to ",
+                                                     DTypeName(to_),
+                                                     ": the bit widths must be equal"));
+    }
+    return absl::OkStatus();
+  }
+
+  const DType to_;
+};
+
+}  // namespace
+
 void RegisterCastKernels(KernelRegistry& registry) {
+  registry.Register("BitCast", DeviceType::kCPU,
+                    [](const Attributes& attrs) -> absl::StatusOr<std::unique_ptr<Kernel>> {
+                      NIMBLE_ASSIGN_OR_RETURN(int64_t to, attrs.Get<int64_t>("to"));
+                      NIMBLE_ASSIGN_OR_RETURN(DType dtype, DTypeFromOnnx(to));
+                      return std::make_unique<BitCastKernel>(dtype);
+                    });
   registry.Register("Cast", DeviceType::kCPU,
                     [](const Attributes& attrs) -> absl::StatusOr<std::unique_ptr<Kernel>> {
                       NIMBLE_ASSIGN_OR_RETURN(int64_t to, attrs.Get<int64_t>("to"));

@@ -363,6 +363,39 @@ class DetKernel final : public Kernel {
   }
 };
 
+// Swish (opset 24): x * sigmoid(alpha * x), computed in double for every float type.
+class SwishKernel final : public Kernel {
+ public:
+  explicit SwishKernel(double alpha) : alpha_(alpha) {}
+
+  absl::Status Run(const KernelContext&, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_RETURN_IF_ERROR(CheckArity("Swish", inputs, 1, 1, outputs, 1));
+    NIMBLE_RETURN_IF_ERROR(CheckRequired("Swish", inputs, 1));
+    const Tensor& x = inputs[0];
+    if (!IsFloat(x.dtype())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Swish: X must be a floating-point tensor, got ", x.TypeString()));
+    }
+    NIMBLE_RETURN_IF_ERROR(CheckOutput("Swish", outputs[0], x.dtype(), x.shape()));
+    NIMBLE_ASSIGN_OR_RETURN(Tensor xd, CastTo(x, DType::kF64, "Swish"));
+    NIMBLE_ASSIGN_OR_RETURN(Tensor yd, Tensor::Empty(DType::kF64, x.shape()));
+    for (int64_t i = 0; i < x.num_elements(); ++i) {
+      const double v = xd.data<double>()[i];
+      yd.data<double>()[i] = v / (1.0 + std::exp(-alpha_ * v));
+    }
+    return CastInto(yd, outputs[0], "Swish");
+  }
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    return SameShape("Swish", inputs, output_shapes);
+  }
+
+ private:
+  const double alpha_;
+};
+
 class ShrinkKernel final : public Kernel {
  public:
   ShrinkKernel(double lambd, double bias) : lambd_(lambd), bias_(bias) {}
@@ -963,6 +996,9 @@ void RegisterMiscKernels(KernelRegistry& registry) {
   }
   registry.Register("DynamicQuantizeLinear", DeviceType::kCPU, [](const Attributes&) -> Factory {
     return std::make_unique<DynamicQuantizeLinearKernel>();
+  });
+  registry.Register("Swish", DeviceType::kCPU, [](const Attributes& attrs) -> Factory {
+    return std::make_unique<SwishKernel>(attrs.GetOr<double>("alpha", 1.0));
   });
   registry.Register("Det", DeviceType::kCPU,
                     [](const Attributes&) -> Factory { return std::make_unique<DetKernel>(); });

@@ -113,6 +113,33 @@ TEST(MiscOpsTest, Det) {
               StatusIs(kInvalid, HasSubstr("[..., M, M]")));
 }
 
+TEST(MiscOpsTest, Swish) {
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out,
+                              RunOp("Swish", Attrs({{"alpha", 2.0}}), {F({0, 1, -1}, {3})}));
+  EXPECT_THAT(Values<float>(out[0]),
+              ElementsAre(0, FloatNear(1 / (1 + std::exp(-2.0f)), 1e-6f),
+                          FloatNear(-1 / (1 + std::exp(2.0f)), 1e-6f)));
+  EXPECT_THAT(RunOp("Swish", {}, {I64({1}, {1})}), StatusIs(kInvalid, HasSubstr("floating")));
+}
+
+TEST(MiscOpsTest, BitCast) {
+  // 1.0f is 0x3f800000; -1 as int4 is 0b1111, 15 as uint4, and back.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto out, RunOp("BitCast", Attrs({{"to", int64_t{6}}}), {F({1, -2}, {2})}, 1, {DType::kI32}));
+  EXPECT_THAT(Values<int32_t>(out[0]), ElementsAre(0x3f800000, static_cast<int32_t>(0xc0000000)));
+  Tensor i4 = *Tensor::Empty(DType::kI4, {2});
+  i4.data<int8_t>()[0] = -1, i4.data<int8_t>()[1] = 7;
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, RunOp("BitCast", Attrs({{"to", int64_t{21}}}), {i4}, 1, {DType::kU4}));
+  EXPECT_THAT(Values<uint8_t>(out[0]), ElementsAre(15, 7));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, RunOp("BitCast", Attrs({{"to", int64_t{22}}}), {out[0]}, 1, {DType::kI4}));
+  EXPECT_THAT(Values<int8_t>(out[0]), ElementsAre(-1, 7));
+  // Different widths are an error.
+  EXPECT_THAT(RunOp("BitCast", Attrs({{"to", int64_t{7}}}), {F({1}, {1})}, 1, {DType::kI64}),
+              StatusIs(kInvalid, HasSubstr("bit widths")));
+}
+
 TEST(MiscOpsTest, Shrink) {
   NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("Shrink", Attrs({{"lambd", 1.0}, {"bias", 0.5}}),
                                               {F({-2, -1, 0, 1, 2}, {5})}));

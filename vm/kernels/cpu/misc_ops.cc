@@ -16,6 +16,7 @@
 #include "base/status_macros.h"
 #include "vm/kernels/cpu/cpu_kernels.h"
 #include "vm/kernels/cpu/elementwise_internal.h"
+#include "vm/kernels/cpu/fp16.h"
 #include "vm/kernels/cpu/onednn_util.h"
 
 namespace nimble::vm::cpu {
@@ -394,6 +395,117 @@ class SwishKernel final : public Kernel {
 
  private:
   const double alpha_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// QLinearMatMul (opsets 10, 21): y = saturate(rint((a - a_zp) (b - b_zp) * a_scale * b_scale /
+// y_scale + y_zp)), int32 accumulation, as ONNX's reference computes it: the combined scale in
+// the scales' own type (float16 products are rounded to float16), rounding half to even.
+// a, b: int8 / uint8 of rank 2 or 3 (a leading batch dim broadcasts as in MatMul); scales and
+// zero points per tensor.
+
+class QLinearMatMulKernel final : public Kernel {
+ public:
+  absl::Status Run(const KernelContext&, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    constexpr absl::string_view kOp = "QLinearMatMul";
+    NIMBLE_RETURN_IF_ERROR(CheckArity(kOp, inputs, 8, 8, outputs, 1));
+    NIMBLE_RETURN_IF_ERROR(CheckRequired(kOp, inputs, 8));
+    NIMBLE_ASSIGN_OR_RETURN(const Shape out_shape, OutShape(inputs));
+    const Tensor &a = inputs[0], &b = inputs[3], &y_zp = inputs[7];
+    NIMBLE_RETURN_IF_ERROR(CheckOutput(kOp, outputs[0], y_zp.dtype(), out_shape));
+    for (int i : {1, 2, 4, 5, 6, 7}) {
+      if (inputs[i].num_elements() != 1) {
+        return absl::UnimplementedError(absl::StrCat(
+            "QLinearMatMul: only per-tensor scales and zero points are supported (input ", i,
+            " has ", inputs[i].num_elements(), " elements)"));
+      }
+    }
+    // The combined scale as the reference computes it: in the scales' type.
+    const DType scale_type = inputs[1].dtype();
+    const double sa = kernel_util::ElementAsDouble(inputs[1], 0);
+    const double sb = kernel_util::ElementAsDouble(inputs[4], 0);
+    const double sy = kernel_util::ElementAsDouble(inputs[6], 0);
+    double scale = sa * sb / sy;
+    if (scale_type == DType::kF32) {
+      scale = static_cast<float>(static_cast<float>(sa * sb) / static_cast<float>(sy));
+    } else if (scale_type == DType::kF16) {
+      const float ab = HalfToFloat(FloatToHalf(static_cast<float>(sa * sb)));
+      scale = HalfToFloat(FloatToHalf(ab / static_cast<float>(sy)));
+    }
+    const int32_t za = static_cast<int32_t>(kernel_util::ElementAsDouble(inputs[2], 0));
+    const int32_t zb = static_cast<int32_t>(kernel_util::ElementAsDouble(inputs[5], 0));
+    const double zy = kernel_util::ElementAsDouble(y_zp, 0);
+    const bool signed_out = y_zp.dtype() == DType::kI8;
+    const double lo = signed_out ? -128.0 : 0.0, hi = signed_out ? 127.0 : 255.0;
+    const int64_t m = a.dim(a.rank() - 2), k = a.dim(a.rank() - 1), n = b.dim(b.rank() - 1);
+    const int64_t batch = out_shape.size() == 3 ? out_shape[0] : 1;
+    const int64_t a_step = a.rank() == 3 && a.dim(0) > 1 ? m * k : 0;
+    const int64_t b_step = b.rank() == 3 && b.dim(0) > 1 ? k * n : 0;
+    auto element = [](const Tensor& t, int64_t i) -> int32_t {
+      return t.dtype() == DType::kI8 ? t.data<int8_t>()[i] : t.data<uint8_t>()[i];
+    };
+    for (int64_t bt = 0; bt < batch; ++bt) {
+      for (int64_t i = 0; i < m; ++i) {
+        for (int64_t j = 0; j < n; ++j) {
+          int32_t acc = 0;
+          for (int64_t p = 0; p < k; ++p) {
+            acc += (element(a, bt * a_step + i * k + p) - za) *
+                   (element(b, bt * b_step + p * n + j) - zb);
+          }
+          const double v = std::nearbyint(std::clamp(acc * scale + zy, lo, hi));
+          const int64_t at = (bt * m + i) * n + j;
+          if (signed_out) {
+            outputs[0].data<int8_t>()[at] = static_cast<int8_t>(v);
+          } else {
+            outputs[0].data<uint8_t>()[at] = static_cast<uint8_t>(v);
+          }
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    NIMBLE_ASSIGN_OR_RETURN(output_shapes[0], OutShape(inputs));
+    return absl::OkStatus();
+  }
+
+ private:
+  static absl::StatusOr<Shape> OutShape(absl::Span<const Tensor> inputs) {
+    if (inputs.size() != 8) return absl::InvalidArgumentError("QLinearMatMul: 8 inputs");
+    for (const Tensor& t : inputs) {
+      if (!t.defined()) return absl::InvalidArgumentError("QLinearMatMul: every input is required");
+    }
+    const Tensor &a = inputs[0], &b = inputs[3];
+    auto int8 = [](DType d) { return d == DType::kI8 || d == DType::kU8; };
+    if (!int8(a.dtype()) || !int8(b.dtype()) || !int8(inputs[7].dtype()) ||
+        inputs[2].dtype() != a.dtype() || inputs[5].dtype() != b.dtype()) {
+      return absl::InvalidArgumentError(
+          "QLinearMatMul: a, b, their zero points and y_zero_point must be int8 or uint8");
+    }
+    for (int i : {1, 4, 6}) {
+      if (!IsFloat(inputs[i].dtype())) {
+        return absl::InvalidArgumentError("QLinearMatMul: scales must be floating point");
+      }
+    }
+    const int ra = a.rank(), rb = b.rank();
+    if (ra < 2 || ra > 3 || rb < 2 || rb > 3 || a.dim(ra - 1) != b.dim(rb - 2)) {
+      return absl::InvalidArgumentError(absl::StrCat("QLinearMatMul: a ", ShapeToString(a.shape()),
+                                                     " and b ", ShapeToString(b.shape()),
+                                                     " do not multiply (rank 2 or 3)"));
+    }
+    const int64_t ba = ra == 3 ? a.dim(0) : 1, bb = rb == 3 ? b.dim(0) : 1;
+    if (ba != bb && ba != 1 && bb != 1) {
+      return absl::InvalidArgumentError("QLinearMatMul: batch dims do not broadcast");
+    }
+    Shape out;
+    if (ra == 3 || rb == 3) out.push_back(std::max(ba, bb));
+    out.push_back(a.dim(ra - 2));
+    out.push_back(b.dim(rb - 1));
+    return out;
+  }
 };
 
 class ShrinkKernel final : public Kernel {
@@ -999,6 +1111,9 @@ void RegisterMiscKernels(KernelRegistry& registry) {
   });
   registry.Register("Swish", DeviceType::kCPU, [](const Attributes& attrs) -> Factory {
     return std::make_unique<SwishKernel>(attrs.GetOr<double>("alpha", 1.0));
+  });
+  registry.Register("QLinearMatMul", DeviceType::kCPU, [](const Attributes&) -> Factory {
+    return std::make_unique<QLinearMatMulKernel>();
   });
   registry.Register("Det", DeviceType::kCPU,
                     [](const Attributes&) -> Factory { return std::make_unique<DetKernel>(); });

@@ -140,6 +140,30 @@ TEST(MiscOpsTest, BitCast) {
               StatusIs(kInvalid, HasSubstr("bit widths")));
 }
 
+TEST(MiscOpsTest, QLinearMatMul) {
+  // (a - 2)(b - 1) with a = [[3, 4], [5, 6]] (uint8, zero point 2), b = identity + 1 (zero
+  // point 1): [[1, 2], [3, 4]]; scaled by 0.5 * 4 / 1 = 2 and shifted by 10: 12, 14, 16, 18.
+  const Tensor a = Make<uint8_t>({3, 4, 5, 6}, {2, 2});
+  const Tensor b = Make<uint8_t>({2, 1, 1, 2}, {2, 2});
+  auto run = [&](const Tensor& y_zp, float y_scale) {
+    return RunOp("QLinearMatMul", {},
+                 {a, F({0.5f}, {}), Make<uint8_t>({2}, {}), b, F({4}, {}), Make<uint8_t>({1}, {}),
+                  F({y_scale}, {}), y_zp},
+                 1, {y_zp.dtype()});
+  };
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, run(Make<uint8_t>({10}, {}), 1.0f));
+  EXPECT_THAT(Values<uint8_t>(out[0]), ElementsAre(12, 14, 16, 18));
+  // int8 output saturates at 127.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, run(Make<int8_t>({120}, {}), 1.0f));
+  EXPECT_THAT(Values<int8_t>(out[0]), ElementsAre(122, 124, 126, 127));
+  // Per-row scales are not implemented: a clear error, not wrong numbers.
+  EXPECT_THAT(RunOp("QLinearMatMul", {},
+                    {a, F({0.5f, 1}, {2}), Make<uint8_t>({2}, {}), b, F({4}, {}),
+                     Make<uint8_t>({1}, {}), F({1}, {}), Make<uint8_t>({0}, {})},
+                    1, {DType::kU8}),
+              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("per-tensor")));
+}
+
 TEST(MiscOpsTest, Shrink) {
   NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("Shrink", Attrs({{"lambd", 1.0}, {"bias", 0.5}}),
                                               {F({-2, -1, 0, 1, 2}, {5})}));

@@ -303,8 +303,8 @@ absl::Status BitCastRelation(InferenceContext& ctx) {
     return vm::PackedBits(d) != 0 ? vm::PackedBits(d) : static_cast<int>(8 * vm::DTypeSize(d));
   };
   if (x->dtype == vm::DType::kString || to == vm::DType::kString || bits(x->dtype) != bits(to)) {
-    return absl::InvalidArgumentError(absl::StrCat("BitCast from ", vm::DTypeName(x->dtype),
-                                                   " to ", vm::DTypeName(to),
+    return absl::InvalidArgumentError(absl::StrCat("BitCast from ", vm::DTypeName(x->dtype), " to ",
+                                                   vm::DTypeName(to),
                                                    ": the bit widths must be equal"));
   }
   ctx.SetOutput(0, TensorType{to, x->dims});

@@ -148,9 +148,8 @@ TEST_P(ModelParityTest, GpuPlacementKeepsCopiesFew) {
   compiler::CompileReport report;
   compiler::CompileOptions options;
   options.device = vm::Device{vm::DeviceType::kCUDA, 0};
-  ASSERT_THAT(
-      compiler::CompileOnnxFile((dir / "model.onnx").string(), options, &report).status(),
-      ::nimble::testing::IsOk());
+  ASSERT_THAT(compiler::CompileOnnxFile((dir / "model.onnx").string(), options, &report).status(),
+              ::nimble::testing::IsOk());
   const auto& c = report.codegen;
   std::printf("[ %s ] placed for cuda:0: %d of %d kernel calls, %d device copies\n",
               GetParam().c_str(), c.num_device_kernel_calls, c.num_kernel_calls,

@@ -96,18 +96,18 @@ absl::Status Enqueue(GemmRunner& runner, const Buffers& b, int64_t m, Variant va
     void* in = i % 4 == 3 ? b.h : (i % 4 == 2 ? b.y : b.x);
     void* out = i % 4 == 0 ? b.qkv : (i % 4 == 1 ? b.y : (i % 4 == 2 ? b.h : b.x));
     void* residual = i % 4 == 1 ? b.x : (i % 4 == 3 ? b.y : nullptr);
-    GemmOperands ops{.a = in, .b = b.weights[i], .d = out, .bias = b.biases[i],
-                     .residual = residual};
+    GemmOperands ops{
+        .a = in, .b = b.weights[i], .d = out, .bias = b.biases[i], .residual = residual};
     // y = x*Wo + x reads x as both A and residual while writing y: fine. x = h*W2 + y writes
     // x, which no operand of this GEMM is.
-    NIMBLE_RETURN_IF_ERROR(runner.Run({.m = m, .n = g.n, .k = g.k}, GemmPrecision::kF16,
-                                      g.epilogue, ops, main));
+    NIMBLE_RETURN_IF_ERROR(
+        runner.Run({.m = m, .n = g.n, .k = g.k}, GemmPrecision::kF16, g.epilogue, ops, main));
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<double> TimeVariant(GemmRunner& runner, const Buffers& b, int64_t m,
-                                   Variant variant, cudaStream_t main, cudaStream_t side) {
+absl::StatusOr<double> TimeVariant(GemmRunner& runner, const Buffers& b, int64_t m, Variant variant,
+                                   cudaStream_t main, cudaStream_t side) {
   cudaEvent_t fork[2], join[2], start, stop;
   for (auto* e : {&fork[0], &fork[1], &join[0], &join[1]}) {
     NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(e, cudaEventDisableTiming));

@@ -392,6 +392,12 @@ class Importer {
       absl::Status s = ImportAttribute(a, node, scope);
       if (!s.ok()) return Annotate(s, absl::StrCat("attribute '", a.name(), "'"));
     }
+    // DFT's signal axis was an attribute (default 1) before opset 20 and is an input (default -2)
+    // since: kernels see the older form with the attribute always set.
+    if (node->op_type() == "DFT" && node->domain().empty() && node->opset() < 20 &&
+        !node->attrs().Has("axis")) {
+      node->attrs().Set("axis", int64_t{1});
+    }
     return absl::OkStatus();
   }
 

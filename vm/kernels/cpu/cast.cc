@@ -1,8 +1,8 @@
 // Cast and CastLike, and the dtype conversion every other kernel uses for half types.
 #include <array>
 #include <cstdint>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <type_traits>
 

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -236,6 +237,131 @@ class WindowKernel final : public Kernel {
 };
 
 // ---------------------------------------------------------------------------------------------
+// DFT (opsets 17, 20): the discrete Fourier transform along one signal axis of a real [..., 1] or
+// complex [..., 2] signal, zero-padded or cut to dft_length; onesided keeps the first
+// floor(L / 2) + 1 frequencies; inverse divides by L. inverse + onesided is the inverse real
+// transform (numpy's irfft): a real [..., 1] signal of length L (default 2 (n - 1)) from a half
+// spectrum, the imaginary parts of its zero (and, for even L, Nyquist) terms ignored. Direct
+// O(n L) sums in double. The axis is the attribute (the importer sets it before opset 20), else
+// input 2, else -2; negative axes count from the end of the full shape.
+
+class DftKernel final : public Kernel {
+ public:
+  DftKernel(std::optional<int64_t> axis, bool inverse, bool onesided)
+      : axis_(axis), inverse_(inverse), onesided_(onesided) {}
+
+  absl::Status Run(const KernelContext&, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_RETURN_IF_ERROR(CheckArity("DFT", inputs, 1, 3, outputs, 1));
+    NIMBLE_RETURN_IF_ERROR(CheckRequired("DFT", inputs, 1));
+    NIMBLE_ASSIGN_OR_RETURN(const Plan plan, MakePlan(inputs));
+    const Tensor& x = inputs[0];
+    NIMBLE_RETURN_IF_ERROR(CheckOutput("DFT", outputs[0], x.dtype(), plan.out));
+    NIMBLE_ASSIGN_OR_RETURN(Tensor xd, CastTo(x, DType::kF64, "DFT"));
+    NIMBLE_ASSIGN_OR_RETURN(Tensor yd, Tensor::Empty(DType::kF64, plan.out));
+    const int64_t c_in = x.dim(x.rank() - 1), c_out = plan.out.back();
+    const int64_t n_in = x.dim(plan.axis), n_out = plan.out[plan.axis], len = plan.length;
+    const double* in = xd.data<double>();
+    double* out = yd.data<double>();
+    const double sign = inverse_ ? 1.0 : -1.0;
+    const double norm = inverse_ ? 1.0 / static_cast<double>(len) : 1.0;
+    const double w = 2.0 * M_PI / static_cast<double>(len);
+    for (int64_t o = 0; o < plan.outer; ++o) {
+      for (int64_t i = 0; i < plan.inner; ++i) {
+        auto at_in = [&](int64_t n, int64_t comp) {
+          return in[((o * n_in + n) * plan.inner + i) * c_in + comp];
+        };
+        for (int64_t k = 0; k < n_out; ++k) {
+          double re = 0.0, im = 0.0;
+          if (inverse_ && onesided_) {  // irfft: the Hermitian half spectrum, a real output
+            const int64_t half = len / 2;
+            for (int64_t f = 0; f <= half && f < n_in; ++f) {
+              const double zr = at_in(f, 0), zi = c_in == 2 ? at_in(f, 1) : 0.0;
+              const double angle = w * static_cast<double>((f * k) % len);
+              const bool edge = f == 0 || (len % 2 == 0 && f == half);
+              const double term = zr * std::cos(angle) - zi * std::sin(angle);
+              re += edge ? (f == 0 ? zr : term) : 2.0 * term;
+            }
+          } else {
+            for (int64_t n = 0; n < std::min(n_in, len); ++n) {
+              const double zr = at_in(n, 0), zi = c_in == 2 ? at_in(n, 1) : 0.0;
+              const double angle = sign * w * static_cast<double>((n * k) % len);
+              const double cs = std::cos(angle), sn = std::sin(angle);
+              re += zr * cs - zi * sn;
+              im += zr * sn + zi * cs;
+            }
+          }
+          double* y = out + ((o * n_out + k) * plan.inner + i) * c_out;
+          y[0] = re * norm;
+          if (c_out == 2) y[1] = im * norm;
+        }
+      }
+    }
+    return CastInto(yd, outputs[0], "DFT");
+  }
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    NIMBLE_ASSIGN_OR_RETURN(const Plan plan, MakePlan(inputs));
+    output_shapes[0] = plan.out;
+    return absl::OkStatus();
+  }
+
+ private:
+  struct Plan {
+    int axis = 0;
+    int64_t length = 0;  // L
+    int64_t outer = 1, inner = 1;
+    Shape out;
+  };
+
+  absl::StatusOr<Plan> MakePlan(absl::Span<const Tensor> inputs) const {
+    if (inputs.empty() || !inputs[0].defined()) {
+      return absl::InvalidArgumentError("DFT: input is required");
+    }
+    const Tensor& x = inputs[0];
+    const int r = x.rank();
+    if (!IsFloat(x.dtype()) || r < 2 || (x.dim(r - 1) != 1 && x.dim(r - 1) != 2)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("DFT: input must be a float tensor [..., 1 or 2], got ", x.TypeString(), " ",
+                       ShapeToString(x.shape())));
+    }
+    int64_t axis = -2;
+    if (axis_) {
+      axis = *axis_;
+    } else if (inputs.size() > 2 && inputs[2].defined()) {
+      NIMBLE_ASSIGN_OR_RETURN(axis, ScalarInt("DFT", "axis", inputs[2]));
+    }
+    if (axis < 0) axis += r;
+    if (axis < 0 || axis >= r - 1) {
+      return absl::InvalidArgumentError(absl::StrCat("DFT: axis out of range for rank ", r));
+    }
+    Plan p;
+    p.axis = static_cast<int>(axis);
+    const int64_t n = x.dim(p.axis);
+    const bool irfft = inverse_ && onesided_;
+    if (inputs.size() > 1 && inputs[1].defined()) {
+      NIMBLE_ASSIGN_OR_RETURN(p.length, ScalarInt("DFT", "dft_length", inputs[1]));
+    } else {
+      p.length = irfft ? 2 * (n - 1) : n;
+    }
+    if (p.length < 1 || p.length > (int64_t{1} << 31)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("DFT: dft_length must be in [1, 2^31], got ", p.length));
+    }
+    for (int d = 0; d < p.axis; ++d) p.outer *= x.dim(d);
+    for (int d = p.axis + 1; d < r - 1; ++d) p.inner *= x.dim(d);
+    p.out = x.shape();
+    p.out[p.axis] = irfft || !onesided_ ? p.length : p.length / 2 + 1;
+    p.out[r - 1] = irfft ? 1 : 2;
+    return p;
+  }
+
+  const std::optional<int64_t> axis_;
+  const bool inverse_, onesided_;
+};
+
+// ---------------------------------------------------------------------------------------------
 // DynamicQuantizeLinear (opset 11): uint8 quantization of a float tensor with the scale and zero
 // point of its range widened to include 0: scale = (max - min) / 255, zero point =
 // saturate(round(-min / scale)), y = saturate(round(x / scale) + zero point); rounding half to
@@ -357,8 +483,8 @@ class DetKernel final : public Kernel {
           absl::StrCat("Det: X must be a floating-point tensor, got ", x.TypeString()));
     }
     if (x.rank() < 2 || x.dim(x.rank() - 1) != x.dim(x.rank() - 2)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "Det: X must be [..., M, M], got ", ShapeToString(x.shape())));
+      return absl::InvalidArgumentError(
+          absl::StrCat("Det: X must be [..., M, M], got ", ShapeToString(x.shape())));
     }
     return Shape(x.shape().begin(), x.shape().end() - 2);
   }
@@ -1111,6 +1237,12 @@ void RegisterMiscKernels(KernelRegistry& registry) {
   });
   registry.Register("Swish", DeviceType::kCPU, [](const Attributes& attrs) -> Factory {
     return std::make_unique<SwishKernel>(attrs.GetOr<double>("alpha", 1.0));
+  });
+  registry.Register("DFT", DeviceType::kCPU, [](const Attributes& attrs) -> Factory {
+    std::optional<int64_t> axis;
+    if (attrs.Has("axis")) axis = attrs.GetOr<int64_t>("axis", 1);
+    return std::make_unique<DftKernel>(axis, attrs.GetOr<int64_t>("inverse", 0) != 0,
+                                       attrs.GetOr<int64_t>("onesided", 0) != 0);
   });
   registry.Register("QLinearMatMul", DeviceType::kCPU, [](const Attributes&) -> Factory {
     return std::make_unique<QLinearMatMulKernel>();

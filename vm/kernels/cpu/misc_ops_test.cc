@@ -60,9 +60,9 @@ TEST(MiscOpsTest, WindowFunctions) {
                                                  FloatNear(1, 1e-7f), FloatNear(0.5f, 1e-7f)));
   // Symmetric Hamming of 3 points (N = 2): 25/46 - 21/46 cos(pi n) = 4/46, 1, 4/46; as double.
   NIMBLE_ASSERT_OK_AND_ASSIGN(
-      out, RunOp("HammingWindow",
-                 Attrs({{"periodic", int64_t{0}}, {"output_datatype", int64_t{11}}}),
-                 {I64({3}, {})}, 1, {DType::kF64}));
+      out,
+      RunOp("HammingWindow", Attrs({{"periodic", int64_t{0}}, {"output_datatype", int64_t{11}}}),
+            {I64({3}, {})}, 1, {DType::kF64}));
   ASSERT_EQ(out[0].dtype(), DType::kF64);
   EXPECT_NEAR(out[0].data<double>()[0], 4.0 / 46.0, 1e-12);
   EXPECT_NEAR(out[0].data<double>()[1], 1.0, 1e-12);
@@ -70,8 +70,8 @@ TEST(MiscOpsTest, WindowFunctions) {
   NIMBLE_ASSERT_OK_AND_ASSIGN(out, RunOp("BlackmanWindow", {}, {I64({2}, {})}, 1, {DType::kF32}));
   EXPECT_THAT(Values<float>(out[0]), ElementsAre(FloatNear(0, 1e-6f), FloatNear(1, 1e-6f)));
   // A one-point symmetric window is 1; an empty one is empty; a negative size is an error.
-  NIMBLE_ASSERT_OK_AND_ASSIGN(
-      out, RunOp("HannWindow", Attrs({{"periodic", int64_t{0}}}), {I64({1}, {})}, 1, {DType::kF32}));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, RunOp("HannWindow", Attrs({{"periodic", int64_t{0}}}),
+                                         {I64({1}, {})}, 1, {DType::kF32}));
   EXPECT_THAT(Values<float>(out[0]), ElementsAre(1.0f));
   NIMBLE_ASSERT_OK_AND_ASSIGN(out, RunOp("HannWindow", {}, {I64({0}, {})}, 1, {DType::kF32}));
   EXPECT_EQ(out[0].num_elements(), 0);
@@ -103,9 +103,10 @@ TEST(MiscOpsTest, Det) {
   EXPECT_EQ(out[0].rank(), 0);
   EXPECT_THAT(Values<float>(out[0]), ElementsAre(FloatNear(-2, 1e-6f)));
   NIMBLE_ASSERT_OK_AND_ASSIGN(
-      out, RunOp("Det", {},
-                 {F({2, 0, 0, 0, 2, 0, 0, 0, 2, 1, 2, 3, 2, 4, 6, 0, 1, 1, 0, 1, 0, 1, 0, 0, 0, 0, 1},
-                    {3, 3, 3})}));
+      out,
+      RunOp("Det", {},
+            {F({2, 0, 0, 0, 2, 0, 0, 0, 2, 1, 2, 3, 2, 4, 6, 0, 1, 1, 0, 1, 0, 1, 0, 0, 0, 0, 1},
+               {3, 3, 3})}));
   EXPECT_THAT(out[0].shape(), ElementsAre(3));
   EXPECT_THAT(Values<float>(out[0]),
               ElementsAre(FloatNear(8, 1e-5f), FloatNear(0, 1e-6f), FloatNear(-1, 1e-6f)));
@@ -116,9 +117,8 @@ TEST(MiscOpsTest, Det) {
 TEST(MiscOpsTest, Swish) {
   NIMBLE_ASSERT_OK_AND_ASSIGN(auto out,
                               RunOp("Swish", Attrs({{"alpha", 2.0}}), {F({0, 1, -1}, {3})}));
-  EXPECT_THAT(Values<float>(out[0]),
-              ElementsAre(0, FloatNear(1 / (1 + std::exp(-2.0f)), 1e-6f),
-                          FloatNear(-1 / (1 + std::exp(2.0f)), 1e-6f)));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(0, FloatNear(1 / (1 + std::exp(-2.0f)), 1e-6f),
+                                                 FloatNear(-1 / (1 + std::exp(2.0f)), 1e-6f)));
   EXPECT_THAT(RunOp("Swish", {}, {I64({1}, {1})}), StatusIs(kInvalid, HasSubstr("floating")));
 }
 
@@ -162,6 +162,39 @@ TEST(MiscOpsTest, QLinearMatMul) {
                      Make<uint8_t>({1}, {}), F({1}, {}), Make<uint8_t>({0}, {})},
                     1, {DType::kU8}),
               StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("per-tensor")));
+}
+
+TEST(MiscOpsTest, Dft) {
+  // The shifted impulse [0, 1, 0, 0] has X[k] = e^{-i pi k / 2}: 1, -i, -1, i.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto out, RunOp("DFT", Attrs({{"axis", int64_t{1}}}), {F({0, 1, 0, 0}, {1, 4, 1})}));
+  EXPECT_THAT(out[0].shape(), ElementsAre(1, 4, 2));
+  EXPECT_THAT(Values<float>(out[0]),
+              ElementsAre(FloatNear(1, 1e-6f), FloatNear(0, 1e-6f), FloatNear(0, 1e-6f),
+                          FloatNear(-1, 1e-6f), FloatNear(-1, 1e-6f), FloatNear(0, 1e-6f),
+                          FloatNear(0, 1e-6f), FloatNear(1, 1e-6f)));
+  const Tensor spectrum = out[0];
+  // The inverse gives the signal back (complex); onesided keeps floor(4 / 2) + 1 = 3 terms; the
+  // inverse real transform of those 3 restores the 4 real samples.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, RunOp("DFT", Attrs({{"axis", int64_t{1}}, {"inverse", int64_t{1}}}), {spectrum}));
+  EXPECT_THAT(Values<float>(out[0]),
+              ElementsAre(FloatNear(0, 1e-6f), FloatNear(0, 1e-6f), FloatNear(1, 1e-6f),
+                          FloatNear(0, 1e-6f), FloatNear(0, 1e-6f), FloatNear(0, 1e-6f),
+                          FloatNear(0, 1e-6f), FloatNear(0, 1e-6f)));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto half,
+                              RunOp("DFT", Attrs({{"axis", int64_t{1}}, {"onesided", int64_t{1}}}),
+                                    {F({0, 1, 0, 0}, {1, 4, 1})}));
+  EXPECT_THAT(half[0].shape(), ElementsAre(1, 3, 2));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out,
+      RunOp("DFT", Attrs({{"axis", int64_t{1}}, {"inverse", int64_t{1}}, {"onesided", int64_t{1}}}),
+            {half[0]}));
+  EXPECT_THAT(out[0].shape(), ElementsAre(1, 4, 1));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(FloatNear(0, 1e-6f), FloatNear(1, 1e-6f),
+                                                 FloatNear(0, 1e-6f), FloatNear(0, 1e-6f)));
+  EXPECT_THAT(RunOp("DFT", {}, {F({1, 2, 3}, {1, 1, 3})}),
+              StatusIs(kInvalid, HasSubstr("[..., 1 or 2]")));
 }
 
 TEST(MiscOpsTest, Shrink) {

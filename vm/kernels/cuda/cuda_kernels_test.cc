@@ -130,9 +130,9 @@ TEST(CudaKernelsTest, ConcatSplitNot) {
     const Tensor x = axis == 1 ? RandomF32({2, 9, 4}) : RandomF32({2, 4, 9});
     Tensor sizes = *Tensor::Empty(DType::kI64, {3});
     sizes.data<int64_t>()[0] = 2, sizes.data<int64_t>()[1] = 0, sizes.data<int64_t>()[2] = 7;
-    const std::vector<Shape> shapes =
-        axis == 1 ? std::vector<Shape>{{2, 2, 4}, {2, 0, 4}, {2, 7, 4}}
-                  : std::vector<Shape>{{2, 4, 2}, {2, 4, 0}, {2, 4, 7}};
+    const std::vector<Shape> shapes = axis == 1
+                                          ? std::vector<Shape>{{2, 2, 4}, {2, 0, 4}, {2, 7, 4}}
+                                          : std::vector<Shape>{{2, 4, 2}, {2, 4, 0}, {2, 4, 7}};
     auto cpu = r.Create("Split", DeviceType::kCPU, A({{"axis", axis}}));
     auto gpu = r.Create("Split", DeviceType::kCUDA, A({{"axis", axis}}));
     ASSERT_THAT(cpu.status(), IsOk());

@@ -813,10 +813,9 @@ struct AxisBlocks {
 absl::StatusOr<AxisBlocks> BlocksAround(const std::string& op, const Tensor& whole, int64_t axis,
                                         const Tensor& part) {
   if (part.rank() != whole.rank() || part.dtype() != whole.dtype()) {
-    return absl::InvalidArgumentError(absl::StrCat(op, ": ", part.TypeString(), " ",
-                                                   ShapeToString(part.shape()), " against ",
-                                                   whole.TypeString(), " ",
-                                                   ShapeToString(whole.shape())));
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": ", part.TypeString(), " ", ShapeToString(part.shape()), " against ",
+                     whole.TypeString(), " ", ShapeToString(whole.shape())));
   }
   AxisBlocks b;
   for (int d = 0; d < whole.rank(); ++d) {
@@ -863,10 +862,10 @@ class ConcatKernel final : public CudaKernel {
       if (offset + len > y.dim(static_cast<int>(axis))) {
         return absl::InvalidArgumentError("Concat: inputs longer than the output along axis");
       }
-      NIMBLE_RETURN_IF_ERROR(CopyRows(
-          static_cast<char*>(y.raw_data()) + offset * b.inner * bytes,
-          y.dim(static_cast<int>(axis)) * b.inner * bytes, in[i].raw_data(), len * b.inner * bytes,
-          len * b.inner * bytes, b.outer, StreamOf(ctx), op_));
+      NIMBLE_RETURN_IF_ERROR(CopyRows(static_cast<char*>(y.raw_data()) + offset * b.inner * bytes,
+                                      y.dim(static_cast<int>(axis)) * b.inner * bytes,
+                                      in[i].raw_data(), len * b.inner * bytes,
+                                      len * b.inner * bytes, b.outer, StreamOf(ctx), op_));
       offset += len;
     }
     if (offset != y.dim(static_cast<int>(axis))) {
@@ -898,11 +897,11 @@ class SplitKernel final : public CudaKernel {
       if (offset + len > x.dim(static_cast<int>(axis))) {
         return absl::InvalidArgumentError("Split: outputs longer than the input along axis");
       }
-      NIMBLE_RETURN_IF_ERROR(CopyRows(
-          y.raw_data(), len * b.inner * bytes,
-          static_cast<const char*>(x.raw_data()) + offset * b.inner * bytes,
-          x.dim(static_cast<int>(axis)) * b.inner * bytes, len * b.inner * bytes, b.outer,
-          StreamOf(ctx), op_));
+      NIMBLE_RETURN_IF_ERROR(
+          CopyRows(y.raw_data(), len * b.inner * bytes,
+                   static_cast<const char*>(x.raw_data()) + offset * b.inner * bytes,
+                   x.dim(static_cast<int>(axis)) * b.inner * bytes, len * b.inner * bytes, b.outer,
+                   StreamOf(ctx), op_));
       offset += len;
     }
     if (offset != x.dim(static_cast<int>(axis))) {
@@ -1160,8 +1159,9 @@ void RegisterCudaKernels(KernelRegistry& r) {
   };
   reg(
       "Concat", [](const Attributes& a) { return Make<ConcatKernel>(a.GetOr<int64_t>("axis", 0)); },
-      KernelTraits{{}, [not_string](absl::Span<const DType> in, absl::Span<const DType> out,
-                                    const Attributes& a) {
+      KernelTraits{{},
+                   [not_string](absl::Span<const DType> in, absl::Span<const DType> out,
+                                const Attributes& a) {
                      for (DType d : in) {
                        if (d != in[0] && d != DType::kInvalid) return false;
                      }
@@ -1172,8 +1172,8 @@ void RegisterCudaKernels(KernelRegistry& r) {
       KernelTraits{{1}, not_string});
   reg(
       "Not", [](const Attributes&) { return Make<NotKernel>(); },
-      KernelTraits{{}, [](absl::Span<const DType> in, absl::Span<const DType> out,
-                          const Attributes&) {
+      KernelTraits{{},
+                   [](absl::Span<const DType> in, absl::Span<const DType> out, const Attributes&) {
                      return in.size() == 1 && in[0] == DType::kBool && out.size() == 1 &&
                             out[0] == DType::kBool;
                    }});

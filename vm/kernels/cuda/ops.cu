@@ -658,8 +658,9 @@ __device__ __forceinline__ void FlashAccumulate(float (&s)[KEYS / 8][4], float (
 // any mask: scale, bounds, causality and the mask (staged per key in mask_add / mask_replace,
 // or read per score), then FlashAccumulate.
 template <typename T, typename M, int KEYS>
-__device__ __forceinline__ void FlashTile(const AttentionArgs& a, const uint32_t (&qf)[kFlashD / 16][4],
-                                          const T* ks, const T* vs, const float* mask_add,
+__device__ __forceinline__ void FlashTile(const AttentionArgs& a,
+                                          const uint32_t (&qf)[kFlashD / 16][4], const T* ks,
+                                          const T* vs, const float* mask_add,
                                           const unsigned char* mask_replace, bool staged_mask,
                                           int64_t k0, int64_t row0, int64_t b, int64_t h, int lane,
                                           float (&m_run)[2], float (&l_run)[2],
@@ -698,9 +699,9 @@ __device__ __forceinline__ void FlashTile(const AttentionArgs& a, const uint32_t
 // a false bool entry has mul = 0 and add = -inf or mask_fill). `ma` holds KEYS float2, read as
 // float4 pairs (keys 2 tg, 2 tg + 1 of each 8-key tile).
 template <typename T, int KEYS>
-__device__ __forceinline__ void FlashTileStaged(const uint32_t (&qf)[kFlashD / 16][4],
-                                                const T* ks, const T* vs, const float2* ma,
-                                                int lane, float (&m_run)[2], float (&l_run)[2],
+__device__ __forceinline__ void FlashTileStaged(const uint32_t (&qf)[kFlashD / 16][4], const T* ks,
+                                                const T* vs, const float2* ma, int lane,
+                                                float (&m_run)[2], float (&l_run)[2],
                                                 float (&o)[kFlashD / 8][4]) {
   const int tg = lane & 3;
   float s[KEYS / 8][4];
@@ -872,7 +873,7 @@ __global__ void __launch_bounds__(32 * W) FlashAttentionSplitKernel(AttentionArg
   using S = Split2Shared<W, KEYS>;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ __align__(16) float2 mask_ma[W][2][KEYS];  // staged: (mul, add) per key
-  __shared__ float mask_add[W][2][KEYS];               // general: the FlashTile staging
+  __shared__ float mask_add[W][2][KEYS];                // general: the FlashTile staging
   __shared__ unsigned char mask_replace[W][2][KEYS];
   __shared__ float part_m[W][16], part_l[W][16];
   WaitForPrimary();  // launched with LaunchPdl
@@ -982,8 +983,8 @@ __global__ void __launch_bounds__(32 * W) FlashAttentionSplitKernel(AttentionArg
                                l_run, o);
     } else {
       FlashTile<T, M, KEYS>(a, qf, tile(buf, 0), tile(buf, 1), mask_add[warp][buf],
-                            mask_replace[warp][buf], staged_mask, t * KEYS, row0, b, h, lane,
-                            m_run, l_run, o);
+                            mask_replace[warp][buf], staged_mask, t * KEYS, row0, b, h, lane, m_run,
+                            l_run, o);
     }
     if (next < tiles) store_mask(buf ^ 1);
     __syncwarp();  // this buffer is refilled two tiles on
@@ -1050,9 +1051,9 @@ __global__ void __launch_bounds__(32 * W) FlashAttentionSplitKernel(AttentionArg
 template <typename T, typename M, int W, int KEYS>
 cudaError_t LaunchSplit(const AttentionArgs& args, dim3 grid, cudaStream_t stream) {
   constexpr size_t kBytes = Split2Shared<W, KEYS>::kBytes;
-  static const cudaError_t configured = cudaFuncSetAttribute(
-      FlashAttentionSplitKernel<T, M, W, KEYS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-      static_cast<int>(kBytes));
+  static const cudaError_t configured =
+      cudaFuncSetAttribute(FlashAttentionSplitKernel<T, M, W, KEYS>,
+                           cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kBytes));
   if (configured != cudaSuccess) return configured;
   return LaunchPdl(FlashAttentionSplitKernel<T, M, W, KEYS>, grid, 32 * W, kBytes, stream, args);
 }
@@ -1128,7 +1129,8 @@ __global__ void __launch_bounds__(32 * W * KS) FlashAttention2DKernel(AttentionA
   for (int idx = tid; idx < W * 16 * 8; idx += 32 * W * KS) {
     const int r = idx >> 3, c = (idx & 7) * 8;
     const bool ok = q0 + r < a.q_seq;
-    CpAsync16(qs + r * kFlashLd + c, ok ? qbase + (q0 + r) * a.q_strides[2] + c : qbase, ok ? 16 : 0);
+    CpAsync16(qs + r * kFlashLd + c, ok ? qbase + (q0 + r) * a.q_strides[2] + c : qbase,
+              ok ? 16 : 0);
   }
   auto load_tile = [&](int buf, int64_t t) {
     const int64_t k0 = t * kFlashKeys;
@@ -1196,8 +1198,8 @@ __global__ void __launch_bounds__(32 * W * KS) FlashAttention2DKernel(AttentionA
     __syncthreads();
     if (i == 0) LoadQFragments(qs + qw * 16 * kFlashLd, lane, qf);
     if (t < tiles) {
-      FlashTileStaged<T, kFlashKeys>(qf, tile(buf, 0), tile(buf, 1), mask_ma[kg][buf], lane,
-                                     m_run, l_run, o);
+      FlashTileStaged<T, kFlashKeys>(qf, tile(buf, 0), tile(buf, 1), mask_ma[kg][buf], lane, m_run,
+                                     l_run, o);
     }
     if (tn < tiles) store_mask(buf ^ 1);
     __syncthreads();  // this buffer is refilled two iterations on
@@ -1235,8 +1237,7 @@ __global__ void __launch_bounds__(32 * W * KS) FlashAttention2DKernel(AttentionA
       const float pm = part_m[k][r];
       const float scale = pm == -INFINITY ? 0.0f : __expf(pm - m);
       l += part_l[k][r] * scale;
-      const float2 v =
-          *reinterpret_cast<const float2*>(part_o + (k * W * 16 + r) * kSplitOLd + c);
+      const float2 v = *reinterpret_cast<const float2*>(part_o + (k * W * 16 + r) * kSplitOLd + c);
       o0 += v.x * scale, o1 += v.y * scale;
     }
     const float inv = l > 0.0f ? 1.0f / l : 0.0f;
@@ -1248,9 +1249,9 @@ __global__ void __launch_bounds__(32 * W * KS) FlashAttention2DKernel(AttentionA
 template <typename T, typename M, int W, int KS>
 cudaError_t Launch2D(const AttentionArgs& args, cudaStream_t stream) {
   constexpr size_t kBytes = Flash2DShared<W, KS>::kBytes;
-  static const cudaError_t configured = cudaFuncSetAttribute(
-      FlashAttention2DKernel<T, M, W, KS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-      static_cast<int>(kBytes));
+  static const cudaError_t configured =
+      cudaFuncSetAttribute(FlashAttention2DKernel<T, M, W, KS>,
+                           cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kBytes));
   if (configured != cudaSuccess) return configured;
   const dim3 grid(static_cast<unsigned>((args.q_seq + 16 * W - 1) / (16 * W)),
                   static_cast<unsigned>(args.q_heads), static_cast<unsigned>(args.batch));
@@ -1587,11 +1588,16 @@ cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream) {
           return Dispatch(mask_type, [&](auto mask_tag) {
             using M = decltype(mask_tag);
             switch (forced.warps * 10 + forced.keys) {
-              case 42: return Launch2D<T, M, 4, 2>(args, stream);
-              case 43: return Launch2D<T, M, 4, 3>(args, stream);
-              case 44: return Launch2D<T, M, 4, 4>(args, stream);
-              case 24: return Launch2D<T, M, 2, 4>(args, stream);
-              default: return cudaErrorInvalidValue;
+              case 42:
+                return Launch2D<T, M, 4, 2>(args, stream);
+              case 43:
+                return Launch2D<T, M, 4, 3>(args, stream);
+              case 44:
+                return Launch2D<T, M, 4, 4>(args, stream);
+              case 24:
+                return Launch2D<T, M, 2, 4>(args, stream);
+              default:
+                return cudaErrorInvalidValue;
             }
           });
         }
@@ -1604,7 +1610,8 @@ cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream) {
     const int64_t tiles64 = (args.kv_seq + kFlashKeys - 1) / kFlashKeys;
     if (forced.kind == 0 && fast && query_tiles < 4 * sms && tiles64 >= 4) {
       const int64_t heads = args.q_heads * args.batch;
-      const int64_t blocks2 = (args.q_seq + 31) / 32 * heads, blocks4 = (args.q_seq + 63) / 64 * heads;
+      const int64_t blocks2 = (args.q_seq + 31) / 32 * heads,
+                    blocks4 = (args.q_seq + 63) / 64 * heads;
       if (blocks2 <= sms || blocks4 <= sms) {
         return Dispatch(args.type, [&](auto tag) {
           using T = decltype(tag);
@@ -1635,15 +1642,24 @@ cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream) {
             if (forced.kind == 's') {
               const int code = forced.warps * 100 + forced.keys;
               switch (code) {
-                case 116: return LaunchSplit<T, M, 1, 16>(args, split_grid, stream);
-                case 132: return LaunchSplit<T, M, 1, 32>(args, split_grid, stream);
-                case 232: return LaunchSplit<T, M, 2, 32>(args, split_grid, stream);
-                case 216: return LaunchSplit<T, M, 2, 16>(args, split_grid, stream);
-                case 416: return LaunchSplit<T, M, 4, 16>(args, split_grid, stream);
-                case 432: return LaunchSplit<T, M, 4, 32>(args, split_grid, stream);
-                case 816: return LaunchSplit<T, M, 8, 16>(args, split_grid, stream);
-                case 832: return LaunchSplit<T, M, 8, 32>(args, split_grid, stream);
-                default: return cudaErrorInvalidValue;
+                case 116:
+                  return LaunchSplit<T, M, 1, 16>(args, split_grid, stream);
+                case 132:
+                  return LaunchSplit<T, M, 1, 32>(args, split_grid, stream);
+                case 232:
+                  return LaunchSplit<T, M, 2, 32>(args, split_grid, stream);
+                case 216:
+                  return LaunchSplit<T, M, 2, 16>(args, split_grid, stream);
+                case 416:
+                  return LaunchSplit<T, M, 4, 16>(args, split_grid, stream);
+                case 432:
+                  return LaunchSplit<T, M, 4, 32>(args, split_grid, stream);
+                case 816:
+                  return LaunchSplit<T, M, 8, 16>(args, split_grid, stream);
+                case 832:
+                  return LaunchSplit<T, M, 8, 32>(args, split_grid, stream);
+                default:
+                  return cudaErrorInvalidValue;
               }
             }
             // Measured on the H100 at batch 1, 12 heads (ops_bench): a lone 16- or 32-key tile

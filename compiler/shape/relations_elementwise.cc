@@ -294,6 +294,38 @@ absl::Status ClipRelation(InferenceContext& ctx) {
   return absl::OkStatus();
 }
 
+// StringConcat (opset 20): the broadcast of two string tensors.
+absl::Status StringConcatRelation(InferenceContext& ctx) {
+  for (int i = 0; i < 2; ++i) {
+    NIMBLE_ASSIGN_OR_RETURN(const TensorType* t, ctx.InputTensor(i));
+    if (t->dtype != vm::DType::kString) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("input ", i, " must be string, got ", vm::DTypeName(t->dtype)));
+    }
+  }
+  return Broadcasting(ctx, BinaryKind::kArith, nullptr);
+}
+
+// StringSplit (opset 20): Y = X's dims + [the most substrings of any element] (data-dependent),
+// Z = the count per element (int64, X's dims).
+absl::Status StringSplitRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  if (x->dtype != vm::DType::kString) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("input must be string, got ", vm::DTypeName(x->dtype)));
+  }
+  if (!x->has_rank()) {
+    ctx.SetOutput(0, TensorType{vm::DType::kString, std::nullopt});
+    ctx.SetOutput(1, TensorType{vm::DType::kI64, std::nullopt});
+    return absl::OkStatus();
+  }
+  std::vector<Dim> y = *x->dims;
+  y.push_back(ctx.FreshDim(0, x->rank()));
+  ctx.SetOutput(0, TensorType{vm::DType::kString, std::move(y)});
+  ctx.SetOutput(1, TensorType{vm::DType::kI64, x->dims});
+  return absl::OkStatus();
+}
+
 // BitCast (opset 26): the bits reinterpreted as `to`, which must have the input's bit width.
 absl::Status BitCastRelation(InferenceContext& ctx) {
   NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
@@ -418,6 +450,8 @@ void RegisterElementwiseRelations(RelationRegistry& r) {
   r.Register("", "Clip", ClipRelation);
   r.Register("", "Cast", CastRelation);
   r.Register("", "BitCast", BitCastRelation);
+  r.Register("", "StringConcat", StringConcatRelation);
+  r.Register("", "StringSplit", StringSplitRelation);
   r.Register("", "CastLike", CastRelation);
   r.Register("", "Dropout", DropoutRelation);
 }

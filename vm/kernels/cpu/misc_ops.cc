@@ -4,6 +4,7 @@
 // They compute in f32 (f16/bf16 through f32; Shrink and LRN also f64 through double) on the
 // calling thread: small, memory-bound ops that real models rarely make hot.
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -15,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "vm/kernels/cpu/broadcast.h"
 #include "vm/kernels/cpu/cpu_kernels.h"
 #include "vm/kernels/cpu/elementwise_internal.h"
 #include "vm/kernels/cpu/fp16.h"
@@ -634,6 +636,143 @@ class QLinearMatMulKernel final : public Kernel {
   }
 };
 
+// StringConcat (opset 20): x + y elementwise on string tensors, numpy broadcasting. String
+// tensors are never views of the VM's raw storage, so the kernel allocates its output.
+class StringConcatKernel final : public Kernel {
+ public:
+  bool allocates_outputs() const override { return true; }
+
+  absl::Status Run(const KernelContext&, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_RETURN_IF_ERROR(CheckArity("StringConcat", inputs, 2, 2, outputs, 1));
+    if (!inputs[0].defined() || !inputs[1].defined()) {
+      return absl::InvalidArgumentError("StringConcat: two inputs are required");
+    }
+    Shape out_shape;
+    NIMBLE_RETURN_IF_ERROR(Shapes(inputs, &out_shape));
+    NIMBLE_ASSIGN_OR_RETURN(outputs[0], Tensor::Empty(DType::kString, out_shape));
+    const Shape sx = BroadcastStrides(inputs[0].shape(), out_shape);
+    const Shape sy = BroadcastStrides(inputs[1].shape(), out_shape);
+    const std::string* x = inputs[0].data<std::string>();
+    const std::string* y = inputs[1].data<std::string>();
+    std::string* out = outputs[0].data<std::string>();
+    const int rank = static_cast<int>(out_shape.size());
+    Shape index(rank, 0);
+    for (int64_t i = 0; i < outputs[0].num_elements(); ++i) {
+      int64_t ox = 0, oy = 0;
+      for (int d = 0; d < rank; ++d) ox += index[d] * sx[d], oy += index[d] * sy[d];
+      out[i] = x[ox] + y[oy];
+      for (int d = rank - 1; d >= 0 && ++index[d] == out_shape[d]; --d) index[d] = 0;
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    return Shapes(inputs, &output_shapes[0]);
+  }
+
+ private:
+  static absl::Status Shapes(absl::Span<const Tensor> inputs, Shape* out) {
+    if (inputs.size() != 2 || !inputs[0].defined() || !inputs[1].defined()) {
+      return absl::InvalidArgumentError("StringConcat: two inputs are required");
+    }
+    for (int i = 0; i < 2; ++i) {
+      if (inputs[i].dtype() != DType::kString) {
+        return absl::InvalidArgumentError(absl::StrCat("StringConcat: input ", i,
+                                                       " must be string, got ",
+                                                       inputs[i].TypeString()));
+      }
+    }
+    NIMBLE_ASSIGN_OR_RETURN(*out, BroadcastShapes({inputs[0].shape(), inputs[1].shape()}));
+    return absl::OkStatus();
+  }
+};
+
+// StringSplit (opset 20): each element split on `delimiter` (consecutive delimiters give empty
+// substrings), or, with no or an empty delimiter, on runs of whitespace with leading and
+// trailing whitespace dropped (Python's str.split); at most `maxsplit` splits from the left.
+// Y: X's dims + [the largest count], padded with ""; Z: the count of each element.
+class StringSplitKernel final : public Kernel {
+ public:
+  StringSplitKernel(std::string delimiter, std::optional<int64_t> maxsplit)
+      : delimiter_(std::move(delimiter)), maxsplit_(maxsplit) {}
+
+  bool allocates_outputs() const override { return true; }
+  absl::Status OutputShapes(absl::Span<const Tensor>, absl::Span<Shape>) const override {
+    return absl::UnimplementedError("StringSplit: the output shape depends on the data");
+  }
+
+  absl::Status Run(const KernelContext&, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_RETURN_IF_ERROR(CheckArity("StringSplit", inputs, 1, 1, outputs, 2));
+    if (!inputs[0].defined() || inputs[0].dtype() != DType::kString) {
+      return absl::InvalidArgumentError("StringSplit: X must be a string tensor");
+    }
+    const Tensor& x = inputs[0];
+    std::vector<std::vector<std::string>> parts(static_cast<size_t>(x.num_elements()));
+    int64_t widest = 0;
+    for (int64_t i = 0; i < x.num_elements(); ++i) {
+      parts[i] = Split(x.data<std::string>()[i]);
+      widest = std::max<int64_t>(widest, static_cast<int64_t>(parts[i].size()));
+    }
+    Shape y_shape = x.shape();
+    y_shape.push_back(widest);
+    NIMBLE_ASSIGN_OR_RETURN(outputs[0], Tensor::Empty(DType::kString, y_shape));
+    NIMBLE_ASSIGN_OR_RETURN(outputs[1], Tensor::Empty(DType::kI64, x.shape()));
+    for (int64_t i = 0; i < x.num_elements(); ++i) {
+      outputs[1].data<int64_t>()[i] = static_cast<int64_t>(parts[i].size());
+      for (size_t j = 0; j < parts[i].size(); ++j) {
+        outputs[0].data<std::string>()[i * widest + static_cast<int64_t>(j)] =
+            std::move(parts[i][j]);
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  std::vector<std::string> Split(const std::string& s) const {
+    std::vector<std::string> out;
+    int64_t splits = 0;
+    const bool limited = maxsplit_.has_value();
+    if (delimiter_.empty()) {
+      auto space = [](char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; };
+      size_t i = 0;
+      while (i < s.size()) {
+        while (i < s.size() && space(s[i])) ++i;
+        if (i == s.size()) break;
+        if (limited && splits == *maxsplit_) {  // the rest, trailing whitespace dropped
+          size_t end = s.size();
+          while (end > i && space(s[end - 1])) --end;
+          out.push_back(s.substr(i, end - i));
+          break;
+        }
+        size_t j = i;
+        while (j < s.size() && !space(s[j])) ++j;
+        out.push_back(s.substr(i, j - i));
+        if (j < s.size()) ++splits;
+        i = j;
+      }
+      return out;
+    }
+    size_t start = 0;
+    while (true) {
+      const size_t at = (limited && splits == *maxsplit_) ? std::string::npos
+                                                          : s.find(delimiter_, start);
+      if (at == std::string::npos) {
+        out.push_back(s.substr(start));
+        return out;
+      }
+      out.push_back(s.substr(start, at - start));
+      start = at + delimiter_.size();
+      ++splits;
+    }
+  }
+
+  const std::string delimiter_;
+  const std::optional<int64_t> maxsplit_;
+};
+
 class ShrinkKernel final : public Kernel {
  public:
   ShrinkKernel(double lambd, double bias) : lambd_(lambd), bias_(bias) {}
@@ -1234,6 +1373,18 @@ void RegisterMiscKernels(KernelRegistry& registry) {
   }
   registry.Register("DynamicQuantizeLinear", DeviceType::kCPU, [](const Attributes&) -> Factory {
     return std::make_unique<DynamicQuantizeLinearKernel>();
+  });
+  registry.Register("StringSplit", DeviceType::kCPU, [](const Attributes& attrs) -> Factory {
+    std::optional<int64_t> maxsplit;
+    if (attrs.Has("maxsplit")) {
+      maxsplit = attrs.GetOr<int64_t>("maxsplit", 0);
+      if (*maxsplit < 0) return absl::InvalidArgumentError("StringSplit: maxsplit must be >= 0");
+    }
+    return std::make_unique<StringSplitKernel>(attrs.GetOr<std::string>("delimiter", ""),
+                                               maxsplit);
+  });
+  registry.Register("StringConcat", DeviceType::kCPU, [](const Attributes&) -> Factory {
+    return std::make_unique<StringConcatKernel>();
   });
   registry.Register("Swish", DeviceType::kCPU, [](const Attributes& attrs) -> Factory {
     return std::make_unique<SwishKernel>(attrs.GetOr<double>("alpha", 1.0));

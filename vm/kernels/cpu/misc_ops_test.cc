@@ -197,6 +197,43 @@ TEST(MiscOpsTest, Dft) {
               StatusIs(kInvalid, HasSubstr("[..., 1 or 2]")));
 }
 
+// Kernels that allocate their outputs (string tensors are never views of raw storage).
+absl::StatusOr<std::vector<Tensor>> RunAllocating(const std::string& op, const Attributes& attrs,
+                                                  std::vector<Tensor> inputs, int outputs) {
+  NIMBLE_ASSIGN_OR_RETURN(auto kernel, KernelRegistry::Global().Create(op, kCpu.type, attrs));
+  EXPECT_TRUE(kernel->allocates_outputs());
+  std::vector<Tensor> out(outputs);
+  KernelContext ctx;
+  NIMBLE_RETURN_IF_ERROR(kernel->Run(ctx, inputs, absl::MakeSpan(out)));
+  return out;
+}
+
+TEST(MiscOpsTest, StringConcatBroadcasts) {
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto out, RunAllocating("StringConcat", {}, {Str({"a", "bc"}, {2, 1}), Str({"x", "", "z"}, {3})},
+                              1));
+  EXPECT_THAT(out[0].shape(), ElementsAre(2, 3));
+  EXPECT_THAT(Values<std::string>(out[0]), ElementsAre("ax", "a", "az", "bcx", "bc", "bcz"));
+  EXPECT_THAT(RunAllocating("StringConcat", {}, {Str({"a"}, {1}), F({1}, {1})}, 1),
+              StatusIs(kInvalid, HasSubstr("string")));
+}
+
+TEST(MiscOpsTest, StringSplit) {
+  // A delimiter keeps empty pieces; whitespace splitting drops them; maxsplit leaves the rest.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto out, RunAllocating("StringSplit", Attrs({{"delimiter", std::string(",")}}),
+                              {Str({"a,,b", "c"}, {2})}, 2));
+  EXPECT_THAT(out[0].shape(), ElementsAre(2, 3));
+  EXPECT_THAT(Values<std::string>(out[0]), ElementsAre("a", "", "b", "c", "", ""));
+  EXPECT_THAT(Values<int64_t>(out[1]), ElementsAre(3, 1));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, RunAllocating("StringSplit", Attrs({{"maxsplit", int64_t{1}}}),
+                         {Str({"  one two  three ", ""}, {2})}, 2));
+  EXPECT_THAT(out[0].shape(), ElementsAre(2, 2));
+  EXPECT_THAT(Values<std::string>(out[0]), ElementsAre("one", "two  three", "", ""));
+  EXPECT_THAT(Values<int64_t>(out[1]), ElementsAre(2, 0));
+}
+
 TEST(MiscOpsTest, Shrink) {
   NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("Shrink", Attrs({{"lambd", 1.0}, {"bias", 0.5}}),
                                               {F({-2, -1, 0, 1, 2}, {5})}));

@@ -567,6 +567,33 @@ absl::Status DynamicQuantizeRelation(InferenceContext& ctx) {
 
 // ---- Less common operators ----------------------------------------------------------------------
 
+// The optimizers of ai.onnx.preview.training (Adagrad, Momentum, Adam): inputs R, T, then
+// `groups` lists of n tensors (X, G, and the op's state lists); outputs the new X and state
+// lists, each tensor typed like its input.
+TypeRelation OptimizerRelation(int groups) {
+  return [groups](InferenceContext& ctx) -> absl::Status {
+    const int lists = ctx.num_inputs() - 2;
+    if (lists <= 0 || lists % groups != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "needs R, T and ", groups, " lists of equal length, got ", ctx.num_inputs(), " inputs"));
+    }
+    const int n = lists / groups;
+    if (ctx.num_outputs() != (groups - 1) * n) {
+      return absl::InvalidArgumentError(absl::StrCat("needs ", (groups - 1) * n, " outputs, got ",
+                                                     ctx.num_outputs()));
+    }
+    int out = 0;
+    for (int g = 0; g < groups; ++g) {
+      if (g == 1) continue;  // the gradients
+      for (int j = 0; j < n; ++j) {
+        NIMBLE_ASSIGN_OR_RETURN(const TensorType* t, ctx.InputTensor(2 + g * n + j));
+        ctx.SetOutput(out++, *t);
+      }
+    }
+    return absl::OkStatus();
+  };
+}
+
 absl::Status DetRelation(InferenceContext& ctx) {
   NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
   if (!x->has_rank()) {
@@ -863,6 +890,9 @@ void RegisterNnRelations(RelationRegistry& r) {
   r.Register("", "DequantizeLinear", DequantizeRelation);
   r.Register("", "DynamicQuantizeLinear", DynamicQuantizeRelation);
   r.Register("", "Det", DetRelation);
+  r.Register("ai.onnx.preview.training", "Adagrad", OptimizerRelation(3));
+  r.Register("ai.onnx.preview.training", "Momentum", OptimizerRelation(3));
+  r.Register("ai.onnx.preview.training", "Adam", OptimizerRelation(4));
   for (const char* op : {"LpNormalization", "RotaryEmbedding", "Swish"}) {
     r.Register("", op, SameShapeRelation);
   }

@@ -773,6 +773,126 @@ class StringSplitKernel final : public Kernel {
   const std::optional<int64_t> maxsplit_;
 };
 
+// ---------------------------------------------------------------------------------------------
+// The ai.onnx.preview.training optimizers: one step for n tensors at once, with the learning
+// rate R and the update count T as scalars. Inputs R, T, X1..Xn, G1..Gn, then the state lists
+// (Adagrad: H; Momentum: V; Adam: V, H); outputs the new X list and the new state lists.
+// Float and double; computed in double.
+//   Adagrad:  g = c X + G; H' = H + g^2; X' = X - R / (1 + T decay) * g / (sqrt(H') + eps)
+//   Momentum: g = c X + G; V' = alpha V + (T > 0 ? beta : 1) g;
+//             X' = X - R V' (standard) or X - R (g + alpha V') (nesterov)
+//   Adam:     g = c X + G; V' = alpha V + (1 - alpha) g; H' = beta H + (1 - beta) g^2;
+//             R' = T > 0 ? R sqrt(1 - beta^T) / (1 - alpha^T) : R;
+//             X' = (1 - c_post) (X - R' V' / (sqrt(H') + eps))
+
+enum class Optimizer { kAdagrad, kMomentum, kAdam };
+
+class OptimizerKernel final : public Kernel {
+ public:
+  OptimizerKernel(Optimizer kind, const Attributes& a)
+      : kind_(kind),
+        decay_(a.GetOr<double>("decay_factor", 0.0)),
+        epsilon_(a.GetOr<double>("epsilon", 1e-6)),
+        norm_(a.GetOr<double>("norm_coefficient", 0.0)),
+        norm_post_(a.GetOr<double>("norm_coefficient_post", 0.0)),
+        alpha_(a.GetOr<double>("alpha", kind == Optimizer::kAdam ? 0.9 : 0.0)),
+        beta_(a.GetOr<double>("beta", kind == Optimizer::kAdam ? 0.999 : 0.0)),
+        nesterov_(a.GetOr<std::string>("mode", "standard") == "nesterov") {}
+
+  absl::Status Run(const KernelContext&, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_ASSIGN_OR_RETURN(const int n, Count(inputs));
+    const int groups = kind_ == Optimizer::kAdam ? 4 : 3;
+    if (static_cast<int>(outputs.size()) != (groups - 1) * n) {
+      return absl::InvalidArgumentError(absl::StrCat(Name(), ": ", (groups - 1) * n,
+                                                     " outputs expected, got ", outputs.size()));
+    }
+    const double r = kernel_util::ElementAsDouble(inputs[0], 0);
+    const double t = kernel_util::ElementAsDouble(inputs[1], 0);
+    for (int j = 0; j < n; ++j) {
+      const Tensor& x = inputs[2 + j];
+      std::vector<const Tensor*> in = {&x, &inputs[2 + n + j]};
+      for (int g = 2; g < groups; ++g) in.push_back(&inputs[2 + g * n + j]);
+      std::vector<Tensor*> out = {&outputs[j]};
+      for (int g = 2; g < groups; ++g) out.push_back(&outputs[(g - 1) * n + j]);
+      for (const Tensor* v : in) {
+        if (!v->defined() || !IsFloat(v->dtype()) || v->shape() != x.shape()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              Name(), ": tensor ", j, "'s X, G and state must be float tensors of one shape"));
+        }
+      }
+      for (size_t k = 0; k < out.size(); ++k) {
+        NIMBLE_RETURN_IF_ERROR(
+            CheckOutput(Name(), *out[k], in[k == 0 ? 0 : k + 1]->dtype(), x.shape()));
+      }
+      std::vector<Tensor> d(in.size());
+      for (size_t k = 0; k < in.size(); ++k) {
+        NIMBLE_ASSIGN_OR_RETURN(d[k], CastTo(*in[k], DType::kF64, Name()));
+      }
+      std::vector<Tensor> nd(out.size());
+      for (size_t k = 0; k < out.size(); ++k) {
+        NIMBLE_ASSIGN_OR_RETURN(nd[k], Tensor::Empty(DType::kF64, x.shape()));
+      }
+      for (int64_t i = 0; i < x.num_elements(); ++i) {
+        const double xv = d[0].data<double>()[i];
+        const double g = norm_ * xv + d[1].data<double>()[i];
+        double x_new = xv;
+        if (kind_ == Optimizer::kAdagrad) {
+          const double h = d[2].data<double>()[i] + g * g;
+          x_new = xv - r / (1.0 + t * decay_) * g / (std::sqrt(h) + epsilon_);
+          nd[1].data<double>()[i] = h;
+        } else if (kind_ == Optimizer::kMomentum) {
+          const double v = alpha_ * d[2].data<double>()[i] + (t > 0 ? beta_ : 1.0) * g;
+          x_new = nesterov_ ? xv - r * (g + alpha_ * v) : xv - r * v;
+          nd[1].data<double>()[i] = v;
+        } else {
+          const double v = alpha_ * d[2].data<double>()[i] + (1.0 - alpha_) * g;
+          const double h = beta_ * d[3].data<double>()[i] + (1.0 - beta_) * g * g;
+          const double rate =
+              t > 0 ? r * std::sqrt(1.0 - std::pow(beta_, t)) / (1.0 - std::pow(alpha_, t)) : r;
+          x_new = (1.0 - norm_post_) * (xv - rate * v / (std::sqrt(h) + epsilon_));
+          nd[1].data<double>()[i] = v;
+          nd[2].data<double>()[i] = h;
+        }
+        nd[0].data<double>()[i] = x_new;
+      }
+      for (size_t k = 0; k < out.size(); ++k) {
+        NIMBLE_RETURN_IF_ERROR(CastInto(nd[k], *out[k], Name()));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    NIMBLE_ASSIGN_OR_RETURN(const int n, Count(inputs));
+    for (size_t k = 0; k < output_shapes.size(); ++k) {
+      output_shapes[k] = inputs[2 + static_cast<int>(k) % n].shape();
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  const char* Name() const {
+    return kind_ == Optimizer::kAdagrad ? "Adagrad"
+                                        : (kind_ == Optimizer::kMomentum ? "Momentum" : "Adam");
+  }
+  absl::StatusOr<int> Count(absl::Span<const Tensor> inputs) const {
+    const int groups = kind_ == Optimizer::kAdam ? 4 : 3;
+    const int lists = static_cast<int>(inputs.size()) - 2;
+    if (lists <= 0 || lists % groups != 0 || !inputs[0].defined() || !inputs[1].defined() ||
+        inputs[0].num_elements() != 1 || inputs[1].num_elements() != 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          Name(), ": needs scalars R and T, then ", groups, " lists of equal length"));
+    }
+    return lists / groups;
+  }
+
+  const Optimizer kind_;
+  const double decay_, epsilon_, norm_, norm_post_, alpha_, beta_;
+  const bool nesterov_;
+};
+
 class ShrinkKernel final : public Kernel {
  public:
   ShrinkKernel(double lambd, double bias) : lambd_(lambd), bias_(bias) {}
@@ -1374,6 +1494,15 @@ void RegisterMiscKernels(KernelRegistry& registry) {
   registry.Register("DynamicQuantizeLinear", DeviceType::kCPU, [](const Attributes&) -> Factory {
     return std::make_unique<DynamicQuantizeLinearKernel>();
   });
+  const std::pair<const char*, Optimizer> optimizers[] = {
+      {"ai.onnx.preview.training.Adagrad", Optimizer::kAdagrad},
+      {"ai.onnx.preview.training.Momentum", Optimizer::kMomentum},
+      {"ai.onnx.preview.training.Adam", Optimizer::kAdam}};
+  for (const auto& [name, kind] : optimizers) {
+    registry.Register(name, DeviceType::kCPU, [kind](const Attributes& attrs) -> Factory {
+      return std::make_unique<OptimizerKernel>(kind, attrs);
+    });
+  }
   registry.Register("StringSplit", DeviceType::kCPU, [](const Attributes& attrs) -> Factory {
     std::optional<int64_t> maxsplit;
     if (attrs.Has("maxsplit")) {

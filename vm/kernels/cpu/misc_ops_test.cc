@@ -234,6 +234,31 @@ TEST(MiscOpsTest, StringSplit) {
   EXPECT_THAT(Values<int64_t>(out[1]), ElementsAre(2, 0));
 }
 
+TEST(MiscOpsTest, TrainingOptimizers) {
+  const Tensor r = F({0.1f}, {}), t = I64({1}, {});
+  // Momentum, standard: V' = 0.9 * 1 + 1 * 2 = 2.9, X' = 1 - 0.1 * 2.9 = 0.71; nesterov:
+  // X' = 1 - 0.1 * (2 + 0.9 * 2.9) = 0.539.
+  for (const auto& [mode, x_new] : {std::pair<std::string, float>{"standard", 0.71f},
+                                    std::pair<std::string, float>{"nesterov", 0.539f}}) {
+    NIMBLE_ASSERT_OK_AND_ASSIGN(
+        auto out, RunOp("ai.onnx.preview.training.Momentum",
+                        Attrs({{"alpha", 0.9}, {"beta", 1.0}, {"mode", mode}}),
+                        {r, t, F({1}, {1}), F({2}, {1}), F({1}, {1})}, 2,
+                        {DType::kF32, DType::kF32}));
+    EXPECT_THAT(Values<float>(out[0]), ElementsAre(FloatNear(x_new, 1e-6f))) << mode;
+    EXPECT_THAT(Values<float>(out[1]), ElementsAre(FloatNear(2.9f, 1e-6f))) << mode;
+  }
+  // Adagrad: H' = 0 + 4, X' = 1 - 0.1 * 2 / (2 + 1e-6).
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto out, RunOp("ai.onnx.preview.training.Adagrad", {},
+                      {r, t, F({1}, {1}), F({2}, {1}), F({0}, {1})}, 2, {DType::kF32, DType::kF32}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(FloatNear(0.9f, 1e-6f)));
+  EXPECT_THAT(Values<float>(out[1]), ElementsAre(4.0f));
+  // Lists of unequal length are refused.
+  EXPECT_THAT(RunOp("ai.onnx.preview.training.Adam", {}, {r, t, F({1}, {1}), F({2}, {1})}, 1),
+              StatusIs(kInvalid, HasSubstr("lists of equal length")));
+}
+
 TEST(MiscOpsTest, Shrink) {
   NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("Shrink", Attrs({{"lambd", 1.0}, {"bias", 0.5}}),
                                               {F({-2, -1, 0, 1, 2}, {5})}));

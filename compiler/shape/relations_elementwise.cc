@@ -326,6 +326,45 @@ absl::Status StringSplitRelation(InferenceContext& ctx) {
   return absl::OkStatus();
 }
 
+// RegexFullMatch (opset 20): whether each string fully matches the pattern, bool of X's shape.
+absl::Status RegexFullMatchRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  if (x->dtype != vm::DType::kString) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("input must be string, got ", vm::DTypeName(x->dtype)));
+  }
+  ctx.SetOutput(0, TensorType{vm::DType::kBool, x->dims});
+  return absl::OkStatus();
+}
+
+// ai.onnx.ml Binarizer: X > threshold as 1 / 0 in X's type and shape.
+absl::Status SameTypeRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  ctx.SetOutput(0, *x);
+  return absl::OkStatus();
+}
+
+// ai.onnx.ml ArrayFeatureExtractor: X's last axis indexed by Y: X's dims but the last, then
+// Y's element count; a 1-D X gives [1, count].
+absl::Status ArrayFeatureExtractorRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* y, ctx.InputTensor(1));
+  if (!x->has_rank() || x->rank() < 1) {
+    ctx.SetOutput(0, TensorType{x->dtype, std::nullopt});
+    return absl::OkStatus();
+  }
+  std::vector<Dim> out;
+  if (x->rank() == 1) {
+    out.push_back(DimExpr::Const(1));
+  } else {
+    out.assign(x->dims->begin(), x->dims->end() - 1);
+  }
+  std::optional<DimExpr> count = y->NumElements();
+  out.push_back(count ? Dim(*count) : Dim(ctx.FreshDim(0, static_cast<int>(out.size()))));
+  ctx.SetOutput(0, TensorType{x->dtype, std::move(out)});
+  return absl::OkStatus();
+}
+
 // BitCast (opset 26): the bits reinterpreted as `to`, which must have the input's bit width.
 absl::Status BitCastRelation(InferenceContext& ctx) {
   NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
@@ -452,6 +491,9 @@ void RegisterElementwiseRelations(RelationRegistry& r) {
   r.Register("", "BitCast", BitCastRelation);
   r.Register("", "StringConcat", StringConcatRelation);
   r.Register("", "StringSplit", StringSplitRelation);
+  r.Register("", "RegexFullMatch", RegexFullMatchRelation);
+  r.Register("ai.onnx.ml", "Binarizer", SameTypeRelation);
+  r.Register("ai.onnx.ml", "ArrayFeatureExtractor", ArrayFeatureExtractorRelation);
   r.Register("", "CastLike", CastRelation);
   r.Register("", "Dropout", DropoutRelation);
 }

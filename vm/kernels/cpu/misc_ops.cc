@@ -10,6 +10,7 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <regex>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -893,6 +894,130 @@ class OptimizerKernel final : public Kernel {
   const bool nesterov_;
 };
 
+// RegexFullMatch (opset 20): whether each string matches `pattern` entirely. The pattern is
+// compiled once (std::regex, ECMAScript grammar: RE2's syntax for the common constructs:
+// classes, escapes \w \d \s, alternation, repetition, anchors).
+class RegexFullMatchKernel final : public Kernel {
+ public:
+  explicit RegexFullMatchKernel(std::regex re) : re_(std::move(re)) {}
+
+  absl::Status Run(const KernelContext&, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_RETURN_IF_ERROR(CheckArity("RegexFullMatch", inputs, 1, 1, outputs, 1));
+    if (!inputs[0].defined() || inputs[0].dtype() != DType::kString) {
+      return absl::InvalidArgumentError("RegexFullMatch: X must be a string tensor");
+    }
+    const Tensor& x = inputs[0];
+    NIMBLE_RETURN_IF_ERROR(CheckOutput("RegexFullMatch", outputs[0], DType::kBool, x.shape()));
+    // std::regex reports runaway backtracking by throwing: turned into a Status here.
+    try {
+      for (int64_t i = 0; i < x.num_elements(); ++i) {
+        outputs[0].data<bool>()[i] = std::regex_match(x.data<std::string>()[i], re_);
+      }
+    } catch (const std::regex_error& e) {
+      return absl::ResourceExhaustedError(absl::StrCat("RegexFullMatch: ", e.what()));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    return SameShape("RegexFullMatch", inputs, output_shapes);
+  }
+
+ private:
+  const std::regex re_;
+};
+
+// ai.onnx.ml Binarizer: 1 where X > threshold, else 0, in X's type.
+class BinarizerKernel final : public Kernel {
+ public:
+  explicit BinarizerKernel(double threshold) : threshold_(threshold) {}
+
+  absl::Status Run(const KernelContext&, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_RETURN_IF_ERROR(CheckArity("Binarizer", inputs, 1, 1, outputs, 1));
+    NIMBLE_RETURN_IF_ERROR(CheckRequired("Binarizer", inputs, 1));
+    const Tensor& x = inputs[0];
+    if (!IsFloat(x.dtype()) && !IsInteger(x.dtype())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Binarizer: X must be numeric, got ", x.TypeString()));
+    }
+    NIMBLE_RETURN_IF_ERROR(CheckOutput("Binarizer", outputs[0], x.dtype(), x.shape()));
+    char* out = static_cast<char*>(outputs[0].raw_data());
+    const size_t bytes = DTypeSize(x.dtype());
+    for (int64_t i = 0; i < x.num_elements(); ++i) {
+      const double v = kernel_util::ElementAsDouble(x, i);
+      NIMBLE_RETURN_IF_ERROR(
+          kernel_util::WriteScalar(x.dtype(), v > threshold_ ? 1.0 : 0.0, out + i * bytes));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    return SameShape("Binarizer", inputs, output_shapes);
+  }
+
+ private:
+  const double threshold_;
+};
+
+// ai.onnx.ml ArrayFeatureExtractor: Z[..., k] = X[..., Y[k]] over X's last axis (a 1-D X reads
+// as [1, N]); negative or out-of-range indices are errors. Any element type, strings too, so the
+// kernel allocates its output.
+class ArrayFeatureExtractorKernel final : public Kernel {
+ public:
+  bool allocates_outputs() const override { return true; }
+  absl::Status OutputShapes(absl::Span<const Tensor>, absl::Span<Shape>) const override {
+    return absl::UnimplementedError("ArrayFeatureExtractor allocates its output");
+  }
+
+  absl::Status Run(const KernelContext&, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    constexpr absl::string_view kOp = "ArrayFeatureExtractor";
+    NIMBLE_RETURN_IF_ERROR(CheckArity(kOp, inputs, 2, 2, outputs, 1));
+    if (!inputs[0].defined() || !inputs[1].defined() || inputs[0].rank() < 1) {
+      return absl::InvalidArgumentError("ArrayFeatureExtractor: X (rank >= 1) and Y are required");
+    }
+    const Tensor &x = inputs[0], &y = inputs[1];
+    if (y.dtype() != DType::kI64) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ArrayFeatureExtractor: Y must be int64, got ", y.TypeString()));
+    }
+    const int64_t n = x.dim(x.rank() - 1), k = y.num_elements();
+    const int64_t rows = n == 0 ? 0 : x.num_elements() / n;
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t idx = y.data<int64_t>()[j];
+      if (idx < 0 || idx >= n) {
+        return absl::InvalidArgumentError(absl::StrCat("ArrayFeatureExtractor: index ", idx,
+                                                       " is outside [0, ", n, ")"));
+      }
+    }
+    Shape out_shape;
+    if (x.rank() == 1) {
+      out_shape = {1, k};
+    } else {
+      out_shape.assign(x.shape().begin(), x.shape().end() - 1);
+      out_shape.push_back(k);
+    }
+    NIMBLE_ASSIGN_OR_RETURN(outputs[0], Tensor::Empty(x.dtype(), out_shape));
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t from = r * n + y.data<int64_t>()[j], to = r * k + j;
+        if (x.dtype() == DType::kString) {
+          outputs[0].data<std::string>()[to] = x.data<std::string>()[from];
+        } else {
+          const size_t bytes = DTypeSize(x.dtype());
+          std::memcpy(static_cast<char*>(outputs[0].raw_data()) + to * bytes,
+                      static_cast<const char*>(x.raw_data()) + from * bytes, bytes);
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+};
+
 class ShrinkKernel final : public Kernel {
  public:
   ShrinkKernel(double lambd, double bias) : lambd_(lambd), bias_(bias) {}
@@ -1503,6 +1628,22 @@ void RegisterMiscKernels(KernelRegistry& registry) {
       return std::make_unique<OptimizerKernel>(kind, attrs);
     });
   }
+  registry.Register("RegexFullMatch", DeviceType::kCPU, [](const Attributes& attrs) -> Factory {
+    const std::string pattern = attrs.GetOr<std::string>("pattern", "");
+    try {
+      return std::make_unique<RegexFullMatchKernel>(std::regex(pattern, std::regex::ECMAScript));
+    } catch (const std::regex_error& e) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("RegexFullMatch: bad pattern '", pattern, "': ", e.what()));
+    }
+  });
+  registry.Register("ai.onnx.ml.Binarizer", DeviceType::kCPU, [](const Attributes& attrs) -> Factory {
+    return std::make_unique<BinarizerKernel>(attrs.GetOr<double>("threshold", 0.0));
+  });
+  registry.Register("ai.onnx.ml.ArrayFeatureExtractor", DeviceType::kCPU,
+                    [](const Attributes&) -> Factory {
+                      return std::make_unique<ArrayFeatureExtractorKernel>();
+                    });
   registry.Register("StringSplit", DeviceType::kCPU, [](const Attributes& attrs) -> Factory {
     std::optional<int64_t> maxsplit;
     if (attrs.Has("maxsplit")) {

@@ -259,6 +259,28 @@ TEST(MiscOpsTest, TrainingOptimizers) {
               StatusIs(kInvalid, HasSubstr("lists of equal length")));
 }
 
+TEST(MiscOpsTest, RegexBinarizerArrayFeatureExtractor) {
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto out, RunOp("RegexFullMatch", Attrs({{"pattern", std::string("[a-z]+@(x|y)\\.com")}}),
+                      {Str({"me@x.com", "me@z.com", "ME@x.com", "me@x.com "}, {4})}, 1,
+                      {DType::kBool}));
+  EXPECT_THAT(Values<bool>(out[0]), ElementsAre(true, false, false, false));
+  EXPECT_THAT(KernelRegistry::Global().Create("RegexFullMatch", kCpu.type,
+                                              Attrs({{"pattern", std::string("(unclosed")}})),
+              StatusIs(kInvalid, HasSubstr("bad pattern")));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, RunOp("ai.onnx.ml.Binarizer", Attrs({{"threshold", 0.5}}),
+                                         {F({0.2f, 0.5f, 0.7f}, {3})}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(0, 0, 1));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, RunAllocating("ai.onnx.ml.ArrayFeatureExtractor", {},
+                         {F({1, 2, 3, 4, 5, 6}, {2, 3}), I64({2, 0}, {2})}, 1));
+  EXPECT_THAT(out[0].shape(), ElementsAre(2, 2));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(3, 1, 6, 4));
+  EXPECT_THAT(RunAllocating("ai.onnx.ml.ArrayFeatureExtractor", {},
+                            {F({1, 2}, {2}), I64({2}, {1})}, 1),
+              StatusIs(kInvalid, HasSubstr("outside")));
+}
+
 TEST(MiscOpsTest, Shrink) {
   NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("Shrink", Attrs({{"lambd", 1.0}, {"bias", 0.5}}),
                                               {F({-2, -1, 0, 1, 2}, {5})}));

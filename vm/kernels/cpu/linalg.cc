@@ -1145,6 +1145,115 @@ class ConvKernel final : public SingleOutputKernel {
 // ---------------------------------------------------------------------------------------------
 // ConvTranspose: columns = W^T · X per group (sgemm), then col2im adds them into Y.
 
+// ---------------------------------------------------------------------------------------------
+// ConvInteger (opset 10): the integer convolution sum (x - x_zero_point)(w - w_zero_point) in
+// int32; x and w uint8 or int8, x_zero_point a scalar, w_zero_point a scalar or one per output
+// channel; the Conv window attributes and groups. Direct loops (quantized models run this op
+// rarely and at small sizes in the suite; oneDNN's int8 convolution wants other layouts).
+
+class ConvIntegerKernel final : public SingleOutputKernel {
+ public:
+  ConvIntegerKernel(WindowAttrs attrs, int64_t group)
+      : SingleOutputKernel("ConvInteger"), attrs_(std::move(attrs)), group_(group) {}
+
+ private:
+  absl::StatusOr<Window> Plan(absl::Span<const Tensor> inputs) const {
+    NIMBLE_RETURN_IF_ERROR(CheckArity(op(), inputs.size(), 2, 4));
+    NIMBLE_RETURN_IF_ERROR(CheckDefined(op(), inputs, 0, "x"));
+    NIMBLE_RETURN_IF_ERROR(CheckDefined(op(), inputs, 1, "w"));
+    for (int i = 0; i < static_cast<int>(inputs.size()); ++i) {
+      if (inputs[i].defined() && inputs[i].dtype() != DType::kU8 &&
+          inputs[i].dtype() != DType::kI8) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "ConvInteger: input ", i, " must be uint8 or int8, got ", inputs[i].TypeString()));
+      }
+    }
+    const Tensor &x = inputs[0], &w = inputs[1];
+    if (x.rank() < 3 || x.rank() > 5 || w.rank() != x.rank()) {
+      return absl::InvalidArgumentError(absl::StrCat("ConvInteger: x and w of equal rank 3..5, got ",
+                                                     x.TypeString(), " and ", w.TypeString()));
+    }
+    const int64_t c = x.dim(1), m = w.dim(0);
+    if (group_ <= 0 || c % group_ != 0 || m % group_ != 0 || w.dim(1) * group_ != c) {
+      return absl::InvalidArgumentError(absl::StrCat("ConvInteger: x ", x.TypeString(), " and w ",
+                                                     w.TypeString(), " do not fit group ",
+                                                     group_));
+    }
+    if (inputs.size() > 2 && inputs[2].defined() && inputs[2].num_elements() != 1) {
+      return absl::InvalidArgumentError("ConvInteger: x_zero_point must be a scalar");
+    }
+    if (inputs.size() > 3 && inputs[3].defined() && inputs[3].num_elements() != 1 &&
+        inputs[3].num_elements() != m) {
+      return absl::InvalidArgumentError(
+          "ConvInteger: w_zero_point must be a scalar or one per output channel");
+    }
+    return MakeWindow(op(), attrs_, absl::MakeConstSpan(x.shape()).subspan(2),
+                      absl::MakeConstSpan(w.shape()).subspan(2));
+  }
+
+  absl::StatusOr<Shape> InferShape(absl::Span<const Tensor> inputs) const override {
+    NIMBLE_ASSIGN_OR_RETURN(Window win, Plan(inputs));
+    Shape out = {inputs[0].dim(0), inputs[1].dim(0)};
+    out.insert(out.end(), win.out.begin(), win.out.end());
+    return out;
+  }
+  absl::StatusOr<DType> OutputDType(absl::Span<const Tensor>) const override {
+    return DType::kI32;
+  }
+
+  absl::Status Compute(const KernelContext&, absl::Span<const Tensor> inputs,
+                       const Tensor& out) const override {
+    NIMBLE_ASSIGN_OR_RETURN(Window win, Plan(inputs));
+    const Tensor &x = inputs[0], &w = inputs[1];
+    auto value = [](const Tensor& t, int64_t i) -> int32_t {
+      return t.dtype() == DType::kI8 ? t.data<int8_t>()[i] : t.data<uint8_t>()[i];
+    };
+    const int32_t xzp =
+        inputs.size() > 2 && inputs[2].defined() ? value(inputs[2], 0) : 0;
+    const bool w_zp = inputs.size() > 3 && inputs[3].defined();
+    const int s = win.spatial();
+    const int64_t n = x.dim(0), c = x.dim(1), m = w.dim(0), cg = c / group_, mg = m / group_;
+    int64_t in_size = 1, out_size = 1, k_size = 1;
+    for (int d = 0; d < s; ++d) in_size *= win.in[d], out_size *= win.out[d], k_size *= win.kernel[d];
+    int32_t* y = out.data<int32_t>();
+    Shape o(s), k(s);
+    for (int64_t b = 0; b < n; ++b) {
+      for (int64_t oc = 0; oc < m; ++oc) {
+        const int64_t g = oc / mg;
+        const int32_t wzp = w_zp ? value(inputs[3], inputs[3].num_elements() == 1 ? 0 : oc) : 0;
+        std::fill(o.begin(), o.end(), 0);
+        for (int64_t op = 0; op < out_size; ++op) {
+          int32_t acc = 0;
+          for (int64_t ic = 0; ic < cg; ++ic) {
+            const int64_t x_base = (b * c + g * cg + ic) * in_size;
+            const int64_t w_base = (oc * cg + ic) * k_size;
+            std::fill(k.begin(), k.end(), 0);
+            for (int64_t kp = 0; kp < k_size; ++kp) {
+              int64_t at = 0;
+              bool inside = true;
+              for (int d = 0; d < s && inside; ++d) {
+                const int64_t pos = o[d] * win.strides[d] - win.pad_begin[d] + k[d] * win.dilations[d];
+                inside = pos >= 0 && pos < win.in[d];
+                at = at * win.in[d] + pos;
+              }
+              // Padding is the zero point (the padded value of the quantized input).
+              const int32_t xv = inside ? value(x, x_base + at) : xzp;
+              acc += (xv - xzp) * (value(w, w_base + kp) - wzp);
+              for (int d = s - 1; d >= 0 && ++k[d] == win.kernel[d]; --d) k[d] = 0;
+            }
+          }
+          y[(b * m + oc) * out_size + op] = acc;
+          for (int d = s - 1; d >= 0 && ++o[d] == win.out[d]; --d) o[d] = 0;
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  const WindowAttrs attrs_;
+  const int64_t group_;
+};
+
 class ConvTransposeKernel final : public SingleOutputKernel {
  public:
   ConvTransposeKernel(WindowAttrs attrs, int64_t group, std::vector<int64_t> output_padding,
@@ -1817,6 +1926,10 @@ void RegisterLinalgKernels(KernelRegistry& registry) {
     // a packed copy.
     return Make<ConvKernel>(std::move(w), a.GetOr<int64_t>("group", 1),
                             a.GetOr<int64_t>("constant_w", 0) != 0);
+  });
+  reg("ConvInteger", [](const Attributes& a) -> absl::StatusOr<KernelPtr> {
+    NIMBLE_ASSIGN_OR_RETURN(WindowAttrs w, WindowAttrs::Parse(a));
+    return Make<ConvIntegerKernel>(std::move(w), a.GetOr<int64_t>("group", 1));
   });
   reg("ConvTranspose", [](const Attributes& a) -> absl::StatusOr<KernelPtr> {
     NIMBLE_ASSIGN_OR_RETURN(WindowAttrs w, WindowAttrs::Parse(a));

@@ -478,6 +478,30 @@ TEST(ConvTest, AutoPadShapesAndErrors) {
   ExpectNear(Values<float>(same[0]), Values<float>(expl[0]));
 }
 
+// ConvInteger: a 2x2 kernel of ones over a 3x3 uint8 image minus its zero point 1, padded by 1
+// (the padding counts as the zero point, i.e. 0 after the subtraction), w_zero_point 0; then
+// per-channel weight zero points and the errors.
+TEST(ConvIntegerTest, SumsOfShiftedValues) {
+  const Tensor x = Tensor::FromVector<uint8_t>({2, 3, 4, 5, 6, 7, 8, 9, 10}, {1, 1, 3, 3});
+  const Tensor w = Tensor::FromVector<uint8_t>({1, 1, 1, 1}, {1, 1, 2, 2});
+  const Tensor xzp = Tensor::FromVector<uint8_t>({1}, {});
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto out, RunOp("ConvInteger", Attrs({{"pads", std::vector<int64_t>{1, 1, 1, 1}}}),
+                      {x, w, xzp}, 1, {DType::kI32}));
+  EXPECT_THAT(out[0].shape(), ElementsAre(1, 1, 4, 4));
+  // x - 1 = [[1, 2, 3], [4, 5, 6], [7, 8, 9]]; corner windows see one value, the centre four.
+  EXPECT_THAT(Values<int32_t>(out[0]),
+              ElementsAre(1, 3, 5, 3, 5, 12, 16, 9, 11, 24, 28, 15, 7, 15, 17, 9));
+  // Two output channels with weight zero points 1 and 0: the first sees w - 1 = 0.
+  const Tensor w2 = Tensor::FromVector<uint8_t>({1, 1, 1, 1, 1, 1, 1, 1}, {2, 1, 2, 2});
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, RunOp("ConvInteger", {}, {x, w2, xzp, Tensor::FromVector<uint8_t>({1, 0}, {2})}, 1,
+                 {DType::kI32}));
+  EXPECT_THAT(Values<int32_t>(out[0]), ElementsAre(0, 0, 0, 0, 12, 16, 24, 28));
+  EXPECT_THAT(RunOp("ConvInteger", {}, {F({1}, {1, 1, 1}), w}, 1, {DType::kI32}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("uint8 or int8")));
+}
+
 TEST(ConvTransposeTest, MatchesScatterDefinition) {
   // x [1, 2, 3, 3], w [2, 3/groups..] with stride 2, pads 1/0, output_padding 1.
   for (int64_t group : {1, 2}) {

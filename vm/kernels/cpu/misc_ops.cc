@@ -1018,6 +1018,81 @@ class ArrayFeatureExtractorKernel final : public Kernel {
   }
 };
 
+// TensorScatter (opset 24): a KV-cache update. The output is past_cache with, for each batch
+// row b, update's `seq` entries along `axis` written from write_indices[b] (default 0) on;
+// mode "circular" wraps positions modulo the cache length, "linear" requires them to fit.
+class TensorScatterKernel final : public Kernel {
+ public:
+  TensorScatterKernel(int64_t axis, bool circular) : axis_(axis), circular_(circular) {}
+
+  absl::Status Run(const KernelContext&, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_RETURN_IF_ERROR(CheckArity("TensorScatter", inputs, 2, 3, outputs, 1));
+    NIMBLE_RETURN_IF_ERROR(CheckRequired("TensorScatter", inputs, 2));
+    const Tensor &past = inputs[0], &update = inputs[1];
+    NIMBLE_ASSIGN_OR_RETURN(const int axis, Axis(inputs));
+    NIMBLE_RETURN_IF_ERROR(CheckOutput("TensorScatter", outputs[0], past.dtype(), past.shape()));
+    const int64_t batch = past.dim(0), cache = past.dim(axis), seq = update.dim(axis);
+    int64_t middle = 1, inner = 1;
+    for (int d = 1; d < axis; ++d) middle *= past.dim(d);
+    for (int d = axis + 1; d < past.rank(); ++d) inner *= past.dim(d);
+    const size_t bytes = DTypeSize(past.dtype()) * static_cast<size_t>(inner);
+    char* out = static_cast<char*>(outputs[0].raw_data());
+    if (past.nbytes() > 0) std::memcpy(out, past.raw_data(), past.nbytes());
+    const char* up = static_cast<const char*>(update.raw_data());
+    const bool has_indices = inputs.size() > 2 && inputs[2].defined();
+    for (int64_t b = 0; b < batch; ++b) {
+      const int64_t start =
+          has_indices ? static_cast<int64_t>(kernel_util::ElementAsDouble(inputs[2], b)) : 0;
+      if (start < 0 || (!circular_ && start + seq > cache) || (circular_ && start >= cache)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "TensorScatter: write index ", start, " with ", seq, " entries does not fit a cache of ",
+            cache, circular_ ? " (circular)" : ""));
+      }
+      for (int64_t m = 0; m < middle; ++m) {
+        for (int64_t t = 0; t < seq; ++t) {
+          const int64_t pos = circular_ ? (start + t) % cache : start + t;
+          std::memcpy(out + ((b * middle + m) * cache + pos) * bytes,
+                      up + ((b * middle + m) * seq + t) * bytes, bytes);
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    NIMBLE_RETURN_IF_ERROR(Axis(inputs).status());
+    output_shapes[0] = inputs[0].shape();
+    return absl::OkStatus();
+  }
+
+ private:
+  absl::StatusOr<int> Axis(absl::Span<const Tensor> inputs) const {
+    if (inputs.size() < 2 || !inputs[0].defined() || !inputs[1].defined()) {
+      return absl::InvalidArgumentError("TensorScatter: past_cache and update are required");
+    }
+    const Tensor &past = inputs[0], &update = inputs[1];
+    const int r = past.rank();
+    const int64_t axis = axis_ < 0 ? axis_ + r : axis_;
+    bool ok = update.dtype() == past.dtype() && update.rank() == r && axis >= 1 && axis < r &&
+              update.dim(static_cast<int>(axis)) <= past.dim(static_cast<int>(axis));
+    for (int d = 0; ok && d < r; ++d) ok = d == axis || update.dim(d) == past.dim(d);
+    if (ok && inputs.size() > 2 && inputs[2].defined()) {
+      ok = IsInteger(inputs[2].dtype()) && inputs[2].num_elements() == past.dim(0);
+    }
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "TensorScatter: update ", update.TypeString(), " does not fit past_cache ",
+          past.TypeString(), " along axis ", axis_, " (or write_indices is not one per batch)"));
+    }
+    return static_cast<int>(axis);
+  }
+
+  const int64_t axis_;
+  const bool circular_;
+};
+
 class ShrinkKernel final : public Kernel {
  public:
   ShrinkKernel(double lambd, double bias) : lambd_(lambd), bias_(bias) {}
@@ -1644,6 +1719,15 @@ void RegisterMiscKernels(KernelRegistry& registry) {
                     [](const Attributes&) -> Factory {
                       return std::make_unique<ArrayFeatureExtractorKernel>();
                     });
+  registry.Register("TensorScatter", DeviceType::kCPU, [](const Attributes& attrs) -> Factory {
+    const std::string mode = attrs.GetOr<std::string>("mode", "linear");
+    if (mode != "linear" && mode != "circular") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("TensorScatter: mode must be linear or circular, got '", mode, "'"));
+    }
+    return std::make_unique<TensorScatterKernel>(attrs.GetOr<int64_t>("axis", -2),
+                                                 mode == "circular");
+  });
   registry.Register("StringSplit", DeviceType::kCPU, [](const Attributes& attrs) -> Factory {
     std::optional<int64_t> maxsplit;
     if (attrs.Has("maxsplit")) {

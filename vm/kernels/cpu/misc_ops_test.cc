@@ -281,6 +281,20 @@ TEST(MiscOpsTest, RegexBinarizerArrayFeatureExtractor) {
               StatusIs(kInvalid, HasSubstr("outside")));
 }
 
+TEST(MiscOpsTest, TensorScatter) {
+  // A cache [2 batch, 4 positions, 1] and 2 new entries per row at positions 1 (row 0) and 3
+  // (row 1, circular: 3 then 0).
+  const Tensor past = F({0, 0, 0, 0, 0, 0, 0, 0}, {2, 4, 1});
+  const Tensor update = F({1, 2, 3, 4}, {2, 2, 1});
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto out, RunOp("TensorScatter", Attrs({{"mode", std::string("circular")}}),
+                      {past, update, I64({1, 3}, {2})}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(0, 1, 2, 0, 4, 0, 0, 3));
+  // Linear mode refuses a write past the end.
+  EXPECT_THAT(RunOp("TensorScatter", {}, {past, update, I64({1, 3}, {2})}),
+              StatusIs(kInvalid, HasSubstr("does not fit")));
+}
+
 TEST(MiscOpsTest, Shrink) {
   NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("Shrink", Attrs({{"lambd", 1.0}, {"bias", 0.5}}),
                                               {F({-2, -1, 0, 1, 2}, {5})}));

@@ -365,6 +365,21 @@ absl::Status ArrayFeatureExtractorRelation(InferenceContext& ctx) {
   return absl::OkStatus();
 }
 
+// ai.onnx.ml LabelEncoder: X's shape, the values' element type (values_strings, values_int64s,
+// values_floats or values_tensor).
+absl::Status LabelEncoderRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  const vm::Attributes& a = ctx.node().attrs();
+  vm::DType out = vm::DType::kInvalid;
+  if (a.Has("values_strings")) out = vm::DType::kString;
+  if (a.Has("values_int64s")) out = vm::DType::kI64;
+  if (a.Has("values_floats")) out = vm::DType::kF32;
+  if (auto t = a.Get<vm::Tensor>("values_tensor"); t.ok()) out = t->dtype();
+  if (out == vm::DType::kInvalid) return absl::InvalidArgumentError("LabelEncoder has no values");
+  ctx.SetOutput(0, TensorType{out, x->dims});
+  return absl::OkStatus();
+}
+
 // BitCast (opset 26): the bits reinterpreted as `to`, which must have the input's bit width.
 absl::Status BitCastRelation(InferenceContext& ctx) {
   NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
@@ -493,6 +508,7 @@ void RegisterElementwiseRelations(RelationRegistry& r) {
   r.Register("", "StringSplit", StringSplitRelation);
   r.Register("", "RegexFullMatch", RegexFullMatchRelation);
   r.Register("ai.onnx.ml", "Binarizer", SameTypeRelation);
+  r.Register("ai.onnx.ml", "LabelEncoder", LabelEncoderRelation);
   r.Register("ai.onnx.ml", "ArrayFeatureExtractor", ArrayFeatureExtractorRelation);
   r.Register("", "CastLike", CastRelation);
   r.Register("", "Dropout", DropoutRelation);

@@ -8,11 +8,13 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <memory>
 #include <optional>
 #include <regex>
 #include <string>
 #include <type_traits>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -1093,6 +1095,130 @@ class TensorScatterKernel final : public Kernel {
   const bool circular_;
 };
 
+// ai.onnx.ml LabelEncoder (opset 4): each element of X looked up among the keys (keys_strings,
+// keys_int64s, keys_floats or keys_tensor) and replaced by the value at the same position
+// (values_*), or by the default (default_string "_Unused", default_int64 -1, default_float -0.0,
+// or default_tensor). Float keys compare by value, NaN matching NaN. String outputs are
+// allocated by the kernel.
+class LabelEncoderKernel final : public Kernel {
+ public:
+  LabelEncoderKernel(Tensor keys, Tensor values, Tensor fallback)
+      : keys_(std::move(keys)), values_(std::move(values)), default_(std::move(fallback)) {
+    for (int64_t i = 0; i < keys_.num_elements(); ++i) {
+      if (keys_.dtype() == DType::kString) {
+        strings_.emplace(keys_.data<std::string>()[i], i);
+      } else {
+        const double k = kernel_util::ElementAsDouble(keys_, i);
+        if (std::isnan(k)) {
+          nan_index_ = i;
+        } else {
+          numbers_.emplace(k, i);
+        }
+      }
+    }
+  }
+
+  bool allocates_outputs() const override { return values_.dtype() == DType::kString; }
+
+  absl::Status Run(const KernelContext&, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_RETURN_IF_ERROR(CheckArity("LabelEncoder", inputs, 1, 1, outputs, 1));
+    if (!inputs[0].defined()) return absl::InvalidArgumentError("LabelEncoder: X is required");
+    const Tensor& x = inputs[0];
+    if ((x.dtype() == DType::kString) != (keys_.dtype() == DType::kString)) {
+      return absl::InvalidArgumentError(absl::StrCat("LabelEncoder: X is ", x.TypeString(),
+                                                     " but the keys are ", keys_.TypeString()));
+    }
+    if (allocates_outputs()) {
+      NIMBLE_ASSIGN_OR_RETURN(outputs[0], Tensor::Empty(DType::kString, x.shape()));
+    } else {
+      NIMBLE_RETURN_IF_ERROR(CheckOutput("LabelEncoder", outputs[0], values_.dtype(), x.shape()));
+    }
+    const size_t bytes = DTypeSize(values_.dtype());
+    for (int64_t i = 0; i < x.num_elements(); ++i) {
+      int64_t at = -1;
+      if (x.dtype() == DType::kString) {
+        auto it = strings_.find(x.data<std::string>()[i]);
+        if (it != strings_.end()) at = it->second;
+      } else {
+        const double k = kernel_util::ElementAsDouble(x, i);
+        if (std::isnan(k)) {
+          at = nan_index_;
+        } else if (auto it = numbers_.find(k); it != numbers_.end()) {
+          at = it->second;
+        }
+      }
+      const Tensor& from = at >= 0 ? values_ : default_;
+      const int64_t index = at >= 0 ? at : 0;
+      if (values_.dtype() == DType::kString) {
+        outputs[0].data<std::string>()[i] = from.data<std::string>()[index];
+      } else {
+        std::memcpy(static_cast<char*>(outputs[0].raw_data()) + i * bytes,
+                    static_cast<const char*>(from.raw_data()) + index * bytes, bytes);
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    return SameShape("LabelEncoder", inputs, output_shapes);
+  }
+
+ private:
+  const Tensor keys_, values_, default_;
+  std::unordered_map<std::string, int64_t> strings_;
+  std::map<double, int64_t> numbers_;
+  int64_t nan_index_ = -1;
+};
+
+absl::StatusOr<std::unique_ptr<Kernel>> MakeLabelEncoder(const Attributes& a) {
+  auto list = [&](const char* prefix) -> absl::StatusOr<Tensor> {
+    const std::string p = prefix;
+    if (auto v = a.Get<std::vector<std::string>>(p + "_strings"); v.ok()) {
+      NIMBLE_ASSIGN_OR_RETURN(Tensor t, Tensor::Empty(DType::kString,
+                                                      {static_cast<int64_t>(v->size())}));
+      for (size_t i = 0; i < v->size(); ++i) t.data<std::string>()[i] = (*v)[i];
+      return t;
+    }
+    if (auto v = a.Get<std::vector<int64_t>>(p + "_int64s"); v.ok()) {
+      return Tensor::FromVector<int64_t>(*v, {static_cast<int64_t>(v->size())});
+    }
+    if (auto v = a.Get<std::vector<double>>(p + "_floats"); v.ok()) {
+      std::vector<float> f(v->begin(), v->end());
+      return Tensor::FromVector<float>(f, {static_cast<int64_t>(f.size())});
+    }
+    if (auto t = a.Get<Tensor>(p + "_tensor"); t.ok()) return *t;
+    return absl::InvalidArgumentError(absl::StrCat("LabelEncoder: no ", p, " attribute"));
+  };
+  NIMBLE_ASSIGN_OR_RETURN(Tensor keys, list("keys"));
+  NIMBLE_ASSIGN_OR_RETURN(Tensor values, list("values"));
+  if (keys.num_elements() != values.num_elements()) {
+    return absl::InvalidArgumentError(absl::StrCat("LabelEncoder: ", keys.num_elements(),
+                                                   " keys but ", values.num_elements(), " values"));
+  }
+  Tensor fallback;
+  if (auto t = a.Get<Tensor>("default_tensor"); t.ok()) {
+    if (t->dtype() != values.dtype() || t->num_elements() < 1) {
+      return absl::InvalidArgumentError("LabelEncoder: default_tensor must hold one value");
+    }
+    fallback = *t;
+  } else if (values.dtype() == DType::kString) {
+    NIMBLE_ASSIGN_OR_RETURN(fallback, Tensor::Empty(DType::kString, {1}));
+    fallback.data<std::string>()[0] = a.GetOr<std::string>("default_string", "_Unused");
+  } else if (values.dtype() == DType::kI64) {
+    fallback = Tensor::FromVector<int64_t>({a.GetOr<int64_t>("default_int64", -1)}, {1});
+  } else if (values.dtype() == DType::kF32) {
+    fallback = Tensor::FromVector<float>({static_cast<float>(a.GetOr<double>("default_float", -0.0))},
+                                         {1});
+  } else {
+    NIMBLE_ASSIGN_OR_RETURN(fallback, Tensor::Empty(values.dtype(), {1}));
+    std::memset(fallback.raw_data(), 0, fallback.nbytes());
+  }
+  return std::make_unique<LabelEncoderKernel>(std::move(keys), std::move(values),
+                                              std::move(fallback));
+}
+
 class ShrinkKernel final : public Kernel {
  public:
   ShrinkKernel(double lambd, double bias) : lambd_(lambd), bias_(bias) {}
@@ -1719,6 +1845,7 @@ void RegisterMiscKernels(KernelRegistry& registry) {
                     [](const Attributes&) -> Factory {
                       return std::make_unique<ArrayFeatureExtractorKernel>();
                     });
+  registry.Register("ai.onnx.ml.LabelEncoder", DeviceType::kCPU, MakeLabelEncoder);
   registry.Register("TensorScatter", DeviceType::kCPU, [](const Attributes& attrs) -> Factory {
     const std::string mode = attrs.GetOr<std::string>("mode", "linear");
     if (mode != "linear" && mode != "circular") {

@@ -295,6 +295,29 @@ TEST(MiscOpsTest, TensorScatter) {
               StatusIs(kInvalid, HasSubstr("does not fit")));
 }
 
+TEST(MiscOpsTest, LabelEncoder) {
+  // Strings to int64 with the default -1; int64 to strings (kernel-allocated) with a default.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto out,
+      RunOp("ai.onnx.ml.LabelEncoder",
+            Attrs({{"keys_strings", std::vector<std::string>{"a", "b"}},
+                   {"values_int64s", std::vector<int64_t>{10, 20}}}),
+            {Str({"b", "z", "a"}, {3})}, 1, {DType::kI64}));
+  EXPECT_THAT(Values<int64_t>(out[0]), ElementsAre(20, -1, 10));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, RunAllocating("ai.onnx.ml.LabelEncoder",
+                         Attrs({{"keys_int64s", std::vector<int64_t>{1, 2}},
+                                {"values_strings", std::vector<std::string>{"one", "two"}},
+                                {"default_string", std::string("?")}}),
+                         {I64({2, 3}, {2})}, 1));
+  EXPECT_THAT(Values<std::string>(out[0]), ElementsAre("two", "?"));
+  EXPECT_THAT(KernelRegistry::Global().Create(
+                  "ai.onnx.ml.LabelEncoder", kCpu.type,
+                  Attrs({{"keys_int64s", std::vector<int64_t>{1}},
+                         {"values_int64s", std::vector<int64_t>{1, 2}}})),
+              StatusIs(kInvalid, HasSubstr("1 keys but 2 values")));
+}
+
 TEST(MiscOpsTest, Shrink) {
   NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("Shrink", Attrs({{"lambd", 1.0}, {"bias", 0.5}}),
                                               {F({-2, -1, 0, 1, 2}, {5})}));

@@ -367,6 +367,98 @@ class DftKernel final : public Kernel {
 };
 
 // ---------------------------------------------------------------------------------------------
+// STFT (opset 17): frames of frame_length samples every frame_step along a real [batch, n, 1] or
+// complex [batch, n, 2] signal, each multiplied by the window (when given; its length is the
+// frame length unless frame_length is) and transformed by a direct DFT in double; onesided keeps
+// floor(frame_length / 2) + 1 bins. Output [batch, frames, bins, 2].
+
+class StftKernel final : public Kernel {
+ public:
+  explicit StftKernel(bool onesided) : onesided_(onesided) {}
+
+  absl::Status Run(const KernelContext&, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_RETURN_IF_ERROR(CheckArity("STFT", inputs, 2, 4, outputs, 1));
+    NIMBLE_ASSIGN_OR_RETURN(const Plan p, MakePlan(inputs));
+    const Tensor& x = inputs[0];
+    NIMBLE_RETURN_IF_ERROR(CheckOutput("STFT", outputs[0], x.dtype(), p.out));
+    NIMBLE_ASSIGN_OR_RETURN(Tensor xd, CastTo(x, DType::kF64, "STFT"));
+    std::vector<double> window(static_cast<size_t>(p.frame), 1.0);
+    if (inputs.size() > 2 && inputs[2].defined()) {
+      for (int64_t i = 0; i < p.frame; ++i) window[i] = kernel_util::ElementAsDouble(inputs[2], i);
+    }
+    NIMBLE_ASSIGN_OR_RETURN(Tensor yd, Tensor::Empty(DType::kF64, p.out));
+    const int64_t n = x.dim(1), c = x.dim(2), frames = p.out[1], bins = p.out[2];
+    const double w = 2.0 * M_PI / static_cast<double>(p.frame);
+    for (int64_t b = 0; b < x.dim(0); ++b) {
+      for (int64_t f = 0; f < frames; ++f) {
+        const double* frame = xd.data<double>() + (b * n + f * p.step) * c;
+        for (int64_t k = 0; k < bins; ++k) {
+          double re = 0.0, im = 0.0;
+          for (int64_t t = 0; t < p.frame; ++t) {
+            const double zr = frame[t * c] * window[t];
+            const double zi = c == 2 ? frame[t * c + 1] * window[t] : 0.0;
+            const double angle = -w * static_cast<double>((t * k) % p.frame);
+            re += zr * std::cos(angle) - zi * std::sin(angle);
+            im += zr * std::sin(angle) + zi * std::cos(angle);
+          }
+          double* y = yd.data<double>() + ((b * frames + f) * bins + k) * 2;
+          y[0] = re, y[1] = im;
+        }
+      }
+    }
+    return CastInto(yd, outputs[0], "STFT");
+  }
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    NIMBLE_ASSIGN_OR_RETURN(const Plan p, MakePlan(inputs));
+    output_shapes[0] = p.out;
+    return absl::OkStatus();
+  }
+
+ private:
+  struct Plan {
+    int64_t step = 0, frame = 0;
+    Shape out;
+  };
+
+  absl::StatusOr<Plan> MakePlan(absl::Span<const Tensor> inputs) const {
+    if (inputs.size() < 2 || !inputs[0].defined() || !inputs[1].defined()) {
+      return absl::InvalidArgumentError("STFT: signal and frame_step are required");
+    }
+    const Tensor& x = inputs[0];
+    if (!IsFloat(x.dtype()) || x.rank() != 3 || (x.dim(2) != 1 && x.dim(2) != 2)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "STFT: signal must be float [batch, length, 1 or 2], got ", x.TypeString()));
+    }
+    Plan p;
+    NIMBLE_ASSIGN_OR_RETURN(p.step, ScalarInt("STFT", "frame_step", inputs[1]));
+    const bool has_window = inputs.size() > 2 && inputs[2].defined();
+    if (inputs.size() > 3 && inputs[3].defined()) {
+      NIMBLE_ASSIGN_OR_RETURN(p.frame, ScalarInt("STFT", "frame_length", inputs[3]));
+    } else if (has_window) {
+      p.frame = inputs[2].num_elements();
+    } else {
+      return absl::InvalidArgumentError("STFT: needs a window or frame_length");
+    }
+    if (has_window && (inputs[2].rank() != 1 || inputs[2].num_elements() != p.frame)) {
+      return absl::InvalidArgumentError("STFT: the window must be 1-D of frame_length");
+    }
+    if (p.step < 1 || p.frame < 1 || p.frame > x.dim(1)) {
+      return absl::InvalidArgumentError(absl::StrCat("STFT: frame_step ", p.step,
+                                                     " and frame_length ", p.frame,
+                                                     " do not fit a signal of ", x.dim(1)));
+    }
+    const int64_t frames = (x.dim(1) - p.frame) / p.step + 1;
+    p.out = {x.dim(0), frames, onesided_ ? p.frame / 2 + 1 : p.frame, 2};
+    return p;
+  }
+
+  const bool onesided_;
+};
+
+// ---------------------------------------------------------------------------------------------
 // DynamicQuantizeLinear (opset 11): uint8 quantization of a float tensor with the scale and zero
 // point of its range widened to include 0: scale = (max - min) / 255, zero point =
 // saturate(round(-min / scale)), y = saturate(round(x / scale) + zero point); rounding half to
@@ -1875,6 +1967,9 @@ void RegisterMiscKernels(KernelRegistry& registry) {
     if (attrs.Has("axis")) axis = attrs.GetOr<int64_t>("axis", 1);
     return std::make_unique<DftKernel>(axis, attrs.GetOr<int64_t>("inverse", 0) != 0,
                                        attrs.GetOr<int64_t>("onesided", 0) != 0);
+  });
+  registry.Register("STFT", DeviceType::kCPU, [](const Attributes& attrs) -> Factory {
+    return std::make_unique<StftKernel>(attrs.GetOr<int64_t>("onesided", 1) != 0);
   });
   registry.Register("QLinearMatMul", DeviceType::kCPU, [](const Attributes&) -> Factory {
     return std::make_unique<QLinearMatMulKernel>();

@@ -318,6 +318,21 @@ TEST(MiscOpsTest, LabelEncoder) {
               StatusIs(kInvalid, HasSubstr("1 keys but 2 values")));
 }
 
+TEST(MiscOpsTest, Stft) {
+  // Frames of 2 every 2 samples of [1, 1, 2, -2]: sums 2 and 0, differences 0 and 4 (onesided
+  // keeps bins 0 and 1 of 2).
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("STFT", {},
+                                              {F({1, 1, 2, -2}, {1, 4, 1}), I64({2}, {}),
+                                               Tensor(), I64({2}, {})}));
+  EXPECT_THAT(out[0].shape(), ElementsAre(1, 2, 2, 2));
+  EXPECT_THAT(Values<float>(out[0]),
+              ElementsAre(FloatNear(2, 1e-6f), FloatNear(0, 1e-6f), FloatNear(0, 1e-6f),
+                          FloatNear(0, 1e-6f), FloatNear(0, 1e-6f), FloatNear(0, 1e-6f),
+                          FloatNear(4, 1e-6f), FloatNear(0, 1e-6f)));
+  EXPECT_THAT(RunOp("STFT", {}, {F({1, 1}, {1, 2, 1}), I64({1}, {})}),
+              StatusIs(kInvalid, HasSubstr("window or frame_length")));
+}
+
 TEST(MiscOpsTest, Shrink) {
   NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("Shrink", Attrs({{"lambd", 1.0}, {"bias", 0.5}}),
                                               {F({-2, -1, 0, 1, 2}, {5})}));

@@ -74,18 +74,20 @@ inline Attributes Attrs(std::initializer_list<std::pair<std::string, AttrValue>>
 }
 
 // Runs `op`: shapes from the kernel's OutputShapes, dtypes from `dtypes` (default: the first
-// input's), then Run with `num_threads`.
+// input's), then Run with `num_threads`. Kernels that allocate their outputs get them empty.
 inline absl::StatusOr<std::vector<Tensor>> RunOp(const std::string& op, const Attributes& attrs,
                                                  std::vector<Tensor> inputs, int num_outputs = 1,
                                                  std::vector<DType> dtypes = {},
                                                  int num_threads = 1) {
   NIMBLE_ASSIGN_OR_RETURN(auto kernel, KernelRegistry::Global().Create(op, kCpu.type, attrs));
-  std::vector<Shape> shapes(num_outputs);
-  NIMBLE_RETURN_IF_ERROR(kernel->OutputShapes(inputs, absl::MakeSpan(shapes)));
   std::vector<Tensor> outputs(num_outputs);
-  for (int i = 0; i < num_outputs; ++i) {
-    const DType dtype = i < static_cast<int>(dtypes.size()) ? dtypes[i] : inputs[0].dtype();
-    NIMBLE_ASSIGN_OR_RETURN(outputs[i], Tensor::Empty(dtype, shapes[i]));
+  if (!kernel->allocates_outputs()) {
+    std::vector<Shape> shapes(num_outputs);
+    NIMBLE_RETURN_IF_ERROR(kernel->OutputShapes(inputs, absl::MakeSpan(shapes)));
+    for (int i = 0; i < num_outputs; ++i) {
+      const DType dtype = i < static_cast<int>(dtypes.size()) ? dtypes[i] : inputs[0].dtype();
+      NIMBLE_ASSIGN_OR_RETURN(outputs[i], Tensor::Empty(dtype, shapes[i]));
+    }
   }
   KernelContext ctx;
   ctx.num_threads = num_threads;

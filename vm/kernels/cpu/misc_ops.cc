@@ -13,8 +13,10 @@
 #include <optional>
 #include <regex>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -250,6 +252,23 @@ class WindowKernel final : public Kernel {
 // O(n L) sums in double. The axis is the attribute (the importer sets it before opset 20), else
 // input 2, else -2; negative axes count from the end of the full shape.
 
+// Term k of the direct DFT of `count` samples over a period of `len`: the sum of sample(n)
+// e^{sign 2 pi i n k / len}, sample(n) returning (re, im). Shared by DFT and STFT.
+template <typename Sample>
+std::pair<double, double> DftTerm(const Sample& sample, int64_t count, int64_t len, int64_t k,
+                                  double sign) {
+  const double w = sign * 2.0 * M_PI / static_cast<double>(len);
+  double re = 0.0, im = 0.0;
+  for (int64_t n = 0; n < count; ++n) {
+    const auto [zr, zi] = sample(n);
+    const double angle = w * static_cast<double>((n * k) % len);
+    const double cs = std::cos(angle), sn = std::sin(angle);
+    re += zr * cs - zi * sn;
+    im += zr * sn + zi * cs;
+  }
+  return {re, im};
+}
+
 class DftKernel final : public Kernel {
  public:
   DftKernel(std::optional<int64_t> axis, bool inverse, bool onesided)
@@ -288,13 +307,10 @@ class DftKernel final : public Kernel {
               re += edge ? (f == 0 ? zr : term) : 2.0 * term;
             }
           } else {
-            for (int64_t n = 0; n < std::min(n_in, len); ++n) {
-              const double zr = at_in(n, 0), zi = c_in == 2 ? at_in(n, 1) : 0.0;
-              const double angle = sign * w * static_cast<double>((n * k) % len);
-              const double cs = std::cos(angle), sn = std::sin(angle);
-              re += zr * cs - zi * sn;
-              im += zr * sn + zi * cs;
-            }
+            auto sample = [&](int64_t n) {
+              return std::pair<double, double>(at_in(n, 0), c_in == 2 ? at_in(n, 1) : 0.0);
+            };
+            std::tie(re, im) = DftTerm(sample, std::min(n_in, len), len, k, sign);
           }
           double* y = out + ((o * n_out + k) * plan.inner + i) * c_out;
           y[0] = re * norm;
@@ -389,19 +405,15 @@ class StftKernel final : public Kernel {
     }
     NIMBLE_ASSIGN_OR_RETURN(Tensor yd, Tensor::Empty(DType::kF64, p.out));
     const int64_t n = x.dim(1), c = x.dim(2), frames = p.out[1], bins = p.out[2];
-    const double w = 2.0 * M_PI / static_cast<double>(p.frame);
     for (int64_t b = 0; b < x.dim(0); ++b) {
       for (int64_t f = 0; f < frames; ++f) {
         const double* frame = xd.data<double>() + (b * n + f * p.step) * c;
+        auto sample = [&](int64_t t) {
+          return std::pair<double, double>(frame[t * c] * window[t],
+                                           c == 2 ? frame[t * c + 1] * window[t] : 0.0);
+        };
         for (int64_t k = 0; k < bins; ++k) {
-          double re = 0.0, im = 0.0;
-          for (int64_t t = 0; t < p.frame; ++t) {
-            const double zr = frame[t * c] * window[t];
-            const double zi = c == 2 ? frame[t * c + 1] * window[t] : 0.0;
-            const double angle = -w * static_cast<double>((t * k) % p.frame);
-            re += zr * std::cos(angle) - zi * std::sin(angle);
-            im += zr * std::sin(angle) + zi * std::cos(angle);
-          }
+          const auto [re, im] = DftTerm(sample, p.frame, p.frame, k, -1.0);
           double* y = yd.data<double>() + ((b * frames + f) * bins + k) * 2;
           y[0] = re, y[1] = im;
         }
@@ -746,19 +758,18 @@ class StringConcatKernel final : public Kernel {
     Shape out_shape;
     NIMBLE_RETURN_IF_ERROR(Shapes(inputs, &out_shape));
     NIMBLE_ASSIGN_OR_RETURN(outputs[0], Tensor::Empty(DType::kString, out_shape));
-    const Shape sx = BroadcastStrides(inputs[0].shape(), out_shape);
-    const Shape sy = BroadcastStrides(inputs[1].shape(), out_shape);
+    NIMBLE_ASSIGN_OR_RETURN(BroadcastPlan plan,
+                            BroadcastPlan::Create({inputs[0].shape(), inputs[1].shape()}, out_shape));
     const std::string* x = inputs[0].data<std::string>();
     const std::string* y = inputs[1].data<std::string>();
     std::string* out = outputs[0].data<std::string>();
-    const int rank = static_cast<int>(out_shape.size());
-    Shape index(rank, 0);
-    for (int64_t i = 0; i < outputs[0].num_elements(); ++i) {
-      int64_t ox = 0, oy = 0;
-      for (int d = 0; d < rank; ++d) ox += index[d] * sx[d], oy += index[d] * sy[d];
-      out[i] = x[ox] + y[oy];
-      for (int d = rank - 1; d >= 0 && ++index[d] == out_shape[d]; --d) index[d] = 0;
-    }
+    const int64_t step_x = plan.inner_stride(0), step_y = plan.inner_stride(1);
+    plan.ForEachSegment(0, plan.num_elements(),
+                        [&](int64_t o, absl::Span<const int64_t> in, int64_t len) {
+                          for (int64_t j = 0; j < len; ++j) {
+                            out[o + j] = x[in[0] + j * step_x] + y[in[1] + j * step_y];
+                          }
+                        });
     return absl::OkStatus();
   }
 

@@ -202,10 +202,7 @@ absl::StatusOr<std::vector<Tensor>> RunAllocating(const std::string& op, const A
                                                   std::vector<Tensor> inputs, int outputs) {
   NIMBLE_ASSIGN_OR_RETURN(auto kernel, KernelRegistry::Global().Create(op, kCpu.type, attrs));
   EXPECT_TRUE(kernel->allocates_outputs());
-  std::vector<Tensor> out(outputs);
-  KernelContext ctx;
-  NIMBLE_RETURN_IF_ERROR(kernel->Run(ctx, inputs, absl::MakeSpan(out)));
-  return out;
+  return RunOp(op, attrs, std::move(inputs), outputs);
 }
 
 TEST(MiscOpsTest, StringConcatBroadcasts) {

@@ -210,6 +210,14 @@ struct DeviceGraphEntry {
   std::vector<Tensor> inputs;
   Value result;
   std::unique_ptr<DeviceGraph> graph;
+  // Result tensors the graph copies whole from the device: each replay points the copy at
+  // fresh page-locked storage that becomes the caller's tensor (no host copy of the result).
+  struct HostCopy {
+    const void* captured;  // the result tensor's bytes in `arena`
+    size_t bytes;
+    int index;  // DeviceGraph::FindHostCopy
+  };
+  std::vector<HostCopy> host_copies;
 };
 
 VirtualMachine::VirtualMachine(std::shared_ptr<const Executable> executable,
@@ -507,10 +515,19 @@ absl::StatusOr<std::vector<Value>> VirtualMachine::RunUnprofiled(std::vector<Val
 
 namespace {
 
-// A fresh host copy of a graph's result (a tensor, or a tuple of tensors), so that callers
-// never alias the buffers the next replay overwrites.
-absl::StatusOr<Value> CopyResult(const Value& v, Allocator* host) {
+// The caller's copy of a graph's result (a tensor, or a tuple of tensors), so that callers
+// never alias the buffers the next replay overwrites: tensors the replay wrote straight into
+// `fresh` storage (one per entry of `host_copies`) are views of it, the others host copies.
+absl::StatusOr<Value> CopyResult(const Value& v, Allocator* host,
+                                 absl::Span<const DeviceGraphEntry::HostCopy> host_copies,
+                                 absl::Span<const std::shared_ptr<Storage>> fresh) {
   if (const Tensor* t = std::get_if<Tensor>(&v)) {
+    for (size_t i = 0; i < host_copies.size(); ++i) {
+      if (host_copies[i].captured == t->raw_data() && host_copies[i].bytes == t->nbytes()) {
+        NIMBLE_ASSIGN_OR_RETURN(Tensor view, Tensor::View(fresh[i], 0, t->dtype(), t->shape()));
+        return Value(std::move(view));
+      }
+    }
     NIMBLE_ASSIGN_OR_RETURN(Tensor copy, Tensor::Empty(t->dtype(), t->shape(), host));
     if (t->nbytes() > 0) std::memcpy(copy.raw_data(), t->raw_data(), t->nbytes());
     return Value(std::move(copy));
@@ -520,10 +537,36 @@ absl::StatusOr<Value> CopyResult(const Value& v, Allocator* host) {
   auto copy = std::make_shared<ADT>();
   copy->tag = (*adt)->tag;
   for (const Value& field : (*adt)->fields) {
-    NIMBLE_ASSIGN_OR_RETURN(Value f, CopyResult(field, host));
+    NIMBLE_ASSIGN_OR_RETURN(Value f, CopyResult(field, host, host_copies, fresh));
     copy->fields.push_back(std::move(f));
   }
   return Value(ADTRef(std::move(copy)));
+}
+
+// The result tensors a graph copies whole from the device, each once (a tensor that appears
+// twice in the result is copied, not redirected, so the two stay distinct buffers).
+void FindHostCopies(const Value& v, const DeviceGraph& graph,
+                    std::vector<DeviceGraphEntry::HostCopy>& out, std::vector<const void*>& seen) {
+  if (const Tensor* t = std::get_if<Tensor>(&v)) {
+    if (t->nbytes() == 0) return;
+    const void* data = t->raw_data();
+    if (std::find(seen.begin(), seen.end(), data) != seen.end()) {
+      out.erase(
+          std::remove_if(out.begin(), out.end(), [&](const auto& c) { return c.captured == data; }),
+          out.end());
+      return;
+    }
+    seen.push_back(data);
+    // Only a tensor that is its whole storage (what the graph's copy wrote): the caller's
+    // storage is made for the tensor's bytes alone.
+    const bool whole = t->storage() != nullptr && t->storage()->data() == data;
+    const int index = whole ? graph.FindHostCopy(data, t->nbytes()) : -1;
+    if (index >= 0) out.push_back({data, t->nbytes(), index});
+    return;
+  }
+  const ADTRef* adt = std::get_if<ADTRef>(&v);
+  if (adt == nullptr || !*adt) return;
+  for (const Value& f : (*adt)->fields) FindHostCopies(f, graph, out, seen);
 }
 
 // Whether every tensor of a result lives on the host (a graph's result must).
@@ -578,6 +621,8 @@ absl::StatusOr<Value> VirtualMachine::RunGraphed(int variant, std::vector<Value>
       return Execute(function, std::move(args));
     }
     e->result = std::move(*captured);
+    std::vector<const void*> result_buffers;
+    FindHostCopies(e->result, *e->graph, e->host_copies, result_buffers);
     ++graph_stats_.captures;
     if (static_cast<int>(graphs_.size()) >= std::max(1, options_.max_device_graphs)) {
       auto oldest =
@@ -589,14 +634,31 @@ absl::StatusOr<Value> VirtualMachine::RunGraphed(int variant, std::vector<Value>
     entry = graphs_.back().get();
   }
   entry->last_use = ++graph_clock_;
+  const auto t0 = std::chrono::steady_clock::now();
   for (size_t i = 0; i < args.size(); ++i) {
     const Tensor& in = std::get<Tensor>(args[i]);
     if (in.nbytes() > 0) std::memcpy(entry->inputs[i].raw_data(), in.raw_data(), in.nbytes());
   }
+  std::vector<std::shared_ptr<Storage>> fresh;
+  for (const DeviceGraphEntry::HostCopy& c : entry->host_copies) {
+    NIMBLE_ASSIGN_OR_RETURN(fresh.emplace_back(), device_api_->PinnedHostStorage(c.bytes));
+    NIMBLE_RETURN_IF_ERROR(entry->graph->SetHostCopyDestination(c.index, fresh.back()->data()));
+  }
+  const auto t1 = std::chrono::steady_clock::now();
   NIMBLE_RETURN_IF_ERROR(entry->graph->Launch(own_stream_));
   NIMBLE_RETURN_IF_ERROR(device_api_->Synchronize(own_stream_));
+  const auto t2 = std::chrono::steady_clock::now();
   ++graph_stats_.replays;
-  return CopyResult(entry->result, host_allocator_);
+  absl::StatusOr<Value> result =
+      CopyResult(entry->result, host_allocator_, entry->host_copies, fresh);
+  const auto ns = [](auto a, auto b) {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count();
+  };
+  graph_stats_.replay_inputs_ns += ns(t0, t1);
+  graph_stats_.replay_device_ns += ns(t1, t2);
+  graph_stats_.replay_result_ns += ns(t2, std::chrono::steady_clock::now());
+  graph_stats_.direct_results += static_cast<int64_t>(fresh.size());
+  return result;
 }
 
 // Runs `function` once with the device stream capturing: device work becomes the graph, host

@@ -59,6 +59,14 @@ struct DeviceGraphStats {
   int64_t replays = 0;          // calls served by a graph (the capturing call included)
   int64_t eager_calls = 0;      // calls of specialized variants run without a graph
   int64_t failed_captures = 0;  // their key then always runs eagerly
+  // Where replays' time went (replays after the capture): copying the inputs into the graph's
+  // page-locked buffers, launching the graph and waiting for it, copying the result out.
+  int64_t replay_inputs_ns = 0;
+  int64_t replay_device_ns = 0;
+  int64_t replay_result_ns = 0;
+  // Result tensors replays wrote straight into the caller's page-locked storage (the rest
+  // were copied out of the graph's buffers).
+  int64_t direct_results = 0;
 };
 
 // Where the time of Run() calls went, accumulated while VirtualMachineOptions::profile is on.

@@ -74,15 +74,22 @@ def nimble_bench_or_raise(nimblec, nbx, seq, iterations, env=None, graphs=False)
     return float(r.stdout.splitlines()[-1].split()[2])
 
 
-def torch_p50(model, seq, iterations):
-    ids = torch.randint(0, 30522, (1, seq), device="cuda")
+def torch_p50(model, seq, iterations, host_io=False):
+    """p50 ms of one inference. host_io: the inputs start on the host and both outputs end
+    there as float32 (what `nimblec bench` times for Nimble); otherwise everything stays on
+    the GPU."""
+    ids = torch.randint(0, 30522, (1, seq), device="cpu" if host_io else "cuda")
     feeds = [ids, torch.ones_like(ids), torch.zeros_like(ids)]
     times = []
     with torch.no_grad():
         for i in range(iterations + 5):
             torch.cuda.synchronize()
             t = time.perf_counter()
-            model(*feeds)
+            if host_io:
+                outs = model(*[f.cuda() for f in feeds])
+                [o.float().cpu() for o in outs]
+            else:
+                model(*feeds)
             torch.cuda.synchronize()
             if i >= 5:
                 times.append((time.perf_counter() - t) * 1e3)
@@ -103,6 +110,9 @@ def main():
                    help="precisions also compiled with buckets at --seqs and run with CUDA graphs")
     p.add_argument("--ab-flash", action="store_true",
                    help="also time fp16 with the reference attention kernel")
+    p.add_argument("--host-io-peers", default="",
+                   help="peers (e.g. 'compile fp16') also timed with inputs from and outputs to "
+                        "the host, as Nimble is")
     p.add_argument("--out")
     p.add_argument("--export-only", metavar="ONNX",
                    help="write the BERT-base ONNX file (the one timed here) to ONNX and stop")
@@ -177,6 +187,8 @@ def main():
     if args.ab_flash and "fp16" in precisions:
         cols.append("Nimble fp16 ref. attention")
     cols += [f"PyTorch {k}" for k in peers]
+    host_io = [k for k in args.host_io_peers.split(",") if k in peers]
+    cols += [f"PyTorch {k} host in/out" for k in host_io]
     lines.append("")
     lines.append("| seq | " + " | ".join(cols) + " |")
     lines.append("| --- |" + " --- |" * len(cols))
@@ -190,6 +202,8 @@ def main():
             t0 = time.time()
             row.append(torch_p50(model, seq, args.iterations))
             print(f"  {name} seq {seq}: {time.time() - t0:.1f} s", flush=True)
+        for name in host_io:
+            row.append(torch_p50(peers[name], seq, args.iterations, host_io=True))
         lines.append(f"| {seq} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
         print(lines[-1], flush=True)
     with open(args.out, "w") as f:

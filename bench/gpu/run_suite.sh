@@ -19,6 +19,7 @@ for t in vm_cuda_gemm_test vm_cuda_kernels_vs_cpu_test vm_cuda_lstm_test compile
 done
 mkdir -p /tmp/bw && PYTHONUNBUFFERED=1 timeout ${BERT_TIMEOUT:-330} python3 bench/gpu/bert_gpu.py --nimblec $N/nimblec --work /tmp/bw \
   --precisions fp16 --graphs fp16 --torch-compile --compile-precisions fp16 --iterations 50 \
+  --host-io-peers "compile fp16,eager fp16" \
   --out "$OUT/bert.md" >"$OUT/bert.log" 2>&1
 echo "bert_gpu.py: rc=$?"; grep -vE "^ +(eager|compile)" "$OUT/bert.log" | tail -15
 PYTHONUNBUFFERED=1 timeout ${LSTM_TIMEOUT:-150} python3 bench/gpu/model_compare.py --nimblec $N/nimblec \
@@ -35,8 +36,8 @@ for round in 1 2; do
       if [ $choice = default ]; then unset NIMBLE_CUDA_ATTENTION; else export NIMBLE_CUDA_ATTENTION=$choice; fi
       ms=$($N/nimblec bench /tmp/bw/bert_cuda_fp16_buckets.nbx --iterations 300 \
         --device-graphs --shape input_ids=1x$s --shape attention_mask=1x$s --shape token_type_ids=1x$s \
-        2>/dev/null | tail -1 | awk '{print $3}')
-      echo "seq $s attention=$choice: p50 $ms ms"
+        2>/tmp/bench_err.txt | tail -1 | awk '{print $3}')
+      echo "seq $s attention=$choice: p50 $ms ms; $(grep 'replay us' /tmp/bench_err.txt)"
     done
     unset NIMBLE_CUDA_ATTENTION
   done

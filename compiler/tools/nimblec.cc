@@ -390,6 +390,7 @@ absl::Status Bench(const Args& args) {
     NIMBLE_RETURN_IF_ERROR(machine.Run(inputs).status());  // the capture
   }
   machine.ResetProfile();
+  const vm::DeviceGraphStats before = machine.device_graph_stats();
   std::vector<double> ms;
   for (int i = 0; i < args.iterations; ++i) {
     const auto start = std::chrono::steady_clock::now();
@@ -404,6 +405,15 @@ absl::Status Bench(const Args& args) {
                  machine.device_graphs_enabled() ? "on" : "unavailable",
                  static_cast<long long>(g.captures), static_cast<long long>(g.replays),
                  static_cast<long long>(g.eager_calls));
+    // Per replay of the timed calls.
+    if (g.replays > before.replays) {
+      const double n = static_cast<double>(g.replays - before.replays) * 1e3;
+      std::fprintf(stderr,
+                   "replay us: inputs and result buffers %.1f, launch+wait %.1f, result out %.1f\n",
+                   (g.replay_inputs_ns - before.replay_inputs_ns) / n,
+                   (g.replay_device_ns - before.replay_device_ns) / n,
+                   (g.replay_result_ns - before.replay_result_ns) / n);
+    }
   }
   double sum = 0;
   for (double m : ms) sum += m;

@@ -82,6 +82,14 @@ class DeviceGraph {
   virtual ~DeviceGraph() = default;
   // Queues the captured work on `stream`.
   virtual absl::Status Launch(void* stream) = 0;
+  // A copy of the graph from device memory into exactly the host bytes [dst, dst + bytes) of
+  // the captured run, as an index for SetHostCopyDestination; -1 when there is none.
+  virtual int FindHostCopy(const void* dst, size_t bytes) const { return -1; }
+  // Makes later launches write copy `index` to `dst` instead (page-locked memory of
+  // DeviceApi::PinnedHostStorage, at least as large as the copy).
+  virtual absl::Status SetHostCopyDestination(int index, void* dst) {
+    return absl::UnimplementedError("this graph cannot redirect its copies");
+  }
 };
 
 // Memory operations of a non-CPU device type, registered with its kernels.
@@ -114,6 +122,12 @@ class DeviceApi {
   // before the allocator itself, so buffers a captured graph reads or writes stay valid.
   virtual absl::StatusOr<std::unique_ptr<Allocator>> NewHostArena() {
     return absl::UnimplementedError("this device has no host arenas");
+  }
+  // `bytes` of page-locked host memory from a process-wide bounded pool, returned to it when
+  // the storage goes (which may outlive every VM): a graph's results are copied straight into
+  // such storage and handed to the caller.
+  virtual absl::StatusOr<std::shared_ptr<Storage>> PinnedHostStorage(size_t bytes) {
+    return absl::UnimplementedError("this device has no page-locked host memory");
   }
   // Starts capturing the work queued on `stream` (after reserving what capture cannot
   // allocate); copies to the host do not synchronise while capturing.

@@ -1,14 +1,18 @@
 #include "vm/kernels/cuda/cuda_device.h"
 
+#include <algorithm>
 #include <cstdlib>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "base/status_macros.h"
 #include "vm/cuda/cuda_status.h"
+#include "vm/cuda/pinned_host_pool.h"
 
 namespace nimble::vm::cuda_device {
 
@@ -120,18 +124,70 @@ class PinnedArena final : public Allocator {
   int64_t bytes_ = 0;
 };
 
+// A copy from device memory to the host recorded while capturing (its graph node).
+struct CapturedCopy {
+  cudaGraphNode_t node;
+  const void* src;
+  const void* dst;  // as captured
+  size_t bytes;
+};
+
 class CudaGraph final : public DeviceGraph {
  public:
-  explicit CudaGraph(cudaGraphExec_t exec) : exec_(exec) {}
-  ~CudaGraph() override { cudaGraphExecDestroy(exec_); }
+  // Takes both; the graph stays alive because its nodes name the copies to redirect.
+  CudaGraph(cudaGraph_t graph, cudaGraphExec_t exec, std::vector<CapturedCopy> copies)
+      : graph_(graph), exec_(exec), copies_(std::move(copies)) {}
+  ~CudaGraph() override {
+    cudaGraphExecDestroy(exec_);
+    cudaGraphDestroy(graph_);
+  }
   absl::Status Launch(void* stream) override {
     NIMBLE_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec_, static_cast<cudaStream_t>(stream)));
     return absl::OkStatus();
   }
 
+  // -1 also when another copy writes into those bytes: redirecting one would leave the other
+  // writing the old buffer.
+  int FindHostCopy(const void* dst, size_t bytes) const override {
+    const auto* begin = static_cast<const char*>(dst);
+    int found = -1;
+    for (size_t i = 0; i < copies_.size(); ++i) {
+      const auto* b = static_cast<const char*>(copies_[i].dst);
+      if (b == begin && copies_[i].bytes == bytes && bytes > 0 && found < 0) {
+        found = static_cast<int>(i);
+      } else if (b < begin + bytes && begin < b + copies_[i].bytes) {
+        return -1;
+      }
+    }
+    return found;
+  }
+  absl::Status SetHostCopyDestination(int index, void* dst) override {
+    if (index < 0 || static_cast<size_t>(index) >= copies_.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("no host copy ", index));
+    }
+    const CapturedCopy& c = copies_[index];
+    NIMBLE_CUDA_RETURN_IF_ERROR(
+        cudaGraphExecMemcpyNodeSetParams1D(exec_, c.node, dst, c.src, c.bytes, cudaMemcpyDefault));
+    return absl::OkStatus();
+  }
+
  private:
+  const cudaGraph_t graph_;
   const cudaGraphExec_t exec_;
+  const std::vector<CapturedCopy> copies_;
 };
+
+// Page-locked host buffers for graph results, shared by the process (never destroyed: the
+// storages handed out may outlive every VM).
+absl::StatusOr<cuda::PinnedHostPool*> ResultPool() {
+  static absl::StatusOr<cuda::PinnedHostPool*> pool =
+      []() -> absl::StatusOr<cuda::PinnedHostPool*> {
+    NIMBLE_ASSIGN_OR_RETURN(std::unique_ptr<cuda::PinnedHostPool> p,
+                            cuda::PinnedHostPool::Create(int64_t{256} << 20));
+    return p.release();
+  }();
+  return pool;
+}
 
 bool Capturing(cudaStream_t s) {
   cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
@@ -140,6 +196,11 @@ bool Capturing(cudaStream_t s) {
 }
 
 class CudaApi final : public DeviceApi {
+ private:
+  absl::Mutex mu_;
+  // Per capturing stream: its copies to the host so far.
+  std::map<cudaStream_t, std::vector<CapturedCopy>> captured_ ABSL_GUARDED_BY(mu_);
+
  public:
   absl::Status Copy(void* dst, Device to, const void* src, Device from, size_t bytes,
                     void* stream) override {
@@ -147,11 +208,23 @@ class CudaApi final : public DeviceApi {
     auto s = static_cast<cudaStream_t>(stream);
     NIMBLE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, s));
     // A host destination is read as soon as we return (pinned memory would not wait); inside a
-    // capture the graph's launcher synchronises instead.
-    if (to.type == DeviceType::kCPU && !Capturing(s)) {
-      NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s));
+    // capture the graph's launcher synchronises instead, and the copy's node is kept so that
+    // replays can write it elsewhere (CudaGraph::SetHostCopyDestination).
+    if (to.type == DeviceType::kCPU) {
+      if (!Capturing(s)) {
+        NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s));
+      } else if (from.type != DeviceType::kCPU) {
+        cudaStreamCaptureStatus status;
+        const cudaGraphNode_t* last = nullptr;
+        size_t n = 0;
+        NIMBLE_CUDA_RETURN_IF_ERROR(
+            cudaStreamGetCaptureInfo(s, &status, nullptr, nullptr, &last, nullptr, &n));
+        if (n == 1) {
+          absl::MutexLock lock(&mu_);
+          captured_[s].push_back({last[0], src, dst, bytes});
+        }
+      }
     }
-    (void)from;
     return absl::OkStatus();
   }
   absl::StatusOr<void*> CreateStream(int ordinal) override {
@@ -177,17 +250,42 @@ class CudaApi final : public DeviceApi {
     auto s = static_cast<cudaStream_t>(stream);
     NIMBLE_RETURN_IF_ERROR(d->gemm->ReserveWorkspace(s));
     // Relaxed: host allocations (cudaHostAlloc) may happen while the stream captures.
+    {
+      absl::MutexLock lock(&mu_);
+      captured_[s].clear();
+    }
     NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed));
     return absl::OkStatus();
   }
   absl::StatusOr<std::unique_ptr<DeviceGraph>> EndCapture(void* stream) override {
+    auto s = static_cast<cudaStream_t>(stream);
+    std::vector<CapturedCopy> copies;
+    {
+      absl::MutexLock lock(&mu_);
+      copies = std::move(captured_[s]);
+      captured_.erase(s);
+    }
     cudaGraph_t graph = nullptr;
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamEndCapture(static_cast<cudaStream_t>(stream), &graph));
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamEndCapture(s, &graph));
+    // Only plain copy nodes can be redirected.
+    std::erase_if(copies, [](const CapturedCopy& c) {
+      cudaGraphNodeType type;
+      return cudaGraphNodeGetType(c.node, &type) != cudaSuccess || type != cudaGraphNodeTypeMemcpy;
+    });
     cudaGraphExec_t exec = nullptr;
     const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
-    cudaGraphDestroy(graph);
+    if (e != cudaSuccess) cudaGraphDestroy(graph);
     NIMBLE_CUDA_RETURN_IF_ERROR(e);
-    return std::unique_ptr<DeviceGraph>(std::make_unique<CudaGraph>(exec));
+    return std::unique_ptr<DeviceGraph>(
+        std::make_unique<CudaGraph>(graph, exec, std::move(copies)));
+  }
+  absl::StatusOr<std::shared_ptr<Storage>> PinnedHostStorage(size_t bytes) override {
+    NIMBLE_ASSIGN_OR_RETURN(cuda::PinnedHostPool * pool, ResultPool());
+    NIMBLE_ASSIGN_OR_RETURN(cuda::PinnedBuffer buffer,
+                            pool->Acquire(std::max<int64_t>(static_cast<int64_t>(bytes), 1)));
+    auto owner = std::make_shared<cuda::PinnedBuffer>(std::move(buffer));
+    void* data = owner->data();
+    return Storage::Wrap(data, bytes, kCpu, std::move(owner));
   }
   absl::Status Synchronize(void* stream) override {
     NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));

@@ -326,6 +326,33 @@ absl::Status StringSplitRelation(InferenceContext& ctx) {
   return absl::OkStatus();
 }
 
+// StringNormalizer (opset 10): [C] -> [C'] or [1, C] -> [1, C'], C' (data-dependent) the
+// elements left after the stopwords are dropped.
+absl::Status StringNormalizerRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  if (x->dtype != vm::DType::kString) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("input must be string, got ", vm::DTypeName(x->dtype)));
+  }
+  if (!x->has_rank()) {
+    ctx.SetOutput(0, TensorType{vm::DType::kString, std::nullopt});
+    return absl::OkStatus();
+  }
+  if (x->rank() != 1 && x->rank() != 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("input must be [C] or [1, C], got ", ctx.Str(*x)));
+  }
+  std::vector<Dim> y;
+  if (x->rank() == 2) {
+    NIMBLE_RETURN_IF_ERROR(
+        ctx.RequireEqual((*x->dims)[0], DimExpr::Const(1), "StringNormalizer [1, C]"));
+    y.push_back(DimExpr::Const(1));
+  }
+  y.push_back(ctx.FreshDim(0, x->rank() - 1));
+  ctx.SetOutput(0, TensorType{vm::DType::kString, std::move(y)});
+  return absl::OkStatus();
+}
+
 // RegexFullMatch (opset 20): whether each string fully matches the pattern, bool of X's shape.
 absl::Status RegexFullMatchRelation(InferenceContext& ctx) {
   NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
@@ -506,6 +533,7 @@ void RegisterElementwiseRelations(RelationRegistry& r) {
   r.Register("", "BitCast", BitCastRelation);
   r.Register("", "StringConcat", StringConcatRelation);
   r.Register("", "StringSplit", StringSplitRelation);
+  r.Register("", "StringNormalizer", StringNormalizerRelation);
   r.Register("", "RegexFullMatch", RegexFullMatchRelation);
   r.Register("ai.onnx.ml", "Binarizer", SameTypeRelation);
   r.Register("ai.onnx.ml", "LabelEncoder", LabelEncoderRelation);

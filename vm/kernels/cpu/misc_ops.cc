@@ -8,14 +8,17 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <locale>
 #include <map>
 #include <memory>
 #include <optional>
 #include <regex>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <type_traits>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -878,6 +881,155 @@ class StringSplitKernel final : public Kernel {
   const std::string delimiter_;
   const std::optional<int64_t> maxsplit_;
 };
+
+// StringNormalizer (opset 10): drops the elements of a [C] or [1, C] string tensor that are
+// stopwords (compared case-insensitively unless is_case_sensitive), then lower- or upper-cases
+// the rest (case_change_action LOWER, UPPER or NONE). Y is [C'] or [1, C']; when every element
+// is dropped, [1] or [1, 1] holding "". Case mapping is per code point of UTF-8 text through the
+// locale's ctype<wchar_t> facet (C.UTF-8 stands in for the default en_US when that is not
+// installed); bytes that are not valid UTF-8 pass through unchanged.
+
+enum class CaseChange { kNone, kLower, kUpper };
+
+// The code point of the UTF-8 sequence at s[i] and its length, or nullopt if it is malformed.
+std::optional<std::pair<char32_t, int>> DecodeUtf8(const std::string& s, size_t i) {
+  const unsigned char c = static_cast<unsigned char>(s[i]);
+  if (c < 0x80) return std::pair<char32_t, int>(c, 1);
+  const int len = c >= 0xF0 && c < 0xF5   ? 4
+                  : c >= 0xE0 && c < 0xF0 ? 3
+                  : c >= 0xC2 && c < 0xE0 ? 2
+                                          : 0;
+  if (len == 0 || i + len > s.size()) return std::nullopt;
+  char32_t cp = c & (0x7F >> len);
+  for (int k = 1; k < len; ++k) {
+    const unsigned char cc = static_cast<unsigned char>(s[i + k]);
+    if ((cc & 0xC0) != 0x80) return std::nullopt;
+    cp = (cp << 6) | (cc & 0x3F);
+  }
+  const char32_t min = len == 2 ? 0x80 : len == 3 ? 0x800 : 0x10000;
+  if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return std::nullopt;
+  return std::pair<char32_t, int>(cp, len);
+}
+
+void AppendUtf8(char32_t cp, std::string& out) {
+  if (cp < 0x80) {
+    out.push_back(static_cast<char>(cp));
+  } else if (cp < 0x800) {
+    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else if (cp < 0x10000) {
+    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else {
+    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  }
+}
+
+class StringNormalizerKernel final : public Kernel {
+ public:
+  StringNormalizerKernel(CaseChange change, bool case_sensitive, std::vector<std::string> stopwords,
+                         std::locale locale)
+      : change_(change), case_sensitive_(case_sensitive), locale_(std::move(locale)) {
+    for (const std::string& w : stopwords) {
+      stopwords_.insert(case_sensitive_ ? w : Convert(w, CaseChange::kLower));
+    }
+  }
+
+  bool allocates_outputs() const override { return true; }
+  absl::Status OutputShapes(absl::Span<const Tensor>, absl::Span<Shape>) const override {
+    return absl::UnimplementedError("StringNormalizer: the output shape depends on the data");
+  }
+
+  absl::Status Run(const KernelContext&, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_RETURN_IF_ERROR(CheckArity("StringNormalizer", inputs, 1, 1, outputs, 1));
+    if (!inputs[0].defined() || inputs[0].dtype() != DType::kString) {
+      return absl::InvalidArgumentError("StringNormalizer: X must be a string tensor");
+    }
+    const Tensor& x = inputs[0];
+    if (x.rank() != 1 && !(x.rank() == 2 && x.dim(0) == 1)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "StringNormalizer: X must be [C] or [1, C], got ", ShapeToString(x.shape())));
+    }
+    std::vector<std::string> kept;
+    for (int64_t i = 0; i < x.num_elements(); ++i) {
+      const std::string& s = x.data<std::string>()[i];
+      const bool stop = !stopwords_.empty() &&
+                        stopwords_.count(case_sensitive_ ? s : Convert(s, CaseChange::kLower)) != 0;
+      if (!stop) kept.push_back(Convert(s, change_));
+    }
+    if (kept.empty()) kept.emplace_back();
+    const int64_t n = static_cast<int64_t>(kept.size());
+    NIMBLE_ASSIGN_OR_RETURN(outputs[0],
+                            Tensor::Empty(DType::kString, x.rank() == 1 ? Shape{n} : Shape{1, n}));
+    for (int64_t i = 0; i < n; ++i) outputs[0].data<std::string>()[i] = std::move(kept[i]);
+    return absl::OkStatus();
+  }
+
+ private:
+  std::string Convert(const std::string& s, CaseChange change) const {
+    if (change == CaseChange::kNone) return s;
+    const auto& ctype = std::use_facet<std::ctype<wchar_t>>(locale_);
+    std::string out;
+    out.reserve(s.size());
+    for (size_t i = 0; i < s.size();) {
+      const auto decoded = DecodeUtf8(s, i);
+      if (!decoded) {
+        out.push_back(s[i++]);
+        continue;
+      }
+      const wchar_t w = static_cast<wchar_t>(decoded->first);
+      const wchar_t mapped = change == CaseChange::kLower ? ctype.tolower(w) : ctype.toupper(w);
+      AppendUtf8(static_cast<char32_t>(mapped), out);
+      i += decoded->second;
+    }
+    return out;
+  }
+
+  const CaseChange change_;
+  const bool case_sensitive_;
+  const std::locale locale_;
+  std::unordered_set<std::string> stopwords_;  // lowercased unless case_sensitive_
+};
+
+absl::StatusOr<std::unique_ptr<Kernel>> MakeStringNormalizer(const Attributes& a) {
+  const std::string action = a.GetOr<std::string>("case_change_action", "NONE");
+  CaseChange change = CaseChange::kNone;
+  if (action == "LOWER") {
+    change = CaseChange::kLower;
+  } else if (action == "UPPER") {
+    change = CaseChange::kUpper;
+  } else if (action != "NONE") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "StringNormalizer: case_change_action must be LOWER, UPPER or NONE, got '", action, "'"));
+  }
+  // The named locale, its UTF-8 variant, and for the default (en_US) C.UTF-8.
+  const std::string name = a.GetOr<std::string>("locale", "");
+  std::vector<std::string> candidates;
+  if (!name.empty()) candidates = {name + ".UTF-8", name};
+  if (name.empty() || name == "en_US" || name == "en_US.UTF-8" || name == "C") {
+    candidates.push_back("C.UTF-8");
+  }
+  std::optional<std::locale> locale;
+  for (const std::string& c : candidates) {
+    try {
+      locale.emplace(c);
+      break;
+    } catch (const std::runtime_error&) {
+    }
+  }
+  if (!locale) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("StringNormalizer: locale '", name, "' is not available"));
+  }
+  return std::make_unique<StringNormalizerKernel>(
+      change, a.GetOr<int64_t>("is_case_sensitive", 0) != 0,
+      a.GetOr<std::vector<std::string>>("stopwords", {}), *std::move(locale));
+}
 
 // ---------------------------------------------------------------------------------------------
 // The ai.onnx.preview.training optimizers: one step for n tensors at once, with the learning
@@ -1967,6 +2119,7 @@ void RegisterMiscKernels(KernelRegistry& registry) {
     return std::make_unique<StringSplitKernel>(attrs.GetOr<std::string>("delimiter", ""),
                                                maxsplit);
   });
+  registry.Register("StringNormalizer", DeviceType::kCPU, MakeStringNormalizer);
   registry.Register("StringConcat", DeviceType::kCPU, [](const Attributes&) -> Factory {
     return std::make_unique<StringConcatKernel>();
   });

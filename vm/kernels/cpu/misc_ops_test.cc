@@ -231,6 +231,47 @@ TEST(MiscOpsTest, StringSplit) {
   EXPECT_THAT(Values<int64_t>(out[1]), ElementsAre(2, 0));
 }
 
+TEST(MiscOpsTest, StringNormalizer) {
+  // Case-insensitive stopwords by default; [1, C] keeps its leading 1; UTF-8 upper-cased.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto out, RunAllocating("StringNormalizer",
+                              Attrs({{"case_change_action", std::string("UPPER")},
+                                     {"stopwords", std::vector<std::string>{"monday"}}}),
+                              {Str({"Monday", "caf\u00e9", "MONDAY", "x"}, {1, 4})}, 1));
+  EXPECT_THAT(out[0].shape(), ElementsAre(1, 2));
+  EXPECT_THAT(Values<std::string>(out[0]), ElementsAre("CAF\u00c9", "X"));
+  // Case-sensitive: only the exact stopword goes; LOWER applies afterwards.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, RunAllocating("StringNormalizer",
+                         Attrs({{"case_change_action", std::string("LOWER")},
+                                {"is_case_sensitive", int64_t{1}},
+                                {"stopwords", std::vector<std::string>{"monday"}}}),
+                         {Str({"monday", "Monday"}, {2})}, 1));
+  EXPECT_THAT(out[0].shape(), ElementsAre(1));
+  EXPECT_THAT(Values<std::string>(out[0]), ElementsAre("monday"));
+  // Everything dropped: [1] holding "" ([1, 1] for a [1, C] input).
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, RunAllocating("StringNormalizer", Attrs({{"stopwords", std::vector<std::string>{"a"}}}),
+                         {Str({"a", "A"}, {2})}, 1));
+  EXPECT_THAT(out[0].shape(), ElementsAre(1));
+  EXPECT_THAT(Values<std::string>(out[0]), ElementsAre(""));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, RunAllocating("StringNormalizer", Attrs({{"stopwords", std::vector<std::string>{"a"}}}),
+                         {Str({"a"}, {1, 1})}, 1));
+  EXPECT_THAT(out[0].shape(), ElementsAre(1, 1));
+  EXPECT_THAT(RunAllocating("StringNormalizer", {}, {Str({"a", "b"}, {2, 1})}, 1),
+              StatusIs(kInvalid, HasSubstr("[1, C]")));
+  EXPECT_THAT(RunAllocating("StringNormalizer", {}, {F({1}, {1})}, 1),
+              StatusIs(kInvalid, HasSubstr("string")));
+  EXPECT_THAT(
+      KernelRegistry::Global().Create("StringNormalizer", kCpu.type,
+                                      Attrs({{"case_change_action", std::string("TITLE")}})),
+      StatusIs(kInvalid, HasSubstr("case_change_action")));
+  EXPECT_THAT(KernelRegistry::Global().Create("StringNormalizer", kCpu.type,
+                                              Attrs({{"locale", std::string("xx_NOWHERE")}})),
+              StatusIs(kInvalid, HasSubstr("locale")));
+}
+
 TEST(MiscOpsTest, TrainingOptimizers) {
   const Tensor r = F({0.1f}, {}), t = I64({1}, {});
   // Momentum, standard: V' = 0.9 * 1 + 1 * 2 = 2.9, X' = 1 - 0.1 * 2.9 = 0.71; nesterov:

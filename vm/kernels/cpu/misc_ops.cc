@@ -247,6 +247,134 @@ class WindowKernel final : public Kernel {
 };
 
 // ---------------------------------------------------------------------------------------------
+// MelWeightMatrix (opset 17): [dft_length / 2 + 1, num_mel_bins] triangular filters mapping a
+// onesided spectrum onto the mel scale (mel = 2595 log10(1 + hz / 700)). num_mel_bins + 2 points
+// evenly spaced in mel from lower_edge_hertz to upper_edge_hertz, spaced by (high - low) /
+// (num_mel_bins + 2) as ONNX's reference spaces them, become spectrogram bins
+// floor((dft_length + 1) hz / sample_rate); filter i rises from point i to point i + 1 and falls
+// to point i + 2. The mel edges are computed in the edge inputs' precision (float for f32 and
+// the half types) and the points in double, as the reference does, so the bins agree.
+
+// Python's float floor division (numpy's npy_divmod), which the reference's bins come from.
+double PyFloorDiv(double a, double b) {
+  const double mod = std::fmod(a, b);
+  double div = (a - mod) / b;
+  if (mod != 0.0 && ((b < 0) != (mod < 0))) div -= 1.0;
+  if (div == 0.0) return std::copysign(0.0, a / b);
+  const double floor_div = std::floor(div);
+  return div - floor_div > 0.5 ? floor_div + 1.0 : floor_div;
+}
+
+// The mel of the lower edge and the step between points, in T.
+template <typename T>
+std::pair<double, double> MelLowAndStep(double lower, double upper, int64_t points) {
+  auto mel = [](T hz) -> T { return T(2595) * std::log10(T(1) + hz / T(700)); };
+  const T low = mel(static_cast<T>(lower)), high = mel(static_cast<T>(upper));
+  return {low, (high - low) / static_cast<T>(points)};
+}
+
+class MelWeightMatrixKernel final : public Kernel {
+ public:
+  explicit MelWeightMatrixKernel(DType dtype) : dtype_(dtype) {}
+
+  absl::Status Run(const KernelContext&, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_RETURN_IF_ERROR(CheckArity("MelWeightMatrix", inputs, 5, 5, outputs, 1));
+    NIMBLE_ASSIGN_OR_RETURN(const Plan p, MakePlan(inputs));
+    const int64_t rows = p.dft_length / 2 + 1;
+    NIMBLE_RETURN_IF_ERROR(CheckOutput("MelWeightMatrix", outputs[0], dtype_, {rows, p.mel_bins}));
+    std::vector<int64_t> bin(static_cast<size_t>(p.mel_bins + 2));
+    for (int64_t k = 0; k < p.mel_bins + 2; ++k) {
+      const double mel = static_cast<double>(k) * p.step + p.low_mel;
+      const double hz = 700.0 * (std::pow(10.0, mel / 2595.0) - 1.0);
+      const double b = PyFloorDiv(static_cast<double>(p.dft_length + 1) * hz,
+                                  static_cast<double>(p.sample_rate));
+      if (!(b >= 0.0 && b <= static_cast<double>(rows))) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "MelWeightMatrix: the edges ", p.lower, " and ", p.upper, " Hz map outside the ", rows,
+            " spectrogram bins (sample_rate ", p.sample_rate, ")"));
+      }
+      bin[k] = static_cast<int64_t>(b);
+    }
+    if (bin[p.mel_bins] >= rows) {
+      return absl::InvalidArgumentError(absl::StrCat("MelWeightMatrix: upper_edge_hertz ", p.upper,
+                                                     " maps past the last spectrogram bin"));
+    }
+    std::vector<double> w(static_cast<size_t>(rows * p.mel_bins), 0.0);
+    for (int64_t i = 0; i < p.mel_bins; ++i) {
+      const int64_t left = bin[i], center = bin[i + 1], right = bin[i + 2];
+      if (center == left) {
+        w[center * p.mel_bins + i] = 1.0;
+      } else {
+        for (int64_t j = left; j <= center; ++j) {
+          w[j * p.mel_bins + i] =
+              static_cast<double>(j - left) / static_cast<double>(center - left);
+        }
+      }
+      for (int64_t j = center; j < right; ++j) {
+        w[j * p.mel_bins + i] =
+            static_cast<double>(right - j) / static_cast<double>(right - center);
+      }
+    }
+    char* out = static_cast<char*>(outputs[0].raw_data());
+    const size_t bytes = DTypeSize(dtype_);
+    for (size_t n = 0; n < w.size(); ++n) {
+      NIMBLE_RETURN_IF_ERROR(kernel_util::WriteScalar(dtype_, w[n], out + n * bytes));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    NIMBLE_ASSIGN_OR_RETURN(const Plan p, MakePlan(inputs));
+    output_shapes[0] = Shape{p.dft_length / 2 + 1, p.mel_bins};
+    return absl::OkStatus();
+  }
+
+ private:
+  struct Plan {
+    int64_t mel_bins = 0, dft_length = 0, sample_rate = 0;
+    double lower = 0, upper = 0, low_mel = 0, step = 0;
+  };
+
+  static absl::StatusOr<Plan> MakePlan(absl::Span<const Tensor> inputs) {
+    constexpr absl::string_view kOp = "MelWeightMatrix";
+    NIMBLE_RETURN_IF_ERROR(CheckRequired(kOp, inputs, 5));
+    Plan p;
+    NIMBLE_ASSIGN_OR_RETURN(p.mel_bins, ScalarInt(kOp, "num_mel_bins", inputs[0]));
+    NIMBLE_ASSIGN_OR_RETURN(p.dft_length, ScalarInt(kOp, "dft_length", inputs[1]));
+    NIMBLE_ASSIGN_OR_RETURN(p.sample_rate, ScalarInt(kOp, "sample_rate", inputs[2]));
+    constexpr int64_t kMax = int64_t{1} << 31;
+    if (p.mel_bins < 1 || p.dft_length < 1 || p.sample_rate < 1 || p.mel_bins > kMax ||
+        p.dft_length > kMax || (p.dft_length / 2 + 1) * p.mel_bins > kMax) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "MelWeightMatrix: num_mel_bins ", p.mel_bins, ", dft_length ", p.dft_length,
+          " and sample_rate ", p.sample_rate, " must be positive (and the matrix below 2^31)"));
+    }
+    const DType edge = inputs[3].dtype();
+    if (!IsFloat(edge) || inputs[4].dtype() != edge || inputs[3].num_elements() != 1 ||
+        inputs[4].num_elements() != 1) {
+      return absl::InvalidArgumentError(
+          "MelWeightMatrix: lower_edge_hertz and upper_edge_hertz must be float scalars of one "
+          "type");
+    }
+    p.lower = kernel_util::ElementAsDouble(inputs[3], 0);
+    p.upper = kernel_util::ElementAsDouble(inputs[4], 0);
+    if (!(p.lower >= 0.0 && p.upper > p.lower && std::isfinite(p.upper))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("MelWeightMatrix: need 0 <= lower_edge_hertz < upper_edge_hertz, got ",
+                       p.lower, " and ", p.upper));
+    }
+    std::tie(p.low_mel, p.step) = edge == DType::kF64
+                                      ? MelLowAndStep<double>(p.lower, p.upper, p.mel_bins + 2)
+                                      : MelLowAndStep<float>(p.lower, p.upper, p.mel_bins + 2);
+    return p;
+  }
+
+  const DType dtype_;
+};
+
+// ---------------------------------------------------------------------------------------------
 // DFT (opsets 17, 20): the discrete Fourier transform along one signal axis of a real [..., 1] or
 // complex [..., 2] signal, zero-padded or cut to dft_length; onesided keeps the first
 // floor(L / 2) + 1 frequencies; inverse divides by L. inverse + onesided is the inverse real
@@ -2072,6 +2200,15 @@ void RegisterMiscKernels(KernelRegistry& registry) {
                                             dtype);
     });
   }
+  registry.Register("MelWeightMatrix", DeviceType::kCPU, [](const Attributes& attrs) -> Factory {
+    NIMBLE_ASSIGN_OR_RETURN(const DType dtype,
+                            DTypeFromOnnx(attrs.GetOr<int64_t>("output_datatype", 1)));
+    if (!IsFloat(dtype) && !IsInteger(dtype)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("MelWeightMatrix: output_datatype must be numeric, got ", DTypeName(dtype)));
+    }
+    return std::make_unique<MelWeightMatrixKernel>(dtype);
+  });
   registry.Register("DynamicQuantizeLinear", DeviceType::kCPU, [](const Attributes&) -> Factory {
     return std::make_unique<DynamicQuantizeLinearKernel>();
   });

@@ -197,6 +197,26 @@ TEST(MiscOpsTest, Dft) {
               StatusIs(kInvalid, HasSubstr("[..., 1 or 2]")));
 }
 
+TEST(MiscOpsTest, MelWeightMatrix) {
+  // One filter, dft_length 16 at 16 Hz, 0..8 Hz: the three mel points 0, 2.66 and 5.32 Hz fall
+  // in bins floor(17 hz / 16) = 0, 2 and 5, so the filter rises over bins 0..2 and falls to 5.
+  const std::vector<Tensor> in = {I64({1}, {}), I64({16}, {}), I64({16}, {}), F({0}, {}),
+                                  F({8}, {})};
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("MelWeightMatrix", {}, in, 1, {DType::kF32}));
+  EXPECT_THAT(out[0].shape(), ElementsAre(9, 1));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(0, 0.5f, 1, FloatNear(2.0f / 3, 1e-7f),
+                                                 FloatNear(1.0f / 3, 1e-7f), 0, 0, 0, 0));
+  // An upper edge past the Nyquist frequency has no bin; bad sizes are refused.
+  EXPECT_THAT(RunOp("MelWeightMatrix", {},
+                    {I64({1}, {}), I64({16}, {}), I64({16}, {}), F({0}, {}), F({20}, {})}, 1,
+                    {DType::kF32}),
+              StatusIs(kInvalid, HasSubstr("spectrogram bin")));
+  EXPECT_THAT(
+      RunOp("MelWeightMatrix", {},
+            {I64({0}, {}), I64({16}, {}), I64({16}, {}), F({0}, {}), F({8}, {})}, 1, {DType::kF32}),
+      StatusIs(kInvalid, HasSubstr("positive")));
+}
+
 // Kernels that allocate their outputs (string tensors are never views of raw storage).
 absl::StatusOr<std::vector<Tensor>> RunAllocating(const std::string& op, const Attributes& attrs,
                                                   std::vector<Tensor> inputs, int outputs) {

@@ -2,6 +2,7 @@
 // multidirectional broadcasting, Where, Cast/CastLike, Clip, Dropout, Identity. Integer
 // arithmetic on shape tensors also propagates symbolic values (Add/Sub/Mul/Div/Mod/Neg/Max/Min,
 // comparisons and Where on known values), so shape computations stay symbolic.
+#include <algorithm>
 #include <functional>
 #include <string>
 #include <vector>
@@ -353,6 +354,39 @@ absl::Status StringNormalizerRelation(InferenceContext& ctx) {
   return absl::OkStatus();
 }
 
+// TfIdfVectorizer (opset 9): f32 [output size] for [C] (or a scalar), [B, output size] for
+// [B, C]; the output size is the largest of ngram_indexes plus one.
+absl::Status TfIdfVectorizerRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  if (x->dtype != vm::DType::kString && x->dtype != vm::DType::kI32 &&
+      x->dtype != vm::DType::kI64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("input must be string, int32 or int64, got ", vm::DTypeName(x->dtype)));
+  }
+  std::optional<std::vector<int64_t>> indexes = ctx.AttrInts("ngram_indexes");
+  if (!indexes || indexes->empty()) {
+    return absl::InvalidArgumentError("attribute 'ngram_indexes' is missing");
+  }
+  NIMBLE_ASSIGN_OR_RETURN(
+      DimExpr size,
+      DimFromValue(DimExpr::Const(*std::max_element(indexes->begin(), indexes->end()) + 1),
+                   "TfIdfVectorizer output size"));
+  if (!x->has_rank()) {
+    ctx.SetOutput(0, TensorType{vm::DType::kF32, std::nullopt});
+    return absl::OkStatus();
+  }
+  if (x->rank() > 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("input must be [C] or [B, C], got ", ctx.Str(*x)));
+  }
+  if (x->rank() == 2) {
+    ctx.SetOutput(0, TensorType::Of(vm::DType::kF32, {(*x->dims)[0], size}));
+  } else {
+    ctx.SetOutput(0, TensorType::Of(vm::DType::kF32, {size}));
+  }
+  return absl::OkStatus();
+}
+
 // RegexFullMatch (opset 20): whether each string fully matches the pattern, bool of X's shape.
 absl::Status RegexFullMatchRelation(InferenceContext& ctx) {
   NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
@@ -534,6 +568,7 @@ void RegisterElementwiseRelations(RelationRegistry& r) {
   r.Register("", "StringConcat", StringConcatRelation);
   r.Register("", "StringSplit", StringSplitRelation);
   r.Register("", "StringNormalizer", StringNormalizerRelation);
+  r.Register("", "TfIdfVectorizer", TfIdfVectorizerRelation);
   r.Register("", "RegexFullMatch", RegexFullMatchRelation);
   r.Register("ai.onnx.ml", "Binarizer", SameTypeRelation);
   r.Register("ai.onnx.ml", "LabelEncoder", LabelEncoderRelation);

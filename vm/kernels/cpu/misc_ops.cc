@@ -1160,6 +1160,223 @@ absl::StatusOr<std::unique_ptr<Kernel>> MakeStringNormalizer(const Attributes& a
 }
 
 // ---------------------------------------------------------------------------------------------
+// TfIdfVectorizer (opset 9): counts, per row of a [C] or [B, C] tensor of int32 / int64 / string
+// tokens, the occurrences of the pool's n-grams with min_gram_length <= n <= max_gram_length,
+// the n items of an n-gram taken every d = 1..max_skip_count + 1 positions (unigrams once).
+// The pool lists the 1-grams from ngram_counts[0], the 2-grams from ngram_counts[1], ...; the
+// k-th n-gram of the pool (over all sizes) counts in output column ngram_indexes[k]. TF gives the
+// counts, IDF weights[column] (default 1) where the count is non-zero, TFIDF weights[column] *
+// count, as f32 [output size] or [B, output size], output size = max(ngram_indexes) + 1.
+// The pool n-grams sit in a trie over token ids, so a walk stops at the first token no pool
+// n-gram continues with.
+
+enum class TfIdfMode { kTf, kIdf, kTfIdf };
+
+class TfIdfVectorizerKernel final : public Kernel {
+ public:
+  struct Config {
+    TfIdfMode mode = TfIdfMode::kTf;
+    int64_t min_gram = 1, max_gram = 1, max_skip = 0;
+    int64_t output_size = 0;
+    std::vector<double> weights;  // per output column, empty for all ones
+  };
+
+  // Builds the token vocabulary and the trie from the pool. `pool` holds int64s or strings.
+  static absl::StatusOr<std::unique_ptr<Kernel>> Create(
+      Config config, const std::vector<int64_t>& pool_ints,
+      const std::vector<std::string>& pool_strings, const std::vector<int64_t>& counts,
+      const std::vector<int64_t>& indexes) {
+    std::unique_ptr<TfIdfVectorizerKernel> k(
+        new TfIdfVectorizerKernel(std::move(config), !pool_strings.empty()));
+    const int64_t total =
+        static_cast<int64_t>(k->strings_ ? pool_strings.size() : pool_ints.size());
+    std::vector<int32_t> tokens(static_cast<size_t>(total));
+    for (int64_t i = 0; i < total; ++i) {
+      const auto next =
+          static_cast<int32_t>(k->strings_ ? k->string_ids_.size() : k->int_ids_.size());
+      tokens[i] = k->strings_ ? k->string_ids_.emplace(pool_strings[i], next).first->second
+                              : k->int_ids_.emplace(pool_ints[i], next).first->second;
+    }
+    k->nodes_.emplace_back();  // the root
+    int64_t ngram = 0;         // the pool ordinal of the next n-gram
+    for (size_t i = 0; i < counts.size(); ++i) {
+      const int64_t n = static_cast<int64_t>(i) + 1;
+      const int64_t begin = counts[i];
+      const int64_t end = i + 1 < counts.size() ? counts[i + 1] : total;
+      if (begin < 0 || end < begin || end > total) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "TfIdfVectorizer: ngram_counts must be non-decreasing offsets into the pool of ", total,
+            ", got ", begin, " for ", n, "-grams"));
+      }
+      for (int64_t at = begin; at + n <= end; at += n, ++ngram) {
+        if (n < k->config_.min_gram || n > k->config_.max_gram) continue;
+        if (ngram >= static_cast<int64_t>(indexes.size())) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "TfIdfVectorizer: the pool has more n-grams than ngram_indexes' ", indexes.size()));
+        }
+        int32_t node = 0;
+        for (int64_t j = at; j < at + n; ++j) node = k->Child(node, tokens[j]);
+        k->nodes_[node].column = indexes[ngram];  // a repeated n-gram counts in its last column
+      }
+    }
+    return std::unique_ptr<Kernel>(std::move(k));
+  }
+
+  absl::Status Run(const KernelContext&, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_RETURN_IF_ERROR(CheckArity("TfIdfVectorizer", inputs, 1, 1, outputs, 1));
+    NIMBLE_ASSIGN_OR_RETURN(const Shape out_shape, OutShape(inputs));
+    NIMBLE_RETURN_IF_ERROR(CheckOutput("TfIdfVectorizer", outputs[0], DType::kF32, out_shape));
+    const Tensor& x = inputs[0];
+    const int64_t rows = x.rank() == 2 ? x.dim(0) : 1;
+    const int64_t cols = rows == 0 ? 0 : x.num_elements() / rows;
+    const int64_t width = config_.output_size;
+    std::vector<int64_t> counts(static_cast<size_t>(width));
+    std::vector<int32_t> row(static_cast<size_t>(cols));
+    float* out = outputs[0].data<float>();
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c) row[c] = TokenId(x, r * cols + c);
+      std::fill(counts.begin(), counts.end(), 0);
+      CountRow(row, counts);
+      for (int64_t c = 0; c < width; ++c) {
+        const double w = config_.weights.empty() ? 1.0 : config_.weights[c];
+        const double v = config_.mode == TfIdfMode::kTf    ? static_cast<double>(counts[c])
+                         : config_.mode == TfIdfMode::kIdf ? (counts[c] > 0 ? w : 0.0)
+                                                           : w * static_cast<double>(counts[c]);
+        out[r * width + c] = static_cast<float>(v);
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    NIMBLE_ASSIGN_OR_RETURN(output_shapes[0], OutShape(inputs));
+    return absl::OkStatus();
+  }
+
+ private:
+  struct Node {
+    std::unordered_map<int32_t, int32_t> children;  // token id -> node
+    int64_t column = -1;                            // the output column of a pool n-gram
+  };
+
+  TfIdfVectorizerKernel(Config config, bool strings)
+      : config_(std::move(config)), strings_(strings) {}
+
+  int32_t Child(int32_t node, int32_t token) {
+    auto [it, added] = nodes_[node].children.emplace(token, static_cast<int32_t>(nodes_.size()));
+    if (added) nodes_.emplace_back();
+    return it->second;
+  }
+
+  // The pool token id of element i of x, -1 for a token outside the pool.
+  int32_t TokenId(const Tensor& x, int64_t i) const {
+    if (strings_) {
+      auto it = string_ids_.find(x.data<std::string>()[i]);
+      return it == string_ids_.end() ? -1 : it->second;
+    }
+    const int64_t v = x.dtype() == DType::kI64 ? x.data<int64_t>()[i] : x.data<int32_t>()[i];
+    auto it = int_ids_.find(v);
+    return it == int_ids_.end() ? -1 : it->second;
+  }
+
+  void CountRow(const std::vector<int32_t>& row, std::vector<int64_t>& counts) const {
+    const int64_t n = static_cast<int64_t>(row.size());
+    for (int64_t skip = 1; skip <= config_.max_skip + 1; ++skip) {
+      for (int64_t start = 0; start < n; ++start) {
+        int32_t node = 0;
+        for (int64_t len = 1, at = start; len <= config_.max_gram && at < n; ++len, at += skip) {
+          auto it = nodes_[node].children.find(row[at]);
+          if (it == nodes_[node].children.end()) break;
+          node = it->second;
+          const bool counted = len >= config_.min_gram && (len > 1 || skip == 1);
+          if (counted && nodes_[node].column >= 0) ++counts[nodes_[node].column];
+        }
+      }
+    }
+  }
+
+  absl::StatusOr<Shape> OutShape(absl::Span<const Tensor> inputs) const {
+    if (inputs.empty() || !inputs[0].defined()) {
+      return absl::InvalidArgumentError("TfIdfVectorizer: X is required");
+    }
+    const Tensor& x = inputs[0];
+    const bool ints = x.dtype() == DType::kI32 || x.dtype() == DType::kI64;
+    if (strings_ ? x.dtype() != DType::kString : !ints) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("TfIdfVectorizer: X must be ",
+                       strings_ ? "string (pool_strings)" : "int32 or int64 (pool_int64s)",
+                       ", got ", x.TypeString()));
+    }
+    if (x.rank() > 2) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("TfIdfVectorizer: X must be [C] or [B, C], got ", ShapeToString(x.shape())));
+    }
+    if (x.rank() == 2) return Shape{x.dim(0), config_.output_size};
+    return Shape{config_.output_size};
+  }
+
+  const Config config_;
+  const bool strings_;
+  std::unordered_map<int64_t, int32_t> int_ids_;
+  std::unordered_map<std::string, int32_t> string_ids_;
+  std::vector<Node> nodes_;  // nodes_[0] is the root
+};
+
+absl::StatusOr<std::unique_ptr<Kernel>> MakeTfIdfVectorizer(const Attributes& a) {
+  using Ints = std::vector<int64_t>;
+  TfIdfVectorizerKernel::Config c;
+  const std::string mode = a.GetOr<std::string>("mode", "");
+  if (mode == "TF") {
+    c.mode = TfIdfMode::kTf;
+  } else if (mode == "IDF") {
+    c.mode = TfIdfMode::kIdf;
+  } else if (mode == "TFIDF") {
+    c.mode = TfIdfMode::kTfIdf;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("TfIdfVectorizer: mode must be TF, IDF or TFIDF, got '", mode, "'"));
+  }
+  c.min_gram = a.GetOr<int64_t>("min_gram_length", 0);
+  c.max_gram = a.GetOr<int64_t>("max_gram_length", 0);
+  c.max_skip = a.GetOr<int64_t>("max_skip_count", 0);
+  if (c.min_gram < 1 || c.max_gram < c.min_gram || c.max_skip < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "TfIdfVectorizer: need 1 <= min_gram_length <= max_gram_length and max_skip_count >= 0, "
+        "got ",
+        c.min_gram, ", ", c.max_gram, " and ", c.max_skip));
+  }
+  const Ints indexes = a.GetOr<Ints>("ngram_indexes", {});
+  const Ints counts = a.GetOr<Ints>("ngram_counts", {});
+  if (indexes.empty() || counts.empty()) {
+    return absl::InvalidArgumentError(
+        "TfIdfVectorizer: ngram_counts and ngram_indexes are required");
+  }
+  for (int64_t i : indexes) {
+    if (i < 0 || i >= (int64_t{1} << 31)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("TfIdfVectorizer: ngram_indexes must be in [0, 2^31), got ", i));
+    }
+    c.output_size = std::max(c.output_size, i + 1);
+  }
+  if (auto w = a.Get<std::vector<double>>("weights"); w.ok()) {
+    if (static_cast<int64_t>(w->size()) < c.output_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "TfIdfVectorizer: ", w->size(), " weights for ", c.output_size, " output columns"));
+    }
+    c.weights = *std::move(w);
+  }
+  const Ints pool_ints = a.GetOr<Ints>("pool_int64s", {});
+  const auto pool_strings = a.GetOr<std::vector<std::string>>("pool_strings", {});
+  if (pool_ints.empty() == pool_strings.empty()) {
+    return absl::InvalidArgumentError(
+        "TfIdfVectorizer: exactly one of pool_int64s and pool_strings must be given");
+  }
+  return TfIdfVectorizerKernel::Create(std::move(c), pool_ints, pool_strings, counts, indexes);
+}
+
+// ---------------------------------------------------------------------------------------------
 // The ai.onnx.preview.training optimizers: one step for n tensors at once, with the learning
 // rate R and the update count T as scalars. Inputs R, T, X1..Xn, G1..Gn, then the state lists
 // (Adagrad: H; Momentum: V; Adam: V, H); outputs the new X list and the new state lists.
@@ -2257,6 +2474,7 @@ void RegisterMiscKernels(KernelRegistry& registry) {
                                                maxsplit);
   });
   registry.Register("StringNormalizer", DeviceType::kCPU, MakeStringNormalizer);
+  registry.Register("TfIdfVectorizer", DeviceType::kCPU, MakeTfIdfVectorizer);
   registry.Register("StringConcat", DeviceType::kCPU, [](const Attributes&) -> Factory {
     return std::make_unique<StringConcatKernel>();
   });

@@ -292,6 +292,66 @@ TEST(MiscOpsTest, StringNormalizer) {
               StatusIs(kInvalid, HasSubstr("locale")));
 }
 
+TEST(MiscOpsTest, TfIdfVectorizer) {
+  // Unigrams 2, 3 (columns 0, 1) and bigrams (4, 5), (5, 4) (columns 2, 3) over 4 5 4 9 5 2 with
+  // one skip: unigrams count once (2 -> 1); bigrams at distance 1 give (4, 5) and (5, 4), at
+  // distance 2 (4, 5) again.
+  auto attrs = [](std::string mode, std::vector<double> weights) {
+    Attributes a = Attrs({{"mode", std::move(mode)},
+                          {"min_gram_length", int64_t{1}},
+                          {"max_gram_length", int64_t{2}},
+                          {"max_skip_count", int64_t{1}},
+                          {"ngram_counts", Ints{0, 2}},
+                          {"ngram_indexes", Ints{0, 1, 2, 3}},
+                          {"pool_int64s", Ints{2, 3, 4, 5, 5, 4}}});
+    if (!weights.empty()) a.Set("weights", std::move(weights));
+    return a;
+  };
+  const Tensor x = I32({4, 5, 4, 9, 5, 2}, {6});
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out,
+                              RunOp("TfIdfVectorizer", attrs("TF", {}), {x}, 1, {DType::kF32}));
+  EXPECT_THAT(out[0].shape(), ElementsAre(4));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(1, 0, 2, 1));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, RunOp("TfIdfVectorizer", attrs("TFIDF", {0.5, 1, 2, 3}), {x}, 1, {DType::kF32}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(0.5f, 0, 4, 3));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, RunOp("TfIdfVectorizer", attrs("IDF", {0.5, 1, 2, 3}), {x}, 1, {DType::kF32}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(0.5f, 0, 2, 3));
+  // Strings, [B, C], ngram_indexes permuting the columns.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, RunOp("TfIdfVectorizer",
+                 Attrs({{"mode", std::string("TF")},
+                        {"min_gram_length", int64_t{1}},
+                        {"max_gram_length", int64_t{1}},
+                        {"ngram_counts", Ints{0}},
+                        {"ngram_indexes", Ints{1, 0}},
+                        {"pool_strings", std::vector<std::string>{"a", "b"}}}),
+                 {Str({"a", "a", "c", "b", "x", "y"}, {2, 3})}, 1, {DType::kF32}));
+  EXPECT_THAT(out[0].shape(), ElementsAre(2, 2));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(0, 2, 1, 0));
+  // Unigrams outside [min, max] still take their pool ordinal: bigram (1, 2) is the second
+  // n-gram, so it counts in ngram_indexes[1] = 0 of six columns.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, RunOp("TfIdfVectorizer",
+                                         Attrs({{"mode", std::string("TF")},
+                                                {"min_gram_length", int64_t{2}},
+                                                {"max_gram_length", int64_t{2}},
+                                                {"ngram_counts", Ints{0, 1}},
+                                                {"ngram_indexes", Ints{5, 0}},
+                                                {"pool_int64s", Ints{7, 1, 2}}}),
+                                         {I64({7, 1, 2}, {3})}, 1, {DType::kF32}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(1, 0, 0, 0, 0, 0));
+  // Bad input and attributes.
+  EXPECT_THAT(RunOp("TfIdfVectorizer", attrs("TF", {}), {F({1}, {1})}, 1, {DType::kF32}),
+              StatusIs(kInvalid, HasSubstr("int32 or int64")));
+  EXPECT_THAT(RunOp("TfIdfVectorizer", attrs("TF", {}), {I64({1}, {1, 1, 1})}, 1, {DType::kF32}),
+              StatusIs(kInvalid, HasSubstr("[B, C]")));
+  EXPECT_THAT(KernelRegistry::Global().Create("TfIdfVectorizer", kCpu.type, attrs("BM25", {})),
+              StatusIs(kInvalid, HasSubstr("mode")));
+  EXPECT_THAT(KernelRegistry::Global().Create("TfIdfVectorizer", kCpu.type, attrs("TF", {1.0})),
+              StatusIs(kInvalid, HasSubstr("1 weights for 4 output columns")));
+}
+
 TEST(MiscOpsTest, TrainingOptimizers) {
   const Tensor r = F({0.1f}, {}), t = I64({1}, {});
   // Momentum, standard: V' = 0.9 * 1 + 1 * 2 = 2.9, X' = 1 - 0.1 * 2.9 = 0.71; nesterov:

@@ -1,5 +1,6 @@
 // Linear-algebra kernels: MatMul, Gemm, FusedMatMul (the compiler's GEMM + epilogue fusion),
-// MatMulInteger, Conv, ConvTranspose, MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool.
+// MatMulInteger, Conv, ConvInteger, QLinearConv, ConvTranspose, MaxPool, AveragePool,
+// GlobalAveragePool, GlobalMaxPool.
 //
 // f32 MatMul/Gemm/FusedMatMul run on oneDNN's matmul primitive. Batch dims broadcast the numpy
 // way; dims that every operand walks alike are merged, and a batched left operand times a 2-D
@@ -1150,6 +1151,101 @@ class ConvKernel final : public SingleOutputKernel {
 // int32; x and w uint8 or int8, x_zero_point a scalar, w_zero_point a scalar or one per output
 // channel; the Conv window attributes and groups. Direct loops (quantized models run this op
 // rarely and at small sizes in the suite; oneDNN's int8 convolution wants other layouts).
+// QLinearConv (opset 10) requantizes those sums (plus the int32 bias B) to y's type:
+// saturate(round_half_even((sum + B) * scale + y_zero_point)), scale = x_scale * w_scale /
+// y_scale in float as ONNX's reference computes it, w_scale per tensor or per output channel.
+
+bool IsInt8(DType d) { return d == DType::kU8 || d == DType::kI8; }
+
+int32_t Int8Value(const Tensor& t, int64_t i) {
+  return t.dtype() == DType::kI8 ? t.data<int8_t>()[i] : t.data<uint8_t>()[i];
+}
+
+// The window of an integer convolution of x by w: int8 / uint8 tensors of equal rank 3..5 whose
+// channels fit `group`, x_zp (when given) a scalar, w_zp (when given) a scalar or one per output
+// channel.
+absl::StatusOr<Window> IntegerConvWindow(absl::string_view op, const WindowAttrs& attrs,
+                                         int64_t group, const Tensor& x, const Tensor& w,
+                                         const Tensor* x_zp, const Tensor* w_zp) {
+  if (!IsInt8(x.dtype()) || !IsInt8(w.dtype())) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": x and w must be uint8 or int8, got ",
+                                                   x.TypeString(), " and ", w.TypeString()));
+  }
+  if (x.rank() < 3 || x.rank() > 5 || w.rank() != x.rank()) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": x and w of equal rank 3..5, got ",
+                                                   x.TypeString(), " and ", w.TypeString()));
+  }
+  const int64_t c = x.dim(1), m = w.dim(0);
+  if (group <= 0 || c % group != 0 || m % group != 0 || w.dim(1) * group != c) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": x ", x.TypeString(), " and w ",
+                                                   w.TypeString(), " do not fit group ", group));
+  }
+  if (x_zp != nullptr && (!IsInt8(x_zp->dtype()) || x_zp->num_elements() != 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        op, ": x_zero_point must be a uint8 or int8 scalar, got ", x_zp->TypeString()));
+  }
+  if (w_zp != nullptr &&
+      (!IsInt8(w_zp->dtype()) || (w_zp->num_elements() != 1 && w_zp->num_elements() != m))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        op, ": w_zero_point must be uint8 or int8, a scalar or one per output channel, got ",
+        w_zp->TypeString()));
+  }
+  return MakeWindow(op, attrs, absl::MakeConstSpan(x.shape()).subspan(2),
+                    absl::MakeConstSpan(w.shape()).subspan(2));
+}
+
+// y[n, oc, out...] = the sum over the window of (x - x_zp)(w - w_zp[oc]), padding being x_zp.
+void IntegerConvSums(const Window& win, int64_t group, const Tensor& x, const Tensor& w,
+                     const Tensor* x_zp, const Tensor* w_zp, int32_t* y) {
+  const int32_t xzp = x_zp != nullptr ? Int8Value(*x_zp, 0) : 0;
+  const int s = win.spatial();
+  const int64_t n = x.dim(0), c = x.dim(1), m = w.dim(0), cg = c / group, mg = m / group;
+  int64_t in_size = 1, out_size = 1, k_size = 1;
+  for (int d = 0; d < s; ++d) in_size *= win.in[d], out_size *= win.out[d], k_size *= win.kernel[d];
+  Shape o(s), k(s);
+  for (int64_t b = 0; b < n; ++b) {
+    for (int64_t oc = 0; oc < m; ++oc) {
+      const int64_t g = oc / mg;
+      const int32_t wzp =
+          w_zp != nullptr ? Int8Value(*w_zp, w_zp->num_elements() == 1 ? 0 : oc) : 0;
+      std::fill(o.begin(), o.end(), 0);
+      for (int64_t op = 0; op < out_size; ++op) {
+        int32_t acc = 0;
+        for (int64_t ic = 0; ic < cg; ++ic) {
+          const int64_t x_base = (b * c + g * cg + ic) * in_size;
+          const int64_t w_base = (oc * cg + ic) * k_size;
+          std::fill(k.begin(), k.end(), 0);
+          for (int64_t kp = 0; kp < k_size; ++kp) {
+            int64_t at = 0;
+            bool inside = true;
+            for (int d = 0; d < s && inside; ++d) {
+              const int64_t pos =
+                  o[d] * win.strides[d] - win.pad_begin[d] + k[d] * win.dilations[d];
+              inside = pos >= 0 && pos < win.in[d];
+              at = at * win.in[d] + pos;
+            }
+            // Padding is the zero point (the padded value of the quantized input).
+            const int32_t xv = inside ? Int8Value(x, x_base + at) : xzp;
+            acc += (xv - xzp) * (Int8Value(w, w_base + kp) - wzp);
+            for (int d = s - 1; d >= 0 && ++k[d] == win.kernel[d]; --d) k[d] = 0;
+          }
+        }
+        y[(b * m + oc) * out_size + op] = acc;
+        for (int d = s - 1; d >= 0 && ++o[d] == win.out[d]; --d) o[d] = 0;
+      }
+    }
+  }
+}
+
+Shape ConvOutShape(const Tensor& x, const Tensor& w, const Window& win) {
+  Shape out = {x.dim(0), w.dim(0)};
+  out.insert(out.end(), win.out.begin(), win.out.end());
+  return out;
+}
+
+const Tensor* Optional(absl::Span<const Tensor> inputs, size_t i) {
+  return i < inputs.size() && inputs[i].defined() ? &inputs[i] : nullptr;
+}
 
 class ConvIntegerKernel final : public SingleOutputKernel {
  public:
@@ -1161,90 +1257,95 @@ class ConvIntegerKernel final : public SingleOutputKernel {
     NIMBLE_RETURN_IF_ERROR(CheckArity(op(), inputs.size(), 2, 4));
     NIMBLE_RETURN_IF_ERROR(CheckDefined(op(), inputs, 0, "x"));
     NIMBLE_RETURN_IF_ERROR(CheckDefined(op(), inputs, 1, "w"));
-    for (int i = 0; i < static_cast<int>(inputs.size()); ++i) {
-      if (inputs[i].defined() && inputs[i].dtype() != DType::kU8 &&
-          inputs[i].dtype() != DType::kI8) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "ConvInteger: input ", i, " must be uint8 or int8, got ", inputs[i].TypeString()));
-      }
-    }
-    const Tensor &x = inputs[0], &w = inputs[1];
-    if (x.rank() < 3 || x.rank() > 5 || w.rank() != x.rank()) {
-      return absl::InvalidArgumentError(absl::StrCat("ConvInteger: x and w of equal rank 3..5, got ",
-                                                     x.TypeString(), " and ", w.TypeString()));
-    }
-    const int64_t c = x.dim(1), m = w.dim(0);
-    if (group_ <= 0 || c % group_ != 0 || m % group_ != 0 || w.dim(1) * group_ != c) {
-      return absl::InvalidArgumentError(absl::StrCat("ConvInteger: x ", x.TypeString(), " and w ",
-                                                     w.TypeString(), " do not fit group ",
-                                                     group_));
-    }
-    if (inputs.size() > 2 && inputs[2].defined() && inputs[2].num_elements() != 1) {
-      return absl::InvalidArgumentError("ConvInteger: x_zero_point must be a scalar");
-    }
-    if (inputs.size() > 3 && inputs[3].defined() && inputs[3].num_elements() != 1 &&
-        inputs[3].num_elements() != m) {
-      return absl::InvalidArgumentError(
-          "ConvInteger: w_zero_point must be a scalar or one per output channel");
-    }
-    return MakeWindow(op(), attrs_, absl::MakeConstSpan(x.shape()).subspan(2),
-                      absl::MakeConstSpan(w.shape()).subspan(2));
+    return IntegerConvWindow(op(), attrs_, group_, inputs[0], inputs[1], Optional(inputs, 2),
+                             Optional(inputs, 3));
   }
 
   absl::StatusOr<Shape> InferShape(absl::Span<const Tensor> inputs) const override {
     NIMBLE_ASSIGN_OR_RETURN(Window win, Plan(inputs));
-    Shape out = {inputs[0].dim(0), inputs[1].dim(0)};
-    out.insert(out.end(), win.out.begin(), win.out.end());
-    return out;
+    return ConvOutShape(inputs[0], inputs[1], win);
   }
-  absl::StatusOr<DType> OutputDType(absl::Span<const Tensor>) const override {
-    return DType::kI32;
+  absl::StatusOr<DType> OutputDType(absl::Span<const Tensor>) const override { return DType::kI32; }
+
+  absl::Status Compute(const KernelContext&, absl::Span<const Tensor> inputs,
+                       const Tensor& out) const override {
+    NIMBLE_ASSIGN_OR_RETURN(Window win, Plan(inputs));
+    IntegerConvSums(win, group_, inputs[0], inputs[1], Optional(inputs, 2), Optional(inputs, 3),
+                    out.data<int32_t>());
+    return absl::OkStatus();
+  }
+
+  const WindowAttrs attrs_;
+  const int64_t group_;
+};
+
+// Inputs: x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, B?.
+class QLinearConvKernel final : public SingleOutputKernel {
+ public:
+  QLinearConvKernel(WindowAttrs attrs, int64_t group)
+      : SingleOutputKernel("QLinearConv"), attrs_(std::move(attrs)), group_(group) {}
+
+ private:
+  absl::StatusOr<Window> Plan(absl::Span<const Tensor> inputs) const {
+    NIMBLE_RETURN_IF_ERROR(CheckArity(op(), inputs.size(), 8, 9));
+    static constexpr const char* kNames[] = {
+        "x", "x_scale", "x_zero_point", "w", "w_scale", "w_zero_point", "y_scale", "y_zero_point"};
+    for (size_t i = 0; i < 8; ++i) NIMBLE_RETURN_IF_ERROR(CheckDefined(op(), inputs, i, kNames[i]));
+    const Tensor &x = inputs[0], &w = inputs[3], &y_zp = inputs[7];
+    const int64_t m = w.rank() > 0 ? w.dim(0) : 0;
+    for (size_t i : {1, 4, 6}) {
+      const int64_t count = inputs[i].num_elements();
+      if (inputs[i].dtype() != DType::kF32 || (count != 1 && !(i == 4 && count == m))) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "QLinearConv: ", kNames[i], " must be a float scalar",
+            i == 4 ? " or one per output channel" : "", ", got ", inputs[i].TypeString()));
+      }
+    }
+    if (!IsInt8(y_zp.dtype()) || y_zp.num_elements() != 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "QLinearConv: y_zero_point must be a uint8 or int8 scalar, got ", y_zp.TypeString()));
+    }
+    const Tensor* b = Optional(inputs, 8);
+    if (b != nullptr && (b->dtype() != DType::kI32 || b->rank() != 1 || b->dim(0) != m)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("QLinearConv: B must be int32 [", m, "], got ", b->TypeString()));
+    }
+    return IntegerConvWindow(op(), attrs_, group_, x, w, &inputs[2], &inputs[5]);
+  }
+
+  absl::StatusOr<Shape> InferShape(absl::Span<const Tensor> inputs) const override {
+    NIMBLE_ASSIGN_OR_RETURN(Window win, Plan(inputs));
+    return ConvOutShape(inputs[0], inputs[3], win);
+  }
+  absl::StatusOr<DType> OutputDType(absl::Span<const Tensor> inputs) const override {
+    if (inputs.size() < 8 || !inputs[7].defined()) return DType::kInvalid;
+    return inputs[7].dtype();
   }
 
   absl::Status Compute(const KernelContext&, absl::Span<const Tensor> inputs,
                        const Tensor& out) const override {
     NIMBLE_ASSIGN_OR_RETURN(Window win, Plan(inputs));
-    const Tensor &x = inputs[0], &w = inputs[1];
-    auto value = [](const Tensor& t, int64_t i) -> int32_t {
-      return t.dtype() == DType::kI8 ? t.data<int8_t>()[i] : t.data<uint8_t>()[i];
-    };
-    const int32_t xzp =
-        inputs.size() > 2 && inputs[2].defined() ? value(inputs[2], 0) : 0;
-    const bool w_zp = inputs.size() > 3 && inputs[3].defined();
-    const int s = win.spatial();
-    const int64_t n = x.dim(0), c = x.dim(1), m = w.dim(0), cg = c / group_, mg = m / group_;
-    int64_t in_size = 1, out_size = 1, k_size = 1;
-    for (int d = 0; d < s; ++d) in_size *= win.in[d], out_size *= win.out[d], k_size *= win.kernel[d];
-    int32_t* y = out.data<int32_t>();
-    Shape o(s), k(s);
-    for (int64_t b = 0; b < n; ++b) {
-      for (int64_t oc = 0; oc < m; ++oc) {
-        const int64_t g = oc / mg;
-        const int32_t wzp = w_zp ? value(inputs[3], inputs[3].num_elements() == 1 ? 0 : oc) : 0;
-        std::fill(o.begin(), o.end(), 0);
-        for (int64_t op = 0; op < out_size; ++op) {
-          int32_t acc = 0;
-          for (int64_t ic = 0; ic < cg; ++ic) {
-            const int64_t x_base = (b * c + g * cg + ic) * in_size;
-            const int64_t w_base = (oc * cg + ic) * k_size;
-            std::fill(k.begin(), k.end(), 0);
-            for (int64_t kp = 0; kp < k_size; ++kp) {
-              int64_t at = 0;
-              bool inside = true;
-              for (int d = 0; d < s && inside; ++d) {
-                const int64_t pos = o[d] * win.strides[d] - win.pad_begin[d] + k[d] * win.dilations[d];
-                inside = pos >= 0 && pos < win.in[d];
-                at = at * win.in[d] + pos;
-              }
-              // Padding is the zero point (the padded value of the quantized input).
-              const int32_t xv = inside ? value(x, x_base + at) : xzp;
-              acc += (xv - xzp) * (value(w, w_base + kp) - wzp);
-              for (int d = s - 1; d >= 0 && ++k[d] == win.kernel[d]; --d) k[d] = 0;
-            }
-          }
-          y[(b * m + oc) * out_size + op] = acc;
-          for (int d = s - 1; d >= 0 && ++o[d] == win.out[d]; --d) o[d] = 0;
-        }
+    const Tensor &x = inputs[0], &w = inputs[3], &w_scale = inputs[4], &y_zp = inputs[7];
+    std::vector<int32_t> sums(static_cast<size_t>(out.num_elements()));
+    IntegerConvSums(win, group_, x, w, &inputs[2], &inputs[5], sums.data());
+    const float xs = *inputs[1].data<float>(), ys = *inputs[6].data<float>();
+    const double zy = Int8Value(y_zp, 0);
+    const bool signed_out = y_zp.dtype() == DType::kI8;
+    const double lo = signed_out ? -128.0 : 0.0, hi = signed_out ? 127.0 : 255.0;
+    const Tensor* b = Optional(inputs, 8);
+    const int64_t m = w.dim(0);
+    int64_t plane = 1;
+    for (int64_t d : win.out) plane *= d;
+    for (int64_t i = 0; i < out.num_elements(); ++i) {
+      const int64_t oc = (i / plane) % m;
+      const float scale = xs * w_scale.data<float>()[w_scale.num_elements() == 1 ? 0 : oc] / ys;
+      const int64_t acc = int64_t{sums[i]} + (b != nullptr ? b->data<int32_t>()[oc] : 0);
+      const double v = std::nearbyint(
+          std::clamp(static_cast<double>(acc) * static_cast<double>(scale) + zy, lo, hi));
+      if (signed_out) {
+        out.data<int8_t>()[i] = static_cast<int8_t>(v);
+      } else {
+        out.data<uint8_t>()[i] = static_cast<uint8_t>(v);
       }
     }
     return absl::OkStatus();
@@ -1930,6 +2031,10 @@ void RegisterLinalgKernels(KernelRegistry& registry) {
   reg("ConvInteger", [](const Attributes& a) -> absl::StatusOr<KernelPtr> {
     NIMBLE_ASSIGN_OR_RETURN(WindowAttrs w, WindowAttrs::Parse(a));
     return Make<ConvIntegerKernel>(std::move(w), a.GetOr<int64_t>("group", 1));
+  });
+  reg("QLinearConv", [](const Attributes& a) -> absl::StatusOr<KernelPtr> {
+    NIMBLE_ASSIGN_OR_RETURN(WindowAttrs w, WindowAttrs::Parse(a));
+    return Make<QLinearConvKernel>(std::move(w), a.GetOr<int64_t>("group", 1));
   });
   reg("ConvTranspose", [](const Attributes& a) -> absl::StatusOr<KernelPtr> {
     NIMBLE_ASSIGN_OR_RETURN(WindowAttrs w, WindowAttrs::Parse(a));

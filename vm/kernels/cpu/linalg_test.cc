@@ -502,6 +502,39 @@ TEST(ConvIntegerTest, SumsOfShiftedValues) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("uint8 or int8")));
 }
 
+TEST(QLinearConvTest, RequantizesPerChannel) {
+  // 1x1 kernels over x - 10 = [0, 10, 20, 30]: channel 0 (w - 1 = 2, bias 4, scale 0.5 * 1 / s)
+  // and channel 1 (w - 1 = 4, bias -8, scale 0.5 * 0.5 / s).
+  const Tensor x = Tensor::FromVector<uint8_t>({10, 20, 30, 40}, {1, 1, 2, 2});
+  const Tensor w = Tensor::FromVector<uint8_t>({3, 5}, {2, 1, 1, 1});
+  const Tensor u8_10 = Tensor::FromVector<uint8_t>({10}, {});
+  const Tensor w_scale = F({1, 0.5f}, {2});
+  const Tensor w_zp = Tensor::FromVector<uint8_t>({1, 1}, {2});
+  const Tensor bias = Tensor::FromVector<int32_t>({4, -8}, {2});
+  auto run = [&](float y_scale, uint8_t y_zp) {
+    return RunOp("QLinearConv", {},
+                 {x, F({0.5f}, {}), u8_10, w, w_scale, w_zp, F({y_scale}, {}),
+                  Tensor::FromVector<uint8_t>({y_zp}, {}), bias},
+                 1, {DType::kU8});
+  };
+  // y_scale 2: sums [4, 24, 44, 64] * 0.25 and [-8, 32, 72, 112] * 0.125, plus 100.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, run(2.0f, 100));
+  EXPECT_THAT(out[0].shape(), ElementsAre(1, 2, 2, 2));
+  EXPECT_THAT(Values<uint8_t>(out[0]), ElementsAre(101, 106, 111, 116, 99, 104, 109, 114));
+  // y_scale 4, zero point 0: halves round to even, -0.5 saturates at 0.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, run(4.0f, 0));
+  EXPECT_THAT(Values<uint8_t>(out[0]), ElementsAre(0, 3, 6, 8, 0, 2, 4, 7));
+  EXPECT_THAT(RunOp("QLinearConv", {},
+                    {x, F({0.5f}, {}), u8_10, w, F({1, 2, 3}, {3}), w_zp, F({1}, {}),
+                     Tensor::FromVector<uint8_t>({0}, {})},
+                    1, {DType::kU8}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("w_scale")));
+  EXPECT_THAT(
+      RunOp("QLinearConv", {}, {x, F({0.5f}, {}), u8_10, w, w_scale, w_zp, F({1}, {}), F({0}, {})},
+            1, {DType::kU8}),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("y_zero_point")));
+}
+
 TEST(ConvTransposeTest, MatchesScatterDefinition) {
   // x [1, 2, 3, 3], w [2, 3/groups..] with stride 2, pads 1/0, output_padding 1.
   for (int64_t group : {1, 2}) {

@@ -441,6 +441,23 @@ absl::Status LabelEncoderRelation(InferenceContext& ctx) {
   return absl::OkStatus();
 }
 
+// ai.onnx.ml TreeEnsemble: X [N, F] of a float type -> [N, n_targets] of that type.
+absl::Status TreeEnsembleRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  if (!vm::IsFloat(x->dtype)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("input must be float, got ", vm::DTypeName(x->dtype)));
+  }
+  if (x->has_rank() && x->rank() != 2) {
+    return absl::InvalidArgumentError(absl::StrCat("input must be [N, F], got ", ctx.Str(*x)));
+  }
+  NIMBLE_ASSIGN_OR_RETURN(DimExpr targets, DimFromValue(DimExpr::Const(ctx.AttrInt("n_targets", 0)),
+                                                        "TreeEnsemble n_targets"));
+  const Dim batch = x->has_rank() ? (*x->dims)[0] : Dim();
+  ctx.SetOutput(0, TensorType::Of(x->dtype, {batch, targets}));
+  return absl::OkStatus();
+}
+
 // BitCast (opset 26): the bits reinterpreted as `to`, which must have the input's bit width.
 absl::Status BitCastRelation(InferenceContext& ctx) {
   NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
@@ -572,6 +589,7 @@ void RegisterElementwiseRelations(RelationRegistry& r) {
   r.Register("", "RegexFullMatch", RegexFullMatchRelation);
   r.Register("ai.onnx.ml", "Binarizer", SameTypeRelation);
   r.Register("ai.onnx.ml", "LabelEncoder", LabelEncoderRelation);
+  r.Register("ai.onnx.ml", "TreeEnsemble", TreeEnsembleRelation);
   r.Register("ai.onnx.ml", "ArrayFeatureExtractor", ArrayFeatureExtractorRelation);
   r.Register("", "CastLike", CastRelation);
   r.Register("", "Dropout", DropoutRelation);

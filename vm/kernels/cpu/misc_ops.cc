@@ -1819,6 +1819,310 @@ absl::StatusOr<std::unique_ptr<Kernel>> MakeLabelEncoder(const Attributes& a) {
                                               std::move(fallback));
 }
 
+// ---------------------------------------------------------------------------------------------
+// ai.onnx.ml TreeEnsemble (opset 5): each row of X [N, F] walks every tree of the ensemble from
+// its root (tree_roots). Interior node i compares feature nodes_featureids[i] with
+// nodes_splits[i] by nodes_modes[i] (LEQ, LT, GTE, GT, EQ, NEQ, or MEMBER of the i-th
+// NaN-delimited set of membership_values; a NaN feature goes the true way where
+// nodes_missing_value_tracks_true) and branches to another node or to a leaf, which gives
+// leaf_weights[j] to target leaf_targetids[j]. Leaves are aggregated per target (SUM, AVERAGE
+// over the trees, MIN, MAX; MIN and MAX start from the type's extreme, as ONNX's reference
+// does), then post-transformed (NONE, SOFTMAX, LOGISTIC, SOFTMAX_ZERO, PROBIT). Y [N, n_targets]
+// in X's type, computed in double. A walk longer than the node count (a cycle) is an error.
+
+enum class TreeMode { kLeq, kLt, kGte, kGt, kEq, kNeq, kMember };
+enum class TreeAggregate { kAverage, kSum, kMin, kMax };
+enum class TreePost { kNone, kSoftmax, kLogistic, kSoftmaxZero, kProbit };
+
+// The inverse error function: Winitzki's approximation refined by two Newton steps.
+double ErfInv(double y) {
+  if (y <= -1.0) return -std::numeric_limits<double>::infinity();
+  if (y >= 1.0) return std::numeric_limits<double>::infinity();
+  constexpr double kA = 0.147;
+  const double ln = std::log(1.0 - y * y), t = 2.0 / (M_PI * kA) + ln / 2.0;
+  double x = std::copysign(std::sqrt(std::sqrt(t * t - ln / kA) - t), y);
+  for (int i = 0; i < 2; ++i) {
+    x -= (std::erf(x) - y) / (2.0 / std::sqrt(M_PI) * std::exp(-x * x));
+  }
+  return x;
+}
+
+class TreeEnsembleKernel final : public Kernel {
+ public:
+  struct Branch {
+    bool leaf = false;
+    int64_t index = 0;  // into the nodes, or the leaves
+  };
+  struct Node {
+    TreeMode mode = TreeMode::kLeq;
+    int64_t feature = 0;
+    double split = 0;
+    bool missing_true = false;
+    int64_t set = -1;  // into Model::sets for kMember
+    Branch if_true, if_false;
+  };
+  struct Model {
+    std::vector<Node> nodes;
+    std::vector<std::vector<double>> sets;  // sorted
+    std::vector<int64_t> leaf_targets;
+    std::vector<double> leaf_weights;
+    std::vector<int64_t> roots;
+    int64_t n_targets = 0, max_feature = -1;
+    TreeAggregate aggregate = TreeAggregate::kSum;
+    TreePost post = TreePost::kNone;
+  };
+
+  explicit TreeEnsembleKernel(Model model) : m_(std::move(model)) {}
+
+  absl::Status Run(const KernelContext&, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_RETURN_IF_ERROR(CheckArity("TreeEnsemble", inputs, 1, 1, outputs, 1));
+    NIMBLE_ASSIGN_OR_RETURN(const Shape out_shape, OutShape(inputs));
+    const Tensor& x = inputs[0];
+    NIMBLE_RETURN_IF_ERROR(CheckOutput("TreeEnsemble", outputs[0], x.dtype(), out_shape));
+    NIMBLE_ASSIGN_OR_RETURN(Tensor xd, CastTo(x, DType::kF64, "TreeEnsemble"));
+    NIMBLE_ASSIGN_OR_RETURN(Tensor yd, Tensor::Empty(DType::kF64, out_shape));
+    const double extreme = x.dtype() == DType::kF64   ? std::numeric_limits<double>::max()
+                           : x.dtype() == DType::kF32 ? std::numeric_limits<float>::max()
+                           : x.dtype() == DType::kF16 ? 65504.0
+                                                      : 3.3895313892515355e38;  // bf16
+    const int64_t features = x.dim(1), targets = m_.n_targets;
+    const double trees = static_cast<double>(m_.roots.size());
+    for (int64_t r = 0; r < x.dim(0); ++r) {
+      const double* row = xd.data<double>() + r * features;
+      double* y = yd.data<double>() + r * targets;
+      const double init = m_.aggregate == TreeAggregate::kMin   ? extreme
+                          : m_.aggregate == TreeAggregate::kMax ? -extreme
+                                                                : 0.0;
+      std::fill(y, y + targets, init);
+      for (int64_t root : m_.roots) {
+        NIMBLE_ASSIGN_OR_RETURN(const int64_t leaf, Walk(row, root));
+        double& v = y[m_.leaf_targets[leaf]];
+        const double w = m_.leaf_weights[leaf];
+        switch (m_.aggregate) {
+          case TreeAggregate::kSum:
+            v += w;
+            break;
+          case TreeAggregate::kAverage:
+            v += w / trees;
+            break;
+          case TreeAggregate::kMin:
+            v = std::min(v, w);
+            break;
+          case TreeAggregate::kMax:
+            v = std::max(v, w);
+            break;
+        }
+      }
+      PostTransform(y, targets);
+    }
+    return CastInto(yd, outputs[0], "TreeEnsemble");
+  }
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    NIMBLE_ASSIGN_OR_RETURN(output_shapes[0], OutShape(inputs));
+    return absl::OkStatus();
+  }
+
+ private:
+  absl::StatusOr<Shape> OutShape(absl::Span<const Tensor> inputs) const {
+    if (inputs.empty() || !inputs[0].defined()) {
+      return absl::InvalidArgumentError("TreeEnsemble: X is required");
+    }
+    const Tensor& x = inputs[0];
+    if (!IsFloat(x.dtype()) || x.rank() != 2) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("TreeEnsemble: X must be a float tensor [N, F], got ", x.TypeString()));
+    }
+    if (m_.max_feature >= x.dim(1)) {
+      return absl::InvalidArgumentError(absl::StrCat("TreeEnsemble: a node tests feature ",
+                                                     m_.max_feature, " of X ",
+                                                     ShapeToString(x.shape())));
+    }
+    return Shape{x.dim(0), m_.n_targets};
+  }
+
+  bool Holds(const Node& n, double x) const {
+    if (n.missing_true && std::isnan(x)) return true;
+    switch (n.mode) {
+      case TreeMode::kLeq:
+        return x <= n.split;
+      case TreeMode::kLt:
+        return x < n.split;
+      case TreeMode::kGte:
+        return x >= n.split;
+      case TreeMode::kGt:
+        return x > n.split;
+      case TreeMode::kEq:
+        return x == n.split;
+      case TreeMode::kNeq:
+        return x != n.split;
+      case TreeMode::kMember:
+        return std::binary_search(m_.sets[n.set].begin(), m_.sets[n.set].end(), x);
+    }
+    return false;
+  }
+
+  // The leaf that `row` reaches from node `root`.
+  absl::StatusOr<int64_t> Walk(const double* row, int64_t root) const {
+    Branch at{false, root};
+    for (size_t steps = 0; !at.leaf; ++steps) {
+      if (steps > m_.nodes.size()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("TreeEnsemble: the tree at node ", root, " has a cycle"));
+      }
+      const Node& n = m_.nodes[at.index];
+      at = Holds(n, row[n.feature]) ? n.if_true : n.if_false;
+    }
+    return at.index;
+  }
+
+  void PostTransform(double* y, int64_t n) const {
+    switch (m_.post) {
+      case TreePost::kNone:
+        return;
+      case TreePost::kLogistic:
+        for (int64_t i = 0; i < n; ++i) y[i] = 1.0 / (1.0 + std::exp(-y[i]));
+        return;
+      case TreePost::kProbit:
+        for (int64_t i = 0; i < n; ++i) y[i] = std::sqrt(2.0) * ErfInv(2.0 * y[i] - 1.0);
+        return;
+      case TreePost::kSoftmax:
+      case TreePost::kSoftmaxZero: {
+        // SOFTMAX_ZERO leaves zero scores at zero and out of the sum.
+        const bool skip_zero = m_.post == TreePost::kSoftmaxZero;
+        double top = -std::numeric_limits<double>::infinity(), sum = 0.0;
+        for (int64_t i = 0; i < n; ++i) {
+          if (!(skip_zero && y[i] == 0.0)) top = std::max(top, y[i]);
+        }
+        for (int64_t i = 0; i < n; ++i) {
+          if (skip_zero && y[i] == 0.0) continue;
+          y[i] = std::exp(y[i] - top);
+          sum += y[i];
+        }
+        for (int64_t i = 0; i < n && sum > 0.0; ++i) y[i] /= sum;
+        return;
+      }
+    }
+  }
+
+  const Model m_;
+};
+
+absl::StatusOr<std::unique_ptr<Kernel>> MakeTreeEnsemble(const Attributes& a) {
+  using Ints = std::vector<int64_t>;
+  auto values = [&](const char* name, bool required) -> absl::StatusOr<std::vector<double>> {
+    auto t = a.Get<Tensor>(name);
+    if (!t.ok()) {
+      if (!required && absl::IsNotFound(t.status())) return std::vector<double>{};
+      return absl::InvalidArgumentError(
+          absl::StrCat("TreeEnsemble: tensor attribute '", name, "' is required"));
+    }
+    if (t->dtype() == DType::kString) {
+      return absl::InvalidArgumentError(absl::StrCat("TreeEnsemble: '", name, "' is not numeric"));
+    }
+    std::vector<double> v(static_cast<size_t>(t->num_elements()));
+    for (int64_t i = 0; i < t->num_elements(); ++i) v[i] = kernel_util::ElementAsDouble(*t, i);
+    return v;
+  };
+  NIMBLE_ASSIGN_OR_RETURN(const std::vector<double> modes, values("nodes_modes", true));
+  NIMBLE_ASSIGN_OR_RETURN(const std::vector<double> splits, values("nodes_splits", true));
+  NIMBLE_ASSIGN_OR_RETURN(const std::vector<double> weights, values("leaf_weights", true));
+  NIMBLE_ASSIGN_OR_RETURN(const std::vector<double> members, values("membership_values", false));
+  const Ints features = a.GetOr<Ints>("nodes_featureids", {});
+  const Ints true_ids = a.GetOr<Ints>("nodes_truenodeids", {});
+  const Ints false_ids = a.GetOr<Ints>("nodes_falsenodeids", {});
+  const Ints true_leafs = a.GetOr<Ints>("nodes_trueleafs", {});
+  const Ints false_leafs = a.GetOr<Ints>("nodes_falseleafs", {});
+  const Ints missing = a.GetOr<Ints>("nodes_missing_value_tracks_true", {});
+  const size_t n = modes.size();
+  if (n == 0 || splits.size() != n || features.size() != n || true_ids.size() != n ||
+      false_ids.size() != n || true_leafs.size() != n || false_leafs.size() != n ||
+      (!missing.empty() && missing.size() != n)) {
+    return absl::InvalidArgumentError(
+        "TreeEnsemble: the nodes_* attributes must be non-empty and of one length");
+  }
+  TreeEnsembleKernel::Model m;
+  m.leaf_targets = a.GetOr<Ints>("leaf_targetids", {});
+  m.leaf_weights = weights;
+  m.roots = a.GetOr<Ints>("tree_roots", {});
+  m.n_targets = a.GetOr<int64_t>("n_targets", 0);
+  const int64_t aggregate = a.GetOr<int64_t>("aggregate_function", 1);
+  const int64_t post = a.GetOr<int64_t>("post_transform", 0);
+  if (m.leaf_targets.empty() || m.leaf_targets.size() != weights.size()) {
+    return absl::InvalidArgumentError(
+        "TreeEnsemble: leaf_targetids and leaf_weights must be non-empty and of one length");
+  }
+  if (m.n_targets < 1 || m.n_targets > (int64_t{1} << 31) || m.roots.empty() || aggregate < 0 ||
+      aggregate > 3 || post < 0 || post > 4) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "TreeEnsemble: need n_targets >= 1 and tree_roots, aggregate_function in [0, 3] and "
+        "post_transform in [0, 4]; got ",
+        m.n_targets, ", ", m.roots.size(), " roots, ", aggregate, " and ", post));
+  }
+  m.aggregate = static_cast<TreeAggregate>(aggregate);
+  m.post = static_cast<TreePost>(post);
+  for (int64_t t : m.leaf_targets) {
+    if (t < 0 || t >= m.n_targets) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("TreeEnsemble: leaf target ", t, " is outside [0, ", m.n_targets, ")"));
+    }
+  }
+  const auto num_nodes = static_cast<int64_t>(n);
+  const auto num_leaves = static_cast<int64_t>(weights.size());
+  for (int64_t r : m.roots) {
+    if (r < 0 || r >= num_nodes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("TreeEnsemble: tree root ", r, " is not a node"));
+    }
+  }
+  size_t next_member = 0;
+  for (size_t i = 0; i < n; ++i) {
+    TreeEnsembleKernel::Node node;
+    const double mode = modes[i];
+    if (!(mode >= 0 && mode <= 6) || mode != std::floor(mode)) {
+      return absl::InvalidArgumentError(absl::StrCat("TreeEnsemble: node ", i, " has mode ", mode));
+    }
+    node.mode = static_cast<TreeMode>(static_cast<int>(mode));
+    node.feature = features[i];
+    node.split = splits[i];
+    node.missing_true = !missing.empty() && missing[i] != 0;
+    if (node.feature < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("TreeEnsemble: node ", i, " has feature id ", node.feature));
+    }
+    m.max_feature = std::max(m.max_feature, node.feature);
+    auto branch = [&](int64_t id, int64_t leaf) -> absl::StatusOr<TreeEnsembleKernel::Branch> {
+      const int64_t limit = leaf != 0 ? num_leaves : num_nodes;
+      if (id < 0 || id >= limit) {
+        return absl::InvalidArgumentError(absl::StrCat("TreeEnsemble: node ", i, " branches to ",
+                                                       leaf != 0 ? "leaf " : "node ", id, " of ",
+                                                       limit));
+      }
+      return TreeEnsembleKernel::Branch{leaf != 0, id};
+    };
+    NIMBLE_ASSIGN_OR_RETURN(node.if_true, branch(true_ids[i], true_leafs[i]));
+    NIMBLE_ASSIGN_OR_RETURN(node.if_false, branch(false_ids[i], false_leafs[i]));
+    if (node.mode == TreeMode::kMember) {
+      if (next_member >= members.size()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("TreeEnsemble: membership_values has no set for the MEMBER node ", i));
+      }
+      std::vector<double> set;
+      while (next_member < members.size() && !std::isnan(members[next_member])) {
+        set.push_back(members[next_member++]);
+      }
+      ++next_member;  // the NaN (or the end)
+      std::sort(set.begin(), set.end());
+      node.set = static_cast<int64_t>(m.sets.size());
+      m.sets.push_back(std::move(set));
+    }
+    m.nodes.push_back(node);
+  }
+  return std::make_unique<TreeEnsembleKernel>(std::move(m));
+}
+
 class ShrinkKernel final : public Kernel {
  public:
   ShrinkKernel(double lambd, double bias) : lambd_(lambd), bias_(bias) {}
@@ -2455,6 +2759,7 @@ void RegisterMiscKernels(KernelRegistry& registry) {
                       return std::make_unique<ArrayFeatureExtractorKernel>();
                     });
   registry.Register("ai.onnx.ml.LabelEncoder", DeviceType::kCPU, MakeLabelEncoder);
+  registry.Register("ai.onnx.ml.TreeEnsemble", DeviceType::kCPU, MakeTreeEnsemble);
   registry.Register("TensorScatter", DeviceType::kCPU, [](const Attributes& attrs) -> Factory {
     const std::string mode = attrs.GetOr<std::string>("mode", "linear");
     if (mode != "linear" && mode != "circular") {

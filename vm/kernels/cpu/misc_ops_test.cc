@@ -1,5 +1,6 @@
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -449,6 +450,57 @@ TEST(MiscOpsTest, Stft) {
                           FloatNear(4, 1e-6f), FloatNear(0, 1e-6f)));
   EXPECT_THAT(RunOp("STFT", {}, {F({1, 1}, {1, 2, 1}), I64({1}, {})}),
               StatusIs(kInvalid, HasSubstr("window or frame_length")));
+}
+
+TEST(MiscOpsTest, TreeEnsemble) {
+  // Tree 0: x0 <= 1 ? leaf 0 (10 -> target 0) : (x1 in {2, 5} ? leaf 1 (20 -> 1) : leaf 2
+  // (30 -> 0)); NaN x0 goes the true way. Tree 1 is the single leaf 3 (1 -> target 1).
+  const float nan = std::nanf("");
+  auto attrs = [&](int64_t aggregate, int64_t post, Ints true_ids) {
+    return Attrs({{"nodes_modes", Tensor::FromVector<uint8_t>({0, 6, 0}, {3})},
+                  {"nodes_splits", F({1, nan, 0}, {3})},
+                  {"nodes_featureids", Ints{0, 1, 0}},
+                  {"nodes_truenodeids", std::move(true_ids)},
+                  {"nodes_falsenodeids", Ints{1, 2, 3}},
+                  {"nodes_trueleafs", Ints{1, 1, 1}},
+                  {"nodes_falseleafs", Ints{0, 1, 1}},
+                  {"nodes_missing_value_tracks_true", Ints{1, 0, 0}},
+                  {"membership_values", F({2, 5, nan}, {3})},
+                  {"leaf_targetids", Ints{0, 1, 0, 1}},
+                  {"leaf_weights", F({10, 20, 30, 1}, {4})},
+                  {"tree_roots", Ints{0, 2}},
+                  {"n_targets", int64_t{2}},
+                  {"aggregate_function", aggregate},
+                  {"post_transform", post}});
+  };
+  const Tensor x = F({0.5f, 9, 3, 5, 3, 7, nan, 2}, {4, 2});
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out,
+                              RunOp("ai.onnx.ml.TreeEnsemble", attrs(1, 0, {0, 1, 3}), {x}));
+  EXPECT_THAT(out[0].shape(), ElementsAre(4, 2));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(10, 1, 0, 21, 30, 1, 10, 1));
+  // AVERAGE over the two trees; MAX leaves an untouched target at the lowest float.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, RunOp("ai.onnx.ml.TreeEnsemble", attrs(0, 0, {0, 1, 3}), {x}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(5, 0.5f, 0, 10.5f, 15, 0.5f, 5, 0.5f));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, RunOp("ai.onnx.ml.TreeEnsemble", attrs(3, 0, {0, 1, 3}), {x}));
+  EXPECT_EQ(out[0].data<float>()[2], -std::numeric_limits<float>::max());
+  EXPECT_EQ(out[0].data<float>()[3], 20);
+  // LOGISTIC after SUM, on double input.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, RunOp("ai.onnx.ml.TreeEnsemble", attrs(1, 2, {0, 1, 3}), {D({0.5, 9}, {1, 2})}));
+  ASSERT_EQ(out[0].dtype(), DType::kF64);
+  EXPECT_NEAR(out[0].data<double>()[0], 1 / (1 + std::exp(-10.0)), 1e-12);
+  EXPECT_NEAR(out[0].data<double>()[1], 1 / (1 + std::exp(-1.0)), 1e-12);
+  // A node that branches to itself is a cycle; a feature past X's width and a leaf past the
+  // leaves are refused.
+  auto cyclic = attrs(1, 0, {0, 1, 3});
+  cyclic.Set("nodes_trueleafs", Ints{0, 1, 1});
+  EXPECT_THAT(RunOp("ai.onnx.ml.TreeEnsemble", cyclic, {F({0}, {1, 2})}),
+              StatusIs(kInvalid, HasSubstr("cycle")));
+  EXPECT_THAT(RunOp("ai.onnx.ml.TreeEnsemble", attrs(1, 0, {0, 1, 3}), {F({0}, {1, 1})}),
+              StatusIs(kInvalid, HasSubstr("feature 1")));
+  EXPECT_THAT(
+      KernelRegistry::Global().Create("ai.onnx.ml.TreeEnsemble", kCpu.type, attrs(1, 0, {9, 1, 3})),
+      StatusIs(kInvalid, HasSubstr("branches to leaf 9")));
 }
 
 TEST(MiscOpsTest, Shrink) {

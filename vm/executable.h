@@ -29,7 +29,7 @@ namespace nimble::vm {
 
 // 2: value kinds in signatures (sequences, optionals); InvokePacked output dtypes in 5-bit
 // fields (low-precision dtypes 15..24 added).
-inline constexpr uint32_t kExecutableFormatVersion = 2;
+inline constexpr uint32_t kExecutableFormatVersion = 3;
 
 struct Function {
   std::string name;

@@ -230,7 +230,7 @@ TEST(ExecutableTest, WrongVersionSaysWhichVersions) {
   bytes[4] = 9;  // format version 9
   EXPECT_THAT(Executable::Load(bytes, TestRegistry()),
               StatusIs(absl::StatusCode::kFailedPrecondition,
-                       HasSubstr("format version 9 is not supported: this build reads version 2")));
+                       HasSubstr("format version 9 is not supported: this build reads version 3")));
 }
 
 TEST(ExecutableTest, BadMagic) {
@@ -291,6 +291,7 @@ TEST(ExecutableTest, LowPrecisionConstantsRoundTripAndAreRangeChecked) {
   c.U32(1);
   c.I64(2);
   c.U64(2);
+  c.U8(0);  // no padding (data alignment is not checked)
   c.Raw("\x07\x7f", 2);
   EXPECT_THAT(Executable::Load(WithHeader(c.bytes()), TestRegistry()),
               StatusIs(absl::StatusCode::kInvalidArgument,
@@ -321,6 +322,39 @@ TEST(ExecutableTest, SaveAndLoadFile) {
   std::remove(path.c_str());
   EXPECT_THAT(Executable::LoadFile(path, TestRegistry()),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr(path)));
+}
+
+// LoadFile hands numeric constants out as views of the file's one buffer (their data aligned
+// by the format); Load from a caller's bytes copies them. Both equal the originals.
+TEST(ExecutableTest, LoadFileViewsAlignedConstantsInPlace) {
+  const Executable original = RichExecutable();
+  const std::string path = ::testing::TempDir() + "/vm_executable_views_test.nbx";
+  ASSERT_THAT(original.SaveFile(path), IsOk());
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto loaded, Executable::LoadFile(path, TestRegistry()));
+  std::remove(path.c_str());
+  NIMBLE_ASSERT_OK_AND_ASSIGN(std::string bytes, original.Serialize());
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto copied, Executable::Load(bytes, TestRegistry()));
+  ASSERT_EQ(loaded->constants.size(), original.constants.size());
+  const void* buffer = nullptr;
+  int views = 0;
+  for (size_t i = 0; i < original.constants.size(); ++i) {
+    const Tensor& want = original.constants[i];
+    const Tensor& got = loaded->constants[i];
+    ASSERT_EQ(got.defined(), want.defined()) << i;
+    if (!want.defined() || want.dtype() == DType::kString) continue;
+    ASSERT_EQ(got.TypeString(), want.TypeString()) << i;
+    EXPECT_EQ(std::memcmp(got.raw_data(), want.raw_data(), want.nbytes()), 0) << i;
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(got.raw_data()) % internal::kTensorDataAlignment, 0u)
+        << i;
+    if (want.nbytes() == 0 || PackedBits(want.dtype()) != 0) continue;
+    // A view: its storage is the whole file, shared by every such constant.
+    EXPECT_GT(got.storage()->size(), want.nbytes()) << i;
+    if (buffer == nullptr) buffer = got.storage()->data();
+    EXPECT_EQ(got.storage()->data(), buffer) << i;
+    EXPECT_EQ(copied->constants[i].storage()->size(), want.nbytes()) << i;  // a copy
+    ++views;
+  }
+  EXPECT_GE(views, 2);
 }
 
 TEST(ExecutableTest, FinalizeNamesAMissingKernel) {
@@ -545,7 +579,7 @@ TEST(DisassembleTest, Golden) {
   exe.functions[0].code.insert(exe.functions[0].code.begin() + 3,
                                Instruction{Opcode::kScalarBinary, 2, 1, 1, 2});
   exe.functions[0].code[2].a = 2;  // goto still lands on ret
-  const std::string expected = R"(executable (format 2, compiler "golden")
+  const std::string expected = R"(executable (format 3, compiler "golden")
 inputs (1):
   x: f32[2]
 outputs (0):

@@ -9,6 +9,7 @@
 #include <bit>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -109,6 +110,11 @@ class ByteReader {
     return bytes;
   }
 
+  // Host storage holding the bytes being read (a file's buffer): ReadTensor then views
+  // aligned tensor data in place.
+  void SetBacking(std::shared_ptr<Storage> backing) { backing_ = std::move(backing); }
+  const std::shared_ptr<Storage>& backing() const { return backing_; }
+
  private:
   template <typename T>
   T Fixed(absl::string_view what) {
@@ -121,7 +127,13 @@ class ByteReader {
   std::string_view data_;
   size_t pos_ = 0;
   absl::Status status_;
+  std::shared_ptr<Storage> backing_;
 };
+
+// Tensor data in the file starts at a multiple of this many bytes from the file's start (a pad
+// byte count and zero bytes precede it), so a file read into an aligned buffer can hand its
+// constants out in place.
+inline constexpr size_t kTensorDataAlignment = 64;
 
 // The header: magic, format version, compiler version, payload size, checksum.
 inline constexpr char kExecutableMagic[4] = {'N', 'B', 'X', '\0'};
@@ -135,7 +147,10 @@ inline constexpr int32_t kMaxRegisters = 1 << 20;
 uint64_t PayloadChecksum(std::string_view compiler_version, std::string_view payload);
 
 // Parses the file into an Executable without verifying it or resolving kernels (the fuzzer
-// and tests use this to reach Verify with arbitrary but well-formed content).
-absl::StatusOr<Executable> ParseExecutable(std::string_view bytes);
+// and tests use this to reach Verify with arbitrary but well-formed content). With `backing`
+// (host storage that holds `bytes`), tensors whose data is aligned there become views of it
+// instead of copies.
+absl::StatusOr<Executable> ParseExecutable(std::string_view bytes,
+                                           std::shared_ptr<Storage> backing = nullptr);
 
 }  // namespace nimble::vm::internal

@@ -181,14 +181,15 @@ absl::StatusOr<ExecutableCache::Result> ExecutableCache::GetOrCompile(const std:
     const std::string path = DiskPath(key);
     std::error_code ec;
     if (std::filesystem::exists(path, ec)) {
-      auto bytes = ReadFile(path);
-      absl::StatusOr<std::shared_ptr<const vm::Executable>> exe =
-          bytes.ok() ? vm::Executable::Load(*bytes) : bytes.status();
+      // LoadFile: one read into an aligned buffer whose weights the executable then views.
+      std::error_code size_ec;
+      const auto size = std::filesystem::file_size(path, size_ec);
+      absl::StatusOr<std::shared_ptr<const vm::Executable>> exe = vm::Executable::LoadFile(path);
       if (exe.ok()) {
         hit("disk");
         // The mtime orders the disk tier's LRU.
         std::filesystem::last_write_time(path, std::filesystem::file_time_type::clock::now(), ec);
-        InsertMemory(key, *exe, static_cast<int64_t>(bytes->size()));
+        InsertMemory(key, *exe, size_ec ? 0 : static_cast<int64_t>(size));
         return Result{*std::move(exe), Source::kDisk};
       }
       // A corrupt or stale file is not fatal: compile again and overwrite it.

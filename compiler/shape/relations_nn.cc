@@ -763,6 +763,40 @@ absl::Status AttentionRelation(InferenceContext& ctx) {
   return absl::OkStatus();
 }
 
+// CausalConvWithState (opset 27): input [B, C, L], weight [C, 1, k]; output like input and
+// present_state [B, C, k - 1].
+absl::Status CausalConvWithStateRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* x, ctx.InputTensor(0));
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* w, ctx.InputTensor(1));
+  NIMBLE_RETURN_IF_ERROR(RequireSameDType(ctx, {0, 1, 2, 3}));
+  const std::string act = ctx.AttrString("activation", "none");
+  if (act != "none" && act != "silu" && act != "swish") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("activation '", act, "' is not one of none, silu, swish"));
+  }
+  if (x->has_rank() && x->rank() != 3) {
+    return absl::InvalidArgumentError(
+        "CausalConvWithState input must be [batch, channels, length]");
+  }
+  if (w->has_rank() && w->rank() != 3) {
+    return absl::InvalidArgumentError("CausalConvWithState weight must be [channels, 1, k]");
+  }
+  Dim batch, channels, state;
+  if (x->has_rank()) batch = (*x->dims)[0], channels = (*x->dims)[1];
+  if (w->has_rank()) {
+    NIMBLE_RETURN_IF_ERROR(
+        ctx.RequireEqual((*w->dims)[1], DimExpr::Const(1), "CausalConvWithState weight dim 1"));
+    if (const Dim& k = (*w->dims)[2]) state = *k - DimExpr::Const(1);
+    if (x->has_rank()) {
+      NIMBLE_RETURN_IF_ERROR(
+          ctx.RequireEqual((*w->dims)[0], channels, "CausalConvWithState weight vs channels"));
+    }
+  }
+  ctx.SetOutput(0, TensorType{x->dtype, x->dims});
+  ctx.SetOutput(1, TensorType::Of(x->dtype, {batch, channels, state}));
+  return absl::OkStatus();
+}
+
 absl::Status AffineGridRelation(InferenceContext& ctx) {
   NIMBLE_ASSIGN_OR_RETURN(const TensorType* theta, ctx.InputTensor(0));
   NIMBLE_RETURN_IF_ERROR(ctx.InputTensor(1).status());
@@ -902,6 +936,7 @@ void RegisterNnRelations(RelationRegistry& r) {
   r.Register("", "NegativeLogLikelihoodLoss", LossRelation);
   r.Register("", "SoftmaxCrossEntropyLoss", LossRelation);
   r.Register("", "Attention", AttentionRelation);
+  r.Register("", "CausalConvWithState", CausalConvWithStateRelation);
   r.Register("", "AffineGrid", AffineGridRelation);
   r.Register("", "Col2Im", Col2ImRelation);
   r.Register("", "CenterCropPad", CenterCropPadRelation);

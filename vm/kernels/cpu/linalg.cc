@@ -1,6 +1,6 @@
 // Linear-algebra kernels: MatMul, Gemm, FusedMatMul (the compiler's GEMM + epilogue fusion),
 // MatMulInteger, Conv, ConvInteger, QLinearConv, ConvTranspose, MaxPool, AveragePool,
-// GlobalAveragePool, GlobalMaxPool.
+// GlobalAveragePool, GlobalMaxPool, CausalConvWithState.
 //
 // f32 MatMul/Gemm/FusedMatMul run on oneDNN's matmul primitive. Batch dims broadcast the numpy
 // way; dims that every operand walks alike are merged, and a batched left operand times a 2-D
@@ -15,6 +15,7 @@
 //
 // Conv is oneDNN's convolution on plain NC(D)(H)W tensors (1-3 spatial dims); ConvTranspose is a
 // GEMM (oneDNN sgemm) into columns followed by col2im; pooling is a direct loop.
+// CausalConvWithState (depthwise, a few taps per channel) is a direct loop per (batch, channel).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -1988,6 +1989,157 @@ class EinsumKernel final : public SingleOutputKernel {
   PrimitiveCache cache_;
 };
 
+// The f32 values of an f32 / f16 / bf16 tensor: its own data, or a copy in `scratch`.
+const float* FloatValues(const Tensor& t, std::vector<float>& scratch) {
+  if (t.dtype() == DType::kF32) return t.data<float>();
+  scratch.resize(static_cast<size_t>(t.num_elements()));
+  if (t.dtype() == DType::kF16) {
+    HalfToFloat(t.data<uint16_t>(), scratch.data(), t.num_elements());
+  } else {
+    BFloat16ToFloat(t.data<uint16_t>(), scratch.data(), t.num_elements());
+  }
+  return scratch.data();
+}
+
+// Stores `v` as element `i` of an f32 / f16 / bf16 tensor.
+void StoreFloat(const Tensor& t, int64_t i, float v) {
+  if (t.dtype() == DType::kF32) {
+    t.data<float>()[i] = v;
+  } else if (t.dtype() == DType::kF16) {
+    t.data<uint16_t>()[i] = FloatToHalf(v);
+  } else {
+    t.data<uint16_t>()[i] = FloatToBFloat16(v);
+  }
+}
+
+// v rounded to `dtype` (f32 / f16 / bf16) and back.
+float RoundTo(DType dtype, float v) {
+  if (dtype == DType::kF16) return HalfToFloat(FloatToHalf(v));
+  if (dtype == DType::kBF16) return BFloat16ToFloat(FloatToBFloat16(v));
+  return v;
+}
+
+// CausalConvWithState (opset 27): a depthwise causal 1-D convolution that carries the last k - 1
+// input positions from one call to the next (the short convolution of Mamba and Gated DeltaNet).
+// Per (batch, channel) row, seq = past_state (zeros when absent) ++ input, then
+// output[t] = act(bias + sum_j weight[j] * seq[t + j]) and present_state = the last k - 1 entries
+// of seq. f16/bf16 are computed in f32; the convolution is rounded to the input type before the
+// SiLU, as in the reference. Thread-safe: immutable after construction.
+class CausalConvWithStateKernel final : public Kernel {
+ public:
+  explicit CausalConvWithStateKernel(bool silu) : silu_(silu) {}
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    NIMBLE_ASSIGN_OR_RETURN(Dims d, Check(inputs));
+    if (!output_shapes.empty()) output_shapes[0] = inputs[0].shape();
+    if (output_shapes.size() > 1) output_shapes[1] = {d.batch, d.channels, d.k - 1};
+    return absl::OkStatus();
+  }
+
+  absl::Status Run(const KernelContext& ctx, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_ASSIGN_OR_RETURN(Dims d, Check(inputs));
+    NIMBLE_RETURN_IF_ERROR(kernel_util::CheckOutputs("CausalConvWithState", outputs, 1, 2));
+    const Shape shapes[2] = {inputs[0].shape(), {d.batch, d.channels, d.k - 1}};
+    NIMBLE_RETURN_IF_ERROR(kernel_util::CheckOutputShapes("CausalConvWithState", outputs, shapes));
+    const DType dtype = inputs[0].dtype();
+    if (!outputs[0].defined()) {
+      return absl::InvalidArgumentError("CausalConvWithState: output 0 is missing");
+    }
+    for (const Tensor& out : outputs) {
+      NIMBLE_RETURN_IF_ERROR(kernel_util::CheckOutputDType("CausalConvWithState", out, dtype));
+    }
+    std::vector<float> x_buf, w_buf, b_buf, p_buf;
+    const float* x = FloatValues(inputs[0], x_buf);
+    const float* w = FloatValues(inputs[1], w_buf);
+    const float* bias = Present(inputs, 2) ? FloatValues(inputs[2], b_buf) : nullptr;
+    const float* past = Present(inputs, 3) ? FloatValues(inputs[3], p_buf) : nullptr;
+    const Tensor& y = outputs[0];
+    const Tensor* state = outputs.size() > 1 && outputs[1].defined() ? &outputs[1] : nullptr;
+    const int64_t len = d.length, k = d.k, padded = len + k - 1;
+    ParallelFor(ctx.num_threads, d.batch * d.channels, 16, [&](int64_t begin, int64_t end) {
+      std::vector<float> seq(static_cast<size_t>(padded));
+      for (int64_t row = begin; row < end; ++row) {
+        const int64_t c = row % d.channels;
+        if (past != nullptr) {
+          std::copy_n(past + row * (k - 1), k - 1, seq.begin());
+        } else {
+          std::fill_n(seq.begin(), k - 1, 0.0f);
+        }
+        std::copy_n(x + row * len, len, seq.begin() + (k - 1));
+        const float* wc = w + c * k;
+        for (int64_t t = 0; t < len; ++t) {
+          float acc = bias != nullptr ? bias[c] : 0.0f;
+          for (int64_t j = 0; j < k; ++j) acc += wc[j] * seq[t + j];
+          if (silu_) {
+            acc = RoundTo(dtype, acc);
+            acc = acc / (1.0f + std::exp(-acc));
+          }
+          StoreFloat(y, row * len + t, acc);
+        }
+        if (state != nullptr) {
+          for (int64_t j = 0; j < k - 1; ++j) {
+            StoreFloat(*state, row * (k - 1) + j, seq[len + j]);
+          }
+        }
+      }
+    });
+    return absl::OkStatus();
+  }
+
+ private:
+  struct Dims {
+    int64_t batch = 0, channels = 0, length = 0, k = 0;
+  };
+
+  static absl::StatusOr<Dims> Check(absl::Span<const Tensor> in) {
+    constexpr const char* kOp = "CausalConvWithState";
+    NIMBLE_RETURN_IF_ERROR(CheckArity(kOp, in.size(), 2, 4));
+    NIMBLE_RETURN_IF_ERROR(CheckDefined(kOp, in, 0, "input"));
+    NIMBLE_RETURN_IF_ERROR(CheckDefined(kOp, in, 1, "weight"));
+    const Tensor &x = in[0], &w = in[1];
+    const DType dtype = x.dtype();
+    if (dtype != DType::kF32 && dtype != DType::kF16 && dtype != DType::kBF16) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "CausalConvWithState: input must be f32, f16 or bf16, got ", x.TypeString()));
+    }
+    if (x.rank() != 3) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "CausalConvWithState: input must have rank 3 [batch, channels, length], got ",
+          x.TypeString()));
+    }
+    Dims d{x.dim(0), x.dim(1), x.dim(2), 0};
+    if (w.dtype() != dtype || w.rank() != 3 || w.dim(0) != d.channels || w.dim(1) != 1 ||
+        w.dim(2) < 1) {
+      return absl::InvalidArgumentError(absl::StrCat("CausalConvWithState: weight ", w.TypeString(),
+                                                     " must be ", DTypeName(dtype), "[", d.channels,
+                                                     ", 1, k] with k >= 1"));
+    }
+    d.k = w.dim(2);
+    if (Present(in, 2)) {
+      const Tensor& b = in[2];
+      if (b.dtype() != dtype || b.rank() != 1 || b.dim(0) != d.channels) {
+        return absl::InvalidArgumentError(absl::StrCat("CausalConvWithState: bias ", b.TypeString(),
+                                                       " must be ", DTypeName(dtype), "[",
+                                                       d.channels, "]"));
+      }
+    }
+    if (Present(in, 3)) {
+      const Tensor& p = in[3];
+      const Shape want = {d.batch, d.channels, d.k - 1};
+      if (p.dtype() != dtype || p.shape() != want) {
+        return absl::InvalidArgumentError(absl::StrCat("CausalConvWithState: past_state ",
+                                                       p.TypeString(), " must be ",
+                                                       DTypeName(dtype), ShapeToString(want)));
+      }
+    }
+    return d;
+  }
+
+  const bool silu_;
+};
+
 template <typename K, typename... Args>
 absl::StatusOr<KernelPtr> Make(Args&&... args) {
   return KernelPtr(new K(std::forward<Args>(args)...));
@@ -2059,6 +2211,14 @@ void RegisterLinalgKernels(KernelRegistry& registry) {
   });
   reg("GlobalAveragePool", [](const Attributes&) {
     return Make<PoolKernel>(PoolKind::kAverage, true, WindowAttrs(), false, 0);
+  });
+  reg("CausalConvWithState", [](const Attributes& a) -> absl::StatusOr<KernelPtr> {
+    const std::string act = a.GetOr<std::string>("activation", "none");
+    if (act != "none" && act != "silu" && act != "swish") {
+      return absl::InvalidArgumentError(absl::StrCat("CausalConvWithState: activation '", act,
+                                                     "' is not one of none, silu, swish"));
+    }
+    return Make<CausalConvWithStateKernel>(act != "none");
   });
 }
 

@@ -7,6 +7,7 @@
 #include "base/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "vm/kernels/cpu/elementwise_test_util.h"
 #include "vm/kernels/kernel.h"
 
 namespace nimble::vm {
@@ -788,6 +789,55 @@ TEST(MatMulTest, ConcurrentCallsShareOneKernel) {
   }
   for (auto& th : threads) th.join();
   EXPECT_THAT(failures, ElementsAre(0, 0, 0, 0));
+}
+
+TEST(CausalConvWithStateTest, PastStateBiasAndPresentState) {
+  // Channel 0: seq = [10 | 1 2 3], taps [1, 2]: 10 + 2, 1 + 4, 2 + 6, plus 0.5. Channel 1:
+  // taps [0, 1] pass the current position through, plus -1. present_state: each row's last
+  // k - 1 = 1 entry.
+  const Tensor x = F({1, 2, 3, 4, 5, 6}, {1, 2, 3});
+  const Tensor w = F({1, 2, 0, 1}, {2, 1, 2});
+  const Tensor bias = F({0.5f, -1}, {2});
+  const Tensor past = F({10, 7}, {1, 2, 1});
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto out, cpu::testing::RunOp("CausalConvWithState", {}, {x, w, bias, past}, 2));
+  EXPECT_THAT(out[0].shape(), ElementsAre(1, 2, 3));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(12.5f, 5.5f, 8.5f, 3, 4, 5));
+  EXPECT_THAT(out[1].shape(), ElementsAre(1, 2, 1));
+  EXPECT_THAT(Values<float>(out[1]), ElementsAre(3, 6));
+  // No past state: zero padding; SiLU (alias swish) fused; k = 1 leaves an empty state.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, cpu::testing::RunOp("CausalConvWithState", Attrs({{"activation", std::string("swish")}}),
+                               {F({1, -2}, {1, 1, 2}), F({2}, {1, 1, 1})}, 2));
+  EXPECT_THAT(Values<float>(out[0]),
+              ElementsAre(::testing::FloatNear(2 / (1 + std::exp(-2.0f)), 1e-6f),
+                          ::testing::FloatNear(-4 / (1 + std::exp(4.0f)), 1e-6f)));
+  EXPECT_THAT(out[1].shape(), ElementsAre(1, 1, 0));
+  // f16 in and out.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, cpu::testing::RunOp("CausalConvWithState", {},
+                               {cpu::testing::Half(DType::kF16, {1, 2, 3}, {1, 1, 3}),
+                                cpu::testing::Half(DType::kF16, {1, 1}, {1, 1, 2})},
+                               2));
+  EXPECT_EQ(out[0].dtype(), DType::kF16);
+  EXPECT_THAT(cpu::testing::HalfValues(out[0]), ElementsAre(1, 3, 5));
+  EXPECT_THAT(cpu::testing::HalfValues(out[1]), ElementsAre(3));
+}
+
+TEST(CausalConvWithStateTest, RejectsBadInputs) {
+  const Tensor x = F({1, 2, 3, 4}, {1, 2, 2});
+  EXPECT_THAT(cpu::testing::RunOp("CausalConvWithState", {}, {x, F({1, 2}, {1, 1, 2})}, 2),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("weight")));
+  EXPECT_THAT(
+      cpu::testing::RunOp("CausalConvWithState", {}, {F({1, 2}, {2}), F({1}, {1, 1, 1})}, 2),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("rank 3")));
+  EXPECT_THAT(
+      cpu::testing::RunOp("CausalConvWithState", {},
+                          {x, F({1, 2, 3, 4}, {2, 1, 2}), Tensor(), F({0, 0, 0, 0}, {1, 2, 2})}, 2),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("past_state")));
+  EXPECT_THAT(KernelRegistry::Global().Create("CausalConvWithState", kCpu.type,
+                                              Attrs({{"activation", std::string("gelu")}})),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("activation")));
 }
 
 }  // namespace

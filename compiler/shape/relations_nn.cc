@@ -797,6 +797,53 @@ absl::Status CausalConvWithStateRelation(InferenceContext& ctx) {
   return absl::OkStatus();
 }
 
+// LinearAttention (opset 27): query [B, T, Hq * dk], key [B, T, Hkv * dk], value [B, T, Hkv * dv]
+// give output [B, T, Hq * dv] and present_state [B, Hkv, dk, dv] (typed like past_state when
+// given, else like the query).
+absl::Status LinearAttentionRelation(InferenceContext& ctx) {
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* q, ctx.InputTensor(0));
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* k, ctx.InputTensor(1));
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* v, ctx.InputTensor(2));
+  NIMBLE_RETURN_IF_ERROR(RequireSameDType(ctx, {0, 1, 2, 4, 5}));
+  const int64_t qn = ctx.AttrInt("q_num_heads", 0), kvn = ctx.AttrInt("kv_num_heads", 0);
+  if (qn <= 0 || kvn <= 0 || qn > kMaxStaticDim || qn % kvn != 0) {
+    return absl::InvalidArgumentError(
+        "LinearAttention needs q_num_heads a positive multiple of kv_num_heads");
+  }
+  const std::string rule = ctx.AttrString("update_rule", "gated_delta");
+  if (rule != "linear" && rule != "gated" && rule != "delta" && rule != "gated_delta") {
+    return absl::InvalidArgumentError(absl::StrCat("unknown update_rule '", rule, "'"));
+  }
+  vm::DType state_dtype = q->dtype;
+  if (ctx.has_input(3)) {
+    NIMBLE_ASSIGN_OR_RETURN(const TensorType* past, ctx.InputTensor(3));
+    state_dtype = past->dtype;
+  }
+  for (const TensorType* t : {q, k, v}) {
+    if (t->has_rank() && t->rank() != 3) {
+      return absl::InvalidArgumentError("LinearAttention query, key and value must be 3-D");
+    }
+  }
+  auto per_head = [&](const TensorType* t, int64_t heads, const char* what) -> absl::StatusOr<Dim> {
+    if (!t->has_rank() || !(*t->dims)[2]) return Dim();
+    const DimExpr& hidden = *(*t->dims)[2];
+    if (std::optional<DimExpr> e = ExactDiv(hidden, DimExpr::Const(heads))) return Dim(*e);
+    NIMBLE_RETURN_IF_ERROR(
+        ctx.RequireEqual(ctx.dims().Mod(hidden, DimExpr::Const(heads)), DimExpr(), what));
+    return Dim(ctx.dims().FloorDiv(hidden, DimExpr::Const(heads)));
+  };
+  NIMBLE_ASSIGN_OR_RETURN(Dim dk, per_head(q, qn, "LinearAttention query width / q_num_heads"));
+  NIMBLE_ASSIGN_OR_RETURN(Dim kdk, per_head(k, kvn, "LinearAttention key width / kv_num_heads"));
+  NIMBLE_ASSIGN_OR_RETURN(Dim dv, per_head(v, kvn, "LinearAttention value width / kv_num_heads"));
+  NIMBLE_RETURN_IF_ERROR(ctx.RequireEqual(kdk, dk, "LinearAttention head size of key vs query"));
+  Dim batch, seq;
+  if (q->has_rank()) batch = (*q->dims)[0], seq = (*q->dims)[1];
+  Dim width = dv ? CheckedMul(*dv, DimExpr::Const(qn)) : Dim();
+  ctx.SetOutput(0, TensorType::Of(q->dtype, {batch, seq, width}));
+  ctx.SetOutput(1, TensorType::Of(state_dtype, {batch, DimExpr::Const(kvn), dk, dv}));
+  return absl::OkStatus();
+}
+
 absl::Status AffineGridRelation(InferenceContext& ctx) {
   NIMBLE_ASSIGN_OR_RETURN(const TensorType* theta, ctx.InputTensor(0));
   NIMBLE_RETURN_IF_ERROR(ctx.InputTensor(1).status());
@@ -937,6 +984,7 @@ void RegisterNnRelations(RelationRegistry& r) {
   r.Register("", "SoftmaxCrossEntropyLoss", LossRelation);
   r.Register("", "Attention", AttentionRelation);
   r.Register("", "CausalConvWithState", CausalConvWithStateRelation);
+  r.Register("", "LinearAttention", LinearAttentionRelation);
   r.Register("", "AffineGrid", AffineGridRelation);
   r.Register("", "Col2Im", Col2ImRelation);
   r.Register("", "CenterCropPad", CenterCropPadRelation);

@@ -8,6 +8,10 @@
 // the softmax, and multiplies by V with a second sgemm straight into the output. Scores never
 // exist for more than one block per task, and 3-D [batch, seq, heads * head_size] inputs and
 // outputs are read and written in place through strides (no transposes).
+//
+// LinearAttention (opset 27) is the recurrent form: one [dk, dv] state per (batch, kv head),
+// updated token by token (linear / gated / delta / gated_delta rules) and read by the query
+// heads that share it. Tasks are (batch, kv head) pairs; the state lives in f32 throughout.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -15,6 +19,7 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -540,6 +545,211 @@ class AttentionKernel final : public Kernel {
   const Config c_;
 };
 
+// LinearAttention (opset 27). Per (batch, kv head) state S [dk, dv] (past_state or zeros) and per
+// token t: S *= exp(g_t) (gated rules; g per head or per key dim), then for the delta rules
+// v_t = beta_t * (v_t - S^T k_t), then S += k_t v_t^T, and every query head h of the kv head's
+// group reads o = scale * q_t^T S. Inputs in f16/bf16 are widened to f32; the state stays f32 and
+// is rounded once into present_state (past_state's type, else the query's).
+struct LinearConfig {
+  int64_t q_heads = 0, kv_heads = 0;
+  double scale = 0;  // 0: 1/sqrt(dk)
+  bool gated = true, delta = true;
+};
+
+struct LinearPlan {
+  int64_t batch = 0, seq = 0, dk = 0, dv = 0;
+  int64_t decay_width = 0, beta_width = 0;  // last dims of decay and beta (0: absent)
+  DType state_dtype = DType::kInvalid;
+  Shape y, state;
+};
+
+bool IsFloatType(DType d) { return d == DType::kF32 || d == DType::kF16 || d == DType::kBF16; }
+
+absl::StatusOr<LinearPlan> MakeLinearPlan(const LinearConfig& c, absl::Span<const Tensor> in) {
+  constexpr const char* kOp = "LinearAttention";
+  NIMBLE_RETURN_IF_ERROR(CheckArity(kOp, in.size(), 3, 6));
+  for (size_t i = 0; i < 3; ++i) {
+    NIMBLE_RETURN_IF_ERROR(CheckDefined(kOp, in, i, i == 0 ? "query" : i == 1 ? "key" : "value"));
+  }
+  const Tensor &q = in[0], &k = in[1], &v = in[2];
+  const DType dtype = q.dtype();
+  if (!IsFloatType(dtype) || k.dtype() != dtype || v.dtype() != dtype) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("LinearAttention: query, key and value must share one of f32, f16, bf16, got ",
+                     q.TypeString(), ", ", k.TypeString(), ", ", v.TypeString()));
+  }
+  if (q.rank() != 3 || k.rank() != 3 || v.rank() != 3) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "LinearAttention: query, key and value must have rank 3 [batch, seq, heads * dim], got ",
+        q.TypeString(), ", ", k.TypeString(), ", ", v.TypeString()));
+  }
+  LinearPlan p;
+  p.batch = q.dim(0), p.seq = q.dim(1);
+  if (q.dim(2) % c.q_heads != 0 || v.dim(2) % c.kv_heads != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("LinearAttention: query ", q.TypeString(), " / value ", v.TypeString(),
+                     " do not split into ", c.q_heads, " / ", c.kv_heads, " heads"));
+  }
+  p.dk = q.dim(2) / c.q_heads, p.dv = v.dim(2) / c.kv_heads;
+  const Shape kv_want = {p.batch, p.seq, c.kv_heads * p.dk};
+  if (k.shape() != kv_want || v.dim(0) != p.batch || v.dim(1) != p.seq) {
+    return absl::InvalidArgumentError(absl::StrCat("LinearAttention: key ", k.TypeString(),
+                                                   " and value ", v.TypeString(),
+                                                   " do not match query ", q.TypeString()));
+  }
+  p.state = {p.batch, c.kv_heads, p.dk, p.dv};
+  p.y = {p.batch, p.seq, c.q_heads * p.dv};
+  p.state_dtype = dtype;
+  if (Present(in, 3)) {
+    const Tensor& past = in[3];
+    if (!IsFloatType(past.dtype()) || past.shape() != p.state) {
+      return absl::InvalidArgumentError(absl::StrCat("LinearAttention: past_state ",
+                                                     past.TypeString(), " must be float",
+                                                     ShapeToString(p.state)));
+    }
+    p.state_dtype = past.dtype();
+  }
+  // decay: [B, T, Hkv] or [B, T, Hkv * dk]; beta: [B, T, Hkv] or [B, T, 1].
+  auto gate = [&](size_t i, const char* what, bool wanted, int64_t alt,
+                  int64_t* width) -> absl::Status {
+    if (!Present(in, i)) {
+      if (!wanted) return absl::OkStatus();
+      return absl::InvalidArgumentError(
+          absl::StrCat("LinearAttention: this update_rule requires ", what));
+    }
+    if (!wanted) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("LinearAttention: this update_rule takes no ", what));
+    }
+    const Tensor& t = in[i];
+    if (t.dtype() != dtype || t.rank() != 3 || t.dim(0) != p.batch || t.dim(1) != p.seq ||
+        (t.dim(2) != c.kv_heads && t.dim(2) != alt)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "LinearAttention: ", what, " ", t.TypeString(), " must be ", DTypeName(dtype), "[",
+          p.batch, ", ", p.seq, ", ", c.kv_heads, " or ", alt, "]"));
+    }
+    *width = t.dim(2);
+    return absl::OkStatus();
+  };
+  NIMBLE_RETURN_IF_ERROR(gate(4, "decay", c.gated, c.kv_heads * p.dk, &p.decay_width));
+  NIMBLE_RETURN_IF_ERROR(gate(5, "beta", c.delta, 1, &p.beta_width));
+  return p;
+}
+
+// Thread-safe: immutable after construction.
+class LinearAttentionKernel final : public Kernel {
+ public:
+  explicit LinearAttentionKernel(LinearConfig config) : c_(config) {}
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    NIMBLE_ASSIGN_OR_RETURN(LinearPlan p, MakeLinearPlan(c_, inputs));
+    if (!output_shapes.empty()) output_shapes[0] = p.y;
+    if (output_shapes.size() > 1) output_shapes[1] = p.state;
+    return absl::OkStatus();
+  }
+
+  absl::Status Run(const KernelContext& ctx, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_ASSIGN_OR_RETURN(LinearPlan p, MakeLinearPlan(c_, inputs));
+    NIMBLE_RETURN_IF_ERROR(kernel_util::CheckOutputs("LinearAttention", outputs, 1, 2));
+    const Shape shapes[2] = {p.y, p.state};
+    const DType dtypes[2] = {inputs[0].dtype(), p.state_dtype};
+    NIMBLE_RETURN_IF_ERROR(kernel_util::CheckOutputShapes("LinearAttention", outputs, shapes));
+    if (!outputs[0].defined()) {
+      return absl::InvalidArgumentError("LinearAttention: output 0 is missing");
+    }
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      NIMBLE_RETURN_IF_ERROR(
+          kernel_util::CheckOutputDType("LinearAttention", outputs[i], dtypes[i]));
+    }
+    std::vector<Tensor> in32;
+    for (const Tensor& t : inputs) {
+      NIMBLE_ASSIGN_OR_RETURN(Tensor f, ToF32(t, ctx.allocator));
+      in32.push_back(std::move(f));
+    }
+    Tensor out32[2];
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      if (!outputs[i].defined() || outputs[i].dtype() == DType::kF32) {
+        out32[i] = outputs[i];
+        continue;
+      }
+      NIMBLE_ASSIGN_OR_RETURN(out32[i], Tensor::Empty(DType::kF32, shapes[i], ctx.allocator));
+    }
+    Compute(ctx, p, in32, out32[0], out32[1]);
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      if (outputs[i].defined() && outputs[i].dtype() != DType::kF32) FromF32(out32[i], outputs[i]);
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  void Compute(const KernelContext& ctx, const LinearPlan& p, absl::Span<const Tensor> in,
+               const Tensor& y, const Tensor& present) const {
+    const int64_t hq = c_.q_heads, hkv = c_.kv_heads, group = hq / hkv, dk = p.dk, dv = p.dv;
+    const float* q = in[0].data<float>();
+    const float* k = in[1].data<float>();
+    const float* v = in[2].data<float>();
+    const float* past = Present(in, 3) ? in[3].data<float>() : nullptr;
+    const float* decay = p.decay_width > 0 ? in[4].data<float>() : nullptr;
+    const float* beta = p.beta_width > 0 ? in[5].data<float>() : nullptr;
+    float* out = y.data<float>();
+    float* state_out = present.defined() ? present.data<float>() : nullptr;
+    const float scale =
+        c_.scale != 0 ? static_cast<float>(c_.scale) : 1.0f / std::sqrt(static_cast<float>(dk));
+    kernel_util::ParallelFor(ctx.num_threads, p.batch * hkv, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> s(static_cast<size_t>(dk * dv)), u(static_cast<size_t>(dv));
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / hkv, h = task % hkv;
+        if (past != nullptr) {
+          std::copy_n(past + task * dk * dv, dk * dv, s.begin());
+        } else {
+          std::fill(s.begin(), s.end(), 0.0f);
+        }
+        for (int64_t t = 0; t < p.seq; ++t) {
+          const int64_t token = b * p.seq + t;
+          const float* kt = k + (token * hkv + h) * dk;
+          const float* vt = v + (token * hkv + h) * dv;
+          if (decay != nullptr) {
+            const float* g = decay + token * p.decay_width;
+            const bool per_dim = p.decay_width != hkv;
+            for (int64_t i = 0; i < dk; ++i) {
+              const float f = std::exp(per_dim ? g[h * dk + i] : g[h]);
+              for (int64_t m = 0; m < dv; ++m) s[i * dv + m] *= f;
+            }
+          }
+          if (beta != nullptr) {
+            const float bt = beta[token * p.beta_width + (p.beta_width == 1 ? 0 : h)];
+            std::fill(u.begin(), u.end(), 0.0f);
+            for (int64_t i = 0; i < dk; ++i) {
+              for (int64_t m = 0; m < dv; ++m) u[m] += s[i * dv + m] * kt[i];
+            }
+            for (int64_t m = 0; m < dv; ++m) u[m] = bt * (vt[m] - u[m]);
+          } else {
+            std::copy_n(vt, dv, u.begin());
+          }
+          for (int64_t i = 0; i < dk; ++i) {
+            for (int64_t m = 0; m < dv; ++m) s[i * dv + m] += kt[i] * u[m];
+          }
+          for (int64_t j = 0; j < group; ++j) {
+            const int64_t hq_index = h * group + j;
+            const float* qt = q + (token * hq + hq_index) * dk;
+            float* o = out + (token * hq + hq_index) * dv;
+            std::fill_n(o, dv, 0.0f);
+            for (int64_t i = 0; i < dk; ++i) {
+              for (int64_t m = 0; m < dv; ++m) o[m] += qt[i] * s[i * dv + m];
+            }
+            for (int64_t m = 0; m < dv; ++m) o[m] *= scale;
+          }
+        }
+        if (state_out != nullptr) std::copy(s.begin(), s.end(), state_out + task * dk * dv);
+      }
+    });
+  }
+
+  const LinearConfig c_;
+};
+
 }  // namespace
 
 void RegisterAttentionKernels(KernelRegistry& registry) {
@@ -563,6 +773,28 @@ void RegisterAttentionKernels(KernelRegistry& registry) {
                       }
                       return std::unique_ptr<Kernel>(std::make_unique<AttentionKernel>(c));
                     });
+  registry.Register(
+      "LinearAttention", DeviceType::kCPU,
+      [](const Attributes& a) -> absl::StatusOr<std::unique_ptr<Kernel>> {
+        LinearConfig c;
+        c.q_heads = a.GetOr<int64_t>("q_num_heads", 0);
+        c.kv_heads = a.GetOr<int64_t>("kv_num_heads", 0);
+        if (c.q_heads <= 0 || c.kv_heads <= 0 || c.q_heads % c.kv_heads != 0) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("LinearAttention: q_num_heads (", c.q_heads,
+                           ") must be a positive multiple of kv_num_heads (", c.kv_heads, ")"));
+        }
+        c.scale = a.GetOr<double>("scale", 0.0);
+        const std::string rule = a.GetOr<std::string>("update_rule", "gated_delta");
+        if (rule != "linear" && rule != "gated" && rule != "delta" && rule != "gated_delta") {
+          return absl::InvalidArgumentError(
+              absl::StrCat("LinearAttention: update_rule '", rule,
+                           "' is not one of linear, gated, delta, gated_delta"));
+        }
+        c.gated = rule == "gated" || rule == "gated_delta";
+        c.delta = rule == "delta" || rule == "gated_delta";
+        return std::unique_ptr<Kernel>(std::make_unique<LinearAttentionKernel>(c));
+      });
 }
 
 }  // namespace nimble::vm::cpu

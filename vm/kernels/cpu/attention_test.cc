@@ -1,0 +1,93 @@
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/testing/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "vm/kernels/cpu/elementwise_test_util.h"
+
+namespace nimble::vm::cpu {
+namespace {
+
+using ::nimble::testing::StatusIs;
+using ::testing::ElementsAre;
+using ::testing::FloatNear;
+using ::testing::HasSubstr;
+using namespace ::nimble::vm::cpu::testing;  // NOLINT
+
+constexpr auto kInvalid = absl::StatusCode::kInvalidArgument;
+
+Attributes Linear(const std::string& rule, int64_t q_heads, int64_t kv_heads) {
+  return Attrs({{"update_rule", rule},
+                {"q_num_heads", q_heads},
+                {"kv_num_heads", kv_heads},
+                {"scale", 1.0}});
+}
+
+TEST(LinearAttentionTest, LinearRuleAccumulatesOuterProducts) {
+  // dk = 2, dv = 1. t0: S = k0 v0 = [3, 6], o0 = q0 . S = 1*3 + 1*6 = 9. t1: S += [0, 1] * 1 =
+  // [3, 7], o1 = 3.
+  const Tensor q = F({1, 1, 1, 0}, {1, 2, 2});
+  const Tensor k = F({1, 2, 0, 1}, {1, 2, 2});
+  const Tensor v = F({3, 1}, {1, 2, 1});
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out,
+                              RunOp("LinearAttention", Linear("linear", 1, 1), {q, k, v}, 2));
+  EXPECT_THAT(out[0].shape(), ElementsAre(1, 2, 1));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(9, 3));
+  EXPECT_THAT(out[1].shape(), ElementsAre(1, 1, 2, 1));
+  EXPECT_THAT(Values<float>(out[1]), ElementsAre(3, 7));
+  // The same in f16; the default scale is 1/sqrt(dk).
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, RunOp("LinearAttention",
+                 Attrs({{"update_rule", std::string("linear")},
+                        {"q_num_heads", int64_t{1}},
+                        {"kv_num_heads", int64_t{1}}}),
+                 {Half(DType::kF16, {1, 1, 1, 0}, {1, 2, 2}),
+                  Half(DType::kF16, {1, 2, 0, 1}, {1, 2, 2}), Half(DType::kF16, {3, 1}, {1, 2, 1})},
+                 2));
+  EXPECT_EQ(out[0].dtype(), DType::kF16);
+  EXPECT_THAT(HalfValues(out[0]), ElementsAre(FloatNear(9 / std::sqrt(2.0f), 4e-3f),
+                                              FloatNear(3 / std::sqrt(2.0f), 2e-3f)));
+  EXPECT_THAT(HalfValues(out[1]), ElementsAre(3, 7));
+}
+
+TEST(LinearAttentionTest, GatedDeltaWithPastStateAndGroupedQueries) {
+  // One kv head shared by two query heads, dk = dv = 1. S = 2 * exp(log 0.5) = 1; the delta
+  // rule writes beta * (v - S k) = 0.5 * (4 - 2) = 1 along k = 2: S = 3; o = [1, -2] * 3.
+  const Tensor q = F({1, -2}, {1, 1, 2});
+  const Tensor k = F({2}, {1, 1, 1});
+  const Tensor v = F({4}, {1, 1, 1});
+  const Tensor past = F({2}, {1, 1, 1, 1});
+  const Tensor decay = F({std::log(0.5f)}, {1, 1, 1});
+  const Tensor beta = F({0.5f}, {1, 1, 1});
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("LinearAttention", Linear("gated_delta", 2, 1),
+                                              {q, k, v, past, decay, beta}, 2));
+  EXPECT_THAT(out[0].shape(), ElementsAre(1, 1, 2));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(FloatNear(3, 1e-5f), FloatNear(-6, 1e-5f)));
+  EXPECT_THAT(Values<float>(out[1]), ElementsAre(FloatNear(3, 1e-5f)));
+}
+
+TEST(LinearAttentionTest, RejectsBadInputsAndAttributes) {
+  const Tensor x = F({1, 2}, {1, 1, 2});
+  EXPECT_THAT(RunOp("LinearAttention", Linear("gated", 1, 1), {x, x, x}, 2),
+              StatusIs(kInvalid, HasSubstr("requires decay")));
+  EXPECT_THAT(RunOp("LinearAttention", Linear("linear", 1, 1),
+                    {x, x, x, Tensor(), Tensor(), F({1}, {1, 1, 1})}, 2),
+              StatusIs(kInvalid, HasSubstr("takes no beta")));
+  EXPECT_THAT(RunOp("LinearAttention", Linear("linear", 1, 1), {x, x, x, F({0}, {1, 1, 1, 1})}, 2),
+              StatusIs(kInvalid, HasSubstr("past_state")));
+  EXPECT_THAT(RunOp("LinearAttention", Linear("linear", 1, 1), {x, F({1}, {1, 1, 1}), x}, 2),
+              StatusIs(kInvalid, HasSubstr("key")));
+  EXPECT_THAT(RunOp("LinearAttention", Linear("linear", 1, 1), {F({1, 2}, {2}), x, x}, 2),
+              StatusIs(kInvalid, HasSubstr("rank 3")));
+  EXPECT_THAT(
+      KernelRegistry::Global().Create("LinearAttention", kCpu.type, Linear("softmax", 1, 1)),
+      StatusIs(kInvalid, HasSubstr("update_rule")));
+  EXPECT_THAT(KernelRegistry::Global().Create("LinearAttention", kCpu.type, Linear("linear", 3, 2)),
+              StatusIs(kInvalid, HasSubstr("multiple")));
+}
+
+}  // namespace
+}  // namespace nimble::vm::cpu

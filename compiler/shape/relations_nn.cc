@@ -844,6 +844,34 @@ absl::Status LinearAttentionRelation(InferenceContext& ctx) {
   return absl::OkStatus();
 }
 
+// FlexAttention (ai.onnx.preview, opset 1): Q [B, Hq, L, E], K [B, Hkv, S, E], V [B, Hkv, S, Ev]
+// -> Y [B, Hq, L, Ev]. The score_mod / mask_mod / prob_mod graphs are not supported yet.
+absl::Status FlexAttentionRelation(InferenceContext& ctx) {
+  if (!ctx.node().subgraphs().empty()) {
+    return absl::UnimplementedError(
+        absl::StrCat("FlexAttention graph attribute '", ctx.node().subgraphs().begin()->first,
+                     "' (score_mod / mask_mod / prob_mod) is not supported"));
+  }
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* q, ctx.InputTensor(0));
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* k, ctx.InputTensor(1));
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* v, ctx.InputTensor(2));
+  NIMBLE_RETURN_IF_ERROR(RequireSameDType(ctx, {0, 1, 2}));
+  for (const TensorType* t : {q, k, v}) {
+    if (t->has_rank() && t->rank() != 4) {
+      return absl::InvalidArgumentError("FlexAttention Q, K and V must be 4-D");
+    }
+  }
+  Dim batch, heads, len, ev;
+  if (q->has_rank()) batch = (*q->dims)[0], heads = (*q->dims)[1], len = (*q->dims)[2];
+  if (v->has_rank()) ev = (*v->dims)[3];
+  if (q->has_rank() && k->has_rank()) {
+    NIMBLE_RETURN_IF_ERROR(
+        ctx.RequireEqual((*k->dims)[3], (*q->dims)[3], "FlexAttention head size of K vs Q"));
+  }
+  ctx.SetOutput(0, TensorType::Of(q->dtype, {batch, heads, len, ev}));
+  return absl::OkStatus();
+}
+
 absl::Status AffineGridRelation(InferenceContext& ctx) {
   NIMBLE_ASSIGN_OR_RETURN(const TensorType* theta, ctx.InputTensor(0));
   NIMBLE_RETURN_IF_ERROR(ctx.InputTensor(1).status());
@@ -985,6 +1013,7 @@ void RegisterNnRelations(RelationRegistry& r) {
   r.Register("", "Attention", AttentionRelation);
   r.Register("", "CausalConvWithState", CausalConvWithStateRelation);
   r.Register("", "LinearAttention", LinearAttentionRelation);
+  r.Register("ai.onnx.preview", "FlexAttention", FlexAttentionRelation);
   r.Register("", "AffineGrid", AffineGridRelation);
   r.Register("", "Col2Im", Col2ImRelation);
   r.Register("", "CenterCropPad", CenterCropPadRelation);

@@ -12,6 +12,9 @@
 // LinearAttention (opset 27) is the recurrent form: one [dk, dv] state per (batch, kv head),
 // updated token by token (linear / gated / delta / gated_delta rules) and read by the query
 // heads that share it. Tasks are (batch, kv head) pairs; the state lives in f32 throughout.
+//
+// FlexAttention (ai.onnx.preview) without its modifier graphs is plain softmax(scale Q K^T) V on
+// 4-D inputs: a direct loop per (batch, query head), in double for f64 inputs.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -750,6 +753,116 @@ class LinearAttentionKernel final : public Kernel {
   const LinearConfig c_;
 };
 
+// FlexAttention (ai.onnx.preview, opset 1): Q [B, Hq, L, E], K [B, Hkv, S, E], V [B, Hkv, S, Ev]
+// -> Y [B, Hq, L, Ev] = softmax(scale * Q K^T) V, query head h reading key/value head
+// h / (Hq / Hkv). The score_mod / mask_mod / prob_mod graph attributes are not run here (the
+// compiler refuses a node that has them). Thread-safe: immutable after construction.
+class FlexAttentionKernel final : public Kernel {
+ public:
+  explicit FlexAttentionKernel(double scale) : scale_(scale) {}
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    NIMBLE_ASSIGN_OR_RETURN(Shape y, Check(inputs));
+    if (!output_shapes.empty()) output_shapes[0] = y;
+    return absl::OkStatus();
+  }
+
+  absl::Status Run(const KernelContext& ctx, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_ASSIGN_OR_RETURN(Shape y_shape, Check(inputs));
+    NIMBLE_RETURN_IF_ERROR(kernel_util::CheckOutputs("FlexAttention", outputs, 1, 1));
+    const DType dtype = inputs[0].dtype();
+    const Tensor& y = outputs[0];
+    if (!y.defined() || y.shape() != y_shape || y.dtype() != dtype) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("FlexAttention: output is ", y.defined() ? y.TypeString() : "missing",
+                       ", expected ", DTypeName(dtype), ShapeToString(y_shape)));
+    }
+    if (dtype == DType::kF64) {
+      Compute<double>(ctx, inputs[0].data<double>(), inputs[1].data<double>(),
+                      inputs[2].data<double>(), inputs, y.data<double>());
+      return absl::OkStatus();
+    }
+    Tensor in32[3];
+    for (int i = 0; i < 3; ++i) {
+      NIMBLE_ASSIGN_OR_RETURN(in32[i], ToF32(inputs[i], ctx.allocator));
+    }
+    Tensor y32 = y;
+    if (dtype != DType::kF32) {
+      NIMBLE_ASSIGN_OR_RETURN(y32, Tensor::Empty(DType::kF32, y_shape, ctx.allocator));
+    }
+    Compute<float>(ctx, in32[0].data<float>(), in32[1].data<float>(), in32[2].data<float>(), inputs,
+                   y32.data<float>());
+    if (dtype != DType::kF32) FromF32(y32, y);
+    return absl::OkStatus();
+  }
+
+ private:
+  static absl::StatusOr<Shape> Check(absl::Span<const Tensor> in) {
+    constexpr const char* kOp = "FlexAttention";
+    NIMBLE_RETURN_IF_ERROR(CheckArity(kOp, in.size(), 3, 3));
+    for (size_t i = 0; i < 3; ++i) {
+      NIMBLE_RETURN_IF_ERROR(CheckDefined(kOp, in, i, i == 0 ? "Q" : i == 1 ? "K" : "V"));
+    }
+    const Tensor &q = in[0], &k = in[1], &v = in[2];
+    const DType dtype = q.dtype();
+    if ((!IsFloatType(dtype) && dtype != DType::kF64) || k.dtype() != dtype || v.dtype() != dtype) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("FlexAttention: Q, K and V must share one of f32, f16, bf16, f64, got ",
+                       q.TypeString(), ", ", k.TypeString(), ", ", v.TypeString()));
+    }
+    if (q.rank() != 4 || k.rank() != 4 || v.rank() != 4 || k.dim(0) != q.dim(0) ||
+        v.dim(0) != q.dim(0) || k.dim(3) != q.dim(3) || v.dim(1) != k.dim(1) ||
+        v.dim(2) != k.dim(2) || k.dim(1) <= 0 || q.dim(1) % k.dim(1) != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "FlexAttention: Q ", q.TypeString(), ", K ", k.TypeString(), ", V ", v.TypeString(),
+          " must be [B, Hq, L, E], [B, Hkv, S, E], [B, Hkv, S, Ev] with Hq a multiple of Hkv"));
+    }
+    return Shape{q.dim(0), q.dim(1), q.dim(2), v.dim(3)};
+  }
+
+  template <typename T>
+  void Compute(const KernelContext& ctx, const T* q, const T* k, const T* v,
+               absl::Span<const Tensor> in, T* y) const {
+    const int64_t batch = in[0].dim(0), hq = in[0].dim(1), len = in[0].dim(2), e = in[0].dim(3);
+    const int64_t hkv = in[1].dim(1), s_len = in[1].dim(2), ev = in[2].dim(3);
+    const int64_t group = hq / hkv;
+    const T scale = scale_ != 0 ? static_cast<T>(scale_) : T(1) / std::sqrt(static_cast<T>(e));
+    kernel_util::ParallelFor(ctx.num_threads, batch * hq, 1, [&](int64_t begin, int64_t end) {
+      std::vector<T> p(static_cast<size_t>(s_len));
+      for (int64_t bh = begin; bh < end; ++bh) {
+        const int64_t b = bh / hq, h = bh % hq, kvh = b * hkv + h / group;
+        const T* kb = k + kvh * s_len * e;
+        const T* vb = v + kvh * s_len * ev;
+        for (int64_t i = 0; i < len; ++i) {
+          const T* qi = q + (bh * len + i) * e;
+          T mx = -std::numeric_limits<T>::infinity();
+          for (int64_t j = 0; j < s_len; ++j) {
+            T dot = 0;
+            for (int64_t d = 0; d < e; ++d) dot += qi[d] * kb[j * e + d];
+            p[j] = dot * scale;
+            mx = std::max(mx, p[j]);
+          }
+          T sum = 0;
+          for (int64_t j = 0; j < s_len; ++j) {
+            p[j] = std::exp(p[j] - mx);
+            sum += p[j];
+          }
+          T* yi = y + (bh * len + i) * ev;
+          std::fill_n(yi, ev, T(0));
+          for (int64_t j = 0; j < s_len; ++j) {
+            const T w = p[j] / sum;
+            for (int64_t d = 0; d < ev; ++d) yi[d] += w * vb[j * ev + d];
+          }
+        }
+      }
+    });
+  }
+
+  const double scale_;
+};
+
 }  // namespace
 
 void RegisterAttentionKernels(KernelRegistry& registry) {
@@ -795,6 +908,11 @@ void RegisterAttentionKernels(KernelRegistry& registry) {
         c.delta = rule == "delta" || rule == "gated_delta";
         return std::unique_ptr<Kernel>(std::make_unique<LinearAttentionKernel>(c));
       });
+  registry.Register("ai.onnx.preview.FlexAttention", DeviceType::kCPU,
+                    [](const Attributes& a) -> absl::StatusOr<std::unique_ptr<Kernel>> {
+                      return std::unique_ptr<Kernel>(
+                          std::make_unique<FlexAttentionKernel>(a.GetOr<double>("scale", 0.0)));
+                    });
 }
 
 }  // namespace nimble::vm::cpu

@@ -89,5 +89,29 @@ TEST(LinearAttentionTest, RejectsBadInputsAndAttributes) {
               StatusIs(kInvalid, HasSubstr("multiple")));
 }
 
+TEST(FlexAttentionTest, SoftmaxAttentionWithGroupedHeads) {
+  // Two query heads share one key/value head; keys [0, 1], values [1, 3], scale 1. Head 0 (q = 0)
+  // weighs both keys alike: 2. Head 1 (q = ln 3) gives probabilities [1/4, 3/4]: 2.5.
+  const Attributes scale = Attrs({{"scale", 1.0}});
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("ai.onnx.preview.FlexAttention", scale,
+                                              {F({0, std::log(3.0f)}, {1, 2, 1, 1}),
+                                               F({0, 1}, {1, 1, 2, 1}), F({1, 3}, {1, 1, 2, 1})}));
+  EXPECT_THAT(out[0].shape(), ElementsAre(1, 2, 1, 1));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(FloatNear(2, 1e-6f), FloatNear(2.5f, 1e-6f)));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, RunOp("ai.onnx.preview.FlexAttention", scale,
+                                         {D({0, std::log(3.0)}, {1, 2, 1, 1}),
+                                          D({0, 1}, {1, 1, 2, 1}), D({1, 3}, {1, 1, 2, 1})}));
+  EXPECT_EQ(out[0].dtype(), DType::kF64);
+  EXPECT_THAT(Values<double>(out[0]),
+              ElementsAre(::testing::DoubleNear(2, 1e-12), ::testing::DoubleNear(2.5, 1e-12)));
+  // Three query heads do not share two key/value heads; 3-D inputs are refused.
+  EXPECT_THAT(RunOp("ai.onnx.preview.FlexAttention", {},
+                    {F({0, 0, 0}, {1, 3, 1, 1}), F({0, 1}, {1, 2, 1, 1}), F({1, 3}, {1, 2, 1, 1})}),
+              StatusIs(kInvalid, HasSubstr("multiple")));
+  EXPECT_THAT(RunOp("ai.onnx.preview.FlexAttention", {},
+                    {F({0}, {1, 1, 1}), F({0}, {1, 1, 1}), F({0}, {1, 1, 1})}),
+              StatusIs(kInvalid, HasSubstr("FlexAttention")));
+}
+
 }  // namespace
 }  // namespace nimble::vm::cpu

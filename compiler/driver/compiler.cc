@@ -10,11 +10,12 @@
 #include "compiler/frontend/onnx/onnx_importer.h"
 #include "compiler/transforms/constant_folding.h"
 #include "compiler/transforms/cse.h"
+#include "compiler/transforms/expand_flex_attention.h"
 #include "compiler/transforms/fuse_attention.h"
-#include "compiler/transforms/pack_qkv.h"
 #include "compiler/transforms/fuse_elementwise.h"
 #include "compiler/transforms/fuse_gelu_layernorm.h"
 #include "compiler/transforms/fuse_matmul_epilogue.h"
+#include "compiler/transforms/pack_qkv.h"
 #include "compiler/transforms/type_inference.h"
 
 namespace nimble::compiler {
@@ -60,6 +61,7 @@ absl::Status VerifyModule(const Module& module, bool require_types) {
 
 const std::vector<std::string>& PassNames() {
   static const std::vector<std::string> names = {"import",
+                                                 "expand-flex-attention",
                                                  "infer-types",
                                                  "fold-constants",
                                                  "reinfer-types",
@@ -161,6 +163,8 @@ absl::Status OptimizeModule(Module& module, const CompileOptions& options, Compi
     options.dump("import", module.ToString());
   }
   // The recipe.
+  NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, false, "expand-flex-attention",
+                                 [&]() { return ExpandFlexAttention(module).status(); }));
   NIMBLE_RETURN_IF_ERROR(
       RunPass(module, options, r, false, "infer-types", [&] { return InferTypes(module); }));
   NIMBLE_RETURN_IF_ERROR(

@@ -845,30 +845,40 @@ absl::Status LinearAttentionRelation(InferenceContext& ctx) {
 }
 
 // FlexAttention (ai.onnx.preview, opset 1): Q [B, Hq, L, E], K [B, Hkv, S, E], V [B, Hkv, S, Ev]
-// -> Y [B, Hq, L, Ev]. The score_mod / mask_mod / prob_mod graphs are not supported yet.
+// -> Y [B, Hq, L, Ev]. The expand-flex-attention pass splits a node with score_mod / prob_mod
+// graphs into flex_stage 1 (Q, K -> scores [B, Hq, L, S]) and 2 (P [B, Hq, L, S], V -> Y).
 absl::Status FlexAttentionRelation(InferenceContext& ctx) {
   if (!ctx.node().subgraphs().empty()) {
-    return absl::UnimplementedError(
-        absl::StrCat("FlexAttention graph attribute '", ctx.node().subgraphs().begin()->first,
-                     "' (score_mod / mask_mod / prob_mod) is not supported"));
+    return absl::UnimplementedError(absl::StrCat(
+        "FlexAttention graph attribute '", ctx.node().subgraphs().begin()->first,
+        "' was not expanded (only score_mod and prob_mod, inlined by expand-flex-attention)"));
   }
-  NIMBLE_ASSIGN_OR_RETURN(const TensorType* q, ctx.InputTensor(0));
-  NIMBLE_ASSIGN_OR_RETURN(const TensorType* k, ctx.InputTensor(1));
-  NIMBLE_ASSIGN_OR_RETURN(const TensorType* v, ctx.InputTensor(2));
+  const int64_t stage = ctx.AttrInt("flex_stage", 0);
+  if (stage < 0 || stage > 2) {
+    return absl::InvalidArgumentError(absl::StrCat("flex_stage ", stage, " is not 0..2"));
+  }
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* a, ctx.InputTensor(0));
+  NIMBLE_ASSIGN_OR_RETURN(const TensorType* b, ctx.InputTensor(1));
   NIMBLE_RETURN_IF_ERROR(RequireSameDType(ctx, {0, 1, 2}));
-  for (const TensorType* t : {q, k, v}) {
+  for (int i = 0; i < (stage == 0 ? 3 : 2); ++i) {
+    NIMBLE_ASSIGN_OR_RETURN(const TensorType* t, ctx.InputTensor(i));
     if (t->has_rank() && t->rank() != 4) {
-      return absl::InvalidArgumentError("FlexAttention Q, K and V must be 4-D");
+      return absl::InvalidArgumentError("FlexAttention inputs must be 4-D");
     }
   }
-  Dim batch, heads, len, ev;
-  if (q->has_rank()) batch = (*q->dims)[0], heads = (*q->dims)[1], len = (*q->dims)[2];
-  if (v->has_rank()) ev = (*v->dims)[3];
-  if (q->has_rank() && k->has_rank()) {
-    NIMBLE_RETURN_IF_ERROR(
-        ctx.RequireEqual((*k->dims)[3], (*q->dims)[3], "FlexAttention head size of K vs Q"));
+  Dim batch, heads, len, last;
+  if (a->has_rank()) batch = (*a->dims)[0], heads = (*a->dims)[1], len = (*a->dims)[2];
+  if (stage == 0) {
+    NIMBLE_ASSIGN_OR_RETURN(const TensorType* v, ctx.InputTensor(2));
+    if (v->has_rank()) last = (*v->dims)[3];
+  } else if (b->has_rank()) {
+    last = (*b->dims)[stage == 1 ? 2 : 3];
   }
-  ctx.SetOutput(0, TensorType::Of(q->dtype, {batch, heads, len, ev}));
+  if (stage != 2 && a->has_rank() && b->has_rank()) {
+    NIMBLE_RETURN_IF_ERROR(
+        ctx.RequireEqual((*b->dims)[3], (*a->dims)[3], "FlexAttention head size of K vs Q"));
+  }
+  ctx.SetOutput(0, TensorType::Of(a->dtype, {batch, heads, len, last}));
   return absl::OkStatus();
 }
 

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/testing/status_matchers.h"
 #include "compiler/transforms/cse.h"
+#include "compiler/transforms/expand_flex_attention.h"
 #include "compiler/transforms/fuse_attention.h"
 #include "compiler/transforms/fuse_elementwise.h"
 #include "compiler/transforms/fuse_gelu_layernorm.h"
@@ -337,6 +338,63 @@ TEST_F(FusionTest, CseMergesRepeatedShapeComputations) {
   NIMBLE_ASSERT_OK_AND_ASSIGN(int merged, EliminateCommonSubexpressions(m_));
   EXPECT_EQ(merged, 1);
   EXPECT_EQ(Ops(), "Relu Add ");
+}
+
+// FlexAttention's score_mod / prob_mod graphs are inlined between the kernel's two stages and a
+// Softmax; the graphs' constants move along, captured values are read directly.
+TEST_F(FusionTest, FlexAttentionGraphsAreInlined) {
+  const std::vector<Dim> dims = {DimExpr::Const(1), DimExpr::Const(2), DimExpr::Const(3),
+                                 DimExpr::Const(4)};
+  Value* q = Input("q", dims);
+  Value* k = Input("k", dims);
+  Value* v = Input("v", dims);
+  Value* outer = Scalar("outer", 2.0f);
+  Node* flex = m_.main->AddNode("FlexAttention", {q, k, v}, 1, "flex");
+  flex->set_domain("ai.onnx.preview");
+  flex->set_opset(1);
+  flex->attrs().Set("scale", 0.5);
+  flex->output(0)->set_name("y");
+  auto sub = [&](const std::string& name, const std::string& op, Value* operand) {
+    auto g = std::make_unique<Graph>(name, m_.main.get());
+    Value* in = g->AddInput("x", Type());
+    if (operand == nullptr) {
+      operand = g->AddConstant("c", vm::Tensor::FromVector<float>(std::vector<float>{1.0f}, {}),
+                               Type::Tensor(TensorType::Static(vm::DType::kF32, {})));
+    } else {
+      g->AddCapture(operand);
+    }
+    Node* n = g->AddNode(op, {in, operand}, 1, op);
+    n->set_opset(17);
+    g->AddOutput(n->output(0));
+    flex->subgraphs()[name] = std::move(g);
+  };
+  sub("score_mod", "Add", nullptr);
+  sub("prob_mod", "Mul", outer);
+  m_.main->AddOutput(flex->output(0));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(int expanded, ExpandFlexAttention(m_));
+  EXPECT_EQ(expanded, 1);
+  EXPECT_EQ(Ops(), "FlexAttention Add Softmax Mul FlexAttention ");
+  const auto& nodes = m_.main->nodes();
+  EXPECT_EQ(nodes[0]->attrs().GetOr<int64_t>("flex_stage", 0), 1);
+  EXPECT_EQ(nodes[0]->attrs().GetOr<double>("scale", 0.0), 0.5);
+  EXPECT_TRUE(nodes[1]->input(1)->is_constant());
+  EXPECT_EQ(nodes[3]->input(1), outer);
+  EXPECT_EQ(nodes[4]->attrs().GetOr<int64_t>("flex_stage", 0), 2);
+  EXPECT_EQ(nodes[4]->input(1), v);
+  EXPECT_EQ(m_.main->outputs()[0], nodes[4]->output(0));
+  EXPECT_EQ(m_.main->outputs()[0]->name(), "y");
+}
+
+TEST_F(FusionTest, FlexAttentionRefusesUnknownGraphs) {
+  const std::vector<Dim> dims = {DimExpr::Const(1), DimExpr::Const(1), DimExpr::Const(1),
+                                 DimExpr::Const(1)};
+  Value* q = Input("q", dims);
+  Node* flex = m_.main->AddNode("FlexAttention", {q, q, q}, 1, "flex");
+  flex->set_domain("ai.onnx.preview");
+  flex->subgraphs()["mask_mod"] = std::make_unique<Graph>("mask_mod", m_.main.get());
+  m_.main->AddOutput(flex->output(0));
+  EXPECT_THAT(ExpandFlexAttention(m_),
+              ::nimble::testing::StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("mask_mod")));
 }
 
 }  // namespace

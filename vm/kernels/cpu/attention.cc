@@ -755,105 +755,148 @@ class LinearAttentionKernel final : public Kernel {
 
 // FlexAttention (ai.onnx.preview, opset 1): Q [B, Hq, L, E], K [B, Hkv, S, E], V [B, Hkv, S, Ev]
 // -> Y [B, Hq, L, Ev] = softmax(scale * Q K^T) V, query head h reading key/value head
-// h / (Hq / Hkv). The score_mod / mask_mod / prob_mod graph attributes are not run here (the
-// compiler refuses a node that has them). Thread-safe: immutable after construction.
+// h / (Hq / Hkv). A node with score_mod / prob_mod graphs is split by the compiler
+// (expand_flex_attention.h) around the inlined graphs and a Softmax into two stages of this
+// kernel (attribute flex_stage, not ONNX): 1 = scores, (Q, K) -> scale * Q K^T [B, Hq, L, S];
+// 2 = apply, (P [B, Hq, L, S], V) -> P V. Thread-safe: immutable after construction.
 class FlexAttentionKernel final : public Kernel {
  public:
-  explicit FlexAttentionKernel(double scale) : scale_(scale) {}
+  enum Stage { kFull = 0, kScores = 1, kApply = 2 };
+
+  FlexAttentionKernel(double scale, Stage stage) : scale_(scale), stage_(stage) {}
 
   absl::Status OutputShapes(absl::Span<const Tensor> inputs,
                             absl::Span<Shape> output_shapes) const override {
-    NIMBLE_ASSIGN_OR_RETURN(Shape y, Check(inputs));
-    if (!output_shapes.empty()) output_shapes[0] = y;
+    NIMBLE_ASSIGN_OR_RETURN(Dims d, Check(inputs));
+    if (!output_shapes.empty()) output_shapes[0] = d.y;
     return absl::OkStatus();
   }
 
   absl::Status Run(const KernelContext& ctx, absl::Span<const Tensor> inputs,
                    absl::Span<Tensor> outputs) const override {
-    NIMBLE_ASSIGN_OR_RETURN(Shape y_shape, Check(inputs));
+    NIMBLE_ASSIGN_OR_RETURN(Dims d, Check(inputs));
     NIMBLE_RETURN_IF_ERROR(kernel_util::CheckOutputs("FlexAttention", outputs, 1, 1));
     const DType dtype = inputs[0].dtype();
     const Tensor& y = outputs[0];
-    if (!y.defined() || y.shape() != y_shape || y.dtype() != dtype) {
+    if (!y.defined() || y.shape() != d.y || y.dtype() != dtype) {
       return absl::InvalidArgumentError(
           absl::StrCat("FlexAttention: output is ", y.defined() ? y.TypeString() : "missing",
-                       ", expected ", DTypeName(dtype), ShapeToString(y_shape)));
+                       ", expected ", DTypeName(dtype), ShapeToString(d.y)));
     }
+    const size_t n = inputs.size();
     if (dtype == DType::kF64) {
-      Compute<double>(ctx, inputs[0].data<double>(), inputs[1].data<double>(),
-                      inputs[2].data<double>(), inputs, y.data<double>());
+      const double* in[3] = {nullptr, nullptr, nullptr};
+      for (size_t i = 0; i < n; ++i) in[i] = inputs[i].data<double>();
+      Compute<double>(ctx, d, in, y.data<double>());
       return absl::OkStatus();
     }
     Tensor in32[3];
-    for (int i = 0; i < 3; ++i) {
+    const float* in[3] = {nullptr, nullptr, nullptr};
+    for (size_t i = 0; i < n; ++i) {
       NIMBLE_ASSIGN_OR_RETURN(in32[i], ToF32(inputs[i], ctx.allocator));
+      in[i] = in32[i].data<float>();
     }
     Tensor y32 = y;
     if (dtype != DType::kF32) {
-      NIMBLE_ASSIGN_OR_RETURN(y32, Tensor::Empty(DType::kF32, y_shape, ctx.allocator));
+      NIMBLE_ASSIGN_OR_RETURN(y32, Tensor::Empty(DType::kF32, d.y, ctx.allocator));
     }
-    Compute<float>(ctx, in32[0].data<float>(), in32[1].data<float>(), in32[2].data<float>(), inputs,
-                   y32.data<float>());
+    Compute<float>(ctx, d, in, y32.data<float>());
     if (dtype != DType::kF32) FromF32(y32, y);
     return absl::OkStatus();
   }
 
  private:
-  static absl::StatusOr<Shape> Check(absl::Span<const Tensor> in) {
+  struct Dims {
+    int64_t batch = 0, hq = 0, hkv = 0, len = 0, s_len = 0, e = 0, ev = 0;
+    Shape y;
+  };
+
+  absl::StatusOr<Dims> Check(absl::Span<const Tensor> in) const {
     constexpr const char* kOp = "FlexAttention";
-    NIMBLE_RETURN_IF_ERROR(CheckArity(kOp, in.size(), 3, 3));
-    for (size_t i = 0; i < 3; ++i) {
-      NIMBLE_RETURN_IF_ERROR(CheckDefined(kOp, in, i, i == 0 ? "Q" : i == 1 ? "K" : "V"));
+    const size_t arity = stage_ == kFull ? 3 : 2;
+    NIMBLE_RETURN_IF_ERROR(CheckArity(kOp, in.size(), arity, arity));
+    const char* names[3] = {stage_ == kApply ? "P" : "Q", stage_ == kApply ? "V" : "K", "V"};
+    for (size_t i = 0; i < arity; ++i) NIMBLE_RETURN_IF_ERROR(CheckDefined(kOp, in, i, names[i]));
+    const DType dtype = in[0].dtype();
+    bool ok = IsFloatType(dtype) || dtype == DType::kF64;
+    for (size_t i = 0; i < arity; ++i) ok = ok && in[i].dtype() == dtype && in[i].rank() == 4;
+    Dims d;
+    if (ok) {
+      const Tensor& a = in[0];   // Q, or P for kApply
+      const Tensor& kv = in[1];  // K, or V for kApply
+      d.batch = a.dim(0), d.hq = a.dim(1), d.len = a.dim(2);
+      d.hkv = kv.dim(1), d.s_len = kv.dim(2);
+      ok = kv.dim(0) == d.batch && d.hkv > 0 && d.hq % d.hkv == 0;
+      if (stage_ == kApply) {
+        d.ev = kv.dim(3);
+        ok = ok && a.dim(3) == d.s_len;
+      } else {
+        d.e = a.dim(3);
+        ok = ok && kv.dim(3) == d.e;
+      }
+      if (stage_ == kFull) {
+        const Tensor& v = in[2];
+        d.ev = v.dim(3);
+        ok = ok && v.dim(0) == d.batch && v.dim(1) == d.hkv && v.dim(2) == d.s_len;
+      }
     }
-    const Tensor &q = in[0], &k = in[1], &v = in[2];
-    const DType dtype = q.dtype();
-    if ((!IsFloatType(dtype) && dtype != DType::kF64) || k.dtype() != dtype || v.dtype() != dtype) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("FlexAttention: Q, K and V must share one of f32, f16, bf16, f64, got ",
-                       q.TypeString(), ", ", k.TypeString(), ", ", v.TypeString()));
-    }
-    if (q.rank() != 4 || k.rank() != 4 || v.rank() != 4 || k.dim(0) != q.dim(0) ||
-        v.dim(0) != q.dim(0) || k.dim(3) != q.dim(3) || v.dim(1) != k.dim(1) ||
-        v.dim(2) != k.dim(2) || k.dim(1) <= 0 || q.dim(1) % k.dim(1) != 0) {
+    if (!ok) {
+      std::string got;
+      for (size_t i = 0; i < arity; ++i) absl::StrAppend(&got, i ? ", " : "", in[i].TypeString());
       return absl::InvalidArgumentError(absl::StrCat(
-          "FlexAttention: Q ", q.TypeString(), ", K ", k.TypeString(), ", V ", v.TypeString(),
-          " must be [B, Hq, L, E], [B, Hkv, S, E], [B, Hkv, S, Ev] with Hq a multiple of Hkv"));
+          "FlexAttention: inputs ", got, " must be one of f32, f16, bf16, f64 and shaped ",
+          stage_ == kApply    ? "[B, Hq, L, S], [B, Hkv, S, Ev]"
+          : stage_ == kScores ? "[B, Hq, L, E], [B, Hkv, S, E]"
+                              : "[B, Hq, L, E], [B, Hkv, S, E], [B, Hkv, S, Ev]",
+          " with Hq a multiple of Hkv"));
     }
-    return Shape{q.dim(0), q.dim(1), q.dim(2), v.dim(3)};
+    d.y = {d.batch, d.hq, d.len, stage_ == kScores ? d.s_len : d.ev};
+    return d;
   }
 
+  // in: Q, K, V (kFull), Q, K (kScores) or P, V (kApply).
   template <typename T>
-  void Compute(const KernelContext& ctx, const T* q, const T* k, const T* v,
-               absl::Span<const Tensor> in, T* y) const {
-    const int64_t batch = in[0].dim(0), hq = in[0].dim(1), len = in[0].dim(2), e = in[0].dim(3);
-    const int64_t hkv = in[1].dim(1), s_len = in[1].dim(2), ev = in[2].dim(3);
-    const int64_t group = hq / hkv;
+  void Compute(const KernelContext& ctx, const Dims& d, const T* const in[3], T* y) const {
+    const int64_t group = d.hq / d.hkv, e = d.e, ev = d.ev, s_len = d.s_len;
+    const T* v_data = stage_ == kApply ? in[1] : in[2];
     const T scale = scale_ != 0 ? static_cast<T>(scale_) : T(1) / std::sqrt(static_cast<T>(e));
-    kernel_util::ParallelFor(ctx.num_threads, batch * hq, 1, [&](int64_t begin, int64_t end) {
-      std::vector<T> p(static_cast<size_t>(s_len));
+    kernel_util::ParallelFor(ctx.num_threads, d.batch * d.hq, 1, [&](int64_t begin, int64_t end) {
+      std::vector<T> scores(static_cast<size_t>(s_len));
       for (int64_t bh = begin; bh < end; ++bh) {
-        const int64_t b = bh / hq, h = bh % hq, kvh = b * hkv + h / group;
-        const T* kb = k + kvh * s_len * e;
-        const T* vb = v + kvh * s_len * ev;
-        for (int64_t i = 0; i < len; ++i) {
-          const T* qi = q + (bh * len + i) * e;
-          T mx = -std::numeric_limits<T>::infinity();
-          for (int64_t j = 0; j < s_len; ++j) {
-            T dot = 0;
-            for (int64_t d = 0; d < e; ++d) dot += qi[d] * kb[j * e + d];
-            p[j] = dot * scale;
-            mx = std::max(mx, p[j]);
+        const int64_t kvh = (bh / d.hq) * d.hkv + (bh % d.hq) / group;
+        for (int64_t i = 0; i < d.len; ++i) {
+          const int64_t row = bh * d.len + i;
+          const T* probs = nullptr;
+          if (stage_ == kApply) {
+            probs = in[0] + row * s_len;
+          } else {
+            T* p = scores.data();
+            const T* qi = in[0] + row * e;
+            const T* kb = in[1] + kvh * s_len * e;
+            for (int64_t j = 0; j < s_len; ++j) {
+              T dot = 0;
+              for (int64_t c = 0; c < e; ++c) dot += qi[c] * kb[j * e + c];
+              p[j] = dot * scale;
+            }
+            if (stage_ == kScores) {
+              std::copy_n(p, s_len, y + row * s_len);
+              continue;
+            }
+            T mx = -std::numeric_limits<T>::infinity();
+            for (int64_t j = 0; j < s_len; ++j) mx = std::max(mx, p[j]);
+            T sum = 0;
+            for (int64_t j = 0; j < s_len; ++j) {
+              p[j] = std::exp(p[j] - mx);
+              sum += p[j];
+            }
+            for (int64_t j = 0; j < s_len; ++j) p[j] /= sum;
+            probs = p;
           }
-          T sum = 0;
-          for (int64_t j = 0; j < s_len; ++j) {
-            p[j] = std::exp(p[j] - mx);
-            sum += p[j];
-          }
-          T* yi = y + (bh * len + i) * ev;
+          const T* vb = v_data + kvh * s_len * ev;
+          T* yi = y + row * ev;
           std::fill_n(yi, ev, T(0));
           for (int64_t j = 0; j < s_len; ++j) {
-            const T w = p[j] / sum;
-            for (int64_t d = 0; d < ev; ++d) yi[d] += w * vb[j * ev + d];
+            for (int64_t c = 0; c < ev; ++c) yi[c] += probs[j] * vb[j * ev + c];
           }
         }
       }
@@ -861,6 +904,7 @@ class FlexAttentionKernel final : public Kernel {
   }
 
   const double scale_;
+  const Stage stage_;
 };
 
 }  // namespace
@@ -908,11 +952,17 @@ void RegisterAttentionKernels(KernelRegistry& registry) {
         c.delta = rule == "delta" || rule == "gated_delta";
         return std::unique_ptr<Kernel>(std::make_unique<LinearAttentionKernel>(c));
       });
-  registry.Register("ai.onnx.preview.FlexAttention", DeviceType::kCPU,
-                    [](const Attributes& a) -> absl::StatusOr<std::unique_ptr<Kernel>> {
-                      return std::unique_ptr<Kernel>(
-                          std::make_unique<FlexAttentionKernel>(a.GetOr<double>("scale", 0.0)));
-                    });
+  registry.Register(
+      "ai.onnx.preview.FlexAttention", DeviceType::kCPU,
+      [](const Attributes& a) -> absl::StatusOr<std::unique_ptr<Kernel>> {
+        const int64_t stage = a.GetOr<int64_t>("flex_stage", 0);
+        if (stage < 0 || stage > 2) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("FlexAttention: flex_stage ", stage, " is not 0..2"));
+        }
+        return std::unique_ptr<Kernel>(std::make_unique<FlexAttentionKernel>(
+            a.GetOr<double>("scale", 0.0), static_cast<FlexAttentionKernel::Stage>(stage)));
+      });
 }
 
 }  // namespace nimble::vm::cpu

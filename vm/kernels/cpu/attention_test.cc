@@ -113,5 +113,27 @@ TEST(FlexAttentionTest, SoftmaxAttentionWithGroupedHeads) {
               StatusIs(kInvalid, HasSubstr("FlexAttention")));
 }
 
+TEST(FlexAttentionTest, StagesSplitScoresFromApply) {
+  // Stage 1: scale * Q K^T per query head (both heads read the one key head); stage 2: P V.
+  const Tensor q = F({1, 2}, {1, 2, 1, 1});
+  const Tensor k = F({3, 4}, {1, 1, 2, 1});
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out,
+                              RunOp("ai.onnx.preview.FlexAttention",
+                                    Attrs({{"flex_stage", int64_t{1}}, {"scale", 0.5}}), {q, k}));
+  EXPECT_THAT(out[0].shape(), ElementsAre(1, 2, 1, 2));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(1.5f, 2, 3, 4));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, RunOp("ai.onnx.preview.FlexAttention", Attrs({{"flex_stage", int64_t{2}}}),
+                 {F({0.25f, 0.75f, 1, 0}, {1, 2, 1, 2}), F({4, 8, 1, 2}, {1, 1, 2, 2})}));
+  EXPECT_THAT(out[0].shape(), ElementsAre(1, 2, 1, 2));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(1.75f, 3.5f, 4, 8));
+  EXPECT_THAT(RunOp("ai.onnx.preview.FlexAttention", Attrs({{"flex_stage", int64_t{2}}}),
+                    {F({1, 0, 0}, {1, 1, 1, 3}), F({4, 8, 1, 2}, {1, 1, 2, 2})}),
+              StatusIs(kInvalid, HasSubstr("FlexAttention")));
+  EXPECT_THAT(KernelRegistry::Global().Create("ai.onnx.preview.FlexAttention", kCpu.type,
+                                              Attrs({{"flex_stage", int64_t{3}}})),
+              StatusIs(kInvalid, HasSubstr("flex_stage")));
+}
+
 }  // namespace
 }  // namespace nimble::vm::cpu

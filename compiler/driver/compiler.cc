@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
 #include "compiler/frontend/onnx/onnx_importer.h"
+#include "compiler/shape/shape_check.h"
 #include "compiler/transforms/constant_folding.h"
 #include "compiler/transforms/cse.h"
 #include "compiler/transforms/expand_flex_attention.h"
@@ -32,8 +33,12 @@ absl::Status VerifyGraph(const Graph& g, absl::flat_hash_set<const Value*> defin
                                                 in->id(), " before it is defined"));
       }
     }
+    // The branch an If never takes (its condition known at compile time) need not type-check:
+    // type inference tolerates its errors, leaving values untyped, and codegen never emits it.
+    const std::string taken = node->attrs().GetOr<std::string>(kTakenBranchAttr, "");
     for (const auto& [name, sub] : node->subgraphs()) {
-      NIMBLE_RETURN_IF_ERROR(VerifyGraph(*sub, defined, require_types));
+      const bool dead = !taken.empty() && name != taken;
+      NIMBLE_RETURN_IF_ERROR(VerifyGraph(*sub, defined, require_types && !dead));
     }
     for (const Value* out : node->outputs()) {
       if (require_types && out->type().is_tensor() &&

@@ -9,6 +9,7 @@
 
 #include "base/testing/status_matchers.h"
 #include "compiler/frontend/onnx/onnx.pb.h"
+#include "compiler/shape/shape_check.h"
 #include "gtest/gtest.h"
 #include "vm/virtual_machine.h"
 
@@ -164,6 +165,54 @@ TEST(CompilerTest, ScanAxesAndDirections) {
       }
     }
   }
+}
+
+// ONNX function bodies branch on the input's rank (AffineGrid: 2-D or 3-D); the branch for the
+// other rank is ill-typed and stays untyped. The IR verifier after fold-constants, which wants
+// every value typed, must not count the branch that never runs.
+TEST(CompilerTest, IfWithKnownConditionCompilesDespiteAnIllTypedDeadBranch) {
+  auto m = std::make_unique<Module>();
+  Graph& g = *m->main;
+  Value* x = g.AddInput(
+      "x", Type::Tensor(TensorType::Of(vm::DType::kF32, {m->dims.Symbol("b"), DimExpr::Const(4)})));
+  Value* two = g.AddConstant("two", vm::Tensor::FromVector<int64_t>(std::vector<int64_t>{2}, {}),
+                             Type::Tensor(TensorType::Static(vm::DType::kI64, {})));
+  Node* shape = g.AddNode("Shape", {x}, 1, "shape");
+  Node* size = g.AddNode("Size", {shape->output(0)}, 1, "size");
+  Node* is_2d = g.AddNode("Equal", {size->output(0), two}, 1, "is_2d");
+  Node* branch = g.AddNode("If", {is_2d->output(0)}, 1, "if");
+  auto then_g = std::make_unique<Graph>("then", &g);
+  Node* relu = then_g->AddNode("Relu", {x}, 1, "relu");
+  then_g->AddCapture(x);
+  then_g->AddOutput(relu->output(0));
+  auto else_g = std::make_unique<Graph>("else", &g);
+  Node* bad = else_g->AddNode("Transpose", {x}, 1, "transpose_3d");  // x has rank 2
+  bad->attrs().Set("perm", std::vector<int64_t>{0, 2, 1});
+  Node* neg = else_g->AddNode("Neg", {bad->output(0)}, 1, "neg");
+  else_g->AddCapture(x);
+  else_g->AddOutput(neg->output(0));
+  branch->subgraphs()["then_branch"] = std::move(then_g);
+  branch->subgraphs()["else_branch"] = std::move(else_g);
+  for (Node* n : {shape, size, is_2d, branch, relu, bad, neg}) n->set_opset(17);
+  branch->output(0)->set_name("y");
+  g.AddOutput(branch->output(0));
+
+  CompileOptions options;
+  options.verify_ir = true;
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto exe, CompileModule(*m, options));
+  EXPECT_EQ(bad->output(0)->tensor_type().dtype, vm::DType::kInvalid) << "the dead branch";
+  vm::VirtualMachine machine(exe);
+  vm::Tensor in = RandomF32({3, 4}, 7);
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, machine.Run({in}));
+  std::vector<float> expected(in.data<float>(), in.data<float>() + 12);
+  for (float& v : expected) v = std::max(v, 0.0f);
+  ExpectNear(out[0], expected);
+
+  // A live branch must still be typed: were the else branch taken, its untyped values count.
+  EXPECT_THAT(VerifyModule(*m, /*require_types=*/true), IsOk());
+  branch->attrs().Set(kTakenBranchAttr, std::string("else_branch"));
+  EXPECT_THAT(VerifyModule(*m, /*require_types=*/true),
+              StatusIs(absl::StatusCode::kInternal, HasSubstr("has no dtype")));
 }
 
 TEST(CompilerTest, ShapeArithmeticIsScalarInstructionsNotKernels) {

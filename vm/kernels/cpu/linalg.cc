@@ -13,8 +13,9 @@
 // Other dtypes use reference loops (f16/bf16 through f32), as does any configuration oneDNN
 // declines.
 //
-// Conv is oneDNN's convolution on plain NC(D)(H)W tensors (1-3 spatial dims); ConvTranspose is a
-// GEMM (oneDNN sgemm) into columns followed by col2im; pooling is a direct loop.
+// Conv is oneDNN's convolution on plain NC(D)(H)W tensors (1-3 spatial dims; f16/bf16 widened to
+// f32 and the result rounded back); ConvTranspose is a GEMM (oneDNN sgemm) into columns followed
+// by col2im; pooling is a direct loop.
 // CausalConvWithState (depthwise, a few taps per channel) is a direct loop per (batch, channel).
 #include <algorithm>
 #include <cmath>
@@ -969,11 +970,14 @@ class ConvKernel final : public SingleOutputKernel {
     NIMBLE_RETURN_IF_ERROR(CheckDefined(op(), inputs, 1, "W"));
     const Tensor& x = inputs[0];
     const Tensor& w = inputs[1];
-    if (x.rank() < 3 || x.rank() > 5 || w.rank() != x.rank() || x.dtype() != DType::kF32 ||
-        w.dtype() != DType::kF32) {
+    const bool floating =
+        x.dtype() == DType::kF32 || x.dtype() == DType::kF16 || x.dtype() == DType::kBF16;
+    if (x.rank() < 3 || x.rank() > 5 || w.rank() != x.rank() || !floating ||
+        w.dtype() != x.dtype()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("Conv: X and W must be f32 of equal rank 3..5, got ", x.TypeString(),
-                       " and ", w.TypeString()));
+          absl::StrCat("Conv: X and W must be f32, f16 or bf16 of one type and equal rank 3..5, "
+                       "got ",
+                       x.TypeString(), " and ", w.TypeString()));
     }
     const int64_t c = x.dim(1), m = w.dim(0);
     if (group_ <= 0 || c % group_ != 0 || m % group_ != 0 || w.dim(1) * group_ != c) {
@@ -988,7 +992,7 @@ class ConvKernel final : public SingleOutputKernel {
                                                      absl::StrJoin(attrs_.kernel_shape, ","),
                                                      "] does not match W ", w.TypeString()));
     }
-    if (Present(inputs, 2) && (inputs[2].num_elements() != m || inputs[2].dtype() != DType::kF32)) {
+    if (Present(inputs, 2) && (inputs[2].num_elements() != m || inputs[2].dtype() != x.dtype())) {
       return absl::InvalidArgumentError(
           absl::StrCat("Conv: bias ", inputs[2].TypeString(), " does not match M = ", m));
     }
@@ -1004,6 +1008,27 @@ class ConvKernel final : public SingleOutputKernel {
                        const Tensor& out) const override {
     NIMBLE_ASSIGN_OR_RETURN(Window w, Plan(inputs));
     if (out.num_elements() == 0) return absl::OkStatus();
+    if (out.dtype() == DType::kF32) return ComputeF32(ctx, w, inputs, out, constant_w_);
+    // f16 / bf16: the f32 convolution of the widened inputs, rounded once at the end. The
+    // widened weights are a fresh buffer per call, so they are not packed once as constants.
+    std::vector<Tensor> widened;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      if (!Present(inputs, i)) {
+        widened.emplace_back();
+        continue;
+      }
+      NIMBLE_ASSIGN_OR_RETURN(Tensor t, ToF32(inputs[i], ctx.allocator));
+      widened.push_back(std::move(t));
+    }
+    NIMBLE_ASSIGN_OR_RETURN(Tensor out32, Tensor::Empty(DType::kF32, out.shape(), ctx.allocator));
+    NIMBLE_RETURN_IF_ERROR(ComputeF32(ctx, w, widened, out32, /*constant_w=*/false));
+    FromF32(out32, out);
+    return absl::OkStatus();
+  }
+
+  absl::Status ComputeF32(const KernelContext& ctx, const Window& w,
+                          absl::Span<const Tensor> inputs, const Tensor& out,
+                          bool constant_w) const {
     const Tensor& x = inputs[0];
     const Tensor& wt = inputs[1];
     const bool has_bias = Present(inputs, 2);
@@ -1077,7 +1102,7 @@ class ConvKernel final : public SingleOutputKernel {
       }
       const void* wei_data = wt.raw_data();
       if (conv.weights_md != wei_plain) {
-        if (constant_w_) {
+        if (constant_w) {
           NIMBLE_ASSIGN_OR_RETURN(wei_buf,
                                   packed_.Get(wt.raw_data(), wei_plain, conv.weights_md, threads));
         } else {

@@ -451,6 +451,42 @@ TEST(ConvTest, MatchesNaive) {
   }
 }
 
+// f16 / bf16 convolve in f32 and round once: the naive f32 convolution of the rounded inputs,
+// rounded to the type, within one rounding step; plain and packed weights alike.
+TEST(ConvTest, HalfTypesComputeInF32) {
+  const Shape xs = {2, 4, 6, 5}, ws = {6, 2, 3, 2};
+  const auto x = Random(Count(xs), 80), w = Random(Count(ws), 81), b = Random(6, 82);
+  for (DType dtype : {DType::kF16, DType::kBF16}) {
+    SCOPED_TRACE(DTypeName(dtype));
+    const Tensor xh = cpu::testing::Half(dtype, x, xs), wh = cpu::testing::Half(dtype, w, ws),
+                 bh = cpu::testing::Half(dtype, b, {6});
+    Shape want_shape;
+    const std::vector<float> bias_rounded = cpu::testing::HalfValues(bh);
+    const auto want = NaiveConv(cpu::testing::HalfValues(xh), xs, cpu::testing::HalfValues(wh), ws,
+                                &bias_rounded, 2, {1, 2}, {1, 1}, {1, 0, 1, 1}, &want_shape);
+    const float step = dtype == DType::kF16 ? 1.0f / 1024 : 1.0f / 128;
+    for (int64_t constant_w : {0, 1}) {
+      const Attributes attrs = Attrs({{"group", int64_t{2}},
+                                      {"strides", std::vector<int64_t>{1, 2}},
+                                      {"pads", std::vector<int64_t>{1, 0, 1, 1}},
+                                      {"constant_w", constant_w}});
+      NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("Conv", attrs, {xh, wh, bh}));
+      ASSERT_EQ(out[0].dtype(), dtype);
+      ASSERT_EQ(out[0].shape(), want_shape);
+      const std::vector<float> got = cpu::testing::HalfValues(out[0]);
+      for (size_t i = 0; i < want.size(); ++i) {
+        ASSERT_NEAR(got[i], want[i], std::abs(want[i]) * step + 1e-6f) << "element " << i;
+      }
+    }
+  }
+  EXPECT_THAT(RunOp("Conv", {}, {cpu::testing::Half(DType::kF16, x, xs), F(w, ws)}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("one type")));
+  EXPECT_THAT(RunOp("Conv", {},
+                    {cpu::testing::Half(DType::kF16, x, xs),
+                     cpu::testing::Half(DType::kF16, w, {6, 4, 3, 2}), F(b, {6})}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bias")));
+}
+
 TEST(ConvTest, AutoPadShapesAndErrors) {
   Tensor x = F(Random(1 * 2 * 7 * 7, 1), {1, 2, 7, 7});
   Tensor w = F(Random(3 * 2 * 3 * 3, 2), {3, 2, 3, 3});

@@ -1,6 +1,6 @@
 // Normalization kernels: Softmax, LogSoftmax, Hardmax, LayerNormalization, RMSNormalization,
-// BatchNormalization (inference), InstanceNormalization, GroupNormalization, LpNormalization,
-// MeanVarianceNormalization.
+// BatchNormalization (inference, and training_mode=1 from the batch statistics),
+// InstanceNormalization, GroupNormalization, LpNormalization, MeanVarianceNormalization.
 //
 // Design: every op normalises rows of a [outer, R, inner] view. The hot f32 cases (softmax and
 // layer/RMS norm over the last axis) run SIMD row bodies compiled per ISA: softmax makes two
@@ -558,8 +558,14 @@ enum class ChannelNormKind { kBatch, kInstance, kGroup };
 
 class ChannelNormKernel final : public Kernel {
  public:
-  ChannelNormKernel(std::string op, ChannelNormKind kind, double epsilon, int64_t num_groups)
-      : op_(std::move(op)), kind_(kind), epsilon_(epsilon), num_groups_(num_groups) {}
+  ChannelNormKernel(std::string op, ChannelNormKind kind, double epsilon, int64_t num_groups,
+                    bool training = false, double momentum = 0.9)
+      : op_(std::move(op)),
+        kind_(kind),
+        epsilon_(epsilon),
+        num_groups_(num_groups),
+        training_(training),
+        momentum_(momentum) {}
 
   absl::Status Run(const KernelContext& ctx, absl::Span<const Tensor> inputs,
                    absl::Span<Tensor> outputs) const override {
@@ -595,6 +601,7 @@ class ChannelNormKernel final : public Kernel {
                               ChannelParam(op_, "input_mean", inputs[3], c));
       NIMBLE_ASSIGN_OR_RETURN(std::vector<double> var,
                               ChannelParam(op_, "input_var", inputs[4], c));
+      if (training_) return RunTraining(ctx, inputs, outputs, xc, yc, scale, bias, mean, var);
       a.resize(c);
       b.resize(c);
       for (int64_t k = 0; k < c; ++k) {
@@ -664,6 +671,71 @@ class ChannelNormKernel final : public Kernel {
   }
 
  private:
+  // BatchNormalization with training_mode=1 (opset 14+): Y normalized by the batch's own mean and
+  // (population) variance per channel; outputs 1 and 2, when asked for, are the running mean and
+  // variance input * momentum + batch statistic * (1 - momentum).
+  absl::Status RunTraining(const KernelContext& ctx, absl::Span<const Tensor> inputs,
+                           absl::Span<Tensor> outputs, const Tensor& xc, Tensor& yc,
+                           const std::vector<double>& scale, const std::vector<double>& bias,
+                           const std::vector<double>& running_mean,
+                           const std::vector<double>& running_var) const {
+    const Tensor& x = inputs[0];
+    if (outputs.size() > 3) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          op_, ": training_mode=1 has at most 3 outputs (Y, running_mean, running_var), got ",
+          outputs.size()));
+    }
+    const int64_t n = x.dim(0), c = x.dim(1);
+    int64_t spatial = 1;
+    for (int i = 2; i < x.rank(); ++i) spatial *= x.dim(i);
+    const double count = static_cast<double>(n * spatial);
+    std::vector<double> mean(c, 0.0), var(c, 0.0);
+    auto accumulate = [&](const auto* p) {
+      for (int64_t k = 0; k < c; ++k) {
+        double sum = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          for (int64_t j = 0; j < spatial; ++j) sum += p[(i * c + k) * spatial + j];
+        }
+        mean[k] = count > 0 ? sum / count : 0.0;
+        double sq = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          for (int64_t j = 0; j < spatial; ++j) {
+            const double d = p[(i * c + k) * spatial + j] - mean[k];
+            sq += d * d;
+          }
+        }
+        var[k] = count > 0 ? sq / count : 0.0;
+      }
+    };
+    if (xc.dtype() == DType::kF64) {
+      accumulate(xc.data<double>());
+    } else {
+      accumulate(xc.data<float>());
+    }
+    std::vector<double> a(c), b(c);
+    for (int64_t k = 0; k < c; ++k) {
+      a[k] = scale[k] / std::sqrt(var[k] + epsilon_);
+      b[k] = bias[k] - mean[k] * a[k];
+    }
+    Affine(ctx, xc, yc, n * c, spatial, a, b);
+    const std::vector<double>* batch[] = {&mean, &var};
+    const std::vector<double>* running[] = {&running_mean, &running_var};
+    for (size_t k = 1; k < outputs.size(); ++k) {
+      if (!outputs[k].defined()) continue;
+      if (outputs[k].num_elements() != c) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(op_, ": output ", k, " must have ", c, " elements"));
+      }
+      std::vector<double> updated(c);
+      for (int64_t i = 0; i < c; ++i) {
+        updated[i] = (*running[k - 1])[i] * momentum_ + (*batch[k - 1])[i] * (1 - momentum_);
+      }
+      NIMBLE_RETURN_IF_ERROR(CastInto(Tensor::FromVector<double>(updated, {c}), outputs[k], op_));
+    }
+    if (IsHalf(x.dtype())) return CastInto(yc, outputs[0], op_);
+    return absl::OkStatus();
+  }
+
   // a/b have c entries (shared by every n) or n * c entries.
   void Affine(const KernelContext& ctx, const Tensor& x, Tensor& y, int64_t rows, int64_t spatial,
               const std::vector<double>& a, const std::vector<double>& b) const {
@@ -703,6 +775,8 @@ class ChannelNormKernel final : public Kernel {
   const ChannelNormKind kind_;
   const double epsilon_;
   const int64_t num_groups_;
+  const bool training_;  // BatchNormalization training_mode=1
+  const double momentum_;
 };
 
 // ------------------------------------------------------------------------------------------
@@ -874,12 +948,14 @@ void RegisterNormalizationKernels(KernelRegistry& registry) {
                                              attrs.GetOr<double>("epsilon", 1e-5));
   });
   registry.Register("BatchNormalization", DeviceType::kCPU, [](const Attributes& attrs) -> Factory {
-    if (attrs.GetOr<int64_t>("training_mode", 0) != 0) {
+    const int64_t training = attrs.GetOr<int64_t>("training_mode", 0);
+    if (training != 0 && training != 1) {
       return absl::InvalidArgumentError(
-          "BatchNormalization: training_mode=1 is not supported (inference only)");
+          absl::StrCat("BatchNormalization: training_mode must be 0 or 1, got ", training));
     }
     return std::make_unique<ChannelNormKernel>("BatchNormalization", ChannelNormKind::kBatch,
-                                               attrs.GetOr<double>("epsilon", 1e-5), 0);
+                                               attrs.GetOr<double>("epsilon", 1e-5), 0,
+                                               training == 1, attrs.GetOr<double>("momentum", 0.9));
   });
   registry.Register(
       "InstanceNormalization", DeviceType::kCPU, [](const Attributes& attrs) -> Factory {

@@ -219,11 +219,42 @@ TEST(NormalizationTest, BatchNormalization) {
   EXPECT_THAT(
       RunOp("BatchNormalization", {}, {x, F({1}, {1}), F({0}, {1}), F({0}, {1}), F({1}, {1})}),
       StatusIs(kInvalid, HasSubstr("BatchNormalization: scale has 1 elements, expected 2")));
-  EXPECT_THAT(RunOp("BatchNormalization", Attrs({{"training_mode", int64_t{1}}}), {x}),
-              StatusIs(kInvalid, HasSubstr("training_mode")));
+  EXPECT_THAT(RunOp("BatchNormalization", Attrs({{"training_mode", int64_t{2}}}), {x}),
+              StatusIs(kInvalid, HasSubstr("training_mode must be 0 or 1")));
   EXPECT_THAT(RunOp("BatchNormalization", {},
                     {F({1}, {1}), F({1}, {1}), F({0}, {1}), F({0}, {1}), F({1}, {1})}),
               StatusIs(kInvalid, HasSubstr("rank >= 2")));
+}
+
+TEST(NormalizationTest, BatchNormalizationTrainingMode) {
+  // X [2, 2, 2]: channel 0 holds 1, 2, 5, 6 (mean 3.5), channel 1 3, 4, 7, 8 (mean 5.5); both have
+  // population variance 4.25. Y uses these; running stats = input * 0.5 + batch * 0.5.
+  const Tensor x = F({1, 2, 3, 4, 5, 6, 7, 8}, {2, 2, 2});
+  const Attributes attrs =
+      Attrs({{"epsilon", 0.0}, {"momentum", 0.5}, {"training_mode", int64_t{1}}});
+  const std::vector<Tensor> inputs = {x, F({1, 2}, {2}), F({0, 1}, {2}), F({1, 4}, {2}),
+                                      F({4, 1}, {2})};
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("BatchNormalization", attrs, inputs, 3));
+  const double sd = std::sqrt(4.25);
+  std::vector<double> want;
+  for (int n = 0; n < 2; ++n) {
+    for (double v : {1.0, 2.0}) want.push_back((v + 4 * n - 3.5) / sd);
+    for (double v : {3.0, 4.0}) want.push_back(2 * (v + 4 * n - 5.5) / sd + 1);
+  }
+  EXPECT_THAT(Values<float>(out[0]), Pointwise(NearRel(1e-6, 1e-6), want));
+  EXPECT_THAT(Values<float>(out[1]), ElementsAre(2.25f, 4.75f));
+  EXPECT_THAT(Values<float>(out[2]), ElementsAre(4.125f, 2.625f));
+  // Y alone; f16 X with f32 statistics (opset 15 lets them differ).
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, RunOp("BatchNormalization", attrs, inputs));
+  EXPECT_THAT(Values<float>(out[0]), Pointwise(NearRel(1e-6, 1e-6), want));
+  std::vector<Tensor> half = inputs;
+  half[0] = Half(DType::kF16, {1, 2, 3, 4, 5, 6, 7, 8}, {2, 2, 2});
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      out, RunOp("BatchNormalization", attrs, half, 3, {DType::kF16, DType::kF32, DType::kF32}));
+  EXPECT_THAT(HalfValues(out[0]), Pointwise(NearRel(2e-3, 2e-3), want));
+  EXPECT_THAT(Values<float>(out[1]), ElementsAre(2.25f, 4.75f));
+  EXPECT_THAT(RunOp("BatchNormalization", attrs, inputs, 5),
+              StatusIs(kInvalid, HasSubstr("at most 3 outputs")));
 }
 
 TEST(NormalizationTest, InstanceAndGroupNormalization) {

@@ -398,6 +398,104 @@ void ExpectSoftmaxOfTripled(const vm::Tensor& x, const vm::Tensor& y) {
   }
 }
 
+// Scan opset 8 (batched): s0 f32[batch, 3], x f32[batch, n, 3]; per batch element the body
+// s' = s + x_t runs over the n steps of x's axis 1 in `direction`, giving the final s [batch, 3]
+// and every s' [batch, n, 3]. `sequence_lens` names the first input ("" = absent).
+std::string WriteBatchedScanModel(int64_t direction, const std::string& sequence_lens) {
+  nimble::onnx::ModelProto model;
+  model.set_ir_version(3);
+  model.add_opset_import()->set_version(8);
+  auto* g = model.mutable_graph();
+  g->set_name("batched_scan");
+  auto add_value = [](nimble::onnx::ValueInfoProto* vi, const std::string& name, int elem_type,
+                      std::vector<std::string> dims) {
+    vi->set_name(name);
+    auto* tt = vi->mutable_type()->mutable_tensor_type();
+    tt->set_elem_type(elem_type);
+    for (const std::string& d : dims) {
+      if (d == "3") {
+        tt->mutable_shape()->add_dim()->set_dim_value(3);
+      } else {
+        tt->mutable_shape()->add_dim()->set_dim_param(d);
+      }
+    }
+  };
+  if (!sequence_lens.empty()) add_value(g->add_input(), sequence_lens, 6, {"batch"});
+  add_value(g->add_input(), "s0", 1, {"batch", "3"});
+  add_value(g->add_input(), "x", 1, {"batch", "n", "3"});
+  auto* scan = g->add_node();
+  scan->set_op_type("Scan");
+  scan->set_name("scan");
+  for (const std::string& in : {sequence_lens, std::string("s0"), std::string("x")}) {
+    scan->add_input(in);
+  }
+  scan->add_output("s");
+  scan->add_output("ys");
+  auto* m = scan->add_attribute();
+  m->set_name("num_scan_inputs");
+  m->set_type(nimble::onnx::AttributeProto::INT);
+  m->set_i(1);
+  auto* dirs = scan->add_attribute();
+  dirs->set_name("directions");
+  dirs->set_type(nimble::onnx::AttributeProto::INTS);
+  dirs->add_ints(direction);
+  auto* body_attr = scan->add_attribute();
+  body_attr->set_name("body");
+  body_attr->set_type(nimble::onnx::AttributeProto::GRAPH);
+  auto* body = body_attr->mutable_g();
+  body->set_name("body");
+  add_value(body->add_input(), "s_in", 1, {"3"});
+  add_value(body->add_input(), "x_t", 1, {"3"});
+  auto* add = body->add_node();
+  add->set_op_type("Add");
+  add->add_input("s_in");
+  add->add_input("x_t");
+  add->add_output("s_out");
+  auto* copy = body->add_node();
+  copy->set_op_type("Identity");
+  copy->add_input("s_out");
+  copy->add_output("y_t");
+  add_value(body->add_output(), "s_out", 1, {"3"});
+  add_value(body->add_output(), "y_t", 1, {"3"});
+  add_value(g->add_output(), "s", 1, {});
+  add_value(g->add_output(), "ys", 1, {});
+  const std::string path =
+      absl::StrCat(::testing::TempDir(), "/batched_scan_", direction, sequence_lens, ".onnx");
+  std::ofstream(path, std::ios::binary) << model.SerializeAsString();
+  return path;
+}
+
+TEST(CompilerTest, BatchedScanOfOpset8RunsEachBatchElementOnItsOwn) {
+  for (int64_t direction : {0, 1}) {
+    SCOPED_TRACE(absl::StrCat("direction ", direction));
+    NIMBLE_ASSERT_OK_AND_ASSIGN(auto exe, CompileOnnxFile(WriteBatchedScanModel(direction, "")));
+    vm::VirtualMachine machine(exe);
+    for (auto [batch, n] : {std::pair<int64_t, int64_t>{2, 4}, {3, 1}, {1, 5}}) {
+      vm::Tensor s0 = RandomF32({batch, 3}, 1), x = RandomF32({batch, n, 3}, 2);
+      NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, machine.Run({s0, x}));
+      ASSERT_EQ(out.size(), 2u);
+      ASSERT_EQ(out[0].shape(), (vm::Shape{batch, 3}));
+      ASSERT_EQ(out[1].shape(), (vm::Shape{batch, n, 3}));
+      std::vector<float> final_states, ys(static_cast<size_t>(batch * n * 3));
+      for (int64_t b = 0; b < batch; ++b) {
+        std::vector<float> state(s0.data<float>() + b * 3, s0.data<float>() + b * 3 + 3);
+        for (int64_t t = 0; t < n; ++t) {
+          const int64_t step = direction ? n - 1 - t : t;
+          for (int r = 0; r < 3; ++r) {
+            state[r] += x.data<float>()[(b * n + step) * 3 + r];
+            ys[(b * n + t) * 3 + r] = state[r];
+          }
+        }
+        final_states.insert(final_states.end(), state.begin(), state.end());
+      }
+      ExpectNear(out[0], final_states);
+      ExpectNear(out[1], ys);
+    }
+  }
+  EXPECT_THAT(CompileOnnxFile(WriteBatchedScanModel(0, "lens")),
+              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("sequence_lens")));
+}
+
 TEST(CompilerTest, BucketsAddExactShapeVariantsThatTheDispatcherPicks) {
   const std::string path = WriteAddModel();
   CompileOptions options;

@@ -280,7 +280,8 @@ absl::Status LoopRelation(InferenceContext& ctx) {
 absl::Status ScanRelation(InferenceContext& ctx) {
   if (ctx.opset() < 9) {
     return absl::UnimplementedError(
-        "Scan before opset 9 (batched, sequence_lens) is not supported");
+        "Scan before opset 9 (batched) is only supported as the ONNX importer rewrites it (a "
+        "Loop over the batch of opset-9 Scans)");
   }
   Graph* body = Subgraph(ctx, "body");
   if (!body) return absl::InvalidArgumentError("Scan needs a body");

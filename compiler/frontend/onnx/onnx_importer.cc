@@ -383,6 +383,9 @@ class Importer {
       inputs.push_back(v);
     }
     node->set_inputs(std::move(inputs));
+    if (node->op_type() == "Scan" && node->domain().empty() && node->opset() < 9) {
+      return ImportBatchedScan(np, node, scope);
+    }
 
     for (int i = 0; i < np.attribute_size(); ++i) {
       const pb::AttributeProto& a = np.attribute(i);
@@ -398,6 +401,87 @@ class Importer {
         !node->attrs().Has("axis")) {
       node->attrs().Set("axis", int64_t{1});
     }
+    return absl::OkStatus();
+  }
+
+  // Scan before opset 9 scans axis 1 of inputs that share a batch axis 0, each batch element on
+  // its own: Scan_8(sequence_lens, states..., xs...) becomes
+  //   Loop(M = batch) { b -> Scan_9(Gather(states, b)..., Gather(xs, b)...) }
+  // whose per-iteration outputs (final states, stacked scan outputs) the Loop stacks along a new
+  // axis 0: [batch, ...] and [batch, steps, ...], the opset-8 outputs. The Scan body is imported
+  // unchanged, inside the Loop's body. Per-element sequence_lens would give scan outputs of
+  // different lengths and are not supported.
+  absl::Status ImportBatchedScan(const pb::NodeProto& np, Node* node, Scope* scope) {
+    const int opset = node->opset();
+    if (node->num_inputs() < 2) {
+      return absl::InvalidArgumentError("Scan (opset < 9) needs sequence_lens and scan inputs");
+    }
+    if (node->input(0) != nullptr) {
+      return absl::UnimplementedError(
+          "Scan before opset 9 with sequence_lens (per-batch-element lengths) is not supported");
+    }
+    const pb::AttributeProto* body_attr = nullptr;
+    for (const pb::AttributeProto& a : np.attribute()) {
+      if (a.name() == "body" && a.has_g()) body_attr = &a;
+    }
+    if (body_attr == nullptr) return absl::InvalidArgumentError("Scan needs a 'body' graph");
+    Graph* graph = scope->graph;
+    const std::vector<Value*> operands(node->inputs().begin() + 1, node->inputs().end());
+    for (Value* v : operands) {
+      if (v == nullptr)
+        return absl::InvalidArgumentError("Scan states and scan inputs are required");
+    }
+    // M: the batch size, dim 0 of the first operand.
+    const std::string prefix = node->name() + "/";
+    Node* shape = graph->AddNode("Shape", {operands[0]}, 1, prefix + "shape");
+    Value* zero = graph->AddConstant(prefix + "zero",
+                                     vm::Tensor::FromVector<int64_t>(std::vector<int64_t>{0}, {}),
+                                     Type::Tensor(TensorType::Static(vm::DType::kI64, {})));
+    Node* batch = graph->AddNode("Gather", {shape->output(0), zero}, 1, prefix + "batch");
+    for (Node* n : {shape, batch}) n->set_opset(opset);
+    shape->output(0)->set_name(prefix + "shape");
+    batch->output(0)->set_name(prefix + "batch");
+
+    auto loop_body = std::make_unique<Graph>(prefix + "batch_loop", graph);
+    Scope loop_scope{loop_body.get(), scope, {}};
+    const Type scalar_i64 = Type::Tensor(TensorType::Static(vm::DType::kI64, {}));
+    Value* b = loop_body->AddInput(prefix + "b", scalar_i64);
+    Value* cond = loop_body->AddInput(prefix + "cond",
+                                      Type::Tensor(TensorType::Static(vm::DType::kBool, {})));
+    std::vector<Value*> per_element;
+    for (size_t i = 0; i < operands.size(); ++i) {
+      loop_body->AddCapture(operands[i]);
+      Node* g =
+          loop_body->AddNode("Gather", {operands[i], b}, 1, absl::StrCat(prefix, "gather_", i));
+      g->set_opset(opset);
+      g->output(0)->set_name(g->name());
+      per_element.push_back(g->output(0));
+    }
+    Node* scan = loop_body->AddNode("Scan", per_element, node->num_outputs(), prefix + "scan");
+    scan->set_opset(9);
+    for (const pb::AttributeProto& a : np.attribute()) {
+      if (a.name() == "num_scan_inputs" && a.type() == pb::AttributeProto::INT) {
+        scan->attrs().Set("num_scan_inputs", static_cast<int64_t>(a.i()));
+      } else if (a.name() == "directions") {
+        scan->attrs().Set("scan_input_directions",
+                          std::vector<int64_t>(a.ints().begin(), a.ints().end()));
+      } else if (a.name() != "body") {
+        return absl::InvalidArgumentError(
+            absl::StrCat("Scan (opset ", opset, ") has no attribute '", a.name(), "'"));
+      }
+    }
+    const std::string name =
+        body_attr->g().name().empty() ? absl::StrCat(node->name(), ".body") : body_attr->g().name();
+    auto scan_body = std::make_unique<Graph>(name, loop_body.get());
+    Scope body_scope{scan_body.get(), &loop_scope, {}};
+    scan->subgraphs()["body"] = std::move(scan_body);
+    NIMBLE_RETURN_IF_ERROR(Annotate(ImportGraph(body_attr->g(), &body_scope), "attribute 'body'"));
+    loop_body->AddOutput(cond);
+    for (Value* out : scan->outputs()) loop_body->AddOutput(out);
+
+    node->set_op_type("Loop");
+    node->set_inputs({batch->output(0), nullptr});
+    node->subgraphs()["body"] = std::move(loop_body);
     return absl::OkStatus();
   }
 

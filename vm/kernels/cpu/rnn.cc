@@ -23,7 +23,10 @@
 // row at its own last valid step; Y is zero past a row's length.
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -208,6 +211,15 @@ inline void CpuRelax() {
 #endif
 }
 
+inline int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+// NIMBLE_LSTM_TRACE (any value): each team prints, per participant and round after the first,
+// the time inside its own items and the time waiting for the round to finish (stderr).
+const bool kTrace = std::getenv("NIMBLE_LSTM_TRACE") != nullptr;
+
 // Runs `steps` rounds of `chunks` independent work items, fn(step, chunk, participant); round
 // s + 1 starts once every item of round s is done. The caller and up to threads - 1 TBB workers
 // (an arena of `threads` slots) take part. Participant p claims the items it owns
@@ -223,14 +235,32 @@ class StepTeam {
   StepTeam(int64_t steps, int chunks) : claimed_(chunks), steps_(steps), chunks_(chunks) {
     for (Slot& s : claimed_) s.round.store(-1, std::memory_order_relaxed);
   }
+  ~StepTeam() {
+    if (!kTrace || steps_ < 2) return;
+    int64_t work = 0, wait = 0, wmax = 0, parts = 0;
+    for (const auto& t : times_) {
+      if (t.work + t.wait == 0) continue;
+      work += t.work, wait += t.wait, ++parts;
+      wmax = std::max<int64_t>(wmax, t.work);
+    }
+    const double n =
+        static_cast<double>(steps_ - 1) * static_cast<double>(std::max<int64_t>(parts, 1));
+    std::fprintf(stderr,
+                 "team %d items x %lld rounds: per participant-round work %.2f us, wait %.2f us; "
+                 "slowest participant's work %.2f us a round\n",
+                 chunks_, static_cast<long long>(steps_), work / n / 1e3, wait / n / 1e3,
+                 wmax / static_cast<double>(steps_ - 1) / 1e3);
+  }
 
   void Participate(int p, int threads,
                    absl::FunctionRef<void(int64_t step, int chunk, int participant)> fn) {
     bool eager = false;  // stole in the previous round
     for (int64_t s = round_.load(std::memory_order_acquire); s < steps_; ++s) {
+      const int64_t t0 = kTrace && s > 0 ? NowNs() : 0;
       for (int c = p; c < chunks_; c += threads) {
         if (Claim(c, s)) Run(fn, s, c, p);
       }
+      const int64_t t1 = kTrace && s > 0 ? NowNs() : 0;
       bool scanned = false, stole = false;
       for (int spins = 0; round_.load(std::memory_order_acquire) <= s; ++spins) {
         if (!scanned && (eager || spins >= kStealAfter)) {
@@ -253,6 +283,10 @@ class StepTeam {
         }
       }
       eager = stole;
+      if (kTrace && s > 0 && p < 64) {
+        times_[p].work += t1 - t0;
+        times_[p].wait += NowNs() - t1;
+      }
     }
   }
 
@@ -274,6 +308,10 @@ class StepTeam {
     }
   }
 
+  struct alignas(64) Times {
+    int64_t work = 0, wait = 0;
+  };
+  std::vector<Times> times_ = std::vector<Times>(kTrace ? 64 : 0);  // per participant < 64
   std::vector<Slot> claimed_;
   alignas(64) std::atomic<int64_t> done_{0};   // items finished over all rounds
   alignas(64) std::atomic<int64_t> round_{0};  // rounds finished

@@ -559,7 +559,11 @@ void FindHostCopies(const Value& v, const DeviceGraph& graph,
     seen.push_back(data);
     // Only a tensor that is its whole storage (what the graph's copy wrote): the caller's
     // storage is made for the tensor's bytes alone.
-    const bool whole = t->storage() != nullptr && t->storage()->data() == data;
+    // Results past kMaxDirectResultBytes are copied: the page-locked pool would not keep
+    // buffers that large for reuse.
+    constexpr size_t kMaxDirectResultBytes = size_t{32} << 20;
+    const bool whole = t->storage() != nullptr && t->storage()->data() == data &&
+                       t->nbytes() <= kMaxDirectResultBytes;
     const int index = whole ? graph.FindHostCopy(data, t->nbytes()) : -1;
     if (index >= 0) out.push_back({data, t->nbytes(), index});
     return;
@@ -641,8 +645,22 @@ absl::StatusOr<Value> VirtualMachine::RunGraphed(int variant, std::vector<Value>
   }
   std::vector<std::shared_ptr<Storage>> fresh;
   for (const DeviceGraphEntry::HostCopy& c : entry->host_copies) {
-    NIMBLE_ASSIGN_OR_RETURN(fresh.emplace_back(), device_api_->PinnedHostStorage(c.bytes));
-    NIMBLE_RETURN_IF_ERROR(entry->graph->SetHostCopyDestination(c.index, fresh.back()->data()));
+    absl::StatusOr<std::shared_ptr<Storage>> storage = device_api_->PinnedHostStorage(c.bytes);
+    absl::Status set = storage.status();
+    if (set.ok()) set = entry->graph->SetHostCopyDestination(c.index, (*storage)->data());
+    if (!set.ok()) {
+      // No page-locked memory, or the copy cannot move: this entry copies its results out of
+      // the graph's own buffers from now on (the copies redirected so far are pointed back
+      // first, as their new buffers go with `fresh`).
+      for (const DeviceGraphEntry::HostCopy& back : entry->host_copies) {
+        NIMBLE_RETURN_IF_ERROR(
+            entry->graph->SetHostCopyDestination(back.index, const_cast<void*>(back.captured)));
+      }
+      entry->host_copies.clear();
+      fresh.clear();
+      break;
+    }
+    fresh.push_back(*std::move(storage));
   }
   const auto t1 = std::chrono::steady_clock::now();
   NIMBLE_RETURN_IF_ERROR(entry->graph->Launch(own_stream_));

@@ -367,6 +367,12 @@ absl::Status TfIdfVectorizerRelation(InferenceContext& ctx) {
   if (!indexes || indexes->empty()) {
     return absl::InvalidArgumentError("attribute 'ngram_indexes' is missing");
   }
+  for (int64_t i : *indexes) {
+    if (i < 0 || i >= (int64_t{1} << 31)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ngram_indexes must be in [0, 2^31), got ", i));
+    }
+  }
   NIMBLE_ASSIGN_OR_RETURN(
       DimExpr size,
       DimFromValue(DimExpr::Const(*std::max_element(indexes->begin(), indexes->end()) + 1),

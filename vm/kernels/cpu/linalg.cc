@@ -1355,6 +1355,14 @@ class QLinearConvKernel final : public SingleOutputKernel {
     std::vector<int32_t> sums(static_cast<size_t>(out.num_elements()));
     IntegerConvSums(win, group_, x, w, &inputs[2], &inputs[5], sums.data());
     const float xs = *inputs[1].data<float>(), ys = *inputs[6].data<float>();
+    bool scales_ok = std::isfinite(xs) && xs > 0 && std::isfinite(ys) && ys > 0;
+    for (int64_t i = 0; i < w_scale.num_elements(); ++i) {
+      const float s = w_scale.data<float>()[i];
+      scales_ok = scales_ok && std::isfinite(s) && s > 0;
+    }
+    if (!scales_ok) {
+      return absl::InvalidArgumentError("QLinearConv: scales must be finite and positive");
+    }
     const double zy = Int8Value(y_zp, 0);
     const bool signed_out = y_zp.dtype() == DType::kI8;
     const double lo = signed_out ? -128.0 : 0.0, hi = signed_out ? 127.0 : 255.0;

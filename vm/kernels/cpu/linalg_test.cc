@@ -570,6 +570,8 @@ TEST(QLinearConvTest, RequantizesPerChannel) {
       RunOp("QLinearConv", {}, {x, F({0.5f}, {}), u8_10, w, w_scale, w_zp, F({1}, {}), F({0}, {})},
             1, {DType::kU8}),
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("y_zero_point")));
+  EXPECT_THAT(run(0.0f, 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("finite and positive")));
 }
 
 TEST(ConvTransposeTest, MatchesScatterDefinition) {

@@ -792,6 +792,11 @@ class QLinearMatMulKernel final : public Kernel {
     const double sa = kernel_util::ElementAsDouble(inputs[1], 0);
     const double sb = kernel_util::ElementAsDouble(inputs[4], 0);
     const double sy = kernel_util::ElementAsDouble(inputs[6], 0);
+    if (!(std::isfinite(sa) && sa > 0 && std::isfinite(sb) && sb > 0 && std::isfinite(sy) &&
+          sy > 0)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "QLinearMatMul: scales must be finite and positive, got ", sa, ", ", sb, ", ", sy));
+    }
     double scale = sa * sb / sy;
     if (scale_type == DType::kF32) {
       scale = static_cast<float>(static_cast<float>(sa * sb) / static_cast<float>(sy));
@@ -1283,7 +1288,10 @@ class TfIdfVectorizerKernel final : public Kernel {
 
   void CountRow(const std::vector<int32_t>& row, std::vector<int64_t>& counts) const {
     const int64_t n = static_cast<int64_t>(row.size());
-    for (int64_t skip = 1; skip <= config_.max_skip + 1; ++skip) {
+    // Skips of n or more reach nothing past a start (and unigrams count at skip 1 only), so
+    // the loop stops there however large max_skip_count is.
+    const int64_t last_skip = std::min(config_.max_skip, std::max<int64_t>(n - 1, 0)) + 1;
+    for (int64_t skip = 1; skip <= last_skip; ++skip) {
       for (int64_t start = 0; start < n; ++start) {
         int32_t node = 0;
         for (int64_t len = 1, at = start; len <= config_.max_gram && at < n; ++len, at += skip) {

@@ -163,6 +163,11 @@ TEST(MiscOpsTest, QLinearMatMul) {
                      Make<uint8_t>({1}, {}), F({1}, {}), Make<uint8_t>({0}, {})},
                     1, {DType::kU8}),
               StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("per-tensor")));
+  // A zero or NaN scale is refused (it would turn into a NaN cast to an integer).
+  EXPECT_THAT(run(Make<uint8_t>({10}, {}), 0.0f),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("finite and positive")));
+  EXPECT_THAT(run(Make<uint8_t>({10}, {}), std::nanf("")),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("finite and positive")));
 }
 
 TEST(MiscOpsTest, Dft) {
@@ -319,6 +324,12 @@ TEST(MiscOpsTest, TfIdfVectorizer) {
   NIMBLE_ASSERT_OK_AND_ASSIGN(
       out, RunOp("TfIdfVectorizer", attrs("IDF", {0.5, 1, 2, 3}), {x}, 1, {DType::kF32}));
   EXPECT_THAT(Values<float>(out[0]), ElementsAre(0.5f, 0, 2, 3));
+  // A huge max_skip_count counts the bigrams at every distance the row allows ((4, 5) three
+  // times, (5, 4) once) and returns at once.
+  Attributes far = attrs("TF", {});
+  far.Set("max_skip_count", std::numeric_limits<int64_t>::max());
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, RunOp("TfIdfVectorizer", far, {x}, 1, {DType::kF32}));
+  EXPECT_THAT(Values<float>(out[0]), ElementsAre(1, 0, 3, 1));
   // Strings, [B, C], ngram_indexes permuting the columns.
   NIMBLE_ASSERT_OK_AND_ASSIGN(
       out, RunOp("TfIdfVectorizer",

@@ -6,6 +6,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -132,11 +133,21 @@ struct CapturedCopy {
   size_t bytes;
 };
 
+// What a capture recorded: its copies to the host, and the host bytes its copies to the device
+// read (a copy to the host whose buffer a later copy uploads again cannot be redirected).
+struct CaptureRecord {
+  std::vector<CapturedCopy> to_host;
+  std::vector<std::pair<const char*, size_t>> uploaded;
+};
+
 class CudaGraph final : public DeviceGraph {
  public:
   // Takes both; the graph stays alive because its nodes name the copies to redirect.
-  CudaGraph(cudaGraph_t graph, cudaGraphExec_t exec, std::vector<CapturedCopy> copies)
-      : graph_(graph), exec_(exec), copies_(std::move(copies)) {}
+  CudaGraph(cudaGraph_t graph, cudaGraphExec_t exec, CaptureRecord record)
+      : graph_(graph),
+        exec_(exec),
+        copies_(std::move(record.to_host)),
+        uploaded_(std::move(record.uploaded)) {}
   ~CudaGraph() override {
     cudaGraphExecDestroy(exec_);
     cudaGraphDestroy(graph_);
@@ -146,10 +157,13 @@ class CudaGraph final : public DeviceGraph {
     return absl::OkStatus();
   }
 
-  // -1 also when another copy writes into those bytes: redirecting one would leave the other
-  // writing the old buffer.
+  // -1 also when another copy writes into those bytes (redirecting one would leave the other
+  // writing the old buffer) or a copy to the device reads them (it would upload the old bytes).
   int FindHostCopy(const void* dst, size_t bytes) const override {
     const auto* begin = static_cast<const char*>(dst);
+    for (const auto& [from, n] : uploaded_) {
+      if (from < begin + bytes && begin < from + n) return -1;
+    }
     int found = -1;
     for (size_t i = 0; i < copies_.size(); ++i) {
       const auto* b = static_cast<const char*>(copies_[i].dst);
@@ -175,6 +189,7 @@ class CudaGraph final : public DeviceGraph {
   const cudaGraph_t graph_;
   const cudaGraphExec_t exec_;
   const std::vector<CapturedCopy> copies_;
+  const std::vector<std::pair<const char*, size_t>> uploaded_;
 };
 
 // Page-locked host buffers for graph results, shared by the process (never destroyed: the
@@ -199,7 +214,7 @@ class CudaApi final : public DeviceApi {
  private:
   absl::Mutex mu_;
   // Per capturing stream: its copies to the host so far.
-  std::map<cudaStream_t, std::vector<CapturedCopy>> captured_ ABSL_GUARDED_BY(mu_);
+  std::map<cudaStream_t, CaptureRecord> captured_ ABSL_GUARDED_BY(mu_);
 
  public:
   absl::Status Copy(void* dst, Device to, const void* src, Device from, size_t bytes,
@@ -221,9 +236,12 @@ class CudaApi final : public DeviceApi {
             cudaStreamGetCaptureInfo(s, &status, nullptr, nullptr, &last, nullptr, &n));
         if (n == 1) {
           absl::MutexLock lock(&mu_);
-          captured_[s].push_back({last[0], src, dst, bytes});
+          captured_[s].to_host.push_back({last[0], src, dst, bytes});
         }
       }
+    } else if (from.type == DeviceType::kCPU && Capturing(s)) {
+      absl::MutexLock lock(&mu_);
+      captured_[s].uploaded.emplace_back(static_cast<const char*>(src), bytes);
     }
     return absl::OkStatus();
   }
@@ -252,23 +270,23 @@ class CudaApi final : public DeviceApi {
     // Relaxed: host allocations (cudaHostAlloc) may happen while the stream captures.
     {
       absl::MutexLock lock(&mu_);
-      captured_[s].clear();
+      captured_[s] = CaptureRecord();
     }
     NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed));
     return absl::OkStatus();
   }
   absl::StatusOr<std::unique_ptr<DeviceGraph>> EndCapture(void* stream) override {
     auto s = static_cast<cudaStream_t>(stream);
-    std::vector<CapturedCopy> copies;
+    CaptureRecord record;
     {
       absl::MutexLock lock(&mu_);
-      copies = std::move(captured_[s]);
+      record = std::move(captured_[s]);
       captured_.erase(s);
     }
     cudaGraph_t graph = nullptr;
     NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamEndCapture(s, &graph));
     // Only plain copy nodes can be redirected.
-    std::erase_if(copies, [](const CapturedCopy& c) {
+    std::erase_if(record.to_host, [](const CapturedCopy& c) {
       cudaGraphNodeType type;
       return cudaGraphNodeGetType(c.node, &type) != cudaSuccess || type != cudaGraphNodeTypeMemcpy;
     });
@@ -277,7 +295,7 @@ class CudaApi final : public DeviceApi {
     if (e != cudaSuccess) cudaGraphDestroy(graph);
     NIMBLE_CUDA_RETURN_IF_ERROR(e);
     return std::unique_ptr<DeviceGraph>(
-        std::make_unique<CudaGraph>(graph, exec, std::move(copies)));
+        std::make_unique<CudaGraph>(graph, exec, std::move(record)));
   }
   absl::StatusOr<std::shared_ptr<Storage>> PinnedHostStorage(size_t bytes) override {
     NIMBLE_ASSIGN_OR_RETURN(cuda::PinnedHostPool * pool, ResultPool());

@@ -298,20 +298,31 @@ Tensor ReadTensor(ByteReader& r, absl::string_view what) {
                         r.remaining(), " remaining bytes can hold"));
     return Tensor();
   }
-  if (dtype != DType::kString && PackedBits(dtype) == 0 && r.backing() != nullptr) {
-    // In place, when the file's buffer has the data aligned (a view keeps the buffer alive).
-    const uint64_t nbytes = r.U64(absl::StrCat(what, " byte count"));
-    const uint8_t pad = r.U8(absl::StrCat(what, " padding"));
-    r.Bytes(pad, absl::StrCat(what, " padding"));
-    if (!r.ok()) return Tensor();
-    const uint64_t want = static_cast<uint64_t>(*count) * DTypeSize(dtype);
-    if (nbytes != want) {
-      r.Fail(absl::StrCat(what, ": ", nbytes, " data bytes for ", DTypeName(dtype),
-                          ShapeToString(shape), " which needs ", want));
+  if (dtype == DType::kString) {
+    absl::StatusOr<Tensor> tensor = Tensor::Empty(dtype, shape);
+    if (!tensor.ok()) {
+      r.Fail(absl::StrCat(what, ": ", tensor.status().message()));
       return Tensor();
     }
-    std::string_view data = r.Bytes(nbytes, what);
-    if (!r.ok()) return Tensor();
+    std::string* strings = tensor->data<std::string>();
+    for (int64_t i = 0; i < *count && r.ok(); ++i) strings[i] = r.String(what);
+    return r.ok() ? *std::move(tensor) : Tensor();
+  }
+  const uint64_t nbytes = r.U64(absl::StrCat(what, " byte count"));
+  const uint8_t pad = r.U8(absl::StrCat(what, " padding"));
+  r.Bytes(pad, absl::StrCat(what, " padding"));
+  if (!r.ok()) return Tensor();
+  const uint64_t want = static_cast<uint64_t>(*count) * DTypeSize(dtype);
+  if (nbytes != want) {
+    r.Fail(absl::StrCat(what, ": ", nbytes, " data bytes for ", DTypeName(dtype),
+                        ShapeToString(shape), " which needs ", want));
+    return Tensor();
+  }
+  std::string_view data = r.Bytes(nbytes, what);
+  if (!r.ok()) return Tensor();
+  // In place when the file's buffer holds the data aligned (the view keeps the buffer alive);
+  // the unpacked low-precision types are copied, being range-checked below.
+  if (r.backing() != nullptr && PackedBits(dtype) == 0) {
     const auto* base = static_cast<const char*>(r.backing()->data());
     if (reinterpret_cast<uintptr_t>(data.data()) % kTensorDataAlignment == 0 &&
         data.data() >= base && data.data() + nbytes <= base + r.backing()->size()) {
@@ -323,35 +334,12 @@ Tensor ReadTensor(ByteReader& r, absl::string_view what) {
       }
       return *std::move(view);
     }
-    absl::StatusOr<Tensor> copy = Tensor::Empty(dtype, shape);
-    if (!copy.ok()) {
-      r.Fail(absl::StrCat(what, ": ", copy.status().message()));
-      return Tensor();
-    }
-    if (nbytes > 0) std::memcpy(copy->raw_data(), data.data(), nbytes);
-    return *std::move(copy);
   }
   absl::StatusOr<Tensor> tensor = Tensor::Empty(dtype, shape);
   if (!tensor.ok()) {
     r.Fail(absl::StrCat(what, ": ", tensor.status().message()));
     return Tensor();
   }
-  if (dtype == DType::kString) {
-    std::string* strings = tensor->data<std::string>();
-    for (int64_t i = 0; i < *count && r.ok(); ++i) strings[i] = r.String(what);
-    return r.ok() ? *std::move(tensor) : Tensor();
-  }
-  const uint64_t nbytes = r.U64(absl::StrCat(what, " byte count"));
-  const uint8_t pad = r.U8(absl::StrCat(what, " padding"));
-  r.Bytes(pad, absl::StrCat(what, " padding"));
-  if (!r.ok()) return Tensor();
-  if (nbytes != tensor->nbytes()) {
-    r.Fail(absl::StrCat(what, ": ", nbytes, " data bytes for ", tensor->TypeString(),
-                        " which needs ", tensor->nbytes()));
-    return Tensor();
-  }
-  std::string_view data = r.Bytes(nbytes, what);
-  if (!r.ok()) return Tensor();
   if (nbytes > 0) std::memcpy(tensor->raw_data(), data.data(), nbytes);
   // The unpacked 4- and 2-bit types hold one in-range value per byte.
   if (PackedBits(dtype) != 0) {

@@ -1221,7 +1221,6 @@ absl::Status VirtualMachine::ExecLoadConstOn(const Instruction& in) {
       // Other instances use it on other streams: complete the upload before sharing it.
       NIMBLE_RETURN_IF_ERROR(device_api_->Synchronize(options_.stream));
     }
-    t.storage()->MarkConstant();
     it = cache.tensors.emplace(key, std::move(t)).first;
   }
   regs_[in.dst] = it->second;

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstdlib>
 #include <limits>
-#include <string_view>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -11,7 +10,6 @@
 #include "base/status_macros.h"
 #include "vm/cuda/cuda_status.h"
 #include "vm/cuda/l2_prefetch.h"
-#include "vm/cuda/split_gemm.h"
 
 namespace nimble::vm::cuda {
 
@@ -175,23 +173,9 @@ absl::StatusOr<std::unique_ptr<GemmRunner>> GemmRunner::Create(int device,
                                                                int64_t workspace_bytes) {
   if (workspace_bytes < 0) return absl::InvalidArgumentError("GEMM workspace_bytes < 0");
   NIMBLE_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
-  int sms = 0, major = 0;
-  NIMBLE_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  NIMBLE_CUDA_RETURN_IF_ERROR(
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  const char* pdl_env = std::getenv("NIMBLE_CUDA_PDL");  // the same switch as the other kernels
-  const bool pdl = major >= 9 && (pdl_env == nullptr || pdl_env[0] != '0');
   cublasLtHandle_t handle = nullptr;
   NIMBLE_CUBLAS_RETURN_IF_ERROR(cublasLtCreate(&handle));
-  auto runner =
-      std::unique_ptr<GemmRunner>(new GemmRunner(device, workspace_bytes, handle, sms, pdl));
-  GemmKernel kernel = GemmKernel::kAuto;
-  if (const char* v = std::getenv("NIMBLE_GEMM_KERNEL"); v != nullptr) {
-    if (std::string_view(v) == "lt") kernel = GemmKernel::kCublasLt;
-    if (std::string_view(v) == "split") kernel = GemmKernel::kSplit;
-  }
-  runner->SetKernel(kernel);
-  return runner;
+  return std::unique_ptr<GemmRunner>(new GemmRunner(device, workspace_bytes, handle));
 }
 
 GemmRunner::~GemmRunner() {
@@ -213,18 +197,8 @@ absl::StatusOr<void*> GemmRunner::Workspace(cudaStream_t stream) {
         "GEMM on a capturing stream without a workspace: call ReserveWorkspace(stream) before "
         "cudaStreamBeginCapture (cudaMalloc is not capturable)");
   }
-  // cuBLASLt's workspace, then the split-K kernel's tile counters (zeroed here, before any
-  // capture; each GEMM leaves them zero).
-  const size_t counter_bytes = kCounterSlots * sizeof(unsigned);
   void* workspace = nullptr;
-  NIMBLE_CUDA_RETURN_IF_ERROR(
-      cudaMalloc(&workspace, static_cast<size_t>(workspace_bytes_) + counter_bytes));
-  const cudaError_t zeroed =
-      cudaMemset(static_cast<char*>(workspace) + workspace_bytes_, 0, counter_bytes);
-  if (zeroed != cudaSuccess) {
-    cudaFree(workspace);
-    return CudaStatus(zeroed, "cudaMemset(GEMM tile counters)");
-  }
+  NIMBLE_CUDA_RETURN_IF_ERROR(cudaMalloc(&workspace, static_cast<size_t>(workspace_bytes_)));
   workspaces_.emplace(stream, workspace);
   ++stats_.workspaces;
   return workspace;
@@ -318,75 +292,6 @@ void GemmRunner::SetAutotune(bool on) {
   autotune_ = on;
 }
 
-void GemmRunner::SetKernel(GemmKernel kernel) {
-  absl::MutexLock lock(&mu_);
-  kernel_ = kernel;
-}
-
-void GemmRunner::SetSplitBlocksPerSm(int blocks) {
-  absl::MutexLock lock(&mu_);
-  split_blocks_per_sm_ = std::max(blocks, 1);
-}
-
-absl::StatusOr<bool> GemmRunner::RunSplit(const GemmShape& s, GemmPrecision precision,
-                                          GemmEpilogue epilogue, const GemmOperands& o,
-                                          cudaStream_t stream) {
-  GemmKernel kernel;
-  int blocks_per_sm;
-  {
-    absl::MutexLock lock(&mu_);
-    kernel = kernel_;
-    blocks_per_sm = split_blocks_per_sm_;
-  }
-  if (kernel == GemmKernel::kCublasLt || (kernel == GemmKernel::kAuto && s.m > kSplitMaxM)) {
-    return false;
-  }
-  if ((precision != GemmPrecision::kF16 && precision != GemmPrecision::kBF16) || s.batch != 1 ||
-      s.trans_a || s.trans_b || s.m > std::numeric_limits<int>::max() ||
-      s.n > std::numeric_limits<int>::max() || s.k > std::numeric_limits<int>::max()) {
-    return false;
-  }
-  SplitGemmArgs args;
-  args.a = o.a, args.b = o.b, args.d = o.d, args.residual = o.residual, args.alpha = o.alpha;
-  args.bias = HasBias(epilogue) ? o.bias : nullptr;
-  args.m = static_cast<int>(s.m), args.n = static_cast<int>(s.n), args.k = static_cast<int>(s.k);
-  args.b_constant = o.b_constant;
-  switch (epilogue) {
-    case GemmEpilogue::kGelu:
-    case GemmEpilogue::kBiasGelu:
-      args.act = SplitGemmAct::kGeluTanh;
-      break;
-    case GemmEpilogue::kRelu:
-    case GemmEpilogue::kBiasRelu:
-      args.act = SplitGemmAct::kRelu;
-      break;
-    case GemmEpilogue::kNone:
-    case GemmEpilogue::kBias:
-      break;
-  }
-  if (!SplitGemmSupports(args)) return false;
-  NIMBLE_ASSIGN_OR_RETURN(void* workspace, Workspace(stream));
-  const SplitGemmPlan plan =
-      PlanSplitGemm(args.m, args.n, args.k, sms_, blocks_per_sm,
-                    workspace == nullptr ? 0 : workspace_bytes_, kCounterSlots);
-  unsigned* counters =
-      workspace == nullptr
-          ? nullptr
-          : reinterpret_cast<unsigned*>(static_cast<char*>(workspace) + workspace_bytes_);
-  const cudaError_t launched =
-      LaunchSplitGemm(precision == GemmPrecision::kF16 ? SplitGemmType::kF16 : SplitGemmType::kBF16,
-                      args, plan, workspace, counters, pdl_, stream);
-  if (launched != cudaSuccess) {
-    return Annotate(CudaStatus(launched, "split-K GEMM launch"),
-                    absl::StrFormat("%s GEMM M=%d N=%d K=%d epilogue %s", PrecisionName(precision),
-                                    s.m, s.n, s.k, EpilogueName(epilogue)));
-  }
-  absl::MutexLock lock(&mu_);
-  ++stats_.runs;
-  ++stats_.split_runs;
-  return true;
-}
-
 absl::StatusOr<bool> GemmRunner::Tune(Plan& plan, const PlanKey& key, const GemmOperands& o,
                                       const void* c, cudaStream_t stream) {
   {
@@ -467,8 +372,6 @@ absl::StatusOr<bool> GemmRunner::Tune(Plan& plan, const PlanKey& key, const Gemm
 absl::Status GemmRunner::Run(const GemmShape& s, GemmPrecision precision, GemmEpilogue epilogue,
                              const GemmOperands& o, cudaStream_t stream) {
   NIMBLE_RETURN_IF_ERROR(Validate(s, epilogue, o));
-  NIMBLE_ASSIGN_OR_RETURN(const bool ran_split, RunSplit(s, precision, epilogue, o, stream));
-  if (ran_split) return absl::OkStatus();
   const int bytes = ElementBytes(precision);
   const int64_t stride_a = o.stride_a >= 0 ? o.stride_a : s.m * s.k;
   const int64_t stride_b = o.stride_b >= 0 ? o.stride_b : s.k * s.n;

@@ -78,9 +78,6 @@ struct GemmOperands {
   int64_t stride_b = -1;
   int64_t stride_d = -1;
   int64_t stride_residual = -1;
-  // B is a constant (a model weight) that no kernel on the stream writes: Nimble's own kernel
-  // may then start reading it before the kernel queued ahead of it has finished.
-  bool b_constant = false;
 };
 
 struct GemmStats {
@@ -89,14 +86,6 @@ struct GemmStats {
   int64_t cached_algorithms = 0;
   int64_t workspaces = 0;  // streams that got one
   int64_t tuned = 0;       // plans whose algorithm was chosen by timing the candidates
-  int64_t split_runs = 0;  // GEMMs run by Nimble's split-K kernel (split_gemm.h), not cuBLASLt
-};
-
-// Which implementation runs a half-precision GEMM that Nimble's split-K kernel supports.
-enum class GemmKernel {
-  kAuto,      // the split-K kernel where it measured faster (GemmRunner::kSplitMaxM), else cuBLASLt
-  kCublasLt,  // cuBLASLt always
-  kSplit,     // the split-K kernel whenever it supports the operands
 };
 
 class GemmRunner {
@@ -125,14 +114,6 @@ class GemmRunner {
   // as a model's weights are) instead of taking the heuristic's first answer. Default:
   // NIMBLE_GEMM_AUTOTUNE=1 in the environment.
   void SetAutotune(bool on);
-
-  // Default: NIMBLE_GEMM_KERNEL=lt|split in the environment, else kAuto.
-  void SetKernel(GemmKernel kernel);
-  // Split-K blocks to aim for per multiprocessor (default kSplitBlocksPerSm); for benchmarks.
-  void SetSplitBlocksPerSm(int blocks);
-  // kAuto takes the split-K kernel up to this many rows: none, it lost to cuBLASLt at every M
-  // on the H100 (bench/results/gpu/run-2026-12-06q, r).
-  static constexpr int64_t kSplitMaxM = 0;
 
  private:
   // Everything the heuristic's answer depends on.
@@ -168,19 +149,8 @@ class GemmRunner {
     absl::Mutex mu;  // guards desc's bias pointer from being set until the matmul is enqueued
   };
 
-  // Split-K tile counters after each stream's cuBLASLt workspace (zeroed once; every GEMM
-  // leaves them zero).
-  static constexpr int64_t kCounterSlots = 16384;
-  // Split-K blocks to aim for per multiprocessor (PlanSplitGemm).
-  static constexpr int kSplitBlocksPerSm = 2;
-
-  GemmRunner(int device, int64_t workspace_bytes, cublasLtHandle_t handle, int sms, bool pdl)
-      : device_(device), workspace_bytes_(workspace_bytes), handle_(handle), sms_(sms), pdl_(pdl) {}
-  // Runs the GEMM on the split-K kernel if the kernel choice and the operands allow; false
-  // when cuBLASLt should run it instead.
-  absl::StatusOr<bool> RunSplit(const GemmShape& shape, GemmPrecision precision,
-                                GemmEpilogue epilogue, const GemmOperands& operands,
-                                cudaStream_t stream);
+  GemmRunner(int device, int64_t workspace_bytes, cublasLtHandle_t handle)
+      : device_(device), workspace_bytes_(workspace_bytes), handle_(handle) {}
   absl::StatusOr<void*> Workspace(cudaStream_t stream);
   absl::StatusOr<std::unique_ptr<Plan>> MakePlan(const PlanKey& key);
   // With autotuning on: times the plan's candidate algorithms on these operands, each
@@ -193,8 +163,6 @@ class GemmRunner {
   const int device_;
   const int64_t workspace_bytes_;
   const cublasLtHandle_t handle_;
-  const int sms_;   // multiprocessors, for the split-K kernel's grid
-  const bool pdl_;  // programmatic dependent launch for the split-K kernel (Hopper and later)
 
   mutable absl::Mutex mu_;
   // Plans are never erased, so a Plan* stays valid after mu_ is released.
@@ -202,8 +170,6 @@ class GemmRunner {
   absl::flat_hash_map<cudaStream_t, void*> workspaces_ ABSL_GUARDED_BY(mu_);
   GemmStats stats_ ABSL_GUARDED_BY(mu_);
   std::optional<bool> autotune_ ABSL_GUARDED_BY(mu_);  // unset: from the environment
-  GemmKernel kernel_ ABSL_GUARDED_BY(mu_);
-  int split_blocks_per_sm_ ABSL_GUARDED_BY(mu_) = kSplitBlocksPerSm;
 };
 
 }  // namespace nimble::vm::cuda

@@ -6,15 +6,16 @@
 //   x    = h * W2 + b + y         M x 768 x 3072 (residual)
 // Variants, each captured once and replayed after an L2 flush (median of 30 replays, events
 // around the graph launch):
-//   lt          cuBLASLt, the heuristic's first algorithm
-//   split bN    Nimble's split-K kernel (split_gemm.h) aiming at N blocks a multiprocessor
-//   split late  the same (2 blocks) without GemmOperands::b_constant: every weight load waits
-//               for the previous kernel instead of overlapping its end
-// Prints one row per M.
-//
-// Earlier variants, removed once measured (H100, 2026-12-06, bench/results/gpu/run-2026-12-06e):
-// an L2 prefetch of the next GEMM's weights on the same or a forked stream took 690-990 us
-// against 268-352 us plain, and cold-L2 autotuning of cuBLASLt moved nothing.
+//   plain      the GEMMs only, the heuristic's first algorithm
+//   tuned      the same with GemmRunner's cold-L2 autotuning
+//   pf-same    before each GEMM, an L2 prefetch of the next GEMM's weights on the same stream
+//   pf-side    the same prefetch on a forked stream (a parallel graph branch) joined before the
+//              GEMM that reads the weights
+//   pf-side2   the forked prefetch two GEMMs ahead
+// Prints one row per M. Answers whether weight prefetching and cold-cache tuning pay before
+// either is wired into the CUDA kernels. On the H100 (2026-12-06, bench/results/gpu/
+// run-2026-12-06e) neither did: the prefetch variants took 690-990 us against 268-352 us plain
+// (about 8 us more per GEMM, on the same stream or a forked one), and tuning moved nothing.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -45,11 +46,7 @@ constexpr Gemm kGemms[4] = {{kQkv, kHidden, GemmEpilogue::kBias, false},
                             {kFfn, kHidden, GemmEpilogue::kBiasGelu, false},
                             {kHidden, kFfn, GemmEpilogue::kBias, true}};
 
-struct Variant {
-  GemmKernel kernel = GemmKernel::kCublasLt;
-  int blocks_per_sm = 2;
-  bool b_constant = true;
-};
+enum class Variant { kPlain, kSame, kSide, kSide2 };
 
 struct Buffers {
   std::vector<void*> weights, biases;  // [layer * 4 + g]
@@ -69,19 +66,38 @@ void* DeviceRandom(int64_t elements, std::mt19937& rng) {
   return p;
 }
 
-absl::Status Enqueue(GemmRunner& runner, const Buffers& b, int64_t m, const Variant& variant,
-                     cudaStream_t main) {
-  for (int i = 0; i < kLayers * 4; ++i) {
+absl::Status Enqueue(GemmRunner& runner, const Buffers& b, int64_t m, Variant variant,
+                     cudaStream_t main, cudaStream_t side, cudaEvent_t fork[2],
+                     cudaEvent_t join[2]) {
+  const int total = kLayers * 4;
+  auto weight_bytes = [](int i) { return kGemms[i % 4].n * kGemms[i % 4].k * 2; };
+  const int ahead = variant == Variant::kSide2 ? 2 : 1;
+  auto prefetch_side = [&](int target) -> absl::Status {
+    if (target >= total) return absl::OkStatus();
+    cudaEvent_t f = fork[target % 2], j = join[target % 2];
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventRecord(f, main));
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(side, f, 0));
+    NIMBLE_RETURN_IF_ERROR(PrefetchL2(b.weights[target], weight_bytes(target), side));
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventRecord(j, side));
+    return absl::OkStatus();
+  };
+  if (variant == Variant::kSide2) NIMBLE_RETURN_IF_ERROR(prefetch_side(1));
+  for (int i = 0; i < total; ++i) {
     const Gemm& g = kGemms[i % 4];
+    if (variant == Variant::kSame && i + 1 < total) {
+      NIMBLE_RETURN_IF_ERROR(PrefetchL2(b.weights[i + 1], weight_bytes(i + 1), main));
+    }
+    if (variant == Variant::kSide || variant == Variant::kSide2) {
+      if (i >= ahead) {  // the prefetch of this GEMM's weights joins here
+        NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(main, join[i % 2], 0));
+      }
+      NIMBLE_RETURN_IF_ERROR(prefetch_side(i + ahead));
+    }
     void* in = i % 4 == 3 ? b.h : (i % 4 == 2 ? b.y : b.x);
     void* out = i % 4 == 0 ? b.qkv : (i % 4 == 1 ? b.y : (i % 4 == 2 ? b.h : b.x));
     void* residual = i % 4 == 1 ? b.x : (i % 4 == 3 ? b.y : nullptr);
-    GemmOperands ops{.a = in,
-                     .b = b.weights[i],
-                     .d = out,
-                     .bias = b.biases[i],
-                     .residual = residual,
-                     .b_constant = variant.b_constant};
+    GemmOperands ops{
+        .a = in, .b = b.weights[i], .d = out, .bias = b.biases[i], .residual = residual};
     // y = x*Wo + x reads x as both A and residual while writing y: fine. x = h*W2 + y writes
     // x, which no operand of this GEMM is.
     NIMBLE_RETURN_IF_ERROR(
@@ -90,18 +106,20 @@ absl::Status Enqueue(GemmRunner& runner, const Buffers& b, int64_t m, const Vari
   return absl::OkStatus();
 }
 
-absl::StatusOr<double> TimeVariant(GemmRunner& runner, const Buffers& b, int64_t m,
-                                   const Variant& variant, cudaStream_t main) {
-  runner.SetKernel(variant.kernel);
-  runner.SetSplitBlocksPerSm(variant.blocks_per_sm);
-  cudaEvent_t start, stop;
+absl::StatusOr<double> TimeVariant(GemmRunner& runner, const Buffers& b, int64_t m, Variant variant,
+                                   cudaStream_t main, cudaStream_t side) {
+  cudaEvent_t fork[2], join[2], start, stop;
+  for (auto* e : {&fork[0], &fork[1], &join[0], &join[1]}) {
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
+  }
   NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
   NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop));
   // Eager once: plans (and tuning) happen outside the capture.
-  NIMBLE_RETURN_IF_ERROR(Enqueue(runner, b, m, variant, main));
+  NIMBLE_RETURN_IF_ERROR(Enqueue(runner, b, m, variant, main, side, fork, join));
   NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(main));
+  NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(side));
   NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(main, cudaStreamCaptureModeThreadLocal));
-  const absl::Status enqueued = Enqueue(runner, b, m, variant, main);
+  const absl::Status enqueued = Enqueue(runner, b, m, variant, main, side, fork, join);
   cudaGraph_t graph = nullptr;
   const cudaError_t ended = cudaStreamEndCapture(main, &graph);
   NIMBLE_RETURN_IF_ERROR(enqueued);
@@ -121,7 +139,7 @@ absl::StatusOr<double> TimeVariant(GemmRunner& runner, const Buffers& b, int64_t
     if (r >= 3) ms.push_back(t);
   }
   cudaGraphExecDestroy(exec);
-  for (auto e : {start, stop}) cudaEventDestroy(e);
+  for (auto e : {fork[0], fork[1], join[0], join[1], start, stop}) cudaEventDestroy(e);
   std::sort(ms.begin(), ms.end());
   return ms[ms.size() / 2] * 1e3;  // microseconds
 }
@@ -150,35 +168,43 @@ int Main() {
     std::printf("allocation failed\n");
     return 1;
   }
-  auto runner = GemmRunner::Create();
+  auto plain = GemmRunner::Create();
+  auto tuned = GemmRunner::Create();
   auto main_stream = Stream::Create();
-  if (!runner.ok() || !main_stream.ok()) {
+  auto side_stream = Stream::Create();
+  if (!plain.ok() || !tuned.ok() || !main_stream.ok() || !side_stream.ok()) {
     std::printf("setup failed\n");
     return 1;
   }
-  (*runner)->SetAutotune(false);
-  cudaStream_t main = (*main_stream)->get();
-  if (!(*runner)->ReserveWorkspace(main).ok()) return 1;
-  const std::pair<const char*, Variant> variants[] = {
-      {"lt", {GemmKernel::kCublasLt}},       {"split b1", {GemmKernel::kSplit, 1}},
-      {"split b2", {GemmKernel::kSplit, 2}}, {"split b3", {GemmKernel::kSplit, 3}},
-      {"split b4", {GemmKernel::kSplit, 4}}, {"split late", {GemmKernel::kSplit, 2, false}},
-  };
-  std::printf("48 GEMMs of BERT-base fp16 in one graph, cold L2, median us\n%5s", "M");
-  for (const auto& [name, v] : variants) std::printf(" %11s", name);
-  std::printf("\n");
-  for (int64_t m : {1, 16, 64, 128, 256, 384}) {
-    std::printf("%5ld", m);
-    for (const auto& [name, v] : variants) {
-      auto us = TimeVariant(**runner, b, m, v, main);
-      if (us.ok()) {
-        std::printf(" %11.1f", *us);
-      } else {
-        std::printf(" ERR\nM=%ld %s: %s\n", m, name, us.status().ToString().c_str());
+  (*plain)->SetAutotune(false);
+  (*tuned)->SetAutotune(true);
+  cudaStream_t main = (*main_stream)->get(), side = (*side_stream)->get();
+  if (!(*plain)->ReserveWorkspace(main).ok() || !(*tuned)->ReserveWorkspace(main).ok()) return 1;
+  std::printf("48 GEMMs of BERT-base fp16 in one graph, cold L2, median us\n");
+  std::printf("%5s %9s %9s %9s %9s %9s %9s\n", "M", "plain", "tuned", "pf-same", "pf-side",
+              "pf-side2", "tuned+pf");
+  for (int64_t m : {16, 64, 128, 384}) {
+    std::string row;
+    auto cell = [&](GemmRunner& r, Variant v) {
+      auto us = TimeVariant(r, b, m, v, main, side);
+      if (!us.ok()) {
+        std::printf("M=%ld: %s\n", m, us.status().ToString().c_str());
+        return std::string(" ERR");
       }
-    }
-    std::printf("\n");
+      char text[32];
+      std::snprintf(text, sizeof(text), " %9.1f", *us);
+      return std::string(text);
+    };
+    row += cell(**plain, Variant::kPlain);
+    row += cell(**tuned, Variant::kPlain);
+    row += cell(**plain, Variant::kSame);
+    row += cell(**plain, Variant::kSide);
+    row += cell(**plain, Variant::kSide2);
+    row += cell(**tuned, Variant::kSide);
+    std::printf("%5ld%s\n", m, row.c_str());
   }
+  const GemmStats st = (*tuned)->Stats();
+  std::printf("tuned plans: %ld of %ld\n", st.tuned, st.cached_algorithms);
   return 0;
 }
 

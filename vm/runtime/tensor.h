@@ -38,10 +38,6 @@ class Storage {
   void* data() const { return data_; }
   size_t size() const { return size_; }
   Device device() const { return device_; }
-  // Marks the bytes as never written again (an executable's constants once uploaded): device
-  // kernels may then read them while the kernel queued ahead of them still runs.
-  void MarkConstant() { constant_ = true; }
-  bool constant() const { return constant_; }
 
  private:
   Storage() = default;
@@ -53,7 +49,6 @@ class Storage {
   Allocator* allocator_ = nullptr;  // null when wrapped
   std::shared_ptr<void> owner_;
   int64_t string_count_ = 0;  // std::string objects constructed at data_, destroyed with it
-  bool constant_ = false;
 };
 
 // Thread-safe to read; concurrent writes to the same bytes are the caller's business.

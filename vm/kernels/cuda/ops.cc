@@ -375,7 +375,6 @@ absl::Status RunMatMul(const std::string& op, const KernelContext& ctx, const Te
   shape.m = m, shape.n = n, shape.k = k, shape.trans_a = spec.trans_a, shape.trans_b = spec.trans_b;
   cuda::GemmOperands operands;
   operands.alpha = spec.alpha;
-  operands.b_constant = b.storage() != nullptr && b.storage()->constant();
   // The epilogue cuBLASLt can do: bias; residual only without activation. GELU (erf) never.
   const bool lt_bias = bias != nullptr && spec.act == ops::Act::kNone;
   const bool lt_residual = residual != nullptr && spec.act == ops::Act::kNone;

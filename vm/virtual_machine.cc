@@ -223,6 +223,10 @@ struct DeviceGraphEntry {
 VirtualMachine::VirtualMachine(std::shared_ptr<const Executable> executable,
                                VirtualMachineOptions options)
     : exe_(std::move(executable)), options_(std::move(options)) {
+  // Nothing writes an executable's constants (kernels write only their own outputs).
+  for (const Tensor& c : exe_->constants) {
+    if (c.storage() != nullptr) c.storage()->MarkConstant();
+  }
   for (const Device& d : exe_->devices) {
     if (d.type != DeviceType::kCPU && device_api_ == nullptr) {
       device_api_ = KernelRegistry::Global().GetDeviceApi(d.type);
@@ -1221,6 +1225,7 @@ absl::Status VirtualMachine::ExecLoadConstOn(const Instruction& in) {
       // Other instances use it on other streams: complete the upload before sharing it.
       NIMBLE_RETURN_IF_ERROR(device_api_->Synchronize(options_.stream));
     }
+    t.storage()->MarkConstant();
     it = cache.tensors.emplace(key, std::move(t)).first;
   }
   regs_[in.dst] = it->second;

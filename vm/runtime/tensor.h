@@ -2,6 +2,7 @@
 // Copying a Tensor copies the view, not the data.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -38,6 +39,10 @@ class Storage {
   void* data() const { return data_; }
   size_t size() const { return size_; }
   Device device() const { return device_; }
+  // Marks the bytes as never written again (an executable's constants): kernels may cache
+  // what they derive from them (a repacked weight) for as long as the storage lives.
+  void MarkConstant() { constant_.store(true, std::memory_order_relaxed); }
+  bool constant() const { return constant_.load(std::memory_order_relaxed); }
 
  private:
   Storage() = default;
@@ -49,6 +54,7 @@ class Storage {
   Allocator* allocator_ = nullptr;  // null when wrapped
   std::shared_ptr<void> owner_;
   int64_t string_count_ = 0;  // std::string objects constructed at data_, destroyed with it
+  std::atomic<bool> constant_{false};
 };
 
 // Thread-safe to read; concurrent writes to the same bytes are the caller's business.

@@ -8,9 +8,11 @@
 // runs every direction at once. Its first round projects all timesteps' inputs onto the gates
 // (X · W^T split into column blocks of ~256, single-threaded sgemm). In every later
 // round, one per step, an item is a fixed slice of units of one direction, so its rows of R stay
-// in one core's cache: it computes the slice's recurrent dot products straight from row-major R
-// (AVX-512/AVX2/SSE by RunSimd; at batch 1 a GEMV, which sgemm does poorly) with the gate math
-// fused behind them. Nothing is packed per call.
+// in one core's cache: it computes the slice's recurrent dot products (AVX-512/AVX2/SSE by
+// RunSimd; at batch 1 a GEMV, which sgemm does poorly) with the gate math fused behind them.
+// When R is an executable's constant the products read it repacked (PackLstmR: each unit's four
+// gate rows interleaved in 64-byte chunks), packed on the first call and kept with the kernel
+// while R lives; otherwise they read row-major R. Nothing is packed per call.
 //
 // The general path (GRU, RNN, other activations, larger batches): per direction, the input
 // projection of every timestep is one GEMM, X[T*B, I] · W^T, with both biases folded in (except
@@ -34,8 +36,10 @@
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "base/status_macros.h"
 #include "tbb/task_arena.h"
 #include "tbb/task_group.h"
@@ -349,9 +353,9 @@ void RunSteps(int threads, int64_t steps, int chunks,
 // ---------------------------------------------------------------------------------------------
 // Fast LSTM step: default activations (sigmoid, tanh, tanh); peepholes, clip and input_forget
 // are per-item flags. One work item is a slice of units [j0, j1) of one direction: it computes the
-// four gates' recurrent dot products for its units straight from R (row-major [4h, h], so each
-// product reads one contiguous row; no packing), adds the precomputed input projection and
-// biases, and runs the cell update, writing h, c and Y for its units.
+// four gates' recurrent dot products for its units from R (packed, or row-major [4h, h], where
+// each product reads one contiguous row), adds the precomputed input projection and biases, and
+// runs the cell update, writing h, c and Y for its units.
 
 template <int W>
 NIMBLE_SIMD_INLINE float HSum(const typename Simd<W>::F& v) {
@@ -397,8 +401,82 @@ NIMBLE_SIMD_INLINE void Dots(const float* const* rows, const float* x, int64_t k
   }
 }
 
+// R repacked for the step's dot products (PackLstmR): per unit, per 16-column chunk, the four
+// gates' 16 values side by side, so a unit's rows are one contiguous, 64-byte aligned stream
+// instead of four rows 2600 bytes (h = 650) apart that every vector load splits across cache
+// lines. The last chunk holds columns [h - 16, h) with the columns an earlier chunk covered set
+// to zero, the same lanes Dots masks off. Twice the GEMV speed when a thread's slice of R sits
+// in its L2 (16 threads: 0.42 MB, 64 -> 120 GB/s on one Xeon core); no change from L3.
+constexpr int64_t kPackChunk = 16;
+int64_t PackedChunks(int64_t h) { return (h + kPackChunk - 1) / kPackChunk; }
+
+// out[q] (and out[4 + q] for M == 8: the next unit) = dot(gate q of the unit, x[0, h)), from the
+// packed blocks starting at `unit` (h >= 16).
+template <int W, int M>
+NIMBLE_SIMD_INLINE void DotsPacked(const float* unit, const float* x, int64_t h, int64_t chunks,
+                                   float* out) {
+  static_assert(kPackChunk % W == 0 && (M == 4 || M == 8), "chunk of whole vectors");
+  using V = typename Simd<W>::F;
+  V acc[M];
+  for (int m = 0; m < M; ++m) acc[m] = V{};
+  const float* next = unit + chunks * 4 * kPackChunk;
+  for (int64_t c = 0; c < chunks; ++c) {
+    const float* xc = x + (c + 1 == chunks ? h - kPackChunk : c * kPackChunk);
+    const float* b0 = unit + c * 4 * kPackChunk;
+    const float* b1 = next + c * 4 * kPackChunk;
+    for (int s = 0; s < kPackChunk / W; ++s) {
+      const V xv = LoadV<V>(xc + s * W);
+      for (int q = 0; q < 4; ++q) acc[q] += LoadV<V>(b0 + q * kPackChunk + s * W) * xv;
+      if constexpr (M == 8) {
+        for (int q = 0; q < 4; ++q) acc[4 + q] += LoadV<V>(b1 + q * kPackChunk + s * W) * xv;
+      }
+    }
+  }
+  for (int m = 0; m < M; ++m) out[m] = HSum<W>(acc[m]);
+}
+
+// R [dirs, 4h, h] in DotsPacked's layout: [dirs][h units][chunks][4 gates][16].
+struct PackedLstmR {
+  std::weak_ptr<Storage> owner;  // R's storage: the packing is valid while it lives
+  const float* source = nullptr;
+  int64_t h = 0, dirs = 0, chunks = 0;
+  std::unique_ptr<float, decltype(&std::free)> data{nullptr, &std::free};
+
+  const float* Direction(int dir) const { return data.get() + dir * h * chunks * 4 * kPackChunk; }
+};
+
+std::unique_ptr<PackedLstmR> PackLstmR(const Tensor& r, int64_t h, int64_t dirs) {
+  auto packed = std::make_unique<PackedLstmR>();
+  packed->owner = r.storage();
+  packed->source = r.data<float>();
+  packed->h = h, packed->dirs = dirs, packed->chunks = PackedChunks(h);
+  const int64_t chunks = packed->chunks;
+  const size_t bytes = static_cast<size_t>(dirs * h * chunks * 4 * kPackChunk) * sizeof(float);
+  packed->data.reset(static_cast<float*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64)));
+  if (packed->data == nullptr) return nullptr;
+  float* out = packed->data.get();
+  for (int64_t dir = 0; dir < dirs; ++dir) {
+    for (int64_t u = 0; u < h; ++u) {
+      for (int64_t c = 0; c < chunks; ++c) {
+        const bool last = c + 1 == chunks;
+        const int64_t base = last ? h - kPackChunk : c * kPackChunk;
+        for (int64_t q = 0; q < 4; ++q) {
+          const float* row = packed->source + (dir * 4 * h + q * h + u) * h;
+          for (int64_t l = 0; l < kPackChunk; ++l) {
+            const int64_t col = base + l;
+            *out++ = last && col < c * kPackChunk ? 0.0f : row[col];
+          }
+        }
+      }
+    }
+  }
+  return packed;
+}
+
 struct LstmChunkArgs {
   const float* r;          // R of the direction, [4h, h]
+  const float* packed;     // the direction's PackedLstmR blocks, or null (read r)
+  int64_t chunks;          // PackedChunks(h) with `packed`
   const float* bias;       // Wb + Rb of the direction, [4h]
   const float* h_prev;     // [batch, h]
   float* h_next;           // [batch, h]
@@ -475,11 +553,21 @@ struct LstmChunk {
         const float* x = a.h_prev + b * h;
         float* pre = a.pre + b * 4 * n;
         float out[8];
+        const float* unit =
+            a.packed != nullptr ? a.packed + (a.j0 + u) * a.chunks * 4 * kPackChunk : nullptr;
         if (u + 1 == n) {
-          Dots<W, 4>(rows, x, h, out);
+          if (a.packed != nullptr) {
+            DotsPacked<W, 4>(unit, x, h, a.chunks, out);
+          } else {
+            Dots<W, 4>(rows, x, h, out);
+          }
           for (int q = 0; q < 4; ++q) pre[q * n + u] = out[q];
         } else {
-          Dots<W, 8>(rows, x, h, out);
+          if (a.packed != nullptr) {
+            DotsPacked<W, 8>(unit, x, h, a.chunks, out);
+          } else {
+            Dots<W, 8>(rows, x, h, out);
+          }
           for (int q = 0; q < 4; ++q) {
             pre[q * n + u] = out[q];
             pre[q * n + u + 1] = out[4 + q];
@@ -698,6 +786,29 @@ class RecurrentKernel final : public Kernel {
     return c_.layout == 0 ? t * d.batch + b : b * d.seq + t;
   }
 
+  // R packed for the fast path when it is an executable's constant (R >= 16 units), made on the
+  // first call and kept while R's storage lives; null otherwise (the step then reads R itself).
+  std::shared_ptr<const PackedLstmR> PackedR(const Tensor& r, int64_t h, int64_t dirs) const {
+    static const bool disabled = [] {  // NIMBLE_LSTM_PACK=0: always read R (A/B measurements)
+      const char* v = std::getenv("NIMBLE_LSTM_PACK");
+      return v != nullptr && v[0] == '0';
+    }();
+    if (disabled || h < kPackChunk || r.storage() == nullptr || !r.storage()->constant()) {
+      return nullptr;
+    }
+    absl::MutexLock lock(&pack_mu_);
+    std::erase_if(packs_, [](const auto& p) { return p->owner.expired(); });
+    for (const auto& p : packs_) {
+      if (p->source == r.data<float>() && p->h == h && p->dirs == dirs &&
+          p->owner.lock() == r.storage()) {
+        return p;
+      }
+    }
+    std::shared_ptr<const PackedLstmR> packed = PackLstmR(r, h, dirs);
+    if (packed != nullptr) packs_.push_back(packed);
+    return packed;
+  }
+
   // The fast path re-reads each unit's R rows from L1 for every batch row; past this batch the
   // per-step GEMMs of the general path use the weights better.
   static constexpr int64_t kFastMaxBatch = 16;
@@ -741,6 +852,7 @@ class RecurrentKernel final : public Kernel {
       }
     }
     const int64_t max_len = lens.empty() ? 0 : *std::max_element(lens.begin(), lens.end());
+    const std::shared_ptr<const PackedLstmR> packed_r = PackedR(inputs[2], h, dirs);
     const int threads =
         RecurrenceThreads(ctx.num_threads, 2.0 * static_cast<double>(batch) * gh * h * dirs);
     // One slice per thread and direction (at least 8 units each).
@@ -788,6 +900,8 @@ class RecurrentKernel final : public Kernel {
       const bool reverse = c_.reverse_only || dir == 1;
       LstmChunkArgs a;
       a.r = inputs[2].data<float>() + dir * gh * h;
+      a.packed = packed_r != nullptr ? packed_r->Direction(dir) : nullptr;
+      a.chunks = PackedChunks(h);
       a.bias = bias.data() + dir * gh;
       a.h_prev = hbuf.data() + (s & 1) * state_size + dir * batch * h;
       a.h_next = hbuf.data() + ((s + 1) & 1) * state_size + dir * batch * h;
@@ -1026,6 +1140,8 @@ class RecurrentKernel final : public Kernel {
   }
 
   const RnnConfig c_;
+  mutable absl::Mutex pack_mu_;
+  mutable std::vector<std::shared_ptr<const PackedLstmR>> packs_ ABSL_GUARDED_BY(pack_mu_);
 };
 
 absl::StatusOr<KernelPtr> MakeRecurrent(Cell cell, const Attributes& a) {

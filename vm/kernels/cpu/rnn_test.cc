@@ -313,7 +313,10 @@ struct FastCase {
   bool input_forget = false;
 };
 
-std::vector<std::vector<float>> RunLstm(const FastCase& c, int threads, bool fast) {
+// constant_r marks R as an executable's constant: the fast path then reads it repacked
+// (PackLstmR) instead of row-major.
+std::vector<std::vector<float>> RunLstm(const FastCase& c, int threads, bool fast,
+                                        bool constant_r = false) {
   const int dirs = c.direction == "bidirectional" ? 2 : 1;
   const int64_t T = c.T, B = c.B, H = c.H;
   std::vector<int64_t> lens(B);
@@ -329,6 +332,7 @@ std::vector<std::vector<float>> RunLstm(const FastCase& c, int threads, bool fas
       c.init ? F(Random(dirs * B * H, 15), state) : Tensor(),
       c.init ? F(Random(dirs * B * H, 16, 2.0f), state) : Tensor(),
       c.peep ? F(Random(dirs * 3 * H, 17), {dirs, 3 * H}) : Tensor()};
+  if (constant_r) inputs[2].storage()->MarkConstant();
   Attributes attrs = Attrs({{"direction", c.direction}, {"layout", c.layout}});
   if (c.clip > 0) attrs.Set("clip", static_cast<double>(c.clip));
   if (c.input_forget) attrs.Set("input_forget", int64_t{1});
@@ -347,12 +351,15 @@ void CheckFastPath(const FastCase& c) {
        {cpu::SimdLevel::kAvx512, cpu::SimdLevel::kAvx2, cpu::SimdLevel::kBaseline}) {
     cpu::SetSimdLevelForTesting(level);
     for (int threads : {1, 2, 3, 16}) {
-      SCOPED_TRACE(::testing::Message()
-                   << c.direction << " T=" << c.T << " B=" << c.B << " H=" << c.H << " layout="
-                   << c.layout << " threads=" << threads << " simd=" << static_cast<int>(level));
-      const auto got = RunLstm(c, threads, true);
-      ASSERT_EQ(got.size(), 3u);
-      for (int i = 0; i < 3; ++i) ExpectNear(got[i], want[i], 2e-5f);
+      for (bool constant_r : {false, true}) {
+        SCOPED_TRACE(::testing::Message()
+                     << c.direction << " T=" << c.T << " B=" << c.B << " H=" << c.H
+                     << " layout=" << c.layout << " threads=" << threads
+                     << " simd=" << static_cast<int>(level) << " packed R=" << constant_r);
+        const auto got = RunLstm(c, threads, true, constant_r);
+        ASSERT_EQ(got.size(), 3u);
+        for (int i = 0; i < 3; ++i) ExpectNear(got[i], want[i], 2e-5f);
+      }
     }
   }
   cpu::SetSimdLevelForTesting(cpu::DetectedSimdLevel());

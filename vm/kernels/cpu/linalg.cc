@@ -18,6 +18,7 @@
 // by col2im; pooling is a direct loop.
 // CausalConvWithState (depthwise, a few taps per channel) is a direct loop per (batch, channel).
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -34,6 +35,7 @@
 #include "vm/kernels/cpu/cpu_kernels.h"
 #include "vm/kernels/cpu/fp16.h"
 #include "vm/kernels/cpu/onednn_util.h"
+#include "vm/kernels/cpu/small_gemm.h"
 
 // GCC 12 reports absl::InlinedVector's copy of an inlined (small) Shape as "maybe uninitialized"
 // (a known false positive of its inliner).
@@ -148,6 +150,9 @@ absl::StatusOr<MatMulPlan> PlanMatMul(absl::string_view op, const Shape& a_in, c
 }
 
 enum class Activation { kNone, kRelu, kGelu, kGeluTanh, kTanh, kSigmoid };
+// SmallGemm's activations are these, in this order.
+static_assert(static_cast<int>(Activation::kSigmoid) == static_cast<int>(SmallGemmAct::kSigmoid) &&
+              static_cast<int>(Activation::kGelu) == static_cast<int>(SmallGemmAct::kGelu));
 
 absl::StatusOr<Activation> ParseActivation(const std::string& name) {
   if (name.empty()) return Activation::kNone;
@@ -391,8 +396,36 @@ class PackedWeights {
     return storage;
   }
 
+  // The same weight (K x N, element (k, n) at b[k * stride_k + n * stride_n]) as SmallGemm's
+  // column panels.
+  absl::StatusOr<std::shared_ptr<Storage>> GetPanels(const float* b, int64_t k, int64_t n,
+                                                     int64_t stride_k, int64_t stride_n) const {
+    const std::array<int64_t, 4> dims = {k, n, stride_k, stride_n};
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (const PanelEntry& e : panels_) {
+        if (e.data == b && e.dims == dims) return e.storage;
+      }
+    }
+    NIMBLE_ASSIGN_OR_RETURN(
+        std::shared_ptr<Storage> storage,
+        Storage::Allocate(DefaultCpuAllocator(),
+                          static_cast<size_t>(SmallGemmPanelFloats(k, n)) * sizeof(float)));
+    SmallGemmPack(b, k, n, stride_k, stride_n, static_cast<float*>(storage->data()));
+    std::lock_guard<std::mutex> lock(mutex_);
+    panels_.push_front({b, dims, storage});
+    if (panels_.size() > kMaxEntries) panels_.pop_back();
+    return storage;
+  }
+
  private:
   static constexpr size_t kMaxEntries = 4;
+  struct PanelEntry {
+    const float* data;
+    std::array<int64_t, 4> dims;
+    std::shared_ptr<Storage> storage;
+  };
+  mutable std::list<PanelEntry> panels_;  // guarded by mutex_
   struct Entry {
     const void* data;
     memory::desc md;
@@ -441,6 +474,18 @@ absl::Status MatMulF32(const KernelContext& ctx, const PrimitiveCache& cache, co
   const int threads = onednn::ThreadsFor(ctx.num_threads, 2.0 * p.num_batches() * p.m * p.n * p.k);
   key.push_back(threads);
   const bool pack_b = packed != nullptr && d.b.size() == 2;
+  // A few rows against a constant weight: SmallGemm streams its panels (small_gemm.h).
+  if (pack_b && d.a.size() == 2 && d.a[0] >= kSmallGemmMinM && d.a[0] <= kSmallGemmMaxM &&
+      d.a_strides[1] == 1 && !e.accumulate && SmallGemmAvailable()) {
+    NIMBLE_ASSIGN_OR_RETURN(std::shared_ptr<Storage> panels,
+                            packed->GetPanels(b, p.k, p.n, d.b_strides[0], d.b_strides[1]));
+    SmallGemmEpilogue se;
+    se.alpha = e.alpha, se.bias = e.bias, se.residual = e.residual;
+    se.act = static_cast<SmallGemmAct>(static_cast<int>(e.activation));
+    SmallGemm(threads, a, d.a_strides[0], static_cast<const float*>(panels->data()), c, d.a[0], p.n,
+              p.k, se);
+    return absl::OkStatus();
+  }
   key.push_back(pack_b);
   // A kernel that has seen many row counts (a dynamic sequence length outside shape buckets)
   // runs new ones on one primitive with a run-time row count instead of JIT-compiling a

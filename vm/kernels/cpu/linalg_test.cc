@@ -229,6 +229,59 @@ TEST(FusedMatMulTest, ConstantWeightsPacked) {
   ExpectNear(Values<float>(out[0]), prod);
 }
 
+// 8 to 16 rows against a constant B run SmallGemm (column panels; small_gemm.h) on AVX-512
+// machines: every row count, widths that are not a multiple of the 16-column panel, several
+// threads over many panels, alpha, each activation, bias and residual, both B layouts.
+TEST(FusedMatMulTest, FewRowsAgainstConstantWeights) {
+  const int64_t k = 300;
+  KernelContext ctx;
+  ctx.num_threads = 3;
+  for (int64_t n : {1000, 7}) {
+    const auto w = Random(k * n, 91), bias = Random(n, 92);
+    std::vector<float> wt(n * k);
+    for (int64_t i = 0; i < k; ++i) {
+      for (int64_t j = 0; j < n; ++j) wt[j * k + i] = w[i * n + j];
+    }
+    for (const char* act : {"", "relu", "gelu", "gelu_tanh", "tanh", "sigmoid"}) {
+      for (int64_t trans : {0, 1}) {
+        auto kernel = KernelRegistry::Global().Create("FusedMatMul", kCpu.type,
+                                                      Attrs({{"transB", trans},
+                                                             {"alpha", 0.5},
+                                                             {"activation", std::string(act)},
+                                                             {"constant_b", int64_t{1}}}));
+        ASSERT_THAT(kernel, IsOk());
+        for (int64_t m : {1, 2, 5, 8, 15, 16, 17}) {
+          SCOPED_TRACE(absl::StrCat("n=", n, " act=", act, " transB=", trans, " m=", m));
+          const bool residual = m % 2 == 1;  // added after the activation
+          const auto a = Random(m * k, 93 + m), res = Random(m * n, 94 + m);
+          Shape shape;
+          const auto prod = NaiveMatMul(a, {m, k}, w, {k, n}, &shape);
+          std::vector<float> want(prod.size());
+          for (size_t i = 0; i < prod.size(); ++i) {
+            const double v = 0.5 * prod[i] + bias[i % n];
+            const std::string name = act;
+            double y = v;
+            if (name == "relu") y = std::max(v, 0.0);
+            if (name == "gelu") y = Gelu(static_cast<float>(v));
+            if (name == "gelu_tanh") {
+              y = 0.5 * v * (1.0 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+            }
+            if (name == "tanh") y = std::tanh(v);
+            if (name == "sigmoid") y = 1.0 / (1.0 + std::exp(-v));
+            want[i] = static_cast<float>(y + (residual ? res[i] : 0.0f));
+          }
+          std::vector<Tensor> outputs = {*Tensor::Empty(DType::kF32, {m, n})};
+          std::vector<Tensor> inputs = {F(a, {m, k}), trans ? F(wt, {n, k}) : F(w, {k, n}),
+                                        F(bias, {n})};
+          if (residual) inputs.push_back(F(res, {m, n}));
+          ASSERT_THAT((*kernel)->Run(ctx, inputs, absl::MakeSpan(outputs)), IsOk());
+          ExpectNear(Values<float>(outputs[0]), want);
+        }
+      }
+    }
+  }
+}
+
 // Past kSpecializedPrimitives row counts one kernel runs new ones on a run-time-row primitive
 // (the residual then goes through the sum post-op): results stay exact for every length,
 // in any order, with and without activation.

@@ -1,0 +1,49 @@
+// Products with a few rows against a constant weight: C = act(alpha * A B + bias) + residual
+// for 8 <= M <= 16 (a transformer's tokens at short sequence lengths), f32.
+//
+// At such M a GEMM streams its weight once and does 2M flops per weight element: the speed is
+// how fast B arrives. oneDNN's blocked weight layout still reads each thread's share in several
+// places at once; here B is repacked once into column panels, [ceil(N/16)][K][16], so each
+// thread reads one contiguous stretch of panels front to back (one hardware-prefetched stream),
+// while A, transposed to [K][16], broadcasts from L1/L2. A panel's 16 columns times the M rows
+// stay in registers (M accumulators of 16 lanes) for the whole K loop; the epilogue runs on the
+// registers. AVX-512 machines only (the accumulators need 32 vector registers); others keep
+// oneDNN.
+#pragma once
+
+#include <cstdint>
+
+namespace nimble::vm::cpu {
+
+// Rows it takes: from 8 (below, a row's few flops per weight element leave oneDNN's GEMV as
+// fast: at M = 1 it measured 17.7-20.8 ms for BERT-base at 2 threads against 20.2-22.2) to 16.
+inline constexpr int64_t kSmallGemmMinM = 8;
+inline constexpr int64_t kSmallGemmMaxM = 16;
+inline constexpr int64_t kSmallGemmPanel = 16;  // columns a panel
+
+// Whether SmallGemm runs here (AVX-512 at the active SIMD level; NIMBLE_SMALL_GEMM=0 turns it
+// off for A/B measurements).
+bool SmallGemmAvailable();
+
+// Floats of B's panels.
+int64_t SmallGemmPanelFloats(int64_t k, int64_t n);
+// Packs B (element (k, n) at b[k * stride_k + n * stride_n]) into panels (zero past N).
+void SmallGemmPack(const float* b, int64_t k, int64_t n, int64_t stride_k, int64_t stride_n,
+                   float* panels);
+
+enum class SmallGemmAct { kNone, kRelu, kGelu, kGeluTanh, kTanh, kSigmoid };
+
+struct SmallGemmEpilogue {
+  float alpha = 1.0f;
+  const float* bias = nullptr;  // N, added after alpha
+  SmallGemmAct act = SmallGemmAct::kNone;
+  const float* residual = nullptr;  // M x N (row stride N), added after the activation
+};
+
+// C (M x N, row stride N) from A (M x K, row stride lda) and the panels of B; 1 <= M <= 16
+// (any M in range works; callers take it from kSmallGemmMinM).
+// Splits the panels over up to `threads` threads.
+void SmallGemm(int threads, const float* a, int64_t lda, const float* panels, float* c, int64_t m,
+               int64_t n, int64_t k, const SmallGemmEpilogue& e);
+
+}  // namespace nimble::vm::cpu

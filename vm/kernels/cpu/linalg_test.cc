@@ -8,6 +8,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "vm/kernels/cpu/elementwise_test_util.h"
+#include "vm/kernels/cpu/small_gemm.h"
 #include "vm/kernels/kernel.h"
 
 namespace nimble::vm {
@@ -250,7 +251,7 @@ TEST(FusedMatMulTest, FewRowsAgainstConstantWeights) {
                                                              {"activation", std::string(act)},
                                                              {"constant_b", int64_t{1}}}));
         ASSERT_THAT(kernel, IsOk());
-        for (int64_t m : {1, 2, 5, 8, 15, 16, 17}) {
+        for (int64_t m : {1, 2, 5, 8, 15, 16, 17, 40, 128, 129}) {
           SCOPED_TRACE(absl::StrCat("n=", n, " act=", act, " transB=", trans, " m=", m));
           const bool residual = m % 2 == 1;  // added after the activation
           const auto a = Random(m * k, 93 + m), res = Random(m * n, 94 + m);
@@ -279,6 +280,31 @@ TEST(FusedMatMulTest, FewRowsAgainstConstantWeights) {
         }
       }
     }
+  }
+}
+
+// SmallGemm itself past one block of 16 rows (the kernels take it up to SmallGemmMaxRows()):
+// each block reuses the panels, the last block is partial.
+TEST(SmallGemmTest, RowBlocksShareThePanels) {
+  if (!cpu::SmallGemmAvailable()) GTEST_SKIP() << "no AVX-512";
+  const int64_t k = 70, n = 45;
+  const auto w = Random(k * n, 95), bias = Random(n, 96);
+  std::vector<float> panels(cpu::SmallGemmPanelFloats(k, n));
+  cpu::SmallGemmPack(w.data(), k, n, n, 1, panels.data());
+  for (int64_t m : {17, 40, 128}) {
+    SCOPED_TRACE(absl::StrCat("m=", m));
+    const auto a = Random(m * k, 97 + m), res = Random(m * n, 98 + m);
+    Shape shape;
+    const auto prod = NaiveMatMul(a, {m, k}, w, {k, n}, &shape);
+    std::vector<float> want(prod.size()), got(prod.size(), -1.0f);
+    for (size_t i = 0; i < prod.size(); ++i) {
+      want[i] = std::max(2.0f * prod[i] + bias[i % n], 0.0f) + res[i];
+    }
+    cpu::SmallGemmEpilogue e;
+    e.alpha = 2.0f, e.bias = bias.data(), e.act = cpu::SmallGemmAct::kRelu;
+    e.residual = res.data();
+    cpu::SmallGemm(3, a.data(), k, panels.data(), got.data(), m, n, k, e);
+    ExpectNear(got, want);
   }
 }
 

@@ -18,12 +18,13 @@ namespace {
 // 24.9-26.8; 96: 23.5-24.2; none: 34.7.
 constexpr int64_t kPrefetchAhead = 48;
 
+// One block of up to 16 rows over panels [p0, p1).
 struct SmallGemmArgs {
-  const float* xt;      // A transposed: [k][16], rows >= m zero
+  const float* xt;      // the block's rows of A transposed: [k][16], rows past the block zero
   const float* panels;  // [panels][k][16]
   float* c;
   const SmallGemmEpilogue* e;
-  int64_t m, n, k, p0, p1;  // panels [p0, p1)
+  int64_t row0, n, k, p0, p1;  // the block's first row of C
 };
 
 template <typename V>
@@ -45,7 +46,7 @@ NIMBLE_SIMD_INLINE V ActivateV(const V& x, SmallGemmAct act) {
   return x;
 }
 
-// Panels p0 .. p1 for M rows: per panel, M x (16 / W) accumulators over the whole K.
+// Panels p0 .. p1 for a block of M rows: per panel, M x (16 / W) accumulators over the whole K.
 template <int M>
 struct PanelBody {
   template <int W>
@@ -65,7 +66,7 @@ struct PanelBody {
         __builtin_prefetch(w + (q + kPrefetchAhead) * kSmallGemmPanel);
         V wv[kV];
         for (int v = 0; v < kV; ++v) wv[v] = LoadV<V>(w + q * kSmallGemmPanel + v * W);
-        const float* x = a.xt + q * kSmallGemmMaxM;
+        const float* x = a.xt + q * kSmallGemmRowBlock;
         for (int r = 0; r < M; ++r) {
           for (int v = 0; v < kV; ++v) acc[r][v] += wv[v] * x[r];
         }
@@ -76,17 +77,17 @@ struct PanelBody {
         const bool full = col + W <= a.n;
         for (int r = 0; r < M; ++r) {
           V y = acc[r][v] * e.alpha;
-          float* out = a.c + r * a.n + col;
+          const int64_t at = (a.row0 + r) * a.n + col;
           if (full) {
             if (e.bias != nullptr) y += LoadV<V>(e.bias + col);
             y = ActivateV(y, e.act);
-            if (e.residual != nullptr) y += LoadV<V>(e.residual + r * a.n + col);
-            StoreV(out, y);
+            if (e.residual != nullptr) y += LoadV<V>(e.residual + at);
+            StoreV(a.c + at, y);
           } else {  // the last columns of a width that is not a multiple of W
             for (int64_t j = 0; col + j < a.n; ++j) {
               typename Simd<1>::F s = {y[j] + (e.bias != nullptr ? e.bias[col + j] : 0.0f)};
               s = ActivateV(s, e.act);
-              out[j] = s[0] + (e.residual != nullptr ? e.residual[r * a.n + col + j] : 0.0f);
+              a.c[at + j] = s[0] + (e.residual != nullptr ? e.residual[at + j] : 0.0f);
             }
           }
         }
@@ -134,21 +135,47 @@ void SmallGemmPack(const float* b, int64_t k, int64_t n, int64_t stride_k, int64
   }
 }
 
+int64_t SmallGemmMaxRows() {
+  static const int64_t rows = [] {
+    const char* v = std::getenv("NIMBLE_SMALL_GEMM_MAX_M");
+    return v != nullptr ? std::clamp<int64_t>(std::atoll(v), 0, kSmallGemmMaxM)
+                        : kSmallGemmDefaultMaxM;
+  }();
+  return rows;
+}
+
 void SmallGemm(int threads, const float* a, int64_t lda, const float* panels, float* c, int64_t m,
                int64_t n, int64_t k, const SmallGemmEpilogue& e) {
-  static constexpr auto kTable = MakeTable(std::make_integer_sequence<int, kSmallGemmMaxM>());
+  static constexpr auto kTable = MakeTable(std::make_integer_sequence<int, kSmallGemmRowBlock>());
   if (m < 1 || m > kSmallGemmMaxM || n < 1 || k < 1) return;
-  std::vector<float> xt(static_cast<size_t>(k * kSmallGemmMaxM), 0.0f);
+  // A transposed block by block: [blocks][k][16], rows past M zero.
+  const int64_t blocks = (m + kSmallGemmRowBlock - 1) / kSmallGemmRowBlock;
+  std::vector<float> xt(static_cast<size_t>(blocks * k * kSmallGemmRowBlock), 0.0f);
   for (int64_t r = 0; r < m; ++r) {
-    for (int64_t q = 0; q < k; ++q) xt[q * kSmallGemmMaxM + r] = a[r * lda + q];
+    float* block = xt.data() + r / kSmallGemmRowBlock * k * kSmallGemmRowBlock;
+    const int64_t lane = r % kSmallGemmRowBlock;
+    for (int64_t q = 0; q < k; ++q) block[q * kSmallGemmRowBlock + lane] = a[r * lda + q];
   }
   const int64_t count = (n + kSmallGemmPanel - 1) / kSmallGemmPanel;
-  const PanelFn fn = kTable[m - 1];
-  // One contiguous stretch of panels per thread: each reads one stream of B.
+  // One contiguous stretch of panels per thread: each reads one stream of B from memory, and
+  // every row block reuses a panel while it is in cache.
   const int64_t per_thread = (count + std::max(threads, 1) - 1) / std::max(threads, 1);
   kernel_util::ParallelFor(threads, count, per_thread, [&](int64_t p0, int64_t p1) {
-    const SmallGemmArgs args{xt.data(), panels, c, &e, m, n, k, p0, p1};
-    fn(args);
+    for (int64_t p = p0; p < p1; ++p) {
+      for (int64_t blk = 0; blk < blocks; ++blk) {
+        const int64_t rows = std::min(kSmallGemmRowBlock, m - blk * kSmallGemmRowBlock);
+        const SmallGemmArgs args{xt.data() + blk * k * kSmallGemmRowBlock,
+                                 panels,
+                                 c,
+                                 &e,
+                                 blk * kSmallGemmRowBlock,
+                                 n,
+                                 k,
+                                 p,
+                                 p + 1};
+        kTable[rows - 1](args);
+      }
+    }
   });
 }
 

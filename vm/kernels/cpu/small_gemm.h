@@ -1,14 +1,14 @@
 // Products with a few rows against a constant weight: C = act(alpha * A B + bias) + residual
-// for 8 <= M <= 16 (a transformer's tokens at short sequence lengths), f32.
+// for 8 <= M <= 16 by default (a transformer's tokens at short sequence lengths), f32.
 //
 // At such M a GEMM streams its weight once and does 2M flops per weight element: the speed is
 // how fast B arrives. oneDNN's blocked weight layout still reads each thread's share in several
 // places at once; here B is repacked once into column panels, [ceil(N/16)][K][16], so each
 // thread reads one contiguous stretch of panels front to back (one hardware-prefetched stream),
-// while A, transposed to [K][16], broadcasts from L1/L2. A panel's 16 columns times the M rows
-// stay in registers (M accumulators of 16 lanes) for the whole K loop; the epilogue runs on the
-// registers. AVX-512 machines only (the accumulators need 32 vector registers); others keep
-// oneDNN.
+// while A, transposed to [K][16] per block of 16 rows, broadcasts from L1/L2. A panel's 16
+// columns times a block's rows stay in registers (16 accumulators of 16 lanes) for the whole K
+// loop, and the next block reuses the panel from cache; the epilogue runs on the registers. AVX-512
+// machines only (the accumulators need 32 vector registers); others keep oneDNN.
 #pragma once
 
 #include <cstdint>
@@ -16,9 +16,18 @@
 namespace nimble::vm::cpu {
 
 // Rows it takes: from 8 (below, a row's few flops per weight element leave oneDNN's GEMV as
-// fast: at M = 1 it measured 17.7-20.8 ms for BERT-base at 2 threads against 20.2-22.2) to 16.
+// fast: at M = 1 it measured 17.7-20.8 ms for BERT-base at 2 threads against 20.2-22.2) to
+// SmallGemmMaxRows(), at most kSmallGemmMaxM. Rows go in blocks of 16 (the accumulators), each
+// block reusing a panel from cache.
 inline constexpr int64_t kSmallGemmMinM = 8;
-inline constexpr int64_t kSmallGemmMaxM = 16;
+inline constexpr int64_t kSmallGemmMaxM = 128;
+inline constexpr int64_t kSmallGemmRowBlock = 16;
+// Past one block the product is compute-bound and oneDNN's register blocking (fewer loads per
+// FMA than a 16 x 16 block's one per FMA) wins: BERT-base at 2 threads locally, seq 64 / 128,
+// 80 / 144 ms on oneDNN against 110 / 223 with every M <= 128 here.
+inline constexpr int64_t kSmallGemmDefaultMaxM = 16;
+// kSmallGemmDefaultMaxM, or NIMBLE_SMALL_GEMM_MAX_M up to kSmallGemmMaxM (A/B measurements).
+int64_t SmallGemmMaxRows();
 inline constexpr int64_t kSmallGemmPanel = 16;  // columns a panel
 
 // Whether SmallGemm runs here (AVX-512 at the active SIMD level; NIMBLE_SMALL_GEMM=0 turns it
@@ -40,8 +49,8 @@ struct SmallGemmEpilogue {
   const float* residual = nullptr;  // M x N (row stride N), added after the activation
 };
 
-// C (M x N, row stride N) from A (M x K, row stride lda) and the panels of B; 1 <= M <= 16
-// (any M in range works; callers take it from kSmallGemmMinM).
+// C (M x N, row stride N) from A (M x K, row stride lda) and the panels of B;
+// 1 <= M <= kSmallGemmMaxM (any M in range works; callers start at kSmallGemmMinM).
 // Splits the panels over up to `threads` threads.
 void SmallGemm(int threads, const float* a, int64_t lda, const float* panels, float* c, int64_t m,
                int64_t n, int64_t k, const SmallGemmEpilogue& e);

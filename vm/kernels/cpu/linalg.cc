@@ -475,8 +475,9 @@ absl::Status MatMulF32(const KernelContext& ctx, const PrimitiveCache& cache, co
   key.push_back(threads);
   const bool pack_b = packed != nullptr && d.b.size() == 2;
   // A few rows against a constant weight: SmallGemm streams its panels (small_gemm.h).
-  if (pack_b && d.a.size() == 2 && d.a[0] >= kSmallGemmMinM && d.a[0] <= SmallGemmMaxRows() &&
-      d.a_strides[1] == 1 && !e.accumulate && SmallGemmAvailable()) {
+  if (pack_b && d.a.size() == 2 && d.a[0] >= kSmallGemmMinM &&
+      d.a[0] <= SmallGemmMaxRows(threads) && d.a_strides[1] == 1 && !e.accumulate &&
+      SmallGemmAvailable()) {
     NIMBLE_ASSIGN_OR_RETURN(std::shared_ptr<Storage> panels,
                             packed->GetPanels(b, p.k, p.n, d.b_strides[0], d.b_strides[1]));
     SmallGemmEpilogue se;

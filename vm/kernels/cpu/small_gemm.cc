@@ -135,13 +135,13 @@ void SmallGemmPack(const float* b, int64_t k, int64_t n, int64_t stride_k, int64
   }
 }
 
-int64_t SmallGemmMaxRows() {
-  static const int64_t rows = [] {
+int64_t SmallGemmMaxRows(int threads) {
+  static const int64_t forced = [] {
     const char* v = std::getenv("NIMBLE_SMALL_GEMM_MAX_M");
-    return v != nullptr ? std::clamp<int64_t>(std::atoll(v), 0, kSmallGemmMaxM)
-                        : kSmallGemmDefaultMaxM;
+    return v != nullptr ? std::clamp<int64_t>(std::atoll(v), 0, kSmallGemmMaxM) : int64_t{-1};
   }();
-  return rows;
+  if (forced >= 0) return forced;
+  return threads >= kSmallGemmManyThreads ? kSmallGemmManyThreadsMaxM : kSmallGemmDefaultMaxM;
 }
 
 void SmallGemm(int threads, const float* a, int64_t lda, const float* panels, float* c, int64_t m,

@@ -1,5 +1,6 @@
 // Products with a few rows against a constant weight: C = act(alpha * A B + bias) + residual
-// for 8 <= M <= 16 by default (a transformer's tokens at short sequence lengths), f32.
+// for 8 <= M <= 16, or 64 at 8 threads and more (a transformer's tokens at short sequence
+// lengths), f32.
 //
 // At such M a GEMM streams its weight once and does 2M flops per weight element: the speed is
 // how fast B arrives. oneDNN's blocked weight layout still reads each thread's share in several
@@ -22,12 +23,19 @@ namespace nimble::vm::cpu {
 inline constexpr int64_t kSmallGemmMinM = 8;
 inline constexpr int64_t kSmallGemmMaxM = 128;
 inline constexpr int64_t kSmallGemmRowBlock = 16;
-// Past one block the product is compute-bound and oneDNN's register blocking (fewer loads per
-// FMA than a 16 x 16 block's one per FMA) wins: BERT-base at 2 threads locally, seq 64 / 128,
-// 80 / 144 ms on oneDNN against 110 / 223 with every M <= 128 here.
+// Past one block a thread's share is compute-bound, and at 2 threads oneDNN's register blocking
+// (fewer loads per FMA than a 16 x 16 block's one) wins: BERT-base on the device's Xeon, seq 64,
+// 56.8-57.2 ms with oneDNN past 16 rows against 62.6-62.7 here. At 16 threads oneDNN splits
+// such small products poorly and this wins up to 64 rows: seq 64 20.2-20.5 ms against
+// 24.5-24.6, seq 128 28.6-29.2 with 64 against 37.4-37.7 with 128
+// (bench/results/cpu/small_gemm_rows_2026-12-06.txt).
 inline constexpr int64_t kSmallGemmDefaultMaxM = 16;
-// kSmallGemmDefaultMaxM, or NIMBLE_SMALL_GEMM_MAX_M up to kSmallGemmMaxM (A/B measurements).
-int64_t SmallGemmMaxRows();
+inline constexpr int64_t kSmallGemmManyThreadsMaxM = 64;
+inline constexpr int kSmallGemmManyThreads = 8;
+// The most rows SmallGemm takes at `threads`: kSmallGemmDefaultMaxM, or
+// kSmallGemmManyThreadsMaxM from kSmallGemmManyThreads threads; NIMBLE_SMALL_GEMM_MAX_M (up to
+// kSmallGemmMaxM) overrides both for A/B measurements.
+int64_t SmallGemmMaxRows(int threads);
 inline constexpr int64_t kSmallGemmPanel = 16;  // columns a panel
 
 // Whether SmallGemm runs here (AVX-512 at the active SIMD level; NIMBLE_SMALL_GEMM=0 turns it

@@ -432,6 +432,27 @@ TEST(VirtualMachineTest, VariantDispatch) {
   EXPECT_THAT(vm.SelectVariant({*Tensor::Empty(DType::kF32, {5})}), IsOkAndHolds(0));
 }
 
+// A VM marks its executable's constants as never written (Storage::constant), which kernels
+// rely on to cache what they derive from them (the LSTM's repacked R); nothing else is marked.
+TEST(VirtualMachineTest, MarksTheExecutablesConstants) {
+  FunctionBuilder f("f", 1, 2);
+  f.Emit(Opcode::kLoadConst, 1, 0);
+  f.Ret(1);
+  Executable exe;
+  exe.functions = {std::move(f).Build()};
+  exe.constants = {F32({3})};
+  exe.inputs = {Sig("x", DType::kF32, {-1}, {"seq"})};
+  exe.variants = {GenericVariant(0)};
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto loaded, Executable::Finalize(std::move(exe), TestRegistry()));
+  EXPECT_FALSE(loaded->constants[0].storage()->constant());
+  VirtualMachine vm(loaded);
+  EXPECT_TRUE(loaded->constants[0].storage()->constant());
+  Tensor x = *Tensor::Empty(DType::kF32, {2});
+  NIMBLE_ASSERT_OK_AND_ASSIGN(std::vector<Tensor> out, vm.Run({x}));
+  EXPECT_EQ(out[0].data<float>()[0], 3.0f);
+  EXPECT_FALSE(x.storage()->constant());
+}
+
 TEST(VirtualMachineTest, NoVariantAccepts) {
   FunctionBuilder f("f", 1, 1);
   f.Ret(0);

@@ -370,30 +370,20 @@ class PackedWeights {
  public:
   absl::StatusOr<std::shared_ptr<Storage>> Get(const void* data, const memory::desc& plain,
                                                const memory::desc& packed, int threads) const {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      for (const Entry& e : entries_) {
-        if (e.data == data && e.md == packed) return e.storage;
-      }
-    }
-    NIMBLE_ASSIGN_OR_RETURN(std::shared_ptr<Storage> storage,
-                            Storage::Allocate(DefaultCpuAllocator(), packed.get_size()));
-    {
-      onednn::ScopedThreads scoped(threads);
-      try {
-        memory src = onednn::Memory(plain, data);
-        memory dst = onednn::Memory(packed, storage->data());
-        dnnl::stream stream(onednn::Engine());
-        dnnl::reorder(src, dst).execute(stream, src, dst);
-        stream.wait();
-      } catch (const dnnl::error& err) {
-        return onednn::ErrorStatus(err, "weight reorder");
-      }
-    }
-    std::lock_guard<std::mutex> lock(mutex_);
-    entries_.push_front({data, packed, storage});
-    if (entries_.size() > kMaxEntries) entries_.pop_back();
-    return storage;
+    return GetOrPack(reordered_, std::make_pair(data, packed), packed.get_size(),
+                     [&](void* out) -> absl::Status {
+                       onednn::ScopedThreads scoped(threads);
+                       try {
+                         memory src = onednn::Memory(plain, data);
+                         memory dst = onednn::Memory(packed, out);
+                         dnnl::stream stream(onednn::Engine());
+                         dnnl::reorder(src, dst).execute(stream, src, dst);
+                         stream.wait();
+                       } catch (const dnnl::error& err) {
+                         return onednn::ErrorStatus(err, "weight reorder");
+                       }
+                       return absl::OkStatus();
+                     });
   }
 
   // The same weight (K x N, element (k, n) at b[k * stride_k + n * stride_n]) as SmallGemm's
@@ -401,38 +391,42 @@ class PackedWeights {
   absl::StatusOr<std::shared_ptr<Storage>> GetPanels(const float* b, int64_t k, int64_t n,
                                                      int64_t stride_k, int64_t stride_n) const {
     const std::array<int64_t, 4> dims = {k, n, stride_k, stride_n};
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      for (const PanelEntry& e : panels_) {
-        if (e.data == b && e.dims == dims) return e.storage;
-      }
-    }
-    NIMBLE_ASSIGN_OR_RETURN(
-        std::shared_ptr<Storage> storage,
-        Storage::Allocate(DefaultCpuAllocator(),
-                          static_cast<size_t>(SmallGemmPanelFloats(k, n)) * sizeof(float)));
-    SmallGemmPack(b, k, n, stride_k, stride_n, static_cast<float*>(storage->data()));
-    std::lock_guard<std::mutex> lock(mutex_);
-    panels_.push_front({b, dims, storage});
-    if (panels_.size() > kMaxEntries) panels_.pop_back();
-    return storage;
+    return GetOrPack(panels_, std::make_pair(b, dims),
+                     static_cast<size_t>(SmallGemmPanelFloats(k, n)) * sizeof(float),
+                     [&](void* out) {
+                       SmallGemmPack(b, k, n, stride_k, stride_n, static_cast<float*>(out));
+                       return absl::OkStatus();
+                     });
   }
 
  private:
   static constexpr size_t kMaxEntries = 4;
-  struct PanelEntry {
-    const float* data;
-    std::array<int64_t, 4> dims;
-    std::shared_ptr<Storage> storage;
-  };
-  mutable std::list<PanelEntry> panels_;  // guarded by mutex_
-  struct Entry {
-    const void* data;
-    memory::desc md;
-    std::shared_ptr<Storage> storage;
-  };
-  mutable std::mutex mutex_;  // guards entries_
-  mutable std::list<Entry> entries_;
+  template <typename Key>
+  using Entries = std::list<std::pair<Key, std::shared_ptr<Storage>>>;
+
+  // The copy under `key`, else `bytes` filled by `fill` (outside the lock) and kept, the
+  // oldest of more than kMaxEntries dropped.
+  template <typename Key, typename Fill>
+  absl::StatusOr<std::shared_ptr<Storage>> GetOrPack(Entries<Key>& entries, const Key& key,
+                                                     size_t bytes, Fill&& fill) const {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (const auto& [k, storage] : entries) {
+        if (k == key) return storage;
+      }
+    }
+    NIMBLE_ASSIGN_OR_RETURN(std::shared_ptr<Storage> storage,
+                            Storage::Allocate(DefaultCpuAllocator(), bytes));
+    NIMBLE_RETURN_IF_ERROR(fill(storage->data()));
+    std::lock_guard<std::mutex> lock(mutex_);
+    entries.emplace_front(key, storage);
+    if (entries.size() > kMaxEntries) entries.pop_back();
+    return storage;
+  }
+
+  mutable std::mutex mutex_;  // guards both lists
+  mutable Entries<std::pair<const void*, memory::desc>> reordered_;
+  mutable Entries<std::pair<const float*, std::array<int64_t, 4>>> panels_;
 };
 
 // Primitives specialised to exact dims per kernel before new row counts share a run-time-dim one.

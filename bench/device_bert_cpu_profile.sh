@@ -2,7 +2,8 @@
 # BERT-base fp32 on the GPU machine's CPU, cell by cell (THREADS:SEQ pairs): `nimblec bench`
 # under each variant (LABEL:ENV=VALUE, the same binary; p50 and min of 20 runs, two rounds),
 # optionally its per-kernel profile (PROFILE=1, first variant), then ONNX Runtime 1.30 on the
-# same ONNX file and thread count (bench/device_cpu.py's ort_ms). Run from the repository root
+# same ONNX file and thread count (bench/device_cpu.py's ort_ms). A variant BIN=NAME runs
+# nimble/NAME (another build carried in the same tarball) instead. Run from the repository root
 # through the device tool with CARRY holding nimble.tar.xz (nimble/nimblec and nimble/lib/*):
 #   CARRY=carry/dev-cpu CELLS="2:16 16:64" VARIANTS="new:X=1 old:NIMBLE_SMALL_GEMM=0" \
 #     bash bench/device_bert_cpu_profile.sh
@@ -27,7 +28,9 @@ for cell in $CELLS; do
   fi
   for r in 1 2; do
     for v in $VARIANTS; do
-      echo "r=$r t=$t s=$s ${v%%:*} $(env ${v#*:} $N bench $W/bert.nbx $shape --threads $t \
+      bin=$N; envs=${v#*:}
+      case "$envs" in BIN=*) bin=/tmp/nimble/${envs#BIN=}; envs=X=1 ;; esac
+      echo "r=$r t=$t s=$s ${v%%:*} $(env $envs $bin bench $W/bert.nbx $shape --threads $t \
         --iterations 20 2>&1 | tail -1 | awk '{print "p50", $3, "min", $5}')"
     done
   done

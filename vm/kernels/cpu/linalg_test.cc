@@ -287,24 +287,27 @@ TEST(FusedMatMulTest, FewRowsAgainstConstantWeights) {
 // each block reuses the panels, the last block is partial.
 TEST(SmallGemmTest, RowBlocksShareThePanels) {
   if (!cpu::SmallGemmAvailable()) GTEST_SKIP() << "no AVX-512";
-  const int64_t k = 70, n = 45;
-  const auto w = Random(k * n, 95), bias = Random(n, 96);
-  std::vector<float> panels(cpu::SmallGemmPanelFloats(k, n));
-  cpu::SmallGemmPack(w.data(), k, n, n, 1, panels.data());
-  for (int64_t m : {17, 40, 128}) {
-    SCOPED_TRACE(absl::StrCat("m=", m));
-    const auto a = Random(m * k, 97 + m), res = Random(m * n, 98 + m);
-    Shape shape;
-    const auto prod = NaiveMatMul(a, {m, k}, w, {k, n}, &shape);
-    std::vector<float> want(prod.size()), got(prod.size(), -1.0f);
-    for (size_t i = 0; i < prod.size(); ++i) {
-      want[i] = std::max(2.0f * prod[i] + bias[i % n], 0.0f) + res[i];
+  // Past 16 rows blocks take panel pairs: n = 45 gives a pair and a last single panel, n = 29 a
+  // pair whose second panel is partial; k = 300 at 64 rows and more transposes A on 3 threads.
+  for (const auto& [k, n] : {std::pair<int64_t, int64_t>{70, 45}, {300, 29}}) {
+    const auto w = Random(k * n, 95), bias = Random(n, 96);
+    std::vector<float> panels(cpu::SmallGemmPanelFloats(k, n));
+    cpu::SmallGemmPack(w.data(), k, n, n, 1, panels.data());
+    for (int64_t m : {16, 17, 40, 64, 128}) {
+      SCOPED_TRACE(absl::StrCat("k=", k, " n=", n, " m=", m));
+      const auto a = Random(m * k, 97 + m), res = Random(m * n, 98 + m);
+      Shape shape;
+      const auto prod = NaiveMatMul(a, {m, k}, w, {k, n}, &shape);
+      std::vector<float> want(prod.size()), got(prod.size(), -1.0f);
+      for (size_t i = 0; i < prod.size(); ++i) {
+        want[i] = std::max(2.0f * prod[i] + bias[i % n], 0.0f) + res[i];
+      }
+      cpu::SmallGemmEpilogue e;
+      e.alpha = 2.0f, e.bias = bias.data(), e.act = cpu::SmallGemmAct::kRelu;
+      e.residual = res.data();
+      cpu::SmallGemm(3, a.data(), k, panels.data(), got.data(), m, n, k, e);
+      ExpectNear(got, want);
     }
-    cpu::SmallGemmEpilogue e;
-    e.alpha = 2.0f, e.bias = bias.data(), e.act = cpu::SmallGemmAct::kRelu;
-    e.residual = res.data();
-    cpu::SmallGemm(3, a.data(), k, panels.data(), got.data(), m, n, k, e);
-    ExpectNear(got, want);
   }
 }
 

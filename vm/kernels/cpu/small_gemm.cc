@@ -18,13 +18,13 @@ namespace {
 // 24.9-26.8; 96: 23.5-24.2; none: 34.7.
 constexpr int64_t kPrefetchAhead = 48;
 
-// One block of up to 16 rows over panels [p0, p1).
+// One block of up to kSmallGemmRowBlock rows times P adjacent panels.
 struct SmallGemmArgs {
-  const float* xt;      // the block's rows of A transposed: [k][16], rows past the block zero
+  const float* xt;      // the block's rows of A transposed: [k][16] (kSmallGemmRowBlock lanes)
   const float* panels;  // [panels][k][16]
   float* c;
   const SmallGemmEpilogue* e;
-  int64_t row0, n, k, p0, p1;  // the block's first row of C
+  int64_t row0, n, k, p;  // the block's first row of C, its first panel
 };
 
 template <typename V>
@@ -46,8 +46,10 @@ NIMBLE_SIMD_INLINE V ActivateV(const V& x, SmallGemmAct act) {
   return x;
 }
 
-// Panels p0 .. p1 for a block of M rows: per panel, M x (16 / W) accumulators over the whole K.
-template <int M>
+// M rows times P panels: M x P x (16 / W) accumulators over the whole K. One panel (P = 1)
+// loads a weight vector per 16 FMAs at M = 16; two (P = 2, M <= 12) share each broadcast row
+// value between two weight vectors: 14 loads per 24 FMAs.
+template <int M, int P>
 struct PanelBody {
   template <int W>
   static NIMBLE_SIMD_INLINE void Run(const SmallGemmArgs* args) {
@@ -55,28 +57,37 @@ struct PanelBody {
     constexpr int kV = kSmallGemmPanel / W;
     const SmallGemmArgs& a = *args;
     const SmallGemmEpilogue& e = *a.e;
-    for (int64_t p = a.p0; p < a.p1; ++p) {
-      const float* w = a.panels + p * a.k * kSmallGemmPanel;
-      V acc[M][kV];
-      for (int r = 0; r < M; ++r) {
-        for (int v = 0; v < kV; ++v) acc[r][v] = V{};
+    const int64_t panel_floats = a.k * kSmallGemmPanel;
+    const float* w = a.panels + a.p * panel_floats;
+    V acc[M][P][kV];
+    for (int r = 0; r < M; ++r) {
+      for (int j = 0; j < P; ++j) {
+        for (int v = 0; v < kV; ++v) acc[r][j][v] = V{};
       }
-      for (int64_t q = 0; q < a.k; ++q) {
-        // The stream runs ahead of the hardware prefetcher at these compute rates.
-        __builtin_prefetch(w + (q + kPrefetchAhead) * kSmallGemmPanel);
-        V wv[kV];
-        for (int v = 0; v < kV; ++v) wv[v] = LoadV<V>(w + q * kSmallGemmPanel + v * W);
-        const float* x = a.xt + q * kSmallGemmRowBlock;
-        for (int r = 0; r < M; ++r) {
-          for (int v = 0; v < kV; ++v) acc[r][v] += wv[v] * x[r];
+    }
+    for (int64_t q = 0; q < a.k; ++q) {
+      // The stream runs ahead of the hardware prefetcher at these compute rates.
+      V wv[P][kV];
+      for (int j = 0; j < P; ++j) {
+        const float* wj = w + j * panel_floats + q * kSmallGemmPanel;
+        __builtin_prefetch(wj + kPrefetchAhead * kSmallGemmPanel);
+        for (int v = 0; v < kV; ++v) wv[j][v] = LoadV<V>(wj + v * W);
+      }
+      const float* x = a.xt + q * kSmallGemmRowBlock;
+      for (int r = 0; r < M; ++r) {
+        // Scalar times vector: a broadcast from memory (a load), not a shuffle on an FMA port.
+        for (int j = 0; j < P; ++j) {
+          for (int v = 0; v < kV; ++v) acc[r][j][v] += wv[j][v] * x[r];
         }
       }
+    }
+    for (int j = 0; j < P; ++j) {
       for (int v = 0; v < kV; ++v) {
-        const int64_t col = p * kSmallGemmPanel + v * W;
+        const int64_t col = (a.p + j) * kSmallGemmPanel + v * W;
         if (col >= a.n) break;
         const bool full = col + W <= a.n;
         for (int r = 0; r < M; ++r) {
-          V y = acc[r][v] * e.alpha;
+          V y = acc[r][j][v] * e.alpha;
           const int64_t at = (a.row0 + r) * a.n + col;
           if (full) {
             if (e.bias != nullptr) y += LoadV<V>(e.bias + col);
@@ -84,10 +95,10 @@ struct PanelBody {
             if (e.residual != nullptr) y += LoadV<V>(e.residual + at);
             StoreV(a.c + at, y);
           } else {  // the last columns of a width that is not a multiple of W
-            for (int64_t j = 0; col + j < a.n; ++j) {
-              typename Simd<1>::F s = {y[j] + (e.bias != nullptr ? e.bias[col + j] : 0.0f)};
+            for (int64_t i = 0; col + i < a.n; ++i) {
+              typename Simd<1>::F s = {y[i] + (e.bias != nullptr ? e.bias[col + i] : 0.0f)};
               s = ActivateV(s, e.act);
-              a.c[at + j] = s[0] + (e.residual != nullptr ? e.residual[at + j] : 0.0f);
+              a.c[at + i] = s[0] + (e.residual != nullptr ? e.residual[at + i] : 0.0f);
             }
           }
         }
@@ -96,15 +107,54 @@ struct PanelBody {
   }
 };
 
-template <int M>
+template <int M, int P>
 void RunPanels(const SmallGemmArgs& args) {
-  RunSimdAvx512<PanelBody<M>>(&args);
+  RunSimdAvx512<PanelBody<M, P>>(&args);
 }
 
 using PanelFn = void (*)(const SmallGemmArgs&);
-template <int... Ms>
+template <int P, int... Ms>
 constexpr std::array<PanelFn, sizeof...(Ms)> MakeTable(std::integer_sequence<int, Ms...>) {
-  return {&RunPanels<Ms + 1>...};
+  return {&RunPanels<Ms + 1, P>...};
+}
+
+// Rows a block takes with P panels at a time.
+constexpr int64_t kPairRowBlock = 12;
+static_assert(kPairRowBlock <= kSmallGemmRowBlock);
+
+// Whether blocks take two panels at a time (NIMBLE_SMALL_GEMM_PAIRS=0: one, for A/B runs).
+bool PairsEnabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("NIMBLE_SMALL_GEMM_PAIRS");
+    return v == nullptr || v[0] != '0';
+  }();
+  return enabled;
+}
+
+// A's rows transposed block by block into xt ([blocks][k][kSmallGemmRowBlock], `rows` rows a
+// block, lanes past them zero), K split over the threads when A is large: at 64 rows by 3072 one
+// thread's transpose costs about as much as the product's share of a thread.
+void TransposeRows(int threads, const float* a, int64_t lda, int64_t m, int64_t k, int64_t rows,
+                   float* xt) {
+  const int64_t blocks = (m + rows - 1) / rows;
+  auto run = [&](int64_t q0, int64_t q1) {
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      float* out = xt + blk * k * kSmallGemmRowBlock;
+      const int64_t r0 = blk * rows, r1 = std::min(m, r0 + rows);
+      for (int64_t q = q0; q < q1; ++q) {
+        float* line = out + q * kSmallGemmRowBlock;
+        int64_t lane = 0;
+        for (int64_t r = r0; r < r1; ++r, ++lane) line[lane] = a[r * lda + q];
+        for (; lane < kSmallGemmRowBlock; ++lane) line[lane] = 0.0f;
+      }
+    }
+  };
+  constexpr int64_t kSerialElements = 16384;
+  if (threads <= 1 || m * k <= kSerialElements) {
+    run(0, k);
+    return;
+  }
+  kernel_util::ParallelFor(threads, k, std::max<int64_t>(32, (k + threads - 1) / threads), run);
 }
 
 }  // namespace
@@ -146,34 +196,35 @@ int64_t SmallGemmMaxRows(int threads) {
 
 void SmallGemm(int threads, const float* a, int64_t lda, const float* panels, float* c, int64_t m,
                int64_t n, int64_t k, const SmallGemmEpilogue& e) {
-  static constexpr auto kTable = MakeTable(std::make_integer_sequence<int, kSmallGemmRowBlock>());
+  static constexpr auto kSingles =
+      MakeTable<1>(std::make_integer_sequence<int, kSmallGemmRowBlock>());
+  static constexpr auto kPairs = MakeTable<2>(std::make_integer_sequence<int, kPairRowBlock>());
   if (m < 1 || m > kSmallGemmMaxM || n < 1 || k < 1) return;
-  // A transposed block by block: [blocks][k][16], rows past M zero.
-  const int64_t blocks = (m + kSmallGemmRowBlock - 1) / kSmallGemmRowBlock;
-  std::vector<float> xt(static_cast<size_t>(blocks * k * kSmallGemmRowBlock), 0.0f);
-  for (int64_t r = 0; r < m; ++r) {
-    float* block = xt.data() + r / kSmallGemmRowBlock * k * kSmallGemmRowBlock;
-    const int64_t lane = r % kSmallGemmRowBlock;
-    for (int64_t q = 0; q < k; ++q) block[q * kSmallGemmRowBlock + lane] = a[r * lda + q];
-  }
   const int64_t count = (n + kSmallGemmPanel - 1) / kSmallGemmPanel;
-  // One contiguous stretch of panels per thread: each reads one stream of B from memory, and
-  // every row block reuses a panel while it is in cache.
-  const int64_t per_thread = (count + std::max(threads, 1) - 1) / std::max(threads, 1);
-  kernel_util::ParallelFor(threads, count, per_thread, [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p) {
+  // Panels a block takes: two past one block of rows (at 16 rows or fewer the weight stream
+  // bounds the time, and one 16-row block beats 12 + 4).
+  const int64_t width = PairsEnabled() && count > 1 && m > kSmallGemmRowBlock ? 2 : 1;
+  const int64_t rows = width == 2 ? kPairRowBlock : kSmallGemmRowBlock;
+  const int64_t blocks = (m + rows - 1) / rows;
+  // Scratch for A transposed, kept per thread across calls (no allocation or zeroing per call).
+  thread_local std::vector<float> xt;
+  const size_t xt_floats = static_cast<size_t>(blocks * k * kSmallGemmRowBlock);
+  if (xt.size() < xt_floats) xt.resize(xt_floats);
+  TransposeRows(threads, a, lda, m, k, rows, xt.data());
+  const float* xt_data = xt.data();
+  // One contiguous stretch of panel groups per thread: each reads its stretch of B front to back,
+  // and every row block reuses the group while it is in cache.
+  const int64_t groups = (count + width - 1) / width;
+  const int64_t per_thread = (groups + std::max(threads, 1) - 1) / std::max(threads, 1);
+  kernel_util::ParallelFor(threads, groups, per_thread, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t p = g * width;
+      const bool pair = p + 1 < count && width == 2;
       for (int64_t blk = 0; blk < blocks; ++blk) {
-        const int64_t rows = std::min(kSmallGemmRowBlock, m - blk * kSmallGemmRowBlock);
-        const SmallGemmArgs args{xt.data() + blk * k * kSmallGemmRowBlock,
-                                 panels,
-                                 c,
-                                 &e,
-                                 blk * kSmallGemmRowBlock,
-                                 n,
-                                 k,
-                                 p,
-                                 p + 1};
-        kTable[rows - 1](args);
+        const int64_t r = std::min(rows, m - blk * rows);
+        const SmallGemmArgs args{
+            xt_data + blk * k * kSmallGemmRowBlock, panels, c, &e, blk * rows, n, k, p};
+        (pair ? kPairs[r - 1] : kSingles[r - 1])(args);
       }
     }
   });

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdlib>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -212,15 +213,25 @@ void SmallGemm(int threads, const float* a, int64_t lda, const float* panels, fl
   if (xt.size() < xt_floats) xt.resize(xt_floats);
   TransposeRows(threads, a, lda, m, k, rows, xt.data());
   const float* xt_data = xt.data();
-  // One contiguous stretch of panel groups per thread: each reads its stretch of B front to back,
-  // and every row block reuses the group while it is in cache.
+  // Tasks are (panel group, stretch of row blocks), numbered group-major; each thread takes one
+  // contiguous run of them, so it reads its groups of B front to back and every row block reuses
+  // a group while it is in cache. Rows are split only as far as balancing the threads needs
+  // (768 columns are 24 pairs: 16 threads would leave 4 idle without halving the rows).
   const int64_t groups = (count + width - 1) / width;
-  const int64_t per_thread = (groups + std::max(threads, 1) - 1) / std::max(threads, 1);
-  kernel_util::ParallelFor(threads, groups, per_thread, [&](int64_t g0, int64_t g1) {
-    for (int64_t g = g0; g < g1; ++g) {
-      const int64_t p = g * width;
+  const int64_t team = std::max(threads, 1);
+  int64_t parts = 1, best = std::numeric_limits<int64_t>::max();
+  for (int64_t r = 1; r <= blocks; ++r) {
+    const int64_t load = (groups * r + team - 1) / team * ((blocks + r - 1) / r);
+    if (load < best) best = load, parts = r;
+  }
+  const int64_t span = (blocks + parts - 1) / parts;  // row blocks a task
+  const int64_t tasks = groups * parts;
+  kernel_util::ParallelFor(threads, tasks, (tasks + team - 1) / team, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t p = t / parts * width;
       const bool pair = p + 1 < count && width == 2;
-      for (int64_t blk = 0; blk < blocks; ++blk) {
+      const int64_t b0 = t % parts * span, b1 = std::min(blocks, b0 + span);
+      for (int64_t blk = b0; blk < b1; ++blk) {
         const int64_t r = std::min(rows, m - blk * rows);
         const SmallGemmArgs args{
             xt_data + blk * k * kSmallGemmRowBlock, panels, c, &e, blk * rows, n, k, p};

@@ -1,10 +1,11 @@
 #!/bin/bash
 # BERT-base fp32 on the GPU machine's CPU, cell by cell (THREADS:SEQ pairs): `nimblec bench`
 # under each variant (LABEL:ENV=VALUE, the same binary; p50 and min of 20 runs, two rounds),
-# optionally its per-kernel profile (PROFILE=1, first variant), then ONNX Runtime 1.30 on the
-# same ONNX file and thread count (bench/device_cpu.py's ort_ms). A variant BIN=NAME runs
-# nimble/NAME (another build carried in the same tarball) instead. Run from the repository root
-# through the device tool with CARRY holding nimble.tar.xz (nimble/nimblec and nimble/lib/*):
+# optionally the per-kernel profile (PROFILE=1: of the first variant; PROFILE=all: of each),
+# then ONNX Runtime 1.30 on the same ONNX file and thread count (bench/device_cpu.py's ort_ms).
+# A variant BIN=NAME runs nimble/NAME (another build carried in the same tarball) instead. Run
+# from the repository root through the device tool with CARRY holding nimble.tar.xz
+# (nimble/nimblec and nimble/lib/*):
 #   CARRY=carry/dev-cpu CELLS="2:16 16:64" VARIANTS="new:X=1 old:NIMBLE_SMALL_GEMM=0" \
 #     bash bench/device_bert_cpu_profile.sh
 set -e
@@ -21,10 +22,16 @@ for cell in $CELLS; do
   t=${cell%%:*}; s=${cell#*:}
   echo "== threads $t seq $s"
   shape="--shape input_ids=1x$s --shape attention_mask=1x$s --shape token_type_ids=1x$s"
-  if [ "${PROFILE:-0}" = 1 ]; then
-    v=${VARIANTS%% *}
-    env ${v#*:} $N bench $W/bert.nbx $shape --threads $t --iterations 20 --profile-kernels 2>&1 \
-      | sed -n 4,9p
+  if [ "${PROFILE:-0}" != 0 ]; then
+    profiled=${VARIANTS%% *}
+    [ "$PROFILE" = all ] && profiled=$VARIANTS
+    for v in $profiled; do
+      bin=$N; envs=${v#*:}
+      case "$envs" in BIN=*) bin=/tmp/nimble/${envs#BIN=}; envs=X=1 ;; esac
+      echo "profile ${v%%:*}"
+      env $envs $bin bench $W/bert.nbx $shape --threads $t --iterations 20 --profile-kernels 2>&1 \
+        | sed -n 4,9p
+    done
   fi
   for r in 1 2; do
     for v in $VARIANTS; do

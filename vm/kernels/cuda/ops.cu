@@ -1061,7 +1061,7 @@ cudaError_t LaunchSplit(const AttentionArgs& args, dim3 grid, cudaStream_t strea
 // NIMBLE_CUDA_ATTENTION forces a kernel for A/B measurements (vm/kernels/cuda/ops_bench.cu):
 // rowW (the row-parallel kernel with W = 1, 2, 4 warps), sWxK (the split-key kernel with
 // W = 1, 2, 4, 8 warps and K = 16, 32 keys per tile; not every pair is built) or qWkG (the 2-D
-// kernel, W query warps x G key groups: q4k2, q4k3, q4k4, q2k4; staged masks only).
+// kernel, W query warps x G key groups: q4k2, q4k3, q4k4, q2k4, q3k3, q3k4; staged masks only).
 struct AttentionChoice {
   char kind = 0;  // 0: by shape
   int warps = 0, keys = 0;
@@ -1596,6 +1596,10 @@ cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream) {
                 return Launch2D<T, M, 4, 4>(args, stream);
               case 24:
                 return Launch2D<T, M, 2, 4>(args, stream);
+              case 33:
+                return Launch2D<T, M, 3, 3>(args, stream);
+              case 34:
+                return Launch2D<T, M, 3, 4>(args, stream);
               default:
                 return cudaErrorInvalidValue;
             }
@@ -1606,11 +1610,12 @@ cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream) {
     // Long sequences at small batch with a key-padding mask (or none): the 2-D kernel when a
     // block per multiprocessor covers the grid (its 150-160 KB of shared memory allow one).
     // Measured at batch 1, 12 heads (ops_bench): 5.9 / 9.0 / 11.3 µs at seq 256 / 384 / 512
-    // against 7.9 / 11.8 / 15.4 for the split-key kernel.
+    // against 7.9 / 11.8 / 15.4 for the split-key kernel (before the 48-query blocks).
     const int64_t tiles64 = (args.kv_seq + kFlashKeys - 1) / kFlashKeys;
     if (forced.kind == 0 && fast && query_tiles < 4 * sms && tiles64 >= 4) {
       const int64_t heads = args.q_heads * args.batch;
       const int64_t blocks2 = (args.q_seq + 31) / 32 * heads,
+                    blocks3 = (args.q_seq + 47) / 48 * heads,
                     blocks4 = (args.q_seq + 63) / 64 * heads;
       if (blocks2 <= sms || blocks4 <= sms) {
         return Dispatch(args.type, [&](auto tag) {
@@ -1621,6 +1626,10 @@ cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream) {
             return Dispatch(mask_type, [&](auto mask_tag) {
               using M = decltype(mask_tag);
               if (blocks2 <= sms) return Launch2D<T, M, 2, 4>(args, stream);
+              // 48-query blocks when they fit one a multiprocessor: 96 of them at seq 384, 132 at
+              // 512 (9.09-9.14 / 10.77-10.82 us against 9.24-9.33 / 11.91-11.97 with 64-query
+              // blocks, bench/results/gpu/run-2026-12-06s).
+              if (blocks3 <= sms) return Launch2D<T, M, 3, 4>(args, stream);
               // Key groups that divide the tiles evenly: 6 tiles (seq 384) take 3.
               if (tiles64 <= 7) return Launch2D<T, M, 4, 3>(args, stream);
               return Launch2D<T, M, 4, 4>(args, stream);

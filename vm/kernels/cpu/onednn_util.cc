@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 #include <limits>
 #include <memory>
 
@@ -220,20 +219,6 @@ absl::Status Execute(const CachedPrimitive& primitive, std::unordered_map<int, d
 }  // namespace onednn
 
 namespace kernel_util {
-namespace {
-
-constexpr int kInlineTeam = 8;
-
-// NIMBLE_INLINE_SMALL_LOOPS=0 forks the team for any loop of more than one chunk (A/B runs).
-bool InlineSmallLoops() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("NIMBLE_INLINE_SMALL_LOOPS");
-    return v == nullptr || v[0] != '0';
-  }();
-  return enabled;
-}
-
-}  // namespace
 
 void ParallelFor(int num_threads, int64_t n, int64_t grain,
                  absl::FunctionRef<void(int64_t, int64_t)> fn) {
@@ -244,13 +229,6 @@ void ParallelFor(int num_threads, int64_t n, int64_t grain,
     return;
   }
   const int64_t chunks = std::min<int64_t>((n + grain - 1) / grain, int64_t{num_threads} * 4);
-  // Work for a quarter of a large team or less runs inline: forking and joining the whole team
-  // (OpenMP regions are all-or-nothing, and a smaller team costs oneDNN its warm one) cost more
-  // than the loop, e.g. 43-68 us for a 64-row LayerNorm at 16 threads.
-  if (num_threads >= kInlineTeam && chunks * 4 <= num_threads && InlineSmallLoops()) {
-    fn(0, n);
-    return;
-  }
   // On oneDNN's OpenMP team when there is one: one set of threads for GEMMs and everything
   // else, so no TBB worker competes with OpenMP threads still spinning after a GEMM.
   if (onednn::OmpParallelFor(num_threads, n, chunks, fn)) return;

@@ -54,8 +54,9 @@ void BM_FusedMatMul(benchmark::State& state) {
     }
     benchmark::ClobberMemory();
   }
-  state.counters["flops"] = benchmark::Counter(2.0 * m * n * k * static_cast<double>(state.iterations()),
-                                             benchmark::Counter::kIsRate);
+  const double flops = 2.0 * static_cast<double>(m * n * k);
+  state.counters["flops"] = benchmark::Counter(flops * static_cast<double>(state.iterations()),
+                                               benchmark::Counter::kIsRate);
 }
 
 void Shapes(benchmark::internal::Benchmark* b) {

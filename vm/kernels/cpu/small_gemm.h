@@ -5,11 +5,15 @@
 // At such M a GEMM streams its weight once and does 2M flops per weight element: the speed is
 // how fast B arrives. oneDNN's blocked weight layout still reads each thread's share in several
 // places at once; here B is repacked once into column panels, [ceil(N/16)][K][16], so each
-// thread reads one contiguous stretch of panels front to back (one hardware-prefetched stream),
-// while A, transposed to [K][16] per block of 16 rows, broadcasts from L1/L2. A panel's 16
-// columns times a block's rows stay in registers (16 accumulators of 16 lanes) for the whole K
-// loop, and the next block reuses the panel from cache; the epilogue runs on the registers. AVX-512
-// machines only (the accumulators need 32 vector registers); others keep oneDNN.
+// thread reads one contiguous stretch of panels front to back (hardware-prefetched streams,
+// helped by software prefetch), while A, transposed to [K][16] per block of rows, broadcasts
+// from L1/L2. Up to 16 rows a block holds 16 rows x one panel in registers (16 accumulators of
+// 16 lanes) for the whole K loop; past 16 rows blocks of 12 rows take two adjacent panels (24
+// accumulators; each broadcast row value feeds two FMAs, 14 loads per 24 FMAs instead of 17 per
+// 16). The next block reuses the panels from cache; the epilogue runs on the registers. Work is
+// split into (panel group, stretch of row blocks) tasks, rows split only as far as balancing the
+// threads needs. AVX-512 machines only (the accumulators need 32 vector registers); others keep
+// oneDNN.
 #pragma once
 
 #include <cstdint>
@@ -18,17 +22,21 @@ namespace nimble::vm::cpu {
 
 // Rows it takes: from 8 (below, a row's few flops per weight element leave oneDNN's GEMV as
 // fast: at M = 1 it measured 17.7-20.8 ms for BERT-base at 2 threads against 20.2-22.2) to
-// SmallGemmMaxRows(), at most kSmallGemmMaxM. Rows go in blocks of 16 (the accumulators), each
-// block reusing a panel from cache.
+// SmallGemmMaxRows(), at most kSmallGemmMaxM. Rows go in blocks of 16 (12 with two panels a
+// block), each block reusing the panels from cache.
 inline constexpr int64_t kSmallGemmMinM = 8;
 inline constexpr int64_t kSmallGemmMaxM = 128;
 inline constexpr int64_t kSmallGemmRowBlock = 16;
 // Past one block a thread's share is compute-bound, and at 2 threads oneDNN's register blocking
-// (fewer loads per FMA than a 16 x 16 block's one) wins: BERT-base on the device's Xeon, seq 64,
-// 56.8-57.2 ms with oneDNN past 16 rows against 62.6-62.7 here. At 16 threads oneDNN splits
-// such small products poorly and this wins up to 64 rows: seq 64 20.2-20.5 ms against
-// 24.5-24.6, seq 128 28.6-29.2 with 64 against 37.4-37.7 with 128
-// (bench/results/cpu/small_gemm_rows_2026-12-06.txt).
+// wins: BERT-base on the device's Xeon, seq 64, 56.8-57.2 ms with oneDNN past 16 rows against
+// 62.6-62.7 here (one-panel blocks; with two-panel blocks still behind locally, 2 threads,
+// 64-128 rows: ~175 against ~220 GFLOP/s, bench_cpu_gemm). At 16 threads oneDNN splits such
+// small products poorly and this wins up to 64 rows: seq 64 20.2-20.5 ms against 24.5-24.6, seq
+// 128 28.6-29.2 with 64 against 37.4-37.7 with 128
+// (bench/results/cpu/small_gemm_rows_2026-12-06.txt). With two-panel blocks, the parallel
+// transpose and the 2-D split: seq 64 14.0-15.8 ms against 20.5-20.6
+// (bench/results/cpu/omp_inline_2026-12-06.txt); 128 rows stayed no better than oneDNN
+// (bench/results/cpu/smallgemm_pairs_2026-12-06.txt).
 inline constexpr int64_t kSmallGemmDefaultMaxM = 16;
 inline constexpr int64_t kSmallGemmManyThreadsMaxM = 64;
 inline constexpr int kSmallGemmManyThreads = 8;
@@ -39,7 +47,7 @@ int64_t SmallGemmMaxRows(int threads);
 inline constexpr int64_t kSmallGemmPanel = 16;  // columns a panel
 
 // Whether SmallGemm runs here (AVX-512 at the active SIMD level; NIMBLE_SMALL_GEMM=0 turns it
-// off for A/B measurements).
+// off for A/B measurements, NIMBLE_SMALL_GEMM_PAIRS=0 keeps one-panel blocks past 16 rows).
 bool SmallGemmAvailable();
 
 // Floats of B's panels.

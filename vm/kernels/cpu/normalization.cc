@@ -485,11 +485,15 @@ class LayerNormKernel final : public Kernel {
     T* ip = inv.defined() ? inv.data<T>() : nullptr;
     const T eps = static_cast<T>(epsilon_);
     // Three passes per row over data a multi-threaded producer (a GEMM) mostly left in other
-    // cores' caches, so pulling it in dominates and spreads with the rows: tasks of 4K elements.
-    // BERT-base at 16 threads (device Xeon) took 22 / 84 / 140 us a call at 64 / 128 / 384
-    // rows of 768 with 32K-element tasks (2 / 4 / 10 of them).
+    // cores' caches, so pulling it in dominates and spreads with the rows: one task a thread, of
+    // at least 4K elements. BERT-base at 16 threads on the device Xeon: LayerNorm 0.74-1.5 ms a
+    // run at 128 rows of 768 against 2.0-2.1 with the former 32K-element tasks (4 of them);
+    // whole-model times moved within the machines' noise
+    // (bench/results/cpu/layernorm_tasks_2026-12-06.txt).
+    const int64_t team = std::max(ctx.num_threads, 1);
     ParallelFor(
-        ctx, outer, std::max<int64_t>(1, 4096 / std::max<int64_t>(norm, 1)),
+        ctx, outer,
+        std::max({int64_t{1}, 4096 / std::max<int64_t>(norm, 1), (outer + team - 1) / team}),
         [&](int64_t b, int64_t e) {
           T unused_mean, unused_inv;
           for (int64_t o = b; o < e; ++o) {

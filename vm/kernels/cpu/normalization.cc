@@ -486,9 +486,9 @@ class LayerNormKernel final : public Kernel {
     const T eps = static_cast<T>(epsilon_);
     // Three passes per row over data a multi-threaded producer (a GEMM) mostly left in other
     // cores' caches, so pulling it in dominates and spreads with the rows: one task a thread, of
-    // at least 4K elements. BERT-base at 16 threads on the device Xeon: LayerNorm 0.74-1.5 ms a
-    // run at 128 rows of 768 against 2.0-2.1 with the former 32K-element tasks (4 of them);
-    // whole-model times moved within the machines' noise
+    // at least 4K elements. BERT-base at 16 threads on the device Xeon, LayerNorm at 128 rows of
+    // 768: 0.74-1.7 ms a run with 4K-element tasks or one a thread, against 2.0-2.1 with the
+    // former 32K-element tasks (4 of them); whole-model times moved within the machines' noise
     // (bench/results/cpu/layernorm_tasks_2026-12-06.txt).
     const int64_t team = std::max(ctx.num_threads, 1);
     ParallelFor(

@@ -16,6 +16,11 @@ tar xJf $CARRY/nimble.tar.xz -C /tmp
 export LD_LIBRARY_PATH=/tmp/nimble/lib
 N=/tmp/nimble/nimblec; W=/tmp/bert-prof
 mkdir -p $W
+# Sets bin and envs for variant $1 (LABEL:ENV=VALUE, or LABEL:BIN=NAME for another build).
+variant() {
+  bin=$N; envs=${1#*:}
+  case "$envs" in BIN=*) bin=/tmp/nimble/${envs#BIN=}; envs=X=1 ;; esac
+}
 python3 bench/gpu/bert_gpu.py --nimblec $N --export-only $W/bert.onnx >/dev/null 2>&1
 $N compile $W/bert.onnx -o $W/bert.nbx | tail -1 | cut -c1-100
 for cell in $CELLS; do
@@ -26,8 +31,7 @@ for cell in $CELLS; do
     profiled=${VARIANTS%% *}
     [ "$PROFILE" = all ] && profiled=$VARIANTS
     for v in $profiled; do
-      bin=$N; envs=${v#*:}
-      case "$envs" in BIN=*) bin=/tmp/nimble/${envs#BIN=}; envs=X=1 ;; esac
+      variant "$v"
       echo "profile ${v%%:*}"
       env $envs $bin bench $W/bert.nbx $shape --threads $t --iterations 20 --profile-kernels 2>&1 \
         | sed -n 4,9p
@@ -35,8 +39,7 @@ for cell in $CELLS; do
   fi
   for r in 1 2; do
     for v in $VARIANTS; do
-      bin=$N; envs=${v#*:}
-      case "$envs" in BIN=*) bin=/tmp/nimble/${envs#BIN=}; envs=X=1 ;; esac
+      variant "$v"
       echo "r=$r t=$t s=$s ${v%%:*} $(env $envs $bin bench $W/bert.nbx $shape --threads $t \
         --iterations 20 2>&1 | tail -1 | awk '{print "p50", $3, "min", $5}')"
     done

@@ -5,7 +5,7 @@
 #
 #     CARRY=carry/dev-cpu VARIANTS="new:X=1 other:SOME_ENV=value" bash bench/device_lstm_ab.sh
 #
-# Each variant is LABEL:ENV=VALUE, run with the new build. Prints one line per (repeat, threads,
+# Each variant is LABEL:ENV=VALUE[,ENV=VALUE...], run with the new build. Prints one line per (repeat, threads,
 # seq, variant): p50 and min of 20 runs in ms; then one line per (threads, seq) for the peers.
 set -e
 export PYTHONUNBUFFERED=1
@@ -32,7 +32,7 @@ L() { tail -1 | awk '{print "p50", $3, "min", $5}'; }
 for r in 1 2; do for t in 2 16; do for s in 16 64 128; do
   echo "r=$r t=$t s=$s base $($B bench $W/lstm_base.nbx --shape x=${s}x1x650 --threads $t --iterations 20 | L)"
   for v in $VARIANTS; do
-    echo "r=$r t=$t s=$s ${v%%:*} $(env ${v#*:} $N bench $W/lstm.nbx --shape x=${s}x1x650 --threads $t --iterations 20 | L)"
+    echo "r=$r t=$t s=$s ${v%%:*} $(env $(echo ${v#*:} | tr , " ") $N bench $W/lstm.nbx --shape x=${s}x1x650 --threads $t --iterations 20 | L)"
   done
 done; done; done
 python3 - $W <<'PY'

@@ -3,10 +3,13 @@
 // linear_before_reset, clip, and the ONNX activation functions with their alpha/beta lists).
 //
 // LSTM with the default activations and batch <= 16 (the usual exported language model) takes
-// the fast path, RunFastLstm: one persistent team of the worker's thread budget (StepTeam: the
-// caller plus TBB workers, claimable work items, a spin wait per step instead of a fork/join)
-// runs every direction at once. Its first round projects all timesteps' inputs onto the gates
-// (X · W^T split into column blocks of ~256, single-threaded sgemm). In every later
+// the fast path, RunFastLstm. When W is an executable's constant, all timesteps' inputs of all
+// directions are first projected onto the gates in one GEMM (X · W^T through the Gemm kernel:
+// W repacked once, oneDNN or SmallGemm by row count, on oneDNN's OpenMP team). Then one
+// persistent team of the worker's thread budget (StepTeam: that OpenMP team, or the caller plus
+// TBB workers without one; claimable work items, a spin wait per step instead of a fork/join)
+// runs every direction at once; with a W that is not a constant, its first round projects
+// (column blocks of ~256, single-threaded sgemm). In every
 // round, one per step, an item is a fixed slice of units of one direction, so its rows of R stay
 // in one core's cache: it computes the slice's recurrent dot products (AVX-512/AVX2/SSE by
 // RunSimd; at batch 1 a GEMV, which sgemm does poorly) with the gate math fused behind them.
@@ -241,30 +244,33 @@ class StepTeam {
   }
   ~StepTeam() {
     if (!kTrace || steps_ < 2) return;
-    int64_t work = 0, wait = 0, wmax = 0, parts = 0;
+    int64_t work = 0, wait = 0, wmax = 0, parts = 0, first_max = 0, first_done = 0;
     for (const auto& t : times_) {
       if (t.work + t.wait == 0) continue;
       work += t.work, wait += t.wait, ++parts;
       wmax = std::max<int64_t>(wmax, t.work);
+      first_max = std::max<int64_t>(first_max, t.first_work);
+      first_done = std::max<int64_t>(first_done, t.first_done);
     }
     const double n =
         static_cast<double>(steps_ - 1) * static_cast<double>(std::max<int64_t>(parts, 1));
     std::fprintf(stderr,
                  "team %d items x %lld rounds: per participant-round work %.2f us, wait %.2f us; "
-                 "slowest participant's work %.2f us a round\n",
+                 "slowest participant's work %.2f us a round; first round: slowest work %.1f us, "
+                 "done after %.1f us\n",
                  chunks_, static_cast<long long>(steps_), work / n / 1e3, wait / n / 1e3,
-                 wmax / static_cast<double>(steps_ - 1) / 1e3);
+                 wmax / static_cast<double>(steps_ - 1) / 1e3, first_max / 1e3, first_done / 1e3);
   }
 
   void Participate(int p, int threads,
                    absl::FunctionRef<void(int64_t step, int chunk, int participant)> fn) {
     bool eager = false;  // stole in the previous round
     for (int64_t s = round_.load(std::memory_order_acquire); s < steps_; ++s) {
-      const int64_t t0 = kTrace && s > 0 ? NowNs() : 0;
+      const int64_t t0 = kTrace ? NowNs() : 0;
       for (int c = p; c < chunks_; c += threads) {
         if (Claim(c, s)) Run(fn, s, c, p);
       }
-      const int64_t t1 = kTrace && s > 0 ? NowNs() : 0;
+      const int64_t t1 = kTrace ? NowNs() : 0;
       bool scanned = false, stole = false;
       for (int spins = 0; round_.load(std::memory_order_acquire) <= s; ++spins) {
         if (!scanned && (eager || spins >= kStealAfter)) {
@@ -290,6 +296,9 @@ class StepTeam {
       if (kTrace && s > 0 && p < 64) {
         times_[p].work += t1 - t0;
         times_[p].wait += NowNs() - t1;
+      } else if (kTrace && p < 64) {  // the first round, from the team's start
+        times_[p].first_work = t1 - start_ns_;
+        times_[p].first_done = NowNs() - start_ns_;
       }
     }
   }
@@ -314,7 +323,9 @@ class StepTeam {
 
   struct alignas(64) Times {
     int64_t work = 0, wait = 0;
+    int64_t first_work = 0, first_done = 0;  // ns from the team's start
   };
+  const int64_t start_ns_ = kTrace ? NowNs() : 0;
   std::vector<Times> times_ = std::vector<Times>(kTrace ? 64 : 0);  // per participant < 64
   std::vector<Slot> claimed_;
   alignas(64) std::atomic<int64_t> done_{0};   // items finished over all rounds
@@ -323,14 +334,27 @@ class StepTeam {
   const int chunks_;
 };
 
-// StepTeam on `threads` threads: the caller and threads - 1 tasks of a per-thread TBB arena
-// (like kernel_util::ParallelFor, so the worker's budget bounds it).
+// StepTeam on `threads` threads: oneDNN's OpenMP team where there is one, else the caller and
+// threads - 1 tasks of a per-thread TBB arena (like kernel_util::ParallelFor, so the worker's
+// budget bounds it either way). NIMBLE_LSTM_TEAM=tbb keeps TBB (A/B measurements).
 void RunSteps(int threads, int64_t steps, int chunks,
               absl::FunctionRef<void(int64_t step, int chunk, int participant)> fn) {
   if (steps <= 0 || chunks <= 0) return;
   StepTeam team(steps, chunks);
   if (threads <= 1) {
     team.Participate(0, 1, fn);
+    return;
+  }
+  static const bool kTbbTeam = [] {
+    const char* v = std::getenv("NIMBLE_LSTM_TEAM");
+    return v != nullptr && std::string(v) == "tbb";
+  }();
+  // On oneDNN's OpenMP team when there is one, like kernel_util::ParallelFor: the threads that
+  // ran the input projection's GEMM, and no TBB worker competing with them while they spin.
+  // Each participant index is taken once; one that a late thread takes finds every round done.
+  if (!kTbbTeam && onednn::OmpParallelFor(threads, threads, threads, [&](int64_t b, int64_t e) {
+        for (int64_t p = b; p < e; ++p) team.Participate(static_cast<int>(p), threads, fn);
+      })) {
     return;
   }
   thread_local std::unique_ptr<tbb::task_arena> arena;
@@ -809,6 +833,28 @@ class RecurrentKernel final : public Kernel {
     return packed;
   }
 
+  // The Gemm kernel (transB, constant_b) that projects the fast path's inputs when W is an
+  // executable's constant: oneDNN on W repacked in its preferred layout, or SmallGemm's panels
+  // at a few rows (linalg.cc), the dispatch the transformer GEMMs were tuned with. Null when W
+  // is not a constant or NIMBLE_LSTM_PROJECTION=items (A/B measurements): the team's first
+  // round then projects with single-threaded sgemm calls.
+  absl::StatusOr<const Kernel*> ProjectionGemm(const Tensor& w) const {
+    static const bool disabled = [] {
+      const char* v = std::getenv("NIMBLE_LSTM_PROJECTION");
+      return v != nullptr && std::string(v) == "items";
+    }();
+    if (disabled || w.storage() == nullptr || !w.storage()->constant()) return nullptr;
+    absl::MutexLock lock(&pack_mu_);
+    if (projection_ == nullptr) {
+      Attributes attrs;
+      attrs.Set("transB", int64_t{1});
+      attrs.Set("constant_b", int64_t{1});
+      NIMBLE_ASSIGN_OR_RETURN(projection_,
+                              KernelRegistry::Global().Create("Gemm", DeviceType::kCPU, attrs));
+    }
+    return projection_.get();
+  }
+
   // The fast path re-reads each unit's R rows from L1 for every batch row; past this batch the
   // per-step GEMMs of the general path use the weights better.
   static constexpr int64_t kFastMaxBatch = 16;
@@ -875,12 +921,24 @@ class RecurrentKernel final : public Kernel {
     // at half rate both far narrower (an item's own units, 41 columns a gate at 16 threads) and
     // far wider (1300 columns at 16 rows). Rounds 1 .. max_len: the steps.
     const int64_t col_blocks = (xw_stride + 256 * chunks - 1) / (256 * chunks) * chunks;
-    const int64_t rounds = max_len > 0 ? max_len + 1 : 0;
+    NIMBLE_ASSIGN_OR_RETURN(const Kernel* projection, ProjectionGemm(inputs[1]));
+    if (projection != nullptr && max_len > 0) {
+      // X [rows, input] · W[dirs * 4h, input]^T, on the OpenMP team that then runs the steps.
+      const int64_t g0 = kTrace ? NowNs() : 0;
+      NIMBLE_ASSIGN_OR_RETURN(Tensor x2, inputs[0].Reshape({rows, d.input}));
+      NIMBLE_ASSIGN_OR_RETURN(Tensor w2, inputs[1].Reshape({xw_stride, d.input}));
+      KernelContext gemm_ctx = ctx;
+      gemm_ctx.num_threads = threads;
+      NIMBLE_RETURN_IF_ERROR(projection->Run(gemm_ctx, {x2, w2}, absl::MakeSpan(&xw_t, 1)));
+      if (kTrace) std::fprintf(stderr, "projection %.1f us\n", (NowNs() - g0) / 1e3);
+    }
+    const int64_t first_step = projection == nullptr ? 1 : 0;  // the round of step 0
+    const int64_t rounds = max_len > 0 ? max_len + first_step : 0;
     RunSteps(threads, rounds, chunks, [&](int64_t round, int c, int p) {
       const int dir = static_cast<int>(c / per_dir);
       const int64_t k = c % per_dir;
       const int64_t j0 = k * h / per_dir, j1 = (k + 1) * h / per_dir;
-      if (round == 0) {
+      if (round < first_step) {
         const int64_t per_item = col_blocks / chunks;
         for (int64_t blk = c * per_item; blk < (c + 1) * per_item; ++blk) {
           const int64_t n0 = std::min(xw_stride, (blk * xw_stride / col_blocks + 15) / 16 * 16);
@@ -896,7 +954,7 @@ class RecurrentKernel final : public Kernel {
         }
         return;
       }
-      const int64_t s = round - 1;
+      const int64_t s = round - first_step;
       const bool reverse = c_.reverse_only || dir == 1;
       LstmChunkArgs a;
       a.r = inputs[2].data<float>() + dir * gh * h;
@@ -1142,6 +1200,7 @@ class RecurrentKernel final : public Kernel {
   const RnnConfig c_;
   mutable absl::Mutex pack_mu_;
   mutable std::vector<std::shared_ptr<const PackedLstmR>> packs_ ABSL_GUARDED_BY(pack_mu_);
+  mutable std::unique_ptr<Kernel> projection_ ABSL_GUARDED_BY(pack_mu_);  // ProjectionGemm
 };
 
 absl::StatusOr<KernelPtr> MakeRecurrent(Cell cell, const Attributes& a) {

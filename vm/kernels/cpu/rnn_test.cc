@@ -313,8 +313,9 @@ struct FastCase {
   bool input_forget = false;
 };
 
-// constant_r marks R as an executable's constant: the fast path then reads it repacked
-// (PackLstmR) instead of row-major.
+// constant_r marks W and R as an executable's constants: the fast path then reads R repacked
+// (PackLstmR) instead of row-major, and projects the inputs with SmallGemm on W's panels where
+// SmallGemm runs (AVX-512) instead of oneDNN's sgemm in the team's first round.
 std::vector<std::vector<float>> RunLstm(const FastCase& c, int threads, bool fast,
                                         bool constant_r = false) {
   const int dirs = c.direction == "bidirectional" ? 2 : 1;
@@ -332,7 +333,10 @@ std::vector<std::vector<float>> RunLstm(const FastCase& c, int threads, bool fas
       c.init ? F(Random(dirs * B * H, 15), state) : Tensor(),
       c.init ? F(Random(dirs * B * H, 16, 2.0f), state) : Tensor(),
       c.peep ? F(Random(dirs * 3 * H, 17), {dirs, 3 * H}) : Tensor()};
-  if (constant_r) inputs[2].storage()->MarkConstant();
+  if (constant_r) {
+    inputs[1].storage()->MarkConstant();
+    inputs[2].storage()->MarkConstant();
+  }
   Attributes attrs = Attrs({{"direction", c.direction}, {"layout", c.layout}});
   if (c.clip > 0) attrs.Set("clip", static_cast<double>(c.clip));
   if (c.input_forget) attrs.Set("input_forget", int64_t{1});
@@ -411,6 +415,11 @@ TEST(LstmFastPathTest, ConcurrentCallers) {
     ASSERT_EQ(got[i].size(), 3u);
     for (int k = 0; k < 3; ++k) ExpectNear(got[i][k], want[k], 2e-5f);
   }
+}
+TEST(LstmFastPathTest, MoreRowsThanOneProjectionBlock) {
+  // 150 and 2 x 70 rows of X: SmallGemm takes at most 128 rows a call.
+  CheckFastPath({"forward", 150, 1, 24, 33, true, false, false, 0});
+  CheckFastPath({"bidirectional", 70, 2, 19, 21, true, true, true, 1});
 }
 TEST(LstmFastPathTest, Hidden650) {
   CheckFastPath({"forward", 3, 1, 650, 650, true, false, false, 0});

@@ -417,9 +417,11 @@ TEST(LstmFastPathTest, ConcurrentCallers) {
   }
 }
 TEST(LstmFastPathTest, MoreRowsThanOneProjectionBlock) {
-  // 150 and 2 x 70 rows of X: SmallGemm takes at most 128 rows a call.
+  // 150 and 2 x 70 rows of X; from 8 threads (hidden 256 at 16) the projection goes in blocks
+  // of 64 rows.
   CheckFastPath({"forward", 150, 1, 24, 33, true, false, false, 0});
   CheckFastPath({"bidirectional", 70, 2, 19, 21, true, true, true, 1});
+  CheckFastPath({"forward", 70, 2, 33, 256, true, true, false, 1});
 }
 TEST(LstmFastPathTest, Hidden650) {
   CheckFastPath({"forward", 3, 1, 650, 650, true, false, false, 0});

@@ -4,12 +4,12 @@
 //
 // LSTM with the default activations and batch <= 16 (the usual exported language model) takes
 // the fast path, RunFastLstm. When W is an executable's constant, all timesteps' inputs of all
-// directions are first projected onto the gates in one GEMM (X · W^T through the Gemm kernel:
-// W repacked once, oneDNN or SmallGemm by row count, on oneDNN's OpenMP team). Then one
-// persistent team of the worker's thread budget (StepTeam: that OpenMP team, or the caller plus
-// TBB workers without one; claimable work items, a spin wait per step instead of a fork/join)
-// runs every direction at once; with a W that is not a constant, its first round projects
-// (column blocks of ~256, single-threaded sgemm). In every
+// directions are first projected onto the gates (X · W^T through the Gemm kernel: W repacked
+// once, oneDNN or SmallGemm by row count, on oneDNN's OpenMP team; from 8 threads in blocks of
+// SmallGemm's 64 rows). Then one persistent team of the worker's thread budget (StepTeam: that
+// OpenMP team, or the caller plus TBB workers without one; claimable work items, a spin wait per
+// step instead of a fork/join) runs every direction at once; with a W that is not a constant,
+// its first round projects (column blocks of ~256, single-threaded sgemm). In every other
 // round, one per step, an item is a fixed slice of units of one direction, so its rows of R stay
 // in one core's cache: it computes the slice's recurrent dot products (AVX-512/AVX2/SSE by
 // RunSimd; at batch 1 a GEMV, which sgemm does poorly) with the gate math fused behind them.

@@ -5,8 +5,9 @@
 #
 #     CARRY=carry/dev-cpu VARIANTS="new:X=1 other:SOME_ENV=value" bash bench/device_lstm_ab.sh
 #
-# Each variant is LABEL:ENV=VALUE[,ENV=VALUE...], run with the new build. Prints one line per (repeat, threads,
-# seq, variant): p50 and min of 20 runs in ms; then one line per (threads, seq) for the peers.
+# Each variant is LABEL:ENV=VALUE[,ENV=VALUE...], run with the new build. Prints one line per
+# (repeat, threads, seq, variant): p50 and min of 20 runs in ms; then one line per (threads, seq)
+# for the peers.
 set -e
 export PYTHONUNBUFFERED=1
 CARRY=${CARRY:-carry/dev-cpu}

@@ -916,11 +916,12 @@ class RecurrentKernel final : public Kernel {
     float* y_data = y != nullptr ? y->data<float>() : nullptr;
     absl::Status status;
     std::mutex status_mutex;  // guards status
-    // Round 0: item c projects the inputs of every step onto its share of the gate rows of W of
+    // With the Gemm projection (W constant) the rounds are the steps. Otherwise round 0
+    // projects: item c multiplies the inputs of every step by its share of the gate rows of W of
     // all directions: xw columns [c * n / chunks, (c + 1) * n / chunks), in sgemm calls of at
     // most ~256 columns (column counts rounded to 16). oneDNN's sgemm runs a few timesteps' rows
     // at half rate both far narrower (an item's own units, 41 columns a gate at 16 threads) and
-    // far wider (1300 columns at 16 rows). Rounds 1 .. max_len: the steps.
+    // far wider (1300 columns at 16 rows). Rounds 1 .. max_len are then the steps.
     const int64_t col_blocks = (xw_stride + 256 * chunks - 1) / (256 * chunks) * chunks;
     NIMBLE_ASSIGN_OR_RETURN(const Kernel* projection, ProjectionGemm(inputs[1]));
     if (projection != nullptr && max_len > 0) {

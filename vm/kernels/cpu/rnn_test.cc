@@ -314,8 +314,8 @@ struct FastCase {
 };
 
 // constant_r marks W and R as an executable's constants: the fast path then reads R repacked
-// (PackLstmR) instead of row-major, and projects the inputs with SmallGemm on W's panels where
-// SmallGemm runs (AVX-512) instead of oneDNN's sgemm in the team's first round.
+// (PackLstmR) instead of row-major, and projects the inputs through the Gemm kernel on W
+// repacked instead of in the step team's first round.
 std::vector<std::vector<float>> RunLstm(const FastCase& c, int threads, bool fast,
                                         bool constant_r = false) {
   const int dirs = c.direction == "bidirectional" ? 2 : 1;

@@ -651,7 +651,8 @@ struct RnnConfig {
 
 class RecurrentKernel final : public Kernel {
  public:
-  explicit RecurrentKernel(RnnConfig config) : c_(std::move(config)) {}
+  RecurrentKernel(RnnConfig config, std::unique_ptr<Kernel> projection)
+      : c_(std::move(config)), projection_(std::move(projection)) {}
 
   absl::Status OutputShapes(absl::Span<const Tensor> inputs,
                             absl::Span<Shape> output_shapes) const override {
@@ -839,19 +840,13 @@ class RecurrentKernel final : public Kernel {
   // at a few rows (linalg.cc), the dispatch the transformer GEMMs were tuned with. Null when W
   // is not a constant or NIMBLE_LSTM_PROJECTION=items (A/B measurements): the team's first
   // round then projects with single-threaded sgemm calls.
-  absl::StatusOr<const Kernel*> ProjectionGemm(const Tensor& w) const {
+  const Kernel* ProjectionGemm(const Tensor& w) const {
     static const bool disabled = [] {
       const char* v = std::getenv("NIMBLE_LSTM_PROJECTION");
       return v != nullptr && std::string(v) == "items";
     }();
-    if (disabled || w.storage() == nullptr || !w.storage()->constant()) return nullptr;
-    absl::MutexLock lock(&pack_mu_);
-    if (projection_ == nullptr) {
-      Attributes attrs;
-      attrs.Set("transB", int64_t{1});
-      attrs.Set("constant_b", int64_t{1});
-      NIMBLE_ASSIGN_OR_RETURN(projection_,
-                              KernelRegistry::Global().Create("Gemm", DeviceType::kCPU, attrs));
+    if (disabled || projection_ == nullptr || w.storage() == nullptr || !w.storage()->constant()) {
+      return nullptr;
     }
     return projection_.get();
   }
@@ -923,7 +918,7 @@ class RecurrentKernel final : public Kernel {
     // at half rate both far narrower (an item's own units, 41 columns a gate at 16 threads) and
     // far wider (1300 columns at 16 rows). Rounds 1 .. max_len are then the steps.
     const int64_t col_blocks = (xw_stride + 256 * chunks - 1) / (256 * chunks) * chunks;
-    NIMBLE_ASSIGN_OR_RETURN(const Kernel* projection, ProjectionGemm(inputs[1]));
+    const Kernel* projection = ProjectionGemm(inputs[1]);
     if (projection != nullptr && max_len > 0) {
       // X [rows, input] · W[dirs * 4h, input]^T, on the OpenMP team that then runs the steps.
       const int64_t g0 = kTrace ? NowNs() : 0;
@@ -1216,7 +1211,7 @@ class RecurrentKernel final : public Kernel {
   const RnnConfig c_;
   mutable absl::Mutex pack_mu_;
   mutable std::vector<std::shared_ptr<const PackedLstmR>> packs_ ABSL_GUARDED_BY(pack_mu_);
-  mutable std::unique_ptr<Kernel> projection_ ABSL_GUARDED_BY(pack_mu_);  // ProjectionGemm
+  const std::unique_ptr<Kernel> projection_;  // ProjectionGemm (LSTM only)
 };
 
 absl::StatusOr<KernelPtr> MakeRecurrent(Cell cell, const Attributes& a) {
@@ -1257,7 +1252,15 @@ absl::StatusOr<KernelPtr> MakeRecurrent(Cell cell, const Attributes& a) {
   NIMBLE_ASSIGN_OR_RETURN(
       c.acts, ParseActivations(names, a.GetOr<std::vector<double>>("activation_alpha", {}),
                                a.GetOr<std::vector<double>>("activation_beta", {})));
-  return KernelPtr(new RecurrentKernel(std::move(c)));
+  KernelPtr projection;  // the LSTM fast path's input projection (ProjectionGemm)
+  if (cell == Cell::kLstm) {
+    Attributes attrs;
+    attrs.Set("transB", int64_t{1});
+    attrs.Set("constant_b", int64_t{1});
+    NIMBLE_ASSIGN_OR_RETURN(projection,
+                            KernelRegistry::Global().Create("Gemm", DeviceType::kCPU, attrs));
+  }
+  return KernelPtr(new RecurrentKernel(std::move(c), std::move(projection)));
 }
 
 }  // namespace

@@ -313,11 +313,11 @@ struct FastCase {
   bool input_forget = false;
 };
 
-// constant_r marks W and R as an executable's constants: the fast path then reads R repacked
+// constant_weights marks W and R as an executable's constants: the fast path then reads R repacked
 // (PackLstmR) instead of row-major, and projects the inputs through the Gemm kernel on W
 // repacked instead of in the step team's first round.
 std::vector<std::vector<float>> RunLstm(const FastCase& c, int threads, bool fast,
-                                        bool constant_r = false) {
+                                        bool constant_weights = false) {
   const int dirs = c.direction == "bidirectional" ? 2 : 1;
   const int64_t T = c.T, B = c.B, H = c.H;
   std::vector<int64_t> lens(B);
@@ -333,7 +333,7 @@ std::vector<std::vector<float>> RunLstm(const FastCase& c, int threads, bool fas
       c.init ? F(Random(dirs * B * H, 15), state) : Tensor(),
       c.init ? F(Random(dirs * B * H, 16, 2.0f), state) : Tensor(),
       c.peep ? F(Random(dirs * 3 * H, 17), {dirs, 3 * H}) : Tensor()};
-  if (constant_r) {
+  if (constant_weights) {
     inputs[1].storage()->MarkConstant();
     inputs[2].storage()->MarkConstant();
   }
@@ -355,12 +355,12 @@ void CheckFastPath(const FastCase& c) {
        {cpu::SimdLevel::kAvx512, cpu::SimdLevel::kAvx2, cpu::SimdLevel::kBaseline}) {
     cpu::SetSimdLevelForTesting(level);
     for (int threads : {1, 2, 3, 16}) {
-      for (bool constant_r : {false, true}) {
+      for (bool constant_weights : {false, true}) {
         SCOPED_TRACE(::testing::Message()
-                     << c.direction << " T=" << c.T << " B=" << c.B << " H=" << c.H
-                     << " layout=" << c.layout << " threads=" << threads
-                     << " simd=" << static_cast<int>(level) << " packed R=" << constant_r);
-        const auto got = RunLstm(c, threads, true, constant_r);
+                     << c.direction << " T=" << c.T << " B=" << c.B << " H=" << c.H << " layout="
+                     << c.layout << " threads=" << threads << " simd=" << static_cast<int>(level)
+                     << " constant W, R=" << constant_weights);
+        const auto got = RunLstm(c, threads, true, constant_weights);
         ASSERT_EQ(got.size(), 3u);
         for (int i = 0; i < 3; ++i) ExpectNear(got[i], want[i], 2e-5f);
       }

@@ -8,8 +8,11 @@ then for each thread count and sequence length times
     (intra_op_num_threads = threads, sequential execution, all graph optimisations);
   - LSTM 2x650 batch 1: `nimblec bench` vs the PyTorch module that was exported
     (torch.set_num_threads(threads)), and ORT on the same file for reference.
-Every number is the median (p50) of --iterations runs after warm-up. Writes a Markdown table
-to --out (and stdout).
+Each cell runs --rounds rounds, alternating Nimble and its peers (Nimble, peer, Nimble, peer,
+...), each round --iterations runs after warm-up; a number is the median over the rounds of each
+round's p50, so load that comes and goes on the shared machine falls on both sides alike. Both
+models are compiled to executables once (`nimblec compile`), outside the timing. Writes a
+Markdown table to --out (and stdout).
 
     python3 bench/device_cpu.py --nimblec /tmp/nimble/nimblec --out results.md
 """
@@ -89,6 +92,7 @@ def main():
     p.add_argument("--seqs", default="16,64,128,384")
     p.add_argument("--lstm-seqs", default="16,64,128")
     p.add_argument("--iterations", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--out", required=True)
     args = p.parse_args()
     threads_list = [int(t) for t in args.threads.split(",")]
@@ -108,12 +112,26 @@ def main():
     export_models.export(lstm, (torch.randn(5, 1, 650),), ["x"], ["y", "h", "c"],
                          {"x": {0: "seq", 1: "batch"}, "y": {0: "seq", 1: "batch"},
                           "h": {1: "batch"}, "c": {1: "batch"}}, lstm_path, 14)
+    compiled = {}
+    for path in (bert_path, lstm_path):
+        compiled[path] = path[:-len(".onnx")] + ".nbx"
+        subprocess.run([args.nimblec, "compile", path, "-o", compiled[path]], check=True,
+                       capture_output=True)
+
+    def rounds(*measures):
+        # Median over rounds of each measure's p50, the measures alternating within a round.
+        samples = [[] for _ in measures]
+        for _ in range(args.rounds):
+            for i, measure in enumerate(measures):
+                samples[i].append(measure())
+        return [sorted(v)[len(v) // 2] for v in samples]
 
     lines = [f"## CPU of the GPU machine ({datetime.date.today()})", "",
              f"Machine: {cpu_name()}, {os.cpu_count()} cores visible. PyTorch {torch.__version__}, "
-             f"ONNX Runtime {ort.__version__}. p50 of {args.iterations} runs after warm-up; "
-             "Nimble and its peers run the same ONNX file (the same module for PyTorch), one "
-             "after the other in one process tree.", "",
+             f"ONNX Runtime {ort.__version__}. Median over {args.rounds} alternating rounds "
+             f"(Nimble, peers, Nimble, ...) of each round's p50 of {args.iterations} runs after "
+             "warm-up; Nimble and its peers run the same ONNX file (the same module for "
+             "PyTorch) in one process tree.", "",
              "Command: `python3 bench/device_cpu.py --nimblec NIMBLEC --out FILE` "
              "(through the device tool; see bench/README.md)", "",
              "### BERT-base fp32, batch 1", "",
@@ -122,12 +140,13 @@ def main():
     for threads in threads_list:
         for seq in [int(s) for s in args.seqs.split(",")]:
             shape = (1, seq)
-            nimble, outside = nimble_ms(args.nimblec, bert_path, {n: shape for n in names},
-                                        threads, args.iterations)
             feeds = {"input_ids": np.random.randint(0, 30522, shape).astype(np.int64),
                      "attention_mask": np.ones(shape, np.int64),
                      "token_type_ids": np.zeros(shape, np.int64)}
-            ref = ort_ms(bert_path, feeds, threads, args.iterations)
+            (nimble, outside), ref = rounds(
+                lambda: nimble_ms(args.nimblec, compiled[bert_path], {n: shape for n in names},
+                                  threads, args.iterations),
+                lambda: ort_ms(bert_path, feeds, threads, args.iterations))
             lines.append(f"| {threads} | {seq} | {nimble:.1f} | {outside:.2f}% | {ref:.1f} | "
                          f"{ref / nimble:.2f}x |")
             print(lines[-1], flush=True)
@@ -136,11 +155,12 @@ def main():
               "|---|---|---|---|---|---|"]
     for threads in threads_list:
         for seq in [int(s) for s in args.lstm_seqs.split(",")]:
-            nimble, _ = nimble_ms(args.nimblec, lstm_path, {"x": (seq, 1, 650)}, threads,
-                                  args.iterations)
             x = torch.randn(seq, 1, 650)
-            pt = torch_ms(lstm, (x,), threads, args.iterations)
-            ref = ort_ms(lstm_path, {"x": x.numpy()}, threads, args.iterations)
+            nimble, pt, ref = rounds(
+                lambda: nimble_ms(args.nimblec, compiled[lstm_path], {"x": (seq, 1, 650)},
+                                  threads, args.iterations)[0],
+                lambda: torch_ms(lstm, (x,), threads, args.iterations),
+                lambda: ort_ms(lstm_path, {"x": x.numpy()}, threads, args.iterations))
             lines.append(f"| {threads} | {seq} | {nimble:.2f} | {pt:.2f} | {pt / nimble:.2f}x | "
                          f"{ref:.2f} |")
             print(lines[-1], flush=True)

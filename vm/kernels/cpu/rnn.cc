@@ -3,16 +3,13 @@
 // linear_before_reset, clip, and the ONNX activation functions with their alpha/beta lists).
 //
 // LSTM with the default activations and batch <= 16 (the usual exported language model) takes
-// the fast path, RunFastLstm. From 8 threads, with more than one chunk of 16 input rows, the
-// inputs are projected onto the gates (X · W^T) in the step team's slack: while a participant
-// waits for a round's slowest, it computes pieces of the next chunk's projection
-// (StepBackground). Otherwise, when W is an executable's constant, all timesteps' inputs of all
-// directions are first projected through the Gemm kernel (W repacked once, oneDNN or SmallGemm
-// by row count, on oneDNN's OpenMP team). Then one persistent team of the worker's thread
-// budget (StepTeam: that OpenMP team, or the caller plus TBB workers without one; claimable work
-// items, a spin wait per step instead of a fork/join) runs every direction at once; with a W
-// that is not a constant and fewer threads, its first round projects (column blocks of ~256,
-// single-threaded sgemm). In every other
+// the fast path, RunFastLstm. When W is an executable's constant, all timesteps' inputs of all
+// directions are first projected onto the gates (X · W^T through the Gemm kernel: W repacked
+// once, oneDNN or SmallGemm by row count, on oneDNN's OpenMP team; from 8 threads in blocks of
+// SmallGemm's 64 rows). Then one persistent team of the worker's thread budget (StepTeam: that
+// OpenMP team, or the caller plus TBB workers without one; claimable work items, a spin wait per
+// step instead of a fork/join) runs every direction at once; with a W that is not a constant,
+// its first round projects (column blocks of ~256, single-threaded sgemm). In every other
 // round, one per step, an item is a fixed slice of units of one direction, so its rows of R stay
 // in one core's cache: it computes the slice's recurrent dot products (AVX-512/AVX2/SSE by
 // RunSimd; at batch 1 a GEMV, which sgemm does poorly) with the gate math fused behind them.
@@ -241,37 +238,15 @@ const bool kTrace = std::getenv("NIMBLE_LSTM_TRACE") != nullptr;
 // waits for a thread that never comes (the failure mode of an OpenMP team on a loaded machine). One
 // who had to steal in a round steals at once in the next. The finisher of a round's last item
 // publishes the round; the others spin on that (pause), then yield.
-//
-// Optional background work (StepBackground): `pieces` independent items per chunk of
-// `steps_per_chunk` rounds, which participants take while they would otherwise spin for a
-// round to finish. Chunk k's pieces may be taken from the first round of chunk k - 1 on (chunk
-// 0's at the start) and must all be done before round k * steps_per_chunk begins; a participant
-// that reaches that round first helps with what is left. A piece never holds up the round it
-// was taken in: only the participant running it starts its next round later.
-struct StepBackground {
-  int64_t steps_per_chunk = 1;
-  int64_t pieces = 0;  // per chunk
-  int64_t chunks = 0;
-  absl::FunctionRef<void(int64_t chunk, int64_t piece)> fn;
-};
-
 class StepTeam {
  public:
-  StepTeam(int64_t steps, int chunks, const StepBackground* background)
-      : claimed_(chunks),
-        steps_(steps),
-        chunks_(chunks),
-        background_(background != nullptr && background->pieces > 0 && background->chunks > 0
-                        ? background
-                        : nullptr) {
+  StepTeam(int64_t steps, int chunks) : claimed_(chunks), steps_(steps), chunks_(chunks) {
     for (Slot& s : claimed_) s.round.store(-1, std::memory_order_relaxed);
   }
   ~StepTeam() {
     if (!kTrace || steps_ < 2) return;
     int64_t work = 0, wait = 0, wmax = 0, parts = 0, first_max = 0, first_done = 0;
-    int64_t piece_ns = 0, piece_count = 0;
     for (const auto& t : times_) {
-      piece_ns += t.piece_ns, piece_count += t.pieces;
       if (t.work + t.wait == 0) continue;
       work += t.work, wait += t.wait, ++parts;
       wmax = std::max<int64_t>(wmax, t.work);
@@ -286,33 +261,20 @@ class StepTeam {
                  "done after %.1f us\n",
                  chunks_, static_cast<long long>(steps_), work / n / 1e3, wait / n / 1e3,
                  wmax / static_cast<double>(steps_ - 1) / 1e3, first_max / 1e3, first_done / 1e3);
-    if (piece_count > 0) {
-      std::fprintf(stderr, "background: %lld pieces, %.2f us each, %.2f us a participant-round\n",
-                   static_cast<long long>(piece_count), piece_ns / 1e3 / piece_count,
-                   piece_ns / n / 1e3);
-    }
   }
 
   void Participate(int p, int threads,
                    absl::FunctionRef<void(int64_t step, int chunk, int participant)> fn) {
     bool eager = false;  // stole in the previous round
     for (int64_t s = round_.load(std::memory_order_acquire); s < steps_; ++s) {
-      if (background_ != nullptr && s % background_->steps_per_chunk == 0) {
-        AwaitPieces(s / background_->steps_per_chunk + 1, p);
-      }
       const int64_t t0 = kTrace ? NowNs() : 0;
       for (int c = p; c < chunks_; c += threads) {
         if (Claim(c, s)) Run(fn, s, c, p);
       }
       const int64_t t1 = kTrace ? NowNs() : 0;
       bool scanned = false, stole = false;
-      // Background pieces up to the next chunk's while the round runs.
-      const int64_t piece_limit =
-          background_ != nullptr ? PieceLimit(s / background_->steps_per_chunk + 2) : 0;
       for (int spins = 0; round_.load(std::memory_order_acquire) <= s; ++spins) {
-        if (background_ != nullptr && TryPiece(piece_limit, p)) {
-          spins = 0;
-        } else if (!scanned && (eager || spins >= kStealAfter)) {
+        if (!scanned && (eager || spins >= kStealAfter)) {
           // Take one item nobody has claimed, then look again: owners that turn up meanwhile
           // still get theirs. Once none is left the round only waits on running items.
           scanned = true;
@@ -343,38 +305,6 @@ class StepTeam {
   }
 
  private:
-  // Index one past the last background piece of chunks [0, chunks).
-  int64_t PieceLimit(int64_t chunks) const {
-    return std::min(chunks, background_->chunks) * background_->pieces;
-  }
-  // Runs the next background piece if its index is below `limit`.
-  bool TryPiece(int64_t limit, int p) {
-    int64_t g = next_piece_.load(std::memory_order_relaxed);
-    while (g < limit) {
-      if (next_piece_.compare_exchange_weak(g, g + 1, std::memory_order_relaxed)) {
-        const int64_t t0 = kTrace ? NowNs() : 0;
-        background_->fn(g / background_->pieces, g % background_->pieces);
-        if (kTrace && p < 64) times_[p].piece_ns += NowNs() - t0, ++times_[p].pieces;
-        // Release: the piece's writes happen before a participant that sees the count.
-        pieces_done_.fetch_add(1, std::memory_order_acq_rel);
-        return true;
-      }
-    }
-    return false;
-  }
-  // Returns once every piece of chunks [0, chunks) is done, running those not yet taken.
-  void AwaitPieces(int64_t chunks, int p) {
-    const int64_t needed = PieceLimit(chunks);
-    for (int spins = 0; pieces_done_.load(std::memory_order_acquire) < needed;) {
-      if (TryPiece(needed, p)) continue;
-      if (++spins < kSpins) {
-        CpuRelax();
-      } else {
-        std::this_thread::yield();  // a descheduled piece owner needs the core
-      }
-    }
-  }
-
   static constexpr int kStealAfter = 256;  // pauses: a few microseconds
   static constexpr int kSpins = 4096;      // then yield the core
   struct alignas(64) Slot {
@@ -395,28 +325,23 @@ class StepTeam {
   struct alignas(64) Times {
     int64_t work = 0, wait = 0;
     int64_t first_work = 0, first_done = 0;  // ns from the team's start
-    int64_t piece_ns = 0, pieces = 0;        // background pieces (included in wait)
   };
   const int64_t start_ns_ = kTrace ? NowNs() : 0;
   std::vector<Times> times_ = std::vector<Times>(kTrace ? 64 : 0);  // per participant < 64
   std::vector<Slot> claimed_;
   alignas(64) std::atomic<int64_t> done_{0};   // items finished over all rounds
   alignas(64) std::atomic<int64_t> round_{0};  // rounds finished
-  alignas(64) std::atomic<int64_t> next_piece_{0};   // background pieces taken
-  alignas(64) std::atomic<int64_t> pieces_done_{0};  // background pieces finished
   const int64_t steps_;
   const int chunks_;
-  const StepBackground* const background_;  // null: none
 };
 
 // StepTeam on `threads` threads: oneDNN's OpenMP team where there is one, else the caller and
 // threads - 1 tasks of a per-thread TBB arena (like kernel_util::ParallelFor, so the worker's
 // budget bounds it either way). NIMBLE_LSTM_TEAM=tbb keeps TBB (A/B measurements).
 void RunSteps(int threads, int64_t steps, int chunks,
-              absl::FunctionRef<void(int64_t step, int chunk, int participant)> fn,
-              const StepBackground* background = nullptr) {
+              absl::FunctionRef<void(int64_t step, int chunk, int participant)> fn) {
   if (steps <= 0 || chunks <= 0) return;
-  StepTeam team(steps, chunks, background);
+  StepTeam team(steps, chunks);
   if (threads <= 1) {
     team.Participate(0, 1, fn);
     return;
@@ -500,78 +425,6 @@ NIMBLE_SIMD_INLINE void Dots(const float* const* rows, const float* x, int64_t k
     out[m] = sum;
   }
 }
-
-// out[r][m] = dot(xs[r][0, k), rows[m][0, k)) for r < R, m < M: each load of a row serves R
-// inputs (Dots for several inputs at once).
-template <int W, int R, int M>
-NIMBLE_SIMD_INLINE void DotsRows(const float* const* xs, const float* const* rows, int64_t k,
-                                 float (&out)[R][M]) {
-  using V = typename Simd<W>::F;
-  using I = typename Simd<W>::I;
-  V acc[R][M];
-  for (int r = 0; r < R; ++r)
-    for (int m = 0; m < M; ++m) acc[r][m] = V{};
-  int64_t i = 0;
-  for (; i + W <= k; i += W) {
-    V xv[R];
-    for (int r = 0; r < R; ++r) xv[r] = LoadV<V>(xs[r] + i);
-    for (int m = 0; m < M; ++m) {
-      const V w = LoadV<V>(rows[m] + i);
-      for (int r = 0; r < R; ++r) acc[r][m] += w * xv[r];
-    }
-  }
-  if (i < k && k >= W) {
-    // The last W elements, with the lanes the loop already counted masked off.
-    const int64_t base = k - W;
-    I lane;
-    for (int l = 0; l < W; ++l) lane[l] = l;
-    const I keep = lane >= static_cast<int32_t>(i - base);
-    V xv[R];
-    for (int r = 0; r < R; ++r) xv[r] = keep ? LoadV<V>(xs[r] + base) : V{};
-    for (int m = 0; m < M; ++m) {
-      const V w = LoadV<V>(rows[m] + base);
-      for (int r = 0; r < R; ++r) acc[r][m] += w * xv[r];
-    }
-    i = k;
-  }
-  for (int r = 0; r < R; ++r) {
-    for (int m = 0; m < M; ++m) {
-      float sum = HSum<W>(acc[r][m]);
-      for (int64_t j = i; j < k; ++j) sum += xs[r][j] * rows[m][j];
-      out[r][m] = sum;
-    }
-  }
-}
-
-// A piece of the LSTM's input projection run in the step team's slack (RunFastLstm): xw columns
-// [n0, n0 + cols) of up to kPieceRows input rows, outs[r][c] = dot(xs[r], rows[c]).
-constexpr int64_t kPieceRows = 16;  // input rows a chunk of steps covers (steps x batch)
-constexpr int64_t kPieceCols = 8;   // gate columns a piece computes
-struct ProjectionPieceArgs {
-  const float* xs[kPieceRows];
-  float* outs[kPieceRows];
-  int64_t count = 0;
-  const float* rows[kPieceCols];  // W's rows; past `cols` repeats of the last one
-  int64_t cols = 0;
-  int64_t k = 0;  // input size
-};
-struct ProjectionPiece {
-  template <int W>
-  static NIMBLE_SIMD_INLINE void Run(const ProjectionPieceArgs* args) {
-    const ProjectionPieceArgs& a = *args;
-    int64_t r = 0;
-    for (; r + 2 <= a.count; r += 2) {
-      float out[2][kPieceCols];
-      DotsRows<W, 2, kPieceCols>(a.xs + r, a.rows, a.k, out);
-      for (int64_t c = 0; c < a.cols; ++c) a.outs[r][c] = out[0][c], a.outs[r + 1][c] = out[1][c];
-    }
-    if (r < a.count) {
-      float out[1][kPieceCols];
-      DotsRows<W, 1, kPieceCols>(a.xs + r, a.rows, a.k, out);
-      for (int64_t c = 0; c < a.cols; ++c) a.outs[r][c] = out[0][c];
-    }
-  }
-};
 
 // R repacked for the step's dot products (PackLstmR): per unit, per 16-column chunk, the four
 // gates' 16 values side by side, so a unit's rows are one contiguous, 64-byte aligned stream
@@ -988,23 +841,14 @@ class RecurrentKernel final : public Kernel {
   // is not a constant or NIMBLE_LSTM_PROJECTION=items (A/B measurements): the team's first
   // round then projects with single-threaded sgemm calls.
   const Kernel* ProjectionGemm(const Tensor& w) const {
-    if (ProjectionChoice() == 'i' || projection_ == nullptr || w.storage() == nullptr ||
-        !w.storage()->constant()) {
+    static const bool disabled = [] {
+      const char* v = std::getenv("NIMBLE_LSTM_PROJECTION");
+      return v != nullptr && std::string(v) == "items";
+    }();
+    if (disabled || projection_ == nullptr || w.storage() == nullptr || !w.storage()->constant()) {
       return nullptr;
     }
     return projection_.get();
-  }
-
-  // NIMBLE_LSTM_PROJECTION for A/B measurements: "items" (the first round's sgemm items),
-  // "gemm" (the Gemm kernel before the steps, never in the background); else 0 (by threads).
-  static char ProjectionChoice() {
-    static const char choice = [] {
-      const char* v = std::getenv("NIMBLE_LSTM_PROJECTION");
-      if (v == nullptr) return '\0';
-      if (std::string(v) == "items") return 'i';
-      return std::string(v) == "gemm" ? 'g' : '\0';
-    }();
-    return choice;
   }
 
   // The fast path re-reads each unit's R rows from L1 for every batch row; past this batch the
@@ -1074,40 +918,7 @@ class RecurrentKernel final : public Kernel {
     // at half rate both far narrower (an item's own units, 41 columns a gate at 16 threads) and
     // far wider (1300 columns at 16 rows). Rounds 1 .. max_len are then the steps.
     const int64_t col_blocks = (xw_stride + 256 * chunks - 1) / (256 * chunks) * chunks;
-    // From kSmallGemmManyThreads threads a round leaves most participants microseconds of
-    // waiting for its slowest (16 threads, h 650: ~3 of ~10 µs). The projection then runs there,
-    // as the team's background pieces (StepBackground): a chunk of steps (kPieceRows input rows)
-    // times kPieceCols gate columns of one direction, chunk k + 1's taken while chunk k's steps
-    // run. Only the first chunk's pieces run before the first step.
-    const int64_t steps_per_chunk = std::max<int64_t>(1, kPieceRows / batch);
-    const bool background =
-        threads >= kSmallGemmManyThreads && max_len > steps_per_chunk && ProjectionChoice() == 0;
-    const int64_t col_pieces = (gh + kPieceCols - 1) / kPieceCols;  // a direction's
-    auto piece = [&](int64_t chunk, int64_t q) {
-      const int dir = static_cast<int>(q / col_pieces);
-      const bool reverse = c_.reverse_only || dir == 1;
-      const int64_t n0 = q % col_pieces * kPieceCols;
-      ProjectionPieceArgs a;
-      a.cols = std::min(kPieceCols, gh - n0);
-      a.k = d.input;
-      for (int64_t m = 0; m < kPieceCols; ++m) {
-        a.rows[m] = inputs[1].data<float>() + (dir * gh + n0 + std::min(m, a.cols - 1)) * d.input;
-      }
-      const int64_t s1 = std::min(max_len, (chunk + 1) * steps_per_chunk);
-      for (int64_t s = chunk * steps_per_chunk; s < s1; ++s) {
-        for (int64_t b = 0; b < batch; ++b) {
-          if (s >= lens[b]) continue;
-          const int64_t row = XRow(d, reverse ? lens[b] - 1 - s : s, b);
-          a.xs[a.count] = inputs[0].data<float>() + row * d.input;
-          a.outs[a.count++] = xw + row * xw_stride + dir * gh + n0;
-        }
-      }
-      RunSimd<ProjectionPiece>(static_cast<const ProjectionPieceArgs*>(&a));
-    };
-    const StepBackground background_projection{steps_per_chunk, dirs * col_pieces,
-                                               (max_len + steps_per_chunk - 1) / steps_per_chunk,
-                                               piece};
-    const Kernel* projection = background ? nullptr : ProjectionGemm(inputs[1]);
+    const Kernel* projection = ProjectionGemm(inputs[1]);
     if (projection != nullptr && max_len > 0) {
       // X [rows, input] · W[dirs * 4h, input]^T, on the OpenMP team that then runs the steps.
       const int64_t g0 = kTrace ? NowNs() : 0;
@@ -1132,67 +943,63 @@ class RecurrentKernel final : public Kernel {
       }
       if (kTrace) std::fprintf(stderr, "projection %.1f us\n", (NowNs() - g0) / 1e3);
     }
-    // The round of step 0: 1 when the first round projects.
-    const int64_t first_step = projection == nullptr && !background ? 1 : 0;
+    const int64_t first_step = projection == nullptr ? 1 : 0;  // the round of step 0
     const int64_t rounds = max_len > 0 ? max_len + first_step : 0;
-    RunSteps(
-        threads, rounds, chunks,
-        [&](int64_t round, int c, int p) {
-          const int dir = static_cast<int>(c / per_dir);
-          const int64_t k = c % per_dir;
-          const int64_t j0 = k * h / per_dir, j1 = (k + 1) * h / per_dir;
-          if (round < first_step) {
-            const int64_t per_item = col_blocks / chunks;
-            for (int64_t blk = c * per_item; blk < (c + 1) * per_item; ++blk) {
-              const int64_t n0 = std::min(xw_stride, (blk * xw_stride / col_blocks + 15) / 16 * 16);
-              const int64_t n1 =
-                  std::min(xw_stride, ((blk + 1) * xw_stride / col_blocks + 15) / 16 * 16);
-              absl::Status st = onednn::Sgemm(
-                  1, false, true, rows, n1 - n0, d.input, 1.0f, inputs[0].data<float>(), d.input,
-                  inputs[1].data<float>() + n0 * d.input, d.input, 0.0f, xw + n0, xw_stride);
-              if (!st.ok()) {
-                std::lock_guard<std::mutex> lock(status_mutex);
-                status.Update(st);
-              }
-            }
-            return;
+    RunSteps(threads, rounds, chunks, [&](int64_t round, int c, int p) {
+      const int dir = static_cast<int>(c / per_dir);
+      const int64_t k = c % per_dir;
+      const int64_t j0 = k * h / per_dir, j1 = (k + 1) * h / per_dir;
+      if (round < first_step) {
+        const int64_t per_item = col_blocks / chunks;
+        for (int64_t blk = c * per_item; blk < (c + 1) * per_item; ++blk) {
+          const int64_t n0 = std::min(xw_stride, (blk * xw_stride / col_blocks + 15) / 16 * 16);
+          const int64_t n1 =
+              std::min(xw_stride, ((blk + 1) * xw_stride / col_blocks + 15) / 16 * 16);
+          absl::Status st = onednn::Sgemm(
+              1, false, true, rows, n1 - n0, d.input, 1.0f, inputs[0].data<float>(), d.input,
+              inputs[1].data<float>() + n0 * d.input, d.input, 0.0f, xw + n0, xw_stride);
+          if (!st.ok()) {
+            std::lock_guard<std::mutex> lock(status_mutex);
+            status.Update(st);
           }
-          const int64_t s = round - first_step;
-          const bool reverse = c_.reverse_only || dir == 1;
-          LstmChunkArgs a;
-          a.r = inputs[2].data<float>() + dir * gh * h;
-          a.packed = packed_r != nullptr ? packed_r->Direction(dir) : nullptr;
-          a.chunks = PackedChunks(h);
-          a.bias = bias.data() + dir * gh;
-          a.h_prev = hbuf.data() + (s & 1) * state_size + dir * batch * h;
-          a.h_next = hbuf.data() + ((s + 1) & 1) * state_size + dir * batch * h;
-          a.cell = cell.data() + dir * batch * h;
-          const float** xr = xw_rows.data() + p * rows_stride;
-          float** yr = y_rows.data() + p * rows_stride;
-          for (int64_t b = 0; b < batch; ++b) {
-            if (s >= lens[b]) {
-              xr[b] = nullptr;
-              yr[b] = nullptr;
-              continue;
-            }
-            const int64_t t = reverse ? lens[b] - 1 - s : s;
-            xr[b] = xw + XRow(d, t, b) * xw_stride + dir * gh;
-            yr[b] = y_data != nullptr ? y_data + YOffset(d, t, dir, b) : nullptr;
-          }
-          a.xw = xr;
-          a.y = yr;
-          a.pre = pre.data() + p * scratch_stride;
-          a.peep = Present(inputs, 7) ? inputs[7].data<float>() + dir * 3 * h : nullptr;
-          a.clip = c_.clip;
-          a.input_forget = c_.input_forget;
-          a.h = h;
-          a.batch = batch;
-          a.j0 = j0;
-          a.j1 = j1;
-          a.backward = (s & 1) != 0;
-          RunSimd<LstmChunk>(static_cast<const LstmChunkArgs*>(&a));
-        },
-        background ? &background_projection : nullptr);
+        }
+        return;
+      }
+      const int64_t s = round - first_step;
+      const bool reverse = c_.reverse_only || dir == 1;
+      LstmChunkArgs a;
+      a.r = inputs[2].data<float>() + dir * gh * h;
+      a.packed = packed_r != nullptr ? packed_r->Direction(dir) : nullptr;
+      a.chunks = PackedChunks(h);
+      a.bias = bias.data() + dir * gh;
+      a.h_prev = hbuf.data() + (s & 1) * state_size + dir * batch * h;
+      a.h_next = hbuf.data() + ((s + 1) & 1) * state_size + dir * batch * h;
+      a.cell = cell.data() + dir * batch * h;
+      const float** xr = xw_rows.data() + p * rows_stride;
+      float** yr = y_rows.data() + p * rows_stride;
+      for (int64_t b = 0; b < batch; ++b) {
+        if (s >= lens[b]) {
+          xr[b] = nullptr;
+          yr[b] = nullptr;
+          continue;
+        }
+        const int64_t t = reverse ? lens[b] - 1 - s : s;
+        xr[b] = xw + XRow(d, t, b) * xw_stride + dir * gh;
+        yr[b] = y_data != nullptr ? y_data + YOffset(d, t, dir, b) : nullptr;
+      }
+      a.xw = xr;
+      a.y = yr;
+      a.pre = pre.data() + p * scratch_stride;
+      a.peep = Present(inputs, 7) ? inputs[7].data<float>() + dir * 3 * h : nullptr;
+      a.clip = c_.clip;
+      a.input_forget = c_.input_forget;
+      a.h = h;
+      a.batch = batch;
+      a.j0 = j0;
+      a.j1 = j1;
+      a.backward = (s & 1) != 0;
+      RunSimd<LstmChunk>(static_cast<const LstmChunkArgs*>(&a));
+    });
     NIMBLE_RETURN_IF_ERROR(status);
     const float* state = hbuf.data() + (max_len & 1) * state_size;
     for (int dir = 0; dir < dirs; ++dir) {

@@ -445,11 +445,10 @@ TEST(LstmFastPathTest, MoreRowsThanOneProjectionBlock) {
   CheckFastPath({"bidirectional", 70, 2, 19, 21, true, true, true, 1});
   CheckFastPath({"forward", 70, 2, 33, 256, true, true, false, 1});
 }
-TEST(LstmFastPathTest, ProjectionInTheTeamsSlack) {
-  // From 8 threads (budget 16; these sizes get 8) with more steps than one chunk of 16 input
-  // rows, the projection runs as the step team's background pieces of 8 gate columns: odd gate
-  // counts (4 H = 4 mod 8), inputs shorter than a vector, chunks of 5 steps x 3 rows with rows
-  // that end early, a reverse direction and both layouts.
+TEST(LstmFastPathTest, EightThreadTeamsOverLongSequences) {
+  // Teams of 8 (budget 16; these sizes get 8) over 33-50 steps: odd gate counts (4 H = 4 mod
+  // 8), inputs shorter than a vector, batch rows that end early, a reverse direction and both
+  // layouts.
   CheckFastPath({"bidirectional", 37, 3, 21, 105, true, true, true, 1});
   CheckFastPath({"reverse", 50, 1, 7, 257, true, false, false, 0});
   CheckFastPath({"forward", 33, 2, 40, 182, false, true, true, 0});

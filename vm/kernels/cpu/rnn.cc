@@ -514,7 +514,17 @@ struct LstmChunkArgs {
   bool input_forget;
   int64_t h, batch, j0, j1;
   bool backward;  // walk the units from j1 down (odd steps)
+  bool prefetch;  // request h_prev's and the slice's xw lines before the dot products
 };
+
+// NIMBLE_LSTM_PREFETCH=0 turns LstmChunkArgs::prefetch off (A/B measurements).
+bool LstmPrefetch() {
+  static const bool on = [] {
+    const char* v = std::getenv("NIMBLE_LSTM_PREFETCH");
+    return v == nullptr || v[0] != '0';
+  }();
+  return on;
+}
 
 // Clamps to [-clip, clip] (NaN stays NaN, as with std::clamp).
 template <typename V>
@@ -567,6 +577,19 @@ struct LstmChunk {
     // backwards, so the rows read last, still in cache, come first: a slice larger than the
     // cache then hits for a cache's worth instead of never (LRU).
     const int64_t pairs = (n + 1) / 2;
+    if (a.prefetch) {
+      // h_prev was written last round by every participant and xw by the projection: their
+      // lines sit in other cores' caches. Ask for all of them at once rather than one miss at a
+      // time as the first pair's dot products and the gate math reach them.
+      for (int64_t b = 0; b < a.batch; ++b) {
+        if (a.xw[b] == nullptr) continue;
+        for (int64_t i = 0; i < h; i += 16) __builtin_prefetch(a.h_prev + b * h + i);
+        for (int q = 0; q < 4; ++q) {
+          for (int64_t j = a.j0; j < a.j1; j += 16) __builtin_prefetch(a.xw[b] + q * h + j);
+          __builtin_prefetch(a.xw[b] + q * h + a.j1 - 1);
+        }
+      }
+    }
     for (int64_t i = 0; i < pairs; ++i) {
       const int64_t u = 2 * (a.backward ? pairs - 1 - i : i);
       const float* r0 = a.r + (a.j0 + u) * h;
@@ -998,6 +1021,7 @@ class RecurrentKernel final : public Kernel {
       a.j0 = j0;
       a.j1 = j1;
       a.backward = (s & 1) != 0;
+      a.prefetch = LstmPrefetch();
       RunSimd<LstmChunk>(static_cast<const LstmChunkArgs*>(&a));
     });
     NIMBLE_RETURN_IF_ERROR(status);

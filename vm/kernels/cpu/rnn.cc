@@ -517,6 +517,12 @@ struct LstmChunkArgs {
   bool prefetch;  // request h_prev's and the slice's xw lines before the dot products
 };
 
+// Teams of at least this many prefetch (LstmChunkArgs::prefetch): on the device's Xeon at 16
+// threads a participant's own work a round fell from 6.5-8.2 to 5.9-6.8 µs (four trace pairs);
+// at 2 threads the round's work fell 4% but whole-model p50s came out worse in four of four pairs
+// (bench/results/cpu/lstm_prefetch_device_2026-12-06.txt), so smaller teams do not.
+constexpr int kLstmPrefetchMinThreads = 8;
+
 // NIMBLE_LSTM_PREFETCH=0 turns LstmChunkArgs::prefetch off (A/B measurements).
 bool LstmPrefetch() {
   static const bool on = [] {
@@ -1021,7 +1027,7 @@ class RecurrentKernel final : public Kernel {
       a.j0 = j0;
       a.j1 = j1;
       a.backward = (s & 1) != 0;
-      a.prefetch = LstmPrefetch();
+      a.prefetch = threads >= kLstmPrefetchMinThreads && LstmPrefetch();
       RunSimd<LstmChunk>(static_cast<const LstmChunkArgs*>(&a));
     });
     NIMBLE_RETURN_IF_ERROR(status);

@@ -974,6 +974,7 @@ class RecurrentKernel final : public Kernel {
     }
     const int64_t first_step = projection == nullptr ? 1 : 0;  // the round of step 0
     const int64_t rounds = max_len > 0 ? max_len + first_step : 0;
+    const bool prefetch = threads >= kLstmPrefetchMinThreads && LstmPrefetch();
     RunSteps(threads, rounds, chunks, [&](int64_t round, int c, int p) {
       const int dir = static_cast<int>(c / per_dir);
       const int64_t k = c % per_dir;
@@ -1027,7 +1028,7 @@ class RecurrentKernel final : public Kernel {
       a.j0 = j0;
       a.j1 = j1;
       a.backward = (s & 1) != 0;
-      a.prefetch = threads >= kLstmPrefetchMinThreads && LstmPrefetch();
+      a.prefetch = prefetch;
       RunSimd<LstmChunk>(static_cast<const LstmChunkArgs*>(&a));
     });
     NIMBLE_RETURN_IF_ERROR(status);

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <utility>
@@ -260,6 +261,14 @@ VirtualMachine::VirtualMachine(std::shared_ptr<const Executable> executable,
         }
       }
     }
+  }
+  if (own_stream_ != nullptr) {
+    int ahead = options_.weight_prefetch_ahead;
+    if (ahead < 0) {
+      const char* env = std::getenv("NIMBLE_WEIGHT_PREFETCH");
+      ahead = env != nullptr ? std::atoi(env) : kDefaultWeightPrefetchAhead;
+    }
+    if (ahead > 0) BuildPrefetchPlan(ahead);
   }
   host_allocator_ = AllocatorFor(kCpu);
   for (const Device& d : exe_->devices) device_allocators_.push_back(AllocatorFor(d));
@@ -742,6 +751,94 @@ absl::StatusOr<Value> VirtualMachine::Capture(int function, const std::vector<Va
   return result;
 }
 
+namespace {
+
+// Kernels that read every byte of their weight input each call, so that having it in the
+// device's cache when they start pays. (A Gather reads a few rows of its table.)
+bool ReadsWholeWeights(const std::string& kernel) {
+  static const char* const kNames[] = {"MatMul", "FusedMatMul", "Gemm",    "Conv",
+                                       "FusedConv", "LSTM",    "GRU",     "RNN",
+                                       "ConvTranspose"};
+  for (const char* n : kNames) {
+    if (kernel == n) return true;
+  }
+  return false;
+}
+
+// Weights worth a request: large enough that the first read's latency shows (a 768-element
+// bias is not), small enough to leave the cache to the rest (H100: 50 MB of L2).
+// (The lower bound is VirtualMachineOptions::weight_prefetch_min_bytes.)
+constexpr int64_t kMaxPrefetchBytes = 16 << 20;
+
+}  // namespace
+
+// Straight-line reading of each function: control flow is ignored, since a request is only a
+// hint (a wrong guess costs bandwidth, never correctness).
+void VirtualMachine::BuildPrefetchPlan(int ahead) {
+  prefetch_plan_.resize(exe_->functions.size());
+  for (size_t f = 0; f < exe_->functions.size(); ++f) {
+    const Function& fn = exe_->functions[f];
+    std::vector<std::vector<PrefetchTarget>>& plan = prefetch_plan_[f];
+    plan.resize(fn.code.size());
+    std::map<int64_t, PrefetchTarget> constant_in;  // register -> the constant load_const_on put there
+    std::vector<size_t> kernels;                     // pcs of device kernels, in code order
+    for (size_t pc = 0; pc < fn.code.size(); ++pc) {
+      const Instruction& in = fn.code[pc];
+      if (in.op == Opcode::kLoadConstOn) {
+        constant_in[in.dst] = {in.a, in.b};
+        continue;
+      }
+      if (in.op != Opcode::kInvokePacked) {
+        if (GetOpcodeInfo(in.op).operands[0] == 'r') constant_in.erase(in.dst);
+        continue;
+      }
+      const KernelEntry& k = exe_->kernels[in.a];
+      const int64_t* list = fn.operand_pool.data() + in.list_begin;
+      if (k.device.type != DeviceType::kCPU) {
+        std::vector<PrefetchTarget> targets;
+        for (int64_t i = 0; ReadsWholeWeights(k.name) && i < in.b; ++i) {
+          auto it = constant_in.find(list[i]);
+          if (it == constant_in.end()) continue;
+          const int64_t bytes = static_cast<int64_t>(exe_->constants[it->second.constant].nbytes());
+          if (bytes >= options_.weight_prefetch_min_bytes && bytes <= kMaxPrefetchBytes) {
+            targets.push_back(it->second);
+          }
+        }
+        kernels.push_back(pc);
+        const size_t n = kernels.size() - 1;  // this kernel's position
+        if (!targets.empty() && n > 0) {
+          const size_t at = kernels[n >= static_cast<size_t>(ahead) ? n - ahead : 0];
+          plan[at].insert(plan[at].end(), targets.begin(), targets.end());
+        }
+      }
+      for (uint32_t i = static_cast<uint32_t>(in.b); i < in.list_size; ++i) {
+        constant_in.erase(list[i]);
+      }
+    }
+  }
+}
+
+absl::Status VirtualMachine::IssuePrefetches(const std::vector<PrefetchTarget>& targets) {
+  Executable::DeviceConstantCache& cache = *exe_->device_constants;
+  for (const PrefetchTarget& t : targets) {
+    const Device device = exe_->devices[t.device];
+    const void* data = nullptr;
+    size_t bytes = 0;
+    {
+      std::lock_guard<std::mutex> lock(cache.mutex);
+      auto it = cache.tensors.find(
+          std::make_pair(t.constant, std::make_pair(static_cast<int>(device.type), device.ordinal)));
+      if (it == cache.tensors.end()) continue;  // not uploaded yet
+      data = it->second.raw_data();
+      bytes = it->second.nbytes();
+    }
+    NIMBLE_RETURN_IF_ERROR(
+        device_api_->PrefetchToCache(device.ordinal, data, bytes, options_.stream));
+    ++graph_stats_.prefetch_requests;
+  }
+  return absl::OkStatus();
+}
+
 void VirtualMachine::CheckCaptureRead(const Tensor& t) {
   if (!t.defined() || t.device().type != DeviceType::kCPU) return;
   const char* begin = static_cast<const char*>(t.storage()->data());
@@ -930,8 +1027,13 @@ absl::Status VirtualMachine::ExecInvokePacked(const Instruction& in) {
     NIMBLE_VM_GET(Tensor, t, list[i], "a tensor");
     kernel_inputs_.push_back(*t);
   }
-  if (ABSL_PREDICT_FALSE(capturing_) && ctx.device.type == DeviceType::kCPU) {
-    for (const Tensor& t : kernel_inputs_) CheckCaptureRead(t);
+  if (ABSL_PREDICT_FALSE(capturing_)) {
+    if (ctx.device.type == DeviceType::kCPU) {
+      for (const Tensor& t : kernel_inputs_) CheckCaptureRead(t);
+    } else if (!prefetch_plan_.empty()) {
+      const auto& targets = prefetch_plan_[frames_[depth_ - 1].function][pc_];
+      if (!targets.empty()) NIMBLE_RETURN_IF_ERROR(IssuePrefetches(targets));
+    }
   }
   if (in.c & kInvokePackedSequenceOutput) {
     absl::StatusOr<std::vector<Tensor>> results = kernel.RunVariadic(ctx, kernel_inputs_);

@@ -49,7 +49,16 @@ struct VirtualMachineOptions {
   // with graphs, no caller `stream` and no caller allocator for that device; otherwise off.
   bool device_graphs = false;
   int max_device_graphs = 8;  // per instance, least recently used evicted
+  // In a captured graph, request a large constant weight (a GEMM's, a convolution's, a
+  // recurrence's) into the device's cache this many device kernels before the kernel that
+  // reads it, on a parallel branch of the graph (DeviceApi::PrefetchToCache). 0: never. -1:
+  // NIMBLE_WEIGHT_PREFETCH from the environment if set, else kDefaultWeightPrefetchAhead.
+  int weight_prefetch_ahead = -1;
+  // Smaller weights are not requested (their first read's latency hardly shows).
+  int64_t weight_prefetch_min_bytes = 256 << 10;
 };
+
+inline constexpr int kDefaultWeightPrefetchAhead = 2;
 
 struct DeviceGraphEntry;  // virtual_machine.cc
 
@@ -59,6 +68,7 @@ struct DeviceGraphStats {
   int64_t replays = 0;          // calls served by a graph (the capturing call included)
   int64_t eager_calls = 0;      // calls of specialized variants run without a graph
   int64_t failed_captures = 0;  // their key then always runs eagerly
+  int64_t prefetch_requests = 0;  // weight prefetches captured into graphs (weight_prefetch_ahead)
   // Where replays' time went (replays after the capture): copying the inputs into the graph's
   // page-locked buffers, launching the graph and waiting for it, copying the result out.
   int64_t replay_inputs_ns = 0;
@@ -140,6 +150,17 @@ class VirtualMachine {
 
   Allocator* AllocatorFor(Device device) const;
 
+  // A constant to request into a device's cache (DeviceApi::PrefetchToCache).
+  struct PrefetchTarget {
+    int32_t constant;
+    int32_t device;  // index into exe_->devices
+  };
+  // Fills prefetch_plan_: each device kernel's large weights, requested `ahead` device kernels
+  // earlier in the same function's code.
+  void BuildPrefetchPlan(int ahead);
+  // Requests `targets` that are already on their device (weights upload on first use).
+  absl::Status IssuePrefetches(const std::vector<PrefetchTarget>& targets);
+
   // One handler per opcode (virtual_machine.cc), dispatched by a switch generated from
   // opcodes.def. Each sets pc_ to the next instruction.
 #define NIMBLE_OPCODE(Name, mnemonic, operands, list) \
@@ -158,6 +179,9 @@ class VirtualMachine {
   std::vector<std::pair<std::string, int>> graph_seen_;
   uint64_t graph_clock_ = 0;
   bool capturing_ = false;
+  // Per function, per pc: what to request before the kernel at that pc is queued while
+  // capturing. Empty when weight prefetching is off.
+  std::vector<std::vector<std::vector<PrefetchTarget>>> prefetch_plan_;
   bool capture_invalid_ = false;
   std::vector<const void*> capture_unknown_;  // host buffers whose contents capture cannot know
   DeviceGraphStats graph_stats_;

@@ -192,6 +192,10 @@ TEST_F(CudaBertTest, DeviceGraphReplaysEqualEagerRunsBitwise) {
     vm::VirtualMachine eager(exe);
     vm::VirtualMachineOptions graph_options;
     graph_options.device_graphs = true;
+    // Every weight of the small model is requested two kernels ahead (BERT-base's are 1.2-4.7
+    // MB; these are far below the default minimum): the branch must not change a bit.
+    graph_options.weight_prefetch_ahead = 2;
+    graph_options.weight_prefetch_min_bytes = 1;
     vm::VirtualMachine graphed(exe, graph_options);
     ASSERT_TRUE(graphed.device_graphs_enabled());
     std::mt19937 rng(5);
@@ -222,14 +226,18 @@ TEST_F(CudaBertTest, DeviceGraphReplaysEqualEagerRunsBitwise) {
       }
     }
     const vm::DeviceGraphStats& s = graphed.device_graph_stats();
-    std::printf("%s: %lld captures, %lld replays, %lld eager calls, %lld failed captures\n",
-                PrecisionName(precision), static_cast<long long>(s.captures),
-                static_cast<long long>(s.replays), static_cast<long long>(s.eager_calls),
-                static_cast<long long>(s.failed_captures));
+    std::printf(
+        "%s: %lld captures, %lld replays, %lld eager calls, %lld failed captures, %lld weight "
+        "prefetches\n",
+        PrecisionName(precision), static_cast<long long>(s.captures),
+        static_cast<long long>(s.replays), static_cast<long long>(s.eager_calls),
+        static_cast<long long>(s.failed_captures), static_cast<long long>(s.prefetch_requests));
     // (1, 128) and (2, 16) hit buckets: warm-up, capture, then 2 more replays each.
     EXPECT_EQ(s.captures, 2);
     EXPECT_EQ(s.replays, 6);
     EXPECT_EQ(s.failed_captures, 0);
+    // The encoder's MatMuls (at least 4 a layer) were prefetched in both captures.
+    EXPECT_GE(s.prefetch_requests, 8);
     // Both outputs (last_hidden_state, pooler_output) come straight from the device into the
     // caller's storage at every replay.
     EXPECT_EQ(s.direct_results, 2 * s.replays);

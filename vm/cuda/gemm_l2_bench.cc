@@ -6,16 +6,16 @@
 //   x    = h * W2 + b + y         M x 768 x 3072 (residual)
 // Variants, each captured once and replayed after an L2 flush (median of 30 replays, events
 // around the graph launch):
-//   plain      the GEMMs only, the heuristic's first algorithm
-//   tuned      the same with GemmRunner's cold-L2 autotuning
-//   pf-same    before each GEMM, an L2 prefetch of the next GEMM's weights on the same stream
-//   pf-side    the same prefetch on a forked stream (a parallel graph branch) joined before the
-//              GEMM that reads the weights
-//   pf-side2   the forked prefetch two GEMMs ahead
-// Prints one row per M. Answers whether weight prefetching and cold-cache tuning pay before
-// either is wired into the CUDA kernels. On the H100 (2026-12-06, bench/results/gpu/
-// run-2026-12-06e) neither did: the prefetch variants took 690-990 us against 268-352 us plain
-// (about 8 us more per GEMM, on the same stream or a forked one), and tuning moved nothing.
+//   plain      the GEMMs only, the heuristic's first algorithm (no tuning)
+//   same1      before each GEMM, an L2 prefetch of the next GEMM's weights on the same stream
+//   sideN      the prefetch N GEMMs ahead on a forked stream (a parallel graph branch) that
+//              rejoins only at the end: no GEMM waits for a prefetch
+//   side2ln    side2 with one prefetch.global.L2 per line instead of the bulk form
+//   side2j     side2 joined before the GEMM that reads the weights (the first form tried)
+// Prints one row per M. Answers whether weight prefetching pays before it is wired into the
+// VM. The first form (2026-12-06, bench/results/gpu/run-2026-12-06e: one block issuing a whole
+// weight, each GEMM waiting for its prefetch) took 690-990 us against 268-352 us plain, about
+// 8 us more per GEMM; tuning from a cold L2 moved nothing and is no longer a column.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -46,7 +46,16 @@ constexpr Gemm kGemms[4] = {{kQkv, kHidden, GemmEpilogue::kBias, false},
                             {kFfn, kHidden, GemmEpilogue::kBiasGelu, false},
                             {kHidden, kFfn, GemmEpilogue::kBias, true}};
 
-enum class Variant { kPlain, kSame, kSide, kSide2 };
+// A prefetch schedule: none (ahead == 0), or the weights of GEMM i + ahead requested as GEMM i
+// is queued, on the main stream or on a forked one (a parallel graph branch) that either joins
+// the main stream before the GEMM that reads the weights or only at the end of the graph.
+struct Variant {
+  const char* name;
+  int ahead = 0;
+  bool side = false;
+  bool join_each = false;
+  L2PrefetchForm form = L2PrefetchForm::kBulk;
+};
 
 struct Buffers {
   std::vector<void*> weights, biases;  // [layer * 4 + g]
@@ -66,33 +75,30 @@ void* DeviceRandom(int64_t elements, std::mt19937& rng) {
   return p;
 }
 
-absl::Status Enqueue(GemmRunner& runner, const Buffers& b, int64_t m, Variant variant,
-                     cudaStream_t main, cudaStream_t side, cudaEvent_t fork[2],
-                     cudaEvent_t join[2]) {
+absl::Status Enqueue(GemmRunner& runner, const Buffers& b, int64_t m, const Variant& v,
+                     cudaStream_t main, cudaStream_t side, std::vector<cudaEvent_t>& fork,
+                     std::vector<cudaEvent_t>& join) {
   const int total = kLayers * 4;
   auto weight_bytes = [](int i) { return kGemms[i % 4].n * kGemms[i % 4].k * 2; };
-  const int ahead = variant == Variant::kSide2 ? 2 : 1;
-  auto prefetch_side = [&](int target) -> absl::Status {
-    if (target >= total) return absl::OkStatus();
-    cudaEvent_t f = fork[target % 2], j = join[target % 2];
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventRecord(f, main));
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(side, f, 0));
-    NIMBLE_RETURN_IF_ERROR(PrefetchL2(b.weights[target], weight_bytes(target), side));
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventRecord(j, side));
+  bool forked = false;
+  // Requests GEMM `target`'s weights (events indexed by target: each one recorded once).
+  auto prefetch = [&](int target) -> absl::Status {
+    if (v.ahead == 0 || target >= total) return absl::OkStatus();
+    if (!v.side) return PrefetchL2(b.weights[target], weight_bytes(target), main, v.form);
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventRecord(fork[target], main));
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(side, fork[target], 0));
+    NIMBLE_RETURN_IF_ERROR(PrefetchL2(b.weights[target], weight_bytes(target), side, v.form));
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventRecord(join[target], side));
+    forked = true;
     return absl::OkStatus();
   };
-  if (variant == Variant::kSide2) NIMBLE_RETURN_IF_ERROR(prefetch_side(1));
+  for (int i = 1; i < v.ahead; ++i) NIMBLE_RETURN_IF_ERROR(prefetch(i));
   for (int i = 0; i < total; ++i) {
     const Gemm& g = kGemms[i % 4];
-    if (variant == Variant::kSame && i + 1 < total) {
-      NIMBLE_RETURN_IF_ERROR(PrefetchL2(b.weights[i + 1], weight_bytes(i + 1), main));
+    if (v.side && v.join_each && i >= v.ahead && v.ahead > 0) {
+      NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(main, join[i], 0));
     }
-    if (variant == Variant::kSide || variant == Variant::kSide2) {
-      if (i >= ahead) {  // the prefetch of this GEMM's weights joins here
-        NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(main, join[i % 2], 0));
-      }
-      NIMBLE_RETURN_IF_ERROR(prefetch_side(i + ahead));
-    }
+    NIMBLE_RETURN_IF_ERROR(prefetch(i + v.ahead));
     void* in = i % 4 == 3 ? b.h : (i % 4 == 2 ? b.y : b.x);
     void* out = i % 4 == 0 ? b.qkv : (i % 4 == 1 ? b.y : (i % 4 == 2 ? b.h : b.x));
     void* residual = i % 4 == 1 ? b.x : (i % 4 == 3 ? b.y : nullptr);
@@ -103,14 +109,21 @@ absl::Status Enqueue(GemmRunner& runner, const Buffers& b, int64_t m, Variant va
     NIMBLE_RETURN_IF_ERROR(
         runner.Run({.m = m, .n = g.n, .k = g.k}, GemmPrecision::kF16, g.epilogue, ops, main));
   }
+  if (forked) {  // the branch rejoins once, at the end
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventRecord(join[total], side));
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(main, join[total], 0));
+  }
   return absl::OkStatus();
 }
 
-absl::StatusOr<double> TimeVariant(GemmRunner& runner, const Buffers& b, int64_t m, Variant variant,
-                                   cudaStream_t main, cudaStream_t side) {
-  cudaEvent_t fork[2], join[2], start, stop;
-  for (auto* e : {&fork[0], &fork[1], &join[0], &join[1]}) {
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
+absl::StatusOr<double> TimeVariant(GemmRunner& runner, const Buffers& b, int64_t m,
+                                   const Variant& variant, cudaStream_t main, cudaStream_t side) {
+  std::vector<cudaEvent_t> fork(kLayers * 4 + 1), join(kLayers * 4 + 1);
+  cudaEvent_t start, stop;
+  for (auto* events : {&fork, &join}) {
+    for (cudaEvent_t& e : *events) {
+      NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    }
   }
   NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
   NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop));
@@ -139,7 +152,11 @@ absl::StatusOr<double> TimeVariant(GemmRunner& runner, const Buffers& b, int64_t
     if (r >= 3) ms.push_back(t);
   }
   cudaGraphExecDestroy(exec);
-  for (auto e : {fork[0], fork[1], join[0], join[1], start, stop}) cudaEventDestroy(e);
+  for (auto* events : {&fork, &join}) {
+    for (cudaEvent_t e : *events) cudaEventDestroy(e);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
   std::sort(ms.begin(), ms.end());
   return ms[ms.size() / 2] * 1e3;  // microseconds
 }
@@ -168,43 +185,42 @@ int Main() {
     std::printf("allocation failed\n");
     return 1;
   }
-  auto plain = GemmRunner::Create();
-  auto tuned = GemmRunner::Create();
+  auto runner = GemmRunner::Create();
   auto main_stream = Stream::Create();
   auto side_stream = Stream::Create();
-  if (!plain.ok() || !tuned.ok() || !main_stream.ok() || !side_stream.ok()) {
+  if (!runner.ok() || !main_stream.ok() || !side_stream.ok()) {
     std::printf("setup failed\n");
     return 1;
   }
-  (*plain)->SetAutotune(false);
-  (*tuned)->SetAutotune(true);
+  (*runner)->SetAutotune(false);
   cudaStream_t main = (*main_stream)->get(), side = (*side_stream)->get();
-  if (!(*plain)->ReserveWorkspace(main).ok() || !(*tuned)->ReserveWorkspace(main).ok()) return 1;
+  if (!(*runner)->ReserveWorkspace(main).ok()) return 1;
+  const Variant variants[] = {
+      {"plain"},
+      {"same1", 1, false},
+      {"side1", 1, true},
+      {"side2", 2, true},
+      {"side3", 3, true},
+      {"side2ln", 2, true, false, L2PrefetchForm::kLines},
+      {"side2j", 2, true, true},
+  };
   std::printf("48 GEMMs of BERT-base fp16 in one graph, cold L2, median us\n");
-  std::printf("%5s %9s %9s %9s %9s %9s %9s\n", "M", "plain", "tuned", "pf-same", "pf-side",
-              "pf-side2", "tuned+pf");
-  for (int64_t m : {16, 64, 128, 384}) {
-    std::string row;
-    auto cell = [&](GemmRunner& r, Variant v) {
-      auto us = TimeVariant(r, b, m, v, main, side);
+  std::printf("%5s", "M");
+  for (const Variant& v : variants) std::printf(" %9s", v.name);
+  std::printf("\n");
+  for (int64_t m : {1, 16, 64, 128, 384}) {
+    std::printf("%5ld", m);
+    for (const Variant& v : variants) {
+      auto us = TimeVariant(**runner, b, m, v, main, side);
       if (!us.ok()) {
-        std::printf("M=%ld: %s\n", m, us.status().ToString().c_str());
-        return std::string(" ERR");
+        std::printf("\nM=%ld %s: %s\n", m, v.name, us.status().ToString().c_str());
+        return 1;
       }
-      char text[32];
-      std::snprintf(text, sizeof(text), " %9.1f", *us);
-      return std::string(text);
-    };
-    row += cell(**plain, Variant::kPlain);
-    row += cell(**tuned, Variant::kPlain);
-    row += cell(**plain, Variant::kSame);
-    row += cell(**plain, Variant::kSide);
-    row += cell(**plain, Variant::kSide2);
-    row += cell(**tuned, Variant::kSide);
-    std::printf("%5ld%s\n", m, row.c_str());
+      std::printf(" %9.1f", *us);
+      std::fflush(stdout);
+    }
+    std::printf("\n");
   }
-  const GemmStats st = (*tuned)->Stats();
-  std::printf("tuned plans: %ld of %ld\n", st.tuned, st.cached_algorithms);
   return 0;
 }
 

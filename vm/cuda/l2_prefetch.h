@@ -13,9 +13,15 @@
 
 namespace nimble::vm::cuda {
 
-// Prefetches [ptr, ptr + bytes) into L2 on `stream`. ptr need not be aligned; nothing is
-// written. A no-op for bytes <= 0.
-absl::Status PrefetchL2(const void* ptr, int64_t bytes, cudaStream_t stream);
+// How the prefetch is requested: Hopper's bulk form (one request per 4 KB; per-line requests
+// before sm_90) or one prefetch.global.L2 per 128-byte line.
+enum class L2PrefetchForm { kBulk, kLines };
+
+// Prefetches [ptr, ptr + bytes) into L2 on `stream`, spread over a block per 64 KB so that many
+// multiprocessors issue the requests. ptr need not be aligned; nothing is written. A no-op for
+// bytes <= 0.
+absl::Status PrefetchL2(const void* ptr, int64_t bytes, cudaStream_t stream,
+                        L2PrefetchForm form = L2PrefetchForm::kBulk);
 
 // Evicts L2 by writing `scratch_bytes` of `scratch` (benchmarks: cold-cache timing).
 absl::Status FlushL2(void* scratch, int64_t scratch_bytes, cudaStream_t stream);

@@ -138,6 +138,13 @@ class DeviceApi {
   virtual absl::StatusOr<std::unique_ptr<DeviceGraph>> EndCapture(void* stream) {
     return absl::UnimplementedError("this device has no graphs");
   }
+  // A hint that a kernel queued on `stream` soon reads [ptr, ptr + bytes) of device `ordinal`'s
+  // memory, which nothing queued before it writes: the device may start pulling it into its
+  // cache without holding up `stream` (while `stream` captures, on a parallel branch of the
+  // graph that the capture's end joins). Nothing is written; the default ignores it.
+  virtual absl::Status PrefetchToCache(int ordinal, const void* ptr, size_t bytes, void* stream) {
+    return absl::OkStatus();
+  }
 };
 
 // Name -> factory per device type. Thread-safe: registration and lookup take a mutex.

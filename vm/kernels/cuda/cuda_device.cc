@@ -13,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "base/status_macros.h"
 #include "vm/cuda/cuda_status.h"
+#include "vm/cuda/l2_prefetch.h"
 #include "vm/cuda/pinned_host_pool.h"
 
 namespace nimble::vm::cuda_device {
@@ -212,9 +213,37 @@ bool Capturing(cudaStream_t s) {
 
 class CudaApi final : public DeviceApi {
  private:
+  // A stream's side stream for cache prefetches: each request forks from the stream (fork),
+  // and the capture's end joins the last one back (join, while `pending`).
+  struct SideBranch {
+    cudaStream_t side = nullptr;
+    cudaEvent_t fork = nullptr, join = nullptr;
+    bool pending = false;
+  };
+
   absl::Mutex mu_;
   // Per capturing stream: its copies to the host so far.
   std::map<cudaStream_t, CaptureRecord> captured_ ABSL_GUARDED_BY(mu_);
+  std::map<cudaStream_t, SideBranch> branches_ ABSL_GUARDED_BY(mu_);
+
+  static void DestroyBranch(SideBranch& b) {
+    if (b.side != nullptr) {
+      cudaStreamSynchronize(b.side);
+      cudaStreamDestroy(b.side);
+    }
+    if (b.fork != nullptr) cudaEventDestroy(b.fork);
+    if (b.join != nullptr) cudaEventDestroy(b.join);
+    b = SideBranch();
+  }
+
+  // Joins `s`'s prefetch branch back into `s` (before its capture ends).
+  absl::Status JoinBranch(cudaStream_t s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = branches_.find(s);
+    if (it == branches_.end() || !it->second.pending) return absl::OkStatus();
+    it->second.pending = false;
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(s, it->second.join, 0));
+    return absl::OkStatus();
+  }
 
  public:
   absl::Status Copy(void* dst, Device to, const void* src, Device from, size_t bytes,
@@ -252,8 +281,42 @@ class CudaApi final : public DeviceApi {
     return static_cast<void*>(s);
   }
   void DestroyStream(void* stream) override {
-    cudaStreamSynchronize(static_cast<cudaStream_t>(stream));
-    cudaStreamDestroy(static_cast<cudaStream_t>(stream));
+    auto s = static_cast<cudaStream_t>(stream);
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = branches_.find(s);
+      if (it != branches_.end()) {
+        DestroyBranch(it->second);
+        branches_.erase(it);
+      }
+    }
+    cudaStreamSynchronize(s);
+    cudaStreamDestroy(s);
+  }
+  // Only inside a capture: eagerly, the fork, the launch and the event would cost the host
+  // more per GEMM than the prefetch saves; in a graph they cost nothing per replay.
+  absl::Status PrefetchToCache(int ordinal, const void* ptr, size_t bytes, void* stream) override {
+    auto s = static_cast<cudaStream_t>(stream);
+    if (bytes == 0 || s == nullptr || !Capturing(s)) return absl::OkStatus();
+    NIMBLE_RETURN_IF_ERROR(Init(ordinal).status());
+    absl::MutexLock lock(&mu_);
+    SideBranch& b = branches_[s];
+    if (b.side == nullptr) {
+      cudaError_t e = cudaStreamCreateWithFlags(&b.side, cudaStreamNonBlocking);
+      if (e == cudaSuccess) e = cudaEventCreateWithFlags(&b.fork, cudaEventDisableTiming);
+      if (e == cudaSuccess) e = cudaEventCreateWithFlags(&b.join, cudaEventDisableTiming);
+      if (e != cudaSuccess) {
+        DestroyBranch(b);
+        branches_.erase(s);
+        return cuda::CudaStatus(e, "prefetch branch");
+      }
+    }
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventRecord(b.fork, s));
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(b.side, b.fork, 0));
+    b.pending = true;  // the side stream is in the capture now: it must rejoin
+    NIMBLE_RETURN_IF_ERROR(cuda::PrefetchL2(ptr, static_cast<int64_t>(bytes), b.side));
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventRecord(b.join, b.side));
+    return absl::OkStatus();
   }
   absl::StatusOr<std::unique_ptr<Allocator>> StreamAllocator(int ordinal, void* stream) override {
     NIMBLE_ASSIGN_OR_RETURN(PerDevice * d, Init(ordinal));
@@ -278,13 +341,20 @@ class CudaApi final : public DeviceApi {
   absl::StatusOr<std::unique_ptr<DeviceGraph>> EndCapture(void* stream) override {
     auto s = static_cast<cudaStream_t>(stream);
     CaptureRecord record;
+    absl::Status joined;
     {
       absl::MutexLock lock(&mu_);
       record = std::move(captured_[s]);
       captured_.erase(s);
+      joined = JoinBranch(s);
     }
     cudaGraph_t graph = nullptr;
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamEndCapture(s, &graph));
+    const cudaError_t ended = cudaStreamEndCapture(s, &graph);
+    if (!joined.ok()) {
+      if (graph != nullptr) cudaGraphDestroy(graph);
+      return joined;
+    }
+    NIMBLE_CUDA_RETURN_IF_ERROR(ended);
     // Only plain copy nodes can be redirected.
     std::erase_if(record.to_host, [](const CapturedCopy& c) {
       cudaGraphNodeType type;

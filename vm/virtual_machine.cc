@@ -756,9 +756,8 @@ namespace {
 // Kernels that read every byte of their weight input each call, so that having it in the
 // device's cache when they start pays. (A Gather reads a few rows of its table.)
 bool ReadsWholeWeights(const std::string& kernel) {
-  static const char* const kNames[] = {"MatMul", "FusedMatMul", "Gemm",    "Conv",
-                                       "FusedConv", "LSTM",    "GRU",     "RNN",
-                                       "ConvTranspose"};
+  static const char* const kNames[] = {"MatMul", "FusedMatMul", "Gemm", "Conv",         "FusedConv",
+                                       "LSTM",   "GRU",         "RNN",  "ConvTranspose"};
   for (const char* n : kNames) {
     if (kernel == n) return true;
   }
@@ -780,8 +779,9 @@ void VirtualMachine::BuildPrefetchPlan(int ahead) {
     const Function& fn = exe_->functions[f];
     std::vector<std::vector<PrefetchTarget>>& plan = prefetch_plan_[f];
     plan.resize(fn.code.size());
-    std::map<int64_t, PrefetchTarget> constant_in;  // register -> the constant load_const_on put there
-    std::vector<size_t> kernels;                     // pcs of device kernels, in code order
+    std::map<int64_t, PrefetchTarget>
+        constant_in;              // register -> the constant load_const_on put there
+    std::vector<size_t> kernels;  // pcs of device kernels, in code order
     for (size_t pc = 0; pc < fn.code.size(); ++pc) {
       const Instruction& in = fn.code[pc];
       if (in.op == Opcode::kLoadConstOn) {
@@ -826,8 +826,8 @@ absl::Status VirtualMachine::IssuePrefetches(const std::vector<PrefetchTarget>& 
     size_t bytes = 0;
     {
       std::lock_guard<std::mutex> lock(cache.mutex);
-      auto it = cache.tensors.find(
-          std::make_pair(t.constant, std::make_pair(static_cast<int>(device.type), device.ordinal)));
+      auto it = cache.tensors.find(std::make_pair(
+          t.constant, std::make_pair(static_cast<int>(device.type), device.ordinal)));
       if (it == cache.tensors.end()) continue;  // not uploaded yet
       data = it->second.raw_data();
       bytes = it->second.nbytes();

@@ -13,10 +13,10 @@ constexpr int64_t kBlockBytes = kThreads * kThreadBytes;
 
 // The range is widened to 16-byte boundaries (the bulk form's rule); prefetching a few bytes
 // outside the allocation is harmless: prefetches never fault.
-__global__ void __launch_bounds__(kThreads) PrefetchL2Kernel(uintptr_t begin, int64_t bytes,
-                                                             int lines) {
-  const int64_t offset =
-      static_cast<int64_t>(blockIdx.x) * kBlockBytes + static_cast<int64_t>(threadIdx.x) * kThreadBytes;
+__global__ void __launch_bounds__(kThreads)
+    PrefetchL2Kernel(uintptr_t begin, int64_t bytes, int lines) {
+  const int64_t offset = static_cast<int64_t>(blockIdx.x) * kBlockBytes +
+                         static_cast<int64_t>(threadIdx.x) * kThreadBytes;
   if (offset >= bytes) return;
   const int64_t left = bytes - offset;
   const uint32_t size =

@@ -779,9 +779,9 @@ void VirtualMachine::BuildPrefetchPlan(int ahead) {
     const Function& fn = exe_->functions[f];
     std::vector<std::vector<PrefetchTarget>>& plan = prefetch_plan_[f];
     plan.resize(fn.code.size());
-    std::map<int64_t, PrefetchTarget>
-        constant_in;              // register -> the constant load_const_on put there
-    std::vector<size_t> kernels;  // pcs of device kernels, in code order
+    // Register -> the constant load_const_on put there; the pcs of device kernels so far.
+    std::map<int64_t, PrefetchTarget> constant_in;
+    std::vector<size_t> kernels;
     for (size_t pc = 0; pc < fn.code.size(); ++pc) {
       const Instruction& in = fn.code[pc];
       if (in.op == Opcode::kLoadConstOn) {

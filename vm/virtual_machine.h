@@ -58,7 +58,7 @@ struct VirtualMachineOptions {
   int64_t weight_prefetch_min_bytes = 256 << 10;
 };
 
-inline constexpr int kDefaultWeightPrefetchAhead = 2;
+inline constexpr int kDefaultWeightPrefetchAhead = 3;
 
 struct DeviceGraphEntry;  // virtual_machine.cc
 

@@ -254,6 +254,18 @@ absl::StatusOr<std::unique_ptr<GemmRunner::Plan>> GemmRunner::MakePlan(const Pla
     NIMBLE_CUBLAS_RETURN_IF_ERROR(
         cublasLtMatmulPreferenceSetAttribute(raw_pref, attr, &value, sizeof(value)));
   }
+  // NIMBLE_GEMM_REDUCTION_MASK (A/B measurements): the split-K reduction schemes the heuristic
+  // may answer with (cublasLtReductionScheme_t bits; 0: no split-K, 1: in place only, without
+  // the separate reduction kernel). Default: all.
+  static const int reduction_mask = [] {
+    const char* v = std::getenv("NIMBLE_GEMM_REDUCTION_MASK");
+    return v != nullptr ? std::atoi(v) : -1;
+  }();
+  if (reduction_mask >= 0) {
+    const uint32_t mask = static_cast<uint32_t>(reduction_mask) & CUBLASLT_REDUCTION_SCHEME_MASK;
+    NIMBLE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceSetAttribute(
+        raw_pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &mask, sizeof(mask)));
+  }
   constexpr int kCandidates = 16;
   cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
   int returned = 0;

@@ -12,6 +12,8 @@
 //              rejoins only at the end: no GEMM waits for a prefetch
 //   side2ln    side2 with one prefetch.global.L2 per line instead of the bulk form
 //   side2j     side2 joined before the GEMM that reads the weights (the first form tried)
+//   warm       plain, but every layer with layer 0's weights (14 MB, resident in L2), no flush
+//   tiny       plain with every GEMM M x 64 x 64: the cost of 48 launches beyond their work
 // Prints one row per M. Answers whether weight prefetching pays before it is wired into the
 // VM. The first form (2026-12-06, bench/results/gpu/run-2026-12-06e: one block issuing a whole
 // weight, each GEMM waiting for its prefetch) took 690-990 us against 268-352 us plain, about
@@ -55,6 +57,9 @@ struct Variant {
   bool side = false;
   bool join_each = false;
   L2PrefetchForm form = L2PrefetchForm::kBulk;
+  // warm: every layer uses layer 0's weights (14 MB, which stay in L2) and no flush precedes
+  // the replay; tiny: every GEMM is M x 64 x 64 (what a kernel costs beyond its work).
+  bool warm = false, tiny = false;
 };
 
 struct Buffers {
@@ -94,7 +99,9 @@ absl::Status Enqueue(GemmRunner& runner, const Buffers& b, int64_t m, const Vari
   };
   for (int i = 1; i < v.ahead; ++i) NIMBLE_RETURN_IF_ERROR(prefetch(i));
   for (int i = 0; i < total; ++i) {
-    const Gemm& g = kGemms[i % 4];
+    Gemm g = kGemms[i % 4];
+    if (v.tiny) g.n = g.k = 64;
+    const int w = v.warm ? i % 4 : i;
     if (v.side && v.join_each && i >= v.ahead && v.ahead > 0) {
       NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(main, join[i], 0));
     }
@@ -103,7 +110,7 @@ absl::Status Enqueue(GemmRunner& runner, const Buffers& b, int64_t m, const Vari
     void* out = i % 4 == 0 ? b.qkv : (i % 4 == 1 ? b.y : (i % 4 == 2 ? b.h : b.x));
     void* residual = i % 4 == 1 ? b.x : (i % 4 == 3 ? b.y : nullptr);
     GemmOperands ops{
-        .a = in, .b = b.weights[i], .d = out, .bias = b.biases[i], .residual = residual};
+        .a = in, .b = b.weights[w], .d = out, .bias = b.biases[w], .residual = residual};
     // y = x*Wo + x reads x as both A and residual while writing y: fine. x = h*W2 + y writes
     // x, which no operand of this GEMM is.
     NIMBLE_RETURN_IF_ERROR(
@@ -142,7 +149,7 @@ absl::StatusOr<double> TimeVariant(GemmRunner& runner, const Buffers& b, int64_t
   cudaGraphDestroy(graph);
   std::vector<float> ms;
   for (int r = 0; r < 33; ++r) {
-    NIMBLE_RETURN_IF_ERROR(FlushL2(b.flush, b.flush_bytes, main));
+    if (!variant.warm) NIMBLE_RETURN_IF_ERROR(FlushL2(b.flush, b.flush_bytes, main));
     NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventRecord(start, main));
     NIMBLE_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec, main));
     NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop, main));
@@ -203,6 +210,8 @@ int Main() {
       {"side3", 3, true},
       {"side2ln", 2, true, false, L2PrefetchForm::kLines},
       {"side2j", 2, true, true},
+      {"warm", 0, false, false, L2PrefetchForm::kBulk, true},
+      {"tiny", 0, false, false, L2PrefetchForm::kBulk, false, true},
   };
   std::printf("48 GEMMs of BERT-base fp16 in one graph, cold L2, median us\n");
   std::printf("%5s", "M");

@@ -4,14 +4,11 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
-#include <mutex>
 #include <string_view>
 #include <type_traits>
-#include <vector>
 
 #include "vm/kernels/cuda/ops_cuda.h"
 
@@ -82,31 +79,9 @@ bool PdlEnabled() {
   return enabled;
 }
 
-// NIMBLE_CUDA_CARVEOUT=<percent> (A/B measurements): every kernel launched through LaunchPdl
-// prefers that share of the L1/shared array as shared memory (cuBLASLt's GEMMs run with most of
-// it as shared memory; a kernel that wants another split may make the multiprocessors
-// reconfigure between the two). Unset: the driver's choice.
-void ApplyCarveout(const void* kernel) {
-  static const int carveout = [] {
-    const char* v = std::getenv("NIMBLE_CUDA_CARVEOUT");
-    return v != nullptr ? std::atoi(v) : -1;
-  }();
-  if (carveout < 0) return;
-  static std::mutex mu;
-  static std::vector<const void*> done;  // guarded by mu
-  std::lock_guard<std::mutex> lock(mu);
-  if (std::find(done.begin(), done.end(), kernel) != done.end()) return;
-  done.push_back(kernel);
-  if (cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
-                           std::min(carveout, 100)) != cudaSuccess) {
-    cudaGetLastError();  // a hint: the launch goes ahead without it
-  }
-}
-
 template <typename... Params, typename... Args>
 cudaError_t LaunchPdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
                       cudaStream_t stream, Args... args) {
-  ApplyCarveout(reinterpret_cast<const void*>(kernel));
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
   config.blockDim = block;

@@ -101,8 +101,12 @@ class Executable {
   // by every VM instance and call; not serialised. The device allocator that made them must
   // outlive the executable (the default device allocators live as long as the process).
   struct DeviceConstantCache {
+    using Key = std::pair<int32_t, std::pair<int, int32_t>>;  // constant, (device type, ordinal)
+    static Key KeyOf(int32_t constant, Device device) {
+      return {constant, {static_cast<int>(device.type), device.ordinal}};
+    }
     std::mutex mutex;
-    std::map<std::pair<int32_t, std::pair<int, int32_t>>, Tensor> tensors;  // guarded by mutex
+    std::map<Key, Tensor> tensors;  // guarded by mutex
   };
   std::unique_ptr<DeviceConstantCache> device_constants = std::make_unique<DeviceConstantCache>();
 

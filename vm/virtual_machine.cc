@@ -826,8 +826,7 @@ absl::Status VirtualMachine::IssuePrefetches(const std::vector<PrefetchTarget>& 
     size_t bytes = 0;
     {
       std::lock_guard<std::mutex> lock(cache.mutex);
-      auto it = cache.tensors.find(std::make_pair(
-          t.constant, std::make_pair(static_cast<int>(device.type), device.ordinal)));
+      auto it = cache.tensors.find(Executable::DeviceConstantCache::KeyOf(t.constant, device));
       if (it == cache.tensors.end()) continue;  // not uploaded yet
       data = it->second.raw_data();
       bytes = it->second.nbytes();
@@ -1302,8 +1301,7 @@ absl::Status VirtualMachine::ExecLoadConstOn(const Instruction& in) {
   }
   Executable::DeviceConstantCache& cache = *exe_->device_constants;
   std::lock_guard<std::mutex> lock(cache.mutex);
-  const auto key =
-      std::make_pair(in.a, std::make_pair(static_cast<int>(device.type), device.ordinal));
+  const auto key = Executable::DeviceConstantCache::KeyOf(in.a, device);
   auto it = cache.tensors.find(key);
   if (it == cache.tensors.end()) {
     const Tensor& host = exe_->constants[in.a];

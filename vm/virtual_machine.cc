@@ -231,6 +231,12 @@ VirtualMachine::VirtualMachine(std::shared_ptr<const Executable> executable,
   for (const Device& d : exe_->devices) {
     if (d.type != DeviceType::kCPU && device_api_ == nullptr) {
       device_api_ = KernelRegistry::Global().GetDeviceApi(d.type);
+      // Where the device's kernels report bad input (without a record they still produce
+      // defined results, only no error: a device without one reports nothing).
+      if (device_api_ != nullptr) {
+        absl::StatusOr<DeviceErrorRecord*> record = device_api_->NewErrorRecord(d.ordinal);
+        if (record.ok()) device_errors_ = *record, error_device_ = d;
+      }
     }
   }
   // device_graphs: an own stream with an allocator ordered on it (capture cannot use the
@@ -278,6 +284,7 @@ VirtualMachine::VirtualMachine(std::shared_ptr<const Executable> executable,
     ctx.allocator = AllocatorFor(k.device);
     ctx.num_threads = options_.num_threads;
     ctx.stream = options_.stream;
+    if (k.device.type != DeviceType::kCPU) ctx.device_errors = device_errors_;
     kernel_contexts_.push_back(ctx);
   }
   auto symbol_index = [&](const std::string& name) {
@@ -303,7 +310,22 @@ VirtualMachine::~VirtualMachine() {
   if (own_stream_ != nullptr) {
     device_api_->DestroyStream(own_stream_);  // waits for the stream
     stream_allocator_.reset();
+  } else if (device_errors_ != nullptr) {
+    (void)device_api_->Synchronize(options_.stream);  // no kernel may still write the record
   }
+  if (device_errors_ != nullptr) device_api_->FreeErrorRecord(device_errors_);
+}
+
+absl::Status VirtualMachine::TakeDeviceErrors(const absl::Status& call) {
+  if (device_errors_ == nullptr) return call;
+  if (!device_idle_) {
+    absl::Status synced = device_api_->Synchronize(options_.stream);
+    if (!synced.ok()) return call.ok() ? synced : call;
+    device_idle_ = true;
+  }
+  // Bad input a kernel found is the cause of whatever else went wrong after it.
+  absl::Status reported = TakeDeviceError(*device_errors_, error_device_);
+  return reported.ok() ? call : reported;
 }
 
 Allocator* VirtualMachine::AllocatorFor(Device device) const {
@@ -491,12 +513,12 @@ absl::StatusOr<std::vector<Value>> VirtualMachine::RunValues(absl::Span<const Va
 
 absl::StatusOr<std::vector<Value>> VirtualMachine::RunUnprofiled(std::vector<Value> args) {
   NIMBLE_ASSIGN_OR_RETURN(int variant, SelectVariantOf(args));
-  Value result;
-  if (own_stream_ != nullptr && exe_->variants[variant].name != "generic") {
-    NIMBLE_ASSIGN_OR_RETURN(result, RunGraphed(variant, std::move(args)));
-  } else {
-    NIMBLE_ASSIGN_OR_RETURN(result, Execute(exe_->variants[variant].function, std::move(args)));
-  }
+  device_idle_ = false;
+  absl::StatusOr<Value> run = own_stream_ != nullptr && exe_->variants[variant].name != "generic"
+                                  ? RunGraphed(variant, std::move(args))
+                                  : Execute(exe_->variants[variant].function, std::move(args));
+  NIMBLE_RETURN_IF_ERROR(TakeDeviceErrors(run.status()));
+  Value result = *std::move(run);
   std::vector<Value> outputs;
   // The entry function returns a tuple ADT of the outputs (or one value by itself).
   const ADTRef* tuple = std::get_if<ADTRef>(&result);
@@ -678,6 +700,7 @@ absl::StatusOr<Value> VirtualMachine::RunGraphed(int variant, std::vector<Value>
   const auto t1 = std::chrono::steady_clock::now();
   NIMBLE_RETURN_IF_ERROR(entry->graph->Launch(own_stream_));
   NIMBLE_RETURN_IF_ERROR(device_api_->Synchronize(own_stream_));
+  device_idle_ = true;
   const auto t2 = std::chrono::steady_clock::now();
   ++graph_stats_.replays;
   absl::StatusOr<Value> result =
@@ -858,7 +881,10 @@ absl::StatusOr<Value> VirtualMachine::Invoke(int function, std::vector<Value> ar
     return absl::InvalidArgumentError(absl::StrCat("function '", f.name, "' takes ", f.num_params,
                                                    " arguments, got ", args.size()));
   }
-  return Execute(function, std::move(args));
+  device_idle_ = false;
+  absl::StatusOr<Value> result = Execute(function, std::move(args));
+  NIMBLE_RETURN_IF_ERROR(TakeDeviceErrors(result.status()));
+  return result;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -138,6 +138,9 @@ class VirtualMachine {
   };
 
   absl::StatusOr<std::vector<Value>> RunUnprofiled(std::vector<Value> inputs);
+  // After a call's device work: the error a device kernel reported (it explains `call`'s own
+  // error too), else `call`. Waits for the stream unless device_idle_.
+  absl::Status TakeDeviceErrors(const absl::Status& call);
   // A specialized variant's call through a device graph (capturing or replaying it).
   absl::StatusOr<Value> RunGraphed(int variant, std::vector<Value> args);
   absl::StatusOr<Value> Capture(int function, const std::vector<Value>& args, DeviceGraphEntry& e);
@@ -190,6 +193,11 @@ class VirtualMachine {
   VmProfile profile_;
   Allocator* host_allocator_ = nullptr;
   DeviceApi* device_api_ = nullptr;             // of the executable's non-CPU device type, if any
+  // Where that device's kernels report bad input (null: they report nothing), and whether the
+  // current call's device work is known finished.
+  DeviceErrorRecord* device_errors_ = nullptr;
+  Device error_device_ = kCpu;
+  bool device_idle_ = false;
   std::vector<Allocator*> device_allocators_;   // per exe_->devices index (null: none)
   std::vector<KernelContext> kernel_contexts_;  // per exe_->kernels index
   // Symbols of the executable, and per variant the symbol index of each bound.

@@ -14,6 +14,7 @@
 #include "compiler/transforms/expand_flex_attention.h"
 #include "compiler/transforms/fuse_attention.h"
 #include "compiler/transforms/fuse_elementwise.h"
+#include "compiler/transforms/fuse_embedding.h"
 #include "compiler/transforms/fuse_gelu_layernorm.h"
 #include "compiler/transforms/fuse_matmul_epilogue.h"
 #include "compiler/transforms/pack_qkv.h"
@@ -72,6 +73,7 @@ const std::vector<std::string>& PassNames() {
                                                  "reinfer-types",
                                                  "cse",
                                                  "fuse-gelu-layernorm",
+                                                 "fuse-embedding",
                                                  "fuse-attention",
                                                  "fuse-matmul-epilogue",
                                                  "pack-qkv",
@@ -83,9 +85,9 @@ const std::vector<std::string>& PassNames() {
 }
 
 const std::vector<std::string>& OptionalPassNames() {
-  static const std::vector<std::string> names = {"cse", "fuse-gelu-layernorm", "fuse-attention",
-                                                 "fuse-matmul-epilogue", "pack-qkv",
-                                                 "fuse-elementwise"};
+  static const std::vector<std::string> names = {
+      "cse",      "fuse-gelu-layernorm", "fuse-embedding", "fuse-attention", "fuse-matmul-epilogue",
+      "pack-qkv", "fuse-elementwise"};
   return names;
 }
 
@@ -182,6 +184,8 @@ absl::Status OptimizeModule(Module& module, const CompileOptions& options, Compi
                                  Counted(module, EliminateCommonSubexpressions, &r.cse_merged)));
   NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "fuse-gelu-layernorm",
                                  Counted(module, FuseGeluAndLayerNorm, &r.fused_patterns)));
+  NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "fuse-embedding",
+                                 Counted(module, FuseEmbeddings, &r.fused_embeddings)));
   NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "fuse-attention",
                                  Counted(module, FuseAttention, &r.fused_attention)));
   NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "fuse-matmul-epilogue",

@@ -64,6 +64,7 @@ struct CompileReport {
   int removed_nodes = 0;
   int cse_merged = 0;
   int fused_patterns = 0;     // GELU and LayerNorm recognised
+  int fused_embeddings = 0;   // embedding lookups + sum + LayerNorm become one EmbedLayerNorm
   int fused_matmuls = 0;      // MatMuls with epilogues
   int fused_attention = 0;    // attention blocks become one Attention node
   int packed_qkv = 0;         // attention blocks whose Q/K/V projections became one GEMM

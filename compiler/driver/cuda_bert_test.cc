@@ -13,6 +13,7 @@
 
 #include "base/testing/status_matchers.h"
 #include "compiler/driver/compiler.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "vm/kernels/cuda/cuda_device.h"
 #include "vm/virtual_machine.h"
@@ -242,6 +243,50 @@ TEST_F(CudaBertTest, DeviceGraphReplaysEqualEagerRunsBitwise) {
     // caller's storage at every replay.
     EXPECT_EQ(s.direct_results, 2 * s.replays);
   }
+}
+
+// A token id past the vocabulary: the CPU executable rejects it; on the GPU the embedding
+// kernel sees it (the host never reads the ids), reports it, and the call fails with the same
+// kind of error, eagerly and in a graph replay. The instance keeps serving: the next good call
+// matches the CPU. The fp16 executable fuses the embedding layer into one EmbedLayerNorm.
+TEST_F(CudaBertTest, TokenIdsPastTheVocabularyAreErrorsOnTheGpuToo) {
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto cpu_exe, CompileOnnxFile(g_model, CompileOptions{}));
+  vm::VirtualMachine cpu(cpu_exe);
+  CompileOptions options;
+  options.device = vm::Device{vm::DeviceType::kCUDA, 0};
+  options.precision = Precision::kF16;
+  options.buckets = {{"seq", {16}}};
+  CompileReport report;
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto exe, CompileOnnxFile(g_model, options, &report));
+  EXPECT_EQ(report.fused_embeddings, 1);
+  vm::VirtualMachineOptions graph_options;
+  graph_options.device_graphs = true;
+  vm::VirtualMachine eager(exe);
+  vm::VirtualMachine graphed(exe, graph_options);
+  std::mt19937 rng(3);
+  for (int call = 0; call < 4; ++call) {
+    for (vm::VirtualMachine* gpu : {&eager, &graphed}) {
+      for (int64_t seq : {16, 9}) {  // the bucket (graphed: replayed from call 2) and generic
+        SCOPED_TRACE(::testing::Message() << (gpu == &eager ? "eager" : "graphed") << " call "
+                                          << call << " seq " << seq);
+        std::vector<vm::Tensor> in = BertInputs(*exe, 1, seq, rng);
+        if (call % 2 == 1) {
+          in[0].data<int64_t>()[seq / 2] = 1 << 20;
+          EXPECT_THAT(cpu.Run(in).status(),
+                      testing::StatusIs(absl::StatusCode::kInvalidArgument,
+                                        ::testing::HasSubstr("out of range")));
+          EXPECT_THAT(gpu->Run(in).status(),
+                      testing::StatusIs(absl::StatusCode::kInvalidArgument,
+                                        ::testing::HasSubstr("index 1048576 is out of range")));
+          continue;
+        }
+        NIMBLE_ASSERT_OK_AND_ASSIGN(auto want, cpu.Run(in));
+        NIMBLE_ASSERT_OK_AND_ASSIGN(auto got, gpu->Run(in));
+        EXPECT_LE(MaxAbsDiff(want, got), 2e-2 * MaxAbs(want));
+      }
+    }
+  }
+  EXPECT_GE(graphed.device_graph_stats().replays, 2);
 }
 
 }  // namespace

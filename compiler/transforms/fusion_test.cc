@@ -6,6 +6,7 @@
 #include "compiler/transforms/expand_flex_attention.h"
 #include "compiler/transforms/fuse_attention.h"
 #include "compiler/transforms/fuse_elementwise.h"
+#include "compiler/transforms/fuse_embedding.h"
 #include "compiler/transforms/fuse_gelu_layernorm.h"
 #include "compiler/transforms/fuse_matmul_epilogue.h"
 #include "compiler/transforms/pack_qkv.h"
@@ -226,6 +227,58 @@ TEST_F(FusionTest, DecomposedLayerNormBecomesLayerNormalization) {
   EXPECT_EQ(fused, 1);
   EXPECT_EQ(Ops(), "LayerNormalization ");
   EXPECT_THAT(m_.ToString(), HasSubstr("{axis=-1, epsilon=1e-05}"));
+}
+
+// BERT's embedding layer: word, position and token-type lookups, summed, layer-normalised.
+TEST_F(FusionTest, EmbeddingLookupsSumAndLayerNormBecomeEmbedLayerNorm) {
+  const DimExpr b = m_.dims.Symbol("b"), s = m_.dims.Symbol("s"), d = DimExpr::Const(8);
+  auto ids = [&](const std::string& name, std::vector<Dim> dims) {
+    return m_.main->AddInput(name, Type::Tensor(TensorType::Of(vm::DType::kI64, std::move(dims))));
+  };
+  auto table = [&](const std::string& name, int64_t vocab) {
+    return m_.main->AddConstant(
+        name, vm::Tensor::FromVector<float>(std::vector<float>(vocab * 8, 0.25f), {vocab, 8}),
+        Type::Tensor(TensorType::Static(vm::DType::kF32, {vocab, 8})));
+  };
+  Value* word_ids = ids("input_ids", {b, s});
+  Value* positions = ids("position_ids", {DimExpr::Const(1), s});
+  Value* types = ids("token_type_ids", {b, s});
+  Value* w = Typed("Gather", {table("word", 30), word_ids}, {b, s, d})->output(0);
+  Value* p = Typed("Gather", {table("pos", 16), positions}, {DimExpr::Const(1), s, d})->output(0);
+  Value* t = Typed("Gather", {table("type", 2), types}, {b, s, d})->output(0);
+  Value* sum = Op("Add", {Op("Add", {w, p}, w), t}, w);
+  Node* ln = Typed("LayerNormalization", {sum, Vector("gamma", 8), Vector("beta", 8)}, {b, s, d});
+  ln->attrs().Set("epsilon", 1e-12);
+  m_.main->AddOutput(ln->output(0));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(int fused, FuseEmbeddings(m_));
+  EXPECT_EQ(fused, 1);
+  EXPECT_EQ(Ops(), "EmbedLayerNorm ");
+  const std::string ir = m_.ToString();
+  EXPECT_THAT(ir, HasSubstr("f32[b, s, 8] = EmbedLayerNorm(%3:word, %0:input_ids, %5:pos, "
+                            "%1:position_ids, %7:type, %2:token_type_ids, %11:gamma, %12:beta) "
+                            "{embeddings=3, epsilon=1e-12}"))
+      << ir;
+}
+
+TEST_F(FusionTest, EmbeddingSumsReadElsewhereOrOfRuntimeTablesAreLeftAlone) {
+  const DimExpr s = m_.dims.Symbol("s"), d = DimExpr::Const(8);
+  Value* ids = m_.main->AddInput("ids", Type::Tensor(TensorType::Of(vm::DType::kI64, {s})));
+  Value* runtime_table = Input("table", {DimExpr::Const(30), d});
+  Value* constant_table = m_.main->AddConstant(
+      "word", vm::Tensor::FromVector<float>(std::vector<float>(240, 0.25f), {30, 8}),
+      Type::Tensor(TensorType::Static(vm::DType::kF32, {30, 8})));
+  // A runtime table.
+  Value* a = Typed("Gather", {runtime_table, ids}, {s, d})->output(0);
+  m_.main->AddOutput(Typed("LayerNormalization", {a, Vector("g1", 8)}, {s, d})->output(0));
+  // A sum that is also a model output.
+  Value* x = Typed("Gather", {constant_table, ids}, {s, d})->output(0);
+  Value* y = Typed("Gather", {constant_table, ids}, {s, d})->output(0);
+  Value* sum = Op("Add", {x, y}, x);
+  m_.main->AddOutput(Typed("LayerNormalization", {sum, Vector("g2", 8)}, {s, d})->output(0));
+  m_.main->AddOutput(sum);
+  NIMBLE_ASSERT_OK_AND_ASSIGN(int fused, FuseEmbeddings(m_));
+  EXPECT_EQ(fused, 0);
+  EXPECT_THAT(Ops(), Not(HasSubstr("EmbedLayerNorm")));
 }
 
 TEST_F(FusionTest, MatMulBiasActivationResidualBecomeFusedMatMul) {

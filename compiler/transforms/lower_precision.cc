@@ -39,11 +39,14 @@ bool IsF32Tensor(const Value* v) {
   return v != nullptr && v->type().is_tensor() && v->tensor_type().dtype == vm::DType::kF32;
 }
 
-// Starts a half region: the GEMMs, attention, layer norm, embedding lookups.
+// Starts a half region: the GEMMs, attention, layer norm, embedding lookups (also fused with
+// their layer norm).
 bool IsAnchor(const Node& node) {
   if (!node.domain().empty()) return false;
   const std::string& op = node.op_type();
-  if (IsGemm(node) || op == "Attention" || op == "LayerNormalization") return true;
+  if (IsGemm(node) || op == "Attention" || op == "LayerNormalization" || op == "EmbedLayerNorm") {
+    return true;
+  }
   return op == "Gather" && node.input(0) != nullptr && node.input(0)->is_constant() &&
          IsF32Tensor(node.input(0));
 }

@@ -7,8 +7,8 @@
 // LayerNorm / Softmax / attention statistics in fp32); only storage is halved.
 //
 // Which nodes are lowered, in topological order: GEMMs (MatMul / FusedMatMul / Gemm),
-// Attention, LayerNormalization and Gathers of float constants (embeddings) start half
-// regions; any other node with a half input joins when the device's kernel accepts the
+// Attention, LayerNormalization, EmbedLayerNorm and Gathers of float constants (embeddings)
+// start half regions; any other node with a half input joins when the device's kernel accepts the
 // lowered dtypes; views (Reshape, ...) follow their data. Everything else reads float32
 // through a Cast. Attention masks keep their dtype (an additive f32 mask of -3.4e38 would
 // round to -inf in fp16, and a mask chain computed in fp16 can produce 0 * -inf = NaN).

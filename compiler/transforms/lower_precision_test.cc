@@ -40,6 +40,28 @@ class LowerPrecisionTest : public ::testing::Test {
   Module m_;
 };
 
+// The fused embedding layer starts a half region: its tables and gamma / beta are converted at
+// compile time, the ids stay integers, and the GEMM after it reads its half output directly.
+TEST_F(LowerPrecisionTest, EmbedLayerNormStartsAHalfRegion) {
+  Value* ids = Input("ids", {2, 3}, vm::DType::kI64);
+  Value* types = Input("types", {2, 3}, vm::DType::kI32);
+  Node* embed = Op("EmbedLayerNorm",
+                   {Weight("word", {10, 8}, 0.5f), ids, Weight("type", {2, 8}, 0.25f), types,
+                    Weight("g", {8}, 1.0f), Weight("b", {8}, 0.0f)},
+                   {2, 3, 8});
+  embed->attrs().Set("embeddings", int64_t{2});
+  Value* y = Op("MatMul", {embed->output(0), Weight("w", {8, 4}, 0.25f)}, {2, 3, 4})->output(0);
+  m_.main->AddOutput(y);
+  NIMBLE_ASSERT_OK_AND_ASSIGN(int lowered,
+                              LowerPrecision(m_, Precision::kF16, vm::DeviceType::kCUDA));
+  EXPECT_EQ(lowered, 2);
+  const std::string ir = m_.ToString();
+  EXPECT_THAT(ir, HasSubstr("f16[2, 3, 8] = EmbedLayerNorm(%9:word/f16, %0:ids, %10:type/f16, "
+                            "%1:types, %11:g/f16, %12:b/f16) {embeddings=2}"))
+      << ir;
+  EXPECT_THAT(ir, HasSubstr("= MatMul(%6, %13:w/f16)")) << ir;
+}
+
 // x -> MatMul(W) -> Tanh -> LayerNorm -> out; a Shape of the half value needs no Cast; the mask
 // chain of an Attention-like consumer (here: Softmax of an f32 input) stays f32.
 TEST_F(LowerPrecisionTest, Fp16LowersTheComputeAndCastsAtTheEdges) {

@@ -18,12 +18,37 @@
 
 namespace nimble::vm {
 
+// Where device kernels report bad input that only the device sees (an index out of range in
+// a Gather, a sequence length past the sequence): page-locked host memory the device writes
+// with plain stores, read by the host once the work is done (VirtualMachine: after each call).
+// A kernel that finds bad input also writes a defined result (zeros, clamped lengths), so
+// nothing faults; the call then fails with the recorded error. The layout is shared with the
+// device code (vm/kernels/cuda/ops_cuda.h: ops::ErrorRecord).
+struct DeviceErrorRecord {
+  int32_t code = 0;  // a DeviceErrorCode; 0 while nothing was reported
+  int32_t unused = 0;
+  int64_t value = 0;  // the offending value
+  int64_t bound = 0;  // the limit it broke
+};
+enum DeviceErrorCode : int32_t {
+  kDeviceErrorNone = 0,
+  kDeviceErrorGatherIndex = 1,     // Gather: index `value` outside [-bound, bound)
+  kDeviceErrorEmbeddingIndex = 2,  // EmbedLayerNorm: index `value` outside [-bound, bound)
+  kDeviceErrorSequenceLength = 3,  // LSTM: sequence_lens value `value` outside [0, bound]
+};
+// The error `record` holds (Ok when none) on `device`, and clears it. Call only when no device
+// work that may write it is in flight.
+absl::Status TakeDeviceError(DeviceErrorRecord& record, Device device);
+
 // Per-call context handed to kernels. Not shared between concurrent calls.
 struct KernelContext {
   Device device = kCpu;
   Allocator* allocator = DefaultCpuAllocator();  // for outputs of allocating kernels and scratch
   int num_threads = 1;                           // the worker's thread budget
   void* stream = nullptr;                        // cudaStream_t on CUDA devices
+  // Device kernels' error record (device-accessible); null: kernels report nothing and keep
+  // their defined results.
+  DeviceErrorRecord* device_errors = nullptr;
 };
 
 // Thread-safe: Run() is const and called concurrently by many VM instances.
@@ -145,6 +170,12 @@ class DeviceApi {
   virtual absl::Status PrefetchToCache(int ordinal, const void* ptr, size_t bytes, void* stream) {
     return absl::OkStatus();
   }
+  // A zeroed error record that device `ordinal`'s kernels can write (KernelContext::
+  // device_errors), freed with FreeErrorRecord. The default: none (kernels report nothing).
+  virtual absl::StatusOr<DeviceErrorRecord*> NewErrorRecord(int ordinal) {
+    return absl::UnimplementedError("this device reports no kernel errors");
+  }
+  virtual void FreeErrorRecord(DeviceErrorRecord* record) {}
 };
 
 // Name -> factory per device type. Thread-safe: registration and lookup take a mutex.

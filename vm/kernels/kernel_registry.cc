@@ -68,4 +68,32 @@ absl::StatusOr<std::unique_ptr<Kernel>> KernelRegistry::Create(const std::string
   return kernel;
 }
 
+absl::Status TakeDeviceError(DeviceErrorRecord& record, Device device) {
+  // The device wrote the record through the bus; read it as memory that changes under us.
+  const volatile DeviceErrorRecord& r = record;
+  const int32_t code = r.code;
+  if (code == kDeviceErrorNone) return absl::OkStatus();
+  const int64_t value = r.value, bound = r.bound;
+  volatile DeviceErrorRecord& w = record;
+  w.value = 0;
+  w.bound = 0;
+  w.code = kDeviceErrorNone;
+  const std::string where = device.ToString();
+  switch (code) {
+    case kDeviceErrorGatherIndex:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "Gather on ", where, ": index ", value, " is out of range [-", bound, ", ", bound, ")"));
+    case kDeviceErrorEmbeddingIndex:
+      return absl::InvalidArgumentError(absl::StrCat("embedding lookup on ", where, ": index ",
+                                                     value, " is out of range [-", bound, ", ",
+                                                     bound, ")"));
+    case kDeviceErrorSequenceLength:
+      return absl::InvalidArgumentError(absl::StrCat("LSTM on ", where, ": sequence_lens value ",
+                                                     value, " is outside [0, ", bound, "]"));
+    default:
+      return absl::InternalError(absl::StrCat("a kernel on ", where, " reported error code ", code,
+                                              " (value ", value, ", bound ", bound, ")"));
+  }
+}
+
 }  // namespace nimble::vm

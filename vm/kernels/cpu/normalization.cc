@@ -1,6 +1,7 @@
 // Normalization kernels: Softmax, LogSoftmax, Hardmax, LayerNormalization, RMSNormalization,
 // BatchNormalization (inference, and training_mode=1 from the batch statistics),
-// InstanceNormalization, GroupNormalization, LpNormalization, MeanVarianceNormalization.
+// InstanceNormalization, GroupNormalization, LpNormalization, MeanVarianceNormalization, and
+// the compiler's EmbedLayerNorm (embedding lookups summed and layer-normalised in one pass).
 //
 // Design: every op normalises rows of a [outer, R, inner] view. The hot f32 cases (softmax and
 // layer/RMS norm over the last axis) run SIMD row bodies compiled per ISA: softmax makes two
@@ -8,9 +9,12 @@
 // norm computes mean and variance in two passes (no E[x^2] - E[x]^2 cancellation) and a fused
 // normalise-scale-shift pass. Rows are spread over TBB. f64 runs scalar loops in double;
 // f16/bf16 are converted to f32.
+#include <algorithm>
+#include <cmath>
 #include <memory>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
@@ -928,6 +932,160 @@ class MvnKernel final : public Kernel {
   const std::vector<int64_t> axes_;
 };
 
+// EmbedLayerNorm (compiler/transforms/fuse_embedding.h): inputs (table_k, ids_k) for the
+// `embeddings` k, then gamma and beta (optional). y[..., :] = LayerNorm(sum_k table_k[ids_k[...],
+// :]) * gamma + beta over the last axis; ids broadcast (numpy rules) to the output's leading
+// dims, negative ids count from the end. f32 tables; the row sums in fp32, statistics in double.
+class EmbedLayerNormKernel final : public Kernel {
+ public:
+  EmbedLayerNormKernel(int n, double epsilon) : n_(n), epsilon_(epsilon) {}
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    NIMBLE_RETURN_IF_ERROR(CheckInputs(inputs));
+    if (output_shapes.size() != 1) return absl::InvalidArgumentError("EmbedLayerNorm: 1 output");
+    NIMBLE_ASSIGN_OR_RETURN(output_shapes[0], OutShape(inputs));
+    return absl::OkStatus();
+  }
+
+  absl::Status Run(const KernelContext& ctx, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_RETURN_IF_ERROR(CheckInputs(inputs));
+    if (outputs.size() != 1 || !outputs[0].defined()) {
+      return absl::InvalidArgumentError("EmbedLayerNorm: expected one output");
+    }
+    NIMBLE_ASSIGN_OR_RETURN(vm::Shape shape, OutShape(inputs));
+    const Tensor& y = outputs[0];
+    if (y.dtype() != DType::kF32 || y.shape() != shape) {
+      return absl::InvalidArgumentError(absl::StrCat("EmbedLayerNorm: output is ", y.TypeString(),
+                                                     ", expected f32", ShapeToString(shape)));
+    }
+    const int64_t cols = shape.back();
+    const int lead = static_cast<int>(shape.size()) - 1;
+    int64_t rows = 1;
+    for (int d = 0; d < lead; ++d) rows *= shape[d];
+    // Per embedding: each output row's table row (validated up front, so nothing is written
+    // for bad ids).
+    std::vector<std::vector<int64_t>> table_rows(n_);
+    for (int k = 0; k < n_; ++k) {
+      const Tensor& ids = inputs[2 * k + 1];
+      const int64_t vocab = inputs[2 * k].dim(0);
+      std::vector<int64_t> strides(lead, 0);
+      int64_t stride = 1;
+      for (int d = lead - 1, j = ids.rank() - 1; d >= 0; --d, --j) {
+        const int64_t dim = j >= 0 ? ids.dim(j) : 1;
+        strides[d] = dim == 1 ? 0 : stride;
+        stride *= dim;
+      }
+      std::vector<int64_t>& out = table_rows[k];
+      out.resize(rows);
+      for (int64_t r = 0; r < rows; ++r) {
+        int64_t rest = r, offset = 0;
+        for (int d = lead - 1; d >= 0; --d) {
+          offset += (rest % shape[d]) * strides[d];
+          rest /= shape[d];
+        }
+        const int64_t given = ids.dtype() == DType::kI64
+                                  ? ids.data<int64_t>()[offset]
+                                  : static_cast<int64_t>(ids.data<int32_t>()[offset]);
+        const int64_t id = given < 0 ? given + vocab : given;
+        if (id < 0 || id >= vocab) {
+          return absl::InvalidArgumentError(absl::StrCat("EmbedLayerNorm: index ", given,
+                                                         " of embedding ", k, " is out of range [-",
+                                                         vocab, ", ", vocab, ")"));
+        }
+        out[r] = id;
+      }
+    }
+    const float* gamma = Present(inputs, 2 * n_) ? inputs[2 * n_].data<float>() : nullptr;
+    const float* beta = Present(inputs, 2 * n_ + 1) ? inputs[2 * n_ + 1].data<float>() : nullptr;
+    float* out = y.data<float>();
+    ParallelFor(ctx, rows, RowGrain(cols * n_), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        float* row = out + r * cols;
+        const float* first = inputs[0].data<float>() + table_rows[0][r] * cols;
+        std::copy(first, first + cols, row);
+        for (int k = 1; k < n_; ++k) {
+          const float* t = inputs[2 * k].data<float>() + table_rows[k][r] * cols;
+          for (int64_t c = 0; c < cols; ++c) row[c] += t[c];
+        }
+        double sum = 0.0;
+        for (int64_t c = 0; c < cols; ++c) sum += row[c];
+        const double mean = sum / static_cast<double>(cols);
+        double sq = 0.0;
+        for (int64_t c = 0; c < cols; ++c) sq += (row[c] - mean) * (row[c] - mean);
+        const double rstd = 1.0 / std::sqrt(sq / static_cast<double>(cols) + epsilon_);
+        for (int64_t c = 0; c < cols; ++c) {
+          double v = (row[c] - mean) * rstd;
+          if (gamma != nullptr) v *= gamma[c];
+          if (beta != nullptr) v += beta[c];
+          row[c] = static_cast<float>(v);
+        }
+      }
+    });
+    return absl::OkStatus();
+  }
+
+ private:
+  static bool Present(absl::Span<const Tensor> t, size_t i) {
+    return i < t.size() && t[i].defined();
+  }
+
+  absl::Status CheckInputs(absl::Span<const Tensor> inputs) const {
+    if (static_cast<int>(inputs.size()) < 2 * n_ || static_cast<int>(inputs.size()) > 2 * n_ + 2) {
+      return absl::InvalidArgumentError(absl::StrCat("EmbedLayerNorm: expected ", 2 * n_, " to ",
+                                                     2 * n_ + 2, " inputs, got ", inputs.size()));
+    }
+    int64_t cols = -1;
+    for (int k = 0; k < n_; ++k) {
+      const Tensor& table = inputs[2 * k];
+      const Tensor& ids = inputs[2 * k + 1];
+      if (!table.defined() || !ids.defined()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("EmbedLayerNorm: embedding ", k, " needs a table and ids"));
+      }
+      if (table.dtype() != DType::kF32 || table.rank() != 2 ||
+          (cols >= 0 && table.dim(1) != cols)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("EmbedLayerNorm: table ", k, " is ", table.TypeString(),
+                         ", expected f32[vocab, ", cols >= 0 ? absl::StrCat(cols) : "cols", "]"));
+      }
+      cols = table.dim(1);
+      if (ids.dtype() != DType::kI64 && ids.dtype() != DType::kI32) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("EmbedLayerNorm: ids ", k, " are ", ids.TypeString(), ", not i32/i64"));
+      }
+    }
+    for (int k = 0; k < 2; ++k) {
+      if (!Present(inputs, 2 * n_ + k)) continue;
+      const Tensor& p = inputs[2 * n_ + k];
+      if (p.dtype() != DType::kF32 || p.num_elements() != cols) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("EmbedLayerNorm: ", k == 0 ? "gamma" : "beta", " is ", p.TypeString(),
+                         ", expected f32[", cols, "]"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Broadcast of the ids' shapes, then the row length.
+  absl::StatusOr<vm::Shape> OutShape(absl::Span<const Tensor> inputs) const {
+    std::vector<vm::Shape> ids;
+    for (int k = 0; k < n_; ++k) ids.push_back(inputs[2 * k + 1].shape());
+    absl::StatusOr<vm::Shape> lead = BroadcastShapes(ids);
+    if (!lead.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("EmbedLayerNorm: ids do not broadcast: ", lead.status().message()));
+    }
+    vm::Shape out = *std::move(lead);
+    out.push_back(inputs[0].dim(1));
+    return out;
+  }
+
+  const int n_;
+  const double epsilon_;
+};
+
 using Factory = absl::StatusOr<std::unique_ptr<Kernel>>;
 
 }  // namespace
@@ -948,6 +1106,15 @@ void RegisterNormalizationKernels(KernelRegistry& registry) {
     return std::make_unique<LayerNormKernel>("LayerNormalization", false,
                                              attrs.GetOr<int64_t>("axis", -1),
                                              attrs.GetOr<double>("epsilon", 1e-5));
+  });
+  registry.Register("EmbedLayerNorm", DeviceType::kCPU, [](const Attributes& attrs) -> Factory {
+    const int64_t n = attrs.GetOr<int64_t>("embeddings", 0);
+    if (n < 1 || n > 16) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("EmbedLayerNorm: attribute embeddings must be 1 to 16, got ", n));
+    }
+    return std::make_unique<EmbedLayerNormKernel>(static_cast<int>(n),
+                                                  attrs.GetOr<double>("epsilon", 1e-5));
   });
   registry.Register("RMSNormalization", DeviceType::kCPU, [](const Attributes& attrs) -> Factory {
     return std::make_unique<LayerNormKernel>("RMSNormalization", true,

@@ -197,6 +197,63 @@ TEST(NormalizationTest, LayerNormAxesBroadcastAndTypes) {
               StatusIs(kInvalid, HasSubstr("RMSNormalization: expected 2 inputs")));
 }
 
+// The compiler's EmbedLayerNorm against Gather + Add + LayerNorm written out here: word ids
+// [2, 3] (one negative), position ids [1, 3] broadcast over the batch, i32 type ids [2, 3].
+TEST(NormalizationTest, EmbedLayerNormSumsLookupsAndNormalises) {
+  const int64_t d = 5;
+  auto table = [&](int64_t vocab, float seed) {
+    std::vector<float> t(vocab * d);
+    for (size_t i = 0; i < t.size(); ++i) t[i] = std::sin(static_cast<float>(i) * seed) * 3;
+    return t;
+  };
+  const std::vector<float> word = table(7, 0.7f), pos = table(4, 1.9f), type = table(2, 0.3f);
+  const std::vector<int64_t> ids = {3, 0, 6, -1, 2, 5};
+  const std::vector<int64_t> positions = {0, 1, 2};
+  const std::vector<int32_t> types = {0, 0, 1, 1, 0, 1};
+  const std::vector<float> gamma = {1, 0.5f, 2, -1, 1.5f}, beta = {0, 1, -1, 0.25f, 2};
+  std::vector<float> sum;
+  for (int64_t r = 0; r < 6; ++r) {
+    const int64_t w = ids[r] < 0 ? ids[r] + 7 : ids[r];
+    for (int64_t c = 0; c < d; ++c) {
+      sum.push_back(word[w * d + c] + pos[positions[r % 3] * d + c] + type[types[r] * d + c]);
+    }
+  }
+  const std::vector<double> ref = LayerNormRef(sum, d, gamma, beta, 1e-12, false);
+  const Attributes attrs = Attrs({{"embeddings", int64_t{3}}, {"epsilon", 1e-12}});
+  std::vector<Tensor> in = {F(word, {7, d}),        I64(ids, {2, 3}), F(pos, {4, d}),
+                            I64(positions, {1, 3}), F(type, {2, d}),  I32(types, {2, 3}),
+                            F(gamma, {d}),          F(beta, {d})};
+  for (int threads : {1, 4}) {
+    NIMBLE_ASSERT_OK_AND_ASSIGN(auto out,
+                                RunOp("EmbedLayerNorm", attrs, in, 1, {DType::kF32}, threads));
+    EXPECT_THAT(out[0].shape(), ElementsAre(2, 3, d));
+    EXPECT_THAT(Values<float>(out[0]), Pointwise(NearRel(1e-5, 1e-6), ref));
+  }
+  // Without gamma and beta: plain normalisation of one lookup.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("EmbedLayerNorm", Attrs({{"embeddings", int64_t{1}}}),
+                                              {F(word, {7, d}), I64({2}, {1})}, 1, {DType::kF32}));
+  EXPECT_THAT(Values<float>(out[0]),
+              Pointwise(NearRel(1e-5, 1e-6),
+                        LayerNormRef(std::vector<float>(word.begin() + 2 * d, word.begin() + 3 * d),
+                                     d, {}, {}, 1e-5, false)));
+  // Bad input is an error naming the index and the table's range, never a read past it.
+  in[1] = I64({3, 0, 7, 1, 2, 5}, {2, 3});
+  EXPECT_THAT(RunOp("EmbedLayerNorm", attrs, in, 1, {DType::kF32}),
+              StatusIs(kInvalid, HasSubstr("index 7 of embedding 0 is out of range [-7, 7)")));
+  in[1] = I64({3, 0, -8, 1, 2, 5}, {2, 3});
+  EXPECT_THAT(RunOp("EmbedLayerNorm", attrs, in, 1, {DType::kF32}),
+              StatusIs(kInvalid, HasSubstr("index -8 of embedding 0")));
+  in[1] = I64({3, 0, 1, 1}, {2, 2});
+  EXPECT_THAT(RunOp("EmbedLayerNorm", attrs, in, 1, {DType::kF32}),
+              StatusIs(kInvalid, HasSubstr("ids do not broadcast")));
+  in[1] = I64(ids, {2, 3});
+  in[2] = F(std::vector<float>(8, 1.0f), {2, 4});
+  EXPECT_THAT(RunOp("EmbedLayerNorm", attrs, in, 1, {DType::kF32}),
+              StatusIs(kInvalid, HasSubstr("table 1 is f32[2, 4], expected f32[vocab, 5]")));
+  EXPECT_THAT(RunOp("EmbedLayerNorm", Attrs({{"embeddings", int64_t{0}}}), {F(word, {7, d})}),
+              StatusIs(kInvalid, HasSubstr("embeddings must be 1 to 16")));
+}
+
 TEST(NormalizationTest, BatchNormalization) {
   // X [2, 2, 2]: channel c: y = (x - mean) / sqrt(var + eps) * scale + B.
   const Tensor x = F({1, 2, 3, 4, 5, 6, 7, 8}, {2, 2, 2});

@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <string>
 #include <utility>
 #include <vector>
@@ -374,6 +375,26 @@ class CudaApi final : public DeviceApi {
     auto owner = std::make_shared<cuda::PinnedBuffer>(std::move(buffer));
     void* data = owner->data();
     return Storage::Wrap(data, bytes, kCpu, std::move(owner));
+  }
+  // Page-locked, mapped host memory: kernels write it only when they find bad input, so a
+  // call that finds none costs nothing.
+  absl::StatusOr<DeviceErrorRecord*> NewErrorRecord(int ordinal) override {
+    NIMBLE_RETURN_IF_ERROR(Init(ordinal).status());
+    void* host = nullptr;
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaHostAlloc(&host, sizeof(DeviceErrorRecord),
+                                              cudaHostAllocMapped | cudaHostAllocPortable));
+    void* device = nullptr;
+    const cudaError_t e = cudaHostGetDevicePointer(&device, host, 0);
+    if (e != cudaSuccess || device != host) {
+      cudaFreeHost(host);
+      // Kernels and the host share the pointer, which needs unified addressing.
+      if (e != cudaSuccess) return cuda::CudaStatus(e, "error record");
+      return absl::UnimplementedError("error record: no unified addressing");
+    }
+    return new (host) DeviceErrorRecord();
+  }
+  void FreeErrorRecord(DeviceErrorRecord* record) override {
+    if (record != nullptr) cudaFreeHost(record);
   }
   absl::Status Synchronize(void* stream) override {
     NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));

@@ -239,6 +239,79 @@ TEST(CudaKernelsTest, GatherCastTransposeWhere) {
   Compare("Where", {}, {cond, RandomF32({3, 4}), RandomF32({4})}, DType::kF32, {3, 4});
 }
 
+// BERT's embedding layer as the compiler fuses it: three lookups (positions broadcast over the
+// batch, i32 token types), summed and normalised; rows in registers (768, 256; 100 in f32) and
+// the block kernel (100 in halves: not whole 16-byte vectors; 1200: longer than a warp holds).
+std::vector<Tensor> EmbedInputs(int64_t cols) {
+  Tensor types = *Tensor::Empty(DType::kI32, {2, 7});
+  for (int i = 0; i < 14; ++i) types.data<int32_t>()[i] = i % 2;
+  return {RandomF32({1000, cols}), RandomI64({2, 7}, -1000, 999),
+          RandomF32({16, cols}),   RandomI64({1, 7}, 0, 15),
+          RandomF32({2, cols}),    types,
+          RandomF32({cols}),       RandomF32({cols})};
+}
+
+TEST(CudaKernelsTest, EmbedLayerNorm) {
+  const Attributes attrs = A({{"embeddings", int64_t{3}}, {"epsilon", 1e-12}});
+  for (int64_t cols : {768, 256, 100, 1200}) {
+    Compare("EmbedLayerNorm", attrs, EmbedInputs(cols), DType::kF32, {2, 7, cols});
+  }
+  std::vector<Tensor> no_params = EmbedInputs(64);
+  no_params.resize(6);
+  Compare("EmbedLayerNorm", attrs, no_params, DType::kF32, {2, 7, 64});
+}
+
+// A kernel that finds an index out of range writes zeros and reports it in the caller's error
+// record; the host reads it once the stream is done, and reading clears it.
+TEST(CudaKernelsTest, OutOfRangeIndicesAreReportedToTheErrorRecord) {
+  DeviceApi* api = KernelRegistry::Global().GetDeviceApi(DeviceType::kCUDA);
+  ASSERT_NE(api, nullptr);
+  absl::StatusOr<DeviceErrorRecord*> record = api->NewErrorRecord(0);
+  ASSERT_THAT(record.status(), IsOk());
+  const Device gpu{DeviceType::kCUDA, 0};
+  KernelContext ctx;
+  ctx.device = gpu;
+  ctx.allocator = Gpu();
+  ctx.device_errors = *record;
+  auto run = [&](const std::string& op, const Attributes& attrs, const std::vector<Tensor>& in,
+                 const Shape& out_shape) {
+    auto kernel = KernelRegistry::Global().Create(op, DeviceType::kCUDA, attrs);
+    EXPECT_THAT(kernel.status(), IsOk());
+    std::vector<Tensor> dev_in;
+    for (const Tensor& t : in) dev_in.push_back(ToDevice(t));
+    std::vector<Tensor> out = {*Tensor::Empty(DType::kF32, out_shape, Gpu())};
+    EXPECT_THAT((*kernel)->Run(ctx, dev_in, absl::MakeSpan(out)), IsOk());
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    return ToHost(out[0]);
+  };
+  Tensor ids = RandomI64({2, 3}, 0, 9);
+  ids.data<int64_t>()[4] = 10;
+  Tensor got = run("Gather", {}, {RandomF32({10, 4}, 1, 2), ids}, {2, 3, 4});
+  for (int c = 0; c < 4; ++c) EXPECT_EQ(got.data<float>()[4 * 4 + c], 0.0f);
+  EXPECT_EQ(got.data<float>()[0] >= 1.0f, true);
+  EXPECT_THAT(TakeDeviceError(**record, gpu),
+              ::nimble::testing::StatusIs(absl::StatusCode::kInvalidArgument,
+                                          ::testing::HasSubstr("Gather on cuda:0: index 10 is "
+                                                               "out of range [-10, 10)")));
+  EXPECT_THAT(TakeDeviceError(**record, gpu), IsOk());  // taken
+  // In range (negative counts from the end): nothing reported.
+  ids.data<int64_t>()[4] = -10;
+  run("Gather", {}, {RandomF32({10, 4}), ids}, {2, 3, 4});
+  EXPECT_THAT(TakeDeviceError(**record, gpu), IsOk());
+  for (int64_t cols : {768, 100}) {
+    std::vector<Tensor> in = EmbedInputs(cols);
+    in[3].data<int64_t>()[5] = -17;
+    run("EmbedLayerNorm", A({{"embeddings", int64_t{3}}}), in, {2, 7, cols});
+    EXPECT_THAT(TakeDeviceError(**record, gpu),
+                ::nimble::testing::StatusIs(
+                    absl::StatusCode::kInvalidArgument,
+                    ::testing::HasSubstr("embedding lookup on cuda:0: index -17 is out of range "
+                                         "[-16, 16)")))
+        << cols;
+  }
+  api->FreeErrorRecord(*record);
+}
+
 // f32 tensor `t` stored as `half` (kF16 / kBF16), and back.
 Tensor ToHalf(const Tensor& t, DType half) {
   Tensor h = *Tensor::Empty(half, t.shape());
@@ -377,6 +450,10 @@ TEST(CudaKernelsTest, HalfPrecisionKernels) {
                                                     0, 3, 2, 0, 10, 4, 2, 3, 2,  0, 4, 0}}}),
                 {RandomF32({2, 9, 32}), RandomF32({1, 9, 32}), RandomF32({2, 9, 32})}, {2, 9, 32},
                 half, tol);
+    for (int64_t cols : {768, 100}) {
+      CompareHalf("EmbedLayerNorm", A({{"embeddings", int64_t{3}}, {"epsilon", 1e-12}}),
+                  EmbedInputs(cols), {2, 7, cols}, half, tol);
+    }
     CompareHalf("Gelu", {}, {RandomF32({2, 300})}, {2, 300}, half, tol);
     CompareHalf("Transpose", A({{"perm", std::vector<int64_t>{0, 2, 1, 3}}}),
                 {RandomF32({2, 3, 4, 5})}, {2, 4, 3, 5}, half, 0);

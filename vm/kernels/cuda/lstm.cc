@@ -21,6 +21,7 @@
 #include "vm/cuda/gemm.h"
 #include "vm/kernels/cuda/cuda_device.h"
 #include "vm/kernels/cuda/lstm_cuda.h"
+#include "vm/kernels/cuda/ops_cuda.h"
 #include "vm/kernels/kernel.h"
 
 namespace nimble::vm {
@@ -155,6 +156,7 @@ class CudaLstmKernel final : public Kernel {
     if (Present(inputs, 4)) {
       a.seq_lens = inputs[4].raw_data();
       a.seq_lens_i64 = inputs[4].dtype() == DType::kI64;
+      a.errors = reinterpret_cast<cuda_ops::ErrorRecord*>(ctx.device_errors);
     }
     a.initial_h = in(5), a.initial_c = in(6), a.peepholes = in(7);
     a.y = out(0), a.y_h = out(1), a.y_c = out(2);

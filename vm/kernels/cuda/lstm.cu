@@ -36,6 +36,7 @@
 #include <mutex>
 
 #include "vm/kernels/cuda/lstm_cuda.h"
+#include "vm/kernels/cuda/ops_cuda.h"
 
 namespace nimble::vm::cuda_ops {
 namespace {
@@ -117,6 +118,22 @@ __global__ void __launch_bounds__(kThreads) LstmKernel(Params p) {
   // Every warp finds the longest sequence itself (the step count; uniform over the grid).
   int64_t max_len = 0;
   for (int64_t b = lane; b < batch; b += 32) max_len = Max(max_len, SeqLen(a, b));
+  if (blockIdx.x == 0 && warp == 0 && a.seq_lens != nullptr && a.errors != nullptr) {
+    // Lengths outside [0, seq] run clamped; the host learns of them (plain stores into its
+    // error record, the code last).
+    for (int64_t b = lane; b < batch; b += 32) {
+      const int64_t len = a.seq_lens_i64
+                              ? static_cast<int64_t>(static_cast<const long long*>(a.seq_lens)[b])
+                              : static_cast<int64_t>(static_cast<const int*>(a.seq_lens)[b]);
+      if (len >= 0 && len <= a.seq) continue;
+      volatile ErrorRecord* r = a.errors;
+      r->value = len;
+      r->bound = a.seq;
+      __threadfence_system();
+      r->code = kErrorSequenceLength;
+      __threadfence_system();
+    }
+  }
   for (int o = 16; o > 0; o >>= 1) max_len = Max(max_len, __shfl_xor_sync(~0u, max_len, o));
 
   if constexpr (kSharedR) {

@@ -8,6 +8,8 @@
 
 namespace nimble::vm::cuda_ops {
 
+struct ErrorRecord;  // ops_cuda.h
+
 // One ONNX LSTM with the default activations (sigmoid, tanh, tanh), no clip, no input_forget.
 // Shapes as in ONNX; layout 0: X / Y rows (t, b), states [dirs, batch, H]; layout 1: rows
 // (b, t), states [batch, dirs, H]. Optional pointers may be null.
@@ -22,8 +24,11 @@ struct LstmArgs {
   const float* gates = nullptr;
   const float* r = nullptr;        // R [dirs, 4H, H]
   const float* bias = nullptr;     // B [dirs, 8H] (Wb then Rb)
-  const void* seq_lens = nullptr;  // [batch] int32 or int64 (seq_lens_i64); clamped to [0, seq]
+  // [batch] int32 or int64 (seq_lens_i64); clamped to [0, seq], values outside reported to
+  // `errors` when it is not null.
+  const void* seq_lens = nullptr;
   bool seq_lens_i64 = false;
+  ErrorRecord* errors = nullptr;
   const float* initial_h = nullptr;  // state layout
   const float* initial_c = nullptr;
   const float* peepholes = nullptr;  // P [dirs, 3H] (i, o, f)

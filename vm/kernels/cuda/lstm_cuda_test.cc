@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "base/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -165,6 +166,46 @@ TEST(CudaLstmTest, SequenceLengths) {
   c.initial = true;
   c.name = "h64 b3 lens 0,7,3 i64 bidirectional initial";
   Compare(c);
+}
+
+// A length past the sequence (or negative) runs clamped and is reported in the caller's error
+// record, which the VM turns into the call's error (the CPU kernel rejects it up front).
+TEST(CudaLstmTest, SequenceLengthsOutOfRangeAreReported) {
+  DeviceApi* api = KernelRegistry::Global().GetDeviceApi(DeviceType::kCUDA);
+  ASSERT_NE(api, nullptr);
+  absl::StatusOr<DeviceErrorRecord*> record = api->NewErrorRecord(0);
+  ASSERT_THAT(record.status(), IsOk());
+  LstmCase c;
+  c.seq = 7, c.batch = 3, c.input = 32, c.hidden = 64;
+  const Device gpu{DeviceType::kCUDA, 0};
+  for (const std::vector<int64_t>& lens :
+       {std::vector<int64_t>{5, 9, 7}, std::vector<int64_t>{-1, 2, 7},
+        std::vector<int64_t>{5, 2, 7}}) {
+    c.lens = lens;
+    auto kernel = KernelRegistry::Global().Create("LSTM", DeviceType::kCUDA, AttributesOf(c));
+    ASSERT_THAT(kernel.status(), IsOk());
+    std::vector<Tensor> dev_in;
+    for (const Tensor& t : Inputs(c)) dev_in.push_back(ToDevice(t));
+    std::vector<Tensor> out(3);
+    for (int i = 0; i < 3; ++i) out[i] = *Tensor::Empty(DType::kF32, OutShape(c, i), Gpu());
+    KernelContext ctx;
+    ctx.device = gpu;
+    ctx.allocator = Gpu();
+    ctx.device_errors = *record;
+    ASSERT_THAT((*kernel)->Run(ctx, dev_in, absl::MakeSpan(out)), IsOk());
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const absl::Status reported = TakeDeviceError(**record, gpu);
+    if (lens[1] == 2) {
+      EXPECT_THAT(reported, IsOk());
+    } else {
+      EXPECT_EQ(reported.code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_THAT(std::string(reported.message()),
+                  ::testing::HasSubstr(absl::StrCat("LSTM on cuda:0: sequence_lens value ",
+                                                    lens[0] < 0 ? lens[0] : lens[1],
+                                                    " is outside [0, 7]")));
+    }
+  }
+  api->FreeErrorRecord(*record);
 }
 
 TEST(CudaLstmTest, Bidirectional) {

@@ -4,6 +4,7 @@
 // and never synchronise; factories touch no device (the compiler creates them without a GPU).
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -32,6 +33,20 @@ namespace ops = cuda_ops;
 using KernelPtr = std::unique_ptr<Kernel>;
 
 cudaStream_t StreamOf(const KernelContext& ctx) { return static_cast<cudaStream_t>(ctx.stream); }
+
+static_assert(sizeof(ops::ErrorRecord) == sizeof(DeviceErrorRecord) &&
+                  offsetof(ops::ErrorRecord, code) == offsetof(DeviceErrorRecord, code) &&
+                  offsetof(ops::ErrorRecord, value) == offsetof(DeviceErrorRecord, value) &&
+                  offsetof(ops::ErrorRecord, bound) == offsetof(DeviceErrorRecord, bound),
+              "ops::ErrorRecord mirrors vm::DeviceErrorRecord");
+static_assert(ops::kErrorGatherIndex == kDeviceErrorGatherIndex &&
+                  ops::kErrorEmbeddingIndex == kDeviceErrorEmbeddingIndex &&
+                  ops::kErrorSequenceLength == kDeviceErrorSequenceLength,
+              "error codes agree");
+
+ops::ErrorRecord* ErrorsOf(const KernelContext& ctx) {
+  return reinterpret_cast<ops::ErrorRecord*>(ctx.device_errors);
+}
 
 // NIMBLE_CUDA_RTC=0 keeps FusedElementwise on the interpreter kernel (for A/B measurements).
 bool RtcEnabled() {
@@ -730,12 +745,83 @@ class GatherKernel final : public CudaKernel {
     return Launch(
         ops::Gather(data.raw_data(), idx.raw_data(), idx.dtype() == DType::kI64, out[0].raw_data(),
                     outer, data.dim(static_cast<int>(axis)), idx.num_elements(), inner,
-                    static_cast<int>(DTypeSize(data.dtype())), StreamOf(ctx)),
+                    static_cast<int>(DTypeSize(data.dtype())), ErrorsOf(ctx), StreamOf(ctx)),
         op_);
   }
 
  private:
   const int64_t axis_;
+};
+
+// EmbedLayerNorm (compiler/transforms/fuse_embedding.h): inputs (table_k, ids_k) for k < n,
+// then gamma and beta; n = the `embeddings` attribute.
+class EmbedLayerNormKernel final : public CudaKernel {
+ public:
+  EmbedLayerNormKernel(int n, float epsilon)
+      : CudaKernel("EmbedLayerNorm"), n_(n), epsilon_(epsilon) {}
+  absl::Status RunCuda(const KernelContext& ctx, absl::Span<const Tensor> in,
+                       absl::Span<Tensor> out) const override {
+    if (static_cast<int>(in.size()) < 2 * n_) {
+      return absl::InvalidArgumentError("EmbedLayerNorm: missing inputs");
+    }
+    Tensor& y = out[0];
+    if (!IsGpuFloat(y.dtype()) || y.rank() < 1) {
+      return absl::InvalidArgumentError("EmbedLayerNorm on cuda: f32, f16 or bf16 output");
+    }
+    const int64_t cols = y.dim(y.rank() - 1);
+    const int lead = y.rank() - 1;
+    if (lead > ops::kMaxRank) return absl::UnimplementedError("EmbedLayerNorm: rank > 9");
+    ops::EmbedArgs a;
+    a.count = n_;
+    a.rank = lead;
+    for (int d = 0; d < lead; ++d) a.dims[d] = y.dim(d);
+    for (int k = 0; k < n_; ++k) {
+      const Tensor &table = in[2 * k], &ids = in[2 * k + 1];
+      if (table.rank() != 2 || table.dim(1) != cols || table.dtype() != y.dtype()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "EmbedLayerNorm: table ", k, " is ", table.TypeString(), ", output ", y.TypeString()));
+      }
+      if (ids.dtype() != DType::kI64 && ids.dtype() != DType::kI32) {
+        return absl::InvalidArgumentError("EmbedLayerNorm on cuda: ids must be i32 or i64");
+      }
+      if (ids.rank() > lead) return absl::InvalidArgumentError("EmbedLayerNorm: ids rank");
+      // Right-aligned broadcasting of ids over the output's leading dims.
+      int64_t stride = 1;
+      for (int d = lead - 1, j = ids.rank() - 1; d >= 0; --d, --j) {
+        const int64_t dim = j >= 0 ? ids.dim(j) : 1;
+        if (dim != 1 && dim != y.dim(d)) {
+          return absl::InvalidArgumentError(absl::StrCat("EmbedLayerNorm: ids ", k, " ",
+                                                         ids.TypeString(), " do not broadcast to ",
+                                                         y.TypeString()));
+        }
+        a.id_strides[k][d] = dim == 1 ? 0 : stride;
+        stride *= dim;
+      }
+      a.tables[k] = table.raw_data();
+      a.vocab[k] = table.dim(0);
+      a.ids[k] = ids.raw_data();
+      a.ids_i64[k] = ids.dtype() == DType::kI64;
+    }
+    const void* param[2] = {nullptr, nullptr};
+    for (int k = 0; k < 2; ++k) {
+      if (!Present(in, 2 * n_ + k)) continue;
+      const Tensor& p = in[2 * n_ + k];
+      if (p.dtype() != y.dtype() || p.num_elements() != cols) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("EmbedLayerNorm: ", k == 0 ? "gamma" : "beta", " ", p.TypeString(),
+                         " for ", cols, " columns"));
+      }
+      param[k] = p.raw_data();
+    }
+    return Launch(ops::EmbedLayerNorm(a, param[0], param[1], y.raw_data(),
+                                      y.num_elements() / std::max<int64_t>(cols, 1), cols, epsilon_,
+                                      FloatTypeOf(y.dtype()), ErrorsOf(ctx), StreamOf(ctx)),
+                  op_);
+  }
+
+ private:
+  const int n_;
+  const float epsilon_;
 };
 
 class CastKernel final : public CudaKernel {
@@ -1081,6 +1167,33 @@ void RegisterCudaKernels(KernelRegistry& r) {
                    [](absl::Span<const DType> in, absl::Span<const DType> out, const Attributes&) {
                      return out.size() == 1 && AllSameFloat(in, out);
                    }});
+  reg(
+      "EmbedLayerNorm",
+      [](const Attributes& a) -> absl::StatusOr<KernelPtr> {
+        const int64_t n = a.GetOr<int64_t>("embeddings", 0);
+        if (n < 1 || n > ops::kMaxEmbeddings) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "EmbedLayerNorm on cuda: 1 to ", ops::kMaxEmbeddings, " embeddings, got ", n));
+        }
+        return Make<EmbedLayerNormKernel>(static_cast<int>(n),
+                                          static_cast<float>(a.GetOr<double>("epsilon", 1e-5)));
+      },
+      KernelTraits{
+          {}, [](absl::Span<const DType> in, absl::Span<const DType> out, const Attributes& a) {
+            const int64_t n = a.GetOr<int64_t>("embeddings", 0);
+            if (n < 1 || n > ops::kMaxEmbeddings || out.size() != 1 || !IsGpuFloat(out[0]) ||
+                static_cast<int64_t>(in.size()) < 2 * n) {
+              return false;
+            }
+            for (int64_t k = 0; k < n; ++k) {
+              if (in[2 * k] != out[0]) return false;
+              if (in[2 * k + 1] != DType::kI64 && in[2 * k + 1] != DType::kI32) return false;
+            }
+            for (size_t k = 2 * n; k < in.size(); ++k) {
+              if (in[k] != DType::kInvalid && in[k] != out[0]) return false;
+            }
+            return true;
+          }});
   // Softmax's meaning of axis changed in opset 13; both agree on the last axis.
   KernelTraits last_axis{
       {}, [](absl::Span<const DType> in, absl::Span<const DType> out, const Attributes& a) {

@@ -246,18 +246,56 @@ __global__ void BiasActResidualKernel(T* x, const T* bias, const T* residual, in
   }
 }
 
+// Writes bad input into the host's error record (ErrorRecord): plain stores through the bus,
+// the code last, so a record the host sees with a code carries that writer's value or another
+// writer's (every writer reports a bad value). Only on the error path.
+__device__ __noinline__ void ReportError(ErrorRecord* errors, int32_t code, int64_t value,
+                                         int64_t bound) {
+  if (errors == nullptr) return;
+  volatile ErrorRecord* r = errors;
+  r->value = value;
+  r->bound = bound;
+  __threadfence_system();
+  r->code = code;
+  __threadfence_system();
+}
+
 template <typename T, typename I>
 __global__ void GatherKernel(const T* data, const I* indices, T* out, int64_t axis_dim,
-                             int64_t num_indices, int64_t inner, int64_t count) {
+                             int64_t num_indices, int64_t inner, int64_t count,
+                             ErrorRecord* errors) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t in = i % inner;
     const int64_t j = (i / inner) % num_indices;
     const int64_t o = i / (inner * num_indices);
-    int64_t index = static_cast<int64_t>(indices[j]);
-    if (index < 0) index += axis_dim;
-    out[i] = (index < 0 || index >= axis_dim) ? T{} : data[(o * axis_dim + index) * inner + in];
+    const int64_t given = static_cast<int64_t>(indices[j]);
+    const int64_t index = given < 0 ? given + axis_dim : given;
+    if (index < 0 || index >= axis_dim) {
+      out[i] = T{};
+      if (in == 0 && o == 0) ReportError(errors, kErrorGatherIndex, given, axis_dim);
+      continue;
+    }
+    out[i] = data[(o * axis_dim + index) * inner + in];
   }
+}
+
+// Embedding k's row for output row `row` (EmbedArgs), or -1 for an index out of range (reported
+// when `report`).
+__device__ __forceinline__ int64_t EmbedRow(const EmbedArgs& a, int k, int64_t row,
+                                            ErrorRecord* errors, bool report) {
+  int64_t rest = row, offset = 0;
+  for (int d = a.rank - 1; d >= 0; --d) {
+    offset += (rest % a.dims[d]) * a.id_strides[k][d];
+    rest /= a.dims[d];
+  }
+  const int64_t given = a.ids_i64[k] ? static_cast<const int64_t*>(a.ids[k])[offset]
+                                     : static_cast<const int32_t*>(a.ids[k])[offset];
+  const int64_t vocab = a.vocab[k];
+  const int64_t id = given < 0 ? given + vocab : given;
+  if (id >= 0 && id < vocab) return id;
+  if (report) ReportError(errors, kErrorEmbeddingIndex, given, vocab);
+  return -1;
 }
 
 template <typename T>
@@ -402,6 +440,122 @@ __global__ void LayerNormWarpKernel(const T* x, const T* gamma, const T* beta, T
       St(oe + k, r);
     }
     *reinterpret_cast<uint4*>(yr + c) = out;
+  }
+}
+
+// EmbedLayerNorm with a warp per row (as LayerNormWarpKernel): each embedding's row is read
+// with 16-byte loads and summed in registers in fp32, then normalised without a round trip.
+template <typename T, int V>
+__global__ void EmbedLayerNormWarpKernel(EmbedArgs a, const T* gamma, const T* beta, T* y,
+                                         int64_t rows, int cols, float epsilon,
+                                         ErrorRecord* errors) {
+  WaitForPrimary();  // launched with LaunchPdl
+  constexpr int E = 16 / sizeof(T);
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (row >= rows) return;
+  const int lane = threadIdx.x & 31;
+  uint4 graw[V], braw[V];
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const int c = (i * 32 + lane) * E;
+    graw[i] = braw[i] = make_uint4(0, 0, 0, 0);
+    if (c < cols && gamma != nullptr) graw[i] = *reinterpret_cast<const uint4*>(gamma + c);
+    if (c < cols && beta != nullptr) braw[i] = *reinterpret_cast<const uint4*>(beta + c);
+  }
+  float v[V][E];
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+#pragma unroll
+    for (int k = 0; k < E; ++k) v[i][k] = 0.0f;
+  }
+  for (int t = 0; t < a.count; ++t) {
+    const int64_t id = EmbedRow(a, t, row, errors, lane == 0);
+    if (id < 0) continue;
+    const T* tr = static_cast<const T*>(a.tables[t]) + id * cols;
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      const int c = (i * 32 + lane) * E;
+      if (c >= cols) continue;
+      const uint4 raw = *reinterpret_cast<const uint4*>(tr + c);
+      const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+      for (int k = 0; k < E; ++k) v[i][k] += Ld(e + k);
+    }
+  }
+  float sum = 0.0f;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+#pragma unroll
+    for (int k = 0; k < E; ++k) sum += v[i][k];
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  const float mean = sum / static_cast<float>(cols);
+  float sq = 0.0f;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    if ((i * 32 + lane) * E < cols) {
+#pragma unroll
+      for (int k = 0; k < E; ++k) {
+        const float d = v[i][k] - mean;
+        sq += d * d;
+      }
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
+  const float rstd = rsqrtf(sq / static_cast<float>(cols) + epsilon);
+  T* yr = y + row * cols;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const int c = (i * 32 + lane) * E;
+    if (c >= cols) continue;
+    const T* ge = reinterpret_cast<const T*>(&graw[i]);
+    const T* be = reinterpret_cast<const T*>(&braw[i]);
+    uint4 out;
+    T* oe = reinterpret_cast<T*>(&out);
+#pragma unroll
+    for (int k = 0; k < E; ++k) {
+      float r = (v[i][k] - mean) * rstd;
+      if (gamma != nullptr) r *= Ld(ge + k);
+      if (beta != nullptr) r += Ld(be + k);
+      St(oe + k, r);
+    }
+    *reinterpret_cast<uint4*>(yr + c) = out;
+  }
+}
+
+// EmbedLayerNorm for any row length and alignment: a block per row, the sum recomputed from
+// the tables in each of the three passes.
+template <typename T>
+__global__ void EmbedLayerNormKernel(EmbedArgs a, const T* gamma, const T* beta, T* y, int64_t cols,
+                                     float epsilon, ErrorRecord* errors) {
+  __shared__ int64_t ids[kMaxEmbeddings];
+  const int64_t row = blockIdx.x;
+  if (threadIdx.x < a.count) ids[threadIdx.x] = EmbedRow(a, threadIdx.x, row, errors, true);
+  __syncthreads();
+  auto value = [&](int64_t c) {
+    float s = 0.0f;
+    for (int t = 0; t < a.count; ++t) {
+      if (ids[t] >= 0) s += Ld(static_cast<const T*>(a.tables[t]) + ids[t] * cols + c);
+    }
+    return s;
+  };
+  float sum = 0.0f;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) sum += value(c);
+  const float mean = BlockReduce<false>(sum) / static_cast<float>(cols);
+  float sq = 0.0f;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    const float d = value(c) - mean;
+    sq += d * d;
+  }
+  const float rstd = rsqrtf(BlockReduce<false>(sq) / static_cast<float>(cols) + epsilon);
+  T* out = y + row * cols;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    float v = (value(c) - mean) * rstd;
+    if (gamma != nullptr) v *= Ld(gamma + c);
+    if (beta != nullptr) v += Ld(beta + c);
+    St(out + c, v);
   }
 }
 
@@ -1406,7 +1560,7 @@ cudaError_t BiasActResidual(void* x, const void* bias, const void* residual, int
 
 cudaError_t Gather(const void* data, const void* indices, bool indices_i64, void* out,
                    int64_t outer, int64_t axis_dim, int64_t num_indices, int64_t inner,
-                   int element_bytes, cudaStream_t stream) {
+                   int element_bytes, ErrorRecord* errors, cudaStream_t stream) {
   const int64_t count = outer * num_indices * inner;
   if (count == 0) return cudaSuccess;
   const unsigned g = Blocks(count);
@@ -1414,11 +1568,11 @@ cudaError_t Gather(const void* data, const void* indices, bool indices_i64, void
   if (indices_i64) {                                                                             \
     GatherKernel<T, int64_t><<<g, kThreads, 0, stream>>>(                                        \
         static_cast<const T*>(data), static_cast<const int64_t*>(indices), static_cast<T*>(out), \
-        axis_dim, num_indices, inner, count);                                                    \
+        axis_dim, num_indices, inner, count, errors);                                            \
   } else {                                                                                       \
     GatherKernel<T, int32_t><<<g, kThreads, 0, stream>>>(                                        \
         static_cast<const T*>(data), static_cast<const int32_t*>(indices), static_cast<T*>(out), \
-        axis_dim, num_indices, inner, count);                                                    \
+        axis_dim, num_indices, inner, count, errors);                                            \
   }
   switch (element_bytes) {
     case 1:
@@ -1544,6 +1698,52 @@ cudaError_t LayerNorm(const void* x, const void* gamma, const void* beta, void* 
     LayerNormKernel<T><<<static_cast<unsigned>(rows), threads, 0, stream>>>(
         static_cast<const T*>(x), static_cast<const T*>(gamma), static_cast<const T*>(beta),
         static_cast<T*>(y), cols, epsilon);
+    return cudaGetLastError();
+  });
+}
+
+cudaError_t EmbedLayerNorm(const EmbedArgs& args, const void* gamma, const void* beta, void* y,
+                           int64_t rows, int64_t cols, float epsilon, FloatType type,
+                           ErrorRecord* errors, cudaStream_t stream) {
+  if (rows == 0 || cols == 0) return cudaSuccess;
+  if (rows > 2147483647LL || args.count < 1 || args.count > kMaxEmbeddings) {
+    return cudaErrorInvalidValue;
+  }
+  return Dispatch(type, [&](auto tag) {
+    using T = decltype(tag);
+    constexpr int E = 16 / sizeof(T);
+    const int vectors = static_cast<int>((cols + 32 * E - 1) / (32 * E));
+    bool aligned = cols % E == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(gamma) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(beta) % 16 == 0;
+    for (int t = 0; t < args.count; ++t) {
+      aligned = aligned && reinterpret_cast<uintptr_t>(args.tables[t]) % 16 == 0;
+    }
+    const auto* gt = static_cast<const T*>(gamma);
+    const auto* bt = static_cast<const T*>(beta);
+    auto* yt = static_cast<T*>(y);
+    if (aligned && vectors <= 4) {
+      constexpr int kRowsPerBlock = 4;
+      const unsigned blocks = static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
+      const int c = static_cast<int>(cols);
+      switch (vectors) {
+        case 1:
+          return LaunchPdl(EmbedLayerNormWarpKernel<T, 1>, blocks, 32 * kRowsPerBlock, 0, stream,
+                           args, gt, bt, yt, rows, c, epsilon, errors);
+        case 2:
+          return LaunchPdl(EmbedLayerNormWarpKernel<T, 2>, blocks, 32 * kRowsPerBlock, 0, stream,
+                           args, gt, bt, yt, rows, c, epsilon, errors);
+        case 3:
+          return LaunchPdl(EmbedLayerNormWarpKernel<T, 3>, blocks, 32 * kRowsPerBlock, 0, stream,
+                           args, gt, bt, yt, rows, c, epsilon, errors);
+        default:
+          return LaunchPdl(EmbedLayerNormWarpKernel<T, 4>, blocks, 32 * kRowsPerBlock, 0, stream,
+                           args, gt, bt, yt, rows, c, epsilon, errors);
+      }
+    }
+    const int threads = cols <= 128 ? 64 : cols <= 512 ? 128 : 256;
+    EmbedLayerNormKernel<T><<<static_cast<unsigned>(rows), threads, 0, stream>>>(
+        args, gt, bt, yt, cols, epsilon, errors);
     return cudaGetLastError();
   });
 }

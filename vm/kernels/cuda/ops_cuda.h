@@ -35,6 +35,18 @@ struct Program {
 // types are converted on load and rounded once on store).
 enum class FloatType { kF32 = 0, kF16, kBF16 };
 
+// vm::DeviceErrorRecord (vm/kernels/kernel.h), seen from the device: bad input a kernel finds
+// is written here (plain stores, page-locked host memory) and the kernel keeps a defined result.
+struct ErrorRecord {
+  int32_t code;
+  int32_t unused;
+  int64_t value;
+  int64_t bound;
+};
+inline constexpr int32_t kErrorGatherIndex = 1;
+inline constexpr int32_t kErrorEmbeddingIndex = 2;
+inline constexpr int32_t kErrorSequenceLength = 3;
+
 struct ProgramArgs {
   const void* inputs[kMaxProgramInputs] = {};
   void* outputs[kMaxProgramInputs] = {};
@@ -51,10 +63,31 @@ cudaError_t BiasActResidual(void* x, const void* bias, const void* residual, int
                             int64_t n, Act act, FloatType type, cudaStream_t stream);
 
 // out[o, j, i] = data[o, index[j], i] (outer x num_indices x inner); element_bytes 1/2/4/8.
-// Negative indices count from the end; out-of-range ones give zeros.
+// Negative indices count from the end; out-of-range ones give zeros and are reported to
+// `errors` when it is not null.
 cudaError_t Gather(const void* data, const void* indices, bool indices_i64, void* out,
                    int64_t outer, int64_t axis_dim, int64_t num_indices, int64_t inner,
-                   int element_bytes, cudaStream_t stream);
+                   int element_bytes, ErrorRecord* errors, cudaStream_t stream);
+
+// EmbedLayerNorm: y[r, :] = LayerNorm(sum_k table_k[ids_k[r'], :]) * gamma + beta for each of
+// the `rows` output rows, where r' is r's position in ids_k by `id_strides[k]` over the output's
+// leading dims `dims` (0 broadcasts). Tables [vocab_k, cols] and y share the float type; sums and
+// statistics in fp32. Negative ids count from the end; out-of-range ones add zeros and are
+// reported to `errors` when it is not null.
+inline constexpr int kMaxEmbeddings = 4;
+struct EmbedArgs {
+  int count = 0;
+  const void* tables[kMaxEmbeddings] = {};
+  int64_t vocab[kMaxEmbeddings] = {};
+  const void* ids[kMaxEmbeddings] = {};
+  bool ids_i64[kMaxEmbeddings] = {};
+  int rank = 0;  // of the output's leading dims
+  int64_t dims[kMaxRank] = {};
+  int64_t id_strides[kMaxEmbeddings][kMaxRank] = {};
+};
+cudaError_t EmbedLayerNorm(const EmbedArgs& args, const void* gamma, const void* beta, void* y,
+                           int64_t rows, int64_t cols, float epsilon, FloatType type,
+                           ErrorRecord* errors, cudaStream_t stream);
 
 // dtype codes for Cast: the vm::DType values of f32, f16, bf16, f64, i8, i16, i32, i64, u8, bool.
 cudaError_t Cast(const void* in, int in_dtype, void* out, int out_dtype, int64_t count,

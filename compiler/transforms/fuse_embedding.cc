@@ -1,0 +1,109 @@
+#include "compiler/transforms/fuse_embedding.h"
+
+#include <vector>
+
+#include "compiler/transforms/pattern_util.h"
+
+namespace nimble::compiler {
+namespace {
+
+bool IsF32(const Value* v) {
+  return v != nullptr && v->type().is_tensor() && v->tensor_type().dtype == vm::DType::kF32;
+}
+
+// A lookup: Gather(table, ids) on axis 0 of a constant f32 [vocab, D] table with integer ids.
+bool IsLookup(const Node* n) {
+  if (n == nullptr || n->num_inputs() != 2 || n->num_outputs() != 1) return false;
+  if (n->attrs().GetOr<int64_t>("axis", 0) != 0) return false;
+  const Value* table = n->input(0);
+  const Value* ids = n->input(1);
+  if (!table->is_constant() || !IsF32(table) || table->constant()->rank() != 2) return false;
+  if (ids == nullptr || !ids->type().is_tensor()) return false;
+  const vm::DType d = ids->tensor_type().dtype;
+  return d == vm::DType::kI64 || d == vm::DType::kI32;
+}
+
+// Collects the lookups of a sum tree rooted at `v` (Adds read only by their parent, lookups
+// read only by the sum); false when any leaf is something else.
+bool CollectLookups(const Value* v, const UseCounts& uses, std::vector<const Node*>& lookups) {
+  if (uses(v) != 1) return false;
+  if (const Node* gather = ProducerOf(v, "Gather"); IsLookup(gather)) {
+    lookups.push_back(gather);
+    return static_cast<int>(lookups.size()) <= kMaxFusedEmbeddings;
+  }
+  const Node* add = ProducerOf(v, "Add");
+  if (add == nullptr || add->num_inputs() != 2) return false;
+  return CollectLookups(add->input(0), uses, lookups) &&
+         CollectLookups(add->input(1), uses, lookups);
+}
+
+struct Match {
+  std::vector<const Node*> lookups;
+  Value* gamma = nullptr;
+  Value* beta = nullptr;
+  double epsilon = 1e-5;
+};
+
+std::optional<Match> MatchEmbedding(const Node& ln, const UseCounts& uses) {
+  if (ln.op_type() != "LayerNormalization" || !ln.domain().empty() || ln.num_inputs() < 1) {
+    return std::nullopt;
+  }
+  for (int i = 1; i < ln.num_outputs(); ++i) {
+    if (uses(ln.output(i)) != 0) return std::nullopt;  // Mean / InvStdDev are read
+  }
+  const Value* x = ln.input(0);
+  if (!IsF32(x) || !IsF32(ln.output(0)) || !x->tensor_type().has_rank()) return std::nullopt;
+  const int rank = x->tensor_type().rank();
+  const int64_t axis = ln.attrs().GetOr<int64_t>("axis", -1);
+  if (rank < 1 || (axis != -1 && axis != rank - 1)) return std::nullopt;
+  Match m;
+  // A lone lookup is read by the norm alone; a sum's leaves by the sum.
+  if (!CollectLookups(x, uses, m.lookups)) return std::nullopt;
+  const Value* first = m.lookups[0]->input(0);
+  const int64_t cols = first->constant()->dim(1);
+  for (const Node* g : m.lookups) {
+    if (g->input(0)->constant()->dim(1) != cols) return std::nullopt;
+  }
+  for (int k = 1; k <= 2; ++k) {
+    Value* p = ln.input(k);
+    if (p == nullptr) continue;
+    if (!IsF32(p) || !IsConstantVector(p, cols)) return std::nullopt;
+    (k == 1 ? m.gamma : m.beta) = p;
+  }
+  m.epsilon = ln.attrs().GetOr<double>("epsilon", 1e-5);
+  return m;
+}
+
+}  // namespace
+
+absl::StatusOr<int> FuseEmbeddings(Module& module) {
+  Graph& g = *module.main;
+  UseCounts uses(g);
+  int fused = 0;
+  std::vector<Node*> nodes;
+  for (const auto& n : g.nodes()) nodes.push_back(n.get());
+  for (Node* node : nodes) {
+    std::optional<Match> m = MatchEmbedding(*node, uses);
+    if (!m) continue;
+    std::vector<Value*> inputs;
+    for (const Node* lookup : m->lookups) {
+      inputs.push_back(lookup->input(0));
+      inputs.push_back(lookup->input(1));
+    }
+    inputs.push_back(m->gamma);
+    inputs.push_back(m->beta);
+    Node* fused_node = g.AddNode("EmbedLayerNorm", inputs, 1, node->name() + "/embed");
+    fused_node->attrs().Set("embeddings", static_cast<int64_t>(m->lookups.size()));
+    fused_node->attrs().Set("epsilon", m->epsilon);
+    fused_node->output(0)->set_type(node->output(0)->type());
+    fused_node->output(0)->set_name(node->output(0)->name());
+    g.MoveLastNodeAfter(node);
+    g.ReplaceAllUsesWith(node->output(0), fused_node->output(0));
+    ++fused;
+    uses.Refresh(g);
+  }
+  if (fused > 0) g.RemoveDeadNodes();
+  return fused;
+}
+
+}  // namespace nimble::compiler

@@ -72,6 +72,45 @@ void Shapes(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(BM_FusedMatMul)->Apply(Shapes)->UseRealTime()->MinTime(0.2);
 
+// The LSTM fast path's input projection: Gemm(X [M, K], W [N, K], transB) with W constant, as
+// RecurrentKernel runs it (LSTM 2x650: K = 650, N = 4 * 650). Args: M, N, K, threads.
+void BM_GemmTransB(benchmark::State& state) {
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  Attributes attrs;
+  attrs.Set("transB", int64_t{1});
+  attrs.Set("constant_b", int64_t{1});
+  auto kernel = KernelRegistry::Global().Create("Gemm", kCpu.type, attrs);
+  if (!kernel.ok()) {
+    state.SkipWithError(std::string(kernel.status().message()).c_str());
+    return;
+  }
+  KernelContext ctx;
+  ctx.num_threads = static_cast<int>(state.range(3));
+  Tensor w = Tensor::FromVector<float>(Random(n * k, 2), {n, k});
+  w.storage()->MarkConstant();
+  const std::vector<Tensor> inputs = {Tensor::FromVector<float>(Random(m * k, 1), {m, k}), w};
+  std::vector<Tensor> outputs = {*Tensor::Empty(DType::kF32, {m, n})};
+  for (auto _ : state) {
+    const absl::Status status = (*kernel)->Run(ctx, inputs, absl::MakeSpan(outputs));
+    if (!status.ok()) {
+      state.SkipWithError(std::string(status.message()).c_str());
+      return;
+    }
+    benchmark::ClobberMemory();
+  }
+  const double flops = 2.0 * static_cast<double>(m * n * k);
+  state.counters["flops"] = benchmark::Counter(flops * static_cast<double>(state.iterations()),
+                                               benchmark::Counter::kIsRate);
+}
+
+BENCHMARK(BM_GemmTransB)
+    ->Args({16, 2600, 650, 2})
+    ->Args({64, 2600, 650, 2})
+    ->Args({128, 2600, 650, 2})
+    ->Args({128, 2600, 650, 16})
+    ->UseRealTime()
+    ->MinTime(0.2);
+
 }  // namespace
 }  // namespace nimble::vm
 

@@ -37,8 +37,31 @@ bool CollectLookups(const Value* v, const UseCounts& uses, std::vector<const Nod
          CollectLookups(add->input(1), uses, lookups);
 }
 
+// Whether `ids` are the positions 0 .. n-1 along the last of `rank` leading dims whose last is
+// `n`: Range(0, n, 1), or that Unsqueezed on axis 0 (BERT's position_ids).
+bool IsPositions(const Value* ids, const TensorType& out) {
+  const Value* r = ids;
+  if (const Node* unsqueeze = ProducerOf(ids, "Unsqueeze")) {
+    auto axes = IntsFromAttrOrInput(*unsqueeze, "axes", 1);
+    if (!axes || *axes != std::vector<int64_t>{0}) return false;
+    r = unsqueeze->input(0);
+  }
+  const Node* range = ProducerOf(r, "Range");
+  if (range == nullptr || range->num_inputs() != 3) return false;
+  const std::optional<double> start = ScalarConstant(range->input(0));
+  const std::optional<double> delta = ScalarConstant(range->input(2));
+  if (!start || *start != 0 || !delta || *delta != 1) return false;
+  if (!r->type().is_tensor() || !r->tensor_type().has_rank() || r->tensor_type().rank() != 1) {
+    return false;
+  }
+  const Dim& n = (*r->tensor_type().dims)[0];
+  const int rank = out.rank();
+  return n.has_value() && rank >= 2 && (*out.dims)[rank - 2] == n;
+}
+
 struct Match {
   std::vector<const Node*> lookups;
+  std::vector<bool> positions;  // per lookup: its ids are IsPositions (not passed)
   Value* gamma = nullptr;
   Value* beta = nullptr;
   double epsilon = 1e-5;
@@ -71,6 +94,12 @@ std::optional<Match> MatchEmbedding(const Node& ln, const UseCounts& uses) {
     (k == 1 ? m.gamma : m.beta) = p;
   }
   m.epsilon = ln.attrs().GetOr<double>("epsilon", 1e-5);
+  bool any_ids = false;
+  for (const Node* g : m.lookups) {
+    m.positions.push_back(IsPositions(g->input(1), x->tensor_type()));
+    any_ids = any_ids || !m.positions.back();
+  }
+  if (!any_ids) m.positions.assign(m.lookups.size(), false);  // the output's shape needs ids
   return m;
 }
 
@@ -86,9 +115,9 @@ absl::StatusOr<int> FuseEmbeddings(Module& module) {
     std::optional<Match> m = MatchEmbedding(*node, uses);
     if (!m) continue;
     std::vector<Value*> inputs;
-    for (const Node* lookup : m->lookups) {
-      inputs.push_back(lookup->input(0));
-      inputs.push_back(lookup->input(1));
+    for (size_t k = 0; k < m->lookups.size(); ++k) {
+      inputs.push_back(m->lookups[k]->input(0));
+      inputs.push_back(m->positions[k] ? nullptr : m->lookups[k]->input(1));
     }
     inputs.push_back(m->gamma);
     inputs.push_back(m->beta);

@@ -5,11 +5,13 @@
 //
 //   before:  %w = Gather(W, %ids)  %p = Gather(P, %pos)  %t = Gather(T, %types)
 //            %s = Add(Add(%w, %p), %t)  %y = LayerNormalization(%s, gamma, beta) {epsilon}
-//   after:   %y = EmbedLayerNorm(W, %ids, P, %pos, T, %types, gamma, beta)
+//   after:   %y = EmbedLayerNorm(W, %ids, P, _, T, %types, gamma, beta)
 //                 {embeddings=3, epsilon}
 //
 // EmbedLayerNorm's inputs are (table_k, ids_k) pairs, then gamma and beta (optional); the ids
-// broadcast to the output's leading dims as the Adds broadcast the lookups. Matched: 1 to 4
+// broadcast to the output's leading dims as the Adds broadcast the lookups. Absent ids are the
+// positions along the last leading dim: ids that were Range(0, n, 1) (or it Unsqueezed on axis
+// 0) with n that dim, so the host computes and uploads nothing for them. Matched: 1 to 4
 // Gathers on axis 0 of constant f32 [vocab, D] tables, each read only by the sum, an Add tree
 // whose inner nodes are read only by their parent, and a LayerNormalization over the last
 // axis with constant [D] gamma / beta and one output.

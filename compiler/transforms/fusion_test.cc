@@ -260,6 +260,42 @@ TEST_F(FusionTest, EmbeddingLookupsSumAndLayerNormBecomeEmbedLayerNorm) {
       << ir;
 }
 
+// Position ids that are Range(0, s, 1) Unsqueezed on axis 0 are not passed: the kernel counts
+// the positions itself, and the Range (host work, an upload) goes.
+TEST_F(FusionTest, PositionIdsFromRangeAreLeftToTheEmbedLayerNorm) {
+  const DimExpr b = m_.dims.Symbol("b"), s = m_.dims.Symbol("s"), d = DimExpr::Const(8);
+  auto i64 = [&](const std::string& name, int64_t v) {
+    return m_.main->AddConstant(name, vm::Tensor::FromVector<int64_t>(std::vector<int64_t>{v}, {}),
+                                Type::Tensor(TensorType::Static(vm::DType::kI64, {})));
+  };
+  auto table = [&](const std::string& name, int64_t vocab) {
+    return m_.main->AddConstant(
+        name, vm::Tensor::FromVector<float>(std::vector<float>(vocab * 8, 0.25f), {vocab, 8}),
+        Type::Tensor(TensorType::Static(vm::DType::kF32, {vocab, 8})));
+  };
+  Value* ids =
+      m_.main->AddInput("input_ids", Type::Tensor(TensorType::Of(vm::DType::kI64, {b, s})));
+  Value* len = m_.main->AddInput("len", Type::Tensor(TensorType::Of(vm::DType::kI64, {})));
+  Node* range = m_.main->AddNode("Range", {i64("zero", 0), len, i64("one", 1)}, 1, "range");
+  range->output(0)->set_type(Type::Tensor(TensorType::Of(vm::DType::kI64, {s})));
+  Node* unsqueeze = m_.main->AddNode("Unsqueeze", {range->output(0)}, 1, "unsqueeze");
+  unsqueeze->set_opset(11);
+  unsqueeze->attrs().Set("axes", std::vector<int64_t>{0});
+  unsqueeze->output(0)->set_type(
+      Type::Tensor(TensorType::Of(vm::DType::kI64, {DimExpr::Const(1), s})));
+  Value* w = Typed("Gather", {table("word", 30), ids}, {b, s, d})->output(0);
+  Value* p = Typed("Gather", {table("pos", 16), unsqueeze->output(0)}, {DimExpr::Const(1), s, d})
+                 ->output(0);
+  Node* ln = Typed("LayerNormalization", {Op("Add", {w, p}, w)}, {b, s, d});
+  m_.main->AddOutput(ln->output(0));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(int fused, FuseEmbeddings(m_));
+  EXPECT_EQ(fused, 1);
+  EXPECT_EQ(Ops(), "EmbedLayerNorm ");
+  EXPECT_THAT(m_.ToString(), HasSubstr("EmbedLayerNorm(%6:word, %0:input_ids, %8:pos, _, _, _) "
+                                       "{embeddings=2, epsilon=1e-05}"))
+      << m_.ToString();
+}
+
 TEST_F(FusionTest, EmbeddingSumsReadElsewhereOrOfRuntimeTablesAreLeftAlone) {
   const DimExpr s = m_.dims.Symbol("s"), d = DimExpr::Const(8);
   Value* ids = m_.main->AddInput("ids", Type::Tensor(TensorType::Of(vm::DType::kI64, {s})));

@@ -935,7 +935,8 @@ class MvnKernel final : public Kernel {
 // EmbedLayerNorm (compiler/transforms/fuse_embedding.h): inputs (table_k, ids_k) for the
 // `embeddings` k, then gamma and beta (optional). y[..., :] = LayerNorm(sum_k table_k[ids_k[...],
 // :]) * gamma + beta over the last axis; ids broadcast (numpy rules) to the output's leading
-// dims, negative ids count from the end. f32 tables; the row sums in fp32, statistics in double.
+// dims, negative ids count from the end, absent ids are the positions along the last leading
+// dim. f32 tables; the row sums in fp32, statistics in double.
 class EmbedLayerNormKernel final : public Kernel {
  public:
   EmbedLayerNormKernel(int n, double epsilon) : n_(n), epsilon_(epsilon) {}
@@ -968,8 +969,23 @@ class EmbedLayerNormKernel final : public Kernel {
     // for bad ids).
     std::vector<std::vector<int64_t>> table_rows(n_);
     for (int k = 0; k < n_; ++k) {
-      const Tensor& ids = inputs[2 * k + 1];
+      const Tensor ids = Present(inputs, 2 * k + 1) ? inputs[2 * k + 1] : Tensor();
       const int64_t vocab = inputs[2 * k].dim(0);
+      std::vector<int64_t>& out = table_rows[k];
+      out.resize(rows);
+      if (!ids.defined()) {  // positions along the last leading dim
+        if (lead == 0) return absl::InvalidArgumentError("EmbedLayerNorm: positions of a scalar");
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t pos = r % shape[lead - 1];
+          if (pos >= vocab) {
+            return absl::InvalidArgumentError(absl::StrCat("EmbedLayerNorm: position ", pos,
+                                                           " of embedding ", k,
+                                                           " is out of range [0, ", vocab, ")"));
+          }
+          out[r] = pos;
+        }
+        continue;
+      }
       std::vector<int64_t> strides(lead, 0);
       int64_t stride = 1;
       for (int d = lead - 1, j = ids.rank() - 1; d >= 0; --d, --j) {
@@ -977,8 +993,6 @@ class EmbedLayerNormKernel final : public Kernel {
         strides[d] = dim == 1 ? 0 : stride;
         stride *= dim;
       }
-      std::vector<int64_t>& out = table_rows[k];
-      out.resize(rows);
       for (int64_t r = 0; r < rows; ++r) {
         int64_t rest = r, offset = 0;
         for (int d = lead - 1; d >= 0; --d) {
@@ -1032,17 +1046,19 @@ class EmbedLayerNormKernel final : public Kernel {
   }
 
   absl::Status CheckInputs(absl::Span<const Tensor> inputs) const {
-    if (static_cast<int>(inputs.size()) < 2 * n_ || static_cast<int>(inputs.size()) > 2 * n_ + 2) {
+    // The last ids may be absent (positions) and dropped.
+    if (static_cast<int>(inputs.size()) < 2 * n_ - 1 ||
+        static_cast<int>(inputs.size()) > 2 * n_ + 2) {
       return absl::InvalidArgumentError(absl::StrCat("EmbedLayerNorm: expected ", 2 * n_, " to ",
                                                      2 * n_ + 2, " inputs, got ", inputs.size()));
     }
     int64_t cols = -1;
     for (int k = 0; k < n_; ++k) {
       const Tensor& table = inputs[2 * k];
-      const Tensor& ids = inputs[2 * k + 1];
-      if (!table.defined() || !ids.defined()) {
+      const Tensor ids = Present(inputs, 2 * k + 1) ? inputs[2 * k + 1] : Tensor();
+      if (!table.defined()) {
         return absl::InvalidArgumentError(
-            absl::StrCat("EmbedLayerNorm: embedding ", k, " needs a table and ids"));
+            absl::StrCat("EmbedLayerNorm: embedding ", k, " has no table"));
       }
       if (table.dtype() != DType::kF32 || table.rank() != 2 ||
           (cols >= 0 && table.dim(1) != cols)) {
@@ -1051,7 +1067,7 @@ class EmbedLayerNormKernel final : public Kernel {
                          ", expected f32[vocab, ", cols >= 0 ? absl::StrCat(cols) : "cols", "]"));
       }
       cols = table.dim(1);
-      if (ids.dtype() != DType::kI64 && ids.dtype() != DType::kI32) {
+      if (ids.defined() && ids.dtype() != DType::kI64 && ids.dtype() != DType::kI32) {
         return absl::InvalidArgumentError(
             absl::StrCat("EmbedLayerNorm: ids ", k, " are ", ids.TypeString(), ", not i32/i64"));
       }
@@ -1071,7 +1087,10 @@ class EmbedLayerNormKernel final : public Kernel {
   // Broadcast of the ids' shapes, then the row length.
   absl::StatusOr<vm::Shape> OutShape(absl::Span<const Tensor> inputs) const {
     std::vector<vm::Shape> ids;
-    for (int k = 0; k < n_; ++k) ids.push_back(inputs[2 * k + 1].shape());
+    for (int k = 0; k < n_; ++k) {
+      if (Present(inputs, 2 * k + 1)) ids.push_back(inputs[2 * k + 1].shape());
+    }
+    if (ids.empty()) return absl::InvalidArgumentError("EmbedLayerNorm: no ids shape the output");
     absl::StatusOr<vm::Shape> lead = BroadcastShapes(ids);
     if (!lead.ok()) {
       return absl::InvalidArgumentError(

@@ -229,9 +229,15 @@ TEST(NormalizationTest, EmbedLayerNormSumsLookupsAndNormalises) {
     EXPECT_THAT(out[0].shape(), ElementsAre(2, 3, d));
     EXPECT_THAT(Values<float>(out[0]), Pointwise(NearRel(1e-5, 1e-6), ref));
   }
+  // Absent position ids: the positions along the last leading dim (0, 1, 2 here).
+  std::vector<Tensor> counted = in;
+  counted[3] = Tensor();
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("EmbedLayerNorm", attrs, counted, 1, {DType::kF32}));
+  EXPECT_THAT(out[0].shape(), ElementsAre(2, 3, d));
+  EXPECT_THAT(Values<float>(out[0]), Pointwise(NearRel(1e-5, 1e-6), ref));
   // Without gamma and beta: plain normalisation of one lookup.
-  NIMBLE_ASSERT_OK_AND_ASSIGN(auto out, RunOp("EmbedLayerNorm", Attrs({{"embeddings", int64_t{1}}}),
-                                              {F(word, {7, d}), I64({2}, {1})}, 1, {DType::kF32}));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(out, RunOp("EmbedLayerNorm", Attrs({{"embeddings", int64_t{1}}}),
+                                         {F(word, {7, d}), I64({2}, {1})}, 1, {DType::kF32}));
   EXPECT_THAT(Values<float>(out[0]),
               Pointwise(NearRel(1e-5, 1e-6),
                         LayerNormRef(std::vector<float>(word.begin() + 2 * d, word.begin() + 3 * d),
@@ -243,6 +249,10 @@ TEST(NormalizationTest, EmbedLayerNormSumsLookupsAndNormalises) {
   in[1] = I64({3, 0, -8, 1, 2, 5}, {2, 3});
   EXPECT_THAT(RunOp("EmbedLayerNorm", attrs, in, 1, {DType::kF32}),
               StatusIs(kInvalid, HasSubstr("index -8 of embedding 0")));
+  // Positions past the table (here: 3 positions, a table of 2 rows).
+  counted[2] = F(std::vector<float>(2 * d, 1.0f), {2, d});
+  EXPECT_THAT(RunOp("EmbedLayerNorm", attrs, counted, 1, {DType::kF32}),
+              StatusIs(kInvalid, HasSubstr("position 2 of embedding 1 is out of range [0, 2)")));
   in[1] = I64({3, 0, 1, 1}, {2, 2});
   EXPECT_THAT(RunOp("EmbedLayerNorm", attrs, in, 1, {DType::kF32}),
               StatusIs(kInvalid, HasSubstr("ids do not broadcast")));

@@ -259,6 +259,12 @@ TEST(CudaKernelsTest, EmbedLayerNorm) {
   std::vector<Tensor> no_params = EmbedInputs(64);
   no_params.resize(6);
   Compare("EmbedLayerNorm", attrs, no_params, DType::kF32, {2, 7, 64});
+  // Absent position ids: the positions along the last leading dim (the compiler drops a Range).
+  for (int64_t cols : {768, 100}) {
+    std::vector<Tensor> counted = EmbedInputs(cols);
+    counted[3] = Tensor();
+    Compare("EmbedLayerNorm", attrs, counted, DType::kF32, {2, 7, cols});
+  }
 }
 
 // A kernel that finds an index out of range writes zeros and reports it in the caller's error

@@ -761,9 +761,6 @@ class EmbedLayerNormKernel final : public CudaKernel {
       : CudaKernel("EmbedLayerNorm"), n_(n), epsilon_(epsilon) {}
   absl::Status RunCuda(const KernelContext& ctx, absl::Span<const Tensor> in,
                        absl::Span<Tensor> out) const override {
-    if (static_cast<int>(in.size()) < 2 * n_) {
-      return absl::InvalidArgumentError("EmbedLayerNorm: missing inputs");
-    }
     Tensor& y = out[0];
     if (!IsGpuFloat(y.dtype()) || y.rank() < 1) {
       return absl::InvalidArgumentError("EmbedLayerNorm on cuda: f32, f16 or bf16 output");
@@ -776,11 +773,19 @@ class EmbedLayerNormKernel final : public CudaKernel {
     a.rank = lead;
     for (int d = 0; d < lead; ++d) a.dims[d] = y.dim(d);
     for (int k = 0; k < n_; ++k) {
-      const Tensor &table = in[2 * k], &ids = in[2 * k + 1];
-      if (table.rank() != 2 || table.dim(1) != cols || table.dtype() != y.dtype()) {
+      const Tensor& table = in[2 * k];
+      if (!Present(in, 2 * k) || table.rank() != 2 || table.dim(1) != cols ||
+          table.dtype() != y.dtype()) {
         return absl::InvalidArgumentError(absl::StrCat(
             "EmbedLayerNorm: table ", k, " is ", table.TypeString(), ", output ", y.TypeString()));
       }
+      a.tables[k] = table.raw_data();
+      a.vocab[k] = table.dim(0);
+      if (!Present(in, 2 * k + 1)) {  // positions along the last leading dim
+        if (lead == 0) return absl::InvalidArgumentError("EmbedLayerNorm: positions of a scalar");
+        continue;
+      }
+      const Tensor& ids = in[2 * k + 1];
       if (ids.dtype() != DType::kI64 && ids.dtype() != DType::kI32) {
         return absl::InvalidArgumentError("EmbedLayerNorm on cuda: ids must be i32 or i64");
       }
@@ -797,8 +802,6 @@ class EmbedLayerNormKernel final : public CudaKernel {
         a.id_strides[k][d] = dim == 1 ? 0 : stride;
         stride *= dim;
       }
-      a.tables[k] = table.raw_data();
-      a.vocab[k] = table.dim(0);
       a.ids[k] = ids.raw_data();
       a.ids_i64[k] = ids.dtype() == DType::kI64;
     }
@@ -1182,12 +1185,15 @@ void RegisterCudaKernels(KernelRegistry& r) {
           {}, [](absl::Span<const DType> in, absl::Span<const DType> out, const Attributes& a) {
             const int64_t n = a.GetOr<int64_t>("embeddings", 0);
             if (n < 1 || n > ops::kMaxEmbeddings || out.size() != 1 || !IsGpuFloat(out[0]) ||
-                static_cast<int64_t>(in.size()) < 2 * n) {
+                static_cast<int64_t>(in.size()) < 2 * n - 1) {
               return false;
             }
             for (int64_t k = 0; k < n; ++k) {
               if (in[2 * k] != out[0]) return false;
-              if (in[2 * k + 1] != DType::kI64 && in[2 * k + 1] != DType::kI32) return false;
+              // kInvalid (or dropped at the end): positions
+              const DType ids =
+                  2 * k + 1 < static_cast<int64_t>(in.size()) ? in[2 * k + 1] : DType::kInvalid;
+              if (ids != DType::kI64 && ids != DType::kI32 && ids != DType::kInvalid) return false;
             }
             for (size_t k = 2 * n; k < in.size(); ++k) {
               if (in[k] != DType::kInvalid && in[k] != out[0]) return false;

@@ -284,13 +284,18 @@ __global__ void GatherKernel(const T* data, const I* indices, T* out, int64_t ax
 // when `report`).
 __device__ __forceinline__ int64_t EmbedRow(const EmbedArgs& a, int k, int64_t row,
                                             ErrorRecord* errors, bool report) {
-  int64_t rest = row, offset = 0;
-  for (int d = a.rank - 1; d >= 0; --d) {
-    offset += (rest % a.dims[d]) * a.id_strides[k][d];
-    rest /= a.dims[d];
+  int64_t given;
+  if (a.ids[k] == nullptr) {
+    given = row % a.dims[a.rank - 1];  // positions (the launcher checked rank >= 1)
+  } else {
+    int64_t rest = row, offset = 0;
+    for (int d = a.rank - 1; d >= 0; --d) {
+      offset += (rest % a.dims[d]) * a.id_strides[k][d];
+      rest /= a.dims[d];
+    }
+    given = a.ids_i64[k] ? static_cast<const int64_t*>(a.ids[k])[offset]
+                         : static_cast<const int32_t*>(a.ids[k])[offset];
   }
-  const int64_t given = a.ids_i64[k] ? static_cast<const int64_t*>(a.ids[k])[offset]
-                                     : static_cast<const int32_t*>(a.ids[k])[offset];
   const int64_t vocab = a.vocab[k];
   const int64_t id = given < 0 ? given + vocab : given;
   if (id >= 0 && id < vocab) return id;

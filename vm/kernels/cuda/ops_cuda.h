@@ -71,9 +71,10 @@ cudaError_t Gather(const void* data, const void* indices, bool indices_i64, void
 
 // EmbedLayerNorm: y[r, :] = LayerNorm(sum_k table_k[ids_k[r'], :]) * gamma + beta for each of
 // the `rows` output rows, where r' is r's position in ids_k by `id_strides[k]` over the output's
-// leading dims `dims` (0 broadcasts). Tables [vocab_k, cols] and y share the float type; sums and
-// statistics in fp32. Negative ids count from the end; out-of-range ones add zeros and are
-// reported to `errors` when it is not null.
+// leading dims `dims` (0 broadcasts); null ids_k: the positions along the last of them (rank >=
+// 1). Tables [vocab_k, cols] and y share the float type; sums and statistics in fp32. Negative
+// ids count from the end; out-of-range ones add zeros and are reported to `errors` when it is
+// not null.
 inline constexpr int kMaxEmbeddings = 4;
 struct EmbedArgs {
   int count = 0;

@@ -29,6 +29,23 @@ std::vector<float> Random(int64_t n, uint32_t seed) {
   return v;
 }
 
+// Runs `kernel` for the benchmark's iterations and reports FLOP/s of an m x n x k product.
+void TimeKernel(benchmark::State& state, const Kernel& kernel, const KernelContext& ctx,
+                const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs, int64_t m,
+                int64_t n, int64_t k) {
+  for (auto _ : state) {
+    const absl::Status status = kernel.Run(ctx, inputs, absl::MakeSpan(outputs));
+    if (!status.ok()) {
+      state.SkipWithError(std::string(status.message()).c_str());
+      return;
+    }
+    benchmark::ClobberMemory();
+  }
+  const double flops = 2.0 * static_cast<double>(m * n * k);
+  state.counters["flops"] = benchmark::Counter(flops * static_cast<double>(state.iterations()),
+                                               benchmark::Counter::kIsRate);
+}
+
 // Args: M, N, K, threads.
 void BM_FusedMatMul(benchmark::State& state) {
   const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
@@ -46,17 +63,7 @@ void BM_FusedMatMul(benchmark::State& state) {
                                       Tensor::FromVector<float>(Random(k * n, 2), {k, n}),
                                       Tensor::FromVector<float>(Random(n, 3), {n})};
   std::vector<Tensor> outputs = {*Tensor::Empty(DType::kF32, {m, n})};
-  for (auto _ : state) {
-    const absl::Status status = (*kernel)->Run(ctx, inputs, absl::MakeSpan(outputs));
-    if (!status.ok()) {
-      state.SkipWithError(std::string(status.message()).c_str());
-      return;
-    }
-    benchmark::ClobberMemory();
-  }
-  const double flops = 2.0 * static_cast<double>(m * n * k);
-  state.counters["flops"] = benchmark::Counter(flops * static_cast<double>(state.iterations()),
-                                               benchmark::Counter::kIsRate);
+  TimeKernel(state, **kernel, ctx, inputs, outputs, m, n, k);
 }
 
 void Shapes(benchmark::internal::Benchmark* b) {
@@ -90,17 +97,7 @@ void BM_GemmTransB(benchmark::State& state) {
   w.storage()->MarkConstant();
   const std::vector<Tensor> inputs = {Tensor::FromVector<float>(Random(m * k, 1), {m, k}), w};
   std::vector<Tensor> outputs = {*Tensor::Empty(DType::kF32, {m, n})};
-  for (auto _ : state) {
-    const absl::Status status = (*kernel)->Run(ctx, inputs, absl::MakeSpan(outputs));
-    if (!status.ok()) {
-      state.SkipWithError(std::string(status.message()).c_str());
-      return;
-    }
-    benchmark::ClobberMemory();
-  }
-  const double flops = 2.0 * static_cast<double>(m * n * k);
-  state.counters["flops"] = benchmark::Counter(flops * static_cast<double>(state.iterations()),
-                                               benchmark::Counter::kIsRate);
+  TimeKernel(state, **kernel, ctx, inputs, outputs, m, n, k);
 }
 
 BENCHMARK(BM_GemmTransB)

@@ -2,6 +2,8 @@
 
 #include <vector>
 
+#include "base/status_macros.h"
+#include "compiler/shape/shape_check.h"
 #include "compiler/transforms/pattern_util.h"
 
 namespace nimble::compiler {
@@ -24,8 +26,9 @@ bool IsLookup(const Node* n) {
 }
 
 // Collects the lookups of a sum tree rooted at `v` (Adds read only by their parent, lookups
-// read only by the sum); false when any leaf is something else.
-bool CollectLookups(const Value* v, const UseCounts& uses, std::vector<const Node*>& lookups) {
+// read only by the sum), and the Adds into `adds`; false when any leaf is something else.
+bool CollectLookups(const Value* v, const UseCounts& uses, std::vector<const Node*>& lookups,
+                    std::vector<const Node*>& adds) {
   if (uses(v) != 1) return false;
   if (const Node* gather = ProducerOf(v, "Gather"); IsLookup(gather)) {
     lookups.push_back(gather);
@@ -33,8 +36,9 @@ bool CollectLookups(const Value* v, const UseCounts& uses, std::vector<const Nod
   }
   const Node* add = ProducerOf(v, "Add");
   if (add == nullptr || add->num_inputs() != 2) return false;
-  return CollectLookups(add->input(0), uses, lookups) &&
-         CollectLookups(add->input(1), uses, lookups);
+  adds.push_back(add);
+  return CollectLookups(add->input(0), uses, lookups, adds) &&
+         CollectLookups(add->input(1), uses, lookups, adds);
 }
 
 // Whether `ids` are the positions 0 .. n-1 along the last of `rank` leading dims whose last is
@@ -62,6 +66,7 @@ bool IsPositions(const Value* ids, const TensorType& out) {
 struct Match {
   std::vector<const Node*> lookups;
   std::vector<bool> positions;  // per lookup: its ids are IsPositions (not passed)
+  std::vector<const Node*> adds;
   Value* gamma = nullptr;
   Value* beta = nullptr;
   double epsilon = 1e-5;
@@ -81,7 +86,7 @@ std::optional<Match> MatchEmbedding(const Node& ln, const UseCounts& uses) {
   if (rank < 1 || (axis != -1 && axis != rank - 1)) return std::nullopt;
   Match m;
   // A lone lookup is read by the norm alone; a sum's leaves by the sum.
-  if (!CollectLookups(x, uses, m.lookups)) return std::nullopt;
+  if (!CollectLookups(x, uses, m.lookups, m.adds)) return std::nullopt;
   const Value* first = m.lookups[0]->input(0);
   const int64_t cols = first->constant()->dim(1);
   for (const Node* g : m.lookups) {
@@ -121,13 +126,17 @@ absl::StatusOr<int> FuseEmbeddings(Module& module) {
     }
     inputs.push_back(m->gamma);
     inputs.push_back(m->beta);
-    Node* fused_node = g.AddNode("EmbedLayerNorm", inputs, 1, node->name() + "/embed");
+    Node* fused_node =
+        ReplaceValue(g, node->output(0), "EmbedLayerNorm", inputs, node->name() + "/embed", node);
     fused_node->attrs().Set("embeddings", static_cast<int64_t>(m->lookups.size()));
     fused_node->attrs().Set("epsilon", m->epsilon);
-    fused_node->output(0)->set_type(node->output(0)->type());
-    fused_node->output(0)->set_name(node->output(0)->name());
-    g.MoveLastNodeAfter(node);
-    g.ReplaceAllUsesWith(node->output(0), fused_node->output(0));
+    // The run-time shape checks of the replaced ops guard the fused one.
+    NIMBLE_RETURN_IF_ERROR(MergeShapeChecks(*fused_node, *node, module.dims));
+    for (const Node* n : m->adds)
+      NIMBLE_RETURN_IF_ERROR(MergeShapeChecks(*fused_node, *n, module.dims));
+    for (const Node* n : m->lookups) {
+      NIMBLE_RETURN_IF_ERROR(MergeShapeChecks(*fused_node, *n, module.dims));
+    }
     ++fused;
     uses.Refresh(g);
   }

@@ -125,29 +125,22 @@ absl::StatusOr<int> FuseGeluAndLayerNorm(Module& module) {
   for (const auto& n : g.nodes()) nodes.push_back(n.get());
   for (Node* node : nodes) {
     if (const Value* x = MatchGelu(*node, uses)) {
-      Node* gelu = g.AddNode("Gelu", {const_cast<Value*>(x)}, 1, node->name() + "/gelu");
+      Node* gelu = ReplaceValue(g, node->output(0), "Gelu", {const_cast<Value*>(x)},
+                                node->name() + "/gelu", node);
       gelu->set_opset(20);
       gelu->attrs().Set("approximate", std::string("none"));
-      gelu->output(0)->set_type(node->output(0)->type());
-      gelu->output(0)->set_name(node->output(0)->name());
-      g.MoveLastNodeAfter(node);
-      g.ReplaceAllUsesWith(node->output(0), gelu->output(0));
       ++fused;
       uses.Refresh(g);
       continue;
     }
     if (auto m = MatchLayerNorm(*node, uses)) {
-      Node* ln = g.AddNode(
-          "LayerNormalization",
-          {const_cast<Value*>(m->x), const_cast<Value*>(m->gamma), const_cast<Value*>(m->beta)}, 1,
-          node->name() + "/layernorm");
+      Node* ln = ReplaceValue(
+          g, node->output(0), "LayerNormalization",
+          {const_cast<Value*>(m->x), const_cast<Value*>(m->gamma), const_cast<Value*>(m->beta)},
+          node->name() + "/layernorm", node);
       ln->set_opset(17);
       ln->attrs().Set("axis", int64_t{-1});
       ln->attrs().Set("epsilon", m->epsilon);
-      ln->output(0)->set_type(node->output(0)->type());
-      ln->output(0)->set_name(node->output(0)->name());
-      g.MoveLastNodeAfter(node);
-      g.ReplaceAllUsesWith(node->output(0), ln->output(0));
       ++fused;
       uses.Refresh(g);
     }

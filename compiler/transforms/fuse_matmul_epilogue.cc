@@ -84,18 +84,15 @@ absl::StatusOr<int> FuseMatMulEpilogues(Module& module) {
       }
     }
     if (out == mm->output(0)) continue;  // nothing to fuse
-    Node* fused_node =
-        g.AddNode("FusedMatMul", {const_cast<Value*>(a), const_cast<Value*>(w), bias, residual}, 1,
-                  mm->name() + "/fused");
+    Node* fused_node = ReplaceValue(g, const_cast<Value*>(out), "FusedMatMul",
+                                    {const_cast<Value*>(a), const_cast<Value*>(w), bias, residual},
+                                    mm->name() + "/fused", out->producer());
     fused_node->attrs().Set("transB", int64_t{0});
     fused_node->attrs().Set("alpha", 1.0);
     fused_node->attrs().Set("activation", activation);
-    fused_node->output(0)->set_type(out->type());
-    fused_node->output(0)->set_name(out->name());
     // The run-time shape checks of the replaced ops guard the fused one.
-    for (const Node* n : chain) NIMBLE_RETURN_IF_ERROR(MergeShapeChecks(*fused_node, *n, module.dims));
-    g.MoveLastNodeAfter(out->producer());
-    g.ReplaceAllUsesWith(out, fused_node->output(0));
+    for (const Node* n : chain)
+      NIMBLE_RETURN_IF_ERROR(MergeShapeChecks(*fused_node, *n, module.dims));
     uses.Refresh(g);
     ++fused;
   }

@@ -34,6 +34,16 @@ bool SameTensorType(const Value* a, const Value* b) {
   return ta.dtype == tb.dtype && ta.fully_known() && tb.fully_known() && *ta.dims == *tb.dims;
 }
 
+Node* ReplaceValue(Graph& g, Value* old, const std::string& op, std::vector<Value*> inputs,
+                   const std::string& name, const Node* after) {
+  Node* n = g.AddNode(op, std::move(inputs), 1, name);
+  n->output(0)->set_type(old->type());
+  n->output(0)->set_name(old->name());
+  g.MoveLastNodeAfter(after);
+  g.ReplaceAllUsesWith(old, n->output(0));
+  return n;
+}
+
 std::optional<std::vector<int64_t>> IntsFromAttrOrInput(const Node& node, const char* attr,
                                                         int input) {
   if (auto a = node.attrs().Get<std::vector<int64_t>>(attr); a.ok()) return *a;

@@ -38,6 +38,13 @@ bool IsConstantVector(const Value* v, int64_t n);
 // True when both are tensors of known, structurally equal dims (and equal dtype).
 bool SameTensorType(const Value* a, const Value* b);
 
+// A new node `op` (one output) that takes over `old`'s value: the output gets its type and name,
+// the node is placed right after `after`'s position in the order, and every use of `old` reads
+// the new output instead. The caller sets attributes and opset; `old`'s producer stays for
+// RemoveDeadNodes.
+Node* ReplaceValue(Graph& g, Value* old, const std::string& op, std::vector<Value*> inputs,
+                   const std::string& name, const Node* after);
+
 // The int64 list of an attribute or of a constant integer input, when known.
 std::optional<std::vector<int64_t>> IntsFromAttrOrInput(const Node& node, const char* attr,
                                                         int input);

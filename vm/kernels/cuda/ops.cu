@@ -376,51 +376,6 @@ __global__ void LayerNormKernel(const T* x, const T* gamma, const T* beta, T* y,
   }
 }
 
-// The end of the warp-per-row norms (LayerNormWarpKernel, EmbedLayerNormWarpKernel): `v` holds
-// the lane's 16-byte vectors of the row in fp32 (zeros past `cols`), `sum` the lane's sum of
-// them, graw / braw the lane's vectors of gamma / beta; writes the normalised row to `yr`.
-template <typename T, int V>
-__device__ __forceinline__ void WarpNormaliseRow(const float (&v)[V][16 / sizeof(T)], float sum,
-                                                 int cols, float epsilon, const uint4 (&graw)[V],
-                                                 const uint4 (&braw)[V], bool has_gamma,
-                                                 bool has_beta, T* yr, int lane) {
-  constexpr int E = 16 / sizeof(T);
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-  const float mean = sum / static_cast<float>(cols);
-  float sq = 0.0f;
-#pragma unroll
-  for (int i = 0; i < V; ++i) {
-    if ((i * 32 + lane) * E < cols) {
-#pragma unroll
-      for (int k = 0; k < E; ++k) {
-        const float d = v[i][k] - mean;
-        sq += d * d;
-      }
-    }
-  }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
-  const float rstd = rsqrtf(sq / static_cast<float>(cols) + epsilon);
-#pragma unroll
-  for (int i = 0; i < V; ++i) {
-    const int c = (i * 32 + lane) * E;
-    if (c >= cols) continue;
-    const T* ge = reinterpret_cast<const T*>(&graw[i]);
-    const T* be = reinterpret_cast<const T*>(&braw[i]);
-    uint4 out;
-    T* oe = reinterpret_cast<T*>(&out);
-#pragma unroll
-    for (int k = 0; k < E; ++k) {
-      float r = (v[i][k] - mean) * rstd;
-      if (has_gamma) r *= Ld(ge + k);
-      if (has_beta) r += Ld(be + k);
-      St(oe + k, r);
-    }
-    *reinterpret_cast<uint4*>(yr + c) = out;
-  }
-}
-
 // LayerNorm with a warp per row for rows of at most 32 * V 16-byte vectors: the row stays in
 // registers (one read of x, one write of y), statistics by warp shuffles, 16-byte accesses.
 template <typename T, int V>
@@ -456,8 +411,41 @@ __global__ void LayerNormWarpKernel(const T* x, const T* gamma, const T* beta, T
       for (int k = 0; k < E; ++k) v[i][k] = 0.0f;
     }
   }
-  WarpNormaliseRow<T, V>(v, sum, cols, epsilon, graw, braw, gamma != nullptr, beta != nullptr,
-                         y + row * cols, lane);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  const float mean = sum / static_cast<float>(cols);
+  float sq = 0.0f;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    if ((i * 32 + lane) * E < cols) {
+#pragma unroll
+      for (int k = 0; k < E; ++k) {
+        const float d = v[i][k] - mean;
+        sq += d * d;
+      }
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
+  const float rstd = rsqrtf(sq / static_cast<float>(cols) + epsilon);
+  T* yr = y + row * cols;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const int c = (i * 32 + lane) * E;
+    if (c >= cols) continue;
+    const T* ge = reinterpret_cast<const T*>(&graw[i]);
+    const T* be = reinterpret_cast<const T*>(&braw[i]);
+    uint4 out;
+    T* oe = reinterpret_cast<T*>(&out);
+#pragma unroll
+    for (int k = 0; k < E; ++k) {
+      float r = (v[i][k] - mean) * rstd;
+      if (gamma != nullptr) r *= Ld(ge + k);
+      if (beta != nullptr) r += Ld(be + k);
+      St(oe + k, r);
+    }
+    *reinterpret_cast<uint4*>(yr + c) = out;
+  }
 }
 
 // EmbedLayerNorm with a warp per row (as LayerNormWarpKernel): each embedding's row is read
@@ -505,8 +493,41 @@ __global__ void EmbedLayerNormWarpKernel(EmbedArgs a, const T* gamma, const T* b
 #pragma unroll
     for (int k = 0; k < E; ++k) sum += v[i][k];
   }
-  WarpNormaliseRow<T, V>(v, sum, cols, epsilon, graw, braw, gamma != nullptr, beta != nullptr,
-                         y + row * cols, lane);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  const float mean = sum / static_cast<float>(cols);
+  float sq = 0.0f;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    if ((i * 32 + lane) * E < cols) {
+#pragma unroll
+      for (int k = 0; k < E; ++k) {
+        const float d = v[i][k] - mean;
+        sq += d * d;
+      }
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
+  const float rstd = rsqrtf(sq / static_cast<float>(cols) + epsilon);
+  T* yr = y + row * cols;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const int c = (i * 32 + lane) * E;
+    if (c >= cols) continue;
+    const T* ge = reinterpret_cast<const T*>(&graw[i]);
+    const T* be = reinterpret_cast<const T*>(&braw[i]);
+    uint4 out;
+    T* oe = reinterpret_cast<T*>(&out);
+#pragma unroll
+    for (int k = 0; k < E; ++k) {
+      float r = (v[i][k] - mean) * rstd;
+      if (gamma != nullptr) r *= Ld(ge + k);
+      if (beta != nullptr) r += Ld(be + k);
+      St(oe + k, r);
+    }
+    *reinterpret_cast<uint4*>(yr + c) = out;
+  }
 }
 
 // EmbedLayerNorm for any row length and alignment: a block per row, the sum recomputed from

@@ -84,7 +84,7 @@ absl::StatusOr<int> FuseMatMulEpilogues(Module& module) {
       }
     }
     if (out == mm->output(0)) continue;  // nothing to fuse
-    Node* fused_node = ReplaceValue(g, const_cast<Value*>(out), "FusedMatMul",
+    Node* fused_node = ReplaceValue(g, out, "FusedMatMul",
                                     {const_cast<Value*>(a), const_cast<Value*>(w), bias, residual},
                                     mm->name() + "/fused", out->producer());
     fused_node->attrs().Set("transB", int64_t{0});

@@ -986,13 +986,9 @@ class EmbedLayerNormKernel final : public Kernel {
         }
         continue;
       }
-      std::vector<int64_t> strides(lead, 0);
-      int64_t stride = 1;
-      for (int d = lead - 1, j = ids.rank() - 1; d >= 0; --d, --j) {
-        const int64_t dim = j >= 0 ? ids.dim(j) : 1;
-        strides[d] = dim == 1 ? 0 : stride;
-        stride *= dim;
-      }
+      // OutShape checked that the ids broadcast to the leading dims.
+      const vm::Shape strides =
+          BroadcastStrides(ids.shape(), absl::MakeConstSpan(shape).subspan(0, lead));
       for (int64_t r = 0; r < rows; ++r) {
         int64_t rest = r, offset = 0;
         for (int d = lead - 1; d >= 0; --d) {

@@ -772,6 +772,7 @@ class EmbedLayerNormKernel final : public CudaKernel {
     a.count = n_;
     a.rank = lead;
     for (int d = 0; d < lead; ++d) a.dims[d] = y.dim(d);
+    const Shape lead_shape(y.shape().begin(), y.shape().end() - 1);  // the ids broadcast to it
     for (int k = 0; k < n_; ++k) {
       const Tensor& table = in[2 * k];
       if (!Present(in, 2 * k) || table.rank() != 2 || table.dim(1) != cols ||
@@ -789,19 +790,7 @@ class EmbedLayerNormKernel final : public CudaKernel {
       if (ids.dtype() != DType::kI64 && ids.dtype() != DType::kI32) {
         return absl::InvalidArgumentError("EmbedLayerNorm on cuda: ids must be i32 or i64");
       }
-      if (ids.rank() > lead) return absl::InvalidArgumentError("EmbedLayerNorm: ids rank");
-      // Right-aligned broadcasting of ids over the output's leading dims.
-      int64_t stride = 1;
-      for (int d = lead - 1, j = ids.rank() - 1; d >= 0; --d, --j) {
-        const int64_t dim = j >= 0 ? ids.dim(j) : 1;
-        if (dim != 1 && dim != y.dim(d)) {
-          return absl::InvalidArgumentError(absl::StrCat("EmbedLayerNorm: ids ", k, " ",
-                                                         ids.TypeString(), " do not broadcast to ",
-                                                         y.TypeString()));
-        }
-        a.id_strides[k][d] = dim == 1 ? 0 : stride;
-        stride *= dim;
-      }
+      NIMBLE_RETURN_IF_ERROR(BroadcastStrides(op_, ids.shape(), lead_shape, a.id_strides[k]));
       a.ids[k] = ids.raw_data();
       a.ids_i64[k] = ids.dtype() == DType::kI64;
     }

@@ -704,6 +704,24 @@ __device__ __forceinline__ uint32_t Ld32(const void* p) {
   return *reinterpret_cast<const uint32_t*>(p);
 }
 
+// The flash kernels keep scores in base-2 units (scaled by log2 e before the softmax), so each
+// exponential is one ex2 instead of a multiply and an ex2.
+constexpr float kLog2e = 1.4426950408889634f;
+__device__ __forceinline__ float Exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// The staged (mul, add) pair of one key for FlashTileStaged: a key past kv_seq scores -inf, a
+// false bool mask entry mask_fill, any other scale * s + add; all in base-2 units.
+__device__ __forceinline__ float2 StagedKey(const AttentionArgs& a, float add, bool valid,
+                                            bool replace) {
+  if (!valid) return make_float2(0.0f, -INFINITY);
+  if (replace) return make_float2(0.0f, a.mask_fill * kLog2e);
+  return make_float2(a.scale * kLog2e, add * kLog2e);
+}
+
 // The mask term of score (qi, j), j < kv_seq: +additive value, or `replace` set to use
 // mask_fill instead of the score (a false bool mask entry).
 template <typename M>
@@ -735,25 +753,33 @@ __device__ __forceinline__ void LoadQFragments(const T* qw, int lane,
 }
 
 // S = Q K^T for one key tile and a warp's 16 query rows: KEYS / 8 tiles of 8 keys; the thread
-// holds rows (g, g + 8), keys 2 tg and 2 tg + 1 of each (the mma accumulator layout).
+// holds rows (g, g + 8), keys 2 tg and 2 tg + 1 of each (the mma accumulator layout). An
+// 8-key tile's B fragments for 32 dims come from one ldmatrix.x4: lane 8 i + r addresses key r
+// at dims 8 i of the 32, so matrix i holds what thread (g, tg) needs as keys g, dims 8 i + 2 tg.
 template <typename T, int KEYS>
 __device__ __forceinline__ void FlashScores(const uint32_t (&qf)[kFlashD / 16][4], const T* ks,
                                             int lane, float (&s)[KEYS / 8][4]) {
-  const int g = lane >> 2, tg = lane & 3;
+  const int mat = lane >> 3, r = lane & 7;
 #pragma unroll
   for (int n = 0; n < KEYS / 8; ++n) {
     s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
 #pragma unroll
-    for (int kc = 0; kc < kFlashD / 16; ++kc) {
-      const T* kr = ks + (n * 8 + g) * kFlashLd + kc * 16 + tg * 2;
-      MmaOp<T>::Mma(s[n], qf[kc], Ld32(kr), Ld32(kr + 8));
+    for (int kc2 = 0; kc2 < kFlashD / 32; ++kc2) {
+      const T* kr = ks + (n * 8 + r) * kFlashLd + kc2 * 32 + mat * 8;
+      uint32_t b0, b1, b2, b3;
+      asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                   : "=r"(b0), "=r"(b1), "=r"(b2), "=r"(b3)
+                   : "r"(SharedAddress(kr)));
+      MmaOp<T>::Mma(s[n], qf[2 * kc2], b0, b1);
+      MmaOp<T>::Mma(s[n], qf[2 * kc2 + 1], b2, b3);
     }
   }
 }
 
-// The rest of a tile once its scores s are final (scaled and masked) and mx holds the thread's
-// maximum of each of its two rows: the online-softmax update of each row's running max and
-// (per-thread partial) sum, and O += P V with P taken from the S registers and V staged in vs.
+// The rest of a tile once its scores s are final (scaled, masked and in base-2 units: x log2 e)
+// and mx holds the thread's maximum of each of its two rows: the online-softmax update of each
+// row's running max and (per-thread partial) sum, and O += P V with P taken from the S
+// registers and V staged in vs.
 template <typename T, int KEYS>
 __device__ __forceinline__ void FlashAccumulate(float (&s)[KEYS / 8][4], float (&mx)[2],
                                                 const T* vs, int lane, float (&m_run)[2],
@@ -764,11 +790,11 @@ __device__ __forceinline__ void FlashAccumulate(float (&s)[KEYS / 8][4], float (
     mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
     mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
     const float m_new = fmaxf(m_run[r], mx[r]);
-    alpha[r] = m_new == -INFINITY ? 1.0f : __expf(m_run[r] - m_new);
+    alpha[r] = m_new == -INFINITY ? 1.0f : Exp2(m_run[r] - m_new);
     m_run[r] = m_new;
   }
-  // exp(s - m) with m = -inf (every key so far masked) is taken as 0 through m_safe = 0 and
-  // s = -inf; a finite m gives exp(-inf) = 0 for masked keys.
+  // 2^(s - m) with m = -inf (every key so far masked) is taken as 0 through m_safe = 0 and
+  // s = -inf; a finite m gives 2^-inf = 0 for masked keys.
   const float m_safe[2] = {m_run[0] == -INFINITY ? 0.0f : m_run[0],
                            m_run[1] == -INFINITY ? 0.0f : m_run[1]};
   float sum[2] = {0.0f, 0.0f};
@@ -776,7 +802,7 @@ __device__ __forceinline__ void FlashAccumulate(float (&s)[KEYS / 8][4], float (
   for (int n = 0; n < KEYS / 8; ++n) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      const float p = __expf(s[n][e] - m_safe[e >> 1]);
+      const float p = Exp2(s[n][e] - m_safe[e >> 1]);
       s[n][e] = p;
       sum[e >> 1] += p;
     }
@@ -845,6 +871,7 @@ __device__ __forceinline__ void FlashTile(const AttentionArgs& a,
         const float add = MaskTerm<M>(a, b, h, qi, j, &replace);
         v = replace ? a.mask_fill : v + add;
       }
+      v *= kLog2e;  // base-2 units (FlashAccumulate)
       s[n][e] = v;
       mx[e >> 1] = fmaxf(mx[e >> 1], v);
     }
@@ -854,8 +881,9 @@ __device__ __forceinline__ void FlashTile(const AttentionArgs& a,
 
 // FlashTile for a query-independent mask without causality (BERT's key padding mask, or no
 // mask): the scale, the key bounds and the mask are staged per key as (mul, add) pairs, so a
-// score costs one FFMA: s * mul + add (mul = scale, add = the mask term; a key past kv_seq or
-// a false bool entry has mul = 0 and add = -inf or mask_fill). `ma` holds KEYS float2, read as
+// score costs one FFMA: s * mul + add (StagedKey: mul = scale, add = the mask term, both times
+// log2 e; a key past kv_seq or a false bool entry has mul = 0 and add = -inf or mask_fill
+// log2 e). `ma` holds KEYS float2, read as
 // float4 pairs (keys 2 tg, 2 tg + 1 of each 8-key tile).
 template <typename T, int KEYS>
 __device__ __forceinline__ void FlashTileStaged(const uint32_t (&qf)[kFlashD / 16][4], const T* ks,
@@ -936,13 +964,7 @@ __global__ void __launch_bounds__(32 * W) FlashAttentionKernel(AttentionArgs a) 
       const int j = tid + i * 32 * W;
       if (j >= kFlashKeys) continue;
       if (fast) {
-        float2 v = make_float2(a.scale, pend_add[i]);
-        if (!pend_valid[i]) {
-          v = make_float2(0.0f, -INFINITY);
-        } else if (pend_replace[i]) {
-          v = make_float2(0.0f, a.mask_fill);
-        }
-        mask_ma[buf][j] = v;
+        mask_ma[buf][j] = StagedKey(a, pend_add[i], pend_valid[i], pend_replace[i]);
       } else if (staged_mask) {
         mask_add[buf][j] = pend_add[i];
         mask_replace[buf][j] = pend_replace[i];
@@ -1093,13 +1115,7 @@ __global__ void __launch_bounds__(32 * W) FlashAttentionSplitKernel(AttentionArg
   auto store_mask = [&](int buf) {
     if (lane >= KEYS) return;
     if (fast) {
-      float2 v = make_float2(a.scale, pend_add);
-      if (!pend_valid) {
-        v = make_float2(0.0f, -INFINITY);
-      } else if (pend_replace) {
-        v = make_float2(0.0f, a.mask_fill);
-      }
-      mask_ma[warp][buf][lane] = v;
+      mask_ma[warp][buf][lane] = StagedKey(a, pend_add, pend_valid, pend_replace);
     } else if (staged_mask) {
       mask_add[warp][buf][lane] = pend_add;
       mask_replace[warp][buf][lane] = pend_replace;
@@ -1196,7 +1212,7 @@ __global__ void __launch_bounds__(32 * W) FlashAttentionSplitKernel(AttentionArg
 #pragma unroll
     for (int w = 0; w < W; ++w) {
       const float pm = part_m[w][r];
-      const float scale = pm == -INFINITY ? 0.0f : __expf(pm - m);
+      const float scale = pm == -INFINITY ? 0.0f : Exp2(pm - m);
       l += part_l[w][r] * scale;
       const float2 v = *reinterpret_cast<const float2*>(part_o + (w * 16 + r) * kSplitOLd + c);
       o0 += v.x * scale, o1 += v.y * scale;
@@ -1324,13 +1340,7 @@ __global__ void __launch_bounds__(32 * W * KS) FlashAttention2DKernel(AttentionA
     for (int i = 0; i < kPerThread; ++i) {
       const int j = gtid + i * 32 * W;
       if (j >= kFlashKeys) continue;
-      float2 v = make_float2(a.scale, pend_add[i]);
-      if (!pend_valid[i]) {
-        v = make_float2(0.0f, -INFINITY);
-      } else if (pend_replace[i]) {
-        v = make_float2(0.0f, a.mask_fill);
-      }
-      mask_ma[kg][buf][j] = v;
+      mask_ma[kg][buf][j] = StagedKey(a, pend_add[i], pend_valid[i], pend_replace[i]);
     }
   };
   if (kg < tiles) {
@@ -1394,7 +1404,7 @@ __global__ void __launch_bounds__(32 * W * KS) FlashAttention2DKernel(AttentionA
 #pragma unroll
     for (int k = 0; k < KS; ++k) {
       const float pm = part_m[k][r];
-      const float scale = pm == -INFINITY ? 0.0f : __expf(pm - m);
+      const float scale = pm == -INFINITY ? 0.0f : Exp2(pm - m);
       l += part_l[k][r] * scale;
       const float2 v = *reinterpret_cast<const float2*>(part_o + (k * W * 16 + r) * kSplitOLd + c);
       o0 += v.x * scale, o1 += v.y * scale;

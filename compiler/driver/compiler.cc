@@ -13,6 +13,7 @@
 #include "compiler/transforms/cse.h"
 #include "compiler/transforms/expand_flex_attention.h"
 #include "compiler/transforms/fuse_attention.h"
+#include "compiler/transforms/fuse_attention_mask.h"
 #include "compiler/transforms/fuse_elementwise.h"
 #include "compiler/transforms/fuse_embedding.h"
 #include "compiler/transforms/fuse_gelu_layernorm.h"
@@ -78,6 +79,7 @@ const std::vector<std::string>& PassNames() {
                                                  "fuse-matmul-epilogue",
                                                  "pack-qkv",
                                                  "fuse-elementwise",
+                                                 "fuse-attention-mask",
                                                  "dce",
                                                  "lower-precision",
                                                  "lower-to-vm"};
@@ -85,9 +87,14 @@ const std::vector<std::string>& PassNames() {
 }
 
 const std::vector<std::string>& OptionalPassNames() {
-  static const std::vector<std::string> names = {
-      "cse",      "fuse-gelu-layernorm", "fuse-embedding", "fuse-attention", "fuse-matmul-epilogue",
-      "pack-qkv", "fuse-elementwise"};
+  static const std::vector<std::string> names = {"cse",
+                                                 "fuse-gelu-layernorm",
+                                                 "fuse-embedding",
+                                                 "fuse-attention",
+                                                 "fuse-matmul-epilogue",
+                                                 "pack-qkv",
+                                                 "fuse-elementwise",
+                                                 "fuse-attention-mask"};
   return names;
 }
 
@@ -198,6 +205,8 @@ absl::Status OptimizeModule(Module& module, const CompileOptions& options, Compi
   }
   NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "fuse-elementwise",
                                  Counted(module, FuseElementwise, &r.fused_elementwise)));
+  NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "fuse-attention-mask",
+                                 Counted(module, FuseAttentionMasks, &r.fused_attention_masks)));
   NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "dce", [&]() -> absl::Status {
     r.removed_nodes = module.main->RemoveDeadNodes();
     return absl::OkStatus();

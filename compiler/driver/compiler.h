@@ -69,6 +69,7 @@ struct CompileReport {
   int fused_attention = 0;    // attention blocks become one Attention node
   int packed_qkv = 0;         // attention blocks whose Q/K/V projections became one GEMM
   int fused_elementwise = 0;  // FusedElementwise kernels formed
+  int fused_attention_masks = 0;  // elementwise masks of integer masks folded into Attention
   int lowered_precision = 0;  // nodes lowered to fp16/bf16 (tf32: GEMMs marked)
   CodegenReport codegen;
   std::string arena_bytes;         // symbolic, printed

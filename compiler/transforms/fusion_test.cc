@@ -5,6 +5,7 @@
 #include "compiler/transforms/cse.h"
 #include "compiler/transforms/expand_flex_attention.h"
 #include "compiler/transforms/fuse_attention.h"
+#include "compiler/transforms/fuse_attention_mask.h"
 #include "compiler/transforms/fuse_elementwise.h"
 #include "compiler/transforms/fuse_embedding.h"
 #include "compiler/transforms/fuse_gelu_layernorm.h"
@@ -188,6 +189,59 @@ TEST_F(FusionTest, WhereMaskedAttentionBecomesAttentionWithMaskFill) {
   EXPECT_EQ(att->input(3)->producer()->op_type(), "Not");
   EXPECT_DOUBLE_EQ(att->attrs().GetOr<double>("mask_fill", 0.0), -1e4);
   EXPECT_DOUBLE_EQ(att->attrs().GetOr<double>("scale", 0.0), 0.5);
+}
+
+// BERT's extended mask, (1 - Cast(mask)) * -10000 once fuse-elementwise made it one program,
+// read by two Attention nodes: both take the i64 mask with the program's affine form.
+TEST_F(FusionTest, ElementwiseMaskOfAnIntegerMaskFoldsIntoAttention) {
+  const DimExpr b = m_.dims.Symbol("b"), s = m_.dims.Symbol("s");
+  const DimExpr one = DimExpr::Const(1), e = DimExpr::Const(8);
+  Value* ids_mask =
+      m_.main->AddInput("mask", Type::Tensor(TensorType::Of(vm::DType::kI64, {b, one, one, s})));
+  Value* f = Typed("Cast", {ids_mask}, {b, one, one, s})->output(0);
+  Value* inverted = Op("Sub", {Scalar("one", 1.0f), f}, f);
+  Value* additive = Op("Mul", {inverted, Scalar("big", -10000.0f)}, f);
+  for (int layer = 0; layer < 2; ++layer) {
+    Value* x = Input(absl::StrCat("x", layer), {b, s, e});
+    Node* att = Typed("Attention", {x, x, x, additive}, {b, s, e});
+    att->attrs().Set("q_num_heads", int64_t{2});
+    m_.main->AddOutput(att->output(0));
+  }
+  NIMBLE_ASSERT_OK_AND_ASSIGN(int programs, FuseElementwise(m_));
+  EXPECT_EQ(programs, 1);
+  NIMBLE_ASSERT_OK_AND_ASSIGN(int fused, FuseAttentionMasks(m_));
+  EXPECT_EQ(fused, 1);
+  EXPECT_EQ(Ops(), "Attention Attention ");
+  for (const Value* out : m_.main->outputs()) {
+    const Node* att = out->producer();
+    EXPECT_EQ(att->input(3), ids_mask);
+    EXPECT_DOUBLE_EQ(att->attrs().GetOr<double>("mask_scale", 0.0), 10000.0);
+    EXPECT_DOUBLE_EQ(att->attrs().GetOr<double>("mask_offset", 0.0), -10000.0);
+  }
+}
+
+TEST_F(FusionTest, MasksThatAreNotAffineOrReadElsewhereStayElementwise) {
+  const DimExpr b = m_.dims.Symbol("b"), s = m_.dims.Symbol("s");
+  const DimExpr one = DimExpr::Const(1), e = DimExpr::Const(8);
+  Value* ids_mask =
+      m_.main->AddInput("mask", Type::Tensor(TensorType::Of(vm::DType::kI64, {b, one, one, s})));
+  Value* f = Typed("Cast", {ids_mask}, {b, one, one, s})->output(0);
+  // x * x is not affine; (1 - x) * c is, but is also a graph output.
+  Value* squared = Op("Mul", {f, f}, f);
+  Value* squared_exp = Op("Exp", {squared}, f);
+  Value* affine = Op("Mul", {Op("Sub", {Scalar("one", 1.0f), f}, f), Scalar("c", -5.0f)}, f);
+  Value* x = Input("x", {b, s, e});
+  for (Value* mask : {squared_exp, affine}) {
+    Node* att = Typed("Attention", {x, x, x, mask}, {b, s, e});
+    att->attrs().Set("q_num_heads", int64_t{2});
+    m_.main->AddOutput(att->output(0));
+  }
+  m_.main->AddOutput(affine);
+  NIMBLE_ASSERT_OK_AND_ASSIGN(int programs, FuseElementwise(m_));
+  EXPECT_EQ(programs, 2);
+  NIMBLE_ASSERT_OK_AND_ASSIGN(int fused, FuseAttentionMasks(m_));
+  EXPECT_EQ(fused, 0);
+  EXPECT_EQ(Ops(), "Cast FusedElementwise FusedElementwise Attention Attention ");
 }
 
 TEST_F(FusionTest, DecomposedGeluBecomesGelu) {

@@ -93,8 +93,15 @@ struct Config {
   // Not ONNX: what a false entry of a bool mask puts in the scores (ONNX: -inf). The
   // fuse-attention pass sets it for Where(cond, c, scores) masks, where masked scores become c.
   double mask_fill = -std::numeric_limits<double>::infinity();
+  // Not ONNX: a numeric mask adds mask_offset + mask_scale * mask, and may then also be i64 or
+  // i32 (the fuse-attention-mask pass folds BERT's (1 - Cast(mask)) * c into these).
+  double mask_scale = 1.0, mask_offset = 0.0;
   int64_t qk_mode = -1;
+
+  bool MaskIsAffine() const { return mask_scale != 1.0 || mask_offset != 0.0; }
 };
+
+bool IsIntegerMask(DType d) { return d == DType::kI64 || d == DType::kI32; }
 
 // Everything a call needs, derived from the input shapes (shared by OutputShapes and Run).
 struct Plan {
@@ -184,10 +191,15 @@ absl::StatusOr<Plan> MakePlan(const Config& c, absl::Span<const Tensor> in) {
   p.total = p.past + p.kv_seq;
   if (Present(in, 3)) {
     const Tensor& m = in[3];
-    if (m.rank() < 2 || m.rank() > 4 || (m.dtype() != DType::kBool && m.dtype() != q.dtype())) {
+    if (m.rank() < 2 || m.rank() > 4 ||
+        (m.dtype() != DType::kBool && m.dtype() != q.dtype() && !IsIntegerMask(m.dtype()))) {
       return absl::InvalidArgumentError(absl::StrCat("Attention: attn_mask ", m.TypeString(),
-                                                     " must be bool or ", DTypeName(q.dtype()),
-                                                     " of rank 2 to 4"));
+                                                     " must be bool, i64, i32 or ",
+                                                     DTypeName(q.dtype()), " of rank 2 to 4"));
+    }
+    if (m.dtype() == DType::kBool && c.MaskIsAffine()) {
+      return absl::InvalidArgumentError(
+          "Attention: mask_scale / mask_offset apply to numeric masks, not bool");
     }
     const int64_t want[4] = {p.batch, p.q_heads, p.q_seq, p.total};
     for (int i = 0; i < m.rank(); ++i) {
@@ -233,6 +245,27 @@ absl::StatusOr<Tensor> ToF32(const Tensor& t, Allocator* allocator) {
   } else {
     return absl::UnimplementedError(
         absl::StrCat("Attention: dtype ", DTypeName(t.dtype()), " is not supported"));
+  }
+  return out;
+}
+
+// offset + scale * mask as an f32 additive mask (the f16 / bf16 path computes in f32 too).
+absl::StatusOr<Tensor> AffineMask(const Tensor& m, double scale, double offset,
+                                  Allocator* allocator) {
+  NIMBLE_ASSIGN_OR_RETURN(Tensor out, Tensor::Empty(DType::kF32, m.shape(), allocator));
+  float* o = out.data<float>();
+  const int64_t n = m.num_elements();
+  const float a = static_cast<float>(scale), b = static_cast<float>(offset);
+  if (m.dtype() == DType::kI64) {
+    const int64_t* x = m.data<int64_t>();
+    for (int64_t i = 0; i < n; ++i) o[i] = std::fma(a, static_cast<float>(x[i]), b);
+  } else if (m.dtype() == DType::kI32) {
+    const int32_t* x = m.data<int32_t>();
+    for (int64_t i = 0; i < n; ++i) o[i] = std::fma(a, static_cast<float>(x[i]), b);
+  } else {
+    NIMBLE_ASSIGN_OR_RETURN(Tensor f, ToF32(m, allocator));
+    const float* x = f.data<float>();
+    for (int64_t i = 0; i < n; ++i) o[i] = std::fma(a, x[i], b);
   }
   return out;
 }
@@ -334,6 +367,15 @@ class AttentionKernel final : public Kernel {
     }
     const Shape* shapes[4] = {&p.y, &p.present_k, &p.present_v, &p.qk};
     const DType dtype = inputs[0].dtype();
+    // An integer or scaled mask becomes the additive f32 mask it stands for.
+    std::vector<Tensor> with_mask;
+    if (Present(inputs, 3) && (IsIntegerMask(inputs[3].dtype()) ||
+                               (inputs[3].dtype() != DType::kBool && c_.MaskIsAffine()))) {
+      with_mask.assign(inputs.begin(), inputs.end());
+      NIMBLE_ASSIGN_OR_RETURN(with_mask[3],
+                              AffineMask(inputs[3], c_.mask_scale, c_.mask_offset, ctx.allocator));
+      inputs = with_mask;
+    }
     for (size_t i = 0; i < outputs.size(); ++i) {
       if (!outputs[i].defined()) continue;
       if (outputs[i].shape() != *shapes[i] || outputs[i].dtype() != dtype) {
@@ -920,6 +962,8 @@ void RegisterAttentionKernels(KernelRegistry& registry) {
                       c.scale = a.GetOr<double>("scale", 0.0);
                       c.softcap = a.GetOr<double>("softcap", 0.0);
                       c.mask_fill = a.GetOr<double>("mask_fill", c.mask_fill);
+                      c.mask_scale = a.GetOr<double>("mask_scale", c.mask_scale);
+                      c.mask_offset = a.GetOr<double>("mask_offset", c.mask_offset);
                       c.qk_mode = a.GetOr<int64_t>("qk_matmul_output_mode", 0);
                       if (c.qk_mode < 0 || c.qk_mode > 3) {
                         return absl::InvalidArgumentError(absl::StrCat(

@@ -432,5 +432,42 @@ TEST(AttentionTest, PackedQkvMatchesSeparateTensors) {
               StatusIs(kInvalid, HasSubstr("packed QKV")));
 }
 
+// mask_scale / mask_offset (fuse-attention-mask): an i64 or i32 padding mask with the affine
+// form of (1 - m) * -1e4 gives what that f32 mask gives, in f32 and f16; a bool mask with them
+// is an error.
+TEST(AttentionTest, IntegerMasksWithScaleAndOffsetMatchTheirFloatMask) {
+  const int64_t b = 2, s = 5, h = 2, d = 4;
+  std::vector<float> x(b * s * h * d), additive(b * s);
+  std::vector<int64_t> keep(b * s);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::cos(static_cast<float>(i) * 0.29f);
+  for (int64_t i = 0; i < b * s; ++i) {
+    keep[i] = (i / s == 0 && i % s >= 3) ? 0 : 1;
+    additive[i] = (1.0f - static_cast<float>(keep[i])) * -1e4f;
+  }
+  const Tensor xs = F(x, {b, s, h * d});
+  const auto heads = Attrs({{"q_num_heads", h}, {"kv_num_heads", h}});
+  const auto affine =
+      Attrs({{"q_num_heads", h}, {"kv_num_heads", h}, {"mask_scale", 1e4}, {"mask_offset", -1e4}});
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto want,
+                              RunOp("Attention", heads, {xs, xs, xs, F(additive, {b, 1, 1, s})}));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto got64,
+                              RunOp("Attention", affine, {xs, xs, xs, I64(keep, {b, 1, 1, s})}));
+  std::vector<int32_t> keep32(keep.begin(), keep.end());
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto got32,
+                              RunOp("Attention", affine, {xs, xs, xs, I32(keep32, {b, 1, 1, s})}));
+  EXPECT_THAT(Values<float>(got64[0]), Pointwise(::testing::FloatEq(), Values<float>(want[0])));
+  EXPECT_THAT(Values<float>(got32[0]), Pointwise(::testing::FloatEq(), Values<float>(want[0])));
+  const Tensor hs = Half(DType::kF16, x, {b, s, h * d});
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      auto want16,
+      RunOp("Attention", heads, {hs, hs, hs, Half(DType::kF16, additive, {b, 1, 1, s})}));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto got16,
+                              RunOp("Attention", affine, {hs, hs, hs, I64(keep, {b, 1, 1, s})}));
+  EXPECT_EQ(Values<uint16_t>(got16[0]), Values<uint16_t>(want16[0]));
+  EXPECT_THAT(
+      RunOp("Attention", affine, {xs, xs, xs, B({1, 1, 1, 0, 0, 1, 1, 1, 1, 1}, {b, 1, 1, s})}),
+      StatusIs(kInvalid, HasSubstr("not bool")));
+}
+
 }  // namespace
 }  // namespace nimble::vm::cpu

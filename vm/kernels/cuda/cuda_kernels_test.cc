@@ -189,6 +189,17 @@ TEST(CudaKernelsTest, AttentionWithMasks) {
             {RandomF32({2, seq, hidden}), RandomF32({2, seq, hidden}), RandomF32({2, seq, hidden}),
              RandomF32({2, 1, 1, seq}, -10000, 0)},
             DType::kF32, {2, seq, hidden});
+    // The same as an i32 keep-mask with mask_scale / mask_offset (fuse-attention-mask).
+    Tensor keep = *Tensor::Empty(DType::kI32, {2, 1, 1, seq});
+    for (int64_t i = 0; i < 2 * seq; ++i) keep.data<int32_t>()[i] = i % 3 != 0 ? 1 : 0;
+    Compare("Attention",
+            A({{"q_num_heads", heads},
+               {"kv_num_heads", heads},
+               {"mask_scale", 1e4},
+               {"mask_offset", -1e4}}),
+            {RandomF32({2, seq, hidden}), RandomF32({2, seq, hidden}), RandomF32({2, seq, hidden}),
+             keep},
+            DType::kF32, {2, seq, hidden});
     // 4-D, grouped KV heads, bool mask [seq, seq].
     Tensor mask = *Tensor::Empty(DType::kBool, {seq, seq});
     for (int64_t i = 0; i < seq * seq; ++i) mask.data<bool>()[i] = (i % seq) <= (i / seq);
@@ -425,6 +436,19 @@ TEST(CudaKernelsTest, HalfPrecisionKernels) {
           "Attention", A({{"q_num_heads", int64_t{2}}, {"kv_num_heads", int64_t{2}}}),
           {RandomF32({2, seq, 128}), RandomF32({2, seq, 128}), RandomF32({2, seq, 128}), pad},
           {2, seq, 128}, half, tol, {3});
+      // fuse-attention-mask's form: the i64 padding mask with mask_scale / mask_offset.
+      Tensor keep = *Tensor::Empty(DType::kI64, {2, 1, 1, seq});
+      for (int64_t i = 0; i < 2 * seq; ++i) {
+        keep.data<int64_t>()[i] = (i % seq) < seq / 2 + 1 ? 1 : 0;
+      }
+      CompareHalf(
+          "Attention",
+          A({{"q_num_heads", int64_t{2}},
+             {"kv_num_heads", int64_t{2}},
+             {"mask_scale", 1e4},
+             {"mask_offset", -1e4}}),
+          {RandomF32({2, seq, 128}), RandomF32({2, seq, 128}), RandomF32({2, seq, 128}), keep},
+          {2, seq, 128}, half, tol);
       // Packed QKV (pack-qkv's form): one [b, s, (4 + 2 x 2) x 64] tensor as Q, K and V.
       Tensor qkv = RandomF32({2, seq, 512});
       CompareHalf("Attention",

@@ -592,14 +592,16 @@ class SoftmaxKernel final : public CudaKernel {
 class AttentionKernel final : public CudaKernel {
  public:
   AttentionKernel(int64_t q_heads, int64_t kv_heads, bool causal, double scale, double mask_fill,
-                  bool qkv_packed)
+                  double mask_scale, double mask_offset, bool qkv_packed)
       : CudaKernel("Attention"),
         qkv_packed_(qkv_packed),
         q_heads_(q_heads),
         kv_heads_(kv_heads),
         causal_(causal),
         scale_(scale),
-        mask_fill_(mask_fill) {}
+        mask_fill_(mask_fill),
+        mask_scale_(mask_scale),
+        mask_offset_(mask_offset) {}
 
   absl::Status RunCuda(const KernelContext& ctx, absl::Span<const Tensor> in,
                        absl::Span<Tensor> out) const override {
@@ -690,8 +692,14 @@ class AttentionKernel final : public CudaKernel {
     }
     if (Present(in, 3)) {
       const Tensor& m = in[3];
-      if (m.rank() < 2 || m.rank() > 4 || (m.dtype() != DType::kBool && !IsGpuFloat(m.dtype()))) {
+      const bool integer = m.dtype() == DType::kI64 || m.dtype() == DType::kI32;
+      if (m.rank() < 2 || m.rank() > 4 ||
+          (m.dtype() != DType::kBool && !IsGpuFloat(m.dtype()) && !integer)) {
         return absl::InvalidArgumentError(absl::StrCat("Attention: attn_mask ", m.TypeString()));
+      }
+      if (m.dtype() == DType::kBool && (mask_scale_ != 1.0 || mask_offset_ != 0.0)) {
+        return absl::InvalidArgumentError(
+            "Attention: mask_scale / mask_offset apply to numeric masks, not bool");
       }
       const int64_t want[4] = {a.batch, a.q_heads, a.q_seq, a.kv_seq};
       int64_t stride = 1;
@@ -708,8 +716,11 @@ class AttentionKernel final : public CudaKernel {
       a.mask_keys = m.dim(m.rank() - 1);
       a.mask = m.raw_data();
       a.mask_bool = m.dtype() == DType::kBool;
-      a.mask_type = FloatTypeOf(m.dtype());
+      a.mask_int_bytes = integer ? static_cast<int>(DTypeSize(m.dtype())) : 0;
+      a.mask_type = integer ? ops::FloatType::kF32 : FloatTypeOf(m.dtype());
       a.mask_fill = static_cast<float>(mask_fill_);
+      a.mask_scale = static_cast<float>(mask_scale_);
+      a.mask_offset = static_cast<float>(mask_offset_);
     }
     return Launch(ops::Attention(a, StreamOf(ctx)), op_);
   }
@@ -718,7 +729,7 @@ class AttentionKernel final : public CudaKernel {
   const bool qkv_packed_;
   const int64_t q_heads_, kv_heads_;
   const bool causal_;
-  const double scale_, mask_fill_;
+  const double scale_, mask_fill_, mask_scale_, mask_offset_;
 };
 
 // ---- Data movement
@@ -1213,6 +1224,7 @@ void RegisterCudaKernels(KernelRegistry& r) {
             a.GetOr<int64_t>("q_num_heads", 0), a.GetOr<int64_t>("kv_num_heads", 0),
             a.GetOr<int64_t>("is_causal", 0) != 0, a.GetOr<double>("scale", 0.0),
             a.GetOr<double>("mask_fill", -std::numeric_limits<double>::infinity()),
+            a.GetOr<double>("mask_scale", 1.0), a.GetOr<double>("mask_offset", 0.0),
             a.GetOr<int64_t>("qkv_packed", 0) != 0);
       },
       KernelTraits{
@@ -1226,7 +1238,8 @@ void RegisterCudaKernels(KernelRegistry& r) {
               if (in[i] != in[0]) return false;
             }
             return out[0] == in[0] && (in.size() == 3 || in[3] == DType::kF32 || in[3] == in[0] ||
-                                       in[3] == DType::kBool || in[3] == DType::kInvalid);
+                                       in[3] == DType::kBool || in[3] == DType::kI64 ||
+                                       in[3] == DType::kI32 || in[3] == DType::kInvalid);
           }});
   reg(
       "Gather", [](const Attributes& a) { return Make<GatherKernel>(a.GetOr<int64_t>("axis", 0)); },

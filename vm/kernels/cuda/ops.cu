@@ -583,6 +583,30 @@ __global__ void SoftmaxKernel(const T* x, T* y, int64_t r, int64_t inner, bool l
 }
 
 // One block per (query, head, batch): scores in shared memory, then P·V with a thread per dim.
+// The mask term of score (qi, j), j < kv_seq: +additive value, or `replace` set to use
+// mask_fill instead of the score (a false bool mask entry).
+template <typename M>
+__device__ __forceinline__ float MaskTerm(const AttentionArgs& a, int64_t b, int64_t h, int64_t qi,
+                                          int64_t j, bool* replace) {
+  *replace = false;
+  if (j >= a.mask_keys) return -INFINITY;
+  const int64_t off = b * a.mask_strides[0] + h * a.mask_strides[1] + qi * a.mask_strides[2] +
+                      j * a.mask_strides[3];
+  if (a.mask_bool) {
+    *replace = !static_cast<const bool*>(a.mask)[off];
+    return 0.0f;
+  }
+  float m;
+  if (a.mask_int_bytes == 8) {
+    m = static_cast<float>(static_cast<const int64_t*>(a.mask)[off]);
+  } else if (a.mask_int_bytes == 4) {
+    m = static_cast<float>(static_cast<const int32_t*>(a.mask)[off]);
+  } else {
+    m = Ld(static_cast<const M*>(a.mask) + off);
+  }
+  return fmaf(a.mask_scale, m, a.mask_offset);
+}
+
 template <typename T, typename M>
 __global__ void AttentionKernel(AttentionArgs a) {
   extern __shared__ float shared[];
@@ -609,17 +633,9 @@ __global__ void AttentionKernel(AttentionArgs a) {
   for (int64_t j = threadIdx.x; j < a.kv_seq; j += blockDim.x) {
     float s = scores[j];
     if (a.mask != nullptr) {
-      if (j >= a.mask_keys) {
-        s = -INFINITY;
-      } else {
-        const int64_t off = b * a.mask_strides[0] + h * a.mask_strides[1] + i * a.mask_strides[2] +
-                            j * a.mask_strides[3];
-        if (a.mask_bool) {
-          if (!static_cast<const bool*>(a.mask)[off]) s = a.mask_fill;
-        } else {
-          s += Ld(static_cast<const M*>(a.mask) + off);
-        }
-      }
+      bool replace = false;
+      const float add = MaskTerm<M>(a, b, h, i, j, &replace);
+      s = replace ? a.mask_fill : s + add;
     }
     if (a.causal && j > i) s = -INFINITY;
     scores[j] = s;
@@ -720,22 +736,6 @@ __device__ __forceinline__ float2 StagedKey(const AttentionArgs& a, float add, b
   if (!valid) return make_float2(0.0f, -INFINITY);
   if (replace) return make_float2(0.0f, a.mask_fill * kLog2e);
   return make_float2(a.scale * kLog2e, add * kLog2e);
-}
-
-// The mask term of score (qi, j), j < kv_seq: +additive value, or `replace` set to use
-// mask_fill instead of the score (a false bool mask entry).
-template <typename M>
-__device__ __forceinline__ float MaskTerm(const AttentionArgs& a, int64_t b, int64_t h, int64_t qi,
-                                          int64_t j, bool* replace) {
-  *replace = false;
-  if (j >= a.mask_keys) return -INFINITY;
-  const int64_t off =
-      b * a.mask_strides[0] + h * a.mask_strides[1] + qi * a.mask_strides[2] + j * a.mask_strides[3];
-  if (a.mask_bool) {
-    *replace = !static_cast<const bool*>(a.mask)[off];
-    return 0.0f;
-  }
-  return Ld(static_cast<const M*>(a.mask) + off);
 }
 
 // A fragments of 16 query rows x 64 dims staged at qw (row stride kFlashLd).

@@ -123,6 +123,10 @@ struct AttentionArgs {
   bool mask_bool = false;
   FloatType mask_type = FloatType::kF32;
   float mask_fill = -__builtin_huge_valf();
+  // A numeric mask adds mask_offset + mask_scale * mask; mask_int_bytes 8 / 4: it is i64 / i32
+  // (mask_type is then ignored).
+  float mask_scale = 1.0f, mask_offset = 0.0f;
+  int mask_int_bytes = 0;
   int64_t mask_strides[4] = {};
   int64_t mask_keys = 0;
   int64_t batch = 0, q_heads = 0, kv_heads = 0, q_seq = 0, kv_seq = 0, head = 0, v_head = 0;

@@ -54,13 +54,17 @@ cudaError_t Dispatch(FloatType type, F&& f) {
 }
 
 // Programmatic dependent launch (Hopper): a kernel launched with LaunchPdl may start while the
-// kernel before it on the stream finishes (its blocks are scheduled as the earlier ones exit)
-// and waits in WaitForPrimary, before its first read of anything the earlier kernel wrote, for
-// that kernel's completion and memory flush. It hides the launch gap between kernels, captured
-// into CUDA graphs as programmatic edges. NIMBLE_CUDA_PDL=0 launches normally (A/B).
+// kernel before it on the stream finishes and waits in WaitForPrimary, before its first read or
+// write of memory, for that kernel's completion and memory flush. It hides the launch gap
+// between kernels, captured into CUDA graphs as programmatic edges. NIMBLE_CUDA_PDL=0 launches
+// normally (A/B). Once past the wait a kernel lets its own dependents launch: they are
+// scheduled onto multiprocessors as this kernel's blocks leave them and wait in turn (every
+// dependent reached through a programmatic edge waits before touching memory: ours here, and
+// GEMMs only where GemmRunner::SetProgrammaticEdges found that safe).
 __device__ __forceinline__ void WaitForPrimary() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
 }
 

@@ -47,6 +47,13 @@ class FusionTest : public ::testing::Test {
     n->output(0)->set_type(Type::Tensor(TensorType::Of(vm::DType::kF32, std::move(dims))));
     return n;
   }
+  // An i64 [b, 1, 1, s] mask input and its Cast to f32, as BERT's exports extend the mask.
+  std::pair<Value*, Value*> IntegerMaskAndCast(const DimExpr& b, const DimExpr& s) {
+    const DimExpr one = DimExpr::Const(1);
+    Value* mask =
+        m_.main->AddInput("mask", Type::Tensor(TensorType::Of(vm::DType::kI64, {b, one, one, s})));
+    return {mask, Typed("Cast", {mask}, {b, one, one, s})->output(0)};
+  }
   std::string Ops() const {
     std::string ops;
     for (const auto& n : m_.main->nodes()) ops += n->op_type() + " ";
@@ -194,11 +201,8 @@ TEST_F(FusionTest, WhereMaskedAttentionBecomesAttentionWithMaskFill) {
 // BERT's extended mask, (1 - Cast(mask)) * -10000 once fuse-elementwise made it one program,
 // read by two Attention nodes: both take the i64 mask with the program's affine form.
 TEST_F(FusionTest, ElementwiseMaskOfAnIntegerMaskFoldsIntoAttention) {
-  const DimExpr b = m_.dims.Symbol("b"), s = m_.dims.Symbol("s");
-  const DimExpr one = DimExpr::Const(1), e = DimExpr::Const(8);
-  Value* ids_mask =
-      m_.main->AddInput("mask", Type::Tensor(TensorType::Of(vm::DType::kI64, {b, one, one, s})));
-  Value* f = Typed("Cast", {ids_mask}, {b, one, one, s})->output(0);
+  const DimExpr b = m_.dims.Symbol("b"), s = m_.dims.Symbol("s"), e = DimExpr::Const(8);
+  auto [ids_mask, f] = IntegerMaskAndCast(b, s);
   Value* inverted = Op("Sub", {Scalar("one", 1.0f), f}, f);
   Value* additive = Op("Mul", {inverted, Scalar("big", -10000.0f)}, f);
   for (int layer = 0; layer < 2; ++layer) {
@@ -221,11 +225,8 @@ TEST_F(FusionTest, ElementwiseMaskOfAnIntegerMaskFoldsIntoAttention) {
 }
 
 TEST_F(FusionTest, MasksThatAreNotAffineOrReadElsewhereStayElementwise) {
-  const DimExpr b = m_.dims.Symbol("b"), s = m_.dims.Symbol("s");
-  const DimExpr one = DimExpr::Const(1), e = DimExpr::Const(8);
-  Value* ids_mask =
-      m_.main->AddInput("mask", Type::Tensor(TensorType::Of(vm::DType::kI64, {b, one, one, s})));
-  Value* f = Typed("Cast", {ids_mask}, {b, one, one, s})->output(0);
+  const DimExpr b = m_.dims.Symbol("b"), s = m_.dims.Symbol("s"), e = DimExpr::Const(8);
+  auto [ids_mask, f] = IntegerMaskAndCast(b, s);
   // x * x is not affine; (1 - x) * c is, but is also a graph output.
   Value* squared = Op("Mul", {f, f}, f);
   Value* squared_exp = Op("Exp", {squared}, f);

@@ -57,14 +57,13 @@ cudaError_t Dispatch(FloatType type, F&& f) {
 // kernel before it on the stream finishes and waits in WaitForPrimary, before its first read or
 // write of memory, for that kernel's completion and memory flush. It hides the launch gap
 // between kernels, captured into CUDA graphs as programmatic edges. NIMBLE_CUDA_PDL=0 launches
-// normally (A/B). Once past the wait a kernel lets its own dependents launch: they are
-// scheduled onto multiprocessors as this kernel's blocks leave them and wait in turn (every
-// dependent reached through a programmatic edge waits before touching memory: ours here, and
-// GEMMs only where GemmRunner::SetProgrammaticEdges found that safe).
+// normally (A/B). A kernel's own dependents launch as its blocks exit (the implicit trigger;
+// an early griddepcontrol.launch_dependents here has not been measured yet). Every dependent
+// reached through a programmatic edge waits before touching memory: ours here, and GEMMs only
+// where GemmRunner::SetProgrammaticEdges found that they do.
 __device__ __forceinline__ void WaitForPrimary() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
 }
 

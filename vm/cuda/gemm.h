@@ -122,7 +122,10 @@ class GemmRunner {
   // overlaps that kernel's tail. That is only correct for a GEMM kernel that waits for its
   // primary (griddepcontrol.wait) before reading, which nothing in cuBLASLt's API promises: the
   // first capture of each plan probes its algorithm (ProbeWaitsForPrimary) and only plans that
-  // waited get the edge. Default: NIMBLE_GEMM_PDL=1 in the environment (off until measured).
+  // waited get the edge. The probe allocates and synchronises a private stream, so the capture
+  // must be in cudaStreamCaptureModeRelaxed (the VM's); under a stricter mode the probe fails
+  // and the plan keeps ordinary edges. Default: NIMBLE_GEMM_PDL=1 in the environment (off until
+  // measured).
   void SetProgrammaticEdges(bool on);
 
  private:

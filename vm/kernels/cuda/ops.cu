@@ -585,7 +585,6 @@ __global__ void SoftmaxKernel(const T* x, T* y, int64_t r, int64_t inner, bool l
   }
 }
 
-// One block per (query, head, batch): scores in shared memory, then P·V with a thread per dim.
 // The mask term of score (qi, j), j < kv_seq: +additive value, or `replace` set to use
 // mask_fill instead of the score (a false bool mask entry).
 template <typename M>
@@ -610,6 +609,7 @@ __device__ __forceinline__ float MaskTerm(const AttentionArgs& a, int64_t b, int
   return fmaf(a.mask_scale, m, a.mask_offset);
 }
 
+// One block per (query, head, batch): scores in shared memory, then P·V with a thread per dim.
 template <typename T, typename M>
 __global__ void AttentionKernel(AttentionArgs a) {
   extern __shared__ float shared[];
@@ -886,8 +886,8 @@ __device__ __forceinline__ void FlashTile(const AttentionArgs& a,
 // mask): the scale, the key bounds and the mask are staged per key as (mul, add) pairs, so a
 // score costs one FFMA: s * mul + add (StagedKey: mul = scale, add = the mask term, both times
 // log2 e; a key past kv_seq or a false bool entry has mul = 0 and add = -inf or mask_fill
-// log2 e). `ma` holds KEYS float2, read as
-// float4 pairs (keys 2 tg, 2 tg + 1 of each 8-key tile).
+// log2 e). `ma` holds KEYS float2, read as float4 pairs (keys 2 tg, 2 tg + 1 of each 8-key
+// tile).
 template <typename T, int KEYS>
 __device__ __forceinline__ void FlashTileStaged(const uint32_t (&qf)[kFlashD / 16][4], const T* ks,
                                                 const T* vs, const float2* ma, int lane,

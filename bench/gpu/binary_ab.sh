@@ -19,8 +19,11 @@ SEQS=${SEQS:-16 128 384}
 shape() { echo --shape input_ids=1x$1 --shape attention_mask=1x$1 --shape token_type_ids=1x$1; }
 BUILDS=$(for v in $VARIANTS; do echo "$v" | cut -d: -f2; done | sort -u)
 for b in $BUILDS; do
+  # A build folder may hold compile_flags (extra nimblec compile arguments), so one build can
+  # serve two variants: a folder of links to /tmp/nimble's binaries plus, say,
+  # "--disable-pass=fuse-attention-mask".
   $b/nimblec compile /tmp/bw/bert.onnx -o $b/bert.nbx --device=cuda --precision=fp16 \
-    --buckets seq=16,64,128,384 2>&1 | tail -1
+    --buckets seq=16,64,128,384 $(cat $b/compile_flags 2>/dev/null) 2>&1 | tail -1
 done
 {
   for round in 1 2; do
@@ -35,6 +38,7 @@ done
   done
   for round in 1 2; do
     for b in $BUILDS; do
+      [ -e $b/compile_flags ] && continue  # the same kernels as the build it links to
       echo "== vm_cuda_ops_bench $b"
       $b/vm_cuda_ops_bench 64 128 256 384 512
     done

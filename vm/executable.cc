@@ -1361,7 +1361,7 @@ class Disassembler {
         return absl::StrCat(m, " ", r(in.dst), " = ", r(in.a), " to ", all(true));
       case Opcode::kDeviceCopy:
         return absl::StrCat(m, " ", r(in.dst), " = ", r(in.a), " from ", DeviceName(in.b), " to ",
-                            DeviceName(in.c));
+                            DeviceName(in.c), in.imm & kDeviceCopyResult ? " (result)" : "");
       case Opcode::kLoadConstOn: {
         std::string s = absl::StrCat(m, " ", r(in.dst), " = c", in.a);
         if (InRange(in.a, exe_.constants.size())) {

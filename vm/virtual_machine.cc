@@ -754,7 +754,12 @@ absl::StatusOr<Value> VirtualMachine::Capture(int function, const std::vector<Va
     capturing_ = true;
     result = Execute(function, std::move(pinned));
     capturing_ = false;
+    // The result copies' sources are freed (stream-ordered: inside the graph) after the
+    // branches that read them have joined.
+    absl::Status joined = device_api_->JoinBranches(own_stream_);
+    capture_kept_.clear();
     absl::StatusOr<std::unique_ptr<DeviceGraph>> graph = device_api_->EndCapture(own_stream_);
+    if (!joined.ok() && result.ok()) result = joined;
     if (graph.ok()) {
       e.graph = std::move(*graph);
     } else if (result.ok()) {
@@ -918,6 +923,7 @@ void VirtualMachine::Unwind() {
   depth_ = 0;
   kernel_inputs_.clear();
   kernel_outputs_.clear();
+  pending_results_.clear();
   result_ = Value();
   returned_ = false;
 }
@@ -975,6 +981,7 @@ absl::Status VirtualMachine::ExecMove(const Instruction& in) {
 }
 
 absl::Status VirtualMachine::ExecRet(const Instruction& in) {
+  NIMBLE_RETURN_IF_ERROR(CopyPendingResults());
   Value value = std::move(regs_[in.a]);
   Frame& frame = frames_[depth_ - 1];
   const size_t return_pc = frame.return_pc;
@@ -1275,6 +1282,20 @@ absl::Status VirtualMachine::ExecReshapeTensor(const Instruction& in) {
   return absl::OkStatus();
 }
 
+absl::Status VirtualMachine::CopyPendingResults() {
+  for (size_t i = 0; i < pending_results_.size(); ++i) {
+    const auto& [src, dst] = pending_results_[i];
+    absl::Status copied = device_api_->Copy(dst.raw_data(), dst.device(), src.raw_data(),
+                                            src.device(), src.nbytes(), options_.stream);
+    if (!copied.ok()) {
+      pending_results_.clear();
+      return copied;
+    }
+  }
+  pending_results_.clear();
+  return absl::OkStatus();
+}
+
 absl::Status VirtualMachine::ExecDeviceCopy(const Instruction& in) {
   NIMBLE_VM_GET(Tensor, src, in.a, "a tensor");
   const Device from = exe_->devices[in.b];
@@ -1304,7 +1325,21 @@ absl::Status VirtualMachine::ExecDeviceCopy(const Instruction& in) {
                                                         " to ", to.ToString(),
                                                         ": the device is not compiled in"));
     }
-    if (src->nbytes() > 0) {
+    if (src->nbytes() == 0) {
+    } else if ((in.imm & kDeviceCopyResult) && to.type == DeviceType::kCPU &&
+               from.type != DeviceType::kCPU) {
+      // A result the host reads only after the function returns: in a capture, on a branch of
+      // the graph (src kept alive until the capture ends, so nothing queued after reuses its
+      // memory); eagerly, queued when the function returns, so that the host is not held up
+      // here while kernels after it are still to be queued.
+      if (capturing_) {
+        NIMBLE_RETURN_IF_ERROR(device_api_->CopyToHostOnBranch(
+            dst.raw_data(), src->raw_data(), from, src->nbytes(), options_.stream));
+        capture_kept_.push_back(*src);
+      } else {
+        pending_results_.push_back({*src, dst});
+      }
+    } else {
       NIMBLE_RETURN_IF_ERROR(device_api_->Copy(dst.raw_data(), to, src->raw_data(), from,
                                                src->nbytes(), options_.stream));
     }

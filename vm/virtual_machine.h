@@ -168,6 +168,7 @@ class VirtualMachine {
 
   // One handler per opcode (virtual_machine.cc), dispatched by a switch generated from
   // opcodes.def. Each sets pc_ to the next instruction.
+  absl::Status CopyPendingResults();
 #define NIMBLE_OPCODE(Name, mnemonic, operands, list) \
   absl::Status Exec##Name(const Instruction& in);
 #include "vm/isa/opcodes.def"
@@ -189,6 +190,10 @@ class VirtualMachine {
   std::vector<std::vector<std::vector<PrefetchTarget>>> prefetch_plan_;
   bool capture_invalid_ = false;
   std::vector<const void*> capture_unknown_;  // host buffers whose contents capture cannot know
+  // Sources of result copies on a capture's branch, alive until the capture ends.
+  std::vector<Tensor> capture_kept_;
+  // Result copies (kDeviceCopyResult) of an eager call, made when the function returns.
+  std::vector<std::pair<Tensor, Tensor>> pending_results_;  // (device source, host destination)
   DeviceGraphStats graph_stats_;
   VmProfile profile_;
   Allocator* host_allocator_ = nullptr;

@@ -1,6 +1,8 @@
 #include "vm/virtual_machine.h"
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <thread>
 #include <vector>
 
@@ -684,6 +686,84 @@ TEST(VirtualMachineTest, ShapeInstructionErrors) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("cannot reshape i64[3]")));
   EXPECT_THAT(vm.Invoke(5, {x}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("dim 1 of i64[3]")));
+}
+
+// A stand-in GPU whose memory is host memory; it logs the copies it is asked for.
+class LoggingDevice final : public DeviceApi {
+ public:
+  absl::Status Copy(void* dst, Device to, const void* src, Device from, size_t bytes,
+                    void* stream) override {
+    std::memcpy(dst, src, bytes);
+    log.push_back(absl::StrCat(from.ToString(), " -> ", to.ToString()));
+    destinations.push_back(dst);
+    return absl::OkStatus();
+  }
+  absl::Status Synchronize(void* stream) override { return absl::OkStatus(); }
+  absl::StatusOr<Allocator*> DefaultAllocator(int ordinal) override { return &memory; }
+
+  class Memory final : public Allocator {
+   public:
+    absl::StatusOr<void*> Allocate(size_t bytes) override {
+      return std::aligned_alloc(kAlignment, (bytes + kAlignment - 1) / kAlignment * kAlignment);
+    }
+    void Free(void* ptr, size_t bytes) override { std::free(ptr); }
+    Device device() const override { return Device{DeviceType::kCUDA, 0}; }
+    AllocatorStats stats() const override { return {}; }
+    void Trim() override {}
+  } memory;
+  std::vector<std::string> log;
+  std::vector<const void*> destinations;
+};
+
+// device_copy with kDeviceCopyResult: a result the host reads only after the function returns
+// is copied when it returns (after everything queued behind it), and not at all when the call
+// fails before that.
+TEST(VirtualMachineTest, ResultCopiesWaitForTheReturn) {
+  // In place of the real CUDA device, where one is compiled in (restored below).
+  DeviceApi* const real = KernelRegistry::Global().GetDeviceApi(DeviceType::kCUDA);
+  LoggingDevice device;
+  KernelRegistry::Global().SetDeviceApi(DeviceType::kCUDA, &device);
+  FunctionBuilder ok("ok", 1, 4);
+  ok.Emit(Opcode::kDeviceCopy, 1, 0, 0, 1);                     // r1 = x on cuda:0
+  ok.Emit(Opcode::kDeviceCopy, 2, 1, 1, 0, kDeviceCopyResult);  // r2 = r1 back, at ret
+  ok.Emit(Opcode::kDeviceCopy, 3, 1, 1, 0);                     // r3 = r1 back, now
+  ok.Emit(Opcode::kAllocADT, 3, 0, -1, -1, 0, {2, 3});
+  ok.Ret(3);
+  FunctionBuilder fails("fails", 1, 4);
+  fails.Emit(Opcode::kDeviceCopy, 1, 0, 0, 1);
+  fails.Emit(Opcode::kDeviceCopy, 2, 1, 1, 0, kDeviceCopyResult);
+  fails.Emit(Opcode::kTensorElement, 3, 0, 5);  // out of range
+  fails.Ret(2);
+  absl::StatusOr<std::shared_ptr<const Executable>> exe =
+      Build({std::move(ok).Build(), std::move(fails).Build()}, {Sig("x", DType::kI64, {3})});
+  if (exe.ok()) {
+    VirtualMachine vm(*exe);
+    const Tensor x = Tensor::FromVector<int64_t>({4, 5, 6}, {3});
+    EXPECT_THAT(vm.Invoke(1, {x}),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("element 5 of i64[3]")));
+    EXPECT_THAT(device.log, ElementsAre("cpu -> cuda:0"));  // the result copy was dropped
+    device.log.clear();
+    device.destinations.clear();
+    absl::StatusOr<Value> v = vm.Invoke(0, {x});
+    ASSERT_THAT(v.status(), IsOk());
+    EXPECT_THAT(device.log, ElementsAre("cpu -> cuda:0", "cuda:0 -> cpu", "cuda:0 -> cpu"));
+    const ADTRef* adt = std::get_if<ADTRef>(&*v);
+    ASSERT_NE(adt, nullptr);
+    ASSERT_EQ((*adt)->fields.size(), 2u);
+    // The ordinary copy (field 1) went first, the result copy (field 0) at the return.
+    ASSERT_EQ(device.destinations.size(), 3u);
+    EXPECT_EQ(device.destinations[1], std::get<Tensor>((*adt)->fields[1]).raw_data());
+    EXPECT_EQ(device.destinations[2], std::get<Tensor>((*adt)->fields[0]).raw_data());
+    for (const Value& f : (*adt)->fields) {
+      const Tensor& t = std::get<Tensor>(f);
+      EXPECT_EQ(t.device().type, DeviceType::kCPU);
+      EXPECT_NE(t.raw_data(), x.raw_data());
+      EXPECT_THAT(std::vector<int64_t>(t.data<int64_t>(), t.data<int64_t>() + 3),
+                  ElementsAre(4, 5, 6));
+    }
+  }
+  KernelRegistry::Global().SetDeviceApi(DeviceType::kCUDA, real);
+  ASSERT_THAT(exe.status(), IsOk());
 }
 
 TEST(VirtualMachineTest, IfOnOneElementTensor) {

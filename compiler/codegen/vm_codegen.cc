@@ -1583,16 +1583,39 @@ absl::StatusOr<int> FunctionEmitter::Run(CodegenReport* report) {
     }
   }
 
+  // A result computed on a device leaves for the host as soon as it is computed: a device_copy
+  // with imm 1 (nothing on the host reads it before the function returns), which the VM queues
+  // so that it overlaps the compute after it (on a branch of a device graph; eagerly, at ret).
+  // Host readers of the same value make their own, ordinary copy.
+  const absl::flat_hash_set<const Value*> results(g.outputs().begin(), g.outputs().end());
+  absl::flat_hash_map<const Value*, int> result_copies;
   const auto& nodes = g.nodes();
   for (size_t i = 0; i < nodes.size(); ++i) {
     absl::Status status = EmitNode(static_cast<int>(i), *nodes[i], kind_[i]);
     if (!status.ok()) return Annotate(status, nodes[i]->Describe());
+    for (const Value* out : nodes[i]->outputs()) {
+      if (!results.contains(out) || result_copies.contains(out) || !reg_of_.contains(out)) {
+        continue;
+      }
+      NIMBLE_ASSIGN_OR_RETURN(auto home, MaterializeHome(out));
+      if (home.second == 0) continue;
+      const int r = NewReg();
+      Emit(Opcode::kDeviceCopy, r, home.first, home.second, 0, /*imm=*/vm::kDeviceCopyResult);
+      ++report_.num_device_copies;
+      result_copies[out] = r;
+    }
   }
 
   // Outputs: one tensor, or a tuple (ADT tag 0) of them.
   std::vector<int64_t> outs;
   for (const Value* out : g.outputs()) {
-    NIMBLE_ASSIGN_OR_RETURN(int r, MaterializeOn(out, 0));  // outputs leave on the host
+    auto early = result_copies.find(out);
+    int r = 0;
+    if (early != result_copies.end()) {
+      r = early->second;
+    } else {
+      NIMBLE_ASSIGN_OR_RETURN(r, MaterializeOn(out, 0));  // outputs leave on the host
+    }
     outs.push_back(r);
     const TensorType& t = out->tensor_type();
     vm::TensorSignature sig;

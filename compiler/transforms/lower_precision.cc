@@ -127,7 +127,11 @@ class Lowering {
     std::vector<Value*>& outputs = g_.mutable_outputs();
     for (Value*& out : outputs) {
       if (!lowered_.contains(out)) continue;
+      const bool made = !to_f32_.contains(out);
       Value* f32 = CastTo(out, vm::DType::kF32);
+      // Right after what it casts, so that the result leaves for the host while the rest of
+      // the graph computes (vm_codegen emits its copy there).
+      if (made && out->producer() != nullptr) g_.MoveLastNodeAfter(out->producer());
       const std::string name = out->name();
       if (!name.empty()) {
         out->set_name(absl::StrCat(name, "/half"));

@@ -60,6 +60,11 @@ inline constexpr int kNumScalarOps = 14;
 // InvokePacked flags (field c) and, with kInvokePackedShapeFunction, the output dtypes packed
 // into imm, 5 bits per output: output i has dtype (imm >> 5*i) & 0x1F. (Format version 1 used
 // 4-bit fields and 16 outputs; 5 bits hold every DType, and 12 fields fit in 64 bits.)
+// device_copy's imm: a copy of a function result to the host that nothing reads before the
+// function returns, so it need not finish before the next instruction (VirtualMachine::
+// ExecDeviceCopy).
+inline constexpr int64_t kDeviceCopyResult = 1;
+
 inline constexpr int32_t kInvokePackedAllocatesOutputs = 1;
 inline constexpr int32_t kInvokePackedShapeFunction = 2;
 inline constexpr int32_t kInvokePackedSequenceInputs = 4;

@@ -127,6 +127,19 @@ class DeviceApi {
   // host returns when the data has arrived.
   virtual absl::Status Copy(void* dst, Device to, const void* src, Device from, size_t bytes,
                             void* stream) = 0;
+  // A copy of `bytes` from `src` on device `from` to host memory `dst` that nothing queued on
+  // `stream` after it reads or overwrites, and that the host reads only after the capture
+  // ends: while `stream` captures a graph, it runs on a parallel branch that the capture's end
+  // joins, so the work queued after it overlaps it (the caller keeps `src` alive until the
+  // capture ends, or until JoinBranches). Outside a capture (and by default) it is Copy.
+  virtual absl::Status CopyToHostOnBranch(void* dst, const void* src, Device from, size_t bytes,
+                                          void* stream) {
+    return Copy(dst, kCpu, src, from, bytes, stream);
+  }
+  // While `stream` captures: orders the work queued on `stream` after this call behind every
+  // branch forked from it so far (CopyToHostOnBranch, PrefetchToCache), e.g. the frees of what
+  // those branches read. Otherwise (and by default) nothing.
+  virtual absl::Status JoinBranches(void* stream) { return absl::OkStatus(); }
   // Waits for everything queued on `stream`.
   virtual absl::Status Synchronize(void* stream) = 0;
   // The process-wide allocator of device `ordinal` (allocations ordered on the default stream).

@@ -225,7 +225,9 @@ class CudaApi final : public DeviceApi {
   absl::Mutex mu_;
   // Per capturing stream: its copies to the host so far.
   std::map<cudaStream_t, CaptureRecord> captured_ ABSL_GUARDED_BY(mu_);
+  // Per stream: its prefetch branch and its result-copy branch.
   std::map<cudaStream_t, SideBranch> branches_ ABSL_GUARDED_BY(mu_);
+  std::map<cudaStream_t, SideBranch> copy_branches_ ABSL_GUARDED_BY(mu_);
 
   static void DestroyBranch(SideBranch& b) {
     if (b.side != nullptr) {
@@ -237,13 +239,47 @@ class CudaApi final : public DeviceApi {
     b = SideBranch();
   }
 
-  // Joins `s`'s prefetch branch back into `s` (before its capture ends).
+  // Joins `s`'s branches back into `s` (before its capture ends).
   absl::Status JoinBranch(cudaStream_t s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    auto it = branches_.find(s);
-    if (it == branches_.end() || !it->second.pending) return absl::OkStatus();
-    it->second.pending = false;
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(s, it->second.join, 0));
+    for (auto* branches : {&branches_, &copy_branches_}) {
+      auto it = branches->find(s);
+      if (it == branches->end() || !it->second.pending) continue;
+      it->second.pending = false;
+      NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(s, it->second.join, 0));
+    }
     return absl::OkStatus();
+  }
+
+  // `s`'s branch in `branches`, forked from `s` at this point of its capture: what is queued
+  // on the returned stream runs after what `s` has so far, beside what `s` gets next, until
+  // the capture's end (or JoinBranches) joins it.
+  absl::StatusOr<cudaStream_t> Fork(std::map<cudaStream_t, SideBranch>& branches, cudaStream_t s)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    SideBranch& b = branches[s];
+    if (b.side == nullptr) {
+      cudaError_t e = cudaStreamCreateWithFlags(&b.side, cudaStreamNonBlocking);
+      if (e == cudaSuccess) e = cudaEventCreateWithFlags(&b.fork, cudaEventDisableTiming);
+      if (e == cudaSuccess) e = cudaEventCreateWithFlags(&b.join, cudaEventDisableTiming);
+      if (e != cudaSuccess) {
+        DestroyBranch(b);
+        branches.erase(s);
+        return cuda::CudaStatus(e, "graph branch");
+      }
+    }
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventRecord(b.fork, s));
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(b.side, b.fork, 0));
+    b.pending = true;  // the side stream is in the capture now: it must rejoin
+    return b.side;
+  }
+
+  // Whether result copies take a branch of the graph (NIMBLE_RESULT_COPY_BRANCH=0: they stay
+  // on the captured stream, for A/B measurements).
+  static bool CopyBranchesEnabled() {
+    static const bool enabled = [] {
+      const char* v = std::getenv("NIMBLE_RESULT_COPY_BRANCH");
+      return v == nullptr || v[0] != '0';
+    }();
+    return enabled;
   }
 
  public:
@@ -285,10 +321,12 @@ class CudaApi final : public DeviceApi {
     auto s = static_cast<cudaStream_t>(stream);
     {
       absl::MutexLock lock(&mu_);
-      auto it = branches_.find(s);
-      if (it != branches_.end()) {
-        DestroyBranch(it->second);
-        branches_.erase(it);
+      for (auto* branches : {&branches_, &copy_branches_}) {
+        auto it = branches->find(s);
+        if (it != branches->end()) {
+          DestroyBranch(it->second);
+          branches->erase(it);
+        }
       }
     }
     cudaStreamSynchronize(s);
@@ -301,23 +339,36 @@ class CudaApi final : public DeviceApi {
     if (bytes == 0 || s == nullptr || !Capturing(s)) return absl::OkStatus();
     NIMBLE_RETURN_IF_ERROR(Init(ordinal).status());
     absl::MutexLock lock(&mu_);
-    SideBranch& b = branches_[s];
-    if (b.side == nullptr) {
-      cudaError_t e = cudaStreamCreateWithFlags(&b.side, cudaStreamNonBlocking);
-      if (e == cudaSuccess) e = cudaEventCreateWithFlags(&b.fork, cudaEventDisableTiming);
-      if (e == cudaSuccess) e = cudaEventCreateWithFlags(&b.join, cudaEventDisableTiming);
-      if (e != cudaSuccess) {
-        DestroyBranch(b);
-        branches_.erase(s);
-        return cuda::CudaStatus(e, "prefetch branch");
-      }
-    }
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventRecord(b.fork, s));
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(b.side, b.fork, 0));
-    b.pending = true;  // the side stream is in the capture now: it must rejoin
-    NIMBLE_RETURN_IF_ERROR(cuda::PrefetchL2(ptr, static_cast<int64_t>(bytes), b.side));
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventRecord(b.join, b.side));
+    NIMBLE_ASSIGN_OR_RETURN(cudaStream_t side, Fork(branches_, s));
+    NIMBLE_RETURN_IF_ERROR(cuda::PrefetchL2(ptr, static_cast<int64_t>(bytes), side));
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventRecord(branches_[s].join, side));
     return absl::OkStatus();
+  }
+  // In a capture the copy is a node of the result-copy branch, recorded like Copy's so that
+  // replays can redirect it; the copies of one capture follow each other on that branch.
+  absl::Status CopyToHostOnBranch(void* dst, const void* src, Device from, size_t bytes,
+                                  void* stream) override {
+    auto s = static_cast<cudaStream_t>(stream);
+    if (bytes == 0 || s == nullptr || !Capturing(s) || !CopyBranchesEnabled()) {
+      return Copy(dst, kCpu, src, from, bytes, stream);
+    }
+    absl::MutexLock lock(&mu_);
+    NIMBLE_ASSIGN_OR_RETURN(cudaStream_t side, Fork(copy_branches_, s));
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, side));
+    cudaStreamCaptureStatus status;
+    const cudaGraphNode_t* last = nullptr;
+    size_t n = 0;
+    NIMBLE_CUDA_RETURN_IF_ERROR(
+        cudaStreamGetCaptureInfo(side, &status, nullptr, nullptr, &last, nullptr, &n));
+    if (n == 1) captured_[s].to_host.push_back({last[0], src, dst, bytes});
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventRecord(copy_branches_[s].join, side));
+    return absl::OkStatus();
+  }
+  absl::Status JoinBranches(void* stream) override {
+    auto s = static_cast<cudaStream_t>(stream);
+    if (s == nullptr || !Capturing(s)) return absl::OkStatus();
+    absl::MutexLock lock(&mu_);
+    return JoinBranch(s);
   }
   absl::StatusOr<std::unique_ptr<Allocator>> StreamAllocator(int ordinal, void* stream) override {
     NIMBLE_ASSIGN_OR_RETURN(PerDevice * d, Init(ordinal));

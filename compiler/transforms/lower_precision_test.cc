@@ -63,8 +63,9 @@ TEST_F(LowerPrecisionTest, EmbedLayerNormStartsAHalfRegion) {
 }
 
 // x -> MatMul(W) -> Tanh -> LayerNorm -> out; a Shape of the half value needs no Cast; the mask
-// chain of an Attention-like consumer (here: Softmax of an f32 input) stays f32. The output's
-// Cast follows the LayerNorm at once (not at the end), so its copy to the host can start there.
+// chain of an Attention-like consumer (here: Softmax of an f32 input) stays f32. The LayerNorm
+// at the output writes f32 itself; the Tanh, also an output, gets its Cast right after it (not at
+// the end), so that its copy to the host can start there.
 TEST_F(LowerPrecisionTest, Fp16LowersTheComputeAndCastsAtTheEdges) {
   Value* x = Input("x", {2, 4});
   Value* m = Input("m", {2, 8});
@@ -78,25 +79,25 @@ TEST_F(LowerPrecisionTest, Fp16LowersTheComputeAndCastsAtTheEdges) {
   m_.main->AddOutput(ln->output(0));
   m_.main->AddOutput(shape);
   m_.main->AddOutput(sm->output(0));
+  m_.main->AddOutput(t);
 
   NIMBLE_ASSERT_OK_AND_ASSIGN(int lowered,
                               LowerPrecision(m_, Precision::kF16, vm::DeviceType::kCUDA));
   EXPECT_EQ(lowered, 3);  // MatMul, Tanh, LayerNormalization; Softmax of an f32 input is not
-  EXPECT_EQ(
-      m_.ToString(),
-      "graph main(%0:x: f32[2, 4], %1:m: f32[2, 8]) {\n"
-      "  %11:w/f16: f16[4, 8] = constant\n"
-      "  %12:g/f16: f16[8] = constant\n"
-      "  %13:b/f16: f16[8] = constant\n"
-      "  %9: f32[2, 8] = Softmax(%1:m) {axis=-1}\n"
-      "  %10:x/f16: f16[2, 4] = Cast(%0:x) {to=10}\n"
-      "  %3: f16[2, 8] = MatMul(%10:x/f16, %11:w/f16)\n"
-      "  %4: f16[2, 8] = Tanh(%3)\n"
-      "  %7: f16[2, 8] = LayerNormalization(%4, %12:g/f16, %13:b/f16) {axis=-1}\n"
-      "  %14: f32[2, 8] = Cast(%7) {to=1}\n"  // right after its input: the result leaves early
-      "  %8: i64[2] = Shape(%4)\n"
-      "  return %14, %8, %9\n"
-      "}\n");
+  EXPECT_EQ(m_.ToString(),
+            "graph main(%0:x: f32[2, 4], %1:m: f32[2, 8]) {\n"
+            "  %11:w/f16: f16[4, 8] = constant\n"
+            "  %12:g/f16: f16[8] = constant\n"
+            "  %13:b/f16: f16[8] = constant\n"
+            "  %9: f32[2, 8] = Softmax(%1:m) {axis=-1}\n"
+            "  %10:x/f16: f16[2, 4] = Cast(%0:x) {to=10}\n"
+            "  %3: f16[2, 8] = MatMul(%10:x/f16, %11:w/f16)\n"
+            "  %4: f16[2, 8] = Tanh(%3)\n"
+            "  %14: f32[2, 8] = Cast(%4) {to=1}\n"
+            "  %7: f32[2, 8] = LayerNormalization(%4, %12:g/f16, %13:b/f16) {axis=-1}\n"
+            "  %8: i64[2] = Shape(%4)\n"
+            "  return %7, %8, %9, %14\n"
+            "}\n");
 }
 
 // A half GEMM's erf GELU epilogue becomes cuBLASLt's tanh form unless exact GELU is asked for.

@@ -352,10 +352,13 @@ Tensor FromHalf(const Tensor& h) {
 // The CUDA kernel on `half` storage against the CPU kernel in f32 on the same (rounded) inputs:
 // max |cuda - cpu| <= tolerance * (1 + max |cpu|). f32 inputs listed in `keep` stay f32 (the
 // attention mask).
+// `f32_output`: the device kernel reads half inputs and writes f32 (precision lowering's
+// LayerNorm at a model output).
 void CompareHalf(const std::string& op, const Attributes& attrs, std::vector<Tensor> inputs,
                  const Shape& out_shape, DType half, double tolerance,
-                 std::vector<size_t> keep = {}) {
-  SCOPED_TRACE(op + " " + std::string(DTypeName(half)) + " -> " + ShapeToString(out_shape));
+                 std::vector<size_t> keep = {}, bool f32_output = false) {
+  SCOPED_TRACE(op + " " + std::string(DTypeName(half)) + " -> " + ShapeToString(out_shape) +
+               (f32_output ? " f32" : ""));
   KernelRegistry& r = KernelRegistry::Global();
   auto cpu = r.Create(op, DeviceType::kCPU, attrs);
   auto gpu = r.Create(op, DeviceType::kCUDA, attrs);
@@ -376,14 +379,14 @@ void CompareHalf(const std::string& op, const Attributes& attrs, std::vector<Ten
   std::vector<Tensor> cpu_out = {*Tensor::Empty(DType::kF32, out_shape)};
   KernelContext cpu_ctx;
   ASSERT_THAT((*cpu)->Run(cpu_ctx, inputs, absl::MakeSpan(cpu_out)), IsOk());
-  std::vector<Tensor> gpu_out = {*Tensor::Empty(half, out_shape, Gpu())};
+  std::vector<Tensor> gpu_out = {*Tensor::Empty(f32_output ? DType::kF32 : half, out_shape, Gpu())};
   ASSERT_EQ(cudaMemset(gpu_out[0].raw_data(), 0xff, gpu_out[0].nbytes()), cudaSuccess);  // NaN
   KernelContext gpu_ctx;
   gpu_ctx.device = Device{DeviceType::kCUDA, 0};
   gpu_ctx.allocator = Gpu();
   ASSERT_THAT((*gpu)->Run(gpu_ctx, dev_in, absl::MakeSpan(gpu_out)), IsOk());
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  Tensor got = FromHalf(ToHost(gpu_out[0]));
+  Tensor got = f32_output ? ToHost(gpu_out[0]) : FromHalf(ToHost(gpu_out[0]));
   double max_ref = 0, max_diff = 0;
   for (int64_t i = 0; i < got.num_elements(); ++i) {
     const double w = cpu_out[0].data<float>()[i], g = got.data<float>()[i];
@@ -414,6 +417,10 @@ TEST(CudaKernelsTest, HalfPrecisionKernels) {
       CompareHalf("LayerNormalization", A({{"axis", int64_t{-1}}, {"epsilon", 1e-12}}),
                   {RandomF32({3, 5, cols}), RandomF32({cols}), RandomF32({cols})}, {3, 5, cols},
                   half, tol);
+      // Half in, f32 out (no rounding of the result: fp32's bound).
+      CompareHalf("LayerNormalization", A({{"axis", int64_t{-1}}, {"epsilon", 1e-12}}),
+                  {RandomF32({3, 5, cols}), RandomF32({cols}), RandomF32({cols})}, {3, 5, cols},
+                  half, 1e-4, {}, /*f32_output=*/true);
     }
     // GELU (tanh form) with bias in cuBLASLt's epilogue.
     CompareHalf("FusedMatMul", A({{"activation", std::string("gelu_tanh")}}),

@@ -550,12 +550,18 @@ class LayerNormKernel final : public CudaKernel {
       }
       param[k - 1] = in[k].raw_data();
     }
-    if (out[0].shape() != x.shape() || out[0].dtype() != x.dtype()) {
-      return absl::InvalidArgumentError("LayerNormalization: output shape");
+    // Y of X's type, or f32 (precision lowering: a half LayerNorm whose result is a model
+    // output writes it as f32 instead of going through a Cast).
+    if (out[0].shape() != x.shape() ||
+        (out[0].dtype() != x.dtype() && out[0].dtype() != DType::kF32)) {
+      return absl::InvalidArgumentError(absl::StrCat("LayerNormalization on cuda: output ",
+                                                     out[0].TypeString(), " for input ",
+                                                     x.TypeString()));
     }
-    return Launch(ops::LayerNorm(x.raw_data(), param[0], param[1], out[0].raw_data(), rows, cols,
-                                 epsilon_, FloatTypeOf(x.dtype()), StreamOf(ctx)),
-                  op_);
+    return Launch(
+        ops::LayerNorm(x.raw_data(), param[0], param[1], out[0].raw_data(), rows, cols, epsilon_,
+                       FloatTypeOf(x.dtype()), FloatTypeOf(out[0].dtype()), StreamOf(ctx)),
+        op_);
   }
 
  private:
@@ -1168,7 +1174,12 @@ void RegisterCudaKernels(KernelRegistry& r) {
       },
       KernelTraits{{},
                    [](absl::Span<const DType> in, absl::Span<const DType> out, const Attributes&) {
-                     return out.size() == 1 && AllSameFloat(in, out);
+                     if (out.size() != 1) return false;
+                     if (AllSameFloat(in, out)) return true;
+                     // half in, f32 out
+                     if (in.empty() || in[0] == DType::kF32 || out[0] != DType::kF32) return false;
+                     const DType x[] = {in[0]};
+                     return AllSameFloat(in, x);
                    }});
   reg(
       "EmbedLayerNorm",

@@ -357,11 +357,11 @@ __global__ void TransposeKernel(const T* in, T* out, int rank, BroadcastShape sh
   }
 }
 
-template <typename T>
-__global__ void LayerNormKernel(const T* x, const T* gamma, const T* beta, T* y, int64_t cols,
+template <typename T, typename TO>
+__global__ void LayerNormKernel(const T* x, const T* gamma, const T* beta, TO* y, int64_t cols,
                                 float epsilon) {
   const T* row = x + blockIdx.x * cols;
-  T* out = y + blockIdx.x * cols;
+  TO* out = y + blockIdx.x * cols;
   float sum = 0.0f;
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) sum += Ld(row + c);
   const float mean = BlockReduce<false>(sum) / static_cast<float>(cols);
@@ -381,8 +381,9 @@ __global__ void LayerNormKernel(const T* x, const T* gamma, const T* beta, T* y,
 
 // LayerNorm with a warp per row for rows of at most 32 * V 16-byte vectors: the row stays in
 // registers (one read of x, one write of y), statistics by warp shuffles, 16-byte accesses.
-template <typename T, int V>
-__global__ void LayerNormWarpKernel(const T* x, const T* gamma, const T* beta, T* y, int64_t rows,
+// y is of x's type, or f32 (a half LayerNorm whose result leaves the model as f32).
+template <typename T, typename TO, int V>
+__global__ void LayerNormWarpKernel(const T* x, const T* gamma, const T* beta, TO* y, int64_t rows,
                                     int cols, float epsilon) {
   WaitForPrimary();  // launched with LaunchPdl
   constexpr int E = 16 / sizeof(T);
@@ -431,15 +432,16 @@ __global__ void LayerNormWarpKernel(const T* x, const T* gamma, const T* beta, T
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
   const float rstd = rsqrtf(sq / static_cast<float>(cols) + epsilon);
-  T* yr = y + row * cols;
+  TO* yr = y + row * cols;
 #pragma unroll
   for (int i = 0; i < V; ++i) {
     const int c = (i * 32 + lane) * E;
     if (c >= cols) continue;
     const T* ge = reinterpret_cast<const T*>(&graw[i]);
     const T* be = reinterpret_cast<const T*>(&braw[i]);
-    uint4 out;
-    T* oe = reinterpret_cast<T*>(&out);
+    constexpr int kStores = E * sizeof(TO) / 16;  // 16-byte stores of the E outputs
+    uint4 out[kStores];
+    TO* oe = reinterpret_cast<TO*>(out);
 #pragma unroll
     for (int k = 0; k < E; ++k) {
       float r = (v[i][k] - mean) * rstd;
@@ -447,7 +449,8 @@ __global__ void LayerNormWarpKernel(const T* x, const T* gamma, const T* beta, T
       if (beta != nullptr) r += Ld(be + k);
       St(oe + k, r);
     }
-    *reinterpret_cast<uint4*>(yr + c) = out;
+#pragma unroll
+    for (int q = 0; q < kStores; ++q) reinterpret_cast<uint4*>(yr + c)[q] = out[q];
   }
 }
 
@@ -1692,45 +1695,50 @@ cudaError_t Transpose(const void* in, void* out, int rank, const int64_t* dims,
 }
 
 cudaError_t LayerNorm(const void* x, const void* gamma, const void* beta, void* y, int64_t rows,
-                      int64_t cols, float epsilon, FloatType type, cudaStream_t stream) {
+                      int64_t cols, float epsilon, FloatType type, FloatType out_type,
+                      cudaStream_t stream) {
   if (rows == 0 || cols == 0) return cudaSuccess;
   if (rows > 2147483647LL) return cudaErrorInvalidValue;
+  if (out_type != type && out_type != FloatType::kF32) return cudaErrorInvalidValue;
   const int threads = cols <= 128 ? 64 : cols <= 512 ? 128 : 256;
   return Dispatch(type, [&](auto tag) {
     using T = decltype(tag);
-    constexpr int E = 16 / sizeof(T);
-    const int vectors = static_cast<int>((cols + 32 * E - 1) / (32 * E));
-    const bool aligned = cols % E == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
-                         reinterpret_cast<uintptr_t>(y) % 16 == 0 &&
-                         reinterpret_cast<uintptr_t>(gamma) % 16 == 0 &&
-                         reinterpret_cast<uintptr_t>(beta) % 16 == 0;
-    if (aligned && vectors <= 4) {
-      constexpr int kRowsPerBlock = 4;
-      const unsigned blocks = static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
+    auto launch = [&](auto out_tag) {
+      using TO = decltype(out_tag);
+      constexpr int E = 16 / sizeof(T);
+      const int vectors = static_cast<int>((cols + 32 * E - 1) / (32 * E));
+      const bool aligned = cols % E == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                           reinterpret_cast<uintptr_t>(y) % 16 == 0 &&
+                           reinterpret_cast<uintptr_t>(gamma) % 16 == 0 &&
+                           reinterpret_cast<uintptr_t>(beta) % 16 == 0;
       const auto* xt = static_cast<const T*>(x);
       const auto* gt = static_cast<const T*>(gamma);
       const auto* bt = static_cast<const T*>(beta);
-      auto* yt = static_cast<T*>(y);
-      const int c = static_cast<int>(cols);
-      switch (vectors) {
-        case 1:
-          return LaunchPdl(LayerNormWarpKernel<T, 1>, blocks, 32 * kRowsPerBlock, 0, stream, xt, gt,
-                           bt, yt, rows, c, epsilon);
-        case 2:
-          return LaunchPdl(LayerNormWarpKernel<T, 2>, blocks, 32 * kRowsPerBlock, 0, stream, xt, gt,
-                           bt, yt, rows, c, epsilon);
-        case 3:
-          return LaunchPdl(LayerNormWarpKernel<T, 3>, blocks, 32 * kRowsPerBlock, 0, stream, xt, gt,
-                           bt, yt, rows, c, epsilon);
-        default:
-          return LaunchPdl(LayerNormWarpKernel<T, 4>, blocks, 32 * kRowsPerBlock, 0, stream, xt, gt,
-                           bt, yt, rows, c, epsilon);
+      auto* yt = static_cast<TO*>(y);
+      if (aligned && vectors <= 4) {
+        constexpr int kRowsPerBlock = 4;
+        const unsigned blocks = static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
+        const int c = static_cast<int>(cols);
+        switch (vectors) {
+          case 1:
+            return LaunchPdl(LayerNormWarpKernel<T, TO, 1>, blocks, 32 * kRowsPerBlock, 0, stream,
+                             xt, gt, bt, yt, rows, c, epsilon);
+          case 2:
+            return LaunchPdl(LayerNormWarpKernel<T, TO, 2>, blocks, 32 * kRowsPerBlock, 0, stream,
+                             xt, gt, bt, yt, rows, c, epsilon);
+          case 3:
+            return LaunchPdl(LayerNormWarpKernel<T, TO, 3>, blocks, 32 * kRowsPerBlock, 0, stream,
+                             xt, gt, bt, yt, rows, c, epsilon);
+          default:
+            return LaunchPdl(LayerNormWarpKernel<T, TO, 4>, blocks, 32 * kRowsPerBlock, 0, stream,
+                             xt, gt, bt, yt, rows, c, epsilon);
+        }
       }
-    }
-    LayerNormKernel<T><<<static_cast<unsigned>(rows), threads, 0, stream>>>(
-        static_cast<const T*>(x), static_cast<const T*>(gamma), static_cast<const T*>(beta),
-        static_cast<T*>(y), cols, epsilon);
-    return cudaGetLastError();
+      LayerNormKernel<T, TO>
+          <<<static_cast<unsigned>(rows), threads, 0, stream>>>(xt, gt, bt, yt, cols, epsilon);
+      return cudaGetLastError();
+    };
+    return out_type == type ? launch(T{}) : launch(float{});
   });
 }
 

@@ -107,7 +107,7 @@ int Main(int argc, char** argv) {
   if (qkv == nullptr || y == nullptr || mask == nullptr) return 1;
   // Half a second of work first: the GPU leaves its idle clocks.
   for (int i = 0; i < 40000; ++i) {
-    LayerNorm(qkv, gamma, beta, y, kMax, kHidden, 1e-12f, FloatType::kF16, s);
+    LayerNorm(qkv, gamma, beta, y, kMax, kHidden, 1e-12f, FloatType::kF16, FloatType::kF16, s);
   }
   cudaStreamSynchronize(s);
   std::printf("SM clock %.0f MHz\n", ClockMHz(s));
@@ -138,7 +138,8 @@ int Main(int argc, char** argv) {
     a.scale = 0.125f;
     const double attention = Time(s, [&] { return Attention(a, s); });
     const double layernorm = Time(s, [&] {
-      return LayerNorm(y, gamma, beta, qkv, seq, kHidden, 1e-12f, FloatType::kF16, s);
+      return LayerNorm(y, gamma, beta, qkv, seq, kHidden, 1e-12f, FloatType::kF16, FloatType::kF16,
+                       s);
     });
     std::printf("%5ld %14.2f %14.2f\n", seq, attention, layernorm);
   }

@@ -101,9 +101,11 @@ cudaError_t Transpose(const void* in, void* out, int rank, const int64_t* dims,
                       cudaStream_t stream);
 
 // Per row of `cols`: y = (x - mean) / sqrt(var + eps) * gamma + beta (gamma/beta may be null).
-// x, gamma, beta and y share storage type `type`; statistics in fp32.
+// x, gamma and beta share storage type `type`, y is of `out_type`: `type`, or f32 (a half
+// LayerNorm whose result leaves the model as f32); statistics in fp32.
 cudaError_t LayerNorm(const void* x, const void* gamma, const void* beta, void* y, int64_t rows,
-                      int64_t cols, float epsilon, FloatType type, cudaStream_t stream);
+                      int64_t cols, float epsilon, FloatType type, FloatType out_type,
+                      cudaStream_t stream);
 
 // Softmax over `r` elements of stride `inner` for each (outer, inner): ONNX Softmax (opset 13).
 cudaError_t Softmax(const void* x, void* y, int64_t outer, int64_t r, int64_t inner, bool log,

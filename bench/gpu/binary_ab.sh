@@ -37,6 +37,7 @@ done
     done
   done
   for round in 1 2; do
+    [ "${OPS_BENCH:-1}" = 1 ] || break  # OPS_BENCH=0: the whole model only
     for b in $BUILDS; do
       [ -e $b/compile_flags ] && continue  # the same kernels as the build it links to
       echo "== vm_cuda_ops_bench $b"

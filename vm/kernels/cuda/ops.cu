@@ -1694,6 +1694,30 @@ cudaError_t Transpose(const void* in, void* out, int rank, const int64_t* dims,
   return cudaGetLastError();
 }
 
+namespace {
+
+// The warp-per-row kernels (LayerNormWarpKernel, EmbedLayerNormWarpKernel): 4 rows a block,
+// `launch` called with std::integral_constant<int, V> for rows of V <= 4 16-byte vectors a lane.
+constexpr int kWarpRowsPerBlock = 4;
+unsigned WarpRowBlocks(int64_t rows) {
+  return static_cast<unsigned>((rows + kWarpRowsPerBlock - 1) / kWarpRowsPerBlock);
+}
+template <typename F>
+cudaError_t ByVectors(int vectors, F launch) {
+  switch (vectors) {
+    case 1:
+      return launch(std::integral_constant<int, 1>{});
+    case 2:
+      return launch(std::integral_constant<int, 2>{});
+    case 3:
+      return launch(std::integral_constant<int, 3>{});
+    default:
+      return launch(std::integral_constant<int, 4>{});
+  }
+}
+
+}  // namespace
+
 cudaError_t LayerNorm(const void* x, const void* gamma, const void* beta, void* y, int64_t rows,
                       int64_t cols, float epsilon, FloatType type, FloatType out_type,
                       cudaStream_t stream) {
@@ -1716,23 +1740,11 @@ cudaError_t LayerNorm(const void* x, const void* gamma, const void* beta, void* 
       const auto* bt = static_cast<const T*>(beta);
       auto* yt = static_cast<TO*>(y);
       if (aligned && vectors <= 4) {
-        constexpr int kRowsPerBlock = 4;
-        const unsigned blocks = static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
         const int c = static_cast<int>(cols);
-        switch (vectors) {
-          case 1:
-            return LaunchPdl(LayerNormWarpKernel<T, TO, 1>, blocks, 32 * kRowsPerBlock, 0, stream,
-                             xt, gt, bt, yt, rows, c, epsilon);
-          case 2:
-            return LaunchPdl(LayerNormWarpKernel<T, TO, 2>, blocks, 32 * kRowsPerBlock, 0, stream,
-                             xt, gt, bt, yt, rows, c, epsilon);
-          case 3:
-            return LaunchPdl(LayerNormWarpKernel<T, TO, 3>, blocks, 32 * kRowsPerBlock, 0, stream,
-                             xt, gt, bt, yt, rows, c, epsilon);
-          default:
-            return LaunchPdl(LayerNormWarpKernel<T, TO, 4>, blocks, 32 * kRowsPerBlock, 0, stream,
-                             xt, gt, bt, yt, rows, c, epsilon);
-        }
+        return ByVectors(vectors, [&](auto v) {
+          return LaunchPdl(LayerNormWarpKernel<T, TO, decltype(v)::value>, WarpRowBlocks(rows),
+                           32 * kWarpRowsPerBlock, 0, stream, xt, gt, bt, yt, rows, c, epsilon);
+        });
       }
       LayerNormKernel<T, TO>
           <<<static_cast<unsigned>(rows), threads, 0, stream>>>(xt, gt, bt, yt, cols, epsilon);
@@ -1763,23 +1775,12 @@ cudaError_t EmbedLayerNorm(const EmbedArgs& args, const void* gamma, const void*
     const auto* bt = static_cast<const T*>(beta);
     auto* yt = static_cast<T*>(y);
     if (aligned && vectors <= 4) {
-      constexpr int kRowsPerBlock = 4;
-      const unsigned blocks = static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
       const int c = static_cast<int>(cols);
-      switch (vectors) {
-        case 1:
-          return LaunchPdl(EmbedLayerNormWarpKernel<T, 1>, blocks, 32 * kRowsPerBlock, 0, stream,
-                           args, gt, bt, yt, rows, c, epsilon, errors);
-        case 2:
-          return LaunchPdl(EmbedLayerNormWarpKernel<T, 2>, blocks, 32 * kRowsPerBlock, 0, stream,
-                           args, gt, bt, yt, rows, c, epsilon, errors);
-        case 3:
-          return LaunchPdl(EmbedLayerNormWarpKernel<T, 3>, blocks, 32 * kRowsPerBlock, 0, stream,
-                           args, gt, bt, yt, rows, c, epsilon, errors);
-        default:
-          return LaunchPdl(EmbedLayerNormWarpKernel<T, 4>, blocks, 32 * kRowsPerBlock, 0, stream,
-                           args, gt, bt, yt, rows, c, epsilon, errors);
-      }
+      return ByVectors(vectors, [&](auto v) {
+        return LaunchPdl(EmbedLayerNormWarpKernel<T, decltype(v)::value>, WarpRowBlocks(rows),
+                         32 * kWarpRowsPerBlock, 0, stream, args, gt, bt, yt, rows, c, epsilon,
+                         errors);
+      });
     }
     const int threads = cols <= 128 ? 64 : cols <= 512 ? 128 : 256;
     EmbedLayerNormKernel<T><<<static_cast<unsigned>(rows), threads, 0, stream>>>(

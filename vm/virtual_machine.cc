@@ -1325,9 +1325,9 @@ absl::Status VirtualMachine::ExecDeviceCopy(const Instruction& in) {
                                                         " to ", to.ToString(),
                                                         ": the device is not compiled in"));
     }
-    if (src->nbytes() == 0) {
-    } else if ((in.imm & kDeviceCopyResult) && to.type == DeviceType::kCPU &&
-               from.type != DeviceType::kCPU) {
+    const bool result_copy = (in.imm & kDeviceCopyResult) != 0 && to.type == DeviceType::kCPU &&
+                             from.type != DeviceType::kCPU;
+    if (src->nbytes() > 0 && result_copy) {
       // A result the host reads only after the function returns: in a capture, on a branch of
       // the graph (src kept alive until the capture ends, so nothing queued after reuses its
       // memory); eagerly, queued when the function returns, so that the host is not held up
@@ -1339,7 +1339,7 @@ absl::Status VirtualMachine::ExecDeviceCopy(const Instruction& in) {
       } else {
         pending_results_.push_back({*src, dst});
       }
-    } else {
+    } else if (src->nbytes() > 0) {
       NIMBLE_RETURN_IF_ERROR(device_api_->Copy(dst.raw_data(), to, src->raw_data(), from,
                                                src->nbytes(), options_.stream));
     }

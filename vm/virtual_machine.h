@@ -166,9 +166,11 @@ class VirtualMachine {
   // Requests `targets` that are already on their device (weights upload on first use).
   absl::Status IssuePrefetches(const std::vector<PrefetchTarget>& targets);
 
+  // Makes the eager call's pending result copies (pending_results_), at ret.
+  absl::Status CopyPendingResults();
+
   // One handler per opcode (virtual_machine.cc), dispatched by a switch generated from
   // opcodes.def. Each sets pc_ to the next instruction.
-  absl::Status CopyPendingResults();
 #define NIMBLE_OPCODE(Name, mnemonic, operands, list) \
   absl::Status Exec##Name(const Instruction& in);
 #include "vm/isa/opcodes.def"

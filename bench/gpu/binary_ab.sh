@@ -5,8 +5,8 @@
 # BERT-base fp16 with CUDA graphs, each build running the executable it compiled itself: p50 of
 # 300 replays, variants alternating, two rounds; then the attention and LayerNorm kernels alone
 # (vm_cuda_ops_bench, per build); then, with NCU_ATTENTION=1, Nsight Compute's full section set
-# for one attention launch at seq 384 of each build. Run after run_suite.sh in the same call (it
-# exports the model to /tmp/bw/bert.onnx):
+# for one attention launch at seq 384 of each build (OPS_BENCH=0 skips the kernel benches). Run
+# after run_suite.sh in the same call (it exports the model to /tmp/bw/bert.onnx):
 #   VARIANTS="new:/tmp/nimble base:/tmp/nimble_base pdl:/tmp/nimble:NIMBLE_GEMM_PDL=1" \
 #     bash bench/gpu/binary_ab.sh carry/dev/nimble_base.tar.xz
 set -u

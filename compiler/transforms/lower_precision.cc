@@ -1,6 +1,5 @@
 #include "compiler/transforms/lower_precision.h"
 
-#include <algorithm>
 #include <set>
 #include <string>
 #include <utility>

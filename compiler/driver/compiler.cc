@@ -205,12 +205,8 @@ absl::Status OptimizeModule(Module& module, const CompileOptions& options, Compi
   }
   NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "fuse-elementwise",
                                  Counted(module, FuseElementwise, &r.fused_elementwise)));
-  // CPU targets only for now: the CUDA attention kernels' integer-mask path (MaskTerm) has not
-  // run on a GPU yet (CudaKernelsTest.AttentionWithMasks and its f16 cases cover it).
-  if (options.device.type == vm::DeviceType::kCPU) {
-    NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "fuse-attention-mask",
-                                   Counted(module, FuseAttentionMasks, &r.fused_attention_masks)));
-  }
+  NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "fuse-attention-mask",
+                                 Counted(module, FuseAttentionMasks, &r.fused_attention_masks)));
   NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "dce", [&]() -> absl::Status {
     r.removed_nodes = module.main->RemoveDeadNodes();
     return absl::OkStatus();

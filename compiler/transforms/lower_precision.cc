@@ -82,6 +82,9 @@ class Lowering {
   absl::StatusOr<int> Run(vm::DeviceType device) {
     std::vector<Node*> order;
     for (const auto& node : g_.nodes()) order.push_back(node.get());
+    auto is_output = [&](const Value* v) {
+      return std::find(g_.outputs().begin(), g_.outputs().end(), v) != g_.outputs().end();
+    };
     int lowered_nodes = 0;
     for (Node* node : order) {
       bool lower = false;
@@ -102,6 +105,14 @@ class Lowering {
         continue;
       }
       ++lowered_nodes;
+      // A LayerNorm whose result is a model output reads half and writes the f32 result itself,
+      // where the device's kernel can: the result leaves for the host with no Cast kernel in
+      // between (BERT's last_hidden_state), and half consumers, if any, read it through a Cast
+      // (BERT's pooler: one row).
+      const bool f32_result = node->domain().empty() && node->op_type() == "LayerNormalization" &&
+                              node->num_outputs() == 1 && IsF32Tensor(node->output(0)) &&
+                              is_output(node->output(0)) &&
+                              DeviceAccepts(*node, InTypes(*node), {vm::DType::kF32}, device);
       const int data_inputs = IsView(*node) ? 1 : node->num_inputs();
       for (int i = 0; i < data_inputs; ++i) {
         Value* in = node->input(i);
@@ -114,7 +125,7 @@ class Lowering {
         }
       }
       for (Value* out : node->outputs()) {
-        if (!IsF32Tensor(out)) continue;
+        if (!IsF32Tensor(out) || f32_result) continue;
         out->type().tensor.dtype = half_;
         lowered_.insert(out);
       }

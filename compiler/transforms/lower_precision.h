@@ -4,7 +4,8 @@
 // half-precision tensors; weights are converted once, at compile time (new constants); model
 // inputs and outputs keep their ONNX dtypes, with Cast nodes at the edges (placed on the
 // device like any other node; an output's Cast right after what it casts, so the result can
-// leave for the host while the rest computes). Kernels
+// leave for the host while the rest computes). A LayerNorm whose result is a model output
+// writes it as f32 itself where the device's kernel can (no Cast between it and the host). Kernels
 // compute in fp32 internally (GEMMs accumulate in fp32, LayerNorm / Softmax / attention statistics
 // in fp32); only storage is halved.
 //

@@ -272,12 +272,12 @@ class CudaApi final : public DeviceApi {
     return b.side;
   }
 
-  // Whether result copies take a branch of the graph: NIMBLE_RESULT_COPY_BRANCH=1 (off by
-  // default until it has run on a GPU; off, they stay on the captured stream).
+  // Whether result copies take a branch of the graph (NIMBLE_RESULT_COPY_BRANCH=0: they stay
+  // on the captured stream, for A/B measurements).
   static bool CopyBranchesEnabled() {
     static const bool enabled = [] {
       const char* v = std::getenv("NIMBLE_RESULT_COPY_BRANCH");
-      return v != nullptr && v[0] == '1';
+      return v == nullptr || v[0] != '0';
     }();
     return enabled;
   }

@@ -479,16 +479,30 @@ __global__ void EmbedLayerNormWarpKernel(EmbedArgs a, const T* gamma, const T* b
 #pragma unroll
     for (int k = 0; k < E; ++k) v[i][k] = 0.0f;
   }
-  for (int t = 0; t < a.count; ++t) {
-    const int64_t id = EmbedRow(a, t, row, errors, lane == 0);
-    if (id < 0) continue;
-    const T* tr = static_cast<const T*>(a.tables[t]) + id * cols;
+  // Every embedding's id first, then every row's loads at once: one id latency and one row
+  // latency in all, not one of each per embedding in turn (a table past `count`, or a bad id,
+  // adds zeros).
+  int64_t ids[kMaxEmbeddings];
+#pragma unroll
+  for (int t = 0; t < kMaxEmbeddings; ++t) {
+    ids[t] = t < a.count ? EmbedRow(a, t, row, errors, lane == 0) : -1;
+  }
+  uint4 raw[kMaxEmbeddings][V];
+#pragma unroll
+  for (int t = 0; t < kMaxEmbeddings; ++t) {
+    const T* tr = static_cast<const T*>(a.tables[t]) + (ids[t] < 0 ? 0 : ids[t]) * cols;
 #pragma unroll
     for (int i = 0; i < V; ++i) {
       const int c = (i * 32 + lane) * E;
-      if (c >= cols) continue;
-      const uint4 raw = *reinterpret_cast<const uint4*>(tr + c);
-      const T* e = reinterpret_cast<const T*>(&raw);
+      raw[t][i] = make_uint4(0, 0, 0, 0);
+      if (ids[t] >= 0 && c < cols) raw[t][i] = *reinterpret_cast<const uint4*>(tr + c);
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kMaxEmbeddings; ++t) {
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      const T* e = reinterpret_cast<const T*>(&raw[t][i]);
 #pragma unroll
       for (int k = 0; k < E; ++k) v[i][k] += Ld(e + k);
     }

@@ -102,8 +102,7 @@ cudaError_t Transpose(const void* in, void* out, int rank, const int64_t* dims,
 
 // Per row of `cols`: y = (x - mean) / sqrt(var + eps) * gamma + beta (gamma/beta may be null).
 // x, gamma and beta share storage type `type`, y is of `out_type`: `type`, or f32 (a half
-// LayerNorm whose result leaves the model as f32; no lowering asks for it yet); statistics in
-// fp32.
+// LayerNorm whose result leaves the model as f32: lower_precision's rule); statistics in fp32.
 cudaError_t LayerNorm(const void* x, const void* gamma, const void* beta, void* y, int64_t rows,
                       int64_t cols, float epsilon, FloatType type, FloatType out_type,
                       cudaStream_t stream);

@@ -7,7 +7,8 @@
 # (vm_cuda_ops_bench, per build); then, with NCU_ATTENTION=1, Nsight Compute's full section set
 # for one attention launch at seq 384 of each build (OPS_BENCH=0 skips the kernel benches). Run
 # after run_suite.sh in the same call (it exports the model to /tmp/bw/bert.onnx):
-#   VARIANTS="new:/tmp/nimble base:/tmp/nimble_base pdl:/tmp/nimble:NIMBLE_GEMM_PDL=1" \
+#   VARIANTS="new:/tmp/nimble base:/tmp/nimble_base \
+#     nobranch:/tmp/nimble:NIMBLE_RESULT_COPY_BRANCH=0" \
 #     bash bench/gpu/binary_ab.sh carry/dev/nimble_base.tar.xz
 set -u
 BASE_PKG=${1:-carry/dev/nimble_base.tar.xz}

@@ -1,20 +1,14 @@
 #include "vm/cuda/gemm.h"
 
-#include <cuda_fp16.h>
-
 #include <algorithm>
-#include <cmath>
 #include <cstdlib>
-#include <cstring>
 #include <limits>
 #include <utility>
-#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/status_macros.h"
 #include "vm/cuda/cuda_status.h"
-#include "vm/cuda/fill_kernels.h"
 #include "vm/cuda/l2_prefetch.h"
 
 namespace nimble::vm::cuda {
@@ -188,7 +182,6 @@ GemmRunner::~GemmRunner() {
   cudaDeviceSynchronize();  // GEMMs in flight still use the workspaces
   absl::MutexLock lock(&mu_);
   for (auto& [stream, workspace] : workspaces_) cudaFree(workspace);
-  if (probe_stream_ != nullptr) cudaStreamDestroy(probe_stream_);
   cublasLtDestroy(handle_);
 }
 
@@ -313,41 +306,6 @@ void GemmRunner::SetAutotune(bool on) {
   autotune_ = on;
 }
 
-static bool ProgrammaticEdgesFromEnv() {
-  const char* v = std::getenv("NIMBLE_GEMM_PDL");
-  return v != nullptr && v[0] == '1';
-}
-
-void GemmRunner::SetProgrammaticEdges(bool on) {
-  absl::MutexLock lock(&mu_);
-  programmatic_edges_ = on;
-}
-
-// While `stream` is being captured, makes the edges from its current dependencies to the next
-// node captured on it programmatic, provided every dependency is a kernel node (the only kind
-// such an edge may leave). Outside a capture, or after anything but kernels, nothing changes.
-static absl::Status ProgrammaticNextEdges(cudaStream_t stream) {
-  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-  const cudaGraphNode_t* deps = nullptr;
-  size_t n = 0;
-  NIMBLE_CUDA_RETURN_IF_ERROR(
-      cudaStreamGetCaptureInfo(stream, &status, nullptr, nullptr, &deps, nullptr, &n));
-  if (status != cudaStreamCaptureStatusActive || n == 0) return absl::OkStatus();
-  std::vector<cudaGraphNode_t> nodes(deps, deps + n);
-  std::vector<cudaGraphEdgeData> edges(n);
-  for (size_t i = 0; i < n; ++i) {
-    cudaGraphNodeType type = cudaGraphNodeTypeEmpty;
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaGraphNodeGetType(nodes[i], &type));
-    if (type != cudaGraphNodeTypeKernel) return absl::OkStatus();
-    edges[i] = cudaGraphEdgeData{};
-    edges[i].from_port = cudaGraphKernelNodePortProgrammatic;
-    edges[i].type = cudaGraphDependencyTypeProgrammatic;
-  }
-  NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamUpdateCaptureDependencies(
-      stream, nodes.data(), edges.data(), n, cudaStreamSetCaptureDependencies));
-  return absl::OkStatus();
-}
-
 absl::StatusOr<bool> GemmRunner::Tune(Plan& plan, const PlanKey& key, const GemmOperands& o,
                                       const void* c, cudaStream_t stream) {
   {
@@ -455,11 +413,9 @@ absl::Status GemmRunner::Run(const GemmShape& s, GemmPrecision precision, GemmEp
                     .align_c = Alignment(c, batched ? stride_c : 0, bytes),
                     .align_d = Alignment(o.d, batched ? stride_d : 0, bytes)};
   Plan* plan = nullptr;
-  bool programmatic = false;
   {
     absl::MutexLock lock(&mu_);
     ++stats_.runs;
-    programmatic = programmatic_edges_.value_or(ProgrammaticEdgesFromEnv());
     auto it = plans_.find(key);
     if (it != plans_.end()) plan = it->second.get();
   }
@@ -476,24 +432,6 @@ absl::Status GemmRunner::Run(const GemmShape& s, GemmPrecision precision, GemmEp
     plan = it->second.get();
   }
   NIMBLE_ASSIGN_OR_RETURN(void* workspace, Workspace(stream));
-  if (programmatic) {
-    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream, &capture));
-    programmatic = capture == cudaStreamCaptureStatusActive;
-  }
-  if (programmatic) {
-    absl::MutexLock lock(&plan->mu);
-    if (!plan->waits_for_primary.has_value()) {
-      // A probe that fails (no memory, no algorithm on its stream) counts as "does not wait".
-      absl::StatusOr<bool> waits = ProbeWaitsForPrimary(*plan, key);
-      plan->waits_for_primary = waits.ok() && *waits;
-      absl::MutexLock stats_lock(&mu_);
-      ++stats_.probed;
-      if (*plan->waits_for_primary) ++stats_.programmatic;
-    }
-    programmatic = *plan->waits_for_primary;
-  }
-  if (programmatic) NIMBLE_RETURN_IF_ERROR(ProgrammaticNextEdges(stream));
   const float alpha = o.alpha;
   const float beta = o.residual != nullptr ? 1.0f : 0.0f;
   // The bias pointer lives in the shared descriptor: set it and enqueue under the plan's lock.
@@ -510,129 +448,6 @@ absl::Status GemmRunner::Run(const GemmShape& s, GemmPrecision precision, GemmEp
   return Annotate(status, absl::StrFormat("%s GEMM M=%d N=%d K=%d batch=%d epilogue %s",
                                           PrecisionName(precision), s.m, s.n, s.k, s.batch,
                                           EpilogueName(epilogue)));
-}
-
-// Element i of `d`, values of `precision`, as a float.
-static float ElementAt(const std::vector<uint8_t>& d, size_t i, GemmPrecision precision) {
-  if (ElementBytes(precision) == 4) {
-    float v;
-    std::memcpy(&v, &d[i * 4], 4);
-    return v;
-  }
-  uint16_t h;
-  std::memcpy(&h, &d[i * 2], 2);
-  if (precision == GemmPrecision::kBF16) {
-    const uint32_t bits = static_cast<uint32_t>(h) << 16;
-    float v;
-    std::memcpy(&v, &bits, 4);
-    return v;
-  }
-  __half_raw raw;
-  raw.x = h;
-  return __half2float(__half(raw));
-}
-
-// Whether the probe's graph output `got` is finite and matches `want`, the same GEMM run after
-// the fill in plain stream order (a split-K order may round differently; a read of the stale A
-// is off by orders of magnitude or not finite).
-static bool SameOutputs(const std::vector<uint8_t>& got, const std::vector<uint8_t>& want,
-                        GemmPrecision precision) {
-  const size_t n = got.size() / ElementBytes(precision);
-  for (size_t i = 0; i < n; ++i) {
-    const float g = ElementAt(got, i, precision), w = ElementAt(want, i, precision);
-    if (!std::isfinite(g) || !std::isfinite(w) || std::fabs(g - w) > 1e-2f * std::fabs(w) + 1e-3f) {
-      return false;
-    }
-  }
-  return true;
-}
-
-absl::StatusOr<bool> GemmRunner::ProbeWaitsForPrimary(Plan& plan, const PlanKey& key) {
-  if (key.batch != 1) return false;
-  cudaStream_t s = nullptr;
-  {
-    absl::MutexLock lock(&mu_);
-    if (probe_stream_ == nullptr) {
-      NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&probe_stream_, cudaStreamNonBlocking));
-    }
-    s = probe_stream_;
-  }
-  NIMBLE_ASSIGN_OR_RETURN(void* workspace, Workspace(s));
-  const int64_t es = ElementBytes(key.precision);
-  auto rounded = [](int64_t bytes) { return (bytes + 255) / 256 * 256; };
-  const int64_t a_bytes = key.m * key.k * es, b_bytes = key.k * key.n * es;
-  const int64_t d_bytes = key.m * key.n * es, bias_bytes = key.n * es;
-  const int64_t total =
-      rounded(a_bytes) + rounded(b_bytes) + 3 * rounded(d_bytes) + rounded(bias_bytes);
-  char* base = nullptr;
-  NIMBLE_CUDA_RETURN_IF_ERROR(
-      cudaMallocAsync(reinterpret_cast<void**>(&base), static_cast<size_t>(total), s));
-  char* a = base;
-  char* b = a + rounded(a_bytes);
-  char* c = b + rounded(b_bytes);
-  char* d = c + rounded(d_bytes);
-  char* bias = d + rounded(d_bytes);
-  char* d_eager = bias + rounded(bias_bytes);
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
-  std::vector<uint8_t> out(static_cast<size_t>(d_bytes)), want(static_cast<size_t>(d_bytes));
-  bool edge = false;
-  auto probe = [&]() -> absl::Status {
-    // 0x3C bytes are small finite numbers in f16, bf16 and f32; 0x7F bytes are NaN in f16 and
-    // ~3.4e38 in bf16 / f32. A GEMM that reads A before the fill rewrites it, or never writes
-    // D, gives outputs far from (or not) those of the same GEMM run afterwards.
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(base, 0x3C, static_cast<size_t>(total), s));
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(a, 0x7F, static_cast<size_t>(a_bytes), s));
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(d, 0x7F, static_cast<size_t>(d_bytes), s));
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s));
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed));
-    absl::Status captured = FillBytesLate(a, a_bytes, 0x3C, 50000, s);
-    if (captured.ok()) captured = ProgrammaticNextEdges(s);
-    if (captured.ok() && HasBias(key.epilogue)) {
-      captured = SetDesc(plan.desc.get(), CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                         static_cast<const void*>(bias));
-    }
-    const float alpha = 1.0f, beta = key.residual ? 1.0f : 0.0f;
-    auto gemm = [&](char* out_d) {
-      return CublasStatus(
-          cublasLtMatmul(handle_, plan.desc.get(), &alpha, b, plan.lt_a.get(), a, plan.lt_b.get(),
-                         &beta, key.residual ? c : out_d, plan.lt_c.get(), out_d, plan.lt_d.get(),
-                         &plan.algo, workspace, static_cast<size_t>(workspace_bytes_), s),
-          "cublasLtMatmul");
-    };
-    if (captured.ok()) captured = gemm(d);
-    const cudaError_t ended = cudaStreamEndCapture(s, &graph);
-    NIMBLE_RETURN_IF_ERROR(captured);
-    NIMBLE_CUDA_RETURN_IF_ERROR(ended);
-    // Exactly one programmatic edge, from the fill: otherwise there is nothing to learn.
-    size_t n = 0;
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaGraphGetEdges(graph, nullptr, nullptr, nullptr, &n));
-    std::vector<cudaGraphNode_t> from(n), to(n);
-    std::vector<cudaGraphEdgeData> data(n);
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaGraphGetEdges(graph, from.data(), to.data(), data.data(), &n));
-    int programmatic = 0;
-    for (const cudaGraphEdgeData& e : data) {
-      programmatic += e.type == cudaGraphDependencyTypeProgrammatic ? 1 : 0;
-    }
-    edge = programmatic == 1;
-    if (!edge) return absl::OkStatus();
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaGraphInstantiate(&exec, graph, 0));
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec, s));
-    NIMBLE_RETURN_IF_ERROR(gemm(d_eager));  // A holds the fill's values by now
-    NIMBLE_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(out.data(), d, static_cast<size_t>(d_bytes), cudaMemcpyDefault, s));
-    NIMBLE_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(want.data(), d_eager, static_cast<size_t>(d_bytes), cudaMemcpyDefault, s));
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s));
-    return absl::OkStatus();
-  };
-  const absl::Status status = probe();
-  if (exec != nullptr) cudaGraphExecDestroy(exec);
-  if (graph != nullptr) cudaGraphDestroy(graph);
-  cudaFreeAsync(base, s);
-  NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s));
-  NIMBLE_RETURN_IF_ERROR(status);
-  return edge && SameOutputs(out, want, key.precision);
 }
 
 GemmStats GemmRunner::Stats() const {

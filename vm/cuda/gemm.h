@@ -86,8 +86,6 @@ struct GemmStats {
   int64_t cached_algorithms = 0;
   int64_t workspaces = 0;  // streams that got one
   int64_t tuned = 0;       // plans whose algorithm was chosen by timing the candidates
-  int64_t probed = 0;      // plans probed for waiting behind a programmatic edge
-  int64_t programmatic = 0;  // of those, the ones found to wait (captured behind such edges)
 };
 
 class GemmRunner {
@@ -116,17 +114,6 @@ class GemmRunner {
   // as a model's weights are) instead of taking the heuristic's first answer. Default:
   // NIMBLE_GEMM_AUTOTUNE=1 in the environment.
   void SetAutotune(bool on);
-
-  // Whether GEMMs captured into a CUDA graph from now on may depend on the kernel before them
-  // through a programmatic edge (Hopper's programmatic dependent launch), so that their launch
-  // overlaps that kernel's tail. That is only correct for a GEMM kernel that waits for its
-  // primary (griddepcontrol.wait) before reading, which nothing in cuBLASLt's API promises: the
-  // first capture of each plan probes its algorithm (ProbeWaitsForPrimary) and only plans that
-  // waited get the edge. The probe allocates and synchronises a private stream, so the capture
-  // must be in cudaStreamCaptureModeRelaxed (the VM's); under a stricter mode the probe fails
-  // and the plan keeps ordinary edges. Default: NIMBLE_GEMM_PDL=1 in the environment (off until
-  // measured).
-  void SetProgrammaticEdges(bool on);
 
  private:
   // Everything the heuristic's answer depends on.
@@ -160,7 +147,6 @@ class GemmRunner {
     cublasLtMatmulAlgo_t algo;
     std::vector<cublasLtMatmulAlgo_t> candidates;  // the heuristic's answers, best first
     absl::Mutex mu;  // guards desc's bias pointer from being set until the matmul is enqueued
-    std::optional<bool> waits_for_primary ABSL_GUARDED_BY(mu);  // unset until probed
   };
 
   GemmRunner(int device, int64_t workspace_bytes, cublasLtHandle_t handle)
@@ -173,12 +159,6 @@ class GemmRunner {
   // Returns whether a timed candidate replaced the heuristic's answer.
   absl::StatusOr<bool> Tune(Plan& plan, const PlanKey& key, const GemmOperands& o, const void* c,
                             cudaStream_t stream);
-  // Whether `plan`'s algorithm, captured behind a programmatic edge, waits for the kernel
-  // before it: a two-kernel graph on a private stream whose first kernel lets the GEMM launch at
-  // once and writes A only 50 us later, over values that make the product non-finite. Batched
-  // plans are not probed (false). Called with plan.mu held.
-  absl::StatusOr<bool> ProbeWaitsForPrimary(Plan& plan, const PlanKey& key)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(plan.mu);
 
   const int device_;
   const int64_t workspace_bytes_;
@@ -190,8 +170,6 @@ class GemmRunner {
   absl::flat_hash_map<cudaStream_t, void*> workspaces_ ABSL_GUARDED_BY(mu_);
   GemmStats stats_ ABSL_GUARDED_BY(mu_);
   std::optional<bool> autotune_ ABSL_GUARDED_BY(mu_);  // unset: from the environment
-  std::optional<bool> programmatic_edges_ ABSL_GUARDED_BY(mu_);  // likewise
-  cudaStream_t probe_stream_ ABSL_GUARDED_BY(mu_) = nullptr;     // ProbeWaitsForPrimary's
 };
 
 }  // namespace nimble::vm::cuda

@@ -20,13 +20,11 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
-#include "base/status_macros.h"
 #include "base/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "vm/cuda/cuda_status.h"
 #include "vm/cuda/device_allocator.h"
-#include "vm/cuda/fill_kernels.h"
 #include "vm/cuda/stream.h"
 
 namespace nimble::vm::cuda {
@@ -458,123 +456,6 @@ TEST(GemmRunnerTest, CapturesIntoACudaGraphAfterReservingTheWorkspace) {
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   for (float* p : {da, db, dbias, dd}) cudaFree(p);
-}
-
-// SetProgrammaticEdges: a GEMM captured into a graph behind a programmatic edge may launch before
-// the kernel it depends on has finished and must still read what that kernel wrote. That kernel
-// here lets its dependents launch at once and writes A only 100 us later, over NaNs: a GEMM
-// kernel that did not wait for it (griddepcontrol.wait) would read them. Each plan's first
-// capture probes whether its algorithm waits, and only those that do get the edge. BERT-base's
-// four GEMM shapes at 16, 128 and 384 rows in fp16, the kernels its graphs use, against the same
-// GEMM run eagerly.
-TEST(GemmRunnerTest, ProgrammaticEdgesWaitForThePrimarysWrites) {
-  NIMBLE_ASSERT_OK_AND_ASSIGN(auto runner, GemmRunner::Create());
-  NIMBLE_ASSERT_OK_AND_ASSIGN(auto stream, Stream::Create());
-  NIMBLE_ASSERT_OK_AND_ASSIGN(auto allocator, DeviceAllocator::Create({.byte_limit = 1 << 30}));
-  ASSERT_THAT(runner->ReserveWorkspace(stream->get()), IsOk());
-  runner->SetProgrammaticEdges(true);
-  const GemmPrecision p = GemmPrecision::kF16;
-  cudaStream_t s = stream->get();
-  struct Layer {
-    int64_t n, k;
-    GemmEpilogue epilogue;
-    bool residual;
-  };
-  const Layer layers[] = {{2304, 768, GemmEpilogue::kBias, false},
-                          {768, 768, GemmEpilogue::kBias, true},
-                          {3072, 768, GemmEpilogue::kBiasGelu, false},
-                          {768, 3072, GemmEpilogue::kBias, true}};
-  std::mt19937 rng(5);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  for (int64_t m : {16, 128, 384}) {
-    for (const Layer& l : layers) {
-      SCOPED_TRACE(absl::StrFormat("M=%d N=%d K=%d %s%s", m, l.n, l.k, EpilogueName(l.epilogue),
-                                   l.residual ? " +residual" : ""));
-      auto upload = [&](int64_t count, bool random) -> absl::StatusOr<DeviceBuffer> {
-        std::vector<float> v(count);
-        for (float& x : v) x = random ? dist(rng) : 0.0f;
-        const std::vector<uint8_t> bytes = Encode(v, p);
-        NIMBLE_ASSIGN_OR_RETURN(DeviceBuffer buffer, allocator->AllocateBuffer(count * 2, s));
-        NIMBLE_RETURN_IF_ERROR(CudaStatus(
-            cudaMemcpyAsync(buffer.data(), bytes.data(), bytes.size(), cudaMemcpyDefault, s),
-            "upload"));
-        NIMBLE_RETURN_IF_ERROR(stream->Synchronize());
-        return buffer;
-      };
-      NIMBLE_ASSERT_OK_AND_ASSIGN(DeviceBuffer a, upload(m * l.k, false));  // written by the fill
-      NIMBLE_ASSERT_OK_AND_ASSIGN(DeviceBuffer b, upload(l.k * l.n, true));
-      NIMBLE_ASSERT_OK_AND_ASSIGN(DeviceBuffer bias, upload(l.n, true));
-      NIMBLE_ASSERT_OK_AND_ASSIGN(DeviceBuffer residual, upload(m * l.n, true));
-      NIMBLE_ASSERT_OK_AND_ASSIGN(DeviceBuffer d, upload(m * l.n, false));
-      const GemmShape shape{.m = m, .n = l.n, .k = l.k};
-      const GemmOperands ops{.a = a.data(),
-                             .b = b.data(),
-                             .d = d.data(),
-                             .bias = bias.data(),
-                             .residual = l.residual ? residual.data() : nullptr};
-      auto download = [&]() {
-        std::vector<uint8_t> bytes(m * l.n * 2);
-        EXPECT_THAT(
-            CudaStatus(cudaMemcpyAsync(bytes.data(), d.data(), bytes.size(), cudaMemcpyDefault, s),
-                       "download"),
-            IsOk());
-        EXPECT_THAT(stream->Synchronize(), IsOk());
-        return Decode(bytes, p);
-      };
-      // Eagerly: stream order alone makes the GEMM wait.
-      ASSERT_THAT(FillBytesLate(a.data(), m * l.k * 2, 0x3C, 0, s), IsOk());
-      ASSERT_THAT(runner->Run(shape, p, l.epilogue, ops, s), IsOk());
-      const std::vector<float> want = download();
-
-      // Relaxed, as the VM captures: the probe allocates and synchronises its own stream.
-      ASSERT_THAT(CudaStatus(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed), "begin"),
-                  IsOk());
-      const int64_t probed_waiting = runner->Stats().programmatic;
-      ASSERT_THAT(FillBytesLate(a.data(), m * l.k * 2, 0x3C, 100000, s), IsOk());
-      ASSERT_THAT(runner->Run(shape, p, l.epilogue, ops, s), IsOk());
-      const bool waits = runner->Stats().programmatic > probed_waiting;
-      cudaGraph_t graph = nullptr;
-      ASSERT_THAT(CudaStatus(cudaStreamEndCapture(s, &graph), "end"), IsOk());
-      size_t edges = 0;
-      ASSERT_THAT(CudaStatus(cudaGraphGetEdges(graph, nullptr, nullptr, nullptr, &edges), "edges"),
-                  IsOk());
-      std::vector<cudaGraphNode_t> from(edges), to(edges);
-      std::vector<cudaGraphEdgeData> data(edges);
-      ASSERT_THAT(CudaStatus(cudaGraphGetEdges(graph, from.data(), to.data(), data.data(), &edges),
-                             "edges"),
-                  IsOk());
-      int programmatic = 0;
-      for (const cudaGraphEdgeData& e : data) {
-        programmatic += e.type == cudaGraphDependencyTypeProgrammatic ? 1 : 0;
-      }
-      EXPECT_EQ(programmatic, waits ? 1 : 0) << "the GEMM's edge from the fill";
-      std::printf(
-          "  M=%ld N=%ld K=%ld: %s\n", static_cast<long>(m), static_cast<long>(l.n),
-          static_cast<long>(l.k),
-          waits ? "waits for its primary: programmatic edge" : "not found to wait: ordinary edge");
-      cudaGraphExec_t exec = nullptr;
-      ASSERT_THAT(CudaStatus(cudaGraphInstantiate(&exec, graph, 0), "instantiate"), IsOk());
-      for (int replay = 0; replay < 3; ++replay) {
-        ASSERT_THAT(CudaStatus(cudaMemsetAsync(a.data(), 0xFF, m * l.k * 2, s), "NaN A"), IsOk());
-        ASSERT_THAT(CudaStatus(cudaMemsetAsync(d.data(), 0xFF, m * l.n * 2, s), "NaN D"), IsOk());
-        ASSERT_THAT(CudaStatus(cudaGraphLaunch(exec, s), "launch"), IsOk());
-        const std::vector<float> got = download();
-        // The same algorithm on the same inputs; split-K reductions may round differently.
-        int64_t bad = 0, off = 0;
-        for (size_t i = 0; i < got.size(); ++i) {
-          if (!std::isfinite(got[i])) {
-            ++bad;
-          } else if (std::fabs(got[i] - want[i]) > 2e-3 * std::fabs(want[i]) + 2e-2) {
-            ++off;
-          }
-        }
-        EXPECT_EQ(bad, 0) << "replay " << replay << ": the GEMM read A before the fill wrote it";
-        EXPECT_EQ(off, 0) << "replay " << replay;
-      }
-      cudaGraphExecDestroy(exec);
-      cudaGraphDestroy(graph);
-    }
-  }
 }
 
 TEST(GemmRunnerTest, RejectsBadArguments) {

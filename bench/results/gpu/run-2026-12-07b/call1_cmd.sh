@@ -1,0 +1,5 @@
+tar xJf carry/dev/nimble.tar.xz -C /tmp; export LD_LIBRARY_PATH=/tmp/nimble/lib:/usr/local/cuda/lib64; N=/tmp/nimble; nvidia-smi --query-gpu=name --format=csv,noheader
+for t in vm_cuda_kernels_vs_cpu_test vm_cuda_gemm_test compiler_cuda_bert_test; do NIMBLE_BERT_ONNX=$N/bert_small.onnx timeout 40 $N/$t > $OUT/$t.txt 2>&1; echo "$t rc=$? $(grep -cE '^\[       OK \]' $OUT/$t.txt) ok"; grep -E '^\[  FAILED|Failure' $OUT/$t.txt | head -4; done
+NIMBLE_GEMM_PDL=1 NIMBLE_BERT_ONNX=$N/bert_small.onnx timeout 30 $N/compiler_cuda_bert_test > $OUT/bert_test_pdl.txt 2>&1; echo "bert test PDL rc=$? $(grep -cE '^\[       OK \]' $OUT/bert_test_pdl.txt) ok"
+mkdir -p /tmp/bw && timeout 50 python3 bench/gpu/bert_gpu.py --nimblec $N/nimblec --export-only /tmp/bw/bert.onnx > /dev/null 2>&1
+OPS_BENCH=0 SEQS="384" VARIANTS="new:/tmp/nimble nobranch:/tmp/nimble:NIMBLE_RESULT_COPY_BRANCH=0 pdl:/tmp/nimble:NIMBLE_GEMM_PDL=1" timeout 70 bash bench/gpu/binary_ab.sh carry/dev/nimble_base.tar.xz 2>&1 | grep -v "^ \|SM clock"

@@ -1,5 +1,6 @@
 #include "compiler/transforms/lower_precision.h"
 
+#include <algorithm>
 #include <set>
 #include <string>
 #include <utility>

@@ -7,7 +7,9 @@ Exports scripts/export_models.py's BERT-base (random weights, as bench/device_cp
 Nimble precision's GPU output against PyTorch fp32 on the GPU at seq 128 (max abs diff of
 last_hidden_state, and relative to max |ref|), then times each sequence length: the median (p50)
 of --iterations calls after warm-up; PyTorch is synchronised per call, Nimble's Run returns after
-the outputs are back on the host.
+the outputs are back on the host. With --rounds N each length's row is timed N times, Nimble and
+its peers in turn, and each cell is the median of its rounds (the peers are bound by host
+overhead, so load that comes and goes on the machine falls on both sides alike).
 
     python3 bench/gpu/bert_gpu.py --nimblec /tmp/t/nimblec --out results.md \
         --precisions fp32,tf32,fp16 [--torch-compile] [--ab-flash]
@@ -103,6 +105,8 @@ def main():
     p.add_argument("--seqs", default="16,64,128,384")
     p.add_argument("--precisions", default="fp32,tf32,fp16")
     p.add_argument("--iterations", type=int, default=50)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="times each row is timed, Nimble and peers in turn; cells are medians")
     p.add_argument("--torch-compile", action="store_true")
     p.add_argument("--compile-precisions", default="fp32,fp16",
                    help="precisions of the torch.compile peers (with --torch-compile)")
@@ -193,17 +197,24 @@ def main():
     lines.append("| seq | " + " | ".join(cols) + " |")
     lines.append("| --- |" + " --- |" * len(cols))
     for seq in [int(s) for s in args.seqs.split(",")]:
-        row = [nimble_bench(args.nimblec, nbx[p], seq, args.iterations) for p in precisions]
-        row += [nimble_bench(args.nimblec, nbx[p + "+graphs"], seq, args.iterations, graphs=True)
-                for p in graphs]
-        if args.ab_flash and "fp16" in precisions:
-            row.append(nimble_bench(args.nimblec, nbx["fp16"], seq, args.iterations, no_flash))
-        for name, model in peers.items():
-            t0 = time.time()
-            row.append(torch_p50(model, seq, args.iterations))
-            print(f"  {name} seq {seq}: {time.time() - t0:.1f} s", flush=True)
-        for name in host_io:
-            row.append(torch_p50(peers[name], seq, args.iterations, host_io=True))
+        rounds = []
+        for r in range(args.rounds):
+            row = [nimble_bench(args.nimblec, nbx[p], seq, args.iterations) for p in precisions]
+            row += [nimble_bench(args.nimblec, nbx[p + "+graphs"], seq, args.iterations,
+                                 graphs=True) for p in graphs]
+            if args.ab_flash and "fp16" in precisions:
+                row.append(nimble_bench(args.nimblec, nbx["fp16"], seq, args.iterations, no_flash))
+            for name, model in peers.items():
+                t0 = time.time()
+                row.append(torch_p50(model, seq, args.iterations))
+                print(f"  {name} seq {seq}: {time.time() - t0:.1f} s", flush=True)
+            for name in host_io:
+                row.append(torch_p50(peers[name], seq, args.iterations, host_io=True))
+            rounds.append(row)
+            if args.rounds > 1:
+                print(f"  round {r + 1} seq {seq}: " + " ".join(f"{v:.3f}" for v in row),
+                      flush=True)
+        row = [float(np.median([rr[i] for rr in rounds])) for i in range(len(rounds[0]))]
         lines.append(f"| {seq} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
         print(lines[-1], flush=True)
     with open(args.out, "w") as f:

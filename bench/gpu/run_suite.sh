@@ -18,7 +18,7 @@ for t in vm_cuda_gemm_test vm_cuda_kernels_vs_cpu_test vm_cuda_lstm_test compile
   grep -E '^\[  FAILED  \]|Failure' "$OUT/$t.txt" | head -5
 done
 mkdir -p /tmp/bw && PYTHONUNBUFFERED=1 timeout ${BERT_TIMEOUT:-330} python3 bench/gpu/bert_gpu.py --nimblec $N/nimblec --work /tmp/bw \
-  --precisions fp16 --graphs fp16 --torch-compile --compile-precisions fp16 --iterations 50 \
+  --precisions fp16 --graphs fp16 --torch-compile --compile-precisions fp16 --iterations 50 --rounds ${BERT_ROUNDS:-3} \
   --host-io-peers "compile fp16,eager fp16" \
   --out "$OUT/bert.md" >"$OUT/bert.log" 2>&1
 echo "bert_gpu.py: rc=$?"; grep -vE "^ +(eager|compile)" "$OUT/bert.log" | tail -15

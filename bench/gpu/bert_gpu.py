@@ -123,6 +123,8 @@ def main():
     args = p.parse_args()
     if not args.export_only and not args.out:
         p.error("--out is required unless --export-only is given")
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
     torch.manual_seed(0)
     bert = export_models.Bert(12, 768, 12, 3072).eval()
     onnx_path = args.export_only or os.path.join(args.work, "bert.onnx")

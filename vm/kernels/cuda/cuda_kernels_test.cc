@@ -353,7 +353,7 @@ Tensor FromHalf(const Tensor& h) {
 // max |cuda - cpu| <= tolerance * (1 + max |cpu|). f32 inputs listed in `keep` stay f32 (the
 // attention mask).
 // `f32_output`: the device kernel reads half inputs and writes f32 (LayerNorm's f32 output
-// type, for a precision-lowering rule not yet enabled).
+// type, which lower_precision gives a LayerNorm at a model output).
 void CompareHalf(const std::string& op, const Attributes& attrs, std::vector<Tensor> inputs,
                  const Shape& out_shape, DType half, double tolerance,
                  std::vector<size_t> keep = {}, bool f32_output = false) {

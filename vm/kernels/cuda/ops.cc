@@ -550,8 +550,8 @@ class LayerNormKernel final : public CudaKernel {
       }
       param[k - 1] = in[k].raw_data();
     }
-    // Y of X's type, or f32 from half X (for a precision-lowering rule, not yet enabled, that
-    // lets a LayerNorm at a model output write f32 instead of going through a Cast).
+    // Y of X's type, or f32 from half X (lower_precision lets a LayerNorm at a model output
+    // write f32 instead of going through a Cast).
     if (out[0].shape() != x.shape() ||
         (out[0].dtype() != x.dtype() && out[0].dtype() != DType::kF32)) {
       return absl::InvalidArgumentError(absl::StrCat("LayerNormalization on cuda: output ",

@@ -481,6 +481,29 @@ TEST(CudaKernelsTest, HalfPrecisionKernels) {
                    RandomF32({batch, 256, 768}), pad},
                   {batch, 256, 768}, half, tol, {3});
     }
+    // BERT-base's heads at batch 1 over 5 and 6 key tiles: the 2-D kernel's single-pass forms
+    // (2 query warps x 5 groups at 300, x 6 groups at 340, 3 x 6 at 384), with the float and
+    // the folded i64 padding mask.
+    for (int64_t seq : {300, 340, 384}) {
+      Tensor pad = *Tensor::Empty(DType::kF32, {1, 1, 1, seq});
+      Tensor keep = *Tensor::Empty(DType::kI64, {1, 1, 1, seq});
+      for (int64_t i = 0; i < seq; ++i) {
+        pad.data<float>()[i] = i < seq - 37 ? 0 : -1e4;
+        keep.data<int64_t>()[i] = i < seq - 37 ? 1 : 0;
+      }
+      CompareHalf(
+          "Attention", A({{"q_num_heads", int64_t{12}}, {"kv_num_heads", int64_t{12}}}),
+          {RandomF32({1, seq, 768}), RandomF32({1, seq, 768}), RandomF32({1, seq, 768}), pad},
+          {1, seq, 768}, half, tol, {3});
+      CompareHalf(
+          "Attention",
+          A({{"q_num_heads", int64_t{12}},
+             {"kv_num_heads", int64_t{12}},
+             {"mask_scale", 1e4},
+             {"mask_offset", -1e4}}),
+          {RandomF32({1, seq, 768}), RandomF32({1, seq, 768}), RandomF32({1, seq, 768}), keep},
+          {1, seq, 768}, half, tol);
+    }
     CompareHalf("FusedElementwise",
                 A({{"constants", std::vector<double>{}},
                    {"program", std::vector<int64_t>{0, 0, 0, 0, 0,  1, 1, 0, 10, 2, 0, 1,

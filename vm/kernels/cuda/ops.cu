@@ -1257,7 +1257,8 @@ cudaError_t LaunchSplit(const AttentionArgs& args, dim3 grid, cudaStream_t strea
 // NIMBLE_CUDA_ATTENTION forces a kernel for A/B measurements (vm/kernels/cuda/ops_bench.cu):
 // rowW (the row-parallel kernel with W = 1, 2, 4 warps), sWxK (the split-key kernel with
 // W = 1, 2, 4, 8 warps and K = 16, 32 keys per tile; not every pair is built) or qWkG (the 2-D
-// kernel, W query warps x G key groups: q4k2, q4k3, q4k4, q2k4, q3k3, q3k4; staged masks only).
+// kernel, W query warps x G key groups: q4k2, q4k3, q4k4, q2k4, q3k3, q3k4, and the single-pass
+// q2k5, q2k6, q3k5, q3k6 for at most G key tiles; staged masks only).
 struct AttentionChoice {
   char kind = 0;  // 0: by shape
   int warps = 0, keys = 0;
@@ -1287,21 +1288,22 @@ AttentionChoice ForcedAttention() {
 // masks without causality only (FlashTileStaged). The groups' partial (max, sum, O) of each
 // query are merged through shared memory at the end. Dynamic shared memory: Q, then per group
 // two K and two V tiles, which the partial O overlays.
-template <int W, int KS>
+template <int W, int KS, int NB>
 struct Flash2DShared {
   static constexpr size_t kQ = W * 16 * kFlashLd * 2;
   static constexpr size_t kTile = kFlashKeys * kFlashLd * 2;
-  static constexpr size_t kKv = KS * 4 * kTile;
+  static constexpr size_t kKv = KS * NB * 2 * kTile;
   static constexpr size_t kPartO = KS * W * 16 * kSplitOLd * 4;
   static_assert(kPartO <= kKv, "partial O must fit over the K/V tiles");
   static constexpr size_t kBytes = kQ + kKv;
 };
 
-template <typename T, typename M, int W, int KS>
+template <typename T, typename M, int W, int KS, int NB>
 __global__ void __launch_bounds__(32 * W * KS) FlashAttention2DKernel(AttentionArgs a) {
-  using S = Flash2DShared<W, KS>;
+  static_assert(NB == 1 || NB == 2, "one buffer (one tile a group) or a double buffer");
+  using S = Flash2DShared<W, KS, NB>;
   extern __shared__ __align__(16) unsigned char smem[];
-  __shared__ __align__(16) float2 mask_ma[KS][2][kFlashKeys];
+  __shared__ __align__(16) float2 mask_ma[KS][NB][kFlashKeys];
   __shared__ float part_m[KS][W * 16], part_l[KS][W * 16];
   WaitForPrimary();  // launched with LaunchPdl
   T* qs = reinterpret_cast<T*>(smem);
@@ -1310,7 +1312,7 @@ __global__ void __launch_bounds__(32 * W * KS) FlashAttention2DKernel(AttentionA
   const int qw = warp % W, kg = warp / W;  // query sub-tile, key group
   const int gtid = tid - kg * 32 * W;      // thread index within the key group
   auto tile = [&](int buf, int which) {
-    return reinterpret_cast<T*>(smem + S::kQ + ((kg * 2 + buf) * 2 + which) * S::kTile);
+    return reinterpret_cast<T*>(smem + S::kQ + ((kg * NB + buf) * 2 + which) * S::kTile);
   };
   const int64_t q0 = static_cast<int64_t>(blockIdx.x) * (16 * W);
   const int64_t h = blockIdx.y, b = blockIdx.z;
@@ -1320,7 +1322,8 @@ __global__ void __launch_bounds__(32 * W * KS) FlashAttention2DKernel(AttentionA
   const T* vbase = static_cast<const T*>(a.v) + b * a.v_strides[0] + kvh * a.v_strides[1];
   const bool staged_mask = a.mask != nullptr;  // the dispatcher sends only staged masks here
   const int64_t tiles = (a.kv_seq + kFlashKeys - 1) / kFlashKeys;
-  const int64_t iters = (tiles + KS - 1) / KS;
+  // One buffer: the dispatcher sends at most one tile a key group (Launch2D checks).
+  const int64_t iters = NB == 1 ? 1 : (tiles + KS - 1) / KS;
 
   for (int idx = tid; idx < W * 16 * 8; idx += 32 * W * KS) {
     const int r = idx >> 3, c = (idx & 7) * 8;
@@ -1377,8 +1380,8 @@ __global__ void __launch_bounds__(32 * W * KS) FlashAttention2DKernel(AttentionA
   for (int n = 0; n < kFlashD / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
   float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};
   for (int64_t i = 0; i < iters; ++i) {
-    const int buf = static_cast<int>(i & 1);
-    const int64_t t = i * KS + kg, tn = t + KS;
+    const int buf = NB == 1 ? 0 : static_cast<int>(i & 1);
+    const int64_t t = i * KS + kg, tn = NB == 1 ? tiles : t + KS;
     if (tn < tiles) {
       load_tile(buf ^ 1, tn);
       load_mask(tn);
@@ -1436,16 +1439,30 @@ __global__ void __launch_bounds__(32 * W * KS) FlashAttention2DKernel(AttentionA
   }
 }
 
-template <typename T, typename M, int W, int KS>
+// NB = 1: the single-pass form, every key tile in shared memory at once (one tile a key group),
+// for kv_seq <= 64 KS only.
+template <typename T, typename M, int W, int KS, int NB = 2>
 cudaError_t Launch2D(const AttentionArgs& args, cudaStream_t stream) {
-  constexpr size_t kBytes = Flash2DShared<W, KS>::kBytes;
+  if (NB == 1 && args.kv_seq > static_cast<int64_t>(kFlashKeys) * KS) return cudaErrorInvalidValue;
+  constexpr size_t kBytes = Flash2DShared<W, KS, NB>::kBytes;
   static const cudaError_t configured =
-      cudaFuncSetAttribute(FlashAttention2DKernel<T, M, W, KS>,
+      cudaFuncSetAttribute(FlashAttention2DKernel<T, M, W, KS, NB>,
                            cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kBytes));
   if (configured != cudaSuccess) return configured;
   const dim3 grid(static_cast<unsigned>((args.q_seq + 16 * W - 1) / (16 * W)),
                   static_cast<unsigned>(args.q_heads), static_cast<unsigned>(args.batch));
-  return LaunchPdl(FlashAttention2DKernel<T, M, W, KS>, grid, 32 * W * KS, kBytes, stream, args);
+  return LaunchPdl(FlashAttention2DKernel<T, M, W, KS, NB>, grid, 32 * W * KS, kBytes, stream,
+                   args);
+}
+
+// The 2-D kernel's single-pass form for 5 or 6 key tiles; NIMBLE_CUDA_ATTENTION_ONE_PASS=0
+// keeps the double-buffered 4-group form there (A/B measurements).
+bool AttentionSinglePass() {
+  static const bool on = [] {
+    const char* v = std::getenv("NIMBLE_CUDA_ATTENTION_ONE_PASS");
+    return v == nullptr || v[0] != '0';
+  }();
+  return on;
 }
 
 // NIMBLE_CUDA_FLASH_ATTENTION=0 selects the reference kernel (for A/B measurements).
@@ -1842,6 +1859,14 @@ cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream) {
                 return Launch2D<T, M, 3, 3>(args, stream);
               case 34:
                 return Launch2D<T, M, 3, 4>(args, stream);
+              case 25:  // 5 and 6 key groups: single pass (at most 5 or 6 key tiles)
+                return Launch2D<T, M, 2, 5, 1>(args, stream);
+              case 26:
+                return Launch2D<T, M, 2, 6, 1>(args, stream);
+              case 35:
+                return Launch2D<T, M, 3, 5, 1>(args, stream);
+              case 36:
+                return Launch2D<T, M, 3, 6, 1>(args, stream);
               default:
                 return cudaErrorInvalidValue;
             }
@@ -1867,11 +1892,23 @@ cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream) {
           } else {
             return Dispatch(mask_type, [&](auto mask_tag) {
               using M = decltype(mask_tag);
-              if (blocks2 <= sms) return Launch2D<T, M, 2, 4>(args, stream);
+              // 5 or 6 key tiles (seq 257-384): a key group per tile, all of them in shared
+              // memory at once, so each warp walks one tile instead of two of four groups'
+              // (AttentionSinglePass).
+              const bool one_pass = AttentionSinglePass() && (tiles64 == 5 || tiles64 == 6);
+              if (blocks2 <= sms) {
+                if (one_pass && tiles64 == 5) return Launch2D<T, M, 2, 5, 1>(args, stream);
+                if (one_pass) return Launch2D<T, M, 2, 6, 1>(args, stream);
+                return Launch2D<T, M, 2, 4>(args, stream);
+              }
               // 48-query blocks when they fit one a multiprocessor: 96 of them at seq 384, 132 at
               // 512 (9.09-9.14 / 10.77-10.82 us against 9.24-9.33 / 11.91-11.97 with 64-query
               // blocks, bench/results/gpu/run-2026-12-06s).
-              if (blocks3 <= sms) return Launch2D<T, M, 3, 4>(args, stream);
+              if (blocks3 <= sms) {
+                if (one_pass && tiles64 == 5) return Launch2D<T, M, 3, 5, 1>(args, stream);
+                if (one_pass) return Launch2D<T, M, 3, 6, 1>(args, stream);
+                return Launch2D<T, M, 3, 4>(args, stream);
+              }
               // Key groups that divide the tiles evenly: 6 tiles (seq 384) take 3.
               if (tiles64 <= 7) return Launch2D<T, M, 4, 3>(args, stream);
               return Launch2D<T, M, 4, 4>(args, stream);

@@ -1,0 +1,2 @@
+tar xJf carry/dev/nimble.tar.xz -C /tmp; export LD_LIBRARY_PATH=/tmp/nimble/lib:/usr/local/cuda/lib64; N=/tmp/nimble
+timeout 500 python3 bench/gpu/bert_gpu.py --nimblec $N/nimblec --work /tmp/bw --precisions fp16 --graphs fp16 --torch-compile --compile-precisions fp16 --iterations 50 --rounds 3 --host-io-peers "compile fp16" --seqs 384,128,64,16 --out $OUT/bert.md > $OUT/bert.log 2>&1; echo rc=$?; cat $OUT/bert.md; tail -5 $OUT/bert.log

@@ -1,0 +1,202 @@
+// BERT-base's feed-forward block (fp16, tokens M, 12 layers with distinct weights, one CUDA
+// graph replayed after an L2 flush, median of 30 replays divided by 12) as the model runs it and
+// split into S independent column slices of the hidden layer on S parallel graph branches:
+//   one   h = gelu(x * W1 + b1)           M x 3072 x 768
+//         y = h * W2 + b2 + r             M x 768 x 3072 (residual)
+//   tpS   per branch s < S: h_s = gelu(x * W1[:, s] + b1[s])   M x 3072/S x 768
+//                           y_s = h_s * W2[s, :] (+ b2 + r on branch 0)   M x 768 x 3072/S
+//         (the consumer, LayerNorm, would read y_0 + ... + y_{S-1})
+// The second GEMM's K loop is S times shorter per branch and the branches' blocks fill the
+// multiprocessors that one 72-block GEMM at M = 384 leaves idle. Answers whether splitting the
+// block pays before the compiler does it. Also times the attention output projection alone (M x
+// 768 x 768 with residual) per layer, as the floor of what a GEMM of that shape costs.
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "vm/cuda/cuda_status.h"
+#include "vm/cuda/device_info.h"
+#include "vm/cuda/gemm.h"
+#include "vm/cuda/l2_prefetch.h"
+#include "vm/cuda/stream.h"
+
+namespace nimble::vm::cuda {
+namespace {
+
+constexpr int kLayers = 12;
+constexpr int64_t kHidden = 768, kFfn = 3072, kMaxM = 384;
+constexpr int kMaxSplit = 4;
+
+void* DeviceRandom(int64_t elements, std::mt19937& rng) {
+  std::vector<uint16_t> host(static_cast<size_t>(elements));
+  // fp16 in about [-0.03, 0.03].
+  for (auto& v : host) v = static_cast<uint16_t>(0x2000 | (rng() & 0x03FF) | ((rng() & 1) << 15));
+  void* p = nullptr;
+  if (cudaMalloc(&p, elements * 2) != cudaSuccess ||
+      cudaMemcpy(p, host.data(), elements * 2, cudaMemcpyHostToDevice) != cudaSuccess) {
+    return nullptr;
+  }
+  return p;
+}
+
+struct Buffers {
+  // [layer][split]: W1 slice [768, 3072 / S], b1 slice, W2 slice [3072 / S, 768]; per split
+  // count S in 1, 2, 3, 4 (index S - 1).
+  std::vector<void*> w1[kMaxSplit], b1[kMaxSplit], w2[kMaxSplit];
+  std::vector<void*> b2;
+  void *x, *r, *wo, *bo;
+  void* h[kMaxSplit];
+  void* y[kMaxSplit];
+  void* flush;
+  int64_t flush_bytes;
+};
+
+absl::Status Enqueue(GemmRunner& runner, const Buffers& b, int64_t m, int split, bool proj,
+                     cudaStream_t main, const std::vector<cudaStream_t>& side,
+                     std::vector<cudaEvent_t>& fork, std::vector<cudaEvent_t>& join) {
+  const int S = split;
+  const int64_t cols = kFfn / S;
+  for (int l = 0; l < kLayers; ++l) {
+    if (proj) {
+      GemmOperands ops{.a = b.x, .b = b.wo, .d = b.y[0], .bias = b.bo, .residual = b.r};
+      NIMBLE_RETURN_IF_ERROR(runner.Run({.m = m, .n = kHidden, .k = kHidden}, GemmPrecision::kF16,
+                                        GemmEpilogue::kBias, ops, main));
+      continue;
+    }
+    if (S > 1) NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventRecord(fork[l], main));
+    for (int s = 0; s < S; ++s) {
+      cudaStream_t st = s == 0 ? main : side[s - 1];
+      if (s > 0) NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(st, fork[l], 0));
+      const int i = l * S + s;
+      GemmOperands up{.a = b.x, .b = b.w1[S - 1][i], .d = b.h[s], .bias = b.b1[S - 1][i]};
+      NIMBLE_RETURN_IF_ERROR(runner.Run({.m = m, .n = cols, .k = kHidden}, GemmPrecision::kF16,
+                                        GemmEpilogue::kBiasGelu, up, st));
+      GemmOperands down{.a = b.h[s], .b = b.w2[S - 1][i], .d = b.y[s]};
+      if (s == 0) down.bias = b.b2[l], down.residual = b.r;
+      NIMBLE_RETURN_IF_ERROR(runner.Run({.m = m, .n = kHidden, .k = cols}, GemmPrecision::kF16,
+                                        s == 0 ? GemmEpilogue::kBias : GemmEpilogue::kNone, down,
+                                        st));
+      if (s > 0) {
+        NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventRecord(join[l * kMaxSplit + s], st));
+        NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(main, join[l * kMaxSplit + s], 0));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<double> TimeVariant(GemmRunner& runner, const Buffers& b, int64_t m, int split,
+                                   bool proj, cudaStream_t main,
+                                   const std::vector<cudaStream_t>& side) {
+  std::vector<cudaEvent_t> fork(kLayers), join(kLayers * kMaxSplit);
+  for (auto* events : {&fork, &join}) {
+    for (cudaEvent_t& e : *events) {
+      NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    }
+  }
+  cudaEvent_t start, stop;
+  NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
+  NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop));
+  NIMBLE_RETURN_IF_ERROR(Enqueue(runner, b, m, split, proj, main, side, fork, join));
+  NIMBLE_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
+  NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(main, cudaStreamCaptureModeThreadLocal));
+  const absl::Status enqueued = Enqueue(runner, b, m, split, proj, main, side, fork, join);
+  cudaGraph_t graph = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(main, &graph);
+  NIMBLE_RETURN_IF_ERROR(enqueued);
+  NIMBLE_CUDA_RETURN_IF_ERROR(ended);
+  cudaGraphExec_t exec = nullptr;
+  NIMBLE_CUDA_RETURN_IF_ERROR(cudaGraphInstantiate(&exec, graph, 0));
+  cudaGraphDestroy(graph);
+  std::vector<float> ms;
+  for (int r = 0; r < 33; ++r) {
+    NIMBLE_RETURN_IF_ERROR(FlushL2(b.flush, b.flush_bytes, main));
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventRecord(start, main));
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec, main));
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop, main));
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop));
+    float t = 0;
+    NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&t, start, stop));
+    if (r >= 3) ms.push_back(t);
+  }
+  cudaGraphExecDestroy(exec);
+  for (auto* events : {&fork, &join}) {
+    for (cudaEvent_t e : *events) cudaEventDestroy(e);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2] * 1e3 / kLayers;  // microseconds a layer
+}
+
+int Main() {
+  auto devices = ListDevices();
+  if (!devices.ok()) {
+    std::printf("no GPU: %s\n", devices.status().ToString().c_str());
+    return 77;
+  }
+  std::printf("device: %s\n", Describe(devices->front()).c_str());
+  std::mt19937 rng(7);
+  Buffers b;
+  for (int S = 1; S <= kMaxSplit; ++S) {
+    const int64_t cols = kFfn / S;
+    for (int i = 0; i < kLayers * S; ++i) {
+      b.w1[S - 1].push_back(DeviceRandom(kHidden * cols, rng));
+      b.b1[S - 1].push_back(DeviceRandom(cols, rng));
+      b.w2[S - 1].push_back(DeviceRandom(cols * kHidden, rng));
+    }
+  }
+  for (int l = 0; l < kLayers; ++l) b.b2.push_back(DeviceRandom(kHidden, rng));
+  b.x = DeviceRandom(kMaxM * kHidden, rng);
+  b.r = DeviceRandom(kMaxM * kHidden, rng);
+  b.wo = DeviceRandom(kHidden * kHidden, rng);
+  b.bo = DeviceRandom(kHidden, rng);
+  for (int s = 0; s < kMaxSplit; ++s) {
+    b.h[s] = DeviceRandom(kMaxM * kFfn, rng);
+    b.y[s] = DeviceRandom(kMaxM * kHidden, rng);
+  }
+  b.flush_bytes = int64_t{256} << 20;
+  if (cudaMalloc(&b.flush, b.flush_bytes) != cudaSuccess || b.x == nullptr ||
+      b.h[kMaxSplit - 1] == nullptr) {
+    std::printf("allocation failed\n");
+    return 1;
+  }
+  auto runner = GemmRunner::Create();
+  if (!runner.ok()) return 1;
+  (*runner)->SetAutotune(std::getenv("NIMBLE_GEMM_AUTOTUNE") != nullptr);
+  std::vector<std::unique_ptr<Stream>> streams;
+  for (int s = 0; s < kMaxSplit; ++s) {
+    auto st = Stream::Create();
+    if (!st.ok() || !(*runner)->ReserveWorkspace((*st)->get()).ok()) return 1;
+    streams.push_back(std::move(*st));
+  }
+  cudaStream_t main = streams[0]->get();
+  std::vector<cudaStream_t> side;
+  for (int s = 1; s < kMaxSplit; ++s) side.push_back(streams[s]->get());
+  std::printf("BERT-base feed-forward block, fp16, cold L2, median us a layer\n");
+  std::printf("%5s %9s %9s %9s %9s %9s\n", "M", "one", "tp2", "tp3", "tp4", "proj");
+  for (int64_t m : {128, 384, 256, 64}) {
+    std::printf("%5ld", m);
+    for (int v = 1; v <= kMaxSplit + 1; ++v) {
+      const bool proj = v == kMaxSplit + 1;
+      auto us = TimeVariant(**runner, b, m, proj ? 1 : v, proj, main, side);
+      if (!us.ok()) {
+        std::printf("\nM=%ld variant %d: %s\n", m, v, us.status().ToString().c_str());
+        return 1;
+      }
+      std::printf(" %9.2f", *us);
+      std::fflush(stdout);
+    }
+    std::printf("\n");
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace nimble::vm::cuda
+
+int main() { return nimble::vm::cuda::Main(); }

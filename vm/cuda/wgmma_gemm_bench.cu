@@ -1,26 +1,35 @@
-// Experiment kept as a benchmark (not used by the VM): a Hopper wgmma GEMM of our own against
+// Experiment kept as a benchmark (not used by the VM): Hopper wgmma GEMMs of our own against
 // cuBLASLt at BERT-base's N = 768 shapes (attention output K = 768, FFN2 K = 3072; M = 16..384):
-// D[M, N] = A[M, K] * Bt[N, K]^T + bias[N] + R[M, N], fp16 in and out, fp32 accumulation. One
-// warpgroup a block, 64 x BN tiles (BN = 32 / 48 / 64: 144 / 96 / 72 blocks at M = 384), K in
-// 64-column (128-byte) tiles loaded with cp.async into 128-byte-swizzled shared memory, STAGES
-// deep, `wgmma.mma_async` m64nBNk16 straight from shared memory, bias and residual in the
-// epilogue. Prints µs a launch (24 launches over 12 weight sets in one graph, median of 25
-// replays) and each kernel's max error against an fp32 reference, relative to max |reference|
-// (cuBLASLt's own for comparison).
+// D[M, N] = A[M, K] * Bt[N, K]^T + bias[N] + R[M, N], fp16 in and out, fp32 accumulation, 64 x BN
+// tiles, K in 64-column (128-byte) tiles in 128-byte-swizzled shared memory, `wgmma.mma_async`
+// m64nBNk16 straight from shared memory, bias and residual in the epilogue. Two forms:
+//   cp.async  one warpgroup loads (addresses computed once per thread) and multiplies
+//   TMA       a producer warp issues TMA loads into an mbarrier ring (full / empty barriers);
+//             1 or 2 consumer warpgroups (two split each tile's k16 steps and add through shared
+//             memory); optionally CN blocks along N as a cluster that multicasts the A tile
+//             (each block loads 64 / CN rows for all; consumers release a stage in every block)
+// Prints µs a launch (24 launches over 12 weight sets in one graph, median of 25 replays) and
+// each kernel's max error against an fp32 reference, relative to max |reference|.
 //
 // What it established on the H100 (2026-12-07, bench/RESULTS.md, thirteenth session):
-// - The building blocks are right: shared-memory descriptors for K-major operands with the
-//   128-byte swizzle (LBO 16 B, SBO 1024 B, +32 B a k16 step), the cp.async swizzle (16-byte
-//   chunk c of row r at chunk c ^ (r % 8)), the accumulator fragment (warp w: rows 16w + lane/4
-//   and + 8; per 8-column block j, columns 8j + 2 (lane % 4) + {0, 1}). Errors equal
+// - Verified building blocks: shared-memory descriptors for K-major operands with the 128-byte
+//   swizzle (LBO 16 B, SBO 1024 B, +32 B a k16 step); the cp.async swizzle (16-byte chunk c of
+//   row r at chunk c ^ (r % 8)), which TMA's SWIZZLE_128B writes identically; the accumulator
+//   fragment (warp w: rows 16w + lane/4 and + 8; per 8-column block j, columns 8j + 2 (lane % 4)
+//   + {0, 1}); tensor maps through cudaGetDriverEntryPointByVersion (no libcuda link); mbarrier
+//   rings with expect_tx; cluster multicast with remote arrives. Every form's errors equal
 //   cuBLASLt's (3.0e-4 - 4.3e-4) at every shape, partial M tiles included.
-// - Speed: 12 µs against cuBLASLt's 8.5 at M = 384, K = 3072; 5.3 against 4.4 at K = 768.
-//   Deeper pipelines (up to 16 stages) and several accumulator sets changed nothing; computing
-//   the loads' addresses once per thread instead of per tile took 15 to 12 µs (the loop had been
-//   issue-bound at one warp a scheduler). cuBLASLt's nvjet kernels for these shapes run 64x64
-//   tiles in 4x2 clusters with TMA multicast and a producer warp feeding two consumer
-//   warpgroups: that, not the MMA, is what a faster GEMM of our own needs.
+// - Speed: all forms plateau at 11.6-13 µs against cuBLASLt's 8.5 at M = 384, K = 3072, and
+//   5.3-6.3 against 4.4 at K = 768, nearly independent of M, stage count (8-16), accumulator
+//   sets, TMA or cp.async, one or two consumer warpgroups and multicast (which is slower here).
+//   Remote arrives with `.release.cluster` made the ring 3-10x slower (each one a cluster-scope
+//   fence); plain `mbarrier.arrive.shared::cluster` does not. Under Nsight Compute a block's
+//   64-column tile took ~1.7x as long as in cuBLASLt's nvjet kernel (64x64 tiles, 4x2 clusters,
+//   384 threads), whose L2 traffic is half ours (32 against 59 MB): the per-tile latency, not
+//   the MMAs, is the limit and is not yet understood.
 #include <cublasLt.h>
+#include <cuda.h>
+#include <cudaTypedefs.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -157,7 +166,7 @@ struct TileLoader {
   }
 };
 
-template <int BN, int STAGES, int ACC>
+template <int BN, int STAGES>
 __global__ void __launch_bounds__(128)
     WgmmaGemm(const __half* __restrict__ a, const __half* __restrict__ bt,
               const __half* __restrict__ bias, const __half* __restrict__ res, __half* d, int M,
@@ -181,13 +190,9 @@ __global__ void __launch_bounds__(128)
     if (s < kt_count) load(s, s);
     CpCommit();
   }
-  // ACC independent accumulator sets (k16 step k feeds set k % ACC).
-  float accs[ACC][BN / 2];
+  float acc[BN / 2];
 #pragma unroll
-  for (int c = 0; c < ACC; ++c) {
-#pragma unroll
-    for (int i = 0; i < BN / 2; ++i) accs[c][i] = 0.0f;
-  }
+  for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
   // Loads run STAGES - 2 tiles ahead; one barrier a tile. At tile kt: the MMAs of tile kt - 2
   // are done (at most one group in flight), so its stage is refilled with tile kt + STAGES - 2.
   int stage = 0, fill = STAGES - 2;
@@ -206,18 +211,11 @@ __global__ void __launch_bounds__(128)
 #pragma unroll
     for (int k = 0; k < kBK / 16; ++k) {
       // +32 bytes a k16 step: +2 in the descriptor's address field.
-      Mma<BN>(accs[k % ACC], da + 2 * k, db + 2 * k, (kt > 0 || k >= ACC) ? 1 : 0);
+      Mma<BN>(acc, da + 2 * k, db + 2 * k, (kt > 0 || k > 0) ? 1 : 0);
     }
     WgCommit();
   }
   WgWait<0>();
-  float acc[BN / 2];
-#pragma unroll
-  for (int i = 0; i < BN / 2; ++i) {
-    acc[i] = 0.0f;
-#pragma unroll
-    for (int c = 0; c < ACC; ++c) acc[i] += accs[c][i];
-  }
   // Accumulator fragment: warp w holds rows 16w .. 16w + 15; per 8-column block j, lanes hold
   // (lane / 4, 2 (lane % 4) + {0, 1}) and the same 8 rows down.
   const int r0 = m0 + warp * 16 + (lane >> 2);
@@ -240,6 +238,171 @@ __global__ void __launch_bounds__(128)
       *reinterpret_cast<__half2*>(d + static_cast<int64_t>(row) * N + col) = __float22half2_rn(v);
     }
   }
+}
+
+// ---- TMA + cluster multicast form ------------------------------------------------------------
+__device__ __forceinline__ void MbarInit(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
+}
+__device__ __forceinline__ void MbarExpectTx(uint32_t bar, int bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void MbarWait(uint32_t bar, int parity) {
+  asm volatile(
+      "{\n.reg .pred P;\nWAIT_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 P, [%0], %1;\n"
+      "@!P bra WAIT_%=;\n}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+// Arrives on the barrier at the same shared offset in cluster CTA `rank`.
+__device__ __forceinline__ void MbarArriveCluster(uint32_t bar, int rank) {
+  asm volatile(
+      "{\n.reg .b32 r;\nmapa.shared::cluster.u32 r, %0, %1;\n"
+      "mbarrier.arrive.shared::cluster.b64 _, [r];\n}\n" ::"r"(bar),
+      "r"(rank)
+      : "memory");
+}
+__device__ __forceinline__ void ClusterSync() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::
+                   : "memory");
+}
+__device__ __forceinline__ int ClusterRank() {
+  int r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+  return r;
+}
+__device__ __forceinline__ void TmaLoad(uint32_t dst, const CUtensorMap* map, int c0, int c1,
+                                        uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar)
+      : "memory");
+}
+__device__ __forceinline__ void TmaLoadMulticast(uint32_t dst, const CUtensorMap* map, int c0,
+                                                 int c1, uint32_t bar, uint16_t mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+      ".multicast::cluster [%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar), "h"(mask)
+      : "memory");
+}
+
+// Blocks of 4 consumer warps (one warpgroup: 64 x BN of D) and a producer warp whose lane 0
+// issues the TMA loads. CN blocks along N form a cluster: each loads 64 / CN rows of the
+// shared A tile and multicasts them to all CN, so A crosses L2 once per cluster instead of once
+// per block. full[s]: the stage's bytes have landed (expect_tx by the local producer); empty[s]:
+// all CN blocks' consumer warps are done with the stage (4 CN arrivals), since a multicast
+// writes into every block's copy.
+template <int BN, int STAGES, int CN, int WGS>
+__global__ void __launch_bounds__(128 * WGS + 32)
+    WgmmaTmaGemm(const __grid_constant__ CUtensorMap map_a,
+                 const __grid_constant__ CUtensorMap map_b, const __half* __restrict__ bias,
+                 const __half* __restrict__ res, __half* d, int M, int N, int K) {
+  extern __shared__ uint8_t smem_raw[];
+  __shared__ __align__(8) uint64_t full[STAGES], empty[STAGES];
+  const uint32_t base = (SmemAddr(smem_raw) + 1023) & ~1023u;
+  constexpr uint32_t kA = 64 * 128, kB = BN * 128, kStage = kA + kB;
+  constexpr int kRowsA = 64 / CN;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int m0 = blockIdx.y * 64, n0 = blockIdx.x * BN;
+  const int kt_count = K / kBK;
+  const int rank = CN > 1 ? ClusterRank() : 0;
+  if (tid == 0) {
+    for (int s = 0; s < STAGES; ++s) {
+      MbarInit(SmemAddr(&full[s]), 1);
+      MbarInit(SmemAddr(&empty[s]), 4 * WGS * CN);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  if constexpr (CN > 1) {
+    ClusterSync();
+  } else {
+    __syncthreads();
+  }
+  if (warp == 4 * WGS) {
+    if (lane == 0) {
+      for (int kt = 0; kt < kt_count; ++kt) {
+        const int s = kt % STAGES, use = kt / STAGES;
+        if (use > 0) MbarWait(SmemAddr(&empty[s]), (use - 1) & 1);
+        const uint32_t stage = base + s * kStage, bar = SmemAddr(&full[s]);
+        MbarExpectTx(bar, kStage);
+        if constexpr (CN > 1) {
+          TmaLoadMulticast(stage + rank * kRowsA * 128, &map_a, kt * kBK, m0 + rank * kRowsA, bar,
+                           static_cast<uint16_t>((1 << CN) - 1));
+        } else {
+          TmaLoad(stage, &map_a, kt * kBK, m0, bar);
+        }
+        TmaLoad(stage + kA, &map_b, kt * kBK, n0, bar);
+      }
+    }
+  } else {
+    float acc[BN / 2];
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
+    for (int kt = 0; kt < kt_count; ++kt) {
+      const int s = kt % STAGES;
+      MbarWait(SmemAddr(&full[s]), (kt / STAGES) & 1);
+      const uint32_t stage = base + s * kStage;
+      const uint64_t da = Desc(stage), db = Desc(stage + kA);
+      WgFence();
+      // With two warpgroups, warpgroup g takes k16 steps g * 4 / WGS ... of each tile.
+      const int wg = warp >> 2;
+#pragma unroll
+      for (int kk = 0; kk < kBK / 16 / WGS; ++kk) {
+        const int k = wg * (kBK / 16 / WGS) + kk;
+        Mma<BN>(acc, da + 2 * k, db + 2 * k, (kt > 0 || kk > 0) ? 1 : 0);
+      }
+      WgCommit();
+      WgWait<1>();  // tile kt - 1's MMAs are done: release its stage in every cluster block
+      if (kt > 0 && lane == 0) {
+        const uint32_t e = SmemAddr(&empty[(kt - 1) % STAGES]);
+        if constexpr (CN == 1) {
+          asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(e) : "memory");
+        } else {
+          for (int r = 0; r < CN; ++r) MbarArriveCluster(e, r);
+        }
+      }
+    }
+    WgWait<0>();
+    if constexpr (WGS == 2) {
+      // Warpgroup 1's partial sums to warpgroup 0 through the (now idle) stages, in fragment
+      // order: thread t + 128 writes where thread t reads.
+      float* part = reinterpret_cast<float*>(smem_raw + (base - SmemAddr(smem_raw)));
+      asm volatile("bar.sync 1, 256;\n" ::: "memory");
+      if (warp >= 4) {
+#pragma unroll
+        for (int i = 0; i < BN / 2; ++i) part[i * 128 + (tid - 128)] = acc[i];
+      }
+      asm volatile("bar.sync 1, 256;\n" ::: "memory");
+      if (warp < 4) {
+#pragma unroll
+        for (int i = 0; i < BN / 2; ++i) acc[i] += part[i * 128 + tid];
+      }
+    }
+    const int r0 = m0 + (warp & 3) * 16 + (lane >> 2);
+#pragma unroll
+    for (int j = 0; j < BN / 8; ++j) {
+      const int col = n0 + j * 8 + (lane & 3) * 2;
+      if (col >= N || warp >= 4) continue;
+      const float2 b = __half22float2(*reinterpret_cast<const __half2*>(bias + col));
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = r0 + h * 8;
+        if (row >= M) continue;
+        float2 v = make_float2(acc[j * 4 + h * 2] + b.x, acc[j * 4 + h * 2 + 1] + b.y);
+        const float2 r = __half22float2(
+            *reinterpret_cast<const __half2*>(res + static_cast<int64_t>(row) * N + col));
+        v.x += r.x, v.y += r.y;
+        *reinterpret_cast<__half2*>(d + static_cast<int64_t>(row) * N + col) = __float22half2_rn(v);
+      }
+    }
+  }
+  // No block leaves while a peer may still multicast into it or arrive on its barriers.
+  __syncwarp();
+  if constexpr (CN > 1) ClusterSync();
 }
 
 __global__ void RefGemm(const __half* a, const __half* bt, const __half* bias, const __half* res,
@@ -265,18 +428,73 @@ __half* Random(int64_t n, std::mt19937& rng, float scale) {
   return p;
 }
 
-template <int BN, int STAGES, int ACC = 1>
+template <int BN, int STAGES>
 void LaunchW(const __half* a, const __half* bt, const __half* bias, const __half* res, __half* d,
              int M, int N, int K, cudaStream_t s) {
   constexpr int kSmem = STAGES * (64 + BN) * 128 + 1024;
   static bool configured = [] {
-    CK(cudaFuncSetAttribute(WgmmaGemm<BN, STAGES, ACC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    CK(cudaFuncSetAttribute(WgmmaGemm<BN, STAGES>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                             kSmem));
     return true;
   }();
   (void)configured;
   dim3 grid((N + BN - 1) / BN, (M + 63) / 64);
-  WgmmaGemm<BN, STAGES, ACC><<<grid, 128, kSmem, s>>>(a, bt, bias, res, d, M, N, K);
+  WgmmaGemm<BN, STAGES><<<grid, 128, kSmem, s>>>(a, bt, bias, res, d, M, N, K);
+}
+
+PFN_cuTensorMapEncodeTiled_v12000 Encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult q;
+    CK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault,
+                                        &q));
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+  }();
+  return fn;
+}
+
+// A K-major [rows, K] fp16 matrix as 64-column x box_rows boxes, 128-byte swizzle; rows past
+// the end read as zeros.
+CUtensorMap TensorMap(const __half* p, int rows, int K, int box_rows) {
+  CUtensorMap m;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(K), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(K) * 2};
+  const cuuint32_t box[2] = {64, static_cast<cuuint32_t>(box_rows)};
+  const cuuint32_t estr[2] = {1, 1};
+  const CUresult r =
+      Encoder()(&m, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, const_cast<__half*>(p), dims, strides, box,
+                estr, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) {
+    std::printf("cuTensorMapEncodeTiled: %d\n", static_cast<int>(r));
+    std::exit(1);
+  }
+  return m;
+}
+
+template <int BN, int STAGES, int CN, int WGS>
+void LaunchT(const CUtensorMap& ma, const CUtensorMap& mb, const __half* bias, const __half* res,
+             __half* d, int M, int N, int K, cudaStream_t s) {
+  constexpr int kSmem = STAGES * (64 + BN) * 128 + 1024;
+  static bool configured = [] {
+    CK(cudaFuncSetAttribute(WgmmaTmaGemm<BN, STAGES, CN, WGS>,
+                            cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+    return true;
+  }();
+  (void)configured;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3((N + BN - 1) / BN, (M + 63) / 64);
+  cfg.blockDim = dim3(128 * WGS + 32);
+  cfg.dynamicSmemBytes = kSmem;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = CN;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  CK(cudaLaunchKernelEx(&cfg, WgmmaTmaGemm<BN, STAGES, CN, WGS>, ma, mb, bias, res, d, M, N, K));
 }
 
 struct Lt {
@@ -377,9 +595,8 @@ int main(int argc, char** argv) {
   Lt lt;
   CB(cublasLtCreate(&lt.h));
   CK(cudaMalloc(&lt.ws, lt.ws_bytes));
-  std::printf(
-      "%5s %5s %5s | %9s | %9s %9s %9s %9s %9s | max rel err (cuBLASLt; bn48, bn64, bn32)\n", "M",
-      "N", "K", "cublasLt", "bn32", "bn48", "bn64", "bn48acc2", "bn48s12");
+  std::printf("%5s %5s %5s | %9s | %9s %9s %9s %9s %9s | max rel err (same order)\n", "M", "N", "K",
+              "cublasLt", "cp32", "t48", "t48wg2", "t64wg2", "t48wg2c2");
   for (int K : {768, 3072}) {
     if (only_k != 0 && K != only_k) continue;
     const int N = 768;
@@ -415,10 +632,23 @@ int main(int argc, char** argv) {
         return err / mx;
       };
       LtPlan plan = MakeLt(lt, M, N, K, bias[0]);
+      // A as 64-row boxes, and as 32-row boxes for the 2-block clusters' multicast halves.
+      const CUtensorMap ma64 = TensorMap(a, M, K, 64), ma32 = TensorMap(a, M, K, 32);
+      std::vector<CUtensorMap> mb48, mb64;
+      for (int l = 0; l < kLayers; ++l) {
+        mb48.push_back(TensorMap(w[l], N, K, 48));
+        mb64.push_back(TensorMap(w[l], N, K, 64));
+      }
       const double e_lt = check([&] { RunLt(lt, plan, a, w[0], bias[0], res, d, s); });
-      const double e48 = check([&] { LaunchW<48, 8>(a, w[0], bias[0], res, d, M, N, K, s); });
-      const double e64 = check([&] { LaunchW<64, 8>(a, w[0], bias[0], res, d, M, N, K, s); });
       const double e32 = check([&] { LaunchW<32, 8>(a, w[0], bias[0], res, d, M, N, K, s); });
+      const double e1 =
+          check([&] { LaunchT<48, 8, 1, 1>(ma64, mb48[0], bias[0], res, d, M, N, K, s); });
+      const double e2 =
+          check([&] { LaunchT<48, 8, 1, 2>(ma64, mb48[0], bias[0], res, d, M, N, K, s); });
+      const double e4 =
+          check([&] { LaunchT<64, 8, 1, 2>(ma64, mb64[0], bias[0], res, d, M, N, K, s); });
+      const double e64 =
+          check([&] { LaunchT<48, 8, 2, 2>(ma32, mb48[0], bias[0], res, d, M, N, K, s); });
       CK(cudaGetLastError());
       const int count = 24;
       auto t_lt = Time(s, count, [&](int i) {
@@ -427,20 +657,21 @@ int main(int argc, char** argv) {
       auto t_bn32 = Time(s, count, [&](int i) {
         LaunchW<32, 8>(a, w[i % kLayers], bias[i % kLayers], res, d, M, N, K, s);
       });
-      auto t_bn48 = Time(s, count, [&](int i) {
-        LaunchW<48, 8>(a, w[i % kLayers], bias[i % kLayers], res, d, M, N, K, s);
+      auto t1 = Time(s, count, [&](int i) {
+        LaunchT<48, 8, 1, 1>(ma64, mb48[i % kLayers], bias[i % kLayers], res, d, M, N, K, s);
       });
-      auto t_bn64 = Time(s, count, [&](int i) {
-        LaunchW<64, 8>(a, w[i % kLayers], bias[i % kLayers], res, d, M, N, K, s);
+      auto t2 = Time(s, count, [&](int i) {
+        LaunchT<48, 8, 1, 2>(ma64, mb48[i % kLayers], bias[i % kLayers], res, d, M, N, K, s);
       });
-      auto t_acc2 = Time(s, count, [&](int i) {
-        LaunchW<48, 8, 2>(a, w[i % kLayers], bias[i % kLayers], res, d, M, N, K, s);
+      auto t4 = Time(s, count, [&](int i) {
+        LaunchT<64, 8, 1, 2>(ma64, mb64[i % kLayers], bias[i % kLayers], res, d, M, N, K, s);
       });
-      auto t_s12 = Time(s, count, [&](int i) {
-        LaunchW<48, 12>(a, w[i % kLayers], bias[i % kLayers], res, d, M, N, K, s);
+      auto t64 = Time(s, count, [&](int i) {
+        LaunchT<48, 8, 2, 2>(ma32, mb48[i % kLayers], bias[i % kLayers], res, d, M, N, K, s);
       });
-      std::printf("%5d %5d %5d | %9.2f | %9.2f %9.2f %9.2f %9.2f %9.2f | lt %.2e, %.2e %.2e %.2e\n",
-                  M, N, K, t_lt, t_bn32, t_bn48, t_bn64, t_acc2, t_s12, e_lt, e48, e64, e32);
+      std::printf(
+          "%5d %5d %5d | %9.2f | %9.2f %9.2f %9.2f %9.2f %9.2f | %.2e %.2e; %.2e %.2e %.2e %.2e\n",
+          M, N, K, t_lt, t_bn32, t1, t2, t4, t64, e_lt, e32, e1, e2, e4, e64);
       std::fflush(stdout);
       cudaFree(a);
       cudaFree(res);

@@ -9,7 +9,8 @@
 //             memory); optionally CN blocks along N as a cluster that multicasts the A tile
 //             (each block loads 64 / CN rows for all; consumers release a stage in every block)
 // Prints µs a launch (24 launches over 12 weight sets in one graph, median of 25 replays) and
-// each kernel's max error against an fp32 reference, relative to max |reference|.
+// each kernel's max error against an fp32 reference, relative to max |reference|; then the
+// probes of the TMA form's halves (kMmaOnly, kLoadsOnly) at BN 48 to 256.
 //
 // What it established on the H100 (2026-12-07, bench/RESULTS.md, thirteenth session):
 // - Verified building blocks: shared-memory descriptors for K-major operands with the 128-byte
@@ -25,8 +26,15 @@
 //   Remote arrives with `.release.cluster` made the ring 3-10x slower (each one a cluster-scope
 //   fence); plain `mbarrier.arrive.shared::cluster` does not. Under Nsight Compute a block's
 //   64-column tile took ~1.7x as long as in cuBLASLt's nvjet kernel (64x64 tiles, 4x2 clusters,
-//   384 threads), whose L2 traffic is half ours (32 against 59 MB): the per-tile latency, not
-//   the MMAs, is the limit and is not yet understood.
+//   384 threads), whose L2 traffic is half ours (32 against 59 MB).
+// - The probes split the TMA form's time: its multiplies alone take as long as the whole kernel
+//   (11.6 µs at BN 48, K = 3072), and so do its loads alone (10.7 µs), at any M. A wgmma
+//   m64nNk16 in this loop (one accumulator chain, 4 a tile, fence / commit / wait(1) a tile)
+//   costs about 116 / 129 / 160 / 274 cycles at N = 48 / 64 / 128 / 256: a fixed ~90 cycles
+//   plus the work, so narrow tiles run at 20-25% of the tensor cores' rate; and one block's TMA
+//   ring takes in about 63 GB/s whatever the number of blocks (16 to 96). Both halves need
+//   fixing (independent accumulators or wider N for the first; more bytes in flight per
+//   request or multicast for the second) before our own GEMM can beat cuBLASLt here.
 #include <cublasLt.h>
 #include <cuda.h>
 #include <cudaTypedefs.h>
@@ -100,6 +108,61 @@ __device__ __forceinline__ void Wgmma64(float (&d)[32], uint64_t da, uint64_t db
       : "l"(da), "l"(db), "r"(scale_d));
 }
 
+__device__ __forceinline__ void Wgmma128(float (&d)[64], uint64_t da, uint64_t db, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, "
+      "%9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, "
+      "%27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, "
+      "%45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, "
+      "%63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
+        "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
+        "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),
+        "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
+        "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
+        "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]),
+        "+f"(d[63])
+      : "l"(da), "l"(db), "r"(scale_d));
+}
+
+__device__ __forceinline__ void Wgmma256(float (&d)[128], uint64_t da, uint64_t db, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, "
+      "%9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, "
+      "%27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, "
+      "%45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, "
+      "%63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, "
+      "%81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, "
+      "%99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, "
+      "%114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, %128, "
+      "%129, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
+        "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
+        "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),
+        "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
+        "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
+        "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]),
+        "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]),
+        "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]),
+        "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]),
+        "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]),
+        "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]),
+        "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
+        "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]),
+        "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]),
+        "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]),
+        "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+      : "l"(da), "l"(db), "r"(scale_d));
+}
+
 constexpr int kBK = 64;  // 128 bytes of fp16: one swizzle row
 
 __device__ __forceinline__ uint32_t SmemAddr(const void* p) {
@@ -137,6 +200,8 @@ __device__ __forceinline__ void Mma(float (&d)[BN / 2], uint64_t da, uint64_t db
   if constexpr (BN == 32) Wgmma32(d, da, db, scale);
   if constexpr (BN == 48) Wgmma48(d, da, db, scale);
   if constexpr (BN == 64) Wgmma64(d, da, db, scale);
+  if constexpr (BN == 128) Wgmma128(d, da, db, scale);
+  if constexpr (BN == 256) Wgmma256(d, da, db, scale);
 }
 
 // A thread's share of loading `ROWS` rows x 64 columns of a K-major [*, K] matrix into a
@@ -290,13 +355,19 @@ __device__ __forceinline__ void TmaLoadMulticast(uint32_t dst, const CUtensorMap
       : "memory");
 }
 
-// Blocks of 4 consumer warps (one warpgroup: 64 x BN of D) and a producer warp whose lane 0
-// issues the TMA loads. CN blocks along N form a cluster: each loads 64 / CN rows of the
+// Probes of the TMA form's two halves (timings only; the result is wrong): kMmaOnly loads the
+// first STAGES tiles and then multiplies the same stages over and over; kLoadsOnly waits for
+// and releases every tile without multiplying.
+constexpr int kFull = 0, kMmaOnly = 1, kLoadsOnly = 2;
+
+// Blocks of WGS consumer warpgroups (64 x BN of D; with two, each takes half of every tile's k16
+// steps and their partial sums meet in shared memory) and a producer warp whose lane 0 issues
+// the TMA loads. CN blocks along N form a cluster: each loads 64 / CN rows of the
 // shared A tile and multicasts them to all CN, so A crosses L2 once per cluster instead of once
 // per block. full[s]: the stage's bytes have landed (expect_tx by the local producer); empty[s]:
-// all CN blocks' consumer warps are done with the stage (4 CN arrivals), since a multicast
+// all CN blocks' consumer warps are done with the stage (4 WGS CN arrivals), since a multicast
 // writes into every block's copy.
-template <int BN, int STAGES, int CN, int WGS>
+template <int BN, int STAGES, int CN, int WGS, int MODE = kFull>
 __global__ void __launch_bounds__(128 * WGS + 32)
     WgmmaTmaGemm(const __grid_constant__ CUtensorMap map_a,
                  const __grid_constant__ CUtensorMap map_b, const __half* __restrict__ bias,
@@ -326,6 +397,7 @@ __global__ void __launch_bounds__(128 * WGS + 32)
     if (lane == 0) {
       for (int kt = 0; kt < kt_count; ++kt) {
         const int s = kt % STAGES, use = kt / STAGES;
+        if (MODE == kMmaOnly && use > 0) break;
         if (use > 0) MbarWait(SmemAddr(&empty[s]), (use - 1) & 1);
         const uint32_t stage = base + s * kStage, bar = SmemAddr(&full[s]);
         MbarExpectTx(bar, kStage);
@@ -344,7 +416,7 @@ __global__ void __launch_bounds__(128 * WGS + 32)
     for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
     for (int kt = 0; kt < kt_count; ++kt) {
       const int s = kt % STAGES;
-      MbarWait(SmemAddr(&full[s]), (kt / STAGES) & 1);
+      if (MODE != kMmaOnly || kt < STAGES) MbarWait(SmemAddr(&full[s]), (kt / STAGES) & 1);
       const uint32_t stage = base + s * kStage;
       const uint64_t da = Desc(stage), db = Desc(stage + kA);
       WgFence();
@@ -353,7 +425,7 @@ __global__ void __launch_bounds__(128 * WGS + 32)
 #pragma unroll
       for (int kk = 0; kk < kBK / 16 / WGS; ++kk) {
         const int k = wg * (kBK / 16 / WGS) + kk;
-        Mma<BN>(acc, da + 2 * k, db + 2 * k, (kt > 0 || kk > 0) ? 1 : 0);
+        if (MODE != kLoadsOnly) Mma<BN>(acc, da + 2 * k, db + 2 * k, (kt > 0 || kk > 0) ? 1 : 0);
       }
       WgCommit();
       WgWait<1>();  // tile kt - 1's MMAs are done: release its stage in every cluster block
@@ -472,12 +544,12 @@ CUtensorMap TensorMap(const __half* p, int rows, int K, int box_rows) {
   return m;
 }
 
-template <int BN, int STAGES, int CN, int WGS>
+template <int BN, int STAGES, int CN, int WGS, int MODE = kFull>
 void LaunchT(const CUtensorMap& ma, const CUtensorMap& mb, const __half* bias, const __half* res,
              __half* d, int M, int N, int K, cudaStream_t s) {
   constexpr int kSmem = STAGES * (64 + BN) * 128 + 1024;
   static bool configured = [] {
-    CK(cudaFuncSetAttribute(WgmmaTmaGemm<BN, STAGES, CN, WGS>,
+    CK(cudaFuncSetAttribute(WgmmaTmaGemm<BN, STAGES, CN, WGS, MODE>,
                             cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
     return true;
   }();
@@ -494,7 +566,8 @@ void LaunchT(const CUtensorMap& ma, const CUtensorMap& mb, const __half* bias, c
   attr[0].val.clusterDim.z = 1;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  CK(cudaLaunchKernelEx(&cfg, WgmmaTmaGemm<BN, STAGES, CN, WGS>, ma, mb, bias, res, d, M, N, K));
+  CK(cudaLaunchKernelEx(&cfg, WgmmaTmaGemm<BN, STAGES, CN, WGS, MODE>, ma, mb, bias, res, d, M, N,
+                        K));
 }
 
 struct Lt {
@@ -594,6 +667,11 @@ int main(int argc, char** argv) {
   CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   Lt lt;
   CB(cublasLtCreate(&lt.h));
+  struct Probe {
+    int m, k;
+    double mma48, mma64, mma128, mma256, load48, load48c2;
+  };
+  std::vector<Probe> probes;
   CK(cudaMalloc(&lt.ws, lt.ws_bytes));
   std::printf("%5s %5s %5s | %9s | %9s %9s %9s %9s %9s | max rel err (same order)\n", "M", "N", "K",
               "cublasLt", "cp32", "t48", "t48wg2", "t64wg2", "t48wg2c2");
@@ -634,10 +712,12 @@ int main(int argc, char** argv) {
       LtPlan plan = MakeLt(lt, M, N, K, bias[0]);
       // A as 64-row boxes, and as 32-row boxes for the 2-block clusters' multicast halves.
       const CUtensorMap ma64 = TensorMap(a, M, K, 64), ma32 = TensorMap(a, M, K, 32);
-      std::vector<CUtensorMap> mb48, mb64;
+      std::vector<CUtensorMap> mb48, mb64, mb128, mb256;
       for (int l = 0; l < kLayers; ++l) {
         mb48.push_back(TensorMap(w[l], N, K, 48));
         mb64.push_back(TensorMap(w[l], N, K, 64));
+        mb128.push_back(TensorMap(w[l], N, K, 128));
+        mb256.push_back(TensorMap(w[l], N, K, 256));
       }
       const double e_lt = check([&] { RunLt(lt, plan, a, w[0], bias[0], res, d, s); });
       const double e32 = check([&] { LaunchW<32, 8>(a, w[0], bias[0], res, d, M, N, K, s); });
@@ -672,12 +752,45 @@ int main(int argc, char** argv) {
       std::printf(
           "%5d %5d %5d | %9.2f | %9.2f %9.2f %9.2f %9.2f %9.2f | %.2e %.2e; %.2e %.2e %.2e %.2e\n",
           M, N, K, t_lt, t_bn32, t1, t2, t4, t64, e_lt, e32, e1, e2, e4, e64);
+      // The probes: multiplies alone at BN 48 .. 256 (one accumulator chain, 4 wgmma a tile),
+      // loads alone (one block a 64 x 48 tile; 2-block clusters multicasting A).
+      auto p48 = Time(s, count, [&](int i) {
+        LaunchT<48, 8, 1, 1, kMmaOnly>(ma64, mb48[i % kLayers], bias[i % kLayers], res, d, M, N, K,
+                                       s);
+      });
+      auto p64 = Time(s, count, [&](int i) {
+        LaunchT<64, 8, 1, 1, kMmaOnly>(ma64, mb64[i % kLayers], bias[i % kLayers], res, d, M, N, K,
+                                       s);
+      });
+      auto p128 = Time(s, count, [&](int i) {
+        LaunchT<128, 4, 1, 1, kMmaOnly>(ma64, mb128[i % kLayers], bias[i % kLayers], res, d, M, N,
+                                        K, s);
+      });
+      auto p256 = Time(s, count, [&](int i) {
+        LaunchT<256, 4, 1, 1, kMmaOnly>(ma64, mb256[i % kLayers], bias[i % kLayers], res, d, M, N,
+                                        K, s);
+      });
+      auto l48 = Time(s, count, [&](int i) {
+        LaunchT<48, 8, 1, 1, kLoadsOnly>(ma64, mb48[i % kLayers], bias[i % kLayers], res, d, M, N,
+                                         K, s);
+      });
+      auto l48c2 = Time(s, count, [&](int i) {
+        LaunchT<48, 8, 2, 1, kLoadsOnly>(ma32, mb48[i % kLayers], bias[i % kLayers], res, d, M, N,
+                                         K, s);
+      });
+      probes.push_back({M, K, p48, p64, p128, p256, l48, l48c2});
       std::fflush(stdout);
       cudaFree(a);
       cudaFree(res);
       cudaFree(d);
       cudaFree(ref);
     }
+  }
+  std::printf("\nprobes (µs a launch; results not checked)\n%5s %5s | %9s %9s %9s %9s | %9s %9s\n",
+              "M", "K", "mma48", "mma64", "mma128", "mma256", "load48", "load48c2");
+  for (const Probe& p : probes) {
+    std::printf("%5d %5d | %9.2f %9.2f %9.2f %9.2f | %9.2f %9.2f\n", p.m, p.k, p.mma48, p.mma64,
+                p.mma128, p.mma256, p.load48, p.load48c2);
   }
   return 0;
 }

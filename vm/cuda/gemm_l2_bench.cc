@@ -29,6 +29,7 @@
 #include "vm/cuda/cuda_status.h"
 #include "vm/cuda/device_info.h"
 #include "vm/cuda/gemm.h"
+#include "vm/cuda/graph_timing.h"
 #include "vm/cuda/l2_prefetch.h"
 #include "vm/cuda/stream.h"
 
@@ -125,47 +126,16 @@ absl::Status Enqueue(GemmRunner& runner, const Buffers& b, int64_t m, const Vari
 
 absl::StatusOr<double> TimeVariant(GemmRunner& runner, const Buffers& b, int64_t m,
                                    const Variant& variant, cudaStream_t main, cudaStream_t side) {
-  std::vector<cudaEvent_t> fork(kLayers * 4 + 1), join(kLayers * 4 + 1);
-  cudaEvent_t start, stop;
-  for (auto* events : {&fork, &join}) {
-    for (cudaEvent_t& e : *events) {
-      NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-    }
-  }
-  NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
-  NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop));
-  // Eager once: plans (and tuning) happen outside the capture.
-  NIMBLE_RETURN_IF_ERROR(Enqueue(runner, b, m, variant, main, side, fork, join));
-  NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(main));
-  NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(side));
-  NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(main, cudaStreamCaptureModeThreadLocal));
-  const absl::Status enqueued = Enqueue(runner, b, m, variant, main, side, fork, join);
-  cudaGraph_t graph = nullptr;
-  const cudaError_t ended = cudaStreamEndCapture(main, &graph);
-  NIMBLE_RETURN_IF_ERROR(enqueued);
-  NIMBLE_CUDA_RETURN_IF_ERROR(ended);
-  cudaGraphExec_t exec = nullptr;
-  NIMBLE_CUDA_RETURN_IF_ERROR(cudaGraphInstantiate(&exec, graph, 0));
-  cudaGraphDestroy(graph);
-  std::vector<float> ms;
-  for (int r = 0; r < 33; ++r) {
-    if (!variant.warm) NIMBLE_RETURN_IF_ERROR(FlushL2(b.flush, b.flush_bytes, main));
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventRecord(start, main));
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec, main));
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop, main));
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop));
-    float t = 0;
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&t, start, stop));
-    if (r >= 3) ms.push_back(t);
-  }
-  cudaGraphExecDestroy(exec);
-  for (auto* events : {&fork, &join}) {
-    for (cudaEvent_t e : *events) cudaEventDestroy(e);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2] * 1e3;  // microseconds
+  EventList fork(kLayers * 4 + 1), join(kLayers * 4 + 1);
+  NIMBLE_RETURN_IF_ERROR(fork.status());
+  NIMBLE_RETURN_IF_ERROR(join.status());
+  NIMBLE_ASSIGN_OR_RETURN(
+      const float ms,
+      MedianGraphReplayMs(
+          main, 30,
+          [&] { return Enqueue(runner, b, m, variant, main, side, fork.events(), join.events()); },
+          [&] { return variant.warm ? absl::OkStatus() : FlushL2(b.flush, b.flush_bytes, main); }));
+  return ms * 1e3;  // microseconds
 }
 
 int Main() {

@@ -21,6 +21,7 @@
 #include "vm/cuda/cuda_status.h"
 #include "vm/cuda/device_info.h"
 #include "vm/cuda/gemm.h"
+#include "vm/cuda/graph_timing.h"
 #include "vm/cuda/l2_prefetch.h"
 #include "vm/cuda/stream.h"
 
@@ -92,45 +93,18 @@ absl::Status Enqueue(GemmRunner& runner, const Buffers& b, int64_t m, int split,
 absl::StatusOr<double> TimeVariant(GemmRunner& runner, const Buffers& b, int64_t m, int split,
                                    bool proj, cudaStream_t main,
                                    const std::vector<cudaStream_t>& side) {
-  std::vector<cudaEvent_t> fork(kLayers), join(kLayers * kMaxSplit);
-  for (auto* events : {&fork, &join}) {
-    for (cudaEvent_t& e : *events) {
-      NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-    }
-  }
-  cudaEvent_t start, stop;
-  NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
-  NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop));
-  NIMBLE_RETURN_IF_ERROR(Enqueue(runner, b, m, split, proj, main, side, fork, join));
-  NIMBLE_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
-  NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(main, cudaStreamCaptureModeThreadLocal));
-  const absl::Status enqueued = Enqueue(runner, b, m, split, proj, main, side, fork, join);
-  cudaGraph_t graph = nullptr;
-  const cudaError_t ended = cudaStreamEndCapture(main, &graph);
-  NIMBLE_RETURN_IF_ERROR(enqueued);
-  NIMBLE_CUDA_RETURN_IF_ERROR(ended);
-  cudaGraphExec_t exec = nullptr;
-  NIMBLE_CUDA_RETURN_IF_ERROR(cudaGraphInstantiate(&exec, graph, 0));
-  cudaGraphDestroy(graph);
-  std::vector<float> ms;
-  for (int r = 0; r < 33; ++r) {
-    NIMBLE_RETURN_IF_ERROR(FlushL2(b.flush, b.flush_bytes, main));
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventRecord(start, main));
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec, main));
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop, main));
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop));
-    float t = 0;
-    NIMBLE_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&t, start, stop));
-    if (r >= 3) ms.push_back(t);
-  }
-  cudaGraphExecDestroy(exec);
-  for (auto* events : {&fork, &join}) {
-    for (cudaEvent_t e : *events) cudaEventDestroy(e);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2] * 1e3 / kLayers;  // microseconds a layer
+  EventList fork(kLayers), join(kLayers * kMaxSplit);
+  NIMBLE_RETURN_IF_ERROR(fork.status());
+  NIMBLE_RETURN_IF_ERROR(join.status());
+  NIMBLE_ASSIGN_OR_RETURN(const float ms,
+                          MedianGraphReplayMs(
+                              main, 30,
+                              [&] {
+                                return Enqueue(runner, b, m, split, proj, main, side, fork.events(),
+                                               join.events());
+                              },
+                              [&] { return FlushL2(b.flush, b.flush_bytes, main); }));
+  return ms * 1e3 / kLayers;  // microseconds a layer
 }
 
 int Main() {

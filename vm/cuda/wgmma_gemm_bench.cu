@@ -50,6 +50,8 @@
 #include <random>
 #include <vector>
 
+#include "vm/cuda/graph_timing.h"
+
 #define CK(x)                                                                        \
   do {                                                                               \
     cudaError_t e_ = (x);                                                            \
@@ -624,33 +626,22 @@ void RunLt(Lt& lt, LtPlan& p, const __half* a, const __half* bt, const __half* b
                     lt.ws, lt.ws_bytes, s));
 }
 
-// Median microseconds a launch: `count` launches (weights rotating through `layers` buffers)
-// in one graph, 25 replays.
+// Median microseconds a launch: `count` launches (weights rotating through the layers'
+// buffers) in one graph, 25 replays.
 template <typename F>
 double Time(cudaStream_t s, int count, F launch) {
-  cudaGraph_t g;
-  cudaGraphExec_t e;
-  CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < count; ++i) launch(i);
-  CK(cudaStreamEndCapture(s, &g));
-  CK(cudaGraphInstantiate(&e, g, 0));
-  cudaEvent_t t0, t1;
-  CK(cudaEventCreate(&t0));
-  CK(cudaEventCreate(&t1));
-  std::vector<float> ms;
-  for (int r = 0; r < 28; ++r) {
-    CK(cudaEventRecord(t0, s));
-    CK(cudaGraphLaunch(e, s));
-    CK(cudaEventRecord(t1, s));
-    CK(cudaEventSynchronize(t1));
-    float m = 0;
-    CK(cudaEventElapsedTime(&m, t0, t1));
-    if (r >= 3) ms.push_back(m);
+  const absl::StatusOr<float> ms = nimble::vm::cuda::MedianGraphReplayMs(
+      s, 25,
+      [&] {
+        for (int i = 0; i < count; ++i) launch(i);
+        return nimble::vm::cuda::CudaStatus(cudaGetLastError(), "launch");
+      },
+      [] { return absl::OkStatus(); });
+  if (!ms.ok()) {
+    std::printf("%s\n", ms.status().ToString().c_str());
+    std::exit(1);
   }
-  std::sort(ms.begin(), ms.end());
-  cudaGraphExecDestroy(e);
-  cudaGraphDestroy(g);
-  return ms[ms.size() / 2] * 1e3 / count;
+  return *ms * 1e3 / count;
 }
 
 }  // namespace

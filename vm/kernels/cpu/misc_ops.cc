@@ -2716,8 +2716,10 @@ void RegisterMiscKernels(KernelRegistry& registry) {
   const std::pair<const char*, WindowKind> windows[] = {{"HannWindow", WindowKind::kHann},
                                                         {"HammingWindow", WindowKind::kHamming},
                                                         {"BlackmanWindow", WindowKind::kBlackman}};
-  for (const auto& [name, kind] : windows) {
-    const std::string op = name;
+  for (const auto& window : windows) {
+    // (No structured bindings: clang 14, `make fuzz`'s compiler, cannot capture them.)
+    const std::string op = window.first;
+    const WindowKind kind = window.second;
     registry.Register(op, DeviceType::kCPU, [op, kind](const Attributes& attrs) -> Factory {
       NIMBLE_ASSIGN_OR_RETURN(const DType dtype,
                               DTypeFromOnnx(attrs.GetOr<int64_t>("output_datatype", 1)));
@@ -2745,10 +2747,12 @@ void RegisterMiscKernels(KernelRegistry& registry) {
       {"ai.onnx.preview.training.Adagrad", Optimizer::kAdagrad},
       {"ai.onnx.preview.training.Momentum", Optimizer::kMomentum},
       {"ai.onnx.preview.training.Adam", Optimizer::kAdam}};
-  for (const auto& [name, kind] : optimizers) {
-    registry.Register(name, DeviceType::kCPU, [kind](const Attributes& attrs) -> Factory {
-      return std::make_unique<OptimizerKernel>(kind, attrs);
-    });
+  for (const auto& optimizer : optimizers) {
+    const Optimizer kind = optimizer.second;
+    registry.Register(optimizer.first, DeviceType::kCPU,
+                      [kind](const Attributes& attrs) -> Factory {
+                        return std::make_unique<OptimizerKernel>(kind, attrs);
+                      });
   }
   registry.Register("RegexFullMatch", DeviceType::kCPU, [](const Attributes& attrs) -> Factory {
     const std::string pattern = attrs.GetOr<std::string>("pattern", "");

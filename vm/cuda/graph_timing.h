@@ -53,8 +53,11 @@ inline absl::StatusOr<float> MedianGraphReplayMs(cudaStream_t stream, int replay
   const absl::Status enqueued = enqueue();
   cudaGraph_t graph = nullptr;
   const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
-  NIMBLE_RETURN_IF_ERROR(enqueued);
-  NIMBLE_CUDA_RETURN_IF_ERROR(ended);
+  if (!enqueued.ok() || ended != cudaSuccess) {
+    if (graph != nullptr) (void)cudaGraphDestroy(graph);
+    NIMBLE_RETURN_IF_ERROR(enqueued);
+    NIMBLE_CUDA_RETURN_IF_ERROR(ended);
+  }
   cudaGraphExec_t exec = nullptr;
   const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
   (void)cudaGraphDestroy(graph);

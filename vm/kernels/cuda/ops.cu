@@ -1896,19 +1896,17 @@ cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream) {
               // memory at once, so each warp walks one tile instead of two of four groups'
               // (AttentionSinglePass).
               const bool one_pass = AttentionSinglePass() && (tiles64 == 5 || tiles64 == 6);
-              if (blocks2 <= sms) {
-                if (one_pass && tiles64 == 5) return Launch2D<T, M, 2, 5, 1>(args, stream);
-                if (one_pass) return Launch2D<T, M, 2, 6, 1>(args, stream);
-                return Launch2D<T, M, 2, 4>(args, stream);
-              }
+              auto launch = [&](auto warps) {
+                constexpr int W = decltype(warps)::value;
+                if (one_pass && tiles64 == 5) return Launch2D<T, M, W, 5, 1>(args, stream);
+                if (one_pass) return Launch2D<T, M, W, 6, 1>(args, stream);
+                return Launch2D<T, M, W, 4>(args, stream);
+              };
+              if (blocks2 <= sms) return launch(std::integral_constant<int, 2>{});
               // 48-query blocks when they fit one a multiprocessor: 96 of them at seq 384, 132 at
               // 512 (9.09-9.14 / 10.77-10.82 us against 9.24-9.33 / 11.91-11.97 with 64-query
               // blocks, bench/results/gpu/run-2026-12-06s).
-              if (blocks3 <= sms) {
-                if (one_pass && tiles64 == 5) return Launch2D<T, M, 3, 5, 1>(args, stream);
-                if (one_pass) return Launch2D<T, M, 3, 6, 1>(args, stream);
-                return Launch2D<T, M, 3, 4>(args, stream);
-              }
+              if (blocks3 <= sms) return launch(std::integral_constant<int, 3>{});
               // Key groups that divide the tiles evenly: 6 tiles (seq 384) take 3.
               if (tiles64 <= 7) return Launch2D<T, M, 4, 3>(args, stream);
               return Launch2D<T, M, 4, 4>(args, stream);

@@ -147,4 +147,52 @@ cublasStatus_t CUBLASWINAPI cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayou
   NIMBLE_CUBLASLT_FORWARD(cublasLtMatrixLayoutSetAttribute, matLayout, attr, buf, sizeInBytes);
 }
 
+cublasStatus_t CUBLASWINAPI cublasLtMatmulAlgoGetIds(cublasLtHandle_t lightHandle,
+                                                     cublasComputeType_t computeType,
+                                                     cudaDataType_t scaleType, cudaDataType_t Atype,
+                                                     cudaDataType_t Btype, cudaDataType_t Ctype,
+                                                     cudaDataType_t Dtype, int requestedAlgoCount,
+                                                     int algoIdsArray[], int* returnAlgoCount) {
+  NIMBLE_CUBLASLT_FORWARD(cublasLtMatmulAlgoGetIds, lightHandle, computeType, scaleType, Atype,
+                          Btype, Ctype, Dtype, requestedAlgoCount, algoIdsArray, returnAlgoCount);
+}
+
+cublasStatus_t CUBLASWINAPI cublasLtMatmulAlgoInit(cublasLtHandle_t lightHandle,
+                                                   cublasComputeType_t computeType,
+                                                   cudaDataType_t scaleType, cudaDataType_t Atype,
+                                                   cudaDataType_t Btype, cudaDataType_t Ctype,
+                                                   cudaDataType_t Dtype, int algoId,
+                                                   cublasLtMatmulAlgo_t* algo) {
+  NIMBLE_CUBLASLT_FORWARD(cublasLtMatmulAlgoInit, lightHandle, computeType, scaleType, Atype, Btype,
+                          Ctype, Dtype, algoId, algo);
+}
+
+cublasStatus_t CUBLASWINAPI cublasLtMatmulAlgoCheck(
+    cublasLtHandle_t lightHandle, cublasLtMatmulDesc_t operationDesc, cublasLtMatrixLayout_t Adesc,
+    cublasLtMatrixLayout_t Bdesc, cublasLtMatrixLayout_t Cdesc, cublasLtMatrixLayout_t Ddesc,
+    const cublasLtMatmulAlgo_t* algo, cublasLtMatmulHeuristicResult_t* result) {
+  NIMBLE_CUBLASLT_FORWARD(cublasLtMatmulAlgoCheck, lightHandle, operationDesc, Adesc, Bdesc, Cdesc,
+                          Ddesc, algo, result);
+}
+
+cublasStatus_t CUBLASWINAPI cublasLtMatmulAlgoCapGetAttribute(
+    const cublasLtMatmulAlgo_t* algo, cublasLtMatmulAlgoCapAttributes_t attr, void* buf,
+    size_t sizeInBytes, size_t* sizeWritten) {
+  NIMBLE_CUBLASLT_FORWARD(cublasLtMatmulAlgoCapGetAttribute, algo, attr, buf, sizeInBytes,
+                          sizeWritten);
+}
+
+cublasStatus_t CUBLASWINAPI cublasLtMatmulAlgoConfigSetAttribute(
+    cublasLtMatmulAlgo_t* algo, cublasLtMatmulAlgoConfigAttributes_t attr, const void* buf,
+    size_t sizeInBytes) {
+  NIMBLE_CUBLASLT_FORWARD(cublasLtMatmulAlgoConfigSetAttribute, algo, attr, buf, sizeInBytes);
+}
+
+cublasStatus_t CUBLASWINAPI cublasLtMatmulAlgoConfigGetAttribute(
+    const cublasLtMatmulAlgo_t* algo, cublasLtMatmulAlgoConfigAttributes_t attr, void* buf,
+    size_t sizeInBytes, size_t* sizeWritten) {
+  NIMBLE_CUBLASLT_FORWARD(cublasLtMatmulAlgoConfigGetAttribute, algo, attr, buf, sizeInBytes,
+                          sizeWritten);
+}
+
 }  // extern "C"

@@ -18,6 +18,7 @@
 #include "compiler/transforms/fuse_embedding.h"
 #include "compiler/transforms/fuse_gelu_layernorm.h"
 #include "compiler/transforms/fuse_matmul_epilogue.h"
+#include "compiler/transforms/fuse_stacked_lstm.h"
 #include "compiler/transforms/pack_qkv.h"
 #include "compiler/transforms/type_inference.h"
 
@@ -78,6 +79,7 @@ const std::vector<std::string>& PassNames() {
                                                  "fuse-attention",
                                                  "fuse-matmul-epilogue",
                                                  "pack-qkv",
+                                                 "fuse-stacked-lstm",
                                                  "fuse-elementwise",
                                                  "fuse-attention-mask",
                                                  "dce",
@@ -93,6 +95,7 @@ const std::vector<std::string>& OptionalPassNames() {
                                                  "fuse-attention",
                                                  "fuse-matmul-epilogue",
                                                  "pack-qkv",
+                                                 "fuse-stacked-lstm",
                                                  "fuse-elementwise",
                                                  "fuse-attention-mask"};
   return names;
@@ -202,6 +205,11 @@ absl::Status OptimizeModule(Module& module, const CompileOptions& options, Compi
   if (options.device.type != vm::DeviceType::kCPU) {
     NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "pack-qkv",
                                    Counted(module, PackQkv, &r.packed_qkv)));
+  }
+  // CPU targets only: the CUDA backend runs each LSTM layer with its own kernel.
+  if (options.device.type == vm::DeviceType::kCPU) {
+    NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "fuse-stacked-lstm",
+                                   Counted(module, FuseStackedLstms, &r.fused_stacked_lstms)));
   }
   NIMBLE_RETURN_IF_ERROR(RunPass(module, options, r, true, "fuse-elementwise",
                                  Counted(module, FuseElementwise, &r.fused_elementwise)));

@@ -10,6 +10,7 @@
 #include "compiler/transforms/fuse_embedding.h"
 #include "compiler/transforms/fuse_gelu_layernorm.h"
 #include "compiler/transforms/fuse_matmul_epilogue.h"
+#include "compiler/transforms/fuse_stacked_lstm.h"
 #include "compiler/transforms/pack_qkv.h"
 #include "gtest/gtest.h"
 
@@ -370,6 +371,75 @@ TEST_F(FusionTest, EmbeddingSumsReadElsewhereOrOfRuntimeTablesAreLeftAlone) {
   NIMBLE_ASSERT_OK_AND_ASSIGN(int fused, FuseEmbeddings(m_));
   EXPECT_EQ(fused, 0);
   EXPECT_THAT(Ops(), Not(HasSubstr("EmbedLayerNorm")));
+}
+
+// PyTorch's nn.LSTM(num_layers=2): LSTM, Squeeze of the direction axis, LSTM.
+class StackedLstmFusionTest : public FusionTest {
+ protected:
+  Value* Weight(const std::string& name, int64_t rows, int64_t cols) {
+    return m_.main->AddConstant(
+        name, vm::Tensor::FromVector<float>(std::vector<float>(rows * cols, 0.1f), {1, rows, cols}),
+        Type::Tensor(TensorType::Static(vm::DType::kF32, {1, rows, cols})));
+  }
+  // An LSTM layer of hidden size 4 over `x` [s, b, in]; returns the node (Y, Y_h, Y_c typed).
+  Node* Layer(Value* x, int64_t in, const std::string& tag) {
+    const DimExpr s = m_.dims.Symbol("s"), b = m_.dims.Symbol("b"), one = DimExpr::Const(1),
+                  h = DimExpr::Const(4);
+    Node* n = m_.main->AddNode(
+        "LSTM", {x, Weight("W" + tag, 16, in), Weight("R" + tag, 16, 4), nullptr, nullptr}, 3,
+        "lstm" + tag);
+    n->set_opset(14);
+    n->attrs().Set("hidden_size", int64_t{4});
+    n->output(0)->set_type(Type::Tensor(TensorType::Of(vm::DType::kF32, {s, one, b, h})));
+    for (int i : {1, 2}) {
+      n->output(i)->set_type(Type::Tensor(TensorType::Of(vm::DType::kF32, {one, b, h})));
+    }
+    return n;
+  }
+  Value* Squeeze(Value* y) {
+    const DimExpr s = m_.dims.Symbol("s"), b = m_.dims.Symbol("b");
+    Node* sq = Typed("Squeeze", {y}, {s, b, DimExpr::Const(4)});
+    sq->set_opset(11);
+    sq->attrs().Set("axes", std::vector<int64_t>{1});
+    return sq->output(0);
+  }
+};
+
+TEST_F(StackedLstmFusionTest, TwoLayersBecomeStackedLstm) {
+  const DimExpr s = m_.dims.Symbol("s"), b = m_.dims.Symbol("b");
+  Value* x = Input("x", {s, b, DimExpr::Const(3)});
+  Node* l1 = Layer(x, 3, "1");
+  Node* l2 = Layer(Squeeze(l1->output(0)), 4, "2");
+  m_.main->AddOutput(Squeeze(l2->output(0)));
+  for (Node* l : {l1, l2}) {
+    m_.main->AddOutput(l->output(1));
+    m_.main->AddOutput(l->output(2));
+  }
+  NIMBLE_ASSERT_OK_AND_ASSIGN(int fused, FuseStackedLstms(m_));
+  EXPECT_EQ(fused, 1);
+  EXPECT_EQ(Ops(), "StackedLSTM Squeeze ");
+  const std::string ir = m_.ToString();
+  EXPECT_THAT(ir, HasSubstr("= StackedLSTM(%0:x, %1:W1, %2:R1, _, _, _, %7:W2, %8:R2, _, _, _) "
+                            "{hidden_size=4, hidden_size2=4}"))
+      << ir;
+}
+
+TEST_F(StackedLstmFusionTest, LayersWhoseOutputIsReadElsewhereOrNotPlainAreLeftAlone) {
+  const DimExpr s = m_.dims.Symbol("s"), b = m_.dims.Symbol("b");
+  Value* x = Input("x", {s, b, DimExpr::Const(3)});
+  // Layer 1's Y is also a model output.
+  Node* l1 = Layer(x, 3, "1");
+  Node* l2 = Layer(Squeeze(l1->output(0)), 4, "2");
+  m_.main->AddOutput(l1->output(0));
+  m_.main->AddOutput(l2->output(0));
+  // A reverse upper layer.
+  Node* l3 = Layer(x, 3, "3");
+  Node* l4 = Layer(Squeeze(l3->output(0)), 4, "4");
+  l4->attrs().Set("direction", std::string("reverse"));
+  m_.main->AddOutput(l4->output(0));
+  NIMBLE_ASSERT_OK_AND_ASSIGN(int fused, FuseStackedLstms(m_));
+  EXPECT_EQ(fused, 0);
+  EXPECT_THAT(Ops(), Not(HasSubstr("StackedLSTM")));
 }
 
 TEST_F(FusionTest, MatMulBiasActivationResidualBecomeFusedMatMul) {

@@ -26,6 +26,8 @@
 //
 // Both: batch rows whose sequence has ended keep their state; a reverse direction starts each
 // row at its own last valid step; Y is zero past a row's length.
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -460,21 +462,29 @@ NIMBLE_SIMD_INLINE void DotsPacked(const float* unit, const float* x, int64_t h,
   for (int m = 0; m < M; ++m) out[m] = HSum<W>(acc[m]);
 }
 
-// R [dirs, 4h, h] in DotsPacked's layout: [dirs][h units][chunks][4 gates][16].
+// R [dirs, 4h, h] in DotsPacked's layout: [dirs][h units][chunks][4 gates][16]; or, for the
+// upper layer of StackedLSTM's wavefront, each gate row of [W | R] (W [4h, k - h] first), so one
+// dot product over [x_t ; h_prev] gives the input projection and the recurrent product at once.
 struct PackedLstmR {
-  std::weak_ptr<Storage> owner;  // R's storage: the packing is valid while it lives
+  std::weak_ptr<Storage> owner;    // R's storage: the packing is valid while it lives
+  std::weak_ptr<Storage> owner_w;  // W's, when W's rows lead
   const float* source = nullptr;
-  int64_t h = 0, dirs = 0, chunks = 0;
+  const float* source_w = nullptr;
+  int64_t h = 0, k = 0, dirs = 0, chunks = 0;  // k: the row length (h, or W's columns + h)
   std::unique_ptr<float, decltype(&std::free)> data{nullptr, &std::free};
 
   const float* Direction(int dir) const { return data.get() + dir * h * chunks * 4 * kPackChunk; }
 };
 
-std::unique_ptr<PackedLstmR> PackLstmR(const Tensor& r, int64_t h, int64_t dirs) {
+// Packs R [dirs, 4h, h], preceded per row by W [dirs, 4h, k - h] when `w` is given (k > h).
+std::unique_ptr<PackedLstmR> PackLstmRows(const Tensor* w, const Tensor& r, int64_t h, int64_t k,
+                                          int64_t dirs) {
   auto packed = std::make_unique<PackedLstmR>();
   packed->owner = r.storage();
   packed->source = r.data<float>();
-  packed->h = h, packed->dirs = dirs, packed->chunks = PackedChunks(h);
+  if (w != nullptr) packed->owner_w = w->storage(), packed->source_w = w->data<float>();
+  const int64_t in = k - h;
+  packed->h = h, packed->k = k, packed->dirs = dirs, packed->chunks = PackedChunks(k);
   const int64_t chunks = packed->chunks;
   const size_t bytes = static_cast<size_t>(dirs * h * chunks * 4 * kPackChunk) * sizeof(float);
   packed->data.reset(static_cast<float*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64)));
@@ -484,12 +494,14 @@ std::unique_ptr<PackedLstmR> PackLstmR(const Tensor& r, int64_t h, int64_t dirs)
     for (int64_t u = 0; u < h; ++u) {
       for (int64_t c = 0; c < chunks; ++c) {
         const bool last = c + 1 == chunks;
-        const int64_t base = last ? h - kPackChunk : c * kPackChunk;
+        const int64_t base = last ? k - kPackChunk : c * kPackChunk;
         for (int64_t q = 0; q < 4; ++q) {
-          const float* row = packed->source + (dir * 4 * h + q * h + u) * h;
+          const int64_t row = dir * 4 * h + q * h + u;
           for (int64_t l = 0; l < kPackChunk; ++l) {
             const int64_t col = base + l;
-            *out++ = last && col < c * kPackChunk ? 0.0f : row[col];
+            const float v =
+                col < in ? packed->source_w[row * in + col] : packed->source[row * h + col - in];
+            *out++ = last && col < c * kPackChunk ? 0.0f : v;
           }
         }
       }
@@ -498,12 +510,17 @@ std::unique_ptr<PackedLstmR> PackLstmR(const Tensor& r, int64_t h, int64_t dirs)
   return packed;
 }
 
+std::unique_ptr<PackedLstmR> PackLstmR(const Tensor& r, int64_t h, int64_t dirs) {
+  return PackLstmRows(nullptr, r, h, h, dirs);
+}
+
 struct LstmChunkArgs {
   const float* r;          // R of the direction, [4h, h]
   const float* packed;     // the direction's PackedLstmR blocks, or null (read r)
-  int64_t chunks;          // PackedChunks(h) with `packed`
+  int64_t chunks;          // PackedChunks(k) with `packed`
+  int64_t k;               // the dot products' length: h, or (packed [W | R]) input + h
   const float* bias;       // Wb + Rb of the direction, [4h]
-  const float* h_prev;     // [batch, h]
+  const float* h_prev;     // [batch, k]: h_prev, or [x_t ; h_prev] for packed [W | R]
   float* h_next;           // [batch, h]
   float* cell;             // [batch, h], updated in place
   const float* const* xw;  // per batch row: its input projection [4h], null once it ended
@@ -589,7 +606,7 @@ struct LstmChunk {
       // time as the first pair's dot products and the gate math reach them.
       for (int64_t b = 0; b < a.batch; ++b) {
         if (a.xw[b] == nullptr) continue;
-        for (int64_t i = 0; i < h; i += 16) __builtin_prefetch(a.h_prev + b * h + i);
+        for (int64_t i = 0; i < a.k; i += 16) __builtin_prefetch(a.h_prev + b * a.k + i);
         for (int q = 0; q < 4; ++q) {
           for (int64_t j = a.j0; j < a.j1; j += 16) __builtin_prefetch(a.xw[b] + q * h + j);
           __builtin_prefetch(a.xw[b] + q * h + a.j1 - 1);
@@ -604,21 +621,21 @@ struct LstmChunk {
           r0 + h, r0 + h + gate_stride, r0 + h + 2 * gate_stride, r0 + h + 3 * gate_stride};
       for (int64_t b = 0; b < a.batch; ++b) {
         if (a.xw[b] == nullptr) continue;
-        const float* x = a.h_prev + b * h;
+        const float* x = a.h_prev + b * a.k;
         float* pre = a.pre + b * 4 * n;
         float out[8];
         const float* unit =
             a.packed != nullptr ? a.packed + (a.j0 + u) * a.chunks * 4 * kPackChunk : nullptr;
         if (u + 1 == n) {
           if (a.packed != nullptr) {
-            DotsPacked<W, 4>(unit, x, h, a.chunks, out);
+            DotsPacked<W, 4>(unit, x, a.k, a.chunks, out);
           } else {
             Dots<W, 4>(rows, x, h, out);
           }
           for (int q = 0; q < 4; ++q) pre[q * n + u] = out[q];
         } else {
           if (a.packed != nullptr) {
-            DotsPacked<W, 8>(unit, x, h, a.chunks, out);
+            DotsPacked<W, 8>(unit, x, a.k, a.chunks, out);
           } else {
             Dots<W, 8>(rows, x, h, out);
           }
@@ -631,7 +648,8 @@ struct LstmChunk {
     }
     for (int64_t b = 0; b < a.batch; ++b) {
       if (a.xw[b] == nullptr) {  // the sequence ended: keep the state
-        std::memcpy(a.h_next + b * h + a.j0, a.h_prev + b * h + a.j0, n * sizeof(float));
+        std::memcpy(a.h_next + b * h + a.j0, a.h_prev + b * a.k + (a.k - h) + a.j0,
+                    n * sizeof(float));
         continue;
       }
       int64_t u = 0;
@@ -1001,6 +1019,7 @@ class RecurrentKernel final : public Kernel {
       a.r = inputs[2].data<float>() + dir * gh * h;
       a.packed = packed_r != nullptr ? packed_r->Direction(dir) : nullptr;
       a.chunks = PackedChunks(h);
+      a.k = h;
       a.bias = bias.data() + dir * gh;
       a.h_prev = hbuf.data() + (s & 1) * state_size + dir * batch * h;
       a.h_next = hbuf.data() + ((s + 1) & 1) * state_size + dir * batch * h;
@@ -1294,9 +1313,297 @@ absl::StatusOr<KernelPtr> MakeRecurrent(Cell cell, const Attributes& a) {
   return KernelPtr(new RecurrentKernel(std::move(c), std::move(projection)));
 }
 
+// ---------------------------------------------------------------------------------------------
+// StackedLSTM (compiler/transforms/fuse_stacked_lstm.h): two forward LSTM layers, the second
+// reading the first's Y. Inputs: X, W1, R1, B1, initial_h1, initial_c1, W2, R2, B2, initial_h2,
+// initial_c2 (layout 0, one direction each); outputs: Y2 [seq, 1, batch, h2], Y_h1, Y_c1, Y_h2,
+// Y_c2.
+//
+// At batch 1, when the two layers' recurrent weights (layer 1's R, layer 2's [W | R]) fit the
+// team's L2 caches, one team runs both as a wavefront: round r runs layer 1's step r and layer
+// 2's step r - 1, whose dot products read [y1_{r-1} ; h2_{r-2}] against layer 2's packed [W | R]
+// rows, so layer 2's input projection needs no GEMM of its own and the recurrence takes seq + 1
+// rounds instead of 2 seq. Both layers' state vectors sit side by side in two buffers by round
+// parity, [h1 | h2], so layer 2's input is one contiguous vector. Otherwise (other batches,
+// too few threads for the caches, NIMBLE_LSTM_WAVEFRONT=0) the layers run one after the other
+// through the LSTM kernel, as without the fusion; NIMBLE_LSTM_WAVEFRONT=1 forces the wavefront
+// wherever it applies (A/B measurements).
+// -1: by the caches; 0: never; 1: wherever it applies (NIMBLE_LSTM_WAVEFRONT, or
+// SetStackedLstmWavefrontForTesting).
+std::atomic<int> g_wavefront{[] {
+  const char* v = std::getenv("NIMBLE_LSTM_WAVEFRONT");
+  return v == nullptr ? -1 : (v[0] == '0' ? 0 : 1);
+}()};
+
+class StackedLstmKernel final : public Kernel {
+ public:
+  StackedLstmKernel(KernelPtr layer1, KernelPtr layer2, KernelPtr projection)
+      : layer1_(std::move(layer1)),
+        layer2_(std::move(layer2)),
+        projection_(std::move(projection)) {}
+
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    NIMBLE_ASSIGN_OR_RETURN(const Dims d, Plan(inputs));
+    const Shape shapes[5] = {{d.seq, 1, d.batch, d.h2},
+                             {1, d.batch, d.h1},
+                             {1, d.batch, d.h1},
+                             {1, d.batch, d.h2},
+                             {1, d.batch, d.h2}};
+    for (size_t i = 0; i < output_shapes.size() && i < 5; ++i) output_shapes[i] = shapes[i];
+    return absl::OkStatus();
+  }
+
+  absl::Status Run(const KernelContext& ctx, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    NIMBLE_ASSIGN_OR_RETURN(const Dims d, Plan(inputs));
+    NIMBLE_RETURN_IF_ERROR(kernel_util::CheckOutputs(kOp, outputs, 0, 5));
+    std::vector<Shape> shapes(outputs.size());
+    NIMBLE_RETURN_IF_ERROR(OutputShapes(inputs, absl::MakeSpan(shapes)));
+    for (const Tensor& o : outputs) {
+      NIMBLE_RETURN_IF_ERROR(kernel_util::CheckOutputDType(kOp, o, DType::kF32));
+    }
+    NIMBLE_RETURN_IF_ERROR(kernel_util::CheckOutputShapes(kOp, outputs, shapes));
+    auto out = [&](size_t i) -> Tensor* {
+      return i < outputs.size() && outputs[i].defined() ? &outputs[i] : nullptr;
+    };
+    const int threads = RecurrenceThreads(
+        ctx.num_threads, 8.0 * static_cast<double>(d.h1 * d.h1 + d.h2 * (d.h1 + d.h2)));
+    if (UseWavefront(d, threads)) {
+      std::shared_ptr<const PackedLstmR> r1 = Pack(nullptr, inputs[2], d.h1, d.h1);
+      std::shared_ptr<const PackedLstmR> wr2 = Pack(&inputs[6], inputs[7], d.h2, d.h1 + d.h2);
+      if (r1 != nullptr && wr2 != nullptr) {
+        return RunWavefront(ctx, inputs, d, threads, *r1, *wr2, out(0), out(1), out(2), out(3),
+                            out(4));
+      }
+    }
+    // The layers one after the other.
+    NIMBLE_ASSIGN_OR_RETURN(Tensor y1,
+                            Tensor::Empty(DType::kF32, {d.seq, 1, d.batch, d.h1}, ctx.allocator));
+    Tensor none;
+    const Tensor in1[7] = {inputs[0], inputs[1],      inputs[2],     Opt(inputs, 3),
+                           none,      Opt(inputs, 4), Opt(inputs, 5)};
+    Tensor out1[3] = {y1, out(1) ? *out(1) : none, out(2) ? *out(2) : none};
+    NIMBLE_RETURN_IF_ERROR(layer1_->Run(ctx, in1, out1));
+    NIMBLE_ASSIGN_OR_RETURN(Tensor x2, y1.Reshape({d.seq, d.batch, d.h1}));
+    const Tensor in2[7] = {x2,   inputs[6],      inputs[7],      Opt(inputs, 8),
+                           none, Opt(inputs, 9), Opt(inputs, 10)};
+    Tensor out2[3] = {out(0) ? *out(0) : none, out(3) ? *out(3) : none, out(4) ? *out(4) : none};
+    return layer2_->Run(ctx, in2, out2);
+  }
+
+ private:
+  static constexpr const char* kOp = "StackedLSTM";
+  struct Dims {
+    int64_t seq = 0, batch = 0, input = 0, h1 = 0, h2 = 0;
+  };
+
+  static Tensor Opt(absl::Span<const Tensor> inputs, size_t i) {
+    return Present(inputs, i) ? inputs[i] : Tensor();
+  }
+
+  static absl::StatusOr<Dims> Plan(absl::Span<const Tensor> inputs) {
+    NIMBLE_RETURN_IF_ERROR(kernel_util::CheckArity(kOp, inputs.size(), 8, 11));
+    for (size_t i : {0, 1, 2, 6, 7}) {
+      NIMBLE_RETURN_IF_ERROR(CheckDefined(kOp, inputs, i, i == 0 ? "X" : "W or R"));
+    }
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      if (inputs[i].defined() && inputs[i].dtype() != DType::kF32) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(kOp, ": input ", i, " must be f32, got ", inputs[i].TypeString()));
+      }
+    }
+    const Tensor &x = inputs[0], &w1 = inputs[1], &r1 = inputs[2], &w2 = inputs[6], &r2 = inputs[7];
+    if (x.rank() != 3 || w1.rank() != 3 || r1.rank() != 3 || w2.rank() != 3 || r2.rank() != 3) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(kOp, ": X, W and R must be 3-D, got X ", x.TypeString()));
+    }
+    Dims d{x.dim(0), x.dim(1), x.dim(2), r1.dim(2), r2.dim(2)};
+    auto layer_ok = [](const Tensor& w, const Tensor& r, int64_t in, int64_t h) {
+      return w.dim(0) == 1 && r.dim(0) == 1 && w.dim(1) == 4 * h && r.dim(1) == 4 * h &&
+             w.dim(2) == in;
+    };
+    if (!layer_ok(w1, r1, d.input, d.h1) || !layer_ok(w2, r2, d.h1, d.h2)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          kOp, ": weights W1 ", w1.TypeString(), ", R1 ", r1.TypeString(), ", W2 ", w2.TypeString(),
+          ", R2 ", r2.TypeString(), " do not fit X ", x.TypeString()));
+    }
+    const std::pair<size_t, Shape> expected[] = {{3, {1, 8 * d.h1}},      {4, {1, d.batch, d.h1}},
+                                                 {5, {1, d.batch, d.h1}}, {8, {1, 8 * d.h2}},
+                                                 {9, {1, d.batch, d.h2}}, {10, {1, d.batch, d.h2}}};
+    for (const auto& [i, shape] : expected) {
+      if (Present(inputs, i) && inputs[i].shape() != shape) {
+        return absl::InvalidArgumentError(absl::StrCat(kOp, ": input ", i, " is ",
+                                                       inputs[i].TypeString(), ", expected ",
+                                                       ShapeToString(shape)));
+      }
+    }
+    return d;
+  }
+
+  static bool UseWavefront(const Dims& d, int threads) {
+    const int mode = g_wavefront.load(std::memory_order_relaxed);
+    if (mode == 0 || d.batch != 1 || d.seq < 1 || d.h1 < kPackChunk || d.h2 < kPackChunk ||
+        !g_fast_lstm.load(std::memory_order_relaxed)) {
+      return false;
+    }
+    if (mode == 1) return true;
+    // The weights the rounds read, with a quarter to spare for everything else.
+    static const int64_t l2 = [] {
+      const long v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+      return v > 0 ? static_cast<int64_t>(v) : int64_t{1} << 20;
+    }();
+    const int64_t bytes = 16 * (d.h1 * d.h1 + d.h2 * (d.h1 + d.h2)) * 5 / 4;
+    return static_cast<int64_t>(threads) * l2 >= bytes;
+  }
+
+  // Layer 1's R, or layer 2's [W | R], packed on the first call and kept while the weights live.
+  std::shared_ptr<const PackedLstmR> Pack(const Tensor* w, const Tensor& r, int64_t h,
+                                          int64_t k) const {
+    auto constant = [](const Tensor& t) {
+      return t.storage() != nullptr && t.storage()->constant();
+    };
+    if (!constant(r) || (w != nullptr && !constant(*w))) return nullptr;
+    absl::MutexLock lock(&mu_);
+    std::erase_if(packs_, [](const auto& p) {
+      return p->owner.expired() || (p->source_w != nullptr && p->owner_w.expired());
+    });
+    const float* w_data = w != nullptr ? w->data<float>() : nullptr;
+    for (const auto& p : packs_) {
+      if (p->source == r.data<float>() && p->source_w == w_data && p->h == h && p->k == k &&
+          p->owner.lock() == r.storage()) {
+        return p;
+      }
+    }
+    std::shared_ptr<const PackedLstmR> packed = PackLstmRows(w, r, h, k, 1);
+    if (packed != nullptr) packs_.push_back(packed);
+    return packed;
+  }
+
+  absl::Status RunWavefront(const KernelContext& ctx, absl::Span<const Tensor> inputs,
+                            const Dims& d, int threads, const PackedLstmR& r1,
+                            const PackedLstmR& wr2, Tensor* y2, Tensor* y_h1, Tensor* y_c1,
+                            Tensor* y_h2, Tensor* y_c2) const {
+    const int64_t h1 = d.h1, h2 = d.h2, seq = d.seq, z = h1 + h2;
+    // Layer 1's input projection for every step: X [seq, input] · W1^T, as the LSTM fast path.
+    NIMBLE_ASSIGN_OR_RETURN(Tensor xw_t, Tensor::Empty(DType::kF32, {seq, 4 * h1}, ctx.allocator));
+    {
+      NIMBLE_ASSIGN_OR_RETURN(Tensor w1, inputs[1].Reshape({4 * h1, d.input}));
+      KernelContext gemm_ctx = ctx;
+      gemm_ctx.num_threads = threads;
+      const int64_t block = threads >= kSmallGemmManyThreads ? SmallGemmMaxRows(threads) : seq;
+      for (int64_t r0 = 0; r0 < seq; r0 += block) {
+        const int64_t n = std::min(block, seq - r0);
+        NIMBLE_ASSIGN_OR_RETURN(Tensor x,
+                                Tensor::View(inputs[0].storage(),
+                                             inputs[0].byte_offset() + r0 * d.input * sizeof(float),
+                                             DType::kF32, {n, d.input}));
+        NIMBLE_ASSIGN_OR_RETURN(
+            Tensor o, Tensor::View(xw_t.storage(), xw_t.byte_offset() + r0 * 4 * h1 * sizeof(float),
+                                   DType::kF32, {n, 4 * h1}));
+        NIMBLE_RETURN_IF_ERROR(projection_->Run(gemm_ctx, {x, w1}, absl::MakeSpan(&o, 1)));
+      }
+    }
+    const float* xw1 = xw_t.data<float>();
+    auto fold_bias = [&](size_t i, int64_t h) {
+      std::vector<float> b(4 * h, 0.0f);
+      if (Present(inputs, i)) {
+        const float* p = inputs[i].data<float>();
+        for (int64_t j = 0; j < 4 * h; ++j) b[j] = p[j] + p[4 * h + j];
+      }
+      return b;
+    };
+    const std::vector<float> bias1 = fold_bias(3, h1), bias2 = fold_bias(8, h2);
+    const std::vector<float> zeros(4 * h2, 0.0f);  // layer 2's "projection": inside its dots
+    // State vectors by round parity: zbuf[p] = [h1 | h2]. Round r writes h1_r into zbuf[r & 1]
+    // and h2_{r-1} beside it; layer 1 reads h1_{r-1} from zbuf[(r - 1) & 1], layer 2 all of it.
+    std::vector<float> zbuf(2 * z, 0.0f), cell1(h1, 0.0f), cell2(h2, 0.0f);
+    if (Present(inputs, 4)) std::memcpy(&zbuf[z], inputs[4].data<float>(), h1 * sizeof(float));
+    if (Present(inputs, 9)) std::memcpy(&zbuf[h1], inputs[9].data<float>(), h2 * sizeof(float));
+    if (Present(inputs, 5)) std::memcpy(cell1.data(), inputs[5].data<float>(), h1 * sizeof(float));
+    if (Present(inputs, 10)) {
+      std::memcpy(cell2.data(), inputs[10].data<float>(), h2 * sizeof(float));
+    }
+    const int64_t per1 = std::clamp<int64_t>(h1 / 8, 1, threads);
+    const int64_t per2 = std::clamp<int64_t>(h2 / 8, 1, threads);
+    const int chunks = static_cast<int>(per1 + per2);
+    const int64_t max_units = std::max((h1 + per1 - 1) / per1, (h2 + per2 - 1) / per2);
+    const int64_t scratch_stride = (4 * max_units + 15) / 16 * 16;
+    std::vector<float> pre((threads + 1) * scratch_stride);
+    // Per participant: its one-row xw and y pointers (LstmChunkArgs reads arrays of them).
+    struct alignas(64) Rows {
+      const float* xw;
+      float* y;
+    };
+    std::vector<Rows> rows(threads + 1);
+    float* y_data = y2 != nullptr ? y2->data<float>() : nullptr;
+    const bool prefetch = threads >= kLstmPrefetchMinThreads && LstmPrefetch();
+    RunSteps(threads, seq + 1, chunks, [&](int64_t round, int c, int p) {
+      const bool upper = c >= per1;
+      const int64_t s = upper ? round - 1 : round;  // the layer's step
+      if (s < 0 || s >= seq) return;
+      const int64_t k = upper ? c - per1 : c, per = upper ? per2 : per1, h = upper ? h2 : h1;
+      Rows& row = rows[p];
+      row.xw = upper ? zeros.data() : xw1 + s * 4 * h1;
+      row.y = upper && y_data != nullptr ? y_data + s * h2 : nullptr;
+      const float* prev = zbuf.data() + ((round + 1) & 1) * z;
+      float* next = zbuf.data() + (round & 1) * z;
+      LstmChunkArgs a;
+      a.r = nullptr;
+      a.packed = upper ? wr2.Direction(0) : r1.Direction(0);
+      a.chunks = upper ? wr2.chunks : r1.chunks;
+      a.k = upper ? z : h1;
+      a.bias = upper ? bias2.data() : bias1.data();
+      a.h_prev = prev;
+      a.h_next = upper ? next + h1 : next;
+      a.cell = upper ? cell2.data() : cell1.data();
+      a.xw = &row.xw;
+      a.y = &row.y;
+      a.pre = pre.data() + p * scratch_stride;
+      a.peep = nullptr;
+      a.clip = 0.0f;
+      a.input_forget = false;
+      a.h = h;
+      a.batch = 1;
+      a.j0 = k * h / per;
+      a.j1 = (k + 1) * h / per;
+      a.backward = (s & 1) != 0;
+      a.prefetch = prefetch;
+      RunSimd<LstmChunk>(static_cast<const LstmChunkArgs*>(&a));
+    });
+    // h1_{seq-1} was written in round seq - 1, h2_{seq-1} in round seq.
+    const float* last1 = zbuf.data() + ((seq - 1) & 1) * z;
+    const float* last2 = zbuf.data() + (seq & 1) * z + h1;
+    if (y_h1 != nullptr) std::memcpy(y_h1->data<float>(), last1, h1 * sizeof(float));
+    if (y_c1 != nullptr) std::memcpy(y_c1->data<float>(), cell1.data(), h1 * sizeof(float));
+    if (y_h2 != nullptr) std::memcpy(y_h2->data<float>(), last2, h2 * sizeof(float));
+    if (y_c2 != nullptr) std::memcpy(y_c2->data<float>(), cell2.data(), h2 * sizeof(float));
+    return absl::OkStatus();
+  }
+
+  const KernelPtr layer1_, layer2_, projection_;
+  mutable absl::Mutex mu_;
+  mutable std::vector<std::shared_ptr<const PackedLstmR>> packs_ ABSL_GUARDED_BY(mu_);
+};
+
+absl::StatusOr<KernelPtr> MakeStackedLstm(const Attributes& a) {
+  Attributes layer;
+  NIMBLE_ASSIGN_OR_RETURN(KernelPtr layer1, MakeRecurrent(Cell::kLstm, layer));
+  NIMBLE_ASSIGN_OR_RETURN(KernelPtr layer2, MakeRecurrent(Cell::kLstm, layer));
+  (void)a;  // hidden sizes come from R
+  Attributes gemm;
+  gemm.Set("transB", int64_t{1});
+  gemm.Set("constant_b", int64_t{1});
+  NIMBLE_ASSIGN_OR_RETURN(KernelPtr projection,
+                          KernelRegistry::Global().Create("Gemm", DeviceType::kCPU, gemm));
+  return KernelPtr(
+      new StackedLstmKernel(std::move(layer1), std::move(layer2), std::move(projection)));
+}
+
 }  // namespace
 
 void SetLstmFastPathForTesting(bool enabled) { g_fast_lstm.store(enabled); }
+void SetStackedLstmWavefrontForTesting(int mode) { g_wavefront.store(mode); }
 
 void RegisterRnnKernels(KernelRegistry& registry) {
   registry.Register("LSTM", DeviceType::kCPU,
@@ -1305,6 +1612,7 @@ void RegisterRnnKernels(KernelRegistry& registry) {
                     [](const Attributes& a) { return MakeRecurrent(Cell::kGru, a); });
   registry.Register("RNN", DeviceType::kCPU,
                     [](const Attributes& a) { return MakeRecurrent(Cell::kRnn, a); });
+  registry.Register("StackedLSTM", DeviceType::kCPU, MakeStackedLstm);
 }
 
 }  // namespace nimble::vm::cpu

@@ -18,6 +18,7 @@
 namespace nimble::vm {
 namespace cpu {
 void SetLstmFastPathForTesting(bool enabled);  // rnn.cc
+void SetStackedLstmWavefrontForTesting(int mode);  // rnn.cc: -1 by the caches, 0 off, 1 on
 }  // namespace cpu
 namespace {
 
@@ -483,6 +484,118 @@ TEST(LstmTest, Hidden650Timing) {
     std::printf("LSTM T=%ld H=%ld threads=%d: %.3f ms per sequence, %.1f us per step\n", T, H,
                 threads, ms, ms * 1000 / T);
   }
+}
+
+}  // namespace
+}  // namespace nimble::vm
+
+namespace nimble::vm {
+namespace {
+
+// StackedLSTM (two forward layers, the second reading the first's Y): the wavefront (both layers
+// in one team, layer 2's input projection inside its dot products over [W | R]) against the two
+// layers run in turn through the LSTM kernel.
+struct StackedCase {
+  int64_t T, B, I, H1, H2;
+  bool bias, init;
+};
+
+std::vector<std::vector<float>> RunStacked(const StackedCase& c, int threads, int wavefront) {
+  const int64_t T = c.T, B = c.B, I = c.I, H1 = c.H1, H2 = c.H2;
+  std::vector<Tensor> inputs = {F(Random(T * B * I, 21), {T, B, I}),
+                                F(Random(4 * H1 * I, 22, 0.3f), {1, 4 * H1, I}),
+                                F(Random(4 * H1 * H1, 23, 0.3f), {1, 4 * H1, H1}),
+                                c.bias ? F(Random(8 * H1, 24, 0.5f), {1, 8 * H1}) : Tensor(),
+                                c.init ? F(Random(B * H1, 25), {1, B, H1}) : Tensor(),
+                                c.init ? F(Random(B * H1, 26, 2.0f), {1, B, H1}) : Tensor(),
+                                F(Random(4 * H2 * H1, 27, 0.3f), {1, 4 * H2, H1}),
+                                F(Random(4 * H2 * H2, 28, 0.3f), {1, 4 * H2, H2}),
+                                c.bias ? F(Random(8 * H2, 29, 0.5f), {1, 8 * H2}) : Tensor(),
+                                c.init ? F(Random(B * H2, 30), {1, B, H2}) : Tensor(),
+                                c.init ? F(Random(B * H2, 31, 2.0f), {1, B, H2}) : Tensor()};
+  for (int i : {1, 2, 6, 7}) inputs[i].storage()->MarkConstant();  // the wavefront packs them
+  cpu::SetStackedLstmWavefrontForTesting(wavefront);
+  auto out = RunOp("StackedLSTM", {}, inputs, 5, threads);
+  cpu::SetStackedLstmWavefrontForTesting(-1);
+  EXPECT_TRUE(out.ok()) << out.status();
+  if (!out.ok()) return {};
+  std::vector<std::vector<float>> values;
+  for (const Tensor& t : *out) values.push_back(Values(t));
+  return values;
+}
+
+void CheckStacked(const StackedCase& c) {
+  const auto want = RunStacked(c, 1, 0);
+  ASSERT_EQ(want.size(), 5u);
+  for (cpu::SimdLevel level :
+       {cpu::SimdLevel::kAvx512, cpu::SimdLevel::kAvx2, cpu::SimdLevel::kBaseline}) {
+    cpu::SetSimdLevelForTesting(level);
+    for (int threads : {1, 2, 3, 16}) {
+      SCOPED_TRACE(::testing::Message()
+                   << "T=" << c.T << " I=" << c.I << " H1=" << c.H1 << " H2=" << c.H2
+                   << " threads=" << threads << " simd=" << static_cast<int>(level));
+      const auto got = RunStacked(c, threads, 1);
+      ASSERT_EQ(got.size(), 5u);
+      for (int i = 0; i < 5; ++i) ExpectNear(got[i], want[i], 2e-5f);
+    }
+  }
+  cpu::SetSimdLevelForTesting(cpu::DetectedSimdLevel());
+}
+
+TEST(StackedLstmTest, WavefrontMatchesLayersInTurn) {
+  CheckStacked({9, 1, 23, 37, 29, true, true});
+  CheckStacked({5, 1, 40, 64, 130, false, false});  // layer 2 wider than layer 1; no bias
+  CheckStacked({1, 1, 7, 16, 16, true, false});     // one step: layer 2 runs in round 1 only
+}
+
+TEST(StackedLstmTest, MatchesTwoLstmOps) {
+  // The fallback (and so the wavefront, above) against two LSTM kernels and the Squeeze between.
+  const StackedCase c{6, 3, 11, 24, 18, true, true};  // batch 3: the layers run in turn
+  const auto got = RunStacked(c, 2, -1);
+  ASSERT_EQ(got.size(), 5u);
+  const int64_t T = c.T, B = c.B, I = c.I, H1 = c.H1, H2 = c.H2;
+  auto l1 = RunOp(
+      "LSTM", {},
+      {F(Random(T * B * I, 21), {T, B, I}), F(Random(4 * H1 * I, 22, 0.3f), {1, 4 * H1, I}),
+       F(Random(4 * H1 * H1, 23, 0.3f), {1, 4 * H1, H1}), F(Random(8 * H1, 24, 0.5f), {1, 8 * H1}),
+       Tensor(), F(Random(B * H1, 25), {1, B, H1}), F(Random(B * H1, 26, 2.0f), {1, B, H1})},
+      3);
+  ASSERT_TRUE(l1.ok()) << l1.status();
+  auto x2 = (*l1)[0].Reshape({T, B, H1});
+  ASSERT_TRUE(x2.ok());
+  auto l2 = RunOp(
+      "LSTM", {},
+      {*x2, F(Random(4 * H2 * H1, 27, 0.3f), {1, 4 * H2, H1}),
+       F(Random(4 * H2 * H2, 28, 0.3f), {1, 4 * H2, H2}), F(Random(8 * H2, 29, 0.5f), {1, 8 * H2}),
+       Tensor(), F(Random(B * H2, 30), {1, B, H2}), F(Random(B * H2, 31, 2.0f), {1, B, H2})},
+      3);
+  ASSERT_TRUE(l2.ok()) << l2.status();
+  ExpectNear(got[0], Values((*l2)[0]));
+  ExpectNear(got[1], Values((*l1)[1]));
+  ExpectNear(got[2], Values((*l1)[2]));
+  ExpectNear(got[3], Values((*l2)[1]));
+  ExpectNear(got[4], Values((*l2)[2]));
+}
+
+TEST(StackedLstmTest, Errors) {
+  // Layer 1: input 3, hidden 2 (W [1, 8, 3], R [1, 8, 2]); layer 2: input 2, hidden 2.
+  std::vector<Tensor> inputs = {F(Random(6, 1), {2, 1, 3}),
+                                F(Random(24, 2), {1, 8, 3}),
+                                F(Random(32, 3), {1, 8, 4}),
+                                Tensor(),
+                                Tensor(),
+                                Tensor(),
+                                F(Random(16, 4), {1, 8, 2}),
+                                F(Random(16, 5), {1, 8, 2})};
+  EXPECT_THAT(RunOp("StackedLSTM", {}, inputs, 5),  // R1 says hidden 4
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("do not fit")));
+  inputs[2] = F(Random(16, 3), {1, 8, 2});
+  EXPECT_TRUE(RunOp("StackedLSTM", {}, inputs, 5).ok());
+  inputs.push_back(F(Random(4, 6), {1, 4}));  // B2 of the wrong size
+  EXPECT_THAT(RunOp("StackedLSTM", {}, inputs, 5),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("input 8")));
+  inputs.resize(3);
+  EXPECT_THAT(RunOp("StackedLSTM", {}, inputs, 5), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
 }  // namespace

@@ -1335,6 +1335,13 @@ std::atomic<int> g_wavefront{[] {
   return v == nullptr ? -1 : (v[0] == '0' ? 0 : 1);
 }()};
 
+// Whether the wavefront also folds layer 1's input projection into its dots (over [W1 | R1]
+// and [x_t ; h1_{t-1}]) instead of one GEMM before the rounds: NIMBLE_LSTM_WAVEFRONT_X=1 (A/B).
+std::atomic<bool> g_wavefront_fold_x{[] {
+  const char* v = std::getenv("NIMBLE_LSTM_WAVEFRONT_X");
+  return v != nullptr && v[0] == '1';
+}()};
+
 class StackedLstmKernel final : public Kernel {
  public:
   StackedLstmKernel(KernelPtr layer1, KernelPtr layer2, KernelPtr projection)
@@ -1370,11 +1377,14 @@ class StackedLstmKernel final : public Kernel {
     const int threads = RecurrenceThreads(
         ctx.num_threads, 8.0 * static_cast<double>(d.h1 * d.h1 + d.h2 * (d.h1 + d.h2)));
     if (UseWavefront(d, threads)) {
-      std::shared_ptr<const PackedLstmR> r1 = Pack(nullptr, inputs[2], d.h1, d.h1);
+      const bool fold_x = g_wavefront_fold_x.load(std::memory_order_relaxed);
+      std::shared_ptr<const PackedLstmR> r1 =
+          fold_x ? Pack(&inputs[1], inputs[2], d.h1, d.input + d.h1)
+                 : Pack(nullptr, inputs[2], d.h1, d.h1);
       std::shared_ptr<const PackedLstmR> wr2 = Pack(&inputs[6], inputs[7], d.h2, d.h1 + d.h2);
       if (r1 != nullptr && wr2 != nullptr) {
-        return RunWavefront(ctx, inputs, d, threads, *r1, *wr2, out(0), out(1), out(2), out(3),
-                            out(4));
+        return RunWavefront(ctx, inputs, d, threads, fold_x, *r1, *wr2, out(0), out(1), out(2),
+                            out(3), out(4));
       }
     }
     // The layers one after the other.
@@ -1481,30 +1491,37 @@ class StackedLstmKernel final : public Kernel {
   }
 
   absl::Status RunWavefront(const KernelContext& ctx, absl::Span<const Tensor> inputs,
-                            const Dims& d, int threads, const PackedLstmR& r1,
+                            const Dims& d, int threads, bool fold_x, const PackedLstmR& r1,
                             const PackedLstmR& wr2, Tensor* y2, Tensor* y_h1, Tensor* y_c1,
                             Tensor* y_h2, Tensor* y_c2) const {
-    const int64_t h1 = d.h1, h2 = d.h2, seq = d.seq, z = h1 + h2;
-    // Layer 1's input projection for every step: X [seq, input] · W1^T, as the LSTM fast path.
-    NIMBLE_ASSIGN_OR_RETURN(Tensor xw_t, Tensor::Empty(DType::kF32, {seq, 4 * h1}, ctx.allocator));
-    {
-      NIMBLE_ASSIGN_OR_RETURN(Tensor w1, inputs[1].Reshape({4 * h1, d.input}));
+    const int64_t in = d.input, h1 = d.h1, h2 = d.h2, seq = d.seq;
+    // State vectors by round parity: zbuf[p] = [x | h1 | h2] (x only with fold_x). Round r
+    // writes h1_r into zbuf[r & 1] and h2_{r-1} beside it (and, with fold_x, x_{r+1} in front);
+    // layer 1 reads [x_r ;] h1_{r-1} from zbuf[(r - 1) & 1], layer 2 [h1_{r-1} ; h2_{r-2}].
+    const int64_t xs = fold_x ? in : 0, z = xs + h1 + h2;
+    const float* x = inputs[0].data<float>();
+    // Without fold_x, layer 1's input projection for every step first: X [seq, input] · W1^T,
+    // as the LSTM fast path does.
+    Tensor xw_t;
+    if (!fold_x) {
+      NIMBLE_ASSIGN_OR_RETURN(xw_t, Tensor::Empty(DType::kF32, {seq, 4 * h1}, ctx.allocator));
+      NIMBLE_ASSIGN_OR_RETURN(Tensor w1, inputs[1].Reshape({4 * h1, in}));
       KernelContext gemm_ctx = ctx;
       gemm_ctx.num_threads = threads;
       const int64_t block = threads >= kSmallGemmManyThreads ? SmallGemmMaxRows(threads) : seq;
       for (int64_t r0 = 0; r0 < seq; r0 += block) {
         const int64_t n = std::min(block, seq - r0);
-        NIMBLE_ASSIGN_OR_RETURN(Tensor x,
-                                Tensor::View(inputs[0].storage(),
-                                             inputs[0].byte_offset() + r0 * d.input * sizeof(float),
-                                             DType::kF32, {n, d.input}));
+        NIMBLE_ASSIGN_OR_RETURN(
+            Tensor xv,
+            Tensor::View(inputs[0].storage(), inputs[0].byte_offset() + r0 * in * sizeof(float),
+                         DType::kF32, {n, in}));
         NIMBLE_ASSIGN_OR_RETURN(
             Tensor o, Tensor::View(xw_t.storage(), xw_t.byte_offset() + r0 * 4 * h1 * sizeof(float),
                                    DType::kF32, {n, 4 * h1}));
-        NIMBLE_RETURN_IF_ERROR(projection_->Run(gemm_ctx, {x, w1}, absl::MakeSpan(&o, 1)));
+        NIMBLE_RETURN_IF_ERROR(projection_->Run(gemm_ctx, {xv, w1}, absl::MakeSpan(&o, 1)));
       }
     }
-    const float* xw1 = xw_t.data<float>();
+    const float* xw1 = fold_x ? nullptr : xw_t.data<float>();
     auto fold_bias = [&](size_t i, int64_t h) {
       std::vector<float> b(4 * h, 0.0f);
       if (Present(inputs, i)) {
@@ -1514,12 +1531,16 @@ class StackedLstmKernel final : public Kernel {
       return b;
     };
     const std::vector<float> bias1 = fold_bias(3, h1), bias2 = fold_bias(8, h2);
-    const std::vector<float> zeros(4 * h2, 0.0f);  // layer 2's "projection": inside its dots
-    // State vectors by round parity: zbuf[p] = [h1 | h2]. Round r writes h1_r into zbuf[r & 1]
-    // and h2_{r-1} beside it; layer 1 reads h1_{r-1} from zbuf[(r - 1) & 1], layer 2 all of it.
+    // The "projection" of a layer whose input product is inside its dots.
+    const std::vector<float> zeros(4 * std::max(h1, h2), 0.0f);
     std::vector<float> zbuf(2 * z, 0.0f), cell1(h1, 0.0f), cell2(h2, 0.0f);
-    if (Present(inputs, 4)) std::memcpy(&zbuf[z], inputs[4].data<float>(), h1 * sizeof(float));
-    if (Present(inputs, 9)) std::memcpy(&zbuf[h1], inputs[9].data<float>(), h2 * sizeof(float));
+    if (fold_x) std::memcpy(&zbuf[z], x, in * sizeof(float));  // x_0, read in round 0
+    if (Present(inputs, 4)) {
+      std::memcpy(&zbuf[z + xs], inputs[4].data<float>(), h1 * sizeof(float));
+    }
+    if (Present(inputs, 9)) {
+      std::memcpy(&zbuf[xs + h1], inputs[9].data<float>(), h2 * sizeof(float));
+    }
     if (Present(inputs, 5)) std::memcpy(cell1.data(), inputs[5].data<float>(), h1 * sizeof(float));
     if (Present(inputs, 10)) {
       std::memcpy(cell2.data(), inputs[10].data<float>(), h2 * sizeof(float));
@@ -1543,19 +1564,23 @@ class StackedLstmKernel final : public Kernel {
       const int64_t s = upper ? round - 1 : round;  // the layer's step
       if (s < 0 || s >= seq) return;
       const int64_t k = upper ? c - per1 : c, per = upper ? per2 : per1, h = upper ? h2 : h1;
-      Rows& row = rows[p];
-      row.xw = upper ? zeros.data() : xw1 + s * 4 * h1;
-      row.y = upper && y_data != nullptr ? y_data + s * h2 : nullptr;
       const float* prev = zbuf.data() + ((round + 1) & 1) * z;
       float* next = zbuf.data() + (round & 1) * z;
+      if (fold_x && !upper && s + 1 < seq) {  // this slice's share of x_{s+1}, read next round
+        const int64_t c0 = k * in / per1, c1 = (k + 1) * in / per1;
+        std::memcpy(next + c0, x + (s + 1) * in + c0, (c1 - c0) * sizeof(float));
+      }
+      Rows& row = rows[p];
+      row.xw = upper || fold_x ? zeros.data() : xw1 + s * 4 * h1;
+      row.y = upper && y_data != nullptr ? y_data + s * h2 : nullptr;
       LstmChunkArgs a;
       a.r = nullptr;
       a.packed = upper ? wr2.Direction(0) : r1.Direction(0);
       a.chunks = upper ? wr2.chunks : r1.chunks;
-      a.k = upper ? z : h1;
+      a.k = upper ? h1 + h2 : xs + h1;
       a.bias = upper ? bias2.data() : bias1.data();
-      a.h_prev = prev;
-      a.h_next = upper ? next + h1 : next;
+      a.h_prev = upper ? prev + xs : prev;
+      a.h_next = next + xs + (upper ? h1 : 0);
       a.cell = upper ? cell2.data() : cell1.data();
       a.xw = &row.xw;
       a.y = &row.y;
@@ -1572,8 +1597,8 @@ class StackedLstmKernel final : public Kernel {
       RunSimd<LstmChunk>(static_cast<const LstmChunkArgs*>(&a));
     });
     // h1_{seq-1} was written in round seq - 1, h2_{seq-1} in round seq.
-    const float* last1 = zbuf.data() + ((seq - 1) & 1) * z;
-    const float* last2 = zbuf.data() + (seq & 1) * z + h1;
+    const float* last1 = zbuf.data() + ((seq - 1) & 1) * z + xs;
+    const float* last2 = zbuf.data() + (seq & 1) * z + xs + h1;
     if (y_h1 != nullptr) std::memcpy(y_h1->data<float>(), last1, h1 * sizeof(float));
     if (y_c1 != nullptr) std::memcpy(y_c1->data<float>(), cell1.data(), h1 * sizeof(float));
     if (y_h2 != nullptr) std::memcpy(y_h2->data<float>(), last2, h2 * sizeof(float));
@@ -1603,7 +1628,10 @@ absl::StatusOr<KernelPtr> MakeStackedLstm(const Attributes& a) {
 }  // namespace
 
 void SetLstmFastPathForTesting(bool enabled) { g_fast_lstm.store(enabled); }
-void SetStackedLstmWavefrontForTesting(int mode) { g_wavefront.store(mode); }
+void SetStackedLstmWavefrontForTesting(int mode, bool fold_x) {
+  g_wavefront.store(mode);
+  g_wavefront_fold_x.store(fold_x);
+}
 
 void RegisterRnnKernels(KernelRegistry& registry) {
   registry.Register("LSTM", DeviceType::kCPU,

@@ -18,7 +18,8 @@
 namespace nimble::vm {
 namespace cpu {
 void SetLstmFastPathForTesting(bool enabled);  // rnn.cc
-void SetStackedLstmWavefrontForTesting(int mode);  // rnn.cc: -1 by the caches, 0 off, 1 on
+// rnn.cc: mode -1 by the caches, 0 off, 1 on; fold_x: layer 1's projection inside its dots.
+void SetStackedLstmWavefrontForTesting(int mode, bool fold_x);
 }  // namespace cpu
 namespace {
 
@@ -500,7 +501,8 @@ struct StackedCase {
   bool bias, init;
 };
 
-std::vector<std::vector<float>> RunStacked(const StackedCase& c, int threads, int wavefront) {
+std::vector<std::vector<float>> RunStacked(const StackedCase& c, int threads, int wavefront,
+                                           bool fold_x = false) {
   const int64_t T = c.T, B = c.B, I = c.I, H1 = c.H1, H2 = c.H2;
   std::vector<Tensor> inputs = {F(Random(T * B * I, 21), {T, B, I}),
                                 F(Random(4 * H1 * I, 22, 0.3f), {1, 4 * H1, I}),
@@ -514,9 +516,9 @@ std::vector<std::vector<float>> RunStacked(const StackedCase& c, int threads, in
                                 c.init ? F(Random(B * H2, 30), {1, B, H2}) : Tensor(),
                                 c.init ? F(Random(B * H2, 31, 2.0f), {1, B, H2}) : Tensor()};
   for (int i : {1, 2, 6, 7}) inputs[i].storage()->MarkConstant();  // the wavefront packs them
-  cpu::SetStackedLstmWavefrontForTesting(wavefront);
+  cpu::SetStackedLstmWavefrontForTesting(wavefront, fold_x);
   auto out = RunOp("StackedLSTM", {}, inputs, 5, threads);
-  cpu::SetStackedLstmWavefrontForTesting(-1);
+  cpu::SetStackedLstmWavefrontForTesting(-1, false);
   EXPECT_TRUE(out.ok()) << out.status();
   if (!out.ok()) return {};
   std::vector<std::vector<float>> values;
@@ -531,12 +533,14 @@ void CheckStacked(const StackedCase& c) {
        {cpu::SimdLevel::kAvx512, cpu::SimdLevel::kAvx2, cpu::SimdLevel::kBaseline}) {
     cpu::SetSimdLevelForTesting(level);
     for (int threads : {1, 2, 3, 16}) {
-      SCOPED_TRACE(::testing::Message()
-                   << "T=" << c.T << " I=" << c.I << " H1=" << c.H1 << " H2=" << c.H2
-                   << " threads=" << threads << " simd=" << static_cast<int>(level));
-      const auto got = RunStacked(c, threads, 1);
-      ASSERT_EQ(got.size(), 5u);
-      for (int i = 0; i < 5; ++i) ExpectNear(got[i], want[i], 2e-5f);
+      for (bool fold_x : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << "T=" << c.T << " I=" << c.I << " H1=" << c.H1
+                                          << " H2=" << c.H2 << " threads=" << threads << " simd="
+                                          << static_cast<int>(level) << " fold_x=" << fold_x);
+        const auto got = RunStacked(c, threads, 1, fold_x);
+        ASSERT_EQ(got.size(), 5u);
+        for (int i = 0; i < 5; ++i) ExpectNear(got[i], want[i], 2e-5f);
+      }
     }
   }
   cpu::SetSimdLevelForTesting(cpu::DetectedSimdLevel());

@@ -1,10 +1,11 @@
 // Recognises two stacked forward LSTM layers, the second reading the first's Y through the
 // Squeeze of its direction axis (what PyTorch's nn.LSTM(num_layers=2) exports), and replaces the
-// pair with one StackedLSTM node. Its CPU kernel can then run both layers in one team of
-// threads as a wavefront (layer 1's step t beside layer 2's step t - 1), with layer 2's input
-// projection folded into its step's dot products: half the rounds, and no separate GEMM for
-// layer 2's inputs. Where that does not pay (the weights do not fit the team's caches, larger
-// batches) the kernel runs the two layers one after the other, as before the fusion.
+// pair with one StackedLSTM node. Its CPU kernel runs the layers one after the other (one kernel
+// call and no view instead of two calls and a Squeeze), or, with NIMBLE_LSTM_WAVEFRONT, both in
+// one team of threads as a wavefront (layer 1's step t beside layer 2's step t - 1) with layer
+// 2's input projection folded into its step's dot products: half the rounds and no GEMM for
+// layer 2's inputs, but three times the cache reads a round; measured slower or even, it is off
+// by default (vm/kernels/cpu/rnn.cc).
 //
 //   before:  %y1, %h1, %c1 = LSTM(%x, W1, R1, B1, _, %h1_0, %c1_0) {hidden_size}
 //            %s = Squeeze(%y1, axes=[1])

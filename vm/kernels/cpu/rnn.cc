@@ -1319,20 +1319,23 @@ absl::StatusOr<KernelPtr> MakeRecurrent(Cell cell, const Attributes& a) {
 // initial_c2 (layout 0, one direction each); outputs: Y2 [seq, 1, batch, h2], Y_h1, Y_c1, Y_h2,
 // Y_c2.
 //
-// At batch 1, when the two layers' recurrent weights (layer 1's R, layer 2's [W | R]) fit the
-// team's L2 caches, one team runs both as a wavefront: round r runs layer 1's step r and layer
-// 2's step r - 1, whose dot products read [y1_{r-1} ; h2_{r-2}] against layer 2's packed [W | R]
-// rows, so layer 2's input projection needs no GEMM of its own and the recurrence takes seq + 1
-// rounds instead of 2 seq. Both layers' state vectors sit side by side in two buffers by round
-// parity, [h1 | h2], so layer 2's input is one contiguous vector. Otherwise (other batches,
-// too few threads for the caches, NIMBLE_LSTM_WAVEFRONT=0) the layers run one after the other
-// through the LSTM kernel, as without the fusion; NIMBLE_LSTM_WAVEFRONT=1 forces the wavefront
-// wherever it applies (A/B measurements).
-// -1: by the caches; 0: never; 1: wherever it applies (NIMBLE_LSTM_WAVEFRONT, or
-// SetStackedLstmWavefrontForTesting).
+// By default the layers run one after the other through the LSTM kernel, as without the
+// fusion. The wavefront form (NIMBLE_LSTM_WAVEFRONT=1, at batch 1; =auto: where the weights
+// fit the team's L2 caches) runs both layers in one team: round r runs layer 1's step r and
+// layer 2's step r - 1, whose dot products read [y1_{r-1} ; h2_{r-2}] against layer 2's packed
+// [W | R] rows, so layer 2's input projection needs no GEMM of its own and the recurrence takes
+// seq + 1 rounds instead of 2 seq. Both layers' state vectors sit side by side in two buffers
+// by round parity, [h1 | h2], so layer 2's input is one contiguous vector.
+// 0: never (the default); 1: wherever it applies; -1: where the weights fit the team's L2
+// caches. NIMBLE_LSTM_WAVEFRONT=1 / auto, or SetStackedLstmWavefrontForTesting. Off by default:
+// on the device's Xeon at 16 threads (where it fits) it measured 3.20-3.30 ms at seq 128 against
+// 3.33-3.37 for the layers in turn, but 0.90 against 0.61 ms at seq 16 (its rounds do three
+// GEMVs' worth of L2 reads, 17-18 µs a round against 6.4 µs; the projection GEMM it saves is
+// 0.6 ms a layer at seq 128; bench/results/cpu/lstm_wavefront_device_2026-12-07.txt).
 std::atomic<int> g_wavefront{[] {
   const char* v = std::getenv("NIMBLE_LSTM_WAVEFRONT");
-  return v == nullptr ? -1 : (v[0] == '0' ? 0 : 1);
+  if (v == nullptr) return 0;
+  return std::string(v) == "auto" ? -1 : (v[0] == '1' ? 1 : 0);
 }()};
 
 // Whether the wavefront also folds layer 1's input projection into its dots (over [W1 | R1]

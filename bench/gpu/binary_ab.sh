@@ -1,7 +1,7 @@
 #!/bin/bash
 # A/B of builds and settings on the GPU machine: this tree's binaries (/tmp/nimble) against a
 # base commit's nimblec and vm_cuda_ops_bench (/tmp/nimble_base, packed like bench/gpu/README.md
-# says, sharing /tmp/nimble/lib), each variant optionally with one environment setting.
+# says, sharing /tmp/nimble/lib), each variant optionally with environment settings (A=1,B=2).
 # BERT-base fp16 with CUDA graphs, each build running the executable it compiled itself: p50 of
 # 300 replays, variants alternating, two rounds; then the attention and LayerNorm kernels alone
 # (vm_cuda_ops_bench, per build); then, with NCU_ATTENTION=1, Nsight Compute's full section set
@@ -31,7 +31,7 @@ done
     for s in $SEQS; do
       for v in $VARIANTS; do
         IFS=: read -r label b setting <<<"$v"
-        ms=$(env ${setting:-NIMBLE_AB=1} $b/nimblec bench $b/bert.nbx $(shape $s) --iterations 300 \
+        ms=$(env $(echo "${setting:-NIMBLE_AB=1}" | tr , ' ') $b/nimblec bench $b/bert.nbx $(shape $s) --iterations 300 \
           --device-graphs 2>/tmp/err.txt | tail -1 | awk '{print $3}')
         echo "seq $s $label: p50 $ms ms; $(grep 'replay us' /tmp/err.txt)"
       done

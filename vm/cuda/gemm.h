@@ -153,12 +153,17 @@ class GemmRunner {
       : device_(device), workspace_bytes_(workspace_bytes), handle_(handle) {}
   absl::StatusOr<void*> Workspace(cudaStream_t stream);
   absl::StatusOr<std::unique_ptr<Plan>> MakePlan(const PlanKey& key);
-  // With autotuning on: times the plan's candidate algorithms on these operands, each
-  // repetition from a flushed L2 (the output goes to a stream-ordered scratch buffer; inputs are
-  // only read), and keeps the fastest. Skipped while `stream` is capturing.
+  // With autotuning on: times the plan's candidate algorithms (and, unless
+  // NIMBLE_GEMM_TUNE_WIDE=0, WidenCandidates) on these operands, each as a captured graph of a
+  // few GEMMs over copies of the weights replayed from a flushed L2 (the output goes to a
+  // stream-ordered scratch buffer; inputs are only read), and keeps the fastest (median of five
+  // replays). Skipped while `stream` is capturing.
   // Returns whether a timed candidate replaced the heuristic's answer.
   absl::StatusOr<bool> Tune(Plan& plan, const PlanKey& key, const GemmOperands& o, const void* c,
                             cudaStream_t stream);
+  // Variants of the heuristic's first answers (cluster shapes, custom options) that cuBLASLt
+  // accepts for the plan and the plan's candidates do not already hold.
+  std::vector<cublasLtMatmulAlgo_t> WidenCandidates(const Plan& plan) const;
 
   const int device_;
   const int64_t workspace_bytes_;

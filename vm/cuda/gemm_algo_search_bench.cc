@@ -54,17 +54,6 @@ constexpr Shape kShapes[4] = {{"qkv", kQkv, kHidden, CUBLASLT_EPILOGUE_BIAS, fal
                               {"ffn1", kFfn, kHidden, CUBLASLT_EPILOGUE_GELU_BIAS, false},
                               {"ffn2", kHidden, kFfn, CUBLASLT_EPILOGUE_BIAS, true}};
 
-void* DeviceRandom(int64_t elements, std::mt19937& rng) {
-  std::vector<uint16_t> host(static_cast<size_t>(elements));
-  for (auto& v : host) v = static_cast<uint16_t>(0x2000 | (rng() & 0x03FF) | ((rng() & 1) << 15));
-  void* p = nullptr;
-  if (cudaMalloc(&p, elements * 2) != cudaSuccess ||
-      cudaMemcpy(p, host.data(), elements * 2, cudaMemcpyHostToDevice) != cudaSuccess) {
-    return nullptr;
-  }
-  return p;
-}
-
 bool Ok(cublasStatus_t s) { return s == CUBLAS_STATUS_SUCCESS; }
 
 template <typename T>

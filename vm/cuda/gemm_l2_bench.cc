@@ -69,18 +69,6 @@ struct Buffers {
   int64_t flush_bytes;
 };
 
-void* DeviceRandom(int64_t elements, std::mt19937& rng) {
-  std::vector<uint16_t> host(static_cast<size_t>(elements));
-  // fp16 in about [-0.03, 0.03]: activations stay bounded through 12 layers.
-  for (auto& v : host) v = static_cast<uint16_t>(0x2000 | (rng() & 0x03FF) | ((rng() & 1) << 15));
-  void* p = nullptr;
-  if (cudaMalloc(&p, elements * 2) != cudaSuccess ||
-      cudaMemcpy(p, host.data(), elements * 2, cudaMemcpyHostToDevice) != cudaSuccess) {
-    return nullptr;
-  }
-  return p;
-}
-
 absl::Status Enqueue(GemmRunner& runner, const Buffers& b, int64_t m, const Variant& v,
                      cudaStream_t main, cudaStream_t side, std::vector<cudaEvent_t>& fork,
                      std::vector<cudaEvent_t>& join) {

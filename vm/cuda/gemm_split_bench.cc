@@ -32,18 +32,6 @@ constexpr int kLayers = 12;
 constexpr int64_t kHidden = 768, kFfn = 3072, kMaxM = 384;
 constexpr int kMaxSplit = 4;
 
-void* DeviceRandom(int64_t elements, std::mt19937& rng) {
-  std::vector<uint16_t> host(static_cast<size_t>(elements));
-  // fp16 in about [-0.03, 0.03].
-  for (auto& v : host) v = static_cast<uint16_t>(0x2000 | (rng() & 0x03FF) | ((rng() & 1) << 15));
-  void* p = nullptr;
-  if (cudaMalloc(&p, elements * 2) != cudaSuccess ||
-      cudaMemcpy(p, host.data(), elements * 2, cudaMemcpyHostToDevice) != cudaSuccess) {
-    return nullptr;
-  }
-  return p;
-}
-
 struct Buffers {
   // [layer][split]: W1 slice [768, 3072 / S], b1 slice, W2 slice [3072 / S, 768]; per split
   // count S in 1, 2, 3, 4 (index S - 1).

@@ -147,6 +147,12 @@ cublasStatus_t CUBLASWINAPI cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayou
   NIMBLE_CUBLASLT_FORWARD(cublasLtMatrixLayoutSetAttribute, matLayout, attr, buf, sizeInBytes);
 }
 
+size_t CUBLASWINAPI cublasLtGetVersion(void) {
+  using Fn = decltype(&::cublasLtGetVersion);
+  static const Fn fn = Resolve<Fn>("cublasLtGetVersion");
+  return fn == nullptr ? 0 : fn();
+}
+
 cublasStatus_t CUBLASWINAPI cublasLtMatmulAlgoGetIds(cublasLtHandle_t lightHandle,
                                                      cublasComputeType_t computeType,
                                                      cudaDataType_t scaleType, cudaDataType_t Atype,

@@ -1,8 +1,13 @@
 #include "vm/cuda/gemm.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <limits>
 #include <utility>
 #include <vector>
@@ -319,6 +324,87 @@ void GemmRunner::SetAutotune(bool on) {
   autotune_ = on;
 }
 
+void GemmRunner::SetTuneCacheDir(std::string dir) {
+  absl::MutexLock lock(&mu_);
+  tune_cache_dir_ = std::move(dir);
+}
+
+std::pair<std::string, std::string> GemmRunner::TuneCachePath(const PlanKey& key) const {
+  std::string dir;
+  {
+    absl::MutexLock lock(&mu_);
+    dir = tune_cache_dir_;
+  }
+  if (dir.empty()) return {};
+  cudaDeviceProp prop = {};
+  if (cudaGetDeviceProperties(&prop, device_) != cudaSuccess) {
+    cudaGetLastError();
+    return {};
+  }
+  const std::string text = absl::StrFormat(
+      "nimble-gemm-tune 2 %s sm_%d%d sms %d cublasLt %d workspace %d | m %d n %d k %d batch %d "
+      "strides %d %d %d %d trans %d %d residual %d precision %s epilogue %s align %d %d %d %d "
+      "wide %d",
+      prop.name, prop.major, prop.minor, prop.multiProcessorCount,
+      static_cast<int64_t>(cublasLtGetVersion()), workspace_bytes_, key.m, key.n, key.k, key.batch,
+      key.stride_a, key.stride_b, key.stride_d, key.stride_residual, key.trans_a, key.trans_b,
+      key.residual, PrecisionName(key.precision), EpilogueName(key.epilogue), key.align_a,
+      key.align_b, key.align_c, key.align_d, WideTuneFromEnv());
+  uint64_t hash = 1469598103934665603ull;  // FNV-1a: the same in every process
+  for (unsigned char ch : text) hash = (hash ^ ch) * 1099511628211ull;
+  return {absl::StrFormat("%s/%016x.algo", dir, hash), text};
+}
+
+std::optional<cublasLtMatmulAlgo_t> GemmRunner::LoadTuned(const Plan& plan,
+                                                          const PlanKey& key) const {
+  const auto [path, text] = TuneCachePath(key);
+  if (path.empty()) return std::nullopt;
+  std::ifstream in(path);
+  std::string stored, hex;
+  if (!std::getline(in, stored) || stored != text || !std::getline(in, hex)) return std::nullopt;
+  cublasLtMatmulAlgo_t algo;
+  if (hex.size() != 2 * sizeof(algo)) return std::nullopt;
+  auto* bytes = reinterpret_cast<unsigned char*>(&algo);
+  for (size_t i = 0; i < sizeof(algo); ++i) {
+    unsigned value = 0;
+    if (std::sscanf(hex.c_str() + 2 * i, "%2x", &value) != 1) return std::nullopt;
+    bytes[i] = static_cast<unsigned char>(value);
+  }
+  // A damaged or foreign entry is a miss, never an algorithm cuBLASLt does not accept.
+  cublasLtMatmulHeuristicResult_t result = {};
+  if (cublasLtMatmulAlgoCheck(handle_, plan.desc.get(), plan.lt_a.get(), plan.lt_b.get(),
+                              plan.lt_c.get(), plan.lt_d.get(), &algo,
+                              &result) != CUBLAS_STATUS_SUCCESS ||
+      result.state != CUBLAS_STATUS_SUCCESS ||
+      result.workspaceSize > static_cast<size_t>(workspace_bytes_)) {
+    return std::nullopt;
+  }
+  return algo;
+}
+
+void GemmRunner::StoreTuned(const PlanKey& key, const cublasLtMatmulAlgo_t& algo) const {
+  const auto [path, text] = TuneCachePath(key);
+  if (path.empty()) return;
+  std::error_code error;
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), error);
+  if (error) return;  // a cache that cannot be written only costs the next process a tuning
+  std::string hex;
+  const auto* bytes = reinterpret_cast<const unsigned char*>(&algo);
+  for (size_t i = 0; i < sizeof(algo); ++i) hex += absl::StrFormat("%02x", bytes[i]);
+  // Written aside and renamed into place: a reader sees a whole entry or none.
+  const std::string tmp = absl::StrFormat("%s.%d.tmp", path, static_cast<int>(getpid()));
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << text << "\n" << hex << "\n";
+    if (!out) {
+      std::filesystem::remove(tmp, error);
+      return;
+    }
+  }
+  std::filesystem::rename(tmp, path, error);
+  if (error) std::filesystem::remove(tmp, error);
+}
+
 // The heuristic's first kWidenFrom answers with each cluster shape of kClusters and each custom
 // option the algorithm accepts (up to 8), those that cuBLASLt accepts for the plan. On the H100
 // an exhaustive search over cuBLASLt's configurations for BERT-base's layer GEMMs
@@ -533,11 +619,25 @@ absl::Status GemmRunner::Run(const GemmShape& s, GemmPrecision precision, GemmEp
     // Built outside the lock (the heuristic takes tens of microseconds); a racing thread's
     // identical plan is dropped in favour of the first one stored.
     NIMBLE_ASSIGN_OR_RETURN(std::unique_ptr<Plan> made, MakePlan(key));
-    NIMBLE_ASSIGN_OR_RETURN(const bool tuned, Tune(*made, key, o, c, stream));
+    bool tuned = false;
+    bool autotune = false;
+    {
+      absl::MutexLock lock(&mu_);
+      autotune = autotune_.value_or(AutotuneFromEnv());
+    }
+    std::optional<cublasLtMatmulAlgo_t> cached;
+    if (autotune) cached = LoadTuned(*made, key);
+    if (cached) {
+      made->algo = *cached;
+    } else {
+      NIMBLE_ASSIGN_OR_RETURN(tuned, Tune(*made, key, o, c, stream));
+      if (autotune) StoreTuned(key, made->algo);
+    }
     absl::MutexLock lock(&mu_);
     auto [it, inserted] = plans_.try_emplace(key, std::move(made));
     if (inserted) ++stats_.heuristic_queries;
     if (inserted && tuned) ++stats_.tuned;
+    if (inserted && cached) ++stats_.tune_cache_hits;
     stats_.cached_algorithms = static_cast<int64_t>(plans_.size());
     plan = it->second.get();
   }

@@ -32,6 +32,7 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -86,6 +87,7 @@ struct GemmStats {
   int64_t cached_algorithms = 0;
   int64_t workspaces = 0;  // streams that got one
   int64_t tuned = 0;       // plans whose algorithm was chosen by timing the candidates
+  int64_t tune_cache_hits = 0;  // plans whose tuned algorithm came from the tune cache
 };
 
 class GemmRunner {
@@ -114,6 +116,11 @@ class GemmRunner {
   // as a model's weights are) instead of taking the heuristic's first answer. Default:
   // NIMBLE_GEMM_AUTOTUNE=1 in the environment.
   void SetAutotune(bool on);
+
+  // A directory where tuned plans' algorithms are kept across processes (one small file per
+  // plan, keyed by the device, cuBLASLt's version and everything the plan depends on): a plan
+  // found there is not timed again. "" (the default): tuning results live with the runner only.
+  void SetTuneCacheDir(std::string dir);
 
  private:
   // Everything the heuristic's answer depends on.
@@ -164,6 +171,13 @@ class GemmRunner {
   // Variants of the heuristic's first answers (cluster shapes, custom options) that cuBLASLt
   // accepts for the plan and the plan's candidates do not already hold.
   std::vector<cublasLtMatmulAlgo_t> WidenCandidates(const Plan& plan) const;
+  // The tune cache's file for `key` ("" without a cache directory) and the key's full text
+  // (stored in the file and compared on reading, so a hash collision is a miss).
+  std::pair<std::string, std::string> TuneCachePath(const PlanKey& key) const;
+  // With autotuning on and a cache directory: the algorithm stored for `key`, if cuBLASLt still
+  // accepts it for `plan`.
+  std::optional<cublasLtMatmulAlgo_t> LoadTuned(const Plan& plan, const PlanKey& key) const;
+  void StoreTuned(const PlanKey& key, const cublasLtMatmulAlgo_t& algo) const;
 
   const int device_;
   const int64_t workspace_bytes_;
@@ -175,6 +189,7 @@ class GemmRunner {
   absl::flat_hash_map<cudaStream_t, void*> workspaces_ ABSL_GUARDED_BY(mu_);
   GemmStats stats_ ABSL_GUARDED_BY(mu_);
   std::optional<bool> autotune_ ABSL_GUARDED_BY(mu_);  // unset: from the environment
+  std::string tune_cache_dir_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace nimble::vm::cuda

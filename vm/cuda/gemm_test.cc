@@ -9,11 +9,14 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <string>
 #include <thread>
@@ -275,6 +278,42 @@ TEST_P(GemmTest, TunedPlansMatchCpuReference) {
   };
   for (const Case& c : cases) Check(c, p, rng);
   EXPECT_EQ(runner_->Stats().cached_algorithms, 3);
+}
+
+// A tuned plan's algorithm is stored in the tune cache and a second runner takes it from there
+// without timing; a damaged entry is a miss (tuned again), never an algorithm used blindly.
+TEST_P(GemmTest, TunedAlgorithmsAreKeptInTheTuneCache) {
+  const GemmPrecision p = GetParam();
+  std::mt19937 rng(7 + static_cast<int>(p));
+  const std::string dir = ::testing::TempDir() + "/nimble_gemm_tune_" +
+                          std::string(PrecisionName(p)) + std::to_string(getpid());
+  std::filesystem::remove_all(dir);
+  const Case c{.m = 48, .n = 96, .k = 160, .epilogue = GemmEpilogue::kBias, .residual = true};
+  runner_->SetAutotune(true);
+  runner_->SetTuneCacheDir(dir);
+  Check(c, p, rng);
+  EXPECT_EQ(runner_->Stats().tune_cache_hits, 0);
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) files += e.is_regular_file();
+  ASSERT_EQ(files, 1);
+
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto second, GemmRunner::Create());
+  second->SetAutotune(true);
+  second->SetTuneCacheDir(dir);
+  std::swap(runner_, second);
+  Check(c, p, rng);
+  EXPECT_EQ(runner_->Stats().tune_cache_hits, 1);
+
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    std::ofstream(e.path(), std::ios::trunc) << "damaged\n";
+  }
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto third, GemmRunner::Create());
+  third->SetAutotune(true);
+  third->SetTuneCacheDir(dir);
+  std::swap(runner_, third);
+  Check(c, p, rng);
+  EXPECT_EQ(runner_->Stats().tune_cache_hits, 0);
+  std::filesystem::remove_all(dir);
 }
 
 INSTANTIATE_TEST_SUITE_P(AllPrecisions, GemmTest,

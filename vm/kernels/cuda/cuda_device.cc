@@ -57,16 +57,19 @@ struct PerDevice {
   std::unique_ptr<cuda::RtcCompiler> rtc;
 };
 
-std::string RtcCacheDir() {
-  if (const char* dir = std::getenv("NIMBLE_RTC_CACHE_DIR")) return dir;
+// `env` when set, else <XDG_CACHE_HOME or ~/.cache>/nimble/<sub>; "" without either.
+std::string CacheDir(const char* env, const char* sub) {
+  if (const char* dir = std::getenv(env)) return dir;
   if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg != nullptr && xdg[0] != '\0') {
-    return absl::StrCat(xdg, "/nimble/rtc");
+    return absl::StrCat(xdg, "/nimble/", sub);
   }
   if (const char* home = std::getenv("HOME"); home != nullptr && home[0] != '\0') {
-    return absl::StrCat(home, "/.cache/nimble/rtc");
+    return absl::StrCat(home, "/.cache/nimble/", sub);
   }
   return "";
 }
+
+std::string RtcCacheDir() { return CacheDir("NIMBLE_RTC_CACHE_DIR", "rtc"); }
 
 PerDevice* Devices() {
   static PerDevice* devices = new PerDevice[kMaxDevices];
@@ -90,6 +93,8 @@ absl::StatusOr<PerDevice*> Init(int ordinal) {
       NIMBLE_ASSIGN_OR_RETURN(d->pool, cuda::DeviceAllocator::Create(options));
       d->allocator = std::make_unique<CudaAllocator>(d->pool.get(), ordinal, nullptr);
       NIMBLE_ASSIGN_OR_RETURN(d->gemm, cuda::GemmRunner::Create(ordinal));
+      // Tuned GEMM algorithms (NIMBLE_GEMM_AUTOTUNE=1) kept across processes.
+      d->gemm->SetTuneCacheDir(CacheDir("NIMBLE_GEMM_TUNE_CACHE_DIR", "gemm"));
       return absl::OkStatus();
     }();
   });

@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "base/status_macros.h"
 #include "compiler/shape/shape_check.h"
 #include "compiler/transforms/pattern_util.h"
@@ -40,7 +41,8 @@ bool IsPlainForwardLstm(const Node* n) {
   const vm::Tensor& w = *n->input(1)->constant();
   const vm::Tensor& r = *n->input(2)->constant();
   return w.rank() == 3 && r.rank() == 3 && w.dim(0) == 1 && r.dim(0) == 1 &&
-         r.dim(1) == 4 * r.dim(2) && w.dim(1) == r.dim(1);
+         r.dim(1) == 4 * r.dim(2) && w.dim(1) == r.dim(1) &&
+         a.GetOr<int64_t>("hidden_size", r.dim(2)) == r.dim(2);
 }
 
 struct Match {
@@ -49,8 +51,28 @@ struct Match {
   Node* second = nullptr;
 };
 
-// `second` is the upper layer; its input must be Squeeze(first's Y, axes = [1]).
-std::optional<Match> MatchPair(Node* second, const UseCounts& uses) {
+// Readers of each value (node inputs and subgraph captures; graph outputs are not nodes).
+std::vector<std::vector<const Node*>> Readers(const Graph& g) {
+  std::vector<std::vector<const Node*>> readers(g.NextValueId());
+  for (const auto& n : g.nodes()) {
+    for (const Value* in : n->inputs()) {
+      if (in != nullptr && in->graph() == &g) readers[in->id()].push_back(n.get());
+    }
+    for (const auto& [name, sub] : n->subgraphs()) {
+      for (const Value* c : sub->captures()) {
+        if (c->graph() == &g) readers[c->id()].push_back(n.get());
+      }
+    }
+  }
+  return readers;
+}
+
+// `second` is the upper layer; its input must be Squeeze(first's Y, axes = [1]). The fused node
+// takes `second`'s place, so what it reads must come before `first` (layer 2's initial states),
+// and what reads layer 1's Y_h and Y_c after `second`.
+std::optional<Match> MatchPair(Node* second, const UseCounts& uses,
+                               const absl::flat_hash_map<const Node*, int>& position,
+                               const std::vector<std::vector<const Node*>>& readers) {
   if (!IsPlainForwardLstm(second)) return std::nullopt;
   Value* x = second->input(0);
   Node* squeeze = ProducerOf(x, "Squeeze");
@@ -64,6 +86,21 @@ std::optional<Match> MatchPair(Node* second, const UseCounts& uses) {
   // Layer 2's input width is layer 1's hidden size.
   const int64_t h1 = first->input(2)->constant()->dim(2);
   if (second->input(1)->constant()->dim(2) != h1) return std::nullopt;
+  auto at = [&](const Node* n) {
+    auto it = position.find(n);
+    return it == position.end() ? -1 : it->second;
+  };
+  for (int i : {5, 6}) {
+    const Value* v = second->input(i);
+    if (v != nullptr && v->producer() != nullptr && at(v->producer()) >= at(first)) {
+      return std::nullopt;
+    }
+  }
+  for (int i : {1, 2}) {
+    for (const Node* reader : readers[first->output(i)->id()]) {
+      if (at(reader) <= at(second)) return std::nullopt;
+    }
+  }
   return Match{first, squeeze, second};
 }
 
@@ -75,8 +112,16 @@ absl::StatusOr<int> FuseStackedLstms(Module& module) {
   int fused = 0;
   std::vector<Node*> nodes;
   for (const auto& n : g.nodes()) nodes.push_back(n.get());
+  absl::flat_hash_map<const Node*, int> position;
+  std::vector<std::vector<const Node*>> readers;
+  auto refresh = [&] {
+    position.clear();
+    for (const auto& n : g.nodes()) position[n.get()] = static_cast<int>(position.size());
+    readers = Readers(g);
+  };
+  refresh();
   for (Node* node : nodes) {
-    std::optional<Match> m = MatchPair(node, uses);
+    std::optional<Match> m = MatchPair(node, uses, position, readers);
     if (!m) continue;
     Node* l1 = m->first;
     Node* l2 = m->second;
@@ -100,6 +145,7 @@ absl::StatusOr<int> FuseStackedLstms(Module& module) {
     }
     ++fused;
     uses.Refresh(g);
+    refresh();
   }
   if (fused > 0) g.RemoveDeadNodes();
   return fused;

@@ -385,9 +385,10 @@ class StackedLstmFusionTest : public FusionTest {
   Node* Layer(Value* x, int64_t in, const std::string& tag) {
     const DimExpr s = m_.dims.Symbol("s"), b = m_.dims.Symbol("b"), one = DimExpr::Const(1),
                   h = DimExpr::Const(4);
-    Node* n = m_.main->AddNode(
-        "LSTM", {x, Weight("W" + tag, 16, in), Weight("R" + tag, 16, 4), nullptr, nullptr}, 3,
-        "lstm" + tag);
+    Node* n = m_.main->AddNode("LSTM",
+                               {x, Weight("W" + tag, 16, in), Weight("R" + tag, 16, 4), nullptr,
+                                nullptr, nullptr, nullptr},
+                               3, "lstm" + tag);
     n->set_opset(14);
     n->attrs().Set("hidden_size", int64_t{4});
     n->output(0)->set_type(Type::Tensor(TensorType::Of(vm::DType::kF32, {s, one, b, h})));
@@ -437,6 +438,11 @@ TEST_F(StackedLstmFusionTest, LayersWhoseOutputIsReadElsewhereOrNotPlainAreLeftA
   Node* l4 = Layer(Squeeze(l3->output(0)), 4, "4");
   l4->attrs().Set("direction", std::string("reverse"));
   m_.main->AddOutput(l4->output(0));
+  // Layer 2 starting from layer 1's final state: the fused node would read its own output.
+  Node* l5 = Layer(x, 3, "5");
+  Node* l6 = Layer(Squeeze(l5->output(0)), 4, "6");
+  l6->set_input(5, l5->output(1));
+  m_.main->AddOutput(l6->output(0));
   NIMBLE_ASSERT_OK_AND_ASSIGN(int fused, FuseStackedLstms(m_));
   EXPECT_EQ(fused, 0);
   EXPECT_THAT(Ops(), Not(HasSubstr("StackedLSTM")));

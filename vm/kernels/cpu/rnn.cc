@@ -438,7 +438,7 @@ constexpr int64_t kPackChunk = 16;
 int64_t PackedChunks(int64_t h) { return (h + kPackChunk - 1) / kPackChunk; }
 
 // out[q] (and out[4 + q] for M == 8: the next unit) = dot(gate q of the unit, x[0, h)), from the
-// packed blocks starting at `unit` (h >= 16).
+// packed blocks starting at `unit` (h, the rows' length, >= 16).
 template <int W, int M>
 NIMBLE_SIMD_INLINE void DotsPacked(const float* unit, const float* x, int64_t h, int64_t chunks,
                                    float* out) {
@@ -462,9 +462,9 @@ NIMBLE_SIMD_INLINE void DotsPacked(const float* unit, const float* x, int64_t h,
   for (int m = 0; m < M; ++m) out[m] = HSum<W>(acc[m]);
 }
 
-// R [dirs, 4h, h] in DotsPacked's layout: [dirs][h units][chunks][4 gates][16]; or, for the
-// upper layer of StackedLSTM's wavefront, each gate row of [W | R] (W [4h, k - h] first), so one
-// dot product over [x_t ; h_prev] gives the input projection and the recurrent product at once.
+// R [dirs, 4h, h] in DotsPacked's layout: [dirs][h units][chunks][4 gates][16]; or, for
+// StackedLSTM's wavefront, each gate row of [W | R] (W [4h, k - h] first), so one dot product
+// over [x_t ; h_prev] gives the input projection and the recurrent product at once.
 struct PackedLstmR {
   std::weak_ptr<Storage> owner;    // R's storage: the packing is valid while it lives
   std::weak_ptr<Storage> owner_w;  // W's, when W's rows lead
@@ -515,7 +515,7 @@ std::unique_ptr<PackedLstmR> PackLstmR(const Tensor& r, int64_t h, int64_t dirs)
 }
 
 struct LstmChunkArgs {
-  const float* r;          // R of the direction, [4h, h]
+  const float* r;          // R of the direction, [4h, h] (may be null with `packed`)
   const float* packed;     // the direction's PackedLstmR blocks, or null (read r)
   int64_t chunks;          // PackedChunks(k) with `packed`
   int64_t k;               // the dot products' length: h, or (packed [W | R]) input + h
@@ -615,10 +615,15 @@ struct LstmChunk {
     }
     for (int64_t i = 0; i < pairs; ++i) {
       const int64_t u = 2 * (a.backward ? pairs - 1 - i : i);
-      const float* r0 = a.r + (a.j0 + u) * h;
-      const float* rows[8] = {
-          r0,     r0 + gate_stride,     r0 + 2 * gate_stride,     r0 + 3 * gate_stride,
-          r0 + h, r0 + h + gate_stride, r0 + h + 2 * gate_stride, r0 + h + 3 * gate_stride};
+      // Row-major R's rows of the pair (only without packing: r may then be null).
+      const float* r0 = a.packed == nullptr ? a.r + (a.j0 + u) * h : nullptr;
+      const float* rows[8] = {};
+      if (r0 != nullptr) {
+        for (int q = 0; q < 4; ++q) {
+          rows[q] = r0 + q * gate_stride;
+          rows[4 + q] = r0 + h + q * gate_stride;
+        }
+      }
       for (int64_t b = 0; b < a.batch; ++b) {
         if (a.xw[b] == nullptr) continue;
         const float* x = a.h_prev + b * a.k;
@@ -1325,7 +1330,8 @@ absl::StatusOr<KernelPtr> MakeRecurrent(Cell cell, const Attributes& a) {
 // layer 2's step r - 1, whose dot products read [y1_{r-1} ; h2_{r-2}] against layer 2's packed
 // [W | R] rows, so layer 2's input projection needs no GEMM of its own and the recurrence takes
 // seq + 1 rounds instead of 2 seq. Both layers' state vectors sit side by side in two buffers
-// by round parity, [h1 | h2], so layer 2's input is one contiguous vector.
+// by round parity, [h1 | h2] (with NIMBLE_LSTM_WAVEFRONT_X=1 [x | h1 | h2], layer 1's input
+// projection then inside its dots too), so each layer's input is one contiguous vector.
 // 0: never (the default); 1: wherever it applies; -1: where the weights fit the team's L2
 // caches. NIMBLE_LSTM_WAVEFRONT=1 / auto, or SetStackedLstmWavefrontForTesting. Off by default:
 // on the device's Xeon at 16 threads (where it fits) it measured 3.20-3.30 ms at seq 128 against
@@ -1379,7 +1385,11 @@ class StackedLstmKernel final : public Kernel {
     };
     const int threads = RecurrenceThreads(
         ctx.num_threads, 8.0 * static_cast<double>(d.h1 * d.h1 + d.h2 * (d.h1 + d.h2)));
-    if (UseWavefront(d, threads)) {
+    // Without fold_x layer 1's projection is the Gemm kernel, which keeps W1 repacked by its
+    // address: W1 must be a constant too.
+    const bool w1_constant = inputs[1].storage() != nullptr && inputs[1].storage()->constant();
+    if (UseWavefront(d, threads) &&
+        (w1_constant || g_wavefront_fold_x.load(std::memory_order_relaxed))) {
       const bool fold_x = g_wavefront_fold_x.load(std::memory_order_relaxed);
       std::shared_ptr<const PackedLstmR> r1 =
           fold_x ? Pack(&inputs[1], inputs[2], d.h1, d.input + d.h1)

@@ -518,7 +518,7 @@ std::vector<std::vector<float>> RunStacked(const StackedCase& c, int threads, in
   for (int i : {1, 2, 6, 7}) inputs[i].storage()->MarkConstant();  // the wavefront packs them
   cpu::SetStackedLstmWavefrontForTesting(wavefront, fold_x);
   auto out = RunOp("StackedLSTM", {}, inputs, 5, threads);
-  cpu::SetStackedLstmWavefrontForTesting(-1, false);
+  cpu::SetStackedLstmWavefrontForTesting(0, false);  // the default
   EXPECT_TRUE(out.ok()) << out.status();
   if (!out.ok()) return {};
   std::vector<std::vector<float>> values;
@@ -555,7 +555,7 @@ TEST(StackedLstmTest, WavefrontMatchesLayersInTurn) {
 TEST(StackedLstmTest, MatchesTwoLstmOps) {
   // The fallback (and so the wavefront, above) against two LSTM kernels and the Squeeze between.
   const StackedCase c{6, 3, 11, 24, 18, true, true};  // batch 3: the layers run in turn
-  const auto got = RunStacked(c, 2, -1);
+  const auto got = RunStacked(c, 2, -1);              // auto: batch 3 takes the layers in turn
   ASSERT_EQ(got.size(), 5u);
   const int64_t T = c.T, B = c.B, I = c.I, H1 = c.H1, H2 = c.H2;
   auto l1 = RunOp(

@@ -488,11 +488,13 @@ absl::StatusOr<bool> GemmRunner::Tune(Plan& plan, const PlanKey& key, const Gemm
   int l2_bytes = 0;
   NIMBLE_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, device_));
   const int64_t flush_bytes = std::max<int64_t>(int64_t{2} * l2_bytes, int64_t{8} << 20);
-  // Copies of the weights, so that each GEMM of a timing reads its own from HBM (at most ~64 MB
-  // of them in all).
+  // Copies of the weights, so that each GEMM of a timing reads its own from HBM (up to
+  // kTuneCopies, fewer for weights over ~11 MB: at most ~64 MB of them in all).
   constexpr int kTuneCopies = 6;
   const int copies = static_cast<int>(
       std::clamp<int64_t>((int64_t{64} << 20) / std::max<int64_t>(b_bytes, 1), 1, kTuneCopies));
+  // Copies 256 bytes apart at least, as aligned as the plan's alignment promises.
+  const int64_t copy_stride = (b_bytes + 255) / 256 * 256;
   void* scratch = nullptr;
   void* flush = nullptr;
   void* weights = nullptr;
@@ -502,13 +504,13 @@ absl::StatusOr<bool> GemmRunner::Tune(Plan& plan, const PlanKey& key, const Gemm
   absl::Status status = CudaStatus(
       cudaMallocAsync(&flush, static_cast<size_t>(flush_bytes), stream), "cudaMallocAsync");
   if (status.ok() && copies > 1) {
-    status =
-        CudaStatus(cudaMallocAsync(&weights, static_cast<size_t>((copies - 1) * b_bytes), stream),
-                   "cudaMallocAsync");
+    status = CudaStatus(
+        cudaMallocAsync(&weights, static_cast<size_t>((copies - 1) * copy_stride), stream),
+        "cudaMallocAsync");
   }
   for (int r = 1; status.ok() && r < copies; ++r) {
     status =
-        CudaStatus(cudaMemcpyAsync(static_cast<char*>(weights) + (r - 1) * b_bytes, o.b,
+        CudaStatus(cudaMemcpyAsync(static_cast<char*>(weights) + (r - 1) * copy_stride, o.b,
                                    static_cast<size_t>(b_bytes), cudaMemcpyDeviceToDevice, stream),
                    "cudaMemcpyAsync");
   }
@@ -524,7 +526,7 @@ absl::StatusOr<bool> GemmRunner::Tune(Plan& plan, const PlanKey& key, const Gemm
   }
   auto enqueue = [&](const cublasLtMatmulAlgo_t& algo) {
     for (int r = 0; r < copies; ++r) {
-      const void* w = r == 0 ? o.b : static_cast<const char*>(weights) + (r - 1) * b_bytes;
+      const void* w = r == 0 ? o.b : static_cast<const char*>(weights) + (r - 1) * copy_stride;
       if (cublasLtMatmul(handle_, plan.desc.get(), &alpha, w, plan.lt_a.get(), o.a, plan.lt_b.get(),
                          &beta, c_in, plan.lt_c.get(), scratch, plan.lt_d.get(), &algo, workspace,
                          static_cast<size_t>(workspace_bytes_), stream) != CUBLAS_STATUS_SUCCESS) {
@@ -539,15 +541,20 @@ absl::StatusOr<bool> GemmRunner::Tune(Plan& plan, const PlanKey& key, const Gemm
   for (size_t i = 0; status.ok() && i < candidates.size(); ++i) {
     // Eagerly once: an algorithm that does not run here is no candidate.
     if (!enqueue(candidates[i])) continue;
-    status = CudaStatus(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal),
-                        "cudaStreamBeginCapture");
-    if (!status.ok()) break;
+    // A candidate that cannot be captured (or a stream that cannot capture, like the legacy
+    // default stream) is skipped, not an error: the heuristic's answer remains.
+    if (cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+      (void)cudaGetLastError();
+      continue;
+    }
     const bool captured = enqueue(candidates[i]);
     cudaGraph_t graph = nullptr;
-    status = CudaStatus(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
+    const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
     cudaGraphExec_t exec = nullptr;
-    if (status.ok() && captured) {
-      status = CudaStatus(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
+    if (ended != cudaSuccess || !captured || graph == nullptr ||
+        cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) {
+      (void)cudaGetLastError();
+      exec = nullptr;
     }
     if (graph != nullptr) (void)cudaGraphDestroy(graph);
     std::vector<float> times;

@@ -164,7 +164,8 @@ class GemmRunner {
   // NIMBLE_GEMM_TUNE_WIDE=0, WidenCandidates) on these operands, each as a captured graph of a
   // few GEMMs over copies of the weights replayed from a flushed L2 (the output goes to a
   // stream-ordered scratch buffer; inputs are only read), and keeps the fastest (median of five
-  // replays). Skipped while `stream` is capturing.
+  // replays). Skipped while `stream` is capturing. The timing captures `stream`: no other thread
+  // may queue work on it meanwhile (the VM's streams have one user at a time).
   // Returns whether a timed candidate replaced the heuristic's answer.
   absl::StatusOr<bool> Tune(Plan& plan, const PlanKey& key, const GemmOperands& o, const void* c,
                             cudaStream_t stream);

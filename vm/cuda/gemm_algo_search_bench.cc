@@ -145,7 +145,14 @@ class Problem {
     cublasLtMatrixLayoutDestroy(ld_);
     cublasLtMatmulDescDestroy(desc_);
   }
-  bool ready() const { return a_ != nullptr && c_ != nullptr && d_ != nullptr; }
+  bool ready() const {
+    for (const auto* list : {&weights_, &biases_}) {
+      for (void* p : *list) {
+        if (p == nullptr) return false;
+      }
+    }
+    return a_ != nullptr && c_ != nullptr && d_ != nullptr;
+  }
 
   // The heuristic's answers: best fit, or limited to one algorithm id.
   std::vector<cublasLtMatmulAlgo_t> Heuristic(int count, int algo_id = -1) {
@@ -362,6 +369,7 @@ int Search(cublasLtHandle_t handle, const Shape& shape, int64_t m, std::mt19937&
   for (Candidate& c : finals) {
     auto us = problem.Time(c.algo, 30, workspace, flush, flush_bytes, stream);
     c.us = us.ok() ? *us : 1e9f;
+    if (!us.ok()) (void)cudaGetLastError();
   }
   const float heuristic_us = finals[0].us;
   std::sort(finals.begin(), finals.end(),

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -392,7 +393,9 @@ void GemmRunner::StoreTuned(const PlanKey& key, const cublasLtMatmulAlgo_t& algo
   const auto* bytes = reinterpret_cast<const unsigned char*>(&algo);
   for (size_t i = 0; i < sizeof(algo); ++i) hex += absl::StrFormat("%02x", bytes[i]);
   // Written aside and renamed into place: a reader sees a whole entry or none.
-  const std::string tmp = absl::StrFormat("%s.%d.tmp", path, static_cast<int>(getpid()));
+  static std::atomic<int> serial{0};  // threads of one process write their own files
+  const std::string tmp = absl::StrFormat("%s.%d.%d.tmp", path, static_cast<int>(getpid()),
+                                          serial.fetch_add(1, std::memory_order_relaxed));
   {
     std::ofstream out(tmp, std::ios::trunc);
     out << text << "\n" << hex << "\n";
@@ -461,7 +464,8 @@ std::vector<cublasLtMatmulAlgo_t> GemmRunner::WidenCandidates(const Plan& plan) 
 }
 
 absl::StatusOr<bool> GemmRunner::Tune(Plan& plan, const PlanKey& key, const GemmOperands& o,
-                                      const void* c, cudaStream_t stream) {
+                                      const void* c, cudaStream_t stream, bool* decided) {
+  *decided = false;
   {
     absl::MutexLock lock(&mu_);
     if (!autotune_.value_or(AutotuneFromEnv())) return false;
@@ -473,7 +477,10 @@ absl::StatusOr<bool> GemmRunner::Tune(Plan& plan, const PlanKey& key, const Gemm
   if (WideTuneFromEnv()) {
     for (const auto& algo : WidenCandidates(plan)) candidates.push_back(algo);
   }
-  if (candidates.size() < 2) return false;
+  if (candidates.size() < 2) {
+    *decided = true;  // nothing to choose from
+    return false;
+  }
   NIMBLE_ASSIGN_OR_RETURN(void* workspace, Workspace(stream));
   const int bytes = ElementBytes(key.precision);
   const int64_t d_elems = key.batch > 1 ? (key.batch - 1) * key.stride_d + key.m * key.n
@@ -582,6 +589,7 @@ absl::StatusOr<bool> GemmRunner::Tune(Plan& plan, const PlanKey& key, const Gemm
   NIMBLE_RETURN_IF_ERROR(status);
   NIMBLE_RETURN_IF_ERROR(freed);
   if (best_ms == std::numeric_limits<float>::infinity()) return false;
+  *decided = true;
   plan.algo = candidates[best];
   return best != 0;
 }
@@ -637,8 +645,10 @@ absl::Status GemmRunner::Run(const GemmShape& s, GemmPrecision precision, GemmEp
     if (cached) {
       made->algo = *cached;
     } else {
-      NIMBLE_ASSIGN_OR_RETURN(tuned, Tune(*made, key, o, c, stream));
-      if (autotune) StoreTuned(key, made->algo);
+      bool decided = false;
+      NIMBLE_ASSIGN_OR_RETURN(tuned, Tune(*made, key, o, c, stream, &decided));
+      // Only a timed choice is kept (not the heuristic's answer of a plan made while capturing).
+      if (decided) StoreTuned(key, made->algo);
     }
     absl::MutexLock lock(&mu_);
     auto [it, inserted] = plans_.try_emplace(key, std::move(made));

@@ -167,8 +167,10 @@ class GemmRunner {
   // replays). Skipped while `stream` is capturing. The timing captures `stream`: no other thread
   // may queue work on it meanwhile (the VM's streams have one user at a time).
   // Returns whether a timed candidate replaced the heuristic's answer.
+  // `decided`: whether the plan's algorithm is now a tuned choice (timed, or the only candidate),
+  // which the tune cache may keep.
   absl::StatusOr<bool> Tune(Plan& plan, const PlanKey& key, const GemmOperands& o, const void* c,
-                            cudaStream_t stream);
+                            cudaStream_t stream, bool* decided);
   // Variants of the heuristic's first answers (cluster shapes, custom options) that cuBLASLt
   // accepts for the plan and the plan's candidates do not already hold.
   std::vector<cublasLtMatmulAlgo_t> WidenCandidates(const Plan& plan) const;

@@ -215,7 +215,6 @@ class VirtualMachine {
   // Interpreter state of the current call.
   std::vector<Frame> frames_;  // frames_[0, depth_) are live; the rest keep their buffers
   size_t depth_ = 0;
-  size_t base_depth_ = 0;  // depth at which the current Execute returns
   bool returned_ = false;
   Value result_;
   size_t pc_ = 0;

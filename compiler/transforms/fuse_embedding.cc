@@ -9,10 +9,6 @@
 namespace nimble::compiler {
 namespace {
 
-bool IsF32(const Value* v) {
-  return v != nullptr && v->type().is_tensor() && v->tensor_type().dtype == vm::DType::kF32;
-}
-
 // A lookup: Gather(table, ids) on axis 0 of a constant f32 [vocab, D] table with integer ids.
 bool IsLookup(const Node* n) {
   if (n == nullptr || n->num_inputs() != 2 || n->num_outputs() != 1) return false;

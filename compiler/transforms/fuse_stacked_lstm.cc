@@ -11,10 +11,6 @@
 namespace nimble::compiler {
 namespace {
 
-bool IsF32(const Value* v) {
-  return v != nullptr && v->type().is_tensor() && v->tensor_type().dtype == vm::DType::kF32;
-}
-
 bool IsF32Constant(const Value* v) { return IsF32(v) && v->is_constant(); }
 
 // An LSTM layer the fused kernel runs: one forward direction, the default cell, f32 constant

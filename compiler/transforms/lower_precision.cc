@@ -10,6 +10,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "compiler/transforms/pattern_util.h"
 #include "vm/kernels/cpu/fp16.h"
 #include "vm/kernels/kernel.h"
 
@@ -36,10 +37,6 @@ bool ReadsShapeOnly(const Node& node) {
   return node.domain().empty() && (node.op_type() == "Shape" || node.op_type() == "Size");
 }
 
-bool IsF32Tensor(const Value* v) {
-  return v != nullptr && v->type().is_tensor() && v->tensor_type().dtype == vm::DType::kF32;
-}
-
 // Starts a half region: the GEMMs, attention, layer norm, embedding lookups (also fused with
 // their layer norm).
 bool IsAnchor(const Node& node) {
@@ -49,7 +46,7 @@ bool IsAnchor(const Node& node) {
     return true;
   }
   return op == "Gather" && node.input(0) != nullptr && node.input(0)->is_constant() &&
-         IsF32Tensor(node.input(0));
+         IsF32(node.input(0));
 }
 
 // The attention mask keeps its dtype (see the header).
@@ -91,7 +88,7 @@ class Lowering {
       bool lower = false;
       if (node->subgraphs().empty()) {
         if (IsView(*node)) {
-          lower = lowered_.contains(node->input(0)) && IsF32Tensor(node->output(0));
+          lower = lowered_.contains(node->input(0)) && IsF32(node->output(0));
         } else {
           lower = Candidate(*node) && DeviceAccepts(*node, InTypes(*node), OutTypes(*node), device);
         }
@@ -111,13 +108,13 @@ class Lowering {
       // between (BERT's last_hidden_state), and half consumers, if any, read it through a Cast
       // (BERT's pooler: one row).
       const bool f32_result = node->domain().empty() && node->op_type() == "LayerNormalization" &&
-                              node->num_outputs() == 1 && IsF32Tensor(node->output(0)) &&
+                              node->num_outputs() == 1 && IsF32(node->output(0)) &&
                               is_output(node->output(0)) &&
                               DeviceAccepts(*node, InTypes(*node), {vm::DType::kF32}, device);
       const int data_inputs = IsView(*node) ? 1 : node->num_inputs();
       for (int i = 0; i < data_inputs; ++i) {
         Value* in = node->input(i);
-        if (!IsF32Tensor(in) || KeepsDType(*node, i)) continue;
+        if (!IsF32(in) || KeepsDType(*node, i)) continue;
         if (in->is_constant()) {
           NIMBLE_ASSIGN_OR_RETURN(Value * c, HalfConstant(in));
           node->set_input(i, c);
@@ -126,7 +123,7 @@ class Lowering {
         }
       }
       for (Value* out : node->outputs()) {
-        if (!IsF32Tensor(out) || f32_result) continue;
+        if (!IsF32(out) || f32_result) continue;
         out->type().tensor.dtype = half_;
         lowered_.insert(out);
       }
@@ -160,7 +157,7 @@ class Lowering {
   // float32 outputs.
   bool Candidate(const Node& node) const {
     bool f32_out = false;
-    for (const Value* out : node.outputs()) f32_out = f32_out || IsF32Tensor(out);
+    for (const Value* out : node.outputs()) f32_out = f32_out || IsF32(out);
     if (!f32_out) return false;
     if (IsAnchor(node)) return true;
     for (const Value* in : node.inputs()) {
@@ -175,7 +172,7 @@ class Lowering {
       const Value* in = node.input(i);
       if (in == nullptr || !in->type().is_tensor()) {
         types.push_back(vm::DType::kInvalid);
-      } else if (IsF32Tensor(in) && !KeepsDType(node, i)) {
+      } else if (IsF32(in) && !KeepsDType(node, i)) {
         types.push_back(half_);
       } else {
         types.push_back(in->tensor_type().dtype);
@@ -188,7 +185,7 @@ class Lowering {
     std::vector<vm::DType> types;
     for (const Value* out : node.outputs()) {
       types.push_back(!out->type().is_tensor() ? vm::DType::kInvalid
-                      : IsF32Tensor(out)       ? half_
+                      : IsF32(out)             ? half_
                                                : out->tensor_type().dtype);
     }
     return types;
@@ -275,7 +272,7 @@ absl::StatusOr<int> LowerPrecision(Module& module, Precision precision, vm::Devi
   if (precision == Precision::kTF32) {
     int marked = 0;
     for (const auto& node : g.nodes()) {
-      if (!IsGemm(*node) || !IsF32Tensor(node->output(0))) continue;
+      if (!IsGemm(*node) || !IsF32(node->output(0))) continue;
       node->attrs().Set("precision", std::string("tf32"));
       ++marked;
     }

@@ -29,6 +29,11 @@ inline Node* ProducerOf(const Value* v, const char* op) {
   return (n->op_type() == op && n->domain().empty()) ? n : nullptr;
 }
 
+// True when `v` is a tensor of dtype f32.
+inline bool IsF32(const Value* v) {
+  return v != nullptr && v->type().is_tensor() && v->tensor_type().dtype == vm::DType::kF32;
+}
+
 // The value of a constant holding a single float (any rank, one element), else nullopt.
 std::optional<double> ScalarConstant(const Value* v);
 

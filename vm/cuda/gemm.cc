@@ -466,10 +466,6 @@ std::vector<cublasLtMatmulAlgo_t> GemmRunner::WidenCandidates(const Plan& plan) 
 absl::StatusOr<bool> GemmRunner::Tune(Plan& plan, const PlanKey& key, const GemmOperands& o,
                                       const void* c, cudaStream_t stream, bool* decided) {
   *decided = false;
-  {
-    absl::MutexLock lock(&mu_);
-    if (!autotune_.value_or(AutotuneFromEnv())) return false;
-  }
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   NIMBLE_CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream, &capture));
   if (capture != cudaStreamCaptureStatusNone) return false;
@@ -644,7 +640,7 @@ absl::Status GemmRunner::Run(const GemmShape& s, GemmPrecision precision, GemmEp
     if (autotune) cached = LoadTuned(*made, key);
     if (cached) {
       made->algo = *cached;
-    } else {
+    } else if (autotune) {
       bool decided = false;
       NIMBLE_ASSIGN_OR_RETURN(tuned, Tune(*made, key, o, c, stream, &decided));
       // Only a timed choice is kept (not the heuristic's answer of a plan made while capturing).

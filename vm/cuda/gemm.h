@@ -160,7 +160,7 @@ class GemmRunner {
       : device_(device), workspace_bytes_(workspace_bytes), handle_(handle) {}
   absl::StatusOr<void*> Workspace(cudaStream_t stream);
   absl::StatusOr<std::unique_ptr<Plan>> MakePlan(const PlanKey& key);
-  // With autotuning on: times the plan's candidate algorithms (and, unless
+  // Called with autotuning on: times the plan's candidate algorithms (and, unless
   // NIMBLE_GEMM_TUNE_WIDE=0, WidenCandidates) on these operands, each as a captured graph of a
   // few GEMMs over copies of the weights replayed from a flushed L2 (the output goes to a
   // stream-ordered scratch buffer; inputs are only read), and keeps the fastest (median of five

@@ -510,8 +510,61 @@ std::unique_ptr<PackedLstmR> PackLstmRows(const Tensor* w, const Tensor& r, int6
   return packed;
 }
 
-std::unique_ptr<PackedLstmR> PackLstmR(const Tensor& r, int64_t h, int64_t dirs) {
-  return PackLstmRows(nullptr, r, h, h, dirs);
+// Packings of constant weights (PackLstmRows), made on first use and kept while the weights'
+// storage lives; one per kernel instance, shared by its concurrent callers.
+class PackCache {
+ public:
+  // R packed, preceded per row by W when given; null when R or W is not an executable's
+  // constant (the caller then reads R itself) or the allocation fails.
+  std::shared_ptr<const PackedLstmR> Get(const Tensor* w, const Tensor& r, int64_t h, int64_t k,
+                                         int64_t dirs) {
+    auto constant = [](const Tensor& t) {
+      return t.storage() != nullptr && t.storage()->constant();
+    };
+    if (!constant(r) || (w != nullptr && !constant(*w))) return nullptr;
+    const float* w_data = w != nullptr ? w->data<float>() : nullptr;
+    absl::MutexLock lock(&mu_);
+    std::erase_if(packs_, [](const auto& p) {
+      return p->owner.expired() || (p->source_w != nullptr && p->owner_w.expired());
+    });
+    for (const auto& p : packs_) {
+      if (p->source == r.data<float>() && p->source_w == w_data && p->h == h && p->k == k &&
+          p->dirs == dirs && p->owner.lock() == r.storage() &&
+          (w == nullptr || p->owner_w.lock() == w->storage())) {
+        return p;
+      }
+    }
+    std::shared_ptr<const PackedLstmR> packed = PackLstmRows(w, r, h, k, dirs);
+    if (packed != nullptr) packs_.push_back(packed);
+    return packed;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::shared_ptr<const PackedLstmR>> packs_ ABSL_GUARDED_BY(mu_);
+};
+
+// out [rows, N] = X [rows, input] · W [N, input]^T through `gemm` (the Gemm kernel with transB and
+// constant_b: W repacked once) on `threads`. From kSmallGemmManyThreads threads SmallGemm beats
+// oneDNN up to SmallGemmMaxRows rows (64), so a longer input goes in blocks of that many rows:
+// at 16 threads, seq 128, one 128-row call took 1.08 ms a layer, 64 rows 0.24 ms (device Xeon).
+absl::Status ProjectInputs(const Kernel& gemm, const KernelContext& ctx, int threads,
+                           const Tensor& x, const Tensor& w, Tensor& out) {
+  const int64_t rows = out.dim(0), n = out.dim(1), in = w.dim(1);
+  const int64_t block = threads >= kSmallGemmManyThreads ? SmallGemmMaxRows(threads) : rows;
+  KernelContext gemm_ctx = ctx;
+  gemm_ctx.num_threads = threads;
+  for (int64_t r0 = 0; r0 < rows; r0 += block) {
+    const int64_t m = std::min(block, rows - r0);
+    NIMBLE_ASSIGN_OR_RETURN(
+        Tensor xb,
+        Tensor::View(x.storage(), x.byte_offset() + r0 * in * sizeof(float), DType::kF32, {m, in}));
+    NIMBLE_ASSIGN_OR_RETURN(Tensor ob,
+                            Tensor::View(out.storage(), out.byte_offset() + r0 * n * sizeof(float),
+                                         DType::kF32, {m, n}));
+    NIMBLE_RETURN_IF_ERROR(gemm.Run(gemm_ctx, {xb, w}, absl::MakeSpan(&ob, 1)));
+  }
+  return absl::OkStatus();
 }
 
 struct LstmChunkArgs {
@@ -871,20 +924,8 @@ class RecurrentKernel final : public Kernel {
       const char* v = std::getenv("NIMBLE_LSTM_PACK");
       return v != nullptr && v[0] == '0';
     }();
-    if (disabled || h < kPackChunk || r.storage() == nullptr || !r.storage()->constant()) {
-      return nullptr;
-    }
-    absl::MutexLock lock(&pack_mu_);
-    std::erase_if(packs_, [](const auto& p) { return p->owner.expired(); });
-    for (const auto& p : packs_) {
-      if (p->source == r.data<float>() && p->h == h && p->dirs == dirs &&
-          p->owner.lock() == r.storage()) {
-        return p;
-      }
-    }
-    std::shared_ptr<const PackedLstmR> packed = PackLstmR(r, h, dirs);
-    if (packed != nullptr) packs_.push_back(packed);
-    return packed;
+    if (disabled || h < kPackChunk) return nullptr;
+    return packs_.Get(nullptr, r, h, h, dirs);
   }
 
   // The Gemm kernel (transB, constant_b) that projects the fast path's inputs when W is an
@@ -974,25 +1015,8 @@ class RecurrentKernel final : public Kernel {
     if (projection != nullptr && max_len > 0) {
       // X [rows, input] · W[dirs * 4h, input]^T, on the OpenMP team that then runs the steps.
       const int64_t g0 = kTrace ? NowNs() : 0;
-      // From kSmallGemmManyThreads threads SmallGemm beats oneDNN up to SmallGemmMaxRows rows
-      // (64) and a longer input goes in blocks of that many rows: at 16 threads, seq 128, one
-      // 128-row call took 1.08 ms a layer, 64 rows 0.24 ms (device Xeon).
-      const int64_t block = threads >= kSmallGemmManyThreads ? SmallGemmMaxRows(threads) : rows;
       NIMBLE_ASSIGN_OR_RETURN(Tensor w2, inputs[1].Reshape({xw_stride, d.input}));
-      KernelContext gemm_ctx = ctx;
-      gemm_ctx.num_threads = threads;
-      for (int64_t r0 = 0; r0 < rows; r0 += block) {
-        const int64_t n = std::min(block, rows - r0);
-        NIMBLE_ASSIGN_OR_RETURN(Tensor x2,
-                                Tensor::View(inputs[0].storage(),
-                                             inputs[0].byte_offset() + r0 * d.input * sizeof(float),
-                                             DType::kF32, {n, d.input}));
-        NIMBLE_ASSIGN_OR_RETURN(
-            Tensor out,
-            Tensor::View(xw_t.storage(), xw_t.byte_offset() + r0 * xw_stride * sizeof(float),
-                         DType::kF32, {n, xw_stride}));
-        NIMBLE_RETURN_IF_ERROR(projection->Run(gemm_ctx, {x2, w2}, absl::MakeSpan(&out, 1)));
-      }
+      NIMBLE_RETURN_IF_ERROR(ProjectInputs(*projection, ctx, threads, inputs[0], w2, xw_t));
       if (kTrace) std::fprintf(stderr, "projection %.1f us\n", (NowNs() - g0) / 1e3);
     }
     const int64_t first_step = projection == nullptr ? 1 : 0;  // the round of step 0
@@ -1264,8 +1288,7 @@ class RecurrentKernel final : public Kernel {
   }
 
   const RnnConfig c_;
-  mutable absl::Mutex pack_mu_;
-  mutable std::vector<std::shared_ptr<const PackedLstmR>> packs_ ABSL_GUARDED_BY(pack_mu_);
+  mutable PackCache packs_;
   const std::unique_ptr<Kernel> projection_;  // ProjectionGemm (LSTM only)
 };
 
@@ -1392,9 +1415,10 @@ class StackedLstmKernel final : public Kernel {
         (w1_constant || g_wavefront_fold_x.load(std::memory_order_relaxed))) {
       const bool fold_x = g_wavefront_fold_x.load(std::memory_order_relaxed);
       std::shared_ptr<const PackedLstmR> r1 =
-          fold_x ? Pack(&inputs[1], inputs[2], d.h1, d.input + d.h1)
-                 : Pack(nullptr, inputs[2], d.h1, d.h1);
-      std::shared_ptr<const PackedLstmR> wr2 = Pack(&inputs[6], inputs[7], d.h2, d.h1 + d.h2);
+          fold_x ? packs_.Get(&inputs[1], inputs[2], d.h1, d.input + d.h1, 1)
+                 : packs_.Get(nullptr, inputs[2], d.h1, d.h1, 1);
+      std::shared_ptr<const PackedLstmR> wr2 =
+          packs_.Get(&inputs[6], inputs[7], d.h2, d.h1 + d.h2, 1);
       if (r1 != nullptr && wr2 != nullptr) {
         return RunWavefront(ctx, inputs, d, threads, fold_x, *r1, *wr2, out(0), out(1), out(2),
                             out(3), out(4));
@@ -1481,28 +1505,6 @@ class StackedLstmKernel final : public Kernel {
   }
 
   // Layer 1's R, or layer 2's [W | R], packed on the first call and kept while the weights live.
-  std::shared_ptr<const PackedLstmR> Pack(const Tensor* w, const Tensor& r, int64_t h,
-                                          int64_t k) const {
-    auto constant = [](const Tensor& t) {
-      return t.storage() != nullptr && t.storage()->constant();
-    };
-    if (!constant(r) || (w != nullptr && !constant(*w))) return nullptr;
-    absl::MutexLock lock(&mu_);
-    std::erase_if(packs_, [](const auto& p) {
-      return p->owner.expired() || (p->source_w != nullptr && p->owner_w.expired());
-    });
-    const float* w_data = w != nullptr ? w->data<float>() : nullptr;
-    for (const auto& p : packs_) {
-      if (p->source == r.data<float>() && p->source_w == w_data && p->h == h && p->k == k &&
-          p->owner.lock() == r.storage()) {
-        return p;
-      }
-    }
-    std::shared_ptr<const PackedLstmR> packed = PackLstmRows(w, r, h, k, 1);
-    if (packed != nullptr) packs_.push_back(packed);
-    return packed;
-  }
-
   absl::Status RunWavefront(const KernelContext& ctx, absl::Span<const Tensor> inputs,
                             const Dims& d, int threads, bool fold_x, const PackedLstmR& r1,
                             const PackedLstmR& wr2, Tensor* y2, Tensor* y_h1, Tensor* y_c1,
@@ -1519,20 +1521,7 @@ class StackedLstmKernel final : public Kernel {
     if (!fold_x) {
       NIMBLE_ASSIGN_OR_RETURN(xw_t, Tensor::Empty(DType::kF32, {seq, 4 * h1}, ctx.allocator));
       NIMBLE_ASSIGN_OR_RETURN(Tensor w1, inputs[1].Reshape({4 * h1, in}));
-      KernelContext gemm_ctx = ctx;
-      gemm_ctx.num_threads = threads;
-      const int64_t block = threads >= kSmallGemmManyThreads ? SmallGemmMaxRows(threads) : seq;
-      for (int64_t r0 = 0; r0 < seq; r0 += block) {
-        const int64_t n = std::min(block, seq - r0);
-        NIMBLE_ASSIGN_OR_RETURN(
-            Tensor xv,
-            Tensor::View(inputs[0].storage(), inputs[0].byte_offset() + r0 * in * sizeof(float),
-                         DType::kF32, {n, in}));
-        NIMBLE_ASSIGN_OR_RETURN(
-            Tensor o, Tensor::View(xw_t.storage(), xw_t.byte_offset() + r0 * 4 * h1 * sizeof(float),
-                                   DType::kF32, {n, 4 * h1}));
-        NIMBLE_RETURN_IF_ERROR(projection_->Run(gemm_ctx, {xv, w1}, absl::MakeSpan(&o, 1)));
-      }
+      NIMBLE_RETURN_IF_ERROR(ProjectInputs(*projection_, ctx, threads, inputs[0], w1, xw_t));
     }
     const float* xw1 = fold_x ? nullptr : xw_t.data<float>();
     auto fold_bias = [&](size_t i, int64_t h) {
@@ -1620,8 +1609,7 @@ class StackedLstmKernel final : public Kernel {
   }
 
   const KernelPtr layer1_, layer2_, projection_;
-  mutable absl::Mutex mu_;
-  mutable std::vector<std::shared_ptr<const PackedLstmR>> packs_ ABSL_GUARDED_BY(mu_);
+  mutable PackCache packs_;  // layer 1's R (or [W1 | R1]) and layer 2's [W2 | R2]
 };
 
 absl::StatusOr<KernelPtr> MakeStackedLstm(const Attributes& a) {

@@ -645,10 +645,19 @@ absl::StatusOr<Value> VirtualMachine::RunGraphed(int variant, std::vector<Value>
     }
     if (seen == nullptr) seen = &graph_seen_.emplace_back(key, 0).second;
     // The first call warms up (weights uploaded, GEMM plans and workspaces made on this
-    // stream); a failed capture is not retried.
-    if (*seen < 0 || (*seen)++ == 0) {
+    // stream, which the device may tune: DeviceApi::MarkWarmup); a failed capture is not
+    // retried.
+    if (*seen < 0) {
       ++graph_stats_.eager_calls;
       return Execute(function, std::move(args));
+    }
+    if ((*seen)++ == 0) {
+      ++graph_stats_.eager_calls;
+      const int ordinal = exe_->devices[graph_device_].ordinal;
+      device_api_->MarkWarmup(ordinal, own_stream_, true);
+      absl::StatusOr<Value> result = Execute(function, std::move(args));
+      device_api_->MarkWarmup(ordinal, own_stream_, false);
+      return result;
     }
     auto e = std::make_unique<DeviceGraphEntry>();
     e->key = key;

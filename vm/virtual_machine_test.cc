@@ -766,6 +766,79 @@ TEST(VirtualMachineTest, ResultCopiesWaitForTheReturn) {
   ASSERT_THAT(exe.status(), IsOk());
 }
 
+// A stand-in GPU with streams and stream allocators but no graph capture: it logs the warm-up
+// marks around the copies.
+class WarmupLoggingDevice final : public DeviceApi {
+ public:
+  absl::Status Copy(void* dst, Device to, const void* src, Device from, size_t bytes,
+                    void* stream) override {
+    std::memcpy(dst, src, bytes);
+    log.push_back(stream == &stream_token ? "copy on own stream" : "copy");
+    return absl::OkStatus();
+  }
+  absl::Status Synchronize(void* stream) override { return absl::OkStatus(); }
+  absl::StatusOr<Allocator*> DefaultAllocator(int ordinal) override { return &device.memory; }
+  absl::StatusOr<void*> CreateStream(int ordinal) override { return &stream_token; }
+  absl::StatusOr<std::unique_ptr<Allocator>> StreamAllocator(int ordinal, void* stream) override {
+    return std::unique_ptr<Allocator>(std::make_unique<LoggingDevice::Memory>());
+  }
+  // NewHostArena stays unimplemented: every capture fails and the VM runs eagerly.
+  void MarkWarmup(int ordinal, void* stream, bool on) override {
+    log.push_back(absl::StrCat("warmup ", on ? "on" : "off", " cuda:", ordinal,
+                               stream == &stream_token ? " own stream" : " other stream"));
+  }
+  LoggingDevice device;
+  int stream_token = 0;
+  std::vector<std::string> log;
+};
+
+// With device graphs, the first call of a bucketed variant (the warm-up before its capture) is
+// marked as such on the VM's own stream, and no later call is: not the failed capture's eager
+// run, not the calls after it, not the generic variant's.
+TEST(VirtualMachineTest, GraphWarmupCallsAreMarked) {
+  DeviceApi* const real = KernelRegistry::Global().GetDeviceApi(DeviceType::kCUDA);
+  WarmupLoggingDevice device;
+  KernelRegistry::Global().SetDeviceApi(DeviceType::kCUDA, &device);
+  auto round_trip = [](const char* name) {
+    FunctionBuilder f(name, 1, 3);
+    f.Emit(Opcode::kDeviceCopy, 1, 0, 0, 1);  // r1 = x on cuda:0
+    f.Emit(Opcode::kDeviceCopy, 2, 1, 1, 0);  // r2 = r1 back
+    f.Ret(2);
+    return std::move(f).Build();
+  };
+  Executable exe;
+  exe.functions = {round_trip("bucket"), round_trip("generic")};
+  exe.inputs = {Sig("x", DType::kF32, {-1}, {"seq"})};
+  exe.devices = {kCpu, Device{DeviceType::kCUDA, 0}};
+  Variant bounded;
+  bounded.name = "seq<=8";
+  bounded.function = 0;
+  bounded.symbols = {"seq"};
+  bounded.lower_bounds = {1};
+  bounded.upper_bounds = {8};
+  exe.variants = {bounded, GenericVariant(1)};
+  exe.symbol_bindings = {{"seq", 0, 0}};
+  absl::StatusOr<std::shared_ptr<const Executable>> loaded =
+      Executable::Finalize(std::move(exe), TestRegistry());
+  if (loaded.ok()) {
+    VirtualMachineOptions options;
+    options.device_graphs = true;
+    VirtualMachine vm(*loaded, options);
+    for (int64_t seq : {4, 4, 4, 100}) {
+      absl::StatusOr<std::vector<Tensor>> out = vm.Run({F32(std::vector<float>(seq, 1.5f))});
+      ASSERT_THAT(out, IsOk());
+      EXPECT_EQ((*out)[0].data<float>()[seq - 1], 1.5f);
+    }
+    EXPECT_THAT(device.log,
+                ElementsAre("warmup on cuda:0 own stream", "copy on own stream",
+                            "copy on own stream", "warmup off cuda:0 own stream",
+                            "copy on own stream", "copy on own stream", "copy on own stream",
+                            "copy on own stream", "copy on own stream", "copy on own stream"));
+  }
+  KernelRegistry::Global().SetDeviceApi(DeviceType::kCUDA, real);
+  ASSERT_THAT(loaded.status(), IsOk());
+}
+
 TEST(VirtualMachineTest, IfOnOneElementTensor) {
   FunctionBuilder b("main", 1, 2);
   b.Emit(Opcode::kIf, -1, 0, 1, 3);  // 0

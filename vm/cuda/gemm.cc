@@ -296,18 +296,20 @@ absl::StatusOr<std::unique_ptr<GemmRunner::Plan>> GemmRunner::MakePlan(const Pla
   return plan;
 }
 
-// Whether new plans time their candidates (SetAutotune; default NIMBLE_GEMM_AUTOTUNE=1). Off by
-// default: on the H100 with BERT-base fp16 neither the heuristic's 16 answers nor split-K forms
-// of its first four (2-8 ways, 261 candidates for the 16 shapes; never chosen) beat its first
-// answer when timed from a cold L2 (vm_cuda_gemm_l2_bench, bench/results/gpu/run-2026-12-06e).
-// Timing back to back would keep a candidate's weights in L2 from one repetition to the next,
-// which a model's GEMMs (weights streamed from HBM once per call) never see: on the H100 that
-// picked slower algorithms (bench/results/gpu/run-2026-12-06b). Each timing therefore runs
-// kTuneCopies GEMMs on as many copies of the weights, captured in a graph and replayed after an
-// L2 flush with only the activations (operand A) prefetched back.
-static bool AutotuneFromEnv() {
+// Whether new plans time their candidates (SetAutotune, else NIMBLE_GEMM_AUTOTUNE=1 / 0, else
+// on warm-up streams only). The heuristic's own answers alone did not pay: on the H100 with
+// BERT-base fp16 neither its 16 answers nor split-K forms of its first four beat its first
+// answer when timed from a cold L2 (vm_cuda_gemm_l2_bench, bench/results/gpu/run-2026-12-06e);
+// its first answers' cluster shapes and custom options (WidenCandidates) give 2-10% a GEMM
+// (bench/results/gpu/run-2026-12-07d). Timing back to back would keep a candidate's weights in
+// L2 from one repetition to the next, which a model's GEMMs (weights streamed from HBM once per
+// call) never see: on the H100 that picked slower algorithms (run-2026-12-06b). Each timing
+// therefore runs kTuneCopies GEMMs on as many copies of the weights, captured in a graph and
+// replayed after an L2 flush with only the activations (operand A) prefetched back.
+static std::optional<bool> AutotuneFromEnv() {
   const char* v = std::getenv("NIMBLE_GEMM_AUTOTUNE");
-  return v != nullptr && v[0] == '1';
+  if (v == nullptr || v[0] == '\0') return std::nullopt;
+  return v[0] == '1';
 }
 
 // Whether tuning also tries variants of the heuristic's first answers (WidenCandidates);
@@ -323,6 +325,15 @@ static bool WideTuneFromEnv() {
 void GemmRunner::SetAutotune(bool on) {
   absl::MutexLock lock(&mu_);
   autotune_ = on;
+}
+
+void GemmRunner::SetWarmupStream(cudaStream_t stream, bool on) {
+  absl::MutexLock lock(&mu_);
+  if (on) {
+    warmup_streams_.insert(stream);
+  } else {
+    warmup_streams_.erase(stream);
+  }
 }
 
 void GemmRunner::SetTuneCacheDir(std::string dir) {
@@ -634,7 +645,7 @@ absl::Status GemmRunner::Run(const GemmShape& s, GemmPrecision precision, GemmEp
     bool autotune = false;
     {
       absl::MutexLock lock(&mu_);
-      autotune = autotune_.value_or(AutotuneFromEnv());
+      autotune = autotune_.value_or(AutotuneFromEnv().value_or(warmup_streams_.contains(stream)));
     }
     std::optional<cublasLtMatmulAlgo_t> cached;
     if (autotune) cached = LoadTuned(*made, key);

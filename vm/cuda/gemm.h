@@ -37,6 +37,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -114,8 +115,14 @@ class GemmRunner {
 
   // Whether plans made from now on time cuBLASLt's candidate algorithms (each from a flushed L2,
   // as a model's weights are) instead of taking the heuristic's first answer. Default:
-  // NIMBLE_GEMM_AUTOTUNE=1 in the environment.
+  // NIMBLE_GEMM_AUTOTUNE=1 or 0 in the environment when set; otherwise only plans made on a
+  // warm-up stream (SetWarmupStream) are tuned.
   void SetAutotune(bool on);
+
+  // Marks `stream` as running a warm-up (on) or not (off): the eager call before a CUDA graph
+  // of fixed shapes is captured, whose GEMMs the graph then replays many times, so the one-off
+  // cost of tuning them pays (with the tune cache, once per machine).
+  void SetWarmupStream(cudaStream_t stream, bool on);
 
   // A directory where tuned plans' algorithms are kept across processes (one small file per
   // plan, keyed by the device, cuBLASLt's version and everything the plan depends on): a plan
@@ -192,6 +199,7 @@ class GemmRunner {
   absl::flat_hash_map<cudaStream_t, void*> workspaces_ ABSL_GUARDED_BY(mu_);
   GemmStats stats_ ABSL_GUARDED_BY(mu_);
   std::optional<bool> autotune_ ABSL_GUARDED_BY(mu_);  // unset: from the environment
+  absl::flat_hash_set<cudaStream_t> warmup_streams_ ABSL_GUARDED_BY(mu_);
   std::string tune_cache_dir_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -313,6 +314,32 @@ TEST_P(GemmTest, TunedAlgorithmsAreKeptInTheTuneCache) {
   std::swap(runner_, third);
   Check(c, p, rng);
   EXPECT_EQ(runner_->Stats().tune_cache_hits, 0);
+  std::filesystem::remove_all(dir);
+}
+
+// Without a setting (NIMBLE_GEMM_AUTOTUNE unset, no SetAutotune), plans made on a stream marked
+// as a graph's warm-up are tuned and kept in the tune cache; plans made elsewhere are not.
+TEST_P(GemmTest, WarmupStreamsTuneTheirPlans) {
+  if (std::getenv("NIMBLE_GEMM_AUTOTUNE") != nullptr) GTEST_SKIP() << "the environment decides";
+  const GemmPrecision p = GetParam();
+  std::mt19937 rng(11 + static_cast<int>(p));
+  const std::string dir = ::testing::TempDir() + "/nimble_gemm_warmup_" +
+                          std::string(PrecisionName(p)) + std::to_string(getpid());
+  std::filesystem::remove_all(dir);
+  runner_->SetTuneCacheDir(dir);
+  auto files = [&] {
+    int n = 0;
+    std::error_code error;
+    for (const auto& e : std::filesystem::directory_iterator(dir, error)) n += e.is_regular_file();
+    return n;
+  };
+  runner_->SetWarmupStream(stream_->get(), true);
+  Check({.m = 48, .n = 96, .k = 160, .epilogue = GemmEpilogue::kBias, .residual = true}, p, rng);
+  runner_->SetWarmupStream(stream_->get(), false);
+  EXPECT_EQ(files(), 1);
+  Check({.m = 40, .n = 96, .k = 160, .epilogue = GemmEpilogue::kBias, .residual = true}, p, rng);
+  EXPECT_EQ(files(), 1);
+  EXPECT_EQ(runner_->Stats().cached_algorithms, 2);
   std::filesystem::remove_all(dir);
 }
 

@@ -176,6 +176,11 @@ class DeviceApi {
   virtual absl::StatusOr<std::unique_ptr<DeviceGraph>> EndCapture(void* stream) {
     return absl::UnimplementedError("this device has no graphs");
   }
+  // Marks the work queued on `stream` of device `ordinal` from MarkWarmup(..., true) to
+  // MarkWarmup(..., false) as the eager warm-up call that precedes a graph's capture at fixed
+  // shapes: the device may spend one-off time there choosing what the graph will replay (the
+  // CUDA device tunes its GEMMs). The default ignores it.
+  virtual void MarkWarmup(int ordinal, void* stream, bool on) {}
   // A hint that a kernel queued on `stream` soon reads [ptr, ptr + bytes) of device `ordinal`'s
   // memory, which nothing queued before it writes: the device may start pulling it into its
   // cache without holding up `stream` (while `stream` captures, on a parallel branch of the

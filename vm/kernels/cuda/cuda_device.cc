@@ -93,7 +93,8 @@ absl::StatusOr<PerDevice*> Init(int ordinal) {
       NIMBLE_ASSIGN_OR_RETURN(d->pool, cuda::DeviceAllocator::Create(options));
       d->allocator = std::make_unique<CudaAllocator>(d->pool.get(), ordinal, nullptr);
       NIMBLE_ASSIGN_OR_RETURN(d->gemm, cuda::GemmRunner::Create(ordinal));
-      // Tuned GEMM algorithms (NIMBLE_GEMM_AUTOTUNE=1) kept across processes.
+      // Tuned GEMM algorithms (graphs' warm-up calls, or NIMBLE_GEMM_AUTOTUNE=1) kept across
+      // processes.
       d->gemm->SetTuneCacheDir(CacheDir("NIMBLE_GEMM_TUNE_CACHE_DIR", "gemm"));
       return absl::OkStatus();
     }();
@@ -382,6 +383,10 @@ class CudaApi final : public DeviceApi {
   }
   absl::StatusOr<std::unique_ptr<Allocator>> NewHostArena() override {
     return std::unique_ptr<Allocator>(std::make_unique<PinnedArena>());
+  }
+  void MarkWarmup(int ordinal, void* stream, bool on) override {
+    absl::StatusOr<PerDevice*> d = Init(ordinal);
+    if (d.ok()) (*d)->gemm->SetWarmupStream(static_cast<cudaStream_t>(stream), on);
   }
   absl::Status BeginCapture(int ordinal, void* stream) override {
     NIMBLE_ASSIGN_OR_RETURN(PerDevice * d, Init(ordinal));

@@ -741,6 +741,87 @@ __device__ __forceinline__ uint32_t Ld32(const void* p) {
   return *reinterpret_cast<const uint32_t*>(p);
 }
 
+// Thread-block clusters (Hopper). NIMBLE_SM90A is 1 in device code built for sm_90a, whose
+// bulk copies may multicast: one global read lands in the shared memory of every block of the
+// cluster. The sm_90 / PTX builds load per block instead (same results).
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define NIMBLE_SM90A 1
+#else
+#define NIMBLE_SM90A 0
+#endif
+__device__ __forceinline__ uint32_t ClusterRank() {
+  uint32_t r = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+#endif
+  return r;
+}
+__device__ __forceinline__ uint32_t ClusterBlocks() {
+  uint32_t n = 1;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mov.u32 %0, %%cluster_nctarank;\n" : "=r"(n));
+#endif
+  return n;
+}
+// Every thread of every block of the cluster: arrive, then wait for all of them.
+__device__ __forceinline__ void ClusterSync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::
+                   : "memory");
+#endif
+}
+__device__ __forceinline__ void ClusterArrive() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void ClusterWait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void MbarrierInit(uint64_t* bar, uint32_t count) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "mbarrier.init.shared::cta.b64 [%0], %1;\nfence.mbarrier_init.release.cluster;\n" ::"r"(
+          SharedAddress(bar)),
+      "r"(count)
+      : "memory");
+#endif
+}
+__device__ __forceinline__ void MbarrierArriveExpectTx(uint64_t* bar, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(SharedAddress(bar)),
+               "r"(bytes)
+               : "memory");
+#endif
+}
+__device__ __forceinline__ void MbarrierWait(uint64_t* bar, uint32_t parity) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(SharedAddress(bar)), "r"(parity)
+        : "memory");
+  } while (done == 0);
+#endif
+}
+// bytes (a multiple of 16) from global src to shared dst at the same offset in every block of
+// the cluster named in mask, each block's bar receiving the bytes' completion (sm_90a only).
+__device__ __forceinline__ void BulkCopyMulticast(void* dst, const void* src, uint32_t bytes,
+                                                  uint64_t* bar, uint16_t mask) {
+#if NIMBLE_SM90A
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster "
+      "[%0], [%1], %2, [%3], %4;\n" ::"r"(SharedAddress(dst)),
+      "l"(src), "r"(bytes), "r"(SharedAddress(bar)), "h"(mask)
+      : "memory");
+#endif
+}
+
 // The flash kernels keep scores in base-2 units (scaled by log2 e before the softmax), so each
 // exponential is one ex2 instead of a multiply and an ex2.
 constexpr float kLog2e = 1.4426950408889634f;
@@ -1298,13 +1379,26 @@ struct Flash2DShared {
   static constexpr size_t kBytes = kQ + kKv;
 };
 
-template <typename T, typename M, int W, int KS, int NB>
+//
+// CL: launched in clusters along the query blocks (Launch2DCluster; single pass only). The
+// blocks of a cluster share their head's K and V: on sm_90a each block bulk-copies every
+// C-th key row and multicasts it to all C blocks, so each row leaves L2 once per cluster
+// instead of once per block.
+template <typename T, typename M, int W, int KS, int NB, bool CL = false>
 __global__ void __launch_bounds__(32 * W * KS) FlashAttention2DKernel(AttentionArgs a) {
   static_assert(NB == 1 || NB == 2, "one buffer (one tile a group) or a double buffer");
+  static_assert(!CL || NB == 1, "clusters share single-pass tiles only");
+  constexpr bool kMulticast = CL && NIMBLE_SM90A;
   using S = Flash2DShared<W, KS, NB>;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ __align__(16) float2 mask_ma[KS][NB][kFlashKeys];
   __shared__ float part_m[KS][W * 16], part_l[KS][W * 16];
+  __shared__ __align__(8) uint64_t kv_bar;  // kMulticast: the K/V rows' arrival
+  if constexpr (CL) {
+    // Every block's barrier is initialised before any block's copies may complete on it.
+    if (threadIdx.x == 0) MbarrierInit(&kv_bar, 1);
+    ClusterSync();
+  }
   WaitForPrimary();  // launched with LaunchPdl
   T* qs = reinterpret_cast<T*>(smem);
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -1367,7 +1461,32 @@ __global__ void __launch_bounds__(32 * W * KS) FlashAttention2DKernel(AttentionA
       mask_ma[kg][buf][j] = StagedKey(a, pend_add[i], pend_valid[i], pend_replace[i]);
     }
   };
-  if (kg < tiles) {
+  if constexpr (kMulticast) {
+    // Key row r < kv_seq (K and V) is copied by block r mod C of the cluster into all of
+    // them; rows past kv_seq in the last tile are zero-filled by each block itself.
+    const uint32_t rank = ClusterRank(), blocks = ClusterBlocks();
+    const uint16_t mask = static_cast<uint16_t>((1u << blocks) - 1u);
+    constexpr uint32_t kRowBytes = kFlashD * sizeof(T);
+    if (tid == 0) MbarrierArriveExpectTx(&kv_bar, static_cast<uint32_t>(a.kv_seq) * 2 * kRowBytes);
+    const int64_t rows = (a.kv_seq - rank + blocks - 1) / blocks;
+    for (int64_t idx = tid; idx < 2 * rows; idx += 32 * W * KS) {
+      const int64_t r = rank + (idx >> 1) * blocks;
+      const int which = static_cast<int>(idx & 1);
+      T* dst = reinterpret_cast<T*>(smem + S::kQ + ((r / kFlashKeys) * 2 + which) * S::kTile) +
+               (r % kFlashKeys) * kFlashLd;
+      const T* src = which != 0 ? vbase + r * a.v_strides[2] : kbase + r * a.k_strides[2];
+      BulkCopyMulticast(dst, src, kRowBytes, &kv_bar, mask);
+    }
+    if (kg == tiles - 1) {
+      const int valid = static_cast<int>(a.kv_seq - kg * kFlashKeys);
+      for (int idx = gtid + valid * 8; idx < kFlashKeys * 8; idx += 32 * W) {
+        const int r = idx >> 3, c = (idx & 7) * 8;
+        CpAsync16(tile(0, 0) + r * kFlashLd + c, kbase, 0);
+        CpAsync16(tile(0, 1) + r * kFlashLd + c, vbase, 0);
+      }
+    }
+    if (kg < tiles) load_mask(kg);
+  } else if (kg < tiles) {
     load_tile(0, kg);
     load_mask(kg);
   }
@@ -1388,6 +1507,10 @@ __global__ void __launch_bounds__(32 * W * KS) FlashAttention2DKernel(AttentionA
     }
     CpAsyncCommit();
     CpAsyncWait<1>();  // everything but the group just issued has landed
+    if constexpr (kMulticast) MbarrierWait(&kv_bar, 0);
+    // This block has all it will receive; the cluster's last wait (below) keeps every block
+    // alive until all of them have.
+    if constexpr (CL) ClusterArrive();
     __syncthreads();
     if (i == 0) LoadQFragments(qs + qw * 16 * kFlashLd, lane, qf);
     if (t < tiles) {
@@ -1437,6 +1560,7 @@ __global__ void __launch_bounds__(32 * W * KS) FlashAttention2DKernel(AttentionA
     T* y = static_cast<T*>(a.y) + b * a.y_strides[0] + h * a.y_strides[1] + qi * a.y_strides[2];
     *reinterpret_cast<uint32_t*>(y + c) = MmaOp<T>::Pack(o0 * inv, o1 * inv);
   }
+  if constexpr (CL) ClusterWait();
 }
 
 // NB = 1: the single-pass form, every key tile in shared memory at once (one tile a key group),
@@ -1453,6 +1577,61 @@ cudaError_t Launch2D(const AttentionArgs& args, cudaStream_t stream) {
                   static_cast<unsigned>(args.q_heads), static_cast<unsigned>(args.batch));
   return LaunchPdl(FlashAttention2DKernel<T, M, W, KS, NB>, grid, 32 * W * KS, kBytes, stream,
                    args);
+}
+
+// The single-pass 2-D kernel in clusters of `cluster` query blocks of one head (it must divide
+// the grid's query blocks; 2-8), sharing K/V loads (FlashAttention2DKernel's CL).
+template <typename T, typename M, int W, int KS>
+cudaError_t Launch2DCluster(const AttentionArgs& args, int cluster, cudaStream_t stream) {
+  if (args.kv_seq > static_cast<int64_t>(kFlashKeys) * KS) return cudaErrorInvalidValue;
+  constexpr size_t kBytes = Flash2DShared<W, KS, 1>::kBytes;
+  auto* kernel = FlashAttention2DKernel<T, M, W, KS, 1, true>;
+  static const cudaError_t configured = cudaFuncSetAttribute(
+      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kBytes));
+  if (configured != cudaSuccess) return configured;
+  const dim3 grid(static_cast<unsigned>((args.q_seq + 16 * W - 1) / (16 * W)),
+                  static_cast<unsigned>(args.q_heads), static_cast<unsigned>(args.batch));
+  if (cluster < 2 || cluster > 8 || grid.x % cluster != 0) return cudaErrorInvalidValue;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = dim3(32 * W * KS);
+  config.dynamicSmemBytes = kBytes;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[2];
+  attribute[0].id = cudaLaunchAttributeClusterDimension;
+  attribute[0].val.clusterDim.x = static_cast<unsigned>(cluster);
+  attribute[0].val.clusterDim.y = 1;
+  attribute[0].val.clusterDim.z = 1;
+  attribute[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[1].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attribute;
+  config.numAttrs = PdlEnabled() ? 2 : 1;
+  return cudaLaunchKernelEx(&config, kernel, args);
+}
+
+// The cluster size for the single-pass 2-D kernel: NIMBLE_CUDA_ATTENTION_CLUSTER=N (2-8; 0 or
+// unset: no clusters), on devices of compute capability 9.x.
+int AttentionClusterLimit() {
+  static const int limit = [] {
+    const char* v = std::getenv("NIMBLE_CUDA_ATTENTION_CLUSTER");
+    const int n = v == nullptr ? 0 : std::atoi(v);
+    int device = 0, major = 0;
+    if (n < 2 || cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+      cudaGetLastError();
+      return 0;
+    }
+    return major == 9 ? std::min(n, 8) : 0;
+  }();
+  return limit;
+}
+
+// The largest cluster size up to the limit that divides `blocks` (0: none of 2 or more).
+int AttentionClusterFor(int64_t blocks) {
+  for (int c = AttentionClusterLimit(); c >= 2; --c) {
+    if (blocks % c == 0) return c;
+  }
+  return 0;
 }
 
 // The 2-D kernel's single-pass form for 5 or 6 key tiles; NIMBLE_CUDA_ATTENTION_ONE_PASS=0
@@ -1859,13 +2038,27 @@ cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream) {
                 return Launch2D<T, M, 3, 3>(args, stream);
               case 34:
                 return Launch2D<T, M, 3, 4>(args, stream);
-              case 25:  // 5 and 6 key groups: single pass (at most 5 or 6 key tiles)
+              // 5 and 6 key groups: single pass (at most 5 or 6 key tiles), in clusters with
+              // NIMBLE_CUDA_ATTENTION_CLUSTER.
+              case 25:
+                if (int c = AttentionClusterFor((args.q_seq + 31) / 32); c != 0) {
+                  return Launch2DCluster<T, M, 2, 5>(args, c, stream);
+                }
                 return Launch2D<T, M, 2, 5, 1>(args, stream);
               case 26:
+                if (int c = AttentionClusterFor((args.q_seq + 31) / 32); c != 0) {
+                  return Launch2DCluster<T, M, 2, 6>(args, c, stream);
+                }
                 return Launch2D<T, M, 2, 6, 1>(args, stream);
               case 35:
+                if (int c = AttentionClusterFor((args.q_seq + 47) / 48); c != 0) {
+                  return Launch2DCluster<T, M, 3, 5>(args, c, stream);
+                }
                 return Launch2D<T, M, 3, 5, 1>(args, stream);
               case 36:
+                if (int c = AttentionClusterFor((args.q_seq + 47) / 48); c != 0) {
+                  return Launch2DCluster<T, M, 3, 6>(args, c, stream);
+                }
                 return Launch2D<T, M, 3, 6, 1>(args, stream);
               default:
                 return cudaErrorInvalidValue;
@@ -1898,6 +2091,12 @@ cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream) {
               const bool one_pass = AttentionSinglePass() && (tiles64 == 5 || tiles64 == 6);
               auto launch = [&](auto warps) {
                 constexpr int W = decltype(warps)::value;
+                const int cluster = AttentionClusterFor((args.q_seq + 16 * W - 1) / (16 * W));
+                if (one_pass && cluster != 0 && tiles64 == 5) {
+                  return Launch2DCluster<T, M, W, 5>(args, cluster, stream);
+                }
+                if (one_pass && cluster != 0)
+                  return Launch2DCluster<T, M, W, 6>(args, cluster, stream);
                 if (one_pass && tiles64 == 5) return Launch2D<T, M, W, 5, 1>(args, stream);
                 if (one_pass) return Launch2D<T, M, W, 6, 1>(args, stream);
                 return Launch2D<T, M, W, 4>(args, stream);

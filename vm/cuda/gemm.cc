@@ -653,9 +653,20 @@ absl::Status GemmRunner::Run(const GemmShape& s, GemmPrecision precision, GemmEp
       made->algo = *cached;
     } else if (autotune) {
       bool decided = false;
-      NIMBLE_ASSIGN_OR_RETURN(tuned, Tune(*made, key, o, c, stream, &decided));
-      // Only a timed choice is kept (not the heuristic's answer of a plan made while capturing).
-      if (decided) StoreTuned(key, made->algo);
+      absl::StatusOr<bool> timed = Tune(*made, key, o, c, stream, &decided);
+      if (timed.ok()) {
+        tuned = *timed;
+        // Only a timed choice is kept (not the heuristic's answer of a plan made while
+        // capturing).
+        if (decided) StoreTuned(key, made->algo);
+      } else {
+        // Tuning is an optimisation: a failure there (its buffers not allocated, say) keeps the
+        // heuristic's answer. An error that sticks to the context fails the GEMM itself below.
+        (void)cudaGetLastError();
+        made->algo = made->candidates.front();
+        absl::MutexLock lock(&mu_);
+        ++stats_.tune_failures;
+      }
     }
     absl::MutexLock lock(&mu_);
     auto [it, inserted] = plans_.try_emplace(key, std::move(made));

@@ -89,6 +89,7 @@ struct GemmStats {
   int64_t workspaces = 0;  // streams that got one
   int64_t tuned = 0;       // plans whose algorithm was chosen by timing the candidates
   int64_t tune_cache_hits = 0;  // plans whose tuned algorithm came from the tune cache
+  int64_t tune_failures = 0;    // tunings that failed (the heuristic's answer was kept)
 };
 
 class GemmRunner {

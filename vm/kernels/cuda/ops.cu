@@ -1879,6 +1879,22 @@ cudaError_t Launch1P(const AttentionArgs& args, int cluster, cudaStream_t stream
   return cudaLaunchKernelEx(&config, kernel, args);
 }
 
+// A cluster launch that the device cannot schedule (too few free multiprocessors in a GPC, as
+// under MPS limits) falls back to the plain launch of the same kernel shape.
+template <typename T, typename M, int W, int KS>
+cudaError_t Launch2DClusterOrPlain(const AttentionArgs& args, int cluster, cudaStream_t stream) {
+  if (Launch2DCluster<T, M, W, KS>(args, cluster, stream) == cudaSuccess) return cudaSuccess;
+  (void)cudaGetLastError();
+  return Launch2D<T, M, W, KS, 1>(args, stream);
+}
+template <typename T, typename M, int W, int KS>
+cudaError_t Launch1POrPlain(const AttentionArgs& args, int cluster, cudaStream_t stream) {
+  const cudaError_t launched = Launch1P<T, M, W, KS>(args, cluster, stream);
+  if (launched == cudaSuccess || cluster < 2) return launched;
+  (void)cudaGetLastError();
+  return Launch1P<T, M, W, KS>(args, 0, stream);
+}
+
 // Whether the one-pass kernel takes the 2-D kernel's single-pass shapes:
 // NIMBLE_CUDA_ATTENTION_ONE_PASS=2 (A/B measurements; off by default until measured).
 bool AttentionOnePassKernel() {
@@ -1889,12 +1905,17 @@ bool AttentionOnePassKernel() {
   return on;
 }
 
-// The cluster size for the single-pass 2-D kernel: NIMBLE_CUDA_ATTENTION_CLUSTER=N (2-8; 0 or
-// unset: no clusters), on devices of compute capability 9.x.
+// The cluster size for the single-pass 2-D kernel: NIMBLE_CUDA_ATTENTION_CLUSTER=N (2, 4 or 8;
+// 0 or unset: no clusters), on devices of compute capability 9.x and only in builds with sm_90a
+// machine code (NIMBLE_CUDA_SM90A_BUILD, vm/kernels/CMakeLists.txt), where blocks multicast.
 int AttentionClusterLimit() {
   static const int limit = [] {
+#if defined(NIMBLE_CUDA_SM90A_BUILD)
     const char* v = std::getenv("NIMBLE_CUDA_ATTENTION_CLUSTER");
     const int n = v == nullptr ? 0 : std::atoi(v);
+#else
+    const int n = 0;
+#endif
     int device = 0, major = 0;
     if (n < 2 || cudaGetDevice(&device) != cudaSuccess ||
         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
@@ -1906,10 +1927,11 @@ int AttentionClusterLimit() {
   return limit;
 }
 
-// The largest cluster size up to the limit that divides `blocks` (0: none of 2 or more).
+// The largest of 8, 4 and 2 up to the limit that divides `blocks` (0: none). Powers of two only:
+// with one block a multiprocessor, clusters of 3, 5, 6 or 7 pack a GPC's multiprocessors badly.
 int AttentionClusterFor(int64_t blocks) {
-  for (int c = AttentionClusterLimit(); c >= 2; --c) {
-    if (blocks % c == 0) return c;
+  for (int c = 8; c >= 2; c /= 2) {
+    if (c <= AttentionClusterLimit() && blocks % c == 0) return c;
   }
   return 0;
 }
@@ -2322,22 +2344,22 @@ cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream) {
               // NIMBLE_CUDA_ATTENTION_CLUSTER.
               case 25:
                 if (int c = AttentionClusterFor((args.q_seq + 31) / 32); c != 0) {
-                  return Launch2DCluster<T, M, 2, 5>(args, c, stream);
+                  return Launch2DClusterOrPlain<T, M, 2, 5>(args, c, stream);
                 }
                 return Launch2D<T, M, 2, 5, 1>(args, stream);
               case 26:
                 if (int c = AttentionClusterFor((args.q_seq + 31) / 32); c != 0) {
-                  return Launch2DCluster<T, M, 2, 6>(args, c, stream);
+                  return Launch2DClusterOrPlain<T, M, 2, 6>(args, c, stream);
                 }
                 return Launch2D<T, M, 2, 6, 1>(args, stream);
               case 35:
                 if (int c = AttentionClusterFor((args.q_seq + 47) / 48); c != 0) {
-                  return Launch2DCluster<T, M, 3, 5>(args, c, stream);
+                  return Launch2DClusterOrPlain<T, M, 3, 5>(args, c, stream);
                 }
                 return Launch2D<T, M, 3, 5, 1>(args, stream);
               case 36:
                 if (int c = AttentionClusterFor((args.q_seq + 47) / 48); c != 0) {
-                  return Launch2DCluster<T, M, 3, 6>(args, c, stream);
+                  return Launch2DClusterOrPlain<T, M, 3, 6>(args, c, stream);
                 }
                 return Launch2D<T, M, 3, 6, 1>(args, stream);
               default:
@@ -2373,15 +2395,16 @@ cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream) {
                 constexpr int W = decltype(warps)::value;
                 const int cluster = AttentionClusterFor((args.q_seq + 16 * W - 1) / (16 * W));
                 if (AttentionOnePassKernel() && tiles64 >= 4 && tiles64 <= 6) {
-                  if (tiles64 == 4) return Launch1P<T, M, W, 4>(args, cluster, stream);
-                  if (tiles64 == 5) return Launch1P<T, M, W, 5>(args, cluster, stream);
-                  return Launch1P<T, M, W, 6>(args, cluster, stream);
+                  if (tiles64 == 4) return Launch1POrPlain<T, M, W, 4>(args, cluster, stream);
+                  if (tiles64 == 5) return Launch1POrPlain<T, M, W, 5>(args, cluster, stream);
+                  return Launch1POrPlain<T, M, W, 6>(args, cluster, stream);
                 }
                 if (one_pass && cluster != 0 && tiles64 == 5) {
-                  return Launch2DCluster<T, M, W, 5>(args, cluster, stream);
+                  return Launch2DClusterOrPlain<T, M, W, 5>(args, cluster, stream);
                 }
-                if (one_pass && cluster != 0)
-                  return Launch2DCluster<T, M, W, 6>(args, cluster, stream);
+                if (one_pass && cluster != 0) {
+                  return Launch2DClusterOrPlain<T, M, W, 6>(args, cluster, stream);
+                }
                 if (one_pass && tiles64 == 5) return Launch2D<T, M, W, 5, 1>(args, stream);
                 if (one_pass) return Launch2D<T, M, W, 6, 1>(args, stream);
                 return Launch2D<T, M, W, 4>(args, stream);

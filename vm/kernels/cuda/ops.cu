@@ -741,87 +741,6 @@ __device__ __forceinline__ uint32_t Ld32(const void* p) {
   return *reinterpret_cast<const uint32_t*>(p);
 }
 
-// Thread-block clusters (Hopper). NIMBLE_SM90A is 1 in device code built for sm_90a, whose
-// bulk copies may multicast: one global read lands in the shared memory of every block of the
-// cluster. The sm_90 / PTX builds load per block instead (same results).
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define NIMBLE_SM90A 1
-#else
-#define NIMBLE_SM90A 0
-#endif
-__device__ __forceinline__ uint32_t ClusterRank() {
-  uint32_t r = 0;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-#endif
-  return r;
-}
-__device__ __forceinline__ uint32_t ClusterBlocks() {
-  uint32_t n = 1;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("mov.u32 %0, %%cluster_nctarank;\n" : "=r"(n));
-#endif
-  return n;
-}
-// Every thread of every block of the cluster: arrive, then wait for all of them.
-__device__ __forceinline__ void ClusterSync() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::
-                   : "memory");
-#endif
-}
-__device__ __forceinline__ void ClusterArrive() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void ClusterWait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void MbarrierInit(uint64_t* bar, uint32_t count) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile(
-      "mbarrier.init.shared::cta.b64 [%0], %1;\nfence.mbarrier_init.release.cluster;\n" ::"r"(
-          SharedAddress(bar)),
-      "r"(count)
-      : "memory");
-#endif
-}
-__device__ __forceinline__ void MbarrierArriveExpectTx(uint64_t* bar, uint32_t bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(SharedAddress(bar)),
-               "r"(bytes)
-               : "memory");
-#endif
-}
-__device__ __forceinline__ void MbarrierWait(uint64_t* bar, uint32_t parity) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  uint32_t done = 0;
-  do {
-    asm volatile(
-        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-        "selp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(SharedAddress(bar)), "r"(parity)
-        : "memory");
-  } while (done == 0);
-#endif
-}
-// bytes (a multiple of 16) from global src to shared dst at the same offset in every block of
-// the cluster named in mask, each block's bar receiving the bytes' completion (sm_90a only).
-__device__ __forceinline__ void BulkCopyMulticast(void* dst, const void* src, uint32_t bytes,
-                                                  uint64_t* bar, uint16_t mask) {
-#if NIMBLE_SM90A
-  asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster "
-      "[%0], [%1], %2, [%3], %4;\n" ::"r"(SharedAddress(dst)),
-      "l"(src), "r"(bytes), "r"(SharedAddress(bar)), "h"(mask)
-      : "memory");
-#endif
-}
-
 // The flash kernels keep scores in base-2 units (scaled by log2 e before the softmax), so each
 // exponential is one ex2 instead of a multiply and an ex2.
 constexpr float kLog2e = 1.4426950408889634f;
@@ -878,21 +797,21 @@ __device__ __forceinline__ void FlashScores(const uint32_t (&qf)[kFlashD / 16][4
   }
 }
 
-// The online-softmax step of a tile once its scores s are final (scaled, masked and in base-2
-// units: x log2 e) and mx holds the thread's maximum of each of its two rows: each row's running
-// max and (per-thread partial) sum are updated, O rescaled, and s replaced by P. kFirst: the
-// row's first tile (m_run -inf, l_run and O zero), which needs no rescaling.
-template <typename T, int KEYS, bool kFirst = false>
-__device__ __forceinline__ void FlashSoftmax(float (&s)[KEYS / 8][4], float (&mx)[2],
-                                             float (&m_run)[2], float (&l_run)[2],
-                                             float (&o)[kFlashD / 8][4]) {
-  float alpha[2] = {0.0f, 0.0f};
+// The rest of a tile once its scores s are final (scaled, masked and in base-2 units: x log2 e)
+// and mx holds the thread's maximum of each of its two rows: the online-softmax update of each
+// row's running max and (per-thread partial) sum, and O += P V with P taken from the S
+// registers and V staged in vs.
+template <typename T, int KEYS>
+__device__ __forceinline__ void FlashAccumulate(float (&s)[KEYS / 8][4], float (&mx)[2],
+                                                const T* vs, int lane, float (&m_run)[2],
+                                                float (&l_run)[2], float (&o)[kFlashD / 8][4]) {
+  float alpha[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
     mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-    const float m_new = kFirst ? mx[r] : fmaxf(m_run[r], mx[r]);
-    if constexpr (!kFirst) alpha[r] = m_new == -INFINITY ? 1.0f : Exp2(m_run[r] - m_new);
+    const float m_new = fmaxf(m_run[r], mx[r]);
+    alpha[r] = m_new == -INFINITY ? 1.0f : Exp2(m_run[r] - m_new);
     m_run[r] = m_new;
   }
   // 2^(s - m) with m = -inf (every key so far masked) is taken as 0 through m_safe = 0 and
@@ -909,24 +828,14 @@ __device__ __forceinline__ void FlashSoftmax(float (&s)[KEYS / 8][4], float (&mx
       sum[e >> 1] += p;
     }
   }
-  if constexpr (kFirst) {
-    l_run[0] = sum[0], l_run[1] = sum[1];
-  } else {
 #pragma unroll
-    for (int r = 0; r < 2; ++r) l_run[r] = l_run[r] * alpha[r] + sum[r];
+  for (int r = 0; r < 2; ++r) l_run[r] = l_run[r] * alpha[r] + sum[r];
 #pragma unroll
-    for (int n = 0; n < kFlashD / 8; ++n) {
-      o[n][0] *= alpha[0], o[n][1] *= alpha[0];
-      o[n][2] *= alpha[1], o[n][3] *= alpha[1];
-    }
+  for (int n = 0; n < kFlashD / 8; ++n) {
+    o[n][0] *= alpha[0], o[n][1] *= alpha[0];
+    o[n][2] *= alpha[1], o[n][3] *= alpha[1];
   }
-}
-
-// O += P V for a tile: P (FlashSoftmax's s) in the accumulator layout, which is the A operand's
-// layout, 16 keys (two S tiles) a step; V staged in vs.
-template <typename T, int KEYS>
-__device__ __forceinline__ void FlashPV(const float (&s)[KEYS / 8][4], const T* vs, int lane,
-                                        float (&o)[kFlashD / 8][4]) {
+  // O += P V: P's accumulator layout is the A operand's layout, 16 keys (two S tiles) a step.
 #pragma unroll
   for (int kc = 0; kc < KEYS / 16; ++kc) {
     uint32_t pa[4];
@@ -949,15 +858,6 @@ __device__ __forceinline__ void FlashPV(const float (&s)[KEYS / 8][4], const T* 
       MmaOp<T>::Mma(o[2 * n2 + 1], pa, b2, b3);
     }
   }
-}
-
-// The rest of a tile once its scores are final: FlashSoftmax, then FlashPV.
-template <typename T, int KEYS>
-__device__ __forceinline__ void FlashAccumulate(float (&s)[KEYS / 8][4], float (&mx)[2],
-                                                const T* vs, int lane, float (&m_run)[2],
-                                                float (&l_run)[2], float (&o)[kFlashD / 8][4]) {
-  FlashSoftmax<T, KEYS>(s, mx, m_run, l_run, o);
-  FlashPV<T, KEYS>(s, vs, lane, o);
 }
 
 // One key tile for a warp's 16 query rows (row0 = its first, fragment rows g and g + 8) with
@@ -1398,26 +1298,13 @@ struct Flash2DShared {
   static constexpr size_t kBytes = kQ + kKv;
 };
 
-//
-// CL: launched in clusters along the query blocks (Launch2DCluster; single pass only). The
-// blocks of a cluster share their head's K and V: on sm_90a each block bulk-copies every
-// C-th key row and multicasts it to all C blocks, so each row leaves L2 once per cluster
-// instead of once per block.
-template <typename T, typename M, int W, int KS, int NB, bool CL = false>
+template <typename T, typename M, int W, int KS, int NB>
 __global__ void __launch_bounds__(32 * W * KS) FlashAttention2DKernel(AttentionArgs a) {
   static_assert(NB == 1 || NB == 2, "one buffer (one tile a group) or a double buffer");
-  static_assert(!CL || NB == 1, "clusters share single-pass tiles only");
-  constexpr bool kMulticast = CL && NIMBLE_SM90A;
   using S = Flash2DShared<W, KS, NB>;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ __align__(16) float2 mask_ma[KS][NB][kFlashKeys];
   __shared__ float part_m[KS][W * 16], part_l[KS][W * 16];
-  __shared__ __align__(8) uint64_t kv_bar;  // kMulticast: the K/V rows' arrival
-  if constexpr (CL) {
-    // Every block's barrier is initialised before any block's copies may complete on it.
-    if (threadIdx.x == 0) MbarrierInit(&kv_bar, 1);
-    ClusterSync();
-  }
   WaitForPrimary();  // launched with LaunchPdl
   T* qs = reinterpret_cast<T*>(smem);
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -1480,32 +1367,7 @@ __global__ void __launch_bounds__(32 * W * KS) FlashAttention2DKernel(AttentionA
       mask_ma[kg][buf][j] = StagedKey(a, pend_add[i], pend_valid[i], pend_replace[i]);
     }
   };
-  if constexpr (kMulticast) {
-    // Key row r < kv_seq (K and V) is copied by block r mod C of the cluster into all of
-    // them; rows past kv_seq in the last tile are zero-filled by each block itself.
-    const uint32_t rank = ClusterRank(), blocks = ClusterBlocks();
-    const uint16_t mask = static_cast<uint16_t>((1u << blocks) - 1u);
-    constexpr uint32_t kRowBytes = kFlashD * sizeof(T);
-    if (tid == 0) MbarrierArriveExpectTx(&kv_bar, static_cast<uint32_t>(a.kv_seq) * 2 * kRowBytes);
-    const int64_t rows = (a.kv_seq - rank + blocks - 1) / blocks;
-    for (int64_t idx = tid; idx < 2 * rows; idx += 32 * W * KS) {
-      const int64_t r = rank + (idx >> 1) * blocks;
-      const int which = static_cast<int>(idx & 1);
-      T* dst = reinterpret_cast<T*>(smem + S::kQ + ((r / kFlashKeys) * 2 + which) * S::kTile) +
-               (r % kFlashKeys) * kFlashLd;
-      const T* src = which != 0 ? vbase + r * a.v_strides[2] : kbase + r * a.k_strides[2];
-      BulkCopyMulticast(dst, src, kRowBytes, &kv_bar, mask);
-    }
-    if (kg == tiles - 1) {
-      const int valid = static_cast<int>(a.kv_seq - kg * kFlashKeys);
-      for (int idx = gtid + valid * 8; idx < kFlashKeys * 8; idx += 32 * W) {
-        const int r = idx >> 3, c = (idx & 7) * 8;
-        CpAsync16(tile(0, 0) + r * kFlashLd + c, kbase, 0);
-        CpAsync16(tile(0, 1) + r * kFlashLd + c, vbase, 0);
-      }
-    }
-    if (kg < tiles) load_mask(kg);
-  } else if (kg < tiles) {
+  if (kg < tiles) {
     load_tile(0, kg);
     load_mask(kg);
   }
@@ -1526,10 +1388,6 @@ __global__ void __launch_bounds__(32 * W * KS) FlashAttention2DKernel(AttentionA
     }
     CpAsyncCommit();
     CpAsyncWait<1>();  // everything but the group just issued has landed
-    if constexpr (kMulticast) MbarrierWait(&kv_bar, 0);
-    // This block has all it will receive; the cluster's last wait (below) keeps every block
-    // alive until all of them have.
-    if constexpr (CL) ClusterArrive();
     __syncthreads();
     if (i == 0) LoadQFragments(qs + qw * 16 * kFlashLd, lane, qf);
     if (t < tiles) {
@@ -1579,218 +1437,6 @@ __global__ void __launch_bounds__(32 * W * KS) FlashAttention2DKernel(AttentionA
     T* y = static_cast<T*>(a.y) + b * a.y_strides[0] + h * a.y_strides[1] + qi * a.y_strides[2];
     *reinterpret_cast<uint32_t*>(y + c) = MmaOp<T>::Pack(o0 * inv, o1 * inv);
   }
-  if constexpr (CL) ClusterWait();
-}
-
-// A named barrier for `threads` threads (a multiple of 32) of the block: id 1-15 (0 is
-// __syncthreads').
-__device__ __forceinline__ void NamedBarrier(int id, int threads) {
-  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
-
-// The one-pass kernel for at most KS key tiles (seq <= 64 KS) with a key-padding mask or none:
-// W query warps (16 W queries of one head) x KS key groups, group k taking key tile k, all of
-// them loaded at once. Unlike FlashAttention2DKernel's single pass, nothing waits for the whole
-// block before the merge: each warp reads its Q fragments straight from global memory, each
-// group's threads load their own tile's K and then V (separate cp.async groups), and the
-// group's warps meet on a named barrier, so a group computes its scores while its V and the
-// other groups' tiles still arrive. One tile a warp needs no online rescaling. At the end each
-// group writes its (unscaled) partial O over its own K/V tile; per (query, group) scale factors
-// are computed once (KS W 16 threads) and the final pass sums the KS partials with them.
-// CL: launched in clusters of query blocks of one head (Launch1P), sharing K and V as
-// FlashAttention2DKernel's CL does, with a barrier per tile and operand so groups still wait
-// for their own rows only.
-template <int W, int KS>
-struct OnePassShared {
-  static constexpr size_t kTile = kFlashKeys * kFlashLd * 2;
-  static constexpr size_t kBytes = KS * 2 * kTile;
-  static_assert(W * 16 * kSplitOLd * 4 <= 2 * kTile, "a group's partial O must fit its tile");
-};
-
-template <typename T, typename M, int W, int KS, bool CL>
-__global__ void __launch_bounds__(32 * W * KS) FlashAttentionOnePassKernel(AttentionArgs a) {
-  using S = OnePassShared<W, KS>;
-  constexpr bool kMulticast = CL && NIMBLE_SM90A;
-  extern __shared__ __align__(16) unsigned char smem[];
-  __shared__ __align__(16) float2 mask_ma[KS][kFlashKeys];
-  __shared__ float part_m[KS][W * 16], part_l[KS][W * 16], factor[KS][W * 16];
-  __shared__ __align__(8) uint64_t kv_bar[KS][2];  // kMulticast: tile t's K rows, V rows
-  if constexpr (CL) {
-    if (threadIdx.x < 2 * KS) MbarrierInit(&kv_bar[threadIdx.x >> 1][threadIdx.x & 1], 1);
-    ClusterSync();
-  }
-  WaitForPrimary();  // launched with LaunchPdl's attribute
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int g = lane >> 2, tg = lane & 3;
-  const int qw = warp % W, kg = warp / W;  // query sub-tile, key group (= key tile)
-  const int gtid = tid - kg * 32 * W;      // thread index within the key group
-  T* ks = reinterpret_cast<T*>(smem + 2 * kg * S::kTile);
-  T* vs = reinterpret_cast<T*>(smem + (2 * kg + 1) * S::kTile);
-  const int64_t q0 = static_cast<int64_t>(blockIdx.x) * (16 * W);
-  const int64_t h = blockIdx.y, b = blockIdx.z;
-  const int64_t kvh = h / (a.q_heads / a.kv_heads);
-  const T* qbase = static_cast<const T*>(a.q) + b * a.q_strides[0] + h * a.q_strides[1];
-  const T* kbase = static_cast<const T*>(a.k) + b * a.k_strides[0] + kvh * a.k_strides[1];
-  const T* vbase = static_cast<const T*>(a.v) + b * a.v_strides[0] + kvh * a.v_strides[1];
-  const int64_t tiles = (a.kv_seq + kFlashKeys - 1) / kFlashKeys;  // <= KS (Launch1P checks)
-  const bool active = kg < tiles;
-  const int64_t k0 = static_cast<int64_t>(kg) * kFlashKeys;
-  const int valid =
-      active ? static_cast<int>(a.kv_seq - k0 < kFlashKeys ? a.kv_seq - k0 : kFlashKeys) : 0;
-
-  if constexpr (kMulticast) {
-    // Key row r < kv_seq (K and V) is copied by block r mod C of the cluster into all of them.
-    const uint32_t rank = ClusterRank(), blocks = ClusterBlocks();
-    const uint16_t mask = static_cast<uint16_t>((1u << blocks) - 1u);
-    constexpr uint32_t kRowBytes = kFlashD * sizeof(T);
-    if (tid < 2 * tiles) {
-      const int64_t t = tid >> 1;
-      const int64_t rest = a.kv_seq - t * kFlashKeys;
-      const int64_t rows = rest < kFlashKeys ? rest : kFlashKeys;
-      MbarrierArriveExpectTx(&kv_bar[t][tid & 1], static_cast<uint32_t>(rows) * kRowBytes);
-    }
-    const int64_t rows = (a.kv_seq - rank + blocks - 1) / blocks;
-    for (int64_t idx = tid; idx < 2 * rows; idx += 32 * W * KS) {
-      const int64_t r = rank + (idx >> 1) * blocks;
-      const int which = static_cast<int>(idx & 1);
-      const int64_t t = r / kFlashKeys;
-      T* dst =
-          reinterpret_cast<T*>(smem + (2 * t + which) * S::kTile) + (r % kFlashKeys) * kFlashLd;
-      const T* src = which != 0 ? vbase + r * a.v_strides[2] : kbase + r * a.k_strides[2];
-      BulkCopyMulticast(dst, src, kRowBytes, &kv_bar[t][which], mask);
-    }
-  }
-  // K then V of this group's tile (with kMulticast: only the zero rows past kv_seq).
-  if (active) {
-    for (int idx = gtid + (kMulticast ? valid * 8 : 0); idx < kFlashKeys * 8; idx += 32 * W) {
-      const int r = idx >> 3, c = (idx & 7) * 8;
-      const bool ok = r < valid;
-      CpAsync16(ks + r * kFlashLd + c, ok ? kbase + (k0 + r) * a.k_strides[2] + c : kbase,
-                ok ? 16 : 0);
-    }
-  }
-  CpAsyncCommit();
-  if (active) {
-    for (int idx = gtid + (kMulticast ? valid * 8 : 0); idx < kFlashKeys * 8; idx += 32 * W) {
-      const int r = idx >> 3, c = (idx & 7) * 8;
-      const bool ok = r < valid;
-      CpAsync16(vs + r * kFlashLd + c, ok ? vbase + (k0 + r) * a.v_strides[2] + c : vbase,
-                ok ? 16 : 0);
-    }
-  }
-  CpAsyncCommit();
-  // This warp's 16 queries as A fragments, straight from global memory (rows past q_seq: 0).
-  uint32_t qf[kFlashD / 16][4];
-  {
-    const int64_t r0 = q0 + qw * 16 + g, r1 = r0 + 8;
-    const bool lo_ok = r0 < a.q_seq, hi_ok = r1 < a.q_seq;
-    const T* q_lo = qbase + (lo_ok ? r0 : 0) * a.q_strides[2];
-    const T* q_hi = qbase + (hi_ok ? r1 : 0) * a.q_strides[2];
-#pragma unroll
-    for (int kc = 0; kc < kFlashD / 16; ++kc) {
-      const int c = kc * 16 + tg * 2;
-      qf[kc][0] = lo_ok ? Ld32(q_lo + c) : 0u;
-      qf[kc][1] = hi_ok ? Ld32(q_hi + c) : 0u;
-      qf[kc][2] = lo_ok ? Ld32(q_lo + c + 8) : 0u;
-      qf[kc][3] = hi_ok ? Ld32(q_hi + c + 8) : 0u;
-    }
-  }
-  // The staged (mul, add) pair of each key of the tile (StagedKey).
-  if (active) {
-    for (int j = gtid; j < kFlashKeys; j += 32 * W) {
-      bool replace = false;
-      float add = 0.0f;
-      if (a.mask != nullptr && j < valid) add = MaskTerm<M>(a, b, h, 0, k0 + j, &replace);
-      mask_ma[kg][j] = StagedKey(a, add, j < valid, replace);
-    }
-  }
-  float o[kFlashD / 8][4];
-#pragma unroll
-  for (int n = 0; n < kFlashD / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};
-  if (active) {
-    CpAsyncWait<1>();  // K (or its zero rows)
-    if constexpr (kMulticast) MbarrierWait(&kv_bar[kg][0], 0);
-    NamedBarrier(1 + kg, 32 * W);  // the group's K rows and staged mask are visible
-    float s[kFlashKeys / 8][4];
-    FlashScores<T, kFlashKeys>(qf, ks, lane, s);
-    float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int n = 0; n < kFlashKeys / 8; ++n) {
-      const float4 m = reinterpret_cast<const float4*>(mask_ma[kg])[n * 4 + tg];
-      s[n][0] = fmaf(s[n][0], m.x, m.y);
-      s[n][1] = fmaf(s[n][1], m.z, m.w);
-      s[n][2] = fmaf(s[n][2], m.x, m.y);
-      s[n][3] = fmaf(s[n][3], m.z, m.w);
-      mx[0] = fmaxf(mx[0], fmaxf(s[n][0], s[n][1]));
-      mx[1] = fmaxf(mx[1], fmaxf(s[n][2], s[n][3]));
-    }
-    FlashSoftmax<T, kFlashKeys, true>(s, mx, m_run, l_run, o);
-    CpAsyncWait<0>();  // V
-    if constexpr (kMulticast) MbarrierWait(&kv_bar[kg][1], 0);
-    NamedBarrier(1 + kg, 32 * W);  // the group's V rows are visible
-    FlashPV<T, kFlashKeys>(s, vs, lane, o);
-  }
-  // Once all of a block's threads have arrived, every row sent to it has landed (each tile's
-  // group waited for its rows); the cluster's last wait (below) keeps every block alive until
-  // all of them are there.
-  if constexpr (CL) ClusterArrive();
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 1);
-    l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 2);
-  }
-  const int row = qw * 16 + g;
-  if (tg == 0) {
-    part_m[kg][row] = m_run[0], part_m[kg][row + 8] = m_run[1];
-    part_l[kg][row] = l_run[0], part_l[kg][row + 8] = l_run[1];
-  }
-  // The partial O goes over the group's own tile once all of its warps are done with it.
-  float* part_o = reinterpret_cast<float*>(ks);
-  if (active) {
-    NamedBarrier(1 + kg, 32 * W);
-    float* ow = part_o + qw * 16 * kSplitOLd;
-#pragma unroll
-    for (int n = 0; n < kFlashD / 8; ++n) {
-      *reinterpret_cast<float2*>(ow + g * kSplitOLd + n * 8 + tg * 2) =
-          make_float2(o[n][0], o[n][1]);
-      *reinterpret_cast<float2*>(ow + (g + 8) * kSplitOLd + n * 8 + tg * 2) =
-          make_float2(o[n][2], o[n][3]);
-    }
-  }
-  __syncthreads();
-  // factor[k][r] = 2^(m_k - m) / l of query r: group k's share of the merged row.
-  if (tid < KS * W * 16) {
-    const int k = tid / (W * 16), r = tid % (W * 16);
-    float m = -INFINITY;
-#pragma unroll
-    for (int j = 0; j < KS; ++j) m = fmaxf(m, j < tiles ? part_m[j][r] : -INFINITY);
-    float l = 0.0f;
-#pragma unroll
-    for (int j = 0; j < KS; ++j) {
-      if (j < tiles && part_m[j][r] != -INFINITY) l += part_l[j][r] * Exp2(part_m[j][r] - m);
-    }
-    const float mk = k < tiles ? part_m[k][r] : -INFINITY;
-    factor[k][r] = mk == -INFINITY || !(l > 0.0f) ? 0.0f : Exp2(mk - m) / l;
-  }
-  __syncthreads();
-  for (int idx = tid; idx < W * 16 * (kFlashD / 2); idx += 32 * W * KS) {
-    const int r = idx / (kFlashD / 2), c = (idx % (kFlashD / 2)) * 2;
-    const int64_t qi = q0 + r;
-    if (qi >= a.q_seq) continue;
-    float o0 = 0.0f, o1 = 0.0f;
-#pragma unroll
-    for (int k = 0; k < KS; ++k) {
-      if (k >= tiles) break;
-      const float f = factor[k][r];
-      const float2 v = *reinterpret_cast<const float2*>(
-          reinterpret_cast<const float*>(smem + 2 * k * S::kTile) + r * kSplitOLd + c);
-      o0 = fmaf(v.x, f, o0), o1 = fmaf(v.y, f, o1);
-    }
-    T* y = static_cast<T*>(a.y) + b * a.y_strides[0] + h * a.y_strides[1] + qi * a.y_strides[2];
-    *reinterpret_cast<uint32_t*>(y + c) = MmaOp<T>::Pack(o0, o1);
-  }
-  if constexpr (CL) ClusterWait();
 }
 
 // NB = 1: the single-pass form, every key tile in shared memory at once (one tile a key group),
@@ -1807,133 +1453,6 @@ cudaError_t Launch2D(const AttentionArgs& args, cudaStream_t stream) {
                   static_cast<unsigned>(args.q_heads), static_cast<unsigned>(args.batch));
   return LaunchPdl(FlashAttention2DKernel<T, M, W, KS, NB>, grid, 32 * W * KS, kBytes, stream,
                    args);
-}
-
-// The single-pass 2-D kernel in clusters of `cluster` query blocks of one head (it must divide
-// the grid's query blocks; 2-8), sharing K/V loads (FlashAttention2DKernel's CL).
-template <typename T, typename M, int W, int KS>
-cudaError_t Launch2DCluster(const AttentionArgs& args, int cluster, cudaStream_t stream) {
-  if (args.kv_seq > static_cast<int64_t>(kFlashKeys) * KS) return cudaErrorInvalidValue;
-  constexpr size_t kBytes = Flash2DShared<W, KS, 1>::kBytes;
-  auto* kernel = FlashAttention2DKernel<T, M, W, KS, 1, true>;
-  static const cudaError_t configured = cudaFuncSetAttribute(
-      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kBytes));
-  if (configured != cudaSuccess) return configured;
-  const dim3 grid(static_cast<unsigned>((args.q_seq + 16 * W - 1) / (16 * W)),
-                  static_cast<unsigned>(args.q_heads), static_cast<unsigned>(args.batch));
-  if (cluster < 2 || cluster > 8 || grid.x % cluster != 0) return cudaErrorInvalidValue;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = grid;
-  config.blockDim = dim3(32 * W * KS);
-  config.dynamicSmemBytes = kBytes;
-  config.stream = stream;
-  cudaLaunchAttribute attribute[2];
-  attribute[0].id = cudaLaunchAttributeClusterDimension;
-  attribute[0].val.clusterDim.x = static_cast<unsigned>(cluster);
-  attribute[0].val.clusterDim.y = 1;
-  attribute[0].val.clusterDim.z = 1;
-  attribute[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute[1].val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = attribute;
-  config.numAttrs = PdlEnabled() ? 2 : 1;
-  return cudaLaunchKernelEx(&config, kernel, args);
-}
-
-// FlashAttentionOnePassKernel for at most KS key tiles, in clusters of `cluster` query blocks
-// of one head when cluster >= 2 (it must divide the grid's query blocks; at most 8).
-template <typename T, typename M, int W, int KS>
-cudaError_t Launch1P(const AttentionArgs& args, int cluster, cudaStream_t stream) {
-  if (args.kv_seq > static_cast<int64_t>(kFlashKeys) * KS) return cudaErrorInvalidValue;
-  constexpr size_t kBytes = OnePassShared<W, KS>::kBytes;
-  const dim3 grid(static_cast<unsigned>((args.q_seq + 16 * W - 1) / (16 * W)),
-                  static_cast<unsigned>(args.q_heads), static_cast<unsigned>(args.batch));
-  const bool clustered = cluster >= 2;
-  if (clustered && (cluster > 8 || grid.x % cluster != 0)) return cudaErrorInvalidValue;
-  auto* kernel = clustered ? FlashAttentionOnePassKernel<T, M, W, KS, true>
-                           : FlashAttentionOnePassKernel<T, M, W, KS, false>;
-  static const cudaError_t configured[2] = {
-      cudaFuncSetAttribute(FlashAttentionOnePassKernel<T, M, W, KS, false>,
-                           cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kBytes)),
-      cudaFuncSetAttribute(FlashAttentionOnePassKernel<T, M, W, KS, true>,
-                           cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kBytes))};
-  if (configured[clustered] != cudaSuccess) return configured[clustered];
-  cudaLaunchConfig_t config = {};
-  config.gridDim = grid;
-  config.blockDim = dim3(32 * W * KS);
-  config.dynamicSmemBytes = kBytes;
-  config.stream = stream;
-  cudaLaunchAttribute attribute[2];
-  int count = 0;
-  if (PdlEnabled()) {
-    attribute[count].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attribute[count++].val.programmaticStreamSerializationAllowed = 1;
-  }
-  if (clustered) {
-    attribute[count].id = cudaLaunchAttributeClusterDimension;
-    attribute[count].val.clusterDim.x = static_cast<unsigned>(cluster);
-    attribute[count].val.clusterDim.y = 1;
-    attribute[count++].val.clusterDim.z = 1;
-  }
-  config.attrs = attribute;
-  config.numAttrs = count;
-  return cudaLaunchKernelEx(&config, kernel, args);
-}
-
-// A cluster launch that the device cannot schedule (too few free multiprocessors in a GPC, as
-// under MPS limits) falls back to the plain launch of the same kernel shape.
-template <typename T, typename M, int W, int KS>
-cudaError_t Launch2DClusterOrPlain(const AttentionArgs& args, int cluster, cudaStream_t stream) {
-  if (Launch2DCluster<T, M, W, KS>(args, cluster, stream) == cudaSuccess) return cudaSuccess;
-  (void)cudaGetLastError();
-  return Launch2D<T, M, W, KS, 1>(args, stream);
-}
-template <typename T, typename M, int W, int KS>
-cudaError_t Launch1POrPlain(const AttentionArgs& args, int cluster, cudaStream_t stream) {
-  const cudaError_t launched = Launch1P<T, M, W, KS>(args, cluster, stream);
-  if (launched == cudaSuccess || cluster < 2) return launched;
-  (void)cudaGetLastError();
-  return Launch1P<T, M, W, KS>(args, 0, stream);
-}
-
-// Whether the one-pass kernel takes the 2-D kernel's single-pass shapes:
-// NIMBLE_CUDA_ATTENTION_ONE_PASS=2 (A/B measurements; off by default until measured).
-bool AttentionOnePassKernel() {
-  static const bool on = [] {
-    const char* v = std::getenv("NIMBLE_CUDA_ATTENTION_ONE_PASS");
-    return v != nullptr && v[0] == '2';
-  }();
-  return on;
-}
-
-// The cluster size for the single-pass 2-D kernel: NIMBLE_CUDA_ATTENTION_CLUSTER=N (2, 4 or 8;
-// 0 or unset: no clusters), on devices of compute capability 9.x and only in builds with sm_90a
-// machine code (NIMBLE_CUDA_SM90A_BUILD, vm/kernels/CMakeLists.txt), where blocks multicast.
-int AttentionClusterLimit() {
-  static const int limit = [] {
-#if defined(NIMBLE_CUDA_SM90A_BUILD)
-    const char* v = std::getenv("NIMBLE_CUDA_ATTENTION_CLUSTER");
-    const int n = v == nullptr ? 0 : std::atoi(v);
-#else
-    const int n = 0;
-#endif
-    int device = 0, major = 0;
-    if (n < 2 || cudaGetDevice(&device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
-      cudaGetLastError();
-      return 0;
-    }
-    return major == 9 ? std::min(n, 8) : 0;
-  }();
-  return limit;
-}
-
-// The largest of 8, 4 and 2 up to the limit that divides `blocks` (0: none). Powers of two only:
-// with one block a multiprocessor, clusters of 3, 5, 6 or 7 pack a GPC's multiprocessors badly.
-int AttentionClusterFor(int64_t blocks) {
-  for (int c = 8; c >= 2; c /= 2) {
-    if (c <= AttentionClusterLimit() && blocks % c == 0) return c;
-  }
-  return 0;
 }
 
 // The 2-D kernel's single-pass form for 5 or 6 key tiles; NIMBLE_CUDA_ATTENTION_ONE_PASS=0
@@ -2340,27 +1859,13 @@ cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream) {
                 return Launch2D<T, M, 3, 3>(args, stream);
               case 34:
                 return Launch2D<T, M, 3, 4>(args, stream);
-              // 5 and 6 key groups: single pass (at most 5 or 6 key tiles), in clusters with
-              // NIMBLE_CUDA_ATTENTION_CLUSTER.
-              case 25:
-                if (int c = AttentionClusterFor((args.q_seq + 31) / 32); c != 0) {
-                  return Launch2DClusterOrPlain<T, M, 2, 5>(args, c, stream);
-                }
+              case 25:  // 5 and 6 key groups: single pass (at most 5 or 6 key tiles)
                 return Launch2D<T, M, 2, 5, 1>(args, stream);
               case 26:
-                if (int c = AttentionClusterFor((args.q_seq + 31) / 32); c != 0) {
-                  return Launch2DClusterOrPlain<T, M, 2, 6>(args, c, stream);
-                }
                 return Launch2D<T, M, 2, 6, 1>(args, stream);
               case 35:
-                if (int c = AttentionClusterFor((args.q_seq + 47) / 48); c != 0) {
-                  return Launch2DClusterOrPlain<T, M, 3, 5>(args, c, stream);
-                }
                 return Launch2D<T, M, 3, 5, 1>(args, stream);
               case 36:
-                if (int c = AttentionClusterFor((args.q_seq + 47) / 48); c != 0) {
-                  return Launch2DClusterOrPlain<T, M, 3, 6>(args, c, stream);
-                }
                 return Launch2D<T, M, 3, 6, 1>(args, stream);
               default:
                 return cudaErrorInvalidValue;
@@ -2393,18 +1898,6 @@ cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream) {
               const bool one_pass = AttentionSinglePass() && (tiles64 == 5 || tiles64 == 6);
               auto launch = [&](auto warps) {
                 constexpr int W = decltype(warps)::value;
-                const int cluster = AttentionClusterFor((args.q_seq + 16 * W - 1) / (16 * W));
-                if (AttentionOnePassKernel() && tiles64 >= 4 && tiles64 <= 6) {
-                  if (tiles64 == 4) return Launch1POrPlain<T, M, W, 4>(args, cluster, stream);
-                  if (tiles64 == 5) return Launch1POrPlain<T, M, W, 5>(args, cluster, stream);
-                  return Launch1POrPlain<T, M, W, 6>(args, cluster, stream);
-                }
-                if (one_pass && cluster != 0 && tiles64 == 5) {
-                  return Launch2DClusterOrPlain<T, M, W, 5>(args, cluster, stream);
-                }
-                if (one_pass && cluster != 0) {
-                  return Launch2DClusterOrPlain<T, M, W, 6>(args, cluster, stream);
-                }
                 if (one_pass && tiles64 == 5) return Launch2D<T, M, W, 5, 1>(args, stream);
                 if (one_pass) return Launch2D<T, M, W, 6, 1>(args, stream);
                 return Launch2D<T, M, W, 4>(args, stream);

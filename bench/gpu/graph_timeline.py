@@ -10,6 +10,8 @@ the nodes' intervals), idle time, copies.
     nsys profile -o r --cuda-graph-trace=node -t cuda nimblec bench m.nbx ... --device-graphs
     nsys stats --report cuda_gpu_trace --format csv --output t r.nsys-rep
     python3 bench/gpu/graph_timeline.py t_cuda_gpu_trace.csv
+
+or, without Nsight Systems, the trace that bench/gpu/cupti/cupti_trace.cc writes.
 """
 import argparse
 import csv

@@ -3,6 +3,7 @@
 // time, and one executable shared by 16 threads.
 #include "compiler/driver/compiler.h"
 
+#include <cstdlib>
 #include <fstream>
 #include <random>
 #include <thread>
@@ -11,6 +12,7 @@
 #include "compiler/frontend/onnx/onnx.pb.h"
 #include "compiler/shape/shape_check.h"
 #include "gtest/gtest.h"
+#include "vm/kernels/kernel.h"
 #include "vm/virtual_machine.h"
 
 namespace nimble::compiler {
@@ -522,6 +524,85 @@ TEST(CompilerTest, BucketsAddExactShapeVariantsThatTheDispatcherPicks) {
   options.buckets = {{"length", {8}}};
   EXPECT_THAT(CompileOnnxFile(path, options),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("'length'")));
+}
+
+// For a GPU target, the model inputs that device kernels read (or reshape views of them, such
+// as BERT's attention mask) are copied to the device before the first kernel, so that in a CUDA
+// graph no copy node sits between two kernels. Compiles only: no GPU needed.
+TEST(CompilerTest, DeviceInputsAreCopiedBeforeTheFirstKernel) {
+  if (!vm::KernelRegistry::Global().Has("Softmax", vm::DeviceType::kCUDA)) {
+    GTEST_SKIP() << "built without the CUDA kernels";
+  }
+  nimble::onnx::ModelProto model;
+  model.set_ir_version(8);
+  model.add_opset_import()->set_version(17);
+  auto* g = model.mutable_graph();
+  g->set_name("late_input");
+  auto add_input = [&](const char* name, std::vector<const char*> dims) {
+    auto* in = g->add_input();
+    in->set_name(name);
+    auto* tt = in->mutable_type()->mutable_tensor_type();
+    tt->set_elem_type(1);
+    for (const char* d : dims) {
+      if (d[0] >= '0' && d[0] <= '9') {
+        tt->mutable_shape()->add_dim()->set_dim_value(std::atoi(d));
+      } else {
+        tt->mutable_shape()->add_dim()->set_dim_param(d);
+      }
+    }
+  };
+  add_input("x", {"batch", "4"});
+  add_input("m", {"4"});
+  auto* w = g->add_initializer();
+  w->set_name("w");
+  w->set_data_type(1);
+  w->add_dims(4);
+  w->add_dims(4);
+  for (int i = 0; i < 16; ++i) w->add_float_data(0.25f * static_cast<float>(i % 5));
+  auto* axes = g->add_initializer();
+  axes->set_name("axes");
+  axes->set_data_type(7);
+  axes->add_dims(1);
+  axes->add_int64_data(0);
+  auto node = [&](const char* op, std::vector<const char*> in, const char* out) {
+    auto* n = g->add_node();
+    n->set_op_type(op);
+    n->set_name(out);
+    for (const char* i : in) n->add_input(i);
+    n->add_output(out);
+  };
+  node("MatMul", {"x", "w"}, "t");
+  node("MatMul", {"t", "w"}, "s");
+  node("Unsqueeze", {"m", "axes"}, "u");  // a view of m, read by the second kernel
+  node("Add", {"s", "u"}, "y");
+  auto* out = g->add_output();
+  out->set_name("y");
+  out->mutable_type()->mutable_tensor_type()->set_elem_type(1);
+  const std::string path = ::testing::TempDir() + "/late_input.onnx";
+  std::ofstream(path, std::ios::binary) << model.SerializeAsString();
+
+  CompileOptions options;
+  options.device = vm::Device{vm::DeviceType::kCUDA, 0};
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto exe, CompileOnnxFile(path, options));
+  const vm::Function& f = exe->functions[exe->variants.back().function];
+  int first_kernel = -1, copies_to_device = 0, last_copy_to_device = -1, device_kernels = 0;
+  for (int i = 0; i < static_cast<int>(f.code.size()); ++i) {
+    const vm::Instruction& in = f.code[i];
+    if (in.op == vm::Opcode::kInvokePacked) {
+      // a: the kernel
+      ASSERT_EQ(exe->kernels[in.a].device.type, vm::DeviceType::kCUDA) << exe->kernels[in.a].name;
+      ++device_kernels;
+      if (first_kernel < 0) first_kernel = i;
+    }
+    if (in.op == vm::Opcode::kDeviceCopy && in.c != 0) {  // c: the destination device
+      ++copies_to_device;
+      last_copy_to_device = i;
+      EXPECT_LT(in.a, f.num_params) << "only the inputs go to the device";
+    }
+  }
+  EXPECT_GE(device_kernels, 2);
+  EXPECT_EQ(copies_to_device, 2);  // x and m, once each: the view reshapes m's device copy
+  EXPECT_LT(last_copy_to_device, first_kernel);
 }
 
 TEST(CompilerTest, ExecutableSurvivesSaveAndLoad) {

@@ -280,12 +280,13 @@ class CudaApi final : public DeviceApi {
     return b.side;
   }
 
-  // How many result-copy branches a capture's copies alternate between: 2, or 1 with
-  // NIMBLE_RESULT_COPY_BRANCHES=1 (A/B measurements).
+  // How many result-copy branches a capture's copies alternate between: 1, or 2 with
+  // NIMBLE_RESULT_COPY_BRANCHES=2 (built in the fifteenth session, not yet run on a GPU, so off
+  // by default).
   static int CopyBranchCount() {
     static const int count = [] {
       const char* v = std::getenv("NIMBLE_RESULT_COPY_BRANCHES");
-      return v != nullptr && v[0] == '1' ? 1 : 2;
+      return v != nullptr && v[0] == '2' ? 2 : 1;
     }();
     return count;
   }
@@ -363,8 +364,9 @@ class CudaApi final : public DeviceApi {
     return absl::OkStatus();
   }
   // In a capture the copy is a node of a result-copy branch, recorded like Copy's so that
-  // replays can redirect it; a capture's copies alternate between its two copy branches (on the
-  // H100, BERT's 3 KB pooler output waited 23 µs behind the 1.2 MB last_hidden_state).
+  // replays can redirect it; with NIMBLE_RESULT_COPY_BRANCHES=2 a capture's copies alternate
+  // between two copy branches (on the H100, BERT's 3 KB pooler output waited 23 µs behind the
+  // 1.2 MB last_hidden_state on one).
   absl::Status CopyToHostOnBranch(void* dst, const void* src, Device from, size_t bytes,
                                   void* stream) override {
     auto s = static_cast<cudaStream_t>(stream);

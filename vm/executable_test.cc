@@ -16,6 +16,7 @@ namespace {
 
 using ::nimble::testing::IsOk;
 using ::nimble::testing::StatusIs;
+using ::nimble::vm::testing::BoundedVariant;
 using ::nimble::vm::testing::F32;
 using ::nimble::vm::testing::FunctionBuilder;
 using ::nimble::vm::testing::GenericVariant;
@@ -107,12 +108,7 @@ Executable RichExecutable() {
   exe.devices = {kCpu, Device{DeviceType::kCUDA, 0}};
   exe.inputs = {Sig("x", DType::kF32, {-1}, {"n"}), Sig("y", DType::kF32, {-1}, {"n"})};
   exe.outputs = {Sig("z", DType::kF32, {-1}, {"n"})};
-  Variant small;
-  small.name = "n<=16";
-  small.function = 0;
-  small.symbols = {"n"};
-  small.lower_bounds = {1};
-  small.upper_bounds = {16};
+  Variant small = BoundedVariant(0, "n", 1, 16);
   small.planned_bytes_hint = 1024;
   exe.variants = {small, GenericVariant(0)};
   exe.symbol_bindings = {{"n", 0, 0}, {"n", 1, 0}};

@@ -16,6 +16,7 @@ namespace {
 
 using ::nimble::testing::IsOk;
 using ::nimble::testing::StatusIs;
+using ::nimble::vm::testing::BoundedVariant;
 using ::nimble::vm::testing::F32;
 using ::nimble::vm::testing::FunctionBuilder;
 using ::nimble::vm::testing::GenericVariant;
@@ -409,13 +410,7 @@ TEST(VirtualMachineTest, VariantDispatch) {
   exe.functions = {std::move(small).Build(), std::move(generic).Build()};
   exe.constants = {F32({1}), F32({2})};
   exe.inputs = {Sig("x", DType::kF32, {-1}, {"seq"})};
-  Variant bounded;
-  bounded.name = "seq<=8";
-  bounded.function = 0;
-  bounded.symbols = {"seq"};
-  bounded.lower_bounds = {1};
-  bounded.upper_bounds = {8};
-  exe.variants = {bounded, GenericVariant(1)};
+  exe.variants = {BoundedVariant(0, "seq", 1, 8), GenericVariant(1)};
   exe.symbol_bindings = {{"seq", 0, 0}};
   NIMBLE_ASSERT_OK_AND_ASSIGN(auto loaded, Executable::Finalize(std::move(exe), TestRegistry()));
   VirtualMachine vm(loaded);
@@ -461,12 +456,7 @@ TEST(VirtualMachineTest, NoVariantAccepts) {
   Executable exe;
   exe.functions = {std::move(f).Build()};
   exe.inputs = {Sig("x", DType::kF32, {-1}, {"seq"})};
-  Variant bounded;
-  bounded.name = "seq<=8";
-  bounded.symbols = {"seq"};
-  bounded.lower_bounds = {1};
-  bounded.upper_bounds = {8};
-  exe.variants = {bounded};
+  exe.variants = {BoundedVariant(0, "seq", 1, 8)};
   exe.symbol_bindings = {{"seq", 0, 0}};
   NIMBLE_ASSERT_OK_AND_ASSIGN(auto loaded, Executable::Finalize(std::move(exe), TestRegistry()));
   VirtualMachine vm(loaded);
@@ -810,13 +800,7 @@ TEST(VirtualMachineTest, GraphWarmupCallsAreMarked) {
   exe.functions = {round_trip("bucket"), round_trip("generic")};
   exe.inputs = {Sig("x", DType::kF32, {-1}, {"seq"})};
   exe.devices = {kCpu, Device{DeviceType::kCUDA, 0}};
-  Variant bounded;
-  bounded.name = "seq<=8";
-  bounded.function = 0;
-  bounded.symbols = {"seq"};
-  bounded.lower_bounds = {1};
-  bounded.upper_bounds = {8};
-  exe.variants = {bounded, GenericVariant(1)};
+  exe.variants = {BoundedVariant(0, "seq", 1, 8), GenericVariant(1)};
   exe.symbol_bindings = {{"seq", 0, 0}};
   absl::StatusOr<std::shared_ptr<const Executable>> loaded =
       Executable::Finalize(std::move(exe), TestRegistry());

@@ -95,6 +95,18 @@ inline Variant GenericVariant(int function = 0) {
   return v;
 }
 
+// A variant of `function` for lower <= symbol <= upper, named "symbol<=upper".
+inline Variant BoundedVariant(int function, const std::string& symbol, int64_t lower,
+                              int64_t upper) {
+  Variant v;
+  v.name = symbol + "<=" + std::to_string(upper);
+  v.function = function;
+  v.symbols = {symbol};
+  v.lower_bounds = {lower};
+  v.upper_bounds = {upper};
+  return v;
+}
+
 inline Tensor F32(std::vector<float> values, std::vector<int64_t> shape) {
   return Tensor::FromVector<float>(values, shape);
 }

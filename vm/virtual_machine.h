@@ -41,7 +41,9 @@ struct VirtualMachineOptions {
   // Time each kernel call (two clock reads per InvokePacked) into profile().
   bool profile = false;
   // Device graphs (CUDA graphs) for shape-specialized variants: the first call of a variant at
-  // given input shapes runs eagerly (uploads weights, plans GEMMs), the second is captured
+  // given input shapes runs eagerly as a warm-up (uploads weights, plans GEMMs; the CUDA device
+  // tunes them, about 0.3 s a GEMM shape the first time on a machine, then from its tune cache
+  // in ~/.cache/nimble/gemm: DeviceApi::MarkWarmup), the second is captured
   // into a graph on the instance's own stream and every later one replays it, with the inputs
   // copied into page-locked buffers the graph owns. The generic variant always runs eagerly,
   // and so does a variant whose capture fails or whose host code reads device results or

@@ -6,6 +6,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "base/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -713,6 +714,10 @@ TEST(VirtualMachineTest, ResultCopiesWaitForTheReturn) {
   DeviceApi* const real = KernelRegistry::Global().GetDeviceApi(DeviceType::kCUDA);
   LoggingDevice device;
   KernelRegistry::Global().SetDeviceApi(DeviceType::kCUDA, &device);
+  // Restored however the test ends (an ASSERT returns early).
+  absl::Cleanup restore = [real] {
+    KernelRegistry::Global().SetDeviceApi(DeviceType::kCUDA, real);
+  };
   FunctionBuilder ok("ok", 1, 4);
   ok.Emit(Opcode::kDeviceCopy, 1, 0, 0, 1);                     // r1 = x on cuda:0
   ok.Emit(Opcode::kDeviceCopy, 2, 1, 1, 0, kDeviceCopyResult);  // r2 = r1 back, at ret
@@ -752,7 +757,6 @@ TEST(VirtualMachineTest, ResultCopiesWaitForTheReturn) {
                   ElementsAre(4, 5, 6));
     }
   }
-  KernelRegistry::Global().SetDeviceApi(DeviceType::kCUDA, real);
   ASSERT_THAT(exe.status(), IsOk());
 }
 
@@ -789,6 +793,10 @@ TEST(VirtualMachineTest, GraphWarmupCallsAreMarked) {
   DeviceApi* const real = KernelRegistry::Global().GetDeviceApi(DeviceType::kCUDA);
   WarmupLoggingDevice device;
   KernelRegistry::Global().SetDeviceApi(DeviceType::kCUDA, &device);
+  // Restored however the test ends (an ASSERT returns early).
+  absl::Cleanup restore = [real] {
+    KernelRegistry::Global().SetDeviceApi(DeviceType::kCUDA, real);
+  };
   auto round_trip = [](const char* name) {
     FunctionBuilder f(name, 1, 3);
     f.Emit(Opcode::kDeviceCopy, 1, 0, 0, 1);  // r1 = x on cuda:0
@@ -819,7 +827,6 @@ TEST(VirtualMachineTest, GraphWarmupCallsAreMarked) {
                             "copy on own stream", "copy on own stream", "copy on own stream",
                             "copy on own stream", "copy on own stream", "copy on own stream"));
   }
-  KernelRegistry::Global().SetDeviceApi(DeviceType::kCUDA, real);
   ASSERT_THAT(loaded.status(), IsOk());
 }
 

@@ -496,7 +496,9 @@ absl::StatusOr<int> FunctionEmitter::MaterializeOn(const Value* v, int device) {
   if (auto it = copies_.find({v, device}); it != copies_.end()) return it->second;
   // A view (reshape) of a value already copied to `device`, such as a hoisted input, is the same
   // reshape of that copy.
-  if (auto root = root_.find(v); device != 0 && root != root_.end() && root->second != v) {
+  // (Only reshapes of known dims: root_ also maps OptionalGetElement's pass-through.)
+  if (auto root = root_.find(v); device != 0 && root != root_.end() && root->second != v &&
+                                 v->type().is_tensor() && TypeBound(v->tensor_type())) {
     if (auto c = copies_.find({root->second, device}); c != copies_.end()) {
       NIMBLE_ASSIGN_OR_RETURN(std::vector<int64_t> dim_regs, EmitDims(v->tensor_type()));
       const int r = NewReg();

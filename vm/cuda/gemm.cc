@@ -308,8 +308,9 @@ absl::StatusOr<std::unique_ptr<GemmRunner::Plan>> GemmRunner::MakePlan(const Pla
 // replayed after an L2 flush with only the activations (operand A) prefetched back.
 static std::optional<bool> AutotuneFromEnv() {
   const char* v = std::getenv("NIMBLE_GEMM_AUTOTUNE");
-  if (v == nullptr || v[0] == '\0') return std::nullopt;
-  return v[0] == '1';
+  if (v != nullptr && v[0] == '0') return false;
+  if (v != nullptr && v[0] == '1') return true;
+  return std::nullopt;
 }
 
 // Whether tuning also tries variants of the heuristic's first answers (WidenCandidates);
@@ -647,9 +648,20 @@ absl::Status GemmRunner::Run(const GemmShape& s, GemmPrecision precision, GemmEp
       absl::MutexLock lock(&mu_);
       autotune = autotune_.value_or(AutotuneFromEnv().value_or(warmup_streams_.contains(stream)));
     }
+    // One tuning at a time per runner (per device): VMs warming up side by side (a server's
+    // instances) would otherwise time the same plan at once, disturbing each other's timings,
+    // which the tune cache would keep. A plan that another thread tuned meanwhile is taken.
+    std::optional<absl::MutexLock> tune_lock;
+    if (autotune) {
+      tune_lock.emplace(&tune_mu_);
+      absl::MutexLock lock(&mu_);
+      if (auto it = plans_.find(key); it != plans_.end()) plan = it->second.get();
+    }
     std::optional<cublasLtMatmulAlgo_t> cached;
-    if (autotune) cached = LoadTuned(*made, key);
-    if (cached) {
+    if (autotune && plan == nullptr) cached = LoadTuned(*made, key);
+    if (plan != nullptr) {
+      // tuned by another thread while this one waited
+    } else if (cached) {
       made->algo = *cached;
     } else if (autotune) {
       bool decided = false;
@@ -661,20 +673,27 @@ absl::Status GemmRunner::Run(const GemmShape& s, GemmPrecision precision, GemmEp
         if (decided) StoreTuned(key, made->algo);
       } else {
         // Tuning is an optimisation: a failure there (its buffers not allocated, say) keeps the
-        // heuristic's answer. An error that sticks to the context fails the GEMM itself below.
+        // heuristic's answer. An error that sticks to the context (an earlier kernel's, found
+        // while timing) is the call's error.
         (void)cudaGetLastError();
+        if (const cudaError_t sticky = cudaStreamQuery(stream);
+            sticky != cudaSuccess && sticky != cudaErrorNotReady) {
+          return timed.status();
+        }
         made->algo = made->candidates.front();
         absl::MutexLock lock(&mu_);
         ++stats_.tune_failures;
       }
     }
-    absl::MutexLock lock(&mu_);
-    auto [it, inserted] = plans_.try_emplace(key, std::move(made));
-    if (inserted) ++stats_.heuristic_queries;
-    if (inserted && tuned) ++stats_.tuned;
-    if (inserted && cached) ++stats_.tune_cache_hits;
-    stats_.cached_algorithms = static_cast<int64_t>(plans_.size());
-    plan = it->second.get();
+    if (plan == nullptr) {
+      absl::MutexLock lock(&mu_);
+      auto [it, inserted] = plans_.try_emplace(key, std::move(made));
+      if (inserted) ++stats_.heuristic_queries;
+      if (inserted && tuned) ++stats_.tuned;
+      if (inserted && cached) ++stats_.tune_cache_hits;
+      stats_.cached_algorithms = static_cast<int64_t>(plans_.size());
+      plan = it->second.get();
+    }
   }
   NIMBLE_ASSIGN_OR_RETURN(void* workspace, Workspace(stream));
   const float alpha = o.alpha;

@@ -201,6 +201,7 @@ class GemmRunner {
   GemmStats stats_ ABSL_GUARDED_BY(mu_);
   std::optional<bool> autotune_ ABSL_GUARDED_BY(mu_);  // unset: from the environment
   absl::flat_hash_set<cudaStream_t> warmup_streams_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex tune_mu_ ABSL_ACQUIRED_BEFORE(mu_);  // held while a plan is tuned
   std::string tune_cache_dir_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -129,7 +129,8 @@ int Main() {
   }
   auto runner = GemmRunner::Create();
   if (!runner.ok()) return 1;
-  (*runner)->SetAutotune(std::getenv("NIMBLE_GEMM_AUTOTUNE") != nullptr);
+  const char* tune = std::getenv("NIMBLE_GEMM_AUTOTUNE");
+  (*runner)->SetAutotune(tune != nullptr && tune[0] == '1');
   std::vector<std::unique_ptr<Stream>> streams;
   for (int s = 0; s < kMaxSplit; ++s) {
     auto st = Stream::Create();

@@ -10,6 +10,11 @@
 #include <cupti.h>
 #include <cxxabi.h>
 
+// The activity record versions below (Kernel10, Memcpy6, Memset4) are CUPTI 13.0's and 13.1's.
+#if CUPTI_API_VERSION < 130000 || CUPTI_API_VERSION >= 130200
+#error "cupti_trace.cc reads CUPTI 13.0-13.1 activity records; update the record types"
+#endif
+
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -82,7 +87,13 @@ void CUPTIAPI BufferCompleted(CUcontext, uint32_t, uint8_t* buffer, size_t, size
 }
 
 void Write() {
-  cuptiActivityFlushAll(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
+  if (cuptiActivityFlushAll(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED) != CUPTI_SUCCESS) {
+    std::fprintf(stderr, "cupti_trace: flushing the activity buffers failed\n");
+  }
+  size_t dropped = 0;
+  if (cuptiActivityGetNumDroppedRecords(nullptr, 0, &dropped) == CUPTI_SUCCESS && dropped > 0) {
+    std::fprintf(stderr, "cupti_trace: %zu records dropped: the trace is incomplete\n", dropped);
+  }
   const char* path = std::getenv("NIMBLE_CUPTI_TRACE");
   FILE* f = std::fopen(path != nullptr ? path : "/tmp/cupti_trace.csv", "w");
   if (f == nullptr) return;
@@ -103,9 +114,12 @@ void Write() {
 // Called by the CUDA driver when it loads this library (CUDA_INJECTION64_PATH).
 extern "C" int InitializeInjection() {
   if (cuptiActivityRegisterCallbacks(BufferRequested, BufferCompleted) != CUPTI_SUCCESS) return 0;
-  cuptiActivityEnable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
-  cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMCPY);
-  cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMSET);
+  for (CUpti_ActivityKind kind : {CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL, CUPTI_ACTIVITY_KIND_MEMCPY,
+                                  CUPTI_ACTIVITY_KIND_MEMSET}) {
+    if (cuptiActivityEnable(kind) != CUPTI_SUCCESS) {
+      std::fprintf(stderr, "cupti_trace: activity kind %d not enabled\n", static_cast<int>(kind));
+    }
+  }
   std::atexit(Write);
   return 1;
 }

@@ -374,7 +374,9 @@ class CudaApi final : public DeviceApi {
       return Copy(dst, kCpu, src, from, bytes, stream);
     }
     absl::MutexLock lock(&mu_);
-    auto& branches = copy_branches_[captured_[s].branch_copies++ % CopyBranchCount()];
+    auto record = captured_.find(s);  // none for a capture that BeginCapture did not start
+    const int index = record == captured_.end() ? 0 : record->second.branch_copies++;
+    auto& branches = copy_branches_[index % CopyBranchCount()];
     NIMBLE_ASSIGN_OR_RETURN(cudaStream_t side, Fork(branches, s));
     NIMBLE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, side));
     cudaStreamCaptureStatus status;

@@ -602,6 +602,60 @@ absl::StatusOr<bool> GemmRunner::Tune(Plan& plan, const PlanKey& key, const Gemm
   return best != 0;
 }
 
+absl::StatusOr<GemmRunner::Plan*> GemmRunner::NewPlan(const PlanKey& key, const GemmOperands& o,
+                                                      const void* c, cudaStream_t stream) {
+  bool autotune = false;
+  {
+    absl::MutexLock lock(&mu_);
+    autotune = autotune_.value_or(AutotuneFromEnv().value_or(warmup_streams_.contains(stream)));
+  }
+  // One tuning at a time per runner (per device): VMs warming up side by side (a server's
+  // instances) would otherwise time the same plan at once, disturbing each other's timings,
+  // which the tune cache would keep. A plan that another thread tuned meanwhile is taken.
+  std::optional<absl::MutexLock> tune_lock;
+  if (autotune) {
+    tune_lock.emplace(&tune_mu_);
+    absl::MutexLock lock(&mu_);
+    if (auto it = plans_.find(key); it != plans_.end()) return it->second.get();
+  }
+  // Built outside mu_ (the heuristic takes tens of microseconds); a racing thread's identical
+  // plan is dropped in favour of the first one stored.
+  NIMBLE_ASSIGN_OR_RETURN(std::unique_ptr<Plan> made, MakePlan(key));
+  bool tuned = false;
+  std::optional<cublasLtMatmulAlgo_t> cached;
+  if (autotune) cached = LoadTuned(*made, key);
+  if (cached) {
+    made->algo = *cached;
+  } else if (autotune) {
+    bool decided = false;
+    absl::StatusOr<bool> timed = Tune(*made, key, o, c, stream, &decided);
+    if (timed.ok()) {
+      tuned = *timed;
+      // Only a timed choice is kept (not the heuristic's answer of a plan made while capturing).
+      if (decided) StoreTuned(key, made->algo);
+    } else {
+      // Tuning is an optimisation: a failure there (its buffers not allocated, say) keeps the
+      // heuristic's answer. An error that sticks to the context (an earlier kernel's, found
+      // while timing) is the call's error.
+      (void)cudaGetLastError();
+      if (const cudaError_t sticky = cudaStreamQuery(stream);
+          sticky != cudaSuccess && sticky != cudaErrorNotReady) {
+        return timed.status();
+      }
+      made->algo = made->candidates.front();
+      absl::MutexLock lock(&mu_);
+      ++stats_.tune_failures;
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  auto [it, inserted] = plans_.try_emplace(key, std::move(made));
+  if (inserted) ++stats_.heuristic_queries;
+  if (inserted && tuned) ++stats_.tuned;
+  if (inserted && cached) ++stats_.tune_cache_hits;
+  stats_.cached_algorithms = static_cast<int64_t>(plans_.size());
+  return it->second.get();
+}
+
 absl::Status GemmRunner::Run(const GemmShape& s, GemmPrecision precision, GemmEpilogue epilogue,
                              const GemmOperands& o, cudaStream_t stream) {
   NIMBLE_RETURN_IF_ERROR(Validate(s, epilogue, o));
@@ -639,61 +693,7 @@ absl::Status GemmRunner::Run(const GemmShape& s, GemmPrecision precision, GemmEp
     if (it != plans_.end()) plan = it->second.get();
   }
   if (plan == nullptr) {
-    // Built outside the lock (the heuristic takes tens of microseconds); a racing thread's
-    // identical plan is dropped in favour of the first one stored.
-    NIMBLE_ASSIGN_OR_RETURN(std::unique_ptr<Plan> made, MakePlan(key));
-    bool tuned = false;
-    bool autotune = false;
-    {
-      absl::MutexLock lock(&mu_);
-      autotune = autotune_.value_or(AutotuneFromEnv().value_or(warmup_streams_.contains(stream)));
-    }
-    // One tuning at a time per runner (per device): VMs warming up side by side (a server's
-    // instances) would otherwise time the same plan at once, disturbing each other's timings,
-    // which the tune cache would keep. A plan that another thread tuned meanwhile is taken.
-    std::optional<absl::MutexLock> tune_lock;
-    if (autotune) {
-      tune_lock.emplace(&tune_mu_);
-      absl::MutexLock lock(&mu_);
-      if (auto it = plans_.find(key); it != plans_.end()) plan = it->second.get();
-    }
-    std::optional<cublasLtMatmulAlgo_t> cached;
-    if (autotune && plan == nullptr) cached = LoadTuned(*made, key);
-    if (plan != nullptr) {
-      // tuned by another thread while this one waited
-    } else if (cached) {
-      made->algo = *cached;
-    } else if (autotune) {
-      bool decided = false;
-      absl::StatusOr<bool> timed = Tune(*made, key, o, c, stream, &decided);
-      if (timed.ok()) {
-        tuned = *timed;
-        // Only a timed choice is kept (not the heuristic's answer of a plan made while
-        // capturing).
-        if (decided) StoreTuned(key, made->algo);
-      } else {
-        // Tuning is an optimisation: a failure there (its buffers not allocated, say) keeps the
-        // heuristic's answer. An error that sticks to the context (an earlier kernel's, found
-        // while timing) is the call's error.
-        (void)cudaGetLastError();
-        if (const cudaError_t sticky = cudaStreamQuery(stream);
-            sticky != cudaSuccess && sticky != cudaErrorNotReady) {
-          return timed.status();
-        }
-        made->algo = made->candidates.front();
-        absl::MutexLock lock(&mu_);
-        ++stats_.tune_failures;
-      }
-    }
-    if (plan == nullptr) {
-      absl::MutexLock lock(&mu_);
-      auto [it, inserted] = plans_.try_emplace(key, std::move(made));
-      if (inserted) ++stats_.heuristic_queries;
-      if (inserted && tuned) ++stats_.tuned;
-      if (inserted && cached) ++stats_.tune_cache_hits;
-      stats_.cached_algorithms = static_cast<int64_t>(plans_.size());
-      plan = it->second.get();
-    }
+    NIMBLE_ASSIGN_OR_RETURN(plan, NewPlan(key, o, c, stream));
   }
   NIMBLE_ASSIGN_OR_RETURN(void* workspace, Workspace(stream));
   const float alpha = o.alpha;

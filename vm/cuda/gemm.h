@@ -168,6 +168,10 @@ class GemmRunner {
       : device_(device), workspace_bytes_(workspace_bytes), handle_(handle) {}
   absl::StatusOr<void*> Workspace(cudaStream_t stream);
   absl::StatusOr<std::unique_ptr<Plan>> MakePlan(const PlanKey& key);
+  // The plan of a key that Run did not find: made, tuned where autotuning is on (Run's
+  // operands; `c` is C), and stored.
+  absl::StatusOr<Plan*> NewPlan(const PlanKey& key, const GemmOperands& o, const void* c,
+                                cudaStream_t stream);
   // Called with autotuning on: times the plan's candidate algorithms (and, unless
   // NIMBLE_GEMM_TUNE_WIDE=0, WidenCandidates) on these operands, each as a captured graph of a
   // few GEMMs over copies of the weights replayed from a flushed L2 (the output goes to a

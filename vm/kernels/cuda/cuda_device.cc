@@ -1,6 +1,7 @@
 #include "vm/kernels/cuda/cuda_device.h"
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <map>
 #include <memory>
@@ -237,6 +238,12 @@ class CudaApi final : public DeviceApi {
   std::map<cudaStream_t, SideBranch> branches_ ABSL_GUARDED_BY(mu_);
   std::map<cudaStream_t, SideBranch> copy_branches_[2] ABSL_GUARDED_BY(mu_);
 
+  // Every map of branches, for joining and destroying a stream's.
+  std::array<std::map<cudaStream_t, SideBranch>*, 3> AllBranches()
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return {&branches_, &copy_branches_[0], &copy_branches_[1]};
+  }
+
   static void DestroyBranch(SideBranch& b) {
     if (b.side != nullptr) {
       cudaStreamSynchronize(b.side);
@@ -249,7 +256,7 @@ class CudaApi final : public DeviceApi {
 
   // Joins `s`'s branches back into `s` (before its capture ends).
   absl::Status JoinBranch(cudaStream_t s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    for (auto* branches : {&branches_, &copy_branches_[0], &copy_branches_[1]}) {
+    for (auto* branches : AllBranches()) {
       auto it = branches->find(s);
       if (it == branches->end() || !it->second.pending) continue;
       it->second.pending = false;
@@ -340,7 +347,7 @@ class CudaApi final : public DeviceApi {
     auto s = static_cast<cudaStream_t>(stream);
     {
       absl::MutexLock lock(&mu_);
-      for (auto* branches : {&branches_, &copy_branches_[0], &copy_branches_[1]}) {
+      for (auto* branches : AllBranches()) {
         auto it = branches->find(s);
         if (it != branches->end()) {
           DestroyBranch(it->second);

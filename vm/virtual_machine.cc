@@ -793,9 +793,8 @@ namespace {
 // Kernels that read every byte of their weight input each call, so that having it in the
 // device's cache when they start pays. (A Gather reads a few rows of its table.)
 bool ReadsWholeWeights(const std::string& kernel) {
-  static const char* const kNames[] = {
-      "MatMul", "FusedMatMul", "Gemm", "Conv",          "FusedConv",
-      "LSTM",   "GRU",         "RNN",  "ConvTranspose", "AttentionOutNorm"};
+  static const char* const kNames[] = {"MatMul", "FusedMatMul", "Gemm", "Conv",         "FusedConv",
+                                       "LSTM",   "GRU",         "RNN",  "ConvTranspose"};
   for (const char* n : kNames) {
     if (kernel == n) return true;
   }

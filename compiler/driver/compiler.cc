@@ -14,7 +14,6 @@
 #include "compiler/transforms/expand_flex_attention.h"
 #include "compiler/transforms/fuse_attention.h"
 #include "compiler/transforms/fuse_attention_mask.h"
-#include "compiler/transforms/fuse_attention_out_norm.h"
 #include "compiler/transforms/fuse_elementwise.h"
 #include "compiler/transforms/fuse_embedding.h"
 #include "compiler/transforms/fuse_gelu_layernorm.h"
@@ -85,7 +84,6 @@ const std::vector<std::string>& PassNames() {
                                                  "fuse-attention-mask",
                                                  "dce",
                                                  "lower-precision",
-                                                 "fuse-attention-out-norm",
                                                  "lower-to-vm"};
   return names;
 }
@@ -99,8 +97,7 @@ const std::vector<std::string>& OptionalPassNames() {
                                                  "pack-qkv",
                                                  "fuse-stacked-lstm",
                                                  "fuse-elementwise",
-                                                 "fuse-attention-mask",
-                                                 "fuse-attention-out-norm"};
+                                                 "fuse-attention-mask"};
   return names;
 }
 
@@ -223,18 +220,10 @@ absl::Status OptimizeModule(Module& module, const CompileOptions& options, Compi
     return absl::OkStatus();
   }));
   if (options.precision == Precision::kF32) return absl::OkStatus();
-  NIMBLE_RETURN_IF_ERROR(
-      RunPass(module, options, r, true, "lower-precision", [&]() -> absl::Status {
-        NIMBLE_ASSIGN_OR_RETURN(
-            r.lowered_precision,
-            LowerPrecision(module, options.precision, options.device.type, !options.exact_gelu));
-        return absl::OkStatus();
-      }));
-  // GPU targets with half precision only (the fused kernel's storage types).
-  if (options.device.type == vm::DeviceType::kCPU) return absl::OkStatus();
-  return RunPass(module, options, r, true, "fuse-attention-out-norm", [&]() -> absl::Status {
-    NIMBLE_ASSIGN_OR_RETURN(r.fused_attention_out_norms,
-                            FuseAttentionOutNorm(module, options.device.type));
+  return RunPass(module, options, r, true, "lower-precision", [&]() -> absl::Status {
+    NIMBLE_ASSIGN_OR_RETURN(r.lowered_precision,
+                            LowerPrecision(module, options.precision, options.device.type,
+                                           !options.exact_gelu));
     return absl::OkStatus();
   });
 }

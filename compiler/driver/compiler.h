@@ -70,7 +70,6 @@ struct CompileReport {
   int packed_qkv = 0;         // attention blocks whose Q/K/V projections became one GEMM
   int fused_elementwise = 0;  // FusedElementwise kernels formed
   int fused_attention_masks = 0;  // elementwise masks of integer masks folded into Attention
-  int fused_attention_out_norms = 0;  // Attention + projection + LayerNorm blocks (GPU targets)
   int fused_stacked_lstms = 0;    // pairs of stacked LSTM layers become one StackedLSTM (CPU)
   int lowered_precision = 0;  // nodes lowered to fp16/bf16 (tf32: GEMMs marked)
   CodegenReport codegen;

@@ -1,15 +1,11 @@
 // Golden IR tests of the rewriting passes: each builds the pattern an exporter emits, runs the
 // pass and compares the printed IR.
-#include <cstdlib>
-#include <cstring>
-
 #include "absl/strings/str_cat.h"
 #include "base/testing/status_matchers.h"
 #include "compiler/transforms/cse.h"
 #include "compiler/transforms/expand_flex_attention.h"
 #include "compiler/transforms/fuse_attention.h"
 #include "compiler/transforms/fuse_attention_mask.h"
-#include "compiler/transforms/fuse_attention_out_norm.h"
 #include "compiler/transforms/fuse_elementwise.h"
 #include "compiler/transforms/fuse_embedding.h"
 #include "compiler/transforms/fuse_gelu_layernorm.h"
@@ -17,7 +13,6 @@
 #include "compiler/transforms/fuse_stacked_lstm.h"
 #include "compiler/transforms/pack_qkv.h"
 #include "gtest/gtest.h"
-#include "vm/kernels/kernel.h"
 
 namespace nimble::compiler {
 namespace {
@@ -468,103 +463,6 @@ TEST_F(FusionTest, MatMulBiasActivationResidualBecomeFusedMatMul) {
   EXPECT_EQ(fused, 1);
   EXPECT_EQ(Ops(), "FusedMatMul ");
   EXPECT_THAT(m_.ToString(), HasSubstr("activation=\"relu\""));
-}
-
-// BERT's attention block after lower-precision (fp16): packed-QKV Attention, the output
-// projection with bias and residual, LayerNormalization.
-class AttentionOutNormTest : public FusionTest {
- protected:
-  void SetUp() override {
-    if (!vm::KernelRegistry::Global().Has("AttentionOutNorm", vm::DeviceType::kCUDA)) {
-      GTEST_SKIP() << "built without the CUDA kernels";
-    }
-    const char* v = std::getenv("NIMBLE_FUSE_ATTENTION_OUT_NORM");
-    if (v != nullptr && v[0] != '1') GTEST_SKIP() << "turned off in the environment";
-    setenv("NIMBLE_FUSE_ATTENTION_OUT_NORM", "1", 1);
-  }
-  Value* Half(const std::string& name, std::vector<int64_t> dims) {
-    vm::Tensor t = *vm::Tensor::Empty(vm::DType::kF16, dims);
-    std::memset(t.raw_data(), 0, t.nbytes());
-    return m_.main->AddConstant(name, t, Type::Tensor(TensorType::Static(vm::DType::kF16, dims)));
-  }
-  Node* HalfNode(const std::string& op, std::vector<Value*> inputs, std::vector<Dim> dims,
-                 vm::DType dtype = vm::DType::kF16) {
-    Node* n = m_.main->AddNode(op, std::move(inputs), 1, op + std::to_string(counter_++));
-    n->set_opset(op == "Attention" ? 23 : 17);
-    n->output(0)->set_type(Type::Tensor(TensorType::Of(dtype, std::move(dims))));
-    return n;
-  }
-  // The block over `heads` heads of 64; returns {attention, projection, norm}.
-  std::vector<Node*> Block(int64_t heads, vm::DType out = vm::DType::kF16) {
-    const int64_t hidden = heads * 64;
-    const DimExpr h = DimExpr::Const(hidden);
-    Value* x = m_.main->AddInput("x", Type::Tensor(TensorType::Of(vm::DType::kF16, {b_, s_, h})));
-    Value* qkv = m_.main->AddInput(
-        "qkv", Type::Tensor(TensorType::Of(vm::DType::kF16, {b_, s_, DimExpr::Const(3 * hidden)})));
-    const DimExpr one = DimExpr::Const(1);
-    Value* mask = m_.main->AddInput(
-        "mask", Type::Tensor(TensorType::Of(vm::DType::kI64, {b_, one, one, s_})));
-    Node* att = HalfNode("Attention", {qkv, qkv, qkv, mask}, {b_, s_, h});
-    att->attrs().Set("q_num_heads", heads);
-    att->attrs().Set("kv_num_heads", heads);
-    att->attrs().Set("qkv_packed", int64_t{1});
-    att->attrs().Set("mask_scale", 1e4);
-    att->attrs().Set("mask_offset", -1e4);
-    Node* mm = HalfNode("FusedMatMul",
-                        {att->output(0), Half("w", {hidden, hidden}), Half("bias", {hidden}), x},
-                        {b_, s_, h});
-    mm->attrs().Set("transB", int64_t{0});
-    mm->attrs().Set("alpha", 1.0);
-    mm->attrs().Set("activation", std::string());
-    Node* ln = HalfNode("LayerNormalization",
-                        {mm->output(0), Half("gamma", {hidden}), Half("beta", {hidden})},
-                        {b_, s_, h}, out);
-    ln->attrs().Set("axis", int64_t{-1});
-    ln->attrs().Set("epsilon", 1e-12);
-    m_.main->AddOutput(ln->output(0));
-    return {att, mm, ln};
-  }
-  DimExpr b_ = m_.dims.Symbol("b"), s_ = m_.dims.Symbol("s");
-};
-
-TEST_F(AttentionOutNormTest, BlockBecomesOneNodeOnGpuTargets) {
-  Block(12, vm::DType::kF32);
-  NIMBLE_ASSERT_OK_AND_ASSIGN(int fused, FuseAttentionOutNorm(m_, vm::DeviceType::kCUDA));
-  EXPECT_EQ(fused, 1);
-  EXPECT_EQ(Ops(), "AttentionOutNorm ");
-  const std::string ir = m_.ToString();
-  EXPECT_THAT(ir, HasSubstr("f32[b, s, 768] = AttentionOutNorm(%1:qkv, %1:qkv, %1:qkv, %2:mask, "));
-  EXPECT_THAT(ir, HasSubstr("epsilon=1e-12"));
-  EXPECT_THAT(ir, HasSubstr("qkv_packed=1"));
-  EXPECT_THAT(ir, HasSubstr("mask_scale=10000"));
-}
-
-TEST_F(AttentionOutNormTest, MoreHeadsThanAClusterTakesAreLeftAlone) {
-  Block(16);  // hidden 1024
-  NIMBLE_ASSERT_OK_AND_ASSIGN(int fused, FuseAttentionOutNorm(m_, vm::DeviceType::kCUDA));
-  EXPECT_EQ(fused, 0);
-  EXPECT_EQ(Ops(), "Attention FusedMatMul LayerNormalization ");
-}
-
-TEST_F(AttentionOutNormTest, CpuTargetsAreLeftAlone) {
-  Block(12);
-  NIMBLE_ASSERT_OK_AND_ASSIGN(int fused, FuseAttentionOutNorm(m_, vm::DeviceType::kCPU));
-  EXPECT_EQ(fused, 0);
-}
-
-TEST_F(AttentionOutNormTest, AProjectionReadElsewhereIsLeftAlone) {
-  std::vector<Node*> nodes = Block(2);
-  m_.main->AddOutput(nodes[1]->output(0));
-  NIMBLE_ASSERT_OK_AND_ASSIGN(int fused, FuseAttentionOutNorm(m_, vm::DeviceType::kCUDA));
-  EXPECT_EQ(fused, 0);
-}
-
-TEST_F(AttentionOutNormTest, AProjectionWithAnActivationIsLeftAlone) {
-  std::vector<Node*> nodes = Block(2);
-  nodes[1]->attrs().Set("activation", std::string("relu"));
-  NIMBLE_ASSERT_OK_AND_ASSIGN(int fused, FuseAttentionOutNorm(m_, vm::DeviceType::kCUDA));
-  EXPECT_EQ(fused, 0);
-  EXPECT_EQ(Ops(), "Attention FusedMatMul LayerNormalization ");
 }
 
 // Q, K, V projections of one input (grouped KV: 2 query heads, 1 key/value head of 4).

@@ -949,49 +949,6 @@ class FlexAttentionKernel final : public Kernel {
   const Stage stage_;
 };
 
-// AttentionOutNorm (the compiler's fuse-attention-out-norm, a GPU-target fusion): the three ops
-// it stands for, in turn, through scratch tensors: LayerNormalization(FusedMatMul(Attention(q,
-// k, v, mask), w, bias, residual), gamma, beta). Here as the reference of the CUDA kernel and
-// for executables run on the host.
-class AttentionOutNormKernel final : public Kernel {
- public:
-  AttentionOutNormKernel(std::unique_ptr<Kernel> attention, std::unique_ptr<Kernel> matmul,
-                         std::unique_ptr<Kernel> norm)
-      : attention_(std::move(attention)), matmul_(std::move(matmul)), norm_(std::move(norm)) {}
-
-  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
-                            absl::Span<Shape> output_shapes) const override {
-    if (inputs.size() < 8 || output_shapes.size() != 1) {
-      return absl::InvalidArgumentError("AttentionOutNorm: 8 or 9 inputs and one output");
-    }
-    return attention_->OutputShapes(Qkvm(inputs), output_shapes);
-  }
-
-  absl::Status Run(const KernelContext& ctx, absl::Span<const Tensor> inputs,
-                   absl::Span<Tensor> outputs) const override {
-    if (inputs.size() < 8 || inputs.size() > 9 || outputs.size() != 1) {
-      return absl::InvalidArgumentError("AttentionOutNorm: 8 or 9 inputs and one output");
-    }
-    const DType dtype = inputs[0].dtype();
-    const Shape& shape = outputs[0].shape();
-    std::vector<Tensor> attended(1), projected(1);
-    NIMBLE_ASSIGN_OR_RETURN(attended[0], Tensor::Empty(dtype, shape, ctx.allocator));
-    NIMBLE_ASSIGN_OR_RETURN(projected[0], Tensor::Empty(dtype, shape, ctx.allocator));
-    NIMBLE_RETURN_IF_ERROR(attention_->Run(ctx, Qkvm(inputs), absl::MakeSpan(attended)));
-    const std::vector<Tensor> mm_in = {attended[0], inputs[4], inputs[5], inputs[6]};
-    NIMBLE_RETURN_IF_ERROR(matmul_->Run(ctx, mm_in, absl::MakeSpan(projected)));
-    std::vector<Tensor> ln_in = {projected[0], inputs[7]};
-    if (inputs.size() > 8) ln_in.push_back(inputs[8]);
-    return norm_->Run(ctx, ln_in, outputs);
-  }
-
- private:
-  static absl::Span<const Tensor> Qkvm(absl::Span<const Tensor> inputs) {
-    return inputs.subspan(0, inputs[3].defined() ? 4 : 3);
-  }
-  const std::unique_ptr<Kernel> attention_, matmul_, norm_;
-};
-
 }  // namespace
 
 void RegisterAttentionKernels(KernelRegistry& registry) {
@@ -1038,26 +995,6 @@ void RegisterAttentionKernels(KernelRegistry& registry) {
         c.gated = rule == "gated" || rule == "gated_delta";
         c.delta = rule == "delta" || rule == "gated_delta";
         return std::unique_ptr<Kernel>(std::make_unique<LinearAttentionKernel>(c));
-      });
-  registry.Register(
-      "AttentionOutNorm", DeviceType::kCPU,
-      [&registry](const Attributes& a) -> absl::StatusOr<std::unique_ptr<Kernel>> {
-        Attributes attention;
-        for (const char* name :
-             {"q_num_heads", "kv_num_heads", "qkv_packed", "is_causal", "scale", "softcap",
-              "mask_fill", "mask_scale", "mask_offset", "qk_matmul_output_mode"}) {
-          if (a.Has(name)) attention.Set(name, a.values().at(name));
-        }
-        Attributes norm;
-        norm.Set("axis", int64_t{-1});
-        norm.Set("epsilon", a.GetOr<double>("epsilon", 1e-5));
-        NIMBLE_ASSIGN_OR_RETURN(auto att,
-                                registry.Create("Attention", DeviceType::kCPU, attention));
-        NIMBLE_ASSIGN_OR_RETURN(auto mm, registry.Create("FusedMatMul", DeviceType::kCPU, {}));
-        NIMBLE_ASSIGN_OR_RETURN(auto ln,
-                                registry.Create("LayerNormalization", DeviceType::kCPU, norm));
-        return std::unique_ptr<Kernel>(
-            std::make_unique<AttentionOutNormKernel>(std::move(att), std::move(mm), std::move(ln)));
       });
   registry.Register(
       "ai.onnx.preview.FlexAttention", DeviceType::kCPU,

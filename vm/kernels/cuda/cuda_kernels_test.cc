@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -21,7 +20,6 @@
 #include "vm/kernels/cpu/fp16.h"
 #include "vm/kernels/cuda/cuda_device.h"
 #include "vm/kernels/cuda/cuda_test_util.h"
-#include "vm/kernels/cuda/ops_cuda.h"
 #include "vm/kernels/kernel.h"
 
 namespace nimble::vm {
@@ -544,80 +542,6 @@ TEST(CudaKernelsTest, HalfPrecisionKernels) {
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     Tensor got = ToHost(back[0]);
     for (int64_t i = 0; i < 30; ++i) EXPECT_EQ(got.data<float>()[i], x.data<float>()[i]);
-  }
-}
-
-// AttentionOutNorm against the CPU's Attention, FusedMatMul and LayerNormalization in turn:
-// BERT's packed QKV with the folded i64 padding mask over one and several query tiles, the
-// 2-D kernel's single-pass (seq 384) and double-buffered (500) forms, 2 / 4 / 12 heads (a
-// cluster a query tile), separate and grouped Q / K / V, optional inputs absent, an f32
-// result; and shapes the fused kernel does not take (head size 32), which run the three
-// kernels. NIMBLE_CUDA_ATTENTION_OUT_NORM=0 sends every case down that path.
-TEST(CudaKernelsTest, AttentionOutNormMatchesTheOpsItFuses) {
-  const char* env = std::getenv("NIMBLE_CUDA_ATTENTION_OUT_NORM");
-  const bool fused_on = env == nullptr || env[0] != '0';
-  auto attrs = [](int64_t heads, int64_t kv_heads, bool packed) {
-    Attributes a = A({{"q_num_heads", heads},
-                      {"kv_num_heads", kv_heads},
-                      {"mask_scale", 1e4},
-                      {"mask_offset", -1e4},
-                      {"epsilon", 1e-12}});
-    if (packed) a.Set("qkv_packed", int64_t{1});
-    return a;
-  };
-  auto keep_mask = [](int64_t batch, int64_t seq) {
-    Tensor keep = *Tensor::Empty(DType::kI64, {batch, 1, 1, seq});
-    for (int64_t i = 0; i < batch * seq; ++i) {
-      keep.data<int64_t>()[i] = (i % seq) < seq - (i / seq) * (seq / 3) ? 1 : 0;
-    }
-    return keep;
-  };
-  auto params = [](int64_t hidden, int64_t batch, int64_t seq) {
-    return std::vector<Tensor>{RandomF32({hidden, hidden}, -0.1f, 0.1f), RandomF32({hidden}, -1, 1),
-                               RandomF32({batch, seq, hidden}), RandomF32({hidden}, 0.5f, 1.5f),
-                               RandomF32({hidden}, -0.5f, 0.5f)};
-  };
-  for (auto [half, tol] :
-       std::vector<std::pair<DType, double>>{{DType::kF16, 4e-3}, {DType::kBF16, 3e-2}}) {
-    struct Case {
-      int64_t heads, batch, seq;
-    };
-    for (const Case c : {Case{2, 2, 7}, Case{2, 2, 100}, Case{4, 2, 33}, Case{12, 2, 48},
-                         Case{12, 1, 384}, Case{12, 1, 500}}) {
-      const int64_t hidden = c.heads * 64;
-      std::vector<Tensor> in = {RandomF32({c.batch, c.seq, 3 * hidden})};
-      in.push_back(in[0]), in.push_back(in[0]);
-      in.push_back(keep_mask(c.batch, c.seq));
-      for (Tensor& t : params(hidden, c.batch, c.seq)) in.push_back(t);
-      const int64_t before = cuda_ops::AttentionOutNormLaunches();
-      CompareHalf("AttentionOutNorm", attrs(c.heads, c.heads, true), in, {c.batch, c.seq, hidden},
-                  half, tol);
-      EXPECT_EQ(cuda_ops::AttentionOutNormLaunches() - before, fused_on ? 1 : 0);
-    }
-    // Separate Q, K, V with grouped KV heads; no bias, residual or beta; an f32 result.
-    for (int64_t seq : {64, 130}) {
-      std::vector<Tensor> p = params(256, 2, seq);
-      CompareHalf("AttentionOutNorm", attrs(4, 2, false),
-                  {RandomF32({2, seq, 256}), RandomF32({2, seq, 128}), RandomF32({2, seq, 128}),
-                   keep_mask(2, seq), p[0], p[1], p[2], p[3], p[4]},
-                  {2, seq, 256}, half, tol);
-      CompareHalf("AttentionOutNorm", attrs(4, 4, false),
-                  {RandomF32({2, seq, 256}), RandomF32({2, seq, 256}), RandomF32({2, seq, 256}),
-                   Tensor(), p[0], Tensor(), Tensor(), p[3], Tensor()},
-                  {2, seq, 256}, half, tol);
-      CompareHalf("AttentionOutNorm", attrs(4, 4, false),
-                  {RandomF32({2, seq, 256}), RandomF32({2, seq, 256}), RandomF32({2, seq, 256}),
-                   keep_mask(2, seq), p[0], p[1], p[2], p[3], p[4]},
-                  {2, seq, 256}, half, tol, {}, /*f32_output=*/true);
-    }
-    // Head size 32: the three kernels in turn.
-    const int64_t before = cuda_ops::AttentionOutNormLaunches();
-    std::vector<Tensor> p = params(128, 2, 40);
-    Tensor qkv = RandomF32({2, 40, 384});
-    CompareHalf("AttentionOutNorm", attrs(4, 4, true),
-                {qkv, qkv, qkv, keep_mask(2, 40), p[0], p[1], p[2], p[3], p[4]}, {2, 40, 128}, half,
-                tol);
-    EXPECT_EQ(cuda_ops::AttentionOutNormLaunches(), before);
   }
 }
 

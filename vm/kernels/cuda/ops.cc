@@ -595,26 +595,28 @@ class SoftmaxKernel final : public CudaKernel {
   const bool log_;
 };
 
-// Attention's attributes and the launch arguments they give for Q, K, V and a mask.
-class AttentionSetup {
+class AttentionKernel final : public CudaKernel {
  public:
-  explicit AttentionSetup(const Attributes& a)
-      : qkv_packed_(a.GetOr<int64_t>("qkv_packed", 0) != 0),
-        q_heads_(a.GetOr<int64_t>("q_num_heads", 0)),
-        kv_heads_(a.GetOr<int64_t>("kv_num_heads", 0)),
-        causal_(a.GetOr<int64_t>("is_causal", 0) != 0),
-        scale_(a.GetOr<double>("scale", 0.0)),
-        mask_fill_(a.GetOr<double>("mask_fill", -std::numeric_limits<double>::infinity())),
-        mask_scale_(a.GetOr<double>("mask_scale", 1.0)),
-        mask_offset_(a.GetOr<double>("mask_offset", 0.0)) {}
+  AttentionKernel(int64_t q_heads, int64_t kv_heads, bool causal, double scale, double mask_fill,
+                  double mask_scale, double mask_offset, bool qkv_packed)
+      : CudaKernel("Attention"),
+        qkv_packed_(qkv_packed),
+        q_heads_(q_heads),
+        kv_heads_(kv_heads),
+        causal_(causal),
+        scale_(scale),
+        mask_fill_(mask_fill),
+        mask_scale_(mask_scale),
+        mask_offset_(mask_offset) {}
 
-  // in: Q, K, V and an optional mask; y: the output's y_elements of Q's type ([batch, q_seq,
-  // q_heads * v_head] for 3-D Q, K, V; [batch, q_heads, q_seq, v_head] for 4-D).
-  absl::StatusOr<ops::AttentionArgs> Args(absl::Span<const Tensor> in, void* y,
-                                          int64_t y_elements) const {
+  absl::Status RunCuda(const KernelContext& ctx, absl::Span<const Tensor> in,
+                       absl::Span<Tensor> out) const override {
+    if (in.size() < 3 || in.size() > 4 || out.size() != 1) {
+      return absl::UnimplementedError("Attention on cuda: Q, K, V and an optional mask only");
+    }
     const Tensor &q = in[0], &k = in[1], &v = in[2];
     if (!q.defined() || !k.defined() || !v.defined() || !IsGpuFloat(q.dtype()) ||
-        k.dtype() != q.dtype() || v.dtype() != q.dtype()) {
+        k.dtype() != q.dtype() || v.dtype() != q.dtype() || out[0].dtype() != q.dtype()) {
       return absl::InvalidArgumentError(
           "Attention on cuda: Q, K, V and Y must share one of f32, f16, bf16");
     }
@@ -679,14 +681,14 @@ class AttentionSetup {
                                                      q.TypeString()));
     }
     a.kv_seq = k_seq;
-    if (y_elements != a.batch * a.q_heads * a.q_seq * a.v_head) {
+    if (out[0].num_elements() != a.batch * a.q_heads * a.q_seq * a.v_head) {
       return absl::InvalidArgumentError("Attention: output size");
     }
     const size_t elem = DTypeSize(q.dtype());
     a.q = q.raw_data();
     a.k = static_cast<const char*>(k.raw_data()) + k_offset * elem;
     a.v = static_cast<const char*>(v.raw_data()) + v_offset * elem;
-    a.y = y;
+    a.y = out[0].raw_data();
     a.type = FloatTypeOf(q.dtype());
     a.scale =
         static_cast<float>(scale_ != 0 ? scale_ : 1.0 / std::sqrt(static_cast<double>(a.head)));
@@ -726,7 +728,7 @@ class AttentionSetup {
       a.mask_scale = static_cast<float>(mask_scale_);
       a.mask_offset = static_cast<float>(mask_offset_);
     }
-    return a;
+    return Launch(ops::Attention(a, StreamOf(ctx)), op_);
   }
 
  private:
@@ -734,118 +736,6 @@ class AttentionSetup {
   const int64_t q_heads_, kv_heads_;
   const bool causal_;
   const double scale_, mask_fill_, mask_scale_, mask_offset_;
-};
-
-class AttentionKernel final : public CudaKernel {
- public:
-  explicit AttentionKernel(const Attributes& a) : CudaKernel("Attention"), setup_(a) {}
-
-  absl::Status RunCuda(const KernelContext& ctx, absl::Span<const Tensor> in,
-                       absl::Span<Tensor> out) const override {
-    if (in.size() < 3 || in.size() > 4 || out.size() != 1) {
-      return absl::UnimplementedError("Attention on cuda: Q, K, V and an optional mask only");
-    }
-    if (Present(in, 0) && out[0].dtype() != in[0].dtype()) {
-      return absl::InvalidArgumentError(
-          "Attention on cuda: Q, K, V and Y must share one of f32, f16, bf16");
-    }
-    NIMBLE_ASSIGN_OR_RETURN(const ops::AttentionArgs a,
-                            setup_.Args(in, out[0].raw_data(), out[0].num_elements()));
-    return Launch(ops::Attention(a, StreamOf(ctx)), op_);
-  }
-
- private:
-  const AttentionSetup setup_;
-};
-
-// AttentionOutNorm (the compiler's fuse-attention-out-norm): LayerNormalization(FusedMatMul(
-// Attention(q, k, v, mask), w, bias, residual), gamma, beta) over the last axis. Inputs: q, k,
-// v, mask, w [hidden, hidden], bias [hidden], residual [batch, seq, hidden], gamma, beta
-// [hidden] (mask, bias, residual and beta optional); 3-D Q, K, V. One launch where
-// ops::AttentionOutNorm applies; otherwise the three kernels in turn through scratch tensors.
-class AttentionOutNormKernel final : public CudaKernel {
- public:
-  explicit AttentionOutNormKernel(const Attributes& a)
-      : CudaKernel("AttentionOutNorm"),
-        setup_(a),
-        epsilon_(static_cast<float>(a.GetOr<double>("epsilon", 1e-5))) {}
-
-  absl::Status RunCuda(const KernelContext& ctx, absl::Span<const Tensor> in,
-                       absl::Span<Tensor> out) const override {
-    if (in.size() < 8 || in.size() > 9 || out.size() != 1) {
-      return absl::InvalidArgumentError(op_ + ": 8 or 9 inputs and one output");
-    }
-    for (int i : {0, 1, 2, 4, 7}) {
-      if (!Present(in, i)) return absl::InvalidArgumentError(absl::StrCat(op_, ": input ", i));
-    }
-    const Tensor& q = in[0];
-    const DType dtype = q.dtype();
-    Tensor& y = out[0];
-    if (q.rank() != 3 || y.rank() != 3 || y.dim(0) != q.dim(0) || y.dim(1) != q.dim(1) ||
-        (y.dtype() != dtype && y.dtype() != DType::kF32)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(op_, ": output ", y.TypeString(), " for Q ", q.TypeString()));
-    }
-    const int64_t hidden = y.dim(2);
-    const Tensor& w = in[4];
-    if (w.dtype() != dtype || w.shape() != Shape{hidden, hidden}) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(op_, ": weight ", w.TypeString(), " for hidden size ", hidden));
-    }
-    auto vector = [&](int i) -> absl::StatusOr<const void*> {
-      if (!Present(in, i)) return nullptr;
-      if (in[i].dtype() != dtype || in[i].num_elements() != hidden) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(op_, ": input ", i, " ", in[i].TypeString(), " for hidden ", hidden));
-      }
-      return in[i].raw_data();
-    };
-    NIMBLE_ASSIGN_OR_RETURN(const void* bias, vector(5));
-    NIMBLE_ASSIGN_OR_RETURN(const void* gamma, vector(7));
-    NIMBLE_ASSIGN_OR_RETURN(const void* beta, vector(8));
-    const void* residual = nullptr;
-    if (Present(in, 6)) {
-      if (in[6].dtype() != dtype || in[6].shape() != y.shape()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(op_, ": residual ", in[6].TypeString(), " for ", y.TypeString()));
-      }
-      residual = in[6].raw_data();
-    }
-    const size_t attention_inputs = Present(in, 3) ? 4 : 3;
-    const auto s = StreamOf(ctx);
-    const absl::Span<const Tensor> qkvm = in.subspan(0, attention_inputs);
-    {
-      // The fused kernel's attention arguments address Y (of Q's layout; an f32 Y only
-      // changes the final stores).
-      NIMBLE_ASSIGN_OR_RETURN(ops::AttentionArgs a,
-                              setup_.Args(qkvm, y.raw_data(), y.num_elements()));
-      ops::AttentionOutNormArgs f;
-      f.attention = a;
-      f.w = w.raw_data(), f.bias = bias, f.residual = residual, f.gamma = gamma, f.beta = beta;
-      f.y = y.raw_data(), f.y_f32 = y.dtype() != dtype, f.epsilon = epsilon_;
-      const cudaError_t e = ops::AttentionOutNorm(f, s);
-      if (e != cudaErrorNotSupported) return Launch(e, op_);
-    }
-    // The three kernels in turn.
-    if (ctx.allocator == nullptr || ctx.allocator->device().type != DeviceType::kCUDA) {
-      return absl::InternalError(op_ + " on cuda: no device allocator for scratch");
-    }
-    NIMBLE_ASSIGN_OR_RETURN(Tensor attended, Tensor::Empty(dtype, y.shape(), ctx.allocator));
-    NIMBLE_ASSIGN_OR_RETURN(Tensor projected, Tensor::Empty(dtype, y.shape(), ctx.allocator));
-    NIMBLE_ASSIGN_OR_RETURN(ops::AttentionArgs a,
-                            setup_.Args(qkvm, attended.raw_data(), attended.num_elements()));
-    NIMBLE_RETURN_IF_ERROR(Launch(ops::Attention(a, s), op_));
-    GemmSpec spec;
-    NIMBLE_RETURN_IF_ERROR(RunMatMul(op_, ctx, attended, w, bias, residual, projected, spec));
-    return Launch(
-        ops::LayerNorm(projected.raw_data(), gamma, beta, y.raw_data(), y.dim(0) * y.dim(1), hidden,
-                       epsilon_, FloatTypeOf(dtype), FloatTypeOf(y.dtype()), s),
-        op_);
-  }
-
- private:
-  const AttentionSetup setup_;
-  const float epsilon_;
 };
 
 // ---- Data movement
@@ -1339,7 +1229,15 @@ void RegisterCudaKernels(KernelRegistry& r) {
       },
       last_axis);
   reg(
-      "Attention", [](const Attributes& a) { return Make<AttentionKernel>(a); },
+      "Attention",
+      [](const Attributes& a) {
+        return Make<AttentionKernel>(
+            a.GetOr<int64_t>("q_num_heads", 0), a.GetOr<int64_t>("kv_num_heads", 0),
+            a.GetOr<int64_t>("is_causal", 0) != 0, a.GetOr<double>("scale", 0.0),
+            a.GetOr<double>("mask_fill", -std::numeric_limits<double>::infinity()),
+            a.GetOr<double>("mask_scale", 1.0), a.GetOr<double>("mask_offset", 0.0),
+            a.GetOr<int64_t>("qkv_packed", 0) != 0);
+      },
       KernelTraits{
           {}, [](absl::Span<const DType> in, absl::Span<const DType> out, const Attributes& a) {
             if (in.size() < 3 || in.size() > 4 || out.size() != 1) return false;
@@ -1353,24 +1251,6 @@ void RegisterCudaKernels(KernelRegistry& r) {
             return out[0] == in[0] && (in.size() == 3 || in[3] == DType::kF32 || in[3] == in[0] ||
                                        in[3] == DType::kBool || in[3] == DType::kI64 ||
                                        in[3] == DType::kI32 || in[3] == DType::kInvalid);
-          }});
-  reg(
-      "AttentionOutNorm", [](const Attributes& a) { return Make<AttentionOutNormKernel>(a); },
-      KernelTraits{
-          {}, [](absl::Span<const DType> in, absl::Span<const DType> out, const Attributes& a) {
-            if (in.size() < 8 || in.size() > 9 || out.size() != 1) return false;
-            if (a.GetOr<int64_t>("is_causal", 0) != 0) return false;
-            const DType t = in[0];
-            if (t != DType::kF16 && t != DType::kBF16) return false;
-            for (int i : {1, 2, 4, 5, 6, 7, 8}) {
-              if (i < static_cast<int>(in.size()) && in[i] != t && in[i] != DType::kInvalid) {
-                return false;
-              }
-            }
-            const DType m = in[3];
-            return (out[0] == t || out[0] == DType::kF32) &&
-                   (m == DType::kInvalid || m == DType::kF32 || m == t || m == DType::kBool ||
-                    m == DType::kI64 || m == DType::kI32);
           }});
   reg(
       "Gather", [](const Attributes& a) { return Make<GatherKernel>(a.GetOr<int64_t>("axis", 0)); },

@@ -4,7 +4,6 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -1299,17 +1298,14 @@ struct Flash2DShared {
   static constexpr size_t kBytes = kQ + kKv;
 };
 
-// The 2-D kernel's body on the block's dynamic shared memory `smem` (Flash2DShared's layout):
-// after the key loop (the K/V tiles no longer read) it calls after_loop(), and it hands each
-// query's normalised output to store(r, c, pair): row r of the block's 16 W queries (q0 + r <
-// q_seq only), dims c and c + 1 packed as one 32-bit pair of T.
-template <typename T, typename M, int W, int KS, int NB, typename AfterLoop, typename Store>
-__device__ __forceinline__ void Flash2DAttend(const AttentionArgs& a, unsigned char* smem,
-                                              AfterLoop after_loop, Store store) {
+template <typename T, typename M, int W, int KS, int NB>
+__global__ void __launch_bounds__(32 * W * KS) FlashAttention2DKernel(AttentionArgs a) {
   static_assert(NB == 1 || NB == 2, "one buffer (one tile a group) or a double buffer");
   using S = Flash2DShared<W, KS, NB>;
+  extern __shared__ __align__(16) unsigned char smem[];
   __shared__ __align__(16) float2 mask_ma[KS][NB][kFlashKeys];
   __shared__ float part_m[KS][W * 16], part_l[KS][W * 16];
+  WaitForPrimary();  // launched with LaunchPdl
   T* qs = reinterpret_cast<T*>(smem);
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, tg = lane & 3;
@@ -1401,7 +1397,6 @@ __device__ __forceinline__ void Flash2DAttend(const AttentionArgs& a, unsigned c
     if (tn < tiles) store_mask(buf ^ 1);
     __syncthreads();  // this buffer is refilled two iterations on
   }
-  after_loop();
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 1);
@@ -1439,21 +1434,9 @@ __device__ __forceinline__ void Flash2DAttend(const AttentionArgs& a, unsigned c
       o0 += v.x * scale, o1 += v.y * scale;
     }
     const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-    store(r, c, MmaOp<T>::Pack(o0 * inv, o1 * inv));
+    T* y = static_cast<T*>(a.y) + b * a.y_strides[0] + h * a.y_strides[1] + qi * a.y_strides[2];
+    *reinterpret_cast<uint32_t*>(y + c) = MmaOp<T>::Pack(o0 * inv, o1 * inv);
   }
-}
-
-template <typename T, typename M, int W, int KS, int NB>
-__global__ void __launch_bounds__(32 * W * KS) FlashAttention2DKernel(AttentionArgs a) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  WaitForPrimary();  // launched with LaunchPdl
-  const int64_t q0 = static_cast<int64_t>(blockIdx.x) * (16 * W);
-  T* y = static_cast<T*>(a.y) + blockIdx.z * a.y_strides[0] + blockIdx.y * a.y_strides[1];
-  Flash2DAttend<T, M, W, KS, NB>(
-      a, smem, [] {},
-      [&](int r, int c, uint32_t pair) {
-        *reinterpret_cast<uint32_t*>(y + (q0 + r) * a.y_strides[2] + c) = pair;
-      });
 }
 
 // NB = 1: the single-pass form, every key tile in shared memory at once (one tile a key group),
@@ -1731,336 +1714,6 @@ cudaError_t Transpose(const void* in, void* out, int rank, const int64_t* dims,
 
 namespace {
 
-// ---- Attention, output projection, residual and LayerNorm in one launch (AttentionOutNorm).
-// The 2-D kernel's blocks of one 16 W-query tile, one per head, form a thread-block cluster
-// (sm_90): each block keeps its head's normalised output tile in shared memory, reads the
-// other heads' tiles through distributed shared memory into the tile's full rows, multiplies
-// them by its head's 64 columns of w (mma.sync, fp32 accumulators), adds bias and residual,
-// and the cluster exchanges each row's per-block (mean, M2) to normalise. The projection and
-// LayerNorm thereby cost no launches of their own, and the attention output never leaves the
-// multiprocessors.
-constexpr int kOutNormMaxHeads = 12;  // hidden <= 768: A and B tiles fit shared memory
-constexpr int kOutNormW = 3;          // 48-query tiles
-
-__device__ __forceinline__ void ClusterArrive() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void ClusterWait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
-#endif
-}
-// This block's shared address `addr` in the cluster's block `rank`.
-__device__ __forceinline__ uint32_t ClusterAddress(uint32_t addr, uint32_t rank) {
-  uint32_t r = addr;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(addr), "r"(rank));
-#endif
-  return r;
-}
-__device__ __forceinline__ uint4 LdCluster16(uint32_t addr) {
-  uint4 v = make_uint4(0, 0, 0, 0);
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("ld.shared::cluster.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "r"(addr));
-#endif
-  return v;
-}
-__device__ __forceinline__ float2 LdClusterF2(uint32_t addr) {
-  float2 v = make_float2(0.0f, 0.0f);
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("ld.shared::cluster.v2.f32 {%0,%1}, [%2];\n" : "=f"(v.x), "=f"(v.y) : "r"(addr));
-#endif
-  return v;
-}
-
-__device__ __forceinline__ float2 LdPair(const __half* p) {
-  return __half22float2(*reinterpret_cast<const __half2*>(p));
-}
-__device__ __forceinline__ float2 LdPair(const __nv_bfloat16* p) {
-  return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
-}
-template <typename T>
-__device__ __forceinline__ void StPair(T* p, float x, float y) {
-  *reinterpret_cast<uint32_t*>(p) = MmaOp<T>::Pack(x, y);
-}
-__device__ __forceinline__ void StPair(float* p, float x, float y) {
-  *reinterpret_cast<float2*>(p) = make_float2(x, y);
-}
-
-// Dynamic shared memory: the 2-D kernel's (Q, K/V tiles), then over the K/V tiles the A tile
-// [16 W][hidden + 8] (where the partial O was) and the B tile [hidden][kFlashLd] behind both.
-// The head's output tile overlays Q.
-template <int W, int KS, int NB>
-struct OutNormShared {
-  using S = Flash2DShared<W, KS, NB>;
-  static constexpr size_t kMaxHidden = kOutNormMaxHeads * kFlashD;
-  __host__ __device__ static constexpr size_t ABytes(size_t hidden) {
-    return W * 16 * (hidden + 8) * 2;
-  }
-  __host__ __device__ static constexpr size_t BOffset(size_t hidden) {
-    return S::kQ + (ABytes(hidden) > S::kPartO ? ABytes(hidden) : S::kPartO);
-  }
-  __host__ __device__ static constexpr size_t Bytes(size_t hidden) {
-    const size_t end = BOffset(hidden) + hidden * kFlashLd * 2;
-    return end > S::kBytes ? end : S::kBytes;
-  }
-};
-
-template <typename T, typename TO, int W, int KS, int NB>
-__global__ void __launch_bounds__(32 * W * KS) AttentionOutNormKernel(AttentionOutNormArgs p) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  using L = OutNormShared<W, KS, NB>;
-  constexpr int kRows = 16 * W, kThreadsHere = 32 * W * KS, kProjWarps = 4 * W;
-  extern __shared__ __align__(16) unsigned char smem[];
-  __shared__ float red[4][kRows];
-  __shared__ __align__(8) float2 stats[kRows];  // this block's (mean, M2) of a row's 64 columns
-  __shared__ float2 gathered[kRows][kOutNormMaxHeads];
-  const AttentionArgs& a = p.attention;
-  const int heads = static_cast<int>(a.q_heads);
-  const int hidden = heads * kFlashD, a_ld = hidden + 8;
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int g = lane >> 2, tg = lane & 3;
-  const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kRows;
-  const int head = blockIdx.y;  // the block's rank in its cluster (cluster dims 1 x heads x 1)
-  const int64_t b = blockIdx.z;
-  const int valid_rows = static_cast<int>(a.q_seq - q0 < kRows ? a.q_seq - q0 : kRows);
-  T* o_tile = reinterpret_cast<T*>(smem);
-  T* as = reinterpret_cast<T*>(smem + L::S::kQ);
-  T* bs = reinterpret_cast<T*>(smem + L::BOffset(hidden));
-  const T* w = static_cast<const T*>(p.w) + head * kFlashD;
-  WaitForPrimary();  // launched with LaunchPdl
-  Flash2DAttend<T, float, W, KS, NB>(
-      a, smem,
-      [&] {  // the K/V tiles are free: this head's 64 columns of w, hidden rows
-        for (int idx = tid; idx < hidden * 8; idx += kThreadsHere) {
-          const int r = idx >> 3, c = (idx & 7) * 8;
-          CpAsync16(bs + r * kFlashLd + c, w + static_cast<int64_t>(r) * hidden + c, 16);
-        }
-        CpAsyncCommit();
-      },
-      [&](int r, int c, uint32_t pair) {
-        *reinterpret_cast<uint32_t*>(o_tile + r * kFlashLd + c) = pair;
-      });
-  __syncthreads();
-  ClusterArrive();
-  ClusterWait();  // every head's output tile is complete
-  // A: the tile's rows over all heads, from the cluster's blocks (rows past q_seq: zeros).
-  const uint32_t o_addr = SharedAddress(o_tile);
-  for (int idx = tid; idx < heads * kRows * 8; idx += kThreadsHere) {
-    const int hh = idx / (kRows * 8), rem = idx - hh * (kRows * 8);
-    const int r = rem >> 3, c = (rem & 7) * 8;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (r < valid_rows) v = LdCluster16(ClusterAddress(o_addr + (r * kFlashLd + c) * 2, hh));
-    *reinterpret_cast<uint4*>(as + r * a_ld + hh * kFlashD + c) = v;
-  }
-  CpAsyncWait<0>();
-  __syncthreads();
-
-  // The projection: warp (rg, cg) takes rows 16 rg.., columns 16 cg.. of the block's 64, with
-  // two accumulator sets over alternate k steps.
-  const int rg = warp % W, cg = warp / W;
-  const bool proj = warp < kProjWarps;
-  float acc[2][2][4];
-#pragma unroll
-  for (int u = 0; u < 2; ++u) {
-#pragma unroll
-    for (int n = 0; n < 2; ++n) acc[u][n][0] = acc[u][n][1] = acc[u][n][2] = acc[u][n][3] = 0.0f;
-  }
-  if (proj) {
-    const int mat = lane >> 3, r8 = lane & 7;
-    const uint32_t a_base = SharedAddress(as + (rg * 16 + (lane & 15)) * a_ld + (lane >> 4) * 8);
-    const uint32_t b_base =
-        SharedAddress(bs + ((mat & 1) * 8 + r8) * kFlashLd + cg * 16 + (mat >> 1) * 8);
-    for (int k0 = 0; k0 < hidden; k0 += 32) {
-#pragma unroll
-      for (int u = 0; u < 2; ++u) {
-        const int k = k0 + u * 16;
-        uint32_t af[4], b0, b1, b2, b3;
-        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                     : "=r"(af[0]), "=r"(af[1]), "=r"(af[2]), "=r"(af[3])
-                     : "r"(a_base + k * 2));
-        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                     : "=r"(b0), "=r"(b1), "=r"(b2), "=r"(b3)
-                     : "r"(b_base + k * kFlashLd * 2));
-        MmaOp<T>::Mma(acc[u][0], af, b0, b1);
-        MmaOp<T>::Mma(acc[u][1], af, b2, b3);
-      }
-    }
-  }
-  // + bias + residual; each row's sum over the block's 64 columns.
-  const int rows[2] = {rg * 16 + g, rg * 16 + g + 8};
-  const T* bias = static_cast<const T*>(p.bias);
-  const T* residual = static_cast<const T*>(p.residual);
-  float x[2][4];
-  float part[2] = {0.0f, 0.0f};
-  if (proj) {
-#pragma unroll
-    for (int n = 0; n < 2; ++n) {
-      const int col = head * kFlashD + cg * 16 + n * 8 + tg * 2;
-      const float2 bv = bias != nullptr ? LdPair(bias + col) : make_float2(0.0f, 0.0f);
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        float2 res = make_float2(0.0f, 0.0f);
-        if (residual != nullptr && rows[r] < valid_rows) {
-          res = LdPair(residual + ((b * a.q_seq + q0 + rows[r]) * hidden + col));
-        }
-        x[n][2 * r] = acc[0][n][2 * r] + acc[1][n][2 * r] + bv.x + res.x;
-        x[n][2 * r + 1] = acc[0][n][2 * r + 1] + acc[1][n][2 * r + 1] + bv.y + res.y;
-        part[r] += x[n][2 * r] + x[n][2 * r + 1];
-      }
-    }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      part[r] += __shfl_xor_sync(0xffffffffu, part[r], 1);
-      part[r] += __shfl_xor_sync(0xffffffffu, part[r], 2);
-    }
-    if (tg == 0) red[cg][rows[0]] = part[0], red[cg][rows[1]] = part[1];
-  }
-  __syncthreads();
-  // The block's mean of each row, then the sum of squared deviations from it (two passes, so
-  // the cluster combines exact per-block moments: Chan et al.'s pairwise update).
-  float mean_l[2] = {0.0f, 0.0f};
-  if (proj) {
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mean_l[r] = (red[0][rows[r]] + red[1][rows[r]] + red[2][rows[r]] + red[3][rows[r]]) *
-                  (1.0f / kFlashD);
-      part[r] = 0.0f;
-#pragma unroll
-      for (int n = 0; n < 2; ++n) {
-        const float d0 = x[n][2 * r] - mean_l[r], d1 = x[n][2 * r + 1] - mean_l[r];
-        part[r] += d0 * d0 + d1 * d1;
-      }
-      part[r] += __shfl_xor_sync(0xffffffffu, part[r], 1);
-      part[r] += __shfl_xor_sync(0xffffffffu, part[r], 2);
-    }
-  }
-  __syncthreads();  // red is reused
-  if (proj && tg == 0) red[cg][rows[0]] = part[0], red[cg][rows[1]] = part[1];
-  __syncthreads();
-  if (proj && cg == 0 && tg == 0) {
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      stats[rows[r]] = make_float2(
-          mean_l[r], red[0][rows[r]] + red[1][rows[r]] + red[2][rows[r]] + red[3][rows[r]]);
-    }
-  }
-  __syncthreads();
-  ClusterArrive();
-  ClusterWait();  // every block's statistics are complete
-  const uint32_t s_addr = SharedAddress(stats);
-  for (int idx = tid; idx < kRows * heads; idx += kThreadsHere) {
-    const int r = idx / heads, hh = idx - r * heads;
-    gathered[r][hh] = LdClusterF2(ClusterAddress(s_addr + r * sizeof(float2), hh));
-  }
-  __syncthreads();
-  ClusterArrive();  // done with the other blocks' shared memory
-  if (proj) {
-    const T* gamma = static_cast<const T*>(p.gamma);
-    const T* beta = static_cast<const T*>(p.beta);
-    TO* y = static_cast<TO*>(p.y);
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      if (rows[r] >= valid_rows) continue;
-      float mean = 0.0f;
-      for (int hh = 0; hh < heads; ++hh) mean += gathered[rows[r]][hh].x;
-      mean /= heads;
-      float m2 = 0.0f;
-      for (int hh = 0; hh < heads; ++hh) {
-        const float2 st = gathered[rows[r]][hh];
-        const float d = st.x - mean;
-        m2 += st.y + kFlashD * d * d;
-      }
-      const float rstd = rsqrtf(m2 / hidden + p.epsilon);
-      TO* yrow = y + (b * a.q_seq + q0 + rows[r]) * hidden;
-#pragma unroll
-      for (int n = 0; n < 2; ++n) {
-        const int col = head * kFlashD + cg * 16 + n * 8 + tg * 2;
-        const float2 gv = LdPair(gamma + col);
-        const float2 bv = beta != nullptr ? LdPair(beta + col) : make_float2(0.0f, 0.0f);
-        StPair(yrow + col, (x[n][2 * r] - mean) * rstd * gv.x + bv.x,
-               (x[n][2 * r + 1] - mean) * rstd * gv.y + bv.y);
-      }
-    }
-  }
-  ClusterWait();  // no block leaves while another still reads its shared memory
-#endif
-}
-
-std::atomic<int64_t> out_norm_launches{0};
-
-bool OutNormDisabled() {
-  static const bool disabled = [] {
-    const char* v = std::getenv("NIMBLE_CUDA_ATTENTION_OUT_NORM");
-    return v != nullptr && v[0] == '0';
-  }();
-  return disabled;
-}
-
-int ComputeCapabilityMajor() {
-  int device = 0, major = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
-    cudaGetLastError();
-    return 0;
-  }
-  return major;
-}
-
-template <typename T, typename TO, int KS, int NB>
-cudaError_t LaunchOutNorm(const AttentionOutNormArgs& p, cudaStream_t stream) {
-  constexpr int W = kOutNormW;
-  using L = OutNormShared<W, KS, NB>;
-  auto* kernel = AttentionOutNormKernel<T, TO, W, KS, NB>;
-  static const cudaError_t configured = [&] {
-    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(L::Bytes(L::kMaxHidden)));
-    if (e == cudaSuccess) {
-      e = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
-    }
-    return e;
-  }();
-  if (configured != cudaSuccess) {
-    cudaGetLastError();
-    return cudaErrorNotSupported;
-  }
-  const AttentionArgs& a = p.attention;
-  const int heads = static_cast<int>(a.q_heads);
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>((a.q_seq + 16 * W - 1) / (16 * W)),
-                        static_cast<unsigned>(heads), static_cast<unsigned>(a.batch));
-  config.blockDim = dim3(32 * W * KS);
-  config.dynamicSmemBytes = L::Bytes(static_cast<size_t>(heads) * kFlashD);
-  config.stream = stream;
-  cudaLaunchAttribute attribute[2];
-  attribute[0].id = cudaLaunchAttributeClusterDimension;
-  attribute[0].val.clusterDim.x = 1;
-  attribute[0].val.clusterDim.y = static_cast<unsigned>(heads);
-  attribute[0].val.clusterDim.z = 1;
-  attribute[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute[1].val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = attribute;
-  config.numAttrs = PdlEnabled() ? 2 : 1;
-  // Whether a cluster of `heads` such blocks fits the device at all (once per head count).
-  static std::atomic<int8_t> fits[kOutNormMaxHeads + 1] = {};
-  int8_t known = fits[heads].load(std::memory_order_relaxed);
-  if (known == 0) {
-    cudaLaunchConfig_t probe = config;
-    probe.numAttrs = 1;
-    int clusters = 0;
-    const cudaError_t e = cudaOccupancyMaxActiveClusters(&clusters, kernel, &probe);
-    if (e != cudaSuccess) cudaGetLastError();
-    known = e == cudaSuccess && clusters > 0 ? 1 : -1;
-    fits[heads].store(known, std::memory_order_relaxed);
-  }
-  if (known < 0) return cudaErrorNotSupported;
-  return cudaLaunchKernelEx(&config, kernel, p);
-}
-
 // The warp-per-row kernels (LayerNormWarpKernel, EmbedLayerNormWarpKernel): 4 rows a block,
 // `launch` called with std::integral_constant<int, V> for rows of V <= 4 16-byte vectors a lane.
 constexpr int kWarpRowsPerBlock = 4;
@@ -2082,42 +1735,6 @@ cudaError_t ByVectors(int vectors, F launch) {
 }
 
 }  // namespace
-
-cudaError_t AttentionOutNorm(const AttentionOutNormArgs& args, cudaStream_t stream) {
-  const AttentionArgs& a = args.attention;
-  static const bool clusters = ComputeCapabilityMajor() >= 9;
-  const bool fast = (a.mask == nullptr || a.mask_strides[2] == 0) && !a.causal;
-  const FloatType mask_type = a.mask_bool ? FloatType::kF32 : a.mask_type;
-  if (OutNormDisabled() || !clusters || !fast || mask_type != FloatType::kF32 ||
-      !FlashEligible(a) || a.q_heads < 1 || a.q_heads > kOutNormMaxHeads || a.batch > 65535 ||
-      a.q_seq > 65535LL * 16 * kOutNormW || a.y != args.y || args.gamma == nullptr) {
-    return cudaErrorNotSupported;
-  }
-  const void* pointers[] = {args.w, args.bias, args.residual, args.gamma, args.beta, args.y};
-  for (const void* ptr : pointers) {
-    if (ptr != nullptr && !Aligned16(ptr)) return cudaErrorNotSupported;
-  }
-  if (a.batch == 0 || a.q_seq == 0) return cudaSuccess;
-  const int64_t tiles64 = (a.kv_seq + kFlashKeys - 1) / kFlashKeys;
-  const bool one_pass = AttentionSinglePass() && tiles64 == 6;
-  return Dispatch(a.type, [&](auto tag) {
-    using T = decltype(tag);
-    if constexpr (std::is_same_v<T, float>) {
-      return cudaErrorNotSupported;
-    } else {
-      auto launch = [&](auto out_tag) {
-        using TO = decltype(out_tag);
-        return one_pass ? LaunchOutNorm<T, TO, 6, 1>(args, stream)
-                        : LaunchOutNorm<T, TO, 4, 2>(args, stream);
-      };
-      const cudaError_t e = args.y_f32 ? launch(float{}) : launch(T{});
-      if (e == cudaSuccess) out_norm_launches.fetch_add(1, std::memory_order_relaxed);
-      return e;
-    }
-  });
-}
-
-int64_t AttentionOutNormLaunches() { return out_norm_launches.load(std::memory_order_relaxed); }
 
 cudaError_t LayerNorm(const void* x, const void* gamma, const void* beta, void* y, int64_t rows,
                       int64_t cols, float epsilon, FloatType type, FloatType out_type,

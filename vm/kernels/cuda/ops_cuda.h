@@ -138,31 +138,6 @@ struct AttentionArgs {
 };
 cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream);
 
-// BERT's post-LN attention block in one launch: y = LayerNorm(Attention(q, k, v) w + bias +
-// residual) * gamma + beta over rows of hidden = q_heads * v_head elements. `attention` is
-// set up as for Attention with y = this y and its [batch, q_seq, hidden] strides; w is
-// [hidden, hidden] row-major (K x N) of the attention's type, bias / gamma / beta [hidden],
-// residual [batch, q_seq, hidden]; bias, residual and beta may be null. y is of the attention's
-// type, or f32 with y_f32. Statistics and sums in fp32.
-struct AttentionOutNormArgs {
-  AttentionArgs attention;
-  const void* w = nullptr;
-  const void* bias = nullptr;
-  const void* residual = nullptr;
-  const void* gamma = nullptr;
-  const void* beta = nullptr;
-  void* y = nullptr;
-  bool y_f32 = false;
-  float epsilon = 1e-5f;
-};
-// cudaErrorNotSupported where the fused kernel does not apply (it needs thread-block clusters,
-// half storage, head size 64, at most 12 heads, a query-independent mask without causality);
-// the caller then runs Attention, the projection and LayerNorm in turn.
-// NIMBLE_CUDA_ATTENTION_OUT_NORM=0 makes every call answer so (A/B measurements).
-cudaError_t AttentionOutNorm(const AttentionOutNormArgs& args, cudaStream_t stream);
-// How many calls of this process launched the fused kernel (tests, diagnostics).
-int64_t AttentionOutNormLaunches();
-
 // out = cond ? x : y, all broadcast into `shape` (inputs 0, 1, 2 = cond, x, y); 2- or 4-byte x/y.
 cudaError_t Where(const bool* cond, const void* x, const void* y, void* out,
                   const BroadcastShape& shape, int64_t count, int element_bytes,

@@ -888,7 +888,9 @@ class FunctionVerifier {
 
   // Per-opcode facts beyond operand kinds that the interpreter relies on.
   absl::Status Semantics(const Instruction& in) const {
-    const int64_t* list = f_.operand_pool.data() + in.list_begin;
+    // An opcode without a list may carry any list_begin (VerifyInstruction checks it only
+    // where there is a list): no pointer is formed from it then.
+    const int64_t* list = in.list_size == 0 ? nullptr : f_.operand_pool.data() + in.list_begin;
     switch (in.op) {
       case Opcode::kInvoke: {
         const Function& callee = exe_.functions[in.a];
@@ -1300,7 +1302,9 @@ class Disassembler {
         if (in.c & kInvokePackedAllocatesOutputs) s += " kernel_allocates";
         if (in.c & kInvokePackedShapeFunction) {
           std::vector<std::string> dtypes;
-          for (uint32_t i = inputs; i < in.list_size && i - inputs < 16; ++i) {
+          for (uint32_t i = inputs;
+               i < in.list_size && i - inputs < static_cast<uint32_t>(kMaxShapeFunctionOutputs);
+               ++i) {
             dtypes.push_back(DTypeString(static_cast<int>(DecodeOutputDType(in.imm, i - inputs))));
           }
           absl::StrAppend(&s, " shape_fn dtypes=[", absl::StrJoin(dtypes, ", "), "]");

@@ -494,6 +494,19 @@ TEST(InstructionTest, OutputDTypesRoundTripForEveryDTypeAndSlot) {
     }
   }
   EXPECT_EQ(kMaxShapeFunctionOutputs, 12);
+  // Past the fields (the disassembler once asked for up to 16: a shift of 65 bits).
+  for (int i : {-1, 12, 13, 15}) EXPECT_EQ(DecodeOutputDType(-1, i), DType::kInvalid) << i;
+}
+
+// An opcode without an operand list may carry any list_begin, even with an empty pool (found
+// by executable_fuzzer under UBSan: a pointer was formed from it).
+TEST(VerifyTest, ListBeginOfAnInstructionWithoutAList) {
+  Executable exe = Small();
+  exe.functions[0].code[2].list_begin = 50176;
+  EXPECT_THAT(exe.Verify(), IsOk());
+  exe.functions[0].operand_pool.clear();
+  exe.functions[0].code[1] = Instruction{Opcode::kGoto, -1, 2};
+  EXPECT_THAT(exe.Verify(), IsOk());
 }
 
 TEST(VerifyTest, InvokeArgumentCount) {

@@ -81,7 +81,9 @@ inline constexpr int64_t EncodeOutputDTypes(absl::Span<const DType> dtypes) {
   }
   return static_cast<int64_t>(imm);
 }
+// kInvalid for an output past the 12 fields.
 inline constexpr DType DecodeOutputDType(int64_t imm, int output) {
+  if (output < 0 || output >= kMaxShapeFunctionOutputs) return DType::kInvalid;
   return static_cast<DType>((static_cast<uint64_t>(imm) >> (kOutputDTypeBits * output)) &
                             ((1u << kOutputDTypeBits) - 1));
 }

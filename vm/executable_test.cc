@@ -499,7 +499,8 @@ TEST(InstructionTest, OutputDTypesRoundTripForEveryDTypeAndSlot) {
 }
 
 // An opcode without an operand list may carry any list_begin, even with an empty pool (found
-// by executable_fuzzer under UBSan: a pointer was formed from it).
+// by executable_fuzzer under UBSan: a pointer was formed from it; `make sanitize` halts on that
+// here).
 TEST(VerifyTest, ListBeginOfAnInstructionWithoutAList) {
   Executable exe = Small();
   exe.functions[0].code[2].list_begin = 50176;

@@ -471,8 +471,9 @@ std::vector<int> FunctionEmitter::HostInputs(const Node& node) const {
 }
 
 // Whether inputs go to the device at entry (Run): NIMBLE_CODEGEN_HOIST_INPUT_COPIES=1. Off by
-// default until measured on a GPU: otherwise each input's device copy comes right before its
-// first device reader.
+// default (an A/B switch: on the H100 it changed BERT-base's p50 by no more than the rounds'
+// spread, bench/RESULTS.md): otherwise each input's device copy comes right before its first
+// device reader.
 static bool HoistInputCopies() {
   const char* v = std::getenv("NIMBLE_CODEGEN_HOIST_INPUT_COPIES");
   return v != nullptr && v[0] == '1';
@@ -1621,7 +1622,7 @@ absl::StatusOr<int> FunctionEmitter::Run(CodegenReport* report) {
   // readers, before any kernel: a copy then leads the device's work instead of sitting between
   // two kernels, where (in a CUDA graph) its node's latency adds to the critical path. On the
   // H100, BERT's attention mask was copied between the first QKV GEMM and the first attention.
-  // (HoistInputCopies: not yet the default.)
+  // (HoistInputCopies: off by default.)
   if (HoistInputCopies()) {
     const absl::flat_hash_set<const Value*> params(g.inputs().begin(), g.inputs().end());
     for (size_t i = 0; i < nodes.size(); ++i) {

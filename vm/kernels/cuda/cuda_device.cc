@@ -288,8 +288,8 @@ class CudaApi final : public DeviceApi {
   }
 
   // How many result-copy branches a capture's copies alternate between: 1, or 2 with
-  // NIMBLE_RESULT_COPY_BRANCHES=2 (built in the fifteenth session, not yet run on a GPU, so off
-  // by default).
+  // NIMBLE_RESULT_COPY_BRANCHES=2 (an A/B switch: on the H100 two branches changed BERT-base's
+  // p50 by no more than the rounds' spread, bench/RESULTS.md).
   static int CopyBranchCount() {
     static const int count = [] {
       const char* v = std::getenv("NIMBLE_RESULT_COPY_BRANCHES");

@@ -15,7 +15,8 @@
 //   final    the 8 fastest and the heuristic's first four, 30 replays each, median; the winner's
 //            output compared with the heuristic's
 // Prints per GEMM the heuristic's first answer, the winner, their configurations and times.
-// Usage: vm_cuda_gemm_algo_search_bench [M ...]
+// With --split it runs SplitSearch instead (large tiles, deep split-K; see there).
+// Usage: vm_cuda_gemm_algo_search_bench [--split] [M ...]
 #include <cublasLt.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
@@ -204,7 +205,8 @@ class Problem {
                           stream);
   }
 
-  // Median (or, with few replays, about the minimum) of the graph of kReps GEMMs, µs a GEMM.
+  // Median (or, with few replays, about the minimum) of the graph of kReps GEMMs, µs a GEMM;
+  // each replay after an L2 flush unless flush_bytes is 0.
   absl::StatusOr<float> Time(const cublasLtMatmulAlgo_t& algo, int replays, void* workspace,
                              void* flush, int64_t flush_bytes, cudaStream_t stream) {
     NIMBLE_ASSIGN_OR_RETURN(const float ms,
@@ -218,7 +220,10 @@ class Problem {
                                   }
                                   return absl::OkStatus();
                                 },
-                                [&] { return FlushL2(flush, flush_bytes, stream); }));
+                                [&] {
+                                  return flush_bytes > 0 ? FlushL2(flush, flush_bytes, stream)
+                                                         : absl::OkStatus();
+                                }));
     return ms * 1e3f / kReps;
   }
 
@@ -389,6 +394,110 @@ int Search(cublasLtHandle_t handle, const Shape& shape, int64_t m, std::mt19937&
   return 0;
 }
 
+// --split: large tiles with deep split-K. At M = 384 the N = 768 GEMMs run 72 blocks of 64x64
+// tiles, each streaming (64 + 64) x K operands through one multiprocessor, and phase 2 only
+// splits the phase-1 winners (those small tiles) 2-4 ways. Here every tile of at least 64 x 64
+// from kSplitTiles, with four cluster shapes, split 2-16 ways under each reduction scheme the
+// algorithm takes, is timed against the heuristic's answers, cold (L2 flushed) and warm.
+constexpr uint32_t kSplitTiles[] = {
+    CUBLASLT_MATMUL_TILE_64x64,   CUBLASLT_MATMUL_TILE_64x128,  CUBLASLT_MATMUL_TILE_128x64,
+    CUBLASLT_MATMUL_TILE_128x128, CUBLASLT_MATMUL_TILE_64x256,  CUBLASLT_MATMUL_TILE_256x64,
+    CUBLASLT_MATMUL_TILE_128x256, CUBLASLT_MATMUL_TILE_256x128, CUBLASLT_MATMUL_TILE_128x192,
+    CUBLASLT_MATMUL_TILE_192x128, CUBLASLT_MATMUL_TILE_64x192,  CUBLASLT_MATMUL_TILE_128x96,
+    CUBLASLT_MATMUL_TILE_96x128,  CUBLASLT_MATMUL_TILE_256x256};
+
+int SplitSearch(cublasLtHandle_t handle, const Shape& shape, int64_t m, std::mt19937& rng,
+                void* workspace, void* flush, int64_t flush_bytes, cudaStream_t stream) {
+  Problem problem(handle, shape, m, rng);
+  if (!problem.ready()) {
+    std::printf("allocation failed\n");
+    return 1;
+  }
+  const std::vector<cublasLtMatmulAlgo_t> heuristic = problem.Heuristic(16);
+  if (heuristic.empty()) {
+    std::printf("%s M=%ld: no heuristic answer\n", shape.name, m);
+    return 1;
+  }
+  const uint16_t clusters[] = {CUBLASLT_CLUSTER_SHAPE_AUTO, CUBLASLT_CLUSTER_SHAPE_1x1x1,
+                               CUBLASLT_CLUSTER_SHAPE_2x1x1, CUBLASLT_CLUSTER_SHAPE_1x2x1};
+  std::vector<Candidate> pool;
+  int checked = 0;
+  for (size_t h = 0; h < heuristic.size() && h < 2; ++h) {
+    const cublasLtMatmulAlgo_t& base = heuristic[h];
+    const uint32_t red_mask = Cap<uint32_t>(base, CUBLASLT_ALGO_CAP_REDUCTION_SCHEME_MASK);
+    for (uint32_t tile : kSplitTiles) {
+      for (uint16_t cluster : clusters) {
+        for (int split : {1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16}) {
+          for (uint32_t red : {0u, 1u, 2u, 4u}) {
+            if ((split == 1) != (red == 0) || (red != 0 && (red_mask & red) == 0)) continue;
+            cublasLtMatmulAlgo_t algo = base;
+            if (!SetConfig(algo, CUBLASLT_ALGO_CONFIG_TILE_ID, tile) ||
+                !SetConfig(algo, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, cluster) ||
+                !SetConfig(algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, int32_t{split}) ||
+                !SetConfig(algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, red)) {
+              continue;
+            }
+            ++checked;
+            if (problem.Check(algo)) {
+              AddUnique(pool, algo, absl::StrFormat("split-h%zu", h));
+            }
+          }
+        }
+      }
+    }
+  }
+  std::printf("%s M=%ld N=%ld K=%ld: %d configurations checked, %zu accepted\n", shape.name, m,
+              shape.n, shape.k, checked, pool.size());
+  std::fflush(stdout);
+  for (Candidate& c : pool) {
+    auto us = problem.Time(c.algo, 3, workspace, flush, flush_bytes, stream);
+    c.us = us.ok() ? *us : 1e9f;
+    if (!us.ok()) (void)cudaGetLastError();
+  }
+  std::sort(pool.begin(), pool.end(),
+            [](const Candidate& a, const Candidate& b) { return a.us < b.us; });
+  // The best of each split count, so the trend shows even where nothing wins.
+  for (int split : {1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16}) {
+    for (const Candidate& c : pool) {
+      if (Config<int32_t>(c.algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM) == split) {
+        std::printf("  best at split %2d: %7.2f us  %s\n", split, c.us, Describe(c.algo).c_str());
+        break;
+      }
+    }
+  }
+  std::vector<Candidate> finals;
+  for (size_t i = 0; i < heuristic.size() && i < 2; ++i) {
+    finals.push_back({heuristic[i], 0, absl::StrFormat("heuristic #%zu", i)});
+  }
+  for (size_t i = 0; i < pool.size() && finals.size() < 12; ++i) {
+    bool seen = false;
+    for (const Candidate& c : finals) seen = seen || SameAlgo(c.algo, pool[i].algo);
+    if (!seen) finals.push_back(pool[i]);
+  }
+  std::vector<float> warm(finals.size());
+  for (size_t i = 0; i < finals.size(); ++i) {
+    auto cold = problem.Time(finals[i].algo, 30, workspace, flush, flush_bytes, stream);
+    auto hot = problem.Time(finals[i].algo, 30, workspace, nullptr, 0, stream);
+    finals[i].us = cold.ok() ? *cold : 1e9f;
+    warm[i] = hot.ok() ? *hot : 1e9f;
+    if (!cold.ok() || !hot.ok()) (void)cudaGetLastError();
+  }
+  const float heuristic_us = finals[0].us, heuristic_warm = warm[0];
+  const std::vector<float> reference = problem.Output(heuristic[0], workspace, stream);
+  for (size_t i = 0; i < finals.size(); ++i) {
+    const std::vector<float> out = problem.Output(finals[i].algo, workspace, stream);
+    double max_diff = out.size() == reference.size() && !out.empty() ? 0.0 : INFINITY;
+    for (size_t j = 0; j < out.size() && j < reference.size(); ++j) {
+      max_diff = std::max<double>(max_diff, std::fabs(out[j] - reference[j]));
+    }
+    std::printf("  cold %7.2f us (%.2fx) warm %7.2f us (%.2fx) max|diff| %.2e  %-14s %s\n",
+                finals[i].us, heuristic_us / finals[i].us, warm[i], heuristic_warm / warm[i],
+                max_diff, finals[i].origin.c_str(), Describe(finals[i].algo).c_str());
+  }
+  std::fflush(stdout);
+  return 0;
+}
+
 int Main(int argc, char** argv) {
   auto devices = ListDevices();
   if (!devices.ok()) {
@@ -397,7 +506,14 @@ int Main(int argc, char** argv) {
   }
   std::printf("device: %s\n", Describe(devices->front()).c_str());
   std::vector<int64_t> ms;
-  for (int i = 1; i < argc; ++i) ms.push_back(std::atoll(argv[i]));
+  bool split = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--split") == 0) {
+      split = true;
+    } else {
+      ms.push_back(std::atoll(argv[i]));
+    }
+  }
   if (ms.empty()) ms = {384, 128};
   cublasLtHandle_t handle = nullptr;
   if (!Ok(cublasLtCreate(&handle))) {
@@ -415,7 +531,8 @@ int Main(int argc, char** argv) {
   std::mt19937 rng(11);
   for (int64_t m : ms) {
     for (const Shape& shape : kShapes) {
-      if (Search(handle, shape, m, rng, workspace, flush, flush_bytes, (*stream)->get()) != 0) {
+      const auto search = split ? SplitSearch : Search;
+      if (search(handle, shape, m, rng, workspace, flush, flush_bytes, (*stream)->get()) != 0) {
         return 1;
       }
     }

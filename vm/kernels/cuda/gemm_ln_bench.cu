@@ -5,7 +5,7 @@
 //          (ops::LayerNorm, the model's kernel) -- what the VM runs now;
 //   split  the K dimension cut into S slices, one batched cuBLASLt GEMM writing S fp32 partial
 //          products (S times the blocks, each streaming 1/S of the operands), then one kernel
-//          that sums the partials, adds bias and residual and normalises (SplitSumLayerNorm).
+//          that sums the partials, adds bias and residual and normalises (ops::SplitSumLayerNorm).
 // At M = 384 the fused GEMM runs 72 blocks of 64x64 on 132 multiprocessors and is bound by
 // what each block streams in, not by the tensor cores; the split form trades that for S x M x N
 // fp32 partials through L2. For each form the fastest of the heuristic's first answers is
@@ -39,122 +39,11 @@ constexpr int kCols = 768;
 constexpr float kEpsilon = 1e-12f;
 constexpr size_t kWorkspace = size_t{32} << 20;
 
-// A warp per row of kCols: sum the S fp32 partials, add bias and residual (fp16), LayerNorm in
-// fp32, write fp16. Each lane owns kCols / 256 chunks of 8 columns.
-template <int S>
-__global__ void SplitSumLayerNorm(const float* __restrict__ parts, int64_t part_stride,
-                                  const __half* __restrict__ bias,
-                                  const __half* __restrict__ residual,
-                                  const __half* __restrict__ gamma, const __half* __restrict__ beta,
-                                  __half* __restrict__ y, int rows, float epsilon) {
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-  constexpr int V = kCols / 256;
-  const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-  if (row >= rows) return;
-  const int lane = threadIdx.x & 31;
-  float v[V][8];
-  uint4 graw[V], braw[V], rraw[V], biasraw[V];
-#pragma unroll
-  for (int i = 0; i < V; ++i) {
-    const int c = (i * 32 + lane) * 8;
-    graw[i] = *reinterpret_cast<const uint4*>(gamma + c);
-    braw[i] = *reinterpret_cast<const uint4*>(beta + c);
-    biasraw[i] = *reinterpret_cast<const uint4*>(bias + c);
-    rraw[i] = *reinterpret_cast<const uint4*>(residual + static_cast<int64_t>(row) * kCols + c);
-  }
-  float4 p[S][V][2];
-#pragma unroll
-  for (int s = 0; s < S; ++s) {
-#pragma unroll
-    for (int i = 0; i < V; ++i) {
-      const float* src =
-          parts + s * part_stride + static_cast<int64_t>(row) * kCols + (i * 32 + lane) * 8;
-      p[s][i][0] = *reinterpret_cast<const float4*>(src);
-      p[s][i][1] = *reinterpret_cast<const float4*>(src + 4);
-    }
-  }
-  float sum = 0.0f;
-#pragma unroll
-  for (int i = 0; i < V; ++i) {
-    const __half* b = reinterpret_cast<const __half*>(&biasraw[i]);
-    const __half* r = reinterpret_cast<const __half*>(&rraw[i]);
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      float acc = 0.0f;
-#pragma unroll
-      for (int s = 0; s < S; ++s) acc += reinterpret_cast<const float*>(&p[s][i][0])[k];
-      // The fused GEMM rounds x*W + b + residual to fp16 once; so does this.
-      acc = __half2float(__float2half(acc + __half2float(b[k]) + __half2float(r[k])));
-      v[i][k] = acc;
-      sum += acc;
-    }
-  }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-  const float mean = sum / kCols;
-  float sq = 0.0f;
-#pragma unroll
-  for (int i = 0; i < V; ++i) {
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      const float d = v[i][k] - mean;
-      sq += d * d;
-    }
-  }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
-  const float rstd = rsqrtf(sq / kCols + epsilon);
-#pragma unroll
-  for (int i = 0; i < V; ++i) {
-    const __half* g = reinterpret_cast<const __half*>(&graw[i]);
-    const __half* be = reinterpret_cast<const __half*>(&braw[i]);
-    uint4 out;
-    __half* o = reinterpret_cast<__half*>(&out);
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      o[k] = __float2half((v[i][k] - mean) * rstd * __half2float(g[k]) + __half2float(be[k]));
-    }
-    *reinterpret_cast<uint4*>(y + static_cast<int64_t>(row) * kCols + (i * 32 + lane) * 8) = out;
-  }
-}
-
-template <int S>
-cudaError_t LaunchSplitSum(const float* parts, int64_t part_stride, const __half* bias,
-                           const __half* residual, const __half* gamma, const __half* beta,
-                           __half* y, int rows, cudaStream_t stream) {
-  constexpr int kRowsPerBlock = 4;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3((rows + kRowsPerBlock - 1) / kRowsPerBlock);
-  config.blockDim = dim3(32 * kRowsPerBlock);
-  config.stream = stream;
-  cudaLaunchAttribute attr = {};
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = &attr;
-  config.numAttrs = 1;
-  return cudaLaunchKernelEx(&config, SplitSumLayerNorm<S>, parts, part_stride, bias, residual,
-                            gamma, beta, y, rows, kEpsilon);
-}
-
-cudaError_t SplitSum(int splits, const float* parts, int64_t part_stride, const __half* bias,
-                     const __half* residual, const __half* gamma, const __half* beta, __half* y,
-                     int rows, cudaStream_t stream) {
-  switch (splits) {
-    case 1:
-      return LaunchSplitSum<1>(parts, part_stride, bias, residual, gamma, beta, y, rows, stream);
-    case 2:
-      return LaunchSplitSum<2>(parts, part_stride, bias, residual, gamma, beta, y, rows, stream);
-    case 3:
-      return LaunchSplitSum<3>(parts, part_stride, bias, residual, gamma, beta, y, rows, stream);
-    case 4:
-      return LaunchSplitSum<4>(parts, part_stride, bias, residual, gamma, beta, y, rows, stream);
-    case 6:
-      return LaunchSplitSum<6>(parts, part_stride, bias, residual, gamma, beta, y, rows, stream);
-    case 8:
-      return LaunchSplitSum<8>(parts, part_stride, bias, residual, gamma, beta, y, rows, stream);
-    default:
-      return cudaErrorInvalidValue;
-  }
+cudaError_t SplitSum(int splits, const float* parts, int64_t part_stride, const void* bias,
+                     const void* residual, const void* gamma, const void* beta, void* y, int rows,
+                     cudaStream_t stream) {
+  return SplitSumLayerNorm(parts, splits, part_stride, bias, residual, gamma, beta, y, rows, kCols,
+                           kEpsilon, FloatType::kF16, FloatType::kF16, stream);
 }
 
 bool Ok(cublasStatus_t s) { return s == CUBLAS_STATUS_SUCCESS; }
@@ -334,10 +223,8 @@ int Run(cublasLtHandle_t handle, int64_t m, int64_t k, std::mt19937& rng, cudaSt
       const Layer& l = layers.back();
       cublasLtMatmul(handle, split.desc, &one, l.w, split.la, x, split.lb, &zero, parts, split.lc,
                      parts, split.ld, &algo, workspace, kWorkspace, stream);
-      SplitSum(splits, static_cast<const float*>(parts), m * kCols,
-               static_cast<const __half*>(l.bias), static_cast<const __half*>(residual),
-               static_cast<const __half*>(l.gamma), static_cast<const __half*>(l.beta),
-               static_cast<__half*>(y_split), m, stream);
+      SplitSum(splits, static_cast<const float*>(parts), m * kCols, l.bias, residual, l.gamma,
+               l.beta, y_split, m, stream);
       cudaStreamSynchronize(stream);
       cudaMemcpy(got.data(), y_split, got.size() * 2, cudaMemcpyDeviceToHost);
       max_diff = 0;

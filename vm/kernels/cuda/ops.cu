@@ -455,6 +455,101 @@ __global__ void LayerNormWarpKernel(const T* x, const T* gamma, const T* beta, T
   }
 }
 
+// SplitSumLayerNorm with a warp per row of at most 32 * 8 * V columns: each lane owns V chunks
+// of 8 columns, sums the S fp32 partial products, bias and residual of each, and normalises the
+// row in registers (fp32 throughout).
+template <typename T, typename TO, int S, int V>
+__global__ void SplitSumLayerNormKernel(const float* parts, int64_t part_stride, const T* bias,
+                                        const T* residual, const T* gamma, const T* beta, TO* y,
+                                        int64_t rows, int cols, float epsilon) {
+  WaitForPrimary();  // launched with LaunchPdl
+  constexpr int E = 8;
+  static_assert(sizeof(T) == 2, "8 columns a 16-byte load");
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (row >= rows) return;
+  const int lane = threadIdx.x & 31;
+  const uint4 zero = make_uint4(0, 0, 0, 0);
+  uint4 graw[V], braw[V], biasraw[V], rraw[V];
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const int c = (i * 32 + lane) * E;
+    const bool in = c < cols;
+    graw[i] = in && gamma != nullptr ? *reinterpret_cast<const uint4*>(gamma + c) : zero;
+    braw[i] = in && beta != nullptr ? *reinterpret_cast<const uint4*>(beta + c) : zero;
+    biasraw[i] = in && bias != nullptr ? *reinterpret_cast<const uint4*>(bias + c) : zero;
+    rraw[i] = in && residual != nullptr ? *reinterpret_cast<const uint4*>(residual + row * cols + c)
+                                        : zero;
+  }
+  float v[V][E];
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+#pragma unroll
+    for (int k = 0; k < E; ++k) v[i][k] = 0.0f;
+  }
+  // Partials added as they come (the loads of all slices are independent and issue together).
+#pragma unroll
+  for (int s = 0; s < S; ++s) {
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      const int c = (i * 32 + lane) * E;
+      if (c >= cols) continue;
+      const float* src = parts + s * part_stride + row * cols + c;
+      const float4 lo = *reinterpret_cast<const float4*>(src);
+      const float4 hi = *reinterpret_cast<const float4*>(src + 4);
+      v[i][0] += lo.x, v[i][1] += lo.y, v[i][2] += lo.z, v[i][3] += lo.w;
+      v[i][4] += hi.x, v[i][5] += hi.y, v[i][6] += hi.z, v[i][7] += hi.w;
+    }
+  }
+  float sum = 0.0f;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const T* b = reinterpret_cast<const T*>(&biasraw[i]);
+    const T* r = reinterpret_cast<const T*>(&rraw[i]);
+#pragma unroll
+    for (int k = 0; k < E; ++k) {
+      v[i][k] += Ld(b + k) + Ld(r + k);
+      sum += v[i][k];  // columns past cols hold zeros
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  const float mean = sum / static_cast<float>(cols);
+  float sq = 0.0f;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    if ((i * 32 + lane) * E < cols) {
+#pragma unroll
+      for (int k = 0; k < E; ++k) {
+        const float d = v[i][k] - mean;
+        sq += d * d;
+      }
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
+  const float rstd = rsqrtf(sq / static_cast<float>(cols) + epsilon);
+  TO* yr = y + row * cols;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const int c = (i * 32 + lane) * E;
+    if (c >= cols) continue;
+    const T* ge = reinterpret_cast<const T*>(&graw[i]);
+    const T* be = reinterpret_cast<const T*>(&braw[i]);
+    constexpr int kStores = E * sizeof(TO) / 16;
+    uint4 out[kStores];
+    TO* oe = reinterpret_cast<TO*>(out);
+#pragma unroll
+    for (int k = 0; k < E; ++k) {
+      float r = (v[i][k] - mean) * rstd;
+      if (gamma != nullptr) r *= Ld(ge + k);
+      if (beta != nullptr) r += Ld(be + k);
+      St(oe + k, r);
+    }
+#pragma unroll
+    for (int q = 0; q < kStores; ++q) reinterpret_cast<uint4*>(yr + c)[q] = out[q];
+  }
+}
+
 // EmbedLayerNorm with a warp per row (as LayerNormWarpKernel): each embedding's row is read
 // with 16-byte loads and summed in registers in fp32, then normalised without a round trip.
 template <typename T, int V>
@@ -1769,6 +1864,62 @@ cudaError_t LayerNorm(const void* x, const void* gamma, const void* beta, void* 
       return cudaGetLastError();
     };
     return out_type == type ? launch(T{}) : launch(float{});
+  });
+}
+
+cudaError_t SplitSumLayerNorm(const float* parts, int splits, int64_t part_stride, const void* bias,
+                              const void* residual, const void* gamma, const void* beta, void* y,
+                              int64_t rows, int64_t cols, float epsilon, FloatType type,
+                              FloatType out_type, cudaStream_t stream) {
+  if (rows == 0 || cols == 0) return cudaSuccess;
+  const int vectors = static_cast<int>((cols + 255) / 256);
+  if (rows > 2147483647LL || type == FloatType::kF32 || cols % 8 != 0 || vectors > 4 ||
+      splits < 1 || splits > kMaxSplitSumParts ||
+      (out_type != type && out_type != FloatType::kF32)) {
+    return cudaErrorInvalidValue;
+  }
+  for (const void* p : {static_cast<const void*>(parts), bias, residual, gamma, beta,
+                        static_cast<const void*>(y)}) {
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return cudaErrorInvalidValue;
+  }
+  if (splits > 1 && part_stride % 4 != 0) return cudaErrorInvalidValue;
+  return Dispatch(type, [&](auto tag) -> cudaError_t {
+    using T = decltype(tag);
+    if constexpr (sizeof(T) != 2) {
+      return cudaErrorInvalidValue;
+    } else {
+      auto launch = [&](auto out_tag) {
+        using TO = decltype(out_tag);
+        auto by_splits = [&](auto v) {
+          constexpr int V = decltype(v)::value;
+          auto go = [&](auto kernel) {
+            return LaunchPdl(kernel, WarpRowBlocks(rows), 32 * kWarpRowsPerBlock, 0, stream, parts,
+                             part_stride, static_cast<const T*>(bias),
+                             static_cast<const T*>(residual), static_cast<const T*>(gamma),
+                             static_cast<const T*>(beta), static_cast<TO*>(y), rows,
+                             static_cast<int>(cols), epsilon);
+          };
+          switch (splits) {
+            case 1:
+              return go(SplitSumLayerNormKernel<T, TO, 1, V>);
+            case 2:
+              return go(SplitSumLayerNormKernel<T, TO, 2, V>);
+            case 3:
+              return go(SplitSumLayerNormKernel<T, TO, 3, V>);
+            case 4:
+              return go(SplitSumLayerNormKernel<T, TO, 4, V>);
+            case 6:
+              return go(SplitSumLayerNormKernel<T, TO, 6, V>);
+            case 8:
+              return go(SplitSumLayerNormKernel<T, TO, 8, V>);
+            default:
+              return cudaErrorInvalidValue;
+          }
+        };
+        return ByVectors(vectors, by_splits);
+      };
+      return out_type == type ? launch(T{}) : launch(float{});
+    }
   });
 }
 

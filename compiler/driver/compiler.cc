@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
@@ -20,6 +21,7 @@
 #include "compiler/transforms/fuse_matmul_epilogue.h"
 #include "compiler/transforms/fuse_stacked_lstm.h"
 #include "compiler/transforms/pack_qkv.h"
+#include "compiler/transforms/split_gemm_layernorm.h"
 #include "compiler/transforms/type_inference.h"
 
 namespace nimble::compiler {
@@ -84,6 +86,7 @@ const std::vector<std::string>& PassNames() {
                                                  "fuse-attention-mask",
                                                  "dce",
                                                  "lower-precision",
+                                                 "split-gemm-layernorm",
                                                  "lower-to-vm"};
   return names;
 }
@@ -97,7 +100,8 @@ const std::vector<std::string>& OptionalPassNames() {
                                                  "pack-qkv",
                                                  "fuse-stacked-lstm",
                                                  "fuse-elementwise",
-                                                 "fuse-attention-mask"};
+                                                 "fuse-attention-mask",
+                                                 "split-gemm-layernorm"};
   return names;
 }
 
@@ -220,12 +224,20 @@ absl::Status OptimizeModule(Module& module, const CompileOptions& options, Compi
     return absl::OkStatus();
   }));
   if (options.precision == Precision::kF32) return absl::OkStatus();
-  return RunPass(module, options, r, true, "lower-precision", [&]() -> absl::Status {
-    NIMBLE_ASSIGN_OR_RETURN(r.lowered_precision,
-                            LowerPrecision(module, options.precision, options.device.type,
-                                           !options.exact_gelu));
+  NIMBLE_RETURN_IF_ERROR(
+      RunPass(module, options, r, true, "lower-precision", [&]() -> absl::Status {
+        NIMBLE_ASSIGN_OR_RETURN(
+            r.lowered_precision,
+            LowerPrecision(module, options.precision, options.device.type, !options.exact_gelu));
+        return absl::OkStatus();
+      }));
+  // GPU targets (see the pass). Off unless NIMBLE_SPLIT_GEMM_LN=1 until it has run on a GPU.
+  const char* split_env = std::getenv("NIMBLE_SPLIT_GEMM_LN");
+  if (options.device.type == vm::DeviceType::kCPU || split_env == nullptr || split_env[0] != '1') {
     return absl::OkStatus();
-  });
+  }
+  return RunPass(module, options, r, true, "split-gemm-layernorm",
+                 Counted(module, SplitGemmLayerNorms, &r.split_gemm_layernorms));
 }
 
 absl::StatusOr<std::shared_ptr<const vm::Executable>> CompileModule(Module& module,

@@ -72,6 +72,7 @@ struct CompileReport {
   int fused_attention_masks = 0;  // elementwise masks of integer masks folded into Attention
   int fused_stacked_lstms = 0;    // pairs of stacked LSTM layers become one StackedLSTM (CPU)
   int lowered_precision = 0;  // nodes lowered to fp16/bf16 (tf32: GEMMs marked)
+  int split_gemm_layernorms = 0;  // half GEMM + LayerNorm pairs split over K (GPU, static M)
   CodegenReport codegen;
   std::string arena_bytes;         // symbolic, printed
   std::string intermediate_bytes;  // symbolic, printed

@@ -611,6 +611,105 @@ TEST(CompilerTest, DeviceInputsAreCopiedBeforeTheFirstKernel) {
   EXPECT_LT(last_copy_to_device, first_kernel);
 }
 
+// split-gemm-layernorm (GPU targets, NIMBLE_SPLIT_GEMM_LN=1 while off by default): a half
+// GEMM with bias and residual feeding a LayerNorm becomes MatMulSplitK + SplitSumLayerNorm,
+// with S = 1 for a short K and S = 4 for K >= 1536 at M = 8 (the symbolic batch counts as 1).
+TEST(CompilerTest, GemmLayerNormPairsSplitOverK) {
+  if (!vm::KernelRegistry::Global().Has("MatMul", vm::DeviceType::kCUDA)) {
+    GTEST_SKIP() << "built without the CUDA kernels";
+  }
+  const char* saved = std::getenv("NIMBLE_SPLIT_GEMM_LN");
+  nimble::onnx::ModelProto model;
+  model.set_ir_version(8);
+  model.add_opset_import()->set_version(17);
+  auto* g = model.mutable_graph();
+  g->set_name("gemm_layernorm");
+  auto add_input = [&](const char* name, std::vector<const char*> dims) {
+    auto* in = g->add_input();
+    in->set_name(name);
+    auto* tt = in->mutable_type()->mutable_tensor_type();
+    tt->set_elem_type(1);
+    for (const char* d : dims) {
+      if (d[0] >= '0' && d[0] <= '9') {
+        tt->mutable_shape()->add_dim()->set_dim_value(std::atoi(d));
+      } else {
+        tt->mutable_shape()->add_dim()->set_dim_param(d);
+      }
+    }
+  };
+  add_input("x", {"batch", "8", "64"});
+  add_input("h", {"batch", "8", "2048"});
+  add_input("r", {"batch", "8", "32"});
+  auto constant = [&](const char* name, std::vector<int64_t> dims) {
+    auto* t = g->add_initializer();
+    t->set_name(name);
+    t->set_data_type(1);
+    int64_t n = 1;
+    for (int64_t d : dims) t->add_dims(d), n *= d;
+    for (int64_t i = 0; i < n; ++i) t->add_float_data(0.01f * static_cast<float>(i % 7));
+  };
+  constant("w1", {64, 32});
+  constant("w2", {2048, 32});
+  constant("b", {32});
+  constant("gamma", {32});
+  constant("beta", {32});
+  auto node = [&](const char* op, std::vector<const char*> in, const char* out) {
+    auto* n = g->add_node();
+    n->set_op_type(op);
+    n->set_name(out);
+    for (const char* i : in) n->add_input(i);
+    n->add_output(out);
+    return n;
+  };
+  node("MatMul", {"x", "w1"}, "t1");
+  node("Add", {"t1", "b"}, "a1");
+  node("Add", {"a1", "r"}, "s1");
+  node("LayerNormalization", {"s1", "gamma", "beta"}, "y1");
+  node("MatMul", {"h", "w2"}, "t2");
+  node("Add", {"t2", "b"}, "a2");
+  node("Add", {"a2", "y1"}, "s2");
+  node("LayerNormalization", {"s2", "gamma", "beta"}, "y2");
+  auto* out = g->add_output();
+  out->set_name("y2");
+  out->mutable_type()->mutable_tensor_type()->set_elem_type(1);
+  const std::string path = ::testing::TempDir() + "/gemm_layernorm.onnx";
+  std::ofstream(path, std::ios::binary) << model.SerializeAsString();
+
+  CompileOptions options;
+  options.device = vm::Device{vm::DeviceType::kCUDA, 0};
+  options.precision = Precision::kF16;
+  for (bool on : {false, true}) {
+    SCOPED_TRACE(on ? "on" : "off");
+    if (on) {
+      setenv("NIMBLE_SPLIT_GEMM_LN", "1", 1);
+    } else {
+      unsetenv("NIMBLE_SPLIT_GEMM_LN");
+    }
+    CompileReport report;
+    absl::StatusOr<std::shared_ptr<const vm::Executable>> compiled =
+        CompileOnnxFile(path, options, &report);
+    NIMBLE_ASSERT_OK_AND_ASSIGN(auto exe, std::move(compiled));
+    EXPECT_EQ(report.split_gemm_layernorms, on ? 2 : 0);
+    std::vector<int64_t> splits;
+    int sums = 0;
+    for (const vm::KernelEntry& k : exe->kernels) {
+      if (k.name == "MatMulSplitK") {
+        EXPECT_EQ(k.device.type, vm::DeviceType::kCUDA);
+        splits.push_back(k.attrs.GetOr<int64_t>("splits", 0));
+      }
+      if (k.name == "SplitSumLayerNorm") ++sums;
+    }
+    const std::vector<int64_t> want = on ? std::vector<int64_t>{1, 4} : std::vector<int64_t>();
+    EXPECT_EQ(splits, want);
+    EXPECT_EQ(sums, on ? 2 : 0);
+  }
+  if (saved != nullptr) {
+    setenv("NIMBLE_SPLIT_GEMM_LN", saved, 1);
+  } else {
+    unsetenv("NIMBLE_SPLIT_GEMM_LN");
+  }
+}
+
 TEST(CompilerTest, ExecutableSurvivesSaveAndLoad) {
   const std::string path = WriteAddModel();
   NIMBLE_ASSERT_OK_AND_ASSIGN(auto exe, CompileOnnxFile(path));

@@ -133,6 +133,13 @@ absl::Status Validate(const GemmShape& s, GemmEpilogue epilogue, const GemmOpera
   for (int64_t stride : {o.stride_a, o.stride_b, o.stride_d, o.stride_residual}) {
     if (stride < -1) return absl::InvalidArgumentError("GEMM batch stride < -1");
   }
+  if (s.lda != 0 && (s.trans_a || s.lda < s.k)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("GEMM lda %d: only for A not transposed, and at least K=%d", s.lda, s.k));
+  }
+  if (s.d_f32 && (HasBias(epilogue) || HasActivation(epilogue))) {
+    return absl::InvalidArgumentError("GEMM with f32 D: no bias or activation epilogue");
+  }
   if (s.batch > 1 && o.stride_d == 0) {
     return absl::InvalidArgumentError("GEMM output batch stride 0 would overlap the batches");
   }
@@ -225,11 +232,13 @@ absl::StatusOr<std::unique_ptr<GemmRunner::Plan>> GemmRunner::MakePlan(const Pla
                               : MakeLayout(type, key.n, key.k, key.n, key.batch, key.stride_b));
   NIMBLE_ASSIGN_OR_RETURN(
       plan->lt_b, key.trans_a ? MakeLayout(type, key.m, key.k, key.m, key.batch, key.stride_a)
-                              : MakeLayout(type, key.k, key.m, key.k, key.batch, key.stride_a));
+                              : MakeLayout(type, key.k, key.m, key.lda != 0 ? key.lda : key.k,
+                                           key.batch, key.stride_a));
+  const cudaDataType_t d_type = key.d_f32 ? CUDA_R_32F : type;
   NIMBLE_ASSIGN_OR_RETURN(plan->lt_c,
-                          MakeLayout(type, key.n, key.m, key.n, key.batch, key.stride_residual));
+                          MakeLayout(d_type, key.n, key.m, key.n, key.batch, key.stride_residual));
   NIMBLE_ASSIGN_OR_RETURN(plan->lt_d,
-                          MakeLayout(type, key.n, key.m, key.n, key.batch, key.stride_d));
+                          MakeLayout(d_type, key.n, key.m, key.n, key.batch, key.stride_d));
   cublasLtMatmulDesc_t raw_desc = nullptr;
   NIMBLE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescCreate(
       &raw_desc,
@@ -367,12 +376,13 @@ std::pair<std::string, std::string> GemmRunner::TuneCachePath(const PlanKey& key
   const std::string text = absl::StrFormat(
       "nimble-gemm-tune 2 %s sm_%d%d sms %d cublasLt %d workspace %d | m %d n %d k %d batch %d "
       "strides %d %d %d %d trans %d %d residual %d precision %s epilogue %s align %d %d %d %d "
-      "wide %d split %d",
+      "lda %d d_f32 %d wide %d split %d",
       prop.name, prop.major, prop.minor, prop.multiProcessorCount,
       static_cast<int64_t>(cublasLtGetVersion()), workspace_bytes_, key.m, key.n, key.k, key.batch,
       key.stride_a, key.stride_b, key.stride_d, key.stride_residual, key.trans_a, key.trans_b,
       key.residual, PrecisionName(key.precision), EpilogueName(key.epilogue), key.align_a,
-      key.align_b, key.align_c, key.align_d, WideTuneFromEnv(), SplitTuneFromEnv());
+      key.align_b, key.align_c, key.align_d, key.lda, key.d_f32, WideTuneFromEnv(),
+      SplitTuneFromEnv());
   uint64_t hash = 1469598103934665603ull;  // FNV-1a: the same in every process
   for (unsigned char ch : text) hash = (hash ^ ch) * 1099511628211ull;
   return {absl::StrFormat("%s/%016x.algo", dir, hash), text};
@@ -573,9 +583,10 @@ absl::StatusOr<bool> GemmRunner::Tune(Plan& plan, const PlanKey& key, const Gemm
   const int bytes = ElementBytes(key.precision);
   const int64_t d_elems = key.batch > 1 ? (key.batch - 1) * key.stride_d + key.m * key.n
                                         : key.m * key.n;
-  const int64_t a_elems = key.batch > 1 && key.stride_a > 0
-                              ? (key.batch - 1) * key.stride_a + key.m * key.k
-                              : key.m * key.k;
+  // A's extent: the last batch's last row ends (m - 1) * lda + k elements past its start.
+  const int64_t a_rows = key.lda != 0 ? (key.m - 1) * key.lda + key.k : key.m * key.k;
+  const int64_t a_elems =
+      key.batch > 1 && key.stride_a > 0 ? (key.batch - 1) * key.stride_a + a_rows : a_rows;
   const int64_t b_bytes =
       (key.batch > 1 && key.stride_b > 0 ? (key.batch - 1) * key.stride_b + key.k * key.n
                                          : key.k * key.n) *
@@ -595,7 +606,7 @@ absl::StatusOr<bool> GemmRunner::Tune(Plan& plan, const PlanKey& key, const Gemm
   void* weights = nullptr;
   // Stream-ordered: no device-wide synchronisation that could disturb other streams' work.
   NIMBLE_CUDA_RETURN_IF_ERROR(
-      cudaMallocAsync(&scratch, static_cast<size_t>(d_elems) * bytes, stream));
+      cudaMallocAsync(&scratch, static_cast<size_t>(d_elems) * (key.d_f32 ? 4 : bytes), stream));
   absl::Status status = CudaStatus(
       cudaMallocAsync(&flush, static_cast<size_t>(flush_bytes), stream), "cudaMallocAsync");
   if (status.ok() && copies > 1) {
@@ -740,7 +751,8 @@ absl::Status GemmRunner::Run(const GemmShape& s, GemmPrecision precision, GemmEp
                              const GemmOperands& o, cudaStream_t stream) {
   NIMBLE_RETURN_IF_ERROR(Validate(s, epilogue, o));
   const int bytes = ElementBytes(precision);
-  const int64_t stride_a = o.stride_a >= 0 ? o.stride_a : s.m * s.k;
+  const int d_bytes = s.d_f32 ? 4 : bytes;
+  const int64_t stride_a = o.stride_a >= 0 ? o.stride_a : s.m * (s.lda > 0 ? s.lda : s.k);
   const int64_t stride_b = o.stride_b >= 0 ? o.stride_b : s.k * s.n;
   const int64_t stride_d = o.stride_d >= 0 ? o.stride_d : s.m * s.n;
   const int64_t stride_c =
@@ -758,13 +770,15 @@ absl::Status GemmRunner::Run(const GemmShape& s, GemmPrecision precision, GemmEp
                     .trans_a = s.trans_a,
                     .trans_b = s.trans_b,
                     .residual = o.residual != nullptr,
+                    .lda = s.trans_a || s.lda == s.k ? 0 : s.lda,
+                    .d_f32 = s.d_f32,
                     .precision = precision,
                     .epilogue = epilogue,
                     // cuBLASLt's A is our B and vice versa.
                     .align_a = Alignment(o.b, batched ? stride_b : 0, bytes),
                     .align_b = Alignment(o.a, batched ? stride_a : 0, bytes),
-                    .align_c = Alignment(c, batched ? stride_c : 0, bytes),
-                    .align_d = Alignment(o.d, batched ? stride_d : 0, bytes)};
+                    .align_c = Alignment(c, batched ? stride_c : 0, d_bytes),
+                    .align_d = Alignment(o.d, batched ? stride_d : 0, d_bytes)};
   Plan* plan = nullptr;
   {
     absl::MutexLock lock(&mu_);

@@ -66,6 +66,12 @@ struct GemmShape {
   int64_t batch = 1;
   bool trans_a = false;
   bool trans_b = false;
+  // Elements between consecutive rows of A (not transposed); 0: K. A wider row takes K columns
+  // of a larger matrix, e.g. one slice of K per batch (with stride_a = K / slices).
+  int64_t lda = 0;
+  // D (and the residual) stored as f32 whatever the precision's storage type (fp32 partial
+  // products of half inputs).
+  bool d_f32 = false;
 };
 
 struct GemmOperands {
@@ -135,6 +141,8 @@ class GemmRunner {
   struct PlanKey {
     int64_t m, n, k, batch, stride_a, stride_b, stride_d, stride_residual;
     bool trans_a, trans_b, residual;
+    int64_t lda;  // 0: K
+    bool d_f32;
     GemmPrecision precision;
     GemmEpilogue epilogue;
     int align_a, align_b, align_c, align_d;
@@ -142,14 +150,14 @@ class GemmRunner {
     friend H AbslHashValue(H h, const PlanKey& key) {
       return H::combine(std::move(h), key.m, key.n, key.k, key.batch, key.stride_a, key.stride_b,
                         key.stride_d, key.stride_residual, key.trans_a, key.trans_b, key.residual,
-                        key.precision, key.epilogue, key.align_a, key.align_b, key.align_c,
-                        key.align_d);
+                        key.lda, key.d_f32, key.precision, key.epilogue, key.align_a, key.align_b,
+                        key.align_c, key.align_d);
     }
     friend bool operator==(const PlanKey& x, const PlanKey& y) {
       auto tie = [](const PlanKey& p) {
         return std::tie(p.m, p.n, p.k, p.batch, p.stride_a, p.stride_b, p.stride_d,
-                        p.stride_residual, p.trans_a, p.trans_b, p.residual, p.precision,
-                        p.epilogue, p.align_a, p.align_b, p.align_c, p.align_d);
+                        p.stride_residual, p.trans_a, p.trans_b, p.residual, p.lda, p.d_f32,
+                        p.precision, p.epilogue, p.align_a, p.align_b, p.align_c, p.align_d);
       };
       return tie(x) == tie(y);
     }

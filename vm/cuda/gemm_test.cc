@@ -225,6 +225,67 @@ class GemmTest : public ::testing::TestWithParam<GemmPrecision> {
   std::unique_ptr<GemmRunner> runner_;
 };
 
+// K cut into slices, one batch each, written as f32 partial products (the split GEMM in front of
+// SplitSumLayerNorm): A's rows are K wide (lda) while each batch reads K / slices of them.
+TEST_P(GemmTest, KSlicesIntoF32Partials) {
+  const GemmPrecision p = GetParam();
+  std::mt19937 rng(77 + static_cast<int>(p));
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  struct Sliced {
+    int64_t m, n, k, slices;
+  };
+  for (const Sliced& c : {Sliced{384, 768, 3072, 2}, Sliced{37, 40, 96, 3}, Sliced{5, 8, 64, 8},
+                          Sliced{128, 64, 768, 1}}) {
+    SCOPED_TRACE(absl::StrFormat("M=%d N=%d K=%d slices=%d", c.m, c.n, c.k, c.slices));
+    std::vector<float> a(c.m * c.k), b(c.k * c.n);
+    for (float& x : a) x = RoundTo(dist(rng), p);
+    for (float& x : b) x = RoundTo(dist(rng), p);
+    NIMBLE_ASSERT_OK_AND_ASSIGN(DeviceBuffer da, Upload(Encode(a, p)));
+    NIMBLE_ASSERT_OK_AND_ASSIGN(DeviceBuffer db, Upload(Encode(b, p)));
+    const int64_t d_bytes = c.slices * c.m * c.n * 4;
+    NIMBLE_ASSERT_OK_AND_ASSIGN(DeviceBuffer dd, Upload(std::vector<uint8_t>(d_bytes, 0xFF)));
+    const int64_t ks = c.k / c.slices;
+    GemmOperands ops{.a = da.data(),
+                     .b = db.data(),
+                     .d = dd.data(),
+                     .stride_a = ks,
+                     .stride_b = ks * c.n,
+                     .stride_d = c.m * c.n};
+    GemmShape shape{.m = c.m, .n = c.n, .k = ks, .batch = c.slices, .lda = c.k, .d_f32 = true};
+    ASSERT_THAT(runner_->Run(shape, p, GemmEpilogue::kNone, ops, stream_->get()), IsOk());
+    std::vector<float> out(c.slices * c.m * c.n);
+    ASSERT_THAT(CudaStatus(cudaMemcpyAsync(out.data(), dd.data(), d_bytes, cudaMemcpyDeviceToHost,
+                                           stream_->get()),
+                           "download"),
+                IsOk());
+    ASSERT_THAT(stream_->Synchronize(), IsOk());
+    double err = 0, norm = 0;
+    for (int64_t s = 0; s < c.slices; ++s) {
+      for (int64_t i = 0; i < c.m; ++i) {
+        for (int64_t j = 0; j < c.n; ++j) {
+          double ref = 0;
+          for (int64_t kk = s * ks; kk < (s + 1) * ks; ++kk)
+            ref += double{a[i * c.k + kk]} * b[kk * c.n + j];
+          const double o = out[(s * c.m + i) * c.n + j];
+          ASSERT_TRUE(std::isfinite(o)) << "slice " << s << " row " << i << " col " << j;
+          err += (o - ref) * (o - ref);
+          norm += ref * ref;
+        }
+      }
+    }
+    // fp32 accumulation and an f32 output: no output rounding to the storage type.
+    EXPECT_LE(std::sqrt(err / norm), p == GemmPrecision::kTF32 ? 2e-3 : 1e-5);
+  }
+  // lda only for A not transposed, at least K; f32 D without bias or activation.
+  GemmOperands none{.a = this, .b = this, .d = this};
+  EXPECT_THAT(runner_->Run({.m = 4, .n = 4, .k = 8, .lda = 4}, p, GemmEpilogue::kNone, none,
+                           stream_->get()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("lda")));
+  EXPECT_THAT(runner_->Run({.m = 4, .n = 4, .k = 8, .d_f32 = true}, p, GemmEpilogue::kBias,
+                           {.a = this, .b = this, .d = this, .bias = this}, stream_->get()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("f32 D")));
+}
+
 TEST_P(GemmTest, MatchesCpuReference) {
   const GemmPrecision p = GetParam();
   std::mt19937 rng(1234 + static_cast<int>(p));

@@ -28,6 +28,8 @@ void RegisterLossKernels(KernelRegistry& registry);
 void RegisterMiscKernels(KernelRegistry& registry);
 // Attention (scaled dot-product, also the target of the fuse-attention pass)
 void RegisterAttentionKernels(KernelRegistry& registry);
+// MatMulSplitK and SplitSumLayerNorm (the split-gemm-layernorm pass's ops).
+void RegisterSplitGemmKernels(KernelRegistry& registry);
 // Resize, Upsample, GridSample, CenterCropPad, Col2Im, AffineGrid, RoiAlign, DeformConv.
 void RegisterImageKernels(KernelRegistry& registry);
 

@@ -15,6 +15,7 @@ void RegisterCpuKernels(KernelRegistry& registry) {
   cpu::RegisterLossKernels(registry);
   cpu::RegisterMiscKernels(registry);
   cpu::RegisterAttentionKernels(registry);
+  cpu::RegisterSplitGemmKernels(registry);
   cpu::RegisterImageKernels(registry);
 }
 

@@ -399,6 +399,37 @@ void CompareHalf(const std::string& op, const Attributes& attrs, std::vector<Ten
               max_ref);
 }
 
+// The split-gemm-layernorm pass's pair: MatMulSplitK's f32 partial products of half inputs
+// (cuBLASLt batched over K slices, rows of A K wide) and SplitSumLayerNorm on the warp-per-row
+// path (cols a multiple of 8 up to 1024, splits 1-4, 6, 8) and the block-per-row one.
+TEST(CudaKernelsTest, SplitGemmLayerNorm) {
+  for (auto [half, tol] :
+       std::vector<std::pair<DType, double>>{{DType::kF16, 4e-3}, {DType::kBF16, 3e-2}}) {
+    for (int64_t splits : {1, 2, 3}) {
+      CompareHalf("MatMulSplitK", A({{"splits", splits}}),
+                  {RandomF32({2, 13, 96}), RandomF32({96, 40})}, {splits, 2, 13, 40}, half, 1e-4,
+                  {}, /*f32_output=*/true);
+    }
+    CompareHalf("MatMulSplitK", A({{"splits", int64_t{2}}}),
+                {RandomF32({384, 3072}, -0.5f, 0.5f), RandomF32({3072, 768}, -0.05f, 0.05f)},
+                {2, 384, 768}, half, 1e-4, {}, /*f32_output=*/true);
+    for (int64_t cols : {768, 1000, 100, 1200}) {
+      for (int64_t splits : {1, 2, 3, 5, 8}) {
+        for (bool f32_output : {false, true}) {
+          CompareHalf("SplitSumLayerNorm", A({{"epsilon", 1e-12}, {"splits", splits}}),
+                      {RandomF32({splits, 3, 5, cols}), RandomF32({cols}), RandomF32({3, 5, cols}),
+                       RandomF32({cols}), RandomF32({cols})},
+                      {3, 5, cols}, half, f32_output ? 1e-4 : tol, {0}, f32_output);
+        }
+      }
+      // Without bias, residual and beta.
+      CompareHalf("SplitSumLayerNorm", A({{"epsilon", 1e-5}}),
+                  {RandomF32({2, 7, cols}), Tensor(), Tensor(), RandomF32({cols}), Tensor()},
+                  {7, cols}, half, tol, {0});
+    }
+  }
+}
+
 // fp16 / bf16 storage: every kernel the precision lowering uses, with bounds of a few units of
 // the output's last place (fp16 2^-11, bf16 2^-8) plus fp32-accumulated GEMM rounding.
 TEST(CudaKernelsTest, HalfPrecisionKernels) {

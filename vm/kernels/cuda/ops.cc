@@ -521,6 +521,47 @@ class GemmKernel final : public CudaKernel {
   const float beta_;
 };
 
+// MatMulSplitK: parts[s] = x[..., slice s of K] * W[slice s of K, :] in f32, one batched GEMM
+// (the front half of the split-gemm-layernorm pass's pair; vm/kernels/cpu/split_gemm.cc).
+class MatMulSplitKKernel final : public CudaKernel {
+ public:
+  explicit MatMulSplitKKernel(int64_t splits) : CudaKernel("MatMulSplitK"), splits_(splits) {}
+  absl::Status RunCuda(const KernelContext& ctx, absl::Span<const Tensor> in,
+                       absl::Span<Tensor> out) const override {
+    if (!Present(in, 0) || !Present(in, 1)) return absl::InvalidArgumentError(op_ + ": x and W");
+    const Tensor& x = in[0];
+    const Tensor& w = in[1];
+    if (!IsGpuFloat(x.dtype()) || w.dtype() != x.dtype() || x.rank() < 1 || w.rank() != 2 ||
+        out[0].dtype() != DType::kF32) {
+      return absl::InvalidArgumentError(absl::StrCat(op_, " on cuda: x ", x.TypeString(), ", W ",
+                                                     w.TypeString(), " -> ", out[0].TypeString(),
+                                                     " (f32)"));
+    }
+    const int64_t k = w.dim(0), n = w.dim(1);
+    const int64_t rows = k > 0 ? x.num_elements() / k : 0;
+    if (x.dim(x.rank() - 1) != k || k % splits_ != 0 ||
+        out[0].num_elements() != splits_ * rows * n) {
+      return absl::InvalidArgumentError(absl::StrCat(op_, ": x ", x.TypeString(), " by W ",
+                                                     w.TypeString(), " in ", splits_,
+                                                     " slices into ", out[0].TypeString()));
+    }
+    if (out[0].num_elements() == 0) return absl::OkStatus();
+    NIMBLE_ASSIGN_OR_RETURN(cuda::GemmRunner * gemm, cuda_device::Gemm(ctx.device.ordinal));
+    const int64_t ks = k / splits_;
+    cuda::GemmShape shape;
+    shape.m = rows, shape.n = n, shape.k = ks, shape.batch = splits_;
+    shape.lda = k, shape.d_f32 = true;
+    cuda::GemmOperands operands;
+    operands.a = x.raw_data(), operands.b = w.raw_data(), operands.d = out[0].raw_data();
+    operands.stride_a = ks, operands.stride_b = ks * n, operands.stride_d = rows * n;
+    return gemm->Run(shape, GemmPrecisionOf(x.dtype(), false), cuda::GemmEpilogue::kNone, operands,
+                     StreamOf(ctx));
+  }
+
+ private:
+  const int64_t splits_;
+};
+
 // ---- Normalisation, attention
 
 int64_t NormAxis(int64_t axis, int rank) { return axis < 0 ? axis + rank : axis; }
@@ -566,6 +607,49 @@ class LayerNormKernel final : public CudaKernel {
 
  private:
   const int64_t axis_;
+  const float epsilon_;
+};
+
+// SplitSumLayerNorm(parts f32 [S, ..., N], bias?, residual?, gamma, beta?): the back half.
+class SplitSumLayerNormKernel final : public CudaKernel {
+ public:
+  explicit SplitSumLayerNormKernel(float epsilon)
+      : CudaKernel("SplitSumLayerNorm"), epsilon_(epsilon) {}
+  absl::Status RunCuda(const KernelContext& ctx, absl::Span<const Tensor> in,
+                       absl::Span<Tensor> out) const override {
+    if (!Present(in, 0) || in[0].dtype() != DType::kF32 || in[0].rank() < 2 || !Present(in, 3)) {
+      return absl::InvalidArgumentError(op_ + ": f32 partial products [S, ..., N] and gamma");
+    }
+    const Tensor& parts = in[0];
+    const DType type = in[3].dtype();
+    const Shape y_shape(parts.shape().begin() + 1, parts.shape().end());
+    const int64_t splits = parts.dim(0), n = y_shape.back();
+    const int64_t rows = n > 0 ? parts.num_elements() / splits / n : 0;
+    Tensor& y = out[0];
+    if (type == DType::kF32 || !IsGpuFloat(type) || y.shape() != y_shape ||
+        (y.dtype() != type && y.dtype() != DType::kF32)) {
+      return absl::InvalidArgumentError(absl::StrCat(op_, " on cuda: gamma ", in[3].TypeString(),
+                                                     " (f16 or bf16), output ", y.TypeString(),
+                                                     " for ", parts.TypeString()));
+    }
+    const void* param[5] = {};
+    for (int i = 1; i < 5; ++i) {
+      if (!Present(in, i)) continue;
+      if (in[i].dtype() != type ||
+          (i == 2 ? in[i].shape() != y_shape : in[i].num_elements() != n)) {
+        return absl::InvalidArgumentError(absl::StrCat(op_, ": input ", i, " ", in[i].TypeString(),
+                                                       " for output ", y.TypeString()));
+      }
+      param[i] = in[i].raw_data();
+    }
+    return Launch(ops::SplitSumLayerNorm(static_cast<const float*>(parts.raw_data()),
+                                         static_cast<int>(splits), rows * n, param[1], param[2],
+                                         param[3], param[4], y.raw_data(), rows, n, epsilon_,
+                                         FloatTypeOf(type), FloatTypeOf(y.dtype()), StreamOf(ctx)),
+                  op_);
+  }
+
+ private:
   const float epsilon_;
 };
 
@@ -1166,6 +1250,38 @@ void RegisterCudaKernels(KernelRegistry& r) {
         return Make<GemmKernel>(spec, static_cast<float>(a.GetOr<double>("beta", 1.0)));
       },
       matmul_traits);
+  reg(
+      "MatMulSplitK",
+      [](const Attributes& a) -> absl::StatusOr<KernelPtr> {
+        const int64_t splits = a.GetOr<int64_t>("splits", 1);
+        if (splits < 1 || splits > ops::kMaxSplitSumParts) {
+          return absl::InvalidArgumentError(absl::StrCat("MatMulSplitK on cuda: splits ", splits,
+                                                         " is not 1..", ops::kMaxSplitSumParts));
+        }
+        return Make<MatMulSplitKKernel>(splits);
+      },
+      KernelTraits{{},
+                   [](absl::Span<const DType> in, absl::Span<const DType> out, const Attributes&) {
+                     return in.size() == 2 && out.size() == 1 && IsGpuFloat(in[0]) &&
+                            in[1] == in[0] && out[0] == DType::kF32;
+                   }});
+  reg(
+      "SplitSumLayerNorm",
+      [](const Attributes& a) {
+        return Make<SplitSumLayerNormKernel>(static_cast<float>(a.GetOr<double>("epsilon", 1e-5)));
+      },
+      KernelTraits{{},
+                   [](absl::Span<const DType> in, absl::Span<const DType> out, const Attributes&) {
+                     if (in.size() < 4 || out.size() != 1 || in[0] != DType::kF32 ||
+                         (in[3] != DType::kF16 && in[3] != DType::kBF16) ||
+                         (out[0] != in[3] && out[0] != DType::kF32)) {
+                       return false;
+                     }
+                     for (size_t i = 1; i < in.size(); ++i) {
+                       if (in[i] != DType::kInvalid && in[i] != in[3]) return false;
+                     }
+                     return true;
+                   }});
   reg(
       "LayerNormalization",
       [](const Attributes& a) {

@@ -455,6 +455,38 @@ __global__ void LayerNormWarpKernel(const T* x, const T* gamma, const T* beta, T
   }
 }
 
+// SplitSumLayerNorm for any row length, splits and alignment: a block per row, the row's sums
+// recomputed in each of the three passes (the warp-per-row kernel below is the fast path).
+template <typename T, typename TO>
+__global__ void SplitSumLayerNormBlockKernel(const float* parts, int splits, int64_t part_stride,
+                                             const T* bias, const T* residual, const T* gamma,
+                                             const T* beta, TO* y, int64_t cols, float epsilon) {
+  WaitForPrimary();  // launched with LaunchPdl
+  const int64_t row = blockIdx.x;
+  auto value = [&](int64_t c) {
+    float v = 0.0f;
+    for (int s = 0; s < splits; ++s) v += parts[s * part_stride + row * cols + c];
+    if (bias != nullptr) v += Ld(bias + c);
+    if (residual != nullptr) v += Ld(residual + row * cols + c);
+    return v;
+  };
+  float sum = 0.0f;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) sum += value(c);
+  const float mean = BlockReduce<false>(sum) / static_cast<float>(cols);
+  float sq = 0.0f;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    const float d = value(c) - mean;
+    sq += d * d;
+  }
+  const float rstd = rsqrtf(BlockReduce<false>(sq) / static_cast<float>(cols) + epsilon);
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    float v = (value(c) - mean) * rstd;
+    if (gamma != nullptr) v *= Ld(gamma + c);
+    if (beta != nullptr) v += Ld(beta + c);
+    St(y + row * cols + c, v);
+  }
+}
+
 // SplitSumLayerNorm with a warp per row of at most 32 * 8 * V columns: each lane owns V chunks
 // of 8 columns, sums the S fp32 partial products, bias and residual of each, and normalises the
 // row in registers (fp32 throughout).
@@ -1872,17 +1904,17 @@ cudaError_t SplitSumLayerNorm(const float* parts, int splits, int64_t part_strid
                               int64_t rows, int64_t cols, float epsilon, FloatType type,
                               FloatType out_type, cudaStream_t stream) {
   if (rows == 0 || cols == 0) return cudaSuccess;
-  const int vectors = static_cast<int>((cols + 255) / 256);
-  if (rows > 2147483647LL || type == FloatType::kF32 || cols % 8 != 0 || vectors > 4 ||
-      splits < 1 || splits > kMaxSplitSumParts ||
+  if (rows > 2147483647LL || type == FloatType::kF32 || splits < 1 ||
       (out_type != type && out_type != FloatType::kF32)) {
     return cudaErrorInvalidValue;
   }
+  const int vectors = static_cast<int>((cols + 255) / 256);
+  bool fast = cols % 8 == 0 && vectors <= 4 && (splits <= 4 || splits == 6 || splits == 8) &&
+              (splits == 1 || part_stride % 4 == 0);
   for (const void* p : {static_cast<const void*>(parts), bias, residual, gamma, beta,
                         static_cast<const void*>(y)}) {
-    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return cudaErrorInvalidValue;
+    fast = fast && reinterpret_cast<uintptr_t>(p) % 16 == 0;
   }
-  if (splits > 1 && part_stride % 4 != 0) return cudaErrorInvalidValue;
   return Dispatch(type, [&](auto tag) -> cudaError_t {
     using T = decltype(tag);
     if constexpr (sizeof(T) != 2) {
@@ -1890,6 +1922,14 @@ cudaError_t SplitSumLayerNorm(const float* parts, int splits, int64_t part_strid
     } else {
       auto launch = [&](auto out_tag) {
         using TO = decltype(out_tag);
+        if (!fast) {
+          const int threads = cols <= 128 ? 64 : cols <= 512 ? 128 : 256;
+          return LaunchPdl(SplitSumLayerNormBlockKernel<T, TO>, static_cast<unsigned>(rows),
+                           threads, 0, stream, parts, splits, part_stride,
+                           static_cast<const T*>(bias), static_cast<const T*>(residual),
+                           static_cast<const T*>(gamma), static_cast<const T*>(beta),
+                           static_cast<TO*>(y), cols, epsilon);
+        }
         auto by_splits = [&](auto v) {
           constexpr int V = decltype(v)::value;
           auto go = [&](auto kernel) {

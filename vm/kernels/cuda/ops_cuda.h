@@ -110,8 +110,9 @@ cudaError_t LayerNorm(const void* x, const void* gamma, const void* beta, void* 
 // The end of a GEMM whose K was split into `splits` slices (partial products in fp32, slice s
 // at parts + s * part_stride, each rows x cols): per row, y = LayerNorm(sum_s parts[s] + bias +
 // residual) * gamma + beta, statistics in fp32. bias (cols), residual (rows x cols), gamma and
-// beta are of `type` (f16 or bf16; any may be null), y of `type` or f32. cols: a multiple of 8,
-// at most 1024; splits 1, 2, 3, 4, 6 or 8; every pointer 16-byte aligned.
+// beta are of `type` (f16 or bf16; any may be null), y of `type` or f32. A warp a row when cols
+// is a multiple of 8 up to 1024, splits is 1-4, 6 or 8 and every pointer is 16-byte aligned;
+// a block a row otherwise.
 inline constexpr int kMaxSplitSumParts = 8;
 cudaError_t SplitSumLayerNorm(const float* parts, int splits, int64_t part_stride, const void* bias,
                               const void* residual, const void* gamma, const void* beta, void* y,

@@ -1,0 +1,199 @@
+// A GEMM whose K is cut into slices with its LayerNorm (compiler/transforms/split_gemm_layernorm.h,
+// a GPU pass; these CPU kernels are its reference and fallback):
+//
+//   MatMulSplitK(x [..., K], W [K, N]) {splits = S}  ->  parts f32 [S, ..., N]
+//       parts[s] = x[..., s*K/S : (s+1)*K/S] * W[s*K/S : (s+1)*K/S, :]
+//   SplitSumLayerNorm(parts, bias?, residual?, gamma, beta?) {epsilon}  ->  y [..., N]
+//       y = LayerNorm(sum_s parts[s] + bias + residual) * gamma + beta   (last axis)
+//
+// x, W, bias, residual, gamma and beta share a float type; y is of that type or f32.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "vm/kernels/cpu/cpu_kernels.h"
+#include "vm/kernels/cpu/elementwise_internal.h"
+#include "vm/kernels/cpu/onednn_util.h"
+#include "vm/kernels/kernel.h"
+
+namespace nimble::vm::cpu {
+namespace {
+
+bool IsGemmFloat(DType d) { return d == DType::kF32 || IsHalf(d); }
+
+absl::StatusOr<Tensor> AsF32(const Tensor& t, absl::string_view op) {
+  if (t.dtype() == DType::kF32) return t;
+  return CastTo(t, DType::kF32, op);
+}
+
+class MatMulSplitKKernel final : public Kernel {
+ public:
+  explicit MatMulSplitKKernel(int64_t splits) : splits_(splits) {}
+  absl::Status Run(const KernelContext& ctx, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    constexpr absl::string_view kOp = "MatMulSplitK";
+    NIMBLE_RETURN_IF_ERROR(CheckArity(kOp, inputs, 2, 2, outputs, 1));
+    NIMBLE_RETURN_IF_ERROR(CheckRequired(kOp, inputs, 2));
+    const Tensor& x = inputs[0];
+    const Tensor& w = inputs[1];
+    if (!IsGemmFloat(x.dtype()) || w.dtype() != x.dtype() || x.rank() < 1 || w.rank() != 2) {
+      return absl::InvalidArgumentError(absl::StrCat(kOp, ": x ", x.TypeString(), " and W ",
+                                                     w.TypeString(), " (2-D, same float type)"));
+    }
+    const int64_t k = w.dim(0), n = w.dim(1);
+    if (x.dim(x.rank() - 1) != k || k % splits_ != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(kOp, ": x ", x.TypeString(), " by W ",
+                                                     w.TypeString(), " in ", splits_, " slices"));
+    }
+    const int64_t rows = x.num_elements() / std::max<int64_t>(k, 1);
+    Shape out_shape = {splits_};
+    out_shape.insert(out_shape.end(), x.shape().begin(), x.shape().end() - 1);
+    out_shape.push_back(n);
+    NIMBLE_RETURN_IF_ERROR(CheckOutput(kOp, outputs[0], DType::kF32, out_shape));
+    if (outputs[0].num_elements() == 0) return absl::OkStatus();
+    NIMBLE_ASSIGN_OR_RETURN(Tensor xf, AsF32(x, kOp));
+    NIMBLE_ASSIGN_OR_RETURN(Tensor wf, AsF32(w, kOp));
+    const int64_t ks = k / splits_;
+    const float* xp = xf.data<float>();
+    const float* wp = wf.data<float>();
+    float* out = outputs[0].data<float>();
+    for (int64_t s = 0; s < splits_; ++s) {
+      float* part = out + s * rows * n;
+      if (ks == 0) {
+        std::fill(part, part + rows * n, 0.0f);
+        continue;
+      }
+      NIMBLE_RETURN_IF_ERROR(onednn::Sgemm(ctx.num_threads, false, false, rows, n, ks, 1.0f,
+                                           xp + s * ks, k, wp + s * ks * n, n, 0.0f, part, n));
+    }
+    return absl::OkStatus();
+  }
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    if (inputs.size() != 2 || !inputs[0].defined() || !inputs[1].defined() ||
+        inputs[0].rank() < 1 || inputs[1].rank() != 2 || output_shapes.size() != 1) {
+      return absl::InvalidArgumentError("MatMulSplitK: x [..., K] and W [K, N]");
+    }
+    Shape out = {splits_};
+    out.insert(out.end(), inputs[0].shape().begin(), inputs[0].shape().end() - 1);
+    out.push_back(inputs[1].dim(1));
+    output_shapes[0] = std::move(out);
+    return absl::OkStatus();
+  }
+
+ private:
+  const int64_t splits_;
+};
+
+class SplitSumLayerNormKernel final : public Kernel {
+ public:
+  explicit SplitSumLayerNormKernel(double epsilon) : epsilon_(epsilon) {}
+  absl::Status Run(const KernelContext&, absl::Span<const Tensor> inputs,
+                   absl::Span<Tensor> outputs) const override {
+    constexpr absl::string_view kOp = "SplitSumLayerNorm";
+    NIMBLE_RETURN_IF_ERROR(CheckArity(kOp, inputs, 4, 5, outputs, 1));
+    const Tensor& parts = inputs[0];
+    if (!parts.defined() || parts.dtype() != DType::kF32 || parts.rank() < 2 || inputs.size() < 4 ||
+        !inputs[3].defined()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(kOp, ": f32 partial products [S, ..., N] and gamma are required"));
+    }
+    NIMBLE_RETURN_IF_ERROR(CheckRequired(kOp, inputs, 1));
+    const DType type = inputs[3].dtype();
+    const Shape y_shape(parts.shape().begin() + 1, parts.shape().end());
+    const int64_t splits = parts.dim(0), n = y_shape.back();
+    const int64_t rows = n == 0 ? 0 : parts.num_elements() / splits / n;
+    if (!IsGemmFloat(type)) {
+      return absl::InvalidArgumentError(absl::StrCat(kOp, ": gamma ", inputs[3].TypeString()));
+    }
+    const Tensor& y = outputs[0];
+    if (y.dtype() != type && y.dtype() != DType::kF32) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(kOp, ": output ", y.TypeString(), " for ", DTypeName(type), " inputs"));
+    }
+    NIMBLE_RETURN_IF_ERROR(CheckOutput(kOp, y, y.dtype(), y_shape));
+    // bias (1), gamma (3), beta (4): N elements; residual (2): the output's shape.
+    std::vector<float> param[5];
+    for (int i = 1; i < static_cast<int>(inputs.size()); ++i) {
+      if (!inputs[i].defined()) continue;
+      const Tensor& t = inputs[i];
+      const bool full = i == 2;
+      if (t.dtype() != type || (full ? t.shape() != y_shape : t.num_elements() != n)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(kOp, ": input ", i, " ", t.TypeString(), " for output ", y.TypeString()));
+      }
+      NIMBLE_ASSIGN_OR_RETURN(Tensor f, AsF32(t, kOp));
+      param[i].assign(f.data<float>(), f.data<float>() + f.num_elements());
+    }
+    const float* p = parts.data<float>();
+    std::vector<float> row(n), out_row(n);
+    for (int64_t r = 0; r < rows; ++r) {
+      double sum = 0;
+      for (int64_t c = 0; c < n; ++c) {
+        float v = 0;
+        for (int64_t s = 0; s < splits; ++s) v += p[(s * rows + r) * n + c];
+        if (!param[1].empty()) v += param[1][c];
+        if (!param[2].empty()) v += param[2][r * n + c];
+        row[c] = v;
+        sum += v;
+      }
+      const double mean = sum / static_cast<double>(n);
+      double sq = 0;
+      for (int64_t c = 0; c < n; ++c) sq += (row[c] - mean) * (row[c] - mean);
+      const double rstd = 1.0 / std::sqrt(sq / static_cast<double>(n) + epsilon_);
+      for (int64_t c = 0; c < n; ++c) {
+        double v = (row[c] - mean) * rstd * param[3][c];
+        if (!param[4].empty()) v += param[4][c];
+        out_row[c] = static_cast<float>(v);
+      }
+      if (y.dtype() == DType::kF32) {
+        std::copy(out_row.begin(), out_row.end(), outputs[0].data<float>() + r * n);
+      } else {
+        FloatToHalf(type, out_row.data(), static_cast<char*>(outputs[0].raw_data()) + r * n * 2, n);
+      }
+    }
+    return absl::OkStatus();
+  }
+  absl::Status OutputShapes(absl::Span<const Tensor> inputs,
+                            absl::Span<Shape> output_shapes) const override {
+    if (inputs.empty() || !inputs[0].defined() || inputs[0].rank() < 2 ||
+        output_shapes.size() != 1) {
+      return absl::InvalidArgumentError("SplitSumLayerNorm: partial products [S, ..., N]");
+    }
+    output_shapes[0] = Shape(inputs[0].shape().begin() + 1, inputs[0].shape().end());
+    return absl::OkStatus();
+  }
+
+ private:
+  const double epsilon_;
+};
+
+}  // namespace
+
+void RegisterSplitGemmKernels(KernelRegistry& registry) {
+  registry.Register("MatMulSplitK", DeviceType::kCPU,
+                    [](const Attributes& a) -> absl::StatusOr<std::unique_ptr<Kernel>> {
+                      const int64_t splits = a.GetOr<int64_t>("splits", 1);
+                      if (splits < 1 || splits > 64) {
+                        return absl::InvalidArgumentError(
+                            absl::StrCat("MatMulSplitK: splits ", splits, " is not 1..64"));
+                      }
+                      return std::unique_ptr<Kernel>(std::make_unique<MatMulSplitKKernel>(splits));
+                    });
+  registry.Register(
+      "SplitSumLayerNorm", DeviceType::kCPU,
+      [](const Attributes& a) -> absl::StatusOr<std::unique_ptr<Kernel>> {
+        const double epsilon = a.GetOr<double>("epsilon", 1e-5);
+        if (!(epsilon >= 0)) {
+          return absl::InvalidArgumentError("SplitSumLayerNorm: epsilon < 0");
+        }
+        return std::unique_ptr<Kernel>(std::make_unique<SplitSumLayerNormKernel>(epsilon));
+      });
+}
+
+}  // namespace nimble::vm::cpu

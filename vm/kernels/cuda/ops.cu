@@ -1899,6 +1899,17 @@ cudaError_t LayerNorm(const void* x, const void* gamma, const void* beta, void* 
   });
 }
 
+// Rows (warps) a block of the warp-per-row SplitSumLayerNorm: NIMBLE_SPLIT_LN_ROWS=1, 2 or 4
+// (A/B measurements), default 4 as LayerNorm's.
+int SplitSumRowsPerBlock() {
+  static const int rows = [] {
+    const char* v = std::getenv("NIMBLE_SPLIT_LN_ROWS");
+    const int r = v != nullptr ? std::atoi(v) : kWarpRowsPerBlock;
+    return r == 1 || r == 2 || r == 4 || r == 8 ? r : kWarpRowsPerBlock;
+  }();
+  return rows;
+}
+
 cudaError_t SplitSumLayerNorm(const float* parts, int splits, int64_t part_stride, const void* bias,
                               const void* residual, const void* gamma, const void* beta, void* y,
                               int64_t rows, int64_t cols, float epsilon, FloatType type,
@@ -1930,14 +1941,15 @@ cudaError_t SplitSumLayerNorm(const float* parts, int splits, int64_t part_strid
                            static_cast<const T*>(gamma), static_cast<const T*>(beta),
                            static_cast<TO*>(y), cols, epsilon);
         }
+        const int per_block = SplitSumRowsPerBlock();
+        const auto blocks = static_cast<unsigned>((rows + per_block - 1) / per_block);
         auto by_splits = [&](auto v) {
           constexpr int V = decltype(v)::value;
           auto go = [&](auto kernel) {
-            return LaunchPdl(kernel, WarpRowBlocks(rows), 32 * kWarpRowsPerBlock, 0, stream, parts,
-                             part_stride, static_cast<const T*>(bias),
-                             static_cast<const T*>(residual), static_cast<const T*>(gamma),
-                             static_cast<const T*>(beta), static_cast<TO*>(y), rows,
-                             static_cast<int>(cols), epsilon);
+            return LaunchPdl(kernel, blocks, 32 * per_block, 0, stream, parts, part_stride,
+                             static_cast<const T*>(bias), static_cast<const T*>(residual),
+                             static_cast<const T*>(gamma), static_cast<const T*>(beta),
+                             static_cast<TO*>(y), rows, static_cast<int>(cols), epsilon);
           };
           switch (splits) {
             case 1:

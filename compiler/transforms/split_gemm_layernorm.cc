@@ -93,7 +93,7 @@ absl::StatusOr<int> SplitGemmLayerNorms(Module& module) {
     const int64_t axis = ln->attrs().GetOr<int64_t>("axis", -1);
     if (axis != -1 && axis != yt.rank() - 1) continue;
     const int64_t k = w->constant()->dim(0), n = w->constant()->dim(1);
-    if (*x_k->AsConst() != k || n % 8 != 0 || n > 1024 || m <= 0) continue;
+    if (*x_k->AsConst() != k || k <= 0 || n <= 0 || n % 8 != 0 || n > 1024 || m <= 0) continue;
     const int64_t splits = Splits(m, k);
     if (splits <= 0 || splits > 8 || k % splits != 0 || (k / splits) % 8 != 0) continue;
 

@@ -19,6 +19,9 @@
 // M >= 96 and 4 below, and only where K / S is a multiple of 8. NIMBLE_SPLIT_GEMM_LN_SPLITS=<S>
 // (compile time) forces S for K >= 1536 and NIMBLE_SPLIT_GEMM_LN_SMALL_K=0 leaves K < 1536 alone
 // (A/B measurements).
+//
+// The driver runs the pass only with NIMBLE_SPLIT_GEMM_LN=1 at compile time until the whole
+// model has been measured with it on a GPU (bench/results/gpu/run-2026-12-07g/call3.sh).
 #pragma once
 
 #include "absl/status/statusor.h"

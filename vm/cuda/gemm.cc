@@ -332,16 +332,6 @@ static bool WideTuneFromEnv() {
   return wide;
 }
 
-// Whether tuning also tries SplitCandidates (NIMBLE_GEMM_TUNE_SPLIT=1; off by default until
-// measured in the model).
-static bool SplitTuneFromEnv() {
-  static const bool split = [] {
-    const char* v = std::getenv("NIMBLE_GEMM_TUNE_SPLIT");
-    return v != nullptr && v[0] == '1';
-  }();
-  return split;
-}
-
 void GemmRunner::SetAutotune(bool on) {
   absl::MutexLock lock(&mu_);
   autotune_ = on;
@@ -376,13 +366,12 @@ std::pair<std::string, std::string> GemmRunner::TuneCachePath(const PlanKey& key
   const std::string text = absl::StrFormat(
       "nimble-gemm-tune 2 %s sm_%d%d sms %d cublasLt %d workspace %d | m %d n %d k %d batch %d "
       "strides %d %d %d %d trans %d %d residual %d precision %s epilogue %s align %d %d %d %d "
-      "lda %d d_f32 %d wide %d split %d",
+      "lda %d d_f32 %d wide %d",
       prop.name, prop.major, prop.minor, prop.multiProcessorCount,
       static_cast<int64_t>(cublasLtGetVersion()), workspace_bytes_, key.m, key.n, key.k, key.batch,
       key.stride_a, key.stride_b, key.stride_d, key.stride_residual, key.trans_a, key.trans_b,
       key.residual, PrecisionName(key.precision), EpilogueName(key.epilogue), key.align_a,
-      key.align_b, key.align_c, key.align_d, key.lda, key.d_f32, WideTuneFromEnv(),
-      SplitTuneFromEnv());
+      key.align_b, key.align_c, key.align_d, key.lda, key.d_f32, WideTuneFromEnv());
   uint64_t hash = 1469598103934665603ull;  // FNV-1a: the same in every process
   for (unsigned char ch : text) hash = (hash ^ ch) * 1099511628211ull;
   return {absl::StrFormat("%s/%016x.algo", dir, hash), text};
@@ -495,73 +484,6 @@ std::vector<cublasLtMatmulAlgo_t> GemmRunner::WidenCandidates(const Plan& plan) 
   return out;
 }
 
-// At M = 384 BERT-base's N = 768 GEMMs run as 72 blocks of 64x64 tiles (cuBLASLt's first answer
-// and everything WidenCandidates finds), each streaming (64 + 64) x K operands through one
-// multiprocessor while 60 stand idle. Larger tiles split over K put more multiprocessors to
-// work on fewer bytes each (at the price of a reduction of the partial sums). The exhaustive
-// search only split its small-tile winners 2-4 ways; vm_cuda_gemm_algo_search_bench --split
-// times these forms.
-std::vector<cublasLtMatmulAlgo_t> GemmRunner::SplitCandidates(const Plan& plan,
-                                                              const PlanKey& key) const {
-  struct Tile {
-    uint32_t id;
-    int64_t rows, cols;  // along cuBLASLt's m (the output's columns, key.n) and n (key.m)
-  };
-  constexpr Tile kTiles[] = {
-      {CUBLASLT_MATMUL_TILE_64x64, 64, 64},     {CUBLASLT_MATMUL_TILE_64x128, 64, 128},
-      {CUBLASLT_MATMUL_TILE_128x64, 128, 64},   {CUBLASLT_MATMUL_TILE_128x128, 128, 128},
-      {CUBLASLT_MATMUL_TILE_64x256, 64, 256},   {CUBLASLT_MATMUL_TILE_256x64, 256, 64},
-      {CUBLASLT_MATMUL_TILE_128x256, 128, 256}, {CUBLASLT_MATMUL_TILE_256x128, 256, 128},
-      {CUBLASLT_MATMUL_TILE_128x192, 128, 192}, {CUBLASLT_MATMUL_TILE_192x128, 192, 128}};
-  constexpr int32_t kSplits[] = {2, 3, 4, 5, 6, 8, 12, 16};
-  constexpr uint32_t kReductions[] = {CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE,
-                                      CUBLASLT_REDUCTION_SCHEME_INPLACE};
-  std::vector<cublasLtMatmulAlgo_t> out;
-  if (plan.candidates.empty()) return out;
-  int sms = 0;
-  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device_) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return out;
-  }
-  const cublasLtMatmulAlgo_t& base = plan.candidates.front();
-  uint32_t reductions = 0;
-  size_t written = 0;
-  if (cublasLtMatmulAlgoCapGetAttribute(&base, CUBLASLT_ALGO_CAP_REDUCTION_SCHEME_MASK, &reductions,
-                                        sizeof(reductions), &written) != CUBLAS_STATUS_SUCCESS) {
-    return out;
-  }
-  for (const Tile& tile : kTiles) {
-    const int64_t tiles =
-        (key.n + tile.rows - 1) / tile.rows * ((key.m + tile.cols - 1) / tile.cols) * key.batch;
-    for (int32_t split : kSplits) {
-      const int64_t blocks = tiles * split;
-      if (blocks > sms || 2 * blocks < sms || key.k / split < 64) continue;
-      for (uint32_t reduction : kReductions) {
-        if ((reductions & reduction) == 0) continue;
-        cublasLtMatmulAlgo_t algo = base;
-        if (cublasLtMatmulAlgoConfigSetAttribute(&algo, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile.id,
-                                                 sizeof(tile.id)) != CUBLAS_STATUS_SUCCESS ||
-            cublasLtMatmulAlgoConfigSetAttribute(&algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &split,
-                                                 sizeof(split)) != CUBLAS_STATUS_SUCCESS ||
-            cublasLtMatmulAlgoConfigSetAttribute(&algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME,
-                                                 &reduction,
-                                                 sizeof(reduction)) != CUBLAS_STATUS_SUCCESS) {
-          continue;
-        }
-        cublasLtMatmulHeuristicResult_t result = {};
-        if (cublasLtMatmulAlgoCheck(handle_, plan.desc.get(), plan.lt_a.get(), plan.lt_b.get(),
-                                    plan.lt_c.get(), plan.lt_d.get(), &algo,
-                                    &result) == CUBLAS_STATUS_SUCCESS &&
-            result.state == CUBLAS_STATUS_SUCCESS &&
-            result.workspaceSize <= static_cast<size_t>(workspace_bytes_)) {
-          out.push_back(algo);
-        }
-      }
-    }
-  }
-  return out;
-}
-
 absl::StatusOr<bool> GemmRunner::Tune(Plan& plan, const PlanKey& key, const GemmOperands& o,
                                       const void* c, cudaStream_t stream, bool* decided) {
   *decided = false;
@@ -571,9 +493,6 @@ absl::StatusOr<bool> GemmRunner::Tune(Plan& plan, const PlanKey& key, const Gemm
   std::vector<cublasLtMatmulAlgo_t> candidates = plan.candidates;
   if (WideTuneFromEnv()) {
     for (const auto& algo : WidenCandidates(plan)) candidates.push_back(algo);
-  }
-  if (SplitTuneFromEnv()) {
-    for (const auto& algo : SplitCandidates(plan, key)) candidates.push_back(algo);
   }
   if (candidates.size() < 2) {
     *decided = true;  // nothing to choose from

@@ -194,10 +194,6 @@ class GemmRunner {
   // Variants of the heuristic's first answers (cluster shapes, custom options) that cuBLASLt
   // accepts for the plan and the plan's candidates do not already hold.
   std::vector<cublasLtMatmulAlgo_t> WidenCandidates(const Plan& plan) const;
-  // With NIMBLE_GEMM_TUNE_SPLIT=1: the heuristic's first answer with larger tiles split over K
-  // (2-16 ways), those whose blocks fill between about half and all of the multiprocessors in
-  // one wave and that cuBLASLt accepts for the plan.
-  std::vector<cublasLtMatmulAlgo_t> SplitCandidates(const Plan& plan, const PlanKey& key) const;
   // The tune cache's file for `key` ("" without a cache directory) and the key's full text
   // (stored in the file and compared on reading, so a hash collision is a miss).
   std::pair<std::string, std::string> TuneCachePath(const PlanKey& key) const;

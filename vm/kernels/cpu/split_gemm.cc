@@ -50,7 +50,8 @@ class MatMulSplitKKernel final : public Kernel {
       return absl::InvalidArgumentError(absl::StrCat(kOp, ": x ", x.TypeString(), " by W ",
                                                      w.TypeString(), " in ", splits_, " slices"));
     }
-    const int64_t rows = x.num_elements() / std::max<int64_t>(k, 1);
+    int64_t rows = 1;
+    for (int i = 0; i + 1 < x.rank(); ++i) rows *= x.dim(i);
     Shape out_shape = {splits_};
     out_shape.insert(out_shape.end(), x.shape().begin(), x.shape().end() - 1);
     out_shape.push_back(n);
@@ -107,7 +108,9 @@ class SplitSumLayerNormKernel final : public Kernel {
     const DType type = inputs[3].dtype();
     const Shape y_shape(parts.shape().begin() + 1, parts.shape().end());
     const int64_t splits = parts.dim(0), n = y_shape.back();
-    const int64_t rows = n == 0 ? 0 : parts.num_elements() / splits / n;
+    int64_t rows = 1;
+    for (size_t i = 0; i + 1 < y_shape.size(); ++i) rows *= y_shape[i];
+    if (splits < 1) return absl::InvalidArgumentError(absl::StrCat(kOp, ": no partial products"));
     if (!IsGemmFloat(type)) {
       return absl::InvalidArgumentError(absl::StrCat(kOp, ": gamma ", inputs[3].TypeString()));
     }

@@ -113,6 +113,15 @@ TEST(SplitGemmTest, BadInputIsAnError) {
               StatusIs(absl::StatusCode::kInvalidArgument));
   NIMBLE_ASSERT_OK_AND_ASSIGN(
       auto parts, RunOp("MatMulSplitK", Attrs({{"splits", int64_t{2}}}), {x, w}, 1, {DType::kF32}));
+  // No partial products at all.
+  EXPECT_THAT(
+      RunOp("SplitSumLayerNorm", {}, {F({}, {0, 3, 2}), Tensor(), Tensor(), F({1, 1}, {2})}),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no partial products")));
+  // K = 0: empty products are zeros.
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto empty, RunOp("MatMulSplitK", Attrs({{"splits", int64_t{2}}}),
+                                                {F({}, {3, 0}), F({}, {0, 2})}, 1, {DType::kF32}));
+  EXPECT_THAT(Values<float>(empty[0]), ::testing::Each(0.0f));
+  EXPECT_EQ(empty[0].shape(), (Shape{2, 3, 2}));
   // gamma is required; a residual of the wrong shape is refused.
   EXPECT_THAT(RunOp("SplitSumLayerNorm", {}, {parts[0], Tensor(), Tensor(), Tensor()}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("gamma")));

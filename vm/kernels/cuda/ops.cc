@@ -538,7 +538,8 @@ class MatMulSplitKKernel final : public CudaKernel {
                                                      " (f32)"));
     }
     const int64_t k = w.dim(0), n = w.dim(1);
-    const int64_t rows = k > 0 ? x.num_elements() / k : 0;
+    int64_t rows = 1;
+    for (int i = 0; i + 1 < x.rank(); ++i) rows *= x.dim(i);
     if (x.dim(x.rank() - 1) != k || k % splits_ != 0 ||
         out[0].num_elements() != splits_ * rows * n) {
       return absl::InvalidArgumentError(absl::StrCat(op_, ": x ", x.TypeString(), " by W ",
@@ -546,6 +547,9 @@ class MatMulSplitKKernel final : public CudaKernel {
                                                      " slices into ", out[0].TypeString()));
     }
     if (out[0].num_elements() == 0) return absl::OkStatus();
+    if (k == 0) {  // empty products
+      return Launch(cudaMemsetAsync(out[0].raw_data(), 0, out[0].nbytes(), StreamOf(ctx)), op_);
+    }
     NIMBLE_ASSIGN_OR_RETURN(cuda::GemmRunner * gemm, cuda_device::Gemm(ctx.device.ordinal));
     const int64_t ks = k / splits_;
     cuda::GemmShape shape;
@@ -624,8 +628,10 @@ class SplitSumLayerNormKernel final : public CudaKernel {
     const DType type = in[3].dtype();
     const Shape y_shape(parts.shape().begin() + 1, parts.shape().end());
     const int64_t splits = parts.dim(0), n = y_shape.back();
-    const int64_t rows = n > 0 ? parts.num_elements() / splits / n : 0;
+    int64_t rows = 1;
+    for (size_t i = 0; i + 1 < y_shape.size(); ++i) rows *= y_shape[i];
     Tensor& y = out[0];
+    if (splits < 1) return absl::InvalidArgumentError(op_ + ": no partial products");
     if (type == DType::kF32 || !IsGpuFloat(type) || y.shape() != y_shape ||
         (y.dtype() != type && y.dtype() != DType::kF32)) {
       return absl::InvalidArgumentError(absl::StrCat(op_, " on cuda: gamma ", in[3].TypeString(),

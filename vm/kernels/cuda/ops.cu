@@ -380,6 +380,53 @@ __global__ void LayerNormKernel(const T* x, const T* gamma, const T* beta, TO* y
   }
 }
 
+// The end of the warp-per-row normalisations (LayerNormWarpKernel, EmbedLayerNormWarpKernel,
+// SplitSumLayerNormKernel): from the lane's V chunks of E values `v` (zeros past cols) and their
+// sum, the row's mean and variance by warp shuffles, then y = (v - mean) * rstd * gamma + beta
+// in 16-byte stores. graw / braw: the lane's chunks of gamma and beta (used where not null).
+template <typename T, typename TO, int V, int E>
+__device__ __forceinline__ void WarpNormalizeRow(const float (&v)[V][E], float sum, int cols,
+                                                 int lane, const uint4 (&graw)[V],
+                                                 const uint4 (&braw)[V], const T* gamma,
+                                                 const T* beta, TO* yr, float epsilon) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  const float mean = sum / static_cast<float>(cols);
+  float sq = 0.0f;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    if ((i * 32 + lane) * E < cols) {
+#pragma unroll
+      for (int k = 0; k < E; ++k) {
+        const float d = v[i][k] - mean;
+        sq += d * d;
+      }
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
+  const float rstd = rsqrtf(sq / static_cast<float>(cols) + epsilon);
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const int c = (i * 32 + lane) * E;
+    if (c >= cols) continue;
+    const T* ge = reinterpret_cast<const T*>(&graw[i]);
+    const T* be = reinterpret_cast<const T*>(&braw[i]);
+    constexpr int kStores = E * sizeof(TO) / 16;  // 16-byte stores of the E outputs
+    uint4 out[kStores];
+    TO* oe = reinterpret_cast<TO*>(out);
+#pragma unroll
+    for (int k = 0; k < E; ++k) {
+      float r = (v[i][k] - mean) * rstd;
+      if (gamma != nullptr) r *= Ld(ge + k);
+      if (beta != nullptr) r += Ld(be + k);
+      St(oe + k, r);
+    }
+#pragma unroll
+    for (int q = 0; q < kStores; ++q) reinterpret_cast<uint4*>(yr + c)[q] = out[q];
+  }
+}
+
 // LayerNorm with a warp per row for rows of at most 32 * V 16-byte vectors: the row stays in
 // registers (one read of x, one write of y), statistics by warp shuffles, 16-byte accesses.
 // y is of x's type, or f32 (a half LayerNorm whose result leaves the model as f32).
@@ -416,43 +463,8 @@ __global__ void LayerNormWarpKernel(const T* x, const T* gamma, const T* beta, T
       for (int k = 0; k < E; ++k) v[i][k] = 0.0f;
     }
   }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-  const float mean = sum / static_cast<float>(cols);
-  float sq = 0.0f;
-#pragma unroll
-  for (int i = 0; i < V; ++i) {
-    if ((i * 32 + lane) * E < cols) {
-#pragma unroll
-      for (int k = 0; k < E; ++k) {
-        const float d = v[i][k] - mean;
-        sq += d * d;
-      }
-    }
-  }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
-  const float rstd = rsqrtf(sq / static_cast<float>(cols) + epsilon);
-  TO* yr = y + row * cols;
-#pragma unroll
-  for (int i = 0; i < V; ++i) {
-    const int c = (i * 32 + lane) * E;
-    if (c >= cols) continue;
-    const T* ge = reinterpret_cast<const T*>(&graw[i]);
-    const T* be = reinterpret_cast<const T*>(&braw[i]);
-    constexpr int kStores = E * sizeof(TO) / 16;  // 16-byte stores of the E outputs
-    uint4 out[kStores];
-    TO* oe = reinterpret_cast<TO*>(out);
-#pragma unroll
-    for (int k = 0; k < E; ++k) {
-      float r = (v[i][k] - mean) * rstd;
-      if (gamma != nullptr) r *= Ld(ge + k);
-      if (beta != nullptr) r += Ld(be + k);
-      St(oe + k, r);
-    }
-#pragma unroll
-    for (int q = 0; q < kStores; ++q) reinterpret_cast<uint4*>(yr + c)[q] = out[q];
-  }
+  WarpNormalizeRow<T, TO, V, E>(v, sum, cols, lane, graw, braw, gamma, beta, y + row * cols,
+                                epsilon);
 }
 
 // SplitSumLayerNorm for any row length, splits and alignment: a block per row, the row's sums
@@ -543,43 +555,8 @@ __global__ void SplitSumLayerNormKernel(const float* parts, int64_t part_stride,
       sum += v[i][k];  // columns past cols hold zeros
     }
   }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-  const float mean = sum / static_cast<float>(cols);
-  float sq = 0.0f;
-#pragma unroll
-  for (int i = 0; i < V; ++i) {
-    if ((i * 32 + lane) * E < cols) {
-#pragma unroll
-      for (int k = 0; k < E; ++k) {
-        const float d = v[i][k] - mean;
-        sq += d * d;
-      }
-    }
-  }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
-  const float rstd = rsqrtf(sq / static_cast<float>(cols) + epsilon);
-  TO* yr = y + row * cols;
-#pragma unroll
-  for (int i = 0; i < V; ++i) {
-    const int c = (i * 32 + lane) * E;
-    if (c >= cols) continue;
-    const T* ge = reinterpret_cast<const T*>(&graw[i]);
-    const T* be = reinterpret_cast<const T*>(&braw[i]);
-    constexpr int kStores = E * sizeof(TO) / 16;
-    uint4 out[kStores];
-    TO* oe = reinterpret_cast<TO*>(out);
-#pragma unroll
-    for (int k = 0; k < E; ++k) {
-      float r = (v[i][k] - mean) * rstd;
-      if (gamma != nullptr) r *= Ld(ge + k);
-      if (beta != nullptr) r += Ld(be + k);
-      St(oe + k, r);
-    }
-#pragma unroll
-    for (int q = 0; q < kStores; ++q) reinterpret_cast<uint4*>(yr + c)[q] = out[q];
-  }
+  WarpNormalizeRow<T, TO, V, E>(v, sum, cols, lane, graw, braw, gamma, beta, y + row * cols,
+                                epsilon);
 }
 
 // EmbedLayerNorm with a warp per row (as LayerNormWarpKernel): each embedding's row is read
@@ -641,41 +618,8 @@ __global__ void EmbedLayerNormWarpKernel(EmbedArgs a, const T* gamma, const T* b
 #pragma unroll
     for (int k = 0; k < E; ++k) sum += v[i][k];
   }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-  const float mean = sum / static_cast<float>(cols);
-  float sq = 0.0f;
-#pragma unroll
-  for (int i = 0; i < V; ++i) {
-    if ((i * 32 + lane) * E < cols) {
-#pragma unroll
-      for (int k = 0; k < E; ++k) {
-        const float d = v[i][k] - mean;
-        sq += d * d;
-      }
-    }
-  }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
-  const float rstd = rsqrtf(sq / static_cast<float>(cols) + epsilon);
-  T* yr = y + row * cols;
-#pragma unroll
-  for (int i = 0; i < V; ++i) {
-    const int c = (i * 32 + lane) * E;
-    if (c >= cols) continue;
-    const T* ge = reinterpret_cast<const T*>(&graw[i]);
-    const T* be = reinterpret_cast<const T*>(&braw[i]);
-    uint4 out;
-    T* oe = reinterpret_cast<T*>(&out);
-#pragma unroll
-    for (int k = 0; k < E; ++k) {
-      float r = (v[i][k] - mean) * rstd;
-      if (gamma != nullptr) r *= Ld(ge + k);
-      if (beta != nullptr) r += Ld(be + k);
-      St(oe + k, r);
-    }
-    *reinterpret_cast<uint4*>(yr + c) = out;
-  }
+  WarpNormalizeRow<T, T, V, E>(v, sum, cols, lane, graw, braw, gamma, beta, y + row * cols,
+                               epsilon);
 }
 
 // EmbedLayerNorm for any row length and alignment: a block per row, the sum recomputed from

@@ -33,6 +33,30 @@ vm::Tensor RandomF32(const vm::Shape& shape, uint32_t seed) {
 
 vm::Tensor F32Constant(const vm::Shape& shape, uint32_t seed) { return RandomF32(shape, seed); }
 
+// Builders for hand-written ONNX graphs: an f32 input of `dims` (digits: fixed, else a symbol)
+// and a node with one output named after it.
+void AddF32Input(nimble::onnx::GraphProto* g, const char* name, std::vector<const char*> dims) {
+  auto* in = g->add_input();
+  in->set_name(name);
+  auto* tt = in->mutable_type()->mutable_tensor_type();
+  tt->set_elem_type(1);
+  for (const char* d : dims) {
+    if (d[0] >= '0' && d[0] <= '9') {
+      tt->mutable_shape()->add_dim()->set_dim_value(std::atoi(d));
+    } else {
+      tt->mutable_shape()->add_dim()->set_dim_param(d);
+    }
+  }
+}
+void AddOneOutputNode(nimble::onnx::GraphProto* g, const char* op, std::vector<const char*> in,
+                      const char* out) {
+  auto* n = g->add_node();
+  n->set_op_type(op);
+  n->set_name(out);
+  for (const char* i : in) n->add_input(i);
+  n->add_output(out);
+}
+
 // y = Softmax(Relu(x·W + b) * 0.5, axis=-1) reshaped through its own Shape to [batch*seq, 16]:
 // a symbolic batch and seq, a GEMM epilogue, an elementwise chain, a shape computation.
 std::unique_ptr<Module> MlpModule() {
@@ -542,21 +566,8 @@ TEST(CompilerTest, DeviceInputsAreCopiedBeforeTheFirstKernel) {
   model.add_opset_import()->set_version(17);
   auto* g = model.mutable_graph();
   g->set_name("late_input");
-  auto add_input = [&](const char* name, std::vector<const char*> dims) {
-    auto* in = g->add_input();
-    in->set_name(name);
-    auto* tt = in->mutable_type()->mutable_tensor_type();
-    tt->set_elem_type(1);
-    for (const char* d : dims) {
-      if (d[0] >= '0' && d[0] <= '9') {
-        tt->mutable_shape()->add_dim()->set_dim_value(std::atoi(d));
-      } else {
-        tt->mutable_shape()->add_dim()->set_dim_param(d);
-      }
-    }
-  };
-  add_input("x", {"batch", "4"});
-  add_input("m", {"4"});
+  AddF32Input(g, "x", {"batch", "4"});
+  AddF32Input(g, "m", {"4"});
   auto* w = g->add_initializer();
   w->set_name("w");
   w->set_data_type(1);
@@ -568,17 +579,10 @@ TEST(CompilerTest, DeviceInputsAreCopiedBeforeTheFirstKernel) {
   axes->set_data_type(7);
   axes->add_dims(1);
   axes->add_int64_data(0);
-  auto node = [&](const char* op, std::vector<const char*> in, const char* out) {
-    auto* n = g->add_node();
-    n->set_op_type(op);
-    n->set_name(out);
-    for (const char* i : in) n->add_input(i);
-    n->add_output(out);
-  };
-  node("MatMul", {"x", "w"}, "t");
-  node("MatMul", {"t", "w"}, "s");
-  node("Unsqueeze", {"m", "axes"}, "u");  // a view of m, read by the second kernel
-  node("Add", {"s", "u"}, "y");
+  AddOneOutputNode(g, "MatMul", {"x", "w"}, "t");
+  AddOneOutputNode(g, "MatMul", {"t", "w"}, "s");
+  AddOneOutputNode(g, "Unsqueeze", {"m", "axes"}, "u");  // a view of m, read by the second kernel
+  AddOneOutputNode(g, "Add", {"s", "u"}, "y");
   auto* out = g->add_output();
   out->set_name("y");
   out->mutable_type()->mutable_tensor_type()->set_elem_type(1);
@@ -624,22 +628,9 @@ TEST(CompilerTest, GemmLayerNormPairsSplitOverK) {
   model.add_opset_import()->set_version(17);
   auto* g = model.mutable_graph();
   g->set_name("gemm_layernorm");
-  auto add_input = [&](const char* name, std::vector<const char*> dims) {
-    auto* in = g->add_input();
-    in->set_name(name);
-    auto* tt = in->mutable_type()->mutable_tensor_type();
-    tt->set_elem_type(1);
-    for (const char* d : dims) {
-      if (d[0] >= '0' && d[0] <= '9') {
-        tt->mutable_shape()->add_dim()->set_dim_value(std::atoi(d));
-      } else {
-        tt->mutable_shape()->add_dim()->set_dim_param(d);
-      }
-    }
-  };
-  add_input("x", {"batch", "8", "64"});
-  add_input("h", {"batch", "8", "2048"});
-  add_input("r", {"batch", "8", "32"});
+  AddF32Input(g, "x", {"batch", "8", "64"});
+  AddF32Input(g, "h", {"batch", "8", "2048"});
+  AddF32Input(g, "r", {"batch", "8", "32"});
   auto constant = [&](const char* name, std::vector<int64_t> dims) {
     auto* t = g->add_initializer();
     t->set_name(name);
@@ -653,22 +644,14 @@ TEST(CompilerTest, GemmLayerNormPairsSplitOverK) {
   constant("b", {32});
   constant("gamma", {32});
   constant("beta", {32});
-  auto node = [&](const char* op, std::vector<const char*> in, const char* out) {
-    auto* n = g->add_node();
-    n->set_op_type(op);
-    n->set_name(out);
-    for (const char* i : in) n->add_input(i);
-    n->add_output(out);
-    return n;
-  };
-  node("MatMul", {"x", "w1"}, "t1");
-  node("Add", {"t1", "b"}, "a1");
-  node("Add", {"a1", "r"}, "s1");
-  node("LayerNormalization", {"s1", "gamma", "beta"}, "y1");
-  node("MatMul", {"h", "w2"}, "t2");
-  node("Add", {"t2", "b"}, "a2");
-  node("Add", {"a2", "y1"}, "s2");
-  node("LayerNormalization", {"s2", "gamma", "beta"}, "y2");
+  AddOneOutputNode(g, "MatMul", {"x", "w1"}, "t1");
+  AddOneOutputNode(g, "Add", {"t1", "b"}, "a1");
+  AddOneOutputNode(g, "Add", {"a1", "r"}, "s1");
+  AddOneOutputNode(g, "LayerNormalization", {"s1", "gamma", "beta"}, "y1");
+  AddOneOutputNode(g, "MatMul", {"h", "w2"}, "t2");
+  AddOneOutputNode(g, "Add", {"t2", "b"}, "a2");
+  AddOneOutputNode(g, "Add", {"a2", "y1"}, "s2");
+  AddOneOutputNode(g, "LayerNormalization", {"s2", "gamma", "beta"}, "y2");
   auto* out = g->add_output();
   out->set_name("y2");
   out->mutable_type()->mutable_tensor_type()->set_elem_type(1);

@@ -8,10 +8,10 @@
 //
 // x, W, bias, residual, gamma and beta share a float type; y is of that type or f32.
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -93,8 +93,9 @@ class MatMulSplitKKernel final : public Kernel {
 
 class SplitSumLayerNormKernel final : public Kernel {
  public:
-  explicit SplitSumLayerNormKernel(double epsilon) : epsilon_(epsilon) {}
-  absl::Status Run(const KernelContext&, absl::Span<const Tensor> inputs,
+  explicit SplitSumLayerNormKernel(std::unique_ptr<Kernel> layer_norm)
+      : layer_norm_(std::move(layer_norm)) {}
+  absl::Status Run(const KernelContext& ctx, absl::Span<const Tensor> inputs,
                    absl::Span<Tensor> outputs) const override {
     constexpr absl::string_view kOp = "SplitSumLayerNorm";
     NIMBLE_RETURN_IF_ERROR(CheckArity(kOp, inputs, 4, 5, outputs, 1));
@@ -121,7 +122,7 @@ class SplitSumLayerNormKernel final : public Kernel {
     }
     NIMBLE_RETURN_IF_ERROR(CheckOutput(kOp, y, y.dtype(), y_shape));
     // bias (1), gamma (3), beta (4): N elements; residual (2): the output's shape.
-    std::vector<float> param[5];
+    Tensor param[5];
     for (int i = 1; i < static_cast<int>(inputs.size()); ++i) {
       if (!inputs[i].defined()) continue;
       const Tensor& t = inputs[i];
@@ -130,37 +131,29 @@ class SplitSumLayerNormKernel final : public Kernel {
         return absl::InvalidArgumentError(
             absl::StrCat(kOp, ": input ", i, " ", t.TypeString(), " for output ", y.TypeString()));
       }
-      NIMBLE_ASSIGN_OR_RETURN(Tensor f, AsF32(t, kOp));
-      param[i].assign(f.data<float>(), f.data<float>() + f.num_elements());
+      NIMBLE_ASSIGN_OR_RETURN(param[i], AsF32(t, kOp));
     }
+    // The sum in f32, then the LayerNormalization kernel over it.
+    NIMBLE_ASSIGN_OR_RETURN(Tensor sum, Tensor::Empty(DType::kF32, y_shape));
     const float* p = parts.data<float>();
-    std::vector<float> row(n), out_row(n);
+    const float* bias = param[1].defined() ? param[1].data<float>() : nullptr;
+    const float* residual = param[2].defined() ? param[2].data<float>() : nullptr;
+    float* v = sum.data<float>();
     for (int64_t r = 0; r < rows; ++r) {
-      double sum = 0;
       for (int64_t c = 0; c < n; ++c) {
-        float v = 0;
-        for (int64_t s = 0; s < splits; ++s) v += p[(s * rows + r) * n + c];
-        if (!param[1].empty()) v += param[1][c];
-        if (!param[2].empty()) v += param[2][r * n + c];
-        row[c] = v;
-        sum += v;
-      }
-      const double mean = sum / static_cast<double>(n);
-      double sq = 0;
-      for (int64_t c = 0; c < n; ++c) sq += (row[c] - mean) * (row[c] - mean);
-      const double rstd = 1.0 / std::sqrt(sq / static_cast<double>(n) + epsilon_);
-      for (int64_t c = 0; c < n; ++c) {
-        double v = (row[c] - mean) * rstd * param[3][c];
-        if (!param[4].empty()) v += param[4][c];
-        out_row[c] = static_cast<float>(v);
-      }
-      if (y.dtype() == DType::kF32) {
-        std::copy(out_row.begin(), out_row.end(), outputs[0].data<float>() + r * n);
-      } else {
-        FloatToHalf(type, out_row.data(), static_cast<char*>(outputs[0].raw_data()) + r * n * 2, n);
+        float acc = 0;
+        for (int64_t s = 0; s < splits; ++s) acc += p[(s * rows + r) * n + c];
+        if (bias != nullptr) acc += bias[c];
+        if (residual != nullptr) acc += residual[r * n + c];
+        v[r * n + c] = acc;
       }
     }
-    return absl::OkStatus();
+    const Tensor ln_inputs[3] = {sum, param[3], param[4]};
+    Tensor out = y;
+    if (y.dtype() == DType::kF32) return layer_norm_->Run(ctx, ln_inputs, absl::MakeSpan(&out, 1));
+    NIMBLE_ASSIGN_OR_RETURN(Tensor normed, Tensor::Empty(DType::kF32, y_shape));
+    NIMBLE_RETURN_IF_ERROR(layer_norm_->Run(ctx, ln_inputs, absl::MakeSpan(&normed, 1)));
+    return CastInto(normed, out, kOp);
   }
   absl::Status OutputShapes(absl::Span<const Tensor> inputs,
                             absl::Span<Shape> output_shapes) const override {
@@ -173,7 +166,7 @@ class SplitSumLayerNormKernel final : public Kernel {
   }
 
  private:
-  const double epsilon_;
+  const std::unique_ptr<Kernel> layer_norm_;  // LayerNormalization over the last axis
 };
 
 }  // namespace
@@ -195,7 +188,14 @@ void RegisterSplitGemmKernels(KernelRegistry& registry) {
         if (!(epsilon >= 0)) {
           return absl::InvalidArgumentError("SplitSumLayerNorm: epsilon < 0");
         }
-        return std::unique_ptr<Kernel>(std::make_unique<SplitSumLayerNormKernel>(epsilon));
+        Attributes ln;
+        ln.Set("axis", int64_t{-1});
+        ln.Set("epsilon", epsilon);
+        NIMBLE_ASSIGN_OR_RETURN(
+            std::unique_ptr<Kernel> layer_norm,
+            KernelRegistry::Global().Create("LayerNormalization", DeviceType::kCPU, ln));
+        return std::unique_ptr<Kernel>(
+            std::make_unique<SplitSumLayerNormKernel>(std::move(layer_norm)));
       });
 }
 

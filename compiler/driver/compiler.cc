@@ -231,9 +231,10 @@ absl::Status OptimizeModule(Module& module, const CompileOptions& options, Compi
             LowerPrecision(module, options.precision, options.device.type, !options.exact_gelu));
         return absl::OkStatus();
       }));
-  // GPU targets (see the pass). Off unless NIMBLE_SPLIT_GEMM_LN=1 until it has run on a GPU.
+  // GPU targets (see the pass); NIMBLE_SPLIT_GEMM_LN=0 at compile time leaves it out (A/B).
   const char* split_env = std::getenv("NIMBLE_SPLIT_GEMM_LN");
-  if (options.device.type == vm::DeviceType::kCPU || split_env == nullptr || split_env[0] != '1') {
+  if (options.device.type == vm::DeviceType::kCPU ||
+      (split_env != nullptr && split_env[0] == '0')) {
     return absl::OkStatus();
   }
   return RunPass(module, options, r, true, "split-gemm-layernorm",

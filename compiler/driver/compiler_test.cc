@@ -661,12 +661,19 @@ TEST(CompilerTest, GemmLayerNormPairsSplitOverK) {
   CompileOptions options;
   options.device = vm::Device{vm::DeviceType::kCUDA, 0};
   options.precision = Precision::kF16;
-  for (bool on : {false, true}) {
-    SCOPED_TRACE(on ? "on" : "off");
+  // Off, on, and on with half partial products: every op of the pair placed on the GPU.
+  for (int mode : {0, 1, 2}) {
+    const bool on = mode > 0;
+    SCOPED_TRACE(mode == 0 ? "off" : mode == 1 ? "on" : "on, half partials");
     if (on) {
-      setenv("NIMBLE_SPLIT_GEMM_LN", "1", 1);
+      unsetenv("NIMBLE_SPLIT_GEMM_LN");  // on by default
     } else {
-      unsetenv("NIMBLE_SPLIT_GEMM_LN");
+      setenv("NIMBLE_SPLIT_GEMM_LN", "0", 1);
+    }
+    if (mode == 2) {
+      setenv("NIMBLE_SPLIT_GEMM_LN_HALF_PARTIALS", "1", 1);
+    } else {
+      unsetenv("NIMBLE_SPLIT_GEMM_LN_HALF_PARTIALS");
     }
     CompileReport report;
     absl::StatusOr<std::shared_ptr<const vm::Executable>> compiled =
@@ -680,12 +687,20 @@ TEST(CompilerTest, GemmLayerNormPairsSplitOverK) {
         EXPECT_EQ(k.device.type, vm::DeviceType::kCUDA);
         splits.push_back(k.attrs.GetOr<int64_t>("splits", 0));
       }
-      if (k.name == "SplitSumLayerNorm") ++sums;
+      if (k.name == "SplitSumLayerNorm") {
+        EXPECT_EQ(k.device.type, vm::DeviceType::kCUDA);
+        ++sums;
+      }
+      // Nothing of the pair's neighbourhood falls back to the CPU.
+      EXPECT_TRUE(k.device.type == vm::DeviceType::kCUDA || k.name == "Cast" ||
+                  k.name == "DeviceCopy")
+          << k.name << " on the CPU";
     }
     const std::vector<int64_t> want = on ? std::vector<int64_t>{1, 4} : std::vector<int64_t>();
     EXPECT_EQ(splits, want);
     EXPECT_EQ(sums, on ? 2 : 0);
   }
+  unsetenv("NIMBLE_SPLIT_GEMM_LN_HALF_PARTIALS");
   if (saved != nullptr) {
     setenv("NIMBLE_SPLIT_GEMM_LN", saved, 1);
   } else {

@@ -20,11 +20,14 @@ int64_t EnvInt(const char* name, int64_t fallback) {
   return v != nullptr && v[0] != '\0' ? std::atoll(v) : fallback;
 }
 
-// The split count for an M x K GEMM (0: leave it).
-int64_t Splits(int64_t m, int64_t k) {
+// The split count for an M x K GEMM (0: leave it). Half partials cost the summing LayerNorm
+// half the bytes a slice, so they pay for a third slice at M = 384 too (vm_cuda_gemm_ln_bench
+// on an H100, K = 3072: f32 9.52 / 9.67 µs a layer at S = 2 / 3, f16 9.09 / 8.85).
+int64_t Splits(int64_t m, int64_t k, bool half_partials) {
   if (k < kSmallK) return EnvInt("NIMBLE_SPLIT_GEMM_LN_SMALL_K", 1) != 0 ? 1 : 0;
   const int64_t forced = EnvInt("NIMBLE_SPLIT_GEMM_LN_SPLITS", 0);
   if (forced > 0) return forced;
+  if (half_partials) return m >= 96 ? 3 : 4;
   return m >= 256 ? 2 : m >= 96 ? 3 : 4;
 }
 
@@ -94,14 +97,18 @@ absl::StatusOr<int> SplitGemmLayerNorms(Module& module) {
     if (axis != -1 && axis != yt.rank() - 1) continue;
     const int64_t k = w->constant()->dim(0), n = w->constant()->dim(1);
     if (*x_k->AsConst() != k || k <= 0 || n <= 0 || n % 8 != 0 || n > 1024 || m <= 0) continue;
-    const int64_t splits = Splits(m, k);
+    const bool half_partials = EnvInt("NIMBLE_SPLIT_GEMM_LN_HALF_PARTIALS", 0) != 0;
+    const int64_t splits = Splits(m, k, half_partials);
     if (splits <= 0 || splits > 8 || k % splits != 0 || (k / splits) % 8 != 0) continue;
 
     Node* gemm = g.AddNode("MatMulSplitK", {x, w}, 1, mm->name() + "/split");
     std::vector<Dim> parts_dims = {DimExpr::Const(splits)};
     parts_dims.insert(parts_dims.end(), xt.dims->begin(), xt.dims->end() - 1);
     parts_dims.push_back(DimExpr::Const(n));
-    gemm->output(0)->set_type(Type::Tensor(TensorType::Of(vm::DType::kF32, parts_dims)));
+    // Partial products in f32, or in the GEMM's half type with NIMBLE_SPLIT_GEMM_LN_HALF_PARTIALS=1
+    // (half the bytes written and read, one more rounding a slice; an A/B switch).
+    const vm::DType parts_type = half_partials ? half : vm::DType::kF32;
+    gemm->output(0)->set_type(Type::Tensor(TensorType::Of(parts_type, parts_dims)));
     gemm->output(0)->set_name(y->name() + "/parts");
     gemm->attrs().Set("splits", splits);
     gemm->set_opset(mm->opset());

@@ -1,12 +1,13 @@
 // A GEMM whose K is cut into slices with its LayerNorm (compiler/transforms/split_gemm_layernorm.h,
 // a GPU pass; these CPU kernels are its reference and fallback):
 //
-//   MatMulSplitK(x [..., K], W [K, N]) {splits = S}  ->  parts f32 [S, ..., N]
+//   MatMulSplitK(x [..., K], W [K, N]) {splits = S}  ->  parts [S, ..., N] (f32 or x's type)
 //       parts[s] = x[..., s*K/S : (s+1)*K/S] * W[s*K/S : (s+1)*K/S, :]
 //   SplitSumLayerNorm(parts, bias?, residual?, gamma, beta?) {epsilon}  ->  y [..., N]
 //       y = LayerNorm(sum_s parts[s] + bias + residual) * gamma + beta   (last axis)
 //
-// x, W, bias, residual, gamma and beta share a float type; y is of that type or f32.
+// x, W, bias, residual, gamma and beta share a float type; parts and y are of that type or f32
+// (sums in f32 either way).
 #include <algorithm>
 #include <cstdint>
 #include <memory>
@@ -55,14 +56,19 @@ class MatMulSplitKKernel final : public Kernel {
     Shape out_shape = {splits_};
     out_shape.insert(out_shape.end(), x.shape().begin(), x.shape().end() - 1);
     out_shape.push_back(n);
-    NIMBLE_RETURN_IF_ERROR(CheckOutput(kOp, outputs[0], DType::kF32, out_shape));
+    const DType parts_type = outputs[0].dtype() == x.dtype() ? x.dtype() : DType::kF32;
+    NIMBLE_RETURN_IF_ERROR(CheckOutput(kOp, outputs[0], parts_type, out_shape));
     if (outputs[0].num_elements() == 0) return absl::OkStatus();
     NIMBLE_ASSIGN_OR_RETURN(Tensor xf, AsF32(x, kOp));
     NIMBLE_ASSIGN_OR_RETURN(Tensor wf, AsF32(w, kOp));
     const int64_t ks = k / splits_;
     const float* xp = xf.data<float>();
     const float* wp = wf.data<float>();
-    float* out = outputs[0].data<float>();
+    Tensor f32_parts = outputs[0];
+    if (parts_type != DType::kF32) {
+      NIMBLE_ASSIGN_OR_RETURN(f32_parts, Tensor::Empty(DType::kF32, out_shape));
+    }
+    float* out = f32_parts.data<float>();
     for (int64_t s = 0; s < splits_; ++s) {
       float* part = out + s * rows * n;
       if (ks == 0) {
@@ -72,7 +78,9 @@ class MatMulSplitKKernel final : public Kernel {
       NIMBLE_RETURN_IF_ERROR(onednn::Sgemm(ctx.num_threads, false, false, rows, n, ks, 1.0f,
                                            xp + s * ks, k, wp + s * ks * n, n, 0.0f, part, n));
     }
-    return absl::OkStatus();
+    if (parts_type == DType::kF32) return absl::OkStatus();
+    Tensor parts = outputs[0];
+    return CastInto(f32_parts, parts, kOp);
   }
   absl::Status OutputShapes(absl::Span<const Tensor> inputs,
                             absl::Span<Shape> output_shapes) const override {
@@ -100,10 +108,10 @@ class SplitSumLayerNormKernel final : public Kernel {
     constexpr absl::string_view kOp = "SplitSumLayerNorm";
     NIMBLE_RETURN_IF_ERROR(CheckArity(kOp, inputs, 4, 5, outputs, 1));
     const Tensor& parts = inputs[0];
-    if (!parts.defined() || parts.dtype() != DType::kF32 || parts.rank() < 2 || inputs.size() < 4 ||
-        !inputs[3].defined()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(kOp, ": f32 partial products [S, ..., N] and gamma are required"));
+    if (!parts.defined() || parts.rank() < 2 || inputs.size() < 4 || !inputs[3].defined() ||
+        (parts.dtype() != DType::kF32 && parts.dtype() != inputs[3].dtype())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          kOp, ": partial products [S, ..., N] (f32 or gamma's type) and gamma are required"));
     }
     NIMBLE_RETURN_IF_ERROR(CheckRequired(kOp, inputs, 1));
     const DType type = inputs[3].dtype();
@@ -135,7 +143,8 @@ class SplitSumLayerNormKernel final : public Kernel {
     }
     // The sum in f32, then the LayerNormalization kernel over it.
     NIMBLE_ASSIGN_OR_RETURN(Tensor sum, Tensor::Empty(DType::kF32, y_shape));
-    const float* p = parts.data<float>();
+    NIMBLE_ASSIGN_OR_RETURN(Tensor parts_f32, AsF32(parts, kOp));
+    const float* p = parts_f32.data<float>();
     const float* bias = param[1].defined() ? param[1].data<float>() : nullptr;
     const float* residual = param[2].defined() ? param[2].data<float>() : nullptr;
     float* v = sum.data<float>();

@@ -52,49 +52,57 @@ TEST(SplitGemmTest, SplitPairEqualsGemmThenLayerNorm) {
       const std::vector<float> res = stored(random(c.batch * c.rows * c.n), ys);
       const std::vector<float> gamma = stored(random(c.n), {c.n});
       const std::vector<float> beta = stored(random(c.n), {c.n});
-      NIMBLE_ASSERT_OK_AND_ASSIGN(
-          auto parts, RunOp("MatMulSplitK", Attrs({{"splits", c.splits}}),
-                            {Typed(dtype, x, xs), Typed(dtype, w, {c.k, c.n})}, 1, {DType::kF32}));
-      ASSERT_EQ(parts[0].shape(), (Shape{c.splits, c.batch, c.rows, c.n}));
-      // The split pair, to the storage type and to f32.
-      for (DType out : {dtype, DType::kF32}) {
+      // Partial products in f32 and in the storage type; the split pair to either type.
+      for (DType parts_type : {DType::kF32, dtype}) {
+        if (parts_type == dtype && dtype == DType::kF32) continue;
         NIMBLE_ASSERT_OK_AND_ASSIGN(
-            auto y, RunOp("SplitSumLayerNorm", Attrs({{"epsilon", 1e-5}}),
-                          {parts[0], Typed(dtype, bias, {c.n}), Typed(dtype, res, ys),
-                           Typed(dtype, gamma, {c.n}), Typed(dtype, beta, {c.n})},
-                          1, {out}));
-        // float64 reference.
-        std::vector<double> ref(c.batch * c.rows * c.n);
-        const int64_t rows = c.batch * c.rows;
-        for (int64_t r = 0; r < rows; ++r) {
-          std::vector<double> v(c.n);
-          double mean = 0;
-          for (int64_t j = 0; j < c.n; ++j) {
-            double acc = bias[j] + res[r * c.n + j];
-            for (int64_t kk = 0; kk < c.k; ++kk) acc += double{x[r * c.k + kk]} * w[kk * c.n + j];
-            v[j] = acc;
-            mean += acc / c.n;
+            auto parts, RunOp("MatMulSplitK", Attrs({{"splits", c.splits}}),
+                              {Typed(dtype, x, xs), Typed(dtype, w, {c.k, c.n})}, 1, {parts_type}));
+        ASSERT_EQ(parts[0].shape(), (Shape{c.splits, c.batch, c.rows, c.n}));
+        ASSERT_EQ(parts[0].dtype(), parts_type);
+        for (DType out : {dtype, DType::kF32}) {
+          SCOPED_TRACE(::testing::Message() << "partials " << DTypeName(parts_type));
+          NIMBLE_ASSERT_OK_AND_ASSIGN(
+              auto y, RunOp("SplitSumLayerNorm", Attrs({{"epsilon", 1e-5}}),
+                            {parts[0], Typed(dtype, bias, {c.n}), Typed(dtype, res, ys),
+                             Typed(dtype, gamma, {c.n}), Typed(dtype, beta, {c.n})},
+                            1, {out}));
+          // float64 reference.
+          std::vector<double> ref(c.batch * c.rows * c.n);
+          const int64_t rows = c.batch * c.rows;
+          for (int64_t r = 0; r < rows; ++r) {
+            std::vector<double> v(c.n);
+            double mean = 0;
+            for (int64_t j = 0; j < c.n; ++j) {
+              double acc = bias[j] + res[r * c.n + j];
+              for (int64_t kk = 0; kk < c.k; ++kk) acc += double{x[r * c.k + kk]} * w[kk * c.n + j];
+              v[j] = acc;
+              mean += acc / c.n;
+            }
+            double var = 0;
+            for (double e : v) var += (e - mean) * (e - mean) / c.n;
+            for (int64_t j = 0; j < c.n; ++j) {
+              ref[r * c.n + j] = (v[j] - mean) / std::sqrt(var + 1e-5) * gamma[j] + beta[j];
+            }
           }
-          double var = 0;
-          for (double e : v) var += (e - mean) * (e - mean) / c.n;
-          for (int64_t j = 0; j < c.n; ++j) {
-            ref[r * c.n + j] = (v[j] - mean) / std::sqrt(var + 1e-5) * gamma[j] + beta[j];
-          }
+          // Half partials add a rounding a slice (the f32 sum of S of them).
+          const double tol = out == DType::kF32 && parts_type == DType::kF32 ? 1e-4
+                             : dtype == DType::kF16                          ? 4e-3
+                                                                             : 2e-2;
+          EXPECT_THAT(Floats(y[0]), Pointwise(NearRel(tol, tol), ref)) << DTypeName(out);
+          if (out != dtype || dtype != DType::kF32) continue;
+          // The ops the pass replaces (their CPU kernels are f32 only).
+          NIMBLE_ASSERT_OK_AND_ASSIGN(auto fused,
+                                      RunOp("FusedMatMul", Attrs({{"activation", std::string()}}),
+                                            {Typed(dtype, x, xs), Typed(dtype, w, {c.k, c.n}),
+                                             Typed(dtype, bias, {c.n}), Typed(dtype, res, ys)}));
+          NIMBLE_ASSERT_OK_AND_ASSIGN(
+              auto ln, RunOp("LayerNormalization", Attrs({{"epsilon", 1e-5}}),
+                             {fused[0], Typed(dtype, gamma, {c.n}), Typed(dtype, beta, {c.n})}));
+          const std::vector<float> a = Floats(ln[0]);
+          std::vector<double> unfused(a.begin(), a.end());
+          EXPECT_THAT(Floats(y[0]), Pointwise(NearRel(2 * tol, 2 * tol), unfused));
         }
-        const double tol = out == DType::kF32 ? 1e-4 : dtype == DType::kF16 ? 4e-3 : 2e-2;
-        EXPECT_THAT(Floats(y[0]), Pointwise(NearRel(tol, tol), ref)) << DTypeName(out);
-        if (out != dtype || dtype != DType::kF32) continue;
-        // The ops the pass replaces (their CPU kernels are f32 only).
-        NIMBLE_ASSERT_OK_AND_ASSIGN(auto fused,
-                                    RunOp("FusedMatMul", Attrs({{"activation", std::string()}}),
-                                          {Typed(dtype, x, xs), Typed(dtype, w, {c.k, c.n}),
-                                           Typed(dtype, bias, {c.n}), Typed(dtype, res, ys)}));
-        NIMBLE_ASSERT_OK_AND_ASSIGN(
-            auto ln, RunOp("LayerNormalization", Attrs({{"epsilon", 1e-5}}),
-                           {fused[0], Typed(dtype, gamma, {c.n}), Typed(dtype, beta, {c.n})}));
-        const std::vector<float> a = Floats(ln[0]);
-        std::vector<double> unfused(a.begin(), a.end());
-        EXPECT_THAT(Floats(y[0]), Pointwise(NearRel(2 * tol, 2 * tol), unfused));
       }
     }
   }
@@ -108,7 +116,7 @@ TEST(SplitGemmTest, BadInputIsAnError) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("slices")));
   EXPECT_THAT(RunOp("MatMulSplitK", Attrs({{"splits", int64_t{0}}}), {x, w}, 1, {DType::kF32}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("splits")));
-  // The output must be f32.
+  // The partial products are f32 or x's type (here f32).
   EXPECT_THAT(RunOp("MatMulSplitK", Attrs({{"splits", int64_t{2}}}), {x, w}, 1, {DType::kF16}),
               StatusIs(absl::StatusCode::kInvalidArgument));
   NIMBLE_ASSERT_OK_AND_ASSIGN(

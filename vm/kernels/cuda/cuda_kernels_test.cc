@@ -399,16 +399,19 @@ void CompareHalf(const std::string& op, const Attributes& attrs, std::vector<Ten
               max_ref);
 }
 
-// The split-gemm-layernorm pass's pair: MatMulSplitK's f32 partial products of half inputs
-// (cuBLASLt batched over K slices, rows of A K wide) and SplitSumLayerNorm on the warp-per-row
-// path (cols a multiple of 8 up to 1024, splits 1-4, 6, 8) and the block-per-row one.
+// The split-gemm-layernorm pass's pair: MatMulSplitK's f32 or half partial products of half
+// inputs (cuBLASLt batched over K slices, rows of A K wide) and SplitSumLayerNorm on the
+// warp-per-row path (cols a multiple of 8 up to 1024, splits 1-4, and 6 or 8 for f32 partials)
+// and the block-per-row one.
 TEST(CudaKernelsTest, SplitGemmLayerNorm) {
   for (auto [half, tol] :
        std::vector<std::pair<DType, double>>{{DType::kF16, 4e-3}, {DType::kBF16, 3e-2}}) {
     for (int64_t splits : {1, 2, 3}) {
-      CompareHalf("MatMulSplitK", A({{"splits", splits}}),
-                  {RandomF32({2, 13, 96}), RandomF32({96, 40})}, {splits, 2, 13, 40}, half, 1e-4,
-                  {}, /*f32_output=*/true);
+      for (bool f32_output : {true, false}) {
+        CompareHalf("MatMulSplitK", A({{"splits", splits}}),
+                    {RandomF32({2, 13, 96}), RandomF32({96, 40})}, {splits, 2, 13, 40}, half,
+                    f32_output ? 1e-4 : tol, {}, f32_output);
+      }
     }
     CompareHalf("MatMulSplitK", A({{"splits", int64_t{2}}}),
                 {RandomF32({384, 3072}, -0.5f, 0.5f), RandomF32({3072, 768}, -0.05f, 0.05f)},
@@ -416,10 +419,13 @@ TEST(CudaKernelsTest, SplitGemmLayerNorm) {
     for (int64_t cols : {768, 1000, 100, 1200}) {
       for (int64_t splits : {1, 2, 3, 5, 8}) {
         for (bool f32_output : {false, true}) {
-          CompareHalf("SplitSumLayerNorm", A({{"epsilon", 1e-12}, {"splits", splits}}),
-                      {RandomF32({splits, 3, 5, cols}), RandomF32({cols}), RandomF32({3, 5, cols}),
-                       RandomF32({cols}), RandomF32({cols})},
-                      {3, 5, cols}, half, f32_output ? 1e-4 : tol, {0}, f32_output);
+          // Partials kept f32 ({0}) or stored as `half` too (the reference sees them rounded).
+          for (const std::vector<size_t>& keep : {std::vector<size_t>{0}, std::vector<size_t>{}}) {
+            CompareHalf("SplitSumLayerNorm", A({{"epsilon", 1e-12}, {"splits", splits}}),
+                        {RandomF32({splits, 3, 5, cols}), RandomF32({cols}),
+                         RandomF32({3, 5, cols}), RandomF32({cols}), RandomF32({cols})},
+                        {3, 5, cols}, half, f32_output ? 1e-4 : tol, keep, f32_output);
+          }
         }
       }
       // Without bias, residual and beta.

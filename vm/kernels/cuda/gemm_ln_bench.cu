@@ -39,25 +39,28 @@ constexpr int kCols = 768;
 constexpr float kEpsilon = 1e-12f;
 constexpr size_t kWorkspace = size_t{32} << 20;
 
-cudaError_t SplitSum(int splits, const float* parts, int64_t part_stride, const void* bias,
-                     const void* residual, const void* gamma, const void* beta, void* y, int rows,
-                     cudaStream_t stream) {
-  return SplitSumLayerNorm(parts, splits, part_stride, bias, residual, gamma, beta, y, rows, kCols,
-                           kEpsilon, FloatType::kF16, FloatType::kF16, stream);
+cudaError_t SplitSum(int splits, bool half_parts, const void* parts, int64_t part_stride,
+                     const void* bias, const void* residual, const void* gamma, const void* beta,
+                     void* y, int rows, cudaStream_t stream) {
+  return SplitSumLayerNorm(parts, half_parts ? FloatType::kF16 : FloatType::kF32, splits,
+                           part_stride, bias, residual, gamma, beta, y, rows, kCols, kEpsilon,
+                           FloatType::kF16, FloatType::kF16, stream);
 }
 
 bool Ok(cublasStatus_t s) { return s == CUBLAS_STATUS_SUCCESS; }
 
 // One cuBLASLt problem in GemmRunner's column-major view: D^T (N x M) = W^T (N x K) x^T (K x M),
-// optionally batched over `splits` slices of K (W rows and x columns), fp16 in, `out` type out.
+// optionally batched over `splits` slices of K (W rows and x columns), fp16 in; fp16 out when
+// fused (bias epilogue) or half_parts, else fp32.
 struct LtProblem {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr, ld = nullptr;
   std::vector<cublasLtMatmulAlgo_t> algos;
 
-  LtProblem(cublasLtHandle_t handle, int64_t m, int64_t k, int splits, bool fused) {
+  LtProblem(cublasLtHandle_t handle, int64_t m, int64_t k, int splits, bool fused,
+            bool half_parts = false) {
     const int64_t ks = k / splits;
-    const cudaDataType_t out = fused ? CUDA_R_16F : CUDA_R_32F;
+    const cudaDataType_t out = fused || half_parts ? CUDA_R_16F : CUDA_R_32F;
     cublasLtMatrixLayoutCreate(&la, CUDA_R_16F, kCols, ks, kCols);
     cublasLtMatrixLayoutCreate(&lb, CUDA_R_16F, ks, m, k);
     cublasLtMatrixLayoutCreate(&lc, out, kCols, m, kCols);
@@ -162,63 +165,66 @@ int Run(cublasLtHandle_t handle, int64_t m, int64_t k, std::mt19937& rng, cudaSt
   cudaStreamSynchronize(stream);
   cudaMemcpy(ref.data(), y_fused, ref.size() * 2, cudaMemcpyDeviceToHost);
 
-  for (int splits : {1, 2, 3, 4, 6, 8}) {
-    if (k % splits != 0 || (k / splits) % 8 != 0) continue;
-    LtProblem split(handle, m, k, splits, false);
-    double best = 1e9, best_gemm = 1e9;
-    int blocks_algo = -1;
-    for (size_t a = 0; a < split.algos.size(); ++a) {
-      const auto& algo = split.algos[a];
-      auto enqueue = [&](bool with_ln) -> absl::Status {
-        for (const Layer& l : layers) {
-          if (!Ok(cublasLtMatmul(handle, split.desc, &one, l.w, split.la, x, split.lb, &zero, parts,
-                                 split.lc, parts, split.ld, &algo, workspace, kWorkspace,
-                                 stream))) {
-            return absl::InternalError("matmul");
+  for (const bool half_parts : {false, true}) {
+    for (int splits : {1, 2, 3, 4, 6, 8}) {
+      if (k % splits != 0 || (k / splits) % 8 != 0 || (half_parts && splits > 4)) continue;
+      LtProblem split(handle, m, k, splits, false, half_parts);
+      double best = 1e9, best_gemm = 1e9;
+      int blocks_algo = -1;
+      for (size_t a = 0; a < split.algos.size(); ++a) {
+        const auto& algo = split.algos[a];
+        auto enqueue = [&](bool with_ln) -> absl::Status {
+          for (const Layer& l : layers) {
+            if (!Ok(cublasLtMatmul(handle, split.desc, &one, l.w, split.la, x, split.lb, &zero,
+                                   parts, split.lc, parts, split.ld, &algo, workspace, kWorkspace,
+                                   stream))) {
+              return absl::InternalError("matmul");
+            }
+            if (with_ln &&
+                SplitSum(splits, half_parts, parts, m * kCols, static_cast<const __half*>(l.bias),
+                         static_cast<const __half*>(residual), static_cast<const __half*>(l.gamma),
+                         static_cast<const __half*>(l.beta), static_cast<__half*>(y_split), m,
+                         stream) != cudaSuccess) {
+              return absl::InternalError("split sum");
+            }
           }
-          if (with_ln &&
-              SplitSum(splits, static_cast<const float*>(parts), m * kCols,
-                       static_cast<const __half*>(l.bias), static_cast<const __half*>(residual),
-                       static_cast<const __half*>(l.gamma), static_cast<const __half*>(l.beta),
-                       static_cast<__half*>(y_split), m, stream) != cudaSuccess) {
-            return absl::InternalError("split sum");
-          }
+          return absl::OkStatus();
+        };
+        auto ms = MedianGraphReplayMs(
+            stream, 30, [&] { return enqueue(true); }, flush_l2);
+        auto gms = MedianGraphReplayMs(
+            stream, 30, [&] { return enqueue(false); }, flush_l2);
+        if (ms.ok() && *ms * 1e3 / kLayers < best) {
+          best = *ms * 1e3 / kLayers;
+          blocks_algo = static_cast<int>(a);
         }
-        return absl::OkStatus();
-      };
-      auto ms = MedianGraphReplayMs(
-          stream, 30, [&] { return enqueue(true); }, flush_l2);
-      auto gms = MedianGraphReplayMs(
-          stream, 30, [&] { return enqueue(false); }, flush_l2);
-      if (ms.ok() && *ms * 1e3 / kLayers < best) {
-        best = *ms * 1e3 / kLayers;
-        blocks_algo = static_cast<int>(a);
+        if (gms.ok()) best_gemm = std::min(best_gemm, *gms * 1e3 / kLayers);
+        (void)cudaGetLastError();
       }
-      if (gms.ok()) best_gemm = std::min(best_gemm, *gms * 1e3 / kLayers);
-      (void)cudaGetLastError();
-    }
-    // The output of the last layer with the best answer, against the fused form's.
-    double max_diff = INFINITY;
-    if (blocks_algo >= 0) {
-      const auto& algo = split.algos[blocks_algo];
-      const Layer& l = layers.back();
-      cublasLtMatmul(handle, split.desc, &one, l.w, split.la, x, split.lb, &zero, parts, split.lc,
-                     parts, split.ld, &algo, workspace, kWorkspace, stream);
-      SplitSum(splits, static_cast<const float*>(parts), m * kCols, l.bias, residual, l.gamma,
-               l.beta, y_split, m, stream);
-      cudaStreamSynchronize(stream);
-      cudaMemcpy(got.data(), y_split, got.size() * 2, cudaMemcpyDeviceToHost);
-      max_diff = 0;
-      for (size_t i = 0; i < got.size(); ++i) {
-        max_diff =
-            std::max<double>(max_diff, std::fabs(__half2float(got[i]) - __half2float(ref[i])));
+      // The output of the last layer with the best answer, against the fused form's.
+      double max_diff = INFINITY;
+      if (blocks_algo >= 0) {
+        const auto& algo = split.algos[blocks_algo];
+        const Layer& l = layers.back();
+        cublasLtMatmul(handle, split.desc, &one, l.w, split.la, x, split.lb, &zero, parts, split.lc,
+                       parts, split.ld, &algo, workspace, kWorkspace, stream);
+        SplitSum(splits, half_parts, parts, m * kCols, l.bias, residual, l.gamma, l.beta, y_split,
+                 m, stream);
+        cudaStreamSynchronize(stream);
+        cudaMemcpy(got.data(), y_split, got.size() * 2, cudaMemcpyDeviceToHost);
+        max_diff = 0;
+        for (size_t i = 0; i < got.size(); ++i) {
+          max_diff =
+              std::max<double>(max_diff, std::fabs(__half2float(got[i]) - __half2float(ref[i])));
+        }
       }
+      std::printf(
+          "  split %d, %s partials: %.2f us a layer (%.2fx; GEMM alone %.2f; answer %d of %zu) "
+          "max|diff| %.3g\n",
+          splits, half_parts ? "f16" : "f32", best, fused_us / best, best_gemm, blocks_algo,
+          split.algos.size(), max_diff);
+      std::fflush(stdout);
     }
-    std::printf(
-        "  split %d: %.2f us a layer (%.2fx; GEMM alone %.2f; answer %d of %zu) "
-        "max|diff| %.3g\n",
-        splits, best, fused_us / best, best_gemm, blocks_algo, split.algos.size(), max_diff);
-    std::fflush(stdout);
   }
   for (Layer& l : layers) {
     for (void* p : {l.w, l.bias, l.gamma, l.beta}) cudaFree(p);

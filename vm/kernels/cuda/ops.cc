@@ -521,8 +521,9 @@ class GemmKernel final : public CudaKernel {
   const float beta_;
 };
 
-// MatMulSplitK: parts[s] = x[..., slice s of K] * W[slice s of K, :] in f32, one batched GEMM
-// (the front half of the split-gemm-layernorm pass's pair; vm/kernels/cpu/split_gemm.cc).
+// MatMulSplitK: parts[s] = x[..., slice s of K] * W[slice s of K, :] in f32 or x's type, one
+// batched GEMM (the front half of the split-gemm-layernorm pass's pair;
+// vm/kernels/cpu/split_gemm.cc).
 class MatMulSplitKKernel final : public CudaKernel {
  public:
   explicit MatMulSplitKKernel(int64_t splits) : CudaKernel("MatMulSplitK"), splits_(splits) {}
@@ -532,10 +533,10 @@ class MatMulSplitKKernel final : public CudaKernel {
     const Tensor& x = in[0];
     const Tensor& w = in[1];
     if (!IsGpuFloat(x.dtype()) || w.dtype() != x.dtype() || x.rank() < 1 || w.rank() != 2 ||
-        out[0].dtype() != DType::kF32) {
+        (out[0].dtype() != DType::kF32 && out[0].dtype() != x.dtype())) {
       return absl::InvalidArgumentError(absl::StrCat(op_, " on cuda: x ", x.TypeString(), ", W ",
                                                      w.TypeString(), " -> ", out[0].TypeString(),
-                                                     " (f32)"));
+                                                     " (f32 or x's type)"));
     }
     const int64_t k = w.dim(0), n = w.dim(1);
     int64_t rows = 1;
@@ -554,7 +555,7 @@ class MatMulSplitKKernel final : public CudaKernel {
     const int64_t ks = k / splits_;
     cuda::GemmShape shape;
     shape.m = rows, shape.n = n, shape.k = ks, shape.batch = splits_;
-    shape.lda = k, shape.d_f32 = true;
+    shape.lda = k, shape.d_f32 = out[0].dtype() == DType::kF32;
     cuda::GemmOperands operands;
     operands.a = x.raw_data(), operands.b = w.raw_data(), operands.d = out[0].raw_data();
     operands.stride_a = ks, operands.stride_b = ks * n, operands.stride_d = rows * n;
@@ -614,15 +615,18 @@ class LayerNormKernel final : public CudaKernel {
   const float epsilon_;
 };
 
-// SplitSumLayerNorm(parts f32 [S, ..., N], bias?, residual?, gamma, beta?): the back half.
+// SplitSumLayerNorm(parts [S, ..., N] (f32 or gamma's type), bias?, residual?, gamma, beta?):
+// the back half.
 class SplitSumLayerNormKernel final : public CudaKernel {
  public:
   explicit SplitSumLayerNormKernel(float epsilon)
       : CudaKernel("SplitSumLayerNorm"), epsilon_(epsilon) {}
   absl::Status RunCuda(const KernelContext& ctx, absl::Span<const Tensor> in,
                        absl::Span<Tensor> out) const override {
-    if (!Present(in, 0) || in[0].dtype() != DType::kF32 || in[0].rank() < 2 || !Present(in, 3)) {
-      return absl::InvalidArgumentError(op_ + ": f32 partial products [S, ..., N] and gamma");
+    if (!Present(in, 0) || in[0].rank() < 2 || !Present(in, 3) ||
+        (in[0].dtype() != DType::kF32 && in[0].dtype() != in[3].dtype())) {
+      return absl::InvalidArgumentError(
+          op_ + ": partial products [S, ..., N] (f32 or gamma's type) and gamma");
     }
     const Tensor& parts = in[0];
     const DType type = in[3].dtype();
@@ -648,7 +652,7 @@ class SplitSumLayerNormKernel final : public CudaKernel {
       }
       param[i] = in[i].raw_data();
     }
-    return Launch(ops::SplitSumLayerNorm(static_cast<const float*>(parts.raw_data()),
+    return Launch(ops::SplitSumLayerNorm(parts.raw_data(), FloatTypeOf(parts.dtype()),
                                          static_cast<int>(splits), rows * n, param[1], param[2],
                                          param[3], param[4], y.raw_data(), rows, n, epsilon_,
                                          FloatTypeOf(type), FloatTypeOf(y.dtype()), StreamOf(ctx)),
@@ -1269,7 +1273,7 @@ void RegisterCudaKernels(KernelRegistry& r) {
       KernelTraits{{},
                    [](absl::Span<const DType> in, absl::Span<const DType> out, const Attributes&) {
                      return in.size() == 2 && out.size() == 1 && IsGpuFloat(in[0]) &&
-                            in[1] == in[0] && out[0] == DType::kF32;
+                            in[1] == in[0] && (out[0] == DType::kF32 || out[0] == in[0]);
                    }});
   reg(
       "SplitSumLayerNorm",
@@ -1278,8 +1282,9 @@ void RegisterCudaKernels(KernelRegistry& r) {
       },
       KernelTraits{{},
                    [](absl::Span<const DType> in, absl::Span<const DType> out, const Attributes&) {
-                     if (in.size() < 4 || out.size() != 1 || in[0] != DType::kF32 ||
+                     if (in.size() < 4 || out.size() != 1 ||
                          (in[3] != DType::kF16 && in[3] != DType::kBF16) ||
+                         (in[0] != DType::kF32 && in[0] != in[3]) ||
                          (out[0] != in[3] && out[0] != DType::kF32)) {
                        return false;
                      }

@@ -469,15 +469,15 @@ __global__ void LayerNormWarpKernel(const T* x, const T* gamma, const T* beta, T
 
 // SplitSumLayerNorm for any row length, splits and alignment: a block per row, the row's sums
 // recomputed in each of the three passes (the warp-per-row kernel below is the fast path).
-template <typename T, typename TO>
-__global__ void SplitSumLayerNormBlockKernel(const float* parts, int splits, int64_t part_stride,
+template <typename T, typename TO, typename P>
+__global__ void SplitSumLayerNormBlockKernel(const P* parts, int splits, int64_t part_stride,
                                              const T* bias, const T* residual, const T* gamma,
                                              const T* beta, TO* y, int64_t cols, float epsilon) {
   WaitForPrimary();  // launched with LaunchPdl
   const int64_t row = blockIdx.x;
   auto value = [&](int64_t c) {
     float v = 0.0f;
-    for (int s = 0; s < splits; ++s) v += parts[s * part_stride + row * cols + c];
+    for (int s = 0; s < splits; ++s) v += Ld(parts + s * part_stride + row * cols + c);
     if (bias != nullptr) v += Ld(bias + c);
     if (residual != nullptr) v += Ld(residual + row * cols + c);
     return v;
@@ -500,10 +500,10 @@ __global__ void SplitSumLayerNormBlockKernel(const float* parts, int splits, int
 }
 
 // SplitSumLayerNorm with a warp per row of at most 32 * 8 * V columns: each lane owns V chunks
-// of 8 columns, sums the S fp32 partial products, bias and residual of each, and normalises the
-// row in registers (fp32 throughout).
-template <typename T, typename TO, int S, int V>
-__global__ void SplitSumLayerNormKernel(const float* parts, int64_t part_stride, const T* bias,
+// of 8 columns, sums the S partial products (P: f32, or T), bias and residual of each, and
+// normalises the row in registers (fp32 throughout).
+template <typename T, typename TO, typename P, int S, int V>
+__global__ void SplitSumLayerNormKernel(const P* parts, int64_t part_stride, const T* bias,
                                         const T* residual, const T* gamma, const T* beta, TO* y,
                                         int64_t rows, int cols, float epsilon) {
   WaitForPrimary();  // launched with LaunchPdl
@@ -537,11 +537,18 @@ __global__ void SplitSumLayerNormKernel(const float* parts, int64_t part_stride,
     for (int i = 0; i < V; ++i) {
       const int c = (i * 32 + lane) * E;
       if (c >= cols) continue;
-      const float* src = parts + s * part_stride + row * cols + c;
-      const float4 lo = *reinterpret_cast<const float4*>(src);
-      const float4 hi = *reinterpret_cast<const float4*>(src + 4);
-      v[i][0] += lo.x, v[i][1] += lo.y, v[i][2] += lo.z, v[i][3] += lo.w;
-      v[i][4] += hi.x, v[i][5] += hi.y, v[i][6] += hi.z, v[i][7] += hi.w;
+      const P* src = parts + s * part_stride + row * cols + c;
+      if constexpr (sizeof(P) == 4) {
+        const float4 lo = *reinterpret_cast<const float4*>(src);
+        const float4 hi = *reinterpret_cast<const float4*>(src + 4);
+        v[i][0] += lo.x, v[i][1] += lo.y, v[i][2] += lo.z, v[i][3] += lo.w;
+        v[i][4] += hi.x, v[i][5] += hi.y, v[i][6] += hi.z, v[i][7] += hi.w;
+      } else {
+        const uint4 raw = *reinterpret_cast<const uint4*>(src);
+        const P* e = reinterpret_cast<const P*>(&raw);
+#pragma unroll
+        for (int k = 0; k < E; ++k) v[i][k] += Ld(e + k);
+      }
     }
   }
   float sum = 0.0f;
@@ -1854,20 +1861,25 @@ int SplitSumRowsPerBlock() {
   return rows;
 }
 
-cudaError_t SplitSumLayerNorm(const float* parts, int splits, int64_t part_stride, const void* bias,
-                              const void* residual, const void* gamma, const void* beta, void* y,
-                              int64_t rows, int64_t cols, float epsilon, FloatType type,
-                              FloatType out_type, cudaStream_t stream) {
+cudaError_t SplitSumLayerNorm(const void* parts, FloatType parts_type, int splits,
+                              int64_t part_stride, const void* bias, const void* residual,
+                              const void* gamma, const void* beta, void* y, int64_t rows,
+                              int64_t cols, float epsilon, FloatType type, FloatType out_type,
+                              cudaStream_t stream) {
   if (rows == 0 || cols == 0) return cudaSuccess;
   if (rows > 2147483647LL || type == FloatType::kF32 || splits < 1 ||
-      (out_type != type && out_type != FloatType::kF32)) {
+      (out_type != type && out_type != FloatType::kF32) ||
+      (parts_type != type && parts_type != FloatType::kF32)) {
     return cudaErrorInvalidValue;
   }
+  const bool f32_parts = parts_type == FloatType::kF32;
   const int vectors = static_cast<int>((cols + 255) / 256);
-  bool fast = cols % 8 == 0 && vectors <= 4 && (splits <= 4 || splits == 6 || splits == 8) &&
-              (splits == 1 || part_stride % 4 == 0);
-  for (const void* p : {static_cast<const void*>(parts), bias, residual, gamma, beta,
-                        static_cast<const void*>(y)}) {
+  const int64_t part_bytes = part_stride * (f32_parts ? 4 : 2);
+  // Half partials take the fast path at 1-4 slices (fewer kernels to build).
+  bool fast = cols % 8 == 0 && vectors <= 4 &&
+              (splits <= 4 || (f32_parts && (splits == 6 || splits == 8))) &&
+              (splits == 1 || part_bytes % 16 == 0);
+  for (const void* p : {parts, bias, residual, gamma, beta, static_cast<const void*>(y)}) {
     fast = fast && reinterpret_cast<uintptr_t>(p) % 16 == 0;
   }
   return Dispatch(type, [&](auto tag) -> cudaError_t {
@@ -1875,46 +1887,50 @@ cudaError_t SplitSumLayerNorm(const float* parts, int splits, int64_t part_strid
     if constexpr (sizeof(T) != 2) {
       return cudaErrorInvalidValue;
     } else {
-      auto launch = [&](auto out_tag) {
+      auto launch = [&](auto out_tag, auto part_tag) {
         using TO = decltype(out_tag);
+        using P = decltype(part_tag);
+        const P* p = static_cast<const P*>(parts);
         if (!fast) {
           const int threads = cols <= 128 ? 64 : cols <= 512 ? 128 : 256;
-          return LaunchPdl(SplitSumLayerNormBlockKernel<T, TO>, static_cast<unsigned>(rows),
-                           threads, 0, stream, parts, splits, part_stride,
-                           static_cast<const T*>(bias), static_cast<const T*>(residual),
-                           static_cast<const T*>(gamma), static_cast<const T*>(beta),
-                           static_cast<TO*>(y), cols, epsilon);
+          return LaunchPdl(SplitSumLayerNormBlockKernel<T, TO, P>, static_cast<unsigned>(rows),
+                           threads, 0, stream, p, splits, part_stride, static_cast<const T*>(bias),
+                           static_cast<const T*>(residual), static_cast<const T*>(gamma),
+                           static_cast<const T*>(beta), static_cast<TO*>(y), cols, epsilon);
         }
         const int per_block = SplitSumRowsPerBlock();
         const auto blocks = static_cast<unsigned>((rows + per_block - 1) / per_block);
         auto by_splits = [&](auto v) {
           constexpr int V = decltype(v)::value;
           auto go = [&](auto kernel) {
-            return LaunchPdl(kernel, blocks, 32 * per_block, 0, stream, parts, part_stride,
+            return LaunchPdl(kernel, blocks, 32 * per_block, 0, stream, p, part_stride,
                              static_cast<const T*>(bias), static_cast<const T*>(residual),
                              static_cast<const T*>(gamma), static_cast<const T*>(beta),
                              static_cast<TO*>(y), rows, static_cast<int>(cols), epsilon);
           };
           switch (splits) {
             case 1:
-              return go(SplitSumLayerNormKernel<T, TO, 1, V>);
+              return go(SplitSumLayerNormKernel<T, TO, P, 1, V>);
             case 2:
-              return go(SplitSumLayerNormKernel<T, TO, 2, V>);
+              return go(SplitSumLayerNormKernel<T, TO, P, 2, V>);
             case 3:
-              return go(SplitSumLayerNormKernel<T, TO, 3, V>);
+              return go(SplitSumLayerNormKernel<T, TO, P, 3, V>);
             case 4:
-              return go(SplitSumLayerNormKernel<T, TO, 4, V>);
-            case 6:
-              return go(SplitSumLayerNormKernel<T, TO, 6, V>);
-            case 8:
-              return go(SplitSumLayerNormKernel<T, TO, 8, V>);
+              return go(SplitSumLayerNormKernel<T, TO, P, 4, V>);
             default:
+              if constexpr (sizeof(P) == 4) {
+                if (splits == 6) return go(SplitSumLayerNormKernel<T, TO, P, 6, V>);
+                if (splits == 8) return go(SplitSumLayerNormKernel<T, TO, P, 8, V>);
+              }
               return cudaErrorInvalidValue;
           }
         };
         return ByVectors(vectors, by_splits);
       };
-      return out_type == type ? launch(T{}) : launch(float{});
+      auto by_out = [&](auto part_tag) {
+        return out_type == type ? launch(T{}, part_tag) : launch(float{}, part_tag);
+      };
+      return f32_parts ? by_out(float{}) : by_out(T{});
     }
   });
 }

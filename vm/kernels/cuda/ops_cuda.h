@@ -107,17 +107,18 @@ cudaError_t LayerNorm(const void* x, const void* gamma, const void* beta, void* 
                       int64_t cols, float epsilon, FloatType type, FloatType out_type,
                       cudaStream_t stream);
 
-// The end of a GEMM whose K was split into `splits` slices (partial products in fp32, slice s
-// at parts + s * part_stride, each rows x cols): per row, y = LayerNorm(sum_s parts[s] + bias +
-// residual) * gamma + beta, statistics in fp32. bias (cols), residual (rows x cols), gamma and
-// beta are of `type` (f16 or bf16; any may be null), y of `type` or f32. A warp a row when cols
-// is a multiple of 8 up to 1024, splits is 1-4, 6 or 8 and every pointer is 16-byte aligned;
-// a block a row otherwise.
+// The end of a GEMM whose K was split into `splits` slices (partial products of parts_type, f32
+// or `type`, slice s at parts + s * part_stride, each rows x cols): per row, y = LayerNorm(sum_s
+// parts[s] + bias + residual) * gamma + beta, sums and statistics in fp32. bias (cols), residual
+// (rows x cols), gamma and beta are of `type` (f16 or bf16; any may be null), y of `type` or
+// f32. A warp a row when cols is a multiple of 8 up to 1024, splits is 1-4 (f32 partials: also
+// 6 or 8) and every pointer and slice is 16-byte aligned; a block a row otherwise.
 inline constexpr int kMaxSplitSumParts = 8;
-cudaError_t SplitSumLayerNorm(const float* parts, int splits, int64_t part_stride, const void* bias,
-                              const void* residual, const void* gamma, const void* beta, void* y,
-                              int64_t rows, int64_t cols, float epsilon, FloatType type,
-                              FloatType out_type, cudaStream_t stream);
+cudaError_t SplitSumLayerNorm(const void* parts, FloatType parts_type, int splits,
+                              int64_t part_stride, const void* bias, const void* residual,
+                              const void* gamma, const void* beta, void* y, int64_t rows,
+                              int64_t cols, float epsilon, FloatType type, FloatType out_type,
+                              cudaStream_t stream);
 
 // Softmax over `r` elements of stride `inner` for each (outer, inner): ONNX Softmax (opset 13).
 cudaError_t Softmax(const void* x, void* y, int64_t outer, int64_t r, int64_t inner, bool log,

@@ -9,13 +9,14 @@ C="$N/nimblec compile /tmp/bw/bert.onnx --device=cuda --precision=fp16 --buckets
 NIMBLE_SPLIT_GEMM_LN=0 $C -o /tmp/base.nbx 2>&1 | tail -1
 $C -o /tmp/split.nbx 2>&1 | tail -1
 NIMBLE_SPLIT_GEMM_LN_HALF_PARTIALS=1 $C -o /tmp/half.nbx 2>&1 | tail -1
+set +x
 shape() { echo --shape input_ids=1x$1 --shape attention_mask=1x$1 --shape token_type_ids=1x$1; }
 for round in 1 2; do for s in 384 128 64 16; do for v in base split half; do
   [ $round = 2 ] && [ $s -lt 128 ] && continue
   echo "round $round seq $s $v p50 $(timeout 20 $N/nimblec bench /tmp/$v.nbx $(shape $s) --iterations 300 --device-graphs 2>/dev/null | tail -1 | awk '{print $3}') ms"
 done; done; done 2>&1 | tee $OUT/ab.txt
 # The faster form at seq 384 (sum of both rounds) goes to the peers' run.
-h=$(awk '/seq 384 split/ {s+=$6} /seq 384 half/ {h+=$6} END {print (h > 0 && h < s) ? 1 : 0}' $OUT/ab.txt)
+h=$(awk '/^round .* seq 384 split / {s+=$7} /^round .* seq 384 half / {h+=$7} END {print (h > 0 && h < s) ? 1 : 0}' $OUT/ab.txt)
 echo "half partials for the peers' run: $h" | tee -a $OUT/ab.txt
 export NIMBLE_SPLIT_GEMM_LN_HALF_PARTIALS=$h
 BERT_ROUNDS=3 BERT_TIMEOUT=330 LSTM=0 ATTENTION_AB=0 OUT=$OUT bash bench/gpu/run_suite.sh carry/dev/nimble.tar.xz 2>&1 | grep -v "^+" | tail -30

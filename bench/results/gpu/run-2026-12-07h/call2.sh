@@ -1,6 +1,6 @@
 # Session 18, call 2: the split pass (on by default now) with f32 and half partial products
 # (the traits fixed so half partials stay on the GPU), A/B at every length, then the peers
-# (bert_gpu.py via run_suite.sh) with the faster form. ~420 s on a warm machine.
+# (bert_gpu.py as run_suite.sh runs it) with the faster form. ~420 s on a warm machine.
 set -x
 tar xJf carry/dev/nimble.tar.xz -C /tmp; export LD_LIBRARY_PATH=/tmp/nimble/lib:/usr/local/cuda/lib64; N=/tmp/nimble
 for h in 0 1; do NIMBLE_SPLIT_GEMM_LN_HALF_PARTIALS=$h NIMBLE_BERT_ONNX=$N/bert_small.onnx timeout 60 $N/compiler_cuda_bert_test 2>&1 | grep -E "OK|FAILED|PASSED|Failure|rel|captures" | tail -14; done > $OUT/bert_test.txt; grep -E "PASSED|FAILED" $OUT/bert_test.txt
@@ -19,5 +19,9 @@ done; done; done 2>&1 | tee $OUT/ab.txt
 h=$(awk '/^round .* seq 384 split / {s+=$7} /^round .* seq 384 half / {h+=$7} END {print (h > 0 && h < s) ? 1 : 0}' $OUT/ab.txt)
 echo "half partials for the peers' run: $h" | tee -a $OUT/ab.txt
 export NIMBLE_SPLIT_GEMM_LN_HALF_PARTIALS=$h
-BERT_ROUNDS=3 BERT_TIMEOUT=330 LSTM=0 ATTENTION_AB=0 OUT=$OUT bash bench/gpu/run_suite.sh carry/dev/nimble.tar.xz 2>&1 | grep -v "^+" | tail -30
+# run_suite.sh's bert_gpu.py line (its test binaries ran in call 1 and above).
+PYTHONUNBUFFERED=1 timeout 330 python3 bench/gpu/bert_gpu.py --nimblec $N/nimblec --work /tmp/bw \
+  --precisions fp16 --graphs fp16 --torch-compile --compile-precisions fp16 --iterations 50 --rounds 3 \
+  --host-io-peers "compile fp16,eager fp16" --out "$OUT/bert.md" >"$OUT/bert.log" 2>&1
+echo "bert_gpu.py: rc=$?"; grep -vE "^ +(eager|compile)" "$OUT/bert.log" | tail -15
 grep -E "^\| (384|128|64|16) " $OUT/bert.md

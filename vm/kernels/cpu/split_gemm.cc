@@ -6,8 +6,13 @@
 //   SplitSumLayerNorm(parts, bias?, residual?, gamma, beta?) {epsilon}  ->  y [..., N]
 //       y = LayerNorm(sum_s parts[s] + bias + residual) * gamma + beta   (last axis)
 //
+// Above vm::kMaxSplitRows rows both use one slice (vm/kernels/split_gemm.h): slice 0 holds the
+// whole-K product; here the other slices are zeros.
+//
 // x, W, bias, residual, gamma and beta share a float type; parts and y are of that type or f32
 // (sums in f32 either way).
+#include "vm/kernels/split_gemm.h"
+
 #include <algorithm>
 #include <cstdint>
 #include <memory>
@@ -61,7 +66,8 @@ class MatMulSplitKKernel final : public Kernel {
     if (outputs[0].num_elements() == 0) return absl::OkStatus();
     NIMBLE_ASSIGN_OR_RETURN(Tensor xf, AsF32(x, kOp));
     NIMBLE_ASSIGN_OR_RETURN(Tensor wf, AsF32(w, kOp));
-    const int64_t ks = k / splits_;
+    const int64_t used = EffectiveSplits(rows, splits_);
+    const int64_t ks = k / used;
     const float* xp = xf.data<float>();
     const float* wp = wf.data<float>();
     Tensor f32_parts = outputs[0];
@@ -71,7 +77,7 @@ class MatMulSplitKKernel final : public Kernel {
     float* out = f32_parts.data<float>();
     for (int64_t s = 0; s < splits_; ++s) {
       float* part = out + s * rows * n;
-      if (ks == 0) {
+      if (ks == 0 || s >= used) {
         std::fill(part, part + rows * n, 0.0f);
         continue;
       }
@@ -116,10 +122,13 @@ class SplitSumLayerNormKernel final : public Kernel {
     NIMBLE_RETURN_IF_ERROR(CheckRequired(kOp, inputs, 1));
     const DType type = inputs[3].dtype();
     const Shape y_shape(parts.shape().begin() + 1, parts.shape().end());
-    const int64_t splits = parts.dim(0), n = y_shape.back();
+    const int64_t n = y_shape.back();
     int64_t rows = 1;
     for (size_t i = 0; i + 1 < y_shape.size(); ++i) rows *= y_shape[i];
-    if (splits < 1) return absl::InvalidArgumentError(absl::StrCat(kOp, ": no partial products"));
+    if (parts.dim(0) < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(kOp, ": no partial products"));
+    }
+    const int64_t splits = EffectiveSplits(rows, parts.dim(0));
     if (!IsGemmFloat(type)) {
       return absl::InvalidArgumentError(absl::StrCat(kOp, ": gamma ", inputs[3].TypeString()));
     }

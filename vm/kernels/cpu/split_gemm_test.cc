@@ -1,5 +1,7 @@
 // MatMulSplitK + SplitSumLayerNorm against the ops they replace (FusedMatMul with bias and
 // residual, then LayerNormalization) and a float64 reference, in f32, f16 and bf16.
+#include "vm/kernels/split_gemm.h"
+
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -32,8 +34,9 @@ TEST(SplitGemmTest, SplitPairEqualsGemmThenLayerNorm) {
     int64_t batch, rows, k, n, splits;
   };
   for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16}) {
+    // The last case is past kMaxSplitRows: one slice in effect (vm/kernels/split_gemm.h).
     for (const Case& c : {Case{1, 7, 48, 24, 2}, Case{2, 5, 96, 40, 3}, Case{1, 3, 64, 8, 8},
-                          Case{1, 4, 32, 16, 1}}) {
+                          Case{1, 4, 32, 16, 1}, Case{2, kMaxSplitRows / 2 + 10, 48, 8, 2}}) {
       SCOPED_TRACE(::testing::Message() << DTypeName(dtype) << " rows " << c.batch * c.rows << " K "
                                         << c.k << " N " << c.n << " splits " << c.splits);
       auto random = [&](int64_t count) {
@@ -60,6 +63,11 @@ TEST(SplitGemmTest, SplitPairEqualsGemmThenLayerNorm) {
                               {Typed(dtype, x, xs), Typed(dtype, w, {c.k, c.n})}, 1, {parts_type}));
         ASSERT_EQ(parts[0].shape(), (Shape{c.splits, c.batch, c.rows, c.n}));
         ASSERT_EQ(parts[0].dtype(), parts_type);
+        if (c.batch * c.rows > kMaxSplitRows) {  // the whole-K product in slice 0, zeros after
+          const std::vector<float> all = Floats(parts[0]);
+          EXPECT_THAT(std::vector<float>(all.begin() + c.batch * c.rows * c.n, all.end()),
+                      ::testing::Each(0.0f));
+        }
         for (DType out : {dtype, DType::kF32}) {
           SCOPED_TRACE(::testing::Message() << "partials " << DTypeName(parts_type));
           NIMBLE_ASSERT_OK_AND_ASSIGN(

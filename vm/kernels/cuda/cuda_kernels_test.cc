@@ -21,6 +21,7 @@
 #include "vm/kernels/cuda/cuda_device.h"
 #include "vm/kernels/cuda/cuda_test_util.h"
 #include "vm/kernels/kernel.h"
+#include "vm/kernels/split_gemm.h"
 
 namespace nimble::vm {
 namespace {
@@ -434,6 +435,57 @@ TEST(CudaKernelsTest, SplitGemmLayerNorm) {
                   {7, cols}, half, tol, {0});
     }
   }
+}
+
+// Above kMaxSplitRows rows the pair runs as one slice (vm/kernels/split_gemm.h): MatMulSplitK
+// writes slice 0 only (slice 1 keeps the NaN it was filled with) and SplitSumLayerNorm reads
+// slice 0 only, so the result matches the CPU pair.
+TEST(CudaKernelsTest, SplitGemmPairAboveTheRowLimitUsesOneSlice) {
+  const int64_t rows = kMaxSplitRows + 60, k = 96, n = 64;
+  std::vector<Tensor> in = {RandomF32({rows, k}), RandomF32({k, n}, -0.2f, 0.2f),
+                            RandomF32({n}),       RandomF32({rows, n}),
+                            RandomF32({n}),       RandomF32({n})};
+  std::vector<Tensor> dev;
+  for (Tensor& t : in) {
+    Tensor h = ToHalf(t, DType::kF16);
+    t = FromHalf(h);  // the CPU pair sees the rounded values
+    dev.push_back(ToDevice(h));
+  }
+  KernelRegistry& r = KernelRegistry::Global();
+  const Attributes split = A({{"splits", int64_t{2}}});
+  const Attributes norm = A({{"epsilon", 1e-5}});
+  // CPU pair in f32.
+  std::vector<Tensor> cpu_parts = {*Tensor::Empty(DType::kF32, {2, rows, n})};
+  std::vector<Tensor> cpu_y = {*Tensor::Empty(DType::kF32, {rows, n})};
+  KernelContext cpu_ctx;
+  ASSERT_THAT((*r.Create("MatMulSplitK", DeviceType::kCPU, split))
+                  ->Run(cpu_ctx, {in[0], in[1]}, absl::MakeSpan(cpu_parts)),
+              IsOk());
+  ASSERT_THAT((*r.Create("SplitSumLayerNorm", DeviceType::kCPU, norm))
+                  ->Run(cpu_ctx, {cpu_parts[0], in[2], in[3], in[4], in[5]}, absl::MakeSpan(cpu_y)),
+              IsOk());
+  // GPU pair, f16 in and out, f32 partials.
+  std::vector<Tensor> parts = {*Tensor::Empty(DType::kF32, {2, rows, n}, Gpu())};
+  std::vector<Tensor> y = {*Tensor::Empty(DType::kF16, {rows, n}, Gpu())};
+  ASSERT_EQ(cudaMemset(parts[0].raw_data(), 0xff, parts[0].nbytes()), cudaSuccess);  // NaN
+  KernelContext gpu_ctx;
+  gpu_ctx.device = Device{DeviceType::kCUDA, 0};
+  gpu_ctx.allocator = Gpu();
+  ASSERT_THAT((*r.Create("MatMulSplitK", DeviceType::kCUDA, split))
+                  ->Run(gpu_ctx, {dev[0], dev[1]}, absl::MakeSpan(parts)),
+              IsOk());
+  ASSERT_THAT((*r.Create("SplitSumLayerNorm", DeviceType::kCUDA, norm))
+                  ->Run(gpu_ctx, {parts[0], dev[2], dev[3], dev[4], dev[5]}, absl::MakeSpan(y)),
+              IsOk());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const Tensor got = FromHalf(ToHost(y[0]));
+  double max_ref = 0, max_diff = 0;
+  for (int64_t i = 0; i < got.num_elements(); ++i) {
+    const double w = cpu_y[0].data<float>()[i], g = got.data<float>()[i];
+    max_ref = std::max(max_ref, std::abs(w));
+    max_diff = std::max(max_diff, std::isnan(g) ? INFINITY : std::abs(w - g));
+  }
+  EXPECT_LE(max_diff, 4e-3 * (1 + max_ref)) << "max |ref| " << max_ref;
 }
 
 // fp16 / bf16 storage: every kernel the precision lowering uses, with bounds of a few units of

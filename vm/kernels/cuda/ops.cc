@@ -25,6 +25,7 @@
 #include "vm/kernels/cuda/rtc_elementwise.h"
 #include "vm/kernels/fused_elementwise_program.h"
 #include "vm/kernels/kernel.h"
+#include "vm/kernels/split_gemm.h"
 
 namespace nimble::vm {
 namespace {
@@ -552,9 +553,11 @@ class MatMulSplitKKernel final : public CudaKernel {
       return Launch(cudaMemsetAsync(out[0].raw_data(), 0, out[0].nbytes(), StreamOf(ctx)), op_);
     }
     NIMBLE_ASSIGN_OR_RETURN(cuda::GemmRunner * gemm, cuda_device::Gemm(ctx.device.ordinal));
-    const int64_t ks = k / splits_;
+    // Above kMaxSplitRows rows one slice (vm/kernels/split_gemm.h); the rest stay unwritten.
+    const int64_t used = EffectiveSplits(rows, splits_);
+    const int64_t ks = k / used;
     cuda::GemmShape shape;
-    shape.m = rows, shape.n = n, shape.k = ks, shape.batch = splits_;
+    shape.m = rows, shape.n = n, shape.k = ks, shape.batch = used;
     shape.lda = k, shape.d_f32 = out[0].dtype() == DType::kF32;
     cuda::GemmOperands operands;
     operands.a = x.raw_data(), operands.b = w.raw_data(), operands.d = out[0].raw_data();
@@ -631,11 +634,12 @@ class SplitSumLayerNormKernel final : public CudaKernel {
     const Tensor& parts = in[0];
     const DType type = in[3].dtype();
     const Shape y_shape(parts.shape().begin() + 1, parts.shape().end());
-    const int64_t splits = parts.dim(0), n = y_shape.back();
+    const int64_t n = y_shape.back();
     int64_t rows = 1;
     for (size_t i = 0; i + 1 < y_shape.size(); ++i) rows *= y_shape[i];
     Tensor& y = out[0];
-    if (splits < 1) return absl::InvalidArgumentError(op_ + ": no partial products");
+    if (parts.dim(0) < 1) return absl::InvalidArgumentError(op_ + ": no partial products");
+    const int64_t splits = EffectiveSplits(rows, parts.dim(0));  // as MatMulSplitK wrote them
     if (type == DType::kF32 || !IsGpuFloat(type) || y.shape() != y_shape ||
         (y.dtype() != type && y.dtype() != DType::kF32)) {
       return absl::InvalidArgumentError(absl::StrCat(op_, " on cuda: gamma ", in[3].TypeString(),

@@ -11,6 +11,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -350,6 +351,19 @@ Tensor FromHalf(const Tensor& h) {
   return t;
 }
 
+// max |got - want| <= tolerance * (1 + max |want|) over two f32 tensors (NaN in `got` fails);
+// returns {max |got - want|, max |want|}.
+std::pair<double, double> ExpectCloseF32(const Tensor& want, const Tensor& got, double tolerance) {
+  double max_ref = 0, max_diff = 0;
+  for (int64_t i = 0; i < got.num_elements(); ++i) {
+    const double w = want.data<float>()[i], g = got.data<float>()[i];
+    max_ref = std::max(max_ref, std::abs(w));
+    max_diff = std::max(max_diff, std::isnan(g) ? INFINITY : std::abs(w - g));
+  }
+  EXPECT_LE(max_diff, tolerance * (1 + max_ref)) << "max |ref| " << max_ref;
+  return {max_diff, max_ref};
+}
+
 // The CUDA kernel on `half` storage against the CPU kernel in f32 on the same (rounded) inputs:
 // max |cuda - cpu| <= tolerance * (1 + max |cpu|). f32 inputs listed in `keep` stay f32 (the
 // attention mask).
@@ -388,13 +402,7 @@ void CompareHalf(const std::string& op, const Attributes& attrs, std::vector<Ten
   ASSERT_THAT((*gpu)->Run(gpu_ctx, dev_in, absl::MakeSpan(gpu_out)), IsOk());
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   Tensor got = f32_output ? ToHost(gpu_out[0]) : FromHalf(ToHost(gpu_out[0]));
-  double max_ref = 0, max_diff = 0;
-  for (int64_t i = 0; i < got.num_elements(); ++i) {
-    const double w = cpu_out[0].data<float>()[i], g = got.data<float>()[i];
-    max_ref = std::max(max_ref, std::abs(w));
-    max_diff = std::max(max_diff, std::isnan(g) ? INFINITY : std::abs(w - g));
-  }
-  EXPECT_LE(max_diff, tolerance * (1 + max_ref)) << "max |ref| " << max_ref;
+  const auto [max_diff, max_ref] = ExpectCloseF32(cpu_out[0], got, tolerance);
   std::printf("%-20s %-5s %-18s max diff %.3g (max |ref| %.3g)\n", op.c_str(),
               std::string(DTypeName(half)).c_str(), ShapeToString(out_shape).c_str(), max_diff,
               max_ref);
@@ -479,13 +487,7 @@ TEST(CudaKernelsTest, SplitGemmPairAboveTheRowLimitUsesOneSlice) {
               IsOk());
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   const Tensor got = FromHalf(ToHost(y[0]));
-  double max_ref = 0, max_diff = 0;
-  for (int64_t i = 0; i < got.num_elements(); ++i) {
-    const double w = cpu_y[0].data<float>()[i], g = got.data<float>()[i];
-    max_ref = std::max(max_ref, std::abs(w));
-    max_diff = std::max(max_diff, std::isnan(g) ? INFINITY : std::abs(w - g));
-  }
-  EXPECT_LE(max_diff, 4e-3 * (1 + max_ref)) << "max |ref| " << max_ref;
+  ExpectCloseF32(cpu_y[0], got, 4e-3);
 }
 
 // fp16 / bf16 storage: every kernel the precision lowering uses, with bounds of a few units of

@@ -6,13 +6,11 @@
 //   SplitSumLayerNorm(parts, bias?, residual?, gamma, beta?) {epsilon}  ->  y [..., N]
 //       y = LayerNorm(sum_s parts[s] + bias + residual) * gamma + beta   (last axis)
 //
-// Above vm::kMaxSplitRows rows both use one slice (vm/kernels/split_gemm.h): slice 0 holds the
-// whole-K product; here the other slices are zeros.
+// Above vm::kMaxSplitRows rows both use one slice (vm/kernels/split_gemm_rule.h): slice 0
+// holds the whole-K product; here the other slices are zeros.
 //
 // x, W, bias, residual, gamma and beta share a float type; parts and y are of that type or f32
 // (sums in f32 either way).
-#include "vm/kernels/split_gemm.h"
-
 #include <algorithm>
 #include <cstdint>
 #include <memory>
@@ -26,6 +24,7 @@
 #include "vm/kernels/cpu/elementwise_internal.h"
 #include "vm/kernels/cpu/onednn_util.h"
 #include "vm/kernels/kernel.h"
+#include "vm/kernels/split_gemm_rule.h"
 
 namespace nimble::vm::cpu {
 namespace {

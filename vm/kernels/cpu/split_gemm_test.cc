@@ -1,7 +1,5 @@
 // MatMulSplitK + SplitSumLayerNorm against the ops they replace (FusedMatMul with bias and
 // residual, then LayerNormalization) and a float64 reference, in f32, f16 and bf16.
-#include "vm/kernels/split_gemm.h"
-
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -11,6 +9,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "vm/kernels/cpu/elementwise_test_util.h"
+#include "vm/kernels/split_gemm_rule.h"
 
 namespace nimble::vm::cpu {
 namespace {
@@ -34,7 +33,7 @@ TEST(SplitGemmTest, SplitPairEqualsGemmThenLayerNorm) {
     int64_t batch, rows, k, n, splits;
   };
   for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16}) {
-    // The last case is past kMaxSplitRows: one slice in effect (vm/kernels/split_gemm.h).
+    // The last case is past kMaxSplitRows: one slice in effect (vm/kernels/split_gemm_rule.h).
     for (const Case& c : {Case{1, 7, 48, 24, 2}, Case{2, 5, 96, 40, 3}, Case{1, 3, 64, 8, 8},
                           Case{1, 4, 32, 16, 1}, Case{2, kMaxSplitRows / 2 + 10, 48, 8, 2}}) {
       SCOPED_TRACE(::testing::Message() << DTypeName(dtype) << " rows " << c.batch * c.rows << " K "

@@ -22,7 +22,7 @@
 #include "vm/kernels/cuda/cuda_device.h"
 #include "vm/kernels/cuda/cuda_test_util.h"
 #include "vm/kernels/kernel.h"
-#include "vm/kernels/split_gemm.h"
+#include "vm/kernels/split_gemm_rule.h"
 
 namespace nimble::vm {
 namespace {
@@ -445,7 +445,7 @@ TEST(CudaKernelsTest, SplitGemmLayerNorm) {
   }
 }
 
-// Above kMaxSplitRows rows the pair runs as one slice (vm/kernels/split_gemm.h): MatMulSplitK
+// Above kMaxSplitRows rows the pair runs as one slice (vm/kernels/split_gemm_rule.h): MatMulSplitK
 // writes slice 0 only (slice 1 keeps the NaN it was filled with) and SplitSumLayerNorm reads
 // slice 0 only, so the result matches the CPU pair.
 TEST(CudaKernelsTest, SplitGemmPairAboveTheRowLimitUsesOneSlice) {

@@ -25,7 +25,7 @@
 #include "vm/kernels/cuda/rtc_elementwise.h"
 #include "vm/kernels/fused_elementwise_program.h"
 #include "vm/kernels/kernel.h"
-#include "vm/kernels/split_gemm.h"
+#include "vm/kernels/split_gemm_rule.h"
 
 namespace nimble::vm {
 namespace {
@@ -553,7 +553,7 @@ class MatMulSplitKKernel final : public CudaKernel {
       return Launch(cudaMemsetAsync(out[0].raw_data(), 0, out[0].nbytes(), StreamOf(ctx)), op_);
     }
     NIMBLE_ASSIGN_OR_RETURN(cuda::GemmRunner * gemm, cuda_device::Gemm(ctx.device.ordinal));
-    // Above kMaxSplitRows rows one slice (vm/kernels/split_gemm.h); the rest stay unwritten.
+    // Above kMaxSplitRows rows one slice (vm/kernels/split_gemm_rule.h); the rest stay unwritten.
     const int64_t used = EffectiveSplits(rows, splits_);
     const int64_t ks = k / used;
     cuda::GemmShape shape;

@@ -851,6 +851,25 @@ __device__ __forceinline__ void LoadQFragments(const T* qw, int lane,
   }
 }
 
+// The same fragments straight from global memory: rows row0 .. row0 + 15 of q (row stride
+// `stride` elements, an even number); rows at or past rows_end read as zeros.
+template <typename T>
+__device__ __forceinline__ void LoadQFragmentsGlobal(const T* q, int64_t row0, int64_t rows_end,
+                                                     int64_t stride, int lane,
+                                                     uint32_t (&qf)[kFlashD / 16][4]) {
+  const int g = lane >> 2, tg = lane & 3;
+  const bool ok0 = row0 + g < rows_end, ok1 = row0 + g + 8 < rows_end;
+  const T* p0 = q + (row0 + g) * stride + tg * 2;
+  const T* p1 = q + (row0 + g + 8) * stride + tg * 2;
+#pragma unroll
+  for (int kc = 0; kc < kFlashD / 16; ++kc) {
+    qf[kc][0] = ok0 ? Ld32(p0 + kc * 16) : 0u;
+    qf[kc][1] = ok1 ? Ld32(p1 + kc * 16) : 0u;
+    qf[kc][2] = ok0 ? Ld32(p0 + kc * 16 + 8) : 0u;
+    qf[kc][3] = ok1 ? Ld32(p1 + kc * 16 + 8) : 0u;
+  }
+}
+
 // S = Q K^T for one key tile and a warp's 16 query rows: KEYS / 8 tiles of 8 keys; the thread
 // holds rows (g, g + 8), keys 2 tg and 2 tg + 1 of each (the mma accumulator layout). An
 // 8-key tile's B fragments for 32 dims come from one ldmatrix.x4: lane 8 i + r addresses key r
@@ -1351,8 +1370,8 @@ AttentionChoice ForcedAttention() {
     if (s.size() >= 4 && s[0] == 's' && s[2] == 'x') {
       c.kind = 's', c.warps = s[1] - '0', c.keys = std::atoi(v + 3);
     }
-    if (s.size() == 4 && s[0] == 'q' && s[2] == 'k') {
-      c.kind = 'q', c.warps = s[1] - '0', c.keys = s[3] - '0';  // keys: the key groups
+    if (s.size() == 4 && (s[0] == 'q' || s[0] == 'd') && s[2] == 'k') {
+      c.kind = s[0], c.warps = s[1] - '0', c.keys = s[3] - '0';  // keys: the key groups
     }
     return c;
   }();
@@ -1366,9 +1385,14 @@ AttentionChoice ForcedAttention() {
 // masks without causality only (FlashTileStaged). The groups' partial (max, sum, O) of each
 // query are merged through shared memory at the end. Dynamic shared memory: Q, then per group
 // two K and two V tiles, which the partial O overlays.
-template <int W, int KS, int NB>
+// MINB = 2 (an A/B form, NIMBLE_CUDA_ATTENTION=d2k5 / d2k6): two blocks a multiprocessor. Each
+// warp reads its Q fragments straight from global memory (no Q tile) and registers are capped
+// for two blocks, so that 32-query blocks of 6 one-tile key groups (115 KB of shared memory
+// with the Q tile, 112.5 KB without) fit twice in an H100 multiprocessor's 228 KB: at seq 384
+// all 144 blocks are resident at once instead of running in two waves.
+template <int W, int KS, int NB, int MINB = 1>
 struct Flash2DShared {
-  static constexpr size_t kQ = W * 16 * kFlashLd * 2;
+  static constexpr size_t kQ = MINB == 1 ? W * 16 * kFlashLd * 2 : 0;
   static constexpr size_t kTile = kFlashKeys * kFlashLd * 2;
   static constexpr size_t kKv = KS * NB * 2 * kTile;
   static constexpr size_t kPartO = KS * W * 16 * kSplitOLd * 4;
@@ -1376,10 +1400,11 @@ struct Flash2DShared {
   static constexpr size_t kBytes = kQ + kKv;
 };
 
-template <typename T, typename M, int W, int KS, int NB>
-__global__ void __launch_bounds__(32 * W * KS) FlashAttention2DKernel(AttentionArgs a) {
+template <typename T, typename M, int W, int KS, int NB, int MINB = 1>
+__global__ void __launch_bounds__(32 * W * KS, MINB) FlashAttention2DKernel(AttentionArgs a) {
   static_assert(NB == 1 || NB == 2, "one buffer (one tile a group) or a double buffer");
-  using S = Flash2DShared<W, KS, NB>;
+  static_assert(MINB == 1 || MINB == 2, "one or two blocks a multiprocessor");
+  using S = Flash2DShared<W, KS, NB, MINB>;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ __align__(16) float2 mask_ma[KS][NB][kFlashKeys];
   __shared__ float part_m[KS][W * 16], part_l[KS][W * 16];
@@ -1403,7 +1428,7 @@ __global__ void __launch_bounds__(32 * W * KS) FlashAttention2DKernel(AttentionA
   // One buffer: the dispatcher sends at most one tile a key group (Launch2D checks).
   const int64_t iters = NB == 1 ? 1 : (tiles + KS - 1) / KS;
 
-  for (int idx = tid; idx < W * 16 * 8; idx += 32 * W * KS) {
+  for (int idx = tid; MINB == 1 && idx < W * 16 * 8; idx += 32 * W * KS) {
     const int r = idx >> 3, c = (idx & 7) * 8;
     const bool ok = q0 + r < a.q_seq;
     CpAsync16(qs + r * kFlashLd + c, ok ? qbase + (q0 + r) * a.q_strides[2] + c : qbase,
@@ -1453,6 +1478,9 @@ __global__ void __launch_bounds__(32 * W * KS) FlashAttention2DKernel(AttentionA
   if (kg < tiles) store_mask(0);  // read after the loop's first barrier
 
   uint32_t qf[kFlashD / 16][4];
+  if constexpr (MINB == 2) {  // while the first K/V tiles land
+    LoadQFragmentsGlobal(qbase, q0 + qw * 16, a.q_seq, a.q_strides[2], lane, qf);
+  }
   float o[kFlashD / 8][4];
 #pragma unroll
   for (int n = 0; n < kFlashD / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
@@ -1467,7 +1495,7 @@ __global__ void __launch_bounds__(32 * W * KS) FlashAttention2DKernel(AttentionA
     CpAsyncCommit();
     CpAsyncWait<1>();  // everything but the group just issued has landed
     __syncthreads();
-    if (i == 0) LoadQFragments(qs + qw * 16 * kFlashLd, lane, qf);
+    if (MINB == 1 && i == 0) LoadQFragments(qs + qw * 16 * kFlashLd, lane, qf);
     if (t < tiles) {
       FlashTileStaged<T, kFlashKeys>(qf, tile(buf, 0), tile(buf, 1), mask_ma[kg][buf], lane, m_run,
                                      l_run, o);
@@ -1519,17 +1547,28 @@ __global__ void __launch_bounds__(32 * W * KS) FlashAttention2DKernel(AttentionA
 
 // NB = 1: the single-pass form, every key tile in shared memory at once (one tile a key group),
 // for kv_seq <= 64 KS only.
-template <typename T, typename M, int W, int KS, int NB = 2>
+template <typename T, typename M, int W, int KS, int NB = 2, int MINB = 1>
 cudaError_t Launch2D(const AttentionArgs& args, cudaStream_t stream) {
   if (NB == 1 && args.kv_seq > static_cast<int64_t>(kFlashKeys) * KS) return cudaErrorInvalidValue;
-  constexpr size_t kBytes = Flash2DShared<W, KS, NB>::kBytes;
-  static const cudaError_t configured =
-      cudaFuncSetAttribute(FlashAttention2DKernel<T, M, W, KS, NB>,
-                           cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kBytes));
+  // Q fragments read straight from global memory: 4-byte aligned rows.
+  if (MINB == 2 && (args.q_strides[2] % 2 != 0 || reinterpret_cast<uintptr_t>(args.q) % 4 != 0)) {
+    return cudaErrorInvalidValue;
+  }
+  constexpr size_t kBytes = Flash2DShared<W, KS, NB, MINB>::kBytes;
+  static const cudaError_t configured = [] {
+    auto* kernel = FlashAttention2DKernel<T, M, W, KS, NB, MINB>;
+    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(kBytes));
+    if (e == cudaSuccess && MINB > 1) {  // all of the multiprocessor's memory as shared memory
+      e = cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                               cudaSharedmemCarveoutMaxShared);
+    }
+    return e;
+  }();
   if (configured != cudaSuccess) return configured;
   const dim3 grid(static_cast<unsigned>((args.q_seq + 16 * W - 1) / (16 * W)),
                   static_cast<unsigned>(args.q_heads), static_cast<unsigned>(args.batch));
-  return LaunchPdl(FlashAttention2DKernel<T, M, W, KS, NB>, grid, 32 * W * KS, kBytes, stream,
+  return LaunchPdl(FlashAttention2DKernel<T, M, W, KS, NB, MINB>, grid, 32 * W * KS, kBytes, stream,
                    args);
 }
 
@@ -2003,6 +2042,26 @@ cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream) {
     const int64_t query_tiles = (args.q_seq + 15) / 16 * args.q_heads * args.batch;
     const AttentionChoice forced = ForcedAttention();
     const bool fast = (args.mask == nullptr || args.mask_strides[2] == 0) && !args.causal;
+    if (forced.kind == 'd' && fast) {  // two blocks a multiprocessor (Flash2DShared)
+      return Dispatch(args.type, [&](auto tag) {
+        using T = decltype(tag);
+        if constexpr (std::is_same_v<T, float>) {
+          return cudaErrorInvalidValue;  // not eligible
+        } else {
+          return Dispatch(mask_type, [&](auto mask_tag) {
+            using M = decltype(mask_tag);
+            switch (forced.warps * 10 + forced.keys) {
+              case 25:
+                return Launch2D<T, M, 2, 5, 1, 2>(args, stream);
+              case 26:
+                return Launch2D<T, M, 2, 6, 1, 2>(args, stream);
+              default:
+                return cudaErrorInvalidValue;
+            }
+          });
+        }
+      });
+    }
     if (forced.kind == 'q' && fast) {
       return Dispatch(args.type, [&](auto tag) {
         using T = decltype(tag);

@@ -2042,7 +2042,10 @@ cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream) {
     const int64_t query_tiles = (args.q_seq + 15) / 16 * args.q_heads * args.batch;
     const AttentionChoice forced = ForcedAttention();
     const bool fast = (args.mask == nullptr || args.mask_strides[2] == 0) && !args.causal;
-    if (forced.kind == 'd' && fast) {  // two blocks a multiprocessor (Flash2DShared)
+    // Two blocks a multiprocessor (Flash2DShared), where all key tiles fit one a group; other
+    // shapes take the default choice.
+    if (forced.kind == 'd' && fast &&
+        (args.kv_seq + kFlashKeys - 1) / kFlashKeys <= static_cast<int64_t>(forced.keys)) {
       return Dispatch(args.type, [&](auto tag) {
         using T = decltype(tag);
         if constexpr (std::is_same_v<T, float>) {

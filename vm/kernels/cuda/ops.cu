@@ -2040,7 +2040,7 @@ cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream) {
     // Short sequences at small batch: split the keys over a block's warps.
     static const int sms = MultiprocessorCount();
     const int64_t query_tiles = (args.q_seq + 15) / 16 * args.q_heads * args.batch;
-    const AttentionChoice forced = ForcedAttention();
+    AttentionChoice forced = ForcedAttention();
     const bool fast = (args.mask == nullptr || args.mask_strides[2] == 0) && !args.causal;
     // Two blocks a multiprocessor (Flash2DShared), where all key tiles fit one a group; other
     // shapes take the default choice.
@@ -2065,6 +2065,7 @@ cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream) {
         }
       });
     }
+    if (forced.kind == 'd') forced = AttentionChoice{};  // the default choice for the rest
     if (forced.kind == 'q' && fast) {
       return Dispatch(args.type, [&](auto tag) {
         using T = decltype(tag);

@@ -837,30 +837,17 @@ __device__ __forceinline__ float2 StagedKey(const AttentionArgs& a, float add, b
   return make_float2(a.scale * kLog2e, add * kLog2e);
 }
 
-// A fragments of 16 query rows x 64 dims staged at qw (row stride kFlashLd).
+// A fragments of 16 query rows x 64 dims at q: staged in shared memory (row stride kFlashLd,
+// the default), or straight from global memory (the row stride of Q, an even number; rows from
+// `rows` on read as zeros).
 template <typename T>
-__device__ __forceinline__ void LoadQFragments(const T* qw, int lane,
-                                               uint32_t (&qf)[kFlashD / 16][4]) {
+__device__ __forceinline__ void LoadQFragments(const T* q, int lane,
+                                               uint32_t (&qf)[kFlashD / 16][4],
+                                               int64_t stride = kFlashLd, int64_t rows = 16) {
   const int g = lane >> 2, tg = lane & 3;
-#pragma unroll
-  for (int kc = 0; kc < kFlashD / 16; ++kc) {
-    qf[kc][0] = Ld32(qw + g * kFlashLd + kc * 16 + tg * 2);
-    qf[kc][1] = Ld32(qw + (g + 8) * kFlashLd + kc * 16 + tg * 2);
-    qf[kc][2] = Ld32(qw + g * kFlashLd + kc * 16 + 8 + tg * 2);
-    qf[kc][3] = Ld32(qw + (g + 8) * kFlashLd + kc * 16 + 8 + tg * 2);
-  }
-}
-
-// The same fragments straight from global memory: rows row0 .. row0 + 15 of q (row stride
-// `stride` elements, an even number); rows at or past rows_end read as zeros.
-template <typename T>
-__device__ __forceinline__ void LoadQFragmentsGlobal(const T* q, int64_t row0, int64_t rows_end,
-                                                     int64_t stride, int lane,
-                                                     uint32_t (&qf)[kFlashD / 16][4]) {
-  const int g = lane >> 2, tg = lane & 3;
-  const bool ok0 = row0 + g < rows_end, ok1 = row0 + g + 8 < rows_end;
-  const T* p0 = q + (row0 + g) * stride + tg * 2;
-  const T* p1 = q + (row0 + g + 8) * stride + tg * 2;
+  const bool ok0 = g < rows, ok1 = g + 8 < rows;
+  const T* p0 = q + g * stride + tg * 2;
+  const T* p1 = q + (g + 8) * stride + tg * 2;
 #pragma unroll
   for (int kc = 0; kc < kFlashD / 16; ++kc) {
     qf[kc][0] = ok0 ? Ld32(p0 + kc * 16) : 0u;
@@ -1479,7 +1466,8 @@ __global__ void __launch_bounds__(32 * W * KS, MINB) FlashAttention2DKernel(Atte
 
   uint32_t qf[kFlashD / 16][4];
   if constexpr (MINB == 2) {  // while the first K/V tiles land
-    LoadQFragmentsGlobal(qbase, q0 + qw * 16, a.q_seq, a.q_strides[2], lane, qf);
+    const int64_t row0 = q0 + qw * 16;
+    LoadQFragments(qbase + row0 * a.q_strides[2], lane, qf, a.q_strides[2], a.q_seq - row0);
   }
   float o[kFlashD / 8][4];
 #pragma unroll
@@ -2042,31 +2030,16 @@ cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream) {
     const int64_t query_tiles = (args.q_seq + 15) / 16 * args.q_heads * args.batch;
     AttentionChoice forced = ForcedAttention();
     const bool fast = (args.mask == nullptr || args.mask_strides[2] == 0) && !args.causal;
-    // Two blocks a multiprocessor (Flash2DShared), where all key tiles fit one a group; other
-    // shapes take the default choice.
-    if (forced.kind == 'd' && fast &&
-        (args.kv_seq + kFlashKeys - 1) / kFlashKeys <= static_cast<int64_t>(forced.keys)) {
-      return Dispatch(args.type, [&](auto tag) {
-        using T = decltype(tag);
-        if constexpr (std::is_same_v<T, float>) {
-          return cudaErrorInvalidValue;  // not eligible
-        } else {
-          return Dispatch(mask_type, [&](auto mask_tag) {
-            using M = decltype(mask_tag);
-            switch (forced.warps * 10 + forced.keys) {
-              case 25:
-                return Launch2D<T, M, 2, 5, 1, 2>(args, stream);
-              case 26:
-                return Launch2D<T, M, 2, 6, 1, 2>(args, stream);
-              default:
-                return cudaErrorInvalidValue;
-            }
-          });
-        }
-      });
+    // 'd': two blocks a multiprocessor (Flash2DShared), where all key tiles fit one a group;
+    // other shapes take the default choice.
+    const bool two_blocks = forced.kind == 'd';
+    if (two_blocks && (!fast || (args.kv_seq + kFlashKeys - 1) / kFlashKeys >
+                                    static_cast<int64_t>(forced.keys))) {
+      forced = AttentionChoice{};
     }
-    if (forced.kind == 'd') forced = AttentionChoice{};  // the default choice for the rest
-    if (forced.kind == 'q' && fast) {
+    if ((forced.kind == 'q' || forced.kind == 'd') && fast) {
+      const int code = forced.warps * 10 + forced.keys;
+      if (two_blocks && code != 25 && code != 26) return cudaErrorInvalidValue;  // d2k5, d2k6
       return Dispatch(args.type, [&](auto tag) {
         using T = decltype(tag);
         if constexpr (std::is_same_v<T, float>) {
@@ -2074,7 +2047,7 @@ cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream) {
         } else {
           return Dispatch(mask_type, [&](auto mask_tag) {
             using M = decltype(mask_tag);
-            switch (forced.warps * 10 + forced.keys) {
+            switch (code) {
               case 42:
                 return Launch2D<T, M, 4, 2>(args, stream);
               case 43:
@@ -2088,9 +2061,11 @@ cudaError_t Attention(const AttentionArgs& args, cudaStream_t stream) {
               case 34:
                 return Launch2D<T, M, 3, 4>(args, stream);
               case 25:  // 5 and 6 key groups: single pass (at most 5 or 6 key tiles)
-                return Launch2D<T, M, 2, 5, 1>(args, stream);
+                return two_blocks ? Launch2D<T, M, 2, 5, 1, 2>(args, stream)
+                                  : Launch2D<T, M, 2, 5, 1>(args, stream);
               case 26:
-                return Launch2D<T, M, 2, 6, 1>(args, stream);
+                return two_blocks ? Launch2D<T, M, 2, 6, 1, 2>(args, stream)
+                                  : Launch2D<T, M, 2, 6, 1>(args, stream);
               case 35:
                 return Launch2D<T, M, 3, 5, 1>(args, stream);
               case 36:

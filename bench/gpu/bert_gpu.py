@@ -112,6 +112,9 @@ def main():
                    help="precisions of the torch.compile peers (with --torch-compile)")
     p.add_argument("--graphs", default="",
                    help="precisions also compiled with buckets at --seqs and run with CUDA graphs")
+    p.add_argument("--half-outputs-graphs", default="",
+                   help="precisions also compiled as --graphs with --half-outputs (results "
+                        "returned in the half type, as model.half()'s are)")
     p.add_argument("--ab-flash", action="store_true",
                    help="also time fp16 with the reference attention kernel")
     p.add_argument("--host-io-peers", default="",
@@ -145,12 +148,16 @@ def main():
                             f"--precision={prec}"], check=True, capture_output=True, text=True)
         print(prec, r.stderr.strip().splitlines()[-1], f"({time.time() - t0:.1f} s)", flush=True)
     graphs = [g for g in args.graphs.split(",") if g]
+    graphs += [g + " half outputs" for g in args.half_outputs_graphs.split(",") if g]
     for prec in graphs:
-        nbx[prec + "+graphs"] = os.path.join(args.work, f"bert_cuda_{prec}_buckets.nbx")
+        nbx[prec + "+graphs"] = os.path.join(args.work,
+                                             f"bert_cuda_{prec.replace(' ', '_')}_buckets.nbx")
         t0 = time.time()
+        half_outputs = ["--half-outputs"] if prec.endswith(" half outputs") else []
         r = subprocess.run([args.nimblec, "compile", onnx_path, "-o", nbx[prec + "+graphs"],
-                            "--device=cuda", f"--precision={prec}", "--buckets",
-                            f"seq={args.seqs}"], check=True, capture_output=True, text=True)
+                            "--device=cuda", f"--precision={prec.split()[0]}", "--buckets",
+                            f"seq={args.seqs}"] + half_outputs,
+                           check=True, capture_output=True, text=True)
         print(prec, "buckets", r.stderr.strip().splitlines()[-1], f"({time.time() - t0:.1f} s)",
               flush=True)
     bert = bert.cuda()
@@ -198,6 +205,7 @@ def main():
     lines.append("")
     lines.append("| seq | " + " | ".join(cols) + " |")
     lines.append("| --- |" + " --- |" * len(cols))
+    ratio_lines = []
     for seq in [int(s) for s in args.seqs.split(",")]:
         rounds = []
         for r in range(args.rounds):
@@ -217,11 +225,23 @@ def main():
                 print(f"  round {r + 1} seq {seq}: " + " ".join(f"{v:.3f}" for v in row),
                       flush=True)
         row = [float(np.median([rr[i] for rr in rounds])) for i in range(len(rounds[0]))]
-        lines.append(f"| {seq} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
+        lines.append(f"| {seq} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
         print(lines[-1], flush=True)
+        # Each round's peer / Nimble ratio for the graphs' columns against torch.compile, and
+        # their median (the rounds time both sides back to back).
+        for g in graphs:
+            for peer in [c for c in cols if c.startswith("PyTorch compile")]:
+                a, b = cols.index(f"Nimble {g} graphs"), cols.index(peer)
+                ratios = [rr[b] / rr[a] for rr in rounds]
+                ratio_lines.append(f"seq {seq}: {peer} / Nimble {g} graphs: median "
+                                   f"{float(np.median(ratios)):.2f}x (rounds " +
+                                   ", ".join(f"{x:.2f}" for x in ratios) + ")")
+                print(ratio_lines[-1], flush=True)
     with open(args.out, "w") as f:
         f.write(torch.cuda.get_device_name() + f", torch {torch.__version__}\n\n")
         f.write("\n".join(lines) + "\n")
+        if ratio_lines:
+            f.write("\n" + "\n".join(ratio_lines) + "\n")
 
 
 if __name__ == "__main__":

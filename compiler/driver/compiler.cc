@@ -223,12 +223,17 @@ absl::Status OptimizeModule(Module& module, const CompileOptions& options, Compi
     r.removed_nodes = module.main->RemoveDeadNodes();
     return absl::OkStatus();
   }));
+  if (options.half_outputs && options.precision != Precision::kF16 &&
+      options.precision != Precision::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "half outputs need --precision=fp16 or bf16 (not ", PrecisionName(options.precision), ")"));
+  }
   if (options.precision == Precision::kF32) return absl::OkStatus();
   NIMBLE_RETURN_IF_ERROR(
       RunPass(module, options, r, true, "lower-precision", [&]() -> absl::Status {
-        NIMBLE_ASSIGN_OR_RETURN(
-            r.lowered_precision,
-            LowerPrecision(module, options.precision, options.device.type, !options.exact_gelu));
+        NIMBLE_ASSIGN_OR_RETURN(r.lowered_precision,
+                                LowerPrecision(module, options.precision, options.device.type,
+                                               !options.exact_gelu, options.half_outputs));
         return absl::OkStatus();
       }));
   // GPU targets (see the pass); NIMBLE_SPLIT_GEMM_LN=0 at compile time leaves it out (A/B).

@@ -46,6 +46,9 @@ struct CompileOptions {
   // fp16 / bf16 only: keep erf GELU in GEMM epilogues rather than cuBLASLt's tanh form
   // (lower_precision.h).
   bool exact_gelu = false;
+  // fp16 / bf16 only: float32 outputs computed in half precision are returned in the half type
+  // instead of being cast back to f32 (lower_precision.h): half the bytes to the host.
+  bool half_outputs = false;
   // Symbol values at which the report evaluates the memory plan (e.g. batch=1, seq=128).
   std::map<std::string, int64_t> report_at;
 };

@@ -661,17 +661,18 @@ TEST(CompilerTest, GemmLayerNormPairsSplitOverK) {
   CompileOptions options;
   options.device = vm::Device{vm::DeviceType::kCUDA, 0};
   options.precision = Precision::kF16;
-  // Off, on, and on with half partial products: every op of the pair placed on the GPU.
+  // Off, on with f32 partial products, and on (half partials, the default): every op of the
+  // pair placed on the GPU.
   for (int mode : {0, 1, 2}) {
     const bool on = mode > 0;
-    SCOPED_TRACE(mode == 0 ? "off" : mode == 1 ? "on" : "on, half partials");
+    SCOPED_TRACE(mode == 0 ? "off" : mode == 1 ? "on, f32 partials" : "on");
     if (on) {
       unsetenv("NIMBLE_SPLIT_GEMM_LN");  // on by default
     } else {
       setenv("NIMBLE_SPLIT_GEMM_LN", "0", 1);
     }
-    if (mode == 2) {
-      setenv("NIMBLE_SPLIT_GEMM_LN_HALF_PARTIALS", "1", 1);
+    if (mode == 1) {
+      setenv("NIMBLE_SPLIT_GEMM_LN_HALF_PARTIALS", "0", 1);
     } else {
       unsetenv("NIMBLE_SPLIT_GEMM_LN_HALF_PARTIALS");
     }

@@ -15,6 +15,7 @@
 #include "compiler/driver/compiler.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "vm/kernels/cpu/fp16.h"
 #include "vm/kernels/cuda/cuda_device.h"
 #include "vm/virtual_machine.h"
 
@@ -178,6 +179,52 @@ TEST_F(CudaBertTest, ReducedPrecisionsMatchFp32WithinTolerance) {
           << PrecisionName(precision) << " batch " << batch << " seq " << seq;
     }
   }
+}
+
+// --half-outputs: the fp16 executable returns f16 tensors, and widened to f32 they match the fp32
+// CPU executable as the f32 outputs do (fp16's bound, plus the outputs' own rounding), eagerly and
+// from graph replays.
+TEST_F(CudaBertTest, HalfOutputsAreHalfAndMatchFp32) {
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto cpu_exe, CompileOnnxFile(g_model, CompileOptions{}));
+  vm::VirtualMachine cpu(cpu_exe);
+  CompileOptions options;
+  options.device = vm::Device{vm::DeviceType::kCUDA, 0};
+  options.precision = Precision::kF16;
+  options.half_outputs = true;
+  options.buckets = {{"seq", {16, 128}}};
+  NIMBLE_ASSERT_OK_AND_ASSIGN(auto exe, CompileOnnxFile(g_model, options));
+  vm::VirtualMachineOptions graph_options;
+  graph_options.device_graphs = true;
+  vm::VirtualMachine eager(exe), graphed(exe, graph_options);
+  std::mt19937 rng(13);
+  for (int call = 0; call < 3; ++call) {
+    for (auto [batch, seq] : std::vector<std::pair<int64_t, int64_t>>{{1, 128}, {2, 16}, {1, 9}}) {
+      std::vector<vm::Tensor> in = BertInputs(*cpu_exe, batch, seq, rng);
+      NIMBLE_ASSERT_OK_AND_ASSIGN(auto want, cpu.Run(in));
+      for (vm::VirtualMachine* vm : {&eager, &graphed}) {
+        NIMBLE_ASSERT_OK_AND_ASSIGN(auto got, vm->Run(in));
+        ASSERT_EQ(got.size(), want.size());
+        std::vector<vm::Tensor> widened;
+        for (const vm::Tensor& t : got) {
+          ASSERT_EQ(t.dtype(), vm::DType::kF16);
+          ASSERT_EQ(t.device().type, vm::DeviceType::kCPU);
+          std::vector<float> f(t.num_elements());
+          for (int64_t j = 0; j < t.num_elements(); ++j) {
+            f[j] = vm::cpu::HalfToFloat(t.data<uint16_t>()[j]);
+          }
+          widened.push_back(vm::Tensor::FromVector<float>(f, t.shape()));
+        }
+        const double diff = MaxAbsDiff(want, widened), scale = MaxAbs(want);
+        if (call == 0) {
+          std::printf("  fp16, half outputs, %s, batch %lld seq %lld: relative %.3g\n",
+                      vm == &eager ? "eager" : "graphs", static_cast<long long>(batch),
+                      static_cast<long long>(seq), diff / scale);
+        }
+        EXPECT_LE(diff, 2e-2 * scale + 1e-3 * scale) << "batch " << batch << " seq " << seq;
+      }
+    }
+  }
+  EXPECT_GT(graphed.device_graph_stats().replays, 0);
 }
 
 // device_graphs: a bucketed (specialized) variant is captured on its second call and

@@ -35,8 +35,8 @@ namespace {
 constexpr char kUsage[] =
     "usage:\n"
     "  nimblec compile MODEL.onnx -o MODEL.nbx [--device=cpu|cuda] "
-    "[--precision=fp32|tf32|fp16|bf16] [--exact-gelu] [--buckets NAME=16,32,64,...] "
-    "[--dump-ir-after=PASS|all] [--disable-pass=PASS,...]\n"
+    "[--precision=fp32|tf32|fp16|bf16] [--exact-gelu] [--half-outputs] "
+    "[--buckets NAME=16,32,64,...] [--dump-ir-after=PASS|all] [--disable-pass=PASS,...]\n"
     "  nimblec run MODEL.onnx|MODEL.nbx --input NAME=FILE.npy|FILE.pb ... [--output-dir DIR]\n"
     "  nimblec inspect MODEL.nbx|MODEL.onnx\n"
     "  nimblec bench MODEL.onnx|MODEL.nbx --shape NAME=1x128 ... [--iterations N] [--threads N]\n"
@@ -51,6 +51,7 @@ struct Args {
   std::vector<std::string> disabled_passes;
   bool profile_kernels = false;
   bool exact_gelu = false;  // --exact-gelu: fp16/bf16 GEMMs keep erf GELU (lower_precision.h)
+  bool half_outputs = false;   // --half-outputs: fp16/bf16 results stay half (lower_precision.h)
   bool device_graphs = false;  // bench: VirtualMachineOptions::device_graphs
   std::vector<std::pair<std::string, std::string>> inputs;  // name -> file
   std::vector<std::pair<std::string, std::string>> shapes;  // name -> "1x128"
@@ -97,6 +98,8 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       args.profile_kernels = true;
     } else if (is("--exact-gelu")) {
       args.exact_gelu = true;
+    } else if (is("--half-outputs")) {
+      args.half_outputs = true;
     } else if (is("--disable-pass")) {
       NIMBLE_ASSIGN_OR_RETURN(std::string v, value_of(i, "--disable-pass"));
       for (absl::string_view p : absl::StrSplit(v, ',')) args.disabled_passes.emplace_back(p);
@@ -170,6 +173,7 @@ absl::StatusOr<std::shared_ptr<const vm::Executable>> LoadOrCompile(
   options.device = args.device;
   options.precision = args.precision;
   options.exact_gelu = args.exact_gelu;
+  options.half_outputs = args.half_outputs;
   for (const std::string& p : args.dump_ir_after) options.dump_ir_after.insert(p);
   for (const std::string& p : args.dump_ir_after) {
     const auto& names = compiler::PassNames();

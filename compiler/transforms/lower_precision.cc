@@ -75,7 +75,8 @@ bool DeviceAccepts(const Node& node, const std::vector<vm::DType>& ins,
 
 class Lowering {
  public:
-  Lowering(Graph& g, vm::DType half, bool tanh_gelu) : g_(g), half_(half), tanh_gelu_(tanh_gelu) {}
+  Lowering(Graph& g, vm::DType half, bool tanh_gelu, bool half_outputs)
+      : g_(g), half_(half), tanh_gelu_(tanh_gelu), half_outputs_(half_outputs) {}
 
   absl::StatusOr<int> Run(vm::DeviceType device) {
     std::vector<Node*> order;
@@ -107,9 +108,9 @@ class Lowering {
       // where the device's kernel can: the result leaves for the host with no Cast kernel in
       // between (BERT's last_hidden_state), and half consumers, if any, read it through a Cast
       // (BERT's pooler: one row).
-      const bool f32_result = node->domain().empty() && node->op_type() == "LayerNormalization" &&
-                              node->num_outputs() == 1 && IsF32(node->output(0)) &&
-                              is_output(node->output(0)) &&
+      const bool f32_result = !half_outputs_ && node->domain().empty() &&
+                              node->op_type() == "LayerNormalization" && node->num_outputs() == 1 &&
+                              IsF32(node->output(0)) && is_output(node->output(0)) &&
                               DeviceAccepts(*node, InTypes(*node), {vm::DType::kF32}, device);
       const int data_inputs = IsView(*node) ? 1 : node->num_inputs();
       for (int i = 0; i < data_inputs; ++i) {
@@ -133,9 +134,10 @@ class Lowering {
       }
     }
     // Model outputs keep their dtype: the half value is renamed, its f32 cast takes the name.
+    // With half_outputs the half value is the output.
     std::vector<Value*>& outputs = g_.mutable_outputs();
     for (Value*& out : outputs) {
-      if (!lowered_.contains(out)) continue;
+      if (half_outputs_ || !lowered_.contains(out)) continue;
       const bool made = !to_f32_.contains(out);
       Value* f32 = CastTo(out, vm::DType::kF32);
       // Right after what it casts, so that the result leaves for the host while the rest of
@@ -232,6 +234,7 @@ class Lowering {
   Graph& g_;
   const vm::DType half_;
   const bool tanh_gelu_;
+  const bool half_outputs_;
   absl::flat_hash_set<const Value*> lowered_;  // values stored as half_
   absl::flat_hash_map<const Value*, Value*> to_half_, to_f32_;
 };
@@ -262,7 +265,7 @@ const char* PrecisionName(Precision precision) {
 }
 
 absl::StatusOr<int> LowerPrecision(Module& module, Precision precision, vm::DeviceType device,
-                                   bool tanh_gelu) {
+                                   bool tanh_gelu, bool half_outputs) {
   if (precision == Precision::kF32) return 0;
   if (device == vm::DeviceType::kCPU) {
     return absl::InvalidArgumentError(absl::StrCat("precision ", PrecisionName(precision),
@@ -278,8 +281,8 @@ absl::StatusOr<int> LowerPrecision(Module& module, Precision precision, vm::Devi
     }
     return marked;
   }
-  return Lowering(g, precision == Precision::kF16 ? vm::DType::kF16 : vm::DType::kBF16, tanh_gelu)
-      .Run(device);
+  const vm::DType half = precision == Precision::kF16 ? vm::DType::kF16 : vm::DType::kBF16;
+  return Lowering(g, half, tanh_gelu, half_outputs).Run(device);
 }
 
 }  // namespace nimble::compiler

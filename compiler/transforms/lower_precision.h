@@ -44,7 +44,12 @@ const char* PrecisionName(Precision precision);
 
 // Lowers the main graph for kernels of `device` (a GPU type). Returns the number of nodes
 // lowered (tf32: GEMMs marked). kInvalidArgument for fp16/bf16/tf32 on the CPU.
+// half_outputs (CompileOptions::half_outputs, nimblec --half-outputs): float32 model outputs
+// computed in half precision are returned in the half type, with no Cast back to f32: half the
+// bytes to copy to the host, and the executable's signature says f16 / bf16 for them (as an ONNX
+// model converted to float16 without keeping its I/O types would). Outputs computed in f32
+// keep their dtype.
 absl::StatusOr<int> LowerPrecision(Module& module, Precision precision, vm::DeviceType device,
-                                   bool tanh_gelu = true);
+                                   bool tanh_gelu = true, bool half_outputs = false);
 
 }  // namespace nimble::compiler

@@ -100,6 +100,42 @@ TEST_F(LowerPrecisionTest, Fp16LowersTheComputeAndCastsAtTheEdges) {
             "}\n");
 }
 
+// With half outputs, the outputs computed in half stay half (no Cast, the LayerNorm writes f16);
+// those computed in f32 (the Softmax) or integers (the Shape) keep their dtype.
+TEST_F(LowerPrecisionTest, HalfOutputsStayHalf) {
+  Value* x = Input("x", {2, 4});
+  Value* m = Input("m", {2, 8});
+  Value* y = Op("MatMul", {x, Weight("w", {4, 8}, 0.25f)}, {2, 8})->output(0);
+  Value* t = Op("Tanh", {y}, {2, 8})->output(0);
+  Node* ln = Op("LayerNormalization", {t, Weight("g", {8}, 1.0f), Weight("b", {8}, 0.0f)}, {2, 8});
+  ln->attrs().Set("axis", int64_t{-1});
+  Value* shape = Op("Shape", {t}, {2}, vm::DType::kI64)->output(0);
+  Node* sm = Op("Softmax", {m}, {2, 8});
+  sm->attrs().Set("axis", int64_t{-1});
+  m_.main->AddOutput(ln->output(0));
+  m_.main->AddOutput(shape);
+  m_.main->AddOutput(sm->output(0));
+  m_.main->AddOutput(t);
+
+  NIMBLE_ASSERT_OK_AND_ASSIGN(
+      int lowered, LowerPrecision(m_, Precision::kF16, vm::DeviceType::kCUDA, /*tanh_gelu=*/true,
+                                  /*half_outputs=*/true));
+  EXPECT_EQ(lowered, 3);
+  EXPECT_EQ(m_.ToString(),
+            "graph main(%0:x: f32[2, 4], %1:m: f32[2, 8]) {\n"
+            "  %11:w/f16: f16[4, 8] = constant\n"
+            "  %12:g/f16: f16[8] = constant\n"
+            "  %13:b/f16: f16[8] = constant\n"
+            "  %9: f32[2, 8] = Softmax(%1:m) {axis=-1}\n"
+            "  %10:x/f16: f16[2, 4] = Cast(%0:x) {to=10}\n"
+            "  %3: f16[2, 8] = MatMul(%10:x/f16, %11:w/f16)\n"
+            "  %4: f16[2, 8] = Tanh(%3)\n"
+            "  %7: f16[2, 8] = LayerNormalization(%4, %12:g/f16, %13:b/f16) {axis=-1}\n"
+            "  %8: i64[2] = Shape(%4)\n"
+            "  return %7, %8, %9, %4\n"
+            "}\n");
+}
+
 // A half GEMM's erf GELU epilogue becomes cuBLASLt's tanh form unless exact GELU is asked for.
 TEST_F(LowerPrecisionTest, HalfGemmGeluEpilogueTakesTheTanhFormUnlessExact) {
   for (bool tanh_gelu : {true, false}) {

@@ -97,7 +97,7 @@ absl::StatusOr<int> SplitGemmLayerNorms(Module& module) {
     if (axis != -1 && axis != yt.rank() - 1) continue;
     const int64_t k = w->constant()->dim(0), n = w->constant()->dim(1);
     if (*x_k->AsConst() != k || k <= 0 || n <= 0 || n % 8 != 0 || n > 1024 || m <= 0) continue;
-    const bool half_partials = EnvInt("NIMBLE_SPLIT_GEMM_LN_HALF_PARTIALS", 0) != 0;
+    const bool half_partials = EnvInt("NIMBLE_SPLIT_GEMM_LN_HALF_PARTIALS", 1) != 0;
     const int64_t splits = Splits(m, k, half_partials);
     if (splits <= 0 || splits > 8 || k % splits != 0 || (k / splits) % 8 != 0) continue;
 
@@ -105,8 +105,8 @@ absl::StatusOr<int> SplitGemmLayerNorms(Module& module) {
     std::vector<Dim> parts_dims = {DimExpr::Const(splits)};
     parts_dims.insert(parts_dims.end(), xt.dims->begin(), xt.dims->end() - 1);
     parts_dims.push_back(DimExpr::Const(n));
-    // Partial products in f32, or in the GEMM's half type with NIMBLE_SPLIT_GEMM_LN_HALF_PARTIALS=1
-    // (half the bytes written and read, one more rounding a slice; an A/B switch).
+    // Partial products in the GEMM's half type (half the bytes written and read, one more
+    // rounding a slice; sums in f32), or f32 with NIMBLE_SPLIT_GEMM_LN_HALF_PARTIALS=0 (A/B).
     const vm::DType parts_type = half_partials ? half : vm::DType::kF32;
     gemm->output(0)->set_type(Type::Tensor(TensorType::Of(parts_type, parts_dims)));
     gemm->output(0)->set_name(y->name() + "/parts");

@@ -59,8 +59,8 @@ class SplitGemmLayerNormTest : public ::testing::Test {
 };
 
 // K >= 1536 splits by M (2 at M >= 256, 3 at M >= 96, 4 below; half partials 3 at M >= 96, 4
-// below); K < 1536 takes S = 1. The partial products are f32, or f16 with
-// NIMBLE_SPLIT_GEMM_LN_HALF_PARTIALS=1; the LayerNorm at the model's output still writes f32.
+// below); K < 1536 takes S = 1. The partial products are f16 by default, f32 with
+// NIMBLE_SPLIT_GEMM_LN_HALF_PARTIALS=0; the LayerNorm at the model's output still writes f32.
 TEST_F(SplitGemmLayerNormTest, SplitsByShapeIntoF32OrHalfPartials) {
   struct Case {
     int64_t rows, k, splits;
@@ -73,9 +73,9 @@ TEST_F(SplitGemmLayerNormTest, SplitsByShapeIntoF32OrHalfPartials) {
     SCOPED_TRACE(::testing::Message()
                  << "rows " << c.rows << " K " << c.k << " half partials " << c.half_partials);
     if (c.half_partials) {
-      setenv("NIMBLE_SPLIT_GEMM_LN_HALF_PARTIALS", "1", 1);
+      unsetenv("NIMBLE_SPLIT_GEMM_LN_HALF_PARTIALS");  // the default
     } else {
-      unsetenv("NIMBLE_SPLIT_GEMM_LN_HALF_PARTIALS");
+      setenv("NIMBLE_SPLIT_GEMM_LN_HALF_PARTIALS", "0", 1);
     }
     Build(c.rows, c.k, 64);
     NIMBLE_ASSERT_OK_AND_ASSIGN(int split, SplitGemmLayerNorms(m_));

@@ -37,6 +37,25 @@ class LowerPrecisionTest : public ::testing::Test {
     return n;
   }
 
+  // x -> MatMul(W) -> Tanh -> LayerNorm -> out, plus a Shape of the Tanh, a Softmax of an f32
+  // input and the Tanh itself as outputs.
+  void BuildEdges() {
+    Value* x = Input("x", {2, 4});
+    Value* m = Input("m", {2, 8});
+    Value* y = Op("MatMul", {x, Weight("w", {4, 8}, 0.25f)}, {2, 8})->output(0);
+    Value* t = Op("Tanh", {y}, {2, 8})->output(0);
+    Node* ln =
+        Op("LayerNormalization", {t, Weight("g", {8}, 1.0f), Weight("b", {8}, 0.0f)}, {2, 8});
+    ln->attrs().Set("axis", int64_t{-1});
+    Value* shape = Op("Shape", {t}, {2}, vm::DType::kI64)->output(0);
+    Node* sm = Op("Softmax", {m}, {2, 8});
+    sm->attrs().Set("axis", int64_t{-1});
+    m_.main->AddOutput(ln->output(0));
+    m_.main->AddOutput(shape);
+    m_.main->AddOutput(sm->output(0));
+    m_.main->AddOutput(t);
+  }
+
   Module m_;
 };
 
@@ -67,19 +86,7 @@ TEST_F(LowerPrecisionTest, EmbedLayerNormStartsAHalfRegion) {
 // at the output writes f32 itself; the Tanh, also an output, gets its Cast right after it (not at
 // the end), so that its copy to the host can start there.
 TEST_F(LowerPrecisionTest, Fp16LowersTheComputeAndCastsAtTheEdges) {
-  Value* x = Input("x", {2, 4});
-  Value* m = Input("m", {2, 8});
-  Value* y = Op("MatMul", {x, Weight("w", {4, 8}, 0.25f)}, {2, 8})->output(0);
-  Value* t = Op("Tanh", {y}, {2, 8})->output(0);
-  Node* ln = Op("LayerNormalization", {t, Weight("g", {8}, 1.0f), Weight("b", {8}, 0.0f)}, {2, 8});
-  ln->attrs().Set("axis", int64_t{-1});
-  Value* shape = Op("Shape", {t}, {2}, vm::DType::kI64)->output(0);
-  Node* sm = Op("Softmax", {m}, {2, 8});
-  sm->attrs().Set("axis", int64_t{-1});
-  m_.main->AddOutput(ln->output(0));
-  m_.main->AddOutput(shape);
-  m_.main->AddOutput(sm->output(0));
-  m_.main->AddOutput(t);
+  BuildEdges();
 
   NIMBLE_ASSERT_OK_AND_ASSIGN(int lowered,
                               LowerPrecision(m_, Precision::kF16, vm::DeviceType::kCUDA));
@@ -103,19 +110,7 @@ TEST_F(LowerPrecisionTest, Fp16LowersTheComputeAndCastsAtTheEdges) {
 // With half outputs, the outputs computed in half stay half (no Cast, the LayerNorm writes f16);
 // those computed in f32 (the Softmax) or integers (the Shape) keep their dtype.
 TEST_F(LowerPrecisionTest, HalfOutputsStayHalf) {
-  Value* x = Input("x", {2, 4});
-  Value* m = Input("m", {2, 8});
-  Value* y = Op("MatMul", {x, Weight("w", {4, 8}, 0.25f)}, {2, 8})->output(0);
-  Value* t = Op("Tanh", {y}, {2, 8})->output(0);
-  Node* ln = Op("LayerNormalization", {t, Weight("g", {8}, 1.0f), Weight("b", {8}, 0.0f)}, {2, 8});
-  ln->attrs().Set("axis", int64_t{-1});
-  Value* shape = Op("Shape", {t}, {2}, vm::DType::kI64)->output(0);
-  Node* sm = Op("Softmax", {m}, {2, 8});
-  sm->attrs().Set("axis", int64_t{-1});
-  m_.main->AddOutput(ln->output(0));
-  m_.main->AddOutput(shape);
-  m_.main->AddOutput(sm->output(0));
-  m_.main->AddOutput(t);
+  BuildEdges();
 
   NIMBLE_ASSERT_OK_AND_ASSIGN(
       int lowered, LowerPrecision(m_, Precision::kF16, vm::DeviceType::kCUDA, /*tanh_gelu=*/true,

@@ -177,6 +177,12 @@ vm::Executable NewExecutable() {
 }  // namespace
 
 absl::Status OptimizeModule(Module& module, const CompileOptions& options, CompileReport* report) {
+  // Checked before any pass runs.
+  if (options.half_outputs && options.precision != Precision::kF16 &&
+      options.precision != Precision::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "half outputs need --precision=fp16 or bf16 (not ", PrecisionName(options.precision), ")"));
+  }
   CompileReport local;
   CompileReport& r = report ? *report : local;
   if (options.dump &&
@@ -223,11 +229,6 @@ absl::Status OptimizeModule(Module& module, const CompileOptions& options, Compi
     r.removed_nodes = module.main->RemoveDeadNodes();
     return absl::OkStatus();
   }));
-  if (options.half_outputs && options.precision != Precision::kF16 &&
-      options.precision != Precision::kBF16) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "half outputs need --precision=fp16 or bf16 (not ", PrecisionName(options.precision), ")"));
-  }
   if (options.precision == Precision::kF32) return absl::OkStatus();
   NIMBLE_RETURN_IF_ERROR(
       RunPass(module, options, r, true, "lower-precision", [&]() -> absl::Status {

@@ -209,9 +209,7 @@ TEST_F(CudaBertTest, HalfOutputsAreHalfAndMatchFp32) {
           ASSERT_EQ(t.dtype(), vm::DType::kF16);
           ASSERT_EQ(t.device().type, vm::DeviceType::kCPU);
           std::vector<float> f(t.num_elements());
-          for (int64_t j = 0; j < t.num_elements(); ++j) {
-            f[j] = vm::cpu::HalfToFloat(t.data<uint16_t>()[j]);
-          }
+          vm::cpu::HalfToFloat(t.data<uint16_t>(), f.data(), t.num_elements());
           widened.push_back(vm::Tensor::FromVector<float>(f, t.shape()));
         }
         const double diff = MaxAbsDiff(want, widened), scale = MaxAbs(want);
